@@ -1,0 +1,174 @@
+import fs from 'node:fs';
+import { randomBytes } from 'node:crypto';
+import { DEFAULT_RESOURCES, type Vm } from '@agentbox/vm';
+import { openRuntime, type Runtime } from '../runtime.js';
+
+export interface BenchResult {
+  accel: string;
+  /** qemu start → first exec answered; median of 3 cold boots. */
+  coldBootMs: number;
+  /** Guest agent ping round trip; median of 1000. */
+  pingRttMs: number;
+  /** `true` run through the guest agent; median of 50. */
+  execTrueMs: number;
+  /** `/bin/true` fork+exec cost from a shell loop inside the guest: the emulator's floor. */
+  execFloorMs: number;
+  /** Host RSS of one idle VM (qemu process). */
+  idleRssMiB: number;
+  /** Host CPU of one idle VM over 5 s, % of one core. */
+  idleCpuPct: number;
+  /** 100 MiB file read out of the box through the guest agent. */
+  downloadMBps: number;
+  /** 100 MiB of stdout through the guest agent. */
+  stdoutMBps: number;
+  samples: { coldBootMs: number[] };
+  image: string;
+}
+
+const MiB = 2 ** 20;
+const TRANSFER_BYTES = 100 * MiB;
+
+function median(values: number[]): number {
+  const sorted = [...values].sort((a, b) => a - b);
+  const mid = Math.floor(sorted.length / 2);
+  return sorted.length % 2 ? sorted[mid]! : (sorted[mid - 1]! + sorted[mid]!) / 2;
+}
+
+const round = (n: number, digits = 2) => Math.round(n * 10 ** digits) / 10 ** digits;
+
+async function bootOnce(runtime: Runtime): Promise<{ vm: Vm; ms: number }> {
+  const vm = await runtime.backend.create({
+    id: `bench-${randomBytes(4).toString('hex')}`,
+    image: runtime.image,
+    resources: DEFAULT_RESOURCES,
+  });
+  const started = performance.now();
+  try {
+    await vm.start();
+    await vm.guest.exec({ argv: ['true'] });
+  } catch (err) {
+    await vm.destroy();
+    throw err;
+  }
+  return { vm, ms: performance.now() - started };
+}
+
+function procStat(pid: number): { rssBytes: number; cpuTicks: number } {
+  const stat = fs.readFileSync(`/proc/${pid}/stat`, 'utf8');
+  const fields = stat.slice(stat.lastIndexOf(')') + 2).split(' ');
+  const status = fs.readFileSync(`/proc/${pid}/status`, 'utf8');
+  const rssKb = Number(/^VmRSS:\s+(\d+)/m.exec(status)?.[1] ?? 0);
+  return { rssBytes: rssKb * 1024, cpuTicks: Number(fields[11]) + Number(fields[12]) };
+}
+
+async function shellOutput(vm: Vm, script: string): Promise<string> {
+  let out = '';
+  const exit = await vm.guest.exec(
+    { argv: ['sh', '-c', script] },
+    { onStdout: (c) => void (out += c.toString()) },
+  );
+  if (exit.exitCode !== 0) throw new Error(`bench step failed: ${script}`);
+  return out.trim();
+}
+
+/** Runs every measurement in one go, on this host, and returns one JSON-able object. */
+export async function bench(log: (line: string) => void): Promise<BenchResult> {
+  const runtime = await openRuntime();
+  log(`bench: accel ${runtime.accel.accel}, image ${runtime.image.manifest.id}`);
+  const boots: number[] = [];
+  const main = await bootOnce(runtime);
+  boots.push(main.ms);
+  const vm = main.vm;
+  try {
+    for (let i = 0; i < 2; i++) {
+      const extra = await bootOnce(runtime);
+      boots.push(extra.ms);
+      await extra.vm.destroy();
+    }
+    log(`bench: cold boots ${boots.map((b) => b.toFixed(0)).join(', ')} ms`);
+
+    const pings: number[] = [];
+    for (let i = 0; i < 1000; i++) {
+      const t = performance.now();
+      await vm.guest.ping();
+      pings.push(performance.now() - t);
+    }
+    const execs: number[] = [];
+    for (let i = 0; i < 50; i++) {
+      const t = performance.now();
+      await vm.guest.exec({ argv: ['true'] });
+      execs.push(performance.now() - t);
+    }
+    const loopMs = Number(
+      await shellOutput(
+        vm,
+        's=$(date +%s%N); i=0; while [ $i -lt 50 ]; do /bin/true; i=$((i+1)); done; e=$(date +%s%N); echo $(( (e-s)/1000 ))',
+      ),
+    );
+    const execFloorMs = loopMs / 1000 / 50;
+    log(
+      `bench: ping ${median(pings).toFixed(3)} ms, exec true ${median(execs).toFixed(1)} ms, floor ${execFloorMs.toFixed(1)} ms`,
+    );
+
+    let t = performance.now();
+    let received = 0;
+    await vm.guest.exec(
+      { argv: ['head', '-c', String(TRANSFER_BYTES), '/dev/zero'] },
+      { onStdout: (c) => void (received += c.length) },
+    );
+    const stdoutMs = performance.now() - t;
+    if (received !== TRANSFER_BYTES)
+      throw new Error(`stdout bench received ${received} of ${TRANSFER_BYTES} bytes`);
+
+    await shellOutput(vm, `head -c ${TRANSFER_BYTES} /dev/zero > /tmp/bench.bin`);
+    received = 0;
+    t = performance.now();
+    await vm.guest.readFile('/tmp/bench.bin', (c) => void (received += c.length));
+    const downloadMs = performance.now() - t;
+    if (received !== TRANSFER_BYTES)
+      throw new Error(`download bench received ${received} of ${TRANSFER_BYTES} bytes`);
+    await vm.guest.remove('/tmp/bench.bin');
+    log(
+      `bench: stdout ${(TRANSFER_BYTES / MiB / (stdoutMs / 1000)).toFixed(0)} MB/s, download ${(TRANSFER_BYTES / MiB / (downloadMs / 1000)).toFixed(0)} MB/s`,
+    );
+
+    // Idle: let the guest settle, then watch the qemu process for 5 s.
+    await new Promise((r) => setTimeout(r, 2000));
+    const pid = vm.pid!;
+    const ticksPerSecond = 100;
+    const before = procStat(pid);
+    const idleStart = performance.now();
+    await new Promise((r) => setTimeout(r, 5000));
+    const after = procStat(pid);
+    const idleSeconds = (performance.now() - idleStart) / 1000;
+
+    return {
+      accel: runtime.accel.accel,
+      coldBootMs: round(median(boots), 0),
+      pingRttMs: round(median(pings), 3),
+      execTrueMs: round(median(execs), 1),
+      execFloorMs: round(execFloorMs, 1),
+      idleRssMiB: round(after.rssBytes / MiB, 0),
+      idleCpuPct: round(((after.cpuTicks - before.cpuTicks) / ticksPerSecond / idleSeconds) * 100, 1),
+      downloadMBps: round(TRANSFER_BYTES / MiB / (downloadMs / 1000), 1),
+      stdoutMBps: round(TRANSFER_BYTES / MiB / (stdoutMs / 1000), 1),
+      samples: { coldBootMs: boots.map((b) => round(b, 0)) },
+      image: runtime.image.manifest.id,
+    };
+  } finally {
+    await vm.destroy();
+  }
+}
+
+export function formatBench(r: BenchResult): string {
+  return [
+    `accel          ${r.accel}`,
+    `coldBootMs     ${r.coldBootMs}  (samples ${r.samples.coldBootMs.join(', ')})`,
+    `pingRttMs      ${r.pingRttMs}`,
+    `execTrueMs     ${r.execTrueMs}  (floor ${r.execFloorMs}, ratio ${(r.execTrueMs / r.execFloorMs).toFixed(2)})`,
+    `idleRssMiB     ${r.idleRssMiB}`,
+    `idleCpuPct     ${r.idleCpuPct}`,
+    `downloadMBps   ${r.downloadMBps}`,
+    `stdoutMBps     ${r.stdoutMBps}`,
+  ].join('\n');
+}

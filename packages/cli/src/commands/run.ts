@@ -1,0 +1,105 @@
+import { once } from 'node:events';
+import { randomBytes } from 'node:crypto';
+import { constants as osConstants } from 'node:os';
+import { AgentboxError } from '@agentbox/protocol';
+import type { Vm, VmResources } from '@agentbox/vm';
+import { PhaseTimer } from '../profile.js';
+import { openRuntime } from '../runtime.js';
+
+export interface RunOptions {
+  resources: VmResources;
+  env: Record<string, string>;
+  workdir?: string;
+  timeoutSeconds?: number;
+  stdin: boolean;
+  argv: string[];
+}
+
+/** Exit status the way a shell reports it: the code, or 128 + signal number. */
+export function shellExitStatus(exit: { exitCode: number | null; signal: string | null }): number {
+  if (exit.exitCode !== null) return exit.exitCode;
+  const signo = exit.signal ? (osConstants.signals as Record<string, number>)[exit.signal] : undefined;
+  return 128 + (signo ?? 0);
+}
+
+function writeTo(stream: NodeJS.WriteStream) {
+  return (chunk: Buffer): Promise<void> | void => {
+    if (!stream.write(chunk)) return once(stream, 'drain').then(() => undefined);
+  };
+}
+
+/** Boots a fresh box, runs one command with stdout/stderr passed through, destroys the box. */
+export async function runCommandInBox(options: RunOptions): Promise<number> {
+  const timer = new PhaseTimer();
+  let vm: Vm | undefined;
+  let interrupted: NodeJS.Signals | undefined;
+  const abort = new AbortController();
+  const onSignal = (signal: NodeJS.Signals) => {
+    interrupted = signal;
+    abort.abort();
+    // The box is torn down in `finally`; a second signal kills the VM right away.
+    void vm?.kill();
+  };
+  process.once('SIGINT', onSignal);
+  process.once('SIGTERM', onSignal);
+  try {
+    timer.phase('image');
+    const runtime = await openRuntime();
+    timer.phase('create');
+    vm = await runtime.backend.create({
+      id: `run-${randomBytes(5).toString('hex')}`,
+      image: runtime.image,
+      resources: options.resources,
+    });
+    timer.phase('boot');
+    await vm.start();
+    timer.phase('handshake');
+    await vm.guest.ping();
+    timer.phase('exec');
+    const exit = await vm.guest.exec(
+      {
+        argv: options.argv,
+        env: options.env,
+        ...(options.workdir ? { cwd: options.workdir } : {}),
+        ...(options.timeoutSeconds ? { timeoutMs: Math.round(options.timeoutSeconds * 1000) } : {}),
+      },
+      {
+        onStdout: writeTo(process.stdout),
+        onStderr: writeTo(process.stderr),
+        signal: abort.signal,
+        ...(options.stdin ? { stdin: process.stdin } : {}),
+      },
+    );
+    if (exit.timedOut) {
+      process.stderr.write(`agentbox: command timed out after ${options.timeoutSeconds}s and was killed\n`);
+      return 124;
+    }
+    return shellExitStatus(exit);
+  } catch (err) {
+    if (interrupted) return 128 + (osConstants.signals[interrupted] ?? 0);
+    throw err;
+  } finally {
+    timer.phase('teardown');
+    await vm?.destroy().catch(() => undefined);
+    if (options.stdin) process.stdin.destroy();
+    process.off('SIGINT', onSignal);
+    process.off('SIGTERM', onSignal);
+    timer.report();
+  }
+}
+
+export function parseEnvPairs(pairs: string[]): Record<string, string> {
+  const env: Record<string, string> = {};
+  for (const pair of pairs) {
+    const eq = pair.indexOf('=');
+    const key = eq > 0 ? pair.slice(0, eq) : '';
+    if (!/^[A-Za-z_][A-Za-z0-9_]*$/.test(key)) {
+      throw new AgentboxError(
+        'invalid_request',
+        `--env expects KEY=VALUE with a valid variable name, got ${JSON.stringify(pair)}`,
+      );
+    }
+    env[key] = pair.slice(eq + 1);
+  }
+  return env;
+}

@@ -1,0 +1,171 @@
+import { Command, CommanderError, InvalidArgumentError, Option } from 'commander';
+import { AgentboxError, isAgentboxError } from '@agentbox/protocol';
+import { DEFAULT_RESOURCES } from '@agentbox/vm';
+import { bench, formatBench } from './commands/bench.js';
+import { doctor, formatDoctor } from './commands/doctor.js';
+import { imageBuild, imageShow } from './commands/image.js';
+import { parseEnvPairs, runCommandInBox } from './commands/run.js';
+import { setup } from './commands/setup.js';
+
+/** Exit status for agentbox's own failures (as docker does), distinct from the command's codes. */
+export const EXIT_AGENTBOX_ERROR = 125;
+export const EXIT_USAGE = 2;
+
+function intOption(name: string, min: number, max: number) {
+  return (value: string): number => {
+    if (!/^\d+$/.test(value)) throw new InvalidArgumentError(`${name} must be a whole number`);
+    const n = Number(value);
+    if (n < min || n > max) throw new InvalidArgumentError(`${name} must be between ${min} and ${max}`);
+    return n;
+  };
+}
+
+function numberOption(name: string, min: number) {
+  return (value: string): number => {
+    const n = Number(value);
+    if (!Number.isFinite(n) || n < min) throw new InvalidArgumentError(`${name} must be a number ≥ ${min}`);
+    return n;
+  };
+}
+
+const collect = (value: string, previous: string[]) => [...previous, value];
+
+export function buildProgram(setExit: (code: number) => void): Command {
+  const program = new Command('agentbox')
+    .description('Self-hosted microVM sandboxes for AI coding agents')
+    .version('0.1.0')
+    .showHelpAfterError(false)
+    .exitOverride()
+    .configureOutput({
+      writeErr: (text) => process.stderr.write(text),
+      outputError: (text, write) => write(`agentbox: ${text.replace(/^error: /, '').trim()}\n`),
+    });
+
+  program
+    .command('run')
+    .description("boot a fresh box, run one command in it, destroy the box; exits with the command's status")
+    .addOption(
+      new Option('--memory <MiB>', 'guest memory')
+        .argParser(intOption('--memory', 128, 65536))
+        .default(DEFAULT_RESOURCES.memoryMib),
+    )
+    .addOption(
+      new Option('--cpus <N>', 'virtual CPUs')
+        .argParser(intOption('--cpus', 1, 64))
+        .default(DEFAULT_RESOURCES.vcpus),
+    )
+    .addOption(
+      new Option('--disk <GiB>', 'disk size')
+        .argParser(intOption('--disk', 1, 2048))
+        .default(DEFAULT_RESOURCES.diskGib),
+    )
+    .option('-e, --env <KEY=VALUE>', 'set an environment variable (repeatable)', collect, [])
+    .option('-w, --workdir <DIR>', 'working directory in the box (default /root)')
+    .addOption(
+      new Option('--timeout <S>', 'kill the command after S seconds (exit 124)').argParser(
+        numberOption('--timeout', 0.001),
+      ),
+    )
+    .option('-i, --stdin', "pass this process's stdin to the command", false)
+    .argument('<command...>', 'command and arguments (put them after --)')
+    .action(
+      async (
+        argv: string[],
+        opts: {
+          memory: number;
+          cpus: number;
+          disk: number;
+          env: string[];
+          workdir?: string;
+          timeout?: number;
+          stdin: boolean;
+        },
+      ) => {
+        if (opts.workdir !== undefined && !opts.workdir.startsWith('/')) {
+          throw new InvalidArgumentError('--workdir must be an absolute path in the box');
+        }
+        setExit(
+          await runCommandInBox({
+            argv,
+            resources: { memoryMib: opts.memory, vcpus: opts.cpus, diskGib: opts.disk },
+            env: parseEnvPairs(opts.env),
+            ...(opts.workdir ? { workdir: opts.workdir } : {}),
+            ...(opts.timeout ? { timeoutSeconds: opts.timeout } : {}),
+            stdin: opts.stdin,
+          }),
+        );
+      },
+    );
+
+  program
+    .command('setup')
+    .description('install the Debian packages agentbox needs (only those missing)')
+    .option('--check', 'only report what is missing', false)
+    .action(async (opts: { check: boolean }) => setExit(await setup(opts)));
+
+  program
+    .command('doctor')
+    .description('check the host: QEMU, accelerator, image, memory and disk, with the fix for each problem')
+    .option('--json', 'print JSON', false)
+    .action(async (opts: { json: boolean }) => {
+      const report = await doctor();
+      process.stdout.write((opts.json ? JSON.stringify(report, null, 2) : formatDoctor(report)) + '\n');
+      setExit(report.ok ? 0 : 1);
+    });
+
+  const image = program.command('image').description('build and inspect the box image');
+  image
+    .command('build')
+    .description('build the image from Debian and npm packages (returns at once when it is up to date)')
+    .option('--force', 'rebuild even if an identical image exists', false)
+    .option('--json', 'print the manifest as JSON', false)
+    .action(async (opts: { force: boolean; json: boolean }) => setExit(await imageBuild(opts)));
+  image
+    .command('show')
+    .description('show the current image')
+    .option('--json', 'print the manifest as JSON', false)
+    .action((opts: { json: boolean }) => setExit(imageShow(opts)));
+
+  program
+    .command('bench')
+    .description('measure boot, round trip, exec and throughput figures')
+    .option('--json', 'print one JSON object', false)
+    .action(async (opts: { json: boolean }) => {
+      const result = await bench((line) => process.stderr.write(`${line}\n`));
+      process.stdout.write((opts.json ? JSON.stringify(result) : formatBench(result)) + '\n');
+      setExit(0);
+    });
+
+  return program;
+}
+
+/** Runs the CLI; returns the process exit status. Errors become one line on stderr, never a stack. */
+export async function main(argv: string[]): Promise<number> {
+  let exitCode = 0;
+  const program = buildProgram((code) => (exitCode = code));
+  try {
+    await program.parseAsync(argv, { from: 'user' });
+    return exitCode;
+  } catch (err) {
+    if (err instanceof CommanderError) {
+      // help and version exit 0; usage errors were already printed as one line
+      return err.exitCode === 0 ? 0 : EXIT_USAGE;
+    }
+    if (err instanceof InvalidArgumentError) {
+      process.stderr.write(`agentbox: ${err.message}\n`);
+      return EXIT_USAGE;
+    }
+    if (isAgentboxError(err)) {
+      process.stderr.write(`agentbox: ${err.message}\n`);
+      if (process.env.AGENTBOX_DEBUG === '1' && err.cause instanceof Error)
+        process.stderr.write(`${err.cause.stack}\n`);
+      return err.code === 'invalid_request' ? EXIT_USAGE : EXIT_AGENTBOX_ERROR;
+    }
+    const e = err as Error;
+    process.stderr.write(`agentbox: internal error: ${e.message}\n`);
+    if (process.env.AGENTBOX_DEBUG === '1') process.stderr.write(`${e.stack}\n`);
+    return EXIT_AGENTBOX_ERROR;
+  }
+}
+
+export { AgentboxError };

@@ -1,0 +1,139 @@
+import fs from 'node:fs';
+import { createRequire } from 'node:module';
+import path from 'node:path';
+import { AgentboxError } from '@agentbox/protocol';
+import {
+  QemuBackend,
+  QEMU_BINARY,
+  agentboxHome,
+  buildImage,
+  chooseAccel,
+  hostTscKhz,
+  loadImage,
+  parseAccelSetting,
+  runCommand,
+  type AccelVerdict,
+  type BuildResult,
+  type Image,
+} from '@agentbox/vm';
+import { AGENT_VERSION } from '@agentbox/guest';
+import { progressReporter } from './progress.js';
+
+/** The bundled guest agent that goes into images. */
+export function agentBundlePath(): string {
+  const require = createRequire(import.meta.url);
+  const bundle = require.resolve('@agentbox/guest/agent.mjs');
+  if (!fs.existsSync(bundle)) {
+    throw new AgentboxError(
+      'image_missing',
+      `guest agent bundle ${bundle} is missing; run \`npm run build\``,
+    );
+  }
+  return bundle;
+}
+
+export async function qemuVersion(): Promise<string | undefined> {
+  try {
+    const { stdout } = await runCommand(QEMU_BINARY, ['--version']);
+    return /version (\S+)/.exec(stdout)?.[1];
+  } catch {
+    return undefined;
+  }
+}
+
+export function accelVerdict(home: string, image: Image | undefined): Promise<AccelVerdict> {
+  return chooseAccel({
+    setting: parseAccelSetting(process.env.AGENTBOX_ACCEL),
+    home,
+    cacheKey: `${fs.readFileSync('/proc/sys/kernel/osrelease', 'utf8').trim()}|${image?.manifest.kernel.release ?? ''}`,
+    // A probe boot under KVM is only reached on hosts whose CPU advertises VT-x/AMD-V.
+    probeKvmBoot: async () => {
+      if (!image) return false;
+      const backend = new QemuBackend({ home, accel: 'kvm', tscKhz: undefined });
+      const vm = await backend.create({
+        id: `kvm-probe-${process.pid}`,
+        image,
+        resources: { memoryMib: 512, vcpus: 1, diskGib: 2 },
+        bootTimeoutMs: 20_000,
+      });
+      try {
+        await vm.start();
+        await vm.guest.ping();
+        return true;
+      } finally {
+        await vm.destroy();
+      }
+    },
+  });
+}
+
+/** Builds the image for this agentbox if it is missing (the first `run` on a fresh machine). */
+export async function ensureImage(options: {
+  home: string;
+  force?: boolean;
+  quiet?: boolean;
+}): Promise<BuildResult> {
+  const progress = progressReporter();
+  const result = await buildImage({
+    home: options.home,
+    agentBundlePath: agentBundlePath(),
+    agentVersion: AGENT_VERSION,
+    force: options.force ?? false,
+    onProgress: (p) => {
+      if (options.quiet && p.step === 'resolve') return;
+      if (p.step === 'done') {
+        if (!options.quiet) progress.done(p.message);
+      } else {
+        progress.update(p.index, p.total, p.message);
+      }
+    },
+  });
+  return result;
+}
+
+export interface Runtime {
+  home: string;
+  image: Image;
+  accel: AccelVerdict;
+  backend: QemuBackend;
+}
+
+/** Everything needed to boot a box: QEMU present, the image (built on demand), the accelerator. */
+export async function openRuntime(options: { quietImage?: boolean } = {}): Promise<Runtime> {
+  const home = agentboxHome();
+  if ((await qemuVersion()) === undefined) {
+    throw new AgentboxError(
+      'prerequisite_missing',
+      `${QEMU_BINARY} is not installed; run \`agentbox setup\``,
+    );
+  }
+  const { image } = await ensureImage({ home, quiet: options.quietImage ?? true });
+  const accel = await accelVerdict(home, image);
+  const backend = new QemuBackend({
+    home,
+    accel: accel.accel,
+    tscKhz: accel.accel === 'tcg' ? hostTscKhz() : undefined,
+  });
+  return { home, image, accel, backend };
+}
+
+/** The newest built image, without building; undefined if there is none. */
+export function findBuiltImage(home: string): { image?: Image; error?: AgentboxError } {
+  const dir = path.join(home, 'images');
+  let candidates: string[];
+  try {
+    candidates = fs
+      .readdirSync(dir)
+      .filter((d) => !d.includes('.tmp'))
+      .map((d) => path.join(dir, d))
+      .sort((a, b) => fs.statSync(b).mtimeMs - fs.statSync(a).mtimeMs);
+  } catch {
+    return {};
+  }
+  if (candidates.length === 0) return {};
+  try {
+    return { image: loadImage(candidates[0]!) };
+  } catch (err) {
+    return { error: err as AgentboxError };
+  }
+}

@@ -1,0 +1,25 @@
+import type { Mux } from '@agentbox/protocol/wire';
+
+/** What a request handler gets: its channel and a way to answer on it. */
+export interface RequestContext {
+  readonly mux: Mux;
+  readonly channel: number;
+  /** Registers what to do when the host cancels the request. */
+  onCancel(cb: () => void): void;
+  /** Registers handlers for data the host streams on this channel (stdin, upload). */
+  onData(cb: (chunk: Buffer) => void, onEnd: () => void): void;
+}
+
+/** A handler failure that maps to a guest error code instead of `guest_error`. */
+export class GuestOpError extends Error {
+  constructor(
+    readonly code: 'invalid_request' | 'file_not_found' | 'process_not_found' | 'guest_error',
+    message: string,
+  ) {
+    super(message);
+  }
+}
+
+export function errnoCode(err: unknown): string | undefined {
+  return typeof err === 'object' && err !== null && 'code' in err ? String(err.code) : undefined;
+}

@@ -1,0 +1,192 @@
+import fs from 'node:fs';
+import fsp from 'node:fs/promises';
+import path from 'node:path';
+import { randomBytes } from 'node:crypto';
+import type { EntryInfo, ParsedRequest } from '@agentbox/protocol';
+import { GuestOpError, errnoCode, type RequestContext } from './context.js';
+
+type Op<K extends ParsedRequest['op']> = Extract<ParsedRequest, { op: K }>;
+
+const READ_CHUNK_BYTES = 256 * 1024;
+/** Bytes of a file read that may be queued towards the host before reading pauses. */
+const MAX_QUEUED_READ_BYTES = 4 * 1024 * 1024;
+
+function absolute(p: string): string {
+  if (!path.isAbsolute(p)) throw new GuestOpError('invalid_request', `path must be absolute: ${p}`);
+  return path.normalize(p);
+}
+
+/** Maps fs errors to guest error codes with a message that names the path, never a stack. */
+export function fsError(err: unknown, p: string): GuestOpError {
+  switch (errnoCode(err) ?? '') {
+    case 'ENOENT':
+      return new GuestOpError('file_not_found', `no such file or directory: ${p}`);
+    case 'ENOTDIR':
+      return new GuestOpError('file_not_found', `not a directory: ${p}`);
+    case 'EISDIR':
+      return new GuestOpError('invalid_request', `is a directory: ${p}`);
+    case 'EEXIST':
+      return new GuestOpError('invalid_request', `already exists: ${p}`);
+    case 'ENOTEMPTY':
+      return new GuestOpError('invalid_request', `directory not empty: ${p}`);
+    case 'ENOSPC':
+      return new GuestOpError('guest_error', `no space left on the box's disk writing ${p}`);
+    default:
+      return new GuestOpError('guest_error', `${p}: ${err instanceof Error ? err.message : String(err)}`);
+  }
+}
+
+function entryOf(p: string, st: fs.Stats): EntryInfo {
+  const type = st.isFile()
+    ? 'file'
+    : st.isDirectory()
+      ? 'directory'
+      : st.isSymbolicLink()
+        ? 'symlink'
+        : 'other';
+  return {
+    name: path.basename(p) || '/',
+    path: p,
+    type,
+    size: st.size,
+    mode: st.mode & 0o7777,
+    modifiedMs: st.mtimeMs,
+  };
+}
+
+export async function statFile(req: Op<'file.stat'>): Promise<EntryInfo> {
+  const p = absolute(req.path);
+  try {
+    return entryOf(p, await fsp.lstat(p));
+  } catch (err) {
+    throw fsError(err, p);
+  }
+}
+
+export async function listDir(req: Op<'file.list'>): Promise<EntryInfo[]> {
+  const dir = absolute(req.path);
+  let names: string[];
+  try {
+    names = await fsp.readdir(dir);
+  } catch (err) {
+    throw fsError(err, dir);
+  }
+  const entries = await Promise.all(
+    names.sort().map(async (name) => {
+      const p = path.join(dir, name);
+      try {
+        return entryOf(p, await fsp.lstat(p));
+      } catch {
+        return undefined; // vanished between readdir and lstat
+      }
+    }),
+  );
+  return entries.filter((e): e is EntryInfo => e !== undefined);
+}
+
+/** Streams a regular file as Data frames after a `file` header, then End. */
+export async function readFile(req: Op<'file.read'>, ctx: RequestContext): Promise<Record<string, never>> {
+  const p = absolute(req.path);
+  let handle: fsp.FileHandle;
+  try {
+    handle = await fsp.open(p, 'r');
+  } catch (err) {
+    throw fsError(err, p);
+  }
+  let cancelled = false;
+  ctx.onCancel(() => (cancelled = true));
+  try {
+    const st = await handle.stat();
+    if (!st.isFile()) throw new GuestOpError('invalid_request', `not a regular file: ${p}`);
+    await ctx.mux.sendJson(ctx.channel, { type: 'file', size: st.size });
+    let queued = 0;
+    let drained: (() => void) | undefined;
+    for (;;) {
+      if (cancelled) break;
+      const buffer = Buffer.allocUnsafe(READ_CHUNK_BYTES);
+      const { bytesRead } = await handle.read(buffer, 0, buffer.length, null);
+      if (bytesRead === 0) break;
+      queued += bytesRead;
+      void ctx.mux.sendData(ctx.channel, 'data', buffer.subarray(0, bytesRead)).then(
+        () => {
+          queued -= bytesRead;
+          drained?.();
+        },
+        () => (cancelled = true),
+      );
+      while (queued > MAX_QUEUED_READ_BYTES && !cancelled) await new Promise<void>((r) => (drained = r));
+    }
+    await ctx.mux.sendEnd(ctx.channel);
+    return {};
+  } catch (err) {
+    throw err instanceof GuestOpError ? err : fsError(err, p);
+  } finally {
+    await handle.close();
+  }
+}
+
+/**
+ * Receives a file as Data frames into a temporary sibling and renames it into place on End, so a
+ * reader never sees a half-written file and a cancelled upload leaves the old file intact.
+ */
+export async function writeFile(req: Op<'file.write'>, ctx: RequestContext): Promise<{ bytes: number }> {
+  const p = absolute(req.path);
+  if (req.makeParents)
+    await fsp.mkdir(path.dirname(p), { recursive: true }).catch((err) => Promise.reject(fsError(err, p)));
+  const tmp = path.join(path.dirname(p), `.${path.basename(p)}.agentbox-${randomBytes(6).toString('hex')}`);
+  let handle: fsp.FileHandle;
+  try {
+    handle = await fsp.open(tmp, 'wx', req.mode ?? 0o644);
+  } catch (err) {
+    throw fsError(err, p);
+  }
+  let bytes = 0;
+  let chain = Promise.resolve();
+  try {
+    await new Promise<void>((resolve, reject) => {
+      ctx.onCancel(() => reject(new GuestOpError('invalid_request', `upload of ${p} was cancelled`)));
+      ctx.onData(
+        (chunk) => {
+          chain = chain.then(async () => {
+            await handle.write(chunk);
+            bytes += chunk.length;
+            ctx.mux.consumed(ctx.channel, chunk.length);
+          });
+          chain.catch(reject);
+        },
+        () => void chain.then(resolve, reject),
+      );
+    });
+    if (req.mode !== undefined) await handle.chmod(req.mode);
+    await handle.close();
+    await fsp.rename(tmp, p);
+    return { bytes };
+  } catch (err) {
+    await handle.close().catch(() => undefined);
+    await fsp.rm(tmp, { force: true });
+    throw err instanceof GuestOpError ? err : fsError(err, p);
+  }
+}
+
+export async function makeDir(req: Op<'file.mkdir'>): Promise<Record<string, never>> {
+  const p = absolute(req.path);
+  try {
+    await fsp.mkdir(p, { recursive: req.recursive });
+    return {};
+  } catch (err) {
+    throw fsError(err, p);
+  }
+}
+
+export async function removePath(req: Op<'file.remove'>): Promise<Record<string, never>> {
+  const p = absolute(req.path);
+  if (p === '/') throw new GuestOpError('invalid_request', 'refusing to remove /');
+  try {
+    const st = await fsp.lstat(p);
+    if (st.isDirectory() && !req.recursive) await fsp.rmdir(p);
+    else await fsp.rm(p, { recursive: req.recursive });
+    return {};
+  } catch (err) {
+    throw fsError(err, p);
+  }
+}

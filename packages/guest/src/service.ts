@@ -1,0 +1,168 @@
+import { execFile } from 'node:child_process';
+import fs from 'node:fs';
+import { randomUUID } from 'node:crypto';
+import {
+  CancelSchema,
+  IMAGE_API_VERSION,
+  PROTOCOL_VERSION,
+  RequestSchema,
+  type Hello,
+  type ParsedRequest,
+} from '@agentbox/protocol';
+import { Mux, type Transport } from '@agentbox/protocol/wire';
+import { GuestOpError, type RequestContext } from './context.js';
+import { GUEST_BASE_ENV, runExec, type ExecDefaults } from './exec.js';
+import { listDir, makeDir, readFile, removePath, statFile, writeFile } from './files.js';
+import { health } from './health.js';
+import { killProcess, listProcesses } from './processes.js';
+import { AGENT_VERSION } from './version.js';
+
+export interface GuestServiceOptions {
+  exec?: Partial<ExecDefaults>;
+  /** Overrides for tests: versions announced in the hello. */
+  protocolVersion?: number;
+  imageApiVersion?: number;
+}
+
+interface OpenRequest {
+  cancel: (() => void)[];
+  data?: (chunk: Buffer) => void;
+  end?: () => void;
+  /** Data that arrived before the handler registered for it. */
+  early: Buffer[];
+  ended: boolean;
+}
+
+function bootId(): string {
+  try {
+    return fs.readFileSync('/proc/sys/kernel/random/boot_id', 'utf8').trim();
+  } catch {
+    return randomUUID();
+  }
+}
+
+/** Owns the guest side of the channel: answers each request the host opens, one channel per request. */
+export class GuestService {
+  readonly mux: Mux;
+  private readonly open = new Map<number, OpenRequest>();
+  private readonly execDefaults: ExecDefaults;
+
+  constructor(
+    transport: Transport,
+    private readonly options: GuestServiceOptions = {},
+  ) {
+    this.execDefaults = { env: GUEST_BASE_ENV, cwd: '/root', ...options.exec };
+    this.mux = new Mux(transport, {
+      onUnknownChannel: (channel, message) => this.accept(channel, message),
+      // The host is trusted; a malformed frame from it means the stream is corrupt, so start over.
+      onProtocolError: (err) => {
+        process.stderr.write(`agentbox-guest: protocol error: ${err.message}\n`);
+        process.exit(70);
+      },
+    });
+  }
+
+  hello(): Hello {
+    return {
+      type: 'hello',
+      protocolVersion: this.options.protocolVersion ?? PROTOCOL_VERSION,
+      imageApiVersion: this.options.imageApiVersion ?? IMAGE_API_VERSION,
+      agentVersion: AGENT_VERSION,
+      bootId: bootId(),
+      agentPid: process.pid,
+    };
+  }
+
+  sendHello(): Promise<void> {
+    return this.mux.sendJson(0, this.hello());
+  }
+
+  private accept(channel: number, message: unknown): void {
+    if (channel === 0) return;
+    const parsed = RequestSchema.safeParse(message);
+    if (!parsed.success) {
+      void this.mux.sendJson(channel, {
+        type: 'error',
+        code: 'invalid_request',
+        message: parsed.error.issues.map((i) => `${i.path.join('.') || 'request'}: ${i.message}`).join('; '),
+      });
+      return;
+    }
+    const state: OpenRequest = { cancel: [], early: [], ended: false };
+    this.open.set(channel, state);
+    this.mux.open(channel, {
+      onJson: (msg) => {
+        if (CancelSchema.safeParse(msg).success) for (const cb of state.cancel) cb();
+      },
+      onData: (_stream, chunk) => {
+        if (state.data) state.data(chunk);
+        else state.early.push(chunk);
+      },
+      onEnd: () => {
+        state.ended = true;
+        state.end?.();
+      },
+    });
+    const ctx: RequestContext = {
+      mux: this.mux,
+      channel,
+      onCancel: (cb) => state.cancel.push(cb),
+      onData: (data, end) => {
+        state.data = data;
+        state.end = end;
+        for (const chunk of state.early.splice(0)) data(chunk);
+        if (state.ended) end();
+      },
+    };
+    void this.handle(parsed.data, ctx).then(
+      (reply) => this.finish(channel, reply),
+      (err: unknown) => {
+        const e =
+          err instanceof GuestOpError
+            ? err
+            : new GuestOpError('guest_error', String((err as Error)?.message ?? err));
+        return this.finish(channel, { type: 'error', code: e.code, message: e.message });
+      },
+    );
+  }
+
+  private async finish(channel: number, reply: unknown): Promise<void> {
+    this.open.delete(channel);
+    try {
+      await this.mux.sendJson(channel, reply);
+    } finally {
+      this.mux.close(channel);
+    }
+  }
+
+  private async handle(req: ParsedRequest, ctx: RequestContext): Promise<unknown> {
+    const result = (value: unknown) => ({ type: 'result', value });
+    switch (req.op) {
+      case 'ping':
+        return result({ now: Date.now() });
+      case 'health':
+        return result(health());
+      case 'exec':
+        return runExec(req, ctx, this.execDefaults);
+      case 'process.list':
+        return result(listProcesses());
+      case 'process.kill':
+        return result(killProcess(req));
+      case 'file.stat':
+        return result(await statFile(req));
+      case 'file.list':
+        return result(await listDir(req));
+      case 'file.read':
+        return result(await readFile(req, ctx));
+      case 'file.write':
+        return result(await writeFile(req, ctx));
+      case 'file.mkdir':
+        return result(await makeDir(req));
+      case 'file.remove':
+        return result(await removePath(req));
+      case 'system.sync':
+        await new Promise<void>((resolve) => execFile('sync', () => resolve()));
+        return result({});
+    }
+  }
+}

@@ -1,0 +1,88 @@
+import fs from 'node:fs';
+import net from 'node:net';
+import type { Transport } from '@agentbox/protocol/wire';
+
+export interface GuestLink extends Transport {
+  /** Starts delivering received bytes; never resolves while the link lives. */
+  start(onBytes: (chunk: Buffer) => void): Promise<void>;
+}
+
+const READ_BUFFER_BYTES = 256 * 1024;
+/** The virtio port reads 0 bytes while no host is attached; wait this long before reading again. */
+const IDLE_POLL_MS = 20;
+
+function readAsync(fd: number, buffer: Buffer): Promise<number> {
+  return new Promise((resolve, reject) => {
+    fs.read(fd, buffer, 0, buffer.length, null, (err, n) => (err ? reject(err) : resolve(n)));
+  });
+}
+
+function writeAsync(fd: number, bytes: Buffer): Promise<number> {
+  return new Promise((resolve, reject) => {
+    fs.write(fd, bytes, 0, bytes.length, null, (err, n) => (err ? reject(err) : resolve(n)));
+  });
+}
+
+const PORTS_SYSFS = '/sys/class/virtio-ports';
+
+/**
+ * Finds the character device of a named virtio-serial port. With no udev in the guest there is no
+ * /dev/virtio-ports/<name> link, and the name reaches sysfs asynchronously after the driver loads.
+ */
+export async function findVirtioPort(name: string, timeoutMs = 30_000): Promise<string> {
+  const deadline = Date.now() + timeoutMs;
+  for (;;) {
+    for (const port of fs.existsSync(PORTS_SYSFS) ? fs.readdirSync(PORTS_SYSFS) : []) {
+      let portName = '';
+      try {
+        portName = fs.readFileSync(`${PORTS_SYSFS}/${port}/name`, 'utf8').trim();
+      } catch {
+        // not ready yet
+      }
+      if (portName === name) return `/dev/${port}`;
+    }
+    if (Date.now() > deadline) throw new Error(`virtio port ${name} did not appear within ${timeoutMs} ms`);
+    await new Promise((r) => setTimeout(r, 10));
+  }
+}
+
+/**
+ * The virtio-serial character device. libuv treats it as a file, so reads and writes run in the
+ * thread pool; the kernel caps each write at 32 KiB, so writes loop until everything went out.
+ */
+export function openVirtioPort(path: string): GuestLink {
+  const fd = fs.openSync(path, 'r+');
+  return {
+    async start(onBytes) {
+      // One read buffer for the life of the link; what was read is copied out, so small
+      // messages do not each pin a 256 KiB allocation until the next GC.
+      const buffer = Buffer.allocUnsafe(READ_BUFFER_BYTES);
+      for (;;) {
+        const n = await readAsync(fd, buffer);
+        if (n === 0) await new Promise((r) => setTimeout(r, IDLE_POLL_MS));
+        else onBytes(Buffer.from(buffer.subarray(0, n)));
+      }
+    },
+    async write(bytes) {
+      let offset = 0;
+      while (offset < bytes.length) offset += await writeAsync(fd, bytes.subarray(offset));
+    },
+  };
+}
+
+/** A unix socket to the host, used when the agent runs outside a VM (the `fake` driver in unit tests). */
+export function connectUnixSocket(path: string): GuestLink {
+  const socket = net.connect(path);
+  return {
+    start(onBytes) {
+      socket.on('data', onBytes);
+      return new Promise((_resolve, reject) => {
+        socket.on('error', reject);
+        socket.on('close', () => reject(new Error('host socket closed')));
+      });
+    },
+    write(bytes) {
+      return new Promise((resolve, reject) => socket.write(bytes, (err) => (err ? reject(err) : resolve())));
+    },
+  };
+}

@@ -1,0 +1,186 @@
+import { z } from 'zod';
+
+/**
+ * Messages on the host↔guest channel. The host opens a channel with a `request`; the guest answers on
+ * the same channel with zero or more progress messages and exactly one terminal message
+ * (`result`, `exit` or `error`). Everything the guest sends is parsed with these schemas on the host:
+ * the guest is untrusted.
+ */
+
+export const HelloSchema = z
+  .object({
+    type: z.literal('hello'),
+    protocolVersion: z.number().int().describe('Wire protocol version the guest speaks.'),
+    imageApiVersion: z.number().int().describe('Image API version the guest was built for.'),
+    agentVersion: z.string().max(64).describe('Guest agent version.'),
+    bootId: z.string().max(64).describe('Kernel boot id; changes on every boot.'),
+    agentPid: z.number().int().describe('PID of the guest agent (changes when it restarts).'),
+  })
+  .strict();
+export type Hello = z.infer<typeof HelloSchema>;
+
+const PathSchema = z.string().min(1).max(4096).describe('Absolute path inside the guest.');
+const EnvSchema = z.record(
+  z
+    .string()
+    .regex(/^[A-Za-z_][A-Za-z0-9_]*$/)
+    .max(256),
+  z.string().max(128 * 1024),
+);
+
+export const ExecRequestSchema = z
+  .object({
+    op: z.literal('exec'),
+    argv: z
+      .array(z.string().max(128 * 1024))
+      .min(1)
+      .max(4096)
+      .describe('Program and arguments; no shell.'),
+    env: EnvSchema.optional().describe('Variables added to the guest agent environment.'),
+    cwd: PathSchema.optional().describe('Working directory; default /root.'),
+    stdin: z.boolean().default(false).describe('Whether the host will stream stdin on this channel.'),
+    timeoutMs: z.number().int().positive().optional().describe('Kill the process group after this long.'),
+  })
+  .strict();
+export type ExecRequest = z.input<typeof ExecRequestSchema>;
+
+export const RequestSchema = z.discriminatedUnion('op', [
+  z.object({ op: z.literal('ping') }).strict(),
+  z.object({ op: z.literal('health') }).strict(),
+  ExecRequestSchema,
+  z.object({ op: z.literal('process.list') }).strict(),
+  z
+    .object({
+      op: z.literal('process.kill'),
+      pid: z.number().int().min(2),
+      signal: z
+        .string()
+        .regex(/^SIG[A-Z0-9]+$/)
+        .default('SIGKILL'),
+    })
+    .strict(),
+  z.object({ op: z.literal('file.stat'), path: PathSchema }).strict(),
+  z.object({ op: z.literal('file.list'), path: PathSchema }).strict(),
+  z.object({ op: z.literal('file.read'), path: PathSchema }).strict(),
+  z
+    .object({
+      op: z.literal('file.write'),
+      path: PathSchema,
+      mode: z.number().int().min(0).max(0o7777).optional(),
+      makeParents: z.boolean().default(false),
+    })
+    .strict(),
+  z.object({ op: z.literal('file.mkdir'), path: PathSchema, recursive: z.boolean().default(true) }).strict(),
+  z
+    .object({ op: z.literal('file.remove'), path: PathSchema, recursive: z.boolean().default(false) })
+    .strict(),
+  z.object({ op: z.literal('system.sync') }).strict(),
+]);
+export type Request = z.input<typeof RequestSchema>;
+export type ParsedRequest = z.output<typeof RequestSchema>;
+export type RequestOp = Request['op'];
+
+/** Host → guest control on an open channel. */
+export const CancelSchema = z.object({ type: z.literal('cancel') }).strict();
+
+export const ExecStartedSchema = z.object({ type: z.literal('started'), pid: z.number().int() }).strict();
+
+export const ExecExitSchema = z
+  .object({
+    type: z.literal('exit'),
+    exitCode: z.number().int().nullable().describe('Exit status, or null when killed by a signal.'),
+    signal: z.string().max(32).nullable().describe('Signal name that ended the process, if any.'),
+    timedOut: z.boolean(),
+    durationMs: z.number().nonnegative(),
+  })
+  .strict();
+export type ExecExit = z.infer<typeof ExecExitSchema>;
+
+export const GuestErrorCodeSchema = z.enum([
+  'invalid_request',
+  'file_not_found',
+  'process_not_found',
+  'guest_error',
+]);
+export const GuestErrorSchema = z
+  .object({ type: z.literal('error'), code: GuestErrorCodeSchema, message: z.string().max(4096) })
+  .strict();
+
+export const ResultSchema = z.object({ type: z.literal('result'), value: z.unknown() }).strict();
+
+/** Header sent before the bytes of a `file.read`. */
+export const FileHeaderSchema = z
+  .object({ type: z.literal('file'), size: z.number().int().nonnegative() })
+  .strict();
+
+export const GuestReplySchema = z.discriminatedUnion('type', [
+  ExecStartedSchema,
+  ExecExitSchema,
+  GuestErrorSchema,
+  ResultSchema,
+  FileHeaderSchema,
+]);
+export type GuestReply = z.infer<typeof GuestReplySchema>;
+
+// ---- result values, one per op ----
+
+export const PongSchema = z.object({ now: z.number() }).strict();
+
+export const HealthSchema = z
+  .object({
+    uptimeSeconds: z.number().nonnegative(),
+    loadAverage: z.array(z.number()).length(3),
+    memTotalBytes: z.number().int().nonnegative(),
+    memAvailableBytes: z.number().int().nonnegative(),
+    diskTotalBytes: z.number().int().nonnegative(),
+    diskFreeBytes: z.number().int().nonnegative(),
+    processes: z.number().int().nonnegative(),
+  })
+  .strict();
+export type Health = z.infer<typeof HealthSchema>;
+
+export const ProcessInfoSchema = z
+  .object({
+    pid: z.number().int(),
+    ppid: z.number().int(),
+    user: z.string().max(64),
+    state: z.string().max(8),
+    rssBytes: z.number().int().nonnegative(),
+    command: z.string().max(4096),
+  })
+  .strict();
+export type ProcessInfo = z.infer<typeof ProcessInfoSchema>;
+export const ProcessListSchema = z.array(ProcessInfoSchema).max(100_000);
+
+export const FileTypeSchema = z.enum(['file', 'directory', 'symlink', 'other']);
+export const EntryInfoSchema = z
+  .object({
+    name: z.string().max(4096),
+    path: z.string().max(8192),
+    type: FileTypeSchema,
+    size: z.number().int().nonnegative(),
+    mode: z.number().int().nonnegative(),
+    modifiedMs: z.number(),
+  })
+  .strict();
+export type EntryInfo = z.infer<typeof EntryInfoSchema>;
+export const EntryListSchema = z.array(EntryInfoSchema).max(100_000);
+
+export const WriteResultSchema = z.object({ bytes: z.number().int().nonnegative() }).strict();
+export const EmptyResultSchema = z.object({}).strict();
+
+/** The result schema of each op, used by the host to validate what the guest returns. */
+export const RESULT_SCHEMAS = {
+  ping: PongSchema,
+  health: HealthSchema,
+  'process.list': ProcessListSchema,
+  'process.kill': EmptyResultSchema,
+  'file.stat': EntryInfoSchema,
+  'file.list': EntryListSchema,
+  'file.read': EmptyResultSchema,
+  'file.write': WriteResultSchema,
+  'file.mkdir': EmptyResultSchema,
+  'file.remove': EmptyResultSchema,
+  'system.sync': EmptyResultSchema,
+  exec: ExecExitSchema,
+} as const satisfies Record<RequestOp, z.ZodType>;

@@ -1,0 +1,12 @@
+export { PROTOCOL_VERSION, IMAGE_API_VERSION, GUEST_PORT_NAME } from './version.js';
+export {
+  ERROR_CODES,
+  ERROR_CODE_LIST,
+  AgentboxError,
+  isAgentboxError,
+  isErrorCode,
+  httpStatusOf,
+  type ErrorCode,
+  type AgentboxErrorOptions,
+} from './errors.js';
+export * from './guest.js';

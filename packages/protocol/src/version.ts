@@ -1,0 +1,14 @@
+/**
+ * Version of the host↔guest wire protocol (frames + messages). Bump on any incompatible change;
+ * the host refuses a guest that speaks another version.
+ */
+export const PROTOCOL_VERSION = 1;
+
+/**
+ * Version of the contract between the host and an image: init layout, guest agent location, kernel
+ * command line, device names. A host refuses images built for another image API version.
+ */
+export const IMAGE_API_VERSION = 1;
+
+/** Name of the virtio-serial port that carries the guest channel. */
+export const GUEST_PORT_NAME = 'agentbox.0';

@@ -1,0 +1,105 @@
+/**
+ * Framing of the host↔guest byte stream. Every frame:
+ *
+ *   magic u8 (0xAB) | kind u8 | channel u32 BE | length u32 BE | payload
+ *
+ * Channels multiplex concurrent operations over the one virtio-serial stream. Channel 0 carries the
+ * guest's hello; every other channel is one operation (exec, file transfer, …) opened by the host.
+ */
+export const FRAME_MAGIC = 0xab;
+export const FRAME_HEADER_BYTES = 10;
+/** Largest payload a decoder accepts; anything bigger is a protocol violation, not an allocation. */
+export const MAX_FRAME_PAYLOAD_BYTES = 1024 * 1024;
+/** Data is cut into frames of at most this size so control frames can interleave with bulk data. */
+export const DATA_CHUNK_BYTES = 64 * 1024;
+
+export const FrameKind = {
+  /** A JSON message (request, reply, control). */
+  Json: 1,
+  /** Bytes of the main stream: stdin/stdout or file contents. */
+  Data: 2,
+  /** Bytes of stderr. */
+  Stderr: 3,
+  /** The sender has no more Data/Stderr bytes on this channel. */
+  End: 4,
+  /** Flow control: the receiver consumed `u32` more bytes of this channel's data. */
+  Credit: 5,
+} as const;
+export type FrameKind = (typeof FrameKind)[keyof typeof FrameKind];
+
+const KIND_VALUES = new Set<number>(Object.values(FrameKind));
+const EMPTY = Buffer.alloc(0);
+
+export interface Frame {
+  kind: FrameKind;
+  channel: number;
+  payload: Buffer;
+}
+
+export function encodeFrame(kind: FrameKind, channel: number, payload: Buffer = EMPTY): Buffer {
+  const header = Buffer.allocUnsafe(FRAME_HEADER_BYTES);
+  header[0] = FRAME_MAGIC;
+  header[1] = kind;
+  header.writeUInt32BE(channel >>> 0, 2);
+  header.writeUInt32BE(payload.length, 6);
+  return payload.length === 0 ? header : Buffer.concat([header, payload]);
+}
+
+export class FrameError extends Error {
+  override readonly name = 'FrameError';
+}
+
+/**
+ * Incremental decoder. Input from the guest is hostile: a bad magic, an unknown kind or an
+ * oversized length throws `FrameError` (the caller drops the connection) instead of allocating.
+ */
+export class FrameDecoder {
+  private chunks: Buffer[] = [];
+  private buffered = 0;
+
+  push(chunk: Buffer): Frame[] {
+    if (chunk.length > 0) {
+      this.chunks.push(chunk);
+      this.buffered += chunk.length;
+    }
+    const frames: Frame[] = [];
+    while (this.buffered >= FRAME_HEADER_BYTES) {
+      const head = this.contiguous(FRAME_HEADER_BYTES);
+      if (head[0] !== FRAME_MAGIC) throw new FrameError(`bad frame magic 0x${head[0]!.toString(16)}`);
+      const kind = head[1]!;
+      if (!KIND_VALUES.has(kind)) throw new FrameError(`unknown frame kind ${kind}`);
+      const channel = head.readUInt32BE(2);
+      const length = head.readUInt32BE(6);
+      if (length > MAX_FRAME_PAYLOAD_BYTES)
+        throw new FrameError(`frame of ${length} bytes exceeds the limit`);
+      if (this.buffered < FRAME_HEADER_BYTES + length) break;
+      const whole = this.take(FRAME_HEADER_BYTES + length);
+      frames.push({ kind: kind as FrameKind, channel, payload: whole.subarray(FRAME_HEADER_BYTES) });
+    }
+    return frames;
+  }
+
+  /** Drops buffered bytes, e.g. after the peer restarted mid-frame. */
+  reset(): void {
+    this.chunks = [];
+    this.buffered = 0;
+  }
+
+  /** The first `n` buffered bytes as one buffer, joining chunks only when they straddle. */
+  private contiguous(n: number): Buffer {
+    const first = this.chunks[0]!;
+    if (first.length >= n) return first.subarray(0, n);
+    const joined = Buffer.concat(this.chunks);
+    this.chunks = [joined];
+    return joined.subarray(0, n);
+  }
+
+  private take(n: number): Buffer {
+    const out = this.contiguous(n);
+    const first = this.chunks[0]!;
+    if (first.length === n) this.chunks.shift();
+    else this.chunks[0] = first.subarray(n);
+    this.buffered -= n;
+    return out;
+  }
+}

@@ -1,0 +1,19 @@
+export {
+  FRAME_MAGIC,
+  FRAME_HEADER_BYTES,
+  MAX_FRAME_PAYLOAD_BYTES,
+  DATA_CHUNK_BYTES,
+  FrameKind,
+  FrameDecoder,
+  FrameError,
+  encodeFrame,
+  type Frame,
+} from './frame.js';
+export {
+  Mux,
+  DEFAULT_WINDOW_BYTES,
+  type Transport,
+  type ChannelHandler,
+  type DataStream,
+  type MuxOptions,
+} from './mux.js';

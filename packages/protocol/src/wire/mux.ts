@@ -1,0 +1,257 @@
+import { DATA_CHUNK_BYTES, FrameDecoder, FrameError, FrameKind, encodeFrame, type Frame } from './frame.js';
+
+/** Where a mux writes its frames; resolves when the bytes were accepted by the underlying stream. */
+export interface Transport {
+  write(bytes: Buffer): Promise<void>;
+}
+
+export type DataStream = 'data' | 'stderr';
+
+export interface ChannelHandler {
+  onJson(message: unknown): void;
+  /** The handler must call `mux.consumed(channel, chunk.length)` once it has passed the bytes on. */
+  onData(stream: DataStream, chunk: Buffer): void;
+  onEnd(): void;
+}
+
+export interface MuxOptions {
+  /** Bytes a sender may have unacknowledged per channel. */
+  windowBytes?: number;
+  /** Called for a Json frame on a channel nobody has opened (the guest uses it to accept requests). */
+  onUnknownChannel?: (channel: number, message: unknown) => void;
+  /** The peer broke the protocol (bad frame, window overrun, bad JSON); the owner should drop it. */
+  onProtocolError?: (error: Error) => void;
+}
+
+export const DEFAULT_WINDOW_BYTES = 4 * 1024 * 1024;
+/** Writes are batched up to this size so small frames share a syscall. */
+const BATCH_BYTES = 256 * 1024;
+
+interface Outgoing {
+  frame: Buffer;
+  /** Payload bytes that count against the channel's send window (0 for Json/End). */
+  windowCost: number;
+  done?: { resolve: () => void; reject: (err: Error) => void };
+}
+
+/**
+ * Multiplexes channels over one byte stream, with per-channel credit-based flow control so a bulk
+ * transfer can never starve another channel's messages. Frames of one channel keep their order;
+ * channels take turns, one frame each per pass.
+ */
+export class Mux {
+  private readonly decoder = new FrameDecoder();
+  private readonly handlers = new Map<number, ChannelHandler>();
+  private readonly queues = new Map<number, Outgoing[]>();
+  private readonly sendWindows = new Map<number, number>();
+  private readonly unacked = new Map<number, number>();
+  private readonly outstanding = new Map<number, number>();
+  private urgent: Buffer[] = [];
+  private pumping = false;
+  private failed: Error | undefined;
+  readonly windowBytes: number;
+
+  constructor(
+    private readonly transport: Transport,
+    private readonly options: MuxOptions = {},
+  ) {
+    this.windowBytes = options.windowBytes ?? DEFAULT_WINDOW_BYTES;
+  }
+
+  open(channel: number, handler: ChannelHandler): void {
+    this.handlers.set(channel, handler);
+  }
+
+  /** Forgets a channel: later frames for it are dropped; queued frames are discarded. */
+  close(channel: number): void {
+    this.handlers.delete(channel);
+    this.sendWindows.delete(channel);
+    this.unacked.delete(channel);
+    this.outstanding.delete(channel);
+    const queue = this.queues.get(channel);
+    this.queues.delete(channel);
+    for (const item of queue ?? []) item.done?.reject(new Error('channel closed'));
+  }
+
+  /** Drops all channels and buffered input, e.g. when the peer restarted. */
+  resetAll(): void {
+    for (const channel of [...this.handlers.keys(), ...this.queues.keys()]) this.close(channel);
+    this.decoder.reset();
+    this.urgent = [];
+  }
+
+  /** Marks the transport dead: pending and future sends reject with `error`. */
+  fail(error: Error): void {
+    this.failed = error;
+    for (const queue of this.queues.values()) for (const item of queue) item.done?.reject(error);
+    this.queues.clear();
+  }
+
+  receive(chunk: Buffer): void {
+    let frames: Frame[];
+    try {
+      frames = this.decoder.push(chunk);
+    } catch (err) {
+      this.protocolError(err as Error);
+      return;
+    }
+    for (const frame of frames) this.dispatch(frame);
+  }
+
+  sendJson(channel: number, message: unknown): Promise<void> {
+    return this.enqueue(
+      channel,
+      encodeFrame(FrameKind.Json, channel, Buffer.from(JSON.stringify(message))),
+      0,
+    );
+  }
+
+  /** Queues bytes on a channel; resolves when the last frame was written (await it for backpressure). */
+  sendData(channel: number, stream: DataStream, bytes: Buffer): Promise<void> {
+    const kind = stream === 'data' ? FrameKind.Data : FrameKind.Stderr;
+    const pieces: Promise<void>[] = [];
+    for (let offset = 0; offset < bytes.length; offset += DATA_CHUNK_BYTES) {
+      const piece = bytes.subarray(offset, offset + DATA_CHUNK_BYTES);
+      pieces.push(this.enqueue(channel, encodeFrame(kind, channel, piece), piece.length));
+    }
+    // Promise.all observes every piece, so a closed channel rejects once, not once per frame.
+    return Promise.all(pieces).then(() => undefined);
+  }
+
+  sendEnd(channel: number): Promise<void> {
+    return this.enqueue(channel, encodeFrame(FrameKind.End, channel), 0);
+  }
+
+  /** Tells the peer that `bytes` of this channel's data were passed on, so it may send more. */
+  consumed(channel: number, bytes: number): void {
+    if (!this.handlers.has(channel)) return;
+    this.outstanding.set(channel, Math.max(0, (this.outstanding.get(channel) ?? 0) - bytes));
+    const total = (this.unacked.get(channel) ?? 0) + bytes;
+    if (total >= this.windowBytes / 4) {
+      this.unacked.set(channel, 0);
+      const payload = Buffer.allocUnsafe(4);
+      payload.writeUInt32BE(total, 0);
+      this.urgent.push(encodeFrame(FrameKind.Credit, channel, payload));
+      this.schedule();
+    } else {
+      this.unacked.set(channel, total);
+    }
+  }
+
+  private dispatch(frame: Frame): void {
+    const { channel, kind, payload } = frame;
+    switch (kind) {
+      case FrameKind.Credit: {
+        if (payload.length !== 4)
+          return this.protocolError(new FrameError('credit frame must carry 4 bytes'));
+        if (!this.queues.has(channel) && !this.handlers.has(channel)) return;
+        this.sendWindows.set(channel, this.windowOf(channel) + payload.readUInt32BE(0));
+        this.schedule();
+        return;
+      }
+      case FrameKind.Json: {
+        let message: unknown;
+        try {
+          message = JSON.parse(payload.toString('utf8'));
+        } catch {
+          return this.protocolError(new FrameError(`invalid JSON on channel ${channel}`));
+        }
+        const handler = this.handlers.get(channel);
+        if (handler) handler.onJson(message);
+        else this.options.onUnknownChannel?.(channel, message);
+        return;
+      }
+      case FrameKind.Data:
+      case FrameKind.Stderr: {
+        const handler = this.handlers.get(channel);
+        if (!handler) return;
+        const outstanding = (this.outstanding.get(channel) ?? 0) + payload.length;
+        if (outstanding > this.windowBytes) {
+          return this.protocolError(
+            new FrameError(`peer overran the flow-control window on channel ${channel}`),
+          );
+        }
+        this.outstanding.set(channel, outstanding);
+        handler.onData(kind === FrameKind.Data ? 'data' : 'stderr', payload);
+        return;
+      }
+      case FrameKind.End:
+        this.handlers.get(channel)?.onEnd();
+        return;
+    }
+  }
+
+  private protocolError(error: Error): void {
+    if (this.options.onProtocolError) this.options.onProtocolError(error);
+    else throw error;
+  }
+
+  private windowOf(channel: number): number {
+    return this.sendWindows.get(channel) ?? this.windowBytes;
+  }
+
+  private enqueue(channel: number, frame: Buffer, windowCost: number): Promise<void> {
+    if (this.failed) return Promise.reject(this.failed);
+    // Channel 0 is the handshake; any other channel must be open (closed ones never reopen).
+    if (channel !== 0 && !this.handlers.has(channel)) return Promise.reject(new Error('channel closed'));
+    return new Promise<void>((resolve, reject) => {
+      let queue = this.queues.get(channel);
+      if (!queue) this.queues.set(channel, (queue = []));
+      queue.push({ frame, windowCost, done: { resolve, reject } });
+      this.schedule();
+    });
+  }
+
+  private schedule(): void {
+    if (!this.pumping && !this.failed) void this.pump();
+  }
+
+  private takeBatch(): { bytes: Buffer[]; done: Outgoing['done'][] } {
+    const bytes = this.urgent;
+    this.urgent = [];
+    let size = bytes.reduce((n, b) => n + b.length, 0);
+    const done: Outgoing['done'][] = [];
+    let progressed = true;
+    while (progressed && size < BATCH_BYTES) {
+      progressed = false;
+      for (const [channel, queue] of this.queues) {
+        const head = queue[0];
+        if (!head) {
+          this.queues.delete(channel);
+          continue;
+        }
+        const window = this.windowOf(channel);
+        if (head.windowCost > window) continue;
+        queue.shift();
+        if (head.windowCost > 0) this.sendWindows.set(channel, window - head.windowCost);
+        bytes.push(head.frame);
+        done.push(head.done);
+        size += head.frame.length;
+        progressed = true;
+        if (size >= BATCH_BYTES) break;
+      }
+    }
+    return { bytes, done };
+  }
+
+  private async pump(): Promise<void> {
+    this.pumping = true;
+    try {
+      for (;;) {
+        const { bytes, done } = this.takeBatch();
+        if (bytes.length === 0) return;
+        try {
+          await this.transport.write(bytes.length === 1 ? bytes[0]! : Buffer.concat(bytes));
+        } catch (err) {
+          const error = err instanceof Error ? err : new Error(String(err));
+          for (const d of done) d?.reject(error);
+          this.fail(error);
+          return;
+        }
+        for (const d of done) d?.resolve();
+      }
+    } finally {
+      this.pumping = false;
+    }
+  }
+}

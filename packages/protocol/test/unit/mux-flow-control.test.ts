@@ -1,0 +1,148 @@
+import { describe, expect, it } from 'vitest';
+import { FrameDecoder, FrameKind, Mux, encodeFrame, type ChannelHandler } from '../../src/wire/index.js';
+
+const ignore: ChannelHandler = { onJson: () => undefined, onData: () => undefined, onEnd: () => undefined };
+
+/** Two muxes wired back to back through an in-memory transport that records every write. */
+function pair(windowBytes = 256 * 1024, channels = [1, 2]) {
+  const writesAtoB: Buffer[] = [];
+  const peers: { b?: Mux } = {};
+  const a = new Mux(
+    { write: async (bytes) => void (writesAtoB.push(bytes), peers.b!.receive(bytes)) },
+    { windowBytes },
+  );
+  const b = new Mux({ write: async (bytes) => a.receive(bytes) }, { windowBytes });
+  peers.b = b;
+  // The sender side opens its channels, as the host does before a request.
+  for (const channel of channels) a.open(channel, ignore);
+  return { a, b, writesAtoB };
+}
+
+function collector(mux: Mux, channel: number, consume = true) {
+  const data: Buffer[] = [];
+  const json: unknown[] = [];
+  let ended = false;
+  const handler: ChannelHandler = {
+    onJson: (m) => json.push(m),
+    onData: (_s, chunk) => {
+      data.push(chunk);
+      if (consume) mux.consumed(channel, chunk.length);
+    },
+    onEnd: () => (ended = true),
+  };
+  mux.open(channel, handler);
+  return {
+    data,
+    json,
+    get ended() {
+      return ended;
+    },
+  };
+}
+
+describe('mux', () => {
+  it('keeps the order of one channel: data before the message that follows it', async () => {
+    const { a, b } = pair();
+    const sink = collector(b, 1);
+    const order: string[] = [];
+    b.open(1, {
+      onJson: () => order.push('json'),
+      onData: (_s, c) => (order.push('data'), b.consumed(1, c.length)),
+      onEnd: () => order.push('end'),
+    });
+    void a.sendData(1, 'data', Buffer.alloc(200_000));
+    void a.sendEnd(1);
+    await a.sendJson(1, { type: 'exit' });
+    expect(order.at(-1)).toBe('json');
+    expect(order.at(-2)).toBe('end');
+    expect(sink).toBeDefined();
+  });
+
+  it('interleaves a small message of another channel with a bulk transfer (no starvation)', async () => {
+    const { a, b, writesAtoB } = pair(64 * 1024 * 1024);
+    collector(b, 1);
+    const control = collector(b, 2);
+    const bulk = a.sendData(1, 'data', Buffer.alloc(8 * 1024 * 1024));
+    const ping = a.sendJson(2, { type: 'ping' });
+    await Promise.all([bulk, ping]);
+    // The ping went out in one of the first writes, not after 8 MiB.
+    const decoder = new FrameDecoder();
+    let bytesBefore = 0;
+    outer: for (const write of writesAtoB) {
+      for (const frame of decoder.push(write)) {
+        if (frame.channel === 2) break outer;
+        bytesBefore += frame.payload.length;
+      }
+    }
+    expect(control.json).toEqual([{ type: 'ping' }]);
+    expect(bytesBefore).toBeLessThan(1024 * 1024);
+  });
+
+  it('stops sending when the window is used up and resumes on credit', async () => {
+    const window = 128 * 1024;
+    const { a, b } = pair(window);
+    const slow = collector(b, 1, false);
+    let done = false;
+    const sending = a.sendData(1, 'data', Buffer.alloc(window * 3)).then(() => (done = true));
+    await new Promise((r) => setTimeout(r, 20));
+    const received = () => slow.data.reduce((n, c) => n + c.length, 0);
+    expect(received()).toBe(window);
+    expect(done).toBe(false);
+    b.consumed(1, received());
+    await new Promise((r) => setTimeout(r, 20));
+    expect(received()).toBe(window * 2);
+    b.consumed(1, window);
+    await new Promise((r) => setTimeout(r, 20));
+    b.consumed(1, window);
+    await sending;
+    expect(received()).toBe(window * 3);
+  });
+
+  it('treats a peer that overruns the window as a protocol error', () => {
+    const errors: Error[] = [];
+    const mux = new Mux(
+      { write: async () => undefined },
+      { windowBytes: 1024, onProtocolError: (e) => errors.push(e) },
+    );
+    mux.open(5, { onJson: () => undefined, onData: () => undefined, onEnd: () => undefined });
+    mux.receive(encodeFrame(FrameKind.Data, 5, Buffer.alloc(1024)));
+    expect(errors).toEqual([]);
+    mux.receive(encodeFrame(FrameKind.Data, 5, Buffer.alloc(1)));
+    expect(errors[0]?.message).toMatch(/overran the flow-control window/);
+  });
+
+  it('reports invalid JSON and bad frames as protocol errors instead of throwing into the socket', () => {
+    const errors: Error[] = [];
+    const mux = new Mux({ write: async () => undefined }, { onProtocolError: (e) => errors.push(e) });
+    mux.receive(encodeFrame(FrameKind.Json, 1, Buffer.from('{not json')));
+    mux.receive(Buffer.from('garbage!!!!!'));
+    expect(errors.map((e) => e.message)).toEqual([
+      expect.stringMatching(/invalid JSON/),
+      expect.stringMatching(/bad frame magic/),
+    ]);
+  });
+
+  it('refuses to send on a channel that is not open (closed channels never reopen)', async () => {
+    const mux = new Mux({ write: async () => undefined });
+    await expect(mux.sendJson(3, {})).rejects.toThrow('channel closed');
+    mux.open(3, ignore);
+    await mux.sendJson(3, {});
+    mux.close(3);
+    await expect(mux.sendData(3, 'data', Buffer.from('x'))).rejects.toThrow('channel closed');
+  });
+
+  it('hands messages on unknown channels to onUnknownChannel', () => {
+    const seen: [number, unknown][] = [];
+    const mux = new Mux({ write: async () => undefined }, { onUnknownChannel: (c, m) => seen.push([c, m]) });
+    mux.receive(encodeFrame(FrameKind.Json, 9, Buffer.from('{"op":"ping"}')));
+    expect(seen).toEqual([[9, { op: 'ping' }]]);
+  });
+
+  it('rejects sends after the transport failed', async () => {
+    const mux = new Mux({ write: () => Promise.reject(new Error('gone')) });
+    mux.open(1, ignore);
+    mux.open(2, ignore);
+    await expect(mux.sendJson(1, {})).rejects.toThrow('gone');
+    await expect(mux.sendJson(2, {})).rejects.toThrow('gone');
+  });
+});

@@ -1,0 +1,112 @@
+import { spawn, type ChildProcess } from 'node:child_process';
+import fsp from 'node:fs/promises';
+import net from 'node:net';
+import os from 'node:os';
+import path from 'node:path';
+import { AgentboxError } from '@agentbox/protocol';
+import type { Vm, VmBackend, VmExit, VmSpec, VmState } from '../backend.js';
+import { GuestConnection, type GuestConnectionOptions } from '../guest-connection.js';
+
+export interface FakeBackendOptions {
+  /** The bundled guest agent (packages/guest/dist/agent.mjs). */
+  agentBundlePath: string;
+  /** Extra agent arguments, e.g. `--protocol-version 99` to provoke a mismatch. */
+  agentArgs?: string[];
+  guest?: GuestConnectionOptions;
+}
+
+/**
+ * FOR UNIT TESTS ONLY: a "VM" that is the real guest agent running as a host process, connected
+ * over a unix socket. It exercises the channel protocol and the lifecycle contract in milliseconds;
+ * it isolates nothing.
+ */
+export class FakeBackend implements VmBackend {
+  readonly name = 'fake';
+
+  constructor(private readonly options: FakeBackendOptions) {}
+
+  create(spec: VmSpec): Promise<Vm> {
+    return Promise.resolve(new FakeVm(spec.id, this.options));
+  }
+}
+
+class FakeVm implements Vm {
+  readonly guest: GuestConnection;
+  readonly exited: Promise<VmExit>;
+  private resolveExited!: (exit: VmExit) => void;
+  private currentState: VmState = 'created';
+  private child: ChildProcess | undefined;
+  private server: net.Server | undefined;
+  private dir: string | undefined;
+
+  constructor(
+    readonly id: string,
+    private readonly options: FakeBackendOptions,
+  ) {
+    this.guest = new GuestConnection(options.guest);
+    this.exited = new Promise((resolve) => (this.resolveExited = resolve));
+  }
+
+  get state(): VmState {
+    return this.currentState;
+  }
+
+  get pid(): number | undefined {
+    return this.currentState === 'running' ? this.child?.pid : undefined;
+  }
+
+  async start(): Promise<void> {
+    if (this.currentState !== 'created')
+      throw new AgentboxError('invalid_state', `cannot start VM ${this.id} while it is ${this.currentState}`);
+    this.currentState = 'starting';
+    this.dir = await fsp.mkdtemp(path.join(os.tmpdir(), 'agentbox-fake-'));
+    const socketPath = path.join(this.dir, 'guest.sock');
+    this.server = net.createServer((socket) => this.guest.attach(socket));
+    await new Promise<void>((resolve) => this.server!.listen(socketPath, resolve));
+    const child = spawn(
+      process.execPath,
+      [this.options.agentBundlePath, '--connect', socketPath, ...(this.options.agentArgs ?? [])],
+      {
+        stdio: ['ignore', 'ignore', 'inherit'],
+      },
+    );
+    this.child = child;
+    child.once('exit', (code, signal) => {
+      if (this.currentState !== 'destroyed') this.currentState = 'stopped';
+      this.guest.close(new AgentboxError('vm_exited', `VM ${this.id} exited`));
+      this.server?.close();
+      this.resolveExited({ code, signal });
+    });
+    try {
+      await this.guest.waitForHello();
+    } catch (err) {
+      await this.kill();
+      throw err;
+    }
+    this.currentState = 'running';
+  }
+
+  async stop(): Promise<void> {
+    if (this.currentState !== 'running')
+      throw new AgentboxError('invalid_state', `cannot stop VM ${this.id} while it is ${this.currentState}`);
+    this.child?.kill('SIGTERM');
+    await this.exited;
+  }
+
+  async kill(): Promise<void> {
+    if (!this.child) {
+      this.currentState = 'stopped';
+      this.resolveExited({ code: null, signal: null });
+      return;
+    }
+    if (this.child.exitCode === null && this.child.signalCode === null) this.child.kill('SIGKILL');
+    await this.exited;
+  }
+
+  async destroy(): Promise<void> {
+    if (this.currentState === 'destroyed') return;
+    await this.kill();
+    this.currentState = 'destroyed';
+    if (this.dir) await fsp.rm(this.dir, { recursive: true, force: true });
+  }
+}

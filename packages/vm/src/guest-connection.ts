@@ -1,0 +1,434 @@
+import type net from 'node:net';
+import type { Readable } from 'node:stream';
+import { z } from 'zod';
+import {
+  AgentboxError,
+  ExecExitSchema,
+  FileHeaderSchema,
+  GuestReplySchema,
+  HelloSchema,
+  IMAGE_API_VERSION,
+  PROTOCOL_VERSION,
+  RESULT_SCHEMAS,
+  type EntryInfo,
+  type ExecExit,
+  type ExecRequest,
+  type Health,
+  type Hello,
+  type ProcessInfo,
+  type Request,
+  type RequestOp,
+} from '@agentbox/protocol';
+import { Mux, type DataStream } from '@agentbox/protocol/wire';
+
+type Sink = (chunk: Buffer) => void | Promise<void>;
+
+export interface ExecHandlers {
+  onStdout?: Sink;
+  onStderr?: Sink;
+  /** Bytes to feed to stdin; stdin is closed after them. Omit for no stdin. */
+  stdin?: Buffer | Readable;
+  signal?: AbortSignal;
+  onStarted?: (pid: number) => void;
+}
+
+interface OpenCall {
+  onJson(message: unknown): void;
+  onData(stream: DataStream, chunk: Buffer): void;
+  onEnd(): void;
+  fail(error: AgentboxError): void;
+}
+
+export interface GuestConnectionOptions {
+  /** Versions this host expects; tests override them to provoke a mismatch. */
+  protocolVersion?: number;
+  imageApiVersion?: number;
+}
+
+/**
+ * The host end of the guest channel: handshake, then one mux channel per call. Everything the guest
+ * sends is validated; a call is always settled — by its reply, by the guest agent restarting, or by
+ * the VM going away — so callers never hang on a dead box.
+ */
+export class GuestConnection {
+  private socket: net.Socket | undefined;
+  private mux: Mux;
+  private readonly calls = new Map<number, OpenCall>();
+  private nextChannel = 1;
+  private hello: Hello | undefined;
+  private helloWaiters: { resolve: (h: Hello) => void; reject: (e: Error) => void }[] = [];
+  private closedError: AgentboxError | undefined;
+
+  constructor(private readonly options: GuestConnectionOptions = {}) {
+    this.mux = this.newMux();
+  }
+
+  get info(): Hello | undefined {
+    return this.hello;
+  }
+
+  private newMux(): Mux {
+    return new Mux(
+      {
+        write: (bytes) =>
+          new Promise((resolve, reject) => {
+            const socket = this.socket;
+            if (!socket || socket.destroyed)
+              return reject(
+                this.closedError ?? new AgentboxError('guest_unreachable', 'guest channel is not connected'),
+              );
+            socket.write(bytes, (err) => (err ? reject(err) : resolve()));
+          }),
+      },
+      {
+        onUnknownChannel: (channel, message) => {
+          if (channel === 0) this.onHello(message);
+        },
+        onProtocolError: (err) =>
+          this.resetCalls(
+            new AgentboxError('guest_error', `guest broke the channel protocol: ${err.message}`),
+          ),
+      },
+    );
+  }
+
+  /** Attaches the socket QEMU (or the fake driver) connected to us. */
+  attach(socket: net.Socket): void {
+    this.socket = socket;
+    this.closedError = undefined;
+    socket.on('data', (chunk: Buffer) => this.mux.receive(chunk));
+    socket.on('error', () => undefined);
+    socket.on('close', () => {
+      if (this.socket === socket) this.socket = undefined;
+    });
+  }
+
+  /** Resolves with the first valid hello; rejects on a version mismatch or when the VM goes away. */
+  waitForHello(): Promise<Hello> {
+    if (this.hello) return Promise.resolve(this.hello);
+    if (this.closedError) return Promise.reject(this.closedError);
+    return new Promise((resolve, reject) => this.helloWaiters.push({ resolve, reject }));
+  }
+
+  private onHello(message: unknown): void {
+    const parsed = HelloSchema.safeParse(message);
+    if (!parsed.success) return;
+    const hello = parsed.data;
+    const wantProtocol = this.options.protocolVersion ?? PROTOCOL_VERSION;
+    const wantImage = this.options.imageApiVersion ?? IMAGE_API_VERSION;
+    if (hello.protocolVersion !== wantProtocol || hello.imageApiVersion !== wantImage) {
+      const error = new AgentboxError(
+        'version_mismatch',
+        `guest agent ${hello.agentVersion} speaks protocol v${hello.protocolVersion} / image API v${hello.imageApiVersion}, ` +
+          `this host needs protocol v${wantProtocol} / image API v${wantImage}; rebuild the image with \`agentbox image build\``,
+        { details: { guest: hello, host: { protocolVersion: wantProtocol, imageApiVersion: wantImage } } },
+      );
+      this.hello = undefined;
+      for (const w of this.helloWaiters.splice(0)) w.reject(error);
+      this.resetCalls(error);
+      return;
+    }
+    if (this.hello && this.hello.agentPid !== hello.agentPid) {
+      this.agentRestarted();
+    }
+    this.hello = hello;
+    for (const w of this.helloWaiters.splice(0)) w.resolve(hello);
+  }
+
+  /** The guest agent went away (its port closed, or a new instance said hello): in-flight calls fail. */
+  agentRestarted(): void {
+    this.resetCalls(
+      new AgentboxError(
+        'guest_agent_restarted',
+        'the guest agent restarted; the call was lost and may be retried',
+      ),
+    );
+    this.mux.resetAll();
+    this.hello = undefined;
+  }
+
+  /** The VM is gone: every call and every future call fails with `error`. */
+  close(error: AgentboxError): void {
+    this.closedError = error;
+    this.resetCalls(error);
+    this.mux.fail(error);
+    for (const w of this.helloWaiters.splice(0)) w.reject(error);
+    this.socket?.destroy();
+    this.socket = undefined;
+  }
+
+  private resetCalls(error: AgentboxError): void {
+    const calls = [...this.calls.values()];
+    this.calls.clear();
+    for (const call of calls) call.fail(error);
+  }
+
+  private open(request: Request, call: OpenCall): number {
+    if (this.closedError) throw this.closedError;
+    const channel = this.nextChannel;
+    this.nextChannel = this.nextChannel >= 0x7fff_fffe ? 1 : this.nextChannel + 1;
+    this.calls.set(channel, call);
+    this.mux.open(channel, {
+      onJson: (m) => call.onJson(m),
+      onData: (s, c) => call.onData(s, c),
+      onEnd: () => call.onEnd(),
+    });
+    this.mux.sendJson(channel, request).catch((err: Error) => call.fail(toGuestError(err)));
+    return channel;
+  }
+
+  private finish(channel: number): void {
+    this.calls.delete(channel);
+    this.mux.close(channel);
+  }
+
+  /** Parses a reply from the guest; anything unexpected is the guest's fault and fails the call. */
+  private reply(message: unknown): z.infer<typeof GuestReplySchema> {
+    const parsed = GuestReplySchema.safeParse(message);
+    if (!parsed.success) throw new AgentboxError('guest_error', 'guest sent an invalid reply');
+    return parsed.data;
+  }
+
+  /** A request with one JSON result. */
+  call<Op extends Exclude<RequestOp, 'exec' | 'file.read' | 'file.write'>>(
+    request: Extract<Request, { op: Op }>,
+  ): Promise<z.infer<(typeof RESULT_SCHEMAS)[Op]>> {
+    return new Promise((resolve, reject) => {
+      const op = (request as Request).op as Op;
+      const channel = this.open(request, {
+        onJson: (message) => {
+          this.finish(channel);
+          try {
+            const reply = this.reply(message);
+            if (reply.type === 'error') return reject(new AgentboxError(reply.code, reply.message));
+            if (reply.type !== 'result')
+              throw new AgentboxError('guest_error', `unexpected ${reply.type} reply`);
+            const value = RESULT_SCHEMAS[op].safeParse(reply.value);
+            if (!value.success) throw new AgentboxError('guest_error', `guest sent an invalid ${op} result`);
+            resolve(value.data as z.infer<(typeof RESULT_SCHEMAS)[Op]>);
+          } catch (err) {
+            reject(err);
+          }
+        },
+        onData: () => undefined,
+        onEnd: () => undefined,
+        fail: reject,
+      });
+    });
+  }
+
+  ping(): Promise<{ now: number }> {
+    return this.call({ op: 'ping' });
+  }
+
+  health(): Promise<Health> {
+    return this.call({ op: 'health' });
+  }
+
+  listProcesses(): Promise<ProcessInfo[]> {
+    return this.call({ op: 'process.list' });
+  }
+
+  killProcess(pid: number, signal = 'SIGKILL'): Promise<void> {
+    return this.call({ op: 'process.kill', pid, signal }).then(() => undefined);
+  }
+
+  stat(path: string): Promise<EntryInfo> {
+    return this.call({ op: 'file.stat', path });
+  }
+
+  list(path: string): Promise<EntryInfo[]> {
+    return this.call({ op: 'file.list', path });
+  }
+
+  mkdir(path: string, recursive = true): Promise<void> {
+    return this.call({ op: 'file.mkdir', path, recursive }).then(() => undefined);
+  }
+
+  remove(path: string, recursive = false): Promise<void> {
+    return this.call({ op: 'file.remove', path, recursive }).then(() => undefined);
+  }
+
+  sync(): Promise<void> {
+    return this.call({ op: 'system.sync' }).then(() => undefined);
+  }
+
+  /** Runs a process; stdout/stderr are delivered to the sinks in order, with backpressure. */
+  exec(request: Omit<ExecRequest, 'op' | 'stdin'>, handlers: ExecHandlers = {}): Promise<ExecExit> {
+    return new Promise<ExecExit>((resolve, reject) => {
+      let settled = false;
+      let delivering = Promise.resolve();
+      const settle = (fn: () => void) => {
+        if (settled) return;
+        settled = true;
+        handlers.signal?.removeEventListener('abort', onAbort);
+        fn();
+      };
+      const onAbort = () => void this.mux.sendJson(channel, { type: 'cancel' }).catch(() => undefined);
+      const channel = this.open(
+        { op: 'exec', ...request, stdin: handlers.stdin !== undefined },
+        {
+          onJson: (message) => {
+            let reply;
+            try {
+              reply = this.reply(message);
+            } catch (err) {
+              this.finish(channel);
+              return settle(() => reject(err));
+            }
+            switch (reply.type) {
+              case 'started':
+                handlers.onStarted?.(reply.pid);
+                return;
+              case 'exit': {
+                const exit = ExecExitSchema.parse(reply);
+                this.finish(channel);
+                // Output delivered before the exit is flushed to the sinks first.
+                void delivering.then(
+                  () => settle(() => resolve(exit)),
+                  (err: Error) => settle(() => reject(err)),
+                );
+                return;
+              }
+              case 'error':
+                this.finish(channel);
+                return settle(() => reject(new AgentboxError(reply.code, reply.message)));
+              default:
+                this.finish(channel);
+                return settle(() =>
+                  reject(new AgentboxError('guest_error', `unexpected ${reply.type} reply to exec`)),
+                );
+            }
+          },
+          onData: (stream, chunk) => {
+            const sink = stream === 'data' ? handlers.onStdout : handlers.onStderr;
+            delivering = delivering.then(async () => {
+              if (sink) await sink(chunk);
+              this.mux.consumed(channel, chunk.length);
+            });
+          },
+          onEnd: () => undefined,
+          fail: (err) => settle(() => reject(err)),
+        },
+      );
+      if (handlers.signal) {
+        if (handlers.signal.aborted) onAbort();
+        else handlers.signal.addEventListener('abort', onAbort, { once: true });
+      }
+      if (handlers.stdin !== undefined) void this.stream(channel, handlers.stdin);
+    });
+  }
+
+  private async stream(channel: number, source: Buffer | Readable): Promise<void> {
+    try {
+      if (Buffer.isBuffer(source)) {
+        if (source.length > 0) await this.mux.sendData(channel, 'data', source);
+      } else {
+        for await (const chunk of source) {
+          if (!this.calls.has(channel)) return;
+          await this.mux.sendData(
+            channel,
+            'data',
+            Buffer.isBuffer(chunk) ? chunk : Buffer.from(chunk as string),
+          );
+        }
+      }
+      if (this.calls.has(channel)) await this.mux.sendEnd(channel);
+    } catch {
+      // the call itself reports the failure
+    }
+  }
+
+  /** Streams a file out of the guest into `sink`; resolves with its size. */
+  readFile(path: string, sink: Sink): Promise<{ size: number }> {
+    return new Promise((resolve, reject) => {
+      let size: number | undefined;
+      let delivering = Promise.resolve();
+      const channel = this.open(
+        { op: 'file.read', path },
+        {
+          onJson: (message) => {
+            let reply;
+            try {
+              reply = this.reply(message);
+            } catch (err) {
+              this.finish(channel);
+              return reject(err);
+            }
+            if (reply.type === 'file') {
+              size = FileHeaderSchema.parse(reply).size;
+              return;
+            }
+            this.finish(channel);
+            if (reply.type === 'error') return reject(new AgentboxError(reply.code, reply.message));
+            if (reply.type !== 'result' || size === undefined) {
+              return reject(new AgentboxError('guest_error', 'unexpected reply to file.read'));
+            }
+            const total = size;
+            delivering.then(() => resolve({ size: total }), reject);
+          },
+          onData: (_stream, chunk) => {
+            delivering = delivering.then(async () => {
+              await sink(chunk);
+              this.mux.consumed(channel, chunk.length);
+            });
+          },
+          onEnd: () => undefined,
+          fail: reject,
+        },
+      );
+    });
+  }
+
+  /** Reads a whole (small) file into memory. */
+  async readFileBuffer(path: string): Promise<Buffer> {
+    const chunks: Buffer[] = [];
+    await this.readFile(path, (c) => void chunks.push(c));
+    return Buffer.concat(chunks);
+  }
+
+  /** Writes a file atomically (temp + rename in the guest). */
+  writeFile(
+    path: string,
+    source: Buffer | Readable,
+    options: { mode?: number; makeParents?: boolean } = {},
+  ): Promise<{ bytes: number }> {
+    return new Promise((resolve, reject) => {
+      const channel = this.open(
+        {
+          op: 'file.write',
+          path,
+          makeParents: options.makeParents ?? false,
+          ...(options.mode !== undefined ? { mode: options.mode } : {}),
+        },
+        {
+          onJson: (message) => {
+            this.finish(channel);
+            try {
+              const reply = this.reply(message);
+              if (reply.type === 'error') return reject(new AgentboxError(reply.code, reply.message));
+              if (reply.type !== 'result')
+                throw new AgentboxError('guest_error', 'unexpected reply to file.write');
+              const value = RESULT_SCHEMAS['file.write'].safeParse(reply.value);
+              if (!value.success)
+                throw new AgentboxError('guest_error', 'guest sent an invalid file.write result');
+              resolve(value.data);
+            } catch (err) {
+              reject(err);
+            }
+          },
+          onData: () => undefined,
+          onEnd: () => undefined,
+          fail: reject,
+        },
+      );
+      void this.stream(channel, source);
+    });
+  }
+}
+
+function toGuestError(err: Error): AgentboxError {
+  return err instanceof AgentboxError
+    ? err
+    : new AgentboxError('guest_unreachable', `guest channel failed: ${err.message}`);
+}

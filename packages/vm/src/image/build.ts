@@ -1,0 +1,400 @@
+import { createHash } from 'node:crypto';
+import fs from 'node:fs';
+import fsp from 'node:fs/promises';
+import path from 'node:path';
+import { AgentboxError, IMAGE_API_VERSION } from '@agentbox/protocol';
+import { runCommand } from '../command.js';
+import { cacheDir, imagesDir } from '../paths.js';
+import { loadImage, type Image, type ImageManifest } from './manifest.js';
+import {
+  BOOT_MODULES,
+  DEBIAN_SUITE,
+  DPKG_EXCLUDES,
+  EXTRA_MODULES,
+  GUEST_INIT,
+  INITRAMFS_INIT,
+  KERNEL_METAPACKAGE,
+  NODE_NPM_PACKAGE,
+  NODE_VERSION,
+  ROOTFS_HOOKS,
+  ROOTFS_PACKAGES,
+} from './recipe.js';
+
+export interface BuildProgress {
+  step: 'resolve' | 'kernel' | 'rootfs' | 'initramfs' | 'assemble' | 'done';
+  /** 1-based index of the step among `total`. */
+  index: number;
+  total: number;
+  message: string;
+}
+
+export interface BuildImageOptions {
+  home: string;
+  /** The bundled guest agent (packages/guest/dist/agent.mjs). */
+  agentBundlePath: string;
+  agentVersion: string;
+  force?: boolean;
+  onProgress?: (progress: BuildProgress) => void;
+}
+
+export interface BuildResult {
+  image: Image;
+  /** False when an identical image already existed and nothing was built. */
+  built: boolean;
+}
+
+interface KernelRef {
+  package: string;
+  version: string;
+}
+
+const TOTAL_STEPS = 5;
+const BUSYBOX = '/bin/busybox';
+
+function sha256(data: string | Buffer): string {
+  return createHash('sha256').update(data).digest('hex');
+}
+
+/** Key of the rootfs: only the Debian side, so changing the agent or kernel does not re-run mmdebstrap. */
+export function rootfsKey(): string {
+  return sha256(
+    JSON.stringify({
+      DEBIAN_SUITE,
+      ROOTFS_PACKAGES,
+      DPKG_EXCLUDES,
+      ROOTFS_HOOKS,
+      NODE_NPM_PACKAGE,
+      NODE_VERSION,
+    }),
+  ).slice(0, 24);
+}
+
+/** Content address of an image: every input that changes its bytes. */
+export function imageId(kernel: KernelRef, agentSha256: string): string {
+  return sha256(
+    JSON.stringify({
+      IMAGE_API_VERSION,
+      kernel,
+      BOOT_MODULES,
+      EXTRA_MODULES,
+      INITRAMFS_INIT,
+      GUEST_INIT,
+      rootfs: rootfsKey(),
+      agentSha256,
+    }),
+  ).slice(0, 24);
+}
+
+async function resolveKernel(): Promise<KernelRef> {
+  const depends = async () => (await runCommand('apt-cache', ['depends', KERNEL_METAPACKAGE])).stdout;
+  let out = await depends().catch(() => '');
+  if (!/Depends: linux-image-/.test(out)) {
+    await runCommand('apt-get', ['update', '-qq']);
+    out = await depends();
+  }
+  const pkg = /Depends: (linux-image-\S+)/.exec(out)?.[1];
+  if (!pkg)
+    throw new AgentboxError(
+      'prerequisite_missing',
+      `apt knows no ${KERNEL_METAPACKAGE}; run \`agentbox setup\``,
+    );
+  const policy = (await runCommand('apt-cache', ['policy', pkg])).stdout;
+  const version = /Candidate: (\S+)/.exec(policy)?.[1];
+  if (!version || version === '(none)')
+    throw new AgentboxError('prerequisite_missing', `no candidate version of ${pkg}`);
+  return { package: pkg, version };
+}
+
+/** Downloads and unpacks the kernel package once; returns the unpacked tree and the kernel release. */
+async function fetchKernel(home: string, kernel: KernelRef): Promise<{ root: string; release: string }> {
+  const root = path.join(
+    cacheDir(home),
+    'kernel',
+    `${kernel.package}_${kernel.version}`.replace(/[^\w.+-]/g, '_'),
+  );
+  const release = kernel.package.replace(/^linux-image-/, '');
+  const tree = path.join(root, 'tree');
+  if (fs.existsSync(path.join(root, '.complete'))) return { root: tree, release };
+  const work = `${root}.tmp-${process.pid}`;
+  await fsp.rm(work, { recursive: true, force: true });
+  await fsp.mkdir(work, { recursive: true });
+  await runCommand('apt-get', ['download', `${kernel.package}=${kernel.version}`], { cwd: work });
+  const deb = (await fsp.readdir(work)).find((f) => f.endsWith('.deb'));
+  if (!deb) throw new AgentboxError('internal', `apt-get download ${kernel.package} produced no .deb`);
+  await runCommand('dpkg-deb', ['-x', path.join(work, deb), path.join(work, 'x')]);
+  await fsp.rename(path.join(work, 'x'), `${work}/tree`);
+  await fsp.rm(path.join(work, deb));
+  await runCommand('depmod', ['-b', `${work}/tree`, release]);
+  await fsp.writeFile(path.join(work, '.complete'), '');
+  await fsp.rm(root, { recursive: true, force: true });
+  await fsp.rename(work, root);
+  return { root: tree, release };
+}
+
+const XZ_MAGIC = Buffer.from([0xfd, 0x37, 0x7a, 0x58, 0x5a, 0x00]);
+
+/**
+ * Unpacks the ELF vmlinux inside a bzImage. QEMU boots an ELF with a PVH note directly, which skips
+ * the real-mode setup and the in-guest XZ decompression: ~3 s of every cold boot under emulation.
+ * Returns false when the payload is not XZ (the bzImage is then booted as it is).
+ */
+async function extractVmlinux(bzImage: string, out: string): Promise<boolean> {
+  const bytes = await fsp.readFile(bzImage);
+  const offset = bytes.indexOf(XZ_MAGIC);
+  if (offset < 0) return false;
+  const payload = `${out}.xz`;
+  await fsp.writeFile(payload, bytes.subarray(offset));
+  try {
+    // The payload is followed by trailing data xz warns about; the decompressed ELF is complete.
+    await runCommand('sh', ['-c', `xz -dc -q "${payload}" > "${out}" 2>/dev/null; test -s "${out}"`]);
+    const elf = await fsp.readFile(out).then((b) => b.subarray(0, 4).toString('latin1'));
+    return elf === '\x7fELF';
+  } finally {
+    await fsp.rm(payload, { force: true });
+  }
+}
+
+/** The first `deb` URI in the host's apt sources, so the rootfs comes from the mirror apt already uses. */
+export function hostMirror(): string {
+  const candidates = ['/etc/apt/sources.list.d/debian.sources', '/etc/apt/sources.list'];
+  for (const file of candidates) {
+    let text: string;
+    try {
+      text = fs.readFileSync(file, 'utf8');
+    } catch {
+      continue;
+    }
+    const deb822 = /^URIs:\s*(\S+)/m.exec(text)?.[1];
+    if (deb822 && !/security/.test(deb822)) return deb822;
+    const classic = /^deb\s+(?:\[[^\]]*\]\s+)?(\S+)\s+\S+/m.exec(text)?.[1];
+    if (classic) return classic;
+  }
+  return 'http://deb.debian.org/debian';
+}
+
+/** The npm tarball of the guest's node, cached by version. */
+async function fetchNode(home: string): Promise<string> {
+  const dir = path.join(cacheDir(home), 'node');
+  const tgz = path.join(dir, `${NODE_NPM_PACKAGE}-${NODE_VERSION}.tgz`);
+  if (fs.existsSync(tgz)) return tgz;
+  await fsp.mkdir(dir, { recursive: true });
+  await runCommand('npm', [
+    'pack',
+    '--silent',
+    `${NODE_NPM_PACKAGE}@${NODE_VERSION}`,
+    '--pack-destination',
+    dir,
+  ]);
+  if (!fs.existsSync(tgz))
+    throw new AgentboxError('internal', `npm pack ${NODE_NPM_PACKAGE}@${NODE_VERSION} produced no ${tgz}`);
+  return tgz;
+}
+
+async function buildRootfs(home: string, onLine: (line: string) => void): Promise<string> {
+  const out = path.join(cacheDir(home), 'rootfs', `${rootfsKey()}.img`);
+  if (fs.existsSync(out)) return out;
+  await fsp.mkdir(path.dirname(out), { recursive: true });
+  const nodeTgz = await fetchNode(home);
+  const tree = `${out}.tree-${process.pid}`;
+  await fsp.rm(tree, { recursive: true, force: true });
+  const mirror = hostMirror();
+  try {
+    await runCommand(
+      'mmdebstrap',
+      [
+        '--variant=minbase',
+        '--mode=root',
+        `--include=${ROOTFS_PACKAGES.join(',')}`,
+        ...DPKG_EXCLUDES.map((p) => `--dpkgopt=path-exclude=${p}`),
+        ...ROOTFS_HOOKS.map((hook) => `--customize-hook=${hook}`),
+        DEBIAN_SUITE,
+        tree,
+        `deb ${mirror} ${DEBIAN_SUITE} main`,
+        `deb ${mirror} ${DEBIAN_SUITE}-updates main`,
+      ],
+      { onLine, env: { ...process.env, AGENTBOX_NODE_TGZ: nodeTgz } },
+    );
+    const { stdout } = await runCommand('du', ['-sb', tree]);
+    const used = Number(stdout.split('\t')[0]);
+    // Room for the first writes; each box's disk grows past this with its own overlay.
+    const sizeMiB = Math.ceil((used * 1.25) / 2 ** 20) + 256;
+    const tmpImg = `${out}.tmp-${process.pid}`;
+    await runCommand('mkfs.ext4', [
+      '-F',
+      '-q',
+      '-L',
+      'root',
+      '-E',
+      'root_owner=0:0',
+      '-d',
+      tree,
+      tmpImg,
+      `${sizeMiB}M`,
+    ]);
+    await fsp.rename(tmpImg, out);
+    return out;
+  } finally {
+    await fsp.rm(tree, { recursive: true, force: true });
+  }
+}
+
+async function modulePaths(kernelRoot: string, release: string, modules: string[]): Promise<string[]> {
+  const seen = new Set<string>();
+  const ordered: string[] = [];
+  for (const mod of modules) {
+    const { stdout } = await runCommand('modprobe', ['-d', kernelRoot, '-S', release, '--show-depends', mod]);
+    for (const line of stdout.split('\n')) {
+      const match = /^insmod (\S+)/.exec(line.trim());
+      if (!match) continue;
+      const rel = path.relative(path.join(kernelRoot, 'lib/modules', release), match[1]!);
+      if (!seen.has(rel)) {
+        seen.add(rel);
+        ordered.push(rel);
+      }
+    }
+  }
+  return ordered;
+}
+
+async function buildInitramfs(
+  kernelRoot: string,
+  release: string,
+  agentBundle: string,
+  out: string,
+): Promise<void> {
+  const stage = `${out}.stage`;
+  await fsp.rm(stage, { recursive: true, force: true });
+  try {
+    for (const dir of ['bin', 'etc', 'proc', 'sys', 'dev', 'newroot', 'agentbox']) {
+      await fsp.mkdir(path.join(stage, dir), { recursive: true });
+    }
+    await fsp.copyFile(BUSYBOX, path.join(stage, 'bin/busybox'));
+    await fsp.chmod(path.join(stage, 'bin/busybox'), 0o755);
+    await fsp.writeFile(path.join(stage, 'init'), INITRAMFS_INIT, { mode: 0o755 });
+    await fsp.copyFile(agentBundle, path.join(stage, 'agentbox/agent.mjs'));
+    await fsp.writeFile(path.join(stage, 'agentbox/init.sh'), GUEST_INIT, { mode: 0o755 });
+
+    const modSrc = path.join(kernelRoot, 'lib/modules', release);
+    const modDst = path.join(stage, 'lib/modules', release);
+    const boot = await modulePaths(kernelRoot, release, BOOT_MODULES);
+    const extra = await modulePaths(kernelRoot, release, EXTRA_MODULES);
+    for (const rel of new Set([...boot, ...extra])) {
+      await fsp.mkdir(path.dirname(path.join(modDst, rel)), { recursive: true });
+      await fsp.copyFile(path.join(modSrc, rel), path.join(modDst, rel));
+    }
+    for (const f of ['modules.order', 'modules.builtin', 'modules.builtin.modinfo']) {
+      if (fs.existsSync(path.join(modSrc, f))) await fsp.copyFile(path.join(modSrc, f), path.join(modDst, f));
+    }
+    await runCommand('depmod', ['-b', stage, release]);
+    await fsp.writeFile(
+      path.join(stage, 'etc/boot-modules'),
+      boot.map((rel) => `${release}/${rel}`).join('\n') + '\n',
+    );
+    await runCommand('sh', [
+      '-c',
+      `cd "${stage}" && find . -print0 | cpio --null -o -H newc --quiet | gzip -6 > "${out}"`,
+    ]);
+  } finally {
+    await fsp.rm(stage, { recursive: true, force: true });
+  }
+}
+
+function readComponents(rootfsImg: string): Promise<Record<string, string>> {
+  // debugfs reads the package list out of the ext4 image without mounting it.
+  return runCommand('debugfs', ['-R', 'cat /etc/agentbox-packages', rootfsImg]).then(({ stdout }) => {
+    const components: Record<string, string> = {};
+    for (const line of stdout.split('\n')) {
+      const [name, version] = line.split('\t');
+      if (name && version) components[name] = version;
+    }
+    return components;
+  });
+}
+
+/**
+ * Builds (or finds) the image for this recipe + guest agent. Idempotent: with nothing changed it
+ * returns the existing image without touching the network.
+ */
+export async function buildImage(options: BuildImageOptions): Promise<BuildResult> {
+  const started = performance.now();
+  const progress = (step: BuildProgress['step'], index: number, message: string) =>
+    options.onProgress?.({ step, index, total: TOTAL_STEPS, message });
+  const agentBytes = await fsp.readFile(options.agentBundlePath).catch(() => {
+    throw new AgentboxError(
+      'image_missing',
+      `guest agent bundle ${options.agentBundlePath} is missing; run \`npm run build\``,
+    );
+  });
+  const agentSha256 = sha256(agentBytes);
+
+  progress('resolve', 1, `resolving ${KERNEL_METAPACKAGE}`);
+  const kernel = await resolveKernel();
+  const id = imageId(kernel, agentSha256);
+  const dir = path.join(imagesDir(options.home), id);
+  if (!options.force && fs.existsSync(path.join(dir, 'manifest.json'))) {
+    try {
+      const image = loadImage(dir);
+      progress('done', TOTAL_STEPS, `image ${id} is up to date`);
+      return { image, built: false };
+    } catch {
+      // damaged: rebuild below
+    }
+  }
+
+  progress('kernel', 2, `fetching ${kernel.package} ${kernel.version}`);
+  const { root: kernelRoot, release } = await fetchKernel(options.home, kernel);
+
+  progress('rootfs', 3, `building Debian ${DEBIAN_SUITE} rootfs (mmdebstrap, about a minute)`);
+  if (options.force)
+    await fsp.rm(path.join(cacheDir(options.home), 'rootfs', `${rootfsKey()}.img`), { force: true });
+  const rootfsImg = await buildRootfs(options.home, (line) => {
+    if (/^I: /.test(line)) progress('rootfs', 3, line.slice(3));
+  });
+
+  const work = `${dir}.tmp-${process.pid}`;
+  await fsp.rm(work, { recursive: true, force: true });
+  await fsp.mkdir(work, { recursive: true });
+  try {
+    await assemble();
+  } finally {
+    await fsp.rm(work, { recursive: true, force: true });
+  }
+  progress('done', TOTAL_STEPS, `built image ${id}`);
+  return { image: loadImage(dir), built: true };
+
+  async function assemble(): Promise<void> {
+    progress('initramfs', 4, 'building initramfs (busybox, virtio modules, guest agent)');
+    await buildInitramfs(kernelRoot, release, options.agentBundlePath, path.join(work, 'initrd.gz'));
+
+    progress('assemble', 5, 'assembling image');
+    const bzImage = path.join(kernelRoot, 'boot', `vmlinuz-${release}`);
+    const kernelFile = (await extractVmlinux(bzImage, path.join(work, 'vmlinux'))) ? 'vmlinux' : 'vmlinuz';
+    if (kernelFile === 'vmlinuz') await fsp.copyFile(bzImage, path.join(work, 'vmlinuz'));
+    // The base disk is shared read-only by every box (each writes to its own qcow2 overlay).
+    await fsp
+      .link(rootfsImg, path.join(work, 'rootfs.img'))
+      .catch(() => fsp.copyFile(rootfsImg, path.join(work, 'rootfs.img')));
+    await fsp.chmod(path.join(work, 'rootfs.img'), 0o444);
+    const size = (f: string) => fs.statSync(path.join(work, f)).size;
+    const manifest: ImageManifest = {
+      id,
+      imageApiVersion: IMAGE_API_VERSION,
+      builtAt: new Date().toISOString(),
+      buildSeconds: Math.round((performance.now() - started) / 100) / 10,
+      debianSuite: DEBIAN_SUITE,
+      kernel: { package: kernel.package, version: kernel.version, release },
+      rootfs: { key: rootfsKey(), packages: ROOTFS_PACKAGES },
+      agent: { version: options.agentVersion, sha256: agentSha256 },
+      components: { ...(await readComponents(path.join(work, 'rootfs.img'))), node: NODE_VERSION },
+      files: { kernel: kernelFile, initrd: 'initrd.gz', rootfs: 'rootfs.img' },
+      sizes: {
+        kernelBytes: size(kernelFile),
+        initrdBytes: size('initrd.gz'),
+        rootfsBytes: size('rootfs.img'),
+      },
+    };
+    await fsp.writeFile(path.join(work, 'manifest.json'), JSON.stringify(manifest, null, 2) + '\n');
+    await fsp.rm(dir, { recursive: true, force: true });
+    await fsp.rename(work, dir);
+  }
+}

@@ -1,0 +1,34 @@
+export { agentboxHome, imagesDir, cacheDir, boxesDir } from './paths.js';
+export { runCommand, type CommandResult, type CommandOptions } from './command.js';
+export {
+  buildImage,
+  imageId,
+  rootfsKey,
+  hostMirror,
+  type BuildProgress,
+  type BuildImageOptions,
+  type BuildResult,
+} from './image/build.js';
+export { loadImage, ImageManifestSchema, type Image, type ImageManifest } from './image/manifest.js';
+export {
+  DEFAULT_RESOURCES,
+  type Vm,
+  type VmBackend,
+  type VmSpec,
+  type VmState,
+  type VmExit,
+  type VmResources,
+} from './backend.js';
+export { GuestConnection, type ExecHandlers, type GuestConnectionOptions } from './guest-connection.js';
+export { QemuBackend, QEMU_BINARY, type QemuBackendOptions } from './qemu/driver.js';
+export { qemuArgs, kernelCmdline, type Accel, type QemuLaunchSpec } from './qemu/args.js';
+export {
+  checkKvm,
+  chooseAccel,
+  hostTscKhz,
+  parseAccelSetting,
+  type AccelSetting,
+  type AccelVerdict,
+  type KvmStatus,
+} from './qemu/accel.js';
+export { QmpClient, type QmpEvent } from './qemu/qmp.js';

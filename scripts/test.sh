@@ -1,0 +1,38 @@
+#!/usr/bin/env bash
+# The whole test suite: lint, types, unit and end-to-end tests with real VMs. Installs what is
+# missing first (npm deps, Debian packages, the image), then prints "N passed, N failed".
+set -uo pipefail
+root="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
+cd "$root"
+set -e
+bash scripts/prepare.sh
+node packages/cli/bin/agentbox.js setup
+node packages/cli/bin/agentbox.js image build
+set +e
+
+failed_checks=0
+passed_checks=0
+check() {
+  local name="$1"; shift
+  if "$@"; then passed_checks=$((passed_checks + 1)); echo "check $name: ok"
+  else failed_checks=$((failed_checks + 1)); echo "check $name: FAILED"; fi
+}
+check typecheck npm run --silent typecheck
+check lint npx eslint --max-warnings=0 .
+check format npx prettier --check --log-level=warn .
+
+report="$(mktemp)"
+npx vitest run --reporter=default --reporter=json --outputFile.json="$report" "$@"
+vitest_status=$?
+
+node -e '
+const r = JSON.parse(require("fs").readFileSync(process.argv[1], "utf8"));
+const checksPassed = Number(process.argv[2]), checksFailed = Number(process.argv[3]);
+const passed = r.numPassedTests + checksPassed;
+const failed = r.numFailedTests + checksFailed + (r.numFailedTestSuites || 0);
+const skipped = (r.numPendingTests || 0) + (r.numTodoTests || 0);
+console.log(`${passed} passed, ${failed} failed` + (skipped ? `, ${skipped} skipped` : ""));
+' "$report" "$passed_checks" "$failed_checks" || echo "0 passed, 1 failed"
+rm -f "$report"
+
+[ "$vitest_status" -eq 0 ] && [ "$failed_checks" -eq 0 ]
