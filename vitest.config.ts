@@ -10,6 +10,7 @@ export default defineConfig({
         test: {
           name: 'unit',
           include: ['packages/*/test/unit/**/*.test.ts'],
+          sequence: { groupOrder: 0 },
           testTimeout: 20_000,
         },
       },
@@ -18,6 +19,7 @@ export default defineConfig({
         test: {
           name: 'e2e',
           include: ['packages/*/test/e2e/**/*.test.ts'],
+          sequence: { groupOrder: 1 },
           globalSetup: ['test/e2e-global-setup.ts'],
           // Real VMs under TCG: each boot takes seconds of a core, and this machine has two.
           testTimeout: 240_000,

@@ -82,7 +82,7 @@ export function buildProgram(setExit: (code: number) => void): Command {
         },
       ) => {
         if (opts.workdir !== undefined && !opts.workdir.startsWith('/')) {
-          throw new InvalidArgumentError('--workdir must be an absolute path in the box');
+          throw new AgentboxError('invalid_request', '--workdir must be an absolute path in the box');
         }
         setExit(
           await runCommandInBox({
@@ -150,10 +150,6 @@ export async function main(argv: string[]): Promise<number> {
     if (err instanceof CommanderError) {
       // help and version exit 0; usage errors were already printed as one line
       return err.exitCode === 0 ? 0 : EXIT_USAGE;
-    }
-    if (err instanceof InvalidArgumentError) {
-      process.stderr.write(`agentbox: ${err.message}\n`);
-      return EXIT_USAGE;
     }
     if (isAgentboxError(err)) {
       process.stderr.write(`agentbox: ${err.message}\n`);

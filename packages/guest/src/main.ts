@@ -1,6 +1,12 @@
 import fs from 'node:fs';
 import { GUEST_PORT_NAME } from '@agentbox/protocol';
-import { connectUnixSocket, findVirtioPort, openVirtioPort, type GuestLink } from './transport.js';
+import {
+  connectUnixSocket,
+  findVirtioPort,
+  openVirtioPort,
+  openVirtioStream,
+  type GuestLink,
+} from './transport.js';
 import { GuestService } from './service.js';
 
 /**
@@ -19,14 +25,17 @@ function markBoot(message: string): void {
   }
 }
 
+async function openPort(): Promise<GuestLink> {
+  const path = await findVirtioPort(GUEST_PORT_NAME);
+  return openVirtioStream(path) ?? openVirtioPort(path);
+}
+
 async function main(argv: string[]): Promise<void> {
   const connectAt = argv.indexOf('--connect');
   inVm = connectAt < 0;
   markBoot('guest agent started');
   const link: GuestLink =
-    connectAt >= 0 && argv[connectAt + 1]
-      ? connectUnixSocket(argv[connectAt + 1]!)
-      : openVirtioPort(await findVirtioPort(GUEST_PORT_NAME));
+    connectAt >= 0 && argv[connectAt + 1] ? connectUnixSocket(argv[connectAt + 1]!) : await openPort();
   const versionAt = argv.indexOf('--protocol-version');
   const service = new GuestService(link, {
     ...(versionAt >= 0 ? { protocolVersion: Number(argv[versionAt + 1]) } : {}),

@@ -46,6 +46,66 @@ export async function findVirtioPort(name: string, timeoutMs = 30_000): Promise<
   }
 }
 
+interface PipeHandleCtor {
+  new (type: number): { open(fd: number): number };
+}
+
+/**
+ * The virtio-serial port driven by the event loop (epoll) instead of the thread pool: node's
+ * public API treats a character device as a file, but libuv's pipe handle accepts any pollable
+ * fd. Each thread-pool hop costs a context switch, which under emulation is most of a round trip.
+ * Returns undefined when this node does not expose the pipe handle; callers fall back.
+ */
+function openPortAsStream(path: string): net.Socket | undefined {
+  let Pipe: PipeHandleCtor;
+  let socketType: number;
+  try {
+    const binding = (process as unknown as { binding(name: string): unknown }).binding('pipe_wrap') as {
+      Pipe: PipeHandleCtor;
+      constants: { SOCKET: number };
+    };
+    Pipe = binding.Pipe;
+    socketType = binding.constants.SOCKET;
+  } catch {
+    return undefined;
+  }
+  const fd = fs.openSync(path, fs.constants.O_RDWR | fs.constants.O_NONBLOCK);
+  const handle = new Pipe(socketType);
+  if (handle.open(fd) !== 0) {
+    fs.closeSync(fd);
+    return undefined;
+  }
+  return new net.Socket({ handle, readable: true, writable: true } as net.SocketConstructorOpts);
+}
+
+/**
+ * The virtio-serial port as an event-loop stream. A read of 0 bytes (no host attached, e.g. while
+ * the daemon restarts) ends the stream; the port is then reopened after a short wait.
+ */
+export function openVirtioStream(path: string): GuestLink | undefined {
+  let socket = openPortAsStream(path);
+  if (!socket) return undefined;
+  return {
+    async start(onBytes) {
+      for (;;) {
+        const current = socket!;
+        current.on('data', onBytes);
+        await new Promise<void>((resolve) => {
+          current.once('end', resolve);
+          current.once('close', resolve);
+          current.once('error', () => resolve());
+        });
+        current.destroy();
+        await new Promise((r) => setTimeout(r, IDLE_POLL_MS * 5));
+        socket = openPortAsStream(path);
+      }
+    },
+    write(bytes) {
+      return new Promise((resolve, reject) => socket!.write(bytes, (err) => (err ? reject(err) : resolve())));
+    },
+  };
+}
+
 /**
  * The virtio-serial character device. libuv treats it as a file, so reads and writes run in the
  * thread pool; the kernel caps each write at 32 KiB, so writes loop until everything went out.

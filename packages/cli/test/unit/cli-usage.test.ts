@@ -1,0 +1,92 @@
+import fs from 'node:fs';
+import os from 'node:os';
+import path from 'node:path';
+import { describe, expect, it } from 'vitest';
+import { parseEnvPairs, shellExitStatus } from '../../src/commands/run.js';
+import { cli } from '../helpers.js';
+
+const oneLine = (s: string) => s.trim().split('\n').length === 1;
+
+describe('agentbox CLI usage errors', () => {
+  it.each([
+    [['run'], /missing required argument 'command'/],
+    [['run', '--memory', 'lots', '--', 'true'], /--memory must be a whole number/],
+    [['run', '--cpus', '0', '--', 'true'], /--cpus must be between 1 and 64/],
+    [['run', '--timeout', '-1', '--', 'true'], /--timeout must be a number/],
+    [['run', '-e', 'NOEQUALS', '--', 'true'], /--env expects KEY=VALUE/],
+    [['run', '-e', '1BAD=x', '--', 'true'], /--env expects KEY=VALUE/],
+    [['run', '-w', 'relative', '--', 'true'], /--workdir must be an absolute path/],
+    [['frobnicate'], /unknown command 'frobnicate'/],
+    [['run', '--bogus', '--', 'true'], /unknown option '--bogus'/],
+  ])('%j → exit 2 and one clear line', async (args, message) => {
+    const r = await cli(args);
+    expect(r.code).toBe(2);
+    expect(r.stderr).toMatch(message);
+    expect(r.stderr).toMatch(/^agentbox: /);
+    expect(oneLine(r.stderr)).toBe(true);
+    expect(r.stderr).not.toMatch(/\n\s+at /);
+  });
+
+  it('missing qemu → says to run agentbox setup, no stack trace', async () => {
+    const r = await cli(['run', '--', 'true'], { env: { PATH: '/nonexistent' } });
+    expect(r.code).toBe(125);
+    expect(r.stderr.trim()).toBe('agentbox: qemu-system-x86_64 is not installed; run `agentbox setup`');
+  });
+
+  it('a damaged image → says how to rebuild it, no stack trace', async () => {
+    const home = fs.mkdtempSync(path.join(os.tmpdir(), 'agentbox-home-'));
+    try {
+      fs.mkdirSync(path.join(home, 'images', 'abcdef0123456789abcdef01'), { recursive: true });
+      fs.writeFileSync(path.join(home, 'images', 'abcdef0123456789abcdef01', 'manifest.json'), '{"id": 1');
+      const show = await cli(['image', 'show'], { env: { AGENTBOX_HOME: home } });
+      expect(show.code).toBe(125);
+      expect(show.stderr).toMatch(/unreadable; run `agentbox image build --force`/);
+      const doctor = await cli(['doctor', '--json'], { env: { AGENTBOX_HOME: home } });
+      expect(doctor.code).toBe(1);
+      const report = JSON.parse(doctor.stdout) as { image: { status: string }; problems: { fix: string }[] };
+      expect(report.image.status).toBe('invalid');
+      expect(report.problems.map((p) => p.fix)).toContain('agentbox image build --force');
+    } finally {
+      fs.rmSync(home, { recursive: true, force: true });
+    }
+  });
+
+  it('no image → doctor says to build one', async () => {
+    const home = fs.mkdtempSync(path.join(os.tmpdir(), 'agentbox-home-'));
+    try {
+      const doctor = await cli(['doctor', '--json'], { env: { AGENTBOX_HOME: home } });
+      const report = JSON.parse(doctor.stdout) as {
+        image: { status: string };
+        accel: { accel: string; reason: string };
+        problems: { problem: string; fix: string }[];
+      };
+      expect(report.image.status).toBe('missing');
+      expect(report.problems).toContainEqual({
+        problem: 'no image has been built',
+        fix: 'agentbox image build',
+      });
+      expect(['kvm', 'tcg']).toContain(report.accel.accel);
+      expect(report.accel.reason.length).toBeGreaterThan(5);
+    } finally {
+      fs.rmSync(home, { recursive: true, force: true });
+    }
+  });
+
+  it('rejects an invalid AGENTBOX_ACCEL with the allowed values', async () => {
+    const r = await cli(['doctor', '--json'], { env: { AGENTBOX_ACCEL: 'hvf' } });
+    const report = JSON.parse(r.stdout) as { accel: { error: string } };
+    expect(report.accel.error).toMatch(/AGENTBOX_ACCEL must be auto, kvm or tcg/);
+  });
+});
+
+describe('run helpers', () => {
+  it('maps exits like a shell', () => {
+    expect(shellExitStatus({ exitCode: 7, signal: null })).toBe(7);
+    expect(shellExitStatus({ exitCode: null, signal: 'SIGKILL' })).toBe(137);
+    expect(shellExitStatus({ exitCode: null, signal: 'SIGTERM' })).toBe(143);
+  });
+
+  it('parses env pairs, keeping = in values', () => {
+    expect(parseEnvPairs(['A=1', 'B=x=y', 'C='])).toEqual({ A: '1', B: 'x=y', C: '' });
+  });
+});

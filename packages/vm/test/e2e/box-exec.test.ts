@@ -1,0 +1,107 @@
+import { createHash, randomBytes } from 'node:crypto';
+import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import type { Vm } from '../../src/backend.js';
+import { bootBox, destroyAll, leftovers, run } from '../../../../test/helpers.js';
+
+const sha256 = (b: Buffer) => createHash('sha256').update(b).digest('hex');
+
+describe('one real VM: exec, files, processes through the guest agent', () => {
+  let vm: Vm;
+  beforeAll(async () => {
+    vm = await bootBox();
+  });
+  afterAll(async () => {
+    const id = vm.id;
+    await destroyAll();
+    expect(leftovers(id)).toEqual({ processes: [], files: false });
+  });
+
+  it('boots a Linux guest whose agent speaks our versions', async () => {
+    expect(vm.state).toBe('running');
+    expect(vm.guest.info).toMatchObject({ protocolVersion: 1, imageApiVersion: 1 });
+    const r = await run(vm, 'uname -s; cat /proc/sys/kernel/random/boot_id; id -u');
+    const [kernel, bootId, uid] = r.stdout.toString().trim().split('\n');
+    expect(kernel).toBe('Linux');
+    expect(bootId).toBe(vm.guest.info!.bootId);
+    expect(uid).toBe('0');
+  });
+
+  it('passes exit codes and signals', async () => {
+    expect((await run(vm, 'exit 3')).exit).toMatchObject({ exitCode: 3, signal: null });
+    expect((await run(vm, 'kill -KILL $$')).exit).toMatchObject({ exitCode: null, signal: 'SIGKILL' });
+    expect((await run(vm, 'kill -TERM $$')).exit).toMatchObject({ exitCode: null, signal: 'SIGTERM' });
+  });
+
+  it('keeps stdout and stderr apart', async () => {
+    const r = await run(vm, 'echo out; echo err >&2; echo out2');
+    expect(r.stdout.toString()).toBe('out\nout2\n');
+    expect(r.stderr).toBe('err\n');
+  });
+
+  it('passes env and cwd', async () => {
+    const stdout: Buffer[] = [];
+    const exit = await vm.guest.exec(
+      { argv: ['sh', '-c', 'echo "$GREETING|$(pwd)|$HOME"'], env: { GREETING: 'hi there' }, cwd: '/tmp' },
+      { onStdout: (c) => void stdout.push(c) },
+    );
+    expect(exit.exitCode).toBe(0);
+    expect(Buffer.concat(stdout).toString()).toBe('hi there|/tmp|/root\n');
+  });
+
+  it('streams 50 MB of stdout without loss (sha256 compared)', async () => {
+    const prepared = await run(vm, 'head -c 52428800 /dev/urandom > /tmp/big && sha256sum /tmp/big');
+    const expected = prepared.stdout.toString().split(' ')[0];
+    const r = await run(vm, 'cat /tmp/big');
+    expect(r.stdout.length).toBe(52428800);
+    expect(sha256(r.stdout)).toBe(expected);
+    await vm.guest.remove('/tmp/big');
+  });
+
+  it('feeds binary stdin losslessly', async () => {
+    const input = Buffer.concat([
+      Buffer.from(Array.from({ length: 256 }, (_, i) => i)),
+      randomBytes(4 * 1024 * 1024),
+    ]);
+    const r = await run(vm, 'sha256sum | cut -d" " -f1', { stdin: input });
+    expect(r.stdout.toString().trim()).toBe(sha256(input));
+  });
+
+  it('runs 20 execs at once in one box', async () => {
+    const results = await Promise.all(
+      Array.from({ length: 20 }, (_, i) => run(vm, `sleep 0.$((${i} % 4)); echo ${i}; echo e${i} >&2`)),
+    );
+    expect(results.map((r) => r.stdout.toString())).toEqual(Array.from({ length: 20 }, (_, i) => `${i}\n`));
+    expect(results.map((r) => r.stderr)).toEqual(Array.from({ length: 20 }, (_, i) => `e${i}\n`));
+  });
+
+  it('writes a 20 MB file and reads it back with equal sha256', async () => {
+    const data = randomBytes(20 * 1024 * 1024);
+    await vm.guest.writeFile('/root/data.bin', data);
+    const inGuest = await run(vm, 'sha256sum /root/data.bin | cut -d" " -f1');
+    expect(inGuest.stdout.toString().trim()).toBe(sha256(data));
+    expect(sha256(await vm.guest.readFileBuffer('/root/data.bin'))).toBe(sha256(data));
+    expect((await vm.guest.stat('/root/data.bin')).size).toBe(data.length);
+    await vm.guest.remove('/root/data.bin');
+  });
+
+  it('kills the process and its children when an exec times out', async () => {
+    const started = Date.now();
+    const r = await run(vm, 'sleep 300 & sleep 300', { timeoutMs: 1000 });
+    expect(r.exit.timedOut).toBe(true);
+    expect(Date.now() - started).toBeLessThan(60_000);
+    const left = (await vm.guest.listProcesses()).filter((p) => p.command === 'sleep 300');
+    expect(left).toEqual([]);
+  });
+
+  it('lists and kills processes, and reports health', async () => {
+    const running = run(vm, 'exec sleep 123');
+    await new Promise((r) => setTimeout(r, 1500));
+    const sleeper = (await vm.guest.listProcesses()).find((p) => p.command === 'sleep 123');
+    expect(sleeper).toMatchObject({ user: 'root' });
+    await vm.guest.killProcess(sleeper!.pid, 'SIGTERM');
+    expect((await running).exit.signal).toBe('SIGTERM');
+    const health = await vm.guest.health();
+    expect(health.memTotalBytes).toBeGreaterThan(256 * 1024 * 1024);
+    expect(health.diskTotalBytes).toBeGreaterThan(0);
+  });
+});

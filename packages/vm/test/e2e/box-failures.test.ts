@@ -1,0 +1,54 @@
+import { afterAll, describe, expect, it } from 'vitest';
+import { bootBox, destroyAll, leftovers, run } from '../../../../test/helpers.js';
+
+describe('real VMs: failures are clear errors, never hangs, and nothing is left behind', () => {
+  afterAll(destroyAll);
+
+  it('runs 3 boxes at once, each its own machine', async () => {
+    const boxes = await Promise.all([bootBox(), bootBox(), bootBox()]);
+    const bootIds = await Promise.all(
+      boxes.map(async (vm) =>
+        (await run(vm, 'cat /proc/sys/kernel/random/boot_id')).stdout.toString().trim(),
+      ),
+    );
+    expect(new Set(bootIds).size).toBe(3);
+    await Promise.all(boxes.map((vm) => vm.destroy()));
+    for (const vm of boxes) expect(leftovers(vm.id)).toEqual({ processes: [], files: false });
+  });
+
+  it('fails an exec in flight with vm_exited when the VM is killed, and the box leaves nothing', async () => {
+    const vm = await bootBox();
+    const pending = run(vm, 'sleep 300');
+    await new Promise((r) => setTimeout(r, 500));
+    process.kill(vm.pid!, 'SIGKILL');
+    await expect(pending).rejects.toMatchObject({ code: 'vm_exited' });
+    await expect(vm.guest.ping()).rejects.toMatchObject({ code: 'vm_exited' });
+    expect(vm.state).toBe('stopped');
+    await vm.destroy();
+    expect(leftovers(vm.id)).toEqual({ processes: [], files: false });
+  });
+
+  it('fails calls in flight with guest_agent_restarted when the agent crashes, then works again', async () => {
+    const vm = await bootBox();
+    const firstAgent = vm.guest.info!.agentPid;
+    const pending = run(vm, 'sleep 300');
+    await new Promise((r) => setTimeout(r, 500));
+    // The agent is PID `agentPid`; kill it from inside the box the way a crash would end it.
+    void run(vm, `kill -KILL ${firstAgent}`).catch(() => undefined);
+    await expect(pending).rejects.toMatchObject({ code: 'guest_agent_restarted' });
+    const hello = await vm.guest.waitForHello();
+    expect(hello.agentPid).not.toBe(firstAgent);
+    expect(hello.bootId).toBeDefined();
+    expect((await run(vm, 'echo back')).stdout.toString()).toBe('back\n');
+  });
+
+  it('stops a box gracefully', async () => {
+    const vm = await bootBox();
+    await vm.guest.writeFile('/root/keep.txt', Buffer.from('kept'));
+    await vm.stop();
+    expect(vm.state).toBe('stopped');
+    await expect(vm.stop()).rejects.toMatchObject({ code: 'invalid_state' });
+    await vm.destroy();
+    expect(vm.state).toBe('destroyed');
+  });
+});
