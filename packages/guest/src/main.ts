@@ -40,7 +40,10 @@ async function main(argv: string[]): Promise<void> {
   const service = new GuestService(link, {
     ...(versionAt >= 0 ? { protocolVersion: Number(argv[versionAt + 1]) } : {}),
   });
-  const running = link.start((chunk) => service.mux.receive(chunk));
+  const running = link.start(
+    (chunk) => service.mux.receive(chunk),
+    () => service.hostReconnected(),
+  );
   await service.sendHello();
   markBoot(`guest agent said hello (pid ${process.pid})`);
   await running;

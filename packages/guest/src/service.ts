@@ -35,6 +35,10 @@ interface OpenRequest {
 
 const IGNORE_INPUT = { onJson: () => undefined, onData: () => undefined, onEnd: () => undefined };
 
+function isHelloRequest(message: unknown): boolean {
+  return typeof message === 'object' && message !== null && (message as { op?: unknown }).op === 'hello';
+}
+
 function isPing(message: unknown): boolean {
   return (
     typeof message === 'object' &&
@@ -88,8 +92,18 @@ export class GuestService {
     return this.mux.sendJson(0, this.hello());
   }
 
+  /** The host went away: its channels are gone; running processes keep running. */
+  hostReconnected(): void {
+    this.open.clear();
+    this.mux.resetAll();
+  }
+
   private accept(channel: number, message: unknown): void {
-    if (channel === 0) return;
+    if (channel === 0) {
+      // A host that (re)attached asks who we are.
+      if (isHelloRequest(message)) void this.sendHello().catch(() => undefined);
+      return;
+    }
     if (isPing(message)) {
       // Liveness probes skip schema parsing and the request bookkeeping: a ping has no
       // parameters, and its round trip is the channel's latency floor that callers measure.

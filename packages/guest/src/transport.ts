@@ -3,8 +3,11 @@ import net from 'node:net';
 import type { Transport } from '@agentbox/protocol/wire';
 
 export interface GuestLink extends Transport {
-  /** Starts delivering received bytes; never resolves while the link lives. */
-  start(onBytes: (chunk: Buffer) => void): Promise<void>;
+  /**
+   * Starts delivering received bytes; never resolves while the link lives. `onReconnect` runs when
+   * the host went away and the port was reopened: whatever was in flight belongs to the old host.
+   */
+  start(onBytes: (chunk: Buffer) => void, onReconnect?: () => void): Promise<void>;
 }
 
 const READ_BUFFER_BYTES = 256 * 1024;
@@ -86,18 +89,24 @@ export function openVirtioStream(path: string): GuestLink | undefined {
   let socket = openPortAsStream(path);
   if (!socket) return undefined;
   return {
-    async start(onBytes) {
+    async start(onBytes, onReconnect) {
       for (;;) {
         const current = socket!;
-        current.on('data', onBytes);
+        let received = false;
+        current.on('data', (chunk: Buffer) => {
+          received = true;
+          onBytes(chunk);
+        });
         await new Promise<void>((resolve) => {
           current.once('end', resolve);
           current.once('close', resolve);
           current.once('error', () => resolve());
         });
         current.destroy();
+        // EOF: no host is attached (e.g. the daemon restarts). Poll until one is.
         await new Promise((r) => setTimeout(r, IDLE_POLL_MS * 5));
         socket = openPortAsStream(path);
+        if (received) onReconnect?.();
       }
     },
     write(bytes) {

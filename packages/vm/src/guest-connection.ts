@@ -96,6 +96,11 @@ export class GuestConnection {
   attach(socket: net.Socket): void {
     this.socket = socket;
     this.closedError = undefined;
+    // The stream may resume mid-frame (a re-attach to a running VM): skip to the next hello, and
+    // ask for one; the agent also sends one unprompted when it starts.
+    this.mux.resetAll();
+    this.mux.seekJsonFrame(0);
+    this.mux.sendJson(0, { op: 'hello' }).catch(() => undefined);
     socket.on('data', (chunk: Buffer) => this.mux.receive(chunk));
     socket.on('error', () => undefined);
     socket.on('close', () => {

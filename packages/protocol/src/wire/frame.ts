@@ -56,12 +56,22 @@ export class FrameError extends Error {
 export class FrameDecoder {
   private chunks: Buffer[] = [];
   private buffered = 0;
+  private seeking: Buffer | undefined;
+
+  /**
+   * Drops input until `prefix` appears, then decodes from there. Used after a reconnect, when the
+   * stream may resume in the middle of a frame the peer wrote to the previous connection.
+   */
+  seek(prefix: Buffer): void {
+    this.seeking = prefix;
+  }
 
   push(chunk: Buffer): Frame[] {
     if (chunk.length > 0) {
       this.chunks.push(chunk);
       this.buffered += chunk.length;
     }
+    if (this.seeking && !this.skipToPrefix(this.seeking)) return [];
     const frames: Frame[] = [];
     while (this.buffered >= FRAME_HEADER_BYTES) {
       const head = this.contiguous(FRAME_HEADER_BYTES);
@@ -83,6 +93,24 @@ export class FrameDecoder {
   reset(): void {
     this.chunks = [];
     this.buffered = 0;
+    this.seeking = undefined;
+  }
+
+  /** True once the buffer starts with `prefix`; until then keeps only a possible partial match. */
+  private skipToPrefix(prefix: Buffer): boolean {
+    const all = Buffer.concat(this.chunks);
+    const at = all.indexOf(prefix);
+    if (at < 0) {
+      const keep = all.subarray(Math.max(0, all.length - (prefix.length - 1)));
+      this.chunks = keep.length ? [keep] : [];
+      this.buffered = keep.length;
+      return false;
+    }
+    const rest = all.subarray(at);
+    this.chunks = [rest];
+    this.buffered = rest.length;
+    this.seeking = undefined;
+    return true;
   }
 
   /** The first `n` buffered bytes as one buffer, joining chunks only when they straddle. */

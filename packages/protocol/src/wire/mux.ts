@@ -1,4 +1,12 @@
-import { DATA_CHUNK_BYTES, FrameDecoder, FrameError, FrameKind, encodeFrame, type Frame } from './frame.js';
+import {
+  DATA_CHUNK_BYTES,
+  FRAME_MAGIC,
+  FrameDecoder,
+  FrameError,
+  FrameKind,
+  encodeFrame,
+  type Frame,
+} from './frame.js';
 
 /** Where a mux writes its frames; resolves when the bytes were accepted by the underlying stream. */
 export interface Transport {
@@ -78,6 +86,15 @@ export class Mux {
     for (const channel of [...this.handlers.keys(), ...this.queues.keys()]) this.close(channel);
     this.decoder.reset();
     this.urgent = [];
+  }
+
+  /** Drops input until a Json frame on `channel` starts (after a reconnect mid-stream). */
+  seekJsonFrame(channel: number): void {
+    const prefix = Buffer.alloc(6);
+    prefix[0] = FRAME_MAGIC;
+    prefix[1] = FrameKind.Json;
+    prefix.writeUInt32BE(channel, 2);
+    this.decoder.seek(prefix);
   }
 
   /** Marks the transport dead: pending and future sends reject with `error`. */

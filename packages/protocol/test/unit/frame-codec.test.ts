@@ -63,6 +63,20 @@ describe('frame codec', () => {
     expect(() => new FrameDecoder().push(header)).toThrow(/exceeds the limit/);
   });
 
+  it('seek skips the tail of a frame from a previous connection up to the wanted frame', () => {
+    const decoder = new FrameDecoder();
+    const stale = encodeFrame(FrameKind.Data, 5, Buffer.alloc(300, 0xab)).subarray(120);
+    const hello = encodeFrame(FrameKind.Json, 0, Buffer.from('{"type":"hello"}'));
+    decoder.seek(hello.subarray(0, 6));
+    const stream = Buffer.concat([stale, hello, encodeFrame(FrameKind.End, 9)]);
+    const out = [];
+    for (let i = 0; i < stream.length; i += 7) out.push(...decoder.push(stream.subarray(i, i + 7)));
+    expect(out.map((f) => [f.kind, f.channel])).toEqual([
+      [FrameKind.Json, 0],
+      [FrameKind.End, 9],
+    ]);
+  });
+
   it('reset drops a partial frame', () => {
     const decoder = new FrameDecoder();
     const frame = encodeFrame(FrameKind.Data, 1, Buffer.from('hello'));
