@@ -10,3 +10,4 @@ export {
   type AgentboxErrorOptions,
 } from './errors.js';
 export * from './guest.js';
+export * from './api.js';

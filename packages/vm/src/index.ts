@@ -32,3 +32,5 @@ export {
   type KvmStatus,
 } from './qemu/accel.js';
 export { QmpClient, type QmpEvent } from './qemu/qmp.js';
+export { AdoptedQemuVm, type AdoptSpec } from './qemu/adopted-vm.js';
+export { processStartTime, processCmdline, isSameProcess, processesMentioning } from './qemu/proc.js';

@@ -8,6 +8,7 @@ import type { Vm, VmBackend, VmExit, VmSpec, VmState } from '../backend.js';
 import { runCommand } from '../command.js';
 import { GuestConnection, type GuestConnectionOptions } from '../guest-connection.js';
 import { boxesDir } from '../paths.js';
+import { AdoptedQemuVm, type AdoptSpec } from './adopted-vm.js';
 import { qemuArgs, type Accel, type QemuLaunchSpec } from './args.js';
 import { QmpClient } from './qmp.js';
 
@@ -24,6 +25,11 @@ export interface QemuBackendOptions {
   qemuBinary?: string;
   extraKernelArgs?: string[];
   guest?: GuestConnectionOptions;
+  /**
+   * Run QEMU in its own process group with stderr to <box dir>/qemu.log, so VMs outlive this host
+   * process (the daemon re-adopts them); default false: a Ctrl-C of `agentbox run` reaches them.
+   */
+  detached?: boolean;
 }
 
 /** The QEMU `microvm` driver: one qemu-system process per box, a qcow2 overlay on the read-only base. */
@@ -54,6 +60,15 @@ export class QemuBackend implements VmBackend {
       throw err;
     });
     return new QemuVm(spec, dir, this.options);
+  }
+
+  /** Re-attaches to a VM a previous host process started; resolves once its guest says hello. */
+  async adopt(spec: AdoptSpec): Promise<Vm> {
+    if (!ID_PATTERN.test(spec.id))
+      throw new AgentboxError('invalid_request', `invalid VM id ${JSON.stringify(spec.id)}`);
+    const vm = new AdoptedQemuVm(spec, path.join(boxesDir(this.options.home), spec.id), this.options.guest);
+    await vm.attach();
+    return vm;
   }
 }
 
@@ -136,9 +151,16 @@ class QemuVm implements Vm {
       qmp.ready.catch(() => undefined);
     });
 
+    const detached = this.options.detached ?? false;
+    const logFd = detached ? fs.openSync(this.file('qemu.log'), 'a') : undefined;
     const child = spawn(this.options.qemuBinary ?? QEMU_BINARY, qemuArgs(launch), {
-      stdio: ['ignore', 'ignore', 'pipe'],
+      stdio: ['ignore', 'ignore', logFd ?? 'pipe'],
+      detached,
     });
+    if (logFd !== undefined) {
+      fs.closeSync(logFd);
+      child.unref();
+    }
     this.child = child;
     child.stderr?.on('data', (chunk: Buffer) => {
       this.stderrTail = (this.stderrTail + chunk.toString('utf8')).slice(-4096);
@@ -192,7 +214,12 @@ class QemuVm implements Vm {
   }
 
   private diagnostics(): string {
-    const stderr = this.stderrTail.trim();
+    let stderr = this.stderrTail.trim();
+    try {
+      if (this.options.detached) stderr = fs.readFileSync(this.file('qemu.log'), 'utf8').trim().slice(-4096);
+    } catch {
+      // no log
+    }
     let consoleTail = '';
     try {
       consoleTail = fs.readFileSync(this.file('console.log'), 'utf8').trim().split('\n').slice(-5).join('\n');

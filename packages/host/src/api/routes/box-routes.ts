@@ -1,0 +1,234 @@
+import type { Readable } from 'node:stream';
+import {
+  ApiExecRequestSchema,
+  BoxListResponseSchema,
+  BoxParamsSchema,
+  BoxSchema,
+  CreateBoxRequestSchema,
+  ExecEventSchema,
+  ExecQuerySchema,
+  ExecResultSchema,
+  FileDeleteResponseSchema,
+  FileListResponseSchema,
+  FileQuerySchema,
+  FileWriteResponseSchema,
+  KillProcessQuerySchema,
+  KillProcessResponseSchema,
+  ProcessListResponseSchema,
+  ProcessParamsSchema,
+  type ErrorCode,
+} from '@agentbox/protocol';
+import type { BoxService } from '../../services/box-service.js';
+import { toApiBox } from '../../services/box-view.js';
+import type { ExecService } from '../../services/exec-service.js';
+import type { FileService } from '../../services/file-service.js';
+import { errorBody, toAgentboxError } from '../error-handler.js';
+import { defineRoute, type RouteDef } from '../route.js';
+import { streamResponse } from '../stream.js';
+
+export interface BoxRouteDeps {
+  boxes: BoxService;
+  exec: ExecService;
+  files: FileService;
+}
+
+const V1 = ['boxes'];
+const ON_BOX: ErrorCode[] = [
+  'invalid_request',
+  'unauthorized',
+  'box_not_found',
+  'invalid_state',
+  'guest_unreachable',
+  'guest_agent_restarted',
+  'vm_exited',
+];
+/** Largest exec request (stdin rides in it as base64). */
+const EXEC_BODY_LIMIT_BYTES = 12 * 1024 * 1024;
+
+/** `/v1` REST over the same services as the seed surface. */
+export function boxRoutes(deps: BoxRouteDeps): RouteDef[] {
+  return [
+    defineRoute({
+      method: 'POST',
+      url: '/v1/boxes',
+      operationId: 'createBox',
+      summary: 'Create and boot a box',
+      tags: V1,
+      auth: 'key',
+      body: CreateBoxRequestSchema,
+      responses: { 201: { description: 'Running box', schema: BoxSchema } },
+      errors: ['invalid_request', 'unauthorized', 'invalid_state', 'capacity_exhausted', 'boot_failed'],
+      handler: async ({ body, actor }) =>
+        toApiBox(
+          await deps.boxes.create({
+            actor,
+            userId: body.userId,
+            runtime: body.runtime,
+            resources: {
+              ...(body.memoryMib ? { memoryMib: body.memoryMib } : {}),
+              ...(body.vcpus ? { vcpus: body.vcpus } : {}),
+              ...(body.diskGib ? { diskGib: body.diskGib } : {}),
+            },
+            ttlSeconds: body.ttlSeconds,
+            labels: body.labels,
+            env: body.env,
+          }),
+        ),
+    }),
+    defineRoute({
+      method: 'GET',
+      url: '/v1/boxes',
+      operationId: 'listBoxes',
+      summary: 'Boxes this key may see (all for admin), newest first; deleted ones left out',
+      tags: V1,
+      auth: 'key',
+      responses: { 200: { description: 'Boxes', schema: BoxListResponseSchema } },
+      errors: ['unauthorized'],
+      handler: ({ actor }) => Promise.resolve({ boxes: deps.boxes.list({ actor }).map(toApiBox) }),
+    }),
+    defineRoute({
+      method: 'GET',
+      url: '/v1/boxes/:id',
+      operationId: 'getBox',
+      summary: 'One box',
+      tags: V1,
+      auth: 'key',
+      params: BoxParamsSchema,
+      responses: { 200: { description: 'The box', schema: BoxSchema } },
+      errors: ['invalid_request', 'unauthorized', 'box_not_found'],
+      handler: ({ params, actor }) => Promise.resolve(toApiBox(deps.boxes.get({ actor, id: params.id }))),
+    }),
+    defineRoute({
+      method: 'DELETE',
+      url: '/v1/boxes/:id',
+      operationId: 'deleteBox',
+      summary: 'Kill the VM and remove everything of the box',
+      tags: V1,
+      auth: 'key',
+      params: BoxParamsSchema,
+      responses: { 200: { description: 'The deleted box', schema: BoxSchema } },
+      errors: ['invalid_request', 'unauthorized', 'box_not_found', 'invalid_state'],
+      handler: async ({ params, actor }) => toApiBox(await deps.boxes.remove({ actor, id: params.id })),
+    }),
+    defineRoute({
+      method: 'POST',
+      url: '/v1/boxes/:id/exec',
+      operationId: 'execInBox',
+      summary: 'Run a command: NDJSON events (default) or one JSON result with ?stream=false',
+      tags: V1,
+      auth: 'key',
+      params: BoxParamsSchema,
+      query: ExecQuerySchema,
+      body: ApiExecRequestSchema,
+      bodyLimit: EXEC_BODY_LIMIT_BYTES,
+      responses: {
+        200: {
+          description: 'One ExecEvent per line, ending with exit (or error); with stream=false an ExecResult',
+          contentType: 'application/x-ndjson',
+          schema: ExecEventSchema,
+          alternatives: [{ contentType: 'application/json', schema: ExecResultSchema }],
+        },
+      },
+      errors: [...ON_BOX, 'payload_too_large', 'file_not_found'],
+      handler: async ({ params, query, body, actor, reply, signal }) => {
+        const options = { actor, id: params.id, request: body, signal };
+        if (query.stream === 'false') return deps.exec.collect(options);
+        return streamResponse(
+          reply,
+          signal,
+          {
+            contentType: 'application/x-ndjson',
+            lateError: (err) =>
+              `${JSON.stringify({ type: 'error', error: errorBody(toAgentboxError(err), reply.request.id).error })}\n`,
+          },
+          async (write) => {
+            const exit = await deps.exec.stream(options, (event) => write(`${JSON.stringify(event)}\n`));
+            await write(`${JSON.stringify(exit)}\n`);
+          },
+        );
+      },
+    }),
+    defineRoute({
+      method: 'GET',
+      url: '/v1/boxes/:id/files',
+      operationId: 'readBoxFile',
+      summary: 'Download a file (bytes), or list a directory (JSON)',
+      tags: V1,
+      auth: 'key',
+      params: BoxParamsSchema,
+      query: FileQuerySchema,
+      responses: {
+        200: {
+          description: 'The file’s bytes, or a listing when the path is a directory',
+          contentType: 'application/octet-stream',
+          alternatives: [{ contentType: 'application/json', schema: FileListResponseSchema }],
+        },
+      },
+      errors: [...ON_BOX, 'path_outside_workspace', 'file_not_found'],
+      handler: async ({ params, query, actor, reply, signal }) => {
+        const ref = { actor, id: params.id, path: query.path };
+        const info = await deps.files.stat(ref);
+        if (info.type === 'directory') return deps.files.list(ref);
+        return streamResponse(reply, signal, { contentType: 'application/octet-stream' }, (write) =>
+          deps.files.read({ ...ref, sink: write }),
+        );
+      },
+    }),
+    defineRoute({
+      method: 'PUT',
+      url: '/v1/boxes/:id/files',
+      operationId: 'writeBoxFile',
+      summary: 'Upload a file (streamed; parent directories are made; replaced atomically)',
+      tags: V1,
+      auth: 'key',
+      params: BoxParamsSchema,
+      query: FileQuerySchema,
+      rawBody: { contentType: 'application/octet-stream', description: 'The file’s bytes' },
+      responses: { 200: { description: 'Written', schema: FileWriteResponseSchema } },
+      errors: [...ON_BOX, 'path_outside_workspace', 'unsupported_media_type', 'file_not_found'],
+      handler: ({ params, query, body, actor }) =>
+        deps.files.write({ actor, id: params.id, path: query.path, source: body as unknown as Readable }),
+    }),
+    defineRoute({
+      method: 'DELETE',
+      url: '/v1/boxes/:id/files',
+      operationId: 'deleteBoxFile',
+      summary: 'Delete a file or a directory tree',
+      tags: V1,
+      auth: 'key',
+      params: BoxParamsSchema,
+      query: FileQuerySchema,
+      responses: { 200: { description: 'Deleted', schema: FileDeleteResponseSchema } },
+      errors: [...ON_BOX, 'path_outside_workspace', 'file_not_found'],
+      handler: ({ params, query, actor }) => deps.files.remove({ actor, id: params.id, path: query.path }),
+    }),
+    defineRoute({
+      method: 'GET',
+      url: '/v1/boxes/:id/processes',
+      operationId: 'listBoxProcesses',
+      summary: 'Processes in the box',
+      tags: V1,
+      auth: 'key',
+      params: BoxParamsSchema,
+      responses: { 200: { description: 'Processes', schema: ProcessListResponseSchema } },
+      errors: ON_BOX,
+      handler: async ({ params, actor }) => ({
+        processes: await deps.files.processes({ actor, id: params.id }),
+      }),
+    }),
+    defineRoute({
+      method: 'DELETE',
+      url: '/v1/boxes/:id/processes/:pid',
+      operationId: 'killBoxProcess',
+      summary: 'Send a signal (default SIGKILL) to a process in the box',
+      tags: V1,
+      auth: 'key',
+      params: ProcessParamsSchema,
+      query: KillProcessQuerySchema,
+      responses: { 200: { description: 'Signalled', schema: KillProcessResponseSchema } },
+      errors: [...ON_BOX, 'process_not_found'],
+      handler: ({ params, query, actor }) =>
+        deps.files.killProcess({ actor, id: params.id, pid: params.pid, signal: query.signal }),
+    }),
+  ];
+}

@@ -1,0 +1,149 @@
+import type { FastifyBaseLogger, FastifyInstance } from 'fastify';
+import type { Image, VmResources } from '@agentbox/vm';
+import { createApp } from './api/app.js';
+import { buildOpenApi } from './api/openapi.js';
+import type { RouteDef } from './api/route.js';
+import { boxRoutes } from './api/routes/box-routes.js';
+import { seedRoutes } from './api/routes/seed-routes.js';
+import { systemRoutes } from './api/routes/system-routes.js';
+import { createMetrics } from './metrics.js';
+import {
+  createBoxService,
+  type BoxBackend,
+  type BoxLogger,
+  type GuestLayout,
+  type ProcessProbe,
+} from './services/box-service.js';
+import { createExecService } from './services/exec-service.js';
+import { createFileService } from './services/file-service.js';
+import { createBoxStore } from './store/box-store.js';
+import { openDatabase } from './store/db.js';
+import { createKeyStore } from './store/key-store.js';
+
+export const AGENTBOX_VERSION = '0.1.0';
+export const DEFAULT_MAX_BOXES = 8;
+export const DEFAULT_BOX_RESOURCES: VmResources = { memoryMib: 1024, vcpus: 1, diskGib: 4 };
+export const REAP_INTERVAL_MS = 60_000;
+export const SHUTDOWN_GRACE_MS = 10_000;
+
+export interface HostOptions {
+  /** SQLite database lives here. */
+  dataDir: string;
+  backend: BoxBackend;
+  image: Image;
+  /** Runtime dir of a box (the backend's; removed when the box is cleaned up). */
+  boxDir: (id: string) => string;
+  probe: ProcessProbe;
+  /** Unit tests only: where each box's workspace and env file live (the fake guest runs on the host). */
+  guestLayout?: (boxId: string) => GuestLayout;
+  maxBoxes?: number;
+  defaults?: VmResources;
+  bootTimeoutMs?: number;
+  bodyLimitBytes?: number;
+  logger?: FastifyBaseLogger | false;
+  validateResponses?: boolean;
+  reapIntervalMs?: number;
+  clock?: () => number;
+}
+
+const silentLog: BoxLogger = { info: () => undefined, warn: () => undefined };
+
+/** Store + services + HTTP app of one daemon, wired; `start` reconciles and starts the reaper. */
+export function createHost(options: HostOptions) {
+  const clock = options.clock ?? Date.now;
+  const db = openDatabase(options.dataDir);
+  const keys = createKeyStore(db, clock);
+  const store = createBoxStore(db, clock);
+  const startedAt = clock();
+  let closing = false;
+  let reaper: NodeJS.Timeout | undefined;
+  const log: BoxLogger = options.logger
+    ? {
+        info: (o, m) => options.logger && options.logger.info(o, m),
+        warn: (o, m) => options.logger && options.logger.warn(o, m),
+      }
+    : silentLog;
+
+  const metrics = createMetrics({ boxesByState: () => store.countByState() });
+  const boxes = createBoxService({
+    store,
+    backend: options.backend,
+    image: options.image,
+    boxDir: options.boxDir,
+    limits: {
+      maxBoxes: options.maxBoxes ?? DEFAULT_MAX_BOXES,
+      defaults: options.defaults ?? DEFAULT_BOX_RESOURCES,
+      ...(options.bootTimeoutMs ? { bootTimeoutMs: options.bootTimeoutMs } : {}),
+    },
+    metrics,
+    log,
+    probe: options.probe,
+    ...(options.guestLayout ? { guestLayout: options.guestLayout } : {}),
+    clock,
+  });
+  const exec = createExecService({ boxes, metrics });
+  const files = createFileService({ boxes });
+
+  const routes: RouteDef[] = [];
+  const openapi = () => buildOpenApi(routes, { version: AGENTBOX_VERSION });
+  routes.push(
+    ...seedRoutes({ boxes, files, version: AGENTBOX_VERSION, startedAt, clock }),
+    ...boxRoutes({ boxes, exec, files }),
+    ...systemRoutes({ metrics, openapi }),
+  );
+  const app: FastifyInstance = createApp({
+    routes,
+    authenticate: (secret) => keys.authenticate(secret),
+    logger: options.logger ?? false,
+    validateResponses: options.validateResponses ?? false,
+    closing: () => closing,
+    observeHttp: metrics.observeHttp,
+    ...(options.bodyLimitBytes ? { bodyLimitBytes: options.bodyLimitBytes } : {}),
+  });
+
+  async function reapNow() {
+    const result = await boxes.reap();
+    if (result.reaped.length > 0) log.info({ reaped: result.reaped }, 'reaper cleaned up boxes');
+    return result;
+  }
+
+  return {
+    app,
+    keys,
+    store,
+    boxes,
+    routes,
+    openapi,
+    metrics,
+
+    /** Re-adopts or fails the boxes recorded by an earlier daemon, then starts the periodic reaper. */
+    async start() {
+      const reconciled = await boxes.reconcile();
+      log.info(reconciled, 'reconciled boxes with live VMs');
+      reaper = setInterval(
+        () => void reapNow().catch(() => undefined),
+        options.reapIntervalMs ?? REAP_INTERVAL_MS,
+      );
+      reaper.unref();
+      return reconciled;
+    },
+
+    /**
+     * Stops accepting requests, lets running ones (streams) finish for up to `graceMs`, then cuts
+     * them; boxes stay recorded and their VMs keep running for the next daemon to re-adopt.
+     */
+    async close(graceMs = SHUTDOWN_GRACE_MS) {
+      closing = true;
+      clearInterval(reaper);
+      const cut = setTimeout(() => app.server.closeAllConnections(), graceMs);
+      try {
+        await app.close();
+      } finally {
+        clearTimeout(cut);
+        db.close();
+      }
+    },
+  };
+}
+
+export type Host = ReturnType<typeof createHost>;

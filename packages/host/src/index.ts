@@ -1,0 +1,33 @@
+export {
+  createHost,
+  AGENTBOX_VERSION,
+  DEFAULT_MAX_BOXES,
+  DEFAULT_BOX_RESOURCES,
+  REAP_INTERVAL_MS,
+  SHUTDOWN_GRACE_MS,
+  type Host,
+  type HostOptions,
+} from './host.js';
+export { buildOpenApi } from './api/openapi.js';
+export type { RouteDef, ResponseSpec, AuthLevel } from './api/route.js';
+export { openDatabase, migrate, schemaVersion, DB_FILE, type Db } from './store/db.js';
+export { MIGRATIONS, type Migration } from './store/migrations.js';
+export {
+  createKeyStore,
+  hashKey,
+  type KeyStore,
+  type KeyScope,
+  type ApiKeyInfo,
+  type Actor,
+} from './store/key-store.js';
+export { createBoxStore, LIVE_STATES, type BoxStore, type BoxRecord } from './store/box-store.js';
+export {
+  createBoxService,
+  GUEST_ENV_FILE,
+  GUEST_LAYOUT,
+  type GuestLayout,
+  type BoxService,
+  type BoxBackend,
+  type ProcessProbe,
+} from './services/box-service.js';
+export { workspaceFile, boxPath, WORKSPACE } from './services/paths.js';

@@ -1,0 +1,65 @@
+import os from 'node:os';
+import { RUNTIMES, type Box, type StatusResponse } from '@agentbox/protocol';
+import type { BoxRecord } from '../store/box-store.js';
+import type { BoxService } from './box-service.js';
+
+const iso = (ms: number | null) => (ms === null ? null : new Date(ms).toISOString());
+
+/** The API view of a stored box. Pure. */
+export function toApiBox(box: BoxRecord): Box {
+  return {
+    id: box.id,
+    state: box.state,
+    userId: box.userId,
+    runtime: box.runtime,
+    memoryMib: box.memoryMib,
+    vcpus: box.vcpus,
+    diskGib: box.diskGib,
+    ttlSeconds: box.ttlSeconds,
+    labels: box.labels,
+    pid: box.pid,
+    createdAt: new Date(box.createdAt).toISOString(),
+    updatedAt: new Date(box.updatedAt).toISOString(),
+    expiresAt: iso(box.expiresAt),
+    bootMs: box.bootMs,
+    failureReason: box.failureReason,
+  };
+}
+
+/** Seed `GET /status`: live boxes keyed by user id, plus host resources. */
+export function hostStatus(
+  boxes: Pick<BoxService, 'list' | 'countByState' | 'isAlive' | 'limit'>,
+  clock: () => number = Date.now,
+): StatusResponse {
+  const now = clock();
+  const all = boxes.list({ actor: { keyId: 'status', scope: 'admin' } });
+  const microvms: StatusResponse['microvms'] = {};
+  for (const box of all) {
+    if (box.userId === null || (box.state !== 'running' && box.state !== 'creating')) continue;
+    microvms[box.userId] = {
+      ip: null,
+      runtime: box.runtime,
+      pid: box.pid,
+      alive: boxes.isAlive(box.id),
+      created_at: box.createdAt / 1000,
+      age_seconds: Math.floor((now - box.createdAt) / 1000),
+      box_id: box.id,
+      state: box.state,
+    };
+  }
+  const counts = boxes.countByState();
+  return {
+    active_microvms: counts.creating + counts.running,
+    available_runtimes: [...RUNTIMES],
+    microvms,
+    host: {
+      boxLimit: boxes.limit(),
+      boxesByState: counts,
+      memTotalBytes: os.totalmem(),
+      memFreeBytes: os.freemem(),
+      loadAverage: os.loadavg(),
+      cpus: os.cpus().length,
+      uptimeSeconds: os.uptime(),
+    },
+  };
+}

@@ -1,0 +1,136 @@
+import type { Readable } from 'node:stream';
+import { AgentboxError, type EntryInfo, type ProcessInfo } from '@agentbox/protocol';
+import type { Actor } from '../store/key-store.js';
+import type { BoxService } from './box-service.js';
+import { boxPath, workspaceFile } from './paths.js';
+
+/** Directories of dependencies and caches, left out of the seed's workspace listing. */
+export const SKIPPED_DIRS: ReadonlySet<string> = new Set([
+  'node_modules',
+  '.git',
+  '__pycache__',
+  '.venv',
+  'venv',
+  '.cache',
+  '.npm',
+  '.pytest_cache',
+  '.mypy_cache',
+]);
+const MAX_LISTED_FILES = 10_000;
+const MAX_DEPTH = 12;
+
+type Sink = (chunk: Buffer) => void | Promise<void>;
+
+export interface FileServiceDeps {
+  boxes: Pick<BoxService, 'guestOf' | 'getByUser'>;
+}
+
+interface BoxRef {
+  actor: Actor;
+  id: string;
+}
+
+/** Files and processes of running boxes, over the guest channel. */
+export function createFileService(deps: FileServiceDeps) {
+  const box = (ref: BoxRef) => deps.boxes.guestOf(ref);
+
+  async function walk(ref: BoxRef, root: string, dir: string, depth: number, into: string[]): Promise<void> {
+    let entries: EntryInfo[];
+    try {
+      entries = await box(ref).guest.list(dir);
+    } catch (err) {
+      if (err instanceof AgentboxError && err.code === 'file_not_found') return;
+      throw err;
+    }
+    for (const entry of entries) {
+      if (into.length >= MAX_LISTED_FILES) return;
+      if (entry.type === 'file') into.push(entry.path.slice(root.length + 1));
+      else if (entry.type === 'directory' && depth < MAX_DEPTH && !SKIPPED_DIRS.has(entry.name))
+        await walk(ref, root, entry.path, depth + 1, into);
+    }
+  }
+
+  const userRef = (options: { actor: Actor; userId: string }): BoxRef => ({
+    actor: options.actor,
+    id: deps.boxes.getByUser(options).id,
+  });
+
+  return {
+    /** Seed: regular files under the workspace, relative to it, sorted. */
+    async listWorkspace(options: { actor: Actor; userId: string }): Promise<string[]> {
+      const ref = userRef(options);
+      const root = box(ref).workspace;
+      const files: string[] = [];
+      await walk(ref, root, root, 0, files);
+      return files.sort();
+    },
+
+    /** Seed: one file of the workspace streamed to `sink`. */
+    async downloadWorkspaceFile(options: { actor: Actor; userId: string; filename: string; sink: Sink }) {
+      const ref = userRef(options);
+      const { guest, workspace } = box(ref);
+      const full = workspaceFile(options.filename, workspace);
+      const info = await guest.stat(full);
+      if (info.type !== 'file')
+        throw new AgentboxError('file_not_found', `${options.filename} is not a file`);
+      return guest.readFile(full, options.sink);
+    },
+
+    stat(options: BoxRef & { path: string }): Promise<EntryInfo> {
+      const { guest, workspace } = box(options);
+      return guest.stat(boxPath(options.path, workspace));
+    },
+
+    async list(options: BoxRef & { path: string }): Promise<{ path: string; entries: EntryInfo[] }> {
+      const { guest, workspace } = box(options);
+      const p = boxPath(options.path, workspace);
+      return { path: p, entries: await guest.list(p) };
+    },
+
+    read(options: BoxRef & { path: string; sink: Sink }): Promise<{ size: number }> {
+      const { guest, workspace } = box(options);
+      return guest.readFile(boxPath(options.path, workspace), options.sink);
+    },
+
+    async write(
+      options: BoxRef & { path: string; source: Readable | Buffer },
+    ): Promise<{ path: string; bytes: number }> {
+      const { guest, workspace } = box(options);
+      const p = boxPath(options.path, workspace);
+      const { bytes } = await guest.writeFile(p, options.source, { makeParents: true });
+      return { path: p, bytes };
+    },
+
+    async remove(options: BoxRef & { path: string }): Promise<{ path: string; deleted: true }> {
+      const { guest, workspace } = box(options);
+      const p = boxPath(options.path, workspace);
+      if (p === '/' || p === workspace) {
+        throw new AgentboxError('invalid_request', `refusing to delete ${p}`, { details: { field: 'path' } });
+      }
+      await guest.remove(p, true);
+      return { path: p, deleted: true };
+    },
+
+    processes(options: BoxRef): Promise<ProcessInfo[]> {
+      return box(options).guest.listProcesses();
+    },
+
+    async killProcess(
+      options: BoxRef & { pid: number; signal: string },
+    ): Promise<{ pid: number; signal: string }> {
+      await box(options).guest.killProcess(options.pid, options.signal);
+      return { pid: options.pid, signal: options.signal };
+    },
+
+    /** Seed: processes of a user's box as {pid, cmd, args, cwd}. */
+    async userProcesses(options: { actor: Actor; userId: string }) {
+      const list = await box(userRef(options)).guest.listProcesses();
+      return list.map((p) => {
+        const [cmd = '', ...args] = p.command.split(' ').filter(Boolean);
+        return { pid: p.pid, cmd, args, cwd: null };
+      });
+    },
+  };
+}
+
+export type FileService = ReturnType<typeof createFileService>;

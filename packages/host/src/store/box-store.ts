@@ -1,0 +1,258 @@
+import { AgentboxError, type BoxState, type Runtime } from '@agentbox/protocol';
+import type { Db } from './db.js';
+
+/** States in which a box holds host resources (a VM process, a runtime dir, a capacity slot). */
+export const LIVE_STATES: readonly BoxState[] = ['creating', 'running', 'stopped'];
+
+/** A box as stored; the API view (`Box`) is derived from it. Times are Unix milliseconds. */
+export interface BoxRecord {
+  id: string;
+  state: BoxState;
+  ownerKeyId: string;
+  userId: string | null;
+  runtime: Runtime;
+  memoryMib: number;
+  vcpus: number;
+  diskGib: number;
+  ttlSeconds: number | null;
+  labels: Record<string, string>;
+  pid: number | null;
+  pidStartTime: number | null;
+  /** The box's runtime dir on the host (overlay disk, sockets, logs). */
+  dir: string;
+  createdAt: number;
+  updatedAt: number;
+  expiresAt: number | null;
+  bootMs: number | null;
+  failureReason: string | null;
+}
+
+export type NewBox = Omit<
+  BoxRecord,
+  'state' | 'pid' | 'pidStartTime' | 'createdAt' | 'updatedAt' | 'expiresAt' | 'bootMs' | 'failureReason'
+>;
+
+export type BoxPatch = Partial<Pick<BoxRecord, 'pid' | 'pidStartTime' | 'bootMs' | 'failureReason'>>;
+
+interface BoxRow {
+  id: string;
+  state: BoxState;
+  owner_key_id: string;
+  user_id: string | null;
+  runtime: Runtime;
+  memory_mib: number;
+  vcpus: number;
+  disk_gib: number;
+  ttl_seconds: number | null;
+  labels: string;
+  pid: number | null;
+  pid_start_time: number | null;
+  dir: string;
+  created_at: number;
+  updated_at: number;
+  expires_at: number | null;
+  boot_ms: number | null;
+  failure_reason: string | null;
+}
+
+export interface Transition {
+  boxId: string;
+  at: number;
+  from: BoxState | null;
+  to: BoxState;
+  reason: string | null;
+}
+
+function toRecord(row: BoxRow): BoxRecord {
+  return {
+    id: row.id,
+    state: row.state,
+    ownerKeyId: row.owner_key_id,
+    userId: row.user_id,
+    runtime: row.runtime,
+    memoryMib: row.memory_mib,
+    vcpus: row.vcpus,
+    diskGib: row.disk_gib,
+    ttlSeconds: row.ttl_seconds,
+    labels: JSON.parse(row.labels) as Record<string, string>,
+    pid: row.pid,
+    pidStartTime: row.pid_start_time,
+    dir: row.dir,
+    createdAt: row.created_at,
+    updatedAt: row.updated_at,
+    expiresAt: row.expires_at,
+    bootMs: row.boot_ms,
+    failureReason: row.failure_reason,
+  };
+}
+
+const PATCH_COLUMNS: Record<keyof BoxPatch, string> = {
+  pid: 'pid',
+  pidStartTime: 'pid_start_time',
+  bootMs: 'boot_ms',
+  failureReason: 'failure_reason',
+};
+
+const LIVE_SQL = `state IN (${LIVE_STATES.map((s) => `'${s}'`).join(', ')})`;
+
+function isUniqueViolation(err: unknown): boolean {
+  return (err as { code?: string }).code === 'SQLITE_CONSTRAINT_UNIQUE';
+}
+
+/** Boxes and their state transitions. Every transition is committed before the caller acts on it. */
+export function createBoxStore(db: Db, clock: () => number = Date.now) {
+  const getRow = db.prepare<[string], BoxRow>('SELECT * FROM boxes WHERE id = ?');
+  const logTransition = db.prepare(
+    'INSERT INTO box_transitions (box_id, at, from_state, to_state, reason) VALUES (?, ?, ?, ?, ?)',
+  );
+
+  const get = (id: string): BoxRecord | undefined => {
+    const row = getRow.get(id);
+    return row && toRecord(row);
+  };
+
+  return {
+    get,
+
+    /** Records a new box in `creating`, unless the host is full or the user id has a live box. */
+    insert(box: NewBox, options: { maxLive: number }): BoxRecord {
+      const now = clock();
+      const insert = db.transaction(() => {
+        const live = (db.prepare(`SELECT COUNT(*) AS n FROM boxes WHERE ${LIVE_SQL}`).get() as { n: number })
+          .n;
+        if (live >= options.maxLive) {
+          throw new AgentboxError(
+            'capacity_exhausted',
+            `this host already runs ${live} of at most ${options.maxLive} boxes; delete one or retry later`,
+            { details: { limit: options.maxLive } },
+          );
+        }
+        db.prepare(
+          `INSERT INTO boxes (id, state, owner_key_id, user_id, runtime, memory_mib, vcpus, disk_gib,
+             ttl_seconds, labels, dir, created_at, updated_at, expires_at)
+           VALUES (?, 'creating', ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)`,
+        ).run(
+          box.id,
+          box.ownerKeyId,
+          box.userId,
+          box.runtime,
+          box.memoryMib,
+          box.vcpus,
+          box.diskGib,
+          box.ttlSeconds,
+          JSON.stringify(box.labels),
+          box.dir,
+          now,
+          now,
+          box.ttlSeconds === null ? null : now + box.ttlSeconds * 1000,
+        );
+        logTransition.run(box.id, now, null, 'creating', null);
+      });
+      try {
+        insert();
+      } catch (err) {
+        if (isUniqueViolation(err))
+          throw new AgentboxError('invalid_state', `user ${box.userId} already has a live box`);
+        throw err;
+      }
+      return get(box.id)!;
+    },
+
+    /**
+     * Moves a box to `to` (only from one of `from`), with optional field changes, and logs the
+     * transition, atomically. Throws `invalid_state` when the box is in another state.
+     */
+    transition(
+      id: string,
+      to: BoxState,
+      options: { from: readonly BoxState[]; patch?: BoxPatch; reason?: string },
+    ): BoxRecord {
+      const now = clock();
+      db.transaction(() => {
+        const current = getRow.get(id);
+        if (!current) throw new AgentboxError('box_not_found', `no box ${id}`);
+        if (!options.from.includes(current.state)) {
+          throw new AgentboxError(
+            'invalid_state',
+            `box ${id} is ${current.state}, not ${options.from.join('|')}`,
+          );
+        }
+        const patch = options.patch ?? {};
+        const keys = Object.keys(patch) as (keyof BoxPatch)[];
+        db.prepare(
+          `UPDATE boxes SET state = ?, updated_at = ?${keys.map((k) => `, ${PATCH_COLUMNS[k]} = ?`).join('')} WHERE id = ?`,
+        ).run(to, now, ...keys.map((k) => patch[k] ?? null), id);
+        logTransition.run(id, now, current.state, to, options.reason ?? null);
+      })();
+      return get(id)!;
+    },
+
+    /** Changes fields without a state change. */
+    update(id: string, patch: BoxPatch): BoxRecord {
+      const keys = Object.keys(patch) as (keyof BoxPatch)[];
+      db.prepare(
+        `UPDATE boxes SET updated_at = ?${keys.map((k) => `, ${PATCH_COLUMNS[k]} = ?`).join('')} WHERE id = ?`,
+      ).run(clock(), ...keys.map((k) => patch[k] ?? null), id);
+      return get(id)!;
+    },
+
+    /** Boxes, newest first; `deleted` ones only when asked for. */
+    list(options: { ownerKeyId?: string; includeDeleted?: boolean } = {}): BoxRecord[] {
+      const where: string[] = [];
+      const args: string[] = [];
+      if (options.ownerKeyId !== undefined) {
+        where.push('owner_key_id = ?');
+        args.push(options.ownerKeyId);
+      }
+      if (!options.includeDeleted) where.push("state != 'deleted'");
+      return db
+        .prepare<string[], BoxRow>(
+          `SELECT * FROM boxes ${where.length ? `WHERE ${where.join(' AND ')}` : ''} ORDER BY created_at DESC, id`,
+        )
+        .all(...args)
+        .map(toRecord);
+    },
+
+    live(): BoxRecord[] {
+      return db
+        .prepare<[], BoxRow>(`SELECT * FROM boxes WHERE ${LIVE_SQL} ORDER BY created_at, id`)
+        .all()
+        .map(toRecord);
+    },
+
+    findLiveByUser(userId: string): BoxRecord | undefined {
+      const row = db
+        .prepare<[string], BoxRow>(`SELECT * FROM boxes WHERE user_id = ? AND ${LIVE_SQL}`)
+        .get(userId);
+      return row && toRecord(row);
+    },
+
+    countByState(): Record<BoxState, number> {
+      const counts: Record<BoxState, number> = { creating: 0, running: 0, stopped: 0, deleted: 0, failed: 0 };
+      for (const r of db.prepare('SELECT state, COUNT(*) AS n FROM boxes GROUP BY state').all() as {
+        state: BoxState;
+        n: number;
+      }[])
+        counts[r.state] = r.n;
+      return counts;
+    },
+
+    transitions(id: string): Transition[] {
+      return (
+        db
+          .prepare(
+            'SELECT box_id, at, from_state, to_state, reason FROM box_transitions WHERE box_id = ? ORDER BY seq',
+          )
+          .all(id) as {
+          box_id: string;
+          at: number;
+          from_state: BoxState | null;
+          to_state: BoxState;
+          reason: string | null;
+        }[]
+      ).map((r) => ({ boxId: r.box_id, at: r.at, from: r.from_state, to: r.to_state, reason: r.reason }));
+    },
+  };
+}
+
+export type BoxStore = ReturnType<typeof createBoxStore>;

@@ -1,0 +1,66 @@
+/**
+ * Numbered schema migrations, applied in order, each in its own transaction, recorded in
+ * `schema_migrations`. Append only: never edit a migration that has shipped.
+ */
+export interface Migration {
+  version: number;
+  name: string;
+  sql: string;
+}
+
+export const MIGRATIONS: readonly Migration[] = [
+  {
+    version: 1,
+    name: 'api keys and boxes',
+    sql: `
+      CREATE TABLE api_keys (
+        id TEXT PRIMARY KEY,
+        name TEXT NOT NULL,
+        scope TEXT NOT NULL CHECK (scope IN ('admin', 'user')),
+        hash TEXT NOT NULL UNIQUE,
+        prefix TEXT NOT NULL,
+        created_at INTEGER NOT NULL,
+        revoked_at INTEGER,
+        last_used_at INTEGER
+      );
+      CREATE TABLE boxes (
+        id TEXT PRIMARY KEY,
+        state TEXT NOT NULL CHECK (state IN ('creating', 'running', 'stopped', 'deleted', 'failed')),
+        owner_key_id TEXT NOT NULL,
+        user_id TEXT,
+        runtime TEXT NOT NULL,
+        memory_mib INTEGER NOT NULL,
+        vcpus INTEGER NOT NULL,
+        disk_gib INTEGER NOT NULL,
+        ttl_seconds INTEGER,
+        labels TEXT NOT NULL DEFAULT '{}',
+        pid INTEGER,
+        pid_start_time INTEGER,
+        dir TEXT NOT NULL,
+        created_at INTEGER NOT NULL,
+        updated_at INTEGER NOT NULL,
+        expires_at INTEGER,
+        boot_ms INTEGER,
+        failure_reason TEXT
+      );
+      CREATE INDEX boxes_state ON boxes (state);
+    `,
+  },
+  {
+    version: 2,
+    name: 'one live box per user id, transition log',
+    sql: `
+      CREATE UNIQUE INDEX boxes_live_user ON boxes (user_id)
+        WHERE user_id IS NOT NULL AND state IN ('creating', 'running', 'stopped');
+      CREATE TABLE box_transitions (
+        seq INTEGER PRIMARY KEY AUTOINCREMENT,
+        box_id TEXT NOT NULL,
+        at INTEGER NOT NULL,
+        from_state TEXT,
+        to_state TEXT NOT NULL,
+        reason TEXT
+      );
+      CREATE INDEX box_transitions_box ON box_transitions (box_id, seq);
+    `,
+  },
+];

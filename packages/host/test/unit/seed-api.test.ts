@@ -1,0 +1,84 @@
+import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import fs from 'node:fs';
+import path from 'node:path';
+import { errorCode, fakeHost, type FakeHost } from '../helpers/fake-host.js';
+
+describe('seed API shapes over the fake driver', () => {
+  let h: FakeHost;
+  beforeAll(async () => {
+    h = await fakeHost();
+  });
+  afterAll(() => h.close());
+
+  it('creates one persistent box per user, then says it exists', async () => {
+    const created = await h.admin_({
+      method: 'POST',
+      url: '/create_microvm',
+      payload: { user_id: 'alice', runtime: 'python', env_vars: { GREETING: 'hi' } },
+    });
+    expect(created.statusCode).toBe(200);
+    expect(created.json()).toEqual({ status: 'created', vm_ip: null, pid: expect.any(Number) });
+    const again = await h.admin_({
+      method: 'POST',
+      url: '/create_microvm',
+      payload: { user_id: 'alice', runtime: 'python', env_vars: {} },
+    });
+    expect(again.json()).toEqual({ status: 'exists', vm_ip: null, pid: created.json<{ pid: number }>().pid });
+  });
+
+  it('lists and downloads workspace files', async () => {
+    const box = h.host.store.findLiveByUser('alice')!;
+    const ws = path.join(h.dataDir, 'guest', box.id, 'workspace');
+    fs.mkdirSync(path.join(ws, 'src', 'node_modules', 'x'), { recursive: true });
+    fs.writeFileSync(path.join(ws, 'hello.py'), 'print("hello")\n');
+    fs.writeFileSync(path.join(ws, 'src', 'main.py'), 'x = 1\n');
+    fs.writeFileSync(path.join(ws, 'src', 'node_modules', 'x', 'index.js'), '');
+    const list = await h.admin_({ method: 'GET', url: '/list_workspace_files?user_id=alice' });
+    expect(list.json()).toEqual({ files: ['hello.py', 'src/main.py'] });
+    const file = await h.admin_({ method: 'GET', url: '/download_file?user_id=alice&filename=hello.py' });
+    expect(file.statusCode).toBe(200);
+    expect(file.headers['content-type']).toBe('application/octet-stream');
+    expect(file.body).toBe('print("hello")\n');
+  });
+
+  it('refuses traversal and absolute paths with path_outside_workspace', async () => {
+    for (const filename of ['../etc/passwd', '/etc/passwd', 'a/../../b', '..']) {
+      const r = await h.admin_({
+        method: 'GET',
+        url: `/download_file?user_id=alice&filename=${encodeURIComponent(filename)}`,
+      });
+      expect(r.statusCode).toBe(400);
+      expect(errorCode(r)).toBe('path_outside_workspace');
+    }
+  });
+
+  it('lists processes in the seed shape', async () => {
+    const r = await h.admin_({ method: 'GET', url: '/list_processes?user_id=alice' });
+    expect(r.statusCode).toBe(200);
+    const { processes } = r.json<{ processes: { pid: number; cmd: string; args: string[] }[] }>();
+    expect(processes.length).toBeGreaterThan(0);
+  });
+
+  it('reports status, then kills the box', async () => {
+    const status = await h.admin_({ method: 'GET', url: '/status' });
+    expect(status.statusCode).toBe(200);
+    expect(status.json()).toMatchObject({
+      active_microvms: 1,
+      microvms: { alice: { alive: true, ip: null } },
+    });
+    const killed = await h.admin_({ method: 'POST', url: '/kill_microvm', payload: { user_id: 'alice' } });
+    expect(killed.json()).toEqual({ status: 'killed', user_id: 'alice' });
+    const gone = await h.admin_({ method: 'POST', url: '/kill_microvm', payload: { user_id: 'alice' } });
+    expect(gone.statusCode).toBe(404);
+    expect(errorCode(gone)).toBe('box_not_found');
+  });
+
+  it('answers /health without a key, and 501 for claude_in_the_box', async () => {
+    const health = await h.call({ method: 'GET', url: '/health' });
+    expect(health.statusCode).toBe(200);
+    expect(health.json()).toMatchObject({ status: 'ok' });
+    const task = await h.admin_({ method: 'POST', url: '/claude_in_the_box', payload: { user_id: 'alice' } });
+    expect(task.statusCode).toBe(501);
+    expect(errorCode(task)).toBe('not_implemented');
+  });
+});

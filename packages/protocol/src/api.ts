@@ -1,0 +1,343 @@
+import { z } from 'zod';
+import { ERROR_CODE_LIST, type ErrorCode } from './errors.js';
+import { EntryInfoSchema, ProcessInfoSchema } from './guest.js';
+
+/**
+ * Bodies of the daemon's HTTP API: the seed-compatible surface (snake_case, shapes kept verbatim)
+ * and `/v1`. OpenAPI is generated from these schemas; nothing duplicates them by hand.
+ */
+
+// ---- shared ----
+
+export const ErrorBodySchema = z
+  .object({
+    error: z
+      .object({
+        code: z
+          .enum(ERROR_CODE_LIST as [ErrorCode, ...ErrorCode[]])
+          .describe('Stable machine-readable code.'),
+        message: z.string().describe('What went wrong and what to do about it.'),
+        details: z.record(z.string(), z.unknown()).optional().describe('Structured context, e.g. the field.'),
+        requestId: z.string().describe('Id of the request, also in the daemon log and X-Request-Id.'),
+      })
+      .strict(),
+  })
+  .strict();
+export type ErrorBody = z.infer<typeof ErrorBodySchema>;
+
+/** Runtimes of the seed API; each names an image profile (today all use the one agentbox image). */
+export const RUNTIMES = ['claude-agent', 'python', 'node', 'bash'] as const;
+export const RuntimeSchema = z.enum(RUNTIMES).describe('Image profile of the box.');
+export type Runtime = z.infer<typeof RuntimeSchema>;
+
+export const UserIdSchema = z
+  .string()
+  .min(1)
+  .max(128)
+  .regex(/^[A-Za-z0-9][A-Za-z0-9._@-]*$/, 'letters, digits and . _ @ - only')
+  .describe('Caller-chosen user identifier; one persistent box per user.');
+
+const EnvVarsSchema = z
+  .record(
+    z
+      .string()
+      .max(256)
+      .regex(/^[A-Za-z_][A-Za-z0-9_]*$/, 'must be a valid environment variable name'),
+    z.string().max(128 * 1024),
+  )
+  .refine((env) => Object.keys(env).length <= 256, 'at most 256 variables');
+
+export const BoxIdSchema = z
+  .string()
+  .regex(/^box-[a-z0-9]{10}$/, 'a box id looks like box-0123456789')
+  .describe('Box id.');
+
+// ---- seed-compatible surface ----
+
+export const CreateMicrovmRequestSchema = z
+  .object({
+    user_id: UserIdSchema,
+    runtime: RuntimeSchema,
+    env_vars: EnvVarsSchema.default({}).describe('Environment variables of every command run in the box.'),
+  })
+  .strict();
+export type CreateMicrovmRequest = z.input<typeof CreateMicrovmRequestSchema>;
+
+export const CreateMicrovmResponseSchema = z
+  .object({
+    status: z.enum(['created', 'exists']).describe('`exists` when the user already had a live box.'),
+    vm_ip: z
+      .string()
+      .nullable()
+      .describe('Always null: boxes have no network interface; reach them through this API.'),
+    pid: z.number().int().nullable().describe('Host pid of the VM process.'),
+  })
+  .strict();
+export type CreateMicrovmResponse = z.infer<typeof CreateMicrovmResponseSchema>;
+
+export const UserQuerySchema = z.object({ user_id: UserIdSchema }).strict();
+
+export const DownloadFileQuerySchema = z
+  .object({
+    user_id: UserIdSchema,
+    filename: z
+      .string()
+      .min(1)
+      .max(4096)
+      .describe('Path relative to /workspace; `..` and absolute paths are refused.'),
+  })
+  .strict();
+
+export const ListWorkspaceFilesResponseSchema = z
+  .object({
+    files: z.array(z.string()).describe('Regular files under /workspace, relative to it, sorted.'),
+  })
+  .strict();
+
+export const SeedProcessSchema = z
+  .object({
+    pid: z.number().int().describe('Process id in the box.'),
+    cmd: z.string().describe('Program.'),
+    args: z.array(z.string()).describe('Arguments after the program.'),
+    cwd: z.string().nullable().describe('Working directory when known.'),
+  })
+  .strict();
+export const ListProcessesResponseSchema = z.object({ processes: z.array(SeedProcessSchema) }).strict();
+
+export const KillMicrovmRequestSchema = z.object({ user_id: UserIdSchema }).strict();
+export const KillMicrovmResponseSchema = z
+  .object({ status: z.literal('killed'), user_id: UserIdSchema })
+  .strict();
+
+export const HealthResponseSchema = z
+  .object({
+    status: z.literal('ok').describe('The daemon is serving.'),
+    version: z.string().describe('agentbox version.'),
+    uptimeSeconds: z.number().nonnegative().describe('Seconds since the daemon started.'),
+  })
+  .strict();
+
+export const BoxStateSchema = z
+  .enum(['creating', 'running', 'stopped', 'deleted', 'failed'])
+  .describe('creating → running → stopped → deleted, or failed.');
+export type BoxState = z.infer<typeof BoxStateSchema>;
+
+export const StatusResponseSchema = z
+  .object({
+    active_microvms: z.number().int().describe('Boxes that are creating or running.'),
+    available_runtimes: z.array(RuntimeSchema),
+    microvms: z
+      .record(
+        z.string(),
+        z
+          .object({
+            ip: z.string().nullable().describe('Always null: no network interface.'),
+            runtime: RuntimeSchema,
+            pid: z.number().int().nullable(),
+            alive: z.boolean().describe('The VM process is running.'),
+            created_at: z.number().describe('Unix time in seconds.'),
+            age_seconds: z.number().int(),
+            box_id: BoxIdSchema,
+            state: BoxStateSchema,
+          })
+          .strict(),
+      )
+      .describe('Live boxes that have a user_id, keyed by it.'),
+    host: z
+      .object({
+        boxLimit: z.number().int().describe('Most live boxes this host takes.'),
+        boxesByState: z.record(BoxStateSchema, z.number().int()),
+        memTotalBytes: z.number().int(),
+        memFreeBytes: z.number().int(),
+        loadAverage: z.array(z.number()),
+        cpus: z.number().int(),
+        uptimeSeconds: z.number(),
+      })
+      .strict(),
+  })
+  .strict();
+export type StatusResponse = z.infer<typeof StatusResponseSchema>;
+
+export const MaintenanceResponseSchema = z
+  .object({
+    checked: z.number().int().describe('Live boxes looked at.'),
+    reaped: z
+      .array(
+        z
+          .object({
+            boxId: BoxIdSchema,
+            reason: z.enum(['ttl_expired', 'vm_died']),
+          })
+          .strict(),
+      )
+      .describe('Boxes cleaned up by this run.'),
+  })
+  .strict();
+export type MaintenanceResult = z.infer<typeof MaintenanceResponseSchema>;
+
+export const TaskRequestPlaceholderSchema = z
+  .record(z.string(), z.unknown())
+  .describe('Seed task request; arrives with the agent-task issue.');
+
+// ---- /v1 ----
+
+export const LabelsSchema = z
+  .record(z.string().min(1).max(63), z.string().max(256))
+  .refine((l) => Object.keys(l).length <= 32, 'at most 32 labels')
+  .describe('Free-form key/value labels.');
+
+export const CreateBoxRequestSchema = z
+  .object({
+    userId: UserIdSchema.optional().describe('Optional user id; at most one live box per user id.'),
+    runtime: RuntimeSchema.default('bash'),
+    memoryMib: z.number().int().min(128).max(65536).optional().describe('Guest memory in MiB.'),
+    vcpus: z.number().int().min(1).max(64).optional().describe('Virtual CPUs.'),
+    diskGib: z.number().int().min(1).max(2048).optional().describe('Disk size in GiB.'),
+    ttlSeconds: z
+      .number()
+      .int()
+      .min(1)
+      .max(30 * 24 * 3600)
+      .optional()
+      .describe('Box is deleted this long after creation; none by default.'),
+    labels: LabelsSchema.default({}),
+    env: EnvVarsSchema.default({}).describe('Environment variables of every command run in the box.'),
+  })
+  .strict();
+export type CreateBoxRequest = z.input<typeof CreateBoxRequestSchema>;
+
+export const BoxSchema = z
+  .object({
+    id: BoxIdSchema,
+    state: BoxStateSchema,
+    userId: z.string().nullable(),
+    runtime: RuntimeSchema,
+    memoryMib: z.number().int(),
+    vcpus: z.number().int(),
+    diskGib: z.number().int(),
+    ttlSeconds: z.number().int().nullable(),
+    labels: z.record(z.string(), z.string()),
+    pid: z.number().int().nullable().describe('Host pid of the VM while it runs.'),
+    createdAt: z.string().describe('ISO 8601.'),
+    updatedAt: z.string().describe('ISO 8601.'),
+    expiresAt: z.string().nullable().describe('When the reaper deletes the box (ISO 8601).'),
+    bootMs: z.number().int().nullable().describe('Boot time of the VM in ms.'),
+    failureReason: z.string().nullable().describe('Why the box is failed.'),
+  })
+  .strict();
+export type Box = z.infer<typeof BoxSchema>;
+
+export const BoxListResponseSchema = z.object({ boxes: z.array(BoxSchema) }).strict();
+export const BoxParamsSchema = z.object({ id: BoxIdSchema }).strict();
+
+export const ApiExecRequestSchema = z
+  .object({
+    argv: z
+      .array(z.string().max(128 * 1024))
+      .min(1)
+      .max(4096)
+      .optional()
+      .describe('Program and arguments, no shell. Exactly one of argv and command.'),
+    command: z
+      .string()
+      .min(1)
+      .max(128 * 1024)
+      .optional()
+      .describe('Shell command line, run with `sh -c`. Exactly one of argv and command.'),
+    env: EnvVarsSchema.optional().describe('Added to the box environment.'),
+    cwd: z.string().min(1).max(4096).optional().describe('Working directory; default /workspace.'),
+    timeoutMs: z
+      .number()
+      .int()
+      .min(1)
+      .max(24 * 3600 * 1000)
+      .optional()
+      .describe('Kill the process group after this long.'),
+    stdin: z
+      .string()
+      .max(8 * 1024 * 1024)
+      .optional()
+      .describe('Base64 bytes fed to stdin, which is then closed.'),
+  })
+  .strict()
+  .refine((r) => (r.argv === undefined) !== (r.command === undefined), {
+    message: 'give exactly one of argv and command',
+    path: ['argv'],
+  });
+export type ApiExecRequest = z.input<typeof ApiExecRequestSchema>;
+
+export const ExecQuerySchema = z
+  .object({
+    stream: z
+      .enum(['true', 'false'])
+      .default('true')
+      .describe('true: NDJSON events as they happen; false: one JSON result at the end.'),
+  })
+  .strict();
+
+const ExitFields = {
+  exitCode: z.number().int().nullable().describe('Exit status, null when killed by a signal.'),
+  signal: z.string().nullable().describe('Signal that ended the process.'),
+  timedOut: z.boolean(),
+  durationMs: z.number().nonnegative(),
+};
+
+export const ExecEventSchema = z.discriminatedUnion('type', [
+  z.object({ type: z.literal('started'), pid: z.number().int() }).strict(),
+  z.object({ type: z.literal('stdout'), data: z.string().describe('Base64 bytes.') }).strict(),
+  z.object({ type: z.literal('stderr'), data: z.string().describe('Base64 bytes.') }).strict(),
+  z.object({ type: z.literal('exit'), ...ExitFields }).strict(),
+  z.object({ type: z.literal('error'), error: ErrorBodySchema.shape.error }).strict(),
+]);
+export type ExecEvent = z.infer<typeof ExecEventSchema>;
+
+export const ExecResultSchema = z
+  .object({
+    ...ExitFields,
+    stdout: z.string().describe('Base64 bytes.'),
+    stderr: z.string().describe('Base64 bytes.'),
+    truncated: z.boolean().describe('Output past the collection limit was dropped.'),
+  })
+  .strict();
+export type ExecResult = z.infer<typeof ExecResultSchema>;
+
+export const FileQuerySchema = z
+  .object({
+    path: z
+      .string()
+      .min(1)
+      .max(4096)
+      .describe('Absolute, or relative to /workspace; `..` segments are refused.'),
+  })
+  .strict();
+
+export const FileListResponseSchema = z
+  .object({ path: z.string(), entries: z.array(EntryInfoSchema) })
+  .strict()
+  .describe('Returned instead of bytes when the path is a directory.');
+export const FileWriteResponseSchema = z
+  .object({ path: z.string(), bytes: z.number().int().nonnegative() })
+  .strict();
+export const FileDeleteResponseSchema = z.object({ path: z.string(), deleted: z.literal(true) }).strict();
+
+export const ProcessListResponseSchema = z.object({ processes: z.array(ProcessInfoSchema) }).strict();
+export const ProcessParamsSchema = z
+  .object({
+    id: BoxIdSchema,
+    pid: z
+      .string()
+      .regex(/^[1-9][0-9]{0,9}$/, 'a positive whole number')
+      .transform(Number)
+      .describe('Process id in the box.'),
+  })
+  .strict();
+export const KillProcessQuerySchema = z
+  .object({
+    signal: z
+      .string()
+      .regex(/^SIG[A-Z0-9]+$/, 'a signal name like SIGTERM')
+      .max(16)
+      .default('SIGKILL'),
+  })
+  .strict();
+export const KillProcessResponseSchema = z.object({ pid: z.number().int(), signal: z.string() }).strict();

@@ -1,0 +1,53 @@
+import fs from 'node:fs';
+
+/**
+ * Host process identity from /proc. A pid alone is not an identity (pids are reused); the pair
+ * (pid, start time in clock ticks since boot, field 22 of /proc/<pid>/stat) is.
+ */
+export function processStartTime(pid: number): number | undefined {
+  let stat: string;
+  try {
+    stat = fs.readFileSync(`/proc/${pid}/stat`, 'utf8');
+  } catch {
+    return undefined;
+  }
+  // comm (field 2) may hold spaces and parentheses: count fields after the last ')'.
+  const rest = stat.slice(stat.lastIndexOf(')') + 2).split(' ');
+  // rest[0] is field 3 (state), so field 22 is rest[19].
+  const value = Number(rest[19]);
+  return Number.isFinite(value) ? value : undefined;
+}
+
+/** The process's argv, or undefined if it is gone (or a zombie without one). */
+export function processCmdline(pid: number): string[] | undefined {
+  try {
+    const raw = fs.readFileSync(`/proc/${pid}/cmdline`, 'utf8');
+    return raw ? raw.replace(/\0$/, '').split('\0') : undefined;
+  } catch {
+    return undefined;
+  }
+}
+
+/** True while the process that had this start time is alive (not reaped and not a zombie). */
+export function isSameProcess(pid: number, startTime: number): boolean {
+  if (processStartTime(pid) !== startTime) return false;
+  try {
+    const stat = fs.readFileSync(`/proc/${pid}/stat`, 'utf8');
+    return stat.slice(stat.lastIndexOf(')') + 2, stat.lastIndexOf(')') + 3) !== 'Z';
+  } catch {
+    return false;
+  }
+}
+
+/** Pids of live processes one of whose arguments contains `text` (e.g. a box's runtime dir). */
+export function processesMentioning(text: string): number[] {
+  const pids: number[] = [];
+  for (const entry of fs.readdirSync('/proc')) {
+    if (!/^\d+$/.test(entry)) continue;
+    const pid = Number(entry);
+    if (pid === process.pid) continue;
+    const argv = processCmdline(pid);
+    if (argv?.some((arg) => arg.includes(text))) pids.push(pid);
+  }
+  return pids;
+}
