@@ -6,6 +6,8 @@ import { doctor, formatDoctor } from './commands/doctor.js';
 import { imageBuild, imageShow } from './commands/image.js';
 import { parseEnvPairs, runCommandInBox } from './commands/run.js';
 import { setup } from './commands/setup.js';
+import { keysCreate, keysList, keysRevoke } from './commands/keys.js';
+import { serve } from './commands/serve.js';
 
 /** Exit status for agentbox's own failures (as docker does), distinct from the command's codes. */
 export const EXIT_AGENTBOX_ERROR = 125;
@@ -135,6 +137,49 @@ export function buildProgram(setExit: (code: number) => void): Command {
       process.stdout.write((opts.json ? JSON.stringify(result) : formatBench(result)) + '\n');
       setExit(0);
     });
+
+  program
+    .command('serve')
+    .description('run the daemon: HTTP API (seed-compatible + /v1), API keys, box lifecycle, reaper')
+    .option('--host <ADDR>', 'address to listen on', '127.0.0.1')
+    .addOption(
+      new Option('--port <N>', 'port (0: any free one)')
+        .argParser(intOption('--port', 0, 65535))
+        .default(8080),
+    )
+    .option('--data <DIR>', 'state dir: SQLite store and box runtime dirs (default $AGENTBOX_HOME)')
+    .addOption(
+      new Option('--max-boxes <N>', 'most live boxes on this host').argParser(
+        intOption('--max-boxes', 1, 1024),
+      ),
+    )
+    .action(async (opts: { host: string; port: number; data?: string; maxBoxes?: number }) =>
+      setExit(await serve(opts)),
+    );
+
+  const keys = program.command('keys').description('manage API keys (stored hashed; a key is shown once)');
+  keys
+    .command('create')
+    .description('make a key and print it once')
+    .option('--name <NAME>', 'what the key is for', 'api key')
+    .option('--scope <SCOPE>', 'admin (all boxes) or user (only the boxes it created)', 'user')
+    .option('--data <DIR>', 'state dir (default $AGENTBOX_HOME)')
+    .option('--json', 'print JSON', false)
+    .action((opts: { name: string; scope: string; data?: string; json: boolean }) =>
+      setExit(keysCreate(opts)),
+    );
+  keys
+    .command('list')
+    .description('list keys (never their secrets)')
+    .option('--data <DIR>', 'state dir (default $AGENTBOX_HOME)')
+    .option('--json', 'print JSON', false)
+    .action((opts: { data?: string; json: boolean }) => setExit(keysList(opts)));
+  keys
+    .command('revoke')
+    .description('revoke a key by id; it stops working at once')
+    .argument('<id>', 'key id, as `keys list` shows it')
+    .option('--data <DIR>', 'state dir (default $AGENTBOX_HOME)')
+    .action((id: string, opts: { data?: string }) => setExit(keysRevoke({ id, ...opts })));
 
   return program;
 }

@@ -31,3 +31,4 @@ export {
   type ProcessProbe,
 } from './services/box-service.js';
 export { workspaceFile, boxPath, WORKSPACE } from './services/paths.js';
+export { createLogger } from './logger.js';

@@ -1,0 +1,63 @@
+import { createKeyStore, openDatabase, type ApiKeyInfo, type KeyScope } from '@agentbox/host';
+import { AgentboxError } from '@agentbox/protocol';
+import { dataDirOf } from './serve.js';
+
+function withKeys<T>(data: string | undefined, fn: (keys: ReturnType<typeof createKeyStore>) => T): T {
+  const db = openDatabase(dataDirOf(data));
+  try {
+    return fn(createKeyStore(db));
+  } finally {
+    db.close();
+  }
+}
+
+const when = (ms: number | null) => (ms === null ? '-' : new Date(ms).toISOString().replace(/\.\d+Z$/, 'Z'));
+
+export function formatKeys(keys: ApiKeyInfo[]): string {
+  if (keys.length === 0) return 'no API keys (`agentbox serve` makes an admin key on first start)';
+  const rows = keys.map((k) => [
+    k.id,
+    k.scope,
+    `${k.prefix}…`,
+    k.name,
+    when(k.createdAt),
+    when(k.lastUsedAt),
+    k.revokedAt ? `revoked ${when(k.revokedAt)}` : 'active',
+  ]);
+  const header = ['ID', 'SCOPE', 'PREFIX', 'NAME', 'CREATED', 'LAST USED', 'STATUS'];
+  const widths = header.map((h, i) => Math.max(h.length, ...rows.map((r) => r[i]!.length)));
+  return [header, ...rows]
+    .map((r) =>
+      r
+        .map((c, i) => c.padEnd(widths[i]!))
+        .join('  ')
+        .trimEnd(),
+    )
+    .join('\n');
+}
+
+export function keysCreate(options: { name: string; scope: string; data?: string; json: boolean }): number {
+  if (options.scope !== 'admin' && options.scope !== 'user') {
+    throw new AgentboxError('invalid_request', '--scope must be admin or user');
+  }
+  const { secret, key } = withKeys(options.data, (keys) =>
+    keys.create({ name: options.name, scope: options.scope as KeyScope }),
+  );
+  if (options.json) process.stdout.write(`${JSON.stringify({ ...key, key: secret })}\n`);
+  else process.stdout.write(`${secret}\n`);
+  if (!options.json)
+    process.stderr.write(`agentbox: made ${key.scope} key ${key.id}; it is shown only this once\n`);
+  return 0;
+}
+
+export function keysList(options: { data?: string; json: boolean }): number {
+  const list = withKeys(options.data, (keys) => keys.list());
+  process.stdout.write(`${options.json ? JSON.stringify(list, null, 2) : formatKeys(list)}\n`);
+  return 0;
+}
+
+export function keysRevoke(options: { id: string; data?: string }): number {
+  const key = withKeys(options.data, (keys) => keys.revoke(options.id));
+  process.stdout.write(`agentbox: revoked ${key.id} (${key.name})\n`);
+  return 0;
+}

@@ -1,0 +1,87 @@
+import path from 'node:path';
+import { AgentboxError } from '@agentbox/protocol';
+import { createHost, createLogger, SHUTDOWN_GRACE_MS } from '@agentbox/host';
+import {
+  QemuBackend,
+  QEMU_BINARY,
+  agentboxHome,
+  boxesDir,
+  hostTscKhz,
+  processStartTime,
+  processesMentioning,
+} from '@agentbox/vm';
+import { accelVerdict, ensureImage, qemuVersion } from '../runtime.js';
+
+export interface ServeOptions {
+  host: string;
+  port: number;
+  data?: string;
+  maxBoxes?: number;
+  graceSeconds?: number;
+}
+
+/** The data dir: the daemon's SQLite store and its boxes' runtime dirs. Default $AGENTBOX_HOME. */
+export function dataDirOf(data: string | undefined): string {
+  return path.resolve(data ?? agentboxHome());
+}
+
+/**
+ * `agentbox serve`: the daemon. Re-adopts the boxes of an earlier daemon, serves the HTTP API until
+ * SIGTERM/SIGINT, then shuts down gracefully; VMs keep running (own process group) for the next one.
+ */
+export async function serve(
+  options: ServeOptions,
+  out: NodeJS.WriteStream = process.stdout,
+): Promise<number> {
+  const home = agentboxHome();
+  const dataDir = dataDirOf(options.data);
+  if ((await qemuVersion()) === undefined) {
+    throw new AgentboxError(
+      'prerequisite_missing',
+      `${QEMU_BINARY} is not installed; run \`agentbox setup\``,
+    );
+  }
+  const { image } = await ensureImage({ home, quiet: true });
+  const accel = await accelVerdict(home, image);
+  const backend = new QemuBackend({
+    home: dataDir,
+    accel: accel.accel,
+    tscKhz: accel.accel === 'tcg' ? hostTscKhz() : undefined,
+    detached: true,
+  });
+  const logger = createLogger();
+  const host = createHost({
+    dataDir,
+    backend,
+    image,
+    boxDir: (id) => path.join(boxesDir(dataDir), id),
+    probe: { startTime: processStartTime, mentioning: processesMentioning },
+    logger,
+    ...(options.maxBoxes ? { maxBoxes: options.maxBoxes } : {}),
+  });
+  if (host.keys.activeCount() === 0) {
+    const { secret, key } = host.keys.create({ name: 'initial admin key', scope: 'admin' });
+    out.write(
+      `agentbox: no API key existed, so an admin key was made (${key.id}); it is shown only this once:\n${secret}\n`,
+    );
+  }
+  const reconciled = await host.start();
+  const address = await host.app.listen({ host: options.host, port: options.port });
+  out.write(
+    `agentbox: serving on ${address} (accel ${accel.accel}; data ${dataDir}; ` +
+      `${reconciled.adopted.length} boxes re-adopted, ${reconciled.failed.length} failed)\n`,
+  );
+
+  const signal = await new Promise<NodeJS.Signals>((resolve) => {
+    process.once('SIGTERM', resolve);
+    process.once('SIGINT', resolve);
+  });
+  out.write(`agentbox: ${signal}: finishing requests, boxes keep running for the next daemon\n`);
+  // A second signal ends the daemon at once.
+  process.once('SIGTERM', () => process.exit(143));
+  process.once('SIGINT', () => process.exit(130));
+  await host.close((options.graceSeconds ?? SHUTDOWN_GRACE_MS / 1000) * 1000);
+  logger.flush();
+  // The listening sockets of re-adopted VMs would keep the event loop alive; the VMs themselves live on.
+  process.exit(0);
+}
