@@ -50,7 +50,11 @@ async function main(argv: string[]): Promise<void> {
 }
 
 process.on('SIGPIPE', () => undefined);
-main(process.argv.slice(2)).catch((err: unknown) => {
-  process.stderr.write(`agentbox-guest: ${err instanceof Error ? err.message : String(err)}\n`);
-  process.exit(1);
-});
+// A clean exit on SIGTERM (init's stop; also flushes --cpu-prof when profiling the agent).
+process.on('SIGTERM', () => process.exit(0));
+main(process.argv.slice(2))
+  .then(() => process.exit(0))
+  .catch((err: unknown) => {
+    process.stderr.write(`agentbox-guest: ${err instanceof Error ? err.message : String(err)}\n`);
+    process.exit(1);
+  });

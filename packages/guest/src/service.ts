@@ -108,12 +108,13 @@ export class GuestService {
       // Liveness probes skip schema parsing and the request bookkeeping: a ping has no
       // parameters, and its round trip is the channel's latency floor that callers measure.
       this.mux.open(channel, IGNORE_INPUT);
-      void this.finish(channel, { type: 'result', value: { now: Date.now() } });
+      this.finish(channel, { type: 'result', value: { now: Date.now() } });
       return;
     }
     const parsed = RequestSchema.safeParse(message);
     if (!parsed.success) {
-      void this.mux.sendJson(channel, {
+      this.mux.open(channel, IGNORE_INPUT);
+      this.finish(channel, {
         type: 'error',
         code: 'invalid_request',
         message: parsed.error.issues.map((i) => `${i.path.join('.') || 'request'}: ${i.message}`).join('; '),
@@ -158,13 +159,11 @@ export class GuestService {
     );
   }
 
-  private async finish(channel: number, reply: unknown): Promise<void> {
+  /** Sends the terminal reply and forgets the channel (the reply still goes out). */
+  private finish(channel: number, reply: unknown): void {
     this.open.delete(channel);
-    try {
-      await this.mux.sendJson(channel, reply);
-    } finally {
-      this.mux.close(channel);
-    }
+    this.mux.sendJson(channel, reply).catch(() => undefined);
+    this.mux.close(channel, { flush: true });
   }
 
   private async handle(req: ParsedRequest, ctx: RequestContext): Promise<unknown> {

@@ -1,6 +1,6 @@
 import fs from 'node:fs';
 import net from 'node:net';
-import type { Transport } from '@agentbox/protocol/wire';
+import { streamTransport, type Transport } from '@agentbox/protocol/wire';
 
 export interface GuestLink extends Transport {
   /**
@@ -88,6 +88,10 @@ function openPortAsStream(path: string): net.Socket | undefined {
 export function openVirtioStream(path: string): GuestLink | undefined {
   let socket = openPortAsStream(path);
   if (!socket) return undefined;
+  const portTransport = streamTransport(
+    () => socket,
+    () => new Error('virtio port closed'),
+  );
   return {
     async start(onBytes, onReconnect) {
       for (;;) {
@@ -109,8 +113,13 @@ export function openVirtioStream(path: string): GuestLink | undefined {
         if (received) onReconnect?.();
       }
     },
-    write(bytes) {
-      return new Promise((resolve, reject) => socket!.write(bytes, (err) => (err ? reject(err) : resolve())));
+    // While the port is being reopened there is no host to write to: what would be sent belongs
+    // to the host that went away, so it is dropped rather than failing the mux for good.
+    write(chunks) {
+      return socket && !socket.destroyed ? portTransport.write(chunks) : true;
+    },
+    drained() {
+      return socket && !socket.destroyed ? portTransport.drained() : Promise.resolve();
     },
   };
 }
@@ -132,9 +141,41 @@ export function openVirtioPort(path: string): GuestLink {
         else onBytes(Buffer.from(buffer.subarray(0, n)));
       }
     },
-    async write(bytes) {
+    ...threadPoolWriter(fd),
+  };
+}
+
+/** Bytes the thread-pool writer may hold before it asks the mux to wait. */
+const WRITER_HIGH_WATER_BYTES = 1024 * 1024;
+
+/** A transport that writes with fs.write in the thread pool, in order, looping over short writes. */
+function threadPoolWriter(fd: number): Transport {
+  const pending: Buffer[] = [];
+  let pendingBytes = 0;
+  let writing = false;
+  const waiters: (() => void)[] = [];
+  const flush = async () => {
+    writing = true;
+    while (pending.length > 0) {
+      const bytes = pending.shift()!;
       let offset = 0;
       while (offset < bytes.length) offset += await writeAsync(fd, bytes.subarray(offset));
+      pendingBytes -= bytes.length;
+      if (pendingBytes < WRITER_HIGH_WATER_BYTES) for (const w of waiters.splice(0)) w();
+    }
+    writing = false;
+  };
+  return {
+    write(chunks) {
+      const bytes = Buffer.concat(chunks);
+      pending.push(bytes);
+      pendingBytes += bytes.length;
+      if (!writing) void flush();
+      return pendingBytes < WRITER_HIGH_WATER_BYTES;
+    },
+    drained() {
+      if (pendingBytes < WRITER_HIGH_WATER_BYTES) return Promise.resolve();
+      return new Promise((resolve) => waiters.push(resolve));
     },
   };
 }
@@ -150,8 +191,9 @@ export function connectUnixSocket(path: string): GuestLink {
         socket.on('close', () => reject(new Error('host socket closed')));
       });
     },
-    write(bytes) {
-      return new Promise((resolve, reject) => socket.write(bytes, (err) => (err ? reject(err) : resolve())));
-    },
+    ...streamTransport(
+      () => socket,
+      () => new Error('host socket closed'),
+    ),
   };
 }

@@ -19,7 +19,7 @@ import {
   type Request,
   type RequestOp,
 } from '@agentbox/protocol';
-import { Mux, type DataStream } from '@agentbox/protocol/wire';
+import { Mux, streamTransport, type DataStream } from '@agentbox/protocol/wire';
 
 type Sink = (chunk: Buffer) => void | Promise<void>;
 
@@ -70,15 +70,10 @@ export class GuestConnection {
   private newMux(): Mux {
     return new Mux(
       {
-        write: (bytes) =>
-          new Promise((resolve, reject) => {
-            const socket = this.socket;
-            if (!socket || socket.destroyed)
-              return reject(
-                this.closedError ?? new AgentboxError('guest_unreachable', 'guest channel is not connected'),
-              );
-            socket.write(bytes, (err) => (err ? reject(err) : resolve()));
-          }),
+        ...streamTransport(
+          () => this.socket,
+          () => this.closedError ?? new AgentboxError('guest_unreachable', 'guest channel is not connected'),
+        ),
       },
       {
         onUnknownChannel: (channel, message) => {

@@ -11,7 +11,7 @@ export const FRAME_HEADER_BYTES = 10;
 /** Largest payload a decoder accepts; anything bigger is a protocol violation, not an allocation. */
 export const MAX_FRAME_PAYLOAD_BYTES = 1024 * 1024;
 /** Data is cut into frames of at most this size so control frames can interleave with bulk data. */
-export const DATA_CHUNK_BYTES = 64 * 1024;
+export const DATA_CHUNK_BYTES = 128 * 1024;
 
 export const FrameKind = {
   /** A JSON message (request, reply, control). */
@@ -36,12 +36,17 @@ export interface Frame {
   payload: Buffer;
 }
 
-export function encodeFrame(kind: FrameKind, channel: number, payload: Buffer = EMPTY): Buffer {
+export function frameHeader(kind: FrameKind, channel: number, payloadLength: number): Buffer {
   const header = Buffer.allocUnsafe(FRAME_HEADER_BYTES);
   header[0] = FRAME_MAGIC;
   header[1] = kind;
   header.writeUInt32BE(channel >>> 0, 2);
-  header.writeUInt32BE(payload.length, 6);
+  header.writeUInt32BE(payloadLength, 6);
+  return header;
+}
+
+export function encodeFrame(kind: FrameKind, channel: number, payload: Buffer = EMPTY): Buffer {
+  const header = frameHeader(kind, channel, payload.length);
   return payload.length === 0 ? header : Buffer.concat([header, payload]);
 }
 
@@ -113,12 +118,18 @@ export class FrameDecoder {
     return true;
   }
 
-  /** The first `n` buffered bytes as one buffer, joining chunks only when they straddle. */
+  /**
+   * The first `n` buffered bytes as one buffer. Joins only the chunks that hold those bytes, so a
+   * large backlog of small reads is never copied once per frame.
+   */
   private contiguous(n: number): Buffer {
     const first = this.chunks[0]!;
     if (first.length >= n) return first.subarray(0, n);
-    const joined = Buffer.concat(this.chunks);
-    this.chunks = [joined];
+    let count = 0;
+    let bytes = 0;
+    while (bytes < n) bytes += this.chunks[count++]!.length;
+    const joined = Buffer.concat(this.chunks.slice(0, count), bytes);
+    this.chunks.splice(0, count, joined);
     return joined.subarray(0, n);
   }
 

@@ -7,8 +7,10 @@ export {
   FrameDecoder,
   FrameError,
   encodeFrame,
+  frameHeader,
   type Frame,
 } from './frame.js';
+export { streamTransport } from './socket-write.js';
 export {
   Mux,
   DEFAULT_WINDOW_BYTES,

@@ -5,12 +5,19 @@ import {
   FrameError,
   FrameKind,
   encodeFrame,
+  frameHeader,
   type Frame,
 } from './frame.js';
 
-/** Where a mux writes its frames; resolves when the bytes were accepted by the underlying stream. */
+/** Where a mux writes its frames. Failures are reported to the mux's owner, who calls `fail()`. */
 export interface Transport {
-  write(bytes: Buffer): Promise<void>;
+  /**
+   * Queues the buffers in order (a gather list, so frames need not be copied together). Returns
+   * false when the transport is full and the mux should wait for `drained()`.
+   */
+  write(chunks: Buffer[]): boolean;
+  /** Resolves once the transport can take more after a `write` returned false. */
+  drained(): Promise<void>;
 }
 
 export type DataStream = 'data' | 'stderr';
@@ -36,7 +43,8 @@ export const DEFAULT_WINDOW_BYTES = 4 * 1024 * 1024;
 const BATCH_BYTES = 256 * 1024;
 
 interface Outgoing {
-  frame: Buffer;
+  /** Header and payload, kept apart so bulk data is never copied to be framed. */
+  frame: Buffer[];
   /** Payload bytes that count against the channel's send window (0 for Json/End). */
   windowCost: number;
   done?: { resolve: () => void; reject: (err: Error) => void };
@@ -55,7 +63,8 @@ export class Mux {
   private readonly unacked = new Map<number, number>();
   private readonly outstanding = new Map<number, number>();
   private urgent: Buffer[] = [];
-  private pumping = false;
+  private scheduled = false;
+  private waitingForDrain = false;
   private failed: Error | undefined;
   readonly windowBytes: number;
 
@@ -70,20 +79,24 @@ export class Mux {
     this.handlers.set(channel, handler);
   }
 
-  /** Forgets a channel: later frames for it are dropped; queued frames are discarded. */
-  close(channel: number): void {
+  /**
+   * Forgets a channel: later frames for it are dropped and nothing more may be sent on it. With
+   * `flush`, frames already queued (say, a final reply) still go out; otherwise they are discarded.
+   */
+  close(channel: number, options: { flush?: boolean } = {}): void {
     this.handlers.delete(channel);
-    this.sendWindows.delete(channel);
     this.unacked.delete(channel);
     this.outstanding.delete(channel);
     const queue = this.queues.get(channel);
+    if (options.flush && queue && queue.length > 0) return;
+    this.sendWindows.delete(channel);
     this.queues.delete(channel);
     for (const item of queue ?? []) item.done?.reject(new Error('channel closed'));
   }
 
   /** Drops all channels and buffered input, e.g. when the peer restarted. */
   resetAll(): void {
-    for (const channel of [...this.handlers.keys(), ...this.queues.keys()]) this.close(channel);
+    for (const channel of new Set([...this.handlers.keys(), ...this.queues.keys()])) this.close(channel);
     this.decoder.reset();
     this.urgent = [];
   }
@@ -116,11 +129,8 @@ export class Mux {
   }
 
   sendJson(channel: number, message: unknown): Promise<void> {
-    return this.enqueue(
-      channel,
-      encodeFrame(FrameKind.Json, channel, Buffer.from(JSON.stringify(message))),
-      0,
-    );
+    const payload = Buffer.from(JSON.stringify(message));
+    return this.enqueue(channel, [frameHeader(FrameKind.Json, channel, payload.length), payload], 0);
   }
 
   /** Queues bytes on a channel; resolves when the last frame was written (await it for backpressure). */
@@ -129,14 +139,14 @@ export class Mux {
     const pieces: Promise<void>[] = [];
     for (let offset = 0; offset < bytes.length; offset += DATA_CHUNK_BYTES) {
       const piece = bytes.subarray(offset, offset + DATA_CHUNK_BYTES);
-      pieces.push(this.enqueue(channel, encodeFrame(kind, channel, piece), piece.length));
+      pieces.push(this.enqueue(channel, [frameHeader(kind, channel, piece.length), piece], piece.length));
     }
     // Promise.all observes every piece, so a closed channel rejects once, not once per frame.
     return Promise.all(pieces).then(() => undefined);
   }
 
   sendEnd(channel: number): Promise<void> {
-    return this.enqueue(channel, encodeFrame(FrameKind.End, channel), 0);
+    return this.enqueue(channel, [frameHeader(FrameKind.End, channel, 0)], 0);
   }
 
   /** Tells the peer that `bytes` of this channel's data were passed on, so it may send more. */
@@ -207,7 +217,7 @@ export class Mux {
     return this.sendWindows.get(channel) ?? this.windowBytes;
   }
 
-  private enqueue(channel: number, frame: Buffer, windowCost: number): Promise<void> {
+  private enqueue(channel: number, frame: Buffer[], windowCost: number): Promise<void> {
     if (this.failed) return Promise.reject(this.failed);
     // Channel 0 is the handshake; any other channel must be open (closed ones never reopen).
     if (channel !== 0 && !this.handlers.has(channel)) return Promise.reject(new Error('channel closed'));
@@ -219,14 +229,21 @@ export class Mux {
     });
   }
 
+  /** Writes are deferred to the end of the current tick so frames queued together share a writev. */
   private schedule(): void {
-    if (!this.pumping && !this.failed) void this.pump();
+    if (this.scheduled || this.waitingForDrain || this.failed) return;
+    this.scheduled = true;
+    queueMicrotask(() => {
+      this.scheduled = false;
+      this.pump();
+    });
   }
 
   private takeBatch(): { bytes: Buffer[]; done: Outgoing['done'][] } {
     const bytes = this.urgent;
     this.urgent = [];
-    let size = bytes.reduce((n, b) => n + b.length, 0);
+    let size = 0;
+    for (const b of bytes) size += b.length;
     const done: Outgoing['done'][] = [];
     let progressed = true;
     while (progressed && size < BATCH_BYTES) {
@@ -235,15 +252,18 @@ export class Mux {
         const head = queue[0];
         if (!head) {
           this.queues.delete(channel);
+          if (!this.handlers.has(channel)) this.sendWindows.delete(channel);
           continue;
         }
         const window = this.windowOf(channel);
         if (head.windowCost > window) continue;
         queue.shift();
         if (head.windowCost > 0) this.sendWindows.set(channel, window - head.windowCost);
-        bytes.push(head.frame);
+        for (const part of head.frame) {
+          bytes.push(part);
+          size += part.length;
+        }
         done.push(head.done);
-        size += head.frame.length;
         progressed = true;
         if (size >= BATCH_BYTES) break;
       }
@@ -251,24 +271,30 @@ export class Mux {
     return { bytes, done };
   }
 
-  private async pump(): Promise<void> {
-    this.pumping = true;
-    try {
-      for (;;) {
-        const { bytes, done } = this.takeBatch();
-        if (bytes.length === 0) return;
-        try {
-          await this.transport.write(bytes.length === 1 ? bytes[0]! : Buffer.concat(bytes));
-        } catch (err) {
-          const error = err instanceof Error ? err : new Error(String(err));
-          for (const d of done) d?.reject(error);
-          this.fail(error);
-          return;
-        }
-        for (const d of done) d?.resolve();
+  private pump(): void {
+    while (!this.failed && !this.waitingForDrain) {
+      const { bytes, done } = this.takeBatch();
+      if (bytes.length === 0) return;
+      let more: boolean;
+      try {
+        more = this.transport.write(bytes);
+      } catch (err) {
+        const error = err instanceof Error ? err : new Error(String(err));
+        for (const d of done) d?.reject(error);
+        this.fail(error);
+        return;
       }
-    } finally {
-      this.pumping = false;
+      for (const d of done) d?.resolve();
+      if (!more) {
+        this.waitingForDrain = true;
+        this.transport.drained().then(
+          () => {
+            this.waitingForDrain = false;
+            this.schedule();
+          },
+          (err: unknown) => this.fail(err instanceof Error ? err : new Error(String(err))),
+        );
+      }
     }
   }
 }

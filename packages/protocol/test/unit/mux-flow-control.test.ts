@@ -1,6 +1,8 @@
 import { describe, expect, it } from 'vitest';
 import { FrameDecoder, FrameKind, Mux, encodeFrame, type ChannelHandler } from '../../src/wire/index.js';
 
+const settle = () => new Promise((r) => setTimeout(r, 20));
+const NULL_TRANSPORT = { write: () => true, drained: async () => undefined };
 const ignore: ChannelHandler = { onJson: () => undefined, onData: () => undefined, onEnd: () => undefined };
 
 /** Two muxes wired back to back through an in-memory transport that records every write. */
@@ -8,10 +10,29 @@ function pair(windowBytes = 256 * 1024, channels = [1, 2]) {
   const writesAtoB: Buffer[] = [];
   const peers: { b?: Mux } = {};
   const a = new Mux(
-    { write: async (bytes) => void (writesAtoB.push(bytes), peers.b!.receive(bytes)) },
+    {
+      write: (chunks) => {
+        const bytes = Buffer.concat(chunks);
+        writesAtoB.push(bytes);
+        // deliver asynchronously, as a socket would
+        setImmediate(() => peers.b!.receive(bytes));
+        return true;
+      },
+      drained: async () => undefined,
+    },
     { windowBytes },
   );
-  const b = new Mux({ write: async (bytes) => a.receive(bytes) }, { windowBytes });
+  const b = new Mux(
+    {
+      write: (chunks) => {
+        const bytes = Buffer.concat(chunks);
+        setImmediate(() => a.receive(bytes));
+        return true;
+      },
+      drained: async () => undefined,
+    },
+    { windowBytes },
+  );
   peers.b = b;
   // The sender side opens its channels, as the host does before a request.
   for (const channel of channels) a.open(channel, ignore);
@@ -53,6 +74,7 @@ describe('mux', () => {
     void a.sendData(1, 'data', Buffer.alloc(200_000));
     void a.sendEnd(1);
     await a.sendJson(1, { type: 'exit' });
+    await settle();
     expect(order.at(-1)).toBe('json');
     expect(order.at(-2)).toBe('end');
     expect(sink).toBeDefined();
@@ -65,6 +87,7 @@ describe('mux', () => {
     const bulk = a.sendData(1, 'data', Buffer.alloc(8 * 1024 * 1024));
     const ping = a.sendJson(2, { type: 'ping' });
     await Promise.all([bulk, ping]);
+    await settle();
     // The ping went out in one of the first writes, not after 8 MiB.
     const decoder = new FrameDecoder();
     let bytesBefore = 0;
@@ -100,10 +123,7 @@ describe('mux', () => {
 
   it('treats a peer that overruns the window as a protocol error', () => {
     const errors: Error[] = [];
-    const mux = new Mux(
-      { write: async () => undefined },
-      { windowBytes: 1024, onProtocolError: (e) => errors.push(e) },
-    );
+    const mux = new Mux(NULL_TRANSPORT, { windowBytes: 1024, onProtocolError: (e) => errors.push(e) });
     mux.open(5, { onJson: () => undefined, onData: () => undefined, onEnd: () => undefined });
     mux.receive(encodeFrame(FrameKind.Data, 5, Buffer.alloc(1024)));
     expect(errors).toEqual([]);
@@ -113,7 +133,7 @@ describe('mux', () => {
 
   it('reports invalid JSON and bad frames as protocol errors instead of throwing into the socket', () => {
     const errors: Error[] = [];
-    const mux = new Mux({ write: async () => undefined }, { onProtocolError: (e) => errors.push(e) });
+    const mux = new Mux(NULL_TRANSPORT, { onProtocolError: (e) => errors.push(e) });
     mux.receive(encodeFrame(FrameKind.Json, 1, Buffer.from('{not json')));
     mux.receive(Buffer.from('garbage!!!!!'));
     expect(errors.map((e) => e.message)).toEqual([
@@ -123,7 +143,7 @@ describe('mux', () => {
   });
 
   it('refuses to send on a channel that is not open (closed channels never reopen)', async () => {
-    const mux = new Mux({ write: async () => undefined });
+    const mux = new Mux(NULL_TRANSPORT);
     await expect(mux.sendJson(3, {})).rejects.toThrow('channel closed');
     mux.open(3, ignore);
     await mux.sendJson(3, {});
@@ -133,13 +153,18 @@ describe('mux', () => {
 
   it('hands messages on unknown channels to onUnknownChannel', () => {
     const seen: [number, unknown][] = [];
-    const mux = new Mux({ write: async () => undefined }, { onUnknownChannel: (c, m) => seen.push([c, m]) });
+    const mux = new Mux(NULL_TRANSPORT, { onUnknownChannel: (c, m) => seen.push([c, m]) });
     mux.receive(encodeFrame(FrameKind.Json, 9, Buffer.from('{"op":"ping"}')));
     expect(seen).toEqual([[9, { op: 'ping' }]]);
   });
 
   it('rejects sends after the transport failed', async () => {
-    const mux = new Mux({ write: () => Promise.reject(new Error('gone')) });
+    const mux = new Mux({
+      write: () => {
+        throw new Error('gone');
+      },
+      drained: async () => undefined,
+    });
     mux.open(1, ignore);
     mux.open(2, ignore);
     await expect(mux.sendJson(1, {})).rejects.toThrow('gone');

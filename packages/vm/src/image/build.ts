@@ -12,6 +12,7 @@ import {
   DPKG_EXCLUDES,
   EXTRA_MODULES,
   GUEST_INIT,
+  IMAGE_BUILDER_REVISION,
   INITRAMFS_INIT,
   KERNEL_METAPACKAGE,
   NODE_NPM_PACKAGE,
@@ -74,6 +75,7 @@ export function imageId(kernel: KernelRef, agentSha256: string): string {
   return sha256(
     JSON.stringify({
       IMAGE_API_VERSION,
+      IMAGE_BUILDER_REVISION,
       kernel,
       BOOT_MODULES,
       EXTRA_MODULES,
@@ -238,6 +240,22 @@ async function buildRootfs(home: string, onLine: (line: string) => void): Promis
   }
 }
 
+const MODULE_SIGNATURE_MAGIC = Buffer.from('~Module signature appended~\n');
+
+/**
+ * A module without its appended signature. The kernel then skips the signature check (it only
+ * notes a taint), which under emulation is most of the cost of loading a module at boot.
+ */
+export function stripModuleSignature(module: Buffer): Buffer {
+  if (!module.subarray(module.length - MODULE_SIGNATURE_MAGIC.length).equals(MODULE_SIGNATURE_MAGIC))
+    return module;
+  // struct module_signature (12 bytes) precedes the magic; its last field is the signature length.
+  const infoEnd = module.length - MODULE_SIGNATURE_MAGIC.length;
+  const sigLength = module.readUInt32BE(infoEnd - 4);
+  const end = infoEnd - 12 - sigLength;
+  return end > 0 ? module.subarray(0, end) : module;
+}
+
 async function modulePaths(kernelRoot: string, release: string, modules: string[]): Promise<string[]> {
   const seen = new Set<string>();
   const ordered: string[] = [];
@@ -280,7 +298,10 @@ async function buildInitramfs(
     const extra = await modulePaths(kernelRoot, release, EXTRA_MODULES);
     for (const rel of new Set([...boot, ...extra])) {
       await fsp.mkdir(path.dirname(path.join(modDst, rel)), { recursive: true });
-      await fsp.copyFile(path.join(modSrc, rel), path.join(modDst, rel));
+      await fsp.writeFile(
+        path.join(modDst, rel),
+        stripModuleSignature(await fsp.readFile(path.join(modSrc, rel))),
+      );
     }
     for (const f of ['modules.order', 'modules.builtin', 'modules.builtin.modinfo']) {
       if (fs.existsSync(path.join(modSrc, f))) await fsp.copyFile(path.join(modSrc, f), path.join(modDst, f));

@@ -155,6 +155,14 @@ describe('guest channel against the real guest agent (fake driver)', () => {
     await expect(vm.guest.killProcess(sleeper!.pid)).rejects.toMatchObject({ code: 'process_not_found' });
   });
 
+  it('answers a request that fails validation with invalid_request and keeps serving', async () => {
+    await expect(vm.guest.stat('/'.repeat(5000))).rejects.toMatchObject({
+      code: 'invalid_request',
+      message: expect.stringMatching(/path/),
+    });
+    expect((await vm.guest.ping()).now).toBeGreaterThan(0);
+  });
+
   it('reports health', async () => {
     const h = await vm.guest.health();
     expect(h.memTotalBytes).toBeGreaterThan(0);
