@@ -1,0 +1,132 @@
+import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { errorCode, fakeHost, type FakeHost } from '../helpers/fake-host.js';
+
+describe('API keys: authentication, admin routes, per-key box scoping', () => {
+  let h: FakeHost;
+  let alice: string;
+  let bob: string;
+  let aliceBox: string;
+
+  beforeAll(async () => {
+    h = await fakeHost();
+    alice = h.host.keys.create({ name: 'alice', scope: 'user' }).secret;
+    bob = h.host.keys.create({ name: 'bob', scope: 'user' }).secret;
+    const r = await h.call({
+      method: 'POST',
+      url: '/v1/boxes',
+      headers: { 'x-api-key': alice },
+      payload: {},
+    });
+    expect(r.statusCode).toBe(201);
+    aliceBox = r.json<{ id: string }>().id;
+  });
+  afterAll(() => h.close());
+
+  const everyRoute = () =>
+    h.host.routes.map((r) => ({
+      method: r.method,
+      url: r.url.replace(':id', aliceBox).replace(':pid', '1'),
+      auth: r.auth,
+    }));
+
+  it('answers 401 unauthorized on every route but /health without a key', async () => {
+    for (const route of everyRoute()) {
+      const r = await h.call({ method: route.method, url: route.url });
+      if (route.auth === 'none') {
+        expect(r.statusCode, route.url).toBe(200);
+      } else {
+        expect(r.statusCode, `${route.method} ${route.url}`).toBe(401);
+        expect(errorCode(r)).toBe('unauthorized');
+      }
+    }
+  });
+
+  it('answers 401 for a wrong key and for a revoked one', async () => {
+    const wrong = await h.call({ method: 'GET', url: '/v1/boxes', headers: { 'x-api-key': 'abk_nope' } });
+    expect(wrong.statusCode).toBe(401);
+    expect(wrong.json()).toMatchObject({
+      error: { code: 'unauthorized', message: 'unknown or revoked API key' },
+    });
+    const made = h.host.keys.create({ name: 'short-lived', scope: 'admin' });
+    expect(
+      (await h.call({ method: 'GET', url: '/v1/boxes', headers: { 'x-api-key': made.secret } })).statusCode,
+    ).toBe(200);
+    h.host.keys.revoke(made.key.id);
+    const revoked = await h.call({ method: 'GET', url: '/v1/boxes', headers: { 'x-api-key': made.secret } });
+    expect(revoked.statusCode).toBe(401);
+  });
+
+  it('stores only a hash of each key', () => {
+    const listed = JSON.stringify(h.host.keys.list());
+    expect(listed).not.toContain(alice);
+    expect(listed).toContain(alice.slice(0, 10));
+  });
+
+  it('keeps admin routes for admin keys (403 forbidden otherwise)', async () => {
+    for (const url of ['/status', '/maintenance']) {
+      const r = await h.call({
+        method: url === '/status' ? 'GET' : 'POST',
+        url,
+        headers: { 'x-api-key': alice },
+      });
+      expect(r.statusCode).toBe(403);
+      expect(errorCode(r)).toBe('forbidden');
+    }
+    expect((await h.admin_({ method: 'GET', url: '/status' })).statusCode).toBe(200);
+  });
+
+  it('shows a user key only the boxes it created; admin sees all', async () => {
+    const mine = await h.call({ method: 'GET', url: '/v1/boxes', headers: { 'x-api-key': alice } });
+    expect(mine.json<{ boxes: { id: string }[] }>().boxes.map((b) => b.id)).toEqual([aliceBox]);
+    const theirs = await h.call({ method: 'GET', url: '/v1/boxes', headers: { 'x-api-key': bob } });
+    expect(theirs.json()).toEqual({ boxes: [] });
+    for (const [method, url] of [
+      ['GET', `/v1/boxes/${aliceBox}`],
+      ['DELETE', `/v1/boxes/${aliceBox}`],
+      ['GET', `/v1/boxes/${aliceBox}/processes`],
+      ['GET', `/v1/boxes/${aliceBox}/files?path=/`],
+    ] as const) {
+      const r = await h.call({ method, url, headers: { 'x-api-key': bob } });
+      expect(r.statusCode, url).toBe(404);
+      expect(errorCode(r)).toBe('box_not_found');
+    }
+    const exec = await h.call({
+      method: 'POST',
+      url: `/v1/boxes/${aliceBox}/exec`,
+      headers: { 'x-api-key': bob },
+      payload: { command: 'true' },
+    });
+    expect(errorCode(exec)).toBe('box_not_found');
+    const all = await h.admin_({ method: 'GET', url: '/v1/boxes' });
+    expect(all.json<{ boxes: unknown[] }>().boxes).toHaveLength(1);
+  });
+
+  it("keeps a seed user's box to the key that made it", async () => {
+    const made = await h.call({
+      method: 'POST',
+      url: '/create_microvm',
+      headers: { 'x-api-key': alice },
+      payload: { user_id: 'carol', runtime: 'bash', env_vars: {} },
+    });
+    expect(made.json()).toMatchObject({ status: 'created' });
+    const other = await h.call({
+      method: 'POST',
+      url: '/create_microvm',
+      headers: { 'x-api-key': bob },
+      payload: { user_id: 'carol', runtime: 'bash', env_vars: {} },
+    });
+    expect(other.statusCode).toBe(403);
+    const files = await h.call({
+      method: 'GET',
+      url: '/list_workspace_files?user_id=carol',
+      headers: { 'x-api-key': bob },
+    });
+    expect(errorCode(files)).toBe('box_not_found');
+  });
+
+  it('puts a request id in every error body and in X-Request-Id', async () => {
+    const r = await h.call({ method: 'GET', url: '/v1/boxes' });
+    const body = r.json<{ error: { requestId: string } }>();
+    expect(r.headers['x-request-id']).toBe(body.error.requestId);
+  });
+});

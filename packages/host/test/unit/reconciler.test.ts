@@ -1,0 +1,130 @@
+import { spawnSync } from 'node:child_process';
+import fs from 'node:fs';
+import os from 'node:os';
+import path from 'node:path';
+import { afterEach, describe, expect, it } from 'vitest';
+import { processStartTime, type Vm } from '@agentbox/vm';
+import { createBoxService, createBoxStore, openDatabase, type BoxBackend } from '../../src/index.js';
+
+const dirs: string[] = [];
+afterEach(() => {
+  for (const d of dirs.splice(0)) fs.rmSync(d, { recursive: true, force: true });
+});
+
+/** A pid that surely belongs to no process any more. */
+function deadPid(): number {
+  return spawnSync('sh', ['-c', 'echo $$'], { encoding: 'utf8' }).stdout.trim() as unknown as number;
+}
+
+function setup(backend: Partial<BoxBackend> = {}) {
+  const dataDir = fs.mkdtempSync(path.join(os.tmpdir(), 'agentbox-reconcile-'));
+  dirs.push(dataDir);
+  const db = openDatabase(dataDir);
+  const store = createBoxStore(db);
+  const killed: string[] = [];
+  const boxes = createBoxService({
+    store,
+    backend: { create: () => Promise.reject(new Error('no boots here')), ...backend },
+    image: {} as never,
+    boxDir: (id) => path.join(dataDir, 'boxes', id),
+    limits: { maxBoxes: 10, defaults: { memoryMib: 512, vcpus: 1, diskGib: 2 } },
+    metrics: { observeBoot: () => undefined },
+    log: { info: () => undefined, warn: () => undefined },
+    probe: {
+      startTime: processStartTime,
+      mentioning: (text) => (killed.push(text), []),
+    },
+  });
+  const record = (
+    id: string,
+    state: 'creating' | 'running' | 'stopped',
+    pid: number | null,
+    startTime: number | null,
+  ) => {
+    const dir = path.join(dataDir, 'boxes', id);
+    fs.mkdirSync(dir, { recursive: true });
+    fs.writeFileSync(path.join(dir, 'disk.qcow2'), 'overlay');
+    store.insert(
+      {
+        id,
+        ownerKeyId: 'k',
+        userId: null,
+        runtime: 'bash',
+        memoryMib: 512,
+        vcpus: 1,
+        diskGib: 2,
+        ttlSeconds: null,
+        labels: {},
+        dir,
+      },
+      { maxLive: 10 },
+    );
+    if (state !== 'creating')
+      store.transition(id, 'running', { from: ['creating'], patch: { pid, pidStartTime: startTime } });
+    if (state === 'stopped') store.transition(id, 'stopped', { from: ['running'] });
+    return dir;
+  };
+  return { store, boxes, record, killed, db };
+}
+
+describe('reconciler: the store against live VM processes on daemon start', () => {
+  it('fails boxes whose VM is gone or whose pid now belongs to another process, and cleans their files', async () => {
+    const { store, boxes, record, killed, db } = setup();
+    const gone = record('box-0000000001', 'running', Number(deadPid()), 12345);
+    const reused = record('box-0000000002', 'running', process.pid, 1); // same pid, other start time
+    const booting = record('box-0000000003', 'creating', null, null);
+    const deleting = record('box-0000000004', 'stopped', null, null);
+    const result = await boxes.reconcile();
+    expect(result.failed.sort()).toEqual(['box-0000000001', 'box-0000000002', 'box-0000000003']);
+    expect(result.deleted).toEqual(['box-0000000004']);
+    expect(store.get('box-0000000001')).toMatchObject({ state: 'failed', failureReason: 'the VM died' });
+    expect(store.get('box-0000000003')).toMatchObject({
+      state: 'failed',
+      failureReason: 'the daemon stopped while it booted',
+    });
+    expect(store.get('box-0000000004')?.state).toBe('deleted');
+    for (const dir of [gone, reused, booting, deleting]) expect(fs.existsSync(dir)).toBe(false);
+    // leftover processes are looked for by the box dir, never by pid alone
+    expect(killed.sort()).toEqual([gone, reused, booting, deleting].sort());
+    expect(store.live()).toEqual([]);
+    db.close();
+  });
+
+  it('re-adopts a box whose VM process (pid + start time) still runs', async () => {
+    const adopted: unknown[] = [];
+    const vm = {
+      id: 'box-0000000005',
+      state: 'running',
+      pid: process.pid,
+      exited: new Promise(() => undefined),
+      guest: { readFileBuffer: () => Promise.resolve(Buffer.from('{"TOKEN":"t"}')) },
+    } as unknown as Vm;
+    const { store, boxes, record, db } = setup({
+      adopt: (spec) => (adopted.push(spec), Promise.resolve(vm)),
+    });
+    const dir = record('box-0000000005', 'running', process.pid, processStartTime(process.pid)!);
+    const result = await boxes.reconcile();
+    expect(result.adopted).toEqual(['box-0000000005']);
+    expect(adopted).toEqual([
+      { id: 'box-0000000005', pid: process.pid, startTime: processStartTime(process.pid) },
+    ]);
+    expect(store.get('box-0000000005')?.state).toBe('running');
+    expect(fs.existsSync(dir)).toBe(true);
+    expect(boxes.guestOf({ actor: { keyId: 'k', scope: 'user' }, id: 'box-0000000005' }).env).toEqual({
+      TOKEN: 't',
+    });
+    db.close();
+  });
+
+  it('fails a box whose VM runs but does not answer', async () => {
+    const { store, boxes, record, db } = setup({
+      adopt: () => Promise.reject(new Error('did not reconnect within 15s')),
+    });
+    record('box-0000000006', 'running', process.pid, processStartTime(process.pid)!);
+    expect((await boxes.reconcile()).failed).toEqual(['box-0000000006']);
+    expect(store.get('box-0000000006')?.failureReason).toMatch(
+      /could not re-adopt the VM: did not reconnect/,
+    );
+    db.close();
+  });
+});
