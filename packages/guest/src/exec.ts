@@ -1,7 +1,7 @@
 import { spawn } from 'node:child_process';
 import fs from 'node:fs';
 import { constants as osConstants } from 'node:os';
-import type { ExecExit, ParsedRequest } from '@agentbox/protocol';
+import { GUEST_NO_PROXY, GUEST_PROXY_URL, type ExecExit, type ParsedRequest } from '@agentbox/protocol';
 import { GuestOpError, errnoCode, type RequestContext } from './context.js';
 
 type ExecRequest = Extract<ParsedRequest, { op: 'exec' }>;
@@ -18,6 +18,13 @@ export const GUEST_BASE_ENV: Record<string, string> = {
   LOGNAME: 'root',
   SHELL: '/bin/bash',
   LANG: 'C.UTF-8',
+  // There is no NIC: the only way out is the egress proxy, whose host side enforces the policy.
+  HTTP_PROXY: GUEST_PROXY_URL,
+  HTTPS_PROXY: GUEST_PROXY_URL,
+  http_proxy: GUEST_PROXY_URL,
+  https_proxy: GUEST_PROXY_URL,
+  NO_PROXY: GUEST_NO_PROXY,
+  no_proxy: GUEST_NO_PROXY,
 };
 
 /** Bytes of output a process may have queued towards the host before its pipe is paused. */

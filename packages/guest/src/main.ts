@@ -8,6 +8,7 @@ import {
   type GuestLink,
 } from './transport.js';
 import { GuestService } from './service.js';
+import { EGRESS_PROXY_PORT } from './egress-proxy.js';
 
 /**
  * Entry point of the guest agent. In a VM it is started by /sbin/agentbox-init (under tini, which
@@ -40,6 +41,8 @@ async function main(argv: string[]): Promise<void> {
   const service = new GuestService(link, {
     ...(versionAt >= 0 ? { protocolVersion: Number(argv[versionAt + 1]) } : {}),
   });
+  const proxyAt = argv.indexOf('--proxy-port');
+  await service.startEgressProxy(proxyAt >= 0 ? Number(argv[proxyAt + 1]) : EGRESS_PROXY_PORT);
   const running = link.start(
     (chunk) => service.mux.receive(chunk),
     () => service.hostReconnected(),

@@ -3,6 +3,7 @@ import fs from 'node:fs';
 import { randomUUID } from 'node:crypto';
 import {
   CancelSchema,
+  GUEST_CHANNEL_BIT,
   IMAGE_API_VERSION,
   PROTOCOL_VERSION,
   RequestSchema,
@@ -16,6 +17,7 @@ import { listDir, makeDir, readFile, removePath, statFile, writeFile } from './f
 import { health } from './health.js';
 import { killProcess, listProcesses } from './processes.js';
 import { AGENT_VERSION } from './version.js';
+import { EGRESS_PROXY_PORT, EgressProxy } from './egress-proxy.js';
 
 export interface GuestServiceOptions {
   exec?: Partial<ExecDefaults>;
@@ -61,12 +63,14 @@ export class GuestService {
   readonly mux: Mux;
   private readonly open = new Map<number, OpenRequest>();
   private readonly execDefaults: ExecDefaults;
+  private readonly egress: EgressProxy;
+  private egressProxyPort = EGRESS_PROXY_PORT;
 
   constructor(
     transport: Transport,
     private readonly options: GuestServiceOptions = {},
   ) {
-    this.execDefaults = { env: GUEST_BASE_ENV, cwd: '/root', ...options.exec };
+    this.execDefaults = { env: { ...GUEST_BASE_ENV }, cwd: '/root', ...options.exec };
     this.mux = new Mux(transport, {
       onUnknownChannel: (channel, message) => this.accept(channel, message),
       // The host is trusted; a malformed frame from it means the stream is corrupt, so start over.
@@ -75,10 +79,12 @@ export class GuestService {
         process.exit(70);
       },
     });
+    this.egress = new EgressProxy(this.mux);
   }
 
   hello(): Hello {
     return {
+      egressProxyPort: this.egressProxyPort,
       type: 'hello',
       protocolVersion: this.options.protocolVersion ?? PROTOCOL_VERSION,
       imageApiVersion: this.options.imageApiVersion ?? IMAGE_API_VERSION,
@@ -95,10 +101,18 @@ export class GuestService {
   /** The host went away: its channels are gone; running processes keep running. */
   hostReconnected(): void {
     this.open.clear();
+    this.egress.resetAll();
     this.mux.resetAll();
   }
 
+  /** Starts the egress proxy on the guest loopback (port 0 picks one: unit tests on the host). */
+  async startEgressProxy(port: number): Promise<void> {
+    this.egressProxyPort = await this.egress.listen(port);
+  }
+
   private accept(channel: number, message: unknown): void {
+    // Guest-opened channels are the proxy's; a late message on one that closed is stale.
+    if ((channel & GUEST_CHANNEL_BIT) !== 0) return;
     if (channel === 0) {
       // A host that (re)attached asks who we are.
       if (isHelloRequest(message)) void this.sendHello().catch(() => undefined);
@@ -191,6 +205,9 @@ export class GuestService {
         return result(await makeDir(req));
       case 'file.remove':
         return result(await removePath(req));
+      case 'system.configure':
+        Object.assign(this.execDefaults.env, req.env);
+        return result({});
       case 'system.sync':
         await new Promise<void>((resolve) => execFile('sync', () => resolve()));
         return result({});

@@ -15,9 +15,37 @@ export const HelloSchema = z
     agentVersion: z.string().max(64).describe('Guest agent version.'),
     bootId: z.string().max(64).describe('Kernel boot id; changes on every boot.'),
     agentPid: z.number().int().describe('PID of the guest agent (changes when it restarts).'),
+    egressProxyPort: z
+      .number()
+      .int()
+      .min(1)
+      .max(65535)
+      .describe('Port of the egress proxy on the guest loopback.'),
   })
   .strict();
 export type Hello = z.infer<typeof HelloSchema>;
+
+/** Channels the guest opens (egress connections) have this bit set; the host's never do. */
+export const GUEST_CHANNEL_BIT = 0x8000_0000;
+
+/** First message on a guest-opened channel: one client connection to the egress proxy. */
+export const EgressOpenSchema = z
+  .object({
+    type: z.literal('egress'),
+    clientPort: z
+      .number()
+      .int()
+      .min(0)
+      .max(65535)
+      .describe('Source port of the client in the guest, for the audit.'),
+  })
+  .strict();
+export type EgressOpen = z.infer<typeof EgressOpenSchema>;
+
+/** Either side aborts a byte-stream channel (egress, port forward): the other side tears it down. */
+export const ChannelResetSchema = z
+  .object({ type: z.literal('reset'), reason: z.string().max(512).optional() })
+  .strict();
 
 const PathSchema = z.string().min(1).max(4096).describe('Absolute path inside the guest.');
 const EnvSchema = z.record(
@@ -75,6 +103,12 @@ export const RequestSchema = z.discriminatedUnion('op', [
     .object({ op: z.literal('file.remove'), path: PathSchema, recursive: z.boolean().default(false) })
     .strict(),
   z.object({ op: z.literal('system.sync') }).strict(),
+  z
+    .object({
+      op: z.literal('system.configure'),
+      env: EnvSchema.describe('Defaults for every later exec (proxy, CA paths, credential placeholders).'),
+    })
+    .strict(),
 ]);
 export type Request = z.input<typeof RequestSchema>;
 export type ParsedRequest = z.output<typeof RequestSchema>;
@@ -182,5 +216,6 @@ export const RESULT_SCHEMAS = {
   'file.mkdir': EmptyResultSchema,
   'file.remove': EmptyResultSchema,
   'system.sync': EmptyResultSchema,
+  'system.configure': EmptyResultSchema,
   exec: ExecExitSchema,
 } as const satisfies Record<RequestOp, z.ZodType>;

@@ -1,4 +1,11 @@
-export { PROTOCOL_VERSION, IMAGE_API_VERSION, GUEST_PORT_NAME } from './version.js';
+export {
+  PROTOCOL_VERSION,
+  IMAGE_API_VERSION,
+  GUEST_PORT_NAME,
+  GUEST_PROXY_PORT,
+  GUEST_PROXY_URL,
+  GUEST_NO_PROXY,
+} from './version.js';
 export {
   ERROR_CODES,
   ERROR_CODE_LIST,

@@ -12,3 +12,9 @@ export const IMAGE_API_VERSION = 1;
 
 /** Name of the virtio-serial port that carries the guest channel. */
 export const GUEST_PORT_NAME = 'agentbox.0';
+
+/** The in-box egress proxy: the guest agent listens here; the host's gateway decides. */
+export const GUEST_PROXY_PORT = 3128;
+export const GUEST_PROXY_URL = `http://127.0.0.1:${GUEST_PROXY_PORT}`;
+/** Destinations that never go through the proxy: the box's own loopback. */
+export const GUEST_NO_PROXY = 'localhost,127.0.0.1,::1';

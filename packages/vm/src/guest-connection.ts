@@ -1,15 +1,19 @@
 import type net from 'node:net';
+import type { Duplex } from 'node:stream';
 import type { Readable } from 'node:stream';
 import { z } from 'zod';
 import {
   AgentboxError,
+  EgressOpenSchema,
   ExecExitSchema,
+  GUEST_CHANNEL_BIT,
   FileHeaderSchema,
   GuestReplySchema,
   HelloSchema,
   IMAGE_API_VERSION,
   PROTOCOL_VERSION,
   RESULT_SCHEMAS,
+  type EgressOpen,
   type EntryInfo,
   type ExecExit,
   type ExecRequest,
@@ -20,6 +24,7 @@ import {
   type RequestOp,
 } from '@agentbox/protocol';
 import { Mux, streamTransport, type DataStream } from '@agentbox/protocol/wire';
+import { ChannelDuplex } from './channel-duplex.js';
 
 type Sink = (chunk: Buffer) => void | Promise<void>;
 
@@ -38,6 +43,15 @@ interface OpenCall {
   onEnd(): void;
   fail(error: AgentboxError): void;
 }
+
+/** Receives each egress connection the guest opens (one client of the in-box proxy). */
+export type EgressHandler = (stream: Duplex, meta: EgressOpen) => void;
+
+/** What a box with no egress handler answers: egress is off, and says so to the client. */
+const EGRESS_DISABLED_BODY = 'agentbox: network egress is disabled for this box\n';
+const EGRESS_DISABLED_RESPONSE =
+  'HTTP/1.1 403 Forbidden\r\nX-Agentbox-Deny: egress_disabled\r\nContent-Type: text/plain\r\nConnection: close\r\n' +
+  `Content-Length: ${Buffer.byteLength(EGRESS_DISABLED_BODY)}\r\n\r\n${EGRESS_DISABLED_BODY}`;
 
 export interface GuestConnectionOptions {
   /** Versions this host expects; tests override them to provoke a mismatch. */
@@ -58,6 +72,7 @@ export class GuestConnection {
   private hello: Hello | undefined;
   private helloWaiters: { resolve: (h: Hello) => void; reject: (e: Error) => void }[] = [];
   private closedError: AgentboxError | undefined;
+  private egressHandler: EgressHandler | undefined;
 
   constructor(private readonly options: GuestConnectionOptions = {}) {
     this.mux = this.newMux();
@@ -78,6 +93,7 @@ export class GuestConnection {
       {
         onUnknownChannel: (channel, message) => {
           if (channel === 0) this.onHello(message);
+          else if ((channel & GUEST_CHANNEL_BIT) !== 0) this.onGuestChannel(channel, message);
         },
         onProtocolError: (err) =>
           this.resetCalls(
@@ -85,6 +101,30 @@ export class GuestConnection {
           ),
       },
     );
+  }
+
+  /** Routes the guest's egress connections; without a handler they get a 403 `egress_disabled`. */
+  setEgressHandler(handler: EgressHandler | undefined): void {
+    this.egressHandler = handler;
+  }
+
+  private onGuestChannel(channel: number, message: unknown): void {
+    const open = EgressOpenSchema.safeParse(message);
+    if (!open.success) {
+      // Not something we open on request of the guest: refuse without keeping any state.
+      this.mux.open(channel, { onJson: () => undefined, onData: () => undefined, onEnd: () => undefined });
+      this.mux.sendJson(channel, { type: 'reset', reason: 'unknown channel type' }).catch(() => undefined);
+      this.mux.close(channel, { flush: true });
+      return;
+    }
+    const stream = new ChannelDuplex(this.mux, channel);
+    stream.on('error', () => undefined);
+    if (!this.egressHandler) {
+      stream.resume();
+      stream.end(EGRESS_DISABLED_RESPONSE);
+      return;
+    }
+    this.egressHandler(stream, open.data);
   }
 
   /** Attaches the socket QEMU (or the fake driver) connected to us. */
@@ -247,6 +287,11 @@ export class GuestConnection {
 
   remove(path: string, recursive = false): Promise<void> {
     return this.call({ op: 'file.remove', path, recursive }).then(() => undefined);
+  }
+
+  /** Sets default env for every later exec in the guest (proxy, CA paths, placeholders). */
+  configure(env: Record<string, string>): Promise<void> {
+    return this.call({ op: 'system.configure', env }).then(() => undefined);
   }
 
   sync(): Promise<void> {

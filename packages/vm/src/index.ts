@@ -19,7 +19,13 @@ export {
   type VmExit,
   type VmResources,
 } from './backend.js';
-export { GuestConnection, type ExecHandlers, type GuestConnectionOptions } from './guest-connection.js';
+export {
+  GuestConnection,
+  type EgressHandler,
+  type ExecHandlers,
+  type GuestConnectionOptions,
+} from './guest-connection.js';
+export { ChannelDuplex } from './channel-duplex.js';
 export { QemuBackend, QEMU_BINARY, type QemuBackendOptions } from './qemu/driver.js';
 export { qemuArgs, kernelCmdline, type Accel, type QemuLaunchSpec } from './qemu/args.js';
 export {

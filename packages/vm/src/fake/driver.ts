@@ -65,7 +65,14 @@ class FakeVm implements Vm {
     await new Promise<void>((resolve) => this.server!.listen(socketPath, resolve));
     const child = spawn(
       process.execPath,
-      [this.options.agentBundlePath, '--connect', socketPath, ...(this.options.agentArgs ?? [])],
+      [
+        this.options.agentBundlePath,
+        '--connect',
+        socketPath,
+        '--proxy-port',
+        '0',
+        ...(this.options.agentArgs ?? []),
+      ],
       {
         stdio: ['ignore', 'ignore', 'inherit'],
       },

@@ -1,3 +1,5 @@
+import { GUEST_NO_PROXY, GUEST_PROXY_URL } from '@agentbox/protocol';
+
 /**
  * What an image is made of. Everything here feeds the image id, so a change to any of it builds a
  * new image; the host never boots an image whose manifest disagrees with IMAGE_API_VERSION.
@@ -48,12 +50,29 @@ export const DPKG_EXCLUDES = [
   '/usr/share/locale/*',
 ];
 
+const PROXY_URL = GUEST_PROXY_URL;
+const NO_PROXY = GUEST_NO_PROXY;
+const PROXY_ENV = [
+  `HTTP_PROXY=${PROXY_URL}`,
+  `HTTPS_PROXY=${PROXY_URL}`,
+  `http_proxy=${PROXY_URL}`,
+  `https_proxy=${PROXY_URL}`,
+  `NO_PROXY=${NO_PROXY}`,
+  `no_proxy=${NO_PROXY}`,
+];
+
 /** Run by mmdebstrap on the finished tree (`$1`); part of the rootfs key. */
 export const ROOTFS_HOOKS = [
   // $AGENTBOX_NODE_TGZ is the npm tarball of NODE_NPM_PACKAGE, fetched by the builder.
   'tar -xzf "$AGENTBOX_NODE_TGZ" -C "$1"/usr/local --strip-components=1 package/bin/node && ln -sf /usr/local/bin/node "$1"/usr/bin/node',
   'rm -rf "$1"/var/lib/apt/lists/* "$1"/var/cache/apt/*.bin',
   'echo agentbox > "$1"/etc/hostname',
+  // No NIC: every client is pointed at the in-box egress proxy, for shells, git, npm and pip alike.
+  `printf '%s\\n' ${PROXY_ENV.map((kv) => `'${kv}'`).join(' ')} >> "$1"/etc/environment`,
+  `printf 'export %s\\n' ${PROXY_ENV.map((kv) => `'${kv}'`).join(' ')} > "$1"/etc/profile.d/agentbox-proxy.sh`,
+  `printf '[http]\\n\\tproxy = ${PROXY_URL}\\n' > "$1"/etc/gitconfig`,
+  `mkdir -p "$1"/usr/local/etc && printf 'proxy=${PROXY_URL}\\nhttps-proxy=${PROXY_URL}\\n' > "$1"/usr/local/etc/npmrc`,
+  `printf '[global]\\nproxy = ${PROXY_URL}\\n' > "$1"/etc/pip.conf`,
   `chroot "$1" dpkg-query -W -f '\${Package}\t\${Version}\n' > "$1"/etc/agentbox-packages`,
 ];
 

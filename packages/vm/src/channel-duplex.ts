@@ -1,0 +1,64 @@
+import { Duplex } from 'node:stream';
+import type { Mux } from '@agentbox/protocol/wire';
+
+/**
+ * One mux channel as a node Duplex: what the peer sends arrives as readable data, writes go out as
+ * Data frames, end() sends End. Credit is granted only as the reader consumes, so a slow consumer
+ * (say, an upstream server) holds the guest back instead of filling host memory.
+ */
+export class ChannelDuplex extends Duplex {
+  private uncredited = 0;
+  private flowing = true;
+  private closedByPeer = false;
+
+  constructor(
+    private readonly mux: Mux,
+    readonly channel: number,
+  ) {
+    super({ allowHalfOpen: true });
+    mux.open(channel, {
+      onJson: (message) => {
+        if (
+          typeof message === 'object' &&
+          message !== null &&
+          (message as { type?: unknown }).type === 'reset'
+        ) {
+          this.closedByPeer = true;
+          this.destroy(new Error('the guest reset the connection'));
+        }
+      },
+      onData: (_stream, chunk) => {
+        if (this.push(chunk)) this.mux.consumed(channel, chunk.length);
+        else {
+          this.flowing = false;
+          this.uncredited += chunk.length;
+        }
+      },
+      onEnd: () => this.push(null),
+    });
+  }
+
+  override _read(): void {
+    if (this.flowing) return;
+    this.flowing = true;
+    const bytes = this.uncredited;
+    this.uncredited = 0;
+    if (bytes > 0) this.mux.consumed(this.channel, bytes);
+  }
+
+  override _write(chunk: Buffer, _encoding: BufferEncoding, callback: (error?: Error | null) => void): void {
+    this.mux.sendData(this.channel, 'data', chunk).then(() => callback(), callback);
+  }
+
+  override _final(callback: (error?: Error | null) => void): void {
+    this.mux.sendEnd(this.channel).then(() => callback(), callback);
+  }
+
+  override _destroy(error: Error | null, callback: (error?: Error | null) => void): void {
+    const graceful = this.readableEnded && this.writableFinished;
+    if (!this.closedByPeer && !graceful)
+      this.mux.sendJson(this.channel, { type: 'reset' }).catch(() => undefined);
+    this.mux.close(this.channel, { flush: true });
+    callback(error);
+  }
+}

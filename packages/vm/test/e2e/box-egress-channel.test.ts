@@ -1,0 +1,63 @@
+import http from 'node:http';
+import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import type { Vm } from '../../src/backend.js';
+import { bootBox, destroyAll, run } from '../../../../test/helpers.js';
+
+// The plumbing under the egress gateway, in a real VM: the guest has no NIC, its proxy relays
+// every client connection to the host, and only the host decides what happens to it.
+describe('real VM: no NIC, every connection goes through the in-box proxy to the host', () => {
+  let vm: Vm;
+  beforeAll(async () => {
+    vm = await bootBox();
+  });
+  afterAll(destroyAll);
+
+  it('has no network interface but loopback', async () => {
+    const r = await run(vm, 'ls /sys/class/net');
+    expect(r.stdout.toString().trim()).toBe('lo');
+  });
+
+  it('cannot open a TCP connection without the proxy', async () => {
+    const r = await run(vm, 'curl -sS --noproxy "*" --max-time 5 http://1.1.1.1/; echo "exit=$?"');
+    expect(r.stdout.toString()).toMatch(/exit=7/);
+    const py = await run(
+      vm,
+      `python3 -c 'import socket\ntry:\n  socket.create_connection(("10.0.0.1", 80), timeout=3)\n  print("connected")\nexcept OSError as e:\n  print("refused", e.errno)'`,
+    );
+    expect(py.stdout.toString()).toMatch(/^refused/);
+  });
+
+  it('points every client at the proxy: exec env, login shells, git, npm, pip', async () => {
+    const r = await run(
+      vm,
+      'echo "$HTTPS_PROXY|$NO_PROXY"; bash -lc \'echo "$https_proxy"\'; git config --system http.proxy; cat /usr/local/etc/npmrc /etc/pip.conf',
+    );
+    expect(r.stdout.toString()).toBe(
+      'http://127.0.0.1:3128|localhost,127.0.0.1,::1\nhttp://127.0.0.1:3128\nhttp://127.0.0.1:3128\n' +
+        'proxy=http://127.0.0.1:3128\nhttps-proxy=http://127.0.0.1:3128\n[global]\nproxy = http://127.0.0.1:3128\n',
+    );
+  });
+
+  it('without a gateway, answers 403 egress_disabled for HTTP and CONNECT', async () => {
+    vm.guest.setEgressHandler(undefined);
+    const plain = await run(vm, 'curl -s -D - -o /dev/null http://example.com/');
+    expect(plain.stdout.toString()).toMatch(/^HTTP\/1.1 403/);
+    expect(plain.stdout.toString()).toMatch(/X-Agentbox-Deny: egress_disabled/i);
+    const tls = await run(
+      vm,
+      'curl -s -o /dev/null -w "%{http_connect}" https://example.com/; echo " exit=$?"',
+    );
+    expect(tls.stdout.toString().trim()).toBe('403 exit=56');
+  });
+
+  it('hands each connection to the host handler as a stream that speaks HTTP', async () => {
+    const server = http.createServer((req, res) => {
+      res.end(`hello via gateway ${req.method} ${req.url} ${req.headers['user-agent']?.split('/')[0]}`);
+    });
+    vm.guest.setEgressHandler((stream) => server.emit('connection', stream));
+    const r = await run(vm, 'curl -s http://example.test/some/path?q=1; echo; curl -s http://other.test/');
+    expect(r.stdout.toString()).toBe(
+      'hello via gateway GET http://example.test/some/path?q=1 curl\nhello via gateway GET http://other.test/ curl',
+    );
+  });
+});
