@@ -57,6 +57,8 @@ export async function serve(
     boxDir: (id) => path.join(boxesDir(dataDir), id),
     probe: { startTime: processStartTime, mentioning: processesMentioning },
     logger,
+    // Tests set this to have every JSON response checked against its schema.
+    validateResponses: process.env.AGENTBOX_VALIDATE_RESPONSES === '1',
     ...(options.maxBoxes ? { maxBoxes: options.maxBoxes } : {}),
   });
   if (host.keys.activeCount() === 0) {

@@ -1,0 +1,68 @@
+import { spawn, type ChildProcess } from 'node:child_process';
+import fs from 'node:fs';
+import path from 'node:path';
+import { fileURLToPath } from 'node:url';
+import { processesMentioning } from '@agentbox/vm';
+
+export const CLI = fileURLToPath(new URL('../../../cli/bin/agentbox.js', import.meta.url));
+
+export interface Daemon {
+  process: ChildProcess;
+  url: string;
+  stdout: () => string;
+  /** The admin key printed on the first start, if this start printed one. */
+  initialKey: string | undefined;
+  exited: Promise<number | null>;
+}
+
+/** Starts `agentbox serve` (the built CLI) on a free port; resolves once it serves. */
+export async function startDaemon(dataDir: string, extraArgs: string[] = []): Promise<Daemon> {
+  const child = spawn(process.execPath, [CLI, 'serve', '--port', '0', '--data', dataDir, ...extraArgs], {
+    env: { ...process.env, AGENTBOX_VALIDATE_RESPONSES: '1', AGENTBOX_LOG_LEVEL: 'warn' },
+    stdio: ['ignore', 'pipe', 'pipe'],
+  });
+  let out = '';
+  let err = '';
+  child.stdout.on('data', (c: Buffer) => (out += c.toString()));
+  child.stderr.on('data', (c: Buffer) => (err += c.toString()));
+  const exited = new Promise<number | null>((resolve) => child.once('exit', (code) => resolve(code)));
+  const url = await new Promise<string>((resolve, reject) => {
+    const timer = setTimeout(() => reject(new Error(`daemon did not start:\n${out}\n${err}`)), 180_000);
+    const check = () => {
+      const m = /serving on (http:\/\/\S+)/.exec(out);
+      if (m) {
+        clearTimeout(timer);
+        resolve(m[1]!);
+      }
+    };
+    child.stdout.on('data', check);
+    void exited.then((code) => reject(new Error(`daemon exited (${code}):\n${out}\n${err}`)));
+  });
+  const key = /shown only this once:\n(abk_\S+)/.exec(out)?.[1];
+  return { process: child, url, stdout: () => out, initialKey: key, exited };
+}
+
+/** What a data dir still holds of its boxes: live QEMU processes and runtime dirs. */
+export function leftoversIn(dataDir: string): { processes: number[]; dirs: string[] } {
+  const boxes = path.join(dataDir, 'boxes');
+  return {
+    processes: processesMentioning(boxes),
+    dirs: fs.existsSync(boxes) ? fs.readdirSync(boxes) : [],
+  };
+}
+
+export function client(url: string, key: string) {
+  return async (method: string, route: string, body?: unknown, headers: Record<string, string> = {}) => {
+    const init: RequestInit = { method, headers: { 'x-api-key': key, ...headers } };
+    if (body !== undefined) {
+      if (Buffer.isBuffer(body)) {
+        init.body = body;
+        init.headers = { ...init.headers, 'content-type': 'application/octet-stream' };
+      } else {
+        init.body = JSON.stringify(body);
+        init.headers = { ...init.headers, 'content-type': 'application/json' };
+      }
+    }
+    return fetch(`${url}${route}`, init);
+  };
+}
