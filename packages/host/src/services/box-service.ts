@@ -127,11 +127,13 @@ export function createBoxService(deps: BoxServiceDeps) {
 
   /** A running VM that exits without being asked to is a failed box; its files go at once. */
   function watch(id: string, vm: Vm): void {
-    void vm.exited.then(async () => {
-      if (live.get(id)?.vm !== vm || deleting.has(id)) return;
-      const box = store.get(id);
-      if (box?.state === 'running') await fail(box, 'the VM exited').catch(() => undefined);
-    });
+    void vm.exited
+      .then(async () => {
+        if (live.get(id)?.vm !== vm || deleting.has(id)) return;
+        const box = store.get(id);
+        if (box?.state === 'running') await fail(box, 'the VM exited');
+      })
+      .catch((err: unknown) => log.warn({ boxId: id, err: messageOf(err) }, 'could not record a VM exit'));
   }
 
   async function prepareGuest(id: string, vm: Vm, env: Record<string, string>): Promise<void> {

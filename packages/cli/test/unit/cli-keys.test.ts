@@ -1,0 +1,45 @@
+import fs from 'node:fs';
+import os from 'node:os';
+import path from 'node:path';
+import { afterAll, describe, expect, it } from 'vitest';
+import { cli } from '../helpers.js';
+
+describe('agentbox keys', () => {
+  const data = fs.mkdtempSync(path.join(os.tmpdir(), 'agentbox-keys-'));
+  afterAll(() => fs.rmSync(data, { recursive: true, force: true }));
+
+  it('creates a key shown once, lists keys without secrets, revokes by id', async () => {
+    const created = await cli(['keys', 'create', '--name', 'ci', '--scope', 'admin', '--data', data]);
+    expect(created.code).toBe(0);
+    const secret = created.stdout.trim();
+    expect(secret).toMatch(/^abk_[A-Za-z0-9_-]{43}$/);
+    expect(created.stderr).toMatch(/made admin key key_\w+; it is shown only this once/);
+
+    const json = await cli(['keys', 'create', '--data', data, '--json']);
+    const user = JSON.parse(json.stdout) as { id: string; scope: string; key: string };
+    expect(user.scope).toBe('user');
+
+    const list = await cli(['keys', 'list', '--data', data, '--json']);
+    expect(list.stdout).not.toContain(secret);
+    expect(list.stdout).not.toContain(user.key);
+    const keys = JSON.parse(list.stdout) as { id: string; name: string; revokedAt: number | null }[];
+    expect(keys.map((k) => k.name)).toEqual(['ci', 'api key']);
+
+    const revoked = await cli(['keys', 'revoke', user.id, '--data', data]);
+    expect(revoked.code).toBe(0);
+    const table = await cli(['keys', 'list', '--data', data]);
+    expect(table.stdout).toMatch(new RegExp(`${user.id}\\s+user.*revoked`));
+    expect(fs.readFileSync(path.join(data, 'agentbox.db')).includes(Buffer.from(secret))).toBe(false);
+  });
+
+  it('says clearly what is wrong, in one line', async () => {
+    const again = await cli(['keys', 'revoke', 'key_nope', '--data', data]);
+    expect(again.code).toBe(2);
+    expect(again.stderr).toBe('agentbox: no API key with id key_nope\n');
+    const scope = await cli(['keys', 'create', '--scope', 'root', '--data', data]);
+    expect(scope.stderr).toBe('agentbox: --scope must be admin or user\n');
+    const port = await cli(['serve', '--port', 'http']);
+    expect(port.code).toBe(2);
+    expect(port.stderr).toMatch(/--port must be a whole number/);
+  });
+});
