@@ -18,3 +18,4 @@ export {
 } from './errors.js';
 export * from './guest.js';
 export * from './api.js';
+export * from './egress.js';

@@ -1,0 +1,437 @@
+import http, { type IncomingMessage, type ServerResponse } from 'node:http';
+import https from 'node:https';
+import tls from 'node:tls';
+import type { Duplex } from 'node:stream';
+import {
+  canonicalizeHost,
+  type EgressAuditRecord,
+  type EgressDenyCode,
+  type EgressErrorCode,
+} from '@agentbox/protocol';
+import type { CertificateAuthority } from './ca.js';
+import { decide, type EgressDecision, type EgressRequest } from './decide.js';
+import { forwardRequest, type ForwardDeps } from './forward.js';
+import {
+  DENY_HEADER,
+  ERROR_HEADER,
+  auditPath,
+  endToEndHeaders,
+  hostHeaderFor,
+  parseAbsoluteHttpUri,
+  parseAuthority,
+  respondDenied,
+  respondFailed,
+  writeRawResponse,
+} from './http-util.js';
+import { findPlaceholders, headersHavePlaceholder, type PlaceholderRegistry } from './placeholders.js';
+import type { CompiledPolicy } from './policy.js';
+import type { SecretStore } from './secrets.js';
+import { handleInterceptedRequest, type InterceptedConnection } from './tls-intercept.js';
+import {
+  describeNetError,
+  dialTarget,
+  resolveTarget,
+  type ConnectTarget,
+  type LookupFn,
+} from './upstream.js';
+
+/**
+ * One box's side of the gateway: a private HTTP server fed with the box's proxy connections
+ * (CONNECT and absolute-URI requests), a second one fed with the TLS it terminates, the box's CA
+ * and placeholders, and every live stream so close() can cut them all.
+ */
+
+export interface BoxSessionDeps {
+  readonly boxId: string;
+  readonly policy: CompiledPolicy;
+  readonly registry: PlaceholderRegistry;
+  readonly store: SecretStore;
+  readonly ca: CertificateAuthority;
+  readonly lookup: LookupFn;
+  readonly hostAddresses: () => ReadonlySet<string>;
+  readonly record: (record: EgressAuditRecord) => void;
+  readonly now: () => Date;
+  readonly upstreamCa: readonly string[] | undefined;
+  readonly connectTimeoutMs: number;
+  readonly dnsTimeoutMs: number;
+}
+
+const CONNECT_OK = 'HTTP/1.1 200 Connection Established\r\n\r\n';
+
+/** A placeholder in the URL or any header of a request that gets no injection: a leak to record. */
+function hasPlaceholder(req: IncomingMessage): boolean {
+  return findPlaceholders(req.url ?? '').length > 0 || headersHavePlaceholder(req.headers);
+}
+
+export class BoxSession {
+  readonly boxId: string;
+  readonly registry: PlaceholderRegistry;
+  readonly store: SecretStore;
+  readonly intercepted = new WeakMap<object, InterceptedConnection>();
+  #policy: CompiledPolicy;
+  readonly #deps: BoxSessionDeps;
+  readonly #live = new Set<Duplex>();
+  readonly #proxyServer: http.Server;
+  readonly #innerServer: http.Server;
+  readonly #contexts = new Map<string, Promise<tls.SecureContext>>();
+  readonly forwardDeps: ForwardDeps;
+  #closed = false;
+
+  constructor(deps: BoxSessionDeps) {
+    this.#deps = deps;
+    this.boxId = deps.boxId;
+    this.registry = deps.registry;
+    this.store = deps.store;
+    this.#policy = deps.policy;
+    const serverOptions: http.ServerOptions = {
+      requestTimeout: 0,
+      headersTimeout: 60_000,
+      keepAliveTimeout: 30_000,
+    };
+    this.#proxyServer = http.createServer(serverOptions);
+    this.#proxyServer.on(
+      'request',
+      (req: IncomingMessage, res: ServerResponse) => void this.#onProxyRequest(req, res),
+    );
+    this.#proxyServer.on('connect', (req: IncomingMessage, socket: Duplex, head: Buffer) => {
+      void this.#onConnect(req, socket, head);
+    });
+    this.#innerServer = http.createServer(serverOptions);
+    this.#innerServer.on('request', (req: IncomingMessage, res: ServerResponse) => {
+      void handleInterceptedRequest(this, req, res);
+    });
+    for (const server of [this.#proxyServer, this.#innerServer]) {
+      server.on('upgrade', (req: IncomingMessage, socket: Duplex) => {
+        this.#denyRaw(socket, req, 'bad_request', 'protocol upgrades (WebSocket) are not proxied');
+      });
+      server.on('connect', (req: IncomingMessage, socket: Duplex) => {
+        if (server === this.#innerServer) this.#denyRaw(socket, req, 'bad_request', 'CONNECT inside CONNECT');
+      });
+      server.on('clientError', (_err: Error, socket: Duplex) => {
+        writeRawResponse(socket, 400, DENY_HEADER, 'bad_request', 'malformed HTTP from the box');
+      });
+    }
+    const agentOptions = { keepAlive: true, maxSockets: 64, maxFreeSockets: 8 };
+    this.forwardDeps = {
+      boxId: deps.boxId,
+      record: deps.record,
+      now: deps.now,
+      httpAgent: new http.Agent(agentOptions),
+      httpsAgent: new https.Agent({
+        ...agentOptions,
+        ...(deps.upstreamCa === undefined ? {} : { ca: [...tls.rootCertificates, ...deps.upstreamCa] }),
+      }),
+    };
+  }
+
+  get closed(): boolean {
+    return this.#closed;
+  }
+
+  /** The compiled policy with the host's current addresses (interfaces can change while a box runs). */
+  currentPolicy(): CompiledPolicy {
+    return { ...this.#policy, hostAddresses: this.#deps.hostAddresses() };
+  }
+
+  setPolicy(policy: CompiledPolicy): void {
+    this.#policy = policy;
+    // Pooled upstream connections were opened under the old policy's upstream map.
+    this.forwardDeps.httpAgent.destroy();
+    this.forwardDeps.httpsAgent.destroy();
+  }
+
+  handleConnection(stream: Duplex): void {
+    if (this.#closed) {
+      stream.destroy();
+      return;
+    }
+    this.track(stream);
+    this.#proxyServer.emit('connection', stream);
+  }
+
+  /** Keeps a stream to destroy on close(); its errors end it instead of crashing the process. */
+  track(stream: Duplex): void {
+    this.#live.add(stream);
+    stream.on('error', () => stream.destroy());
+    stream.once('close', () => this.#live.delete(stream));
+  }
+
+  async close(): Promise<void> {
+    if (this.#closed) return;
+    this.#closed = true;
+    for (const stream of this.#live) stream.destroy();
+    this.#live.clear();
+    this.forwardDeps.httpAgent.destroy();
+    this.forwardDeps.httpsAgent.destroy();
+    // Never listened: close() only stops the servers' connection-checking timers.
+    await Promise.all(
+      [this.#proxyServer, this.#innerServer].map(
+        (s) => new Promise<void>((resolve) => s.close(() => resolve())),
+      ),
+    );
+    this.#contexts.clear();
+    this.registry.clear();
+  }
+
+  record(record: EgressAuditRecord): void {
+    this.#deps.record(record);
+  }
+
+  /** Base audit fields of a step. */
+  auditBase(host: string, port: number, method: string | undefined, target: string | undefined) {
+    return {
+      boxId: this.boxId,
+      ts: this.#deps.now().toISOString(),
+      host,
+      port,
+      ...(method === undefined ? {} : { method }),
+      ...(target === undefined ? {} : { path: auditPath(target) }),
+    };
+  }
+
+  recordDeny(
+    host: string,
+    port: number,
+    method: string | undefined,
+    target: string | undefined,
+    decision: { code: EgressDenyCode; reason: string },
+    leak: boolean,
+  ): void {
+    this.record({
+      ...this.auditBase(host, port, method, target),
+      decision: 'deny',
+      code: decision.code,
+      reason: decision.reason,
+      bytesUp: 0,
+      bytesDown: 0,
+      placeholderLeak: leak,
+    });
+  }
+
+  recordFailure(
+    host: string,
+    port: number,
+    method: string | undefined,
+    target: string | undefined,
+    code: EgressErrorCode,
+    reason: string,
+  ): void {
+    this.record({
+      ...this.auditBase(host, port, method, target),
+      decision: 'error',
+      code,
+      reason,
+      bytesUp: 0,
+      bytesDown: 0,
+      placeholderLeak: false,
+    });
+  }
+
+  #denyRaw(socket: Duplex, req: IncomingMessage, code: EgressDenyCode, reason: string): void {
+    const authority = parseAuthority(req.url ?? '');
+    this.recordDeny(
+      authority?.host ?? (req.url ?? '').slice(0, 255),
+      authority?.port ?? 0,
+      req.method,
+      undefined,
+      {
+        code,
+        reason,
+      },
+      false,
+    );
+    writeRawResponse(socket, 403, DENY_HEADER, code, reason);
+  }
+
+  /**
+   * The steps shared by CONNECT and plain HTTP: decide on the name, resolve it (unless mapped),
+   * decide again on every address. Returns the target or the refusal already answered.
+   */
+  async #admit(
+    request: EgressRequest,
+    refuse: (code: EgressDenyCode, reason: string) => void,
+    fail: (code: EgressErrorCode, reason: string) => void,
+  ): Promise<{ target: ConnectTarget; decision: EgressDecision & { action: 'allow' } } | undefined> {
+    const policy = this.currentPolicy();
+    let decision = decide(request, policy);
+    if (decision.action === 'deny') return void refuse(decision.code, decision.reason);
+    const host = canonicalizeHost(request.host);
+    if (host === undefined) return void refuse('bad_request', 'invalid host');
+    const resolved = await resolveTarget(
+      host,
+      request.port,
+      policy,
+      this.#deps.lookup,
+      this.#deps.dnsTimeoutMs,
+    );
+    if (!resolved.ok) return void fail('dns_failed', resolved.reason);
+    if (!resolved.target.mapped) {
+      decision = decide({ ...request, addresses: resolved.target.addresses }, policy);
+      if (decision.action === 'deny') return void refuse(decision.code, decision.reason);
+    }
+    return { target: resolved.target, decision };
+  }
+
+  async #onConnect(req: IncomingMessage, socket: Duplex, head: Buffer): Promise<void> {
+    const authority = parseAuthority(req.url ?? '');
+    if (authority === undefined) {
+      this.#denyRaw(socket, req, 'bad_request', 'CONNECT needs host:port');
+      return;
+    }
+    const { host, port } = authority;
+    const admitted = await this.#admit(
+      { stage: 'connect', host, port },
+      (code, reason) => {
+        this.recordDeny(
+          canonicalizeHost(host)?.host ?? host,
+          port,
+          'CONNECT',
+          undefined,
+          { code, reason },
+          false,
+        );
+        writeRawResponse(socket, 403, DENY_HEADER, code, reason);
+      },
+      (code, reason) => {
+        this.recordFailure(canonicalizeHost(host)?.host ?? host, port, 'CONNECT', undefined, code, reason);
+        writeRawResponse(socket, 502, ERROR_HEADER, code, reason);
+      },
+    );
+    if (admitted === undefined) return;
+    if (socket.destroyed || this.#closed) return;
+    if (admitted.decision.intercept) await this.#intercept(socket, head, admitted.target);
+    else await this.#tunnel(socket, head, admitted.target);
+  }
+
+  async #tunnel(socket: Duplex, head: Buffer, target: ConnectTarget): Promise<void> {
+    let upstream: Duplex;
+    try {
+      upstream = await dialTarget(target, this.#deps.connectTimeoutMs);
+    } catch (err) {
+      const reason = `cannot connect to ${target.host}:${target.port}: ${describeNetError(err)}`;
+      this.recordFailure(target.host, target.port, 'CONNECT', undefined, 'upstream_failed', reason);
+      writeRawResponse(socket, 502, ERROR_HEADER, 'upstream_failed', reason);
+      return;
+    }
+    if (socket.destroyed || this.#closed) {
+      upstream.destroy();
+      return;
+    }
+    this.track(upstream);
+    const base = this.auditBase(target.host, target.port, 'CONNECT', undefined);
+    let bytesUp = head.length;
+    let bytesDown = 0;
+    let recorded = false;
+    const finish = (): void => {
+      if (recorded) return;
+      recorded = true;
+      this.record({
+        ...base,
+        mode: 'tunnel',
+        decision: 'allow',
+        code: 'allowed',
+        reason: `${target.host} is allowed; tunnelled untouched`,
+        bytesUp,
+        bytesDown,
+        placeholderLeak: false,
+      });
+    };
+    socket.write(CONNECT_OK);
+    if (head.length > 0) upstream.write(head);
+    socket.on('data', (chunk: Buffer) => (bytesUp += chunk.length));
+    upstream.on('data', (chunk: Buffer) => (bytesDown += chunk.length));
+    socket.pipe(upstream);
+    upstream.pipe(socket);
+    socket.once('close', () => {
+      upstream.destroy();
+      finish();
+    });
+    upstream.once('close', () => {
+      // The destination is gone: let what it sent drain to the box, then close the box's side too.
+      if (!socket.destroyed) socket.end();
+      setTimeout(() => socket.destroy(), 10_000).unref();
+      finish();
+    });
+  }
+
+  #secureContext(host: string): Promise<tls.SecureContext> {
+    let pending = this.#contexts.get(host);
+    if (pending === undefined) {
+      pending = this.#deps.ca
+        .issue(host)
+        .then((cert) => tls.createSecureContext({ key: cert.keyPem, cert: cert.certPem }));
+      this.#contexts.set(host, pending);
+      pending.catch(() => this.#contexts.delete(host));
+    }
+    return pending;
+  }
+
+  async #intercept(socket: Duplex, head: Buffer, target: ConnectTarget): Promise<void> {
+    let secureContext: tls.SecureContext;
+    try {
+      secureContext = await this.#secureContext(target.host);
+    } catch (err) {
+      const reason = `cannot issue a certificate for ${target.host}: ${describeNetError(err)}`;
+      this.recordFailure(target.host, target.port, 'CONNECT', undefined, 'upstream_failed', reason);
+      writeRawResponse(socket, 502, ERROR_HEADER, 'upstream_failed', reason);
+      return;
+    }
+    if (socket.destroyed || this.#closed) return;
+    this.record({
+      ...this.auditBase(target.host, target.port, 'CONNECT', undefined),
+      mode: 'intercept',
+      decision: 'allow',
+      code: 'allowed',
+      reason: `${target.host} is allowed; TLS terminated on the host (credential rule or repos list)`,
+      bytesUp: 0,
+      bytesDown: 0,
+      placeholderLeak: false,
+    });
+    socket.write(CONNECT_OK);
+    if (head.length > 0) socket.unshift(head);
+    const tlsSocket = new tls.TLSSocket(socket, {
+      isServer: true,
+      secureContext,
+      ALPNProtocols: ['http/1.1'],
+    });
+    this.intercepted.set(tlsSocket, { host: target.host, port: target.port, target });
+    this.track(tlsSocket);
+    this.#innerServer.emit('connection', tlsSocket);
+  }
+
+  async #onProxyRequest(req: IncomingMessage, res: ServerResponse): Promise<void> {
+    const url = req.url ?? '';
+    const parsed = parseAbsoluteHttpUri(url);
+    if (parsed === undefined) {
+      const reason = /^https:/i.test(url)
+        ? 'https:// URIs must be sent with CONNECT'
+        : 'this is a proxy: send an absolute http:// URI or CONNECT host:port';
+      this.recordDeny('', 0, req.method, undefined, { code: 'bad_request', reason }, false);
+      respondDenied(res, 'bad_request', reason);
+      return;
+    }
+    const { authority, target: path } = parsed;
+    const shownHost = canonicalizeHost(authority.host)?.host ?? authority.host;
+    const leak = hasPlaceholder(req);
+    const admitted = await this.#admit(
+      { stage: 'http', host: authority.host, port: authority.port, method: req.method ?? 'GET', path },
+      (code, reason) => {
+        this.recordDeny(shownHost, authority.port, req.method, path, { code, reason }, leak);
+        respondDenied(res, code, reason);
+      },
+      (code, reason) => {
+        this.recordFailure(shownHost, authority.port, req.method, path, code, reason);
+        respondFailed(res, code, reason);
+      },
+    );
+    if (admitted === undefined || res.destroyed) return;
+    const headers = endToEndHeaders(req.headers);
+    headers.host = hostHeaderFor(admitted.target.host, authority.port, 80);
+    forwardRequest(
+      req,
+      res,
+      { scheme: 'http', target: admitted.target, path, headers, scrub: [], injected: [], leak, mode: 'http' },
+      this.forwardDeps,
+    );
+  }
+}

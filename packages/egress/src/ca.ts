@@ -1,0 +1,119 @@
+// @peculiar/x509 resolves its services through tsyringe, which needs the Reflect metadata API.
+import 'reflect-metadata';
+import { KeyObject, randomBytes, webcrypto } from 'node:crypto';
+import * as x509 from '@peculiar/x509';
+
+/**
+ * Certificate authorities made on the host: one per box, for the hosts whose TLS the gateway
+ * terminates. ECDSA P-256 keys from node's webcrypto; the keys never leave this process. Tests use
+ * the same code for the fake upstreams' CA.
+ */
+
+const ALGORITHM = { name: 'ECDSA', namedCurve: 'P-256', hash: 'SHA-256' } as const;
+/**
+ * Node's webcrypto, passed to every call instead of set as the library's global provider. The
+ * library is typed against the DOM's Crypto, which node's implements; `never` bridges the types.
+ */
+const PROVIDER = webcrypto as never;
+const HOUR_MS = 3_600_000;
+const DAY_MS = 24 * HOUR_MS;
+
+export interface IssuedCertificate {
+  readonly certPem: string;
+  readonly keyPem: string;
+}
+
+export interface CertificateAuthority {
+  readonly certPem: string;
+  /** A server certificate for `host` (DNS name or IP), signed by this CA; cached per host. */
+  issue(host: string): Promise<IssuedCertificate>;
+}
+
+export interface CreateCaOptions {
+  /** Subject common name of the CA, e.g. `agentbox box-0123456789 egress CA`. */
+  readonly commonName: string;
+  /** CA lifetime (default 365 days); leaves live 30 days at most and never past the CA. */
+  readonly validityDays?: number;
+  readonly now?: () => Date;
+}
+
+function serialNumber(): string {
+  const bytes = randomBytes(16);
+  bytes[0] = bytes[0]! & 0x7f; // positive INTEGER
+  return bytes.toString('hex');
+}
+
+function keyPem(key: webcrypto.CryptoKey): string {
+  return KeyObject.from(key).export({ type: 'pkcs8', format: 'pem' }).toString();
+}
+
+function escapeDn(value: string): string {
+  return value.replace(/([,+"\\<>;=])/g, '\\$1');
+}
+
+export async function createCertificateAuthority(options: CreateCaOptions): Promise<CertificateAuthority> {
+  const now = options.now?.() ?? new Date();
+  const notBefore = new Date(now.getTime() - HOUR_MS); // tolerate a guest clock slightly behind
+  const notAfter = new Date(now.getTime() + (options.validityDays ?? 365) * DAY_MS);
+  const caKeys = await webcrypto.subtle.generateKey(ALGORITHM, false, ['sign', 'verify']);
+  const caCert = await x509.X509CertificateGenerator.createSelfSigned(
+    {
+      serialNumber: serialNumber(),
+      name: `CN=${escapeDn(options.commonName)}`,
+      notBefore,
+      notAfter,
+      signingAlgorithm: ALGORITHM,
+      keys: caKeys,
+      extensions: [
+        new x509.BasicConstraintsExtension(true, 0, true),
+        new x509.KeyUsagesExtension(x509.KeyUsageFlags.keyCertSign | x509.KeyUsageFlags.cRLSign, true),
+        await x509.SubjectKeyIdentifierExtension.create(caKeys.publicKey, false, PROVIDER),
+      ],
+    },
+    PROVIDER,
+  );
+  // One leaf key per CA: every host's certificate shares it, so issuing costs one signature.
+  const leafKeys = await webcrypto.subtle.generateKey(ALGORITHM, true, ['sign', 'verify']);
+  const leafKeyPem = keyPem(leafKeys.privateKey);
+  const cache = new Map<string, Promise<IssuedCertificate>>();
+
+  const issueUncached = async (host: string): Promise<IssuedCertificate> => {
+    const issuedAt = options.now?.() ?? new Date();
+    const leafNotAfter = new Date(Math.min(issuedAt.getTime() + 30 * DAY_MS, notAfter.getTime()));
+    const isIp = /^[0-9.]+$/.test(host) || host.includes(':');
+    const cert = await x509.X509CertificateGenerator.create(
+      {
+        serialNumber: serialNumber(),
+        subject: `CN=${escapeDn(host)}`,
+        issuer: caCert.subject,
+        notBefore: new Date(issuedAt.getTime() - HOUR_MS),
+        notAfter: leafNotAfter,
+        signingAlgorithm: ALGORITHM,
+        publicKey: leafKeys.publicKey,
+        signingKey: caKeys.privateKey,
+        extensions: [
+          new x509.BasicConstraintsExtension(false, undefined, true),
+          new x509.KeyUsagesExtension(x509.KeyUsageFlags.digitalSignature, true),
+          new x509.ExtendedKeyUsageExtension([x509.ExtendedKeyUsage.serverAuth], false),
+          new x509.SubjectAlternativeNameExtension([{ type: isIp ? 'ip' : 'dns', value: host }], false),
+          await x509.AuthorityKeyIdentifierExtension.create(caCert, false, PROVIDER),
+        ],
+      },
+      PROVIDER,
+    );
+    return { certPem: cert.toString('pem'), keyPem: leafKeyPem };
+  };
+
+  return {
+    certPem: caCert.toString('pem'),
+    issue(host: string): Promise<IssuedCertificate> {
+      let pending = cache.get(host);
+      if (pending === undefined) {
+        pending = issueUncached(host);
+        cache.set(host, pending);
+        pending.catch(() => cache.delete(host));
+      }
+      return pending;
+    },
+  };
+}

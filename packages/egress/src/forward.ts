@@ -1,0 +1,150 @@
+import http, { type IncomingMessage, type OutgoingHttpHeaders, type ServerResponse } from 'node:http';
+import https from 'node:https';
+import net from 'node:net';
+import type { EgressAuditRecord } from '@agentbox/protocol';
+import { PlaceholderSpotter, ReplaceTransform } from './body-scan.js';
+import { auditPath, endToEndHeaders, respondFailed } from './http-util.js';
+import type { HeaderMap } from './placeholders.js';
+import { describeNetError, pinnedLookup, type ConnectTarget } from './upstream.js';
+
+/**
+ * Sends one HTTP request the policy allowed to its destination and streams the answer back: plain
+ * HTTP for absolute-URI proxy requests, HTTPS (certificate verified) for requests inside TLS the
+ * gateway terminated. Writes one audit record when the exchange ends, with byte counts.
+ */
+
+export interface ForwardDeps {
+  readonly boxId: string;
+  readonly record: (record: EgressAuditRecord) => void;
+  readonly now: () => Date;
+  readonly httpAgent: http.Agent;
+  readonly httpsAgent: https.Agent;
+}
+
+export interface ForwardPlan {
+  readonly scheme: 'http' | 'https';
+  readonly target: ConnectTarget;
+  /** Request target sent upstream (origin-form). */
+  readonly path: string;
+  /** End-to-end headers after injection, Host included. */
+  readonly headers: HeaderMap;
+  /** [real, shown] pairs replaced in the response (values injected on this request). */
+  readonly scrub: ReadonlyArray<readonly [string, string]>;
+  readonly injected: readonly string[];
+  /** A placeholder was already seen in the URL or headers. */
+  readonly leak: boolean;
+  readonly mode: 'http' | 'intercept';
+}
+
+function scrubHeaders(
+  headers: HeaderMap,
+  scrub: ReadonlyArray<readonly [string, string]>,
+): OutgoingHttpHeaders {
+  const out: OutgoingHttpHeaders = {};
+  const fix = (value: string): string =>
+    scrub.reduce((acc, [real, shown]) => (real.length > 0 ? acc.split(real).join(shown) : acc), value);
+  for (const [name, value] of Object.entries(headers)) {
+    if (value === undefined) continue;
+    out[name] = Array.isArray(value) ? value.map(fix) : fix(value);
+  }
+  return out;
+}
+
+export function forwardRequest(
+  req: IncomingMessage,
+  res: ServerResponse,
+  plan: ForwardPlan,
+  deps: ForwardDeps,
+): void {
+  const startedAt = deps.now();
+  const method = req.method ?? 'GET';
+  const spotter = new PlaceholderSpotter();
+  let bytesUp = 0;
+  let bytesDown = 0;
+  let failure: string | undefined;
+  let recorded = false;
+
+  const finish = (): void => {
+    if (recorded) return;
+    recorded = true;
+    deps.record({
+      boxId: deps.boxId,
+      ts: startedAt.toISOString(),
+      host: plan.target.host,
+      port: plan.target.port,
+      method,
+      path: auditPath(plan.path),
+      mode: plan.mode,
+      decision: failure === undefined ? 'allow' : 'error',
+      code: failure === undefined ? 'allowed' : 'upstream_failed',
+      reason:
+        failure === undefined
+          ? `${plan.target.host} is allowed${plan.injected.length > 0 ? '; credentials injected' : ''}`
+          : failure,
+      bytesUp,
+      bytesDown,
+      placeholderLeak: plan.leak || spotter.found,
+      ...(plan.injected.length > 0 ? { injected: [...plan.injected] } : {}),
+    });
+  };
+
+  const address = plan.target.addresses[0]!;
+  const isName = net.isIP(plan.target.host) === 0;
+  const options: https.RequestOptions = {
+    host: plan.target.host,
+    port: plan.target.connectPort,
+    method,
+    path: plan.path,
+    headers: plan.headers,
+    lookup: pinnedLookup(address),
+    agent: plan.scheme === 'https' ? deps.httpsAgent : deps.httpAgent,
+    ...(plan.scheme === 'https' && isName ? { servername: plan.target.host } : {}),
+  };
+  const upstream = plan.scheme === 'https' ? https.request(options) : http.request(options);
+
+  upstream.on('response', (upRes) => {
+    const headers = endToEndHeaders(upRes.headers);
+    const scrubbing = plan.scrub.length > 0;
+    const hasBody = method !== 'HEAD' && upRes.statusCode !== 204 && upRes.statusCode !== 304;
+    // A scrubbed body can change length, so it goes out chunked.
+    if (scrubbing && hasBody) delete headers['content-length'];
+    res.writeHead(upRes.statusCode ?? 502, upRes.statusMessage, scrubHeaders(headers, plan.scrub));
+    upRes.on('data', (chunk: Buffer) => {
+      bytesDown += chunk.length;
+    });
+    const body = scrubbing ? upRes.pipe(new ReplaceTransform(plan.scrub)) : upRes;
+    body.pipe(res);
+    upRes.on('error', () => res.destroy());
+  });
+
+  upstream.on('error', (err) => {
+    failure = `upstream ${plan.target.host}:${plan.target.port} failed: ${describeNetError(err)}`;
+    if (!res.headersSent) respondFailed(res, 'upstream_failed', failure);
+    else res.destroy();
+  });
+
+  req.on('data', (chunk: Buffer) => {
+    bytesUp += chunk.length;
+    spotter.push(chunk);
+  });
+  req.pipe(upstream);
+
+  res.on('close', () => {
+    // The guest went away (or the exchange completed): release the upstream side either way.
+    if (!res.writableFinished) upstream.destroy();
+    finish();
+  });
+}
+
+/** Reads a whole request or response body, refusing more than `limit` bytes. */
+export async function readBody(stream: NodeJS.ReadableStream, limit: number): Promise<Buffer> {
+  const chunks: Buffer[] = [];
+  let size = 0;
+  for await (const chunk of stream) {
+    const buf = Buffer.isBuffer(chunk) ? chunk : Buffer.from(chunk);
+    size += buf.length;
+    if (size > limit) throw new Error(`body larger than ${limit} bytes`);
+    chunks.push(buf);
+  }
+  return Buffer.concat(chunks);
+}

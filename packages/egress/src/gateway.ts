@@ -1,0 +1,204 @@
+import os from 'node:os';
+import type { Duplex } from 'node:stream';
+import {
+  AgentboxError,
+  SecretInjectionRuleSchema,
+  type EgressAuditRecord,
+  type EgressPolicyInput,
+  type SecretInjectionRule,
+} from '@agentbox/protocol';
+import { hostAddressKeys } from './address-policy.js';
+import { NULL_AUDIT_SINK, type AuditSink } from './audit.js';
+import { BoxSession } from './box-session.js';
+import { createCertificateAuthority } from './ca.js';
+import { PlaceholderRegistry } from './placeholders.js';
+import { compilePolicy, DEFAULT_INJECTION_RULES, type SecretInjectionRuleInput } from './policy.js';
+import { SecretStore } from './secrets.js';
+import { systemLookup, type LookupFn } from './upstream.js';
+
+/**
+ * The host's egress gateway: one per host process, one session per box. The VM channel hands each
+ * guest proxy connection over as a Duplex (handleConnection); everything the box reaches goes
+ * through policy, DNS pinning, and (for credential hosts) TLS termination and injection here.
+ */
+
+export interface EgressGatewayOptions {
+  /** Host-side secrets; default an empty store. */
+  readonly secrets?: SecretStore;
+  /** Where each secret may be injected; default DEFAULT_INJECTION_RULES. */
+  readonly rules?: readonly SecretInjectionRuleInput[];
+  /** Receives every decision; default discards. */
+  readonly audit?: AuditSink;
+  /** DNS resolution (all addresses); default dns.promises.lookup. Tests inject rebinding here. */
+  readonly lookup?: LookupFn;
+  /** Canonical keys of the host's own addresses; default from os.networkInterfaces(), per connection. */
+  readonly hostAddresses?: () => Iterable<string>;
+  /** Extra CA certificates (PEM) trusted for upstream TLS, on top of the system roots (tests). */
+  readonly upstreamCaPem?: string | readonly string[];
+  /**
+   * Accept a policy's `upstreams` map. Tests only: a map can point a name at any address, so a
+   * daemon that takes policies from API callers must leave this off (openBox then refuses it).
+   */
+  readonly allowUpstreamMap?: boolean;
+  readonly connectTimeoutMs?: number;
+  readonly dnsTimeoutMs?: number;
+  /** Validity of each box CA; default 365 days. */
+  readonly caValidityDays?: number;
+  readonly now?: () => Date;
+  /** Called when the audit sink throws (value-free context). */
+  readonly onError?: (err: unknown, context: string) => void;
+}
+
+export interface OpenBoxOptions {
+  readonly boxId: string;
+  readonly policy: EgressPolicyInput;
+  /** Secret names this box gets placeholders for; default every stored secret that has a rule. */
+  readonly secrets?: readonly string[];
+}
+
+export interface EgressBox {
+  readonly boxId: string;
+  /** PEM of the box CA; install in the guest (system store, NODE_EXTRA_CA_CERTS, SSL_CERT_FILE, git). */
+  readonly caCertPem: string;
+  /** Environment for the box: secret name → placeholder. */
+  readonly env: Readonly<Record<string, string>>;
+  /** Secret name → placeholder (same as env). */
+  readonly placeholders: ReadonlyMap<string, string>;
+  /** One guest proxy connection: HTTP proxy protocol (CONNECT, absolute-URI HTTP) as raw bytes. */
+  handleConnection(stream: Duplex): void;
+  /** Replaces the policy for new connections and requests (same validation as openBox). */
+  updatePolicy(policy: EgressPolicyInput): void;
+  /** Cuts every live connection of the box and forgets its placeholders. */
+  close(): Promise<void>;
+}
+
+export interface EgressGateway {
+  readonly secrets: SecretStore;
+  openBox(options: OpenBoxOptions): Promise<EgressBox>;
+  /** The open box with that id. */
+  box(boxId: string): EgressBox | undefined;
+  /** Closes every open box. */
+  close(): Promise<void>;
+}
+
+function parseRules(rules: readonly SecretInjectionRuleInput[]): SecretInjectionRule[] {
+  return rules.map((rule, i) => {
+    const result = SecretInjectionRuleSchema.safeParse(rule);
+    if (!result.success) {
+      throw new AgentboxError(
+        'invalid_request',
+        `injection rule ${i} is invalid: ${result.error.issues[0]?.message}`,
+      );
+    }
+    return result.data;
+  });
+}
+
+/** Rules that apply to a box holding `held`: its secrets' rules and the access rules OAuth refresh feeds. */
+function rulesForSecrets(
+  rules: readonly SecretInjectionRule[],
+  held: ReadonlySet<string>,
+): SecretInjectionRule[] {
+  const names = new Set(held);
+  for (const rule of rules) {
+    if (held.has(rule.secret) && rule.inject.type === 'oauth_refresh') names.add(rule.inject.accessSecret);
+  }
+  return rules.filter((rule) => names.has(rule.secret));
+}
+
+export function createEgressGateway(options: EgressGatewayOptions = {}): EgressGateway {
+  const secrets = options.secrets ?? new SecretStore();
+  const rules = parseRules(options.rules ?? DEFAULT_INJECTION_RULES);
+  const audit = options.audit ?? NULL_AUDIT_SINK;
+  const now = options.now ?? (() => new Date());
+  const hostAddresses =
+    options.hostAddresses === undefined
+      ? () => hostAddressKeys(os.networkInterfaces())
+      : () => new Set(options.hostAddresses!());
+  const upstreamCa =
+    options.upstreamCaPem === undefined
+      ? undefined
+      : typeof options.upstreamCaPem === 'string'
+        ? [options.upstreamCaPem]
+        : [...options.upstreamCaPem];
+  const boxes = new Map<string, { box: EgressBox; session: BoxSession }>();
+
+  const record = (entry: EgressAuditRecord): void => {
+    try {
+      audit.record(entry);
+    } catch (err) {
+      options.onError?.(err, 'egress audit sink failed');
+    }
+  };
+
+  const compileFor = (boxId: string, policy: EgressPolicyInput, boxRules: readonly SecretInjectionRule[]) => {
+    const compiled = compilePolicy(policy, { rules: boxRules });
+    if (compiled.upstreams.size > 0 && options.allowUpstreamMap !== true) {
+      throw new AgentboxError(
+        'invalid_request',
+        `the egress policy of ${boxId} sets upstreams, which this gateway does not accept (tests only)`,
+      );
+    }
+    return compiled;
+  };
+
+  return {
+    secrets,
+    box: (boxId) => boxes.get(boxId)?.box,
+    async openBox(open: OpenBoxOptions): Promise<EgressBox> {
+      if (boxes.has(open.boxId)) {
+        throw new AgentboxError('invalid_state', `box ${open.boxId} already has an egress session`);
+      }
+      const wanted =
+        open.secrets ?? secrets.names().filter((name) => rules.some((rule) => rule.secret === name));
+      const missing = wanted.filter((name) => !secrets.has(name));
+      if (missing.length > 0) {
+        throw new AgentboxError('invalid_request', `no such secret: ${missing.join(', ')}`, {
+          details: { secrets: missing },
+        });
+      }
+      const held = new Set(wanted);
+      const boxRules = rulesForSecrets(rules, held);
+      const compiled = compileFor(open.boxId, open.policy, boxRules);
+      const ca = await createCertificateAuthority({
+        commonName: `agentbox ${open.boxId} egress CA`,
+        ...(options.caValidityDays === undefined ? {} : { validityDays: options.caValidityDays }),
+        now,
+      });
+      const registry = new PlaceholderRegistry(secrets);
+      const env: Record<string, string> = {};
+      for (const name of [...held].sort()) env[name] = registry.issue(name);
+      const session = new BoxSession({
+        boxId: open.boxId,
+        policy: compiled,
+        registry,
+        store: secrets,
+        ca,
+        lookup: options.lookup ?? systemLookup,
+        hostAddresses,
+        record,
+        now,
+        upstreamCa,
+        connectTimeoutMs: options.connectTimeoutMs ?? 10_000,
+        dnsTimeoutMs: options.dnsTimeoutMs ?? 5_000,
+      });
+      const box: EgressBox = {
+        boxId: open.boxId,
+        caCertPem: ca.certPem,
+        env: Object.freeze(env),
+        placeholders: new Map(Object.entries(env)),
+        handleConnection: (stream) => session.handleConnection(stream),
+        updatePolicy: (policy) => session.setPolicy(compileFor(open.boxId, policy, boxRules)),
+        close: async () => {
+          boxes.delete(open.boxId);
+          await session.close();
+        },
+      };
+      boxes.set(open.boxId, { box, session });
+      return box;
+    },
+    async close(): Promise<void> {
+      await Promise.all([...boxes.values()].map(({ box }) => box.close()));
+    },
+  };
+}

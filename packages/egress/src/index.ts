@@ -1,0 +1,47 @@
+export {
+  createEgressGateway,
+  type EgressGateway,
+  type EgressGatewayOptions,
+  type EgressBox,
+  type OpenBoxOptions,
+} from './gateway.js';
+export { decide, type EgressDecision, type EgressRequest, type EgressStage } from './decide.js';
+export {
+  compilePolicy,
+  rulesForHost,
+  DEFAULT_INJECTION_RULES,
+  type CompiledPolicy,
+  type CompilePolicyOptions,
+  type SecretInjectionRuleInput,
+  type UpstreamAddress,
+} from './policy.js';
+export {
+  checkAddress,
+  classifyAddress,
+  normalizeIp,
+  parseAddress,
+  hostAddressKeys,
+  ALWAYS_DENIED_CLASSES,
+  LAN_CLASSES,
+  type AddressClass,
+  type AddressRules,
+  type AddressVerdict,
+} from './address-policy.js';
+export {
+  githubRepoOfRequest,
+  repoFromGitUrl,
+  isGitHubHost,
+  GITHUB_HOSTS,
+  type GitHubPathResult,
+} from './github-paths.js';
+export { SecretStore, SECRET_ENV_PREFIX, type SecretChangeListener } from './secrets.js';
+export { PLACEHOLDER_PREFIX, findPlaceholders } from './placeholders.js';
+export { MemoryAuditSink, NULL_AUDIT_SINK, type AuditSink } from './audit.js';
+export {
+  createCertificateAuthority,
+  type CertificateAuthority,
+  type CreateCaOptions,
+  type IssuedCertificate,
+} from './ca.js';
+export { DENY_HEADER, ERROR_HEADER } from './http-util.js';
+export { systemLookup, type LookupFn } from './upstream.js';

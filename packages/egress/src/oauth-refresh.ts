@@ -1,0 +1,176 @@
+import https from 'node:https';
+import type { IncomingMessage, OutgoingHttpHeaders, ServerResponse } from 'node:http';
+import type { SecretInjectionRule } from '@agentbox/protocol';
+import { readBody, type ForwardDeps } from './forward.js';
+import { auditPath, endToEndHeaders, respondFailed } from './http-util.js';
+import { findPlaceholders, type PlaceholderRegistry } from './placeholders.js';
+import type { SecretStore } from './secrets.js';
+import { describeNetError, pinnedLookup, type ConnectTarget } from './upstream.js';
+
+/**
+ * OAuth refresh on the host (Claude's subscription login). The box holds only a placeholder for
+ * the refresh token; its POST to the token endpoint is completed here with the real refresh
+ * token, and the answer is rewritten so the box gets a fresh placeholder for the new access token
+ * (valid for this box only) and keeps its refresh placeholder, which now stands for the rotated
+ * refresh token in the host store.
+ */
+
+type OAuthRule = SecretInjectionRule & { inject: { type: 'oauth_refresh' } };
+
+export function isOAuthRule(rule: SecretInjectionRule): rule is OAuthRule {
+  return rule.inject.type === 'oauth_refresh';
+}
+
+const REQUEST_LIMIT = 64 * 1024;
+const RESPONSE_LIMIT = 1024 * 1024;
+
+export interface OAuthRefreshDeps extends ForwardDeps {
+  readonly registry: PlaceholderRegistry;
+  readonly store: SecretStore;
+}
+
+type Form = { kind: 'json'; data: Record<string, unknown> } | { kind: 'form'; data: URLSearchParams };
+
+function parseForm(body: Buffer, contentType: string): Form | undefined {
+  try {
+    if (contentType.includes('application/json')) {
+      const data: unknown = JSON.parse(body.toString('utf8'));
+      return typeof data === 'object' && data !== null && !Array.isArray(data)
+        ? { kind: 'json', data: data as Record<string, unknown> }
+        : undefined;
+    }
+    if (contentType.includes('application/x-www-form-urlencoded')) {
+      return { kind: 'form', data: new URLSearchParams(body.toString('utf8')) };
+    }
+  } catch {
+    return undefined;
+  }
+  return undefined;
+}
+
+function field(form: Form, name: string): string | undefined {
+  const value = form.kind === 'json' ? form.data[name] : form.data.get(name);
+  return typeof value === 'string' ? value : undefined;
+}
+
+function withField(form: Form, name: string, value: string): Buffer {
+  if (form.kind === 'json') return Buffer.from(JSON.stringify({ ...form.data, [name]: value }));
+  const copy = new URLSearchParams(form.data);
+  copy.set(name, value);
+  return Buffer.from(copy.toString());
+}
+
+function send(
+  target: ConnectTarget,
+  req: IncomingMessage,
+  body: Buffer,
+  deps: ForwardDeps,
+): Promise<{ status: number; headers: OutgoingHttpHeaders; body: Buffer }> {
+  const headers = endToEndHeaders(req.headers) as OutgoingHttpHeaders;
+  headers['content-length'] = body.length;
+  headers['accept-encoding'] = 'identity'; // the answer is rewritten, so it must be readable
+  return new Promise((resolve, reject) => {
+    const upstream = https.request({
+      host: target.host,
+      port: target.connectPort,
+      servername: target.host,
+      method: req.method,
+      path: req.url,
+      headers,
+      lookup: pinnedLookup(target.addresses[0]!),
+      agent: deps.httpsAgent,
+    });
+    upstream.on('error', reject);
+    upstream.on('response', (upRes) => {
+      readBody(upRes, RESPONSE_LIMIT).then(
+        (data) =>
+          resolve({ status: upRes.statusCode ?? 502, headers: endToEndHeaders(upRes.headers), body: data }),
+        reject,
+      );
+    });
+    upstream.end(body);
+  });
+}
+
+/** Handles a request to an oauth_refresh rule's token endpoint. Resolves when the answer is sent. */
+export async function answerOAuthRefresh(
+  req: IncomingMessage,
+  res: ServerResponse,
+  rule: OAuthRule,
+  target: ConnectTarget,
+  deps: OAuthRefreshDeps,
+): Promise<void> {
+  const startedAt = deps.now();
+  let injected = false;
+  let leak = false;
+  let failure: string | undefined;
+  let bytesUp = 0;
+  let bytesDown = 0;
+  const reveals: Array<[string, string]> = [];
+  try {
+    const body = await readBody(req, REQUEST_LIMIT);
+    bytesUp = body.length;
+    const form = parseForm(body, String(req.headers['content-type'] ?? ''));
+    const presented = form === undefined ? undefined : field(form, 'refresh_token');
+    const owned = presented !== undefined && deps.registry.secretOf(presented) === rule.secret;
+    const realRefresh = owned ? deps.registry.realValue(presented) : undefined;
+    let outgoing = body;
+    if (form !== undefined && field(form, 'grant_type') === 'refresh_token' && realRefresh !== undefined) {
+      outgoing = withField(form, 'refresh_token', realRefresh);
+      reveals.push([realRefresh, presented!]);
+      injected = true;
+    }
+    leak = findPlaceholders(body.toString('latin1')).some((p) => !(injected && p === presented));
+    const answer = await send(target, req, outgoing, deps);
+    bytesDown = answer.body.length;
+    let out = answer.body;
+    const answerForm =
+      injected && answer.status >= 200 && answer.status < 300
+        ? parseForm(answer.body, String(answer.headers['content-type'] ?? ''))
+        : undefined;
+    if (answerForm?.kind === 'json') {
+      const data = { ...answerForm.data };
+      const access = typeof data.access_token === 'string' ? data.access_token : undefined;
+      const rotated = typeof data.refresh_token === 'string' ? data.refresh_token : undefined;
+      if (access !== undefined) {
+        data.access_token = deps.registry.mint(rule.inject.accessSecret, access);
+        reveals.push([access, String(data.access_token)]);
+      }
+      if (rotated !== undefined) {
+        // The old refresh token is spent: every box's refresh placeholder now stands for the new one.
+        deps.store.set(rule.secret, rotated);
+        data.refresh_token = presented;
+        reveals.push([rotated, presented!]);
+      }
+      out = Buffer.from(JSON.stringify(data));
+    }
+    // Whatever the answer, no real value the host sent or received goes back to the box.
+    let text = out.toString('utf8');
+    for (const [real, shown] of reveals) text = text.split(real).join(shown);
+    out = Buffer.from(text);
+    answer.headers['content-length'] = out.length;
+    delete answer.headers['content-encoding'];
+    res.writeHead(answer.status, answer.headers);
+    res.end(out);
+  } catch (err) {
+    failure = `OAuth refresh via ${target.host} failed: ${describeNetError(err)}`;
+    respondFailed(res, 'oauth_refresh_failed', failure);
+  } finally {
+    deps.record({
+      boxId: deps.boxId,
+      ts: startedAt.toISOString(),
+      host: target.host,
+      port: target.port,
+      method: req.method ?? 'POST',
+      path: auditPath(req.url ?? '/'),
+      mode: 'intercept',
+      decision: failure === undefined ? 'allow' : 'error',
+      code: failure === undefined ? 'allowed' : 'oauth_refresh_failed',
+      reason: failure ?? (injected ? 'OAuth refresh answered on the host' : `${target.host} is allowed`),
+      bytesUp,
+      bytesDown,
+      placeholderLeak: leak,
+      ...(injected ? { injected: [rule.secret] } : {}),
+    });
+  }
+}
