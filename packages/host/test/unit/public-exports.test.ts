@@ -1,0 +1,32 @@
+import { describe, expect, it } from 'vitest';
+import * as host from '../../src/index.js';
+
+describe('@agentbox/host public surface', () => {
+  it('exports exactly these runtime names', () => {
+    expect(Object.keys(host).sort()).toEqual([
+      'AGENTBOX_VERSION',
+      'DB_FILE',
+      'DEFAULT_BOX_RESOURCES',
+      'DEFAULT_MAX_BOXES',
+      'GUEST_ENV_FILE',
+      'GUEST_LAYOUT',
+      'LIVE_STATES',
+      'MIGRATIONS',
+      'REAP_INTERVAL_MS',
+      'SHUTDOWN_GRACE_MS',
+      'WORKSPACE',
+      'boxPath',
+      'buildOpenApi',
+      'createBoxService',
+      'createBoxStore',
+      'createHost',
+      'createKeyStore',
+      'createLogger',
+      'hashKey',
+      'migrate',
+      'openDatabase',
+      'schemaVersion',
+      'workspaceFile',
+    ]);
+  });
+});
