@@ -1,9 +1,13 @@
 import fs from 'node:fs';
+import os from 'node:os';
+import path from 'node:path';
 import { describe, expect, it } from 'vitest';
 import { fakeHost } from '../helpers/fake-host.js';
 
 describe('graceful shutdown', () => {
   it('lets a running stream finish, refuses new work, and leaves the boxes recorded', async () => {
+    const fakeDirs = () => new Set(fs.readdirSync(os.tmpdir()).filter((d) => d.startsWith('agentbox-fake-')));
+    const before = fakeDirs();
     const h = await fakeHost();
     const id = (await h.admin_({ method: 'POST', url: '/v1/boxes', payload: {} })).json<{ id: string }>().id;
     const vmPid = h.host.store.get(id)!.pid!;
@@ -33,5 +37,8 @@ describe('graceful shutdown', () => {
     // This test's fake VM is a child of the test process; end it.
     process.kill(vmPid, 'SIGKILL');
     fs.rmSync(h.dataDir, { recursive: true, force: true });
+    for (const dir of fakeDirs()) {
+      if (!before.has(dir)) fs.rmSync(path.join(os.tmpdir(), dir), { recursive: true, force: true });
+    }
   });
 });
