@@ -45,3 +45,4 @@ export {
 } from './ca.js';
 export { DENY_HEADER, ERROR_HEADER } from './http-util.js';
 export { systemLookup, type LookupFn } from './upstream.js';
+export { benchEgress, type EgressBenchOptions, type EgressBenchResult } from './bench.js';

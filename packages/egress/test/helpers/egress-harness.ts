@@ -255,8 +255,9 @@ export interface HttpsOptions {
 /** CONNECT, then TLS with the given SNI, then one HTTP request with the given Host header. */
 export async function proxyHttps(proxyPort: number, host: string, path: string, options: HttpsOptions) {
   const tunnel = await connect(proxyPort, options.authority ?? `${host}:443`);
-  if (tunnel.socket === undefined)
-    return { status: tunnel.status, headers: tunnel.headers, body: tunnel.body };
+  if (tunnel.socket === undefined) {
+    return { status: tunnel.status, headers: tunnel.headers, body: tunnel.body, peerCertIssuer: '' };
+  }
   const servername = options.servername ?? host;
   const secure = await new Promise<tls.TLSSocket>((resolve, reject) => {
     const s = tls.connect({

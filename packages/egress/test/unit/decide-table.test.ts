@@ -419,7 +419,7 @@ describe('decide(): the table', () => {
       rules: row.rules === true ? DEFAULT_INJECTION_RULES : [],
       hostAddresses: row.hostAddresses ?? [],
     });
-    const request = { stage: 'connect', port: 443, ...row.request };
+    const request: EgressRequest = { stage: 'connect' as const, port: 443, ...row.request };
     const decision = decide(request, policy);
     expect(decision.code).toBe(row.code);
     expect(decision.action).toBe(row.code === 'allowed' ? 'allow' : 'deny');

@@ -210,12 +210,12 @@ describe('plain-HTTP refusals', () => {
 });
 
 describe('refusals inside terminated TLS', () => {
-  const ca = (): string[] => [h.box.caCertPem];
+  const boxCa = (): string[] => [h.box.caCertPem];
 
   it('SNI naming another host than the CONNECT target → sni_mismatch', async () => {
     const before = secure.seen.length;
     const r = await proxyHttps(h.proxyPort, 'api.anthropic.com', '/v1/messages', {
-      ca: ca(),
+      ca: boxCa(),
       servername: 'allowed.test',
       hostHeader: 'allowed.test',
       skipNameCheck: true,
@@ -227,7 +227,7 @@ describe('refusals inside terminated TLS', () => {
 
   it('Host header naming another host (domain fronting) → sni_mismatch', async () => {
     const r = await proxyHttps(h.proxyPort, 'api.anthropic.com', '/v1/messages', {
-      ca: ca(),
+      ca: boxCa(),
       hostHeader: 'evil.test',
     });
     expect(r.status).toBe(403);
@@ -236,7 +236,7 @@ describe('refusals inside terminated TLS', () => {
 
   it('no SNI at all → sni_mismatch', async () => {
     const r = await proxyHttps(h.proxyPort, 'api.anthropic.com', '/v1/messages', {
-      ca: ca(),
+      ca: boxCa(),
       servername: '',
       skipNameCheck: true,
     });
@@ -249,7 +249,7 @@ describe('refusals inside terminated TLS', () => {
       'github.com',
       '/acme/secret.git/info/refs?service=git-upload-pack',
       {
-        ca: ca(),
+        ca: boxCa(),
       },
     );
     expect(r.status).toBe(403);
@@ -258,7 +258,7 @@ describe('refusals inside terminated TLS', () => {
 
   it('GitHub: API outside the listed repository, and a dot-segment escape → github_repo_not_allowed', async () => {
     for (const p of ['/user', '/repos/acme/widgets/../../other/repo/issues', '/graphql']) {
-      const r = await proxyHttps(h.proxyPort, 'api.github.com', p, { ca: ca() });
+      const r = await proxyHttps(h.proxyPort, 'api.github.com', p, { ca: boxCa() });
       expect(r.headers['x-agentbox-deny']).toBe('github_repo_not_allowed');
     }
   });
@@ -269,12 +269,12 @@ describe('refusals inside terminated TLS', () => {
       'github.com',
       '/Acme/Widgets.git/info/refs?service=git-upload-pack',
       {
-        ca: ca(),
+        ca: boxCa(),
       },
     );
     expect(r.status).toBe(200);
     expect(secure.seen.at(-1)?.url).toBe('/Acme/Widgets.git/info/refs?service=git-upload-pack');
-    const api = await proxyHttps(h.proxyPort, 'api.github.com', '/repos/acme/widgets/pulls', { ca: ca() });
+    const api = await proxyHttps(h.proxyPort, 'api.github.com', '/repos/acme/widgets/pulls', { ca: boxCa() });
     expect(api.status).toBe(200);
   });
 

@@ -1,0 +1,36 @@
+import { describe, expect, it } from 'vitest';
+import * as egress from '../../src/index.js';
+
+describe('@agentbox/egress public surface', () => {
+  it('exports exactly these runtime names', () => {
+    expect(Object.keys(egress).sort()).toEqual([
+      'ALWAYS_DENIED_CLASSES',
+      'DEFAULT_INJECTION_RULES',
+      'DENY_HEADER',
+      'ERROR_HEADER',
+      'GITHUB_HOSTS',
+      'LAN_CLASSES',
+      'MemoryAuditSink',
+      'NULL_AUDIT_SINK',
+      'PLACEHOLDER_PREFIX',
+      'SECRET_ENV_PREFIX',
+      'SecretStore',
+      'benchEgress',
+      'checkAddress',
+      'classifyAddress',
+      'compilePolicy',
+      'createCertificateAuthority',
+      'createEgressGateway',
+      'decide',
+      'findPlaceholders',
+      'githubRepoOfRequest',
+      'hostAddressKeys',
+      'isGitHubHost',
+      'normalizeIp',
+      'parseAddress',
+      'repoFromGitUrl',
+      'rulesForHost',
+      'systemLookup',
+    ]);
+  });
+});
