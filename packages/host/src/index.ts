@@ -32,3 +32,10 @@ export {
 } from './services/box-service.js';
 export { workspaceFile, boxPath, WORKSPACE } from './services/paths.js';
 export { createLogger } from './logger.js';
+export {
+  attachEgress,
+  egressEnv,
+  GUEST_CA_PATH,
+  GUEST_CA_BUNDLE,
+  type EgressBoxSession,
+} from './services/box-egress.js';

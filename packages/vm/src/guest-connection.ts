@@ -73,6 +73,7 @@ export class GuestConnection {
   private helloWaiters: { resolve: (h: Hello) => void; reject: (e: Error) => void }[] = [];
   private closedError: AgentboxError | undefined;
   private egressHandler: EgressHandler | undefined;
+  private configuredEnv: Record<string, string> | undefined;
 
   constructor(private readonly options: GuestConnectionOptions = {}) {
     this.mux = this.newMux();
@@ -168,10 +169,14 @@ export class GuestConnection {
       this.resetCalls(error);
       return;
     }
-    if (this.hello && this.hello.agentPid !== hello.agentPid) {
+    const newAgent = this.hello?.agentPid !== hello.agentPid;
+    if (this.hello && newAgent) {
       this.agentRestarted();
     }
     this.hello = hello;
+    if (newAgent && this.configuredEnv) {
+      this.call({ op: 'system.configure', env: this.configuredEnv }).catch(() => undefined);
+    }
     for (const w of this.helloWaiters.splice(0)) w.resolve(hello);
   }
 
@@ -289,8 +294,12 @@ export class GuestConnection {
     return this.call({ op: 'file.remove', path, recursive }).then(() => undefined);
   }
 
-  /** Sets default env for every later exec in the guest (proxy, CA paths, placeholders). */
+  /**
+   * Sets default env for every later exec in the guest (proxy, CA paths, placeholders). It lives in
+   * the agent's memory, so it is sent again whenever a new agent instance says hello.
+   */
   configure(env: Record<string, string>): Promise<void> {
+    this.configuredEnv = { ...this.configuredEnv, ...env };
     return this.call({ op: 'system.configure', env }).then(() => undefined);
   }
 
