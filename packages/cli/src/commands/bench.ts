@@ -1,5 +1,6 @@
 import fs from 'node:fs';
 import { randomBytes } from 'node:crypto';
+import { benchEgress, type EgressBenchResult } from '@agentbox/egress';
 import { DEFAULT_RESOURCES, type Vm } from '@agentbox/vm';
 import { openRuntime, type Runtime } from '../runtime.js';
 
@@ -21,6 +22,8 @@ export interface BenchResult {
   downloadMBps: number;
   /** 100 MiB of stdout through the guest agent. */
   stdoutMBps: number;
+  /** What the egress gateway adds, on loopback (no VM): p50 latencies and throughput. */
+  egress: EgressBenchResult;
   samples: { coldBootMs: number[] };
   image: string;
 }
@@ -167,6 +170,7 @@ export async function bench(log: (line: string) => void): Promise<BenchResult> {
       idleCpuPct: round(idle!.cpuPct, 1),
       downloadMBps: round(TRANSFER_BYTES / MiB / (downloadMs / 1000), 1),
       stdoutMBps: round(TRANSFER_BYTES / MiB / (stdoutMs / 1000), 1),
+      egress: await benchEgress(),
       samples: { coldBootMs: boots.map((b) => round(b, 0)) },
       image: runtime.image.manifest.id,
     };
@@ -185,5 +189,7 @@ export function formatBench(r: BenchResult): string {
     `idleCpuPct     ${r.idleCpuPct}`,
     `downloadMBps   ${r.downloadMBps}`,
     `stdoutMBps     ${r.stdoutMBps}`,
+    `egress         connect p50 +${r.egress.connectLatencyMs.added} ms, request p50 +${r.egress.requestLatencyMs.added} ms, ` +
+      `tunnel ${r.egress.throughputMBps.tunnel} MB/s (direct ${r.egress.throughputMBps.direct})`,
   ].join('\n');
 }
