@@ -79,7 +79,7 @@ describe('the gateway over a plain Duplex (the VM channel shape)', () => {
           const [guestSide, hostSide] = duplexPair();
           box.handleConnection(hostSide);
           const req = http.request({
-            createConnection: () => guestSide as never,
+            createConnection: () => guestSide,
             path,
             headers: { host: 'x' },
           });
