@@ -57,6 +57,7 @@ export interface BoxSessionDeps {
 }
 
 const CONNECT_OK = 'HTTP/1.1 200 Connection Established\r\n\r\n';
+const INTERNAL = 'internal gateway error; refused';
 
 /** A placeholder in the URL or any header of a request that gets no injection: a leak to record. */
 function hasPlaceholder(req: IncomingMessage): boolean {
@@ -88,24 +89,27 @@ export class BoxSession {
       headersTimeout: 60_000,
       keepAliveTimeout: 30_000,
     };
+    // An unexpected exception anywhere below is a refusal (fail closed), never a crash.
+    const refuseOnError = (res: ServerResponse) => () => respondDenied(res, 'policy_error', INTERNAL);
     this.#proxyServer = http.createServer(serverOptions);
-    this.#proxyServer.on(
-      'request',
-      (req: IncomingMessage, res: ServerResponse) => void this.#onProxyRequest(req, res),
-    );
+    this.#proxyServer.on('request', (req: IncomingMessage, res: ServerResponse) => {
+      this.#onProxyRequest(req, res).catch(refuseOnError(res));
+    });
     this.#proxyServer.on('connect', (req: IncomingMessage, socket: Duplex, head: Buffer) => {
-      void this.#onConnect(req, socket, head);
+      this.#onConnect(req, socket, head).catch(() =>
+        writeRawResponse(socket, 403, DENY_HEADER, 'policy_error', INTERNAL),
+      );
     });
     this.#innerServer = http.createServer(serverOptions);
     this.#innerServer.on('request', (req: IncomingMessage, res: ServerResponse) => {
-      void handleInterceptedRequest(this, req, res);
+      handleInterceptedRequest(this, req, res).catch(refuseOnError(res));
+    });
+    this.#innerServer.on('connect', (req: IncomingMessage, socket: Duplex) => {
+      this.#denyRaw(socket, req, 'bad_request', 'CONNECT inside CONNECT');
     });
     for (const server of [this.#proxyServer, this.#innerServer]) {
       server.on('upgrade', (req: IncomingMessage, socket: Duplex) => {
         this.#denyRaw(socket, req, 'bad_request', 'protocol upgrades (WebSocket) are not proxied');
-      });
-      server.on('connect', (req: IncomingMessage, socket: Duplex) => {
-        if (server === this.#innerServer) this.#denyRaw(socket, req, 'bad_request', 'CONNECT inside CONNECT');
       });
       server.on('clientError', (_err: Error, socket: Duplex) => {
         writeRawResponse(socket, 400, DENY_HEADER, 'bad_request', 'malformed HTTP from the box');

@@ -100,7 +100,17 @@ export function forwardRequest(
     agent: plan.scheme === 'https' ? deps.httpsAgent : deps.httpAgent,
     ...(plan.scheme === 'https' && isName ? { servername: plan.target.host } : {}),
   };
-  const upstream = plan.scheme === 'https' ? https.request(options) : http.request(options);
+  let upstream: http.ClientRequest;
+  try {
+    upstream = plan.scheme === 'https' ? https.request(options) : http.request(options);
+  } catch (err) {
+    // e.g. a header value node accepts from a client but refuses to send
+    failure = `cannot send to ${plan.target.host}: ${describeNetError(err)}`;
+    respondFailed(res, 'upstream_failed', failure);
+    req.resume();
+    finish();
+    return;
+  }
 
   upstream.on('response', (upRes) => {
     const headers = endToEndHeaders(upRes.headers);
