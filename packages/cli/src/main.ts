@@ -7,6 +7,7 @@ import { imageBuild, imageShow } from './commands/image.js';
 import { parseEnvPairs, runCommandInBox } from './commands/run.js';
 import { setup } from './commands/setup.js';
 import { keysCreate, keysList, keysRevoke } from './commands/keys.js';
+import { audit } from './commands/audit.js';
 import { serve } from './commands/serve.js';
 
 /** Exit status for agentbox's own failures (as docker does), distinct from the command's codes. */
@@ -180,6 +181,24 @@ export function buildProgram(setExit: (code: number) => void): Command {
     .argument('<id>', 'key id, as `keys list` shows it')
     .option('--data <DIR>', 'state dir (default $AGENTBOX_HOME)')
     .action((id: string, opts: { data?: string }) => setExit(keysRevoke({ id, ...opts })));
+
+  program
+    .command('audit')
+    .description("a box's egress decisions (allowed and denied connections), oldest first")
+    .argument('<box>', 'box id')
+    .option('--data <DIR>', 'state dir of the daemon (default $AGENTBOX_HOME)')
+    .option('--json', 'one JSON record per line', false)
+    .addOption(
+      new Option('--after <SEQ>', 'only records after this sequence number').argParser(
+        intOption('--after', 0, 2 ** 31),
+      ),
+    )
+    .addOption(
+      new Option('--limit <N>', 'at most this many records').argParser(intOption('--limit', 1, 1000)),
+    )
+    .action((box: string, opts: { data?: string; json: boolean; after?: number; limit?: number }) =>
+      setExit(audit({ box, ...opts })),
+    );
 
   return program;
 }

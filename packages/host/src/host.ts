@@ -1,4 +1,5 @@
 import type { FastifyBaseLogger, FastifyInstance } from 'fastify';
+import { createEgressGateway, type EgressGatewayOptions } from '@agentbox/egress';
 import type { Image, VmResources } from '@agentbox/vm';
 import { createApp } from './api/app.js';
 import { buildOpenApi } from './api/openapi.js';
@@ -7,15 +8,18 @@ import { boxRoutes } from './api/routes/box-routes.js';
 import { seedRoutes } from './api/routes/seed-routes.js';
 import { systemRoutes } from './api/routes/system-routes.js';
 import { createMetrics } from './metrics.js';
+import { attachEgress } from './services/box-egress.js';
 import {
   createBoxService,
   type BoxBackend,
+  type BoxEgress,
   type BoxLogger,
   type GuestLayout,
   type ProcessProbe,
 } from './services/box-service.js';
 import { createExecService } from './services/exec-service.js';
 import { createFileService } from './services/file-service.js';
+import { createAuditStore } from './store/audit-store.js';
 import { createBoxStore } from './store/box-store.js';
 import { openDatabase } from './store/db.js';
 import { createKeyStore } from './store/key-store.js';
@@ -43,6 +47,12 @@ export interface HostOptions {
   logger?: FastifyBaseLogger | false;
   validateResponses?: boolean;
   reapIntervalMs?: number;
+  /**
+   * The egress gateway's options; boxes then get a policy, a CA and placeholders. Absent: egress
+   * disabled (every connection from a box gets 403 egress_disabled). The fake driver's unit tests
+   * leave it off: their "guest" is this host, whose trust store must not be touched.
+   */
+  egress?: Omit<EgressGatewayOptions, 'audit'>;
   clock?: () => number;
 }
 
@@ -64,6 +74,16 @@ export function createHost(options: HostOptions) {
       }
     : silentLog;
 
+  const audit = createAuditStore(db);
+  const gateway = options.egress ? createEgressGateway({ ...options.egress, audit }) : undefined;
+  const egress: BoxEgress | undefined = gateway && {
+    async attach(boxId, policy, guest) {
+      await gateway.box(boxId)?.close();
+      await attachEgress(guest, await gateway.openBox({ boxId, policy }));
+    },
+    detach: async (boxId) => gateway.box(boxId)?.close(),
+  };
+
   const metrics = createMetrics({ boxesByState: () => store.countByState() });
   const boxes = createBoxService({
     store,
@@ -79,6 +99,7 @@ export function createHost(options: HostOptions) {
     log,
     probe: options.probe,
     ...(options.guestLayout ? { guestLayout: options.guestLayout } : {}),
+    ...(egress ? { egress } : {}),
     clock,
   });
   const exec = createExecService({ boxes, metrics });
@@ -88,7 +109,7 @@ export function createHost(options: HostOptions) {
   const openapi = () => buildOpenApi(routes, { version: AGENTBOX_VERSION });
   routes.push(
     ...seedRoutes({ boxes, files, version: AGENTBOX_VERSION, startedAt, clock }),
-    ...boxRoutes({ boxes, exec, files }),
+    ...boxRoutes({ boxes, exec, files, audit }),
     ...systemRoutes({ metrics, openapi }),
   );
   const app: FastifyInstance = createApp({
@@ -111,6 +132,8 @@ export function createHost(options: HostOptions) {
     app,
     keys,
     store,
+    audit,
+    gateway,
     boxes,
     routes,
     openapi,
@@ -140,6 +163,7 @@ export function createHost(options: HostOptions) {
         await app.close();
       } finally {
         clearTimeout(cut);
+        await gateway?.close();
         db.close();
       }
     },

@@ -39,3 +39,4 @@ export {
   GUEST_CA_BUNDLE,
   type EgressBoxSession,
 } from './services/box-egress.js';
+export { createAuditStore, type AuditStore } from './store/audit-store.js';

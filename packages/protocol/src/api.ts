@@ -1,4 +1,5 @@
 import { z } from 'zod';
+import { EgressAuditRecordSchema, EgressPolicySchema } from './egress.js';
 import { ERROR_CODE_LIST, type ErrorCode } from './errors.js';
 import { EntryInfoSchema, ProcessInfoSchema } from './guest.js';
 
@@ -202,6 +203,9 @@ export const CreateBoxRequestSchema = z
       .describe('Box is deleted this long after creation; none by default.'),
     labels: LabelsSchema.default({}),
     env: EnvVarsSchema.default({}).describe('Environment variables of every command run in the box.'),
+    egress: EgressPolicySchema.optional().describe(
+      'Network egress policy. Default by runtime: claude-agent gets the anthropic preset, others reach nothing.',
+    ),
   })
   .strict();
 export type CreateBoxRequest = z.input<typeof CreateBoxRequestSchema>;
@@ -223,9 +227,24 @@ export const BoxSchema = z
     expiresAt: z.string().nullable().describe('When the reaper deletes the box (ISO 8601).'),
     bootMs: z.number().int().nullable().describe('Boot time of the VM in ms.'),
     failureReason: z.string().nullable().describe('Why the box is failed.'),
+    egress: EgressPolicySchema.nullable().describe('Egress policy of the box; null when egress is disabled.'),
   })
   .strict();
 export type Box = z.infer<typeof BoxSchema>;
+
+export const EgressAuditQuerySchema = z
+  .object({
+    after: z.coerce.number().int().min(0).default(0).describe('Only records after this sequence number.'),
+    limit: z.coerce.number().int().min(1).max(1000).default(200),
+  })
+  .strict();
+
+export const EgressAuditResponseSchema = z
+  .object({
+    records: z.array(EgressAuditRecordSchema.extend({ seq: z.number().int() })),
+    next: z.number().int().nullable().describe('Pass as `after` for the next page; null at the end.'),
+  })
+  .strict();
 
 export const BoxListResponseSchema = z.object({ boxes: z.array(BoxSchema) }).strict();
 export const BoxParamsSchema = z.object({ id: BoxIdSchema }).strict();

@@ -1,4 +1,6 @@
+import fs from 'node:fs';
 import path from 'node:path';
+import { SecretStore, type EgressGatewayOptions } from '@agentbox/egress';
 import { AgentboxError } from '@agentbox/protocol';
 import { createHost, createLogger, SHUTDOWN_GRACE_MS } from '@agentbox/host';
 import {
@@ -18,6 +20,30 @@ export interface ServeOptions {
   data?: string;
   maxBoxes?: number;
   graceSeconds?: number;
+}
+
+/**
+ * The gateway's configuration from the environment: secrets from AGENTBOX_SECRET_<NAME> (and the
+ * 0600 file AGENTBOX_SECRETS_FILE), held in this process only. AGENTBOX_EGRESS_TEST_UPSTREAMS=1
+ * lets policies map names to local addresses and AGENTBOX_EGRESS_TEST_CA (a PEM file) is trusted
+ * for upstream TLS: both for tests against fake upstreams, never for production.
+ */
+export async function egressOptionsFromEnv(
+  env: NodeJS.ProcessEnv = process.env,
+): Promise<EgressGatewayOptions> {
+  const secrets = SecretStore.fromEnv(env);
+  if (env.AGENTBOX_SECRETS_FILE) {
+    const fromFile = await SecretStore.fromFile(env.AGENTBOX_SECRETS_FILE);
+    for (const name of fromFile.names()) secrets.set(name, fromFile.reveal(name)!);
+  }
+  const testUpstreams = env.AGENTBOX_EGRESS_TEST_UPSTREAMS === '1';
+  return {
+    secrets,
+    allowUpstreamMap: testUpstreams,
+    ...(testUpstreams && env.AGENTBOX_EGRESS_TEST_CA
+      ? { upstreamCaPem: fs.readFileSync(env.AGENTBOX_EGRESS_TEST_CA, 'utf8') }
+      : {}),
+  };
 }
 
 /** The data dir: the daemon's SQLite store and its boxes' runtime dirs. Default $AGENTBOX_HOME. */
@@ -60,6 +86,7 @@ export async function serve(
     // Tests set this to have every JSON response checked against its schema.
     validateResponses: process.env.AGENTBOX_VALIDATE_RESPONSES === '1',
     ...(options.maxBoxes ? { maxBoxes: options.maxBoxes } : {}),
+    egress: await egressOptionsFromEnv(),
   });
   if (host.keys.activeCount() === 0) {
     const { secret, key } = host.keys.create({ name: 'initial admin key', scope: 'admin' });

@@ -1,6 +1,12 @@
 import { randomBytes } from 'node:crypto';
 import fsp from 'node:fs/promises';
-import { AgentboxError, type BoxState, type Runtime } from '@agentbox/protocol';
+import {
+  AgentboxError,
+  EgressPolicySchema,
+  type BoxState,
+  type EgressPolicyInput,
+  type Runtime,
+} from '@agentbox/protocol';
 import type { AdoptSpec, GuestConnection, Image, Vm, VmResources, VmSpec } from '@agentbox/vm';
 import type { BoxRecord, BoxStore } from '../store/box-store.js';
 import type { Actor } from '../store/key-store.js';
@@ -35,6 +41,19 @@ export interface ProcessProbe {
   mentioning(text: string): number[];
 }
 
+/** Connects boxes to the host's egress gateway (see box-egress.ts); absent: egress disabled. */
+export interface BoxEgress {
+  /** Opens the box's gateway session and points its guest at it (CA, env, proxy connections). */
+  attach(boxId: string, policy: EgressPolicyInput, guest: GuestConnection): Promise<void>;
+  /** Cuts the box's live connections and forgets its placeholders. */
+  detach(boxId: string): Promise<void>;
+}
+
+/** A box that asked for no policy gets one by runtime; anything else stays unreachable. */
+export function defaultEgressPolicy(runtime: Runtime): EgressPolicyInput {
+  return runtime === 'claude-agent' ? { presets: ['anthropic'] } : {};
+}
+
 export interface BoxServiceDeps {
   store: BoxStore;
   backend: BoxBackend;
@@ -47,6 +66,7 @@ export interface BoxServiceDeps {
   probe: ProcessProbe;
   /** Default GUEST_LAYOUT; unit tests (guest agent on the host) use a layout per box. */
   guestLayout?: (boxId: string) => GuestLayout;
+  egress?: BoxEgress;
   clock?: () => number;
 }
 
@@ -58,6 +78,8 @@ export interface CreateBoxOptions {
   ttlSeconds?: number | undefined;
   labels?: Record<string, string>;
   env?: Record<string, string>;
+  /** Default: defaultEgressPolicy(runtime). */
+  egressPolicy?: EgressPolicyInput;
 }
 
 interface LiveBox {
@@ -100,6 +122,7 @@ export function createBoxService(deps: BoxServiceDeps) {
   async function cleanup(box: BoxRecord): Promise<void> {
     const handle = live.get(box.id);
     live.delete(box.id);
+    await deps.egress?.detach(box.id).catch(() => undefined);
     if (handle) await handle.vm.destroy().catch(() => undefined);
     for (const pid of deps.probe.mentioning(box.dir)) {
       try {
@@ -160,6 +183,9 @@ export function createBoxService(deps: BoxServiceDeps) {
         ttlSeconds: options.ttlSeconds ?? null,
         labels: options.labels ?? {},
         dir: deps.boxDir(id),
+        egressPolicy: deps.egress
+          ? EgressPolicySchema.parse(options.egressPolicy ?? defaultEgressPolicy(options.runtime))
+          : null,
       },
       { maxLive: deps.limits.maxBoxes },
     );
@@ -176,6 +202,7 @@ export function createBoxService(deps: BoxServiceDeps) {
       live.set(id, { vm, env });
       await vm.start();
       await prepareGuest(id, vm, env);
+      if (deps.egress && box.egressPolicy) await deps.egress.attach(id, box.egressPolicy, vm.guest);
     } catch (err) {
       await fail(box, `boot failed: ${messageOf(err)}`).catch(() => undefined);
       if (err instanceof AgentboxError && err.code !== 'internal') throw err;
@@ -333,6 +360,8 @@ export function createBoxService(deps: BoxServiceDeps) {
         try {
           const vm = await deps.backend.adopt({ id: box.id, pid: box.pid!, startTime: box.pidStartTime! });
           live.set(box.id, { vm, env: await readGuestEnv(box.id, vm) });
+          // A new daemon has a new gateway: the box gets a fresh session (and CA) under its policy.
+          if (deps.egress && box.egressPolicy) await deps.egress.attach(box.id, box.egressPolicy, vm.guest);
           watch(box.id, vm);
           result.adopted.push(box.id);
           log.info({ boxId: box.id, pid: box.pid }, 'box re-adopted');

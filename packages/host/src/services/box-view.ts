@@ -1,3 +1,4 @@
+import { EgressPolicySchema } from '@agentbox/protocol';
 import os from 'node:os';
 import { RUNTIMES, type Box, type StatusResponse } from '@agentbox/protocol';
 import type { BoxRecord } from '../store/box-store.js';
@@ -23,6 +24,7 @@ export function toApiBox(box: BoxRecord): Box {
     expiresAt: iso(box.expiresAt),
     bootMs: box.bootMs,
     failureReason: box.failureReason,
+    egress: box.egressPolicy === null ? null : EgressPolicySchema.parse(box.egressPolicy),
   };
 }
 

@@ -1,4 +1,4 @@
-import { AgentboxError, type BoxState, type Runtime } from '@agentbox/protocol';
+import { AgentboxError, type BoxState, type EgressPolicyInput, type Runtime } from '@agentbox/protocol';
 import type { Db } from './db.js';
 
 /** States in which a box holds host resources (a VM process, a runtime dir, a capacity slot). */
@@ -25,6 +25,8 @@ export interface BoxRecord {
   expiresAt: number | null;
   bootMs: number | null;
   failureReason: string | null;
+  /** The box's egress policy, as given (the gateway validates it); null: egress disabled. */
+  egressPolicy: EgressPolicyInput | null;
 }
 
 export type NewBox = Omit<
@@ -53,6 +55,7 @@ interface BoxRow {
   expires_at: number | null;
   boot_ms: number | null;
   failure_reason: string | null;
+  egress_policy: string | null;
 }
 
 export interface Transition {
@@ -83,6 +86,7 @@ function toRecord(row: BoxRow): BoxRecord {
     expiresAt: row.expires_at,
     bootMs: row.boot_ms,
     failureReason: row.failure_reason,
+    egressPolicy: row.egress_policy === null ? null : (JSON.parse(row.egress_policy) as EgressPolicyInput),
   };
 }
 
@@ -129,8 +133,8 @@ export function createBoxStore(db: Db, clock: () => number = Date.now) {
         }
         db.prepare(
           `INSERT INTO boxes (id, state, owner_key_id, user_id, runtime, memory_mib, vcpus, disk_gib,
-             ttl_seconds, labels, dir, created_at, updated_at, expires_at)
-           VALUES (?, 'creating', ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)`,
+             ttl_seconds, labels, dir, created_at, updated_at, expires_at, egress_policy)
+           VALUES (?, 'creating', ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)`,
         ).run(
           box.id,
           box.ownerKeyId,
@@ -145,6 +149,7 @@ export function createBoxStore(db: Db, clock: () => number = Date.now) {
           now,
           now,
           box.ttlSeconds === null ? null : now + box.ttlSeconds * 1000,
+          box.egressPolicy === null ? null : JSON.stringify(box.egressPolicy),
         );
         logTransition.run(box.id, now, null, 'creating', null);
       });

@@ -63,4 +63,18 @@ export const MIGRATIONS: readonly Migration[] = [
       CREATE INDEX box_transitions_box ON box_transitions (box_id, seq);
     `,
   },
+  {
+    version: 3,
+    name: 'egress policy per box, egress audit',
+    sql: `
+      ALTER TABLE boxes ADD COLUMN egress_policy TEXT;
+      CREATE TABLE egress_audit (
+        seq INTEGER PRIMARY KEY AUTOINCREMENT,
+        box_id TEXT NOT NULL,
+        ts TEXT NOT NULL,
+        record TEXT NOT NULL
+      );
+      CREATE INDEX egress_audit_box ON egress_audit (box_id, seq);
+    `,
+  },
 ];

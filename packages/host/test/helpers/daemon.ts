@@ -16,9 +16,13 @@ export interface Daemon {
 }
 
 /** Starts `agentbox serve` (the built CLI) on a free port; resolves once it serves. */
-export async function startDaemon(dataDir: string, extraArgs: string[] = []): Promise<Daemon> {
+export async function startDaemon(
+  dataDir: string,
+  extraArgs: string[] = [],
+  env: NodeJS.ProcessEnv = {},
+): Promise<Daemon> {
   const child = spawn(process.execPath, [CLI, 'serve', '--port', '0', '--data', dataDir, ...extraArgs], {
-    env: { ...process.env, AGENTBOX_VALIDATE_RESPONSES: '1', AGENTBOX_LOG_LEVEL: 'warn' },
+    env: { ...process.env, AGENTBOX_VALIDATE_RESPONSES: '1', AGENTBOX_LOG_LEVEL: 'warn', ...env },
     stdio: ['ignore', 'pipe', 'pipe'],
   });
   let out = '';

@@ -20,6 +20,7 @@ describe('@agentbox/host public surface', () => {
       'attachEgress',
       'boxPath',
       'buildOpenApi',
+      'createAuditStore',
       'createBoxService',
       'createBoxStore',
       'createHost',

@@ -5,6 +5,8 @@ import {
   BoxParamsSchema,
   BoxSchema,
   CreateBoxRequestSchema,
+  EgressAuditQuerySchema,
+  EgressAuditResponseSchema,
   ExecEventSchema,
   ExecQuerySchema,
   ExecResultSchema,
@@ -19,6 +21,7 @@ import {
   type ErrorCode,
 } from '@agentbox/protocol';
 import type { BoxService } from '../../services/box-service.js';
+import type { AuditStore } from '../../store/audit-store.js';
 import { toApiBox } from '../../services/box-view.js';
 import type { ExecService } from '../../services/exec-service.js';
 import type { FileService } from '../../services/file-service.js';
@@ -28,6 +31,7 @@ import { streamResponse } from '../stream.js';
 
 export interface BoxRouteDeps {
   boxes: BoxService;
+  audit: Pick<AuditStore, 'list'>;
   exec: ExecService;
   files: FileService;
 }
@@ -72,8 +76,29 @@ export function boxRoutes(deps: BoxRouteDeps): RouteDef[] {
             ttlSeconds: body.ttlSeconds,
             labels: body.labels,
             env: body.env,
+            ...(body.egress ? { egressPolicy: body.egress } : {}),
           }),
         ),
+    }),
+    defineRoute({
+      method: 'GET',
+      url: '/v1/boxes/:id/egress',
+      operationId: 'listBoxEgress',
+      summary: "The box's egress decisions (audit), oldest first",
+      tags: V1,
+      auth: 'key',
+      params: BoxParamsSchema,
+      query: EgressAuditQuerySchema,
+      responses: { 200: { description: 'Audit records', schema: EgressAuditResponseSchema } },
+      errors: ['invalid_request', 'unauthorized', 'box_not_found'],
+      handler: ({ params, query, actor }) => {
+        const box = deps.boxes.get({ actor, id: params.id });
+        const rows = deps.audit.list(box.id, { after: query.after, limit: query.limit });
+        return Promise.resolve({
+          records: rows.map((row) => ({ ...row.record, seq: row.seq })),
+          next: rows.length === query.limit ? rows.at(-1)!.seq : null,
+        });
+      },
     }),
     defineRoute({
       method: 'GET',

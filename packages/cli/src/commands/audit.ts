@@ -1,0 +1,44 @@
+import { createAuditStore, createBoxStore, openDatabase } from '@agentbox/host';
+import { AgentboxError, type EgressAuditRecord } from '@agentbox/protocol';
+import { dataDirOf } from './serve.js';
+
+/** One line per egress decision: time, verdict and code, destination, request, bytes. */
+export function formatAudit(rows: { seq: number; record: EgressAuditRecord }[]): string {
+  if (rows.length === 0) return 'no egress recorded for this box';
+  return rows
+    .map(({ record: r }) => {
+      const target = `${r.host}:${r.port}`;
+      const request = [r.method, r.path].filter(Boolean).join(' ');
+      const leak = r.placeholderLeak ? ' placeholder-leak' : '';
+      return `${r.ts} ${r.decision.toUpperCase().padEnd(5)} ${r.code.padEnd(24)} ${target} ${request} up=${r.bytesUp} down=${r.bytesDown}${leak}`;
+    })
+    .join('\n');
+}
+
+/** `agentbox audit <box>`: the box's egress decisions, read from the daemon's store. */
+export function audit(options: {
+  box: string;
+  data?: string;
+  json: boolean;
+  after?: number;
+  limit?: number;
+}): number {
+  const db = openDatabase(dataDirOf(options.data));
+  try {
+    if (!createBoxStore(db).get(options.box)) {
+      throw new AgentboxError('box_not_found', `no box ${options.box} in ${dataDirOf(options.data)}`);
+    }
+    const rows = createAuditStore(db).list(options.box, {
+      ...(options.after !== undefined ? { after: options.after } : {}),
+      ...(options.limit !== undefined ? { limit: options.limit } : {}),
+    });
+    process.stdout.write(
+      (options.json
+        ? rows.map((r) => JSON.stringify({ ...r.record, seq: r.seq })).join('\n')
+        : formatAudit(rows)) + '\n',
+    );
+    return 0;
+  } finally {
+    db.close();
+  }
+}

@@ -1,0 +1,119 @@
+import { execFileSync } from 'node:child_process';
+import fs from 'node:fs';
+import os from 'node:os';
+import path from 'node:path';
+import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import {
+  createTestCa,
+  startHttpsUpstream,
+  type FakeUpstream,
+} from '../../../egress/test/helpers/egress-harness.js';
+import { CLI, client, leftoversIn, startDaemon, type Daemon } from '../helpers/daemon.js';
+
+const REAL_KEY = `sk-ant-api03-DAEMON-${'7'.repeat(20)}`;
+
+// The daemon wires every box to its egress gateway: policy from the create request, secrets from
+// the daemon's environment (placeholders in the box), decisions in the store's audit.
+describe('agentbox serve: egress per box (real VM)', () => {
+  let dataDir: string;
+  let daemon: Daemon;
+  let upstream: FakeUpstream;
+  let api: ReturnType<typeof client>;
+  let boxId: string;
+
+  beforeAll(async () => {
+    dataDir = fs.mkdtempSync(path.join(os.tmpdir(), 'agentbox-egress-'));
+    const ca = await createTestCa();
+    upstream = await startHttpsUpstream(ca, ['allowed.test', 'api.anthropic.com']);
+    upstream.handler = (_req, body, res) => res.end(`ok ${body.length}`);
+    const caFile = path.join(dataDir, 'upstream-ca.pem');
+    fs.writeFileSync(caFile, ca.certPem);
+    daemon = await startDaemon(dataDir, [], {
+      AGENTBOX_EGRESS_TEST_UPSTREAMS: '1',
+      AGENTBOX_EGRESS_TEST_CA: caFile,
+      AGENTBOX_SECRET_ANTHROPIC_API_KEY: REAL_KEY,
+    });
+    api = client(daemon.url, daemon.initialKey!);
+  });
+
+  afterAll(async () => {
+    daemon?.process.kill('SIGTERM');
+    await daemon?.exited;
+    // the daemon leaves VMs for a successor on SIGTERM: remove what the test made
+    for (const pid of leftoversIn(dataDir).processes) process.kill(pid, 'SIGKILL');
+    await upstream?.close();
+    fs.rmSync(dataDir, { recursive: true, force: true });
+  });
+
+  it('refuses an invalid policy with 400 naming the field', async () => {
+    const res = await api('POST', '/v1/boxes', { egress: { allowDomains: ['*'] } });
+    expect(res.status).toBe(400);
+    const body = (await res.json()) as { error: { code: string; message: string } };
+    expect(body.error.code).toBe('invalid_request');
+    expect(body.error.message).toMatch(/egress\.allowDomains/);
+  });
+
+  it('applies the box policy, injects the key for its host only, and records every decision', async () => {
+    const up = `127.0.0.1:${upstream.port}`;
+    const created = await api('POST', '/v1/boxes', {
+      egress: {
+        allowDomains: ['allowed.test', 'api.anthropic.com'],
+        upstreams: { 'allowed.test': up, 'api.anthropic.com': up },
+      },
+    });
+    expect(created.status).toBe(201);
+    const box = (await created.json()) as { id: string; egress: { allowDomains: string[] } };
+    boxId = box.id;
+    expect(box.egress.allowDomains).toEqual(['allowed.test', 'api.anthropic.com']);
+
+    const script = [
+      // the fake upstreams' CA stands in for the public CAs of tunnelled hosts
+      `printf '%s\\n' "$UPSTREAM_CA" >> /etc/ssl/certs/ca-certificates.crt`,
+      "curl -s -o /dev/null -w 'allowed=%{http_code}\\n' https://allowed.test/",
+      "curl -s -o /dev/null -D - https://denied.test/ | tr -d '\\r' | grep -i '^x-agentbox-deny' || echo none",
+      'curl -s -H "x-api-key: $ANTHROPIC_API_KEY" -d hello https://api.anthropic.com/v1/messages; echo',
+      'echo "placeholder=$ANTHROPIC_API_KEY"',
+    ].join('\n');
+    const res = await api('POST', `/v1/boxes/${boxId}/exec?stream=false`, {
+      command: script,
+      env: { UPSTREAM_CA: fs.readFileSync(path.join(dataDir, 'upstream-ca.pem'), 'utf8') },
+    });
+    expect(res.status).toBe(200);
+    const result = (await res.json()) as { exitCode: number; stdout: string };
+    const out = Buffer.from(result.stdout, 'base64').toString();
+    expect(out).toMatch(/^allowed=200$/m);
+    expect(out).toMatch(/^x-agentbox-deny: domain_not_allowed$/im);
+    expect(out).toMatch(/^ok 5$/m);
+    expect(out).toMatch(/^placeholder=agentbox-ph-[0-9a-f]+$/m);
+    expect(out).not.toContain(REAL_KEY);
+    const anthropic = upstream.seen.find((s) => s.headers.host === 'api.anthropic.com');
+    expect(anthropic?.headers['x-api-key']).toBe(REAL_KEY);
+
+    const auditRes = await api('GET', `/v1/boxes/${boxId}/egress`);
+    expect(auditRes.status).toBe(200);
+    const { records } = (await auditRes.json()) as {
+      records: { host: string; decision: string; code: string }[];
+    };
+    expect(records.map((r) => `${r.host} ${r.decision} ${r.code}`)).toEqual(
+      expect.arrayContaining([
+        'allowed.test allow allowed',
+        'denied.test deny domain_not_allowed',
+        'api.anthropic.com allow allowed',
+      ]),
+    );
+    expect(JSON.stringify(records)).not.toContain(REAL_KEY);
+
+    const cli = execFileSync(process.execPath, [CLI, 'audit', boxId, '--data', dataDir], {
+      encoding: 'utf8',
+    });
+    expect(cli).toMatch(/DENY\s+domain_not_allowed\s+denied\.test:443/);
+    expect(cli).toMatch(/ALLOW\s+allowed\s+allowed\.test:443/);
+    expect(cli).not.toContain(REAL_KEY);
+  });
+
+  it('deleting the box leaves nothing behind', async () => {
+    const res = await api('DELETE', `/v1/boxes/${boxId}`);
+    expect(res.status).toBe(200);
+    expect(leftoversIn(dataDir)).toEqual({ processes: [], dirs: [] });
+  });
+});
