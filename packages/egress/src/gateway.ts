@@ -54,6 +54,11 @@ export interface OpenBoxOptions {
   readonly policy: EgressPolicyInput;
   /** Secret names this box gets placeholders for; default every stored secret that has a rule. */
   readonly secrets?: readonly string[];
+  /**
+   * Secrets of this box alone (say, credentials a caller gave with the box), layered over the
+   * host's store for this box. Held in memory only, like the store.
+   */
+  readonly secretValues?: Readonly<Record<string, string>>;
 }
 
 export interface EgressBox {
@@ -106,6 +111,22 @@ function rulesForSecrets(
   return rules.filter((rule) => names.has(rule.secret));
 }
 
+/** The host's secrets plus a box's own, for that box (box values win). */
+function layeredStore(host: SecretStore, own: Readonly<Record<string, string>>): SecretStore {
+  const layered = new SecretStore();
+  for (const name of host.names()) layered.set(name, host.reveal(name)!);
+  for (const [name, value] of Object.entries(own)) layered.set(name, value);
+  return layered;
+}
+
+/** Whether a variable name is a credential some injection rule knows where to send. */
+export function isInjectableSecret(
+  name: string,
+  rules: readonly SecretInjectionRuleInput[] = DEFAULT_INJECTION_RULES,
+): boolean {
+  return rules.some((rule) => rule.secret === name);
+}
+
 export function createEgressGateway(options: EgressGatewayOptions = {}): EgressGateway {
   const secrets = options.secrets ?? new SecretStore();
   const rules = parseRules(options.rules ?? DEFAULT_INJECTION_RULES);
@@ -149,9 +170,10 @@ export function createEgressGateway(options: EgressGatewayOptions = {}): EgressG
       if (boxes.has(open.boxId)) {
         throw new AgentboxError('invalid_state', `box ${open.boxId} already has an egress session`);
       }
+      const store = open.secretValues ? layeredStore(secrets, open.secretValues) : secrets;
       const wanted =
-        open.secrets ?? secrets.names().filter((name) => rules.some((rule) => rule.secret === name));
-      const missing = wanted.filter((name) => !secrets.has(name));
+        open.secrets ?? store.names().filter((name) => rules.some((rule) => rule.secret === name));
+      const missing = wanted.filter((name) => !store.has(name));
       if (missing.length > 0) {
         throw new AgentboxError('invalid_request', `no such secret: ${missing.join(', ')}`, {
           details: { secrets: missing },
@@ -165,14 +187,14 @@ export function createEgressGateway(options: EgressGatewayOptions = {}): EgressG
         ...(options.caValidityDays === undefined ? {} : { validityDays: options.caValidityDays }),
         now,
       });
-      const registry = new PlaceholderRegistry(secrets);
+      const registry = new PlaceholderRegistry(store);
       const env: Record<string, string> = {};
       for (const name of [...held].sort()) env[name] = registry.issue(name);
       const session = new BoxSession({
         boxId: open.boxId,
         policy: compiled,
         registry,
-        store: secrets,
+        store,
         ca,
         lookup: options.lookup ?? systemLookup,
         hostAddresses,

@@ -1,5 +1,6 @@
 export {
   createEgressGateway,
+  isInjectableSecret,
   type EgressGateway,
   type EgressGatewayOptions,
   type EgressBox,

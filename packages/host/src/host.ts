@@ -1,5 +1,5 @@
 import type { FastifyBaseLogger, FastifyInstance } from 'fastify';
-import { createEgressGateway, type EgressGatewayOptions } from '@agentbox/egress';
+import { createEgressGateway, isInjectableSecret, type EgressGatewayOptions } from '@agentbox/egress';
 import type { Image, VmResources } from '@agentbox/vm';
 import { createApp } from './api/app.js';
 import { buildOpenApi } from './api/openapi.js';
@@ -77,10 +77,13 @@ export function createHost(options: HostOptions) {
   const audit = createAuditStore(db);
   const gateway = options.egress ? createEgressGateway({ ...options.egress, audit }) : undefined;
   const egress: BoxEgress | undefined = gateway && {
-    async attach(boxId, policy, guest) {
+    async attach(boxId, policy, guest, credentials) {
       await gateway.box(boxId)?.close();
-      await attachEgress(guest, await gateway.openBox({ boxId, policy }));
+      const secretValues =
+        credentials && Object.keys(credentials).length > 0 ? { secretValues: credentials } : {};
+      await attachEgress(guest, await gateway.openBox({ boxId, policy, ...secretValues }));
     },
+    isCredential: (name) => isInjectableSecret(name),
     detach: async (boxId) => gateway.box(boxId)?.close(),
   };
 

@@ -26,6 +26,7 @@ describe('@agentbox/egress public surface', () => {
       'githubRepoOfRequest',
       'hostAddressKeys',
       'isGitHubHost',
+      'isInjectableSecret',
       'normalizeIp',
       'parseAddress',
       'repoFromGitUrl',

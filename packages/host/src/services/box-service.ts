@@ -43,8 +43,18 @@ export interface ProcessProbe {
 
 /** Connects boxes to the host's egress gateway (see box-egress.ts); absent: egress disabled. */
 export interface BoxEgress {
-  /** Opens the box's gateway session and points its guest at it (CA, env, proxy connections). */
-  attach(boxId: string, policy: EgressPolicyInput, guest: GuestConnection): Promise<void>;
+  /**
+   * Opens the box's gateway session and points its guest at it (CA, env, proxy connections).
+   * `credentials` are the box's own secrets: the guest only ever sees their placeholders.
+   */
+  attach(
+    boxId: string,
+    policy: EgressPolicyInput,
+    guest: GuestConnection,
+    credentials?: Record<string, string>,
+  ): Promise<void>;
+  /** Whether an env var is a credential the gateway can inject (it then never enters the box). */
+  isCredential(name: string): boolean;
   /** Cuts the box's live connections and forgets its placeholders. */
   detach(boxId: string): Promise<void>;
 }
@@ -189,7 +199,13 @@ export function createBoxService(deps: BoxServiceDeps) {
       },
       { maxLive: deps.limits.maxBoxes },
     );
-    const env = options.env ?? {};
+    // Credentials among the env vars stay on the host; the box gets placeholders for them.
+    const env: Record<string, string> = {};
+    const credentials: Record<string, string> = {};
+    for (const [name, value] of Object.entries(options.env ?? {})) {
+      if (deps.egress?.isCredential(name)) credentials[name] = value;
+      else env[name] = value;
+    }
     const started = clock();
     let vm: Vm | undefined;
     try {
@@ -202,7 +218,8 @@ export function createBoxService(deps: BoxServiceDeps) {
       live.set(id, { vm, env });
       await vm.start();
       await prepareGuest(id, vm, env);
-      if (deps.egress && box.egressPolicy) await deps.egress.attach(id, box.egressPolicy, vm.guest);
+      if (deps.egress && box.egressPolicy)
+        await deps.egress.attach(id, box.egressPolicy, vm.guest, credentials);
     } catch (err) {
       await fail(box, `boot failed: ${messageOf(err)}`).catch(() => undefined);
       if (err instanceof AgentboxError && err.code !== 'internal') throw err;

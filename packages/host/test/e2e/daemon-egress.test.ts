@@ -111,6 +111,30 @@ describe('agentbox serve: egress per box (real VM)', () => {
     expect(cli).not.toContain(REAL_KEY);
   });
 
+  it('a credential given as a box env var stays on the host: the box sees a placeholder', async () => {
+    const boxKey = `sk-ant-api03-BOXENV-${'5'.repeat(20)}`;
+    const up = `127.0.0.1:${upstream.port}`;
+    const created = await api('POST', '/v1/boxes', {
+      env: { ANTHROPIC_API_KEY: boxKey, PLAIN_VAR: 'plain value' },
+      egress: { allowDomains: ['api.anthropic.com'], upstreams: { 'api.anthropic.com': up } },
+    });
+    expect(created.status).toBe(201);
+    const second = (await created.json()) as { id: string };
+    upstream.seen.length = 0;
+    const res = await api('POST', `/v1/boxes/${second.id}/exec?stream=false`, {
+      command:
+        'echo "key=$ANTHROPIC_API_KEY plain=$PLAIN_VAR"; curl -s -H "x-api-key: $ANTHROPIC_API_KEY" https://api.anthropic.com/v1/messages; echo; ' +
+        'cat /run/agentbox/env.json; echo; cat /proc/[0-9]*/environ | tr "\\0" "\\n" | grep -c BOXENV',
+    });
+    const out = Buffer.from(((await res.json()) as { stdout: string }).stdout, 'base64').toString();
+    expect(out).toMatch(/^key=agentbox-ph-[0-9a-f]+ plain=plain value$/m);
+    expect(out).toContain('{"PLAIN_VAR":"plain value"}');
+    expect(out).not.toContain(boxKey);
+    expect(out.trim().split('\n').at(-1)).toBe('0');
+    expect(upstream.seen[0]?.headers['x-api-key']).toBe(boxKey);
+    expect((await api('DELETE', `/v1/boxes/${second.id}`)).status).toBe(200);
+  });
+
   it('deleting the box leaves nothing behind', async () => {
     const res = await api('DELETE', `/v1/boxes/${boxId}`);
     expect(res.status).toBe(200);

@@ -53,7 +53,7 @@ describe('agentbox serve with real VMs', () => {
     const created = await api('POST', '/create_microvm', {
       user_id: 'test-claude-1',
       runtime: 'claude-agent',
-      env_vars: { ANTHROPIC_API_KEY: 'sk-test-value' },
+      env_vars: { ANTHROPIC_API_KEY: 'sk-test-value', APP_MODE: 'seed-test' },
     });
     expect(created.status).toBe(200);
     const body = (await created.json()) as { status: string; vm_ip: null; pid: number };
@@ -70,10 +70,11 @@ describe('agentbox serve with real VMs', () => {
     // The workspace exists and the env vars reach commands; put a file there as an agent would.
     const made = await api('POST', `/v1/boxes/${seedBox}/exec?stream=false`, {
       command:
-        'pwd; printf "print(\\"hello\\")\\n" > hello.py; mkdir -p out/node_modules; echo 1 > out/r.txt; echo $ANTHROPIC_API_KEY',
+        'pwd; printf "print(\\"hello\\")\\n" > hello.py; mkdir -p out/node_modules; echo 1 > out/r.txt; echo $APP_MODE; echo $ANTHROPIC_API_KEY',
     });
     const result = (await made.json()) as ExecResult;
-    expect(unb64(result.stdout)).toBe('/workspace\nsk-test-value\n');
+    // A credential among env_vars stays on the host: the box sees its placeholder.
+    expect(unb64(result.stdout)).toMatch(/^\/workspace\nseed-test\nagentbox-ph-[0-9a-f]{32}\n$/);
 
     const files = await api('GET', '/list_workspace_files?user_id=test-claude-1');
     expect(await files.json()).toEqual({ files: ['hello.py', 'out/r.txt'] });
@@ -152,9 +153,9 @@ describe('agentbox serve with real VMs', () => {
     const get = await api('GET', `/v1/boxes/${v1Box}/files?path=data/blob.bin`);
     expect((await get.arrayBuffer()).byteLength).toBe(300_000);
     const env = (await (
-      await api('POST', `/v1/boxes/${seedBox}/exec?stream=false`, { command: 'echo $ANTHROPIC_API_KEY' })
+      await api('POST', `/v1/boxes/${seedBox}/exec?stream=false`, { command: 'echo $APP_MODE' })
     ).json()) as ExecResult;
-    expect(unb64(env.stdout)).toBe('sk-test-value\n');
+    expect(unb64(env.stdout)).toBe('seed-test\n');
     const files = await api('GET', '/list_workspace_files?user_id=test-claude-1');
     expect(await files.json()).toEqual({ files: ['hello.py', 'out/r.txt'] });
     const exists = await api('POST', '/create_microvm', {

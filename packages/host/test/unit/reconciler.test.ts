@@ -56,6 +56,7 @@ function setup(backend: Partial<BoxBackend> = {}) {
         ttlSeconds: null,
         labels: {},
         dir,
+        egressPolicy: null,
       },
       { maxLive: 10 },
     );

@@ -87,8 +87,13 @@ describe('SQLite store: numbered migrations', () => {
       ttlSeconds: 10,
       labels: { a: 'b' },
       dir: '/tmp/x',
+      egressPolicy: { allowDomains: ['example.com'] },
     };
-    expect(store.insert(box, { maxLive: 5 })).toMatchObject({ state: 'creating', expiresAt: 11_000 });
+    expect(store.insert(box, { maxLive: 5 })).toMatchObject({
+      state: 'creating',
+      expiresAt: 11_000,
+      egressPolicy: { allowDomains: ['example.com'] },
+    });
     expect(() => store.insert({ ...box, id: 'box-bbbbbbbbbb' }, { maxLive: 5 })).toThrow(
       /already has a live box/,
     );
