@@ -238,6 +238,17 @@ export class GuestConnection {
   call<Op extends Exclude<RequestOp, 'exec' | 'file.read' | 'file.write'>>(
     request: Extract<Request, { op: Op }>,
   ): Promise<z.infer<(typeof RESULT_SCHEMAS)[Op]>> {
+    return this.unary(request);
+  }
+
+  /**
+   * Opens a channel for `request`, optionally streams `upload` on it, and settles with the guest's
+   * one result, parsed with the op's schema (anything else from the guest fails the call).
+   */
+  private unary<Op extends Exclude<RequestOp, 'exec' | 'file.read'>>(
+    request: Extract<Request, { op: Op }>,
+    upload?: Buffer | Readable,
+  ): Promise<z.infer<(typeof RESULT_SCHEMAS)[Op]>> {
     return new Promise((resolve, reject) => {
       const op = (request as Request).op as Op;
       const channel = this.open(request, {
@@ -247,7 +258,7 @@ export class GuestConnection {
             const reply = this.reply(message);
             if (reply.type === 'error') return reject(new AgentboxError(reply.code, reply.message));
             if (reply.type !== 'result')
-              throw new AgentboxError('guest_error', `unexpected ${reply.type} reply`);
+              throw new AgentboxError('guest_error', `unexpected ${reply.type} reply to ${op}`);
             const value = RESULT_SCHEMAS[op].safeParse(reply.value);
             if (!value.success) throw new AgentboxError('guest_error', `guest sent an invalid ${op} result`);
             resolve(value.data as z.infer<(typeof RESULT_SCHEMAS)[Op]>);
@@ -259,6 +270,7 @@ export class GuestConnection {
         onEnd: () => undefined,
         fail: reject,
       });
+      if (upload !== undefined) void this.stream(channel, upload);
     });
   }
 
@@ -447,37 +459,15 @@ export class GuestConnection {
     source: Buffer | Readable,
     options: { mode?: number; makeParents?: boolean } = {},
   ): Promise<{ bytes: number }> {
-    return new Promise((resolve, reject) => {
-      const channel = this.open(
-        {
-          op: 'file.write',
-          path,
-          makeParents: options.makeParents ?? false,
-          ...(options.mode !== undefined ? { mode: options.mode } : {}),
-        },
-        {
-          onJson: (message) => {
-            this.finish(channel);
-            try {
-              const reply = this.reply(message);
-              if (reply.type === 'error') return reject(new AgentboxError(reply.code, reply.message));
-              if (reply.type !== 'result')
-                throw new AgentboxError('guest_error', 'unexpected reply to file.write');
-              const value = RESULT_SCHEMAS['file.write'].safeParse(reply.value);
-              if (!value.success)
-                throw new AgentboxError('guest_error', 'guest sent an invalid file.write result');
-              resolve(value.data);
-            } catch (err) {
-              reject(err);
-            }
-          },
-          onData: () => undefined,
-          onEnd: () => undefined,
-          fail: reject,
-        },
-      );
-      void this.stream(channel, source);
-    });
+    return this.unary(
+      {
+        op: 'file.write',
+        path,
+        makeParents: options.makeParents ?? false,
+        ...(options.mode !== undefined ? { mode: options.mode } : {}),
+      },
+      source,
+    );
   }
 }
 
