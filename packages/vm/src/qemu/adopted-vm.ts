@@ -1,12 +1,12 @@
-import fs from 'node:fs';
 import fsp from 'node:fs/promises';
-import net from 'node:net';
+import type net from 'node:net';
 import path from 'node:path';
 import { AgentboxError } from '@agentbox/protocol';
 import type { Vm, VmExit, VmState } from '../backend.js';
 import { GuestConnection, type GuestConnectionOptions } from '../guest-connection.js';
 import { isSameProcess } from './proc.js';
-import { QmpClient } from './qmp.js';
+import { connectMonitor, listenUnix, waitForHello } from './host-sockets.js';
+import type { QmpClient } from './qmp.js';
 
 const DEFAULT_ADOPT_TIMEOUT_MS = 15_000;
 const DEFAULT_POLL_MS = 1_000;
@@ -66,61 +66,36 @@ export class AdoptedQemuVm implements Vm {
     return isSameProcess(this.spec.pid, this.spec.startTime);
   }
 
-  private listen(socketPath: string, onConnection: (socket: net.Socket) => void): Promise<void> {
-    fs.rmSync(socketPath, { force: true });
-    const server = net.createServer(onConnection);
-    this.servers.push(server);
-    return new Promise((resolve, reject) => {
-      server.once('error', reject);
-      server.listen(socketPath, () => resolve());
-    });
-  }
-
   /** starting → running once the guest says hello; throws (leaving the VM alone) if it does not. */
   async attach(): Promise<void> {
     if (!this.alive()) {
       this.onExit();
       throw new AgentboxError('vm_exited', `VM ${this.id} (pid ${this.spec.pid}) is no longer running`);
     }
-    await this.listen(path.join(this.dir, 'guest.sock'), (socket) => this.guest.attach(socket));
-    await this.listen(path.join(this.dir, 'qmp.sock'), (socket) => {
+    await listenUnix(this.servers, path.join(this.dir, 'guest.sock'), (socket) => this.guest.attach(socket));
+    await listenUnix(this.servers, path.join(this.dir, 'qmp.sock'), (socket) => {
       this.qmp?.close();
-      const qmp = new QmpClient(socket);
-      this.qmp = qmp;
-      qmp.on('event', (event) => {
-        if (event.event === 'VSERPORT_CHANGE' && event.data?.open === false) this.guest.agentRestarted();
-      });
-      qmp.on('close', () => this.check());
-      qmp.ready.catch(() => undefined);
+      this.qmp = connectMonitor(socket, this.guest);
+      this.qmp.on('close', () => this.check());
     });
     this.poller = setInterval(() => this.check(), this.spec.pollMs ?? DEFAULT_POLL_MS);
     this.poller.unref();
     const timeoutMs = this.spec.timeoutMs ?? DEFAULT_ADOPT_TIMEOUT_MS;
-    let timer: NodeJS.Timeout | undefined;
     try {
-      await Promise.race([
-        this.guest.waitForHello(),
-        new Promise((_, reject) => {
-          timer = setTimeout(
-            () =>
-              reject(
-                new AgentboxError(
-                  'guest_unreachable',
-                  `VM ${this.id} (pid ${this.spec.pid}) did not reconnect within ${timeoutMs / 1000}s`,
-                ),
-              ),
-            timeoutMs,
-          );
-        }),
-        this.exited.then(() => {
-          throw new AgentboxError('vm_exited', `VM ${this.id} exited while it was being re-adopted`);
-        }),
-      ]);
+      await waitForHello(
+        this.guest,
+        this.exited,
+        timeoutMs,
+        () =>
+          new AgentboxError(
+            'guest_unreachable',
+            `VM ${this.id} (pid ${this.spec.pid}) did not reconnect within ${timeoutMs / 1000}s`,
+          ),
+        () => new AgentboxError('vm_exited', `VM ${this.id} exited while it was being re-adopted`),
+      );
     } catch (err) {
       this.release();
       throw err;
-    } finally {
-      clearTimeout(timer);
     }
     if (this.currentState === 'starting') this.currentState = 'running';
   }

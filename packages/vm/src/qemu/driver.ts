@@ -1,7 +1,7 @@
 import { spawn, type ChildProcess } from 'node:child_process';
 import fs from 'node:fs';
 import fsp from 'node:fs/promises';
-import net from 'node:net';
+import type net from 'node:net';
 import path from 'node:path';
 import { AgentboxError } from '@agentbox/protocol';
 import type { Vm, VmBackend, VmExit, VmSpec, VmState } from '../backend.js';
@@ -10,7 +10,8 @@ import { GuestConnection, type GuestConnectionOptions } from '../guest-connectio
 import { boxesDir } from '../paths.js';
 import { AdoptedQemuVm, type AdoptSpec } from './adopted-vm.js';
 import { qemuArgs, type Accel, type QemuLaunchSpec } from './args.js';
-import { QmpClient } from './qmp.js';
+import { connectMonitor, listenUnix, waitForHello } from './host-sockets.js';
+import type { QmpClient } from './qmp.js';
 
 export const QEMU_BINARY = 'qemu-system-x86_64';
 const DEFAULT_BOOT_TIMEOUT_MS = 90_000;
@@ -113,16 +114,6 @@ class QemuVm implements Vm {
     }
   }
 
-  private listen(socketPath: string, onConnection: (socket: net.Socket) => void): Promise<void> {
-    fs.rmSync(socketPath, { force: true });
-    const server = net.createServer(onConnection);
-    this.servers.push(server);
-    return new Promise((resolve, reject) => {
-      server.once('error', reject);
-      server.listen(socketPath, () => resolve());
-    });
-  }
-
   async start(): Promise<void> {
     this.require('start', 'created');
     this.currentState = 'starting';
@@ -140,15 +131,9 @@ class QemuVm implements Vm {
       tscKhz: this.options.tscKhz,
       ...(this.options.extraKernelArgs ? { extraKernelArgs: this.options.extraKernelArgs } : {}),
     };
-    await this.listen(launch.guestSocketPath, (socket) => this.guest.attach(socket));
-    await this.listen(launch.qmpSocketPath, (socket) => {
-      const qmp = new QmpClient(socket);
-      this.qmp = qmp;
-      qmp.on('event', (event) => {
-        // The guest closed its end of the port: the agent died (init restarts it).
-        if (event.event === 'VSERPORT_CHANGE' && event.data?.open === false) this.guest.agentRestarted();
-      });
-      qmp.ready.catch(() => undefined);
+    await listenUnix(this.servers, launch.guestSocketPath, (socket) => this.guest.attach(socket));
+    await listenUnix(this.servers, launch.qmpSocketPath, (socket) => {
+      this.qmp = connectMonitor(socket, this.guest);
     });
 
     const detached = this.options.detached ?? false;
@@ -184,28 +169,21 @@ class QemuVm implements Vm {
     try {
       await spawned;
       const timeoutMs = this.spec.bootTimeoutMs ?? DEFAULT_BOOT_TIMEOUT_MS;
-      let timer: NodeJS.Timeout | undefined;
-      await Promise.race([
-        this.guest.waitForHello(),
-        new Promise((_, reject) => {
-          timer = setTimeout(
-            () =>
-              reject(
-                new AgentboxError(
-                  'boot_failed',
-                  `VM ${this.id} did not answer within ${timeoutMs / 1000}s${this.diagnostics()}`,
-                ),
-              ),
-            timeoutMs,
-          );
-        }),
-        this.exited.then((exit) => {
-          throw new AgentboxError(
+      await waitForHello(
+        this.guest,
+        this.exited,
+        timeoutMs,
+        () =>
+          new AgentboxError(
+            'boot_failed',
+            `VM ${this.id} did not answer within ${timeoutMs / 1000}s${this.diagnostics()}`,
+          ),
+        (exit) =>
+          new AgentboxError(
             'boot_failed',
             `VM ${this.id} exited during boot (${exit.signal ?? `code ${exit.code}`})${this.diagnostics()}`,
-          );
-        }),
-      ]).finally(() => clearTimeout(timer));
+          ),
+      );
     } catch (err) {
       await this.kill().catch(() => undefined);
       throw err;
