@@ -75,15 +75,21 @@ function denyBody(code: string, reason: string): string {
   return `agentbox egress: ${code}: ${oneLine(reason)}\n`;
 }
 
-/** Answers a refused plain-HTTP or intercepted request: 403 + X-Agentbox-Deny + one-line reason. */
-export function respondDenied(res: ServerResponse, code: EgressDenyCode, reason: string): void {
+/** One refusal or failure answer: status, the header naming the code, a one-line reason. */
+function respondWithCode(
+  res: ServerResponse,
+  status: 403 | 502,
+  header: string,
+  code: string,
+  reason: string,
+): void {
   if (res.headersSent) {
     res.destroy();
     return;
   }
   const body = denyBody(code, reason);
-  res.writeHead(403, {
-    [DENY_HEADER]: code,
+  res.writeHead(status, {
+    [header]: code,
     'content-type': 'text/plain; charset=utf-8',
     'content-length': Buffer.byteLength(body),
     connection: 'close',
@@ -91,20 +97,14 @@ export function respondDenied(res: ServerResponse, code: EgressDenyCode, reason:
   res.end(body);
 }
 
+/** Answers a refused plain-HTTP or intercepted request: 403 + X-Agentbox-Deny + one-line reason. */
+export function respondDenied(res: ServerResponse, code: EgressDenyCode, reason: string): void {
+  respondWithCode(res, 403, DENY_HEADER, code, reason);
+}
+
 /** Answers an allowed request that failed on the way: 502 + X-Agentbox-Error. */
 export function respondFailed(res: ServerResponse, code: EgressErrorCode, reason: string): void {
-  if (res.headersSent) {
-    res.destroy();
-    return;
-  }
-  const body = denyBody(code, reason);
-  res.writeHead(502, {
-    [ERROR_HEADER]: code,
-    'content-type': 'text/plain; charset=utf-8',
-    'content-length': Buffer.byteLength(body),
-    connection: 'close',
-  });
-  res.end(body);
+  respondWithCode(res, 502, ERROR_HEADER, code, reason);
 }
 
 /** The same answers written raw on a CONNECT socket (no ServerResponse exists for CONNECT). */
