@@ -1,3 +1,4 @@
+import type { EgressBox } from '@agentbox/egress';
 import { AgentboxError } from '@agentbox/protocol';
 import type { GuestConnection } from '@agentbox/vm';
 
@@ -6,11 +7,7 @@ export const GUEST_CA_PATH = '/etc/agentbox/ca.pem';
 export const GUEST_CA_BUNDLE = '/etc/ssl/certs/ca-certificates.crt';
 
 /** The part of an egress gateway box session a VM needs. */
-export interface EgressBoxSession {
-  readonly caCertPem: string;
-  readonly env: Readonly<Record<string, string>>;
-  handleConnection(stream: import('node:stream').Duplex): void;
-}
+export type EgressBoxSession = Pick<EgressBox, 'caCertPem' | 'env' | 'handleConnection'>;
 
 /**
  * Environment of every process in a box with egress: credential placeholders (never real values)
