@@ -19,3 +19,4 @@ export {
 export * from './guest.js';
 export * from './api.js';
 export * from './egress.js';
+export * from './task.js';

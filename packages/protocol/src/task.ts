@@ -1,0 +1,217 @@
+import { z } from 'zod';
+
+/**
+ * Agent tasks: what goes in (TaskSpec), what comes out (TaskEvent), and the task record the daemon
+ * keeps. One contract for the API, the runners, the store and the CLI.
+ */
+
+export const AGENT_KINDS = ['claude', 'codex', 'opencode', 'shell'] as const;
+export const AgentKindSchema = z.enum(AGENT_KINDS).describe('Which agent CLI runs the task.');
+export type AgentKind = z.infer<typeof AgentKindSchema>;
+
+export const EFFORTS = ['low', 'medium', 'high', 'xhigh', 'max'] as const;
+export const EffortSchema = z.enum(EFFORTS).describe('Reasoning effort passed to the agent.');
+export type Effort = z.infer<typeof EffortSchema>;
+
+export const LIBRARY_KINDS = ['skill', 'agent', 'mcp', 'hooks', 'rules', 'settings'] as const;
+export const LibraryKindSchema = z.enum(LIBRARY_KINDS).describe('Kind of library item.');
+export type LibraryKind = z.infer<typeof LibraryKindSchema>;
+
+/** `_global` or a project name; also a path component on the host, hence the tight alphabet. */
+export const LibraryNamespaceSchema = z
+  .string()
+  .min(1)
+  .max(64)
+  .regex(/^(_global|[A-Za-z0-9][A-Za-z0-9._-]*)$/, '`_global` or letters, digits and . _ -')
+  .refine((s) => s !== '.' && s !== '..' && !s.includes('..'), 'no `..`')
+  .describe('Library namespace: `_global` or a project name.');
+
+export const LibraryNameSchema = z
+  .string()
+  .min(1)
+  .max(64)
+  .regex(/^[A-Za-z0-9][A-Za-z0-9._-]*$/, 'letters, digits and . _ -')
+  .refine((s) => !s.includes('..'), 'no `..`')
+  .describe('Name of a library item.');
+
+export const LibraryRefSchema = z
+  .object({
+    kind: LibraryKindSchema,
+    name: LibraryNameSchema,
+    namespace: LibraryNamespaceSchema.optional().describe(
+      'Where to look; default: the task project, then `_global`.',
+    ),
+  })
+  .strict();
+export type LibraryRef = z.infer<typeof LibraryRefSchema>;
+
+/**
+ * A path relative to the workspace: no absolute paths, no `..`, no empty or `.` segments, no NUL.
+ * Checked here so a bad name is a 400 naming the field, before any box is touched.
+ */
+export const WorkspaceFileNameSchema = z
+  .string()
+  .min(1)
+  .max(1024)
+  .refine((name) => !name.startsWith('/'), 'must be relative to the workspace')
+  .refine((name) => !name.includes('\0') && !name.includes('\\'), 'no NUL or backslash')
+  .refine(
+    (name) => name.split('/').every((seg) => seg !== '' && seg !== '.' && seg !== '..'),
+    'no `..`, `.` or empty path segments',
+  );
+
+const ENV_NAME = /^[A-Za-z_][A-Za-z0-9_]*$/;
+
+export const TaskEnvSchema = z
+  .record(z.string().regex(ENV_NAME, 'env var names are letters, digits and _'), z.string().max(32_768))
+  .refine((env) => Object.keys(env).length <= 128, 'at most 128 env vars')
+  .describe('Extra environment of the agent process.');
+
+/** https only: an ssh or http URL would need keys in the guest or send the code in clear. */
+export const GitRepoUrlSchema = z
+  .string()
+  .max(2048)
+  .refine((value) => {
+    try {
+      const url = new URL(value);
+      return url.protocol === 'https:' && url.hostname !== '' && url.username === '' && url.password === '';
+    } catch {
+      return false;
+    }
+  }, 'must be an https:// URL without credentials')
+  .describe('Repository cloned into the workspace before the run (https only).');
+
+export const ToolNameSchema = z.string().min(1).max(256);
+
+export const AgentDefinitionSchema = z
+  .object({
+    name: LibraryNameSchema,
+    description: z.string().max(4096).optional(),
+    model: z.string().min(1).max(128).optional(),
+    systemPrompt: z.string().max(200_000).optional(),
+    tools: z.array(ToolNameSchema).max(256).optional().describe('Tools the agent may use; default all.'),
+    disallowedTools: z.array(ToolNameSchema).max(256).optional(),
+    maxTokens: z.number().int().positive().max(1_000_000).optional(),
+  })
+  .strict()
+  .describe('A sub-agent / agent persona: name, model, system prompt, tools.');
+export type AgentDefinition = z.infer<typeof AgentDefinitionSchema>;
+
+export const ContextMessageSchema = z
+  .object({
+    role: z.enum(['user', 'assistant']),
+    content: z.string().max(1_000_000),
+  })
+  .strict();
+export type ContextMessage = z.infer<typeof ContextMessageSchema>;
+
+export const SESSION_ID_PATTERN = /^[A-Za-z0-9][A-Za-z0-9_-]{0,127}$/;
+
+const TaskSpecObject = z
+  .object({
+    prompt: z.string().trim().min(1, 'must not be empty').max(1_000_000),
+    agent: AgentKindSchema.default('claude'),
+    model: z.string().min(1).max(128).optional(),
+    effort: EffortSchema.default('low'),
+    gitRepoUrl: GitRepoUrlSchema.optional(),
+    envVars: TaskEnvSchema.optional(),
+    files: z
+      .record(WorkspaceFileNameSchema, z.string().max(16 * 1024 * 1024))
+      .refine((f) => Object.keys(f).length <= 256, 'at most 256 files')
+      .optional()
+      .describe('Workspace-relative file name → UTF-8 content, written before the run.'),
+    allowedTools: z.array(ToolNameSchema).max(256).optional(),
+    disallowedTools: z.array(ToolNameSchema).max(256).optional(),
+    agentDefinition: z
+      .union([AgentDefinitionSchema, z.object({ ref: LibraryNameSchema }).strict()])
+      .optional()
+      .describe('The agent persona to run as: inline, or `{ref}` to a library `agent` item.'),
+    project: LibraryNamespaceSchema.optional().describe('Library namespace resolved over `_global`.'),
+    library: z.array(LibraryRefSchema).max(256).optional().describe('Extra library items to materialize.'),
+    timeoutSeconds: z.number().int().positive().max(86_400).default(300),
+    resume: z.string().regex(SESSION_ID_PATTERN, 'a session id').optional(),
+    context: z.array(ContextMessageSchema).max(1000).optional().describe('Prior messages to replay.'),
+    maxSpendUsd: z.number().positive().max(10_000).optional(),
+  })
+  .strict();
+
+function refineSpec(
+  spec: { resume?: string | undefined; context?: unknown[] | undefined },
+  ctx: z.RefinementCtx,
+) {
+  if (spec.resume !== undefined && spec.context !== undefined) {
+    ctx.addIssue({ code: 'custom', path: ['context'], message: 'give `resume` or `context`, not both' });
+  }
+}
+
+export const TaskSpecSchema = TaskSpecObject.superRefine(refineSpec).describe('What a task runs.');
+export type TaskSpec = z.infer<typeof TaskSpecSchema>;
+export type TaskSpecInput = z.input<typeof TaskSpecSchema>;
+
+export const TASK_EVENT_TYPES = ['status', 'text', 'tool_use', 'tool_result', 'completion', 'error'] as const;
+export const TaskEventTypeSchema = z.enum(TASK_EVENT_TYPES);
+export type TaskEventType = z.infer<typeof TaskEventTypeSchema>;
+
+export const TaskEventSchema = z
+  .object({
+    seq: z.number().int().positive().describe('1, 2, 3, … per task; resume with `?after=seq`.'),
+    ts: z.string().describe('ISO 8601 time the host recorded the event.'),
+    type: TaskEventTypeSchema,
+    content: z
+      .unknown()
+      .describe(
+        'text/completion: string; tool_use: {id,name,input}; tool_result: {toolUseId,content,isError}; status: {state,…}; error: {code,message}.',
+      ),
+    raw: z.string().optional().describe('The agent CLI output line this event came from.'),
+  })
+  .strict();
+export type TaskEvent = z.infer<typeof TaskEventSchema>;
+
+export const TASK_STATES = ['queued', 'running', 'succeeded', 'failed', 'cancelled', 'timed_out'] as const;
+export const TaskStateSchema = z.enum(TASK_STATES);
+export type TaskState = z.infer<typeof TaskStateSchema>;
+export const TERMINAL_TASK_STATES: ReadonlySet<TaskState> = new Set([
+  'succeeded',
+  'failed',
+  'cancelled',
+  'timed_out',
+]);
+
+export const TaskUsageSchema = z.record(z.string(), z.unknown());
+
+export const TaskResultSchema = z
+  .object({
+    sessionId: z.string().nullable(),
+    numTurns: z.number().int().nonnegative().nullable(),
+    costUsd: z.number().nonnegative().nullable(),
+    usage: TaskUsageSchema.nullable(),
+    text: z.string().nullable().describe('The final answer (the completion event).'),
+    exitCode: z.number().int().nullable(),
+  })
+  .strict();
+export type TaskResult = z.infer<typeof TaskResultSchema>;
+
+export const TaskLibraryItemSchema = z
+  .object({ kind: LibraryKindSchema, namespace: z.string(), name: z.string(), sha256: z.string() })
+  .strict();
+export type TaskLibraryItem = z.infer<typeof TaskLibraryItemSchema>;
+
+export const TaskSchema = z
+  .object({
+    id: z.string(),
+    boxId: z.string().nullable(),
+    userId: z.string().nullable(),
+    state: TaskStateSchema,
+    agent: AgentKindSchema,
+    queuePosition: z.number().int().positive().nullable().describe('1 = next to run; null unless queued.'),
+    spec: TaskSpecObject.describe('The spec as run; credential-like env values are redacted.'),
+    createdAt: z.string(),
+    startedAt: z.string().nullable(),
+    finishedAt: z.string().nullable(),
+    result: TaskResultSchema.nullable(),
+    error: z.object({ code: z.string(), message: z.string() }).strict().nullable(),
+    library: z.array(TaskLibraryItemSchema),
+    eventCount: z.number().int().nonnegative(),
+  })
+  .strict();
+export type Task = z.infer<typeof TaskSchema>;

@@ -1,0 +1,10 @@
+export type {
+  AgentCommand,
+  AgentExit,
+  AgentOutcome,
+  AgentRunner,
+  GuestFile,
+  RunnerContext,
+  StreamParser,
+  TaskEventDraft,
+} from './types.js';
