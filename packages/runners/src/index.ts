@@ -4,6 +4,7 @@ export type {
   AgentOutcome,
   AgentRunner,
   GuestFile,
+  ResolvedLibraryItem,
   RunnerContext,
   StreamParser,
   TaskEventDraft,

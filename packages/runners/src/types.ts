@@ -1,4 +1,4 @@
-import type { AgentDefinition, AgentKind, TaskEventType, TaskSpec } from '@agentbox/protocol';
+import type { AgentDefinition, AgentKind, LibraryKind, TaskEventType, TaskSpec } from '@agentbox/protocol';
 
 /** Where the task runs inside the box, as the host resolved it. */
 export interface RunnerContext {
@@ -68,8 +68,24 @@ export interface StreamParser {
   outcome(): AgentOutcome;
 }
 
+/**
+ * A library item as the host resolved it (project over `_global`): its files by relative path.
+ * Layout per kind: skill → `SKILL.md` (+ any files); agent → `agent.json` (an AgentDefinition);
+ * mcp → `mcp.json` (`{mcpServers: {…}}`); hooks → `hooks.json` (`{hooks: {…}}`);
+ * settings → `settings.json`; rules → `RULES.md`.
+ */
+export interface ResolvedLibraryItem {
+  kind: LibraryKind;
+  namespace: string;
+  name: string;
+  sha256: string;
+  files: Record<string, string>;
+}
+
 export interface AgentRunner {
   readonly kind: AgentKind;
   command(spec: TaskSpec, ctx: RunnerContext): AgentCommand;
   parser(): StreamParser;
+  /** The guest files that make the library items visible to this agent (skills, agents, MCP, …). */
+  materialize(items: ResolvedLibraryItem[], ctx: RunnerContext): GuestFile[];
 }
