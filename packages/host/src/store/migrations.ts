@@ -77,4 +77,40 @@ export const MIGRATIONS: readonly Migration[] = [
       CREATE INDEX egress_audit_box ON egress_audit (box_id, seq);
     `,
   },
+  {
+    version: 4,
+    name: 'agent tasks and their events',
+    sql: `
+      CREATE TABLE tasks (
+        id TEXT PRIMARY KEY,
+        owner_key_id TEXT NOT NULL,
+        target TEXT NOT NULL CHECK (target IN ('box', 'user', 'ephemeral')),
+        box_id TEXT,
+        user_id TEXT,
+        state TEXT NOT NULL
+          CHECK (state IN ('queued', 'running', 'succeeded', 'failed', 'cancelled', 'timed_out')),
+        agent TEXT NOT NULL,
+        spec TEXT NOT NULL,
+        created_at INTEGER NOT NULL,
+        started_at INTEGER,
+        finished_at INTEGER,
+        result TEXT,
+        error_code TEXT,
+        error_message TEXT,
+        library TEXT NOT NULL DEFAULT '[]',
+        session_id TEXT
+      );
+      CREATE INDEX tasks_state ON tasks (state, created_at);
+      CREATE INDEX tasks_box ON tasks (box_id, finished_at);
+      CREATE TABLE task_events (
+        task_id TEXT NOT NULL,
+        seq INTEGER NOT NULL,
+        ts TEXT NOT NULL,
+        type TEXT NOT NULL,
+        content TEXT NOT NULL,
+        raw TEXT,
+        PRIMARY KEY (task_id, seq)
+      ) WITHOUT ROWID;
+    `,
+  },
 ];
