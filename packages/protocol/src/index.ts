@@ -20,3 +20,4 @@ export * from './guest.js';
 export * from './api.js';
 export * from './egress.js';
 export * from './task.js';
+export * from './library.js';
