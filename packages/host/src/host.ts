@@ -1,4 +1,10 @@
 import type { FastifyBaseLogger, FastifyInstance } from 'fastify';
+import path from 'node:path';
+import type { AgentRunner } from '@agentbox/runners';
+const defaultRunnerFor = (): AgentRunner => {
+  throw new Error('no runners yet');
+};
+import type { AgentKind } from '@agentbox/protocol';
 import { createEgressGateway, isInjectableSecret, type EgressGatewayOptions } from '@agentbox/egress';
 import type { Image, VmResources } from '@agentbox/vm';
 import { createApp } from './api/app.js';
@@ -6,6 +12,7 @@ import { buildOpenApi } from './api/openapi.js';
 import type { RouteDef } from './api/route.js';
 import { boxRoutes } from './api/routes/box-routes.js';
 import { seedRoutes } from './api/routes/seed-routes.js';
+import { taskRoutes } from './api/routes/task-routes.js';
 import { systemRoutes } from './api/routes/system-routes.js';
 import { createMetrics } from './metrics.js';
 import { attachEgress } from './services/box-egress.js';
@@ -19,10 +26,13 @@ import {
 } from './services/box-service.js';
 import { createExecService } from './services/exec-service.js';
 import { createFileService } from './services/file-service.js';
+import { createLibraryService } from './services/library-service.js';
+import { createTaskService, DEFAULT_MAX_CONCURRENT_TASKS } from './services/task-service.js';
 import { createAuditStore } from './store/audit-store.js';
 import { createBoxStore } from './store/box-store.js';
 import { openDatabase } from './store/db.js';
 import { createKeyStore } from './store/key-store.js';
+import { createTaskStore } from './store/task-store.js';
 
 export const AGENTBOX_VERSION = '0.1.0';
 export const DEFAULT_MAX_BOXES = 8;
@@ -53,6 +63,12 @@ export interface HostOptions {
    * leave it off: their "guest" is this host, whose trust store must not be touched.
    */
   egress?: Omit<EgressGatewayOptions, 'audit'>;
+  /** Tasks running at once on this host; the rest wait in FIFO order. */
+  maxConcurrentTasks?: number;
+  /** The library root (`$AGENTBOX_HOME/library`); default `<dataDir>/library`. */
+  libraryDir?: string;
+  /** The agent adapters; unit tests may stand in a scripted one. */
+  runnerFor?: (kind: AgentKind) => AgentRunner;
   clock?: () => number;
 }
 
@@ -85,6 +101,7 @@ export function createHost(options: HostOptions) {
     },
     isCredential: (name) => isInjectableSecret(name),
     detach: async (boxId) => gateway.box(boxId)?.close(),
+    updatePolicy: (boxId, policy) => gateway.box(boxId)?.updatePolicy(policy),
   };
 
   const metrics = createMetrics({ boxesByState: () => store.countByState() });
@@ -107,12 +124,23 @@ export function createHost(options: HostOptions) {
   });
   const exec = createExecService({ boxes, metrics });
   const files = createFileService({ boxes });
+  const taskStore = createTaskStore(db, clock);
+  const library = createLibraryService({ root: options.libraryDir ?? path.join(options.dataDir, 'library') });
+  const tasks = createTaskService({
+    store: taskStore,
+    boxes,
+    library,
+    runnerFor: options.runnerFor ?? defaultRunnerFor,
+    maxConcurrent: options.maxConcurrentTasks ?? DEFAULT_MAX_CONCURRENT_TASKS,
+    log,
+  });
 
   const routes: RouteDef[] = [];
   const openapi = () => buildOpenApi(routes, { version: AGENTBOX_VERSION });
   routes.push(
-    ...seedRoutes({ boxes, files, version: AGENTBOX_VERSION, startedAt, clock }),
+    ...seedRoutes({ boxes, files, tasks, version: AGENTBOX_VERSION, startedAt, clock }),
     ...boxRoutes({ boxes, exec, files, audit }),
+    ...taskRoutes({ tasks, library, eventCount: (id) => taskStore.eventCount(id) }),
     ...systemRoutes({ metrics, openapi }),
   );
   const app: FastifyInstance = createApp({
@@ -138,6 +166,9 @@ export function createHost(options: HostOptions) {
     audit,
     gateway,
     boxes,
+    tasks,
+    taskStore,
+    library,
     routes,
     openapi,
     metrics,
@@ -146,6 +177,8 @@ export function createHost(options: HostOptions) {
     async start() {
       const reconciled = await boxes.reconcile();
       log.info(reconciled, 'reconciled boxes with live VMs');
+      const recovered = tasks.recover();
+      if (recovered.failed.length + recovered.requeued.length > 0) log.info(recovered, 'recovered tasks');
       reaper = setInterval(
         () => void reapNow().catch(() => undefined),
         options.reapIntervalMs ?? REAP_INTERVAL_MS,
@@ -161,6 +194,7 @@ export function createHost(options: HostOptions) {
     async close(graceMs = SHUTDOWN_GRACE_MS) {
       closing = true;
       clearInterval(reaper);
+      await tasks.stopAll();
       const cut = setTimeout(() => app.server.closeAllConnections(), graceMs);
       try {
         await app.close();

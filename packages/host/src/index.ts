@@ -40,3 +40,15 @@ export {
   type EgressBoxSession,
 } from './services/box-egress.js';
 export { createAuditStore, type AuditStore } from './store/audit-store.js';
+export { createTaskStore, type TaskStore, type TaskRecord } from './store/task-store.js';
+export {
+  createTaskService,
+  DEFAULT_MAX_CONCURRENT_TASKS,
+  type TaskService,
+} from './services/task-service.js';
+export {
+  createLibraryService,
+  GLOBAL_NAMESPACE,
+  itemHash,
+  type LibraryService,
+} from './services/library-service.js';

@@ -176,10 +176,6 @@ export const MaintenanceResponseSchema = z
   .strict();
 export type MaintenanceResult = z.infer<typeof MaintenanceResponseSchema>;
 
-export const TaskRequestPlaceholderSchema = z
-  .record(z.string(), z.unknown())
-  .describe('Seed task request; arrives with the agent-task issue.');
-
 // ---- /v1 ----
 
 export const LabelsSchema = z

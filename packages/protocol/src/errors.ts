@@ -30,6 +30,10 @@ export const ERROR_CODES = {
   image_invalid: { status: 500, description: 'The image is damaged or incompatible; rebuild it.' },
   prerequisite_missing: { status: 503, description: 'A host tool is missing; run `agentbox setup`.' },
   boot_failed: { status: 502, description: 'The VM did not boot.' },
+  snapshot_failed: {
+    status: 500,
+    description: 'A snapshot (hibernate, template) could not be written or restored.',
+  },
   route_not_found: { status: 404, description: 'No such endpoint; see GET /openapi.json.' },
   payload_too_large: { status: 413, description: 'The request body is larger than the limit.' },
   unsupported_media_type: {
@@ -37,6 +41,10 @@ export const ERROR_CODES = {
     description: 'The request body has a content type this endpoint does not take.',
   },
   not_implemented: { status: 501, description: 'The endpoint exists but is not implemented yet.' },
+  daemon_unreachable: {
+    status: 503,
+    description: 'The CLI or SDK could not reach the daemon; is `agentbox serve` running?',
+  },
   shutting_down: { status: 503, description: 'The daemon is shutting down; retry against the new one.' },
   internal: { status: 500, description: 'Unexpected error.' },
 } as const satisfies Record<string, { status: number; description: string }>;

@@ -107,7 +107,8 @@ export type ContextMessage = z.infer<typeof ContextMessageSchema>;
 
 export const SESSION_ID_PATTERN = /^[A-Za-z0-9][A-Za-z0-9_-]{0,127}$/;
 
-const TaskSpecObject = z
+/** The spec's fields, without the cross-field rules (for schemas that extend it). */
+export const TaskSpecFieldsSchema = z
   .object({
     prompt: z.string().trim().min(1, 'must not be empty').max(1_000_000),
     agent: AgentKindSchema.default('claude'),
@@ -135,7 +136,7 @@ const TaskSpecObject = z
   })
   .strict();
 
-function refineSpec(
+export function refineTaskSpec(
   spec: { resume?: string | undefined; context?: unknown[] | undefined },
   ctx: z.RefinementCtx,
 ) {
@@ -144,7 +145,7 @@ function refineSpec(
   }
 }
 
-export const TaskSpecSchema = TaskSpecObject.superRefine(refineSpec).describe('What a task runs.');
+export const TaskSpecSchema = TaskSpecFieldsSchema.superRefine(refineTaskSpec).describe('What a task runs.');
 export type TaskSpec = z.infer<typeof TaskSpecSchema>;
 export type TaskSpecInput = z.input<typeof TaskSpecSchema>;
 
@@ -204,7 +205,7 @@ export const TaskSchema = z
     state: TaskStateSchema,
     agent: AgentKindSchema,
     queuePosition: z.number().int().positive().nullable().describe('1 = next to run; null unless queued.'),
-    spec: TaskSpecObject.describe('The spec as run; credential-like env values are redacted.'),
+    spec: TaskSpecFieldsSchema.describe('The spec as run; credential-like env values are redacted.'),
     createdAt: z.string(),
     startedAt: z.string().nullable(),
     finishedAt: z.string().nullable(),
@@ -215,3 +216,71 @@ export const TaskSchema = z
   })
   .strict();
 export type Task = z.infer<typeof TaskSchema>;
+
+// ---- API bodies ----
+
+export const CreateTaskRequestSchema = TaskSpecFieldsSchema.extend({
+  boxId: z.string().min(1).max(64).optional().describe('Run in this running box.'),
+  userId: z
+    .string()
+    .min(1)
+    .max(128)
+    .regex(/^[A-Za-z0-9][A-Za-z0-9._@-]*$/, 'letters, digits and . _ @ - only')
+    .optional()
+    .describe("Run in this user's persistent box (created if missing)."),
+})
+  .strict()
+  .superRefine((body, ctx) => {
+    refineTaskSpec(body, ctx);
+    if (body.boxId !== undefined && body.userId !== undefined) {
+      ctx.addIssue({ code: 'custom', path: ['userId'], message: 'give `boxId` or `userId`, not both' });
+    }
+  })
+  .describe('A task; without boxId or userId it gets a fresh box, deleted when it ends.');
+export type CreateTaskRequest = z.infer<typeof CreateTaskRequestSchema>;
+
+export const TaskParamsSchema = z.object({ id: z.string().min(1).max(64) }).strict();
+
+export const TaskListQuerySchema = z
+  .object({
+    boxId: z.string().min(1).max(64).optional(),
+    limit: z.coerce.number().int().min(1).max(1000).default(100),
+  })
+  .strict();
+
+export const TaskListResponseSchema = z.object({ tasks: z.array(TaskSchema) }).strict();
+
+export const TaskEventsQuerySchema = z
+  .object({
+    after: z.coerce.number().int().min(0).default(0).describe('Only events with a larger seq.'),
+    follow: z
+      .enum(['true', 'false'])
+      .default('true')
+      .transform((v) => v === 'true')
+      .describe('Keep the stream open until the task ends (default) or return what is stored.'),
+    format: z.enum(['ndjson', 'sse']).optional().describe('Default: from Accept (text/event-stream → sse).'),
+  })
+  .strict();
+
+/** Seed API `POST /claude_in_the_box`: snake_case, on the user's persistent box. */
+export const ClaudeInTheBoxRequestSchema = z
+  .object({
+    user_id: z
+      .string()
+      .min(1)
+      .max(128)
+      .regex(/^[A-Za-z0-9][A-Za-z0-9._@-]*$/, 'letters, digits and . _ @ - only'),
+    task: z.string().trim().min(1, 'must not be empty').max(1_000_000).describe('The prompt.'),
+    files: TaskSpecFieldsSchema.shape.files,
+    context: z.array(ContextMessageSchema).max(1000).optional(),
+    model: z.string().min(1).max(128).optional(),
+    effort: EffortSchema.optional(),
+    timeout_seconds: z.number().int().positive().max(86_400).optional(),
+  })
+  .strict();
+export type ClaudeInTheBoxRequest = z.infer<typeof ClaudeInTheBoxRequestSchema>;
+
+/** One line of the seed stream, exactly as the seed API shapes it. */
+export const SeedTaskLineSchema = z
+  .object({ type: z.enum(['text', 'tool_use', 'completion', 'error']), content: z.unknown() })
+  .strict();

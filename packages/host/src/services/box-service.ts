@@ -5,6 +5,7 @@ import {
   EgressPolicySchema,
   type BoxState,
   type EgressPolicyInput,
+  type EgressPresetName,
   type Runtime,
 } from '@agentbox/protocol';
 import type { AdoptSpec, GuestConnection, Image, Vm, VmResources, VmSpec } from '@agentbox/vm';
@@ -57,6 +58,30 @@ export interface BoxEgress {
   isCredential(name: string): boolean;
   /** Cuts the box's live connections and forgets its placeholders. */
   detach(boxId: string): Promise<void>;
+  /** Applies a changed policy to the box's open session (new connections and requests). */
+  updatePolicy(boxId: string, policy: EgressPolicyInput): void;
+}
+
+/** What a task needs its box to reach, added to the box's policy. */
+export interface EgressWidening {
+  presets?: readonly EgressPresetName[];
+  repos?: readonly string[];
+  domains?: readonly string[];
+}
+
+/**
+ * The policy with the widening's presets, domains and repositories added (pure). A policy with
+ * no `repos` list leaves GitHub ungoverned unless a repository is added: then only the listed ones.
+ */
+export function widenPolicy(policy: EgressPolicyInput, add: EgressWidening): EgressPolicyInput {
+  const union = <T>(a: readonly T[] | undefined, b: readonly T[] | undefined): T[] => [
+    ...new Set([...(a ?? []), ...(b ?? [])]),
+  ];
+  const next: EgressPolicyInput = { ...policy };
+  if (add.presets?.length) next.presets = union(policy.presets, add.presets);
+  if (add.domains?.length) next.allowDomains = union(policy.allowDomains, add.domains);
+  if (add.repos?.length) next.repos = union(policy.repos, add.repos);
+  return next;
 }
 
 /** A box that asked for no policy gets one by runtime; anything else stays unreachable. */
@@ -391,6 +416,19 @@ export function createBoxService(deps: BoxServiceDeps) {
     return result;
   }
 
+  /** Lets a running box reach what a task needs (its agent's API, its repository). */
+  function widenEgress(options: { actor: Actor; id: string } & EgressWidening): Promise<void> {
+    const box = get(options);
+    if (!deps.egress || !box.egressPolicy) return Promise.resolve();
+    const next = EgressPolicySchema.parse(widenPolicy(box.egressPolicy, options));
+    if (JSON.stringify(next) === JSON.stringify(EgressPolicySchema.parse(box.egressPolicy)))
+      return Promise.resolve();
+    store.setEgressPolicy(box.id, next);
+    deps.egress.updatePolicy(box.id, next);
+    log.info({ boxId: box.id, presets: next.presets, repos: next.repos }, 'egress policy widened for a task');
+    return Promise.resolve();
+  }
+
   function countByState(): Record<BoxState, number> {
     return store.countByState();
   }
@@ -407,6 +445,9 @@ export function createBoxService(deps: BoxServiceDeps) {
     reap,
     reconcile,
     countByState,
+    widenEgress,
+    /** Whether an env var is a credential the egress gateway holds for the box (never plain env). */
+    isCredential: (name: string) => deps.egress?.isCredential(name) ?? false,
     /** Whether the VM of a box is alive right now (for /status). */
     isAlive: (id: string) => live.get(id)?.vm.state === 'running',
     limit: () => deps.limits.maxBoxes,

@@ -163,6 +163,15 @@ export function createBoxStore(db: Db, clock: () => number = Date.now) {
       return get(box.id)!;
     },
 
+    /** Replaces a box's egress policy (a task widened it for its agent and repository). */
+    setEgressPolicy(id: string, policy: EgressPolicyInput): void {
+      db.prepare('UPDATE boxes SET egress_policy = ?, updated_at = ? WHERE id = ?').run(
+        JSON.stringify(policy),
+        clock(),
+        id,
+      );
+    },
+
     /**
      * Moves a box to `to` (only from one of `from`), with optional field changes, and logs the
      * transition, atomically. Throws `invalid_state` when the box is in another state.

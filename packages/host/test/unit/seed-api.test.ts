@@ -73,12 +73,20 @@ describe('seed API shapes over the fake driver', () => {
     expect(errorCode(gone)).toBe('box_not_found');
   });
 
-  it('answers /health without a key, and 501 for claude_in_the_box', async () => {
+  it('answers /health without a key; claude_in_the_box checks its body', async () => {
     const health = await h.call({ method: 'GET', url: '/health' });
     expect(health.statusCode).toBe(200);
     expect(health.json()).toMatchObject({ status: 'ok' });
     const task = await h.admin_({ method: 'POST', url: '/claude_in_the_box', payload: { user_id: 'alice' } });
-    expect(task.statusCode).toBe(501);
-    expect(errorCode(task)).toBe('not_implemented');
+    expect(task.statusCode).toBe(400);
+    expect(errorCode(task)).toBe('invalid_request');
+    expect(task.body).toContain('task');
+    const empty = await h.admin_({
+      method: 'POST',
+      url: '/claude_in_the_box',
+      payload: { user_id: 'alice', task: ' ', files: { '../x': 'y' } },
+    });
+    expect(empty.statusCode).toBe(400);
+    expect(empty.body).toMatch(/files|task/);
   });
 });

@@ -1,10 +1,11 @@
 import path from 'node:path';
 import {
-  AgentboxError,
   CreateMicrovmRequestSchema,
   CreateMicrovmResponseSchema,
   DownloadFileQuerySchema,
-  ErrorBodySchema,
+  ClaudeInTheBoxRequestSchema,
+  SeedTaskLineSchema,
+  TaskSpecSchema,
   HealthResponseSchema,
   KillMicrovmRequestSchema,
   KillMicrovmResponseSchema,
@@ -12,18 +13,20 @@ import {
   ListWorkspaceFilesResponseSchema,
   MaintenanceResponseSchema,
   StatusResponseSchema,
-  TaskRequestPlaceholderSchema,
+  type TaskEvent,
   UserQuerySchema,
 } from '@agentbox/protocol';
 import type { BoxService } from '../../services/box-service.js';
 import { hostStatus } from '../../services/box-view.js';
 import type { FileService } from '../../services/file-service.js';
+import type { TaskService } from '../../services/task-service.js';
 import { defineRoute, type RouteDef } from '../route.js';
 import { streamResponse } from '../stream.js';
 
 export interface SeedRouteDeps {
   boxes: BoxService;
   files: FileService;
+  tasks: TaskService;
   version: string;
   startedAt: number;
   clock: () => number;
@@ -177,19 +180,62 @@ export function seedRoutes(deps: SeedRouteDeps): RouteDef[] {
       method: 'POST',
       url: '/claude_in_the_box',
       operationId: 'claudeInTheBox',
-      summary: 'Agent tasks: not implemented yet (comes with the agent-task issue)',
+      summary:
+        "Run Claude Code on the user's persistent box; streams text, tool_use and completion lines (NDJSON)",
       tags: SEED,
       auth: 'key',
-      body: TaskRequestPlaceholderSchema,
-      responses: { 501: { description: 'Not implemented', schema: ErrorBodySchema } },
-      errors: ['unauthorized', 'not_implemented'],
-      handler: () =>
-        Promise.reject(
-          new AgentboxError(
-            'not_implemented',
-            'agent tasks are not implemented yet; use POST /v1/boxes/{id}/exec',
-          ),
-        ),
+      body: ClaudeInTheBoxRequestSchema,
+      bodyLimit: 64 * 1024 * 1024,
+      responses: {
+        200: {
+          description:
+            'One `{"type","content"}` per line: text, tool_use, completion (or error). X-Agentbox-Task-Id names ' +
+            'the task, whose full event log is at /v1/tasks/{id}/events.',
+          contentType: 'application/x-ndjson',
+          schema: SeedTaskLineSchema,
+        },
+      },
+      errors: ['invalid_request', 'unauthorized', 'forbidden', 'payload_too_large'],
+      handler: ({ body, actor, reply, signal }) => {
+        const spec = TaskSpecSchema.parse({
+          prompt: body.task,
+          agent: 'claude',
+          ...(body.files ? { files: body.files } : {}),
+          ...(body.context ? { context: body.context } : {}),
+          ...(body.model ? { model: body.model } : {}),
+          ...(body.effort ? { effort: body.effort } : {}),
+          ...(body.timeout_seconds ? { timeoutSeconds: body.timeout_seconds } : {}),
+        });
+        const task = deps.tasks.submit({ actor, spec, userId: body.user_id, continueLastSession: true });
+        return streamResponse(
+          reply,
+          signal,
+          { contentType: 'application/x-ndjson', headers: { 'x-agentbox-task-id': task.id } },
+          async (write) => {
+            await deps.tasks.follow({ actor, id: task.id, signal }, (event) => {
+              const line = seedLine(event);
+              return line === undefined ? undefined : write(`${JSON.stringify(line)}\n`);
+            });
+          },
+        );
+      },
     }),
   ];
+}
+
+/** The seed stream's shape of an event; status and tool_result events are not part of it. */
+export function seedLine(event: TaskEvent): { type: string; content: unknown } | undefined {
+  switch (event.type) {
+    case 'text':
+    case 'tool_use':
+    case 'completion':
+      return { type: event.type, content: event.content };
+    case 'error': {
+      const content = event.content as { message?: unknown } | null;
+      return { type: 'error', content: typeof content?.message === 'string' ? content.message : content };
+    }
+    case 'status':
+    case 'tool_result':
+      return undefined;
+  }
 }

@@ -1,0 +1,175 @@
+import fs from 'node:fs';
+import {
+  AgentboxError,
+  CreateTaskRequestSchema,
+  type CreateTaskRequest,
+  type Task,
+  type TaskEvent,
+} from '@agentbox/protocol';
+import { callJson, daemonTarget, followTaskEvents, type DaemonTarget } from '../daemon-client.js';
+
+export interface TaskRunOptions {
+  agent: string;
+  prompt?: string;
+  promptFile?: string;
+  repo?: string;
+  model?: string;
+  effort?: string;
+  box?: string;
+  user?: string;
+  timeout?: number;
+  file: string[];
+  env: string[];
+  allowedTools?: string;
+  disallowedTools?: string;
+  project?: string;
+  agentRef?: string;
+  resume?: string;
+  maxSpend?: number;
+  follow: boolean;
+  json: boolean;
+  url?: string;
+  key?: string;
+}
+
+const list = (value: string | undefined) =>
+  value === undefined
+    ? undefined
+    : value
+        .split(',')
+        .map((s) => s.trim())
+        .filter(Boolean);
+
+/** The request body from the flags; validated by the same schema as the daemon's. */
+export function taskRequestFromFlags(options: TaskRunOptions): CreateTaskRequest {
+  const prompt =
+    options.promptFile !== undefined ? fs.readFileSync(options.promptFile, 'utf8') : options.prompt;
+  const files: Record<string, string> = {};
+  for (const spec of options.file) {
+    const eq = spec.indexOf('=');
+    if (eq <= 0)
+      throw new AgentboxError('invalid_request', `--file takes NAME=PATH, got ${JSON.stringify(spec)}`);
+    files[spec.slice(0, eq)] = fs.readFileSync(spec.slice(eq + 1), 'utf8');
+  }
+  const env: Record<string, string> = {};
+  for (const pair of options.env) {
+    const eq = pair.indexOf('=');
+    if (eq <= 0)
+      throw new AgentboxError('invalid_request', `--env takes KEY=VALUE, got ${JSON.stringify(pair)}`);
+    env[pair.slice(0, eq)] = pair.slice(eq + 1);
+  }
+  const raw = {
+    prompt,
+    agent: options.agent,
+    ...(options.model ? { model: options.model } : {}),
+    ...(options.effort ? { effort: options.effort } : {}),
+    ...(options.repo ? { gitRepoUrl: options.repo } : {}),
+    ...(options.box ? { boxId: options.box } : {}),
+    ...(options.user ? { userId: options.user } : {}),
+    ...(options.timeout ? { timeoutSeconds: options.timeout } : {}),
+    ...(Object.keys(files).length ? { files } : {}),
+    ...(Object.keys(env).length ? { envVars: env } : {}),
+    ...(options.allowedTools ? { allowedTools: list(options.allowedTools) } : {}),
+    ...(options.disallowedTools ? { disallowedTools: list(options.disallowedTools) } : {}),
+    ...(options.project ? { project: options.project } : {}),
+    ...(options.agentRef ? { agentDefinition: { ref: options.agentRef } } : {}),
+    ...(options.resume ? { resume: options.resume } : {}),
+    ...(options.maxSpend ? { maxSpendUsd: options.maxSpend } : {}),
+  };
+  const parsed = CreateTaskRequestSchema.safeParse(raw);
+  if (!parsed.success) {
+    const issue = parsed.error.issues[0]!;
+    throw new AgentboxError('invalid_request', `${issue.path.join('.') || 'task'}: ${issue.message}`);
+  }
+  return parsed.data;
+}
+
+function short(value: unknown, max = 160): string {
+  const text = typeof value === 'string' ? value : JSON.stringify(value);
+  const line = text.replace(/\s+/g, ' ').trim();
+  return line.length > max ? `${line.slice(0, max - 1)}…` : line;
+}
+
+/** One human-readable line per event. */
+export function formatEvent(event: TaskEvent): string {
+  const c = event.content as Record<string, unknown> | string | null;
+  const obj: Record<string, unknown> = typeof c === 'object' && c !== null ? c : {};
+  switch (event.type) {
+    case 'text':
+      return typeof c === 'string' ? c : short(c);
+    case 'tool_use':
+      return `⚙ ${String(obj.name)} ${short(obj.input)}`;
+    case 'tool_result':
+      return `  ↳ ${obj.isError ? 'error: ' : ''}${short(obj.content)}`;
+    case 'completion':
+      return `✔ ${typeof c === 'string' ? c : short(c)}`;
+    case 'error':
+      return `✖ ${short(obj.code ?? 'error')}: ${short(obj.message ?? c, 400)}`;
+    case 'status':
+      return `· ${Object.entries(obj)
+        .map(([k, v]) => `${k}=${typeof v === 'string' ? v : JSON.stringify(v)}`)
+        .join(' ')}`;
+  }
+}
+
+/** Prints the events of a task until it ends; the exit code says how it ended. */
+async function printFollow(target: DaemonTarget, taskId: string, json: boolean, after = 0): Promise<number> {
+  for await (const event of followTaskEvents(target, taskId, after)) {
+    process.stdout.write(`${json ? JSON.stringify(event) : formatEvent(event)}\n`);
+  }
+  const task = await callJson<Task>(target, 'GET', `/v1/tasks/${encodeURIComponent(taskId)}`);
+  if (!json) process.stderr.write(`agentbox: task ${task.id} ${task.state}\n`);
+  return task.state === 'succeeded' ? 0 : 1;
+}
+
+/** `agentbox task run`: queue a task on the daemon; with --follow, stream it to the end. */
+export async function taskRun(options: TaskRunOptions): Promise<number> {
+  const body = taskRequestFromFlags(options);
+  const target = daemonTarget(options);
+  const task = await callJson<Task>(target, 'POST', '/v1/tasks', body);
+  if (!options.follow) {
+    process.stdout.write(
+      options.json
+        ? `${JSON.stringify(task)}\n`
+        : `${task.id} ${task.state}${task.queuePosition ? ` (position ${task.queuePosition})` : ''}\n`,
+    );
+    return 0;
+  }
+  if (!options.json) process.stderr.write(`agentbox: task ${task.id} queued\n`);
+  return printFollow(target, task.id, options.json);
+}
+
+export async function taskEvents(
+  id: string,
+  options: { after?: number; json: boolean; url?: string; key?: string },
+): Promise<number> {
+  return printFollow(daemonTarget(options), id, options.json, options.after ?? 0);
+}
+
+export async function taskShow(id: string, options: { url?: string; key?: string }): Promise<number> {
+  const task = await callJson<Task>(daemonTarget(options), 'GET', `/v1/tasks/${encodeURIComponent(id)}`);
+  process.stdout.write(`${JSON.stringify(task, null, 2)}\n`);
+  return 0;
+}
+
+export async function taskCancel(id: string, options: { url?: string; key?: string }): Promise<number> {
+  const task = await callJson<Task>(
+    daemonTarget(options),
+    'POST',
+    `/v1/tasks/${encodeURIComponent(id)}/cancel`,
+  );
+  process.stdout.write(`${task.id} ${task.state}\n`);
+  return 0;
+}
+
+export async function taskList(options: { json: boolean; url?: string; key?: string }): Promise<number> {
+  const { tasks } = await callJson<{ tasks: Task[] }>(daemonTarget(options), 'GET', '/v1/tasks');
+  for (const t of tasks) {
+    process.stdout.write(
+      options.json
+        ? `${JSON.stringify(t)}\n`
+        : `${t.id} ${t.state.padEnd(9)} ${t.agent.padEnd(8)} ${t.boxId ?? '-'} ${t.createdAt} ${short(t.spec.prompt, 60)}\n`,
+    );
+  }
+  return 0;
+}

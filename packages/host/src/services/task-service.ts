@@ -1,0 +1,570 @@
+import { randomBytes } from 'node:crypto';
+import path from 'node:path';
+import {
+  AgentboxError,
+  TERMINAL_TASK_STATES,
+  type AgentKind,
+  type EgressPresetName,
+  type Runtime,
+  type TaskEvent,
+  type TaskLibraryItem,
+  type TaskResult,
+  type TaskSpec,
+} from '@agentbox/protocol';
+import type { AgentExit, AgentRunner, ResolvedLibraryItem, TaskEventDraft } from '@agentbox/runners';
+import type { Actor } from '../store/key-store.js';
+import type { TaskFinish, TaskRecord, TaskStore, TaskTarget } from '../store/task-store.js';
+import type { BoxService } from './box-service.js';
+import type { LibraryService } from './library-service.js';
+import { splitLines } from './lines.js';
+
+export const DEFAULT_MAX_CONCURRENT_TASKS = 5;
+/** The guest user the agents run as. */
+export const GUEST_HOME = '/root';
+/** stderr kept for an error event when an agent fails without saying why. */
+const STDERR_TAIL_BYTES = 8 * 1024;
+/** Time a clone may take before the task's own clock starts. */
+const CLONE_TIMEOUT_MS = 10 * 60_000;
+
+/** Hosts an agent's CLI talks to: its box may reach them for the task. */
+export const AGENT_PRESETS: Record<AgentKind, EgressPresetName[]> = {
+  claude: ['anthropic'],
+  opencode: ['anthropic'],
+  codex: ['openai'],
+  shell: [],
+};
+
+/** The seed runtime (image profile) of a box made for a task. */
+const AGENT_RUNTIME: Record<AgentKind, Runtime> = {
+  claude: 'claude-agent',
+  opencode: 'claude-agent',
+  codex: 'claude-agent',
+  shell: 'bash',
+};
+
+export interface TaskLogger {
+  info(obj: object, msg: string): void;
+  warn(obj: object, msg: string): void;
+}
+
+export interface TaskServiceDeps {
+  store: TaskStore;
+  boxes: Pick<
+    BoxService,
+    'get' | 'create' | 'createForUser' | 'remove' | 'guestOf' | 'widenEgress' | 'isCredential'
+  >;
+  library: Pick<LibraryService, 'resolveForTask'>;
+  runnerFor: (kind: AgentKind) => AgentRunner;
+  maxConcurrent: number;
+  log: TaskLogger;
+}
+
+export interface SubmitOptions {
+  actor: Actor;
+  spec: TaskSpec;
+  /** Default: a fresh box made for the task and deleted after it. */
+  boxId?: string | undefined;
+  userId?: string | undefined;
+  /** Seed API: continue the Claude session the user's box last ran, unless `resume`/`context` say otherwise. */
+  continueLastSession?: boolean;
+}
+
+type Listener = () => void;
+
+interface Running {
+  controller: AbortController;
+  /** Why the run was aborted: the caller cancelled or the task ran out of time. */
+  abortReason?: 'cancelled' | 'timed_out' | 'shutdown';
+}
+
+function newTaskId(): string {
+  return `task-${randomBytes(6).toString('hex')}`;
+}
+
+/** A task failure that is not an API error (the agent failed, the clone failed). */
+class TaskFailure extends Error {
+  constructor(
+    readonly code: string,
+    message: string,
+  ) {
+    super(message);
+  }
+}
+
+function messageOf(err: unknown): string {
+  return err instanceof Error ? err.message : String(err);
+}
+
+const REDACTED = '[redacted]';
+
+const ABORTS = {
+  cancelled: { state: 'cancelled', code: 'cancelled', message: 'cancelled by request' },
+  timed_out: {
+    state: 'timed_out',
+    code: 'timed_out',
+    message: 'the task ran past its timeoutSeconds; the agent and its children were killed',
+  },
+  shutdown: { state: 'failed', code: 'daemon_stopped', message: 'the daemon shut down while the task ran' },
+} as const;
+
+/** Directory name a clone of `url` gets in the workspace (like `git clone` picks it). */
+export function cloneDirName(url: string): string {
+  const last = new URL(url).pathname.replace(/\/+$/, '').split('/').pop() ?? '';
+  const name = last.replace(/\.git$/i, '');
+  return /^[A-Za-z0-9._-]+$/.test(name) && name !== '.' && name !== '..' ? name : 'repo';
+}
+
+/** `owner/name` when a git URL is a GitHub repository. */
+export function githubRepoOf(url: string): string | undefined {
+  const m = /^https:\/\/(?:www\.)?github\.com\/([A-Za-z0-9-]+)\/([A-Za-z0-9._-]+?)(?:\.git)?\/?$/i.exec(url);
+  return m ? `${m[1]}/${m[2]}`.toLowerCase() : undefined;
+}
+
+/**
+ * The task queue and runner loop: at most `maxConcurrent` tasks run at once per host, the rest
+ * wait in FIFO order. Every event is appended to the store before it is published, so a client
+ * that reconnects with `after=seq` misses nothing.
+ */
+export function createTaskService(deps: TaskServiceDeps) {
+  const { store, log } = deps;
+  const queue: string[] = [];
+  const running = new Map<string, Running>();
+  const listeners = new Map<string, Set<Listener>>();
+  /** Specs with their credential values, for queued tasks (the store holds them redacted). */
+  const pendingSpecs = new Map<string, TaskSpec>();
+  const pendingOptions = new Map<string, { continueLastSession: boolean }>();
+  let maxConcurrent = deps.maxConcurrent;
+
+  const visible = (actor: Actor, task: TaskRecord | undefined): task is TaskRecord =>
+    task !== undefined && (actor.scope === 'admin' || task.ownerKeyId === actor.keyId);
+
+  function get(options: { actor: Actor; id: string }): TaskRecord {
+    const task = store.get(options.id);
+    if (!visible(options.actor, task)) throw new AgentboxError('task_not_found', `no task ${options.id}`);
+    return task;
+  }
+
+  function emit(id: string, event: TaskEventDraft): TaskEvent {
+    const stored = store.appendEvent(id, event);
+    for (const listener of listeners.get(id) ?? []) listener();
+    return stored;
+  }
+
+  function finish(id: string, end: TaskFinish): TaskRecord {
+    const task = store.finish(id, end);
+    for (const listener of listeners.get(id) ?? []) listener();
+    return task;
+  }
+
+  function position(id: string): number | null {
+    const i = queue.indexOf(id);
+    return i < 0 ? null : i + 1;
+  }
+
+  /** The spec as stored: credential-like env values (which only ephemeral boxes take) redacted. */
+  function redact(spec: TaskSpec): TaskSpec {
+    if (!spec.envVars) return spec;
+    const envVars = Object.fromEntries(
+      Object.entries(spec.envVars).map(([k, v]) => [k, deps.boxes.isCredential(k) ? REDACTED : v]),
+    );
+    return { ...spec, envVars };
+  }
+
+  function submit(options: SubmitOptions): TaskRecord {
+    const { actor, spec } = options;
+    const target: TaskTarget = options.boxId ? 'box' : options.userId ? 'user' : 'ephemeral';
+    const credentials = Object.keys(spec.envVars ?? {}).filter((k) => deps.boxes.isCredential(k));
+    if (credentials.length > 0 && target !== 'ephemeral') {
+      throw new AgentboxError(
+        'invalid_request',
+        `envVars ${credentials.join(', ')} are credentials: they reach a box only when it is created ` +
+          '(pass them to a task without boxId/userId, or as host secrets), never as plain env',
+        { details: { field: 'envVars' } },
+      );
+    }
+    // A named box must exist and be the caller's, and library refs must resolve, before the task
+    // waits in the queue (they are resolved again when it starts: the library may change meanwhile).
+    if (options.boxId) deps.boxes.get({ actor, id: options.boxId });
+    deps.library.resolveForTask(spec);
+    const task = store.insert({
+      id: newTaskId(),
+      ownerKeyId: actor.keyId,
+      target,
+      boxId: options.boxId ?? null,
+      userId: options.userId ?? null,
+      agent: spec.agent,
+      spec: redact(spec),
+    });
+    pendingSpecs.set(task.id, spec);
+    pendingOptions.set(task.id, { continueLastSession: options.continueLastSession ?? false });
+    queue.push(task.id);
+    emit(task.id, { type: 'status', content: { state: 'queued', position: queue.length } });
+    log.info({ taskId: task.id, agent: spec.agent, target }, 'task queued');
+    pump();
+    return store.get(task.id)!;
+  }
+
+  function pump(): void {
+    while (running.size < maxConcurrent && queue.length > 0) {
+      const id = queue.shift()!;
+      const entry: Running = { controller: new AbortController() };
+      running.set(id, entry);
+      void run(id, entry)
+        .catch((err: unknown) => log.warn({ taskId: id, err: messageOf(err) }, 'task runner failed'))
+        .finally(() => {
+          running.delete(id);
+          listeners.get(id)?.clear();
+          pump();
+        });
+    }
+  }
+
+  async function resolveBox(task: TaskRecord, actor: Actor, spec: TaskSpec): Promise<string> {
+    switch (task.target) {
+      case 'box':
+        return task.boxId!;
+      case 'user': {
+        const { box } = await deps.boxes.createForUser({
+          actor,
+          userId: task.userId!,
+          runtime: 'claude-agent',
+        });
+        return box.id;
+      }
+      case 'ephemeral': {
+        const box = await deps.boxes.create({
+          actor,
+          runtime: AGENT_RUNTIME[spec.agent],
+          env: Object.fromEntries(
+            Object.entries(spec.envVars ?? {}).filter(([k]) => deps.boxes.isCredential(k)),
+          ),
+          labels: { 'agentbox.task': task.id },
+          egressPolicy: { presets: AGENT_PRESETS[spec.agent] },
+        });
+        return box.id;
+      }
+    }
+  }
+
+  /** What the box must reach for this task: the agent's API and the repository. */
+  function egressFor(spec: TaskSpec): { presets: EgressPresetName[]; repos: string[]; domains: string[] } {
+    const presets = [...AGENT_PRESETS[spec.agent]];
+    const repos: string[] = [];
+    const domains: string[] = [];
+    if (spec.gitRepoUrl) {
+      const repo = githubRepoOf(spec.gitRepoUrl);
+      if (repo) {
+        presets.push('github');
+        repos.push(repo);
+      } else {
+        domains.push(new URL(spec.gitRepoUrl).hostname.toLowerCase());
+      }
+    }
+    return { presets, repos, domains };
+  }
+
+  async function run(id: string, entry: Running): Promise<void> {
+    const record = store.get(id)!;
+    const spec = pendingSpecs.get(id) ?? record.spec;
+    const { continueLastSession } = pendingOptions.get(id) ?? { continueLastSession: false };
+    pendingSpecs.delete(id);
+    pendingOptions.delete(id);
+    const actor: Actor = { keyId: record.ownerKeyId, scope: 'user' };
+    const signal = entry.controller.signal;
+    const timer = setTimeout(() => {
+      entry.abortReason ??= 'timed_out';
+      entry.controller.abort();
+    }, spec.timeoutSeconds * 1000);
+    let boxId: string | undefined;
+    try {
+      boxId = await resolveBox(record, actor, spec);
+      store.setBox(id, boxId);
+      if (signal.aborted) return endAborted(id, entry);
+
+      const { items, agentDefinition } = deps.library.resolveForTask(spec);
+      store.start(id, { boxId, library: items.map(summarize) });
+      emit(id, { type: 'status', content: { state: 'running', boxId } });
+      await deps.boxes.widenEgress({ actor, id: boxId, ...egressFor(spec) });
+
+      const { guest, workspace } = deps.boxes.guestOf({ actor, id: boxId });
+      for (const [name, content] of Object.entries(spec.files ?? {})) {
+        await guest.writeFile(path.posix.join(workspace, name), Buffer.from(content), { makeParents: true });
+      }
+      let cwd = workspace;
+      if (spec.gitRepoUrl) cwd = await clone(id, boxId, actor, spec.gitRepoUrl, workspace, signal);
+      if (signal.aborted) return endAborted(id, entry);
+
+      const runner = deps.runnerFor(spec.agent);
+      const resumeSessionId =
+        spec.resume ??
+        (continueLastSession && spec.context === undefined ? store.lastSession(boxId) : undefined);
+      const ctx = {
+        cwd,
+        home: GUEST_HOME,
+        ...(agentDefinition ? { agentDefinition } : {}),
+        ...(resumeSessionId ? { resumeSessionId } : {}),
+      };
+      const command = runner.command(spec, ctx);
+      for (const file of [...runner.materialize(items, ctx), ...command.files]) {
+        await guest.writeFile(file.path, Buffer.from(file.content), {
+          makeParents: true,
+          ...(file.mode !== undefined ? { mode: file.mode } : {}),
+        });
+      }
+      if (resumeSessionId)
+        emit(id, { type: 'status', content: { state: 'resuming', sessionId: resumeSessionId } });
+
+      const parser = runner.parser();
+      const lines = splitLines((line) => {
+        for (const event of parser.line(line)) emit(id, event);
+      });
+      let stderrTail = '';
+      const exit = await guest.exec(
+        {
+          argv: command.argv,
+          env: { ...command.env },
+          cwd: command.cwd,
+          timeoutMs: spec.timeoutSeconds * 1000,
+        },
+        {
+          onStdout: (chunk) => lines.push(chunk),
+          onStderr: (chunk) => {
+            stderrTail = (stderrTail + chunk.toString('utf8')).slice(-STDERR_TAIL_BYTES);
+          },
+          ...(command.stdin !== undefined ? { stdin: Buffer.from(command.stdin) } : {}),
+          signal,
+        },
+      );
+      lines.end();
+      if (exit.timedOut) entry.abortReason ??= 'timed_out';
+      const agentExit: AgentExit = {
+        exitCode: exit.exitCode,
+        signal: exit.signal,
+        timedOut: entry.abortReason === 'timed_out',
+        stderrTail,
+      };
+      for (const event of parser.end(agentExit)) emit(id, event);
+      const outcome = parser.outcome();
+      const result: TaskResult = {
+        sessionId: outcome.sessionId,
+        numTurns: outcome.numTurns,
+        costUsd: outcome.costUsd,
+        usage: outcome.usage,
+        text: outcome.text,
+        exitCode: exit.exitCode,
+      };
+      if (entry.abortReason) return endAborted(id, entry, result);
+      const ok = outcome.ok && exit.exitCode === 0;
+      finish(id, {
+        state: ok ? 'succeeded' : 'failed',
+        result,
+        sessionId: outcome.sessionId,
+        error: ok
+          ? null
+          : {
+              code: 'agent_failed',
+              message: `the agent exited with ${exit.signal ?? `code ${exit.exitCode}`}`,
+            },
+      });
+      log.info({ taskId: id, ok, boxId }, 'task finished');
+    } catch (err) {
+      if (entry.abortReason) return endAborted(id, entry);
+      const code = err instanceof AgentboxError || err instanceof TaskFailure ? err.code : 'internal';
+      emit(id, { type: 'error', content: { code, message: messageOf(err) } });
+      finish(id, { state: 'failed', error: { code, message: messageOf(err) } });
+      log.warn({ taskId: id, err: messageOf(err) }, 'task failed');
+    } finally {
+      clearTimeout(timer);
+      if (record.target === 'ephemeral' && boxId) {
+        await deps.boxes
+          .remove({ actor, id: boxId })
+          .catch((err: unknown) =>
+            log.warn({ taskId: id, boxId, err: messageOf(err) }, 'could not delete the task box'),
+          );
+      }
+    }
+  }
+
+  function endAborted(id: string, entry: Running, result: TaskResult | null = null): void {
+    const reason = entry.abortReason ?? 'cancelled';
+    const { state, code, message } = ABORTS[reason];
+    emit(id, { type: 'error', content: { code, message } });
+    finish(id, { state, result, error: { code, message } });
+  }
+
+  /** Clones the task's repository into the workspace (a box that has it already keeps its copy). */
+  async function clone(
+    id: string,
+    boxId: string,
+    actor: Actor,
+    url: string,
+    workspace: string,
+    signal: AbortSignal,
+  ): Promise<string> {
+    const { guest } = deps.boxes.guestOf({ actor, id: boxId });
+    const dir = path.posix.join(workspace, cloneDirName(url));
+    emit(id, { type: 'status', content: { state: 'cloning', url, dir } });
+    let stderr = '';
+    const exit = await guest.exec(
+      {
+        argv: [
+          'sh',
+          '-c',
+          'if [ -d "$2/.git" ]; then exit 0; fi; exec git clone --quiet -- "$1" "$2"',
+          'clone',
+          url,
+          dir,
+        ],
+        cwd: workspace,
+        timeoutMs: CLONE_TIMEOUT_MS,
+        env: { GIT_TERMINAL_PROMPT: '0' },
+      },
+      {
+        onStderr: (chunk) => {
+          stderr = (stderr + chunk.toString('utf8')).slice(-STDERR_TAIL_BYTES);
+        },
+        signal,
+      },
+    );
+    if (exit.exitCode !== 0 && !signal.aborted) {
+      throw new TaskFailure(
+        'clone_failed',
+        `git clone ${url} failed: ${stderr.trim() || `exit ${exit.exitCode}`}`,
+      );
+    }
+    return dir;
+  }
+
+  function summarize(item: ResolvedLibraryItem): TaskLibraryItem {
+    return { kind: item.kind, namespace: item.namespace, name: item.name, sha256: item.sha256 };
+  }
+
+  function cancel(options: { actor: Actor; id: string }): TaskRecord {
+    const task = get(options);
+    if (TERMINAL_TASK_STATES.has(task.state)) {
+      throw new AgentboxError('invalid_state', `task ${task.id} is already ${task.state}`, {
+        details: { state: task.state },
+      });
+    }
+    const i = queue.indexOf(task.id);
+    if (i >= 0) {
+      queue.splice(i, 1);
+      pendingSpecs.delete(task.id);
+      pendingOptions.delete(task.id);
+      emit(task.id, { type: 'error', content: { code: 'cancelled', message: 'cancelled while queued' } });
+      finish(task.id, {
+        state: 'cancelled',
+        error: { code: 'cancelled', message: 'cancelled while queued' },
+      });
+      listeners.get(task.id)?.clear();
+      return store.get(task.id)!;
+    }
+    const entry = running.get(task.id);
+    if (entry) {
+      entry.abortReason ??= 'cancelled';
+      entry.controller.abort();
+    }
+    return store.get(task.id)!;
+  }
+
+  /**
+   * Calls `onEvent` for every event after `after`, stored ones first, then live ones as they come,
+   * until the task has ended (or `signal` aborts). Events are never skipped or repeated.
+   */
+  async function follow(
+    options: { actor: Actor; id: string; after?: number; signal?: AbortSignal },
+    onEvent: (event: TaskEvent) => void | Promise<void>,
+  ): Promise<TaskRecord> {
+    const task = get(options);
+    let last = options.after ?? 0;
+    let wake: (() => void) | undefined;
+    const listener: Listener = () => wake?.();
+    let set = listeners.get(task.id);
+    if (!set) listeners.set(task.id, (set = new Set()));
+    set.add(listener);
+    const onAbort = () => wake?.();
+    options.signal?.addEventListener('abort', onAbort);
+    try {
+      for (;;) {
+        const waiting = new Promise<void>((resolve) => (wake = resolve));
+        for (const event of store.events(task.id, { after: last })) {
+          await onEvent(event);
+          last = event.seq;
+          if (options.signal?.aborted) return store.get(task.id)!;
+        }
+        const current = store.get(task.id)!;
+        if (TERMINAL_TASK_STATES.has(current.state) && store.eventCount(task.id) <= last) return current;
+        if (options.signal?.aborted) return current;
+        await waiting;
+      }
+    } finally {
+      set.delete(listener);
+      if (set.size === 0 && !running.has(task.id) && !queue.includes(task.id)) listeners.delete(task.id);
+      options.signal?.removeEventListener('abort', onAbort);
+    }
+  }
+
+  /**
+   * On daemon start: tasks that were running lost their agent's stream (failed); queued ones go back
+   * in the queue in their order, unless their spec lost a credential to redaction.
+   */
+  function recover(): { requeued: string[]; failed: string[] } {
+    const out = { requeued: [] as string[], failed: [] as string[] };
+    for (const task of store.inState('running')) {
+      const message = 'the daemon restarted while the task ran';
+      emit(task.id, { type: 'error', content: { code: 'daemon_restarted', message } });
+      finish(task.id, { state: 'failed', error: { code: 'daemon_restarted', message } });
+      out.failed.push(task.id);
+    }
+    for (const task of store.inState('queued')) {
+      if (Object.values(task.spec.envVars ?? {}).includes(REDACTED)) {
+        const message = 'the daemon restarted and the task’s credentials were not kept; submit it again';
+        emit(task.id, { type: 'error', content: { code: 'daemon_restarted', message } });
+        finish(task.id, { state: 'failed', error: { code: 'daemon_restarted', message } });
+        out.failed.push(task.id);
+        continue;
+      }
+      if (!queue.includes(task.id)) queue.push(task.id);
+      out.requeued.push(task.id);
+    }
+    pump();
+    return out;
+  }
+
+  /** Stops every running task (daemon shutdown): their events say so, nothing is left running. */
+  async function stopAll(): Promise<void> {
+    maxConcurrent = 0;
+    for (const entry of running.values()) {
+      entry.abortReason ??= 'shutdown';
+      entry.controller.abort();
+    }
+    const deadline = Date.now() + 5000;
+    while (running.size > 0 && Date.now() < deadline) await new Promise((r) => setTimeout(r, 50));
+  }
+
+  return {
+    submit,
+    get,
+    cancel,
+    follow,
+    recover,
+    stopAll,
+    position,
+    list: (options: { actor: Actor; boxId?: string; limit?: number }) =>
+      store.list({
+        ...(options.actor.scope === 'admin' ? {} : { ownerKeyId: options.actor.keyId }),
+        ...(options.boxId ? { boxId: options.boxId } : {}),
+        ...(options.limit ? { limit: options.limit } : {}),
+      }),
+    events: (options: { actor: Actor; id: string; after?: number }) =>
+      store.events(get(options).id, { after: options.after ?? 0 }),
+    runningCount: () => running.size,
+    queuedCount: () => queue.length,
+    setMaxConcurrent(n: number) {
+      maxConcurrent = n;
+      pump();
+    },
+  };
+}
+
+export type TaskService = ReturnType<typeof createTaskService>;

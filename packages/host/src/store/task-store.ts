@@ -1,0 +1,249 @@
+import {
+  AgentboxError,
+  type AgentKind,
+  type TaskEvent,
+  type TaskLibraryItem,
+  type TaskResult,
+  type TaskSpec,
+  type TaskState,
+} from '@agentbox/protocol';
+import type { Db } from './db.js';
+
+/** Where a task runs: a named box, the user's persistent box, or a box made for it and deleted after. */
+export type TaskTarget = 'box' | 'user' | 'ephemeral';
+
+/** A task as stored. Times are Unix milliseconds. `spec` never holds credential values. */
+export interface TaskRecord {
+  id: string;
+  ownerKeyId: string;
+  target: TaskTarget;
+  boxId: string | null;
+  userId: string | null;
+  state: TaskState;
+  agent: AgentKind;
+  spec: TaskSpec;
+  createdAt: number;
+  startedAt: number | null;
+  finishedAt: number | null;
+  result: TaskResult | null;
+  error: { code: string; message: string } | null;
+  library: TaskLibraryItem[];
+  sessionId: string | null;
+}
+
+interface TaskRow {
+  id: string;
+  owner_key_id: string;
+  target: TaskTarget;
+  box_id: string | null;
+  user_id: string | null;
+  state: TaskState;
+  agent: AgentKind;
+  spec: string;
+  created_at: number;
+  started_at: number | null;
+  finished_at: number | null;
+  result: string | null;
+  error_code: string | null;
+  error_message: string | null;
+  library: string;
+  session_id: string | null;
+}
+
+interface EventRow {
+  seq: number;
+  ts: string;
+  type: TaskEvent['type'];
+  content: string;
+  raw: string | null;
+}
+
+function toRecord(row: TaskRow): TaskRecord {
+  return {
+    id: row.id,
+    ownerKeyId: row.owner_key_id,
+    target: row.target,
+    boxId: row.box_id,
+    userId: row.user_id,
+    state: row.state,
+    agent: row.agent,
+    spec: JSON.parse(row.spec) as TaskSpec,
+    createdAt: row.created_at,
+    startedAt: row.started_at,
+    finishedAt: row.finished_at,
+    result: row.result === null ? null : (JSON.parse(row.result) as TaskResult),
+    error:
+      row.error_code === null ? null : { code: row.error_code, message: row.error_message ?? row.error_code },
+    library: JSON.parse(row.library) as TaskLibraryItem[],
+    sessionId: row.session_id,
+  };
+}
+
+function toEvent(row: EventRow): TaskEvent {
+  return {
+    seq: row.seq,
+    ts: row.ts,
+    type: row.type,
+    content: JSON.parse(row.content) as unknown,
+    ...(row.raw === null ? {} : { raw: row.raw }),
+  };
+}
+
+export interface TaskFinish {
+  state: Extract<TaskState, 'succeeded' | 'failed' | 'cancelled' | 'timed_out'>;
+  result?: TaskResult | null;
+  error?: { code: string; message: string } | null;
+  sessionId?: string | null;
+}
+
+/** Tasks and their append-only event logs. */
+export function createTaskStore(db: Db, clock: () => number) {
+  const insertTask = db.prepare(
+    `INSERT INTO tasks (id, owner_key_id, target, box_id, user_id, state, agent, spec, created_at)
+     VALUES (@id, @ownerKeyId, @target, @boxId, @userId, 'queued', @agent, @spec, @createdAt)`,
+  );
+  const byId = db.prepare<[string], TaskRow>('SELECT * FROM tasks WHERE id = ?');
+  const insertEvent = db.prepare(
+    'INSERT INTO task_events (task_id, seq, ts, type, content, raw) VALUES (?, ?, ?, ?, ?, ?)',
+  );
+  const eventsAfter = db.prepare<[string, number, number], EventRow>(
+    'SELECT seq, ts, type, content, raw FROM task_events WHERE task_id = ? AND seq > ? ORDER BY seq LIMIT ?',
+  );
+  const lastSeq = db.prepare<[string], { seq: number | null }>(
+    'SELECT MAX(seq) AS seq FROM task_events WHERE task_id = ?',
+  );
+
+  function get(id: string): TaskRecord | undefined {
+    const row = byId.get(id);
+    return row && toRecord(row);
+  }
+
+  function mustGet(id: string): TaskRecord {
+    const task = get(id);
+    if (!task) throw new AgentboxError('task_not_found', `no task ${id}`);
+    return task;
+  }
+
+  return {
+    get,
+
+    insert(task: {
+      id: string;
+      ownerKeyId: string;
+      target: TaskTarget;
+      boxId: string | null;
+      userId: string | null;
+      agent: AgentKind;
+      spec: TaskSpec;
+    }): TaskRecord {
+      insertTask.run({ ...task, spec: JSON.stringify(task.spec), createdAt: clock() });
+      return mustGet(task.id);
+    },
+
+    /** queued → running, with the box it runs on and the library items it resolved. */
+    start(id: string, patch: { boxId: string; library: TaskLibraryItem[] }): TaskRecord {
+      const changed = db
+        .prepare(
+          `UPDATE tasks SET state = 'running', started_at = ?, box_id = ?, library = ?
+           WHERE id = ? AND state = 'queued'`,
+        )
+        .run(clock(), patch.boxId, JSON.stringify(patch.library), id).changes;
+      if (changed === 0) throw new AgentboxError('invalid_state', `task ${id} is not queued`);
+      return mustGet(id);
+    },
+
+    /** Records the box a task's target resolved to before it starts (user and ephemeral boxes). */
+    setBox(id: string, boxId: string): void {
+      db.prepare('UPDATE tasks SET box_id = ? WHERE id = ?').run(boxId, id);
+    },
+
+    /** Ends a queued or running task; a task already ended keeps its first ending. */
+    finish(id: string, end: TaskFinish): TaskRecord {
+      db.prepare(
+        `UPDATE tasks SET state = ?, finished_at = ?, result = ?, error_code = ?, error_message = ?,
+           session_id = COALESCE(?, session_id)
+         WHERE id = ? AND state IN ('queued', 'running')`,
+      ).run(
+        end.state,
+        clock(),
+        end.result ? JSON.stringify(end.result) : null,
+        end.error?.code ?? null,
+        end.error?.message ?? null,
+        end.sessionId ?? null,
+        id,
+      );
+      return mustGet(id);
+    },
+
+    /** Appends an event with the next sequence number. */
+    appendEvent(id: string, event: Omit<TaskEvent, 'seq' | 'ts'>): TaskEvent {
+      const append = db.transaction((): TaskEvent => {
+        const seq = (lastSeq.get(id)?.seq ?? 0) + 1;
+        const ts = new Date(clock()).toISOString();
+        insertEvent.run(id, seq, ts, event.type, JSON.stringify(event.content ?? null), event.raw ?? null);
+        return {
+          seq,
+          ts,
+          type: event.type,
+          content: event.content,
+          ...(event.raw === undefined ? {} : { raw: event.raw }),
+        };
+      });
+      return append();
+    },
+
+    events(id: string, options: { after?: number; limit?: number } = {}): TaskEvent[] {
+      return eventsAfter.all(id, options.after ?? 0, options.limit ?? 10_000).map(toEvent);
+    },
+
+    eventCount(id: string): number {
+      return lastSeq.get(id)?.seq ?? 0;
+    },
+
+    list(filter: { ownerKeyId?: string; boxId?: string; limit?: number } = {}): TaskRecord[] {
+      const where: string[] = [];
+      const args: (string | number)[] = [];
+      if (filter.ownerKeyId !== undefined) {
+        where.push('owner_key_id = ?');
+        args.push(filter.ownerKeyId);
+      }
+      if (filter.boxId !== undefined) {
+        where.push('box_id = ?');
+        args.push(filter.boxId);
+      }
+      const sql = `SELECT * FROM tasks ${where.length ? `WHERE ${where.join(' AND ')}` : ''}
+        ORDER BY created_at DESC, rowid DESC LIMIT ?`;
+      return db
+        .prepare<(string | number)[], TaskRow>(sql)
+        .all(...args, filter.limit ?? 100)
+        .map(toRecord);
+    },
+
+    /** Tasks in a state, oldest first (the queue's FIFO order is creation order). */
+    inState(state: TaskState): TaskRecord[] {
+      return db
+        .prepare<[string], TaskRow>('SELECT * FROM tasks WHERE state = ? ORDER BY created_at, rowid')
+        .all(state)
+        .map(toRecord);
+    },
+
+    countRunning(): number {
+      return db.prepare<[], { n: number }>("SELECT COUNT(*) AS n FROM tasks WHERE state = 'running'").get()!
+        .n;
+    },
+
+    /** The Claude session the box's last finished claude task left, for the seed API's resume. */
+    lastSession(boxId: string): string | undefined {
+      return (
+        db
+          .prepare<[string], { session_id: string }>(
+            `SELECT session_id FROM tasks WHERE box_id = ? AND agent = 'claude' AND session_id IS NOT NULL
+             ORDER BY finished_at DESC, rowid DESC LIMIT 1`,
+          )
+          .get(boxId)?.session_id ?? undefined
+      );
+    },
+  };
+}
+
+export type TaskStore = ReturnType<typeof createTaskStore>;
