@@ -4,7 +4,7 @@ import type { AgentRunner } from '@agentbox/runners';
 const defaultRunnerFor = (): AgentRunner => {
   throw new Error('no runners yet');
 };
-import type { AgentKind } from '@agentbox/protocol';
+import type { AgentKind, EgressPolicyInput } from '@agentbox/protocol';
 import { createEgressGateway, isInjectableSecret, type EgressGatewayOptions } from '@agentbox/egress';
 import type { Image, VmResources } from '@agentbox/vm';
 import { createApp } from './api/app.js';
@@ -63,6 +63,11 @@ export interface HostOptions {
    * leave it off: their "guest" is this host, whose trust store must not be touched.
    */
   egress?: Omit<EgressGatewayOptions, 'audit'>;
+  /**
+   * Tests only (needs `egress.allowUpstreamMap`): host name → IP:PORT added to every box's policy,
+   * so boxes the daemon makes itself (a user's box, a task's box) reach fake upstreams too.
+   */
+  egressTestUpstreams?: Record<string, string>;
   /** Tasks running at once on this host; the rest wait in FIFO order. */
   maxConcurrentTasks?: number;
   /** The library root (`$AGENTBOX_HOME/library`); default `<dataDir>/library`. */
@@ -92,16 +97,22 @@ export function createHost(options: HostOptions) {
 
   const audit = createAuditStore(db);
   const gateway = options.egress ? createEgressGateway({ ...options.egress, audit }) : undefined;
+  const testUpstreams = options.egressTestUpstreams;
+  const withTestUpstreams = (policy: EgressPolicyInput): EgressPolicyInput =>
+    testUpstreams ? { ...policy, upstreams: { ...testUpstreams, ...policy.upstreams } } : policy;
   const egress: BoxEgress | undefined = gateway && {
     async attach(boxId, policy, guest, credentials) {
       await gateway.box(boxId)?.close();
       const secretValues =
         credentials && Object.keys(credentials).length > 0 ? { secretValues: credentials } : {};
-      await attachEgress(guest, await gateway.openBox({ boxId, policy, ...secretValues }));
+      await attachEgress(
+        guest,
+        await gateway.openBox({ boxId, policy: withTestUpstreams(policy), ...secretValues }),
+      );
     },
     isCredential: (name) => isInjectableSecret(name),
     detach: async (boxId) => gateway.box(boxId)?.close(),
-    updatePolicy: (boxId, policy) => gateway.box(boxId)?.updatePolicy(policy),
+    updatePolicy: (boxId, policy) => gateway.box(boxId)?.updatePolicy(withTestUpstreams(policy)),
   };
 
   const metrics = createMetrics({ boxesByState: () => store.countByState() });

@@ -19,6 +19,7 @@ export interface ServeOptions {
   port: number;
   data?: string;
   maxBoxes?: number;
+  maxConcurrentTasks?: number;
   graceSeconds?: number;
 }
 
@@ -44,6 +45,26 @@ export async function egressOptionsFromEnv(
       ? { upstreamCaPem: fs.readFileSync(env.AGENTBOX_EGRESS_TEST_CA, 'utf8') }
       : {}),
   };
+}
+
+/**
+ * Tests only: AGENTBOX_EGRESS_TEST_UPSTREAM_MAP (JSON, host → IP:PORT) is added to every box's
+ * policy, so boxes the daemon makes for users and tasks reach fake upstreams. Needs
+ * AGENTBOX_EGRESS_TEST_UPSTREAMS=1, like per-box maps.
+ */
+export function testUpstreamMap(env: NodeJS.ProcessEnv = process.env): {
+  egressTestUpstreams?: Record<string, string>;
+} {
+  const raw = env.AGENTBOX_EGRESS_TEST_UPSTREAM_MAP;
+  if (!raw || env.AGENTBOX_EGRESS_TEST_UPSTREAMS !== '1') return {};
+  const parsed: unknown = JSON.parse(raw);
+  if (!parsed || typeof parsed !== 'object' || !Object.values(parsed).every((v) => typeof v === 'string')) {
+    throw new AgentboxError(
+      'invalid_request',
+      'AGENTBOX_EGRESS_TEST_UPSTREAM_MAP must be a JSON object of strings',
+    );
+  }
+  return { egressTestUpstreams: parsed as Record<string, string> };
 }
 
 /** The data dir: the daemon's SQLite store and its boxes' runtime dirs. Default $AGENTBOX_HOME. */
@@ -86,6 +107,9 @@ export async function serve(
     // Tests set this to have every JSON response checked against its schema.
     validateResponses: process.env.AGENTBOX_VALIDATE_RESPONSES === '1',
     ...(options.maxBoxes ? { maxBoxes: options.maxBoxes } : {}),
+    ...(options.maxConcurrentTasks ? { maxConcurrentTasks: options.maxConcurrentTasks } : {}),
+    libraryDir: path.join(dataDir, 'library'),
+    ...testUpstreamMap(),
     egress: await egressOptionsFromEnv(),
   });
   if (host.keys.activeCount() === 0) {
