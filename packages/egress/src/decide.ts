@@ -7,7 +7,7 @@ import {
   type SecretInjectionRule,
 } from '@agentbox/protocol';
 import { ALWAYS_DENIED_CLASSES, checkAddress, normalizeIp } from './address-policy.js';
-import { githubRepoOfRequest, isGitHubHost } from './github-paths.js';
+import { githubRepoOfRequest, isGitHubGraphqlTarget, isGitHubHost } from './github-paths.js';
 import { rulesForHost, type CompiledPolicy } from './policy.js';
 
 /**
@@ -50,6 +50,11 @@ export type EgressDecision =
       readonly intercept: boolean;
       /** Rules that may swap placeholders on this request (tls_request only). */
       readonly inject: readonly SecretInjectionRule[];
+      /**
+       * The request may pass only if its body passes this check too (read whole, up to a cap,
+       * before anything goes upstream): `github_graphql` → judgeGithubGraphql().
+       */
+      readonly bodyCheck?: 'github_graphql';
     }
   | { readonly action: 'deny'; readonly code: EgressDenyCode; readonly reason: string };
 
@@ -146,13 +151,20 @@ function decideUnsafe(req: EgressRequest, policy: CompiledPolicy): EgressDecisio
     }
   }
 
+  let bodyCheck = false;
   if (githubGoverned && req.stage !== 'connect') {
     if (req.path === undefined)
       return deny('github_repo_not_allowed', 'GitHub request without a visible path');
-    const found = githubRepoOfRequest(host, req.path);
-    if (found.kind === 'none') return deny('github_repo_not_allowed', `GitHub ${host}: ${found.reason}`);
-    if (policy.repos?.has(found.repo) !== true) {
-      return deny('github_repo_not_allowed', `GitHub repository ${found.repo} is not in the box's repos`);
+    if (isGitHubGraphqlTarget(host, req.path)) {
+      const refusal = githubGraphqlRefusal(req, policy);
+      if (refusal !== undefined) return deny('github_repo_not_allowed', `GitHub GraphQL: ${refusal}`);
+      bodyCheck = true; // the repositories are named in the body: judged before it goes upstream
+    } else {
+      const found = githubRepoOfRequest(host, req.path);
+      if (found.kind === 'none') return deny('github_repo_not_allowed', `GitHub ${host}: ${found.reason}`);
+      if (policy.repos?.has(found.repo) !== true) {
+        return deny('github_repo_not_allowed', `GitHub repository ${found.repo} is not in the box's repos`);
+      }
     }
   }
 
@@ -163,7 +175,22 @@ function decideUnsafe(req: EgressRequest, policy: CompiledPolicy): EgressDecisio
     intercept: req.stage === 'connect' && (rules.length > 0 || githubGoverned),
     // Secrets are only ever injected on the TLS-terminated path, never over plain HTTP.
     inject: req.stage === 'tls_request' ? rules : [],
+    ...(bodyCheck ? { bodyCheck: 'github_graphql' as const } : {}),
   };
+}
+
+/**
+ * Why a request to api.github.com/graphql is refused before its body is read, if it is. Only
+ * `POST /graphql` inside terminated TLS, for a box that lists operations, goes on to the body.
+ */
+function githubGraphqlRefusal(req: EgressRequest, policy: CompiledPolicy): string | undefined {
+  if (policy.githubGraphqlOperations.size === 0) {
+    return "the box's githubGraphqlOperations is empty, so GraphQL is refused";
+  }
+  if (req.stage !== 'tls_request') return 'only judged over HTTPS';
+  if (req.method !== 'POST') return `${req.method ?? 'a request without a method'} is refused; POST only`;
+  if (req.path !== '/graphql') return 'the target must be exactly /graphql, without a query string';
+  return undefined;
 }
 
 /** Decides one egress step. Never throws: an internal error is a `policy_error` deny. */

@@ -34,6 +34,10 @@ export interface ForwardPlan {
   /** A placeholder was already seen in the URL or headers. */
   readonly leak: boolean;
   readonly mode: 'http' | 'intercept';
+  /** The body to send instead of streaming the box's (already read and judged); headers must match it. */
+  readonly body?: Buffer;
+  /** What the audit record says when the exchange succeeds (default: the host is allowed). */
+  readonly reason?: string;
 }
 
 function scrubHeaders(
@@ -79,7 +83,7 @@ export function forwardRequest(
       code: failure === undefined ? 'allowed' : 'upstream_failed',
       reason:
         failure === undefined
-          ? `${plan.target.host} is allowed${plan.injected.length > 0 ? '; credentials injected' : ''}`
+          ? `${plan.reason ?? `${plan.target.host} is allowed`}${plan.injected.length > 0 ? '; credentials injected' : ''}`
           : failure,
       bytesUp,
       bytesDown,
@@ -133,16 +137,63 @@ export function forwardRequest(
     else res.destroy();
   });
 
-  req.on('data', (chunk: Buffer) => {
-    bytesUp += chunk.length;
-    spotter.push(chunk);
-  });
-  req.pipe(upstream);
+  if (plan.body === undefined) {
+    req.on('data', (chunk: Buffer) => {
+      bytesUp += chunk.length;
+      spotter.push(chunk);
+    });
+    req.pipe(upstream);
+  } else {
+    bytesUp = plan.body.length;
+    spotter.push(plan.body);
+    upstream.end(plan.body);
+  }
 
   res.on('close', () => {
     // The guest went away (or the exchange completed): release the upstream side either way.
     if (!res.writableFinished) upstream.destroy();
     finish();
+  });
+}
+
+/**
+ * Reads a request body of at most `limit` bytes. Past the limit it stops keeping what arrives,
+ * drains the rest (so a refusal can still be answered) and gives undefined. Rejects when the box
+ * goes away before the end.
+ */
+export function readBodyCapped(req: IncomingMessage, limit: number): Promise<Buffer | undefined> {
+  return new Promise((resolve, reject) => {
+    const chunks: Buffer[] = [];
+    let size = 0;
+    const done = (): void => {
+      req.off('data', onData);
+      req.off('end', onEnd);
+      req.off('error', onError);
+      req.off('close', onClose);
+    };
+    const onData = (chunk: Buffer): void => {
+      size += chunk.length;
+      if (size <= limit) {
+        chunks.push(chunk);
+        return;
+      }
+      done();
+      req.resume();
+      resolve(undefined);
+    };
+    const onEnd = (): void => {
+      done();
+      resolve(Buffer.concat(chunks));
+    };
+    const onError = (err: Error): void => {
+      done();
+      reject(err);
+    };
+    const onClose = (): void => onError(new Error('the request ended before its body did'));
+    req.on('data', onData);
+    req.once('end', onEnd);
+    req.once('error', onError);
+    req.once('close', onClose);
   });
 }
 

@@ -45,7 +45,8 @@ export function safePathSegments(target: string): string[] | undefined {
 
 const GIT_SMART_HTTP = new Set(['info/refs', 'git-upload-pack', 'git-receive-pack']);
 
-function repoOf(owner: string | undefined, name: string | undefined): string | undefined {
+/** Canonical `owner/name` (lowercase, `.git` dropped), or undefined when either part is not a valid name. */
+export function repoOf(owner: string | undefined, name: string | undefined): string | undefined {
   if (owner === undefined || name === undefined) return undefined;
   const repo = name.replace(/\.git$/i, '');
   if (!/^[A-Za-z0-9-]+$/.test(owner) || !/^[A-Za-z0-9._-]+$/.test(repo)) return undefined;
@@ -79,6 +80,14 @@ export function githubRepoOfRequest(host: string, target: string): GitHubPathRes
   return repo === undefined
     ? { kind: 'none', reason: 'not a repository path this box may use' }
     : { kind: 'repo', repo };
+}
+
+/**
+ * True for anything aimed at GitHub's GraphQL endpoint (`api.github.com/graphql`, in any case,
+ * with any suffix or query), which is judged by its body rather than its path.
+ */
+export function isGitHubGraphqlTarget(host: string, target: string): boolean {
+  return host === 'api.github.com' && safePathSegments(target)?.[0]?.toLowerCase() === 'graphql';
 }
 
 /** `owner/name` of a GitHub https clone URL (how the daemon fills `repos` from a task's gitRepoUrl). */

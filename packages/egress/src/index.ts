@@ -35,6 +35,12 @@ export {
   GITHUB_HOSTS,
   type GitHubPathResult,
 } from './github-paths.js';
+export {
+  judgeGithubGraphql,
+  GITHUB_GRAPHQL_MAX_BODY_BYTES,
+  type GithubGraphqlPolicy,
+  type GithubGraphqlVerdict,
+} from './github-graphql.js';
 export { SecretStore, SECRET_ENV_PREFIX, type SecretChangeListener } from './secrets.js';
 export { PLACEHOLDER_PREFIX, findPlaceholders } from './placeholders.js';
 export { MemoryAuditSink, NULL_AUDIT_SINK, type AuditSink } from './audit.js';

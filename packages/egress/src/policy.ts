@@ -23,6 +23,8 @@ export interface CompiledPolicy {
   readonly allowHost: boolean;
   /** Lowercase `owner/name`; undefined when GitHub is not restricted by repository. */
   readonly repos: ReadonlySet<string> | undefined;
+  /** `query Name` / `mutation Name` allowed on api.github.com/graphql (only read under `repos`). */
+  readonly githubGraphqlOperations: ReadonlySet<string>;
   /** Canonical keys of the host's own addresses (see address-policy.ts). */
   readonly hostAddresses: ReadonlySet<string>;
   /** Injection rules of the secrets this box holds. */
@@ -111,6 +113,7 @@ export function compilePolicy(input: EgressPolicyInput, options: CompilePolicyOp
     allowLan: policy.allowLan,
     allowHost: policy.allowHost,
     repos: policy.repos === undefined ? undefined : new Set(policy.repos),
+    githubGraphqlOperations: new Set(policy.githubGraphqlOperations ?? []),
     hostAddresses: new Set(options.hostAddresses ?? []),
     rules,
     upstreams,

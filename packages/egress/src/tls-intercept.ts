@@ -2,7 +2,8 @@ import type { IncomingMessage, ServerResponse } from 'node:http';
 import type { TLSSocket } from 'node:tls';
 import type { BoxSession } from './box-session.js';
 import { decide } from './decide.js';
-import { forwardRequest } from './forward.js';
+import { forwardRequest, readBodyCapped, type ForwardPlan } from './forward.js';
+import { GITHUB_GRAPHQL_MAX_BODY_BYTES, judgeGithubGraphql } from './github-graphql.js';
 import { endToEndHeaders, respondDenied } from './http-util.js';
 import { answerOAuthRefresh, isOAuthRule } from './oauth-refresh.js';
 import { findPlaceholders, headersHavePlaceholder, injectHeaders } from './placeholders.js';
@@ -11,8 +12,9 @@ import type { ConnectTarget } from './upstream.js';
 /**
  * Requests inside TLS the gateway terminated (only hosts with a credential rule, or GitHub when a
  * repos list is set). Each request is decided again with what is now visible: the SNI must equal
- * the CONNECT host and the Host header, the GitHub path must name a listed repository. Only then
- * are the rule's placeholders swapped, and the request goes upstream over verified TLS.
+ * the CONNECT host and the Host header, the GitHub path must name a listed repository (for GitHub
+ * GraphQL, the body is read whole and judged instead). Only then are the rule's placeholders
+ * swapped, and the request goes upstream over verified TLS.
  */
 
 export interface InterceptedConnection {
@@ -81,19 +83,73 @@ export async function handleInterceptedRequest(
 
   const headerRules = decision.inject.filter((rule) => !isOAuthRule(rule));
   const injection = injectHeaders(endToEndHeaders(req.headers), headerRules, session.registry);
+  const plan: ForwardPlan = {
+    scheme: 'https',
+    target: conn.target,
+    path,
+    headers: injection.headers,
+    scrub: injection.scrub,
+    injected: injection.injected,
+    leak: injection.leak || urlLeak,
+    mode: 'intercept',
+  };
+  if (decision.bodyCheck === 'github_graphql') await forwardGithubGraphql(session, req, res, conn, plan);
+  else forwardRequest(req, res, plan, session.forwardDeps);
+}
+
+/**
+ * GitHub GraphQL names its repositories in the body: read it whole (up to the cap), judge it, and
+ * send upstream the re-serialized request that was judged, or refuse before GitHub sees anything.
+ */
+async function forwardGithubGraphql(
+  session: BoxSession,
+  req: IncomingMessage,
+  res: ServerResponse,
+  conn: InterceptedConnection,
+  plan: ForwardPlan,
+): Promise<void> {
+  const method = req.method ?? 'GET';
+  const refuse = (reason: string, leak: boolean): void => {
+    const decision = { code: 'github_repo_not_allowed', reason: `GitHub GraphQL: ${reason}` } as const;
+    session.recordDeny(conn.host, conn.port, method, plan.path, decision, leak);
+    respondDenied(res, decision.code, decision.reason);
+    req.resume();
+  };
+  const declared = Number(req.headers['content-length'] ?? 0);
+  if (declared > GITHUB_GRAPHQL_MAX_BODY_BYTES) {
+    refuse(`the request body is larger than ${GITHUB_GRAPHQL_MAX_BODY_BYTES} bytes`, plan.leak);
+    return;
+  }
+  let body: Buffer | undefined;
+  try {
+    body = await readBodyCapped(req, GITHUB_GRAPHQL_MAX_BODY_BYTES);
+  } catch {
+    res.destroy(); // the box went away mid-body: nothing to answer, nothing sent upstream
+    return;
+  }
+  if (body === undefined) {
+    refuse(`the request body is larger than ${GITHUB_GRAPHQL_MAX_BODY_BYTES} bytes`, plan.leak);
+    return;
+  }
+  const policy = session.currentPolicy();
+  const verdict = judgeGithubGraphql(body, {
+    repos: policy.repos ?? new Set(),
+    operations: policy.githubGraphqlOperations,
+  });
+  if (!verdict.allow) {
+    refuse(verdict.reason, plan.leak || findPlaceholders(body.toString('latin1')).length > 0);
+    return;
+  }
+  // The body sent is the judged one, re-serialized as plain JSON: no encoding header may reinterpret it.
+  const headers = { ...plan.headers };
+  for (const name of ['content-length', 'content-encoding', 'content-type', 'expect']) delete headers[name];
+  headers['content-type'] = 'application/json';
+  headers['content-length'] = String(verdict.body.length);
+  const on = verdict.repos.length > 0 ? ` on ${verdict.repos.join(', ')}` : '';
   forwardRequest(
     req,
     res,
-    {
-      scheme: 'https',
-      target: conn.target,
-      path,
-      headers: injection.headers,
-      scrub: injection.scrub,
-      injected: injection.injected,
-      leak: injection.leak || urlLeak,
-      mode: 'intercept',
-    },
+    { ...plan, headers, body: verdict.body, reason: `GitHub GraphQL ${verdict.operation}${on} is allowed` },
     session.forwardDeps,
   );
 }

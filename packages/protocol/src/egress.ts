@@ -274,6 +274,19 @@ export const GitHubRepoSchema = z
   .overwrite((raw) => raw.toLowerCase().replace(/\.git$/, ''))
   .describe('GitHub repository `owner/name` (case-insensitive, `.git` suffix dropped).');
 
+export const GitHubGraphqlOperationSchema = z
+  .string()
+  .max(140)
+  .regex(
+    /^(?:(?:query|mutation) )?[_A-Za-z][_0-9A-Za-z]*$/,
+    'a GraphQL operation name, optionally after `query ` or `mutation `',
+  )
+  .overwrite((raw) => (raw.includes(' ') ? raw : `query ${raw}`))
+  .describe(
+    'GraphQL operation allowed on api.github.com/graphql under `repos`: `Name` or `query Name` ' +
+      '(a query), `mutation Name` (a mutation); canonicalized to `query Name` / `mutation Name`.',
+  );
+
 const HostNameKeySchema = z
   .string()
   .max(255)
@@ -329,6 +342,16 @@ export const EgressPolicySchema = z
       .describe(
         'When set, GitHub (github.com, api.github.com, codeload, raw) is reachable only for these ' +
           'repositories; anything else to GitHub is refused.',
+      ),
+    githubGraphqlOperations: z
+      .array(GitHubGraphqlOperationSchema)
+      .max(200)
+      .optional()
+      .describe(
+        'With `repos` set: GraphQL operations api.github.com/graphql accepts, by name (default none: ' +
+          'GraphQL is refused). A request passes only as one named operation from this list whose ' +
+          'every `repository(owner, name)` is in `repos`; a query may select nothing else at its root. ' +
+          'Mutations act on node ids, which are not checked against `repos`.',
       ),
     upstreams: z
       .record(HostNameKeySchema, HostPortSchema)

@@ -94,3 +94,29 @@ export function gitHttpBackend(root: string, token?: string): Handler {
     cgi.stdin.end(body);
   };
 }
+
+/**
+ * api.github.com's GraphQL endpoint in miniature: 401 unless the request bears `token`, 404 off
+ * `POST /graphql`, and otherwise `{data: {repository: {nameWithOwner}}}` from the variables, with
+ * what it received (the request as the gateway re-serialized it) echoed under `received`.
+ */
+export function fakeGraphqlApi(token: string): Handler {
+  return (req: http.IncomingMessage, body: Buffer, res: http.ServerResponse) => {
+    const send = (status: number, value: unknown): void => {
+      const out = JSON.stringify(value);
+      res.writeHead(status, { 'content-type': 'application/json', 'content-length': Buffer.byteLength(out) });
+      res.end(out);
+    };
+    if (req.headers.authorization !== `bearer ${token}` && req.headers.authorization !== `Bearer ${token}`) {
+      send(401, { message: 'Bad credentials' });
+      return;
+    }
+    if (req.method !== 'POST' || req.url !== '/graphql') {
+      send(404, { message: 'Not Found' });
+      return;
+    }
+    const received = JSON.parse(body.toString()) as { variables?: { owner?: string; name?: string } };
+    const { owner = '?', name = '?' } = received.variables ?? {};
+    send(200, { data: { repository: { nameWithOwner: `${owner}/${name}` } }, received });
+  };
+}

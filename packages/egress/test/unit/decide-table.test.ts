@@ -17,6 +17,7 @@ const WITH_IPS: EgressPolicyInput = {
 };
 const LAN: EgressPolicyInput = { ...WITH_IPS, allowLan: true };
 const REPOS: EgressPolicyInput = { ...BASE, repos: ['Acme/Widgets'] };
+const REPOS_GRAPHQL: EgressPolicyInput = { ...REPOS, githubGraphqlOperations: ['RepositoryInfo'] };
 const HOST = '198.51.99.7'; // stands for one of this host's addresses
 
 interface Row {
@@ -28,6 +29,8 @@ interface Row {
   code: string;
   intercept?: boolean;
   inject?: string[];
+  /** Expected bodyCheck of an allow (absent: none). */
+  bodyCheck?: string;
 }
 
 const connect = (host: string, port = 443, extra: Partial<EgressRequest> = {}) => ({
@@ -395,10 +398,47 @@ const ROWS: Row[] = [
     code: 'github_repo_not_allowed',
   },
   {
-    name: 'GraphQL is refused',
+    name: 'GraphQL is refused when no operation is listed',
     request: tlsReq('api.github.com', { method: 'POST', path: '/graphql' }),
     policy: REPOS,
     code: 'github_repo_not_allowed',
+  },
+  {
+    name: 'GraphQL POST with listed operations goes on to the body check',
+    request: tlsReq('api.github.com', { method: 'POST', path: '/graphql' }),
+    policy: REPOS_GRAPHQL,
+    code: 'allowed',
+    bodyCheck: 'github_graphql',
+  },
+  {
+    name: 'GraphQL GET with the query in the query string',
+    request: tlsReq('api.github.com', { method: 'GET', path: '/graphql?query=%7Bviewer%7Blogin%7D%7D' }),
+    policy: REPOS_GRAPHQL,
+    code: 'github_repo_not_allowed',
+  },
+  {
+    name: 'GraphQL POST with a query string',
+    request: tlsReq('api.github.com', { method: 'POST', path: '/graphql?query=x' }),
+    policy: REPOS_GRAPHQL,
+    code: 'github_repo_not_allowed',
+  },
+  {
+    name: 'GraphQL endpoint spelled otherwise',
+    request: tlsReq('api.github.com', { method: 'POST', path: '/GraphQL/' }),
+    policy: REPOS_GRAPHQL,
+    code: 'github_repo_not_allowed',
+  },
+  {
+    name: 'GraphQL over plain HTTP (body never judged there)',
+    request: { stage: 'http', host: 'api.github.com', port: 80, method: 'POST', path: '/graphql' },
+    policy: REPOS_GRAPHQL,
+    code: 'github_repo_not_allowed',
+  },
+  {
+    name: 'a REST path needs no body check',
+    request: tlsReq('api.github.com', { path: '/repos/acme/widgets/pulls' }),
+    policy: REPOS_GRAPHQL,
+    code: 'allowed',
   },
   {
     name: 'without repos, GitHub is not path-checked',
@@ -427,6 +467,7 @@ describe('decide(): the table', () => {
     if (decision.action === 'allow') {
       if (row.intercept !== undefined) expect(decision.intercept).toBe(row.intercept);
       if (row.inject !== undefined) expect(decision.inject.map((r) => r.secret).sort()).toEqual(row.inject);
+      expect(decision.bodyCheck).toBe(row.bodyCheck);
     }
   });
 });
