@@ -1,0 +1,314 @@
+import fs from 'node:fs';
+import os from 'node:os';
+import path from 'node:path';
+import Database from 'better-sqlite3';
+import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import type { Task, TaskEvent } from '@agentbox/protocol';
+import { createTestCa } from '../../../egress/test/helpers/egress-harness.js';
+import {
+  startFakeAnthropic,
+  text,
+  toolUse,
+  type AnthropicTurn,
+  type FakeAnthropic,
+  type MessagesRequestBody,
+} from '../../../../test/fake-apis/anthropic.js';
+import { execFile } from 'node:child_process';
+import { promisify } from 'node:util';
+import { CLI, client, leftoversIn, startDaemon, type Daemon } from '../helpers/daemon.js';
+
+const execFileP = promisify(execFile);
+
+const REAL_KEY = `sk-ant-api03-TASKS-${'4'.repeat(24)}`;
+
+/** Everything the fake API saw, as one string: the placeholder must never be in it. */
+const everything = (fake: FakeAnthropic) =>
+  fake.requests.map((r) => `${JSON.stringify(r.headers)}\n${r.rawBody}`).join('\n');
+
+const toolNames = (body: MessagesRequestBody) => (body.tools ?? []).map((t) => t.name);
+
+const systemOf = (body: MessagesRequestBody) =>
+  typeof body.system === 'string' ? body.system : (body.system ?? []).map((b) => b.text).join('\n');
+
+/**
+ * Agent tasks end to end: the daemon boots real VMs, the real Claude Code CLI runs inside them and
+ * reaches a scripted fake Messages API on this host through the egress gateway, which swaps the
+ * box's placeholder for the real key. Nothing of agentbox is mocked.
+ */
+describe('agent tasks with real VMs and the real Claude Code CLI', () => {
+  let dataDir: string;
+  let daemon: Daemon;
+  let fake: FakeAnthropic;
+  let api: ReturnType<typeof client>;
+  /** The next turns the fake answers the agent loop with; side requests are answered apart. */
+  let turns: AnthropicTurn[] = [];
+
+  const ndjson = async <T>(res: Response): Promise<T[]> =>
+    (await res.text())
+      .split('\n')
+      .filter(Boolean)
+      .map((line) => JSON.parse(line) as T);
+
+  const waitTask = async (id: string): Promise<{ task: Task; events: TaskEvent[] }> => {
+    const events = await ndjson<TaskEvent>(await api('GET', `/v1/tasks/${id}/events`));
+    const task = (await (await api('GET', `/v1/tasks/${id}`)).json()) as Task;
+    return { task, events };
+  };
+
+  beforeAll(async () => {
+    dataDir = fs.mkdtempSync(path.join(os.tmpdir(), 'agentbox-tasks-'));
+    const ca = await createTestCa();
+    const cert = await ca.issue('api.anthropic.com');
+    fake = await startFakeAnthropic({
+      tls: { key: cert.keyPem, cert: cert.certPem },
+      script: () => turns.shift() ?? { content: [text('(the script has no more turns)')] },
+    });
+    const caFile = path.join(dataDir, 'upstream-ca.pem');
+    fs.writeFileSync(caFile, ca.certPem);
+    daemon = await startDaemon(dataDir, ['--max-concurrent-tasks', '5'], {
+      AGENTBOX_EGRESS_TEST_UPSTREAMS: '1',
+      AGENTBOX_EGRESS_TEST_CA: caFile,
+      AGENTBOX_EGRESS_TEST_UPSTREAM_MAP: JSON.stringify({ 'api.anthropic.com': `127.0.0.1:${fake.port}` }),
+      AGENTBOX_SECRET_ANTHROPIC_API_KEY: REAL_KEY,
+    });
+    api = client(daemon.url, daemon.initialKey!);
+  });
+
+  afterAll(async () => {
+    if (api) {
+      const { boxes } = (await (await api('GET', '/v1/boxes')).json()) as { boxes: { id: string }[] };
+      for (const box of boxes) await api('DELETE', `/v1/boxes/${box.id}`);
+    }
+    daemon?.process.kill('SIGTERM');
+    await daemon?.exited;
+    for (const pid of leftoversIn(dataDir).processes) process.kill(pid, 'SIGKILL');
+    await fake?.close();
+    fs.rmSync(dataDir, { recursive: true, force: true });
+  });
+
+  it('claude_in_the_box: Write + Bash run in the box, events stream in order, files persist', async () => {
+    turns = [
+      {
+        content: [
+          text('I will write the file.'),
+          toolUse('Write', { file_path: '/workspace/hello.txt', content: 'hello from claude\n' }),
+        ],
+      },
+      {
+        content: [
+          toolUse('Bash', {
+            command: 'wc -c < /workspace/hello.txt > /workspace/size.txt',
+            description: 'count bytes',
+          }),
+        ],
+      },
+      { content: [text('Done: hello.txt written.')] },
+    ];
+    const res = await api('POST', '/claude_in_the_box', {
+      user_id: 'e2e-alice',
+      task: 'Write hello.txt, then count its bytes.',
+      files: { 'input/brief.md': '# the brief\n' },
+    });
+    expect(res.status).toBe(200);
+    const taskId = res.headers.get('x-agentbox-task-id')!;
+    const lines = await ndjson<{ type: string; content: unknown }>(res);
+    expect(lines.map((l) => l.type)).toEqual(['text', 'tool_use', 'tool_use', 'text', 'completion']);
+    expect(lines[1]!.content).toMatchObject({ name: 'Write', input: { file_path: '/workspace/hello.txt' } });
+    expect(lines[2]!.content).toMatchObject({ name: 'Bash' });
+    expect(lines.at(-1)!.content).toBe('Done: hello.txt written.');
+    for (const line of lines) expect(Object.keys(line).sort()).toEqual(['content', 'type']);
+
+    // The full log has the tool results too, in order.
+    const { task, events } = await waitTask(taskId);
+    expect(task).toMatchObject({
+      state: 'succeeded',
+      agent: 'claude',
+      result: { sessionId: expect.any(String) },
+    });
+    const kinds = events.map((e) => e.type).filter((t) => t !== 'status');
+    expect(kinds).toEqual([
+      'text',
+      'tool_use',
+      'tool_result',
+      'tool_use',
+      'tool_result',
+      'text',
+      'completion',
+    ]);
+    expect(events.every((e, i) => e.seq === i + 1)).toBe(true);
+    expect(events.find((e) => e.type === 'tool_use')!.raw).toContain('"type":"assistant"');
+
+    const files = (await (await api('GET', '/list_workspace_files?user_id=e2e-alice')).json()) as {
+      files: string[];
+    };
+    expect(files.files).toEqual(expect.arrayContaining(['hello.txt', 'size.txt', 'input/brief.md']));
+    const hello = await api('GET', '/download_file?user_id=e2e-alice&filename=hello.txt');
+    expect(await hello.text()).toBe('hello from claude\n');
+    const size = await api('GET', '/download_file?user_id=e2e-alice&filename=size.txt');
+    expect((await size.text()).trim()).toBe('18');
+
+    // The real key reached the API; the box's placeholder never did.
+    const main = fake.mainMessages();
+    expect(main.length).toBeGreaterThanOrEqual(3);
+    for (const r of fake.messages()) expect(r.headers['x-api-key']).toBe(REAL_KEY);
+    expect(everything(fake)).not.toContain('agentbox-ph-');
+  });
+
+  it('a second claude_in_the_box call resumes the same Claude session', async () => {
+    const before = fake.mainMessages().length;
+    turns = [{ content: [text('You asked me to write hello.txt.')] }];
+    const res = await api('POST', '/claude_in_the_box', {
+      user_id: 'e2e-alice',
+      task: 'What did I ask you before?',
+    });
+    const lines = await ndjson<{ type: string; content: unknown }>(res);
+    expect(lines.at(-1)).toEqual({ type: 'completion', content: 'You asked me to write hello.txt.' });
+    const request = fake.mainMessages()[before]!.body;
+    const history = JSON.stringify(request.messages);
+    expect(history).toContain('Write hello.txt, then count its bytes.');
+    expect(history).toContain('hello from claude');
+    expect(request.messages.length).toBeGreaterThan(3);
+  });
+
+  it('context replays prior messages when there is no session', async () => {
+    const before = fake.mainMessages().length;
+    turns = [{ content: [text('Your favourite colour is teal.')] }];
+    const res = await api('POST', '/claude_in_the_box', {
+      user_id: 'e2e-bob',
+      task: 'What is my favourite colour?',
+      context: [
+        { role: 'user', content: 'Remember: my favourite colour is teal.' },
+        { role: 'assistant', content: 'Noted, teal.' },
+      ],
+    });
+    const lines = await ndjson<{ type: string }>(res);
+    expect(lines.at(-1)).toMatchObject({ type: 'completion' });
+    const history = JSON.stringify(fake.mainMessages()[before]!.body.messages);
+    expect(history).toContain('Remember: my favourite colour is teal.');
+    expect(history).toContain('Noted, teal.');
+  });
+
+  it('library: a _global skill and a project agent without Bash reach the CLI', async () => {
+    const skill = await api('PUT', '/v1/library/skill/_global/e2e-greeter', {
+      files: {
+        'SKILL.md':
+          '---\nname: e2e-greeter\ndescription: Greets visitors of the e2e suite warmly\n---\nSay hello.\n',
+      },
+    });
+    expect(skill.status).toBe(200);
+    const agent = await api('PUT', '/v1/library/agent/e2eproj/reviewer', {
+      files: {
+        'agent.json': JSON.stringify({
+          name: 'reviewer',
+          description: 'Reviews code',
+          systemPrompt: 'You are the E2E reviewer persona.',
+          disallowedTools: ['Bash'],
+        }),
+      },
+    });
+    expect(agent.status).toBe(200);
+    const before = fake.mainMessages().length;
+    turns = [{ content: [text('Reviewed.')] }];
+    const created = await api('POST', '/v1/tasks', {
+      agent: 'claude',
+      prompt: 'Review the workspace.',
+      userId: 'e2e-alice',
+      project: 'e2eproj',
+      agentDefinition: { ref: 'reviewer' },
+    });
+    expect(created.status).toBe(201);
+    const { task } = await waitTask(((await created.json()) as Task).id);
+    expect(task.state).toBe('succeeded');
+    expect(task.library.map((i) => `${i.kind}/${i.namespace}/${i.name}`).sort()).toEqual([
+      'agent/e2eproj/reviewer',
+      'skill/_global/e2e-greeter',
+    ]);
+    const body = fake.mainMessages()[before]!.body;
+    expect(toolNames(body)).not.toContain('Bash');
+    expect(toolNames(body).length).toBeGreaterThan(0);
+    const seen = `${systemOf(body)}\n${JSON.stringify(body.tools)}\n${JSON.stringify(body.messages)}`;
+    expect(seen).toContain('E2E reviewer persona');
+    expect(seen).toContain('Greets visitors of the e2e suite warmly');
+  });
+
+  it('8 tasks at once with a cap of 5: never more than 5 running, all 8 complete', async () => {
+    const created = await api('POST', '/v1/boxes', { runtime: 'bash' });
+    const box = (await created.json()) as { id: string };
+    const ids: string[] = [];
+    for (let i = 0; i < 8; i++) {
+      const r = await api('POST', '/v1/tasks', {
+        agent: 'shell',
+        boxId: box.id,
+        prompt: `sleep 3; echo task ${i}`,
+      });
+      ids.push(((await r.json()) as Task).id);
+    }
+    const db = new Database(path.join(dataDir, 'agentbox.db'), { readonly: true, fileMustExist: true });
+    let maxRunning = 0;
+    let sawQueued = false;
+    try {
+      for (;;) {
+        const running = (
+          db.prepare("SELECT COUNT(*) AS n FROM tasks WHERE state = 'running'").get() as { n: number }
+        ).n;
+        maxRunning = Math.max(maxRunning, running);
+        const states = db
+          .prepare(`SELECT state FROM tasks WHERE id IN (${ids.map(() => '?').join(',')})`)
+          .all(...ids) as { state: string }[];
+        if (states.some((s) => s.state === 'queued')) sawQueued = true;
+        if (states.every((s) => !['queued', 'running'].includes(s.state))) {
+          expect(states.every((s) => s.state === 'succeeded')).toBe(true);
+          break;
+        }
+        await new Promise((r) => setTimeout(r, 100));
+      }
+    } finally {
+      db.close();
+    }
+    expect(maxRunning).toBeLessThanOrEqual(5);
+    expect(maxRunning).toBeGreaterThanOrEqual(2);
+    expect(sawQueued).toBe(true);
+    for (const id of ids) {
+      const { events } = await waitTask(id);
+      expect(events.filter((e) => e.type === 'text').map((e) => e.content)).toEqual([
+        `task ${ids.indexOf(id)}`,
+      ]);
+    }
+    await api('DELETE', `/v1/boxes/${box.id}`);
+  });
+
+  it('agentbox task run --follow: a shell task in a fresh box, printed live; the box is gone after', async () => {
+    const boxesBefore = ((await (await api('GET', '/v1/boxes')).json()) as { boxes: { id: string }[] }).boxes;
+    const env = { ...process.env, AGENTBOX_URL: daemon.url, AGENTBOX_API_KEY: daemon.initialKey! };
+    const { stdout, stderr } = await execFileP(
+      process.execPath,
+      [CLI, 'task', 'run', '--agent', 'shell', '--prompt', 'echo hi from the cli; uname -s', '--follow'],
+      { env },
+    );
+    expect(stdout).toContain('hi from the cli');
+    expect(stdout).toContain('Linux');
+    expect(stderr).toMatch(/task task-\w+ succeeded/);
+    const json = await execFileP(
+      process.execPath,
+      [CLI, 'task', 'run', '--agent', 'shell', '--prompt', 'exit 4', '--follow', '--json'],
+      { env },
+    ).catch((err: { code: number; stdout: string }) => err);
+    expect('code' in json && json.code).toBe(1);
+    const events = json.stdout
+      .split('\n')
+      .filter(Boolean)
+      .map((l) => JSON.parse(l) as TaskEvent);
+    expect(events.at(-1)!.type).toBe('error');
+    const bad = await execFileP(
+      process.execPath,
+      [CLI, 'task', 'run', '--agent', 'shell', '--prompt', 'x', '--repo', 'http://x/y'],
+      {
+        env,
+      },
+    ).catch((err: { code: number; stderr: string }) => err);
+    expect('code' in bad && bad.code).toBe(2);
+    expect(bad.stderr).toMatch(/^agentbox: gitRepoUrl: must be an https/);
+    const boxesAfter = ((await (await api('GET', '/v1/boxes')).json()) as { boxes: { id: string }[] }).boxes;
+    expect(boxesAfter.map((b) => b.id).sort()).toEqual(boxesBefore.map((b) => b.id).sort());
+  });
+});
