@@ -23,7 +23,9 @@ export const DEFAULT_MAX_CONCURRENT_TASKS = 5;
 export const GUEST_HOME = '/root';
 /** stderr kept for an error event when an agent fails without saying why. */
 const STDERR_TAIL_BYTES = 8 * 1024;
-/** Time a clone may take before the task's own clock starts. */
+/** How long a task waits for a user's box that another request is booting. */
+const USER_BOX_WAIT_MS = 180_000;
+/** Longest a clone may take; the task's own timeout, which covers the clone, may end it sooner. */
 const CLONE_TIMEOUT_MS = 10 * 60_000;
 
 /** Hosts an agent's CLI talks to: its box may reach them for the task. */
@@ -229,6 +231,11 @@ export function createTaskService(deps: TaskServiceDeps) {
           userId: task.userId!,
           runtime: 'claude-agent',
         });
+        // Another call may be booting the user's box right now: wait for it rather than fail.
+        const deadline = Date.now() + USER_BOX_WAIT_MS;
+        while (deps.boxes.get({ actor, id: box.id }).state === 'creating' && Date.now() < deadline) {
+          await new Promise((r) => setTimeout(r, 200));
+        }
         return box.id;
       }
       case 'ephemeral': {
