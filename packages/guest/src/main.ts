@@ -39,6 +39,7 @@ async function main(argv: string[]): Promise<void> {
     connectAt >= 0 && argv[connectAt + 1] ? connectUnixSocket(argv[connectAt + 1]!) : await openPort();
   const versionAt = argv.indexOf('--protocol-version');
   const service = new GuestService(link, {
+    privileged: inVm,
     ...(versionAt >= 0 ? { protocolVersion: Number(argv[versionAt + 1]) } : {}),
   });
   const proxyAt = argv.indexOf('--proxy-port');

@@ -18,12 +18,18 @@ import { health } from './health.js';
 import { killProcess, listProcesses } from './processes.js';
 import { AGENT_VERSION } from './version.js';
 import { EGRESS_PROXY_PORT, EgressProxy } from './egress-proxy.js';
+import { RestoreHelper, restore } from './restore.js';
 
 export interface GuestServiceOptions {
   exec?: Partial<ExecDefaults>;
   /** Overrides for tests: versions announced in the hello. */
   protocolVersion?: number;
   imageApiVersion?: number;
+  /**
+   * In a VM: `system.restore` may set the clock, reseed the RNG and change the identity. Never on
+   * a host (unit tests run the agent as a host process).
+   */
+  privileged?: boolean;
 }
 
 interface OpenRequest {
@@ -65,6 +71,7 @@ export class GuestService {
   private readonly execDefaults: ExecDefaults;
   private readonly egress: EgressProxy;
   private egressProxyPort = EGRESS_PROXY_PORT;
+  private readonly restoreHelper = new RestoreHelper();
 
   constructor(
     transport: Transport,
@@ -211,6 +218,15 @@ export class GuestService {
       case 'system.sync':
         await new Promise<void>((resolve) => execFile('sync', () => resolve()));
         return result({});
+      case 'system.quiesce': {
+        const helper = this.options.privileged ? await this.restoreHelper.start() : false;
+        await new Promise<void>((resolve) => execFile('sync', () => resolve()));
+        return result({ helper });
+      }
+      case 'system.restore':
+        return result(
+          await restore(req, this.restoreHelper, { privileged: this.options.privileged ?? false }),
+        );
     }
   }
 }

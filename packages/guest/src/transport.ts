@@ -13,6 +13,14 @@ export interface GuestLink extends Transport {
 const READ_BUFFER_BYTES = 256 * 1024;
 /** The virtio port reads 0 bytes while no host is attached; wait this long before reading again. */
 const IDLE_POLL_MS = 20;
+/**
+ * After the host went away the port is reopened every FAST_REOPEN_MS for FAST_REOPEN_WINDOW_MS,
+ * then every IDLE_POLL_MS * 5. A snapshot is taken just after the host detaches, and guest time
+ * stands still while it sits on disk, so a restored copy is still in the fast window: it finds
+ * its new host within ~10 ms instead of ~100.
+ */
+const FAST_REOPEN_MS = 10;
+const FAST_REOPEN_WINDOW_MS = 3_000;
 
 function readAsync(fd: number, buffer: Buffer): Promise<number> {
   return new Promise((resolve, reject) => {
@@ -94,6 +102,7 @@ export function openVirtioStream(path: string): GuestLink | undefined {
   );
   return {
     async start(onBytes, onReconnect) {
+      let hostLeftAt = -Infinity;
       for (;;) {
         const current = socket!;
         let received = false;
@@ -108,7 +117,9 @@ export function openVirtioStream(path: string): GuestLink | undefined {
         });
         current.destroy();
         // EOF: no host is attached (e.g. the daemon restarts). Poll until one is.
-        await new Promise((r) => setTimeout(r, IDLE_POLL_MS * 5));
+        if (received) hostLeftAt = performance.now();
+        const fast = performance.now() - hostLeftAt < FAST_REOPEN_WINDOW_MS;
+        await new Promise((r) => setTimeout(r, fast ? FAST_REOPEN_MS : IDLE_POLL_MS * 5));
         socket = openPortAsStream(path);
         if (received) onReconnect?.();
       }

@@ -72,6 +72,45 @@ export const ExecRequestSchema = z
   .strict();
 export type ExecRequest = z.input<typeof ExecRequestSchema>;
 
+/** The identity a restored clone takes on, so no two boxes share one. */
+export const GuestIdentitySchema = z
+  .object({
+    hostname: z
+      .string()
+      .regex(/^[a-z0-9]([a-z0-9-]{0,61}[a-z0-9])?$/)
+      .describe('New hostname (the box id).'),
+    machineId: z
+      .string()
+      .regex(/^[0-9a-f]{32}$/)
+      .describe('New /etc/machine-id.'),
+    bootId: z
+      .string()
+      .regex(/^[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}$/)
+      .describe('New boot id, shown at /proc/sys/kernel/random/boot_id and in the hello.'),
+  })
+  .strict();
+export type GuestIdentity = z.infer<typeof GuestIdentitySchema>;
+
+/**
+ * After a VM resumed from a snapshot or a pause its clock is behind (guest time stood still) and,
+ * for a clone, its kernel RNG state, hostname, machine-id and boot id are the template's. The host
+ * sends its wall clock, fresh random bytes and, for a clone, a new identity.
+ */
+export const SystemRestoreSchema = z
+  .object({
+    op: z.literal('system.restore'),
+    nowMs: z.number().positive().describe('Host wall clock (Unix ms) when the request was sent.'),
+    entropy: z
+      .string()
+      .regex(/^[A-Za-z0-9+/]*={0,2}$/)
+      .max(1024)
+      .optional()
+      .describe('Random bytes (base64) to mix into the kernel RNG, which is then reseeded.'),
+    nonce: z.string().max(128).optional().describe('Unique per restore; mixed in with the entropy.'),
+    identity: GuestIdentitySchema.optional(),
+  })
+  .strict();
+
 export const RequestSchema = z.discriminatedUnion('op', [
   z.object({ op: z.literal('ping') }).strict(),
   z.object({ op: z.literal('health') }).strict(),
@@ -109,6 +148,13 @@ export const RequestSchema = z.discriminatedUnion('op', [
       env: EnvSchema.describe('Defaults for every later exec (proxy, CA paths, credential placeholders).'),
     })
     .strict(),
+  z
+    .object({ op: z.literal('system.quiesce') })
+    .strict()
+    .describe(
+      'Before a snapshot: start the restore helper (so restored copies have it running), flush the disks.',
+    ),
+  SystemRestoreSchema,
 ]);
 export type Request = z.input<typeof RequestSchema>;
 export type ParsedRequest = z.output<typeof RequestSchema>;
@@ -200,6 +246,21 @@ export const EntryInfoSchema = z
 export type EntryInfo = z.infer<typeof EntryInfoSchema>;
 export const EntryListSchema = z.array(EntryInfoSchema).max(100_000);
 
+export const QuiesceResultSchema = z
+  .object({ helper: z.boolean().describe('The restore helper runs (clock, RNG reseed, identity).') })
+  .strict();
+
+export const RestoreResultSchema = z
+  .object({
+    skewMs: z.number().describe('Guest clock minus host clock before it was set (negative: behind).'),
+    clockSet: z.boolean(),
+    reseeded: z.boolean().describe('The kernel RNG was reseeded (not only mixed).'),
+    bootId: z.string().max(64).describe('Boot id the agent reports from now on.'),
+    helperMs: z.number().nonnegative().describe('Time spent in the restore helper.'),
+  })
+  .strict();
+export type RestoreResult = z.infer<typeof RestoreResultSchema>;
+
 export const WriteResultSchema = z.object({ bytes: z.number().int().nonnegative() }).strict();
 export const EmptyResultSchema = z.object({}).strict();
 
@@ -217,5 +278,7 @@ export const RESULT_SCHEMAS = {
   'file.remove': EmptyResultSchema,
   'system.sync': EmptyResultSchema,
   'system.configure': EmptyResultSchema,
+  'system.quiesce': QuiesceResultSchema,
+  'system.restore': RestoreResultSchema,
   exec: ExecExitSchema,
 } as const satisfies Record<RequestOp, z.ZodType>;

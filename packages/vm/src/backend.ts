@@ -1,3 +1,4 @@
+import type { RestoreResult } from '@agentbox/protocol';
 import type { GuestConnection } from './guest-connection.js';
 import type { Image } from './image/manifest.js';
 
@@ -9,6 +10,28 @@ export interface VmResources {
 
 export const DEFAULT_RESOURCES: VmResources = { memoryMib: 1024, vcpus: 1, diskGib: 4 };
 
+/**
+ * A booted VM saved once per image + resources: its RAM file (shared copy-on-write by every clone),
+ * its device state and its disk. Immutable once published; see template-store.ts.
+ */
+export interface VmTemplate {
+  /** Content key: image id, resources, QEMU and the template recipe. */
+  id: string;
+  dir: string;
+  imageId: string;
+  resources: VmResources;
+  createdAt: number;
+}
+
+/**
+ * Where start() gets the VM from. Absent: a cold boot on a fresh overlay disk.
+ * - `template`: a clone; restored from the template's snapshot, with a new identity.
+ * - `hibernation`: the box's own snapshot (`hibernate()`), on its own disk.
+ * - `disk`: a cold boot of the box's existing disk (its snapshot was unusable or never taken).
+ */
+export type VmRestoreSource =
+  { kind: 'template'; template: VmTemplate } | { kind: 'hibernation' } | { kind: 'disk' };
+
 export interface VmSpec {
   /** Unique, [a-z0-9-]; names the box's runtime directory. */
   id: string;
@@ -16,15 +39,28 @@ export interface VmSpec {
   resources: VmResources;
   /** How long start() waits for the guest agent's hello. */
   bootTimeoutMs?: number;
+  restoreFrom?: VmRestoreSource;
 }
 
 /**
  * Lifecycle of one VM. Each operation names the states it is legal in; anything else throws
  * `invalid_state`:
  *   created --start--> running --stop/kill--> stopped --destroy--> destroyed
+ *   running --pause--> paused --resume--> running
+ *   running|paused --hibernate--> hibernated (process gone; disk + snapshot kept for a new Vm)
  *   (destroy is legal from any state; a VM that exits by itself becomes `stopped`.)
  */
-export type VmState = 'created' | 'starting' | 'running' | 'stopped' | 'destroyed';
+export type VmState = 'created' | 'starting' | 'running' | 'paused' | 'hibernated' | 'stopped' | 'destroyed';
+
+/** What a snapshot restore reported, for figures and tests. */
+export interface VmRestoreInfo {
+  source: VmRestoreSource['kind'];
+  /** QEMU spawn → snapshot loaded → guest answered → restore op done, in ms. */
+  loadMs: number;
+  helloMs: number;
+  totalMs: number;
+  guest: RestoreResult;
+}
 
 export interface VmExit {
   code: number | null;
@@ -48,6 +84,18 @@ export interface Vm {
   kill(): Promise<void>;
   /** any → destroyed: kills if needed and removes every file the VM had. */
   destroy(): Promise<void>;
+  /** running → paused: stops the vCPUs (no host CPU used); calls in flight wait. */
+  pause(): Promise<void>;
+  /** paused → running: continues the vCPUs and sets the guest clock (it stood still). */
+  resume(): Promise<void>;
+  /**
+   * running|paused → hibernated: flushes the guest's disks, writes the whole VM state next to its
+   * disk and ends the VM process, freeing its memory. A new Vm with `restoreFrom: hibernation`
+   * wakes it.
+   */
+  hibernate(): Promise<{ stateBytes: number; ms: number }>;
+  /** Set once start() restored from a snapshot. */
+  readonly restoreInfo?: VmRestoreInfo | undefined;
 }
 
 export interface VmBackend {

@@ -19,8 +19,10 @@ import {
   type ExecRequest,
   type Health,
   type Hello,
+  type GuestIdentity,
   type ProcessInfo,
   type Request,
+  type RestoreResult,
   type RequestOp,
 } from '@agentbox/protocol';
 import { Mux, streamTransport, type DataStream } from '@agentbox/protocol/wire';
@@ -317,6 +319,46 @@ export class GuestConnection {
 
   sync(): Promise<void> {
     return this.call({ op: 'system.sync' }).then(() => undefined);
+  }
+
+  /** Before a snapshot: the guest starts its restore helper and flushes its disks. */
+  quiesce(): Promise<{ helper: boolean }> {
+    return this.call({ op: 'system.quiesce' });
+  }
+
+  /**
+   * After a restore or a resume: the guest takes the host's wall clock and `entropy` (mixed into
+   * its RNG, which is reseeded) and, for a clone, a new identity; the boot id this connection
+   * reports follows.
+   */
+  async restore(options: {
+    entropy?: Buffer;
+    nonce?: string;
+    identity?: GuestIdentity;
+  }): Promise<RestoreResult> {
+    const result = await this.call({
+      op: 'system.restore',
+      nowMs: Date.now(),
+      ...(options.entropy ? { entropy: options.entropy.toString('base64') } : {}),
+      ...(options.nonce ? { nonce: options.nonce } : {}),
+      ...(options.identity ? { identity: options.identity } : {}),
+    });
+    if (this.hello) this.hello = { ...this.hello, bootId: result.bootId };
+    return result;
+  }
+
+  /**
+   * Drops the host end of the channel without failing the connection for good (before a
+   * snapshot: the guest sees its host leave, so a restored copy greets its new host afresh).
+   * Calls in flight fail with `guest_unreachable`.
+   */
+  detach(): void {
+    const socket = this.socket;
+    this.socket = undefined;
+    this.resetCalls(new AgentboxError('guest_unreachable', 'the host detached from the guest channel'));
+    this.mux.resetAll();
+    this.hello = undefined;
+    socket?.destroy();
   }
 
   /** Runs a process; stdout/stderr are delivered to the sinks in order, with backpressure. */

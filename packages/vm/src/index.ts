@@ -12,6 +12,9 @@ export {
 export { loadImage, ImageManifestSchema, type Image, type ImageManifest } from './image/manifest.js';
 export {
   DEFAULT_RESOURCES,
+  type VmTemplate,
+  type VmRestoreSource,
+  type VmRestoreInfo,
   type Vm,
   type VmBackend,
   type VmSpec,
@@ -26,7 +29,9 @@ export {
   type GuestConnectionOptions,
 } from './guest-connection.js';
 export { ChannelDuplex } from './channel-duplex.js';
-export { QemuBackend, QEMU_BINARY, type QemuBackendOptions } from './qemu/driver.js';
+export { QemuBackend, QEMU_BINARY, DEFAULT_TB_SIZE_MIB, type QemuBackendOptions } from './qemu/driver.js';
+export { TemplateStore, templateId, TEMPLATE_REVISION, type TemplateManifest } from './template-store.js';
+export { type HibernationMeta } from './qemu/hibernation.js';
 export { qemuArgs, kernelCmdline, type Accel, type QemuLaunchSpec } from './qemu/args.js';
 export {
   checkKvm,

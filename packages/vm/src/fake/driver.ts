@@ -52,7 +52,7 @@ class FakeVm implements Vm {
   }
 
   get pid(): number | undefined {
-    return this.currentState === 'running' ? this.child?.pid : undefined;
+    return this.currentState === 'running' || this.currentState === 'paused' ? this.child?.pid : undefined;
   }
 
   async start(): Promise<void> {
@@ -93,7 +93,33 @@ class FakeVm implements Vm {
     this.currentState = 'running';
   }
 
+  /** Pause = SIGSTOP of the agent process: calls wait, as they do on a paused VM. */
+  pause(): Promise<void> {
+    if (this.currentState !== 'running')
+      throw new AgentboxError('invalid_state', `cannot pause VM ${this.id} while it is ${this.currentState}`);
+    this.child?.kill('SIGSTOP');
+    this.currentState = 'paused';
+    return Promise.resolve();
+  }
+
+  resume(): Promise<void> {
+    if (this.currentState !== 'paused')
+      throw new AgentboxError(
+        'invalid_state',
+        `cannot resume VM ${this.id} while it is ${this.currentState}`,
+      );
+    this.child?.kill('SIGCONT');
+    this.currentState = 'running';
+    return Promise.resolve();
+  }
+
+  /** The fake cannot save a process: hibernate is refused, as by a backend without snapshots. */
+  hibernate(): Promise<{ stateBytes: number; ms: number }> {
+    return Promise.reject(new AgentboxError('snapshot_failed', 'the fake backend cannot hibernate'));
+  }
+
   async stop(): Promise<void> {
+    if (this.currentState === 'paused') await this.resume();
     if (this.currentState !== 'running')
       throw new AgentboxError('invalid_state', `cannot stop VM ${this.id} while it is ${this.currentState}`);
     this.child?.kill('SIGTERM');

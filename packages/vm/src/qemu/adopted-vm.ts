@@ -4,13 +4,16 @@ import path from 'node:path';
 import { AgentboxError } from '@agentbox/protocol';
 import type { Vm, VmExit, VmState } from '../backend.js';
 import { GuestConnection, type GuestConnectionOptions } from '../guest-connection.js';
+import { hibernateVm } from './hibernation.js';
 import { isSameProcess } from './proc.js';
 import { connectMonitor, listenUnix, waitForHello } from './host-sockets.js';
 import type { QmpClient } from './qmp.js';
+import { pauseVcpus, resumeVcpus } from './snapshot.js';
 
 const DEFAULT_ADOPT_TIMEOUT_MS = 15_000;
 const DEFAULT_POLL_MS = 1_000;
 const STOP_GRACE_MS = 5_000;
+const SNAPSHOT_TIMEOUT_MS = 180_000;
 
 export interface AdoptSpec {
   /** Box id; its runtime dir is <home>/boxes/<id>. */
@@ -25,6 +28,9 @@ export interface AdoptSpec {
   pollMs?: number;
 }
 
+/** QEMU run states in which the vCPUs are stopped and the guest cannot answer until `cont`. */
+const STOPPED_RUN_STATES = new Set(['paused', 'postmigrate', 'prelaunch', 'suspended']);
+
 /**
  * A QEMU VM started by an earlier host process. QEMU connects to our sockets as a client with
  * `reconnect=1`, so listening again on the same paths is enough: QEMU comes back within about a
@@ -37,13 +43,15 @@ export class AdoptedQemuVm implements Vm {
   private resolveExited!: (exit: VmExit) => void;
   private currentState: VmState = 'starting';
   private qmp: QmpClient | undefined;
+  private qmpWaiters: ((qmp: QmpClient) => void)[] = [];
+  private guestServer: net.Server | undefined;
   private servers: net.Server[] = [];
   private poller: NodeJS.Timeout | undefined;
   private gone = false;
 
   constructor(
     private readonly spec: AdoptSpec,
-    private readonly dir: string,
+    private readonly boxDir: string,
     guestOptions: GuestConnectionOptions = {},
   ) {
     this.guest = new GuestConnection(guestOptions);
@@ -59,30 +67,59 @@ export class AdoptedQemuVm implements Vm {
   }
 
   get pid(): number | undefined {
-    return this.currentState === 'running' || this.currentState === 'starting' ? this.spec.pid : undefined;
+    return ['running', 'starting', 'paused'].includes(this.currentState) ? this.spec.pid : undefined;
+  }
+
+  get dir(): string {
+    return this.boxDir;
+  }
+
+  /** The QMP client once QEMU has reconnected and negotiated. */
+  monitor(): Promise<QmpClient> {
+    if (this.qmp) return this.qmp.ready.then(() => this.qmp!);
+    return new Promise((resolve, reject) => {
+      this.qmpWaiters.push((qmp) => qmp.ready.then(() => resolve(qmp), reject));
+      void this.exited.then(() => reject(new AgentboxError('vm_exited', `VM ${this.id} exited`)));
+    });
+  }
+
+  private async listenGuest(): Promise<void> {
+    const servers: net.Server[] = [];
+    await listenUnix(servers, path.join(this.boxDir, 'guest.sock'), (socket) => this.guest.attach(socket));
+    this.guestServer = servers[0];
+    this.servers.push(...servers);
   }
 
   private alive(): boolean {
     return isSameProcess(this.spec.pid, this.spec.startTime);
   }
 
-  /** starting → running once the guest says hello; throws (leaving the VM alone) if it does not. */
+  /**
+   * starting → running once the guest says hello, or → paused when QEMU reports its vCPUs stopped
+   * (a paused box stays paused across a daemon restart); throws (leaving the VM alone) otherwise.
+   */
   async attach(): Promise<void> {
     if (!this.alive()) {
       this.onExit();
       throw new AgentboxError('vm_exited', `VM ${this.id} (pid ${this.spec.pid}) is no longer running`);
     }
-    await listenUnix(this.servers, path.join(this.dir, 'guest.sock'), (socket) => this.guest.attach(socket));
-    await listenUnix(this.servers, path.join(this.dir, 'qmp.sock'), (socket) => {
+    await this.listenGuest();
+    await listenUnix(this.servers, path.join(this.boxDir, 'qmp.sock'), (socket) => {
       this.qmp?.close();
-      this.qmp = connectMonitor(socket, this.guest);
-      this.qmp.on('close', () => this.check());
+      const qmp = connectMonitor(socket, this.guest);
+      this.qmp = qmp;
+      qmp.on('close', () => this.check());
+      for (const w of this.qmpWaiters.splice(0)) w(qmp);
     });
     this.poller = setInterval(() => this.check(), this.spec.pollMs ?? DEFAULT_POLL_MS);
     this.poller.unref();
     const timeoutMs = this.spec.timeoutMs ?? DEFAULT_ADOPT_TIMEOUT_MS;
     try {
-      await waitForHello(
+      const paused = this.monitor().then(async (qmp) => {
+        const status = (await qmp.execute('query-status')) as { status?: string };
+        return STOPPED_RUN_STATES.has(status.status ?? '');
+      });
+      const hello = waitForHello(
         this.guest,
         this.exited,
         timeoutMs,
@@ -93,11 +130,17 @@ export class AdoptedQemuVm implements Vm {
           ),
         () => new AgentboxError('vm_exited', `VM ${this.id} exited while it was being re-adopted`),
       );
+      // Whichever comes first: a paused VM never says hello until it is resumed.
+      const outcome = await Promise.race([
+        hello.then(() => 'running' as const),
+        paused.then((p) => (p ? ('paused' as const) : hello.then(() => 'running' as const))),
+      ]);
+      hello.catch(() => undefined);
+      if (this.currentState === 'starting') this.currentState = outcome;
     } catch (err) {
       this.release();
       throw err;
     }
-    if (this.currentState === 'starting') this.currentState = 'running';
   }
 
   private check(): void {
@@ -115,7 +158,8 @@ export class AdoptedQemuVm implements Vm {
   private onExit(): void {
     if (this.gone) return;
     this.gone = true;
-    if (this.currentState !== 'destroyed') this.currentState = 'stopped';
+    if (this.currentState !== 'destroyed' && this.currentState !== 'hibernated')
+      this.currentState = 'stopped';
     this.guest.close(new AgentboxError('vm_exited', `VM ${this.id} exited`));
     this.release();
     this.resolveExited({ code: null, signal: null });
@@ -127,16 +171,82 @@ export class AdoptedQemuVm implements Vm {
     );
   }
 
+  private require(op: string, ...states: VmState[]): void {
+    if (!states.includes(this.currentState))
+      throw new AgentboxError('invalid_state', `cannot ${op} VM ${this.id} while it is ${this.currentState}`);
+  }
+
   async stop(): Promise<void> {
-    if (this.currentState !== 'running')
-      throw new AgentboxError('invalid_state', `cannot stop VM ${this.id} while it is ${this.currentState}`);
-    await Promise.race([this.guest.sync(), new Promise((r) => setTimeout(r, STOP_GRACE_MS))]).catch(
-      () => undefined,
-    );
+    this.require('stop', 'running', 'paused');
+    if (this.currentState === 'running') {
+      await Promise.race([this.guest.sync(), new Promise((r) => setTimeout(r, STOP_GRACE_MS))]).catch(
+        () => undefined,
+      );
+    }
+    await this.quit();
+  }
+
+  private async quit(): Promise<void> {
     await this.qmp?.execute('quit').catch(() => undefined);
     const timer = setTimeout(() => void this.kill(), STOP_GRACE_MS);
     await this.waitGone();
     clearTimeout(timer);
+  }
+
+  async pause(): Promise<void> {
+    this.require('pause', 'running');
+    await pauseVcpus(await this.monitor());
+    this.currentState = 'paused';
+  }
+
+  async resume(): Promise<void> {
+    this.require('resume', 'paused');
+    await resumeVcpus(await this.monitor());
+    this.currentState = 'running';
+    // An adopted paused VM has not said hello to this host yet.
+    await waitForHello(
+      this.guest,
+      this.exited,
+      this.spec.timeoutMs ?? DEFAULT_ADOPT_TIMEOUT_MS,
+      () => new AgentboxError('guest_unreachable', `VM ${this.id} did not answer after resuming`),
+      () => new AgentboxError('vm_exited', `VM ${this.id} exited while resuming`),
+    );
+    await this.guest.restore({});
+  }
+
+  async hibernate(): Promise<{ stateBytes: number; ms: number }> {
+    this.require('hibernate', 'running', 'paused');
+    if (this.currentState === 'paused') await this.resume();
+    const result = await hibernateVm(
+      {
+        id: this.id,
+        dir: this.boxDir,
+        guest: this.guest,
+        monitor: () => this.monitor(),
+        closeGuestListener: () => {
+          const server = this.guestServer;
+          this.guestServer = undefined;
+          server?.close();
+          this.servers = this.servers.filter((s) => s !== server);
+        },
+        reopenGuestListener: () => this.listenGuest(),
+        quit: async () => {
+          this.currentState = 'hibernated';
+          await this.quit();
+        },
+        waitForHello: (ms) =>
+          waitForHello(
+            this.guest,
+            this.exited,
+            ms,
+            () => new AgentboxError('guest_unreachable', `VM ${this.id} did not answer`),
+            () => new AgentboxError('vm_exited', `VM ${this.id} exited`),
+          ),
+      },
+      { timeoutMs: SNAPSHOT_TIMEOUT_MS },
+    );
+    this.currentState = 'hibernated';
+    return result;
   }
 
   private async waitGone(): Promise<void> {
@@ -162,6 +272,6 @@ export class AdoptedQemuVm implements Vm {
     if (this.currentState === 'destroyed') return;
     await this.kill();
     this.currentState = 'destroyed';
-    await fsp.rm(this.dir, { recursive: true, force: true });
+    await fsp.rm(this.boxDir, { recursive: true, force: true });
   }
 }

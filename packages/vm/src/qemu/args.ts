@@ -18,6 +18,18 @@ export interface QemuLaunchSpec {
   tscKhz: number | undefined;
   /** Appended to the kernel command line (debugging: `initcall_debug`, `loglevel=7`). */
   extraKernelArgs?: string[];
+  /**
+   * Guest RAM. Always a memory backend object named `mem`, so every box has the same RAM block
+   * whichever way it started, and a snapshot of one restores into another:
+   * `ram` anonymous memory; `file` mapped from a file — `share: true` for a template (its RAM *is*
+   * the file, so a snapshot need not write it), `share: false` for a clone (private copy-on-write
+   * mapping of the template's file: pages it never writes stay shared with every other clone).
+   */
+  memory?: { kind: 'ram' } | { kind: 'file'; path: string; share: boolean };
+  /** TCG translation cache size in MiB (QEMU's default is up to 1 GiB, touched as code runs). */
+  tbSizeMib?: number;
+  /** Start with `-incoming defer`: the VM waits for a migration stream (a snapshot restore). */
+  incoming?: boolean;
 }
 
 /** The guest kernel command line. Pure, pinned literally by a unit test. */
@@ -43,15 +55,23 @@ export function kernelCmdline(spec: Pick<QemuLaunchSpec, 'tscKhz' | 'extraKernel
  * host and QEMU connects to them as a client (`reconnect=1`), so a restarted host can re-attach.
  */
 export function qemuArgs(spec: QemuLaunchSpec): string[] {
+  const memory = spec.memory ?? { kind: 'ram' };
+  const backend =
+    memory.kind === 'ram'
+      ? `memory-backend-ram,id=mem,size=${spec.memoryMib}M`
+      : `memory-backend-file,id=mem,size=${spec.memoryMib}M,mem-path=${memory.path},share=${memory.share ? 'on' : 'off'}`;
+  const tcg = `tcg,thread=multi${spec.tbSizeMib ? `,tb-size=${spec.tbSizeMib}` : ''}`;
   return [
     '-M',
-    'microvm,pit=on,pic=on,rtc=on',
+    'microvm,pit=on,pic=on,rtc=on,memory-backend=mem',
     '-accel',
-    spec.accel === 'kvm' ? 'kvm' : 'tcg,thread=multi',
+    spec.accel === 'kvm' ? 'kvm' : tcg,
     '-cpu',
     spec.accel === 'kvm' ? 'host' : 'max',
     '-m',
     String(spec.memoryMib),
+    '-object',
+    backend,
     '-smp',
     String(spec.vcpus),
     '-nographic',
@@ -82,5 +102,6 @@ export function qemuArgs(spec: QemuLaunchSpec): string[] {
     `socket,id=qmp,path=${spec.qmpSocketPath},reconnect=1`,
     '-mon',
     'chardev=qmp,mode=control',
+    ...(spec.incoming ? ['-incoming', 'defer'] : []),
   ];
 }

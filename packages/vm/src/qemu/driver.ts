@@ -1,22 +1,30 @@
-import { spawn, type ChildProcess } from 'node:child_process';
 import fs from 'node:fs';
 import fsp from 'node:fs/promises';
-import type net from 'node:net';
 import path from 'node:path';
 import { AgentboxError } from '@agentbox/protocol';
-import type { Vm, VmBackend, VmExit, VmSpec, VmState } from '../backend.js';
+import type { Vm, VmBackend, VmResources, VmSpec, VmTemplate } from '../backend.js';
 import { runCommand } from '../command.js';
-import { GuestConnection, type GuestConnectionOptions } from '../guest-connection.js';
+import type { GuestConnectionOptions } from '../guest-connection.js';
+import type { Image } from '../image/manifest.js';
 import { boxesDir } from '../paths.js';
+import { TEMPLATE_FILES, TemplateStore, templateId } from '../template-store.js';
 import { AdoptedQemuVm, type AdoptSpec } from './adopted-vm.js';
-import { qemuArgs, type Accel, type QemuLaunchSpec } from './args.js';
-import { connectMonitor, listenUnix, waitForHello } from './host-sockets.js';
-import type { QmpClient } from './qmp.js';
+import type { Accel, QemuLaunchSpec } from './args.js';
+import { discardHibernation, readHibernation, type HibernationMeta } from './hibernation.js';
+import { QEMU_BINARY, QemuVm } from './qemu-vm.js';
+import { buildTemplate } from './template.js';
 
-export const QEMU_BINARY = 'qemu-system-x86_64';
-const DEFAULT_BOOT_TIMEOUT_MS = 90_000;
-const STOP_GRACE_MS = 5_000;
+export { QEMU_BINARY } from './qemu-vm.js';
+
 const ID_PATTERN = /^[a-z0-9][a-z0-9-]{0,62}$/;
+
+/**
+ * TCG translation cache per VM. QEMU's default reserves up to 1 GiB and fills it as code runs;
+ * each MiB of it is host memory private to that VM. Measured on a clone (docs/performance.md):
+ * 16 MiB thrashes (every exec ~370 ms, cache flushed over and over), 32 MiB flushes during the
+ * first execs (~100–150 ms each), 64 MiB behaves as the default for a box's working set.
+ */
+export const DEFAULT_TB_SIZE_MIB = 64;
 
 export interface QemuBackendOptions {
   home: string;
@@ -31,224 +39,149 @@ export interface QemuBackendOptions {
    * process (the daemon re-adopts them); default false: a Ctrl-C of `agentbox run` reaches them.
    */
   detached?: boolean;
+  /** Where templates live; default `<home>/templates`. Shared by every process using one home. */
+  templatesDir?: string;
+  /** TCG translation cache size (MiB); default DEFAULT_TB_SIZE_MIB; 0: QEMU's default. */
+  tbSizeMib?: number;
+  /** How long a clone restore may take before it counts as failed. */
+  restoreTimeoutMs?: number;
 }
 
 /** The QEMU `microvm` driver: one qemu-system process per box, a qcow2 overlay on the read-only base. */
 export class QemuBackend implements VmBackend {
   readonly name = 'qemu';
+  readonly templates: TemplateStore;
+  private version: Promise<string> | undefined;
+  private readonly building = new Map<string, Promise<VmTemplate>>();
 
-  constructor(private readonly options: QemuBackendOptions) {}
+  constructor(private readonly options: QemuBackendOptions) {
+    this.templates = new TemplateStore(options.templatesDir ?? path.join(options.home, 'templates'));
+  }
+
+  private vmOptions() {
+    const tb = this.options.tbSizeMib ?? DEFAULT_TB_SIZE_MIB;
+    return {
+      accel: this.options.accel,
+      tscKhz: this.options.tscKhz,
+      ...(this.options.diskCache ? { diskCache: this.options.diskCache } : {}),
+      ...(this.options.qemuBinary ? { qemuBinary: this.options.qemuBinary } : {}),
+      ...(this.options.extraKernelArgs ? { extraKernelArgs: this.options.extraKernelArgs } : {}),
+      ...(this.options.guest ? { guest: this.options.guest } : {}),
+      ...(this.options.detached !== undefined ? { detached: this.options.detached } : {}),
+      ...(this.options.accel === 'tcg' && tb > 0 ? { tbSizeMib: tb } : {}),
+      ...(this.options.restoreTimeoutMs ? { restoreTimeoutMs: this.options.restoreTimeoutMs } : {}),
+    };
+  }
+
+  boxDir(id: string): string {
+    return path.join(boxesDir(this.options.home), id);
+  }
 
   async create(spec: VmSpec): Promise<Vm> {
     if (!ID_PATTERN.test(spec.id))
       throw new AgentboxError('invalid_request', `invalid VM id ${JSON.stringify(spec.id)}`);
-    const dir = path.join(boxesDir(this.options.home), spec.id);
-    await fsp.mkdir(dir, { recursive: true, mode: 0o700 });
+    const dir = this.boxDir(spec.id);
     const disk = path.join(dir, 'disk.qcow2');
-    await runCommand('qemu-img', [
-      'create',
-      '-q',
-      '-f',
-      'qcow2',
-      '-F',
-      'raw',
-      '-b',
-      spec.image.rootfsPath,
-      disk,
-      `${spec.resources.diskGib}G`,
-    ]).catch(async (err: unknown) => {
+    const source = spec.restoreFrom;
+    if (source?.kind === 'hibernation' || source?.kind === 'disk') {
+      if (!fs.existsSync(disk))
+        throw new AgentboxError('snapshot_failed', `box ${spec.id} has no disk at ${disk}`);
+      if (source.kind === 'hibernation' && !readHibernation(dir))
+        throw new AgentboxError('snapshot_failed', `box ${spec.id} has no complete snapshot`);
+      // A cold boot of the disk makes any snapshot of it stale.
+      if (source.kind === 'disk') await discardHibernation(dir);
+      return new QemuVm(spec, dir, this.vmOptions());
+    }
+    await fsp.mkdir(dir, { recursive: true, mode: 0o700 });
+    try {
+      if (source?.kind === 'template') {
+        // The disk must match the RAM image: each clone gets the template's disk as it was.
+        await fsp.copyFile(
+          path.join(source.template.dir, TEMPLATE_FILES.disk),
+          disk,
+          fs.constants.COPYFILE_FICLONE,
+        );
+      } else {
+        await runCommand('qemu-img', [
+          'create',
+          '-q',
+          '-f',
+          'qcow2',
+          '-F',
+          'raw',
+          '-b',
+          spec.image.rootfsPath,
+          disk,
+          `${spec.resources.diskGib}G`,
+        ]);
+      }
+    } catch (err) {
       await fsp.rm(dir, { recursive: true, force: true });
       throw err;
-    });
-    return new QemuVm(spec, dir, this.options);
+    }
+    return new QemuVm(spec, dir, this.vmOptions());
   }
 
-  /** Re-attaches to a VM a previous host process started; resolves once its guest says hello. */
+  /** Re-attaches to a VM a previous host process started; resolves once its guest says hello (or it is paused). */
   async adopt(spec: AdoptSpec): Promise<Vm> {
     if (!ID_PATTERN.test(spec.id))
       throw new AgentboxError('invalid_request', `invalid VM id ${JSON.stringify(spec.id)}`);
-    const vm = new AdoptedQemuVm(spec, path.join(boxesDir(this.options.home), spec.id), this.options.guest);
+    const vm = new AdoptedQemuVm(spec, this.boxDir(spec.id), this.options.guest);
     await vm.attach();
     return vm;
   }
-}
 
-class QemuVm implements Vm {
-  readonly guest: GuestConnection;
-  readonly exited: Promise<VmExit>;
-  private resolveExited!: (exit: VmExit) => void;
-  private currentState: VmState = 'created';
-  private child: ChildProcess | undefined;
-  private qmp: QmpClient | undefined;
-  private servers: net.Server[] = [];
-  private stderrTail = '';
-
-  constructor(
-    private readonly spec: VmSpec,
-    private readonly dir: string,
-    private readonly options: QemuBackendOptions,
-  ) {
-    this.guest = new GuestConnection(options.guest);
-    this.exited = new Promise((resolve) => (this.resolveExited = resolve));
+  /** The box's hibernation snapshot, if it has a complete one. */
+  hibernation(id: string): HibernationMeta | undefined {
+    return readHibernation(this.boxDir(id));
   }
 
-  get id(): string {
-    return this.spec.id;
+  /** `qemu-system-x86_64 --version`, once: part of a template's key (snapshots are QEMU-specific). */
+  qemuVersion(): Promise<string> {
+    this.version ??= runCommand(this.options.qemuBinary ?? QEMU_BINARY, ['--version']).then(
+      ({ stdout }) => /version (\S+)/.exec(stdout)?.[1] ?? stdout.trim().split('\n')[0] ?? 'unknown',
+    );
+    return this.version;
   }
 
-  get state(): VmState {
-    return this.currentState;
-  }
-
-  get pid(): number | undefined {
-    return this.currentState === 'running' || this.currentState === 'starting' ? this.child?.pid : undefined;
-  }
-
-  private file(name: string): string {
-    return path.join(this.dir, name);
-  }
-
-  private require(op: string, ...states: VmState[]): void {
-    if (!states.includes(this.currentState)) {
-      throw new AgentboxError('invalid_state', `cannot ${op} VM ${this.id} while it is ${this.currentState}`);
-    }
-  }
-
-  async start(): Promise<void> {
-    this.require('start', 'created');
-    this.currentState = 'starting';
-    const launch: QemuLaunchSpec = {
+  async templateId(image: Image, resources: VmResources): Promise<string> {
+    const tb = this.vmOptions().tbSizeMib;
+    return templateId({
+      imageId: image.manifest.id,
+      resources,
+      qemuVersion: await this.qemuVersion(),
       accel: this.options.accel,
-      memoryMib: this.spec.resources.memoryMib,
-      vcpus: this.spec.resources.vcpus,
-      kernelPath: this.spec.image.kernelPath,
-      initrdPath: this.spec.image.initrdPath,
-      diskPath: this.file('disk.qcow2'),
-      diskCache: this.options.diskCache ?? 'unsafe',
-      guestSocketPath: this.file('guest.sock'),
-      qmpSocketPath: this.file('qmp.sock'),
-      consolePath: this.file('console.log'),
-      tscKhz: this.options.tscKhz,
-      ...(this.options.extraKernelArgs ? { extraKernelArgs: this.options.extraKernelArgs } : {}),
-    };
-    await listenUnix(this.servers, launch.guestSocketPath, (socket) => this.guest.attach(socket));
-    await listenUnix(this.servers, launch.qmpSocketPath, (socket) => {
-      this.qmp = connectMonitor(socket, this.guest);
+      tbSizeMib: tb,
     });
+  }
 
-    const detached = this.options.detached ?? false;
-    const logFd = detached ? fs.openSync(this.file('qemu.log'), 'a') : undefined;
-    const child = spawn(this.options.qemuBinary ?? QEMU_BINARY, qemuArgs(launch), {
-      stdio: ['ignore', 'ignore', logFd ?? 'pipe'],
-      detached,
-    });
-    if (logFd !== undefined) {
-      fs.closeSync(logFd);
-      child.unref();
+  /** The template for this image and size, if one is built. */
+  async findTemplate(image: Image, resources: VmResources): Promise<VmTemplate | undefined> {
+    return this.templates.read(await this.templateId(image, resources));
+  }
+
+  /** Builds the template (one cold boot) unless it exists; concurrent callers share one build. */
+  async ensureTemplate(image: Image, resources: VmResources): Promise<VmTemplate> {
+    const id = await this.templateId(image, resources);
+    const ready = this.templates.read(id);
+    if (ready) return ready;
+    let pending = this.building.get(id);
+    if (!pending) {
+      pending = buildTemplate({
+        store: this.templates,
+        id,
+        image,
+        resources,
+        vm: this.vmOptions(),
+        qemuVersion: await this.qemuVersion(),
+      }).finally(() => this.building.delete(id));
+      this.building.set(id, pending);
     }
-    this.child = child;
-    child.stderr?.on('data', (chunk: Buffer) => {
-      this.stderrTail = (this.stderrTail + chunk.toString('utf8')).slice(-4096);
-    });
-    const spawned = new Promise<void>((resolve, reject) => {
-      child.once('spawn', resolve);
-      child.once('error', (err: NodeJS.ErrnoException) =>
-        reject(
-          err.code === 'ENOENT'
-            ? new AgentboxError(
-                'prerequisite_missing',
-                `${QEMU_BINARY} is not installed; run \`agentbox setup\``,
-              )
-            : new AgentboxError('boot_failed', `could not start ${QEMU_BINARY}: ${err.message}`),
-        ),
-      );
-    });
-    child.once('exit', (code, signal) => this.onExit({ code, signal }));
-    child.once('error', () => this.onExit({ code: null, signal: null }));
-
-    try {
-      await spawned;
-      const timeoutMs = this.spec.bootTimeoutMs ?? DEFAULT_BOOT_TIMEOUT_MS;
-      await waitForHello(
-        this.guest,
-        this.exited,
-        timeoutMs,
-        () =>
-          new AgentboxError(
-            'boot_failed',
-            `VM ${this.id} did not answer within ${timeoutMs / 1000}s${this.diagnostics()}`,
-          ),
-        (exit) =>
-          new AgentboxError(
-            'boot_failed',
-            `VM ${this.id} exited during boot (${exit.signal ?? `code ${exit.code}`})${this.diagnostics()}`,
-          ),
-      );
-    } catch (err) {
-      await this.kill().catch(() => undefined);
-      throw err;
-    }
-    this.currentState = 'running';
+    return pending;
   }
 
-  private diagnostics(): string {
-    let stderr = this.stderrTail.trim();
-    try {
-      if (this.options.detached) stderr = fs.readFileSync(this.file('qemu.log'), 'utf8').trim().slice(-4096);
-    } catch {
-      // no log
-    }
-    let consoleTail = '';
-    try {
-      consoleTail = fs.readFileSync(this.file('console.log'), 'utf8').trim().split('\n').slice(-5).join('\n');
-    } catch {
-      // no console output
-    }
-    return [stderr && `\nqemu: ${stderr}`, consoleTail && `\nconsole:\n${consoleTail}`]
-      .filter(Boolean)
-      .join('');
-  }
-
-  private onExit(exit: VmExit): void {
-    if (this.currentState !== 'destroyed') this.currentState = 'stopped';
-    this.guest.close(
-      new AgentboxError('vm_exited', `VM ${this.id} exited (${exit.signal ?? `code ${exit.code}`})`),
-    );
-    this.qmp?.close();
-    for (const server of this.servers) server.close();
-    this.servers = [];
-    this.resolveExited(exit);
-  }
-
-  private alive(): boolean {
-    return this.child !== undefined && this.child.exitCode === null && this.child.signalCode === null;
-  }
-
-  async stop(): Promise<void> {
-    this.require('stop', 'running');
-    await Promise.race([this.guest.sync(), new Promise((r) => setTimeout(r, STOP_GRACE_MS))]).catch(
-      () => undefined,
-    );
-    await this.qmp?.execute('quit').catch(() => undefined);
-    const timer = setTimeout(() => this.child?.kill('SIGKILL'), STOP_GRACE_MS);
-    await this.exited;
-    clearTimeout(timer);
-  }
-
-  async kill(): Promise<void> {
-    if (this.currentState === 'created') {
-      this.currentState = 'stopped';
-      this.resolveExited({ code: null, signal: null });
-      return;
-    }
-    if (this.alive()) this.child?.kill('SIGKILL');
-    if (this.child) await this.exited;
-  }
-
-  async destroy(): Promise<void> {
-    if (this.currentState === 'destroyed') return;
-    await this.kill();
-    this.currentState = 'destroyed';
-    await fsp.rm(this.dir, { recursive: true, force: true });
+  /** Drops a template that failed to restore; the next ensureTemplate() builds it again. */
+  discardTemplate(template: VmTemplate): Promise<void> {
+    return this.templates.discard(template.id);
   }
 }

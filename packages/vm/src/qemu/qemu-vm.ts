@@ -1,0 +1,374 @@
+import { spawn, type ChildProcess } from 'node:child_process';
+import { randomBytes, randomUUID } from 'node:crypto';
+import fs from 'node:fs';
+import type net from 'node:net';
+import path from 'node:path';
+import { AgentboxError } from '@agentbox/protocol';
+import type { Vm, VmExit, VmRestoreInfo, VmSpec, VmState } from '../backend.js';
+import { GuestConnection, type GuestConnectionOptions } from '../guest-connection.js';
+import { TEMPLATE_FILES } from '../template-store.js';
+import { qemuArgs, type Accel, type QemuLaunchSpec } from './args.js';
+import { discardHibernation, hibernateVm, hibernationStatePath } from './hibernation.js';
+import { connectMonitor, listenUnix, waitForHello } from './host-sockets.js';
+import type { QmpClient } from './qmp.js';
+import { detachGuest, loadState, pauseVcpus, resumeVcpus, saveState } from './snapshot.js';
+
+export const QEMU_BINARY = 'qemu-system-x86_64';
+const DEFAULT_BOOT_TIMEOUT_MS = 90_000;
+const DEFAULT_RESTORE_TIMEOUT_MS = 30_000;
+const SNAPSHOT_TIMEOUT_MS = 180_000;
+const STOP_GRACE_MS = 5_000;
+
+export interface QemuVmOptions {
+  accel: Accel;
+  tscKhz: number | undefined;
+  diskCache?: QemuLaunchSpec['diskCache'];
+  qemuBinary?: string;
+  extraKernelArgs?: string[];
+  guest?: GuestConnectionOptions;
+  detached?: boolean;
+  tbSizeMib?: number;
+  restoreTimeoutMs?: number;
+}
+
+/** A fresh identity for a clone: it must share nothing unique with its template or siblings. */
+export function newIdentity(hostname: string) {
+  return { hostname, machineId: randomBytes(16).toString('hex'), bootId: randomUUID() };
+}
+
+/**
+ * One qemu-system process this host spawned: a cold boot, a clone restored from a template, a
+ * box woken from hibernation, or (internally) a template being made, whose RAM is a shared file.
+ */
+export class QemuVm implements Vm {
+  readonly guest: GuestConnection;
+  readonly exited: Promise<VmExit>;
+  restoreInfo: VmRestoreInfo | undefined;
+  private resolveExited!: (exit: VmExit) => void;
+  private currentState: VmState = 'created';
+  private child: ChildProcess | undefined;
+  private qmp: QmpClient | undefined;
+  private qmpWaiters: ((qmp: QmpClient) => void)[] = [];
+  private guestServer: net.Server | undefined;
+  private servers: net.Server[] = [];
+  private stderrTail = '';
+
+  constructor(
+    private readonly spec: VmSpec,
+    readonly dir: string,
+    private readonly options: QemuVmOptions,
+    /** Internal: a template's RAM is a file shared with the snapshot it becomes. */
+    private readonly templateRamPath?: string,
+  ) {
+    this.guest = new GuestConnection(options.guest);
+    this.exited = new Promise((resolve) => (this.resolveExited = resolve));
+  }
+
+  get id(): string {
+    return this.spec.id;
+  }
+
+  get state(): VmState {
+    return this.currentState;
+  }
+
+  get pid(): number | undefined {
+    return ['running', 'starting', 'paused'].includes(this.currentState) ? this.child?.pid : undefined;
+  }
+
+  private file(name: string): string {
+    return path.join(this.dir, name);
+  }
+
+  private require(op: string, ...states: VmState[]): void {
+    if (!states.includes(this.currentState)) {
+      throw new AgentboxError('invalid_state', `cannot ${op} VM ${this.id} while it is ${this.currentState}`);
+    }
+  }
+
+  private launchSpec(): QemuLaunchSpec {
+    const source = this.spec.restoreFrom;
+    const memory: QemuLaunchSpec['memory'] = this.templateRamPath
+      ? { kind: 'file', path: this.templateRamPath, share: true }
+      : source?.kind === 'template'
+        ? { kind: 'file', path: path.join(source.template.dir, TEMPLATE_FILES.ram), share: false }
+        : { kind: 'ram' };
+    return {
+      accel: this.options.accel,
+      memoryMib: this.spec.resources.memoryMib,
+      vcpus: this.spec.resources.vcpus,
+      kernelPath: this.spec.image.kernelPath,
+      initrdPath: this.spec.image.initrdPath,
+      diskPath: this.file('disk.qcow2'),
+      diskCache: this.options.diskCache ?? 'unsafe',
+      guestSocketPath: this.file('guest.sock'),
+      qmpSocketPath: this.file('qmp.sock'),
+      consolePath: this.file('console.log'),
+      tscKhz: this.options.tscKhz,
+      memory,
+      ...(this.options.tbSizeMib ? { tbSizeMib: this.options.tbSizeMib } : {}),
+      incoming: source?.kind === 'template' || source?.kind === 'hibernation',
+      ...(this.options.extraKernelArgs ? { extraKernelArgs: this.options.extraKernelArgs } : {}),
+    };
+  }
+
+  /** The QMP client once QEMU has connected and negotiated. */
+  monitor(): Promise<QmpClient> {
+    if (this.qmp) return this.qmp.ready.then(() => this.qmp!);
+    return new Promise((resolve, reject) => {
+      this.qmpWaiters.push((qmp) => qmp.ready.then(() => resolve(qmp), reject));
+      void this.exited.then(() => reject(new AgentboxError('vm_exited', `VM ${this.id} exited`)));
+    });
+  }
+
+  private async listenGuest(): Promise<void> {
+    const servers: net.Server[] = [];
+    await listenUnix(servers, this.file('guest.sock'), (socket) => this.guest.attach(socket));
+    this.guestServer = servers[0];
+    this.servers.push(...servers);
+  }
+
+  async start(): Promise<void> {
+    this.require('start', 'created');
+    this.currentState = 'starting';
+    const started = performance.now();
+    const launch = this.launchSpec();
+    await this.listenGuest();
+    await listenUnix(this.servers, launch.qmpSocketPath, (socket) => {
+      this.qmp?.close();
+      const qmp = connectMonitor(socket, this.guest);
+      this.qmp = qmp;
+      for (const w of this.qmpWaiters.splice(0)) w(qmp);
+    });
+
+    const detached = this.options.detached ?? false;
+    const logFd = detached ? fs.openSync(this.file('qemu.log'), 'a') : undefined;
+    const child = spawn(this.options.qemuBinary ?? QEMU_BINARY, qemuArgs(launch), {
+      stdio: ['ignore', 'ignore', logFd ?? 'pipe'],
+      detached,
+    });
+    if (logFd !== undefined) {
+      fs.closeSync(logFd);
+      child.unref();
+    }
+    this.child = child;
+    child.stderr?.on('data', (chunk: Buffer) => {
+      this.stderrTail = (this.stderrTail + chunk.toString('utf8')).slice(-4096);
+    });
+    const spawned = new Promise<void>((resolve, reject) => {
+      child.once('spawn', resolve);
+      child.once('error', (err: NodeJS.ErrnoException) =>
+        reject(
+          err.code === 'ENOENT'
+            ? new AgentboxError(
+                'prerequisite_missing',
+                `${QEMU_BINARY} is not installed; run \`agentbox setup\``,
+              )
+            : new AgentboxError('boot_failed', `could not start ${QEMU_BINARY}: ${err.message}`),
+        ),
+      );
+    });
+    child.once('exit', (code, signal) => this.onExit({ code, signal }));
+    child.once('error', () => this.onExit({ code: null, signal: null }));
+
+    try {
+      await spawned;
+      if (launch.incoming) await this.restore(started);
+      else await this.awaitHello(this.spec.bootTimeoutMs ?? DEFAULT_BOOT_TIMEOUT_MS, 'boot_failed');
+    } catch (err) {
+      await this.kill().catch(() => undefined);
+      throw err;
+    }
+    this.currentState = 'running';
+  }
+
+  /** Loads the snapshot, resumes the guest, and gives it the time, fresh entropy and (clone) a new identity. */
+  private async restore(started: number): Promise<void> {
+    const source = this.spec.restoreFrom!;
+    const timeoutMs = this.options.restoreTimeoutMs ?? DEFAULT_RESTORE_TIMEOUT_MS;
+    const statePath =
+      source.kind === 'template'
+        ? path.join(source.template.dir, TEMPLATE_FILES.state)
+        : hibernationStatePath(this.dir);
+    try {
+      const qmp = await this.monitor();
+      await loadState(qmp, statePath, {
+        ignoreShared: source.kind === 'template',
+        timeoutMs: source.kind === 'template' ? timeoutMs : SNAPSHOT_TIMEOUT_MS,
+      });
+      // Loaded: from here on the guest writes its disk, so the old snapshot must never be used again.
+      if (source.kind === 'hibernation') await discardHibernation(this.dir);
+      const loadMs = performance.now() - started;
+      await resumeVcpus(qmp);
+      await this.awaitHello(timeoutMs, 'snapshot_failed');
+      const helloMs = performance.now() - started;
+      const guest = await this.guest.restore({
+        entropy: randomBytes(64),
+        nonce: randomUUID(),
+        ...(source.kind === 'template' ? { identity: newIdentity(this.spec.id) } : {}),
+      });
+      this.restoreInfo = {
+        source: source.kind,
+        loadMs: Math.round(loadMs),
+        helloMs: Math.round(helloMs),
+        totalMs: Math.round(performance.now() - started),
+        guest,
+      };
+    } catch (err) {
+      if (err instanceof AgentboxError && err.code === 'snapshot_failed') throw err;
+      throw new AgentboxError(
+        'snapshot_failed',
+        `VM ${this.id} could not be restored from its ${source.kind === 'template' ? 'template' : 'snapshot'}: ${(err as Error).message}${this.diagnostics()}`,
+        { cause: err },
+      );
+    }
+  }
+
+  private awaitHello(timeoutMs: number, code: 'boot_failed' | 'snapshot_failed'): Promise<void> {
+    return waitForHello(
+      this.guest,
+      this.exited,
+      timeoutMs,
+      () =>
+        new AgentboxError(
+          code,
+          `VM ${this.id} did not answer within ${timeoutMs / 1000}s${this.diagnostics()}`,
+        ),
+      (exit) =>
+        new AgentboxError(
+          code,
+          `VM ${this.id} exited during ${code === 'boot_failed' ? 'boot' : 'restore'} (${exit.signal ?? `code ${exit.code}`})${this.diagnostics()}`,
+        ),
+    );
+  }
+
+  private diagnostics(): string {
+    let stderr = this.stderrTail.trim();
+    try {
+      if (this.options.detached) stderr = fs.readFileSync(this.file('qemu.log'), 'utf8').trim().slice(-4096);
+    } catch {
+      // no log
+    }
+    let consoleTail = '';
+    try {
+      consoleTail = fs.readFileSync(this.file('console.log'), 'utf8').trim().split('\n').slice(-5).join('\n');
+    } catch {
+      // no console output
+    }
+    return [stderr && `\nqemu: ${stderr}`, consoleTail && `\nconsole:\n${consoleTail}`]
+      .filter(Boolean)
+      .join('');
+  }
+
+  private onExit(exit: VmExit): void {
+    if (this.currentState !== 'destroyed' && this.currentState !== 'hibernated')
+      this.currentState = 'stopped';
+    this.guest.close(
+      new AgentboxError('vm_exited', `VM ${this.id} exited (${exit.signal ?? `code ${exit.code}`})`),
+    );
+    this.qmp?.close();
+    for (const server of this.servers) server.close();
+    this.servers = [];
+    this.resolveExited(exit);
+  }
+
+  private alive(): boolean {
+    return this.child !== undefined && this.child.exitCode === null && this.child.signalCode === null;
+  }
+
+  async stop(): Promise<void> {
+    this.require('stop', 'running', 'paused');
+    if (this.currentState === 'running') {
+      await Promise.race([this.guest.sync(), new Promise((r) => setTimeout(r, STOP_GRACE_MS))]).catch(
+        () => undefined,
+      );
+    }
+    await this.quit();
+  }
+
+  private async quit(): Promise<void> {
+    await this.qmp?.execute('quit').catch(() => undefined);
+    const timer = setTimeout(() => this.child?.kill('SIGKILL'), STOP_GRACE_MS);
+    await this.exited;
+    clearTimeout(timer);
+  }
+
+  async kill(): Promise<void> {
+    if (this.currentState === 'created') {
+      this.currentState = 'stopped';
+      this.resolveExited({ code: null, signal: null });
+      return;
+    }
+    if (this.alive()) this.child?.kill('SIGKILL');
+    if (this.child) await this.exited;
+  }
+
+  async destroy(): Promise<void> {
+    if (this.currentState === 'destroyed') return;
+    await this.kill();
+    this.currentState = 'destroyed';
+    await fs.promises.rm(this.dir, { recursive: true, force: true });
+  }
+
+  async pause(): Promise<void> {
+    this.require('pause', 'running');
+    await pauseVcpus(await this.monitor());
+    this.currentState = 'paused';
+  }
+
+  async resume(): Promise<void> {
+    this.require('resume', 'paused');
+    await resumeVcpus(await this.monitor());
+    this.currentState = 'running';
+    // Guest time stood still while paused.
+    await this.guest.restore({});
+  }
+
+  async hibernate(): Promise<{ stateBytes: number; ms: number }> {
+    this.require('hibernate', 'running', 'paused');
+    if (this.currentState === 'paused') await this.resume();
+    const result = await hibernateVm(
+      {
+        id: this.id,
+        dir: this.dir,
+        guest: this.guest,
+        monitor: () => this.monitor(),
+        closeGuestListener: () => this.closeGuestListener(),
+        reopenGuestListener: () => this.listenGuest(),
+        quit: async () => {
+          this.currentState = 'hibernated';
+          await this.quit();
+        },
+        waitForHello: (ms) => this.awaitHello(ms, 'snapshot_failed'),
+      },
+      { timeoutMs: SNAPSHOT_TIMEOUT_MS },
+    );
+    this.currentState = 'hibernated';
+    return result;
+  }
+
+  private closeGuestListener(): void {
+    const server = this.guestServer;
+    this.guestServer = undefined;
+    if (!server) return;
+    server.close();
+    this.servers = this.servers.filter((s) => s !== server);
+  }
+
+  /**
+   * Internal, for templates: detach the guest, save the device state (the RAM is the shared file
+   * already) to `statePath`, and end the VM. Returns the time the snapshot took.
+   */
+  async saveTemplate(statePath: string): Promise<number> {
+    this.require('snapshot', 'running');
+    if (!this.templateRamPath) throw new AgentboxError('internal', `VM ${this.id} is not a template`);
+    const qmp = await this.monitor();
+    await detachGuest(qmp, this.guest, () => this.closeGuestListener());
+    const started = performance.now();
+    await saveState(qmp, statePath, { ignoreShared: true, timeoutMs: SNAPSHOT_TIMEOUT_MS });
+    const ms = performance.now() - started;
+    this.currentState = 'hibernated';
+    await this.quit();
+    return ms;
+  }
+}

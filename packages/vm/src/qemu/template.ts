@@ -1,0 +1,136 @@
+import { randomBytes, randomUUID } from 'node:crypto';
+import fsp from 'node:fs/promises';
+import path from 'node:path';
+import type { VmResources, VmTemplate } from '../backend.js';
+import { runCommand } from '../command.js';
+import type { Image } from '../image/manifest.js';
+import { TEMPLATE_FILES, TEMPLATE_REVISION, type TemplateStore } from '../template-store.js';
+import { processesMentioning } from './proc.js';
+import { QemuVm, newIdentity, type QemuVmOptions } from './qemu-vm.js';
+
+const BUILD_LOCK_TIMEOUT_MS = 10 * 60_000;
+
+/**
+ * Run in the template before the snapshot: wait for the boot-time disk resize (so clones don't
+ * each redo it), and put the shell and coreutils in the guest page cache (clones share those pages
+ * and skip the disk reads on their first exec).
+ */
+export const TEMPLATE_SETTLE_SCRIPT =
+  'while pgrep -x resize2fs >/dev/null || pgrep -fx "sleep 3" >/dev/null; do sleep 0.1; done; ' +
+  'sh -c true; ls / >/dev/null; cat /dev/null; true';
+
+/**
+ * Runs, in the template, the calls every clone makes first: restore, box set-up, exec. V8's
+ * compiled code for them is in the guest RAM the clones share, so a clone only pays for TCG
+ * translating it (which no snapshot can keep), not for compiling it too. The restore also
+ * bind-mounts the boot id, so a clone's restore only rewrites the file.
+ */
+async function warmUp(vm: QemuVm): Promise<void> {
+  const guest = vm.guest;
+  for (let i = 0; i < 3; i++) {
+    await guest.restore({ entropy: randomBytes(64), nonce: randomUUID(), identity: newIdentity('agentbox') });
+  }
+  for (let i = 0; i < 20; i++) await guest.ping();
+  const scratch = '/run/agentbox/warm-up';
+  for (let i = 0; i < 3; i++) {
+    await guest.mkdir(scratch, true);
+    await guest.writeFile(`${scratch}/f`, Buffer.from('warm'), { mode: 0o600, makeParents: true });
+    await guest.readFileBuffer(`${scratch}/f`);
+    await guest.stat(`${scratch}/f`);
+    await guest.list(scratch);
+    await guest.remove(scratch, true);
+    await guest.listProcesses();
+  }
+  for (let i = 0; i < 8; i++) await guest.exec({ argv: ['true'] });
+  for (let i = 0; i < 3; i++)
+    await guest.exec({ argv: ['sh', '-c', 'echo warm'] }, { onStdout: () => undefined });
+}
+
+/**
+ * Boots a template VM (RAM on a shared file), lets it settle, quiesces the guest (its restore
+ * helper starts, its disks are flushed), and saves its device state. One cold boot.
+ */
+export async function buildTemplate(options: {
+  store: TemplateStore;
+  id: string;
+  image: Image;
+  resources: VmResources;
+  vm: QemuVmOptions;
+  qemuVersion: string;
+  bootTimeoutMs?: number;
+}): Promise<VmTemplate> {
+  const { store, id } = options;
+  const release = await store.lock(id, BUILD_LOCK_TIMEOUT_MS);
+  try {
+    const existing = store.read(id);
+    if (existing) return existing;
+    await store.clearStaleBuilds(id, (dir) => {
+      // A build whose process died (we hold the lock): its QEMU may still run.
+      for (const pid of processesMentioning(dir)) {
+        try {
+          process.kill(pid, 'SIGKILL');
+        } catch {
+          // gone
+        }
+      }
+    });
+    const dir = await store.buildDir(id);
+    const vm = new QemuVm(
+      {
+        id,
+        image: options.image,
+        resources: options.resources,
+        ...(options.bootTimeoutMs ? { bootTimeoutMs: options.bootTimeoutMs } : {}),
+      },
+      dir,
+      { ...options.vm, detached: false },
+      path.join(dir, TEMPLATE_FILES.ram),
+    );
+    try {
+      await runCommand('qemu-img', [
+        'create',
+        '-q',
+        '-f',
+        'qcow2',
+        '-F',
+        'raw',
+        '-b',
+        options.image.rootfsPath,
+        path.join(dir, TEMPLATE_FILES.disk),
+        `${options.resources.diskGib}G`,
+      ]);
+      const bootStarted = performance.now();
+      await vm.start();
+      const bootMs = performance.now() - bootStarted;
+      const settle = await vm.guest.exec({ argv: ['sh', '-c', TEMPLATE_SETTLE_SCRIPT], timeoutMs: 60_000 });
+      if (settle.exitCode !== 0) throw new Error(`template settle script failed (${settle.exitCode})`);
+      const quiesced = await vm.guest.quiesce();
+      if (!quiesced.helper)
+        throw new Error('the guest restore helper did not start (is python3 in the image?)');
+      await warmUp(vm);
+      const statePath = path.join(dir, TEMPLATE_FILES.state);
+      const snapshotMs = await vm.saveTemplate(statePath);
+      for (const f of ['guest.sock', 'qmp.sock']) await fsp.rm(path.join(dir, f), { force: true });
+      return await store.publish(dir, {
+        id,
+        revision: TEMPLATE_REVISION,
+        imageId: options.image.manifest.id,
+        resources: options.resources,
+        qemuVersion: options.qemuVersion,
+        accel: options.vm.accel,
+        tbSizeMib: options.vm.tbSizeMib ?? null,
+        createdAt: Date.now(),
+        bootMs: Math.round(bootMs),
+        snapshotMs: Math.round(snapshotMs),
+        stateBytes: (await fsp.stat(statePath)).size,
+        diskBytes: (await fsp.stat(path.join(dir, TEMPLATE_FILES.disk))).size,
+      });
+    } catch (err) {
+      await vm.kill().catch(() => undefined);
+      await fsp.rm(dir, { recursive: true, force: true });
+      throw err;
+    }
+  } finally {
+    release();
+  }
+}

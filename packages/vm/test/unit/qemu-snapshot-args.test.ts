@@ -1,0 +1,120 @@
+import fs from 'node:fs';
+import os from 'node:os';
+import path from 'node:path';
+import { describe, expect, it } from 'vitest';
+import { qemuArgs, type QemuLaunchSpec } from '../../src/qemu/args.js';
+import { loadUri, saveUri, shellQuote } from '../../src/qemu/snapshot.js';
+import { TemplateStore, templateId, TEMPLATE_FILES, TEMPLATE_REVISION } from '../../src/template-store.js';
+
+const base: QemuLaunchSpec = {
+  accel: 'tcg',
+  memoryMib: 1024,
+  vcpus: 1,
+  kernelPath: '/img/vmlinux',
+  initrdPath: '/img/initrd.gz',
+  diskPath: '/b/disk.qcow2',
+  diskCache: 'unsafe',
+  guestSocketPath: '/b/guest.sock',
+  qmpSocketPath: '/b/qmp.sock',
+  consolePath: '/b/console.log',
+  tscKhz: 2_000_000,
+};
+
+describe('qemu argv for snapshots (pure)', () => {
+  it('pins a clone: private mapping of the template RAM, a small translation cache, -incoming defer', () => {
+    const argv = qemuArgs({
+      ...base,
+      memory: { kind: 'file', path: '/t/ram', share: false },
+      tbSizeMib: 64,
+      incoming: true,
+    });
+    expect(argv.join(' ')).toBe(
+      '-M microvm,pit=on,pic=on,rtc=on,memory-backend=mem -accel tcg,thread=multi,tb-size=64 -cpu max ' +
+        '-m 1024 -object memory-backend-file,id=mem,size=1024M,mem-path=/t/ram,share=off ' +
+        '-smp 1 -nographic -nodefaults -no-user-config -no-reboot -serial file:/b/console.log ' +
+        '-kernel /img/vmlinux -initrd /img/initrd.gz ' +
+        '-append console=ttyS0 quiet panic=-1 reboot=t mitigations=off random.trust_cpu=on rdinit=/init ' +
+        'cryptomgr.notests initcall_blacklist=crypto_kdf108_init,init_kprobe_trace tsc_early_khz=2000000 ' +
+        '-drive id=root,file=/b/disk.qcow2,format=qcow2,if=none,cache=unsafe,discard=unmap ' +
+        '-device virtio-blk-device,drive=root -device virtio-rng-device -device virtio-serial-device,max_ports=2 ' +
+        '-chardev socket,id=agentbox0,path=/b/guest.sock,reconnect=1 ' +
+        '-device virtserialport,chardev=agentbox0,id=agentbox0port,name=agentbox.0 ' +
+        '-chardev socket,id=qmp,path=/b/qmp.sock,reconnect=1 -mon chardev=qmp,mode=control -incoming defer',
+    );
+  });
+
+  it('gives every box the same RAM block: anonymous, or a shared file for a template', () => {
+    expect(qemuArgs(base)).toContain('memory-backend-ram,id=mem,size=1024M');
+    expect(qemuArgs({ ...base, memory: { kind: 'file', path: '/t/ram', share: true } })).toContain(
+      'memory-backend-file,id=mem,size=1024M,mem-path=/t/ram,share=on',
+    );
+    expect(qemuArgs(base)).not.toContain('-incoming');
+    expect(qemuArgs({ ...base, accel: 'kvm', tbSizeMib: 64 })).toContain('kvm');
+  });
+
+  it('quotes state paths for the shell QEMU runs exec: URIs with', () => {
+    expect(shellQuote("/a b/it's")).toBe(`'/a b/it'\\''s'`);
+    expect(saveUri('/x/state')).toBe("exec:cat > '/x/state'");
+    expect(loadUri('/x/state')).toBe("exec:cat '/x/state'");
+  });
+});
+
+describe('template store', () => {
+  const key = {
+    imageId: 'abc',
+    resources: { memoryMib: 512, vcpus: 1, diskGib: 2 },
+    qemuVersion: '7.2.22',
+    accel: 'tcg',
+    tbSizeMib: 64,
+  };
+
+  it('keys templates by image, size, QEMU and the recipe', () => {
+    const id = templateId(key);
+    expect(id).toMatch(/^tpl-[0-9a-f]{20}$/);
+    expect(templateId({ ...key })).toBe(id);
+    expect(templateId({ ...key, imageId: 'abd' })).not.toBe(id);
+    expect(templateId({ ...key, resources: { ...key.resources, memoryMib: 1024 } })).not.toBe(id);
+    expect(templateId({ ...key, qemuVersion: '8.0' })).not.toBe(id);
+    expect(templateId({ ...key, tbSizeMib: undefined })).not.toBe(id);
+  });
+
+  it('publishes a complete build only, and refuses one whose files disagree with the manifest', async () => {
+    const dir = fs.mkdtempSync(path.join(os.tmpdir(), 'agentbox-tpl-'));
+    try {
+      const store = new TemplateStore(dir);
+      const id = templateId(key);
+      expect(store.read(id)).toBeUndefined();
+      const release = await store.lock(id, 1000);
+      await expect(store.lock(id, 300)).rejects.toThrow(/being built/);
+      const build = await store.buildDir(id);
+      fs.writeFileSync(path.join(build, TEMPLATE_FILES.ram), Buffer.alloc(0));
+      fs.truncateSync(path.join(build, TEMPLATE_FILES.ram), 512 * 1024 * 1024);
+      fs.writeFileSync(path.join(build, TEMPLATE_FILES.state), 'state');
+      fs.writeFileSync(path.join(build, TEMPLATE_FILES.disk), 'disk');
+      const manifest = {
+        id,
+        revision: TEMPLATE_REVISION,
+        imageId: 'abc',
+        resources: key.resources,
+        qemuVersion: '7.2.22',
+        accel: 'tcg',
+        tbSizeMib: 64,
+        createdAt: 1,
+        bootMs: 1,
+        snapshotMs: 1,
+        stateBytes: 5,
+        diskBytes: 4,
+      };
+      const published = await store.publish(build, manifest);
+      release();
+      expect(published).toMatchObject({ id, imageId: 'abc', resources: key.resources });
+      expect(store.list().map((m) => m.id)).toEqual([id]);
+      fs.writeFileSync(path.join(store.dirOf(id), TEMPLATE_FILES.state), 'truncated-or-grown');
+      expect(store.read(id)).toBeUndefined();
+      await store.discard(id);
+      expect(fs.existsSync(store.dirOf(id))).toBe(false);
+    } finally {
+      fs.rmSync(dir, { recursive: true, force: true });
+    }
+  });
+});
