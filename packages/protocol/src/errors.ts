@@ -34,10 +34,6 @@ export const ERROR_CODES = {
     status: 500,
     description: 'A snapshot (hibernate, template) could not be written or restored.',
   },
-  snapshot_failed: {
-    status: 500,
-    description: 'A snapshot (hibernate, template) could not be written or restored.',
-  },
   route_not_found: { status: 404, description: 'No such endpoint; see GET /openapi.json.' },
   payload_too_large: { status: 413, description: 'The request body is larger than the limit.' },
   unsupported_media_type: {
