@@ -9,8 +9,9 @@ export interface RunnerContext {
   /** The resolved agent definition (inline or from the library), if any. */
   agentDefinition?: AgentDefinition;
   /**
-   * The Claude session to continue: the spec's `resume`, or the host's record of the box's last
-   * session for seed-API calls. Undefined: a new session.
+   * The agent session to continue (a Claude session id, a Codex thread id, an OpenCode session
+   * id): the spec's `resume`, or the host's record of the box's last session for seed-API calls.
+   * Undefined: a new session (seeded from `spec.context` when given).
    */
   resumeSessionId?: string;
 }
@@ -49,6 +50,32 @@ export interface AgentExit {
   stderrTail: string;
 }
 
+/**
+ * The closed set of `code`s in `error` events (and in AgentOutcome.error):
+ * - `timed_out`: the host killed the agent at the task timeout;
+ * - `no_result`: the agent exited without its final result line (crash, kill, bad flags);
+ * - `agent_error`: the agent reported that the run failed (max turns, execution error, …);
+ * - `api_error`: the model API answered with an error (the agent may retry or give up);
+ * - `budget_exceeded`: the run hit `maxSpendUsd`;
+ * - `exit_nonzero`: a `shell` task's script exited with a non-zero status.
+ */
+export const AGENT_ERROR_CODES = [
+  'timed_out',
+  'no_result',
+  'agent_error',
+  'api_error',
+  'budget_exceeded',
+  'exit_nonzero',
+] as const;
+export type AgentErrorCode = (typeof AGENT_ERROR_CODES)[number];
+
+/** Content of an `error` event. */
+export interface AgentErrorContent {
+  code: AgentErrorCode;
+  message: string;
+  [detail: string]: unknown;
+}
+
 /** What the final `result` line (or the exit) says about the run. */
 export interface AgentOutcome {
   ok: boolean;
@@ -57,6 +84,8 @@ export interface AgentOutcome {
   costUsd: number | null;
   usage: Record<string, unknown> | null;
   text: string | null;
+  /** Why the run failed (the last error event's code and message); null when ok. */
+  error: { code: AgentErrorCode; message: string } | null;
 }
 
 /** Parses one run's stdout, line by line, into events. */
