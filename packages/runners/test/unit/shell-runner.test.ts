@@ -1,3 +1,7 @@
+import { spawnSync } from 'node:child_process';
+import fs from 'node:fs';
+import os from 'node:os';
+import path from 'node:path';
 import { describe, expect, it } from 'vitest';
 import { TaskSpecSchema } from '@agentbox/protocol';
 import { shellRunner } from '../../src/index.js';
@@ -61,6 +65,47 @@ describe('shell runner', () => {
       stderrTail: '',
     });
     expect(types(slow.events)).toEqual(['error:timed_out']);
+  });
+
+  it('both forms run under a real bash: output lines, exit status, env', () => {
+    const dir = fs.mkdtempSync(path.join(os.tmpdir(), 'shell-runner-'));
+    try {
+      const run = (prompt: string) => {
+        const cmd = shellRunner.command(
+          TaskSpecSchema.parse({ agent: 'shell', prompt, envVars: { WHO: 'box' } }),
+          { cwd: dir, home: dir },
+        );
+        for (const file of cmd.files) {
+          fs.mkdirSync(path.dirname(file.path), { recursive: true });
+          fs.writeFileSync(file.path, file.content, { mode: file.mode });
+        }
+        const out = spawnSync(cmd.argv[0]!, cmd.argv.slice(1), {
+          cwd: cmd.cwd,
+          env: { ...process.env, ...cmd.env },
+          encoding: 'utf8',
+        });
+        const lines = out.stdout.split('\n').slice(0, -1);
+        return parseAll(shellRunner.parser(), lines, {
+          exitCode: out.status,
+          signal: null,
+          timedOut: false,
+          stderrTail: out.stderr,
+        });
+      };
+      expect(run('echo "hi $WHO"; pwd').events.map((e) => e.content)).toEqual([
+        'hi box',
+        dir,
+        `hi box\n${dir}\n`,
+      ]);
+      const long = run(`echo first\n${'true # pad\n'.repeat(SHELL_ARGV_MAX / 10)}echo last >&2\nexit 4`);
+      expect(long.events.map((e) => e.type)).toEqual(['text', 'error']);
+      expect(long.outcome.error).toEqual({
+        code: 'exit_nonzero',
+        message: 'the script exited with code 4: last',
+      });
+    } finally {
+      fs.rmSync(dir, { recursive: true, force: true });
+    }
   });
 
   it('materializes nothing', () => {
