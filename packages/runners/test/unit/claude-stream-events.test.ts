@@ -108,6 +108,24 @@ describe('claude stream-json → task events', () => {
     expect(outcome).toMatchObject({ ok: false, error: { code: 'agent_error' } });
   });
 
+  it('resuming a session the box does not have: error agent_error naming the session', () => {
+    const { events, outcome } = parseAll(
+      claudeRunner.parser(),
+      fixtureLines('claude/unknown-session.jsonl'),
+      {
+        ...CLEAN_EXIT,
+        exitCode: 1,
+      },
+    );
+    expect(events).toHaveLength(1);
+    expect(events[0]!.content).toEqual({
+      code: 'agent_error',
+      subtype: 'error_during_execution',
+      message: 'No conversation found with session ID: 99999999-2222-4333-8444-555555555555',
+    });
+    expect(outcome).toMatchObject({ ok: false, numTurns: 0, costUsd: 0, text: null });
+  });
+
   it('keeps lines it cannot read: non-JSON → status unparsed with the raw line; blank lines vanish', () => {
     const parser = claudeRunner.parser();
     expect(parser.line('')).toEqual([]);
