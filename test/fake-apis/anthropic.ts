@@ -237,3 +237,6 @@ export async function startFakeAnthropic(options: FakeAnthropicOptions): Promise
       })[],
   };
 }
+
+/** The same as startFakeAnthropic, under the name the fakes share. */
+export const start = startFakeAnthropic;

@@ -210,3 +210,6 @@ export async function startFakeResponses(options: FakeResponsesOptions): Promise
       })[],
   };
 }
+
+/** The same as startFakeResponses, under the name the fakes share. */
+export const start = startFakeResponses;
