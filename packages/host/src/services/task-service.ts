@@ -368,10 +368,10 @@ export function createTaskService(deps: TaskServiceDeps) {
         sessionId: outcome.sessionId,
         error: ok
           ? null
-          : {
+          : (outcome.error ?? {
               code: 'agent_failed',
               message: `the agent exited with ${exit.signal ?? `code ${exit.exitCode}`}`,
-            },
+            }),
       });
       log.info({ taskId: id, ok, boxId }, 'task finished');
     } catch (err) {
