@@ -3,12 +3,19 @@ export { runCommand, type CommandResult, type CommandOptions } from './command.j
 export {
   buildImage,
   imageId,
-  rootfsKey,
-  hostMirror,
   type BuildProgress,
   type BuildImageOptions,
   type BuildResult,
 } from './image/build.js';
+export { rootfsKey, baseKey, hostMirror } from './image/rootfs.js';
+export { AGENTS_ENV, parseAgentClis, agentClisFromEnv, agentVersions, agentsKey } from './image/agents.js';
+export {
+  AGENT_CLIS,
+  AGENT_CLI_NAMES,
+  DEFAULT_AGENT_CLIS,
+  type AgentCli,
+  type AgentCliRecipe,
+} from './image/recipe.js';
 export { loadImage, ImageManifestSchema, type Image, type ImageManifest } from './image/manifest.js';
 export {
   DEFAULT_RESOURCES,

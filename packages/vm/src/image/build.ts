@@ -5,24 +5,25 @@ import path from 'node:path';
 import { AgentboxError, IMAGE_API_VERSION } from '@agentbox/protocol';
 import { runCommand } from '../command.js';
 import { cacheDir, imagesDir } from '../paths.js';
+import { agentVersions, parseAgentClis } from './agents.js';
 import { loadImage, type Image, type ImageManifest } from './manifest.js';
 import {
   BOOT_MODULES,
   DEBIAN_SUITE,
-  DPKG_EXCLUDES,
+  DEFAULT_AGENT_CLIS,
   EXTRA_MODULES,
   GUEST_INIT,
   IMAGE_BUILDER_REVISION,
   INITRAMFS_INIT,
   KERNEL_METAPACKAGE,
-  NODE_NPM_PACKAGE,
   NODE_VERSION,
-  ROOTFS_HOOKS,
   ROOTFS_PACKAGES,
+  type AgentCli,
 } from './recipe.js';
+import { buildRootfs, readComponents, rootfsCachePaths, rootfsKey } from './rootfs.js';
 
 export interface BuildProgress {
-  step: 'resolve' | 'kernel' | 'rootfs' | 'initramfs' | 'assemble' | 'done';
+  step: 'resolve' | 'kernel' | 'rootfs' | 'agents' | 'filesystem' | 'initramfs' | 'assemble' | 'done';
   /** 1-based index of the step among `total`. */
   index: number;
   total: number;
@@ -34,6 +35,9 @@ export interface BuildImageOptions {
   /** The bundled guest agent (packages/guest/dist/agent.mjs). */
   agentBundlePath: string;
   agentVersion: string;
+  /** The agent CLIs the image holds (default: claude). Each set is its own image. */
+  agents?: readonly AgentCli[];
+  /** Rebuild the image and its cached rootfs layers (npm's download cache is kept). */
   force?: boolean;
   onProgress?: (progress: BuildProgress) => void;
 }
@@ -49,29 +53,15 @@ interface KernelRef {
   version: string;
 }
 
-const TOTAL_STEPS = 5;
+const TOTAL_STEPS = 6;
 const BUSYBOX = '/bin/busybox';
 
 function sha256(data: string | Buffer): string {
   return createHash('sha256').update(data).digest('hex');
 }
 
-/** Key of the rootfs: only the Debian side, so changing the agent or kernel does not re-run mmdebstrap. */
-export function rootfsKey(): string {
-  return sha256(
-    JSON.stringify({
-      DEBIAN_SUITE,
-      ROOTFS_PACKAGES,
-      DPKG_EXCLUDES,
-      ROOTFS_HOOKS,
-      NODE_NPM_PACKAGE,
-      NODE_VERSION,
-    }),
-  ).slice(0, 24);
-}
-
 /** Content address of an image: every input that changes its bytes. */
-export function imageId(kernel: KernelRef, agentSha256: string): string {
+export function imageId(kernel: KernelRef, agentSha256: string, agents: readonly AgentCli[]): string {
   return sha256(
     JSON.stringify({
       IMAGE_API_VERSION,
@@ -81,7 +71,7 @@ export function imageId(kernel: KernelRef, agentSha256: string): string {
       EXTRA_MODULES,
       INITRAMFS_INIT,
       GUEST_INIT,
-      rootfs: rootfsKey(),
+      rootfs: rootfsKey(agents),
       agentSha256,
     }),
   ).slice(0, 24);
@@ -153,90 +143,6 @@ async function extractVmlinux(bzImage: string, out: string): Promise<boolean> {
     return elf === '\x7fELF';
   } finally {
     await fsp.rm(payload, { force: true });
-  }
-}
-
-/** The first `deb` URI in the host's apt sources, so the rootfs comes from the mirror apt already uses. */
-export function hostMirror(): string {
-  const candidates = ['/etc/apt/sources.list.d/debian.sources', '/etc/apt/sources.list'];
-  for (const file of candidates) {
-    let text: string;
-    try {
-      text = fs.readFileSync(file, 'utf8');
-    } catch {
-      continue;
-    }
-    const deb822 = /^URIs:\s*(\S+)/m.exec(text)?.[1];
-    if (deb822 && !/security/.test(deb822)) return deb822;
-    const classic = /^deb\s+(?:\[[^\]]*\]\s+)?(\S+)\s+\S+/m.exec(text)?.[1];
-    if (classic) return classic;
-  }
-  return 'http://deb.debian.org/debian';
-}
-
-/** The npm tarball of the guest's node, cached by version. */
-async function fetchNode(home: string): Promise<string> {
-  const dir = path.join(cacheDir(home), 'node');
-  const tgz = path.join(dir, `${NODE_NPM_PACKAGE}-${NODE_VERSION}.tgz`);
-  if (fs.existsSync(tgz)) return tgz;
-  await fsp.mkdir(dir, { recursive: true });
-  await runCommand('npm', [
-    'pack',
-    '--silent',
-    `${NODE_NPM_PACKAGE}@${NODE_VERSION}`,
-    '--pack-destination',
-    dir,
-  ]);
-  if (!fs.existsSync(tgz))
-    throw new AgentboxError('internal', `npm pack ${NODE_NPM_PACKAGE}@${NODE_VERSION} produced no ${tgz}`);
-  return tgz;
-}
-
-async function buildRootfs(home: string, onLine: (line: string) => void): Promise<string> {
-  const out = path.join(cacheDir(home), 'rootfs', `${rootfsKey()}.img`);
-  if (fs.existsSync(out)) return out;
-  await fsp.mkdir(path.dirname(out), { recursive: true });
-  const nodeTgz = await fetchNode(home);
-  const tree = `${out}.tree-${process.pid}`;
-  await fsp.rm(tree, { recursive: true, force: true });
-  const mirror = hostMirror();
-  try {
-    await runCommand(
-      'mmdebstrap',
-      [
-        '--variant=minbase',
-        '--mode=root',
-        `--include=${ROOTFS_PACKAGES.join(',')}`,
-        ...DPKG_EXCLUDES.map((p) => `--dpkgopt=path-exclude=${p}`),
-        ...ROOTFS_HOOKS.map((hook) => `--customize-hook=${hook}`),
-        DEBIAN_SUITE,
-        tree,
-        `deb ${mirror} ${DEBIAN_SUITE} main`,
-        `deb ${mirror} ${DEBIAN_SUITE}-updates main`,
-      ],
-      { onLine, env: { ...process.env, AGENTBOX_NODE_TGZ: nodeTgz } },
-    );
-    const { stdout } = await runCommand('du', ['-sb', tree]);
-    const used = Number(stdout.split('\t')[0]);
-    // Room for the first writes; each box's disk grows past this with its own overlay.
-    const sizeMiB = Math.ceil((used * 1.25) / 2 ** 20) + 256;
-    const tmpImg = `${out}.tmp-${process.pid}`;
-    await runCommand('mkfs.ext4', [
-      '-F',
-      '-q',
-      '-L',
-      'root',
-      '-E',
-      'root_owner=0:0',
-      '-d',
-      tree,
-      tmpImg,
-      `${sizeMiB}M`,
-    ]);
-    await fsp.rename(tmpImg, out);
-    return out;
-  } finally {
-    await fsp.rm(tree, { recursive: true, force: true });
   }
 }
 
@@ -320,18 +226,6 @@ async function buildInitramfs(
   }
 }
 
-function readComponents(rootfsImg: string): Promise<Record<string, string>> {
-  // debugfs reads the package list out of the ext4 image without mounting it.
-  return runCommand('debugfs', ['-R', 'cat /etc/agentbox-packages', rootfsImg]).then(({ stdout }) => {
-    const components: Record<string, string> = {};
-    for (const line of stdout.split('\n')) {
-      const [name, version] = line.split('\t');
-      if (name && version) components[name] = version;
-    }
-    return components;
-  });
-}
-
 /**
  * Builds (or finds) the image for this recipe + guest agent. Idempotent: with nothing changed it
  * returns the existing image without touching the network.
@@ -347,10 +241,11 @@ export async function buildImage(options: BuildImageOptions): Promise<BuildResul
     );
   });
   const agentSha256 = sha256(agentBytes);
+  const agents = parseAgentClis(options.agents ?? DEFAULT_AGENT_CLIS);
 
   progress('resolve', 1, `resolving ${KERNEL_METAPACKAGE}`);
   const kernel = await resolveKernel();
-  const id = imageId(kernel, agentSha256);
+  const id = imageId(kernel, agentSha256, agents);
   const dir = path.join(imagesDir(options.home), id);
   if (!options.force && fs.existsSync(path.join(dir, 'manifest.json'))) {
     try {
@@ -365,11 +260,12 @@ export async function buildImage(options: BuildImageOptions): Promise<BuildResul
   progress('kernel', 2, `fetching ${kernel.package} ${kernel.version}`);
   const { root: kernelRoot, release } = await fetchKernel(options.home, kernel);
 
-  progress('rootfs', 3, `building Debian ${DEBIAN_SUITE} rootfs (mmdebstrap, about a minute)`);
-  if (options.force)
-    await fsp.rm(path.join(cacheDir(options.home), 'rootfs', `${rootfsKey()}.img`), { force: true });
-  const rootfsImg = await buildRootfs(options.home, (line) => {
-    if (/^I: /.test(line)) progress('rootfs', 3, line.slice(3));
+  if (options.force) {
+    for (const file of rootfsCachePaths(options.home, agents)) await fsp.rm(file, { force: true });
+  }
+  const rootfsImg = await buildRootfs(options.home, agents, ({ layer, message }) => {
+    if (layer === 'filesystem') progress('filesystem', 4, message);
+    else progress(layer === 'base' ? 'rootfs' : 'agents', 3, message);
   });
 
   const work = `${dir}.tmp-${process.pid}`;
@@ -384,10 +280,10 @@ export async function buildImage(options: BuildImageOptions): Promise<BuildResul
   return { image: loadImage(dir), built: true };
 
   async function assemble(): Promise<void> {
-    progress('initramfs', 4, 'building initramfs (busybox, virtio modules, guest agent)');
+    progress('initramfs', 5, 'building initramfs (busybox, virtio modules, guest agent)');
     await buildInitramfs(kernelRoot, release, options.agentBundlePath, path.join(work, 'initrd.gz'));
 
-    progress('assemble', 5, 'assembling image');
+    progress('assemble', 6, 'assembling image');
     const bzImage = path.join(kernelRoot, 'boot', `vmlinuz-${release}`);
     const kernelFile = (await extractVmlinux(bzImage, path.join(work, 'vmlinux'))) ? 'vmlinux' : 'vmlinuz';
     if (kernelFile === 'vmlinuz') await fsp.copyFile(bzImage, path.join(work, 'vmlinuz'));
@@ -404,8 +300,9 @@ export async function buildImage(options: BuildImageOptions): Promise<BuildResul
       buildSeconds: Math.round((performance.now() - started) / 100) / 10,
       debianSuite: DEBIAN_SUITE,
       kernel: { package: kernel.package, version: kernel.version, release },
-      rootfs: { key: rootfsKey(), packages: ROOTFS_PACKAGES },
+      rootfs: { key: rootfsKey(agents), packages: ROOTFS_PACKAGES },
       agent: { version: options.agentVersion, sha256: agentSha256 },
+      agents: agentVersions(agents),
       components: { ...(await readComponents(path.join(work, 'rootfs.img'))), node: NODE_VERSION },
       files: { kernel: kernelFile, initrd: 'initrd.gz', rootfs: 'rootfs.img' },
       sizes: {

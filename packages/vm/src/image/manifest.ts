@@ -2,6 +2,7 @@ import fs from 'node:fs';
 import path from 'node:path';
 import { z } from 'zod';
 import { AgentboxError, IMAGE_API_VERSION } from '@agentbox/protocol';
+import { AGENT_CLI_NAMES } from './recipe.js';
 
 export const ImageManifestSchema = z
   .object({
@@ -12,7 +13,13 @@ export const ImageManifestSchema = z
     debianSuite: z.string(),
     kernel: z.object({ package: z.string(), version: z.string(), release: z.string() }).strict(),
     rootfs: z.object({ key: z.string(), packages: z.array(z.string()) }).strict(),
-    agent: z.object({ version: z.string(), sha256: z.string() }).strict(),
+    agent: z
+      .object({ version: z.string(), sha256: z.string() })
+      .strict()
+      .describe('The agentbox guest agent in the initramfs.'),
+    agents: z
+      .partialRecord(z.enum(AGENT_CLI_NAMES), z.string())
+      .describe('Agent CLI → the npm version installed in /usr/local (`claude`, `codex`, `opencode`).'),
     components: z.record(z.string(), z.string()).describe('Package → version of what the rootfs holds.'),
     files: z
       .object({

