@@ -1,6 +1,6 @@
 import { Command, CommanderError, InvalidArgumentError, Option } from 'commander';
 import { AgentboxError, isAgentboxError } from '@agentbox/protocol';
-import { DEFAULT_RESOURCES } from '@agentbox/vm';
+import { AGENT_CLI_NAMES, DEFAULT_RESOURCES, parseAgentClis, type AgentCli } from '@agentbox/vm';
 import { bench, formatBench } from './commands/bench.js';
 import { doctor, formatDoctor } from './commands/doctor.js';
 import { imageBuild, imageShow } from './commands/image.js';
@@ -32,6 +32,14 @@ function numberOption(name: string, min: number) {
 }
 
 const collect = (value: string, previous: string[]) => [...previous, value];
+
+function agentsArg(value: string): AgentCli[] {
+  try {
+    return parseAgentClis(value);
+  } catch (err) {
+    throw new InvalidArgumentError(isAgentboxError(err) ? err.message : String(err));
+  }
+}
 
 export function buildProgram(setExit: (code: number) => void): Command {
   const program = new Command('agentbox')
@@ -117,17 +125,26 @@ export function buildProgram(setExit: (code: number) => void): Command {
     });
 
   const image = program.command('image').description('build and inspect the box image');
+  const agentsOption = () =>
+    new Option(
+      '--agents <LIST>',
+      `agent CLIs in the image, comma-separated: ${AGENT_CLI_NAMES.join(', ')} (default $AGENTBOX_AGENTS, else claude)`,
+    ).argParser(agentsArg);
   image
     .command('build')
     .description('build the image from Debian and npm packages (returns at once when it is up to date)')
+    .addOption(agentsOption())
     .option('--force', 'rebuild even if an identical image exists', false)
     .option('--json', 'print the manifest as JSON', false)
-    .action(async (opts: { force: boolean; json: boolean }) => setExit(await imageBuild(opts)));
+    .action(async (opts: { force: boolean; json: boolean; agents?: AgentCli[] }) =>
+      setExit(await imageBuild(opts)),
+    );
   image
     .command('show')
-    .description('show the current image')
+    .description('show the image with these agents (the one `run` and `serve` use)')
+    .addOption(agentsOption())
     .option('--json', 'print the manifest as JSON', false)
-    .action((opts: { json: boolean }) => setExit(imageShow(opts)));
+    .action((opts: { json: boolean; agents?: AgentCli[] }) => setExit(imageShow(opts)));
 
   program
     .command('bench')

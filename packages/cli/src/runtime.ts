@@ -5,6 +5,7 @@ import { AgentboxError } from '@agentbox/protocol';
 import {
   QemuBackend,
   QEMU_BINARY,
+  agentClisFromEnv,
   agentboxHome,
   buildImage,
   chooseAccel,
@@ -13,6 +14,7 @@ import {
   parseAccelSetting,
   runCommand,
   type AccelVerdict,
+  type AgentCli,
   type BuildResult,
   type Image,
 } from '@agentbox/vm';
@@ -67,9 +69,13 @@ export function accelVerdict(home: string, image: Image | undefined): Promise<Ac
   });
 }
 
-/** Builds the image for this agentbox if it is missing (the first `run` on a fresh machine). */
+/**
+ * Builds the image for this agentbox and agent set if it is missing (the first `run` on a fresh
+ * machine). The agent set defaults to `$AGENTBOX_AGENTS` (comma list), else claude alone.
+ */
 export async function ensureImage(options: {
   home: string;
+  agents?: readonly AgentCli[];
   force?: boolean;
   quiet?: boolean;
 }): Promise<BuildResult> {
@@ -78,6 +84,7 @@ export async function ensureImage(options: {
     home: options.home,
     agentBundlePath: agentBundlePath(),
     agentVersion: AGENT_VERSION,
+    agents: options.agents ?? agentClisFromEnv(),
     force: options.force ?? false,
     onProgress: (p) => {
       if (options.quiet && p.step === 'resolve') return;
@@ -98,8 +105,13 @@ export interface Runtime {
   backend: QemuBackend;
 }
 
-/** Everything needed to boot a box: QEMU present, the image (built on demand), the accelerator. */
-export async function openRuntime(options: { quietImage?: boolean } = {}): Promise<Runtime> {
+/**
+ * Everything needed to boot a box: QEMU present, the image (built on demand) for `agents` or
+ * `$AGENTBOX_AGENTS`, the accelerator.
+ */
+export async function openRuntime(
+  options: { quietImage?: boolean; agents?: readonly AgentCli[] } = {},
+): Promise<Runtime> {
   const home = agentboxHome();
   if ((await qemuVersion()) === undefined) {
     throw new AgentboxError(
@@ -107,7 +119,11 @@ export async function openRuntime(options: { quietImage?: boolean } = {}): Promi
       `${QEMU_BINARY} is not installed; run \`agentbox setup\``,
     );
   }
-  const { image } = await ensureImage({ home, quiet: options.quietImage ?? true });
+  const { image } = await ensureImage({
+    home,
+    quiet: options.quietImage ?? true,
+    ...(options.agents ? { agents: options.agents } : {}),
+  });
   const accel = await accelVerdict(home, image);
   const backend = new QemuBackend({
     home,
@@ -117,8 +133,20 @@ export async function openRuntime(options: { quietImage?: boolean } = {}): Promi
   return { home, image, accel, backend };
 }
 
-/** The newest built image, without building; undefined if there is none. */
-export function findBuiltImage(home: string): { image?: Image; error?: AgentboxError } {
+function sameAgents(image: Image, agents: readonly AgentCli[]): boolean {
+  const held = Object.keys(image.manifest.agents).sort();
+  return held.length === agents.length && [...agents].sort().every((a, i) => held[i] === a);
+}
+
+/**
+ * The newest built image that holds exactly `agents` (default: `$AGENTBOX_AGENTS`, else claude),
+ * without building; undefined if there is none. If the newest image is unreadable and none
+ * matches, its error says how to fix it.
+ */
+export function findBuiltImage(
+  home: string,
+  agents: readonly AgentCli[] = agentClisFromEnv(),
+): { image?: Image; error?: AgentboxError } {
   const dir = path.join(home, 'images');
   let candidates: string[];
   try {
@@ -130,10 +158,14 @@ export function findBuiltImage(home: string): { image?: Image; error?: AgentboxE
   } catch {
     return {};
   }
-  if (candidates.length === 0) return {};
-  try {
-    return { image: loadImage(candidates[0]!) };
-  } catch (err) {
-    return { error: err as AgentboxError };
+  let newestError: AgentboxError | undefined;
+  for (const [i, candidate] of candidates.entries()) {
+    try {
+      const image = loadImage(candidate);
+      if (sameAgents(image, agents)) return { image };
+    } catch (err) {
+      if (i === 0) newestError = err as AgentboxError;
+    }
   }
+  return newestError ? { error: newestError } : {};
 }

@@ -1,11 +1,16 @@
-import { agentboxHome } from '@agentbox/vm';
+import { AGENT_CLIS, agentClisFromEnv, agentboxHome, type AgentCli } from '@agentbox/vm';
 import { ensureImage, findBuiltImage } from '../runtime.js';
 
-export async function imageBuild(options: { force: boolean; json: boolean }): Promise<number> {
+export async function imageBuild(options: {
+  force: boolean;
+  json: boolean;
+  agents?: AgentCli[];
+}): Promise<number> {
   const { image, built } = await ensureImage({
     home: agentboxHome(),
     force: options.force,
     quiet: options.json,
+    ...(options.agents ? { agents: options.agents } : {}),
   });
   if (options.json)
     process.stdout.write(JSON.stringify({ built, dir: image.dir, manifest: image.manifest }, null, 2) + '\n');
@@ -13,11 +18,22 @@ export async function imageBuild(options: { force: boolean; json: boolean }): Pr
   return 0;
 }
 
-export function imageShow(options: { json: boolean }): number {
-  const { image, error } = findBuiltImage(agentboxHome());
+/** `claude 2.1.330 (@anthropic-ai/claude-code), codex …` */
+export function formatAgents(agents: Partial<Record<AgentCli, string>>): string {
+  const entries = Object.entries(agents) as [AgentCli, string][];
+  if (entries.length === 0) return 'none';
+  return entries.map(([name, version]) => `${name} ${version} (${AGENT_CLIS[name].npmPackage})`).join(', ');
+}
+
+export function imageShow(options: { json: boolean; agents?: AgentCli[] }): number {
+  const agents = options.agents ?? agentClisFromEnv();
+  const { image, error } = findBuiltImage(agentboxHome(), agents);
   if (error) throw error;
   if (!image) {
-    process.stderr.write('agentbox: no image has been built; run `agentbox image build`\n');
+    const list = agents.join(',');
+    process.stderr.write(
+      `agentbox: no image with agents ${list} has been built; run \`agentbox image build --agents ${list}\`\n`,
+    );
     return 1;
   }
   if (options.json) process.stdout.write(JSON.stringify(image.manifest, null, 2) + '\n');
@@ -30,6 +46,7 @@ export function imageShow(options: { json: boolean }): number {
         `built:    ${m.builtAt} in ${m.buildSeconds}s`,
         `kernel:   ${m.kernel.package} ${m.kernel.version}`,
         `agent:    ${m.agent.version} (${m.agent.sha256.slice(0, 12)})`,
+        `agents:   ${formatAgents(m.agents)}`,
         `node:     ${m.components['node'] ?? '?'}`,
         `rootfs:   ${(m.sizes.rootfsBytes / 2 ** 20).toFixed(0)} MiB, ${Object.keys(m.components).length} packages`,
       ].join('\n') + '\n',
