@@ -4,10 +4,12 @@
 set -uo pipefail
 root="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 cd "$root"
+# One image for the whole run, with every agent CLI: the one the e2e tests use (test/e2e-image.ts).
+export AGENTBOX_AGENTS=claude,codex,opencode
 set -e
 bash scripts/prepare.sh
 node packages/cli/bin/agentbox.js setup
-node packages/cli/bin/agentbox.js image build
+node packages/cli/bin/agentbox.js image build --agents "$AGENTBOX_AGENTS"
 set +e
 
 failed_checks=0

@@ -2,6 +2,7 @@ import { execFileSync } from 'node:child_process';
 import fs from 'node:fs';
 import { ensureImage } from '../packages/cli/src/runtime.js';
 import { boxesDir } from '../packages/vm/src/paths.js';
+import { E2E_AGENTS } from './e2e-image.js';
 import { testHome } from './helpers.js';
 
 /** Box ids the e2e helpers and `agentbox run` make; anything of theirs left at the end is a leak. */
@@ -33,7 +34,7 @@ function leakedBoxes(): { dirs: string[]; processes: string[] } {
 
 /** Builds (or finds) the image once for every e2e test file; VM tests share it. */
 export default async function setup(): Promise<() => void> {
-  await ensureImage({ home: testHome(), quiet: true });
+  await ensureImage({ home: testHome(), quiet: true, agents: E2E_AGENTS });
   // After every e2e file ran: no qemu process, socket or overlay of a test box may remain.
   return () => {
     const leaks = leakedBoxes();

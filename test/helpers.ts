@@ -5,6 +5,9 @@ import { randomBytes } from 'node:crypto';
 import { agentboxHome, boxesDir } from '../packages/vm/src/paths.js';
 import type { Vm, VmResources } from '../packages/vm/src/backend.js';
 import { openRuntime, type Runtime } from '../packages/cli/src/runtime.js';
+import { E2E_AGENTS } from './e2e-image.js';
+
+export { E2E_AGENTS, E2E_IMAGE_ENV } from './e2e-image.js';
 
 /**
  * E2E tests use the agentbox home of the machine (AGENTBOX_HOME or ~/.agentbox) so the image built
@@ -15,8 +18,9 @@ export function testHome(): string {
 }
 
 let runtime: Promise<Runtime> | undefined;
+/** The runtime of the e2e image (all agent CLIs), built once by test/e2e-global-setup.ts. */
 export function sharedRuntime(): Promise<Runtime> {
-  runtime ??= openRuntime();
+  runtime ??= openRuntime({ agents: E2E_AGENTS });
   return runtime;
 }
 

@@ -1,5 +1,6 @@
 import { spawn } from 'node:child_process';
 import { fileURLToPath } from 'node:url';
+import { E2E_IMAGE_ENV } from '../../../test/e2e-image.js';
 
 export const CLI = fileURLToPath(new URL('../bin/agentbox.js', import.meta.url));
 
@@ -9,14 +10,14 @@ export interface CliResult {
   stderr: string;
 }
 
-/** Runs the built agentbox CLI as a user would. */
+/** Runs the built agentbox CLI as a user would, with the e2e image's agent set unless `env` says otherwise. */
 export function cli(
   args: string[],
   options: { env?: NodeJS.ProcessEnv; stdin?: string } = {},
 ): Promise<CliResult> {
   return new Promise((resolve, reject) => {
     const child = spawn(process.execPath, [CLI, ...args], {
-      env: { ...process.env, ...options.env },
+      env: { ...process.env, ...E2E_IMAGE_ENV, ...options.env },
       stdio: ['pipe', 'pipe', 'pipe'],
     });
     let stdout = '';

@@ -3,6 +3,7 @@ import fs from 'node:fs';
 import path from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { processesMentioning } from '@agentbox/vm';
+import { E2E_IMAGE_ENV } from '../../../../test/e2e-image.js';
 
 export const CLI = fileURLToPath(new URL('../../../cli/bin/agentbox.js', import.meta.url));
 
@@ -22,7 +23,13 @@ export async function startDaemon(
   env: NodeJS.ProcessEnv = {},
 ): Promise<Daemon> {
   const child = spawn(process.execPath, [CLI, 'serve', '--port', '0', '--data', dataDir, ...extraArgs], {
-    env: { ...process.env, AGENTBOX_VALIDATE_RESPONSES: '1', AGENTBOX_LOG_LEVEL: 'warn', ...env },
+    env: {
+      ...process.env,
+      AGENTBOX_VALIDATE_RESPONSES: '1',
+      AGENTBOX_LOG_LEVEL: 'warn',
+      ...E2E_IMAGE_ENV,
+      ...env,
+    },
     stdio: ['ignore', 'pipe', 'pipe'],
   });
   let out = '';
