@@ -1,0 +1,157 @@
+import fs from 'node:fs';
+import os from 'node:os';
+import path from 'node:path';
+import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import type { Task, TaskEvent } from '@agentbox/protocol';
+import { createTestCa } from '../../../egress/test/helpers/egress-harness.js';
+import {
+  startFakeAnthropic,
+  text,
+  toolUse,
+  type AnthropicTurn,
+  type FakeAnthropic,
+} from '../../../../test/fake-apis/anthropic.js';
+import {
+  message,
+  startFakeResponses,
+  type FakeResponses,
+  type ResponsesTurn,
+} from '../../../../test/fake-apis/openai-responses.js';
+import { client, leftoversIn, startDaemon, type Daemon } from '../helpers/daemon.js';
+
+const ANTHROPIC_KEY = `sk-ant-api03-OPENCODE-${'5'.repeat(24)}`;
+const OPENAI_KEY = `sk-proj-CODEX-${'6'.repeat(32)}`;
+/** The order of a scripted two-tool run, whatever the agent. */
+const TWO_TOOLS = ['text', 'tool_use', 'tool_result', 'tool_use', 'tool_result', 'text', 'completion'];
+
+/**
+ * The same scripted flow as for Claude Code, for Codex (against a fake Responses API) and OpenCode
+ * (against the fake Messages API), both real CLIs in one persistent box, reached through the gateway.
+ */
+describe('agent tasks: Codex and OpenCode in a real VM', () => {
+  let dataDir: string;
+  let daemon: Daemon;
+  let anthropic: FakeAnthropic;
+  let openai: FakeResponses;
+  let api: ReturnType<typeof client>;
+  let anthropicTurns: AnthropicTurn[] = [];
+  let openaiTurns: ResponsesTurn[] = [];
+
+  const run = async (body: Record<string, unknown>) => {
+    const created = await api('POST', '/v1/tasks', { userId: 'e2e-agents', ...body });
+    expect(created.status).toBe(201);
+    const id = ((await created.json()) as Task).id;
+    const events = (await (await api('GET', `/v1/tasks/${id}/events`)).text())
+      .split('\n')
+      .filter(Boolean)
+      .map((l) => JSON.parse(l) as TaskEvent);
+    const task = (await (await api('GET', `/v1/tasks/${id}`)).json()) as Task;
+    return { task, events, kinds: events.map((e) => e.type).filter((t) => t !== 'status') };
+  };
+  const readFile = async (boxId: string, name: string) =>
+    (await api('GET', `/v1/boxes/${boxId}/files?path=${encodeURIComponent(name)}`)).text();
+
+  beforeAll(async () => {
+    dataDir = fs.mkdtempSync(path.join(os.tmpdir(), 'agentbox-agents-'));
+    const ca = await createTestCa();
+    const anthropicCert = await ca.issue('api.anthropic.com');
+    const openaiCert = await ca.issue('api.openai.com');
+    anthropic = await startFakeAnthropic({
+      tls: { key: anthropicCert.keyPem, cert: anthropicCert.certPem },
+      script: () => anthropicTurns.shift() ?? { content: [text('(no more turns)')] },
+    });
+    openai = await startFakeResponses({
+      tls: { key: openaiCert.keyPem, cert: openaiCert.certPem },
+      script: () => openaiTurns.shift() ?? { output: [message('(no more turns)')] },
+    });
+    const caFile = path.join(dataDir, 'upstream-ca.pem');
+    fs.writeFileSync(caFile, ca.certPem);
+    daemon = await startDaemon(dataDir, [], {
+      AGENTBOX_EGRESS_TEST_UPSTREAMS: '1',
+      AGENTBOX_EGRESS_TEST_CA: caFile,
+      AGENTBOX_EGRESS_TEST_UPSTREAM_MAP: JSON.stringify({
+        'api.anthropic.com': `127.0.0.1:${anthropic.port}`,
+        'api.openai.com': `127.0.0.1:${openai.port}`,
+      }),
+      AGENTBOX_SECRET_ANTHROPIC_API_KEY: ANTHROPIC_KEY,
+      AGENTBOX_SECRET_OPENAI_API_KEY: OPENAI_KEY,
+    });
+    api = client(daemon.url, daemon.initialKey!);
+  });
+
+  afterAll(async () => {
+    if (api) {
+      const { boxes } = (await (await api('GET', '/v1/boxes')).json()) as { boxes: { id: string }[] };
+      for (const box of boxes) await api('DELETE', `/v1/boxes/${box.id}`);
+    }
+    daemon?.process.kill('SIGTERM');
+    await daemon?.exited;
+    for (const pid of leftoversIn(dataDir).processes) process.kill(pid, 'SIGKILL');
+    await anthropic?.close();
+    await openai?.close();
+    fs.rmSync(dataDir, { recursive: true, force: true });
+  });
+
+  it('codex: apply_patch + exec_command run in the box, events in order, real key only', async () => {
+    const exec = (input: string) => ({ type: 'custom_tool_call' as const, name: 'exec', input });
+    openaiTurns = [
+      {
+        output: [
+          message('I will create the file.'),
+          exec(
+            'text(await tools.apply_patch("*** Begin Patch\\n*** Add File: codex.txt\\n+hello from codex\\n*** End Patch\\n"));',
+          ),
+        ],
+      },
+      {
+        output: [
+          exec(
+            'const r = await tools.exec_command({cmd: "wc -l codex.txt", login: false});\ntext(r.output);',
+          ),
+        ],
+      },
+      { output: [message('Done with codex.')] },
+    ];
+    const { task, kinds, events } = await run({
+      agent: 'codex',
+      prompt: 'Create codex.txt, then count its lines.',
+    });
+    expect(task.state, JSON.stringify(events.slice(-3))).toBe('succeeded');
+    expect(kinds).toEqual(TWO_TOOLS);
+    expect(events.at(-1)).toMatchObject({ type: 'completion', content: 'Done with codex.' });
+    expect(await readFile(task.boxId!, 'codex.txt')).toBe('hello from codex\n');
+    const requests = openai.responses();
+    expect(requests.length).toBe(3);
+    for (const r of requests) expect(r.headers.authorization).toBe(`Bearer ${OPENAI_KEY}`);
+    expect(JSON.stringify(openai.requests.map((r) => [r.headers, r.rawBody]))).not.toContain('agentbox-ph-');
+  });
+
+  it('opencode: write + bash run in the box, events in order, real key only', async () => {
+    anthropicTurns = [
+      {
+        content: [
+          text('I will create the file.'),
+          toolUse('write', { filePath: '/workspace/opencode.txt', content: 'hello from opencode\n' }),
+        ],
+      },
+      {
+        content: [
+          toolUse('bash', { command: 'wc -c < opencode.txt > opencode.size', description: 'Count bytes' }),
+        ],
+      },
+      { content: [text('Done with opencode.')] },
+    ];
+    const { task, kinds, events } = await run({
+      agent: 'opencode',
+      prompt: 'Create opencode.txt, then count it.',
+    });
+    expect(task.state, JSON.stringify(events.slice(-3))).toBe('succeeded');
+    expect(kinds).toEqual(TWO_TOOLS);
+    expect(await readFile(task.boxId!, 'opencode.txt')).toBe('hello from opencode\n');
+    expect((await readFile(task.boxId!, 'opencode.size')).trim()).toBe('20');
+    for (const r of anthropic.messages()) expect(r.headers['x-api-key']).toBe(ANTHROPIC_KEY);
+    expect(JSON.stringify(anthropic.requests.map((r) => [r.headers, r.rawBody]))).not.toContain(
+      'agentbox-ph-',
+    );
+  });
+});
