@@ -4,7 +4,12 @@ import path from 'node:path';
 import Database from 'better-sqlite3';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import type { Task, TaskEvent } from '@agentbox/protocol';
-import { createTestCa } from '../../../egress/test/helpers/egress-harness.js';
+import {
+  createTestCa,
+  startHttpsUpstream,
+  type FakeUpstream,
+} from '../../../egress/test/helpers/egress-harness.js';
+import { gitHttpBackend, makeBareRepo } from '../../../egress/test/helpers/fake-github.js';
 import {
   startFakeAnthropic,
   text,
@@ -39,6 +44,7 @@ describe('agent tasks with real VMs and the real Claude Code CLI', () => {
   let dataDir: string;
   let daemon: Daemon;
   let fake: FakeAnthropic;
+  let github: FakeUpstream;
   let api: ReturnType<typeof client>;
   /** The next turns the fake answers the agent loop with; side requests are answered apart. */
   let turns: AnthropicTurn[] = [];
@@ -63,12 +69,20 @@ describe('agent tasks with real VMs and the real Claude Code CLI', () => {
       tls: { key: cert.keyPem, cert: cert.certPem },
       script: () => turns.shift() ?? { content: [text('(the script has no more turns)')] },
     });
+    const repos = path.join(dataDir, 'git');
+    await makeBareRepo(repos, 'e2e-org', 'demo', 'demo readme from the fake github\n');
+    await makeBareRepo(repos, 'e2e-org', 'secret', 'must not be cloned\n');
+    github = await startHttpsUpstream(ca, ['github.com']);
+    github.handler = gitHttpBackend(repos);
     const caFile = path.join(dataDir, 'upstream-ca.pem');
     fs.writeFileSync(caFile, ca.certPem);
     daemon = await startDaemon(dataDir, ['--max-concurrent-tasks', '5'], {
       AGENTBOX_EGRESS_TEST_UPSTREAMS: '1',
       AGENTBOX_EGRESS_TEST_CA: caFile,
-      AGENTBOX_EGRESS_TEST_UPSTREAM_MAP: JSON.stringify({ 'api.anthropic.com': `127.0.0.1:${fake.port}` }),
+      AGENTBOX_EGRESS_TEST_UPSTREAM_MAP: JSON.stringify({
+        'api.anthropic.com': `127.0.0.1:${fake.port}`,
+        'github.com': `127.0.0.1:${github.port}`,
+      }),
       AGENTBOX_SECRET_ANTHROPIC_API_KEY: REAL_KEY,
     });
     api = client(daemon.url, daemon.initialKey!);
@@ -83,6 +97,7 @@ describe('agent tasks with real VMs and the real Claude Code CLI', () => {
     await daemon?.exited;
     for (const pid of leftoversIn(dataDir).processes) process.kill(pid, 'SIGKILL');
     await fake?.close();
+    await github?.close();
     fs.rmSync(dataDir, { recursive: true, force: true });
   });
 
@@ -310,5 +325,32 @@ describe('agent tasks with real VMs and the real Claude Code CLI', () => {
     expect(bad.stderr).toMatch(/^agentbox: gitRepoUrl: must be an https/);
     const boxesAfter = ((await (await api('GET', '/v1/boxes')).json()) as { boxes: { id: string }[] }).boxes;
     expect(boxesAfter.map((b) => b.id).sort()).toEqual(boxesBefore.map((b) => b.id).sort());
+  });
+
+  it('gitRepoUrl: the repo is cloned through the gateway and becomes the cwd; other repos stay shut', async () => {
+    const created = await api('POST', '/v1/tasks', {
+      agent: 'shell',
+      gitRepoUrl: 'https://github.com/e2e-org/demo',
+      prompt:
+        'pwd; cat README.md; git clone -q https://github.com/e2e-org/secret /tmp/secret 2>&1 || echo other-repo-refused',
+    });
+    const id = ((await created.json()) as Task).id;
+    const { task, events } = await waitTask(id);
+    const lines = events.filter((e) => e.type === 'text').map((e) => String(e.content));
+    expect(task.state, JSON.stringify(events)).toBe('succeeded');
+    expect(lines[0]).toBe('/workspace/demo');
+    expect(lines[1]).toBe('demo readme from the fake github');
+    expect(lines).toContain('other-repo-refused');
+    expect(lines.join('\n')).not.toContain('must not be cloned');
+    expect(events.some((e) => e.type === 'status' && JSON.stringify(e.content).includes('cloning'))).toBe(
+      true,
+    );
+    const audit = (await (await api('GET', `/v1/boxes/${task.boxId}/egress`)).json()) as {
+      records: { host: string; path?: string; decision: string; code: string }[];
+    };
+    expect(audit.records.some((r) => r.path?.includes('/e2e-org/demo') && r.decision === 'allow')).toBe(true);
+    expect(
+      audit.records.some((r) => r.path?.includes('/e2e-org/secret') && r.code === 'github_repo_not_allowed'),
+    ).toBe(true);
   });
 });
