@@ -1,6 +1,5 @@
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import type { Task, TaskEvent } from '@agentbox/protocol';
-import { tmpShell } from '../helpers/tmp-runner.js';
 import { errorCode, fakeHost, type FakeHost } from '../helpers/fake-host.js';
 
 /**
@@ -11,7 +10,7 @@ describe('tasks over the fake driver', () => {
   let h: FakeHost;
   let boxId: string;
   beforeAll(async () => {
-    h = await fakeHost({ maxConcurrentTasks: 3, runnerFor: () => tmpShell });
+    h = await fakeHost({ maxConcurrentTasks: 3 });
     const box = await h.admin_({ method: 'POST', url: '/v1/boxes', payload: { runtime: 'bash' } });
     expect(box.statusCode).toBe(201);
     boxId = box.json<{ id: string }>().id;
@@ -192,7 +191,7 @@ describe('tasks over the fake driver', () => {
 describe('library', () => {
   let h: FakeHost;
   beforeAll(async () => {
-    h = await fakeHost({ runnerFor: () => tmpShell });
+    h = await fakeHost();
   });
   afterAll(() => h.close());
 
