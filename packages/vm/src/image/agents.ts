@@ -62,6 +62,11 @@ export function agentsKey(agents: readonly AgentCli[]): string {
     .slice(0, 24);
 }
 
+/** Where the agents layer for this set is cached. */
+export function agentsLayerPath(home: string, agents: readonly AgentCli[]): string {
+  return path.join(cacheDir(home), 'agents', `${agentsKey(agents)}.tar`);
+}
+
 async function isElf(file: string): Promise<boolean> {
   const handle = await fsp.open(file, 'r');
   try {
@@ -118,7 +123,7 @@ export async function buildAgentsLayer(
   agents: readonly AgentCli[],
   onLine: (line: string) => void = () => {},
 ): Promise<string> {
-  const out = path.join(cacheDir(home), 'agents', `${agentsKey(agents)}.tar`);
+  const out = agentsLayerPath(home, agents);
   if (fs.existsSync(out)) return out;
   const work = `${out}.tmp-${process.pid}`;
   const tmpTar = `${work}.tar`;

@@ -261,7 +261,8 @@ export async function buildImage(options: BuildImageOptions): Promise<BuildResul
   const { root: kernelRoot, release } = await fetchKernel(options.home, kernel);
 
   if (options.force) {
-    for (const file of rootfsCachePaths(options.home, agents)) await fsp.rm(file, { force: true });
+    for (const file of Object.values(rootfsCachePaths(options.home, agents)))
+      await fsp.rm(file, { force: true });
   }
   const rootfsImg = await buildRootfs(options.home, agents, ({ layer, message }) => {
     if (layer === 'filesystem') progress('filesystem', 4, message);

@@ -5,7 +5,7 @@ import path from 'node:path';
 import { AgentboxError } from '@agentbox/protocol';
 import { runCommand } from '../command.js';
 import { cacheDir } from '../paths.js';
-import { agentsKey, buildAgentsLayer } from './agents.js';
+import { agentsKey, agentsLayerPath, buildAgentsLayer } from './agents.js';
 import {
   AGENT_CLIS,
   DEBIAN_SUITE,
@@ -50,13 +50,16 @@ export function rootfsKey(agents: readonly AgentCli[]): string {
   );
 }
 
-export function rootfsCachePaths(home: string, agents: readonly AgentCli[]): string[] {
-  const dir = path.join(cacheDir(home), 'rootfs');
-  return [
-    path.join(dir, `${rootfsKey(agents)}.img`),
-    path.join(dir, `base-${baseKey()}.tar`),
-    path.join(cacheDir(home), 'agents', `${agentsKey(agents)}.tar`),
-  ];
+/** Where the rootfs image and its two layers are cached for this agent set. */
+export function rootfsCachePaths(
+  home: string,
+  agents: readonly AgentCli[],
+): { image: string; base: string; agents: string } {
+  return {
+    image: path.join(cacheDir(home), 'rootfs', `${rootfsKey(agents)}.img`),
+    base: path.join(cacheDir(home), 'rootfs', `base-${baseKey()}.tar`),
+    agents: agentsLayerPath(home, agents),
+  };
 }
 
 /** The first `deb` URI in the host's apt sources, so the rootfs comes from the mirror apt already uses. */
@@ -97,7 +100,7 @@ async function fetchNode(home: string): Promise<string> {
 
 /** The Debian base (mmdebstrap + hooks) as a tar, cached by `baseKey`. */
 async function buildBaseLayer(home: string, onLine: (line: string) => void): Promise<string> {
-  const out = path.join(cacheDir(home), 'rootfs', `base-${baseKey()}.tar`);
+  const out = rootfsCachePaths(home, []).base;
   if (fs.existsSync(out)) return out;
   await fsp.mkdir(path.dirname(out), { recursive: true });
   const nodeTgz = await fetchNode(home);
@@ -141,12 +144,15 @@ export async function buildRootfs(
   agents: readonly AgentCli[],
   onProgress: (progress: RootfsProgress) => void,
 ): Promise<string> {
-  const out = path.join(cacheDir(home), 'rootfs', `${rootfsKey(agents)}.img`);
+  const cached = rootfsCachePaths(home, agents);
+  const out = cached.image;
   if (fs.existsSync(out)) return out;
   await fsp.mkdir(path.dirname(out), { recursive: true });
   const names = agents.map((a) => `${a} ${AGENT_CLIS[a].version}`).join(', ');
-  onProgress({ layer: 'base', message: 'building the Debian rootfs (mmdebstrap, a minute or two)' });
-  if (agents.length > 0) onProgress({ layer: 'agents', message: `installing ${names} from npm` });
+  if (!fs.existsSync(cached.base))
+    onProgress({ layer: 'base', message: 'building the Debian rootfs (mmdebstrap, a few minutes)' });
+  if (agents.length > 0 && !fs.existsSync(cached.agents))
+    onProgress({ layer: 'agents', message: `installing ${names} from npm` });
   const [baseTar, agentsTar] = await Promise.all([
     buildBaseLayer(home, (line) => {
       if (/^I: /.test(line)) onProgress({ layer: 'base', message: line.slice(3) });
