@@ -59,6 +59,8 @@ export interface TaskServiceDeps {
   runnerFor: (kind: AgentKind) => AgentRunner;
   maxConcurrent: number;
   log: TaskLogger;
+  /** Env every agent process gets under the spec's own (e.g. tuning for emulated CPUs). */
+  agentEnv?: Record<string, string>;
 }
 
 export interface SubmitOptions {
@@ -329,7 +331,7 @@ export function createTaskService(deps: TaskServiceDeps) {
       const exit = await guest.exec(
         {
           argv: command.argv,
-          env: { ...command.env },
+          env: { ...deps.agentEnv, ...command.env },
           cwd: command.cwd,
           timeoutMs: spec.timeoutSeconds * 1000,
         },
