@@ -3,10 +3,10 @@ import {
   AgentboxError,
   CreateTaskRequestSchema,
   type CreateTaskRequest,
-  type Task,
   type TaskEvent,
 } from '@agentbox/protocol';
-import { callJson, daemonTarget, followTaskEvents, type DaemonTarget } from '../daemon-client.js';
+import type { AgentboxClient } from '@agentbox/sdk';
+import { daemonClient, FOLLOW_RECONNECT } from '../daemon.js';
 
 export interface TaskRunOptions {
   agent: string;
@@ -113,11 +113,16 @@ export function formatEvent(event: TaskEvent): string {
 }
 
 /** Prints the events of a task until it ends; the exit code says how it ended. */
-async function printFollow(target: DaemonTarget, taskId: string, json: boolean, after = 0): Promise<number> {
-  for await (const event of followTaskEvents(target, taskId, after)) {
+async function printFollow(
+  client: AgentboxClient,
+  taskId: string,
+  json: boolean,
+  after = 0,
+): Promise<number> {
+  for await (const event of client.tasks.events(taskId, { after, reconnect: FOLLOW_RECONNECT })) {
     process.stdout.write(`${json ? JSON.stringify(event) : formatEvent(event)}\n`);
   }
-  const task = await callJson<Task>(target, 'GET', `/v1/tasks/${encodeURIComponent(taskId)}`);
+  const task = await client.tasks.get(taskId);
   if (!json) process.stderr.write(`agentbox: task ${task.id} ${task.state}\n`);
   return task.state === 'succeeded' ? 0 : 1;
 }
@@ -125,8 +130,8 @@ async function printFollow(target: DaemonTarget, taskId: string, json: boolean, 
 /** `agentbox task run`: queue a task on the daemon; with --follow, stream it to the end. */
 export async function taskRun(options: TaskRunOptions): Promise<number> {
   const body = taskRequestFromFlags(options);
-  const target = daemonTarget(options);
-  const task = await callJson<Task>(target, 'POST', '/v1/tasks', body);
+  const client = daemonClient(options);
+  const task = await client.tasks.create(body);
   if (!options.follow) {
     process.stdout.write(
       options.json
@@ -136,34 +141,30 @@ export async function taskRun(options: TaskRunOptions): Promise<number> {
     return 0;
   }
   if (!options.json) process.stderr.write(`agentbox: task ${task.id} queued\n`);
-  return printFollow(target, task.id, options.json);
+  return printFollow(client, task.id, options.json);
 }
 
 export async function taskEvents(
   id: string,
   options: { after?: number; json: boolean; url?: string; key?: string },
 ): Promise<number> {
-  return printFollow(daemonTarget(options), id, options.json, options.after ?? 0);
+  return printFollow(daemonClient(options), id, options.json, options.after ?? 0);
 }
 
 export async function taskShow(id: string, options: { url?: string; key?: string }): Promise<number> {
-  const task = await callJson<Task>(daemonTarget(options), 'GET', `/v1/tasks/${encodeURIComponent(id)}`);
+  const task = await daemonClient(options).tasks.get(id);
   process.stdout.write(`${JSON.stringify(task, null, 2)}\n`);
   return 0;
 }
 
 export async function taskCancel(id: string, options: { url?: string; key?: string }): Promise<number> {
-  const task = await callJson<Task>(
-    daemonTarget(options),
-    'POST',
-    `/v1/tasks/${encodeURIComponent(id)}/cancel`,
-  );
+  const task = await daemonClient(options).tasks.cancel(id);
   process.stdout.write(`${task.id} ${task.state}\n`);
   return 0;
 }
 
 export async function taskList(options: { json: boolean; url?: string; key?: string }): Promise<number> {
-  const { tasks } = await callJson<{ tasks: Task[] }>(daemonTarget(options), 'GET', '/v1/tasks');
+  const tasks = await daemonClient(options).tasks.list();
   for (const t of tasks) {
     process.stdout.write(
       options.json

@@ -42,7 +42,7 @@ describe('agentbox task', () => {
     [{ prompt: '' }, /prompt/],
     [{ file: ['noequals'] }, /--file takes NAME=PATH/],
   ])('refuses %j', (flags, message) => {
-    expect(() => taskRequestFromFlags({ ...base, ...flags } as TaskRunOptions)).toThrow(message);
+    expect(() => taskRequestFromFlags({ ...base, ...flags })).toThrow(message);
   });
 
   it('prints one readable line per event', () => {

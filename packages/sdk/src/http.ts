@@ -1,0 +1,159 @@
+import { errorFromBody, sdkError, UnauthorizedError } from './errors.js';
+
+/** Ends every method's arguments: a deadline and a cancellation signal for that call. */
+export interface RequestOpts {
+  /** Give up on the call after this long; it rejects with the `TimeoutError` of `AbortSignal.timeout`. */
+  timeoutMs?: number;
+  /** Abort the call; it rejects with the signal's reason. */
+  signal?: AbortSignal;
+}
+
+export interface ConnectionConfig {
+  /** The daemon's base URL. */
+  url: string;
+  /** The API key sent as X-API-Key; undefined: keyed calls throw UnauthorizedError. */
+  apiKey: string | undefined;
+  /** The fetch to use (default: the global one). */
+  fetch: typeof fetch;
+}
+
+export type Query = Record<string, string | number | boolean | undefined>;
+
+export interface HttpRequest extends RequestOpts {
+  method: 'GET' | 'POST' | 'PUT' | 'DELETE';
+  path: string;
+  query?: Query;
+  /** Sent as JSON. */
+  json?: unknown;
+  /** Sent as bytes (application/octet-stream), possibly streamed. */
+  bytes?: Uint8Array | ReadableStream<Uint8Array>;
+  headers?: Record<string, string>;
+  /** The route needs no key (`GET /health`). */
+  anonymous?: boolean;
+}
+
+/** The joined signal of a call's `signal` and `timeoutMs`, or undefined when it has neither. */
+export function callSignal(opts: RequestOpts): AbortSignal | undefined {
+  const signals = [
+    ...(opts.signal ? [opts.signal] : []),
+    ...(opts.timeoutMs !== undefined ? [AbortSignal.timeout(opts.timeoutMs)] : []),
+  ];
+  if (signals.length <= 1) return signals[0];
+  return AbortSignal.any(signals);
+}
+
+const isAbort = (err: unknown) =>
+  err instanceof Error && (err.name === 'AbortError' || err.name === 'TimeoutError');
+
+/** One HTTP exchange with the daemon: errors come back as the typed classes of their codes. */
+export class HttpTransport {
+  constructor(readonly config: ConnectionConfig) {}
+
+  urlOf(path: string, query: Query = {}): string {
+    const url = new URL(`${this.config.url}${path}`);
+    for (const [name, value] of Object.entries(query)) {
+      if (value !== undefined) url.searchParams.set(name, String(value));
+    }
+    return url.toString();
+  }
+
+  /** The response of a successful call (2xx); anything else throws. */
+  async request(req: HttpRequest): Promise<Response> {
+    const headers: Record<string, string> = { ...req.headers };
+    if (!req.anonymous) {
+      if (!this.config.apiKey)
+        throw new UnauthorizedError(
+          'no API key: pass `apiKey` or set AGENTBOX_API_KEY (`agentbox keys create` makes one)',
+        );
+      headers['x-api-key'] = this.config.apiKey;
+    }
+    let body: RequestInit['body'];
+    if (req.json !== undefined) {
+      headers['content-type'] = 'application/json';
+      body = JSON.stringify(req.json);
+    } else if (req.bytes !== undefined) {
+      headers['content-type'] = 'application/octet-stream';
+      body = req.bytes;
+    }
+    const signal = callSignal(req);
+    let res: Response;
+    try {
+      res = await this.config.fetch(this.urlOf(req.path, req.query), {
+        method: req.method,
+        headers,
+        ...(body === undefined ? {} : { body }),
+        ...(req.bytes instanceof ReadableStream ? { duplex: 'half' } : {}),
+        ...(signal ? { signal } : {}),
+      });
+    } catch (err) {
+      if (isAbort(err)) throw err;
+      throw unreachable(this.config.url, err);
+    }
+    if (!res.ok) {
+      const text = await res.text().catch(() => '');
+      throw errorFromBody(res.status, text, res.headers.get('x-request-id'));
+    }
+    return res;
+  }
+
+  async json<T>(req: HttpRequest): Promise<T> {
+    return (await (await this.request(req)).json()) as T;
+  }
+}
+
+/** The `daemon_unreachable` error for a failed connection to `url`. */
+export function unreachable(url: string, err: unknown) {
+  const cause = (err as { cause?: { code?: unknown; message?: unknown } }).cause;
+  const why =
+    typeof cause?.code === 'string'
+      ? cause.code
+      : typeof cause?.message === 'string'
+        ? cause.message
+        : (err as Error).message;
+  return sdkError(
+    'daemon_unreachable',
+    `cannot reach the daemon at ${url} (${why}); is \`agentbox serve\` running?`,
+    { cause: err },
+  );
+}
+
+/**
+ * The lines of an NDJSON body as parsed values. The daemon ends every line with a newline, so a
+ * trailing fragment is a cut stream and is dropped; a connection lost while reading is
+ * `daemon_unreachable`.
+ */
+export async function* ndjsonLines(
+  body: ReadableStream<Uint8Array> | null,
+  url: string,
+): AsyncGenerator<unknown> {
+  if (!body) return;
+  const decoder = new TextDecoder();
+  let buffered = '';
+  const reader = body.getReader();
+  try {
+    for (;;) {
+      let chunk: Awaited<ReturnType<typeof reader.read>>;
+      try {
+        chunk = await reader.read();
+      } catch (err) {
+        if (isAbort(err)) throw err;
+        throw sdkError(
+          'daemon_unreachable',
+          `the connection to the daemon at ${url} was cut (${(err as Error).message})`,
+          { cause: err },
+        );
+      }
+      if (chunk.done) return;
+      buffered += decoder.decode(chunk.value, { stream: true });
+      let nl: number;
+      while ((nl = buffered.indexOf('\n')) >= 0) {
+        const line = buffered.slice(0, nl);
+        buffered = buffered.slice(nl + 1);
+        if (line.trim()) yield JSON.parse(line);
+      }
+    }
+  } finally {
+    // Stops the download when the consumer leaves early.
+    await reader.cancel().catch(() => undefined);
+  }
+}

@@ -1,0 +1,166 @@
+import { setTimeout as sleep } from 'node:timers/promises';
+import {
+  TERMINAL_TASK_STATES,
+  type CreateTaskRequestSchema,
+  type Task,
+  type TaskEvent,
+} from '@agentbox/protocol';
+import type { z } from 'zod';
+import { ndjsonLines, type HttpTransport, type RequestOpts } from './http.js';
+
+/** A task as sent: the TaskSpec (defaults may be left out) plus where it runs (`boxId` | `userId` | neither). */
+export type TaskRequest = z.input<typeof CreateTaskRequestSchema>;
+/** A task for a given box: the spec alone. */
+export type BoxTaskRequest = Omit<TaskRequest, 'boxId' | 'userId'>;
+
+export interface ReconnectOpts {
+  /** Failed reconnects in a row before giving up (default 5); any event received resets the count. */
+  attempts?: number;
+  /** Wait before a reconnect, times the failures so far (at most 4×); default 250 ms. */
+  delayMs?: number;
+}
+
+export interface FollowOpts {
+  /** Only events with a larger seq (default 0: all of them). */
+  after?: number;
+  /** Stop following; the iteration rejects with the signal's reason. */
+  signal?: AbortSignal;
+  reconnect?: ReconnectOpts;
+}
+
+export interface TaskListOpts extends RequestOpts {
+  boxId?: string;
+  limit?: number;
+}
+
+/** Errors that mean the connection, not the request, failed: the stream is resumed. */
+const RETRIED = new Set(['daemon_unreachable', 'shutting_down']);
+
+/**
+ * A queued task: iterate it for its events (each iteration starts at the first event and follows
+ * the task live to its end, resuming with `?after=<last seq>` when the connection drops, so no
+ * event is lost or repeated), or await `result()` for the finished task.
+ */
+export class TaskRun implements AsyncIterable<TaskEvent> {
+  /** The task as it was queued. */
+  readonly task: Task;
+  private lastSeen = 0;
+
+  constructor(
+    private readonly tasks: Tasks,
+    task: Task,
+  ) {
+    this.task = task;
+  }
+
+  get id(): string {
+    return this.task.id;
+  }
+
+  /** The task's events after `opts.after`, live until it ends. */
+  async *events(opts: FollowOpts = {}): AsyncGenerator<TaskEvent, void, undefined> {
+    for await (const event of this.tasks.events(this.id, opts)) {
+      this.lastSeen = Math.max(this.lastSeen, event.seq);
+      yield event;
+    }
+  }
+
+  [Symbol.asyncIterator](): AsyncIterator<TaskEvent> {
+    return this.events();
+  }
+
+  /** Waits for the task to end and returns it (state, result, error); it does not throw for a failed task. */
+  async result(opts: Omit<FollowOpts, 'after'> = {}): Promise<Task> {
+    // Drained: the iteration ends when the task does.
+    for await (const event of this.events({ ...opts, after: this.lastSeen })) void event;
+    return this.tasks.get(this.id, opts.signal ? { signal: opts.signal } : {});
+  }
+
+  /** Cancels the task (queued or running); returns it. */
+  cancel(opts: RequestOpts = {}): Promise<Task> {
+    return this.tasks.cancel(this.id, opts);
+  }
+}
+
+/** `client.tasks`: agent tasks in a fresh box, a user's box, or a given box. */
+export class Tasks {
+  constructor(private readonly http: HttpTransport) {}
+
+  /** Queues a task and returns its record (see `run` to follow it). */
+  create(request: TaskRequest, opts: RequestOpts = {}): Promise<Task> {
+    return this.http.json<Task>({ method: 'POST', path: '/v1/tasks', json: request, ...opts });
+  }
+
+  /** Queues a task; the returned run is iterable for its events. Without boxId/userId: a fresh box, deleted at the end. */
+  async run(request: TaskRequest, opts: RequestOpts = {}): Promise<TaskRun> {
+    return new TaskRun(this, await this.create(request, opts));
+  }
+
+  /** A run of an existing task, to follow it or wait for it. */
+  async attach(id: string, opts: RequestOpts = {}): Promise<TaskRun> {
+    return new TaskRun(this, await this.get(id, opts));
+  }
+
+  get(id: string, opts: RequestOpts = {}): Promise<Task> {
+    return this.http.json<Task>({ method: 'GET', path: `/v1/tasks/${encodeURIComponent(id)}`, ...opts });
+  }
+
+  /** Tasks this key may see, newest first. */
+  async list(opts: TaskListOpts = {}): Promise<Task[]> {
+    const { boxId, limit, ...rest } = opts;
+    const body = await this.http.json<{ tasks: Task[] }>({
+      method: 'GET',
+      path: '/v1/tasks',
+      query: { boxId, limit },
+      ...rest,
+    });
+    return body.tasks;
+  }
+
+  cancel(id: string, opts: RequestOpts = {}): Promise<Task> {
+    return this.http.json<Task>({
+      method: 'POST',
+      path: `/v1/tasks/${encodeURIComponent(id)}/cancel`,
+      ...opts,
+    });
+  }
+
+  /**
+   * The events of a task after `opts.after`, as they come, until the task ends. A dropped
+   * connection is resumed from the last event received, so nothing is lost or repeated; errors the
+   * daemon answers (unknown task, bad key) end the iteration at once.
+   */
+  async *events(id: string, opts: FollowOpts = {}): AsyncGenerator<TaskEvent, void, undefined> {
+    const attempts = opts.reconnect?.attempts ?? 5;
+    const delayMs = opts.reconnect?.delayMs ?? 250;
+    const signal = opts.signal ? { signal: opts.signal } : {};
+    let last = opts.after ?? 0;
+    let failures = 0;
+    for (;;) {
+      try {
+        const res = await this.http.request({
+          method: 'GET',
+          path: `/v1/tasks/${encodeURIComponent(id)}/events`,
+          query: { after: last },
+          headers: { accept: 'application/x-ndjson' },
+          ...signal,
+        });
+        for await (const line of ndjsonLines(res.body, this.http.config.url)) {
+          const event = line as TaskEvent;
+          if (event.seq <= last) continue;
+          last = event.seq;
+          failures = 0;
+          yield event;
+        }
+        // The stream ends when the task does; a connection cut cleanly ends it early.
+        const task = await this.get(id, signal);
+        if (TERMINAL_TASK_STATES.has(task.state) && task.eventCount <= last) return;
+      } catch (err) {
+        const code = (err as { code?: unknown }).code;
+        if (typeof code !== 'string' || !RETRIED.has(code) || failures >= attempts) throw err;
+      }
+      failures++;
+      await sleep(delayMs * Math.min(failures, 4), undefined, signal);
+    }
+  }
+}

@@ -1,0 +1,52 @@
+import { describe, expect, it } from 'vitest';
+import * as sdk from '../../src/index.js';
+
+describe('@agentbox/sdk public surface', () => {
+  it('exports exactly these runtime names', () => {
+    expect(Object.keys(sdk).sort()).toEqual([
+      'AgentboxClient',
+      'AgentboxSdkError',
+      'BootFailedError',
+      'BoxNotFoundError',
+      'BoxTasks',
+      'Boxes',
+      'CapacityExhaustedError',
+      'Commands',
+      'DEFAULT_URL',
+      'DaemonUnreachableError',
+      'ERROR_CLASSES',
+      'ExecTimeoutError',
+      'FileNotFoundError',
+      'Files',
+      'ForbiddenError',
+      'GuestAgentRestartedError',
+      'GuestError',
+      'GuestUnreachableError',
+      'ImageInvalidError',
+      'ImageMissingError',
+      'InternalError',
+      'InvalidRequestError',
+      'InvalidStateError',
+      'Library',
+      'LibraryItemNotFoundError',
+      'NotImplementedError',
+      'PathOutsideWorkspaceError',
+      'PayloadTooLargeError',
+      'PrerequisiteMissingError',
+      'ProcessNotFoundError',
+      'Processes',
+      'RouteNotFoundError',
+      'Sandbox',
+      'ShuttingDownError',
+      'SnapshotFailedError',
+      'TaskNotFoundError',
+      'TaskRun',
+      'Tasks',
+      'UnauthorizedError',
+      'UnsupportedMediaTypeError',
+      'VersionMismatchError',
+      'VmExitedError',
+      'errorClassOf',
+    ]);
+  });
+});

@@ -1,0 +1,163 @@
+import { Readable } from 'node:stream';
+import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import {
+  AgentboxClient,
+  BoxNotFoundError,
+  FileNotFoundError,
+  InvalidRequestError,
+  InvalidStateError,
+  PathOutsideWorkspaceError,
+  ProcessNotFoundError,
+  Sandbox,
+  SnapshotFailedError,
+} from '../../src/index.js';
+import { sdkDaemon, type SdkDaemon } from '../helpers/sdk-daemon.js';
+
+/** Every box method of the SDK against a real daemon (fastify on a port) over the fake driver. */
+describe('Sandbox over the fake driver', () => {
+  let d: SdkDaemon;
+  let client: AgentboxClient;
+  let box: Sandbox;
+
+  beforeAll(async () => {
+    d = await sdkDaemon();
+    client = new AgentboxClient({ url: d.url, apiKey: d.admin });
+    box = await Sandbox.create({ client, labels: { suite: 'sdk' }, env: { GREETING: 'hi' } });
+  });
+  afterAll(() => d.close());
+
+  it('creates a running box; connect and list find it', async () => {
+    expect(box.id).toMatch(/^box-[a-z0-9]{10}$/);
+    expect(box.state).toBe('running');
+    expect(box.info.labels).toEqual({ suite: 'sdk' });
+    const again = await Sandbox.connect(box.id, { client });
+    expect(again.info).toMatchObject({ id: box.id, state: 'running' });
+    expect((await Sandbox.list({ client })).map((b) => b.id)).toContain(box.id);
+    expect(await client.boxes.get(box.id)).toMatchObject({ id: box.id });
+    expect((await box.refresh()).id).toBe(box.id);
+  });
+
+  it('takes url and key from AGENTBOX_URL / AGENTBOX_API_KEY by default', async () => {
+    const fromEnv = new AgentboxClient({}, { AGENTBOX_URL: `${d.url}/`, AGENTBOX_API_KEY: d.admin });
+    expect(fromEnv.url).toBe(d.url);
+    expect((await fromEnv.boxes.connect(box.id)).id).toBe(box.id);
+    expect(new AgentboxClient({}, {}).url).toBe('http://127.0.0.1:8080');
+    expect(await fromEnv.health()).toMatchObject({ status: 'ok' });
+  });
+
+  it('runs a shell command, streaming stdout and stderr to the callbacks as they come', async () => {
+    const out: string[] = [];
+    const err: string[] = [];
+    let pid = 0;
+    const result = await box.commands.run('echo $GREETING; echo warn >&2; sleep 0.2; echo later; exit 3', {
+      onStdout: (s) => out.push(s),
+      onStderr: (s) => err.push(s),
+      onStart: (p) => (pid = p),
+    });
+    expect(result).toMatchObject({
+      exitCode: 3,
+      signal: null,
+      timedOut: false,
+      stdout: 'hi\nlater\n',
+      stderr: 'warn\n',
+    });
+    expect(out.join('')).toBe('hi\nlater\n');
+    // Output came in pieces as it happened, not in one lump at the end.
+    expect(out.length).toBeGreaterThanOrEqual(2);
+    expect(err.join('')).toBe('warn\n');
+    expect(pid).toBeGreaterThan(0);
+    expect(result.pid).toBe(pid);
+    expect(result.durationMs).toBeGreaterThanOrEqual(200);
+  });
+
+  it('runs argv without a shell, with env, cwd and stdin; multi-byte UTF-8 split anywhere survives', async () => {
+    const r = await box.commands.run(['sh', '-c', 'pwd; echo "$X"; cat'], {
+      env: { X: 'ex' },
+      cwd: '/tmp',
+      stdin: 'héllo wörld ✓\n',
+    });
+    expect(r.exitCode).toBe(0);
+    expect(r.stdout).toBe('/tmp\nex\nhéllo wörld ✓\n');
+    const literal = await box.commands.run(['echo', '$HOME;', '*']);
+    expect(literal.stdout).toBe('$HOME; *\n');
+  });
+
+  it('kills a command past its timeoutMs and says so', async () => {
+    const r = await box.commands.run('sleep 30', { timeoutMs: 300 });
+    expect(r).toMatchObject({ timedOut: true, exitCode: null, signal: 'SIGKILL' });
+  });
+
+  it('files: write text, bytes and a stream; read back, list, exists, remove', async () => {
+    expect(await box.files.write('notes/a.txt', 'alpha\n')).toEqual({
+      path: expect.stringMatching(/notes\/a\.txt$/),
+      bytes: 6,
+    });
+    const bytes = Buffer.from(Array.from({ length: 200_000 }, (_, i) => (i * 13) % 256));
+    await box.files.write('notes/b.bin', bytes);
+    await box.files.write(
+      'notes/c.txt',
+      Readable.from([Buffer.from('one '), Buffer.from('two')]) as AsyncIterable<Uint8Array>,
+    );
+    expect(await box.files.readText('notes/a.txt')).toBe('alpha\n');
+    expect((await box.files.read('notes/b.bin')).equals(bytes)).toBe(true);
+    expect(await box.files.readText('notes/c.txt')).toBe('one two');
+    const entries = await box.files.list('notes');
+    expect(entries.map((e) => [e.name, e.type, e.size]).sort()).toEqual([
+      ['a.txt', 'file', 6],
+      ['b.bin', 'file', 200_000],
+      ['c.txt', 'file', 7],
+    ]);
+    // The command sees what the files API wrote.
+    expect((await box.commands.run('cat notes/a.txt')).stdout).toBe('alpha\n');
+    await expect(box.files.read('notes')).rejects.toThrow(/is a directory/);
+    await expect(box.files.list('notes/a.txt')).rejects.toThrow(/not a directory/);
+    expect(await box.files.exists('notes/a.txt')).toBe(true);
+    await box.files.remove('notes');
+    expect(await box.files.exists('notes/a.txt')).toBe(false);
+    const missing = await box.files.read('notes/a.txt').catch((e: unknown) => e);
+    expect(missing).toBeInstanceOf(FileNotFoundError);
+    const escape = await box.files.read('../../etc/passwd').catch((e: unknown) => e);
+    expect(escape).toBeInstanceOf(PathOutsideWorkspaceError);
+    expect(escape).toMatchObject({ code: 'path_outside_workspace', status: 400 });
+  });
+
+  it('processes: lists a running command and kills it', async () => {
+    let started!: (pid: number) => void;
+    const pidOf = new Promise<number>((resolve) => (started = resolve));
+    const running = box.commands.run(['sleep', '30'], { onStart: (pid) => started(pid) });
+    const pid = await pidOf;
+    const list = await box.processes.list();
+    expect(list.find((p) => p.pid === pid)).toMatchObject({ command: expect.stringContaining('sleep') });
+    await box.processes.kill(pid, 'SIGTERM');
+    expect(await running).toMatchObject({ exitCode: null, signal: 'SIGTERM' });
+    const gone = await box.processes.kill(pid).catch((e: unknown) => e);
+    expect(gone).toBeInstanceOf(ProcessNotFoundError);
+  });
+
+  it('pause and resume; hibernate is refused by a backend without snapshots', async () => {
+    expect(await box.pause()).toMatchObject({ state: 'paused' });
+    expect(box.state).toBe('paused');
+    expect(await box.resume()).toMatchObject({ state: 'running' });
+    const refused = await box.hibernate().catch((e: unknown) => e);
+    expect(refused).toBeInstanceOf(SnapshotFailedError);
+    expect((await box.refresh()).state).toBe('running');
+  });
+
+  it('an invalid field is InvalidRequestError naming it', async () => {
+    const err = await Sandbox.create({ client, memoryMib: 1 }).catch((e: unknown) => e);
+    expect(err).toBeInstanceOf(InvalidRequestError);
+    expect(err).toMatchObject({ code: 'invalid_request', field: 'memoryMib', status: 400 });
+    expect((err as InvalidRequestError).requestId).toMatch(/^req_/);
+  });
+
+  it('kill deletes the box; using it afterwards is InvalidStateError; an unknown id BoxNotFoundError', async () => {
+    const doomed = await client.boxes.create();
+    expect(await doomed.kill()).toMatchObject({ id: doomed.id, state: 'deleted' });
+    const err = await doomed.commands.run('true').catch((e: unknown) => e);
+    expect(err).toBeInstanceOf(InvalidStateError);
+    expect((await Sandbox.list({ client })).map((b) => b.id)).not.toContain(doomed.id);
+    const unknown = await Sandbox.connect('box-0000000000', { client }).catch((e: unknown) => e);
+    expect(unknown).toBeInstanceOf(BoxNotFoundError);
+    expect(unknown).toMatchObject({ code: 'box_not_found', status: 404, name: 'BoxNotFoundError' });
+  });
+});

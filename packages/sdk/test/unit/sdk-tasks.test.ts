@@ -1,0 +1,134 @@
+import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import type { TaskEvent } from '@agentbox/protocol';
+import {
+  AgentboxClient,
+  DaemonUnreachableError,
+  InvalidRequestError,
+  Sandbox,
+  TaskNotFoundError,
+} from '../../src/index.js';
+import { deadUrl, sdkDaemon, type SdkDaemon } from '../helpers/sdk-daemon.js';
+
+const seqs = (events: TaskEvent[]) => events.map((e) => e.seq);
+const oneToN = (n: number) => Array.from({ length: n }, (_, i) => i + 1);
+
+/** Tasks through the SDK: the real task queue and shell runner over the fake driver. */
+describe('tasks over the fake driver', () => {
+  let d: SdkDaemon;
+  let client: AgentboxClient;
+  let box: Sandbox;
+
+  beforeAll(async () => {
+    d = await sdkDaemon();
+    client = new AgentboxClient({ url: d.url, apiKey: d.admin });
+    box = await Sandbox.create({ client });
+  });
+  afterAll(() => d.close());
+
+  it('box.tasks.run: the run iterates every event in order, and result() is the finished task', async () => {
+    const run = await box.tasks.run({
+      agent: 'shell',
+      prompt: 'cat hello.txt; echo second',
+      files: { 'hello.txt': 'from the spec\n' },
+    });
+    expect(run.id).toBe(run.task.id);
+    expect(run.task).toMatchObject({ boxId: box.id, agent: 'shell' });
+    const events: TaskEvent[] = [];
+    for await (const event of run) events.push(event);
+    expect(seqs(events)).toEqual(oneToN(events.length));
+    expect(events.filter((e) => e.type === 'text').map((e) => e.content)).toEqual([
+      'from the spec',
+      'second',
+    ]);
+    expect(events.at(-1)!.type).toBe('completion');
+    const task = await run.result();
+    expect(task).toMatchObject({ state: 'succeeded', result: { exitCode: 0 }, eventCount: events.length });
+    // Iterating again replays the stored events from the start.
+    const again: TaskEvent[] = [];
+    for await (const event of run) again.push(event);
+    expect(again).toEqual(events);
+    // And from a given seq.
+    const tail: TaskEvent[] = [];
+    for await (const event of run.events({ after: 2 })) tail.push(event);
+    expect(tail).toEqual(events.slice(2));
+    expect((await box.tasks.list()).map((t) => t.id)).toContain(run.id);
+  });
+
+  it('result() without iterating waits for the end; a failing script is a failed task, not a throw', async () => {
+    const run = await box.tasks.run({ agent: 'shell', prompt: 'echo oops >&2; exit 7' });
+    const task = await run.result();
+    expect(task.state).toBe('failed');
+    expect(task.error).toMatchObject({ code: 'exit_nonzero' });
+  });
+
+  it('client.tasks.run without a box: a fresh box, deleted when the task ends', async () => {
+    const run = await client.tasks.run({ agent: 'shell', prompt: 'echo fresh' });
+    const task = await run.result();
+    expect(task.state).toBe('succeeded');
+    expect(task.boxId).not.toBe(box.id);
+    await expect
+      .poll(async () => (await client.boxes.list()).map((b) => b.id), { timeout: 5000 })
+      .not.toContain(task.boxId);
+  });
+
+  it('resumes a stream cut mid-task from the last seq: nothing lost, nothing repeated', async () => {
+    const cutting = new AgentboxClient({ url: d.proxyUrl, apiKey: d.admin });
+    const run = await cutting.tasks.run({
+      agent: 'shell',
+      boxId: box.id,
+      prompt: 'for i in 1 2 3 4 5 6 7 8; do echo line $i; sleep 0.1; done',
+    });
+    const events: TaskEvent[] = [];
+    let cuts = 0;
+    const connectionsBefore = d.connections();
+    for await (const event of run.events({ reconnect: { delayMs: 20 } })) {
+      events.push(event);
+      // Cut the connection twice while the task is still talking.
+      if (event.type === 'text' && (event.content === 'line 2' || event.content === 'line 5')) {
+        expect(d.cutConnections()).toBeGreaterThan(0);
+        cuts++;
+      }
+    }
+    expect(cuts).toBe(2);
+    expect(d.connections() - connectionsBefore).toBeGreaterThanOrEqual(3);
+    expect(seqs(events)).toEqual(oneToN(events.length));
+    expect(events.filter((e) => e.type === 'text').map((e) => e.content)).toEqual(
+      oneToN(8).map((i) => `line ${i}`),
+    );
+    expect(events.at(-1)!.type).toBe('completion');
+    expect((await run.result()).eventCount).toBe(events.length);
+  });
+
+  it('gives up after its reconnect attempts when the daemon stays away', async () => {
+    const run = await client.tasks.run({ agent: 'shell', boxId: box.id, prompt: 'echo hi' });
+    await run.result();
+    const gone = new AgentboxClient({ url: await deadUrl(), apiKey: d.admin });
+    const err = await (async () => {
+      for await (const event of gone.tasks.events(run.id, { reconnect: { attempts: 2, delayMs: 5 } }))
+        void event;
+    })().catch((e: unknown) => e);
+    expect(err).toBeInstanceOf(DaemonUnreachableError);
+  });
+
+  it('attach, cancel, get and list; an unknown task is TaskNotFoundError; a bad spec InvalidRequestError', async () => {
+    const run = await box.tasks.run({ agent: 'shell', prompt: 'sleep 30' });
+    const attached = await client.tasks.attach(run.id);
+    expect(attached.task.id).toBe(run.id);
+    const cancelled = await attached.cancel();
+    expect(cancelled.id).toBe(run.id);
+    expect((await run.result()).state).toBe('cancelled');
+    expect((await client.tasks.get(run.id)).state).toBe('cancelled');
+    expect((await client.tasks.list({ boxId: box.id, limit: 1 })).map((t) => t.id)).toEqual([run.id]);
+    const missing = await client.tasks.get('task-nope').catch((e: unknown) => e);
+    expect(missing).toBeInstanceOf(TaskNotFoundError);
+    const events = await (async () => {
+      for await (const event of client.tasks.events('task-nope')) void event;
+    })().catch((e: unknown) => e);
+    expect(events).toBeInstanceOf(TaskNotFoundError);
+    const bad = await box.tasks
+      .run({ agent: 'shell', prompt: 'true', gitRepoUrl: 'git@github.com:o/r.git' })
+      .catch((e: unknown) => e);
+    expect(bad).toBeInstanceOf(InvalidRequestError);
+    expect((bad as InvalidRequestError).field).toBe('gitRepoUrl');
+  });
+});
