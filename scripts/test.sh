@@ -9,6 +9,7 @@ export AGENTBOX_AGENTS=claude,codex,opencode
 set -e
 bash scripts/prepare.sh
 node packages/cli/bin/agentbox.js setup
+bash scripts/test-packages.sh   # test-only Debian packages: chromium for the dashboard's browser test
 node packages/cli/bin/agentbox.js image build --agents "$AGENTBOX_AGENTS"
 set +e
 

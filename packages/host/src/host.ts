@@ -14,6 +14,7 @@ import { boxRoutes } from './api/routes/box-routes.js';
 import { seedRoutes } from './api/routes/seed-routes.js';
 import { taskRoutes } from './api/routes/task-routes.js';
 import { systemRoutes } from './api/routes/system-routes.js';
+import { DEFAULT_DASHBOARD_DIR, registerDashboard } from './api/static-routes.js';
 import { createMetrics } from './metrics.js';
 import { attachEgress } from './services/box-egress.js';
 import {
@@ -75,6 +76,8 @@ export interface HostOptions {
   /** The agent adapters; unit tests may stand in a scripted one. */
   runnerFor?: (kind: AgentKind) => AgentRunner;
   clock?: () => number;
+  /** The built web dashboard served at `/` (default `packages/dashboard/dist`). */
+  dashboardDir?: string;
 }
 
 const silentLog: BoxLogger = { info: () => undefined, warn: () => undefined };
@@ -163,6 +166,7 @@ export function createHost(options: HostOptions) {
     observeHttp: metrics.observeHttp,
     ...(options.bodyLimitBytes ? { bodyLimitBytes: options.bodyLimitBytes } : {}),
   });
+  registerDashboard(app, { dir: options.dashboardDir ?? DEFAULT_DASHBOARD_DIR });
 
   async function reapNow() {
     const result = await boxes.reap();

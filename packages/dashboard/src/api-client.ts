@@ -1,0 +1,166 @@
+import type {
+  Box,
+  CreateBoxRequest,
+  EgressAuditRecord,
+  ErrorBody,
+  Task,
+  TaskEvent,
+  TaskSpecInput,
+} from '@agentbox/protocol';
+import { createLineSplitter } from './ndjson.js';
+
+/*
+ * A small fetch client of the daemon's HTTP API for the browser. Types only come from
+ * `@agentbox/protocol` (erased at build time: no zod in the bundle).
+ * TODO: switch to `@agentbox/sdk` once it exists and has a browser entry without zod.
+ */
+
+export type EgressRecord = EgressAuditRecord & { seq: number };
+export type BoxAction = 'pause' | 'resume';
+/** `POST /v1/tasks`: a spec as sent (defaults left out), and where it runs. */
+export type NewTask = TaskSpecInput & { boxId?: string; userId?: string };
+
+/** A refused request: the API's `{error: {code, message, requestId}}`, or a network failure. */
+export class ApiError extends Error {
+  readonly code: string;
+  readonly status: number;
+  readonly requestId: string | undefined;
+
+  constructor(options: { code: string; message: string; status: number; requestId?: string | undefined }) {
+    super(options.message);
+    this.name = new.target.name;
+    this.code = options.code;
+    this.status = options.status;
+    this.requestId = options.requestId;
+  }
+}
+
+async function toApiError(res: Response): Promise<ApiError> {
+  const text = await res.text().catch(() => '');
+  try {
+    const body = JSON.parse(text) as Partial<ErrorBody>;
+    if (body.error && typeof body.error.code === 'string') {
+      return new ApiError({
+        code: body.error.code,
+        message: body.error.message,
+        status: res.status,
+        requestId: body.error.requestId,
+      });
+    }
+  } catch {
+    // not JSON: fall through
+  }
+  return new ApiError({ code: `http_${res.status}`, message: text || res.statusText, status: res.status });
+}
+
+export interface ApiClientOptions {
+  key: string;
+  /** Default: the page's origin (the daemon that served it). */
+  baseUrl?: string;
+  fetch?: typeof fetch;
+}
+
+export function createApiClient(options: ApiClientOptions) {
+  const base = options.baseUrl ?? '';
+  const doFetch = options.fetch ?? globalThis.fetch.bind(globalThis);
+
+  async function send(method: string, path: string, init: { body?: unknown; signal?: AbortSignal } = {}) {
+    let res: Response;
+    try {
+      res = await doFetch(`${base}${path}`, {
+        method,
+        headers: {
+          'x-api-key': options.key,
+          ...(init.body === undefined ? {} : { 'content-type': 'application/json' }),
+        },
+        ...(init.body === undefined ? {} : { body: JSON.stringify(init.body) }),
+        ...(init.signal ? { signal: init.signal } : {}),
+      });
+    } catch (err) {
+      if (init.signal?.aborted) throw err;
+      throw new ApiError({
+        code: 'network_error',
+        message: `the daemon is unreachable (${String(err)})`,
+        status: 0,
+      });
+    }
+    if (!res.ok) throw await toApiError(res);
+    return res;
+  }
+
+  async function json<T>(method: string, path: string, body?: unknown): Promise<T> {
+    const res = await send(method, path, body === undefined ? {} : { body });
+    return (await res.json()) as T;
+  }
+
+  const id = encodeURIComponent;
+
+  return {
+    listBoxes: async () => (await json<{ boxes: Box[] }>('GET', '/v1/boxes')).boxes,
+    getBox: (boxId: string) => json<Box>('GET', `/v1/boxes/${id(boxId)}`),
+    createBox: (body: CreateBoxRequest) => json<Box>('POST', '/v1/boxes', body),
+    killBox: (boxId: string) => json<Box>('DELETE', `/v1/boxes/${id(boxId)}`),
+    boxAction: (boxId: string, action: BoxAction) => json<Box>('POST', `/v1/boxes/${id(boxId)}/${action}`),
+    egress: (boxId: string, after = 0) =>
+      json<{ records: EgressRecord[]; next: number | null }>(
+        'GET',
+        `/v1/boxes/${id(boxId)}/egress?after=${after}&limit=500`,
+      ),
+    listTasks: async (filter: { boxId?: string } = {}) =>
+      (
+        await json<{ tasks: Task[] }>(
+          'GET',
+          `/v1/tasks?limit=100${filter.boxId ? `&boxId=${id(filter.boxId)}` : ''}`,
+        )
+      ).tasks,
+    getTask: (taskId: string) => json<Task>('GET', `/v1/tasks/${id(taskId)}`),
+    createTask: (body: NewTask) => json<Task>('POST', '/v1/tasks', body),
+    cancelTask: (taskId: string) => json<Task>('POST', `/v1/tasks/${id(taskId)}/cancel`),
+    /** The API's paths (from its OpenAPI document), to offer only what this daemon has. */
+    paths: async () => new Set(Object.keys((await json<{ paths: object }>('GET', '/openapi.json')).paths)),
+
+    /**
+     * Follows a task's events after `after` as NDJSON over fetch (the key goes in the header,
+     * never in the URL); calls `onEvent` for each as it arrives and resolves when the stream ends.
+     */
+    async followEvents(
+      taskId: string,
+      opts: {
+        after: number;
+        signal: AbortSignal;
+        onEvent: (event: TaskEvent) => void;
+        /** The daemon answered; events follow. */
+        onOpen?: () => void;
+      },
+    ): Promise<void> {
+      const res = await send('GET', `/v1/tasks/${id(taskId)}/events?after=${opts.after}`, {
+        signal: opts.signal,
+      });
+      opts.onOpen?.();
+      if (!res.body) throw new ApiError({ code: 'network_error', message: 'no response body', status: 0 });
+      const reader = res.body.pipeThrough(new TextDecoderStream()).getReader();
+      const lines = createLineSplitter();
+      const emit = (line: string) => {
+        if (line.trim() !== '') opts.onEvent(JSON.parse(line) as TaskEvent);
+      };
+      for (;;) {
+        const { done, value } = await reader.read();
+        if (done) break;
+        lines.push(value).forEach(emit);
+      }
+      lines.end().forEach(emit);
+    },
+  };
+}
+
+export type ApiClient = ReturnType<typeof createApiClient>;
+
+/** Checks a key against the daemon; the error says why it was refused. */
+export async function checkKey(key: string, baseUrl = ''): Promise<void> {
+  await createApiClient({ key, baseUrl }).listBoxes();
+}
+
+export async function health(baseUrl = ''): Promise<{ version: string; uptimeSeconds: number } | undefined> {
+  const res = await fetch(`${baseUrl}/health`).catch(() => undefined);
+  return res?.ok ? ((await res.json()) as { version: string; uptimeSeconds: number }) : undefined;
+}

@@ -1,0 +1,269 @@
+import { execFileSync } from 'node:child_process';
+import fs from 'node:fs';
+import os from 'node:os';
+import path from 'node:path';
+import { fileURLToPath } from 'node:url';
+import { chromium, type Browser, type Page } from 'playwright-core';
+import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import type { Box, EgressAuditRecord } from '@agentbox/protocol';
+import { client, leftoversIn, startDaemon, type Daemon } from '../../../host/test/helpers/daemon.js';
+
+const ROOT = fileURLToPath(new URL('../../../../', import.meta.url));
+const DIST = path.join(ROOT, 'packages/dashboard/dist');
+/** Collected by CI as artifacts (gitignored). */
+const SHOTS = path.join(ROOT, 'artifacts/screenshots');
+const CHROMIUM = process.env.AGENTBOX_CHROMIUM ?? '/usr/bin/chromium';
+/** Debian's chromium as root, offline: no sandbox, no GPU, no background calls home. */
+const CHROMIUM_ARGS = [
+  '--no-sandbox',
+  '--disable-gpu',
+  '--disable-quic',
+  '--no-first-run',
+  '--disable-background-networking',
+  '--disable-component-update',
+  '--disable-sync',
+];
+const SCRIPT = [
+  'curl -sS -o /dev/null https://example.com/ 2>/dev/null; echo "curl exit $?"',
+  'for i in 1 2 3; do echo tick $i; sleep 1; done',
+].join('\n');
+
+/*
+ * Scripts run in the page (strings: this file is type-checked as Node code, without the DOM lib).
+ */
+const STORED_KEY = "sessionStorage.getItem('agentbox.apiKey')";
+/** Records each event element as it is added, with the time and what the page said then. */
+const RECORD_EVENTS = `(() => {
+  const seen = (window.__seen = []);
+  const data = (selector, key) => document.querySelector(selector)?.dataset[key];
+  new MutationObserver((mutations) => {
+    for (const m of mutations)
+      for (const node of m.addedNodes) {
+        if (!(node instanceof HTMLElement) || node.dataset.testid !== 'task-event') continue;
+        seen.push({
+          seq: Number(node.dataset.seq),
+          type: node.dataset.type,
+          text: node.querySelector('.event-body')?.textContent ?? '',
+          at: performance.now(),
+          stream: data('[data-testid=stream-state]', 'stream'),
+          taskState: data('[data-testid=task-state]', 'state'),
+        });
+      }
+  }).observe(document.body, { childList: true, subtree: true });
+})()`;
+
+/** What the page saw, in order: each event element as it was added, with the time. */
+interface Seen {
+  seq: number;
+  type: string;
+  text: string;
+  at: number;
+  stream: string | undefined;
+  taskState: string | undefined;
+}
+
+/**
+ * The dashboard in a real browser (Debian's chromium through playwright-core) against a real
+ * daemon with real VMs: sign in, create a box, run a shell task in it and watch its events arrive
+ * one by one while it runs, see the box's egress audit, pause and resume it, kill it. Screenshots
+ * of each step go to artifacts/screenshots/.
+ */
+describe('the web dashboard in Chromium against a real daemon', () => {
+  let dataDir: string;
+  let daemon: Daemon;
+  let api: ReturnType<typeof client>;
+  let browser: Browser;
+  let page: Page;
+  const pageErrors: string[] = [];
+  let boxId: string;
+
+  const shot = (name: string) => page.screenshot({ path: path.join(SHOTS, `${name}.png`), fullPage: true });
+
+  beforeAll(async () => {
+    // The test setup's own Debian packages (idempotent; scripts/test.sh runs it too).
+    if (!fs.existsSync(CHROMIUM))
+      execFileSync('bash', [path.join(ROOT, 'scripts/test-packages.sh')], { stdio: 'inherit' });
+    if (!fs.existsSync(path.join(DIST, 'index.html'))) {
+      execFileSync(
+        process.execPath,
+        [path.join(ROOT, 'node_modules/vite/bin/vite.js'), 'build', 'packages/dashboard'],
+        {
+          cwd: ROOT,
+          stdio: 'inherit',
+        },
+      );
+    }
+    fs.mkdirSync(SHOTS, { recursive: true });
+    dataDir = fs.mkdtempSync(path.join(os.tmpdir(), 'agentbox-dashboard-'));
+    daemon = await startDaemon(dataDir);
+    api = client(daemon.url, daemon.initialKey!);
+    browser = await chromium.launch({ executablePath: CHROMIUM, headless: true, args: CHROMIUM_ARGS });
+    page = await browser.newPage({ viewport: { width: 1280, height: 860 } });
+    page.on('pageerror', (err) => pageErrors.push(`pageerror: ${err.message}`));
+    page.on('console', (msg) => {
+      // HTTP errors the page handles (the refused key) are logged by the browser itself; anything
+      // else (a CSP refusal, a script error) counts.
+      if (msg.type() === 'error' && !msg.text().startsWith('Failed to load resource'))
+        pageErrors.push(`console: ${msg.text()}`);
+    });
+  });
+
+  afterAll(async () => {
+    await browser?.close();
+    if (api) {
+      const list = await api('GET', '/v1/boxes').catch(() => undefined);
+      if (list?.ok)
+        for (const b of ((await list.json()) as { boxes: Box[] }).boxes)
+          await api('DELETE', `/v1/boxes/${b.id}`);
+    }
+    if (daemon) {
+      daemon.process.kill('SIGTERM');
+      await daemon.exited;
+      for (const pid of leftoversIn(dataDir).processes) process.kill(pid, 'SIGKILL');
+    }
+    if (dataDir) fs.rmSync(dataDir, { recursive: true, force: true });
+  });
+
+  it('refuses a wrong key, then signs in with the real one', async () => {
+    await page.goto(daemon.url);
+    await page.getByTestId('login-form').waitFor();
+    await shot('01-login');
+    await page.getByLabel('API key').fill('abk_not-a-real-key');
+    await page.getByRole('button', { name: 'Sign in' }).click();
+    await expect.poll(() => page.getByTestId('error').getAttribute('data-code')).toBe('unauthorized');
+    await page.getByLabel('API key').fill(daemon.initialKey!);
+    await page.getByRole('button', { name: 'Sign in' }).click();
+    await page.getByTestId('no-boxes').waitFor();
+    // The key is kept for this tab only, and never put in a URL.
+    expect(await page.evaluate(STORED_KEY)).toBe(daemon.initialKey);
+    expect(page.url()).not.toContain(daemon.initialKey!);
+    await shot('02-boxes-empty');
+  });
+
+  it('creates a box from the form and lists it with state, resources and age', async () => {
+    await page.getByTestId('new-box').click();
+    await page.getByLabel('Memory (MiB)').fill('512');
+    await page.getByLabel('User id').fill('e2e-dashboard');
+    await page.getByTestId('create-box').click();
+    const row = page.locator('[data-testid=box-row]', { hasText: 'e2e-dashboard' });
+    await expect.poll(() => row.count(), { timeout: 200_000 }).toBe(1);
+    boxId = (await row.getAttribute('data-box-id'))!;
+    expect(boxId).toMatch(/^box-[a-z0-9]{10}$/);
+    await expect
+      .poll(() => row.getAttribute('data-state'), { timeout: 200_000 })
+      .toMatch(/^(running|paused|hibernated)$/);
+    const cells = await row.locator('td').allInnerTexts();
+    expect(cells[2]).toBe('bash');
+    expect(cells[3]).toBe('512 MiB');
+    expect(cells[4]).toBe('1');
+    expect(cells[5]).toMatch(/^\d+[smhd]/);
+    expect(cells[6]).toBe('e2e-dashboard');
+    await shot('03-box-running');
+  });
+
+  it('starts a shell task in the box and shows its events live, one by one, before it ends', async () => {
+    await page.locator(`a[href="/boxes/${boxId}"]`).first().click();
+    await page.getByTestId('box-facts').waitFor();
+    await page.getByTestId('task-in-box').click();
+    const form = page.getByTestId('create-task-form');
+    await form.waitFor();
+    expect(await form.locator('select[name=agent]').inputValue()).toBe('shell');
+    expect(await form.locator('select[name=where]').inputValue()).toBe(boxId);
+    await form.locator('textarea[name=prompt]').fill(SCRIPT);
+
+    // Record every event element the moment it is added (the page stays: routing is client-side).
+    await page.evaluate(RECORD_EVENTS);
+    await page.getByTestId('start-task').click();
+    await page.waitForURL(/\/tasks\/[^/]+$/);
+    const taskId = page.url().split('/').pop()!;
+
+    // Mid-run: tick 1 is on the page while tick 3 is not yet, and the stream is live.
+    const tick = (n: number) =>
+      page.locator('[data-testid=task-event][data-type=text]', { hasText: `tick ${n}` });
+    await tick(1).waitFor({ timeout: 120_000 });
+    expect(await tick(3).count()).toBe(0);
+    expect(await page.getByTestId('stream-state').getAttribute('data-stream')).toBe('live');
+    await shot('04-task-live');
+
+    await page.locator('[data-testid=task-state][data-state=succeeded]').waitFor({ timeout: 120_000 });
+    await page.locator('[data-testid=task-event][data-type=completion]').waitFor();
+    await expect.poll(() => page.getByTestId('stream-state').getAttribute('data-stream')).toBe('ended');
+    await shot('05-task-done');
+
+    const seen = await page.evaluate<Seen[]>('window.__seen');
+    const ticks = [1, 2, 3].map((n) => seen.find((s) => s.type === 'text' && s.text.trim() === `tick ${n}`));
+    for (const t of ticks) {
+      expect(t, JSON.stringify(seen)).toBeDefined();
+      // Shown while the task was still running (as far as the page knew), over the live stream.
+      expect(['queued', 'running']).toContain(t!.taskState);
+      expect(t!.stream).toBe('live');
+    }
+    // One by one, as the script printed them (a second apart), not all at the end.
+    expect(ticks[1]!.at - ticks[0]!.at).toBeGreaterThan(500);
+    expect(ticks[2]!.at - ticks[1]!.at).toBeGreaterThan(500);
+    const completion = seen.find((s) => s.type === 'completion')!;
+    expect(completion.at).toBeGreaterThanOrEqual(ticks[2]!.at);
+    // In order, no duplicates: what the page shows is exactly the stored log.
+    const shown = await page.evaluate<number[]>(
+      "[...document.querySelectorAll('[data-testid=task-event]')].map((e) => Number(e.dataset.seq))",
+    );
+    const stored = (await (await api('GET', `/v1/tasks/${taskId}/events?follow=false`)).text())
+      .split('\n')
+      .filter(Boolean)
+      .map((l) => (JSON.parse(l) as { seq: number }).seq);
+    expect(shown).toEqual(stored);
+    // Each kind is rendered apart.
+    expect(await page.locator('li.event-status').count()).toBeGreaterThan(0);
+    expect(await page.locator('li.event-text').count()).toBeGreaterThanOrEqual(4);
+    expect(await page.locator('li.event-completion').count()).toBe(1);
+  });
+
+  it("shows the box's egress audit: the refused connection of the task", async () => {
+    const records = async () =>
+      ((await (await api('GET', `/v1/boxes/${boxId}/egress`)).json()) as { records: EgressAuditRecord[] })
+        .records;
+    await expect.poll(async () => (await records()).length, { timeout: 30_000 }).toBeGreaterThan(0);
+    await page.getByRole('link', { name: boxId }).first().click();
+    const table = page.getByTestId('egress-table');
+    await table.waitFor({ timeout: 15_000 });
+    const row = table.locator('tr', { hasText: 'example.com:443' }).first();
+    await row.waitFor();
+    expect(await row.innerText()).toContain('deny');
+    await shot('06-box-egress-audit');
+  });
+
+  it('pauses and resumes the box when the daemon can', async () => {
+    await page.getByTestId('box-facts').waitFor();
+    const state = () => page.getByTestId('box-facts').getByTestId('state').innerText();
+    // Idle boxes pause themselves after a while: start from a running one.
+    if ((await state()) !== 'running') {
+      await page.getByTestId('resume-box').click();
+      await expect.poll(state, { timeout: 120_000 }).toBe('running');
+    }
+    const pause = page.getByTestId('pause-box');
+    if ((await pause.count()) === 0) return; // a daemon without pause/resume: the buttons stay hidden
+    await pause.click();
+    await expect.poll(state, { timeout: 60_000 }).toBe('paused');
+    await shot('07-box-paused');
+    await page.getByTestId('resume-box').click();
+    await expect.poll(state, { timeout: 120_000 }).toBe('running');
+  });
+
+  it('kills the box from the UI and it is gone', async () => {
+    await page.getByTestId('kill-box').click();
+    await page.getByTestId('kill-box-confirm').click();
+    await page.waitForURL(/\/boxes$/);
+    await page.getByTestId('refresh-boxes').waitFor();
+    await expect.poll(() => page.locator(`[data-box-id="${boxId}"]`).count(), { timeout: 60_000 }).toBe(0);
+    const after = await api('GET', `/v1/boxes/${boxId}`);
+    if (after.status !== 404) expect(((await after.json()) as Box).state).toBe('deleted');
+    await shot('08-box-killed');
+  });
+
+  it('signs out, and the page had no script or CSP errors', async () => {
+    await page.getByTestId('sign-out').click();
+    await page.getByTestId('login-form').waitFor();
+    expect(await page.evaluate(STORED_KEY)).toBeNull();
+    expect(pageErrors).toEqual([]);
+  });
+});
