@@ -3,6 +3,7 @@ import os from 'node:os';
 import path from 'node:path';
 import { fileURLToPath, pathToFileURL } from 'node:url';
 import { format } from 'node:util';
+import ts from 'typescript';
 import { afterAll, beforeAll, describe, expect, it, vi } from 'vitest';
 import { AgentboxClient } from '../../src/index.js';
 import { sdkDaemon, type SdkDaemon } from '../helpers/sdk-daemon.js';
@@ -15,20 +16,26 @@ interface Example {
   line: number;
   code: string;
   expected: string[];
+  /** ```ts skip-test: type-checked but not run. */
+  run: boolean;
 }
 
-/** The ```ts blocks of the README (but ```ts skip-test), with their `// → text` expectations. */
-export function readmeExamples(markdown: string): Example[] {
+/** The ```ts blocks of the README, with their `// → text` expectations. */
+function readmeExamples(markdown: string): Example[] {
   const examples: Example[] = [];
   const fence = /^```ts([^\n]*)\n([\s\S]*?)^```$/gm;
   for (const m of markdown.matchAll(fence)) {
-    if (m[1]!.includes('skip-test')) continue;
     const code = m[2]!;
     const expected = [...code.matchAll(/\/\/ → (.*)$/gm)].map((e) => e[1]!.trim());
-    examples.push({ line: markdown.slice(0, m.index).split('\n').length, code, expected });
+    const line = markdown.slice(0, m.index).split('\n').length;
+    examples.push({ line, code, expected, run: !m[1]!.includes('skip-test') });
   }
   return examples;
 }
+
+/** The example as a module importing the SDK's source. */
+const moduleText = (example: Example) =>
+  example.code.replaceAll("from '@agentbox/sdk'", `from ${JSON.stringify(SDK_ENTRY)}`);
 
 /**
  * Every TypeScript example of packages/sdk/README.md runs, as written, against a daemon on the
@@ -36,7 +43,8 @@ export function readmeExamples(markdown: string): Example[] {
  * and leaves no box behind.
  */
 describe('README examples', () => {
-  const examples = readmeExamples(fs.readFileSync(README, 'utf8'));
+  const all = readmeExamples(fs.readFileSync(README, 'utf8'));
+  const examples = all.filter((e) => e.run);
   let d: SdkDaemon;
   let dir: string;
   const saved = { url: process.env.AGENTBOX_URL, key: process.env.AGENTBOX_API_KEY };
@@ -60,6 +68,35 @@ describe('README examples', () => {
     expect(examples.length).toBeGreaterThanOrEqual(6);
     expect(examples.filter((e) => e.expected.length > 0).length).toBe(examples.length);
   });
+
+  it('every example type-checks (strict, as the packages are)', () => {
+    const files = all.map((example) => {
+      const file = path.join(dir, `typed-${example.line}.mts`);
+      fs.writeFileSync(file, moduleText(example));
+      return file;
+    });
+    const program = ts.createProgram(files, {
+      target: ts.ScriptTarget.ES2022,
+      module: ts.ModuleKind.NodeNext,
+      moduleResolution: ts.ModuleResolutionKind.NodeNext,
+      lib: ['lib.es2023.d.ts'],
+      types: ['node'],
+      typeRoots: [path.join(here, '../../../../node_modules/@types')],
+      strict: true,
+      noUncheckedIndexedAccess: true,
+      skipLibCheck: true,
+      noEmit: true,
+      allowImportingTsExtensions: true,
+      customConditions: ['source'],
+    });
+    const problems = ts.getPreEmitDiagnostics(program).map((d) => {
+      const where = d.file
+        ? `${path.basename(d.file.fileName)}:${d.file.getLineAndCharacterOfPosition(d.start!).line + 1}`
+        : '';
+      return `${where} ${ts.flattenDiagnosticMessageText(d.messageText, '\n')}`;
+    });
+    expect(problems).toEqual([]);
+  }, 60_000);
 
   it.each(examples.map((e) => [e.line, e] as const))(
     'the example at README.md:%i runs',
