@@ -1,20 +1,7 @@
 import { useEffect, useState } from 'preact/hooks';
+import { parseRoute, type Route } from './routes.js';
 
-/** The dashboard's pages; the daemon answers each of these paths with index.html. */
-export type Route =
-  | { page: 'boxes' }
-  | { page: 'box'; id: string }
-  | { page: 'tasks'; boxId: string | undefined }
-  | { page: 'task'; id: string };
-
-export function parseRoute(pathname: string, search: string): Route {
-  const parts = pathname.split('/').filter(Boolean).map(decodeURIComponent);
-  if (parts[0] === 'boxes' && parts[1]) return { page: 'box', id: parts[1] };
-  if (parts[0] === 'tasks' && parts[1]) return { page: 'task', id: parts[1] };
-  if (parts[0] === 'tasks')
-    return { page: 'tasks', boxId: new URLSearchParams(search).get('boxId') ?? undefined };
-  return { page: 'boxes' };
-}
+export type { Route } from './routes.js';
 
 const listeners = new Set<() => void>();
 

@@ -5,7 +5,8 @@ import { ErrorNote, Section, StateBadge } from '../components.js';
 import { clock, show } from '../format.js';
 import { usePolled } from '../hooks.js';
 import { linkTo } from '../router.js';
-import { isTerminal, useTaskEvents, type StreamState } from '../task-events.js';
+import { isTerminal, type StreamState } from '../follow-task.js';
+import { useTaskEvents } from '../task-events.js';
 
 /** One task: its spec and outcome, its events as they arrive, cancel. */
 export function TaskDetailView(props: { api: ApiClient; id: string }) {

@@ -25,7 +25,7 @@ const CHROMIUM_ARGS = [
 ];
 const SCRIPT = [
   'curl -sS -o /dev/null https://example.com/ 2>/dev/null; echo "curl exit $?"',
-  'for i in 1 2 3; do echo tick $i; sleep 1; done',
+  'for i in 1 2 3; do echo tick $i; sleep 2; done',
 ].join('\n');
 
 /*
@@ -177,12 +177,10 @@ describe('the web dashboard in Chromium against a real daemon', () => {
     await page.waitForURL(/\/tasks\/[^/]+$/);
     const taskId = page.url().split('/').pop()!;
 
-    // Mid-run: tick 1 is on the page while tick 3 is not yet, and the stream is live.
-    const tick = (n: number) =>
-      page.locator('[data-testid=task-event][data-type=text]', { hasText: `tick ${n}` });
-    await tick(1).waitFor({ timeout: 120_000 });
-    expect(await tick(3).count()).toBe(0);
-    expect(await page.getByTestId('stream-state').getAttribute('data-stream')).toBe('live');
+    // Mid-run (the page's own record below is what proves it: Playwright polls late under load).
+    await page
+      .locator('[data-testid=task-event][data-type=text]', { hasText: 'tick 1' })
+      .waitFor({ timeout: 120_000 });
     await shot('04-task-live');
 
     await page.locator('[data-testid=task-state][data-state=succeeded]').waitFor({ timeout: 120_000 });
@@ -198,9 +196,9 @@ describe('the web dashboard in Chromium against a real daemon', () => {
       expect(['queued', 'running']).toContain(t!.taskState);
       expect(t!.stream).toBe('live');
     }
-    // One by one, as the script printed them (a second apart), not all at the end.
-    expect(ticks[1]!.at - ticks[0]!.at).toBeGreaterThan(500);
-    expect(ticks[2]!.at - ticks[1]!.at).toBeGreaterThan(500);
+    // One by one, as the script printed them (two seconds apart), not all at the end.
+    expect(ticks[1]!.at - ticks[0]!.at, JSON.stringify(seen)).toBeGreaterThan(1000);
+    expect(ticks[2]!.at - ticks[1]!.at, JSON.stringify(seen)).toBeGreaterThan(1000);
     const completion = seen.find((s) => s.type === 'completion')!;
     expect(completion.at).toBeGreaterThanOrEqual(ticks[2]!.at);
     // In order, no duplicates: what the page shows is exactly the stored log.
