@@ -1,8 +1,10 @@
 import fs from 'node:fs';
 import os from 'node:os';
 import path from 'node:path';
-import { describe, expect, it } from 'vitest';
+import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import type { Task } from '@agentbox/protocol';
 import { formatEvent, taskRequestFromFlags, type TaskRunOptions } from '../../src/commands/task.js';
+import { sdkDaemon, type SdkDaemon } from '../../../sdk/test/helpers/sdk-daemon.js';
 import { cli } from '../helpers.js';
 
 const base: TaskRunOptions = { agent: 'claude', prompt: 'hi', file: [], env: [], follow: false, json: false };
@@ -79,4 +81,59 @@ describe('agentbox task', () => {
     expect(r.code).toBe(125);
     expect(r.stderr).toMatch(/no API key/);
   });
+});
+
+/** The built CLI's task commands (through @agentbox/sdk) against a daemon on the fake driver. */
+describe('agentbox task against a daemon', () => {
+  let d: SdkDaemon;
+  let flags: string[];
+  beforeAll(async () => {
+    d = await sdkDaemon();
+    flags = ['--url', d.url, '--key', d.admin];
+  });
+  afterAll(() => d.close());
+
+  it('run --follow prints the events and exits 0; show, events --after, list and cancel', async () => {
+    const run = await cli([
+      'task',
+      'run',
+      '--agent',
+      'shell',
+      '-p',
+      'echo one; echo two',
+      '--follow',
+      ...flags,
+    ]);
+    expect(run.code, run.stderr).toBe(0);
+    expect(run.stdout).toMatch(/^one\ntwo\n✔ one\ntwo\n$/m);
+    const id = /task (\S+) queued/.exec(run.stderr)![1]!;
+    expect(run.stderr).toContain(`agentbox: task ${id} succeeded`);
+
+    const show = await cli(['task', 'show', id, ...flags]);
+    expect(JSON.parse(show.stdout)).toMatchObject({ id, state: 'succeeded' });
+    const events = await cli(['task', 'events', id, '--after', '1', '--json', ...flags]);
+    const seqs = events.stdout
+      .trim()
+      .split('\n')
+      .map((l) => (JSON.parse(l) as { seq: number }).seq);
+    expect(seqs[0]).toBe(2);
+    expect(seqs).toEqual(seqs.map((_, i) => i + 2));
+    expect((await cli(['task', 'list', ...flags])).stdout).toContain(id);
+
+    const queued = await cli(['task', 'run', '--agent', 'shell', '-p', 'sleep 30', '--json', ...flags]);
+    const task = JSON.parse(queued.stdout) as Task;
+    const cancel = await cli(['task', 'cancel', task.id, ...flags]);
+    expect(cancel.stdout).toMatch(new RegExp(`^${task.id} `));
+  }, 60_000);
+
+  it('a failed task exits 1; a daemon error is one line and exit 125', async () => {
+    const failed = await cli(['task', 'run', '--agent', 'shell', '-p', 'exit 3', '--follow', ...flags]);
+    expect(failed.code).toBe(1);
+    expect(failed.stderr).toMatch(/task \S+ failed/);
+    const missing = await cli(['task', 'show', 'task-nope', ...flags]);
+    expect(missing.code).toBe(125);
+    expect(missing.stderr).toMatch(/^agentbox: .*task-nope/);
+    const badKey = await cli(['task', 'list', '--url', d.url, '--key', 'abk_wrong']);
+    expect(badKey).toMatchObject({ code: 125, stderr: 'agentbox: unknown or revoked API key\n' });
+  }, 60_000);
 });
