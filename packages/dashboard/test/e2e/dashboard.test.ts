@@ -65,8 +65,8 @@ interface Seen {
 /**
  * The dashboard in a real browser (Debian's chromium through playwright-core) against a real
  * daemon with real VMs: sign in, create a box, run a shell task in it and watch its events arrive
- * one by one while it runs, see the box's egress audit, pause and resume it, kill it. Screenshots
- * of each step go to artifacts/screenshots/.
+ * one by one while it runs, cancel another, see the box's egress audit, pause and resume it, kill
+ * it. Screenshots of each step go to artifacts/screenshots/.
  */
 describe('the web dashboard in Chromium against a real daemon', () => {
   let dataDir: string;
@@ -216,6 +216,23 @@ describe('the web dashboard in Chromium against a real daemon', () => {
     expect(await page.locator('li.event-completion').count()).toBe(1);
   });
 
+  it('cancels a running task from its page', async () => {
+    await page.getByRole('link', { name: boxId }).first().click();
+    await page.getByTestId('task-in-box').click();
+    await page.locator('textarea[name=prompt]').fill('echo started; sleep 120; echo never');
+    await page.getByTestId('start-task').click();
+    await page.waitForURL(/\/tasks\/[^/]+$/);
+    await page
+      .locator('[data-testid=task-event][data-type=text]', { hasText: 'started' })
+      .waitFor({ timeout: 120_000 });
+    await page.getByTestId('cancel-task').click();
+    await page.locator('[data-testid=task-state][data-state=cancelled]').waitFor({ timeout: 60_000 });
+    await expect.poll(() => page.getByTestId('stream-state').getAttribute('data-stream')).toBe('ended');
+    expect(await page.locator('[data-testid=task-event]', { hasText: 'never' }).count()).toBe(0);
+    expect(await page.getByTestId('cancel-task').count()).toBe(0);
+    await shot('06-task-cancelled');
+  });
+
   it("shows the box's egress audit: the refused connection of the task", async () => {
     const records = async () =>
       ((await (await api('GET', `/v1/boxes/${boxId}/egress`)).json()) as { records: EgressAuditRecord[] })
@@ -227,7 +244,7 @@ describe('the web dashboard in Chromium against a real daemon', () => {
     const row = table.locator('tr', { hasText: 'example.com:443' }).first();
     await row.waitFor();
     expect(await row.innerText()).toContain('deny');
-    await shot('06-box-egress-audit');
+    await shot('07-box-egress-audit');
   });
 
   it('pauses and resumes the box when the daemon can', async () => {
@@ -242,7 +259,7 @@ describe('the web dashboard in Chromium against a real daemon', () => {
     if ((await pause.count()) === 0) return; // a daemon without pause/resume: the buttons stay hidden
     await pause.click();
     await expect.poll(state, { timeout: 60_000 }).toBe('paused');
-    await shot('07-box-paused');
+    await shot('08-box-paused');
     await page.getByTestId('resume-box').click();
     await expect.poll(state, { timeout: 120_000 }).toBe('running');
   });
@@ -255,7 +272,7 @@ describe('the web dashboard in Chromium against a real daemon', () => {
     await expect.poll(() => page.locator(`[data-box-id="${boxId}"]`).count(), { timeout: 60_000 }).toBe(0);
     const after = await api('GET', `/v1/boxes/${boxId}`);
     if (after.status !== 404) expect(((await after.json()) as Box).state).toBe('deleted');
-    await shot('08-box-killed');
+    await shot('09-box-killed');
   });
 
   it('signs out, and the page had no script or CSP errors', async () => {
