@@ -51,6 +51,34 @@ export class Boxes {
   async list(opts: RequestOpts = {}): Promise<Box[]> {
     return (await this.http.json<{ boxes: Box[] }>({ method: 'GET', path: '/v1/boxes', ...opts })).boxes;
   }
+
+  /** Pauses a box by id (see `Sandbox.pause`); returns it. */
+  pause(id: string, opts: RequestOpts = {}): Promise<Box> {
+    return this.act(id, 'pause', opts);
+  }
+
+  /** Resumes a paused box or wakes a hibernated one, by id; returns it. */
+  resume(id: string, opts: RequestOpts = {}): Promise<Box> {
+    return this.act(id, 'resume', opts);
+  }
+
+  /** Hibernates a box by id; returns it. */
+  hibernate(id: string, opts: RequestOpts = {}): Promise<Box> {
+    return this.act(id, 'hibernate', opts);
+  }
+
+  /** Kills a box by id and deletes everything of it; returns it (state `deleted`). */
+  kill(id: string, opts: RequestOpts = {}): Promise<Box> {
+    return this.http.json<Box>({ method: 'DELETE', path: `/v1/boxes/${encodeURIComponent(id)}`, ...opts });
+  }
+
+  private act(id: string, action: 'pause' | 'resume' | 'hibernate', opts: RequestOpts): Promise<Box> {
+    return this.http.json<Box>({
+      method: 'POST',
+      path: `/v1/boxes/${encodeURIComponent(id)}/${action}`,
+      ...opts,
+    });
+  }
 }
 
 /** A connection to one agentbox daemon: its boxes, tasks and library. */

@@ -98,12 +98,8 @@ export class Sandbox {
     return this.box.state;
   }
 
-  private async act(action: 'pause' | 'resume' | 'hibernate', opts: RequestOpts): Promise<Box> {
-    this.box = await this.http.json<Box>({
-      method: 'POST',
-      path: `/v1/boxes/${encodeURIComponent(this.id)}/${action}`,
-      ...opts,
-    });
+  private async act(action: 'pause' | 'resume' | 'hibernate' | 'kill', opts: RequestOpts): Promise<Box> {
+    this.box = await this.client.boxes[action](this.id, opts);
     return this.box;
   }
 
@@ -133,13 +129,8 @@ export class Sandbox {
   }
 
   /** Kills the VM and deletes everything of the box. */
-  async kill(opts: RequestOpts = {}): Promise<Box> {
-    this.box = await this.http.json<Box>({
-      method: 'DELETE',
-      path: `/v1/boxes/${encodeURIComponent(this.id)}`,
-      ...opts,
-    });
-    return this.box;
+  kill(opts: RequestOpts = {}): Promise<Box> {
+    return this.act('kill', opts);
   }
 
   /** The box's egress decisions (audit), oldest first; pass `next` as `after` for the next page. */

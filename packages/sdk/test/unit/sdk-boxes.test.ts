@@ -138,6 +138,9 @@ describe('Sandbox over the fake driver', () => {
     expect(await box.pause()).toMatchObject({ state: 'paused' });
     expect(box.state).toBe('paused');
     expect(await box.resume()).toMatchObject({ state: 'running' });
+    // The same by id, without a Sandbox.
+    expect(await client.boxes.pause(box.id)).toMatchObject({ id: box.id, state: 'paused' });
+    expect(await client.boxes.resume(box.id)).toMatchObject({ id: box.id, state: 'running' });
     const refused = await box.hibernate().catch((e: unknown) => e);
     expect(refused).toBeInstanceOf(SnapshotFailedError);
     expect((await box.refresh()).state).toBe('running');
