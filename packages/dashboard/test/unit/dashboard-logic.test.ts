@@ -1,6 +1,6 @@
 import { describe, expect, it } from 'vitest';
 import type { Task, TaskEvent } from '@agentbox/protocol';
-import { ApiError } from '../../src/api-client.js';
+import { ApiError, createApiClient } from '../../src/api-client.js';
 import { followTask, type StreamState } from '../../src/follow-task.js';
 import { age, bytes } from '../../src/format.js';
 import { createLineSplitter } from '../../src/ndjson.js';
@@ -12,6 +12,9 @@ const event = (seq: number, content = `line ${seq}`): TaskEvent => ({
   type: 'text',
   content,
 });
+
+const urlOf = (input: Parameters<typeof fetch>[0]) =>
+  typeof input === 'string' ? input : input instanceof URL ? input.href : input.url;
 
 /** The dashboard's logic that needs no browser: stream parsing, reconnects, routes, formatting. */
 describe('dashboard logic', () => {
@@ -95,6 +98,80 @@ describe('dashboard logic', () => {
       expect(calls, String(status)).toBe(1);
       expect(states.at(-1)).toBe('ended');
     }
+  });
+
+  it("turns the API's error bodies into ApiError with code and request id; an unreachable daemon too", async () => {
+    const seen: { url: string; key: string | null }[] = [];
+    const api = createApiClient({
+      key: 'abk_test',
+      baseUrl: 'http://daemon',
+      fetch: async (input, init) => {
+        seen.push({ url: urlOf(input), key: new Headers(init?.headers).get('x-api-key') });
+        return new Response(
+          JSON.stringify({
+            error: { code: 'box_not_found', message: 'no box box-0123456789', requestId: 'req_1' },
+          }),
+          { status: 404, headers: { 'content-type': 'application/json' } },
+        );
+      },
+    });
+    const err = await api.getBox('box-0123456789').catch((e: unknown) => e);
+    expect(err).toBeInstanceOf(ApiError);
+    expect(err).toMatchObject({
+      code: 'box_not_found',
+      status: 404,
+      requestId: 'req_1',
+      message: 'no box box-0123456789',
+    });
+    expect(seen).toEqual([{ url: 'http://daemon/v1/boxes/box-0123456789', key: 'abk_test' }]);
+
+    const down = createApiClient({ key: 'k', fetch: () => Promise.reject(new TypeError('fetch failed')) });
+    expect(await down.listBoxes().catch((e: unknown) => e)).toMatchObject({
+      code: 'network_error',
+      status: 0,
+    });
+    const proxy = createApiClient({
+      key: 'k',
+      fetch: async () => new Response('bad gateway', { status: 502 }),
+    });
+    expect(await proxy.listBoxes().catch((e: unknown) => e)).toMatchObject({
+      code: 'http_502',
+      message: 'bad gateway',
+    });
+  });
+
+  it('reads the events stream as NDJSON in whatever chunks it arrives, key in the header not the URL', async () => {
+    const body = [event(1), event(2, 'two\nlines ✓ é'), event(3)]
+      .map((e) => JSON.stringify(e) + '\n')
+      .join('');
+    const bytes = new TextEncoder().encode(body);
+    let url = '';
+    const api = createApiClient({
+      key: 'abk_secret',
+      fetch: async (input) => {
+        url = urlOf(input);
+        // Cut into 7-byte chunks: lines (and UTF-8) split anywhere.
+        const stream = new ReadableStream<Uint8Array>({
+          start(controller) {
+            for (let i = 0; i < bytes.length; i += 7) controller.enqueue(bytes.slice(i, i + 7));
+            controller.close();
+          },
+        });
+        return new Response(stream, { status: 200, headers: { 'content-type': 'application/x-ndjson' } });
+      },
+    });
+    const got: TaskEvent[] = [];
+    let opened = false;
+    await api.followEvents('task-1', {
+      after: 0,
+      signal: new AbortController().signal,
+      onEvent: (e) => got.push(e),
+      onOpen: () => (opened = true),
+    });
+    expect(opened).toBe(true);
+    expect(got.map((e) => e.content)).toEqual(['line 1', 'two\nlines ✓ é', 'line 3']);
+    expect(url).toBe('/v1/tasks/task-1/events?after=0');
+    expect(url).not.toContain('abk_secret');
   });
 
   it('maps page paths to views (the paths the daemon answers with index.html)', () => {
