@@ -26,6 +26,22 @@ export default tseslint.config(
     },
   },
   {
+    // The dashboard's browser bundle: protocol types only, so zod stays out of it.
+    files: ['packages/dashboard/src/**/*.{ts,tsx}'],
+    rules: {
+      '@typescript-eslint/no-restricted-imports': [
+        'error',
+        {
+          paths: ['@agentbox/protocol', 'zod'].map((name) => ({
+            name,
+            allowTypeImports: true,
+            message: 'the browser bundle takes types only from here (`import type`): no zod in it',
+          })),
+        },
+      ],
+    },
+  },
+  {
     files: ['**/test/**/*.ts', 'vitest.config.ts'],
     rules: {
       '@typescript-eslint/no-non-null-assertion': 'off',
