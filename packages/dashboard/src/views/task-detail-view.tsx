@@ -252,6 +252,12 @@ function EventItem({ event }: { event: TaskEvent }) {
       </div>
       <div class="event-body">
         <EventBody event={event} />
+        {event.raw !== undefined && event.raw !== event.content ? (
+          <details class="raw">
+            <summary class="muted small">raw</summary>
+            <pre>{event.raw}</pre>
+          </details>
+        ) : null}
       </div>
     </li>
   );

@@ -6,6 +6,7 @@ import { fileURLToPath } from 'node:url';
 import { chromium, type Browser, type Page } from 'playwright-core';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import type { Box, EgressAuditRecord } from '@agentbox/protocol';
+import { agentboxHome, processesMentioning } from '@agentbox/vm';
 import { client, leftoversIn, startDaemon, type Daemon } from '../../../host/test/helpers/daemon.js';
 
 const ROOT = fileURLToPath(new URL('../../../../', import.meta.url));
@@ -120,6 +121,15 @@ describe('the web dashboard in Chromium against a real daemon', () => {
       daemon.process.kill('SIGTERM');
       await daemon.exited;
       for (const pid of leftoversIn(dataDir).processes) process.kill(pid, 'SIGKILL');
+      // Template builds (shared `$AGENTBOX_HOME/templates/<id>.build-<daemon pid>/`) that were still
+      // running when the daemon stopped: it does not stop them itself yet, and they must not outlive
+      // the test. Only this daemon's, by its pid.
+      const building = `.build-${daemon.process.pid}/`;
+      for (const pid of processesMentioning(building)) process.kill(pid, 'SIGKILL');
+      const templates = path.join(agentboxHome(), 'templates');
+      for (const dir of fs.existsSync(templates) ? fs.readdirSync(templates) : [])
+        if (dir.endsWith(building.slice(0, -1)))
+          fs.rmSync(path.join(templates, dir), { recursive: true, force: true });
     }
     if (dataDir) fs.rmSync(dataDir, { recursive: true, force: true });
   });
