@@ -9,6 +9,7 @@ import { setup } from './commands/setup.js';
 import { keysCreate, keysList, keysRevoke } from './commands/keys.js';
 import { audit } from './commands/audit.js';
 import { serve } from './commands/serve.js';
+import { boxAction } from './commands/lifecycle.js';
 
 /** Exit status for agentbox's own failures (as docker does), distinct from the command's codes. */
 export const EXIT_AGENTBOX_ERROR = 125;
@@ -148,10 +149,11 @@ export function buildProgram(setExit: (code: number) => void): Command {
 
   program
     .command('bench')
-    .description('measure boot, round trip, exec and throughput figures')
+    .description('measure boot, clone, pause/hibernate, round trip, exec, throughput and idle density figures')
     .option('--json', 'print one JSON object', false)
-    .action(async (opts: { json: boolean }) => {
-      const result = await bench((line) => process.stderr.write(`${line}\n`));
+    .option('--no-snapshots', 'skip the clone, pause, hibernate and idle-density figures')
+    .action(async (opts: { json: boolean; snapshots: boolean }) => {
+      const result = await bench((line) => process.stderr.write(`${line}\n`), { snapshots: opts.snapshots });
       process.stdout.write((opts.json ? JSON.stringify(result) : formatBench(result)) + '\n');
       setExit(0);
     });
@@ -171,8 +173,33 @@ export function buildProgram(setExit: (code: number) => void): Command {
         intOption('--max-boxes', 1, 1024),
       ),
     )
-    .action(async (opts: { host: string; port: number; data?: string; maxBoxes?: number }) =>
-      setExit(await serve(opts)),
+    .addOption(
+      new Option('--idle-pause-seconds <S>', 'pause a box nobody uses after S seconds (0: never)')
+        .argParser(intOption('--idle-pause-seconds', 0, 86_400))
+        .default(30),
+    )
+    .addOption(
+      new Option('--idle-hibernate-seconds <S>', 'hibernate a box paused for S seconds (0: never)')
+        .argParser(intOption('--idle-hibernate-seconds', 0, 30 * 86_400))
+        .default(600),
+    )
+    .addOption(
+      new Option('--warm-pool <N>', 'paused clones kept ready so a create returns at once')
+        .argParser(intOption('--warm-pool', 0, 64))
+        .default(0),
+    )
+    .option('--no-templates', 'no template snapshots: every box boots cold')
+    .action(
+      async (opts: {
+        host: string;
+        port: number;
+        data?: string;
+        maxBoxes?: number;
+        idlePauseSeconds: number;
+        idleHibernateSeconds: number;
+        warmPool: number;
+        templates: boolean;
+      }) => setExit(await serve(opts)),
     );
 
   const keys = program.command('keys').description('manage API keys (stored hashed; a key is shown once)');
@@ -216,6 +243,23 @@ export function buildProgram(setExit: (code: number) => void): Command {
     .action((box: string, opts: { data?: string; json: boolean; after?: number; limit?: number }) =>
       setExit(audit({ box, ...opts })),
     );
+
+  for (const [action, description] of [
+    ['pause', 'pause a box: its vCPUs stop and it uses no CPU; the next request resumes it'],
+    ['resume', 'resume a paused box, or wake a hibernated one'],
+    ['hibernate', 'hibernate a box: saved to disk, its VM process ends; the next request wakes it'],
+  ] as const) {
+    program
+      .command(action)
+      .description(description)
+      .argument('<box>', 'box id')
+      .option('--url <URL>', 'daemon URL (default $AGENTBOX_URL or http://127.0.0.1:8080)')
+      .option('--key <KEY>', 'API key (default $AGENTBOX_API_KEY)')
+      .option('--json', 'print the box as JSON', false)
+      .action(async (id: string, opts: { url?: string; key?: string; json: boolean }) =>
+        setExit(await boxAction(action, id, opts)),
+      );
+  }
 
   return program;
 }

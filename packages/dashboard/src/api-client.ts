@@ -12,7 +12,9 @@ import { createLineSplitter } from './ndjson.js';
 /*
  * A small fetch client of the daemon's HTTP API for the browser. Types only come from
  * `@agentbox/protocol` (erased at build time: no zod in the bundle).
- * TODO: switch to `@agentbox/sdk` once it exists and has a browser entry without zod.
+ * Not `@agentbox/sdk` (yet): it targets Node (`node:timers/promises`, `Buffer`) and parses error
+ * bodies with the protocol's zod schemas at run time. Switch once it has a browser entry without
+ * those; this file is the only one that talks HTTP.
  */
 
 export type EgressRecord = EgressAuditRecord & { seq: number };

@@ -121,8 +121,13 @@ export class GuestService {
     // Guest-opened channels are the proxy's; a late message on one that closed is stale.
     if ((channel & GUEST_CHANNEL_BIT) !== 0) return;
     if (channel === 0) {
-      // A host that (re)attached asks who we are.
-      if (isHelloRequest(message)) void this.sendHello().catch(() => undefined);
+      // A host that (re)attached asks who we are. It is a new host session (a restarted daemon, or
+      // a new QEMU that restored a snapshot of this VM taken with its old host still attached):
+      // whatever channels the old host had are gone.
+      if (isHelloRequest(message)) {
+        this.hostReconnected();
+        void this.sendHello().catch(() => undefined);
+      }
       return;
     }
     if (isPing(message)) {

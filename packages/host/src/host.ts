@@ -1,4 +1,5 @@
 import type { FastifyBaseLogger, FastifyInstance } from 'fastify';
+import { randomBytes } from 'node:crypto';
 import path from 'node:path';
 import type { AgentRunner } from '@agentbox/runners';
 const defaultRunnerFor = (): AgentRunner => {
@@ -22,6 +23,8 @@ import {
   type BoxBackend,
   type BoxEgress,
   type BoxLogger,
+import type { IdleSettings } from './services/box-power.js';
+import { createBoxTemplates, type TemplateBackend } from './services/box-templates.js';
   type GuestLayout,
   type ProcessProbe,
 } from './services/box-service.js';
@@ -74,6 +77,15 @@ export interface HostOptions {
   /** The library root (`$AGENTBOX_HOME/library`); default `<dataDir>/library`. */
   libraryDir?: string;
   /** The agent adapters; unit tests may stand in a scripted one. */
+  /**
+   * Boxes start as clones of a template (one per image + size, built in the background at start
+   * for the default size), with `warmPool` paused clones kept ready; absent: every box boots cold.
+   */
+  templates?: { backend: TemplateBackend; warmPool?: number };
+  /** Images by id, for boxes whose disk belongs to an older image than `image`. */
+  images?: (id: string) => Image | undefined;
+  /** Idle pause / hibernate settings (default: pause after 30 s, hibernate after 10 min paused). */
+  idle?: Partial<IdleSettings>;
   runnerFor?: (kind: AgentKind) => AgentRunner;
   clock?: () => number;
   /** The built web dashboard served at `/` (default `packages/dashboard/dist`). */
@@ -115,9 +127,28 @@ export function createHost(options: HostOptions) {
     },
     isCredential: (name) => isInjectableSecret(name),
     detach: async (boxId) => gateway.box(boxId)?.close(),
+    async reattach(boxId, guest) {
+      const session = gateway.box(boxId);
+      if (!session) return false;
+      await attachEgress(guest, session);
+      return true;
+    },
     updatePolicy: (boxId, policy) => gateway.box(boxId)?.updatePolicy(withTestUpstreams(policy)),
   };
 
+  const defaults = options.defaults ?? DEFAULT_BOX_RESOURCES;
+  const templates =
+    options.templates &&
+    createBoxTemplates({
+      backend: options.templates.backend,
+      image: options.image,
+      defaults,
+      warmPool: options.templates.warmPool ?? 0,
+      log,
+      newId: () => `box-${randomBytes(5).toString('hex')}`,
+      boxDir: options.boxDir,
+      probe: options.probe,
+    });
   const metrics = createMetrics({ boxesByState: () => store.countByState() });
   const boxes = createBoxService({
     store,
@@ -126,8 +157,11 @@ export function createHost(options: HostOptions) {
     boxDir: options.boxDir,
     limits: {
       maxBoxes: options.maxBoxes ?? DEFAULT_MAX_BOXES,
-      defaults: options.defaults ?? DEFAULT_BOX_RESOURCES,
+      defaults,
       ...(options.bootTimeoutMs ? { bootTimeoutMs: options.bootTimeoutMs } : {}),
+    ...(templates ? { templates } : {}),
+    ...(options.images ? { images: options.images } : {}),
+    ...(options.idle ? { idle: options.idle } : {}),
     },
     metrics,
     log,
@@ -192,6 +226,8 @@ export function createHost(options: HostOptions) {
     async start() {
       const reconciled = await boxes.reconcile();
       log.info(reconciled, 'reconciled boxes with live VMs');
+      templates?.start();
+      boxes.startIdlePolicy();
       const recovered = tasks.recover();
       if (recovered.failed.length + recovered.requeued.length > 0) log.info(recovered, 'recovered tasks');
       reaper = setInterval(
@@ -209,6 +245,7 @@ export function createHost(options: HostOptions) {
     async close(graceMs = SHUTDOWN_GRACE_MS) {
       closing = true;
       clearInterval(reaper);
+      await boxes.close();
       await tasks.stopAll();
       const cut = setTimeout(() => app.server.closeAllConnections(), graceMs);
       try {

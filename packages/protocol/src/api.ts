@@ -119,13 +119,19 @@ export const HealthResponseSchema = z
   .strict();
 
 export const BoxStateSchema = z
-  .enum(['creating', 'running', 'stopped', 'deleted', 'failed'])
-  .describe('creating → running → stopped → deleted, or failed.');
+  .enum(['creating', 'running', 'paused', 'hibernated', 'stopped', 'deleted', 'failed'])
+  .describe(
+    'creating → running ⇄ paused (vCPUs stopped) / hibernated (saved to disk, no VM process) → stopped → deleted, or failed. ' +
+      'A paused or hibernated box is resumed by the next request that uses it.',
+  );
 export type BoxState = z.infer<typeof BoxStateSchema>;
 
 export const StatusResponseSchema = z
   .object({
-    active_microvms: z.number().int().describe('Boxes that are creating or running.'),
+    active_microvms: z
+      .number()
+      .int()
+      .describe('Boxes that are creating, running or paused (a VM process exists).'),
     available_runtimes: z.array(RuntimeSchema),
     microvms: z
       .record(
@@ -206,6 +212,14 @@ export const CreateBoxRequestSchema = z
   .strict();
 export type CreateBoxRequest = z.input<typeof CreateBoxRequestSchema>;
 
+export const BoxStartModeSchema = z
+  .enum(['cold', 'clone', 'pool', 'wake', 'disk'])
+  .describe(
+    'cold: booted; clone: restored from the template snapshot; pool: taken from the warm pool of clones; ' +
+      'wake: restored from its own hibernation snapshot; disk: booted from its own disk (snapshot unusable).',
+  );
+export type BoxStartMode = z.infer<typeof BoxStartModeSchema>;
+
 export const BoxSchema = z
   .object({
     id: BoxIdSchema,
@@ -224,6 +238,7 @@ export const BoxSchema = z
     bootMs: z.number().int().nullable().describe('Boot time of the VM in ms.'),
     failureReason: z.string().nullable().describe('Why the box is failed.'),
     egress: EgressPolicySchema.nullable().describe('Egress policy of the box; null when egress is disabled.'),
+    startMode: BoxStartModeSchema.nullable().describe('How the VM last started; null before it did.'),
   })
   .strict();
 export type Box = z.infer<typeof BoxSchema>;

@@ -80,6 +80,7 @@ export class GuestConnection {
   constructor(private readonly options: GuestConnectionOptions = {}) {
     this.mux = this.newMux();
   }
+  private lastActivity = performance.now();
 
   get info(): Hello | undefined {
     return this.hello;
@@ -89,6 +90,16 @@ export class GuestConnection {
     return new Mux(
       {
         ...streamTransport(
+  /** Calls in flight (an exec stream counts until it exits): the box is busy while this is > 0. */
+  get activeCalls(): number {
+    return this.calls.size;
+  }
+
+  /** `performance.now()` of the last call opened or finished on this connection. */
+  get lastActivityAt(): number {
+    return this.lastActivity;
+  }
+
           () => this.socket,
           () => this.closedError ?? new AgentboxError('guest_unreachable', 'guest channel is not connected'),
         ),
@@ -218,6 +229,7 @@ export class GuestConnection {
     this.mux.open(channel, {
       onJson: (m) => call.onJson(m),
       onData: (s, c) => call.onData(s, c),
+    this.lastActivity = performance.now();
       onEnd: () => call.onEnd(),
     });
     this.mux.sendJson(channel, request).catch((err: Error) => call.fail(toGuestError(err)));
@@ -229,6 +241,7 @@ export class GuestConnection {
     this.mux.close(channel);
   }
 
+    this.lastActivity = performance.now();
   /** Parses a reply from the guest; anything unexpected is the guest's fault and fails the call. */
   private reply(message: unknown): z.infer<typeof GuestReplySchema> {
     const parsed = GuestReplySchema.safeParse(message);
@@ -345,20 +358,6 @@ export class GuestConnection {
     });
     if (this.hello) this.hello = { ...this.hello, bootId: result.bootId };
     return result;
-  }
-
-  /**
-   * Drops the host end of the channel without failing the connection for good (before a
-   * snapshot: the guest sees its host leave, so a restored copy greets its new host afresh).
-   * Calls in flight fail with `guest_unreachable`.
-   */
-  detach(): void {
-    const socket = this.socket;
-    this.socket = undefined;
-    this.resetCalls(new AgentboxError('guest_unreachable', 'the host detached from the guest channel'));
-    this.mux.resetAll();
-    this.hello = undefined;
-    socket?.destroy();
   }
 
   /** Runs a process; stdout/stderr are delivered to the sinks in order, with backpressure. */

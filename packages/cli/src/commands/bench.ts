@@ -3,6 +3,7 @@ import { randomBytes } from 'node:crypto';
 import { benchEgress, type EgressBenchResult } from '@agentbox/egress';
 import { DEFAULT_RESOURCES, type Vm } from '@agentbox/vm';
 import { openRuntime, type Runtime } from '../runtime.js';
+import { benchSnapshots, type SnapshotBenchResult } from './bench-snapshots.js';
 
 export interface BenchResult {
   accel: string;
@@ -24,8 +25,36 @@ export interface BenchResult {
   stdoutMBps: number;
   /** What the egress gateway adds, on loopback (no VM): p50 latencies and throughput. */
   egress: EgressBenchResult;
+  /** Clones, warm pool, pause/resume, hibernate/wake, idle density (absent with --no-snapshots). */
+  snapshots?: SnapshotBenchResult;
+  /** coldBootMs ÷ cloneStartMs (and ÷ warmStartMs). */
+  cloneSpeedup?: number;
+  warmSpeedup?: number;
+  /** Issue 7's budgets on this host, each with the figure it checks. */
+  budgets?: Record<string, { value: number; limit: number; ok: boolean }>;
   samples: { coldBootMs: number[] };
   image: string;
+}
+
+/** The snapshot budgets (issue 7), checked against one run's figures. */
+export function snapshotBudgets(
+  coldBootMs: number,
+  s: SnapshotBenchResult,
+): Record<string, { value: number; limit: number; ok: boolean }> {
+  const check = (value: number, limit: number, atMost = true) => ({
+    value,
+    limit,
+    ok: atMost ? value <= limit : value >= limit,
+  });
+  return {
+    cloneStartMsVsColdBoot: check(s.cloneStartMs, Math.round(coldBootMs / 25)),
+    cloneStartMs: check(s.cloneStartMs, 200),
+    warmStartMsVsColdBoot: check(s.warmStartMs, Math.round(coldBootMs / 25)),
+    warmStartMs: check(s.warmStartMs, 200),
+    idleCloneMiB: check(s.idleCloneMiB, 96),
+    maxIdleBoxes: check(s.maxIdleBoxes, 50, false),
+    hostCpuIdlePctPaused: check(s.hostCpuIdlePctPaused, 80, false),
+  };
 }
 
 const MiB = 2 ** 20;
@@ -91,7 +120,10 @@ async function shellOutput(vm: Vm, script: string): Promise<string> {
 }
 
 /** Runs every measurement in one go, on this host, and returns one JSON-able object. */
-export async function bench(log: (line: string) => void): Promise<BenchResult> {
+export async function bench(
+  log: (line: string) => void,
+  options: { snapshots?: boolean } = {},
+): Promise<BenchResult> {
   const runtime = await openRuntime();
   log(`bench: accel ${runtime.accel.accel}, image ${runtime.image.manifest.id}`);
   const boots: number[] = [];
@@ -160,9 +192,20 @@ export async function bench(log: (line: string) => void): Promise<BenchResult> {
       `bench: stdout ${(TRANSFER_BYTES / MiB / (stdoutMs / 1000)).toFixed(0)} MB/s, download ${(TRANSFER_BYTES / MiB / (downloadMs / 1000)).toFixed(0)} MB/s`,
     );
 
+    await vm.destroy();
+    const coldBootMs = round(median(boots), 0);
+    const snapshots = options.snapshots === false ? undefined : await benchSnapshots(runtime, log);
     return {
       accel: runtime.accel.accel,
-      coldBootMs: round(median(boots), 0),
+      coldBootMs,
+      ...(snapshots
+        ? {
+            snapshots,
+            cloneSpeedup: round(coldBootMs / snapshots.cloneStartMs, 1),
+            warmSpeedup: round(coldBootMs / snapshots.warmStartMs, 1),
+            budgets: snapshotBudgets(coldBootMs, snapshots),
+          }
+        : {}),
       pingRttMs: round(median(pings), 3),
       execTrueMs: round(median(execs), 1),
       execFloorMs: round(execFloorMs, 1),
@@ -191,5 +234,20 @@ export function formatBench(r: BenchResult): string {
     `stdoutMBps     ${r.stdoutMBps}`,
     `egress         connect p50 +${r.egress.connectLatencyMs.added} ms, request p50 +${r.egress.requestLatencyMs.added} ms, ` +
       `tunnel ${r.egress.throughputMBps.tunnel} MB/s (direct ${r.egress.throughputMBps.direct})`,
+    ...(r.snapshots ? formatSnapshots(r.snapshots, r) : []),
   ].join('\n');
+}
+
+function formatSnapshots(s: SnapshotBenchResult, r: BenchResult): string[] {
+  return [
+    `cloneStartMs   ${s.cloneStartMs}  (${r.cloneSpeedup}× faster than a cold boot; loaded ${s.clonePhasesMs.loaded}, hello ${s.clonePhasesMs.hello}, restored ${s.clonePhasesMs.restored})`,
+    `warmStartMs    ${s.warmStartMs}  (${r.warmSpeedup}×; from the warm pool)`,
+    `pauseResumeMs  ${s.pauseResumeMs}`,
+    `hibernateMs    ${s.hibernateMs}  (state ${s.hibernateStateMiB} MiB; wake → exec ${s.hibernateWakeMs} ms)`,
+    `idleCloneMiB   ${s.idleCloneMiB}  (QEMU anonymous RSS ${s.idleCloneAnonMiB} MiB, tb-size ${s.tbSizeMib ?? 'default'})`,
+    `maxIdleBoxes   ${s.maxIdleBoxes}  (host memory ${s.hostMemUsedPct}% used; CPU idle ${s.hostCpuIdlePctPaused}% paused, ${s.hostCpuIdlePctRunning}% running)`,
+    ...Object.entries(r.budgets ?? {}).map(
+      ([name, b]) => `budget         ${b.ok ? 'ok  ' : 'MISS'} ${name} ${b.value} (limit ${b.limit})`,
+    ),
+  ];
 }

@@ -9,6 +9,8 @@ import {
   agentboxHome,
   boxesDir,
   hostTscKhz,
+  imagesDir,
+  loadImage,
   processStartTime,
   processesMentioning,
 } from '@agentbox/vm';
@@ -21,6 +23,14 @@ export interface ServeOptions {
   maxBoxes?: number;
   maxConcurrentTasks?: number;
   graceSeconds?: number;
+  /** Pause a box nobody uses after this many seconds (0: never). */
+  idlePauseSeconds?: number;
+  /** Hibernate a box paused this many seconds (0: never). */
+  idleHibernateSeconds?: number;
+  /** Paused clones kept ready so `create` returns at once. */
+  warmPool?: number;
+  /** false: no templates, every box boots cold. */
+  templates?: boolean;
 }
 
 /**
@@ -95,6 +105,8 @@ export async function serve(
     accel: accel.accel,
     tscKhz: accel.accel === 'tcg' ? hostTscKhz() : undefined,
     detached: true,
+    // Templates derive from images, which are shared by every data dir of this home.
+    templatesDir: path.join(home, 'templates'),
   });
   const logger = createLogger();
   const host = createHost({
@@ -109,6 +121,20 @@ export async function serve(
     ...(options.maxBoxes ? { maxBoxes: options.maxBoxes } : {}),
     ...(options.maxConcurrentTasks ? { maxConcurrentTasks: options.maxConcurrentTasks } : {}),
     libraryDir: path.join(dataDir, 'library'),
+    ...(options.templates === false ? {} : { templates: { backend, warmPool: options.warmPool ?? 0 } }),
+    images: (id) => {
+      try {
+        return loadImage(path.join(imagesDir(home), id));
+      } catch {
+        return undefined;
+      }
+    },
+    idle: {
+      ...(options.idlePauseSeconds !== undefined ? { pauseAfterMs: options.idlePauseSeconds * 1000 } : {}),
+      ...(options.idleHibernateSeconds !== undefined
+        ? { hibernateAfterMs: options.idleHibernateSeconds * 1000 }
+        : {}),
+    },
     ...testUpstreamMap(),
     egress: await egressOptionsFromEnv(),
   });
@@ -122,7 +148,8 @@ export async function serve(
   const address = await host.app.listen({ host: options.host, port: options.port });
   out.write(
     `agentbox: serving on ${address} (accel ${accel.accel}; data ${dataDir}; ` +
-      `${reconciled.adopted.length} boxes re-adopted, ${reconciled.failed.length} failed)\n`,
+      `${reconciled.adopted.length} boxes re-adopted, ${reconciled.failed.length} failed, ` +
+      `${reconciled.hibernated.length} hibernated)\n`,
   );
 
   const signal = await new Promise<NodeJS.Signals>((resolve) => {

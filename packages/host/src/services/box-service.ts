@@ -1,8 +1,11 @@
 import { randomBytes } from 'node:crypto';
+import fs from 'node:fs';
 import fsp from 'node:fs/promises';
+import path from 'node:path';
 import {
   AgentboxError,
   EgressPolicySchema,
+  type BoxStartMode,
   type BoxState,
   type EgressPolicyInput,
   type EgressPresetName,
@@ -11,6 +14,8 @@ import {
 import type { AdoptSpec, GuestConnection, Image, Vm, VmResources, VmSpec } from '@agentbox/vm';
 import type { BoxRecord, BoxStore } from '../store/box-store.js';
 import type { Actor } from '../store/key-store.js';
+import { createBoxPower, DEFAULT_IDLE, type BoxSession, type IdleSettings } from './box-power.js';
+import type { BoxTemplates } from './box-templates.js';
 import { WORKSPACE } from './paths.js';
 
 /** Where the box's env vars live inside the guest (VM lifetime), so a restarted daemon finds them. */
@@ -24,10 +29,14 @@ export interface GuestLayout {
 
 export const GUEST_LAYOUT: GuestLayout = { workspace: WORKSPACE, envFile: GUEST_ENV_FILE };
 
-/** The part of a VM backend the box service uses; `adopt` only where VMs outlive the daemon. */
+/**
+ * The part of a VM backend the box service uses; `adopt` only where VMs outlive the daemon,
+ * `hibernation` (whether a box has a usable snapshot) only where VMs can hibernate.
+ */
 export interface BoxBackend {
   create(spec: VmSpec): Promise<Vm>;
   adopt?(spec: AdoptSpec): Promise<Vm>;
+  hibernation?(id: string): unknown;
 }
 
 export interface BoxLogger {
@@ -60,6 +69,11 @@ export interface BoxEgress {
   detach(boxId: string): Promise<void>;
   /** Applies a changed policy to the box's open session (new connections and requests). */
   updatePolicy(boxId: string, policy: EgressPolicyInput): void;
+  /**
+   * Points a new guest connection of the box (after a wake or a re-adoption) at the box's open
+   * session, keeping its CA and placeholders; false when the box has none (then `attach`).
+   */
+  reattach?(boxId: string, guest: GuestConnection): Promise<boolean>;
 }
 
 /** What a task needs its box to reach, added to the box's policy. */
@@ -93,6 +107,8 @@ export interface BoxServiceDeps {
   store: BoxStore;
   backend: BoxBackend;
   image: Image;
+  /** The image of an id, for boxes whose disk belongs to an older image; default: only `image`. */
+  images?: (id: string) => Image | undefined;
   /** The runtime dir the backend uses for a box id. */
   boxDir: (id: string) => string;
   limits: { maxBoxes: number; defaults: VmResources; bootTimeoutMs?: number };
@@ -102,6 +118,13 @@ export interface BoxServiceDeps {
   /** Default GUEST_LAYOUT; unit tests (guest agent on the host) use a layout per box. */
   guestLayout?: (boxId: string) => GuestLayout;
   egress?: BoxEgress;
+  /** Templates and warm pool (QEMU); absent: every box boots cold. */
+  templates?: Pick<
+    BoxTemplates,
+    'template' | 'failed' | 'takeWarm' | 'returnWarm' | 'sweepOrphans' | 'close'
+  >;
+  /** Idle pause / hibernate; default DEFAULT_IDLE. */
+  idle?: Partial<IdleSettings>;
   clock?: () => number;
 }
 
@@ -117,12 +140,18 @@ export interface CreateBoxOptions {
   egressPolicy?: EgressPolicyInput;
 }
 
-interface LiveBox {
-  vm: Vm;
+/** A box held awake for a caller: never paused or hibernated for idleness until released. */
+export interface BoxLease {
+  guest: GuestConnection;
   env: Record<string, string>;
+  workspace: string;
+  release(): void;
 }
 
 export type ReapReason = 'ttl_expired' | 'vm_died';
+
+/** The box's env vars on the host (0600, in its runtime dir): a disk boot loses the guest's copy. */
+const HOST_ENV_FILE = 'env.json';
 
 function newBoxId(): string {
   return `box-${randomBytes(5).toString('hex')}`;
@@ -132,17 +161,25 @@ function messageOf(err: unknown): string {
   return err instanceof Error ? err.message : String(err);
 }
 
+function isEnv(value: unknown): value is Record<string, string> {
+  return !!value && typeof value === 'object' && Object.values(value).every((v) => typeof v === 'string');
+}
+
 /**
- * The box lifecycle: creating → running → stopped → deleted, or failed. Every transition is
- * committed to the store before it is acted on, so a daemon that dies at any point leaves a record
- * the reconciler can finish.
+ * The box lifecycle: creating → running ⇄ paused / hibernated → stopped → deleted, or failed. Every
+ * transition is committed to the store before it is acted on, so a daemon that dies at any point
+ * leaves a record the reconciler can finish.
  */
 export function createBoxService(deps: BoxServiceDeps) {
   const { store, log } = deps;
   const clock = deps.clock ?? Date.now;
-  const live = new Map<string, LiveBox>();
+  const sessions = new Map<string, BoxSession>();
   const deleting = new Map<string, Promise<BoxRecord>>();
+  const creating = new Map<string, Promise<BoxRecord>>();
   const layoutOf = deps.guestLayout ?? (() => GUEST_LAYOUT);
+  const idle: IdleSettings = { ...DEFAULT_IDLE, ...deps.idle };
+  const canHibernate = typeof deps.backend.hibernation === 'function';
+  let idleTimer: NodeJS.Timeout | undefined;
 
   const visible = (actor: Actor, box: BoxRecord | undefined): box is BoxRecord =>
     box !== undefined && (actor.scope === 'admin' || box.ownerKeyId === actor.keyId);
@@ -153,12 +190,29 @@ export function createBoxService(deps: BoxServiceDeps) {
     return box;
   }
 
+  function newSession(vm: Vm | undefined, env: Record<string, string>): BoxSession {
+    return {
+      vm,
+      env,
+      leases: 0,
+      lastActive: clock(),
+      pausedAt: undefined,
+      egressPending: false,
+      chain: Promise.resolve(),
+    };
+  }
+
+  const pidPatch = (vm: Vm) => {
+    const pid = vm.pid ?? null;
+    return { pid, pidStartTime: pid === null ? null : (deps.probe.startTime(pid) ?? null) };
+  };
+
   /** Kills whatever is left of a box's VM and removes its runtime dir. */
   async function cleanup(box: BoxRecord): Promise<void> {
-    const handle = live.get(box.id);
-    live.delete(box.id);
+    const handle = sessions.get(box.id);
+    sessions.delete(box.id);
     await deps.egress?.detach(box.id).catch(() => undefined);
-    if (handle) await handle.vm.destroy().catch(() => undefined);
+    if (handle?.vm) await handle.vm.destroy().catch(() => undefined);
     for (const pid of deps.probe.mentioning(box.dir)) {
       try {
         process.kill(pid, 'SIGKILL');
@@ -170,10 +224,10 @@ export function createBoxService(deps: BoxServiceDeps) {
   }
 
   async function fail(box: BoxRecord, reason: string): Promise<BoxRecord> {
-    let failed = box;
-    if (box.state !== 'failed') {
+    let failed = store.get(box.id) ?? box;
+    if (failed.state !== 'failed') {
       failed = store.transition(box.id, 'failed', {
-        from: ['creating', 'running', 'stopped'],
+        from: ['creating', 'running', 'paused', 'hibernated', 'stopped'],
         patch: { failureReason: reason, pid: null },
         reason,
       });
@@ -183,13 +237,13 @@ export function createBoxService(deps: BoxServiceDeps) {
     return failed;
   }
 
-  /** A running VM that exits without being asked to is a failed box; its files go at once. */
+  /** A VM that exits without being asked to is a failed box; its files go at once. */
   function watch(id: string, vm: Vm): void {
     void vm.exited
       .then(async () => {
-        if (live.get(id)?.vm !== vm || deleting.has(id)) return;
+        if (sessions.get(id)?.vm !== vm || deleting.has(id)) return;
         const box = store.get(id);
-        if (box?.state === 'running') await fail(box, 'the VM exited');
+        if (box?.state === 'running' || box?.state === 'paused') await fail(box, 'the VM exited');
       })
       .catch((err: unknown) => log.warn({ boxId: id, err: messageOf(err) }, 'could not record a VM exit'));
   }
@@ -203,63 +257,156 @@ export function createBoxService(deps: BoxServiceDeps) {
     });
   }
 
-  async function create(options: CreateBoxOptions): Promise<BoxRecord> {
-    const id = newBoxId();
-    const resources: VmResources = { ...deps.limits.defaults, ...options.resources };
-    const box = store.insert(
-      {
-        id,
-        ownerKeyId: options.actor.keyId,
-        userId: options.userId ?? null,
-        runtime: options.runtime,
-        memoryMib: resources.memoryMib,
-        vcpus: resources.vcpus,
-        diskGib: resources.diskGib,
-        ttlSeconds: options.ttlSeconds ?? null,
-        labels: options.labels ?? {},
-        dir: deps.boxDir(id),
-        egressPolicy: deps.egress
-          ? EgressPolicySchema.parse(options.egressPolicy ?? defaultEgressPolicy(options.runtime))
-          : null,
-      },
-      { maxLive: deps.limits.maxBoxes },
-    );
-    // Credentials among the env vars stay on the host; the box gets placeholders for them.
-    const env: Record<string, string> = {};
-    const credentials: Record<string, string> = {};
-    for (const [name, value] of Object.entries(options.env ?? {})) {
-      if (deps.egress?.isCredential(name)) credentials[name] = value;
-      else env[name] = value;
-    }
-    const started = clock();
-    let vm: Vm | undefined;
+  function writeHostEnv(box: BoxRecord, env: Record<string, string>): void {
     try {
-      vm = await deps.backend.create({
-        id,
-        image: deps.image,
-        resources,
-        ...(deps.limits.bootTimeoutMs ? { bootTimeoutMs: deps.limits.bootTimeoutMs } : {}),
-      });
-      live.set(id, { vm, env });
-      await vm.start();
-      await prepareGuest(id, vm, env);
-      if (deps.egress && box.egressPolicy)
-        await deps.egress.attach(id, box.egressPolicy, vm.guest, credentials);
+      fs.writeFileSync(path.join(box.dir, HOST_ENV_FILE), JSON.stringify(env), { mode: 0o600 });
     } catch (err) {
-      await fail(box, `boot failed: ${messageOf(err)}`).catch(() => undefined);
-      if (err instanceof AgentboxError && err.code !== 'internal') throw err;
-      throw new AgentboxError('boot_failed', `box ${id} did not boot: ${messageOf(err)}`, { cause: err });
+      log.warn({ boxId: box.id, err: messageOf(err) }, 'could not keep the env vars on the host');
     }
-    const bootMs = clock() - started;
-    deps.metrics.observeBoot(bootMs / 1000);
-    const pid = vm.pid ?? null;
-    const running = store.transition(id, 'running', {
-      from: ['creating'],
-      patch: { pid, pidStartTime: pid === null ? null : (deps.probe.startTime(pid) ?? null), bootMs },
-    });
-    watch(id, vm);
-    log.info({ boxId: id, bootMs, pid }, 'box running');
-    return running;
+  }
+
+  function readHostEnv(box: BoxRecord): Record<string, string> | undefined {
+    try {
+      const parsed: unknown = JSON.parse(fs.readFileSync(path.join(box.dir, HOST_ENV_FILE), 'utf8'));
+      return isEnv(parsed) ? parsed : undefined;
+    } catch {
+      return undefined;
+    }
+  }
+
+  /** Egress for a guest connection: the box's open gateway session if it has one, else a new one. */
+  async function setUpEgress(box: BoxRecord, vm: Vm, credentials?: Record<string, string>): Promise<void> {
+    if (!deps.egress || !box.egressPolicy) return;
+    if (!credentials && (await deps.egress.reattach?.(box.id, vm.guest))) return;
+    await deps.egress.attach(box.id, box.egressPolicy, vm.guest, credentials);
+  }
+
+  const power = createBoxPower({
+    store,
+    sessions,
+    log,
+    clock,
+    backend: deps.backend,
+    imageOf: (box) => (box.imageId ? deps.images?.(box.imageId) : undefined) ?? deps.image,
+    resourcesOf: (box) => ({ memoryMib: box.memoryMib, vcpus: box.vcpus, diskGib: box.diskGib }),
+    bootTimeoutMs: deps.limits.bootTimeoutMs,
+    connect: async (box, vm, session, fresh) => {
+      if (fresh) await prepareGuest(box.id, vm, session.env);
+      await setUpEgress(box, vm);
+    },
+    setUpEgress: (box, vm) => setUpEgress(box, vm),
+    watch,
+    fail,
+    pidPatch,
+    metrics: deps.metrics,
+  });
+
+  /** Starts the VM of a new box: a warm clone, else a clone of the template, else a cold boot. */
+  async function startVm(
+    id: string,
+    resources: VmResources,
+    session: BoxSession,
+  ): Promise<{ vm: Vm; mode: BoxStartMode }> {
+    const base = {
+      id,
+      image: deps.image,
+      resources,
+      ...(deps.limits.bootTimeoutMs ? { bootTimeoutMs: deps.limits.bootTimeoutMs } : {}),
+    };
+    const template = deps.templates?.template(resources);
+    if (template) {
+      let vm: Vm | undefined;
+      try {
+        vm = await deps.backend.create({ ...base, restoreFrom: { kind: 'template', template } });
+        session.vm = vm;
+        await vm.start();
+        return { vm, mode: 'clone' };
+      } catch (err) {
+        deps.templates?.failed(template, err);
+        await vm?.destroy().catch(() => undefined);
+        session.vm = undefined;
+      }
+    }
+    const vm = await deps.backend.create(base);
+    session.vm = vm;
+    await vm.start();
+    return { vm, mode: 'cold' };
+  }
+
+  async function create(options: CreateBoxOptions): Promise<BoxRecord> {
+    const resources: VmResources = { ...deps.limits.defaults, ...options.resources };
+    const warm = deps.templates?.takeWarm(resources);
+    const id = warm?.id ?? newBoxId();
+    let box: BoxRecord;
+    try {
+      box = store.insert(
+        {
+          id,
+          ownerKeyId: options.actor.keyId,
+          userId: options.userId ?? null,
+          runtime: options.runtime,
+          memoryMib: resources.memoryMib,
+          vcpus: resources.vcpus,
+          diskGib: resources.diskGib,
+          ttlSeconds: options.ttlSeconds ?? null,
+          labels: options.labels ?? {},
+          dir: deps.boxDir(id),
+          egressPolicy: deps.egress
+            ? EgressPolicySchema.parse(options.egressPolicy ?? defaultEgressPolicy(options.runtime))
+            : null,
+          imageId: deps.image.manifest?.id ?? null,
+        },
+        { maxLive: deps.limits.maxBoxes },
+      );
+    } catch (err) {
+      if (warm) deps.templates?.returnWarm(warm);
+      throw err;
+    }
+    const run = (async () => {
+      // Credentials among the env vars stay on the host; the box gets placeholders for them.
+      const env: Record<string, string> = {};
+      const credentials: Record<string, string> = {};
+      for (const [name, value] of Object.entries(options.env ?? {})) {
+        if (deps.egress?.isCredential(name)) credentials[name] = value;
+        else env[name] = value;
+      }
+      const session = newSession(warm?.vm, env);
+      sessions.set(id, session);
+      const started = clock();
+      let vm: Vm;
+      let mode: BoxStartMode;
+      try {
+        if (warm) {
+          await warm.vm.resume();
+          ({ vm, mode } = { vm: warm.vm, mode: 'pool' });
+        } else {
+          ({ vm, mode } = await startVm(id, resources, session));
+        }
+        await prepareGuest(id, vm, env);
+        writeHostEnv(box, env);
+        await setUpEgress(box, vm, credentials);
+      } catch (err) {
+        await fail(box, `boot failed: ${messageOf(err)}`).catch(() => undefined);
+        if (err instanceof AgentboxError && err.code !== 'internal') throw err;
+        throw new AgentboxError('boot_failed', `box ${id} did not boot: ${messageOf(err)}`, { cause: err });
+      }
+      const bootMs = clock() - started;
+      deps.metrics.observeBoot(bootMs / 1000);
+      session.lastActive = clock();
+      const running = store.transition(id, 'running', {
+        from: ['creating'],
+        patch: { ...pidPatch(vm), bootMs, startMode: mode },
+      });
+      watch(id, vm);
+      log.info({ boxId: id, bootMs, mode, pid: running.pid }, 'box running');
+      return running;
+    })();
+    creating.set(id, run);
+    try {
+      return await run;
+    } finally {
+      creating.delete(id);
+    }
   }
 
   /** Seed semantics: one persistent box per user id; a second call returns the live one. */
@@ -290,9 +437,12 @@ export function createBoxService(deps: BoxServiceDeps) {
     const pending = deleting.get(box.id);
     if (pending) return pending;
     const run = (async () => {
-      let current = box;
-      if (current.state === 'running' || current.state === 'creating') {
-        current = store.transition(box.id, 'stopped', { from: ['running', 'creating'], reason });
+      let current = store.get(box.id) ?? box;
+      if (['running', 'creating', 'paused', 'hibernated'].includes(current.state)) {
+        current = store.transition(box.id, 'stopped', {
+          from: ['running', 'creating', 'paused', 'hibernated'],
+          reason,
+        });
       }
       await cleanup(current);
       return store.transition(box.id, 'deleted', {
@@ -312,32 +462,113 @@ export function createBoxService(deps: BoxServiceDeps) {
   function remove(options: { actor: Actor; id: string }): Promise<BoxRecord> {
     const box = get(options);
     if (box.state === 'deleted') throw new AgentboxError('box_not_found', `box ${box.id} is already deleted`);
-    if (box.state === 'creating' && live.has(box.id)) {
+    if (box.state === 'creating' && creating.has(box.id)) {
       throw new AgentboxError('invalid_state', `box ${box.id} is still booting; delete it once it runs`);
     }
     return destroy(box, 'deleted by request');
   }
 
-  /** The guest channel of a running box the actor may use. */
+  /**
+   * The guest channel of a box the actor may use, at once. A paused box is resumed in the
+   * background (calls made meanwhile wait in the channel); a hibernated one must be woken first:
+   * use `acquire`, which also keeps the box from idling while it is held.
+   */
   function guestOf(options: { actor: Actor; id: string }): {
     guest: GuestConnection;
     env: Record<string, string>;
     workspace: string;
   } {
     const box = get(options);
-    if (box.state !== 'running') {
-      throw new AgentboxError('invalid_state', `box ${box.id} is ${box.state}, not running`, {
-        details: { state: box.state },
-      });
+    const session = sessions.get(box.id);
+    if (box.state === 'hibernated' || box.state === 'paused') {
+      void power
+        .awake(box.id)
+        .catch((err: unknown) => log.warn({ boxId: box.id, err: messageOf(err) }, 'could not wake a box'));
     }
-    const handle = live.get(box.id);
-    if (!handle || handle.vm.state !== 'running') {
+    if (box.state !== 'running' && box.state !== 'paused') {
+      throw new AgentboxError(
+        'invalid_state',
+        box.state === 'hibernated'
+          ? `box ${box.id} is hibernated and is being woken; retry in a moment`
+          : `box ${box.id} is ${box.state}, not running`,
+        { details: { state: box.state } },
+      );
+    }
+    if (!session?.vm || (session.vm.state !== 'running' && session.vm.state !== 'paused')) {
       throw new AgentboxError(
         'guest_unreachable',
         `box ${box.id} has no live VM; the reaper will clean it up`,
       );
     }
-    return { guest: handle.vm.guest, env: handle.env, workspace: layoutOf(box.id).workspace };
+    session.lastActive = clock();
+    return { guest: session.vm.guest, env: session.env, workspace: layoutOf(box.id).workspace };
+  }
+
+  /**
+   * Holds a box for a caller: waits for a box being created, wakes a paused or hibernated one, and
+   * keeps it from being paused for idleness until `release()`.
+   */
+  async function acquire(options: { actor: Actor; id: string }): Promise<BoxLease> {
+    let box = get(options);
+    if (box.state === 'creating') {
+      const pending = creating.get(box.id);
+      if (!pending) throw new AgentboxError('invalid_state', `box ${box.id} is still being created`);
+      box = await pending;
+    }
+    if (box.state !== 'running' && box.state !== 'paused' && box.state !== 'hibernated') {
+      throw new AgentboxError('invalid_state', `box ${box.id} is ${box.state}, not running`, {
+        details: { state: box.state },
+      });
+    }
+    let session = sessions.get(box.id);
+    if (!session && box.state === 'hibernated') {
+      session = newSession(undefined, readHostEnv(box) ?? {});
+      sessions.set(box.id, session);
+    }
+    if (!session) {
+      throw new AgentboxError(
+        'guest_unreachable',
+        `box ${box.id} has no live VM; the reaper will clean it up`,
+      );
+    }
+    const held = session;
+    held.leases++;
+    try {
+      await power.awake(box.id);
+    } catch (err) {
+      held.leases--;
+      throw err;
+    }
+    const vm = held.vm;
+    if (!vm) {
+      held.leases--;
+      throw new AgentboxError('guest_unreachable', `box ${box.id} has no live VM`);
+    }
+    let released = false;
+    return {
+      guest: vm.guest,
+      env: held.env,
+      workspace: layoutOf(box.id).workspace,
+      release: () => {
+        if (released) return;
+        released = true;
+        held.leases--;
+        held.lastActive = clock();
+      },
+    };
+  }
+
+  /** Runs `fn` with the box held (see `acquire`). */
+  async function withBox<T>(
+    options: { actor: Actor; id: string },
+    fn: (lease: BoxLease) => Promise<T>,
+  ): Promise<T> {
+    const lease = await acquire(options);
+    try {
+      return await fn(lease);
+    } finally {
+      lease.release();
+    }
   }
 
   /** Boxes past their TTL, and boxes whose VM is gone, are deleted / failed and cleaned. */
@@ -346,16 +577,21 @@ export function createBoxService(deps: BoxServiceDeps) {
     const boxes = store.live();
     const reaped: { boxId: string; reason: ReapReason }[] = [];
     for (const box of boxes) {
-      if (deleting.has(box.id) || (box.state === 'creating' && live.has(box.id))) continue;
+      if (deleting.has(box.id) || (box.state === 'creating' && creating.has(box.id))) continue;
       try {
         if (box.expiresAt !== null && box.expiresAt <= now) {
           await destroy(box, 'ttl expired');
           reaped.push({ boxId: box.id, reason: 'ttl_expired' });
         } else if (box.state === 'stopped') {
           await destroy(box, 'finishing an interrupted delete');
-        } else if (live.get(box.id)?.vm.state !== 'running') {
-          await fail(box, 'the VM is gone');
-          reaped.push({ boxId: box.id, reason: 'vm_died' });
+        } else if (box.state === 'hibernated') {
+          // No VM by design: woken on its next use.
+        } else {
+          const vmState = sessions.get(box.id)?.vm?.state;
+          if (vmState !== 'running' && vmState !== 'paused' && vmState !== 'starting') {
+            await fail(box, 'the VM is gone');
+            reaped.push({ boxId: box.id, reason: 'vm_died' });
+          }
         }
       } catch (err) {
         log.warn({ boxId: box.id, err: messageOf(err) }, 'reaper could not clean a box');
@@ -364,55 +600,107 @@ export function createBoxService(deps: BoxServiceDeps) {
     return { checked: boxes.length, reaped };
   }
 
-  async function readGuestEnv(id: string, vm: Vm): Promise<Record<string, string>> {
+  async function readGuestEnv(box: BoxRecord, vm: Vm): Promise<Record<string, string>> {
     try {
       const parsed: unknown = JSON.parse(
-        (await vm.guest.readFileBuffer(layoutOf(id).envFile)).toString('utf8'),
+        (await vm.guest.readFileBuffer(layoutOf(box.id).envFile)).toString('utf8'),
       );
-      if (parsed && typeof parsed === 'object' && Object.values(parsed).every((v) => typeof v === 'string')) {
-        return parsed as Record<string, string>;
-      }
+      if (isEnv(parsed)) return parsed;
     } catch {
-      // no env file: no env vars
+      // no env file in the guest
     }
-    return {};
+    return readHostEnv(box) ?? {};
   }
 
   /**
    * On daemon start: re-adopts every box the store says is live whose VM process (same pid and start
-   * time) still runs and answers; the others are marked failed and their files removed.
+   * time) still runs and answers (a paused one stays paused); hibernated boxes wait for their next
+   * use. A user's persistent box whose VM died (a host reboot) keeps its disk and boots from it on
+   * its next use; other boxes whose VM died are marked failed and their files removed.
    */
-  async function reconcile(): Promise<{ adopted: string[]; failed: string[]; deleted: string[] }> {
-    const result = { adopted: [] as string[], failed: [] as string[], deleted: [] as string[] };
+  async function reconcile(): Promise<{
+    adopted: string[];
+    failed: string[];
+    deleted: string[];
+    hibernated: string[];
+  }> {
+    const result = {
+      adopted: [] as string[],
+      failed: [] as string[],
+      deleted: [] as string[],
+      hibernated: [] as string[],
+    };
     await Promise.all(
       store.live().map(async (box) => {
-        if (live.has(box.id)) return;
+        if (sessions.has(box.id)) return;
         if (box.state === 'stopped') {
           await destroy(box, 'finishing a delete interrupted by a daemon restart');
           result.deleted.push(box.id);
           return;
         }
+        if (box.state === 'hibernated') {
+          // A hibernate or wake the last daemon did not finish may have left a VM process.
+          for (const pid of deps.probe.mentioning(box.dir)) {
+            try {
+              process.kill(pid, 'SIGKILL');
+            } catch {
+              // gone
+            }
+          }
+          result.hibernated.push(box.id);
+          return;
+        }
         const alive =
           box.pid !== null && box.pidStartTime !== null && deps.probe.startTime(box.pid) === box.pidStartTime;
-        if (box.state !== 'running' || !alive || !deps.backend.adopt) {
+        const live = box.state === 'running' || box.state === 'paused';
+        if (!live || !alive || !deps.backend.adopt) {
+          if (
+            live &&
+            box.userId !== null &&
+            canHibernate &&
+            fs.existsSync(path.join(box.dir, 'disk.qcow2'))
+          ) {
+            store.transition(box.id, 'hibernated', {
+              from: [box.state],
+              patch: { pid: null, pidStartTime: null },
+              reason: 'the VM is gone; the persistent box boots from its disk on its next use',
+            });
+            result.hibernated.push(box.id);
+            return;
+          }
           await fail(box, box.state === 'creating' ? 'the daemon stopped while it booted' : 'the VM died');
           result.failed.push(box.id);
           return;
         }
         try {
           const vm = await deps.backend.adopt({ id: box.id, pid: box.pid!, startTime: box.pidStartTime! });
-          live.set(box.id, { vm, env: await readGuestEnv(box.id, vm) });
-          // A new daemon has a new gateway: the box gets a fresh session (and CA) under its policy.
-          if (deps.egress && box.egressPolicy) await deps.egress.attach(box.id, box.egressPolicy, vm.guest);
+          const paused = vm.state === 'paused';
+          const session = newSession(vm, paused ? (readHostEnv(box) ?? {}) : await readGuestEnv(box, vm));
+          sessions.set(box.id, session);
+          if (paused) {
+            // Its guest cannot answer until resumed: egress is set up then.
+            session.egressPending = true;
+            session.pausedAt = clock();
+            if (box.state !== 'paused')
+              store.transition(box.id, 'paused', { from: [box.state], reason: 'found paused' });
+          } else {
+            if (box.state !== 'running')
+              store.transition(box.id, 'running', { from: [box.state], reason: 'found running' });
+            // A new daemon has a new gateway: the box gets a fresh session (and CA) under its policy.
+            await setUpEgress(box, vm);
+          }
           watch(box.id, vm);
           result.adopted.push(box.id);
-          log.info({ boxId: box.id, pid: box.pid }, 'box re-adopted');
+          log.info({ boxId: box.id, pid: box.pid, paused }, 'box re-adopted');
         } catch (err) {
           await fail(box, `could not re-adopt the VM: ${messageOf(err)}`);
           result.failed.push(box.id);
         }
       }),
     );
+    const known = new Set(store.list({ includeDeleted: false }).map((b) => b.id));
+    const swept = deps.templates?.sweepOrphans(known) ?? [];
+    if (swept.length > 0) log.info({ swept }, 'removed warm-pool clones of an earlier daemon');
     return result;
   }
 
@@ -442,15 +730,45 @@ export function createBoxService(deps: BoxServiceDeps) {
       store.list(options.actor.scope === 'admin' ? {} : { ownerKeyId: options.actor.keyId }),
     remove,
     guestOf,
+    acquire,
+    withBox,
+    /** running → paused: the vCPUs stop; calls in flight wait; the next use resumes it. */
+    pause: (options: { actor: Actor; id: string }) => power.pause(get(options).id, 'paused by request'),
+    /** paused|hibernated → running. */
+    resume: (options: { actor: Actor; id: string }) => power.resume(get(options).id, 'resumed by request'),
+    /** running|paused → hibernated: saved to disk, VM process ended; the next use wakes it. */
+    hibernate: (options: { actor: Actor; id: string }) => {
+      const box = get(options);
+      if (!canHibernate)
+        return Promise.reject(new AgentboxError('snapshot_failed', 'this VM backend cannot hibernate boxes'));
+      return power.hibernate(box.id, 'hibernated by request');
+    },
     reap,
     reconcile,
     countByState,
     widenEgress,
     /** Whether an env var is a credential the egress gateway holds for the box (never plain env). */
     isCredential: (name: string) => deps.egress?.isCredential(name) ?? false,
-    /** Whether the VM of a box is alive right now (for /status). */
-    isAlive: (id: string) => live.get(id)?.vm.state === 'running',
+    /** Whether the VM of a box is alive right now (for /status): running or paused. */
+    isAlive: (id: string) => {
+      const state = sessions.get(id)?.vm?.state;
+      return state === 'running' || state === 'paused';
+    },
     limit: () => deps.limits.maxBoxes,
+    /** Starts the idle policy (pause, then hibernate, boxes nobody uses). */
+    startIdlePolicy(): void {
+      if (idleTimer || (idle.pauseAfterMs <= 0 && idle.hibernateAfterMs <= 0)) return;
+      idleTimer = setInterval(() => power.checkIdle(idle, canHibernate), idle.checkEveryMs ?? 1_000);
+      idleTimer.unref();
+    },
+    /** One pass of the idle policy now (tests). */
+    checkIdle: () => power.checkIdle(idle, canHibernate),
+    /** Stops the idle policy and the warm pool; boxes keep running for the next daemon. */
+    async close(): Promise<void> {
+      clearInterval(idleTimer);
+      idleTimer = undefined;
+      await deps.templates?.close();
+    },
   };
 }
 

@@ -25,6 +25,7 @@ export function toApiBox(box: BoxRecord): Box {
     bootMs: box.bootMs,
     failureReason: box.failureReason,
     egress: box.egressPolicy === null ? null : EgressPolicySchema.parse(box.egressPolicy),
+    startMode: box.startMode,
   };
 }
 
@@ -37,7 +38,7 @@ export function hostStatus(
   const all = boxes.list({ actor: { keyId: 'status', scope: 'admin' } });
   const microvms: StatusResponse['microvms'] = {};
   for (const box of all) {
-    if (box.userId === null || (box.state !== 'running' && box.state !== 'creating')) continue;
+    if (box.userId === null || !['creating', 'running', 'paused', 'hibernated'].includes(box.state)) continue;
     microvms[box.userId] = {
       ip: null,
       runtime: box.runtime,
@@ -51,7 +52,7 @@ export function hostStatus(
   }
   const counts = boxes.countByState();
   return {
-    active_microvms: counts.creating + counts.running,
+    active_microvms: counts.creating + counts.running + counts.paused,
     available_runtimes: [...RUNTIMES],
     microvms,
     host: {

@@ -8,7 +8,7 @@ export const COLLECT_LIMIT_BYTES = 16 * 1024 * 1024;
 export type ExecOutcome = 'ok' | 'timeout' | 'error';
 
 export interface ExecServiceDeps {
-  boxes: Pick<BoxService, 'guestOf'>;
+  boxes: Pick<BoxService, 'acquire'>;
   metrics: { countExec(outcome: ExecOutcome): void };
 }
 
@@ -24,7 +24,9 @@ export function createExecService(deps: ExecServiceDeps) {
     options: ExecOptions,
     onEvent: (event: ExecEvent) => void | Promise<void>,
   ): Promise<Extract<ExecEvent, { type: 'exit' }>> {
-    const { guest, env, workspace } = deps.boxes.guestOf(options);
+    // Held for the whole stream: a box is never paused under a running command.
+    const lease = await deps.boxes.acquire(options);
+    const { guest, env, workspace } = lease;
     const request = options.request;
     const argv = request.argv ?? ['sh', '-c', request.command ?? ''];
     try {
@@ -54,6 +56,8 @@ export function createExecService(deps: ExecServiceDeps) {
     } catch (err) {
       deps.metrics.countExec('error');
       throw err;
+    } finally {
+      lease.release();
     }
   }
 

@@ -1,7 +1,7 @@
 import type { Readable } from 'node:stream';
 import { AgentboxError, type EntryInfo, type ProcessInfo } from '@agentbox/protocol';
 import type { Actor } from '../store/key-store.js';
-import type { BoxService } from './box-service.js';
+import type { BoxLease, BoxService } from './box-service.js';
 import { boxPath, workspaceFile } from './paths.js';
 
 /** Directories of dependencies and caches, left out of the seed's workspace listing. */
@@ -22,7 +22,7 @@ const MAX_DEPTH = 12;
 type Sink = (chunk: Buffer) => void | Promise<void>;
 
 export interface FileServiceDeps {
-  boxes: Pick<BoxService, 'guestOf' | 'getByUser'>;
+  boxes: Pick<BoxService, 'withBox' | 'getByUser'>;
 }
 
 interface BoxRef {
@@ -30,14 +30,24 @@ interface BoxRef {
   id: string;
 }
 
-/** Files and processes of running boxes, over the guest channel. */
+/**
+ * Files and processes of boxes, over the guest channel. Each call holds its box (`withBox`): a
+ * paused or hibernated box is woken, and none is paused while a transfer runs.
+ */
 export function createFileService(deps: FileServiceDeps) {
-  const box = (ref: BoxRef) => deps.boxes.guestOf(ref);
+  const box = <T>(ref: BoxRef, fn: (lease: BoxLease) => Promise<T>) =>
+    deps.boxes.withBox({ actor: ref.actor, id: ref.id }, fn);
 
-  async function walk(ref: BoxRef, root: string, dir: string, depth: number, into: string[]): Promise<void> {
+  async function walk(
+    lease: BoxLease,
+    root: string,
+    dir: string,
+    depth: number,
+    into: string[],
+  ): Promise<void> {
     let entries: EntryInfo[];
     try {
-      entries = await box(ref).guest.list(dir);
+      entries = await lease.guest.list(dir);
     } catch (err) {
       if (err instanceof AgentboxError && err.code === 'file_not_found') return;
       throw err;
@@ -46,7 +56,7 @@ export function createFileService(deps: FileServiceDeps) {
       if (into.length >= MAX_LISTED_FILES) return;
       if (entry.type === 'file') into.push(entry.path.slice(root.length + 1));
       else if (entry.type === 'directory' && depth < MAX_DEPTH && !SKIPPED_DIRS.has(entry.name))
-        await walk(ref, root, entry.path, depth + 1, into);
+        await walk(lease, root, entry.path, depth + 1, into);
     }
   }
 
@@ -57,74 +67,79 @@ export function createFileService(deps: FileServiceDeps) {
 
   return {
     /** Seed: regular files under the workspace, relative to it, sorted. */
-    async listWorkspace(options: { actor: Actor; userId: string }): Promise<string[]> {
-      const ref = userRef(options);
-      const root = box(ref).workspace;
-      const files: string[] = [];
-      await walk(ref, root, root, 0, files);
-      return files.sort();
+    listWorkspace(options: { actor: Actor; userId: string }): Promise<string[]> {
+      return box(userRef(options), async (lease) => {
+        const files: string[] = [];
+        await walk(lease, lease.workspace, lease.workspace, 0, files);
+        return files.sort();
+      });
     },
 
     /** Seed: one file of the workspace streamed to `sink`. */
-    async downloadWorkspaceFile(options: { actor: Actor; userId: string; filename: string; sink: Sink }) {
-      const ref = userRef(options);
-      const { guest, workspace } = box(ref);
-      const full = workspaceFile(options.filename, workspace);
-      const info = await guest.stat(full);
-      if (info.type !== 'file')
-        throw new AgentboxError('file_not_found', `${options.filename} is not a file`);
-      return guest.readFile(full, options.sink);
+    downloadWorkspaceFile(options: { actor: Actor; userId: string; filename: string; sink: Sink }) {
+      return box(userRef(options), async ({ guest, workspace }) => {
+        const full = workspaceFile(options.filename, workspace);
+        const info = await guest.stat(full);
+        if (info.type !== 'file')
+          throw new AgentboxError('file_not_found', `${options.filename} is not a file`);
+        return guest.readFile(full, options.sink);
+      });
     },
 
     stat(options: BoxRef & { path: string }): Promise<EntryInfo> {
-      const { guest, workspace } = box(options);
-      return guest.stat(boxPath(options.path, workspace));
+      return box(options, ({ guest, workspace }) => guest.stat(boxPath(options.path, workspace)));
     },
 
-    async list(options: BoxRef & { path: string }): Promise<{ path: string; entries: EntryInfo[] }> {
-      const { guest, workspace } = box(options);
-      const p = boxPath(options.path, workspace);
-      return { path: p, entries: await guest.list(p) };
+    list(options: BoxRef & { path: string }): Promise<{ path: string; entries: EntryInfo[] }> {
+      return box(options, async ({ guest, workspace }) => {
+        const p = boxPath(options.path, workspace);
+        return { path: p, entries: await guest.list(p) };
+      });
     },
 
     read(options: BoxRef & { path: string; sink: Sink }): Promise<{ size: number }> {
-      const { guest, workspace } = box(options);
-      return guest.readFile(boxPath(options.path, workspace), options.sink);
+      return box(options, ({ guest, workspace }) =>
+        guest.readFile(boxPath(options.path, workspace), options.sink),
+      );
     },
 
-    async write(
+    write(
       options: BoxRef & { path: string; source: Readable | Buffer },
     ): Promise<{ path: string; bytes: number }> {
-      const { guest, workspace } = box(options);
-      const p = boxPath(options.path, workspace);
-      const { bytes } = await guest.writeFile(p, options.source, { makeParents: true });
-      return { path: p, bytes };
+      return box(options, async ({ guest, workspace }) => {
+        const p = boxPath(options.path, workspace);
+        const { bytes } = await guest.writeFile(p, options.source, { makeParents: true });
+        return { path: p, bytes };
+      });
     },
 
-    async remove(options: BoxRef & { path: string }): Promise<{ path: string; deleted: true }> {
-      const { guest, workspace } = box(options);
-      const p = boxPath(options.path, workspace);
-      if (p === '/' || p === workspace) {
-        throw new AgentboxError('invalid_request', `refusing to delete ${p}`, { details: { field: 'path' } });
-      }
-      await guest.remove(p, true);
-      return { path: p, deleted: true };
+    remove(options: BoxRef & { path: string }): Promise<{ path: string; deleted: true }> {
+      return box(options, async ({ guest, workspace }) => {
+        const p = boxPath(options.path, workspace);
+        if (p === '/' || p === workspace) {
+          throw new AgentboxError('invalid_request', `refusing to delete ${p}`, {
+            details: { field: 'path' },
+          });
+        }
+        await guest.remove(p, true);
+        return { path: p, deleted: true as const };
+      });
     },
 
     processes(options: BoxRef): Promise<ProcessInfo[]> {
-      return box(options).guest.listProcesses();
+      return box(options, ({ guest }) => guest.listProcesses());
     },
 
-    async killProcess(
-      options: BoxRef & { pid: number; signal: string },
-    ): Promise<{ pid: number; signal: string }> {
-      await box(options).guest.killProcess(options.pid, options.signal);
-      return { pid: options.pid, signal: options.signal };
+    killProcess(options: BoxRef & { pid: number; signal: string }): Promise<{ pid: number; signal: string }> {
+      return box(options, async ({ guest }) => {
+        await guest.killProcess(options.pid, options.signal);
+        return { pid: options.pid, signal: options.signal };
+      });
     },
 
     /** Seed: processes of a user's box as {pid, cmd, args, cwd}. */
     async userProcesses(options: { actor: Actor; userId: string }) {
-      const list = await box(userRef(options)).guest.listProcesses();
+      const list = await box(userRef(options), ({ guest }) => guest.listProcesses());
       return list.map((p) => {
         const [cmd = '', ...args] = p.command.split(' ').filter(Boolean);
         return { pid: p.pid, cmd, args, cwd: null };

@@ -1,8 +1,14 @@
-import { AgentboxError, type BoxState, type EgressPolicyInput, type Runtime } from '@agentbox/protocol';
+import {
+  AgentboxError,
+  type BoxStartMode,
+  type BoxState,
+  type EgressPolicyInput,
+  type Runtime,
+} from '@agentbox/protocol';
 import type { Db } from './db.js';
 
 /** States in which a box holds host resources (a VM process, a runtime dir, a capacity slot). */
-export const LIVE_STATES: readonly BoxState[] = ['creating', 'running', 'stopped'];
+export const LIVE_STATES: readonly BoxState[] = ['creating', 'running', 'paused', 'hibernated', 'stopped'];
 
 /** A box as stored; the API view (`Box`) is derived from it. Times are Unix milliseconds. */
 export interface BoxRecord {
@@ -27,14 +33,29 @@ export interface BoxRecord {
   failureReason: string | null;
   /** The box's egress policy, as given (the gateway validates it); null: egress disabled. */
   egressPolicy: EgressPolicyInput | null;
+  /** The image its disk (and any snapshot) belongs to; null for boxes made before it was recorded. */
+  imageId: string | null;
+  /** How its VM last started. */
+  startMode: BoxStartMode | null;
 }
 
 export type NewBox = Omit<
   BoxRecord,
-  'state' | 'pid' | 'pidStartTime' | 'createdAt' | 'updatedAt' | 'expiresAt' | 'bootMs' | 'failureReason'
->;
+  | 'state'
+  | 'pid'
+  | 'pidStartTime'
+  | 'createdAt'
+  | 'updatedAt'
+  | 'expiresAt'
+  | 'bootMs'
+  | 'failureReason'
+  | 'startMode'
+  | 'imageId'
+> & { imageId?: string | null };
 
-export type BoxPatch = Partial<Pick<BoxRecord, 'pid' | 'pidStartTime' | 'bootMs' | 'failureReason'>>;
+export type BoxPatch = Partial<
+  Pick<BoxRecord, 'pid' | 'pidStartTime' | 'bootMs' | 'failureReason' | 'startMode' | 'imageId'>
+>;
 
 interface BoxRow {
   id: string;
@@ -56,6 +77,8 @@ interface BoxRow {
   boot_ms: number | null;
   failure_reason: string | null;
   egress_policy: string | null;
+  image_id: string | null;
+  start_mode: BoxStartMode | null;
 }
 
 export interface Transition {
@@ -87,6 +110,8 @@ function toRecord(row: BoxRow): BoxRecord {
     bootMs: row.boot_ms,
     failureReason: row.failure_reason,
     egressPolicy: row.egress_policy === null ? null : (JSON.parse(row.egress_policy) as EgressPolicyInput),
+    imageId: row.image_id,
+    startMode: row.start_mode,
   };
 }
 
@@ -95,6 +120,8 @@ const PATCH_COLUMNS: Record<keyof BoxPatch, string> = {
   pidStartTime: 'pid_start_time',
   bootMs: 'boot_ms',
   failureReason: 'failure_reason',
+  startMode: 'start_mode',
+  imageId: 'image_id',
 };
 
 const LIVE_SQL = `state IN (${LIVE_STATES.map((s) => `'${s}'`).join(', ')})`;
@@ -133,8 +160,8 @@ export function createBoxStore(db: Db, clock: () => number = Date.now) {
         }
         db.prepare(
           `INSERT INTO boxes (id, state, owner_key_id, user_id, runtime, memory_mib, vcpus, disk_gib,
-             ttl_seconds, labels, dir, created_at, updated_at, expires_at, egress_policy)
-           VALUES (?, 'creating', ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)`,
+             ttl_seconds, labels, dir, created_at, updated_at, expires_at, egress_policy, image_id)
+           VALUES (?, 'creating', ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)`,
         ).run(
           box.id,
           box.ownerKeyId,
@@ -150,6 +177,7 @@ export function createBoxStore(db: Db, clock: () => number = Date.now) {
           now,
           box.ttlSeconds === null ? null : now + box.ttlSeconds * 1000,
           box.egressPolicy === null ? null : JSON.stringify(box.egressPolicy),
+          box.imageId ?? null,
         );
         logTransition.run(box.id, now, null, 'creating', null);
       });
@@ -242,7 +270,15 @@ export function createBoxStore(db: Db, clock: () => number = Date.now) {
     },
 
     countByState(): Record<BoxState, number> {
-      const counts: Record<BoxState, number> = { creating: 0, running: 0, stopped: 0, deleted: 0, failed: 0 };
+      const counts: Record<BoxState, number> = {
+        creating: 0,
+        running: 0,
+        paused: 0,
+        hibernated: 0,
+        stopped: 0,
+        deleted: 0,
+        failed: 0,
+      };
       for (const r of db.prepare('SELECT state, COUNT(*) AS n FROM boxes GROUP BY state').all() as {
         state: BoxState;
         n: number;

@@ -113,4 +113,46 @@ export const MIGRATIONS: readonly Migration[] = [
       ) WITHOUT ROWID;
     `,
   },
+  {
+    version: 5,
+    name: 'paused and hibernated boxes, image and start mode per box',
+    // SQLite cannot change a CHECK constraint: the table is rebuilt with the new states.
+    sql: `
+      CREATE TABLE boxes_v5 (
+        id TEXT PRIMARY KEY,
+        state TEXT NOT NULL CHECK (state IN
+          ('creating', 'running', 'paused', 'hibernated', 'stopped', 'deleted', 'failed')),
+        owner_key_id TEXT NOT NULL,
+        user_id TEXT,
+        runtime TEXT NOT NULL,
+        memory_mib INTEGER NOT NULL,
+        vcpus INTEGER NOT NULL,
+        disk_gib INTEGER NOT NULL,
+        ttl_seconds INTEGER,
+        labels TEXT NOT NULL DEFAULT '{}',
+        pid INTEGER,
+        pid_start_time INTEGER,
+        dir TEXT NOT NULL,
+        created_at INTEGER NOT NULL,
+        updated_at INTEGER NOT NULL,
+        expires_at INTEGER,
+        boot_ms INTEGER,
+        failure_reason TEXT,
+        egress_policy TEXT,
+        image_id TEXT,
+        start_mode TEXT
+      );
+      INSERT INTO boxes_v5 (id, state, owner_key_id, user_id, runtime, memory_mib, vcpus, disk_gib,
+          ttl_seconds, labels, pid, pid_start_time, dir, created_at, updated_at, expires_at, boot_ms,
+          failure_reason, egress_policy)
+        SELECT id, state, owner_key_id, user_id, runtime, memory_mib, vcpus, disk_gib, ttl_seconds,
+          labels, pid, pid_start_time, dir, created_at, updated_at, expires_at, boot_ms,
+          failure_reason, egress_policy FROM boxes;
+      DROP TABLE boxes;
+      ALTER TABLE boxes_v5 RENAME TO boxes;
+      CREATE INDEX boxes_state ON boxes (state);
+      CREATE UNIQUE INDEX boxes_live_user ON boxes (user_id)
+        WHERE user_id IS NOT NULL AND state IN ('creating', 'running', 'paused', 'hibernated', 'stopped');
+    `,
+  },
 ];

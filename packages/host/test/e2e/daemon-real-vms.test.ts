@@ -6,6 +6,7 @@ import type { Box, ExecEvent, ExecResult } from '@agentbox/protocol';
 import { client, leftoversIn, startDaemon, type Daemon } from '../helpers/daemon.js';
 
 const b64 = (s: string) => Buffer.from(s).toString('base64');
+const NO_IDLE = ['--idle-pause-seconds', '0'];
 const unb64 = (s: string) => Buffer.from(s, 'base64').toString();
 
 /**
@@ -25,7 +26,8 @@ describe('agentbox serve with real VMs', () => {
 
   beforeAll(async () => {
     dataDir = fs.mkdtempSync(path.join(os.tmpdir(), 'agentbox-daemon-e2e-'));
-    daemon = await startDaemon(dataDir);
+    // Boxes stay running however long the suite takes (idle pause is tested apart).
+    daemon = await startDaemon(dataDir, NO_IDLE);
     expect(daemon.initialKey).toMatch(/^abk_/);
     key = daemon.initialKey!;
     api = client(daemon.url, key);
@@ -137,7 +139,7 @@ describe('agentbox serve with real VMs', () => {
     // … and one of them dies while no daemon watches.
     process.kill(third.pid!, 'SIGKILL');
 
-    daemon = await startDaemon(dataDir);
+    daemon = await startDaemon(dataDir, NO_IDLE);
     expect(daemon.initialKey).toBeUndefined();
     expect(daemon.stdout()).toMatch(/2 boxes re-adopted, 1 failed/);
     api = client(daemon.url, key);

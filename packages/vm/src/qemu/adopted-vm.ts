@@ -44,7 +44,6 @@ export class AdoptedQemuVm implements Vm {
   private currentState: VmState = 'starting';
   private qmp: QmpClient | undefined;
   private qmpWaiters: ((qmp: QmpClient) => void)[] = [];
-  private guestServer: net.Server | undefined;
   private servers: net.Server[] = [];
   private poller: NodeJS.Timeout | undefined;
   private gone = false;
@@ -83,13 +82,6 @@ export class AdoptedQemuVm implements Vm {
     });
   }
 
-  private async listenGuest(): Promise<void> {
-    const servers: net.Server[] = [];
-    await listenUnix(servers, path.join(this.boxDir, 'guest.sock'), (socket) => this.guest.attach(socket));
-    this.guestServer = servers[0];
-    this.servers.push(...servers);
-  }
-
   private alive(): boolean {
     return isSameProcess(this.spec.pid, this.spec.startTime);
   }
@@ -103,7 +95,9 @@ export class AdoptedQemuVm implements Vm {
       this.onExit();
       throw new AgentboxError('vm_exited', `VM ${this.id} (pid ${this.spec.pid}) is no longer running`);
     }
-    await this.listenGuest();
+    await listenUnix(this.servers, path.join(this.boxDir, 'guest.sock'), (socket) =>
+      this.guest.attach(socket),
+    );
     await listenUnix(this.servers, path.join(this.boxDir, 'qmp.sock'), (socket) => {
       this.qmp?.close();
       const qmp = connectMonitor(socket, this.guest);
@@ -223,25 +217,10 @@ export class AdoptedQemuVm implements Vm {
         dir: this.boxDir,
         guest: this.guest,
         monitor: () => this.monitor(),
-        closeGuestListener: () => {
-          const server = this.guestServer;
-          this.guestServer = undefined;
-          server?.close();
-          this.servers = this.servers.filter((s) => s !== server);
-        },
-        reopenGuestListener: () => this.listenGuest(),
         quit: async () => {
           this.currentState = 'hibernated';
           await this.quit();
         },
-        waitForHello: (ms) =>
-          waitForHello(
-            this.guest,
-            this.exited,
-            ms,
-            () => new AgentboxError('guest_unreachable', `VM ${this.id} did not answer`),
-            () => new AgentboxError('vm_exited', `VM ${this.id} exited`),
-          ),
       },
       { timeoutMs: SNAPSHOT_TIMEOUT_MS },
     );

@@ -73,6 +73,11 @@ export class QemuBackend implements VmBackend {
     };
   }
 
+  /** The TCG translation cache size each VM gets (MiB); undefined under KVM or QEMU's default. */
+  get tbSizeMib(): number | undefined {
+    return this.vmOptions().tbSizeMib;
+  }
+
   boxDir(id: string): string {
     return path.join(boxesDir(this.options.home), id);
   }

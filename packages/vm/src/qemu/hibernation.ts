@@ -4,7 +4,7 @@ import path from 'node:path';
 import { AgentboxError } from '@agentbox/protocol';
 import type { GuestConnection } from '../guest-connection.js';
 import type { QmpClient } from './qmp.js';
-import { detachGuest, resumeVcpus, saveState } from './snapshot.js';
+import { resumeVcpus, saveState } from './snapshot.js';
 
 /**
  * A hibernated box: `<box dir>/snapshot/state` (the whole VM: every non-zero RAM page and the
@@ -51,13 +51,8 @@ export interface HibernateTarget {
   readonly dir: string;
   readonly guest: GuestConnection;
   monitor(): Promise<QmpClient>;
-  /** Stops accepting QEMU's (re)connections on the guest socket. */
-  closeGuestListener(): void;
-  /** Listens on the guest socket again (when a failed hibernate gives the VM back). */
-  reopenGuestListener(): Promise<void>;
   /** Ends the QEMU process (after the snapshot) and resolves once it is gone. */
   quit(): Promise<void>;
-  waitForHello(timeoutMs: number): Promise<void>;
 }
 
 const SYNC_TIMEOUT_MS = 10_000;
@@ -65,7 +60,7 @@ const SYNC_TIMEOUT_MS = 10_000;
 /**
  * running → hibernated. The guest flushes its disks first, so that should the snapshot ever be
  * unusable the disk alone still boots with everything written until now. On failure the VM is
- * given back running and the error is `snapshot_failed`.
+ * given back running (its channel was never cut) and the error is `snapshot_failed`.
  */
 export async function hibernateVm(
   target: HibernateTarget,
@@ -78,7 +73,9 @@ export async function hibernateVm(
   await Promise.race([target.guest.quiesce(), new Promise((r) => setTimeout(r, SYNC_TIMEOUT_MS))]).catch(
     () => undefined,
   );
-  await detachGuest(qmp, target.guest, () => target.closeGuestListener());
+  // The guest channel stays attached: the restored agent takes the new host's hello request as
+  // the start of a new session (detaching first, the snapshot could catch the agent halfway
+  // through reopening its port, and the restored copy then never heard its new host).
   const dir = snapshotDir(target.dir);
   await fsp.rm(dir, { recursive: true, force: true });
   await fsp.mkdir(dir, { recursive: true, mode: 0o700 });
@@ -87,9 +84,7 @@ export async function hibernateVm(
     await saveState(qmp, partial, { ignoreShared: false, timeoutMs: options.timeoutMs });
   } catch (err) {
     await fsp.rm(dir, { recursive: true, force: true });
-    await target.reopenGuestListener();
     await resumeVcpus(qmp).catch(() => undefined);
-    await target.waitForHello(15_000).catch(() => undefined);
     throw new AgentboxError(
       'snapshot_failed',
       `could not hibernate VM ${target.id}: ${(err as Error).message}`,

@@ -11,7 +11,7 @@ import { qemuArgs, type Accel, type QemuLaunchSpec } from './args.js';
 import { discardHibernation, hibernateVm, hibernationStatePath } from './hibernation.js';
 import { connectMonitor, listenUnix, waitForHello } from './host-sockets.js';
 import type { QmpClient } from './qmp.js';
-import { detachGuest, loadState, pauseVcpus, resumeVcpus, saveState } from './snapshot.js';
+import { loadState, pauseVcpus, resumeVcpus, saveState } from './snapshot.js';
 
 export const QEMU_BINARY = 'qemu-system-x86_64';
 const DEFAULT_BOOT_TIMEOUT_MS = 90_000;
@@ -49,7 +49,6 @@ export class QemuVm implements Vm {
   private child: ChildProcess | undefined;
   private qmp: QmpClient | undefined;
   private qmpWaiters: ((qmp: QmpClient) => void)[] = [];
-  private guestServer: net.Server | undefined;
   private servers: net.Server[] = [];
   private stderrTail = '';
 
@@ -121,19 +120,12 @@ export class QemuVm implements Vm {
     });
   }
 
-  private async listenGuest(): Promise<void> {
-    const servers: net.Server[] = [];
-    await listenUnix(servers, this.file('guest.sock'), (socket) => this.guest.attach(socket));
-    this.guestServer = servers[0];
-    this.servers.push(...servers);
-  }
-
   async start(): Promise<void> {
     this.require('start', 'created');
     this.currentState = 'starting';
     const started = performance.now();
     const launch = this.launchSpec();
-    await this.listenGuest();
+    await listenUnix(this.servers, launch.guestSocketPath, (socket) => this.guest.attach(socket));
     await listenUnix(this.servers, launch.qmpSocketPath, (socket) => {
       this.qmp?.close();
       const qmp = connectMonitor(socket, this.guest);
@@ -333,13 +325,10 @@ export class QemuVm implements Vm {
         dir: this.dir,
         guest: this.guest,
         monitor: () => this.monitor(),
-        closeGuestListener: () => this.closeGuestListener(),
-        reopenGuestListener: () => this.listenGuest(),
         quit: async () => {
           this.currentState = 'hibernated';
           await this.quit();
         },
-        waitForHello: (ms) => this.awaitHello(ms, 'snapshot_failed'),
       },
       { timeoutMs: SNAPSHOT_TIMEOUT_MS },
     );
@@ -347,23 +336,14 @@ export class QemuVm implements Vm {
     return result;
   }
 
-  private closeGuestListener(): void {
-    const server = this.guestServer;
-    this.guestServer = undefined;
-    if (!server) return;
-    server.close();
-    this.servers = this.servers.filter((s) => s !== server);
-  }
-
   /**
-   * Internal, for templates: detach the guest, save the device state (the RAM is the shared file
-   * already) to `statePath`, and end the VM. Returns the time the snapshot took.
+   * Internal, for templates: save the device state (the RAM is the shared file already) to
+   * `statePath`, and end the VM. Returns the time the snapshot took.
    */
   async saveTemplate(statePath: string): Promise<number> {
     this.require('snapshot', 'running');
     if (!this.templateRamPath) throw new AgentboxError('internal', `VM ${this.id} is not a template`);
     const qmp = await this.monitor();
-    await detachGuest(qmp, this.guest, () => this.closeGuestListener());
     const started = performance.now();
     await saveState(qmp, statePath, { ignoreShared: true, timeoutMs: SNAPSHOT_TIMEOUT_MS });
     const ms = performance.now() - started;

@@ -1,5 +1,4 @@
 import { AgentboxError } from '@agentbox/protocol';
-import type { GuestConnection } from '../guest-connection.js';
 import type { QmpClient, QmpEvent } from './qmp.js';
 
 /**
@@ -118,33 +117,6 @@ export async function loadState(
   const status = (await qmp.execute('query-status')) as { status?: string; running?: boolean };
   // A snapshot taken of a stopped VM restores stopped; one taken running would autostart.
   if (status.running) await qmp.execute('stop');
-}
-
-/**
- * Drops the host end of the guest channel and waits until the guest agent has seen it go (QEMU
- * reports the guest closing its port), so a snapshot taken next restores into an agent that is
- * already looking for a new host. `closeListener` stops QEMU from reconnecting meanwhile.
- */
-export async function detachGuest(
-  qmp: QmpClient,
-  guest: GuestConnection,
-  closeListener: () => void,
-  timeoutMs = 2_000,
-): Promise<void> {
-  closeListener();
-  await new Promise<void>((resolve) => {
-    const timer = setTimeout(done, timeoutMs);
-    function done() {
-      clearTimeout(timer);
-      qmp.off('event', onEvent);
-      resolve();
-    }
-    function onEvent(event: QmpEvent) {
-      if (event.event === 'VSERPORT_CHANGE' && event.data?.open === false) done();
-    }
-    qmp.on('event', onEvent);
-    guest.detach();
-  });
 }
 
 /** Pause = stop the vCPUs: the guest uses no host CPU; its RAM and connections stay. */

@@ -135,6 +135,30 @@ export function boxRoutes(deps: BoxRouteDeps): RouteDef[] {
       errors: ['invalid_request', 'unauthorized', 'box_not_found', 'invalid_state'],
       handler: async ({ params, actor }) => toApiBox(await deps.boxes.remove({ actor, id: params.id })),
     }),
+    ...(
+      [
+        ['pause', 'pauseBox', 'Pause the box: its vCPUs stop (no host CPU); the next request resumes it'],
+        ['resume', 'resumeBox', 'Resume a paused box, or wake a hibernated one'],
+        [
+          'hibernate',
+          'hibernateBox',
+          'Hibernate the box: its whole state is saved next to its disk and its VM process ends (no host memory); the next request wakes it',
+        ],
+      ] as const
+    ).map(([action, operationId, summary]) =>
+      defineRoute({
+        method: 'POST',
+        url: `/v1/boxes/:id/${action}`,
+        operationId,
+        summary,
+        tags: V1,
+        auth: 'key',
+        params: BoxParamsSchema,
+        responses: { 200: { description: 'The box', schema: BoxSchema } },
+        errors: [...ON_BOX, 'snapshot_failed', 'boot_failed'],
+        handler: async ({ params, actor }) => toApiBox(await deps.boxes[action]({ actor, id: params.id })),
+      }),
+    ),
     defineRoute({
       method: 'POST',
       url: '/v1/boxes/:id/exec',

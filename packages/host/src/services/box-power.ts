@@ -1,0 +1,273 @@
+import { AgentboxError, type BoxStartMode } from '@agentbox/protocol';
+import type { Image, Vm, VmResources, VmSpec } from '@agentbox/vm';
+import type { BoxRecord, BoxStore } from '../store/box-store.js';
+import type { BoxLogger } from './box-service.js';
+
+/** What the daemon knows of a live box beyond its record: its VM (none while hibernated) and use. */
+export interface BoxSession {
+  vm: Vm | undefined;
+  env: Record<string, string>;
+  /** Holders of an `acquire` lease: while > 0 the box is never paused or hibernated for idleness. */
+  leases: number;
+  /** clock() of the last lease release (or other use). */
+  lastActive: number;
+  pausedAt: number | undefined;
+  /** The guest connection is new (adopted while paused, woken) and egress is not set up on it yet. */
+  egressPending: boolean;
+  /** Lifecycle operations on one box run one after another. */
+  chain: Promise<unknown>;
+}
+
+export interface IdleSettings {
+  /** A running box with no lease and no call in flight this long is paused; 0: never. */
+  pauseAfterMs: number;
+  /** A box paused this long is hibernated (its RAM freed); 0: never. */
+  hibernateAfterMs: number;
+  /** How often boxes are checked. */
+  checkEveryMs?: number;
+}
+
+export const DEFAULT_IDLE: IdleSettings = {
+  pauseAfterMs: 30_000,
+  hibernateAfterMs: 600_000,
+  checkEveryMs: 1_000,
+};
+
+export interface PowerContext {
+  store: BoxStore;
+  sessions: Map<string, BoxSession>;
+  log: BoxLogger;
+  clock: () => number;
+  backend: {
+    create(spec: VmSpec): Promise<Vm>;
+    hibernation?(id: string): unknown;
+  };
+  /** The image a box's disk belongs to (it may predate the current one). */
+  imageOf: (box: BoxRecord) => Image;
+  resourcesOf: (box: BoxRecord) => VmResources;
+  bootTimeoutMs: number | undefined;
+  /** Sets up a freshly started guest (workspace, env file) and its egress; watches the VM. */
+  connect: (box: BoxRecord, vm: Vm, session: BoxSession, fresh: boolean) => Promise<void>;
+  setUpEgress: (box: BoxRecord, vm: Vm) => Promise<void>;
+  watch: (id: string, vm: Vm) => void;
+  fail: (box: BoxRecord, reason: string) => Promise<BoxRecord>;
+  pidPatch: (vm: Vm) => { pid: number | null; pidStartTime: number | null };
+  metrics: { observeBoot(seconds: number): void };
+}
+
+function messageOf(err: unknown): string {
+  return err instanceof Error ? err.message : String(err);
+}
+
+/**
+ * Pause, resume, hibernate, wake and the idle policy. Every transition is written to the store
+ * before it is acted on; an action that fails puts the record back (or fails the box).
+ */
+export function createBoxPower(ctx: PowerContext) {
+  const { store, sessions, log, clock } = ctx;
+
+  /** Runs `fn` after every earlier lifecycle operation on the box. */
+  function serialize<T>(id: string, fn: () => Promise<T>): Promise<T> {
+    const session = sessions.get(id);
+    if (!session) return fn();
+    const run = session.chain.then(fn, fn);
+    session.chain = run.catch(() => undefined);
+    return run;
+  }
+
+  function sessionWithVm(box: BoxRecord): BoxSession & { vm: Vm } {
+    const session = sessions.get(box.id);
+    if (!session?.vm) {
+      throw new AgentboxError(
+        'guest_unreachable',
+        `box ${box.id} has no live VM; the reaper will clean it up`,
+      );
+    }
+    return session as BoxSession & { vm: Vm };
+  }
+
+  function pause(id: string, reason: string): Promise<BoxRecord> {
+    return serialize(id, async () => {
+      const box = store.get(id)!;
+      if (box.state === 'paused') return box;
+      if (box.state !== 'running')
+        throw new AgentboxError('invalid_state', `box ${id} is ${box.state}, not running`, {
+          details: { state: box.state },
+        });
+      const session = sessionWithVm(box);
+      const paused = store.transition(id, 'paused', { from: ['running'], reason });
+      try {
+        await session.vm.pause();
+      } catch (err) {
+        store.transition(id, 'running', { from: ['paused'], reason: `pause failed: ${messageOf(err)}` });
+        throw err;
+      }
+      session.pausedAt = clock();
+      log.info({ boxId: id, reason }, 'box paused');
+      return paused;
+    });
+  }
+
+  /** paused → running, or hibernated → running (woken from its snapshot, or booted from its disk). */
+  function resume(id: string, reason: string): Promise<BoxRecord> {
+    return serialize(id, async () => {
+      const box = store.get(id)!;
+      if (box.state === 'running') return box;
+      if (box.state === 'hibernated') return wake(box, reason);
+      if (box.state !== 'paused')
+        throw new AgentboxError('invalid_state', `box ${id} is ${box.state}, not paused or hibernated`, {
+          details: { state: box.state },
+        });
+      const session = sessionWithVm(box);
+      const running = store.transition(id, 'running', { from: ['paused'], reason });
+      try {
+        await session.vm.resume();
+        if (session.egressPending) await ctx.setUpEgress(running, session.vm);
+        session.egressPending = false;
+      } catch (err) {
+        await ctx.fail(running, `could not resume: ${messageOf(err)}`);
+        throw err;
+      }
+      session.pausedAt = undefined;
+      session.lastActive = clock();
+      log.info({ boxId: id, reason }, 'box resumed');
+      return running;
+    });
+  }
+
+  function hibernate(id: string, reason: string, options: { idle?: boolean } = {}): Promise<BoxRecord> {
+    return serialize(id, async () => {
+      const box = store.get(id)!;
+      if (box.state === 'hibernated') return box;
+      if (box.state !== 'running' && box.state !== 'paused')
+        throw new AgentboxError('invalid_state', `box ${id} is ${box.state}, not running or paused`, {
+          details: { state: box.state },
+        });
+      const session = sessionWithVm(box);
+      const busy = session.leases + session.vm.guest.activeCalls;
+      if (busy > 0 && !options.idle)
+        throw new AgentboxError('invalid_state', `box ${id} is in use (${busy} calls or streams open)`);
+      if (busy > 0) return box;
+      const from = box.state;
+      const hibernated = store.transition(id, 'hibernated', { from: [from], reason });
+      const started = clock();
+      try {
+        const saved = await session.vm.hibernate();
+        log.info(
+          { boxId: id, reason, stateBytes: saved.stateBytes, ms: Math.round(saved.ms) },
+          'box hibernated',
+        );
+      } catch (err) {
+        // The VM gave itself back running (or is gone: the reaper fails the box).
+        store.transition(id, 'running', {
+          from: ['hibernated'],
+          reason: `hibernate failed: ${messageOf(err)}`,
+        });
+        session.pausedAt = undefined;
+        session.lastActive = clock();
+        throw err;
+      }
+      const ended: BoxSession = session;
+      ended.vm = undefined;
+      ended.pausedAt = undefined;
+      log.info({ boxId: id, ms: clock() - started }, 'box VM process ended');
+      return store.update(id, { pid: null, pidStartTime: null }) ?? hibernated;
+    });
+  }
+
+  /** hibernated → running: its own snapshot when it has one, else a cold boot of its disk. */
+  async function wake(box: BoxRecord, reason: string): Promise<BoxRecord> {
+    const session = sessions.get(box.id)!;
+    const spec = { id: box.id, image: ctx.imageOf(box), resources: ctx.resourcesOf(box) };
+    const started = clock();
+    let vm: Vm | undefined;
+    let mode: BoxStartMode = 'wake';
+    if (ctx.backend.hibernation?.(box.id)) {
+      try {
+        vm = await ctx.backend.create({ ...spec, restoreFrom: { kind: 'hibernation' } });
+        session.vm = vm;
+        await vm.start();
+      } catch (err) {
+        log.warn({ boxId: box.id, err: messageOf(err) }, 'hibernation snapshot unusable; booting the disk');
+        await vm?.kill().catch(() => undefined);
+        vm = undefined;
+      }
+    }
+    try {
+      if (!vm) {
+        mode = 'disk';
+        vm = await ctx.backend.create({
+          ...spec,
+          restoreFrom: { kind: 'disk' },
+          ...(ctx.bootTimeoutMs ? { bootTimeoutMs: ctx.bootTimeoutMs } : {}),
+        });
+        session.vm = vm;
+        await vm.start();
+      }
+      // A woken guest kept its files and env; a disk boot lost /run (env file) and the agent's state.
+      await ctx.connect(box, vm, session, mode === 'disk');
+    } catch (err) {
+      await ctx.fail(box, `could not wake: ${messageOf(err)}`);
+      throw new AgentboxError('boot_failed', `box ${box.id} could not be woken: ${messageOf(err)}`, {
+        cause: err,
+      });
+    }
+    const bootMs = clock() - started;
+    ctx.metrics.observeBoot(bootMs / 1000);
+    const running = store.transition(box.id, 'running', {
+      from: ['hibernated'],
+      patch: { ...ctx.pidPatch(vm), bootMs, startMode: mode },
+      reason,
+    });
+    session.lastActive = clock();
+    session.egressPending = false;
+    ctx.watch(box.id, vm);
+    log.info({ boxId: box.id, mode, bootMs }, 'box woken');
+    return running;
+  }
+
+  /** The box running, whatever it was (paused, hibernated); for a lease. */
+  function awake(id: string): Promise<BoxRecord> {
+    const box = store.get(id);
+    if (box?.state === 'running' && !sessions.get(id)?.egressPending) return Promise.resolve(box);
+    return resume(id, 'used');
+  }
+
+  /**
+   * One pass of the idle policy: pauses running boxes nobody uses (no lease, no call in flight)
+   * and hibernates boxes paused for long enough.
+   */
+  function checkIdle(settings: IdleSettings, canHibernate: boolean): void {
+    const now = clock();
+    const nowPerf = performance.now();
+    for (const [id, session] of sessions) {
+      const vm = session.vm;
+      if (!vm || session.leases > 0) continue;
+      if (vm.state === 'running' && settings.pauseAfterMs > 0) {
+        const idle =
+          vm.guest.activeCalls === 0 &&
+          now - session.lastActive >= settings.pauseAfterMs &&
+          nowPerf - vm.guest.lastActivityAt >= settings.pauseAfterMs;
+        if (idle && store.get(id)?.state === 'running')
+          void pause(id, 'idle').catch((err: unknown) =>
+            log.warn({ boxId: id, err: messageOf(err) }, 'could not pause an idle box'),
+          );
+      } else if (
+        vm.state === 'paused' &&
+        canHibernate &&
+        settings.hibernateAfterMs > 0 &&
+        session.pausedAt !== undefined &&
+        now - session.pausedAt >= settings.hibernateAfterMs &&
+        store.get(id)?.state === 'paused'
+      ) {
+        void hibernate(id, 'idle', { idle: true }).catch((err: unknown) =>
+          log.warn({ boxId: id, err: messageOf(err) }, 'could not hibernate an idle box'),
+        );
+      }
+    }
+  }
+
+  return { pause, resume, hibernate, awake, checkIdle, serialize };
+}
+
+export type BoxPower = ReturnType<typeof createBoxPower>;

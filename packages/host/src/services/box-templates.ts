@@ -1,0 +1,206 @@
+import fs from 'node:fs';
+import path from 'node:path';
+import type { Image, Vm, VmResources, VmSpec, VmTemplate } from '@agentbox/vm';
+import type { BoxLogger, ProcessProbe } from './box-service.js';
+
+/** What templates need of the VM backend (the QEMU one has it; the fake has no snapshots). */
+export interface TemplateBackend {
+  create(spec: VmSpec): Promise<Vm>;
+  ensureTemplate(image: Image, resources: VmResources): Promise<VmTemplate>;
+  discardTemplate(template: VmTemplate): Promise<void>;
+}
+
+/** A pre-restored clone waiting, paused, to become a box (its id is the box's). */
+export interface WarmVm {
+  id: string;
+  vm: Vm;
+}
+
+export interface BoxTemplatesOptions {
+  backend: TemplateBackend;
+  image: Image;
+  /** Resources of the template built at start and of the warm pool. */
+  defaults: VmResources;
+  /** Paused clones kept ready for `create` (default resources only); 0: none. */
+  warmPool: number;
+  log: BoxLogger;
+  newId: () => string;
+  /** The runtime dir of a box id (pool clones live among the boxes until taken). */
+  boxDir: (id: string) => string;
+  probe: ProcessProbe;
+  /** After a failed build, wait this long before trying again (doubles each time, up to 10 min). */
+  retryMs?: number;
+}
+
+/** Marks a runtime dir as a warm-pool clone's, so a daemon that died can tell its orphans. */
+const POOL_MARKER = '.warm-pool';
+
+const keyOf = (r: VmResources) => `${r.memoryMib}/${r.vcpus}/${r.diskGib}`;
+
+/**
+ * Templates per size (built in the background: the default size at start, others the first time a
+ * box of that size is asked for, which boots cold meanwhile) and the optional warm pool.
+ */
+export function createBoxTemplates(options: BoxTemplatesOptions) {
+  const { backend, log } = options;
+  const ready = new Map<string, VmTemplate>();
+  const building = new Map<string, Promise<VmTemplate | undefined>>();
+  const retryAt = new Map<string, { at: number; delayMs: number }>();
+  const pool: WarmVm[] = [];
+  let filling = 0;
+  let closed = false;
+
+  function build(resources: VmResources): Promise<VmTemplate | undefined> {
+    const key = keyOf(resources);
+    const pending = building.get(key);
+    if (pending) return pending;
+    const retry = retryAt.get(key);
+    if (retry && Date.now() < retry.at) return Promise.resolve(undefined);
+    const started = Date.now();
+    const run = backend
+      .ensureTemplate(options.image, resources)
+      .then(
+        (template) => {
+          ready.set(key, template);
+          retryAt.delete(key);
+          log.info({ template: template.id, resources, ms: Date.now() - started }, 'template ready');
+          return template;
+        },
+        (err: unknown) => {
+          const delayMs = Math.min((retry?.delayMs ?? (options.retryMs ?? 30_000) / 2) * 2, 600_000);
+          retryAt.set(key, { at: Date.now() + delayMs, delayMs });
+          log.warn({ resources, err: (err as Error).message, retryInMs: delayMs }, 'template build failed');
+          return undefined;
+        },
+      )
+      .finally(() => building.delete(key));
+    building.set(key, run);
+    return run;
+  }
+
+  async function fillOne(): Promise<void> {
+    const template = ready.get(keyOf(options.defaults)) ?? (await build(options.defaults));
+    if (!template || closed) return;
+    const id = options.newId();
+    let vm: Vm | undefined;
+    try {
+      vm = await backend.create({
+        id,
+        image: options.image,
+        resources: options.defaults,
+        restoreFrom: { kind: 'template', template },
+      });
+      fs.writeFileSync(path.join(options.boxDir(id), POOL_MARKER), '');
+      await vm.start();
+      // Translate the first exec's code paths now, not when the box is handed out.
+      for (let i = 0; i < 2; i++) await vm.guest.exec({ argv: ['true'] });
+      await vm.pause();
+      if (closed) throw new Error('closed');
+      pool.push({ id, vm });
+    } catch (err) {
+      await vm?.destroy().catch(() => undefined);
+      if (!closed) log.warn({ err: (err as Error).message }, 'could not add a clone to the warm pool');
+      throw err;
+    }
+  }
+
+  function fill(): void {
+    if (closed) return;
+    while (pool.length + filling < options.warmPool) {
+      filling++;
+      void fillOne()
+        .catch(() => new Promise((r) => setTimeout(r, 5_000)))
+        .finally(() => {
+          filling--;
+          if (pool.length + filling < options.warmPool) fill();
+        });
+      // One at a time: each restore costs a core for a moment.
+      break;
+    }
+  }
+
+  return {
+    /** Builds the default template (and fills the pool) in the background. */
+    start(): void {
+      void build(options.defaults).then(() => fill());
+    },
+
+    /** A ready template for this size; when there is none, one is built in the background. */
+    template(resources: VmResources): VmTemplate | undefined {
+      const template = ready.get(keyOf(resources));
+      if (!template) void build(resources);
+      return template;
+    },
+
+    /** Waits for the template of this size (a build if needed); undefined if it cannot be built. */
+    async ensure(resources: VmResources): Promise<VmTemplate | undefined> {
+      return ready.get(keyOf(resources)) ?? build(resources);
+    },
+
+    /** A template that did not restore is dropped and rebuilt. */
+    failed(template: VmTemplate, err: unknown): void {
+      log.warn(
+        { template: template.id, err: (err as Error).message },
+        'template restore failed; rebuilding it',
+      );
+      const key = keyOf(template.resources);
+      if (ready.get(key)?.id === template.id) ready.delete(key);
+      void backend.discardTemplate(template).then(() => build(template.resources));
+    },
+
+    /** A warm clone of the default size, if the pool has one (the pool refills in the background). */
+    takeWarm(resources: VmResources): WarmVm | undefined {
+      if (keyOf(resources) !== keyOf(options.defaults)) return undefined;
+      const warm = pool.shift();
+      if (warm) fs.rmSync(path.join(options.boxDir(warm.id), POOL_MARKER), { force: true });
+      fill();
+      return warm;
+    },
+
+    /** Gives back a warm clone that could not be used (e.g. the host was full). */
+    returnWarm(warm: WarmVm): void {
+      if (closed || warm.vm.state !== 'paused') {
+        void warm.vm.destroy();
+        return;
+      }
+      fs.writeFileSync(path.join(options.boxDir(warm.id), POOL_MARKER), '');
+      pool.unshift(warm);
+    },
+
+    poolSize: () => pool.length,
+
+    /** Pool clones a daemon that died left behind: killed, their dirs removed. */
+    sweepOrphans(knownIds: ReadonlySet<string>): string[] {
+      const root = path.dirname(options.boxDir('x'));
+      let entries: string[] = [];
+      try {
+        entries = fs.readdirSync(root);
+      } catch {
+        return [];
+      }
+      const swept: string[] = [];
+      for (const id of entries) {
+        const dir = path.join(root, id);
+        if (knownIds.has(id) || pool.some((w) => w.id === id) || !fs.existsSync(path.join(dir, POOL_MARKER)))
+          continue;
+        for (const pid of options.probe.mentioning(dir)) {
+          try {
+            process.kill(pid, 'SIGKILL');
+          } catch {
+            // gone
+          }
+        }
+        fs.rmSync(dir, { recursive: true, force: true });
+        swept.push(id);
+      }
+      return swept;
+    },
+
+    async close(): Promise<void> {
+      closed = true;
+      await Promise.all(pool.splice(0).map((w) => w.vm.destroy().catch(() => undefined)));
+    },
+  };
+}
+
+export type BoxTemplates = ReturnType<typeof createBoxTemplates>;

@@ -1,0 +1,128 @@
+import { execFileSync } from 'node:child_process';
+import fs from 'node:fs';
+import os from 'node:os';
+import path from 'node:path';
+import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import type { Box, ExecResult } from '@agentbox/protocol';
+import { sharedRuntime } from '../../../../test/helpers.js';
+import { DEFAULT_BOX_RESOURCES } from '../../src/index.js';
+import { CLI, client, leftoversIn, startDaemon, type Daemon } from '../helpers/daemon.js';
+
+const unb64 = (s: string) => Buffer.from(s, 'base64').toString();
+const USER = 'e2e-persistent-user';
+
+/**
+ * The per-user persistent box through the daemon, with real VMs: it is a clone of the template,
+ * pauses and hibernates when idle, wakes on the next request, and survives `kill -9` of the daemon
+ * — hibernated (woken from its snapshot), and with its VM gone too, as after a host reboot (booted
+ * from its disk) — with its files.
+ */
+describe('agentbox serve: the persistent user box across idle, hibernate and daemon restarts', () => {
+  let dataDir: string;
+  let daemon: Daemon;
+  let key: string;
+  let api: ReturnType<typeof client>;
+  let boxId: string;
+  const idleArgs = ['--idle-pause-seconds', '2', '--idle-hibernate-seconds', '3'];
+
+  const box = async () => (await (await api('GET', `/v1/boxes/${boxId}`)).json()) as Box;
+  /** Waits for a state; for `hibernated`, until the snapshot is written (the record says so first). */
+  const waitForState = async (state: Box['state'], timeoutMs = 60_000) => {
+    const deadline = Date.now() + timeoutMs;
+    for (;;) {
+      const b = await box();
+      if (b.state === state && (state !== 'hibernated' || b.pid === null)) return b;
+      if (Date.now() > deadline) throw new Error(`box stayed ${b.state}, never ${state}`);
+      await new Promise((r) => setTimeout(r, 250));
+    }
+  };
+  const workspaceFiles = async () =>
+    ((await (await api('GET', `/list_workspace_files?user_id=${USER}`)).json()) as { files: string[] }).files;
+
+  beforeAll(async () => {
+    // The daemon finds the template this builds (same home, image and size) and clones from it.
+    const rt = await sharedRuntime();
+    await rt.backend.ensureTemplate(rt.image, DEFAULT_BOX_RESOURCES);
+    dataDir = fs.mkdtempSync(path.join(os.tmpdir(), 'agentbox-persistent-e2e-'));
+    daemon = await startDaemon(dataDir, idleArgs);
+    key = daemon.initialKey!;
+    api = client(daemon.url, key);
+  });
+
+  afterAll(async () => {
+    const list = await api('GET', '/v1/boxes').catch(() => undefined);
+    if (list?.ok) {
+      for (const b of ((await list.json()) as { boxes: Box[] }).boxes)
+        await api('DELETE', `/v1/boxes/${b.id}`);
+    }
+    daemon.process.kill('SIGTERM');
+    expect(await daemon.exited).toBe(0);
+    expect(leftoversIn(dataDir)).toEqual({ processes: [], dirs: [] });
+    fs.rmSync(dataDir, { recursive: true, force: true });
+  });
+
+  it('creates the user box as a clone; pause/resume/hibernate by CLI; idle pause then hibernate', async () => {
+    const created = await api('POST', '/create_microvm', { user_id: USER, runtime: 'bash' });
+    expect(created.status).toBe(200);
+    const status = (await (await api('GET', '/status')).json()) as {
+      microvms: Record<string, { box_id: string }>;
+    };
+    boxId = status.microvms[USER]!.box_id;
+    expect(await box()).toMatchObject({ state: 'running', startMode: 'clone' });
+    const made = (await (
+      await api('POST', `/v1/boxes/${boxId}/exec?stream=false`, {
+        command: 'echo "keep me" > notes.txt && sync && hostname',
+      })
+    ).json()) as ExecResult;
+    expect(unb64(made.stdout)).toBe(`${boxId}\n`);
+
+    const cli = (...args: string[]) =>
+      execFileSync(process.execPath, [CLI, ...args, boxId, '--url', daemon.url, '--key', key], {
+        encoding: 'utf8',
+      });
+    expect(cli('pause')).toMatch(new RegExp(`^${boxId} paused`));
+    expect(cli('resume')).toMatch(new RegExp(`^${boxId} running`));
+    expect(JSON.parse(cli('hibernate', '--json'))).toMatchObject({
+      id: boxId,
+      state: 'hibernated',
+      pid: null,
+    });
+    expect(await workspaceFiles()).toEqual(['notes.txt']);
+    expect(await box()).toMatchObject({ state: 'running', startMode: 'wake' });
+
+    // Nobody uses it: paused after 2 s, hibernated 3 s later.
+    await waitForState('paused', 30_000);
+    await waitForState('hibernated', 60_000);
+  });
+
+  it('daemon kill -9 while the box is hibernated: the new daemon wakes it on the next request', async () => {
+    daemon.process.kill('SIGKILL');
+    await daemon.exited;
+    daemon = await startDaemon(dataDir, idleArgs);
+    expect(daemon.stdout()).toMatch(/0 boxes re-adopted, 0 failed, 1 hibernated/);
+    api = client(daemon.url, key);
+    expect(await box()).toMatchObject({ state: 'hibernated' });
+    expect(await workspaceFiles()).toEqual(['notes.txt']);
+    expect(await box()).toMatchObject({ state: 'running', startMode: 'wake' });
+    const cat = (await (
+      await api('POST', `/v1/boxes/${boxId}/exec?stream=false`, { command: 'cat notes.txt' })
+    ).json()) as ExecResult;
+    expect(unb64(cat.stdout)).toBe('keep me\n');
+  });
+
+  it('daemon and VM both killed (a host reboot): the box boots from its disk with its files', async () => {
+    // A request makes sure it runs (the idle policy may have paused it since).
+    await api('POST', `/v1/boxes/${boxId}/exec?stream=false`, { command: 'true' });
+    const pid = (await box()).pid!;
+    daemon.process.kill('SIGKILL');
+    await daemon.exited;
+    process.kill(pid, 'SIGKILL');
+    daemon = await startDaemon(dataDir, idleArgs);
+    expect(daemon.stdout()).toMatch(/0 boxes re-adopted, 0 failed, 1 hibernated/);
+    api = client(daemon.url, key);
+    expect(await workspaceFiles()).toEqual(['notes.txt']);
+    expect(await box()).toMatchObject({ state: 'running', startMode: 'disk' });
+    const again = await api('POST', '/create_microvm', { user_id: USER, runtime: 'bash' });
+    expect(await again.json()).toMatchObject({ status: 'exists' });
+  });
+});
