@@ -23,11 +23,11 @@ import {
   type BoxBackend,
   type BoxEgress,
   type BoxLogger,
-import type { IdleSettings } from './services/box-power.js';
-import { createBoxTemplates, type TemplateBackend } from './services/box-templates.js';
   type GuestLayout,
   type ProcessProbe,
 } from './services/box-service.js';
+import type { IdleSettings } from './services/box-power.js';
+import { createBoxTemplates, type TemplateBackend } from './services/box-templates.js';
 import { createExecService } from './services/exec-service.js';
 import { createFileService } from './services/file-service.js';
 import { createLibraryService } from './services/library-service.js';
@@ -77,6 +77,7 @@ export interface HostOptions {
   /** The library root (`$AGENTBOX_HOME/library`); default `<dataDir>/library`. */
   libraryDir?: string;
   /** The agent adapters; unit tests may stand in a scripted one. */
+  runnerFor?: (kind: AgentKind) => AgentRunner;
   /**
    * Boxes start as clones of a template (one per image + size, built in the background at start
    * for the default size), with `warmPool` paused clones kept ready; absent: every box boots cold.
@@ -86,7 +87,6 @@ export interface HostOptions {
   images?: (id: string) => Image | undefined;
   /** Idle pause / hibernate settings (default: pause after 30 s, hibernate after 10 min paused). */
   idle?: Partial<IdleSettings>;
-  runnerFor?: (kind: AgentKind) => AgentRunner;
   clock?: () => number;
   /** The built web dashboard served at `/` (default `packages/dashboard/dist`). */
   dashboardDir?: string;
@@ -127,15 +127,16 @@ export function createHost(options: HostOptions) {
     },
     isCredential: (name) => isInjectableSecret(name),
     detach: async (boxId) => gateway.box(boxId)?.close(),
+    updatePolicy: (boxId, policy) => gateway.box(boxId)?.updatePolicy(withTestUpstreams(policy)),
     async reattach(boxId, guest) {
       const session = gateway.box(boxId);
       if (!session) return false;
       await attachEgress(guest, session);
       return true;
     },
-    updatePolicy: (boxId, policy) => gateway.box(boxId)?.updatePolicy(withTestUpstreams(policy)),
   };
 
+  const metrics = createMetrics({ boxesByState: () => store.countByState() });
   const defaults = options.defaults ?? DEFAULT_BOX_RESOURCES;
   const templates =
     options.templates &&
@@ -149,7 +150,6 @@ export function createHost(options: HostOptions) {
       boxDir: options.boxDir,
       probe: options.probe,
     });
-  const metrics = createMetrics({ boxesByState: () => store.countByState() });
   const boxes = createBoxService({
     store,
     backend: options.backend,
@@ -159,10 +159,10 @@ export function createHost(options: HostOptions) {
       maxBoxes: options.maxBoxes ?? DEFAULT_MAX_BOXES,
       defaults,
       ...(options.bootTimeoutMs ? { bootTimeoutMs: options.bootTimeoutMs } : {}),
+    },
     ...(templates ? { templates } : {}),
     ...(options.images ? { images: options.images } : {}),
     ...(options.idle ? { idle: options.idle } : {}),
-    },
     metrics,
     log,
     probe: options.probe,

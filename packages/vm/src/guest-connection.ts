@@ -76,20 +76,16 @@ export class GuestConnection {
   private closedError: AgentboxError | undefined;
   private egressHandler: EgressHandler | undefined;
   private configuredEnv: Record<string, string> | undefined;
+  private lastActivity = performance.now();
 
   constructor(private readonly options: GuestConnectionOptions = {}) {
     this.mux = this.newMux();
   }
-  private lastActivity = performance.now();
 
   get info(): Hello | undefined {
     return this.hello;
   }
 
-  private newMux(): Mux {
-    return new Mux(
-      {
-        ...streamTransport(
   /** Calls in flight (an exec stream counts until it exits): the box is busy while this is > 0. */
   get activeCalls(): number {
     return this.calls.size;
@@ -100,6 +96,10 @@ export class GuestConnection {
     return this.lastActivity;
   }
 
+  private newMux(): Mux {
+    return new Mux(
+      {
+        ...streamTransport(
           () => this.socket,
           () => this.closedError ?? new AgentboxError('guest_unreachable', 'guest channel is not connected'),
         ),
@@ -225,11 +225,11 @@ export class GuestConnection {
     if (this.closedError) throw this.closedError;
     const channel = this.nextChannel;
     this.nextChannel = this.nextChannel >= 0x7fff_fffe ? 1 : this.nextChannel + 1;
+    this.lastActivity = performance.now();
     this.calls.set(channel, call);
     this.mux.open(channel, {
       onJson: (m) => call.onJson(m),
       onData: (s, c) => call.onData(s, c),
-    this.lastActivity = performance.now();
       onEnd: () => call.onEnd(),
     });
     this.mux.sendJson(channel, request).catch((err: Error) => call.fail(toGuestError(err)));
@@ -237,11 +237,11 @@ export class GuestConnection {
   }
 
   private finish(channel: number): void {
+    this.lastActivity = performance.now();
     this.calls.delete(channel);
     this.mux.close(channel);
   }
 
-    this.lastActivity = performance.now();
   /** Parses a reply from the guest; anything unexpected is the guest's fault and fails the call. */
   private reply(message: unknown): z.infer<typeof GuestReplySchema> {
     const parsed = GuestReplySchema.safeParse(message);
