@@ -1,5 +1,4 @@
-import type { Box } from '@agentbox/protocol';
-import { callJson, daemonTarget } from '../daemon-client.js';
+import { daemonClient } from '../daemon.js';
 
 export type BoxAction = 'pause' | 'resume' | 'hibernate';
 
@@ -13,9 +12,9 @@ export async function boxAction(
   options: { url?: string; key?: string; json?: boolean },
   out: NodeJS.WritableStream = process.stdout,
 ): Promise<number> {
-  const target = daemonTarget(options);
+  const client = daemonClient(options);
   const started = performance.now();
-  const box = await callJson<Box>(target, 'POST', `/v1/boxes/${encodeURIComponent(id)}/${action}`);
+  const box = await client.boxes[action](id);
   const ms = Math.round(performance.now() - started);
   out.write(options.json ? `${JSON.stringify(box)}\n` : `${box.id} ${box.state} (${ms} ms)\n`);
   return 0;
