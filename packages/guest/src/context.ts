@@ -8,6 +8,8 @@ export interface RequestContext {
   onCancel(cb: () => void): void;
   /** Registers handlers for data the host streams on this channel (stdin, upload). */
   onData(cb: (chunk: Buffer) => void, onEnd: () => void): void;
+  /** Registers a handler for other JSON control messages on the channel (pty resize). */
+  onControl(cb: (message: unknown) => void): void;
 }
 
 /** A handler failure that maps to a guest error code instead of `guest_error`. */

@@ -19,6 +19,8 @@ import { killProcess, listProcesses } from './processes.js';
 import { AGENT_VERSION } from './version.js';
 import { EGRESS_PROXY_PORT, EgressProxy } from './egress-proxy.js';
 import { RestoreHelper, restore } from './restore.js';
+import { runPtyExec } from './pty.js';
+import { listListeners, portConnect } from './port-forward.js';
 
 export interface GuestServiceOptions {
   exec?: Partial<ExecDefaults>;
@@ -34,6 +36,7 @@ export interface GuestServiceOptions {
 
 interface OpenRequest {
   cancel: (() => void)[];
+  control?: (message: unknown) => void;
   data?: (chunk: Buffer) => void;
   end?: () => void;
   /** Data that arrived before the handler registered for it. */
@@ -152,6 +155,7 @@ export class GuestService {
     this.mux.open(channel, {
       onJson: (msg) => {
         if (CancelSchema.safeParse(msg).success) for (const cb of state.cancel) cb();
+        else state.control?.(msg);
       },
       onData: (_stream, chunk) => {
         if (state.data) state.data(chunk);
@@ -166,6 +170,7 @@ export class GuestService {
       mux: this.mux,
       channel,
       onCancel: (cb) => state.cancel.push(cb),
+      onControl: (cb) => (state.control = cb),
       onData: (data, end) => {
         state.data = data;
         state.end = end;
@@ -200,7 +205,7 @@ export class GuestService {
       case 'health':
         return result(health());
       case 'exec':
-        return runExec(req, ctx, this.execDefaults);
+        return req.pty ? runPtyExec(req, ctx, this.execDefaults) : runExec(req, ctx, this.execDefaults);
       case 'process.list':
         return result(listProcesses());
       case 'process.kill':
@@ -228,6 +233,10 @@ export class GuestService {
         await new Promise<void>((resolve) => execFile('sync', () => resolve()));
         return result({ helper });
       }
+      case 'port.connect':
+        return result(await portConnect(req, ctx));
+      case 'net.listeners':
+        return result(await listListeners());
       case 'system.restore':
         return result(
           await restore(req, this.restoreHelper, { privileged: this.options.privileged ?? false }),

@@ -68,9 +68,27 @@ export const ExecRequestSchema = z
     cwd: PathSchema.optional().describe('Working directory; default /root.'),
     stdin: z.boolean().default(false).describe('Whether the host will stream stdin on this channel.'),
     timeoutMs: z.number().int().positive().optional().describe('Kill the process group after this long.'),
+    pty: z
+      .object({ rows: z.number().int().min(1).max(1000), cols: z.number().int().min(1).max(1000) })
+      .strict()
+      .optional()
+      .describe(
+        'Run on a pseudo-terminal of this size: stdout carries the terminal output (no separate stderr), ' +
+          'stdin the keystrokes; the host sends `resize` messages on the channel.',
+      ),
   })
   .strict();
 export type ExecRequest = z.input<typeof ExecRequestSchema>;
+
+/** Host → guest on a pty exec channel: the terminal changed size. */
+export const PtyResizeSchema = z
+  .object({
+    type: z.literal('resize'),
+    rows: z.number().int().min(1).max(1000),
+    cols: z.number().int().min(1).max(1000),
+  })
+  .strict();
+export type PtyResize = z.infer<typeof PtyResizeSchema>;
 
 /** The identity a restored clone takes on, so no two boxes share one. */
 export const GuestIdentitySchema = z
@@ -155,6 +173,20 @@ export const RequestSchema = z.discriminatedUnion('op', [
       'Before a snapshot: start the restore helper (so restored copies have it running), flush the disks.',
     ),
   SystemRestoreSchema,
+  z
+    .object({
+      op: z.literal('port.connect'),
+      port: z.number().int().min(1).max(65535).describe('TCP port on the guest loopback.'),
+    })
+    .strict()
+    .describe(
+      'Port publishing: the guest connects to 127.0.0.1:port and the channel carries the bytes both ways ' +
+        'until either side ends; a failed connect is an error reply.',
+    ),
+  z
+    .object({ op: z.literal('net.listeners') })
+    .strict()
+    .describe('TCP ports listening in the guest on a wildcard or loopback address (for auto-publish).'),
 ]);
 export type Request = z.input<typeof RequestSchema>;
 export type ParsedRequest = z.output<typeof RequestSchema>;
@@ -261,6 +293,15 @@ export const RestoreResultSchema = z
   .strict();
 export type RestoreResult = z.infer<typeof RestoreResultSchema>;
 
+export const ListenerSchema = z
+  .object({
+    port: z.number().int().min(1).max(65535),
+    address: z.enum(['0.0.0.0', '127.0.0.1', '::', '::1']).describe('Address the socket is bound to.'),
+  })
+  .strict();
+export type Listener = z.infer<typeof ListenerSchema>;
+export const ListenerListSchema = z.array(ListenerSchema).max(4096);
+
 export const WriteResultSchema = z.object({ bytes: z.number().int().nonnegative() }).strict();
 export const EmptyResultSchema = z.object({}).strict();
 
@@ -281,4 +322,6 @@ export const RESULT_SCHEMAS = {
   'system.quiesce': QuiesceResultSchema,
   'system.restore': RestoreResultSchema,
   exec: ExecExitSchema,
+  'port.connect': EmptyResultSchema,
+  'net.listeners': ListenerListSchema,
 } as const satisfies Record<RequestOp, z.ZodType>;

@@ -40,6 +40,16 @@ export interface VmSpec {
   /** How long start() waits for the guest agent's hello. */
   bootTimeoutMs?: number;
   restoreFrom?: VmRestoreSource;
+  /** Host directories shared into the guest over virtio-9p (cold boots only; the guest mounts them). */
+  shares?: readonly VmShare[];
+}
+
+export interface VmShare {
+  /** 9p mount tag, [A-Za-z0-9_-]{1,31}. */
+  tag: string;
+  /** Absolute host directory. */
+  hostPath: string;
+  readOnly?: boolean;
 }
 
 /**

@@ -19,6 +19,7 @@ import {
   type ExecRequest,
   type Health,
   type Hello,
+  type Listener,
   type GuestIdentity,
   type ProcessInfo,
   type Request,
@@ -27,6 +28,7 @@ import {
 } from '@agentbox/protocol';
 import { Mux, streamTransport, type DataStream } from '@agentbox/protocol/wire';
 import { ChannelDuplex } from './channel-duplex.js';
+import { PortChannel } from './port-channel.js';
 
 type Sink = (chunk: Buffer) => void | Promise<void>;
 
@@ -37,6 +39,8 @@ export interface ExecHandlers {
   stdin?: Buffer | Readable;
   signal?: AbortSignal;
   onStarted?: (pid: number) => void;
+  /** With `pty` in the request: receives the terminal control (window size changes). */
+  onPty?: (terminal: { resize(rows: number, cols: number): void }) => void;
 }
 
 interface OpenCall {
@@ -418,6 +422,10 @@ export class GuestConnection {
           fail: (err) => settle(() => reject(err)),
         },
       );
+      handlers.onPty?.({
+        resize: (rows, cols) =>
+          void this.mux.sendJson(channel, { type: 'resize', rows, cols }).catch(() => undefined),
+      });
       if (handlers.signal) {
         if (handlers.signal.aborted) onAbort();
         else handlers.signal.addEventListener('abort', onAbort, { once: true });
@@ -444,6 +452,31 @@ export class GuestConnection {
     } catch {
       // the call itself reports the failure
     }
+  }
+
+  /**
+   * Port publishing: a byte stream to 127.0.0.1:`port` in the guest (the guest connects; a refused
+   * connect destroys the stream with an error). Destroying it cancels the guest connection.
+   */
+  connectPort(port: number): Duplex {
+    // Replies arrive asynchronously, after the stream below exists.
+    const ref: { stream?: PortChannel } = {};
+    const channel = this.open(
+      { op: 'port.connect', port },
+      {
+        onJson: (m) => ref.stream?.onReply(m),
+        onData: (_s, c) => ref.stream?.onData(c),
+        onEnd: () => ref.stream?.onEnd(),
+        fail: (e) => ref.stream?.destroy(e),
+      },
+    );
+    ref.stream = new PortChannel(this.mux, channel, () => this.finish(channel));
+    return ref.stream;
+  }
+
+  /** TCP ports listening in the guest on a wildcard or loopback address. */
+  listeners(): Promise<Listener[]> {
+    return this.call({ op: 'net.listeners' });
   }
 
   /** Streams a file out of the guest into `sink`; resolves with its size. */

@@ -28,6 +28,7 @@ export {
   type VmState,
   type VmExit,
   type VmResources,
+  type VmShare,
 } from './backend.js';
 export {
   GuestConnection,
@@ -39,7 +40,7 @@ export { ChannelDuplex } from './channel-duplex.js';
 export { QemuBackend, QEMU_BINARY, DEFAULT_TB_SIZE_MIB, type QemuBackendOptions } from './qemu/driver.js';
 export { TemplateStore, templateId, TEMPLATE_REVISION, type TemplateManifest } from './template-store.js';
 export { type HibernationMeta } from './qemu/hibernation.js';
-export { qemuArgs, kernelCmdline, type Accel, type QemuLaunchSpec } from './qemu/args.js';
+export { qemuArgs, kernelCmdline, type Accel, type QemuLaunchSpec, type QemuShare } from './qemu/args.js';
 export {
   checkKvm,
   chooseAccel,

@@ -30,6 +30,31 @@ export interface QemuLaunchSpec {
   tbSizeMib?: number;
   /** Start with `-incoming defer`: the VM waits for a migration stream (a snapshot restore). */
   incoming?: boolean;
+  /** Host directories shared over virtio-9p; the guest mounts each by its tag. */
+  shares?: readonly QemuShare[];
+}
+
+export interface QemuShare {
+  /** 9p mount tag, [A-Za-z0-9_-]{1,31}. */
+  tag: string;
+  /** Absolute host directory. */
+  hostPath: string;
+  readOnly?: boolean;
+}
+
+/** QEMU option values separate with commas; a literal comma is doubled. */
+function qemuOptValue(value: string): string {
+  return value.replace(/,/g, ',,');
+}
+
+/** virtio-9p shares on microvm's virtio-mmio: `-fsdev local` (passthrough) + `virtio-9p-device`. */
+export function shareArgs(shares: readonly QemuShare[]): string[] {
+  return shares.flatMap((share, i) => [
+    '-fsdev',
+    `local,id=fs${i},path=${qemuOptValue(share.hostPath)},security_model=none${share.readOnly ? ',readonly=on' : ''}`,
+    '-device',
+    `virtio-9p-device,fsdev=fs${i},mount_tag=${share.tag}`,
+  ]);
 }
 
 /** The guest kernel command line. Pure, pinned literally by a unit test. */
@@ -103,5 +128,6 @@ export function qemuArgs(spec: QemuLaunchSpec): string[] {
     '-mon',
     'chardev=qmp,mode=control',
     ...(spec.incoming ? ['-incoming', 'defer'] : []),
+    ...shareArgs(spec.shares ?? []),
   ];
 }

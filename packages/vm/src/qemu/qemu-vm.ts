@@ -108,6 +108,7 @@ export class QemuVm implements Vm {
       ...(this.options.tbSizeMib ? { tbSizeMib: this.options.tbSizeMib } : {}),
       incoming: source?.kind === 'template' || source?.kind === 'hibernation',
       ...(this.options.extraKernelArgs ? { extraKernelArgs: this.options.extraKernelArgs } : {}),
+      ...(this.spec.shares?.length ? { shares: this.spec.shares } : {}),
     };
   }
 
