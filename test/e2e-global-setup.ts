@@ -5,8 +5,11 @@ import { boxesDir } from '../packages/vm/src/paths.js';
 import { E2E_AGENTS } from './e2e-image.js';
 import { testHome } from './helpers.js';
 
-/** Box ids the e2e helpers and `agentbox run` make; anything of theirs left at the end is a leak. */
-const TEST_BOX_PREFIXES = ['e2e-', 'run-'];
+/**
+ * Box ids the e2e helpers, `agentbox run` and the per-project commands (`proj-`, removed by their
+ * tests) make; anything of theirs left at the end is a leak.
+ */
+const TEST_BOX_PREFIXES = ['e2e-', 'run-', 'proj-'];
 
 function leakedBoxes(): { dirs: string[]; processes: string[] } {
   let dirs: string[] = [];

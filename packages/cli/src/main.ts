@@ -9,6 +9,8 @@ import { setup } from './commands/setup.js';
 import { keysCreate, keysList, keysRevoke } from './commands/keys.js';
 import { audit } from './commands/audit.js';
 import { serve } from './commands/serve.js';
+import { projectList, projectRemove, runProjectCommand } from './commands/project.js';
+import { agentboxHome } from '@agentbox/vm';
 import { boxAction } from './commands/lifecycle.js';
 
 /** Exit status for agentbox's own failures (as docker does), distinct from the command's codes. */
@@ -261,13 +263,108 @@ export function buildProgram(setExit: (code: number) => void): Command {
       );
   }
 
+  registerProjectCommands(program, setExit);
   return program;
+}
+
+/**
+ * The per-project commands keep sockets of the project's box (which outlives them) and stdin open:
+ * once the command is done the process ends instead of waiting for them.
+ */
+function exitWhenDone(): void {
+  setTimeout(() => process.exit(), 200);
+}
+
+function registerProjectCommands(program: Command, setExit: (code: number) => void): void {
+  const agents = [
+    ['claude', 'Claude Code (--dangerously-skip-permissions)'],
+    ['codex', 'Codex (--dangerously-bypass-approvals-and-sandbox)'],
+    ['opencode', 'OpenCode (every permission allowed)'],
+    ['shell', 'bash (`agentbox shell -- -c CMD` runs one command)'],
+  ] as const;
+  for (const [agent, what] of agents) {
+    program
+      .command(agent)
+      .description(
+        `run ${what} in this project's box: booted or reused, the project mounted at its host path`,
+      )
+      .addOption(
+        new Option('--memory <MiB>', 'guest memory (a change makes a new box)')
+          .argParser(intOption('--memory', 256, 65536))
+          .default(2048),
+      )
+      .addOption(
+        new Option('--cpus <N>', 'virtual CPUs (a change makes a new box)')
+          .argParser(intOption('--cpus', 1, 64))
+          .default(2),
+      )
+      .option('--image <ID|DIR>', 'image id (as `agentbox image show` prints it) or directory')
+      .option(
+        '--repo <OWNER/NAME>',
+        'GitHub repository the box may reach (repeatable; default: the GitHub remotes of the project)',
+        collect,
+        [],
+      )
+      .option('--mount <HOST[:GUEST][:ro]>', 'another host directory in the box (repeatable)', collect, [])
+      .option(
+        '--publish <HOST:GUEST>',
+        'publish a box port on host 127.0.0.1 (repeatable; ADDR:HOST:GUEST for another address)',
+        collect,
+        [],
+      )
+      .option('--auto-publish', 'publish every port that listens in the box on the same host port', false)
+      .option('--allow-egress <IP|CIDR>', 'an address the box may connect to (repeatable)', collect, [])
+      .option('--allow-lan', 'allow private (LAN) addresses', false)
+      .option('--allow-host', "allow this host's own addresses", false)
+      .option('--no-git', 'no GitHub access and no GitHub credential in the box')
+      .argument('[args...]', `arguments for ${agent} (put them after --)`)
+      .action(
+        async (
+          args: string[],
+          opts: {
+            memory: number;
+            cpus: number;
+            image?: string;
+            repo: string[];
+            mount: string[];
+            publish: string[];
+            autoPublish: boolean;
+            allowEgress: string[];
+            allowLan: boolean;
+            allowHost: boolean;
+            git: boolean;
+          },
+        ) => {
+          try {
+            setExit(await runProjectCommand({ agent, args, cwd: process.cwd(), ...opts }));
+          } finally {
+            exitWhenDone();
+          }
+        },
+      );
+  }
+  const project = program
+    .command('project')
+    .description('the per-project boxes of `agentbox claude|codex|opencode|shell`');
+  project
+    .command('ls')
+    .description('project boxes: id, running or not, project directory')
+    .option('--json', 'NDJSON', false)
+    .action((opts: { json: boolean }) => setExit(projectList({ json: opts.json, home: agentboxHome() })));
+  project
+    .command('rm')
+    .description("stop a project's box and delete its disk")
+    .argument('[dir]', 'project directory (default: the current one)')
+    .action(async (dir: string | undefined) =>
+      setExit(await projectRemove({ dir: dir ?? process.cwd(), home: agentboxHome() })),
+    );
 }
 
 /** Runs the CLI; returns the process exit status. Errors become one line on stderr, never a stack. */
 export async function main(argv: string[]): Promise<number> {
   let exitCode = 0;
   const program = buildProgram((code) => (exitCode = code));
+  const started = performance.now();
   try {
     await program.parseAsync(argv, { from: 'user' });
     return exitCode;
@@ -286,7 +383,27 @@ export async function main(argv: string[]): Promise<number> {
     process.stderr.write(`agentbox: internal error: ${e.message}\n`);
     if (process.env.AGENTBOX_DEBUG === '1') process.stderr.write(`${e.stack}\n`);
     return EXIT_AGENTBOX_ERROR;
+  } finally {
+    if (process.env.AGENTBOX_PROFILE === '1') process.stderr.write(profileLine(argv, started));
   }
+}
+
+/**
+ * AGENTBOX_PROFILE=1: every command ends with its name, the time node took to load the CLI and the
+ * command's own time (commands that boot boxes print their phases on a line of their own before it).
+ */
+export function profileLine(
+  argv: readonly string[],
+  commandStarted: number,
+  now = performance.now(),
+): string {
+  const groups = ['image', 'keys', 'task', 'library', 'project'];
+  const [first, second] = argv;
+  const name =
+    first && groups.includes(first) && second && !second.startsWith('-')
+      ? `${first} ${second}`
+      : (first ?? '');
+  return `agentbox profile: command=${JSON.stringify(name)} startup=${commandStarted.toFixed(0)}ms command=${(now - commandStarted).toFixed(0)}ms total=${now.toFixed(0)}ms\n`;
 }
 
 export { AgentboxError };

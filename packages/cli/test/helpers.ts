@@ -13,12 +13,13 @@ export interface CliResult {
 /** Runs the built agentbox CLI as a user would, with the e2e image's agent set unless `env` says otherwise. */
 export function cli(
   args: string[],
-  options: { env?: NodeJS.ProcessEnv; stdin?: string } = {},
+  options: { env?: NodeJS.ProcessEnv; stdin?: string; cwd?: string } = {},
 ): Promise<CliResult> {
   return new Promise((resolve, reject) => {
     const child = spawn(process.execPath, [CLI, ...args], {
       env: { ...process.env, ...E2E_IMAGE_ENV, ...options.env },
       stdio: ['pipe', 'pipe', 'pipe'],
+      ...(options.cwd ? { cwd: options.cwd } : {}),
     });
     let stdout = '';
     let stderr = '';
