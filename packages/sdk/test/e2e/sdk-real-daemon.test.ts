@@ -117,13 +117,18 @@ describe('@agentbox/sdk against a real daemon', () => {
     expect(await run.result()).toMatchObject({ state: 'succeeded', boxId: box.id, result: { exitCode: 0 } });
   });
 
-  it('pause and resume: the box keeps its files and runs commands after', async (ctx) => {
+  it('pause and resume, hibernate and wake: the box keeps its files and runs commands after', async (ctx) => {
     await box.files.write('kept.txt', 'still here\n');
     const paused = await box.pause().catch((err: unknown) => err);
     if (paused instanceof RouteNotFoundError) ctx.skip();
     expect(paused).toMatchObject({ state: 'paused' });
     expect((await box.resume()).state).toBe('running');
     expect((await box.commands.run('cat kept.txt')).stdout).toBe('still here\n');
+
+    expect(await box.hibernate()).toMatchObject({ state: 'hibernated', pid: null });
+    // The next request wakes it from its snapshot.
+    expect((await box.commands.run('cat kept.txt')).stdout).toBe('still here\n');
+    expect(await box.refresh()).toMatchObject({ state: 'running', startMode: 'wake' });
   });
 
   it('kill deletes the box; the SDK reports the states as typed errors after', async () => {
