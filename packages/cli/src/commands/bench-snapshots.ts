@@ -28,6 +28,11 @@ export interface SnapshotBenchResult {
   maxIdleBoxes: number;
   /** Host memory used (%) with them all. */
   hostMemUsedPct: number;
+  /**
+   * Host CPU idle (%) over 10 s before any clone exists: on a shared machine other work counts,
+   * so compare the figures below with it.
+   */
+  hostCpuIdlePctBaseline: number;
   /** Host CPU idle (%) over 10 s with them all paused; and the CPU their QEMUs used meanwhile. */
   hostCpuIdlePctPaused: number;
   clonesCpuPctPaused: number;
@@ -208,7 +213,7 @@ export async function benchSnapshots(
     );
 
     // Density: idle clones until 50 or 80% of host memory.
-    await new Promise((r) => setTimeout(r, 2_000));
+    const cpuBaseline = await watchCpu([], 10_000);
     const baseline = hostUsedBytes();
     const idle: Vm[] = [];
     let sample: { used: number; anon: number[] } | undefined;
@@ -232,7 +237,8 @@ export async function benchSnapshots(
     const paused = await watchCpu(pids, 10_000);
     const atMax = hostUsedBytes();
     log(
-      `bench: ${idle.length} idle clones; host CPU idle ${round(running.hostIdlePct)}% running, ${round(paused.hostIdlePct)}% paused`,
+      `bench: ${idle.length} idle clones; host CPU idle ${round(running.hostIdlePct)}% running, ${round(paused.hostIdlePct)}% paused ` +
+        `(${round(cpuBaseline.hostIdlePct)}% before any clone); their QEMUs used ${round(running.procPct)}% / ${round(paused.procPct)}% of a core`,
     );
     return {
       templateBuildMs: round(templateBuildMs),
@@ -251,6 +257,7 @@ export async function benchSnapshots(
       idleCloneAnonMiB: sample ? round(median(sample.anon) / MiB, 1) : NaN,
       maxIdleBoxes: idle.length,
       hostMemUsedPct: round((atMax.used / atMax.total) * 100, 1),
+      hostCpuIdlePctBaseline: round(cpuBaseline.hostIdlePct, 1),
       hostCpuIdlePctPaused: round(paused.hostIdlePct, 1),
       clonesCpuPctPaused: round(paused.procPct, 1),
       hostCpuIdlePctRunning: round(running.hostIdlePct, 1),

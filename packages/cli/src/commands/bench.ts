@@ -54,6 +54,8 @@ export function snapshotBudgets(
     idleCloneMiB: check(s.idleCloneMiB, 96),
     maxIdleBoxes: check(s.maxIdleBoxes, 50, false),
     hostCpuIdlePctPaused: check(s.hostCpuIdlePctPaused, 80, false),
+    /** What the paused clones themselves cost: none of a core. */
+    clonesCpuPctPaused: check(s.clonesCpuPctPaused, 1),
   };
 }
 
@@ -245,7 +247,8 @@ function formatSnapshots(s: SnapshotBenchResult, r: BenchResult): string[] {
     `pauseResumeMs  ${s.pauseResumeMs}`,
     `hibernateMs    ${s.hibernateMs}  (state ${s.hibernateStateMiB} MiB; wake → exec ${s.hibernateWakeMs} ms)`,
     `idleCloneMiB   ${s.idleCloneMiB}  (QEMU anonymous RSS ${s.idleCloneAnonMiB} MiB, tb-size ${s.tbSizeMib ?? 'default'})`,
-    `maxIdleBoxes   ${s.maxIdleBoxes}  (host memory ${s.hostMemUsedPct}% used; CPU idle ${s.hostCpuIdlePctPaused}% paused, ${s.hostCpuIdlePctRunning}% running)`,
+    `maxIdleBoxes   ${s.maxIdleBoxes}  (host memory ${s.hostMemUsedPct}% used; CPU idle ${s.hostCpuIdlePctPaused}% paused, ` +
+      `${s.hostCpuIdlePctRunning}% running, ${s.hostCpuIdlePctBaseline}% before; clones' own CPU ${s.clonesCpuPctPaused}% / ${s.clonesCpuPctRunning}%)`,
     ...Object.entries(r.budgets ?? {}).map(
       ([name, b]) => `budget         ${b.ok ? 'ok  ' : 'MISS'} ${name} ${b.value} (limit ${b.limit})`,
     ),

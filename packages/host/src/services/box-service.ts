@@ -14,7 +14,9 @@ import {
 import type { AdoptSpec, GuestConnection, Image, Vm, VmResources, VmSpec } from '@agentbox/vm';
 import type { BoxRecord, BoxStore } from '../store/box-store.js';
 import type { Actor } from '../store/key-store.js';
+import { createBoxLeases } from './box-leases.js';
 import { createBoxPower, DEFAULT_IDLE, type BoxSession, type IdleSettings } from './box-power.js';
+import { createReconciler } from './box-reconcile.js';
 import type { BoxTemplates } from './box-templates.js';
 import { WORKSPACE } from './paths.js';
 
@@ -468,108 +470,16 @@ export function createBoxService(deps: BoxServiceDeps) {
     return destroy(box, 'deleted by request');
   }
 
-  /**
-   * The guest channel of a box the actor may use, at once. A paused box is resumed in the
-   * background (calls made meanwhile wait in the channel); a hibernated one must be woken first:
-   * use `acquire`, which also keeps the box from idling while it is held.
-   */
-  function guestOf(options: { actor: Actor; id: string }): {
-    guest: GuestConnection;
-    env: Record<string, string>;
-    workspace: string;
-  } {
-    const box = get(options);
-    const session = sessions.get(box.id);
-    if (box.state === 'hibernated' || box.state === 'paused') {
-      void power
-        .awake(box.id)
-        .catch((err: unknown) => log.warn({ boxId: box.id, err: messageOf(err) }, 'could not wake a box'));
-    }
-    if (box.state !== 'running' && box.state !== 'paused') {
-      throw new AgentboxError(
-        'invalid_state',
-        box.state === 'hibernated'
-          ? `box ${box.id} is hibernated and is being woken; retry in a moment`
-          : `box ${box.id} is ${box.state}, not running`,
-        { details: { state: box.state } },
-      );
-    }
-    if (!session?.vm || (session.vm.state !== 'running' && session.vm.state !== 'paused')) {
-      throw new AgentboxError(
-        'guest_unreachable',
-        `box ${box.id} has no live VM; the reaper will clean it up`,
-      );
-    }
-    session.lastActive = clock();
-    return { guest: session.vm.guest, env: session.env, workspace: layoutOf(box.id).workspace };
-  }
-
-  /**
-   * Holds a box for a caller: waits for a box being created, wakes a paused or hibernated one, and
-   * keeps it from being paused for idleness until `release()`.
-   */
-  async function acquire(options: { actor: Actor; id: string }): Promise<BoxLease> {
-    let box = get(options);
-    if (box.state === 'creating') {
-      const pending = creating.get(box.id);
-      if (!pending) throw new AgentboxError('invalid_state', `box ${box.id} is still being created`);
-      box = await pending;
-    }
-    if (box.state !== 'running' && box.state !== 'paused' && box.state !== 'hibernated') {
-      throw new AgentboxError('invalid_state', `box ${box.id} is ${box.state}, not running`, {
-        details: { state: box.state },
-      });
-    }
-    let session = sessions.get(box.id);
-    if (!session && box.state === 'hibernated') {
-      session = newSession(undefined, readHostEnv(box) ?? {});
-      sessions.set(box.id, session);
-    }
-    if (!session) {
-      throw new AgentboxError(
-        'guest_unreachable',
-        `box ${box.id} has no live VM; the reaper will clean it up`,
-      );
-    }
-    const held = session;
-    held.leases++;
-    try {
-      await power.awake(box.id);
-    } catch (err) {
-      held.leases--;
-      throw err;
-    }
-    const vm = held.vm;
-    if (!vm) {
-      held.leases--;
-      throw new AgentboxError('guest_unreachable', `box ${box.id} has no live VM`);
-    }
-    let released = false;
-    return {
-      guest: vm.guest,
-      env: held.env,
-      workspace: layoutOf(box.id).workspace,
-      release: () => {
-        if (released) return;
-        released = true;
-        held.leases--;
-        held.lastActive = clock();
-      },
-    };
-  }
-
-  /** Runs `fn` with the box held (see `acquire`). */
-  async function withBox<T>(
-    options: { actor: Actor; id: string },
-    fn: (lease: BoxLease) => Promise<T>,
-  ): Promise<T> {
-    const lease = await acquire(options);
-    try {
-      return await fn(lease);
-    } finally {
-      lease.release();
-    }
-  }
+  const leases = createBoxLeases({
+    get,
+    sessions,
+    creating,
+    power,
+    layoutOf,
+    clock,
+    log,
+    hibernatedSession: (box) => newSession(undefined, readHostEnv(box) ?? {}),
+  });
 
   /** Boxes past their TTL, and boxes whose VM is gone, are deleted / failed and cleaned. */
   async function reap(): Promise<{ checked: number; reaped: { boxId: string; reason: ReapReason }[] }> {
@@ -600,109 +510,31 @@ export function createBoxService(deps: BoxServiceDeps) {
     return { checked: boxes.length, reaped };
   }
 
-  async function readGuestEnv(box: BoxRecord, vm: Vm): Promise<Record<string, string>> {
-    try {
-      const parsed: unknown = JSON.parse(
-        (await vm.guest.readFileBuffer(layoutOf(box.id).envFile)).toString('utf8'),
-      );
-      if (isEnv(parsed)) return parsed;
-    } catch {
-      // no env file in the guest
-    }
-    return readHostEnv(box) ?? {};
-  }
-
-  /**
-   * On daemon start: re-adopts every box the store says is live whose VM process (same pid and start
-   * time) still runs and answers (a paused one stays paused); hibernated boxes wait for their next
-   * use. A user's persistent box whose VM died (a host reboot) keeps its disk and boots from it on
-   * its next use; other boxes whose VM died are marked failed and their files removed.
-   */
-  async function reconcile(): Promise<{
-    adopted: string[];
-    failed: string[];
-    deleted: string[];
-    hibernated: string[];
-  }> {
-    const result = {
-      adopted: [] as string[],
-      failed: [] as string[],
-      deleted: [] as string[],
-      hibernated: [] as string[],
-    };
-    await Promise.all(
-      store.live().map(async (box) => {
-        if (sessions.has(box.id)) return;
-        if (box.state === 'stopped') {
-          await destroy(box, 'finishing a delete interrupted by a daemon restart');
-          result.deleted.push(box.id);
-          return;
-        }
-        if (box.state === 'hibernated') {
-          // A hibernate or wake the last daemon did not finish may have left a VM process.
-          for (const pid of deps.probe.mentioning(box.dir)) {
-            try {
-              process.kill(pid, 'SIGKILL');
-            } catch {
-              // gone
-            }
-          }
-          result.hibernated.push(box.id);
-          return;
-        }
-        const alive =
-          box.pid !== null && box.pidStartTime !== null && deps.probe.startTime(box.pid) === box.pidStartTime;
-        const live = box.state === 'running' || box.state === 'paused';
-        if (!live || !alive || !deps.backend.adopt) {
-          if (
-            live &&
-            box.userId !== null &&
-            canHibernate &&
-            fs.existsSync(path.join(box.dir, 'disk.qcow2'))
-          ) {
-            store.transition(box.id, 'hibernated', {
-              from: [box.state],
-              patch: { pid: null, pidStartTime: null },
-              reason: 'the VM is gone; the persistent box boots from its disk on its next use',
-            });
-            result.hibernated.push(box.id);
-            return;
-          }
-          await fail(box, box.state === 'creating' ? 'the daemon stopped while it booted' : 'the VM died');
-          result.failed.push(box.id);
-          return;
-        }
-        try {
-          const vm = await deps.backend.adopt({ id: box.id, pid: box.pid!, startTime: box.pidStartTime! });
-          const paused = vm.state === 'paused';
-          const session = newSession(vm, paused ? (readHostEnv(box) ?? {}) : await readGuestEnv(box, vm));
-          sessions.set(box.id, session);
-          if (paused) {
-            // Its guest cannot answer until resumed: egress is set up then.
-            session.egressPending = true;
-            session.pausedAt = clock();
-            if (box.state !== 'paused')
-              store.transition(box.id, 'paused', { from: [box.state], reason: 'found paused' });
-          } else {
-            if (box.state !== 'running')
-              store.transition(box.id, 'running', { from: [box.state], reason: 'found running' });
-            // A new daemon has a new gateway: the box gets a fresh session (and CA) under its policy.
-            await setUpEgress(box, vm);
-          }
-          watch(box.id, vm);
-          result.adopted.push(box.id);
-          log.info({ boxId: box.id, pid: box.pid, paused }, 'box re-adopted');
-        } catch (err) {
-          await fail(box, `could not re-adopt the VM: ${messageOf(err)}`);
-          result.failed.push(box.id);
-        }
-      }),
-    );
-    const known = new Set(store.list({ includeDeleted: false }).map((b) => b.id));
-    const swept = deps.templates?.sweepOrphans(known) ?? [];
-    if (swept.length > 0) log.info({ swept }, 'removed warm-pool clones of an earlier daemon');
-    return result;
-  }
+  const reconcile = createReconciler({
+    store,
+    sessions,
+    deps,
+    log,
+    clock,
+    canHibernate,
+    destroy,
+    fail,
+    watch,
+    setUpEgress,
+    newSession,
+    guestEnv: async (box, vm) => {
+      try {
+        const parsed: unknown = JSON.parse(
+          (await vm.guest.readFileBuffer(layoutOf(box.id).envFile)).toString('utf8'),
+        );
+        if (isEnv(parsed)) return parsed;
+      } catch {
+        // no env file in the guest
+      }
+      return readHostEnv(box) ?? {};
+    },
+    hostEnv: readHostEnv,
+  });
 
   /** Lets a running box reach what a task needs (its agent's API, its repository). */
   function widenEgress(options: { actor: Actor; id: string } & EgressWidening): Promise<void> {
@@ -729,9 +561,9 @@ export function createBoxService(deps: BoxServiceDeps) {
     list: (options: { actor: Actor }) =>
       store.list(options.actor.scope === 'admin' ? {} : { ownerKeyId: options.actor.keyId }),
     remove,
-    guestOf,
-    acquire,
-    withBox,
+    guestOf: leases.guestOf,
+    acquire: leases.acquire,
+    withBox: leases.withBox,
     /** running → paused: the vCPUs stop; calls in flight wait; the next use resumes it. */
     pause: (options: { actor: Actor; id: string }) => power.pause(get(options).id, 'paused by request'),
     /** paused|hibernated → running. */

@@ -1,0 +1,129 @@
+import fs from 'node:fs';
+import path from 'node:path';
+import type { Vm } from '@agentbox/vm';
+import type { BoxRecord, BoxStore } from '../store/box-store.js';
+import type { BoxSession } from './box-power.js';
+import type { BoxLogger, BoxServiceDeps } from './box-service.js';
+
+export interface ReconcileContext {
+  store: BoxStore;
+  sessions: Map<string, BoxSession>;
+  deps: Pick<BoxServiceDeps, 'backend' | 'probe' | 'templates'>;
+  log: BoxLogger;
+  clock: () => number;
+  canHibernate: boolean;
+  destroy: (box: BoxRecord, reason: string) => Promise<BoxRecord>;
+  fail: (box: BoxRecord, reason: string) => Promise<BoxRecord>;
+  watch: (id: string, vm: Vm) => void;
+  setUpEgress: (box: BoxRecord, vm: Vm) => Promise<void>;
+  newSession: (vm: Vm | undefined, env: Record<string, string>) => BoxSession;
+  /** The env vars in the guest (or on the host when the guest has none). */
+  guestEnv: (box: BoxRecord, vm: Vm) => Promise<Record<string, string>>;
+  hostEnv: (box: BoxRecord) => Record<string, string> | undefined;
+}
+
+export interface ReconcileResult {
+  adopted: string[];
+  failed: string[];
+  deleted: string[];
+  hibernated: string[];
+}
+
+function messageOf(err: unknown): string {
+  return err instanceof Error ? err.message : String(err);
+}
+
+/** The daemon-start pass that matches the store's live boxes with the VM processes still running. */
+export function createReconciler(ctx: ReconcileContext) {
+  const { store, sessions, deps, log, clock, canHibernate, destroy, fail, watch, setUpEgress, newSession } =
+    ctx;
+  const readHostEnv = ctx.hostEnv;
+  const readGuestEnv = ctx.guestEnv;
+
+  /**
+   * On daemon start: re-adopts every box the store says is live whose VM process (same pid and start
+   * time) still runs and answers (a paused one stays paused); hibernated boxes wait for their next
+   * use. A user's persistent box whose VM died (a host reboot) keeps its disk and boots from it on
+   * its next use; other boxes whose VM died are marked failed and their files removed.
+   */
+  return async function reconcile(): Promise<ReconcileResult> {
+    const result = {
+      adopted: [] as string[],
+      failed: [] as string[],
+      deleted: [] as string[],
+      hibernated: [] as string[],
+    };
+    await Promise.all(
+      store.live().map(async (box) => {
+        if (sessions.has(box.id)) return;
+        if (box.state === 'stopped') {
+          await destroy(box, 'finishing a delete interrupted by a daemon restart');
+          result.deleted.push(box.id);
+          return;
+        }
+        if (box.state === 'hibernated') {
+          // A hibernate or wake the last daemon did not finish may have left a VM process.
+          for (const pid of deps.probe.mentioning(box.dir)) {
+            try {
+              process.kill(pid, 'SIGKILL');
+            } catch {
+              // gone
+            }
+          }
+          result.hibernated.push(box.id);
+          return;
+        }
+        const alive =
+          box.pid !== null && box.pidStartTime !== null && deps.probe.startTime(box.pid) === box.pidStartTime;
+        const live = box.state === 'running' || box.state === 'paused';
+        if (!live || !alive || !deps.backend.adopt) {
+          if (
+            live &&
+            box.userId !== null &&
+            canHibernate &&
+            fs.existsSync(path.join(box.dir, 'disk.qcow2'))
+          ) {
+            store.transition(box.id, 'hibernated', {
+              from: [box.state],
+              patch: { pid: null, pidStartTime: null },
+              reason: 'the VM is gone; the persistent box boots from its disk on its next use',
+            });
+            result.hibernated.push(box.id);
+            return;
+          }
+          await fail(box, box.state === 'creating' ? 'the daemon stopped while it booted' : 'the VM died');
+          result.failed.push(box.id);
+          return;
+        }
+        try {
+          const vm = await deps.backend.adopt({ id: box.id, pid: box.pid!, startTime: box.pidStartTime! });
+          const paused = vm.state === 'paused';
+          const session = newSession(vm, paused ? (readHostEnv(box) ?? {}) : await readGuestEnv(box, vm));
+          sessions.set(box.id, session);
+          if (paused) {
+            // Its guest cannot answer until resumed: egress is set up then.
+            session.egressPending = true;
+            session.pausedAt = clock();
+            if (box.state !== 'paused')
+              store.transition(box.id, 'paused', { from: [box.state], reason: 'found paused' });
+          } else {
+            if (box.state !== 'running')
+              store.transition(box.id, 'running', { from: [box.state], reason: 'found running' });
+            // A new daemon has a new gateway: the box gets a fresh session (and CA) under its policy.
+            await setUpEgress(box, vm);
+          }
+          watch(box.id, vm);
+          result.adopted.push(box.id);
+          log.info({ boxId: box.id, pid: box.pid, paused }, 'box re-adopted');
+        } catch (err) {
+          await fail(box, `could not re-adopt the VM: ${messageOf(err)}`);
+          result.failed.push(box.id);
+        }
+      }),
+    );
+    const known = new Set(store.list({ includeDeleted: false }).map((b) => b.id));
+    const swept = deps.templates?.sweepOrphans(known) ?? [];
+    if (swept.length > 0) log.info({ swept }, 'removed warm-pool clones of an earlier daemon');
+    return result;
+  };
+}
