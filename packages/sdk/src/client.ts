@@ -18,6 +18,9 @@ export interface ClientOpts {
 
 export type Health = z.infer<typeof HealthResponseSchema>;
 
+const processEnv = (): Record<string, string | undefined> =>
+  (globalThis as { process?: { env?: Record<string, string | undefined> } }).process?.env ?? {};
+
 /** `client.boxes`: create, find and list boxes. */
 export class Boxes {
   constructor(
@@ -89,7 +92,8 @@ export class AgentboxClient {
   readonly library: Library;
   private readonly http: HttpTransport;
 
-  constructor(opts: ClientOpts = {}, env: NodeJS.ProcessEnv = process.env) {
+  /** `env`: where AGENTBOX_URL / AGENTBOX_API_KEY are read (default `process.env`, none in a browser). */
+  constructor(opts: ClientOpts = {}, env: Record<string, string | undefined> = processEnv()) {
     this.url = (opts.url ?? (env.AGENTBOX_URL || DEFAULT_URL)).replace(/\/+$/, '');
     this.http = new HttpTransport({
       url: this.url,

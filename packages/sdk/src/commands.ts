@@ -1,4 +1,5 @@
 import type { ApiExecRequest, ExecEvent } from '@agentbox/protocol';
+import { fromBase64, toBase64, utf8 } from './bytes.js';
 import { sdkError } from './errors.js';
 import { ndjsonLines, type HttpTransport, type RequestOpts } from './http.js';
 
@@ -51,7 +52,9 @@ export class Commands {
       ...(opts.env ? { env: opts.env } : {}),
       ...(opts.cwd ? { cwd: opts.cwd } : {}),
       ...(opts.timeoutMs !== undefined ? { timeoutMs: opts.timeoutMs } : {}),
-      ...(opts.stdin !== undefined ? { stdin: Buffer.from(opts.stdin).toString('base64') } : {}),
+      ...(opts.stdin !== undefined
+        ? { stdin: toBase64(typeof opts.stdin === 'string' ? utf8(opts.stdin) : opts.stdin) }
+        : {}),
     };
     const res = await this.http.request({
       method: 'POST',
@@ -72,7 +75,7 @@ export class Commands {
           break;
         case 'stdout':
         case 'stderr': {
-          const text = decoders[event.type].decode(Buffer.from(event.data, 'base64'), { stream: true });
+          const text = decoders[event.type].decode(fromBase64(event.data), { stream: true });
           output[event.type] += text;
           if (text) callbacks[event.type]?.(text);
           break;

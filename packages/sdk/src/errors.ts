@@ -1,10 +1,10 @@
 import {
   AgentboxError,
   ERROR_CODE_LIST,
-  ErrorBodySchema,
   httpStatusOf,
   isErrorCode,
   type AgentboxErrorOptions,
+  type ErrorBody,
   type ErrorCode,
 } from '@agentbox/protocol';
 
@@ -98,7 +98,14 @@ export function sdkError(code: ErrorCode, message: string, options: SdkErrorOpti
   return new ERROR_CLASSES[code](message, options);
 }
 
-/** The error a failed response stands for: its error body, or `internal` when it has none. */
+const isRecord = (value: unknown): value is Record<string, unknown> =>
+  typeof value === 'object' && value !== null && !Array.isArray(value);
+
+/**
+ * The error a failed response stands for: its error body (`{error: {code, message, details?,
+ * requestId}}`), or `internal` when it has none. Checked by hand, not with protocol's zod schema,
+ * so that the SDK runs without zod (e.g. bundled for a browser).
+ */
 export function errorFromBody(
   status: number,
   text: string,
@@ -110,21 +117,15 @@ export function errorFromBody(
   } catch {
     json = undefined;
   }
-  const parsed = ErrorBodySchema.safeParse(json);
-  if (parsed.success) {
-    const { code, message, details, requestId } = parsed.data.error;
-    return sdkError(code, message, { details, requestId, httpStatus: status });
-  }
-  // A newer daemon's unknown code still keeps its message; anything else is reported as is.
-  const loose = json as { error?: { code?: unknown; message?: unknown; requestId?: unknown } } | undefined;
-  const requestId =
-    typeof loose?.error?.requestId === 'string' ? loose.error.requestId : (requestIdHeader ?? undefined);
+  const error: Partial<Record<keyof ErrorBody['error'], unknown>> =
+    isRecord(json) && isRecord(json.error) ? json.error : {};
+  const requestId = typeof error.requestId === 'string' ? error.requestId : (requestIdHeader ?? undefined);
   const message =
-    typeof loose?.error?.message === 'string'
-      ? loose.error.message
-      : `daemon answered ${status}: ${text.slice(0, 200)}`;
-  const code = isErrorCode(loose?.error?.code) ? loose.error.code : 'internal';
-  return sdkError(code, message, { requestId, httpStatus: status });
+    typeof error.message === 'string' ? error.message : `daemon answered ${status}: ${text.slice(0, 200)}`;
+  // A newer daemon's unknown code keeps its message, as `internal`.
+  const code = isErrorCode(error.code) ? error.code : 'internal';
+  const details = isRecord(error.details) ? error.details : undefined;
+  return sdkError(code, message, { requestId, httpStatus: status, ...(details ? { details } : {}) });
 }
 
 // Named classes, one per code (a test checks every code of the registry has one).

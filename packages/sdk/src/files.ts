@@ -1,4 +1,5 @@
 import type { EntryInfo } from '@agentbox/protocol';
+import { asBuffer, utf8 } from './bytes.js';
 import { sdkError } from './errors.js';
 import type { HttpTransport, RequestOpts } from './http.js';
 
@@ -13,7 +14,7 @@ export interface WriteResult {
 }
 
 function toBody(data: FileData): Uint8Array | ReadableStream<Uint8Array> {
-  if (typeof data === 'string') return Buffer.from(data);
+  if (typeof data === 'string') return utf8(data);
   if (data instanceof Uint8Array) return data;
   if (data instanceof ArrayBuffer) return new Uint8Array(data);
   if (data instanceof ReadableStream) return data;
@@ -36,19 +37,19 @@ export class Files {
     return `/v1/boxes/${encodeURIComponent(this.boxId)}/files`;
   }
 
-  /** The file's bytes. A directory is refused: list it instead. */
+  /** The file's bytes (a Buffer in Node, a Uint8Array in a browser). A directory is refused: list it instead. */
   async read(path: string, opts: RequestOpts = {}): Promise<Buffer> {
     const res = await this.http.request({ method: 'GET', path: this.path, query: { path }, ...opts });
     if (isJson(res)) {
       await res.body?.cancel();
       throw sdkError('invalid_request', `${path} is a directory; use files.list()`);
     }
-    return Buffer.from(await res.arrayBuffer());
+    return asBuffer(new Uint8Array(await res.arrayBuffer()));
   }
 
   /** The file as UTF-8 text. */
   async readText(path: string, opts: RequestOpts = {}): Promise<string> {
-    return (await this.read(path, opts)).toString('utf8');
+    return new TextDecoder().decode(await this.read(path, opts));
   }
 
   /** Writes (or replaces, atomically) a file; parent directories are made. */

@@ -1,10 +1,4 @@
-import { setTimeout as sleep } from 'node:timers/promises';
-import {
-  TERMINAL_TASK_STATES,
-  type CreateTaskRequestSchema,
-  type Task,
-  type TaskEvent,
-} from '@agentbox/protocol';
+import type { CreateTaskRequestSchema, Task, TaskEvent, TaskState } from '@agentbox/protocol';
 import type { z } from 'zod';
 import { ndjsonLines, type HttpTransport, type RequestOpts } from './http.js';
 
@@ -31,6 +25,33 @@ export interface FollowOpts {
 export interface TaskListOpts extends RequestOpts {
   boxId?: string;
   limit?: number;
+}
+
+/**
+ * The states a task ends in (protocol's TERMINAL_TASK_STATES, which a test compares with this;
+ * not imported, so that a browser bundle of the SDK needs none of protocol's zod schemas).
+ */
+export const ENDED_TASK_STATES: ReadonlySet<TaskState> = new Set([
+  'succeeded',
+  'failed',
+  'cancelled',
+  'timed_out',
+]);
+
+/** Resolves after `ms`, or rejects with the signal's reason when it aborts first. */
+function sleep(ms: number, signal: AbortSignal | undefined): Promise<void> {
+  return new Promise((resolve, reject) => {
+    if (signal?.aborted) return reject(signal.reason as Error);
+    const onAbort = () => {
+      clearTimeout(timer);
+      reject(signal!.reason as Error);
+    };
+    const timer = setTimeout(() => {
+      signal?.removeEventListener('abort', onAbort);
+      resolve();
+    }, ms);
+    signal?.addEventListener('abort', onAbort, { once: true });
+  });
 }
 
 /** Errors that mean the connection, not the request, failed: the stream is resumed. */
@@ -154,13 +175,13 @@ export class Tasks {
         }
         // The stream ends when the task does; a connection cut cleanly ends it early.
         const task = await this.get(id, signal);
-        if (TERMINAL_TASK_STATES.has(task.state) && task.eventCount <= last) return;
+        if (ENDED_TASK_STATES.has(task.state) && task.eventCount <= last) return;
       } catch (err) {
         const code = (err as { code?: unknown }).code;
         if (typeof code !== 'string' || !RETRIED.has(code) || failures >= attempts) throw err;
       }
       failures++;
-      await sleep(delayMs * Math.min(failures, 4), undefined, signal);
+      await sleep(delayMs * Math.min(failures, 4), opts.signal);
     }
   }
 }
