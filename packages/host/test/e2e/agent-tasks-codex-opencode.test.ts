@@ -1,8 +1,5 @@
-import fs from 'node:fs';
-import os from 'node:os';
-import path from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import type { Task, TaskEvent } from '@agentbox/protocol';
+import type { Task } from '@agentbox/protocol';
 import { createTestCa } from '../../../egress/test/helpers/egress-harness.js';
 import {
   startFakeAnthropic,
@@ -17,42 +14,32 @@ import {
   type FakeResponses,
   type ResponsesTurn,
 } from '../../../../test/fake-apis/openai-responses.js';
-import { client, leftoversIn, startDaemon, type Daemon } from '../helpers/daemon.js';
+import { startTaskDaemon, TWO_TOOL_EVENTS, type TaskDaemon } from '../helpers/task-daemon.js';
 
 const ANTHROPIC_KEY = `sk-ant-api03-OPENCODE-${'5'.repeat(24)}`;
 const OPENAI_KEY = `sk-proj-CODEX-${'6'.repeat(32)}`;
-/** The order of a scripted two-tool run, whatever the agent. */
-const TWO_TOOLS = ['text', 'tool_use', 'tool_result', 'tool_use', 'tool_result', 'text', 'completion'];
 
 /**
  * The same scripted flow as for Claude Code, for Codex (against a fake Responses API) and OpenCode
  * (against the fake Messages API), both real CLIs in one persistent box, reached through the gateway.
  */
 describe('agent tasks: Codex and OpenCode in a real VM', () => {
-  let dataDir: string;
-  let daemon: Daemon;
+  let t: TaskDaemon;
   let anthropic: FakeAnthropic;
   let openai: FakeResponses;
-  let api: ReturnType<typeof client>;
   let anthropicTurns: AnthropicTurn[] = [];
   let openaiTurns: ResponsesTurn[] = [];
 
   const run = async (body: Record<string, unknown>) => {
-    const created = await api('POST', '/v1/tasks', { userId: 'e2e-agents', ...body });
+    const created = await t.api('POST', '/v1/tasks', { userId: 'e2e-agents', ...body });
     expect(created.status).toBe(201);
-    const id = ((await created.json()) as Task).id;
-    const events = (await (await api('GET', `/v1/tasks/${id}/events`)).text())
-      .split('\n')
-      .filter(Boolean)
-      .map((l) => JSON.parse(l) as TaskEvent);
-    const task = (await (await api('GET', `/v1/tasks/${id}`)).json()) as Task;
-    return { task, events, kinds: events.map((e) => e.type).filter((t) => t !== 'status') };
+    const { task, events } = await t.waitTask(((await created.json()) as Task).id);
+    return { task, events, kinds: events.map((e) => e.type).filter((k) => k !== 'status') };
   };
   const readFile = async (boxId: string, name: string) =>
-    (await api('GET', `/v1/boxes/${boxId}/files?path=${encodeURIComponent(name)}`)).text();
+    (await t.api('GET', `/v1/boxes/${boxId}/files?path=${encodeURIComponent(name)}`)).text();
 
   beforeAll(async () => {
-    dataDir = fs.mkdtempSync(path.join(os.tmpdir(), 'agentbox-agents-'));
     const ca = await createTestCa();
     const anthropicCert = await ca.issue('api.anthropic.com');
     const openaiCert = await ca.issue('api.openai.com');
@@ -64,32 +51,17 @@ describe('agent tasks: Codex and OpenCode in a real VM', () => {
       tls: { key: openaiCert.keyPem, cert: openaiCert.certPem },
       script: () => openaiTurns.shift() ?? { output: [message('(no more turns)')] },
     });
-    const caFile = path.join(dataDir, 'upstream-ca.pem');
-    fs.writeFileSync(caFile, ca.certPem);
-    daemon = await startDaemon(dataDir, [], {
-      AGENTBOX_EGRESS_TEST_UPSTREAMS: '1',
-      AGENTBOX_EGRESS_TEST_CA: caFile,
-      AGENTBOX_EGRESS_TEST_UPSTREAM_MAP: JSON.stringify({
-        'api.anthropic.com': `127.0.0.1:${anthropic.port}`,
-        'api.openai.com': `127.0.0.1:${openai.port}`,
-      }),
-      AGENTBOX_SECRET_ANTHROPIC_API_KEY: ANTHROPIC_KEY,
-      AGENTBOX_SECRET_OPENAI_API_KEY: OPENAI_KEY,
+    t = await startTaskDaemon({
+      ca,
+      upstreams: { 'api.anthropic.com': anthropic.port, 'api.openai.com': openai.port },
+      secrets: { ANTHROPIC_API_KEY: ANTHROPIC_KEY, OPENAI_API_KEY: OPENAI_KEY },
     });
-    api = client(daemon.url, daemon.initialKey!);
   });
 
   afterAll(async () => {
-    if (api) {
-      const { boxes } = (await (await api('GET', '/v1/boxes')).json()) as { boxes: { id: string }[] };
-      for (const box of boxes) await api('DELETE', `/v1/boxes/${box.id}`);
-    }
-    daemon?.process.kill('SIGTERM');
-    await daemon?.exited;
-    for (const pid of leftoversIn(dataDir).processes) process.kill(pid, 'SIGKILL');
+    await t?.close();
     await anthropic?.close();
     await openai?.close();
-    fs.rmSync(dataDir, { recursive: true, force: true });
   });
 
   it('codex: apply_patch + exec_command run in the box, events in order, real key only', async () => {
@@ -117,7 +89,7 @@ describe('agent tasks: Codex and OpenCode in a real VM', () => {
       prompt: 'Create codex.txt, then count its lines.',
     });
     expect(task.state, JSON.stringify(events.slice(-3))).toBe('succeeded');
-    expect(kinds).toEqual(TWO_TOOLS);
+    expect(kinds).toEqual(TWO_TOOL_EVENTS);
     expect(events.at(-1)).toMatchObject({ type: 'completion', content: 'Done with codex.' });
     expect(await readFile(task.boxId!, 'codex.txt')).toBe('hello from codex\n');
     const requests = openai.responses();
@@ -146,7 +118,7 @@ describe('agent tasks: Codex and OpenCode in a real VM', () => {
       prompt: 'Create opencode.txt, then count it.',
     });
     expect(task.state, JSON.stringify(events.slice(-3))).toBe('succeeded');
-    expect(kinds).toEqual(TWO_TOOLS);
+    expect(kinds).toEqual(TWO_TOOL_EVENTS);
     expect(await readFile(task.boxId!, 'opencode.txt')).toBe('hello from opencode\n');
     expect((await readFile(task.boxId!, 'opencode.size')).trim()).toBe('20');
     for (const r of anthropic.messages()) expect(r.headers['x-api-key']).toBe(ANTHROPIC_KEY);

@@ -20,7 +20,8 @@ import {
 } from '../../../../test/fake-apis/anthropic.js';
 import { execFile } from 'node:child_process';
 import { promisify } from 'node:util';
-import { CLI, client, leftoversIn, startDaemon, type Daemon } from '../helpers/daemon.js';
+import { CLI } from '../helpers/daemon.js';
+import { ndjson, startTaskDaemon, TWO_TOOL_EVENTS, type TaskDaemon } from '../helpers/task-daemon.js';
 
 const execFileP = promisify(execFile);
 
@@ -41,64 +42,41 @@ const systemOf = (body: MessagesRequestBody) =>
  * box's placeholder for the real key. Nothing of agentbox is mocked.
  */
 describe('agent tasks with real VMs and the real Claude Code CLI', () => {
-  let dataDir: string;
-  let daemon: Daemon;
+  let t: TaskDaemon;
+  let api: TaskDaemon['api'];
   let fake: FakeAnthropic;
   let github: FakeUpstream;
-  let api: ReturnType<typeof client>;
+  let repos: string;
   /** The next turns the fake answers the agent loop with; side requests are answered apart. */
   let turns: AnthropicTurn[] = [];
-
-  const ndjson = async <T>(res: Response): Promise<T[]> =>
-    (await res.text())
-      .split('\n')
-      .filter(Boolean)
-      .map((line) => JSON.parse(line) as T);
-
-  const waitTask = async (id: string): Promise<{ task: Task; events: TaskEvent[] }> => {
-    const events = await ndjson<TaskEvent>(await api('GET', `/v1/tasks/${id}/events`));
-    const task = (await (await api('GET', `/v1/tasks/${id}`)).json()) as Task;
-    return { task, events };
-  };
+  const waitTask = (id: string) => t.waitTask(id);
 
   beforeAll(async () => {
-    dataDir = fs.mkdtempSync(path.join(os.tmpdir(), 'agentbox-tasks-'));
     const ca = await createTestCa();
     const cert = await ca.issue('api.anthropic.com');
     fake = await startFakeAnthropic({
       tls: { key: cert.keyPem, cert: cert.certPem },
       script: () => turns.shift() ?? { content: [text('(the script has no more turns)')] },
     });
-    const repos = path.join(dataDir, 'git');
+    repos = fs.mkdtempSync(path.join(os.tmpdir(), 'agentbox-git-'));
     await makeBareRepo(repos, 'e2e-org', 'demo', 'demo readme from the fake github\n');
     await makeBareRepo(repos, 'e2e-org', 'secret', 'must not be cloned\n');
     github = await startHttpsUpstream(ca, ['github.com']);
     github.handler = gitHttpBackend(repos);
-    const caFile = path.join(dataDir, 'upstream-ca.pem');
-    fs.writeFileSync(caFile, ca.certPem);
-    daemon = await startDaemon(dataDir, ['--max-concurrent-tasks', '5'], {
-      AGENTBOX_EGRESS_TEST_UPSTREAMS: '1',
-      AGENTBOX_EGRESS_TEST_CA: caFile,
-      AGENTBOX_EGRESS_TEST_UPSTREAM_MAP: JSON.stringify({
-        'api.anthropic.com': `127.0.0.1:${fake.port}`,
-        'github.com': `127.0.0.1:${github.port}`,
-      }),
-      AGENTBOX_SECRET_ANTHROPIC_API_KEY: REAL_KEY,
+    t = await startTaskDaemon({
+      ca,
+      upstreams: { 'api.anthropic.com': fake.port, 'github.com': github.port },
+      secrets: { ANTHROPIC_API_KEY: REAL_KEY },
+      args: ['--max-concurrent-tasks', '5'],
     });
-    api = client(daemon.url, daemon.initialKey!);
+    api = t.api;
   });
 
   afterAll(async () => {
-    if (api) {
-      const { boxes } = (await (await api('GET', '/v1/boxes')).json()) as { boxes: { id: string }[] };
-      for (const box of boxes) await api('DELETE', `/v1/boxes/${box.id}`);
-    }
-    daemon?.process.kill('SIGTERM');
-    await daemon?.exited;
-    for (const pid of leftoversIn(dataDir).processes) process.kill(pid, 'SIGKILL');
+    await t?.close();
     await fake?.close();
     await github?.close();
-    fs.rmSync(dataDir, { recursive: true, force: true });
+    if (repos) fs.rmSync(repos, { recursive: true, force: true });
   });
 
   it('claude_in_the_box: Write + Bash run in the box, events stream in order, files persist', async () => {
@@ -141,15 +119,7 @@ describe('agent tasks with real VMs and the real Claude Code CLI', () => {
       result: { sessionId: expect.any(String) },
     });
     const kinds = events.map((e) => e.type).filter((t) => t !== 'status');
-    expect(kinds).toEqual([
-      'text',
-      'tool_use',
-      'tool_result',
-      'tool_use',
-      'tool_result',
-      'text',
-      'completion',
-    ]);
+    expect(kinds).toEqual(TWO_TOOL_EVENTS);
     expect(events.every((e, i) => e.seq === i + 1)).toBe(true);
     expect(events.find((e) => e.type === 'tool_use')!.raw).toContain('"type":"assistant"');
 
@@ -258,7 +228,7 @@ describe('agent tasks with real VMs and the real Claude Code CLI', () => {
       });
       ids.push(((await r.json()) as Task).id);
     }
-    const db = new Database(path.join(dataDir, 'agentbox.db'), { readonly: true, fileMustExist: true });
+    const db = new Database(path.join(t.dataDir, 'agentbox.db'), { readonly: true, fileMustExist: true });
     let maxRunning = 0;
     let sawQueued = false;
     try {
@@ -294,7 +264,7 @@ describe('agent tasks with real VMs and the real Claude Code CLI', () => {
 
   it('agentbox task run --follow: a shell task in a fresh box, printed live; the box is gone after', async () => {
     const boxesBefore = ((await (await api('GET', '/v1/boxes')).json()) as { boxes: { id: string }[] }).boxes;
-    const env = { ...process.env, AGENTBOX_URL: daemon.url, AGENTBOX_API_KEY: daemon.initialKey! };
+    const env = { ...process.env, AGENTBOX_URL: t.daemon.url, AGENTBOX_API_KEY: t.daemon.initialKey! };
     const { stdout, stderr } = await execFileP(
       process.execPath,
       [CLI, 'task', 'run', '--agent', 'shell', '--prompt', 'echo hi from the cli; uname -s', '--follow'],
