@@ -8,8 +8,13 @@ export type TaskRequest = z.input<typeof CreateTaskRequestSchema>;
 export type BoxTaskRequest = Omit<TaskRequest, 'boxId' | 'userId'>;
 
 export interface ReconnectOpts {
-  /** Failed reconnects in a row before giving up (default 5); any event received resets the count. */
+  /**
+   * Failed connections in a row before giving up (default 5). One that brought events, or stayed up
+   * `healthyMs`, is not a failure (so a long quiet task survives a proxy's idle timeouts).
+   */
   attempts?: number;
+  /** How long a connection must have lasted to count as healthy when it drops; default 5000 ms. */
+  healthyMs?: number;
   /** Wait before a reconnect, times the failures so far (at most 4×); default 250 ms. */
   delayMs?: number;
 }
@@ -154,10 +159,14 @@ export class Tasks {
   async *events(id: string, opts: FollowOpts = {}): AsyncGenerator<TaskEvent, void, undefined> {
     const attempts = opts.reconnect?.attempts ?? 5;
     const delayMs = opts.reconnect?.delayMs ?? 250;
+    const healthyMs = opts.reconnect?.healthyMs ?? 5000;
     const signal = opts.signal ? { signal: opts.signal } : {};
     let last = opts.after ?? 0;
     let failures = 0;
     for (;;) {
+      const startedAt = Date.now();
+      let progressed = false;
+      let failure: unknown;
       try {
         const res = await this.http.request({
           method: 'GET',
@@ -170,7 +179,7 @@ export class Tasks {
           const event = line as TaskEvent;
           if (event.seq <= last) continue;
           last = event.seq;
-          failures = 0;
+          progressed = true;
           yield event;
         }
         // The stream ends when the task does; a connection cut cleanly ends it early.
@@ -178,8 +187,11 @@ export class Tasks {
         if (ENDED_TASK_STATES.has(task.state) && task.eventCount <= last) return;
       } catch (err) {
         const code = (err as { code?: unknown }).code;
-        if (typeof code !== 'string' || !RETRIED.has(code) || failures >= attempts) throw err;
+        if (typeof code !== 'string' || !RETRIED.has(code)) throw err;
+        failure = err;
       }
+      if (progressed || Date.now() - startedAt >= healthyMs) failures = 0;
+      if (failure !== undefined && failures >= attempts) throw failure;
       failures++;
       await sleep(delayMs * Math.min(failures, 4), opts.signal);
     }

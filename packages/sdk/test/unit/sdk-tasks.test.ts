@@ -99,6 +99,22 @@ describe('tasks over the fake driver', () => {
     expect((await run.result()).eventCount).toBe(events.length);
   });
 
+  it('keeps following a quiet task through more cuts than its attempts (each connection was healthy)', async () => {
+    const cutting = new AgentboxClient({ url: d.proxyUrl, apiKey: d.admin });
+    const run = await cutting.tasks.run({ agent: 'shell', boxId: box.id, prompt: 'sleep 2; echo late' });
+    let cuts = 0;
+    const cutter = setInterval(() => (cuts += d.cutConnections() > 0 ? 1 : 0), 400);
+    const texts: unknown[] = [];
+    try {
+      for await (const event of run.events({ reconnect: { attempts: 2, delayMs: 10, healthyMs: 100 } }))
+        if (event.type === 'text') texts.push(event.content);
+    } finally {
+      clearInterval(cutter);
+    }
+    expect(cuts).toBeGreaterThan(2);
+    expect(texts).toEqual(['late']);
+  });
+
   it('gives up after its reconnect attempts when the daemon stays away', async () => {
     const run = await client.tasks.run({ agent: 'shell', boxId: box.id, prompt: 'echo hi' });
     await run.result();
