@@ -9,9 +9,7 @@ import { Processes } from './processes.js';
 import type { BoxTaskRequest, TaskRun, Tasks } from './tasks.js';
 
 /** What `Sandbox.create` takes: the box's resources and settings, and which daemon (default: from env). */
-export interface SandboxCreateOpts extends Omit<CreateBoxRequest, 'userId'>, RequestOpts {
-  /** At most one live box per user id. */
-  userId?: string;
+export interface SandboxCreateOpts extends CreateBoxRequest, RequestOpts {
   client?: AgentboxClient;
 }
 
