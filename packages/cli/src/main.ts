@@ -9,9 +9,11 @@ import { setup } from './commands/setup.js';
 import { keysCreate, keysList, keysRevoke } from './commands/keys.js';
 import { audit } from './commands/audit.js';
 import { serve } from './commands/serve.js';
+import { boxAction } from './commands/lifecycle.js';
+import { taskCancel, taskEvents, taskList, taskRun, taskShow } from './commands/task.js';
+import { libraryAdd, libraryList, libraryRemove, libraryShow } from './commands/library.js';
 import { projectList, projectRemove, runProjectCommand } from './commands/project.js';
 import { agentboxHome } from '@agentbox/vm';
-import { boxAction } from './commands/lifecycle.js';
 
 /** Exit status for agentbox's own failures (as docker does), distinct from the command's codes. */
 export const EXIT_AGENTBOX_ERROR = 125;
@@ -176,6 +178,11 @@ export function buildProgram(setExit: (code: number) => void): Command {
       ),
     )
     .addOption(
+      new Option('--max-concurrent-tasks <N>', 'tasks running at once; the rest wait in FIFO order')
+        .argParser(intOption('--max-concurrent-tasks', 1, 256))
+        .default(5),
+    )
+    .addOption(
       new Option('--idle-pause-seconds <S>', 'pause a box nobody uses after S seconds (0: never)')
         .argParser(intOption('--idle-pause-seconds', 0, 86_400))
         .default(30),
@@ -197,6 +204,7 @@ export function buildProgram(setExit: (code: number) => void): Command {
         port: number;
         data?: string;
         maxBoxes?: number;
+        maxConcurrentTasks?: number;
         idlePauseSeconds: number;
         idleHibernateSeconds: number;
         warmPool: number;
@@ -246,6 +254,111 @@ export function buildProgram(setExit: (code: number) => void): Command {
       setExit(audit({ box, ...opts })),
     );
 
+  const daemonOptions = (cmd: Command) =>
+    cmd
+      .option('--url <URL>', 'daemon URL (default $AGENTBOX_URL or http://127.0.0.1:8080)')
+      .option('--key <KEY>', 'API key (default $AGENTBOX_API_KEY)');
+  const task = program.command('task').description('run agent tasks on the daemon and follow their events');
+  daemonOptions(
+    task
+      .command('run')
+      .description(
+        'queue a task (Claude Code, Codex, OpenCode or a shell script) and, with --follow, stream it',
+      )
+      .option('--agent <AGENT>', 'claude, codex, opencode or shell', 'claude')
+      .option('-p, --prompt <TEXT>', 'the prompt (for shell: the script)')
+      .option('--prompt-file <PATH>', 'read the prompt from a file')
+      .option('--repo <URL>', 'https git URL cloned into the workspace first')
+      .option('--model <MODEL>', 'model name')
+      .option('--effort <EFFORT>', 'low, medium, high, xhigh or max (default low)')
+      .option('--box <ID>', 'run in this box (default: a fresh box, deleted after)')
+      .option('--user <ID>', "run in this user's persistent box")
+      .addOption(
+        new Option('--timeout <SECONDS>', 'kill the agent after this long (default 300)').argParser(
+          intOption('--timeout', 1, 86_400),
+        ),
+      )
+      .option('--file <NAME=PATH>', 'write a host file into the workspace first (repeatable)', collect, [])
+      .option('-e, --env <KEY=VALUE>', 'environment variable for the agent (repeatable)', collect, [])
+      .option('--allowed-tools <LIST>', 'comma-separated tools the agent may use')
+      .option('--disallowed-tools <LIST>', 'comma-separated tools the agent may not use')
+      .option('--project <NAME>', 'library namespace resolved over _global')
+      .option('--agent-ref <NAME>', 'run as this library agent definition')
+      .option('--resume <SESSION>', 'continue this agent session')
+      .addOption(
+        new Option('--max-spend <USD>', 'stop when the agent has spent this much').argParser(
+          numberOption('--max-spend', 0.01),
+        ),
+      )
+      .option('-f, --follow', 'print events live until the task ends (exit 0 only if it succeeded)', false)
+      .option('--json', 'NDJSON events (or the task as JSON without --follow)', false),
+  ).action(async (opts: Parameters<typeof taskRun>[0]) => setExit(await taskRun(opts)));
+  daemonOptions(
+    task
+      .command('events')
+      .description("print a task's events (from --after) until it ends")
+      .argument('<id>', 'task id')
+      .addOption(
+        new Option('--after <SEQ>', 'only events after this seq').argParser(intOption('--after', 0, 2 ** 31)),
+      )
+      .option('--json', 'NDJSON events', false),
+  ).action(async (id: string, opts: Parameters<typeof taskEvents>[1]) => setExit(await taskEvents(id, opts)));
+  daemonOptions(task.command('show').description('one task as JSON').argument('<id>', 'task id')).action(
+    async (id: string, opts: { url?: string; key?: string }) => setExit(await taskShow(id, opts)),
+  );
+  daemonOptions(
+    task.command('cancel').description('cancel a queued or running task').argument('<id>', 'task id'),
+  ).action(async (id: string, opts: { url?: string; key?: string }) => setExit(await taskCancel(id, opts)));
+  daemonOptions(task.command('list').description('recent tasks').option('--json', 'NDJSON', false)).action(
+    async (opts: { json: boolean; url?: string; key?: string }) => setExit(await taskList(opts)),
+  );
+
+  const library = program
+    .command('library')
+    .description('skills, agent definitions, MCP servers, hooks, rules and settings materialized into tasks');
+  library
+    .command('add')
+    .description('store or replace an item from a file (its main file) or a directory (all its files)')
+    .argument('<kind>', 'skill, agent, mcp, hooks, rules or settings')
+    .argument('<name>', 'item name')
+    .argument('<path>', 'file or directory')
+    .option('--namespace <NS>', '_global or a project name', '_global')
+    .option('--data <DIR>', 'state dir (default $AGENTBOX_HOME)')
+    .action(async (kind: string, name: string, from: string, opts: { namespace?: string; data?: string }) =>
+      setExit(await libraryAdd(kind, name, from, opts)),
+    );
+  library
+    .command('list')
+    .description('items with their content hashes')
+    .option('--kind <KIND>', 'only this kind')
+    .option('--namespace <NS>', 'only this namespace')
+    .option('--data <DIR>', 'state dir (default $AGENTBOX_HOME)')
+    .option('--json', 'NDJSON', false)
+    .action((opts: { kind?: string; namespace?: string; data?: string; json: boolean }) =>
+      setExit(libraryList(opts)),
+    );
+  library
+    .command('show')
+    .description('one item with its files, as JSON')
+    .argument('<kind>', 'item kind')
+    .argument('<name>', 'item name')
+    .option('--namespace <NS>', '_global or a project name', '_global')
+    .option('--data <DIR>', 'state dir (default $AGENTBOX_HOME)')
+    .action((kind: string, name: string, opts: { namespace?: string; data?: string }) =>
+      setExit(libraryShow(kind, name, opts)),
+    );
+  library
+    .command('rm')
+    .description('remove an item')
+    .argument('<kind>', 'item kind')
+    .argument('<name>', 'item name')
+    .option('--namespace <NS>', '_global or a project name', '_global')
+    .option('--data <DIR>', 'state dir (default $AGENTBOX_HOME)')
+    .action(async (kind: string, name: string, opts: { namespace?: string; data?: string }) =>
+      setExit(await libraryRemove(kind, name, opts)),
+    );
+
+  registerProjectCommands(program, setExit);
   for (const [action, description] of [
     ['pause', 'pause a box: its vCPUs stop and it uses no CPU; the next request resumes it'],
     ['resume', 'resume a paused box, or wake a hibernated one'],
@@ -263,7 +376,6 @@ export function buildProgram(setExit: (code: number) => void): Command {
       );
   }
 
-  registerProjectCommands(program, setExit);
   return program;
 }
 

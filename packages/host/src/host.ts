@@ -1,10 +1,7 @@
 import type { FastifyBaseLogger, FastifyInstance } from 'fastify';
 import { randomBytes } from 'node:crypto';
 import path from 'node:path';
-import type { AgentRunner } from '@agentbox/runners';
-const defaultRunnerFor = (): AgentRunner => {
-  throw new Error('no runners yet');
-};
+import { runnerFor as defaultRunnerFor, type AgentRunner } from '@agentbox/runners';
 import type { AgentKind, EgressPolicyInput } from '@agentbox/protocol';
 import { createEgressGateway, isInjectableSecret, type EgressGatewayOptions } from '@agentbox/egress';
 import type { Image, VmResources } from '@agentbox/vm';
@@ -76,6 +73,8 @@ export interface HostOptions {
   maxConcurrentTasks?: number;
   /** The library root (`$AGENTBOX_HOME/library`); default `<dataDir>/library`. */
   libraryDir?: string;
+  /** Env every agent process gets (below the task's own), e.g. tuning for an emulated CPU. */
+  agentEnv?: Record<string, string>;
   /** The agent adapters; unit tests may stand in a scripted one. */
   runnerFor?: (kind: AgentKind) => AgentRunner;
   /**
@@ -181,6 +180,7 @@ export function createHost(options: HostOptions) {
     runnerFor: options.runnerFor ?? defaultRunnerFor,
     maxConcurrent: options.maxConcurrentTasks ?? DEFAULT_MAX_CONCURRENT_TASKS,
     log,
+    ...(options.agentEnv ? { agentEnv: options.agentEnv } : {}),
   });
 
   const routes: RouteDef[] = [];

@@ -121,6 +121,9 @@ export async function serve(
     ...(options.maxBoxes ? { maxBoxes: options.maxBoxes } : {}),
     ...(options.maxConcurrentTasks ? { maxConcurrentTasks: options.maxConcurrentTasks } : {}),
     libraryDir: path.join(dataDir, 'library'),
+    // Under TCG, Bun's optimising JITs (OpenCode, Claude Code) cost more than they save: measured
+    // `opencode --version` 22–35 s → 13–16 s. On KVM hosts they stay on.
+    ...(accel.accel === 'tcg' ? { agentEnv: { BUN_JSC_useDFGJIT: '0', BUN_JSC_useFTLJIT: '0' } } : {}),
     ...(options.templates === false ? {} : { templates: { backend, warmPool: options.warmPool ?? 0 } }),
     images: (id) => {
       try {
