@@ -47,6 +47,16 @@ export class Files {
     return asBuffer(new Uint8Array(await res.arrayBuffer()));
   }
 
+  /** The file's bytes as a stream, as they are downloaded (for files too big to hold). */
+  async readStream(path: string, opts: RequestOpts = {}): Promise<ReadableStream<Uint8Array>> {
+    const res = await this.http.request({ method: 'GET', path: this.path, query: { path }, ...opts });
+    if (isJson(res) || !res.body) {
+      await res.body?.cancel();
+      throw sdkError('invalid_request', `${path} is a directory; use files.list()`);
+    }
+    return res.body;
+  }
+
   /** The file as UTF-8 text. */
   async readText(path: string, opts: RequestOpts = {}): Promise<string> {
     return new TextDecoder().decode(await this.read(path, opts));

@@ -101,6 +101,12 @@ describe('Sandbox over the fake driver', () => {
     expect(await box.files.readText('notes/a.txt')).toBe('alpha\n');
     expect((await box.files.read('notes/b.bin')).equals(bytes)).toBe(true);
     expect(await box.files.readText('notes/c.txt')).toBe('one two');
+    const chunks: Uint8Array[] = [];
+    for await (const chunk of (await box.files.readStream(
+      'notes/b.bin',
+    )) as unknown as AsyncIterable<Uint8Array>)
+      chunks.push(chunk);
+    expect(Buffer.concat(chunks).equals(bytes)).toBe(true);
     const entries = await box.files.list('notes');
     expect(entries.map((e) => [e.name, e.type, e.size]).sort()).toEqual([
       ['a.txt', 'file', 6],
