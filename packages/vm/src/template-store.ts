@@ -13,7 +13,7 @@ import type { VmResources, VmTemplate } from './backend.js';
  */
 
 /** Bump when how a template is made changes (what runs in it before the snapshot, the devices). */
-export const TEMPLATE_REVISION = 2;
+export const TEMPLATE_REVISION = 3;
 
 export const TemplateManifestSchema = z
   .object({

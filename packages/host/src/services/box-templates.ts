@@ -32,6 +32,29 @@ export interface BoxTemplatesOptions {
   retryMs?: number;
 }
 
+/**
+ * What `create` does to a box once it has a VM (workspace, env file, box CA into the trust store,
+ * exec defaults) and a first exec, done once on a pool clone so that TCG has translated those code
+ * paths before the clone is handed out: measured ~0.7 s → ~0.35 s for create's guest work.
+ */
+export async function warmUp(vm: Vm): Promise<void> {
+  const guest = vm.guest;
+  const scratch = '/run/agentbox/warm-up';
+  await guest.mkdir(`${scratch}/workspace`, true);
+  await guest.writeFile(`${scratch}/env.json`, Buffer.from('{}'), { mode: 0o600, makeParents: true });
+  await guest.writeFile(`${scratch}/ca.pem`, Buffer.from('warm\nup\n'), { mode: 0o644 });
+  await guest.exec({
+    argv: [
+      'sh',
+      '-c',
+      `grep -qxF "$(sed -n 2p ${scratch}/ca.pem)" /etc/ssl/certs/ca-certificates.crt; cat ${scratch}/ca.pem >/dev/null`,
+    ],
+  });
+  await guest.configure({});
+  await guest.remove(scratch, true);
+  for (let i = 0; i < 2; i++) await guest.exec({ argv: ['true'] });
+}
+
 /** Marks a runtime dir as a warm-pool clone's, so a daemon that died can tell its orphans. */
 const POOL_MARKER = '.warm-pool';
 
@@ -92,8 +115,7 @@ export function createBoxTemplates(options: BoxTemplatesOptions) {
       });
       fs.writeFileSync(path.join(options.boxDir(id), POOL_MARKER), '');
       await vm.start();
-      // Translate the first exec's code paths now, not when the box is handed out.
-      for (let i = 0; i < 2; i++) await vm.guest.exec({ argv: ['true'] });
+      await warmUp(vm);
       await vm.pause();
       if (closed) throw new Error('closed');
       pool.push({ id, vm });
