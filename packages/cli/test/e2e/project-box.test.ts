@@ -83,7 +83,7 @@ describe('per-project boxes (real VMs)', () => {
     fs.rmSync(project, { recursive: true, force: true });
   });
 
-  it('runs a shell command at the host path, sees the repo, writes through to the host, and reuses the box', async () => {
+  it('runs a shell command at the host path, sees the repo, writes through to the host, reuses the box, holds only credential placeholders', async () => {
     const r = await inProject(['shell', '--', '-c', 'pwd; git remote -v; echo hi > from-box.txt'], {
       AGENTBOX_PROFILE: '1',
     });
@@ -97,14 +97,23 @@ describe('per-project boxes (real VMs)', () => {
 
     // The same box again: its boot id is unchanged, and a file made on the host is seen at once.
     fs.writeFileSync(path.join(project, 'from-host.txt'), 'host\n');
-    const a = await inProject([
-      'shell',
-      '--',
-      '-c',
-      'cat /proc/sys/kernel/random/boot_id; cat from-host.txt',
-    ]);
+    const a = await inProject(
+      [
+        'shell',
+        '--',
+        '-c',
+        'cat /proc/sys/kernel/random/boot_id; cat from-host.txt; printenv ANTHROPIC_API_KEY GH_TOKEN; env | grep -c -e sk-ant-e2e -e ghp_e2e; true',
+      ],
+      // Host credentials reach the box only as placeholders.
+      { ANTHROPIC_API_KEY: 'sk-ant-e2e-secret', GH_TOKEN: 'ghp_e2e_secret' },
+    );
     const b = await inProject(['shell', '--', '-c', 'cat /proc/sys/kernel/random/boot_id; exit 5']);
     expect(a.stdout.split('\n')[1]).toBe('host');
+    expect(a.stdout.split('\n').slice(2, 5)).toEqual([
+      expect.stringMatching(/^agentbox-ph-[0-9a-f]+$/),
+      expect.stringMatching(/^agentbox-ph-[0-9a-f]+$/),
+      '0',
+    ]);
     expect(b.code).toBe(5);
     expect(b.stdout.split('\n')[0]).toBe(a.stdout.split('\n')[0]);
   });
