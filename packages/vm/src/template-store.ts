@@ -184,6 +184,46 @@ export class TemplateStore {
     }
   }
 
+  /**
+   * Removes templates of other images (and unreadable or outdated ones) not touched for
+   * `olderThanMs`: images change often and each template holds ~200 MB of RAM file. Safe while
+   * clones of them run (see `discard`); a clone being started from one that goes falls back to a
+   * cold boot. Returns the ids removed.
+   */
+  async prune(options: { keepImageId: string; olderThanMs: number; now?: number }): Promise<string[]> {
+    let entries: string[];
+    try {
+      entries = await fsp.readdir(this.dir);
+    } catch {
+      return [];
+    }
+    const now = options.now ?? Date.now();
+    const removed: string[] = [];
+    // Locks of builds whose process died (a killed daemon) are only taken over when the same
+    // template is built again; drop them here too.
+    for (const lock of entries.filter((e) => e.endsWith('.lock'))) {
+      const file = path.join(this.dir, lock);
+      try {
+        const owner = Number(await fsp.readFile(file, 'utf8'));
+        if (!Number.isInteger(owner) || !processExists(owner)) await fsp.rm(file, { force: true });
+      } catch {
+        // gone meanwhile
+      }
+    }
+    for (const id of entries.filter((e) => /^tpl-[0-9a-f]{20}$/.test(e))) {
+      const current = this.read(id);
+      if (current?.imageId === options.keepImageId) continue;
+      try {
+        if (now - (await fsp.stat(this.dirOf(id))).mtimeMs < options.olderThanMs) continue;
+      } catch {
+        continue;
+      }
+      await this.discard(id);
+      removed.push(id);
+    }
+    return removed;
+  }
+
   /** Every published template's manifest (for pruning and `doctor`). */
   list(): TemplateManifest[] {
     let entries: string[];

@@ -26,6 +26,9 @@ const ID_PATTERN = /^[a-z0-9][a-z0-9-]{0,62}$/;
  */
 export const DEFAULT_TB_SIZE_MIB = 64;
 
+/** Templates of other images untouched this long are removed when a new template is built. */
+export const TEMPLATE_PRUNE_AFTER_MS = 3_600_000;
+
 export interface QemuBackendOptions {
   home: string;
   accel: Accel;
@@ -179,7 +182,15 @@ export class QemuBackend implements VmBackend {
         resources,
         vm: this.vmOptions(),
         qemuVersion: await this.qemuVersion(),
-      }).finally(() => this.building.delete(id));
+      })
+        .then((template) => {
+          // A new template usually means a new image: the old image's templates go after a while.
+          void this.templates
+            .prune({ keepImageId: image.manifest.id, olderThanMs: TEMPLATE_PRUNE_AFTER_MS })
+            .catch(() => undefined);
+          return template;
+        })
+        .finally(() => this.building.delete(id));
       this.building.set(id, pending);
     }
     return pending;

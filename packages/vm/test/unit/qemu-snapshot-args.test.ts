@@ -109,9 +109,15 @@ describe('template store', () => {
       release();
       expect(published).toMatchObject({ id, imageId: 'abc', resources: key.resources });
       expect(store.list().map((m) => m.id)).toEqual([id]);
+      // Pruning keeps the templates of the current image, and recent ones of others.
+      expect(await store.prune({ keepImageId: 'abc', olderThanMs: 0 })).toEqual([]);
+      expect(await store.prune({ keepImageId: 'other', olderThanMs: 60_000 })).toEqual([]);
       fs.writeFileSync(path.join(store.dirOf(id), TEMPLATE_FILES.state), 'truncated-or-grown');
       expect(store.read(id)).toBeUndefined();
-      await store.discard(id);
+      // An unreadable one (or another image's) untouched for long enough goes.
+      expect(
+        await store.prune({ keepImageId: 'abc', olderThanMs: 60_000, now: Date.now() + 120_000 }),
+      ).toEqual([id]);
       expect(fs.existsSync(store.dirOf(id))).toBe(false);
     } finally {
       fs.rmSync(dir, { recursive: true, force: true });
