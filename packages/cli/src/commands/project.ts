@@ -1,6 +1,7 @@
 import fs from 'node:fs';
 import path from 'node:path';
 import { once } from 'node:events';
+import { constants as osConstants } from 'node:os';
 import { AgentboxError } from '@agentbox/protocol';
 import {
   QemuBackend,
@@ -37,6 +38,7 @@ import {
 import { autoPublish, parsePublish, publishPorts, type Publisher } from '../project/port-publish.js';
 
 export const RUNTIME_SCRIPT = '.agentbox.runtime.sh';
+const INTERRUPTS: NodeJS.Signals[] = ['SIGINT', 'SIGTERM', 'SIGHUP'];
 
 export interface ProjectCommandOptions {
   agent: ProjectAgent;
@@ -121,7 +123,11 @@ async function runRuntimeScript(vm: Vm, root: string, env: Record<string, string
 }
 
 /** Runs the agent on a pty, with this terminal in raw mode: keys (Ctrl-C too) go to the box. */
-async function runOnTerminal(vm: Vm, request: { argv: string[]; cwd: string; env: Record<string, string> }) {
+async function runOnTerminal(
+  vm: Vm,
+  request: { argv: string[]; cwd: string; env: Record<string, string> },
+  signal: AbortSignal,
+) {
   const stdin = process.stdin;
   const stdout = process.stdout;
   const size = () => ({ rows: stdout.rows || 24, cols: stdout.columns || 80 });
@@ -138,6 +144,7 @@ async function runOnTerminal(vm: Vm, request: { argv: string[]; cwd: string; env
       { ...request, env: { TERM: process.env.TERM ?? 'xterm-256color', ...request.env }, pty: size() },
       {
         stdin,
+        signal,
         onStdout: writeTo(stdout),
         onStderr: writeTo(process.stderr),
         onPty: (terminal) => (resize = (rows, cols) => terminal.resize(rows, cols)),
@@ -237,15 +244,27 @@ export async function runProjectCommand(options: ProjectCommandOptions): Promise
     if (scriptStatus !== 0) return scriptStatus;
 
     timer.phase('agent');
+    // A signal to this process (Ctrl-C in pipe mode, a closed terminal, kill) ends the agent in the
+    // box too; the box itself keeps running for the next command.
+    const abort = new AbortController();
+    let interrupted: NodeJS.Signals | undefined;
+    const onSignal = (signal: NodeJS.Signals) => {
+      interrupted = signal;
+      abort.abort();
+    };
+    for (const s of INTERRUPTS) process.on(s, onSignal);
+    cleanups.push(() => INTERRUPTS.forEach((s) => process.off(s, onSignal)));
     const request = { argv, cwd, env };
     const exit =
       process.stdin.isTTY && process.stdout.isTTY
-        ? await runOnTerminal(vm, request)
+        ? await runOnTerminal(vm, request, abort.signal)
         : await vm.guest.exec(request, {
             stdin: process.stdin,
+            signal: abort.signal,
             onStdout: writeTo(process.stdout),
             onStderr: writeTo(process.stderr),
           });
+    if (interrupted) return 128 + (osConstants.signals[interrupted] ?? 0);
     return shellExitStatus(exit);
   } finally {
     timer.phase('detach');

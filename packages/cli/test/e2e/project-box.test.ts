@@ -205,6 +205,19 @@ describe('per-project boxes (real VMs)', () => {
     expect(await run.done).toBe(0);
   });
 
+  it('ends the command in the box when agentbox is interrupted, leaving the box running', async () => {
+    const run = startCli(['shell', '--', '-c', 'echo started; exec sleep 100']);
+    await until(
+      async () => run.out(),
+      (o) => o.includes('started'),
+      60_000,
+    );
+    run.child.kill('SIGINT');
+    expect(await run.done).toBe(130);
+    const after = await inProject(['shell', '--', '-c', 'pgrep -x sleep || echo none']);
+    expect(after).toMatchObject({ code: 0, stdout: 'none\n' });
+  });
+
   it('gives the shell a terminal: tty, window size and resize, Ctrl-C, exit status', async () => {
     // A pseudo-terminal on the host side too: the same python helper the guest uses.
     const child = spawn('python3', ['-c', PTY_HELPER, '30', '100', process.execPath, CLI, 'shell'], {
