@@ -14,7 +14,8 @@ import {
 import type { AgentExit, AgentRunner, ResolvedLibraryItem, TaskEventDraft } from '@agentbox/runners';
 import type { Actor } from '../store/key-store.js';
 import type { TaskFinish, TaskRecord, TaskStore, TaskTarget } from '../store/task-store.js';
-import type { BoxService } from './box-service.js';
+import type { GuestConnection } from '@agentbox/vm';
+import type { BoxLease, BoxService } from './box-service.js';
 import type { LibraryService } from './library-service.js';
 import { splitLines } from './lines.js';
 
@@ -23,8 +24,6 @@ export const DEFAULT_MAX_CONCURRENT_TASKS = 5;
 export const GUEST_HOME = '/root';
 /** stderr kept for an error event when an agent fails without saying why. */
 const STDERR_TAIL_BYTES = 8 * 1024;
-/** How long a task waits for a user's box that another request is booting. */
-const USER_BOX_WAIT_MS = 180_000;
 /** Longest a clone may take; the task's own timeout, which covers the clone, may end it sooner. */
 const CLONE_TIMEOUT_MS = 10 * 60_000;
 
@@ -53,7 +52,7 @@ export interface TaskServiceDeps {
   store: TaskStore;
   boxes: Pick<
     BoxService,
-    'get' | 'create' | 'createForUser' | 'remove' | 'guestOf' | 'widenEgress' | 'isCredential'
+    'get' | 'create' | 'createForUser' | 'remove' | 'acquire' | 'widenEgress' | 'isCredential'
   >;
   library: Pick<LibraryService, 'resolveForTask'>;
   runnerFor: (kind: AgentKind) => AgentRunner;
@@ -233,11 +232,7 @@ export function createTaskService(deps: TaskServiceDeps) {
           userId: task.userId!,
           runtime: 'claude-agent',
         });
-        // Another call may be booting the user's box right now: wait for it rather than fail.
-        const deadline = Date.now() + USER_BOX_WAIT_MS;
-        while (deps.boxes.get({ actor, id: box.id }).state === 'creating' && Date.now() < deadline) {
-          await new Promise((r) => setTimeout(r, 200));
-        }
+        // Another call may be booting the user's box right now: the lease taken next waits for it.
         return box.id;
       }
       case 'ephemeral': {
@@ -285,9 +280,12 @@ export function createTaskService(deps: TaskServiceDeps) {
       entry.controller.abort();
     }, spec.timeoutSeconds * 1000);
     let boxId: string | undefined;
+    let lease: BoxLease | undefined;
     try {
       boxId = await resolveBox(record, actor, spec);
       store.setBox(id, boxId);
+      // The lease wakes a paused or hibernated box and keeps it from idling while the agent runs.
+      lease = await deps.boxes.acquire({ actor, id: boxId });
       if (signal.aborted) return endAborted(id, entry);
 
       const { items, agentDefinition } = deps.library.resolveForTask(spec);
@@ -295,12 +293,12 @@ export function createTaskService(deps: TaskServiceDeps) {
       emit(id, { type: 'status', content: { state: 'running', boxId } });
       await deps.boxes.widenEgress({ actor, id: boxId, ...egressFor(spec) });
 
-      const { guest, workspace } = deps.boxes.guestOf({ actor, id: boxId });
+      const { guest, workspace } = lease;
       for (const [name, content] of Object.entries(spec.files ?? {})) {
         await guest.writeFile(path.posix.join(workspace, name), Buffer.from(content), { makeParents: true });
       }
       let cwd = workspace;
-      if (spec.gitRepoUrl) cwd = await clone(id, boxId, actor, spec.gitRepoUrl, workspace, signal);
+      if (spec.gitRepoUrl) cwd = await clone(id, guest, spec.gitRepoUrl, workspace, signal);
       if (signal.aborted) return endAborted(id, entry);
 
       const runner = deps.runnerFor(spec.agent);
@@ -384,6 +382,7 @@ export function createTaskService(deps: TaskServiceDeps) {
       log.warn({ taskId: id, err: messageOf(err) }, 'task failed');
     } finally {
       clearTimeout(timer);
+      lease?.release();
       if (record.target === 'ephemeral' && boxId) {
         await deps.boxes
           .remove({ actor, id: boxId })
@@ -404,13 +403,11 @@ export function createTaskService(deps: TaskServiceDeps) {
   /** Clones the task's repository into the workspace (a box that has it already keeps its copy). */
   async function clone(
     id: string,
-    boxId: string,
-    actor: Actor,
+    guest: GuestConnection,
     url: string,
     workspace: string,
     signal: AbortSignal,
   ): Promise<string> {
-    const { guest } = deps.boxes.guestOf({ actor, id: boxId });
     const dir = path.posix.join(workspace, cloneDirName(url));
     emit(id, { type: 'status', content: { state: 'cloning', url, dir } });
     let stderr = '';

@@ -313,3 +313,35 @@ describe('library', () => {
     });
   });
 });
+
+describe('tasks and the idle policy', () => {
+  it('a running task holds its box awake; a task on a paused box wakes it', async () => {
+    const h = await fakeHost({ idle: { pauseAfterMs: 200, hibernateAfterMs: 0, checkEveryMs: 50 } });
+    try {
+      const box = (await h.admin_({ method: 'POST', url: '/v1/boxes', payload: { runtime: 'bash' } })).json<{
+        id: string;
+      }>();
+      const state = () => h.host.store.get(box.id)!.state;
+      const run = async (prompt: string) => {
+        const r = await h.admin_({
+          method: 'POST',
+          url: '/v1/tasks',
+          payload: { agent: 'shell', boxId: box.id, prompt },
+        });
+        const id = r.json<Task>().id;
+        await h.admin_({ method: 'GET', url: `/v1/tasks/${id}/events` });
+        return (await h.admin_({ method: 'GET', url: `/v1/tasks/${id}` })).json<Task>();
+      };
+      // Silent for longer than the idle time: the box must not be paused under the agent.
+      const long = await run('sleep 1; echo still here');
+      expect(long.state).toBe('succeeded');
+      expect(h.host.store.transitions(box.id).some((t) => t.to === 'paused')).toBe(false);
+      await new Promise((r) => setTimeout(r, 500));
+      expect(state()).toBe('paused');
+      const woken = await run('echo awake');
+      expect(woken.state).toBe('succeeded');
+    } finally {
+      await h.close();
+    }
+  });
+});
