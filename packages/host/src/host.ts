@@ -4,7 +4,7 @@ import path from 'node:path';
 import { runnerFor as defaultRunnerFor, type AgentRunner } from '@agentbox/runners';
 import type { AgentKind, EgressPolicyInput } from '@agentbox/protocol';
 import { createEgressGateway, isInjectableSecret, type EgressGatewayOptions } from '@agentbox/egress';
-import type { Image, VmResources } from '@agentbox/vm';
+import type { Image, TemplateProgress, VmResources } from '@agentbox/vm';
 import { createApp } from './api/app.js';
 import { buildOpenApi } from './api/openapi.js';
 import type { RouteDef } from './api/route.js';
@@ -81,7 +81,7 @@ export interface HostOptions {
    * Boxes start as clones of a template (one per image + size, built in the background at start
    * for the default size), with `warmPool` paused clones kept ready; absent: every box boots cold.
    */
-  templates?: { backend: TemplateBackend; warmPool?: number };
+  templates?: { backend: TemplateBackend; warmPool?: number; onProgress?: TemplateProgress };
   /** Images by id, for boxes whose disk belongs to an older image than `image`. */
   images?: (id: string) => Image | undefined;
   /** Idle pause / hibernate settings (default: pause after 30 s, hibernate after 10 min paused). */
@@ -144,6 +144,7 @@ export function createHost(options: HostOptions) {
       image: options.image,
       defaults,
       warmPool: options.templates.warmPool ?? 0,
+      ...(options.templates.onProgress ? { onProgress: options.templates.onProgress } : {}),
       log,
       newId: () => `box-${randomBytes(5).toString('hex')}`,
       boxDir: options.boxDir,

@@ -53,3 +53,4 @@ export {
 export { QmpClient, type QmpEvent } from './qemu/qmp.js';
 export { AdoptedQemuVm, type AdoptSpec } from './qemu/adopted-vm.js';
 export { processStartTime, processCmdline, isSameProcess, processesMentioning } from './qemu/proc.js';
+export { TEMPLATE_BUILD_STEPS, type TemplateProgress } from './qemu/template.js';

@@ -13,7 +13,9 @@ import {
   loadImage,
   processStartTime,
   processesMentioning,
+  type TemplateProgress,
 } from '@agentbox/vm';
+import { progressReporter } from '../progress.js';
 import { accelVerdict, ensureImage, qemuVersion } from '../runtime.js';
 
 export interface ServeOptions {
@@ -77,6 +79,15 @@ export function testUpstreamMap(env: NodeJS.ProcessEnv = process.env): {
   return { egressTestUpstreams: parsed as Record<string, string> };
 }
 
+/** Template builds on the daemon's console: a bar in a TTY, plain lines otherwise (stderr). */
+function templateProgress(): TemplateProgress {
+  const progress = progressReporter();
+  return ({ index, total, message }) => {
+    if (index === total) progress.done(message);
+    else progress.update(index, total, message);
+  };
+}
+
 /** The data dir: the daemon's SQLite store and its boxes' runtime dirs. Default $AGENTBOX_HOME. */
 export function dataDirOf(data: string | undefined): string {
   return path.resolve(data ?? agentboxHome());
@@ -124,7 +135,9 @@ export async function serve(
     // Under TCG, Bun's optimising JITs (OpenCode, Claude Code) cost more than they save: measured
     // `opencode --version` 22–35 s → 13–16 s. On KVM hosts they stay on.
     ...(accel.accel === 'tcg' ? { agentEnv: { BUN_JSC_useDFGJIT: '0', BUN_JSC_useFTLJIT: '0' } } : {}),
-    ...(options.templates === false ? {} : { templates: { backend, warmPool: options.warmPool ?? 0 } }),
+    ...(options.templates === false
+      ? {}
+      : { templates: { backend, warmPool: options.warmPool ?? 0, onProgress: templateProgress() } }),
     images: (id) => {
       try {
         return loadImage(path.join(imagesDir(home), id));

@@ -1,12 +1,12 @@
 import fs from 'node:fs';
 import path from 'node:path';
-import type { Image, Vm, VmResources, VmSpec, VmTemplate } from '@agentbox/vm';
+import type { Image, TemplateProgress, Vm, VmResources, VmSpec, VmTemplate } from '@agentbox/vm';
 import type { BoxLogger, ProcessProbe } from './box-service.js';
 
 /** What templates need of the VM backend (the QEMU one has it; the fake has no snapshots). */
 export interface TemplateBackend {
   create(spec: VmSpec): Promise<Vm>;
-  ensureTemplate(image: Image, resources: VmResources): Promise<VmTemplate>;
+  ensureTemplate(image: Image, resources: VmResources, onProgress?: TemplateProgress): Promise<VmTemplate>;
   discardTemplate(template: VmTemplate): Promise<void>;
 }
 
@@ -28,6 +28,8 @@ export interface BoxTemplatesOptions {
   /** The runtime dir of a box id (pool clones live among the boxes until taken). */
   boxDir: (id: string) => string;
   probe: ProcessProbe;
+  /** Progress of template builds (the daemon's console shows it). */
+  onProgress?: TemplateProgress;
   /** After a failed build, wait this long before trying again (doubles each time, up to 10 min). */
   retryMs?: number;
 }
@@ -81,7 +83,7 @@ export function createBoxTemplates(options: BoxTemplatesOptions) {
     if (retry && Date.now() < retry.at) return Promise.resolve(undefined);
     const started = Date.now();
     const run = backend
-      .ensureTemplate(options.image, resources)
+      .ensureTemplate(options.image, resources, options.onProgress)
       .then(
         (template) => {
           ready.set(key, template);

@@ -12,7 +12,7 @@ import { AdoptedQemuVm, type AdoptSpec } from './adopted-vm.js';
 import type { Accel, QemuLaunchSpec } from './args.js';
 import { discardHibernation, readHibernation, type HibernationMeta } from './hibernation.js';
 import { QEMU_BINARY, QemuVm } from './qemu-vm.js';
-import { buildTemplate } from './template.js';
+import { buildTemplate, type TemplateProgress } from './template.js';
 
 export { QEMU_BINARY } from './qemu-vm.js';
 
@@ -169,7 +169,11 @@ export class QemuBackend implements VmBackend {
   }
 
   /** Builds the template (one cold boot) unless it exists; concurrent callers share one build. */
-  async ensureTemplate(image: Image, resources: VmResources): Promise<VmTemplate> {
+  async ensureTemplate(
+    image: Image,
+    resources: VmResources,
+    onProgress?: TemplateProgress,
+  ): Promise<VmTemplate> {
     const id = await this.templateId(image, resources);
     const ready = this.templates.read(id);
     if (ready) return ready;
@@ -182,6 +186,7 @@ export class QemuBackend implements VmBackend {
         resources,
         vm: this.vmOptions(),
         qemuVersion: await this.qemuVersion(),
+        ...(onProgress ? { onProgress } : {}),
       })
         .then((template) => {
           // A new template usually means a new image: the old image's templates go after a while.

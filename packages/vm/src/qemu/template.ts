@@ -48,6 +48,12 @@ async function warmUp(vm: QemuVm): Promise<void> {
     await guest.exec({ argv: ['sh', '-c', 'echo warm'] }, { onStdout: () => undefined });
 }
 
+/** Steps of a template build, for progress bars. */
+export const TEMPLATE_BUILD_STEPS = 5;
+
+/** Called as a template build moves on (a CLI draws a bar in a TTY, plain lines otherwise). */
+export type TemplateProgress = (step: { index: number; total: number; message: string }) => void;
+
 /**
  * Boots a template VM (RAM on a shared file), lets it settle, quiesces the guest (its restore
  * helper starts, its disks are flushed), and saves its device state. One cold boot.
@@ -60,8 +66,11 @@ export async function buildTemplate(options: {
   vm: QemuVmOptions;
   qemuVersion: string;
   bootTimeoutMs?: number;
+  onProgress?: TemplateProgress;
 }): Promise<VmTemplate> {
   const { store, id } = options;
+  const step = (index: number, message: string) =>
+    options.onProgress?.({ index, total: TEMPLATE_BUILD_STEPS, message: `template ${id}: ${message}` });
   const release = await store.lock(id, BUILD_LOCK_TIMEOUT_MS);
   try {
     const existing = store.read(id);
@@ -89,6 +98,7 @@ export async function buildTemplate(options: {
       path.join(dir, TEMPLATE_FILES.ram),
     );
     try {
+      step(1, 'creating its disk');
       await runCommand('qemu-img', [
         'create',
         '-q',
@@ -101,19 +111,22 @@ export async function buildTemplate(options: {
         path.join(dir, TEMPLATE_FILES.disk),
         `${options.resources.diskGib}G`,
       ]);
+      step(2, 'booting (one cold boot)');
       const bootStarted = performance.now();
       await vm.start();
       const bootMs = performance.now() - bootStarted;
+      step(3, 'settling and warming up the guest');
       const settle = await vm.guest.exec({ argv: ['sh', '-c', TEMPLATE_SETTLE_SCRIPT], timeoutMs: 60_000 });
       if (settle.exitCode !== 0) throw new Error(`template settle script failed (${settle.exitCode})`);
       const quiesced = await vm.guest.quiesce();
       if (!quiesced.helper)
         throw new Error('the guest restore helper did not start (is python3 in the image?)');
       await warmUp(vm);
+      step(4, 'saving the snapshot');
       const statePath = path.join(dir, TEMPLATE_FILES.state);
       const snapshotMs = await vm.saveTemplate(statePath);
       for (const f of ['guest.sock', 'qmp.sock']) await fsp.rm(path.join(dir, f), { force: true });
-      return await store.publish(dir, {
+      const published = await store.publish(dir, {
         id,
         revision: TEMPLATE_REVISION,
         imageId: options.image.manifest.id,
@@ -127,6 +140,8 @@ export async function buildTemplate(options: {
         stateBytes: (await fsp.stat(statePath)).size,
         diskBytes: (await fsp.stat(path.join(dir, TEMPLATE_FILES.disk))).size,
       });
+      step(5, `ready (boot ${Math.round(bootMs)} ms, snapshot ${Math.round(snapshotMs)} ms)`);
+      return published;
     } catch (err) {
       await vm.kill().catch(() => undefined);
       await fsp.rm(dir, { recursive: true, force: true });
