@@ -153,7 +153,9 @@ export function buildProgram(setExit: (code: number) => void): Command {
 
   program
     .command('bench')
-    .description('measure boot, clone, pause/hibernate, round trip, exec, throughput and idle density figures')
+    .description(
+      'measure boot, clone, pause/hibernate, round trip, exec, throughput and idle density figures',
+    )
     .option('--json', 'print one JSON object', false)
     .option('--no-snapshots', 'skip the clone, pause, hibernate and idle-density figures')
     .action(async (opts: { json: boolean; snapshots: boolean }) => {

@@ -34,7 +34,9 @@ describe('real VM: no NIC, every connection goes through the in-box proxy to the
     );
     expect(r.stdout.toString()).toBe(
       'http://127.0.0.1:3128|localhost,127.0.0.1,::1\nhttp://127.0.0.1:3128\nhttp://127.0.0.1:3128\n' +
-        'proxy=http://127.0.0.1:3128\nhttps-proxy=http://127.0.0.1:3128\n[global]\nproxy = http://127.0.0.1:3128\n',
+        'proxy=http://127.0.0.1:3128\nhttps-proxy=http://127.0.0.1:3128\n' +
+        // pip may install into the system Python: a box is the environment agents are meant to change
+        '[global]\nproxy = http://127.0.0.1:3128\nbreak-system-packages = true\n',
     );
   });
 
