@@ -11,6 +11,7 @@ import {
   type TaskResult,
   type TaskSpec,
 } from '@agentbox/protocol';
+import { repoFromGitUrl } from '@agentbox/egress';
 import type { AgentExit, AgentRunner, ResolvedLibraryItem, TaskEventDraft } from '@agentbox/runners';
 import type { Actor } from '../store/key-store.js';
 import type { TaskFinish, TaskRecord, TaskStore, TaskTarget } from '../store/task-store.js';
@@ -115,12 +116,6 @@ export function cloneDirName(url: string): string {
   const last = new URL(url).pathname.replace(/\/+$/, '').split('/').pop() ?? '';
   const name = last.replace(/\.git$/i, '');
   return /^[A-Za-z0-9._-]+$/.test(name) && name !== '.' && name !== '..' ? name : 'repo';
-}
-
-/** `owner/name` when a git URL is a GitHub repository. */
-export function githubRepoOf(url: string): string | undefined {
-  const m = /^https:\/\/(?:www\.)?github\.com\/([A-Za-z0-9-]+)\/([A-Za-z0-9._-]+?)(?:\.git)?\/?$/i.exec(url);
-  return m ? `${m[1]}/${m[2]}`.toLowerCase() : undefined;
 }
 
 /**
@@ -256,7 +251,7 @@ export function createTaskService(deps: TaskServiceDeps) {
     const repos: string[] = [];
     const domains: string[] = [];
     if (spec.gitRepoUrl) {
-      const repo = githubRepoOf(spec.gitRepoUrl);
+      const repo = repoFromGitUrl(spec.gitRepoUrl);
       if (repo) {
         presets.push('github');
         repos.push(repo);
