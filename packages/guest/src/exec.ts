@@ -1,4 +1,4 @@
-import { spawn } from 'node:child_process';
+import { spawn, type ChildProcess } from 'node:child_process';
 import fs from 'node:fs';
 import { constants as osConstants } from 'node:os';
 import { GUEST_NO_PROXY, GUEST_PROXY_URL, type ExecExit, type ParsedRequest } from '@agentbox/protocol';
@@ -50,24 +50,8 @@ export async function runExec(
     stdio: [req.stdin ? 'pipe' : 'ignore', 'pipe', 'pipe'],
   });
 
-  if (child.pid !== undefined)
-    void ctx.mux.sendJson(ctx.channel, { type: 'started', pid: child.pid }).catch(() => undefined);
-  let timedOut = false;
-  const killGroup = (): void => {
-    if (child.pid === undefined) return;
-    try {
-      process.kill(-child.pid, 'SIGKILL');
-    } catch {
-      // the group is already gone
-    }
-  };
-  const timer = req.timeoutMs
-    ? setTimeout(() => {
-        timedOut = true;
-        killGroup();
-      }, req.timeoutMs)
-    : undefined;
-  ctx.onCancel(killGroup);
+  const group = superviseGroup(child, ctx, req.timeoutMs);
+  const killGroup = group.kill;
 
   let queued = 0;
   const forward = (stream: 'data' | 'stderr', source: NodeJS.ReadableStream) => {
@@ -105,7 +89,7 @@ export async function runExec(
 
   return new Promise<ExecExit>((resolve, reject) => {
     child.once('error', (err) => {
-      clearTimeout(timer);
+      group.done();
       const code = errnoCode(err);
       if (code === 'ENOENT' || code === 'EACCES') {
         const exitCode = code === 'ENOENT' ? 127 : 126;
@@ -123,20 +107,50 @@ export async function runExec(
       }
     });
     child.once('close', (exitCode, signal) => {
-      clearTimeout(timer);
+      group.done();
       // Reap stragglers of the group only on timeout/cancel; a normal exit leaves daemons alone.
       resolve({
         type: 'exit',
         exitCode,
         signal: signal === null ? null : signalName(signal),
-        timedOut,
+        timedOut: group.timedOut(),
         durationMs: performance.now() - started,
       });
     });
   });
 }
 
-function signalName(signal: NodeJS.Signals | number): string {
+/**
+ * Supervises a spawned process group (`detached: true`) for an exec: reports `started`, and kills
+ * the whole group on timeout or cancel. `done()` once the process has ended.
+ */
+export function superviseGroup(
+  child: ChildProcess,
+  ctx: RequestContext,
+  timeoutMs: number | undefined,
+): { kill: () => void; timedOut: () => boolean; done: () => void } {
+  if (child.pid !== undefined)
+    void ctx.mux.sendJson(ctx.channel, { type: 'started', pid: child.pid }).catch(() => undefined);
+  let timedOut = false;
+  const kill = (): void => {
+    if (child.pid === undefined) return;
+    try {
+      process.kill(-child.pid, 'SIGKILL');
+    } catch {
+      // the group is already gone
+    }
+  };
+  const timer = timeoutMs
+    ? setTimeout(() => {
+        timedOut = true;
+        kill();
+      }, timeoutMs)
+    : undefined;
+  ctx.onCancel(kill);
+  return { kill, timedOut: () => timedOut, done: () => clearTimeout(timer) };
+}
+
+export function signalName(signal: NodeJS.Signals | number): string {
   if (typeof signal === 'string') return signal;
   const entry = Object.entries(osConstants.signals).find(([, n]) => n === signal);
   return entry ? entry[0] : String(signal);

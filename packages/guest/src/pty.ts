@@ -1,10 +1,9 @@
 import { spawn } from 'node:child_process';
 import fs from 'node:fs';
-import { constants as osConstants } from 'node:os';
 import type { Writable } from 'node:stream';
 import { PtyResizeSchema, type ExecExit, type ParsedRequest } from '@agentbox/protocol';
 import { GuestOpError, type RequestContext } from './context.js';
-import type { ExecDefaults } from './exec.js';
+import { signalName, superviseGroup, type ExecDefaults } from './exec.js';
 
 type ExecRequest = Extract<ParsedRequest, { op: 'exec' }>;
 
@@ -99,25 +98,9 @@ export async function runPtyExec(
     detached: true,
     stdio: ['pipe', 'pipe', 'pipe', 'pipe'],
   });
-  if (child.pid !== undefined)
-    void ctx.mux.sendJson(ctx.channel, { type: 'started', pid: child.pid }).catch(() => undefined);
-  let timedOut = false;
-  const killGroup = (): void => {
-    if (child.pid === undefined) return;
-    try {
-      // The helper's group; the program is in its own session and gets SIGHUP when the terminal closes.
-      process.kill(-child.pid, 'SIGKILL');
-    } catch {
-      // gone already
-    }
-  };
-  const timer = req.timeoutMs
-    ? setTimeout(() => {
-        timedOut = true;
-        killGroup();
-      }, req.timeoutMs)
-    : undefined;
-  ctx.onCancel(killGroup);
+  // The helper's group; the program is in its own session and gets SIGHUP when the terminal closes.
+  const group = superviseGroup(child, ctx, req.timeoutMs);
+  const killGroup = group.kill;
 
   const control = child.stdio[3] as Writable;
   control.on('error', () => undefined);
@@ -146,24 +129,19 @@ export async function runPtyExec(
 
   return new Promise<ExecExit>((resolve, reject) => {
     child.once('error', (err) => {
-      clearTimeout(timer);
+      group.done();
       reject(new GuestOpError('guest_error', `could not start the pty helper (python3): ${err.message}`));
     });
     child.once('close', (exitCode, signal) => {
-      clearTimeout(timer);
+      group.done();
       control.destroy();
       resolve({
         type: 'exit',
         exitCode,
-        signal: signal === null ? null : typeof signal === 'string' ? signal : signalName(signal),
-        timedOut,
+        signal: signal === null ? null : signalName(signal),
+        timedOut: group.timedOut(),
         durationMs: performance.now() - started,
       });
     });
   });
-}
-
-function signalName(signal: number): string {
-  const entry = Object.entries(osConstants.signals).find(([, n]) => n === signal);
-  return entry ? entry[0] : String(signal);
 }
