@@ -50,6 +50,11 @@ export function rootfsKey(agents: readonly AgentCli[]): string {
   );
 }
 
+/** Where the Debian base layer is cached (the same for every agent set). */
+export function baseLayerPath(home: string): string {
+  return path.join(cacheDir(home), 'rootfs', `base-${baseKey()}.tar`);
+}
+
 /** Where the rootfs image and its two layers are cached for this agent set. */
 export function rootfsCachePaths(
   home: string,
@@ -57,7 +62,7 @@ export function rootfsCachePaths(
 ): { image: string; base: string; agents: string } {
   return {
     image: path.join(cacheDir(home), 'rootfs', `${rootfsKey(agents)}.img`),
-    base: path.join(cacheDir(home), 'rootfs', `base-${baseKey()}.tar`),
+    base: baseLayerPath(home),
     agents: agentsLayerPath(home, agents),
   };
 }
@@ -100,7 +105,7 @@ async function fetchNode(home: string): Promise<string> {
 
 /** The Debian base (mmdebstrap + hooks) as a tar, cached by `baseKey`. */
 async function buildBaseLayer(home: string, onLine: (line: string) => void): Promise<string> {
-  const out = rootfsCachePaths(home, []).base;
+  const out = baseLayerPath(home);
   if (fs.existsSync(out)) return out;
   await fsp.mkdir(path.dirname(out), { recursive: true });
   const nodeTgz = await fetchNode(home);

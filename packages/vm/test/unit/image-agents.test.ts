@@ -4,7 +4,7 @@ import { agentClisFromEnv, agentVersions, agentsKey, parseAgentClis } from '../.
 import { imageId } from '../../src/image/build.js';
 import { ImageManifestSchema } from '../../src/image/manifest.js';
 import { AGENT_CLIS, AGENT_CLI_NAMES, DEFAULT_AGENT_CLIS } from '../../src/image/recipe.js';
-import { rootfsKey } from '../../src/image/rootfs.js';
+import { baseLayerPath, rootfsCachePaths, rootfsKey } from '../../src/image/rootfs.js';
 
 const kernel = { package: 'linux-image-6.1.0-56-amd64', version: '6.1.192-2' };
 const ALL = ['claude', 'codex', 'opencode'] as const;
@@ -71,6 +71,14 @@ describe('image identity', () => {
     const sha = 'a'.repeat(64);
     expect(imageId(kernel, sha, ['claude'])).not.toBe(imageId(kernel, sha, ['claude', 'codex']));
     expect(imageId(kernel, sha, ['claude'])).toMatch(/^[0-9a-f]{24}$/);
+  });
+
+  it('shares one Debian base layer between agent sets, found without naming any agent', () => {
+    // A fresh machine builds the base before any agents layer exists; its path needs no agent set.
+    const home = '/tmp/agentbox-home';
+    expect(baseLayerPath(home)).toMatch(/\/rootfs\/base-[0-9a-f]{24}\.tar$/);
+    expect(rootfsCachePaths(home, ['claude']).base).toBe(baseLayerPath(home));
+    expect(rootfsCachePaths(home, [...ALL]).base).toBe(baseLayerPath(home));
   });
 });
 
