@@ -11,7 +11,7 @@ if [ ! -d node_modules ] || [ package-lock.json -nt node_modules/.package-lock.j
 fi
 
 stamp=node_modules/.agentbox-build-stamp
-if [ ! -f "$stamp" ] || [ -n "$(find packages/*/src packages/*/build.mjs packages/*/package.json packages/*/vite.config.ts packages/*/index.html tsconfig.base.json -newer "$stamp" -print -quit 2>/dev/null)" ]; then
+if [ ! -f "$stamp" ] || [ -n "$(find packages/*/src packages/*/native packages/*/build.mjs packages/*/package.json packages/*/vite.config.ts packages/*/index.html tsconfig.base.json -newer "$stamp" -print -quit 2>/dev/null)" ]; then
   echo "agentbox: building" >&2
   npm run --silent build >&2
   touch "$stamp"

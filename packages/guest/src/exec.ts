@@ -1,8 +1,10 @@
-import { spawn, type ChildProcess } from 'node:child_process';
+import { spawn } from 'node:child_process';
 import fs from 'node:fs';
 import { constants as osConstants } from 'node:os';
 import { GUEST_NO_PROXY, GUEST_PROXY_URL, type ExecExit, type ParsedRequest } from '@agentbox/protocol';
 import { GuestOpError, errnoCode, type RequestContext } from './context.js';
+import { RawPipe } from './raw-handle.js';
+import { decodeWaitStatus, isErrno, type NativeAddon } from './native.js';
 
 type ExecRequest = Extract<ParsedRequest, { op: 'exec' }>;
 
@@ -27,115 +29,220 @@ export const GUEST_BASE_ENV: Record<string, string> = {
   no_proxy: GUEST_NO_PROXY,
 };
 
-/** Bytes of output a process may have queued towards the host before its pipe is paused. */
+/** Bytes of output a process may have queued towards the host before its pipes are paused. */
 const MAX_QUEUED_OUTPUT_BYTES = 2 * 1024 * 1024;
+
+/** What forwarding needs of a process's output pipe, whichever way it was started. */
+interface OutputSource {
+  onData(cb: (chunk: Buffer) => void): void;
+  pause(): void;
+  resume(): void;
+}
+
+/** A process as runExec supervises it: pid, output, stdin, and its end (exit + output closed). */
+interface RunningProcess {
+  pid: number;
+  stdout: OutputSource;
+  stderr: OutputSource;
+  writeStdin?: (chunk: Buffer, written: () => void) => void;
+  endStdin?: () => void;
+  /** Exit status once the process exited and both output pipes reached EOF. */
+  closed: Promise<{ exitCode: number | null; signal: string | null }>;
+}
 
 /**
  * Runs one process in its own process group (so a timeout or cancel kills its children too) and
- * streams stdout and stderr separately until it exits. Resolves with the exit message.
+ * streams stdout and stderr separately until it exits. Resolves with the exit message. Started by
+ * the native addon when the agent has it (cheap under emulation), else by node.
  */
 export async function runExec(
   req: ExecRequest,
   ctx: RequestContext,
   defaults: ExecDefaults,
+  native?: NativeAddon,
 ): Promise<ExecExit> {
   const cwd = req.cwd ?? defaults.cwd;
   if (!fs.existsSync(cwd))
     throw new GuestOpError('file_not_found', `working directory ${cwd} does not exist`);
   const started = performance.now();
-  const child = spawn(req.argv[0]!, req.argv.slice(1), {
-    cwd,
-    env: { ...defaults.env, ...req.env },
-    detached: true,
-    stdio: [req.stdin ? 'pipe' : 'ignore', 'pipe', 'pipe'],
-  });
+  const env = { ...defaults.env, ...req.env };
+  let proc: RunningProcess;
+  try {
+    proc = native ? startWithNative(native, req, env, cwd) : await startWithNode(req, env, cwd);
+  } catch (err) {
+    const code = errnoCode(err);
+    if (isErrno(err, 'ENOENT', 'EACCES')) {
+      const reason = code === 'ENOENT' ? 'command not found' : 'permission denied';
+      void ctx.mux.sendData(ctx.channel, 'stderr', Buffer.from(`agentbox: ${req.argv[0]}: ${reason}\n`));
+      return {
+        type: 'exit',
+        exitCode: code === 'ENOENT' ? 127 : 126,
+        signal: null,
+        timedOut: false,
+        durationMs: performance.now() - started,
+      };
+    }
+    throw new GuestOpError('guest_error', `could not start ${req.argv[0]}: ${(err as Error).message}`);
+  }
 
-  const group = superviseGroup(child, ctx, req.timeoutMs);
-  const killGroup = group.kill;
-
+  const group = superviseGroup(proc.pid, ctx, req.timeoutMs);
   let queued = 0;
-  const forward = (stream: 'data' | 'stderr', source: NodeJS.ReadableStream) => {
-    source.on('data', (chunk: Buffer) => {
+  const forward = (stream: 'data' | 'stderr', source: OutputSource) => {
+    source.onData((chunk) => {
       queued += chunk.length;
       if (queued > MAX_QUEUED_OUTPUT_BYTES) {
-        child.stdout?.pause();
-        child.stderr?.pause();
+        proc.stdout.pause();
+        proc.stderr.pause();
       }
       ctx.mux.sendData(ctx.channel, stream, chunk).then(
         () => {
           queued -= chunk.length;
           if (queued <= MAX_QUEUED_OUTPUT_BYTES) {
-            child.stdout?.resume();
-            child.stderr?.resume();
+            proc.stdout.resume();
+            proc.stderr.resume();
           }
         },
-        () => killGroup(),
+        () => group.kill(),
       );
     });
   };
-  forward('data', child.stdout!);
-  forward('stderr', child.stderr!);
-
-  if (child.stdin) {
-    const stdin = child.stdin;
-    stdin.on('error', () => {
-      // the process closed its stdin; the rest of the input is dropped, as with a pipe
-    });
-    ctx.onData(
-      (chunk) => stdin.write(chunk, () => ctx.mux.consumed(ctx.channel, chunk.length)),
-      () => stdin.end(),
-    );
+  forward('data', proc.stdout);
+  forward('stderr', proc.stderr);
+  if (proc.writeStdin && proc.endStdin) {
+    const { writeStdin, endStdin } = proc;
+    ctx.onData((chunk) => writeStdin(chunk, () => ctx.mux.consumed(ctx.channel, chunk.length)), endStdin);
   }
+  const { exitCode, signal } = await proc.closed.finally(() => group.done());
+  // Stragglers of the group are reaped only on timeout/cancel; a normal exit leaves daemons alone.
+  return {
+    type: 'exit',
+    exitCode,
+    signal,
+    timedOut: group.timedOut(),
+    durationMs: performance.now() - started,
+  };
+}
 
-  return new Promise<ExecExit>((resolve, reject) => {
-    child.once('error', (err) => {
-      group.done();
-      const code = errnoCode(err);
-      if (code === 'ENOENT' || code === 'EACCES') {
-        const exitCode = code === 'ENOENT' ? 127 : 126;
-        const reason = code === 'ENOENT' ? 'command not found' : 'permission denied';
-        void ctx.mux.sendData(ctx.channel, 'stderr', Buffer.from(`agentbox: ${req.argv[0]}: ${reason}\n`));
-        resolve({
-          type: 'exit',
-          exitCode,
-          signal: null,
-          timedOut: false,
-          durationMs: performance.now() - started,
-        });
-      } else {
-        reject(new GuestOpError('guest_error', `could not start ${req.argv[0]}: ${err.message}`));
-      }
-    });
-    child.once('close', (exitCode, signal) => {
-      group.done();
-      // Reap stragglers of the group only on timeout/cancel; a normal exit leaves daemons alone.
+function startWithNative(
+  native: NativeAddon,
+  req: ExecRequest,
+  env: Record<string, string>,
+  cwd: string,
+): RunningProcess {
+  const [pid, stdinFd, stdoutFd, stderrFd] = native.spawn(
+    req.argv,
+    Object.entries(env).map(([k, v]) => `${k}=${v}`),
+    cwd,
+    req.stdin === true,
+  );
+  const exited = new Promise<number>((resolve) => native.watchExit(pid, resolve));
+  const output = (fd: number): { source: OutputSource; ended: Promise<void> } => {
+    const pipe = openPipe(fd);
+    let ended: () => void = () => undefined;
+    const endedPromise = new Promise<void>((resolve) => (ended = resolve));
+    const source: OutputSource = {
+      onData: (cb) =>
+        pipe.read(cb, () => {
+          pipe.close();
+          ended();
+        }),
+      pause: () => pipe.pause(),
+      resume: () => pipe.resume(),
+    };
+    return { source, ended: endedPromise };
+  };
+  const stdout = output(stdoutFd);
+  const stderr = output(stderrFd);
+  const stdin = stdinFd >= 0 ? openPipe(stdinFd) : undefined;
+  let pendingWrites = Promise.resolve();
+  return {
+    pid,
+    stdout: stdout.source,
+    stderr: stderr.source,
+    ...(stdin
+      ? {
+          writeStdin: (chunk: Buffer, written: () => void) => {
+            // A process that closed its stdin drops the rest, as with a pipe; the host is still
+            // told the bytes were taken, so it does not wait for credit forever.
+            const { done } = stdin.write([chunk]);
+            pendingWrites = pendingWrites.then(() => done.then(written));
+          },
+          endStdin: () => void pendingWrites.then(() => stdin.close()),
+        }
+      : {}),
+    closed: Promise.all([exited, stdout.ended, stderr.ended]).then(([status]) => {
+      stdin?.close();
+      if (status < 0) throw new Error(`the exit status of process ${pid} was lost`);
+      const exit = decodeWaitStatus(status);
+      return { exitCode: exit.exitCode, signal: exit.signal === null ? null : signalName(exit.signal) };
+    }),
+  };
+}
+
+function openPipe(fd: number): RawPipe {
+  const pipe = RawPipe.open(fd);
+  if (!pipe) {
+    fs.closeSync(fd);
+    throw new Error('cannot watch a pipe of the process');
+  }
+  return pipe;
+}
+
+function startWithNode(req: ExecRequest, env: Record<string, string>, cwd: string): Promise<RunningProcess> {
+  const child = spawn(req.argv[0]!, req.argv.slice(1), {
+    cwd,
+    env,
+    detached: true,
+    stdio: [req.stdin ? 'pipe' : 'ignore', 'pipe', 'pipe'],
+  });
+  return new Promise((resolve, reject) => {
+    child.once('error', reject);
+    child.once('spawn', () => {
+      child.off('error', reject);
+      const source = (stream: NodeJS.ReadableStream): OutputSource => ({
+        onData: (cb) => void stream.on('data', cb),
+        pause: () => void stream.pause(),
+        resume: () => void stream.resume(),
+      });
+      const stdin = child.stdin;
+      stdin?.on('error', () => {
+        // the process closed its stdin; the rest of the input is dropped, as with a pipe
+      });
       resolve({
-        type: 'exit',
-        exitCode,
-        signal: signal === null ? null : signalName(signal),
-        timedOut: group.timedOut(),
-        durationMs: performance.now() - started,
+        pid: child.pid!,
+        stdout: source(child.stdout!),
+        stderr: source(child.stderr!),
+        ...(stdin
+          ? {
+              writeStdin: (chunk: Buffer, written: () => void) => void stdin.write(chunk, () => written()),
+              endStdin: () => void stdin.end(),
+            }
+          : {}),
+        closed: new Promise((resolveClosed) =>
+          child.once('close', (exitCode, signal) =>
+            resolveClosed({ exitCode, signal: signal === null ? null : signalName(signal) }),
+          ),
+        ),
       });
     });
   });
 }
 
 /**
- * Supervises a spawned process group (`detached: true`) for an exec: reports `started`, and kills
- * the whole group on timeout or cancel. `done()` once the process has ended.
+ * Supervises a process group started for an exec (its leader's pid is the group id): reports
+ * `started`, and kills the whole group on timeout or cancel. `done()` once the process has ended.
  */
 export function superviseGroup(
-  child: ChildProcess,
+  pid: number | undefined,
   ctx: RequestContext,
   timeoutMs: number | undefined,
 ): { kill: () => void; timedOut: () => boolean; done: () => void } {
-  if (child.pid !== undefined)
-    void ctx.mux.sendJson(ctx.channel, { type: 'started', pid: child.pid }).catch(() => undefined);
+  if (pid !== undefined) void ctx.mux.sendJson(ctx.channel, { type: 'started', pid }).catch(() => undefined);
   let timedOut = false;
   const kill = (): void => {
-    if (child.pid === undefined) return;
+    if (pid === undefined) return;
     try {
-      process.kill(-child.pid, 'SIGKILL');
+      process.kill(-pid, 'SIGKILL');
     } catch {
       // the group is already gone
     }

@@ -1,14 +1,11 @@
 import fs from 'node:fs';
-import { GUEST_PORT_NAME } from '@agentbox/protocol';
-import {
-  connectUnixSocket,
-  findVirtioPort,
-  openVirtioPort,
-  openVirtioStream,
-  type GuestLink,
-} from './transport.js';
+import v8 from 'node:v8';
+import { GUEST_AGENT_DIR, GUEST_HELLO_MARK, GUEST_PORT_NAME } from '@agentbox/protocol';
+import { connectUnixSocket, findVirtioPort, openVirtioPort, type GuestLink } from './transport.js';
+import { openRawPort } from './raw-port.js';
 import { GuestService } from './service.js';
 import { EGRESS_PROXY_PORT } from './egress-proxy.js';
+import { AGENT_VERSION } from './version.js';
 
 /**
  * Entry point of the guest agent. In a VM it is started by /sbin/agentbox-init (under tini, which
@@ -28,19 +25,28 @@ function markBoot(message: string): void {
 
 async function openPort(): Promise<GuestLink> {
   const path = await findVirtioPort(GUEST_PORT_NAME);
-  return openVirtioStream(path) ?? openVirtioPort(path);
+  return openRawPort(path) ?? openVirtioPort(path);
 }
 
 async function main(argv: string[]): Promise<void> {
+  // The image builder checks a freshly made startup snapshot with this.
+  if (argv.includes('--version')) {
+    process.stdout.write(`${AGENT_VERSION}\n`);
+    return;
+  }
   const connectAt = argv.indexOf('--connect');
   inVm = connectAt < 0;
   markBoot('guest agent started');
   const link: GuestLink =
     connectAt >= 0 && argv[connectAt + 1] ? connectUnixSocket(argv[connectAt + 1]!) : await openPort();
   const versionAt = argv.indexOf('--protocol-version');
+  const nativeAt = argv.indexOf('--native');
+  const nativeAddonPath =
+    nativeAt >= 0 ? argv[nativeAt + 1] : inVm ? `${GUEST_AGENT_DIR}/agentbox.node` : undefined;
   const service = new GuestService(link, {
     privileged: inVm,
     ...(versionAt >= 0 ? { protocolVersion: Number(argv[versionAt + 1]) } : {}),
+    ...(nativeAddonPath ? { nativeAddonPath } : {}),
   });
   const proxyAt = argv.indexOf('--proxy-port');
   await service.startEgressProxy(proxyAt >= 0 ? Number(argv[proxyAt + 1]) : EGRESS_PROXY_PORT);
@@ -50,15 +56,32 @@ async function main(argv: string[]): Promise<void> {
   );
   await service.sendHello();
   markBoot(`guest agent said hello (pid ${process.pid})`);
+  if (inVm) {
+    try {
+      fs.writeFileSync(GUEST_HELLO_MARK, `${process.pid}\n`);
+    } catch {
+      // init.sh then falls back to the plain bundle after this agent exits; nothing else depends on it
+    }
+  }
   await running;
 }
 
-process.on('SIGPIPE', () => undefined);
-// A clean exit on SIGTERM (init's stop; also flushes --cpu-prof when profiling the agent).
-process.on('SIGTERM', () => process.exit(0));
-main(process.argv.slice(2))
-  .then(() => process.exit(0))
-  .catch((err: unknown) => {
-    process.stderr.write(`agentbox-guest: ${err instanceof Error ? err.message : String(err)}\n`);
-    process.exit(1);
-  });
+function run(args: string[]): void {
+  process.on('SIGPIPE', () => undefined);
+  // A clean exit on SIGTERM (init's stop; also flushes --cpu-prof when profiling the agent).
+  process.on('SIGTERM', () => process.exit(0));
+  main(args)
+    .then(() => process.exit(0))
+    .catch((err: unknown) => {
+      process.stderr.write(`agentbox-guest: ${err instanceof Error ? err.message : String(err)}\n`);
+      process.exit(1);
+    });
+}
+
+// Built into a V8 startup snapshot (the image does this), the bundle's modules are evaluated at
+// build time and `run` is what a start from the snapshot executes: under emulation, evaluating the
+// bundle (zod schemas above all) is seconds of every cold boot. Started from a snapshot, argv
+// has no script path.
+if (v8.startupSnapshot.isBuildingSnapshot())
+  v8.startupSnapshot.setDeserializeMainFunction(() => run(process.argv.slice(1)));
+else run(process.argv.slice(2));

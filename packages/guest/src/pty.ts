@@ -99,7 +99,7 @@ export async function runPtyExec(
     stdio: ['pipe', 'pipe', 'pipe', 'pipe'],
   });
   // The helper's group; the program is in its own session and gets SIGHUP when the terminal closes.
-  const group = superviseGroup(child, ctx, req.timeoutMs);
+  const group = superviseGroup(child.pid, ctx, req.timeoutMs);
   const killGroup = group.kill;
 
   const control = child.stdio[3] as Writable;

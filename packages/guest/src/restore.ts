@@ -1,12 +1,13 @@
 import { spawn, execFile, type ChildProcessWithoutNullStreams } from 'node:child_process';
 import fs from 'node:fs';
-import type { ParsedRequest, RestoreResult } from '@agentbox/protocol';
+import { GUEST_AGENT_DIR, type ParsedRequest, type RestoreResult } from '@agentbox/protocol';
 import { GuestOpError } from './context.js';
+import { RESTORED_CLOCK, RESTORED_ENTROPY, type NativeAddon } from './native.js';
 
 type RestoreRequest = Extract<ParsedRequest, { op: 'system.restore' }>;
 
 /** Where a restored clone's boot id lives; bind-mounted over the kernel's read-only one. */
-export const BOOT_ID_FILE = '/run/agentbox/boot_id';
+export const BOOT_ID_FILE = `${GUEST_AGENT_DIR}/boot_id`;
 const KERNEL_BOOT_ID = '/proc/sys/kernel/random/boot_id';
 
 /**
@@ -159,13 +160,14 @@ function setClockWithDate(nowSeconds: number): Promise<boolean> {
 
 /**
  * Handles `system.restore`: clock first (everything after it sees the right time), then the RNG,
- * then the identity. Without the helper (no Python) the clock is set by `date` and the RNG is
- * only mixed, not reseeded; the result says so.
+ * then the identity. The native addon does the privileged steps when the agent has it; else the
+ * Python helper. Without either the clock is set by `date` and the RNG is only mixed, not
+ * reseeded; the result says so.
  */
 export async function restore(
   req: RestoreRequest,
   helper: RestoreHelper,
-  options: { privileged: boolean },
+  options: { privileged: boolean; native?: NativeAddon | undefined },
 ): Promise<RestoreResult> {
   const receivedNs = process.hrtime.bigint();
   const skewMs = Date.now() - req.nowMs;
@@ -182,6 +184,23 @@ export async function restore(
     fs.writeFileSync('/etc/hostname', `${req.identity.hostname}\n`);
   }
   const started = performance.now();
+  if (options.native) {
+    const { done, error } = options.native.restore(
+      req.nowMs,
+      receivedNs,
+      mixed ?? null,
+      req.identity ? [BOOT_ID_FILE, KERNEL_BOOT_ID] : null,
+      req.identity?.hostname ?? null,
+    );
+    if (error) throw new GuestOpError('guest_error', `restore: ${error}`);
+    return {
+      skewMs,
+      clockSet: (done & RESTORED_CLOCK) !== 0,
+      reseeded: (done & RESTORED_ENTROPY) !== 0,
+      bootId: currentBootId(),
+      helperMs: performance.now() - started,
+    };
+  }
   // A clock-only restore (a resume) does not wait for Python to start: `date` does it now, and
   // the helper starts in the background for the next time.
   if (!mixed && !req.identity && !helper.running) {

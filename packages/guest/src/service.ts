@@ -21,6 +21,7 @@ import { EGRESS_PROXY_PORT, EgressProxy } from './egress-proxy.js';
 import { RestoreHelper, restore } from './restore.js';
 import { runPtyExec } from './pty.js';
 import { listListeners, portConnect } from './port-forward.js';
+import { loadNative, type NativeAddon } from './native.js';
 
 export interface GuestServiceOptions {
   exec?: Partial<ExecDefaults>;
@@ -32,6 +33,8 @@ export interface GuestServiceOptions {
    * a host (unit tests run the agent as a host process).
    */
   privileged?: boolean;
+  /** The agentbox-native addon: execs and restores go through it when it loads; else node's APIs. */
+  nativeAddonPath?: string;
 }
 
 interface OpenRequest {
@@ -75,6 +78,7 @@ export class GuestService {
   private readonly egress: EgressProxy;
   private egressProxyPort = EGRESS_PROXY_PORT;
   private readonly restoreHelper = new RestoreHelper();
+  private readonly native: NativeAddon | undefined;
 
   constructor(
     transport: Transport,
@@ -90,6 +94,7 @@ export class GuestService {
       },
     });
     this.egress = new EgressProxy(this.mux);
+    this.native = options.nativeAddonPath ? loadNative(options.nativeAddonPath) : undefined;
   }
 
   hello(): Hello {
@@ -205,7 +210,9 @@ export class GuestService {
       case 'health':
         return result(health());
       case 'exec':
-        return req.pty ? runPtyExec(req, ctx, this.execDefaults) : runExec(req, ctx, this.execDefaults);
+        return req.pty
+          ? runPtyExec(req, ctx, this.execDefaults)
+          : runExec(req, ctx, this.execDefaults, this.native);
       case 'process.list':
         return result(listProcesses());
       case 'process.kill':
@@ -229,7 +236,10 @@ export class GuestService {
         await new Promise<void>((resolve) => execFile('sync', () => resolve()));
         return result({});
       case 'system.quiesce': {
-        const helper = this.options.privileged ? await this.restoreHelper.start() : false;
+        // Whatever will do a clone's restore must be there in the snapshot already.
+        const helper = this.options.privileged
+          ? this.native !== undefined || (await this.restoreHelper.start())
+          : false;
         await new Promise<void>((resolve) => execFile('sync', () => resolve()));
         return result({ helper });
       }
@@ -239,7 +249,10 @@ export class GuestService {
         return result(await listListeners());
       case 'system.restore':
         return result(
-          await restore(req, this.restoreHelper, { privileged: this.options.privileged ?? false }),
+          await restore(req, this.restoreHelper, {
+            privileged: this.options.privileged ?? false,
+            native: this.native,
+          }),
         );
     }
   }

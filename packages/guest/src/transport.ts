@@ -13,14 +13,6 @@ export interface GuestLink extends Transport {
 const READ_BUFFER_BYTES = 256 * 1024;
 /** The virtio port reads 0 bytes while no host is attached; wait this long before reading again. */
 const IDLE_POLL_MS = 20;
-/**
- * After the host went away the port is reopened every FAST_REOPEN_MS for FAST_REOPEN_WINDOW_MS,
- * then every IDLE_POLL_MS * 5. A snapshot is taken just after the host detaches, and guest time
- * stands still while it sits on disk, so a restored copy is still in the fast window: it finds
- * its new host within ~10 ms instead of ~100.
- */
-const FAST_REOPEN_MS = 10;
-const FAST_REOPEN_WINDOW_MS = 3_000;
 
 function readAsync(fd: number, buffer: Buffer): Promise<number> {
   return new Promise((resolve, reject) => {
@@ -57,87 +49,11 @@ export async function findVirtioPort(name: string, timeoutMs = 30_000): Promise<
   }
 }
 
-interface PipeHandleCtor {
-  new (type: number): { open(fd: number): number };
-}
-
 /**
- * The virtio-serial port driven by the event loop (epoll) instead of the thread pool: node's
- * public API treats a character device as a file, but libuv's pipe handle accepts any pollable
- * fd. Each thread-pool hop costs a context switch, which under emulation is most of a round trip.
- * Returns undefined when this node does not expose the pipe handle; callers fall back.
- */
-function openPortAsStream(path: string): net.Socket | undefined {
-  let Pipe: PipeHandleCtor;
-  let socketType: number;
-  try {
-    const binding = (process as unknown as { binding(name: string): unknown }).binding('pipe_wrap') as {
-      Pipe: PipeHandleCtor;
-      constants: { SOCKET: number };
-    };
-    Pipe = binding.Pipe;
-    socketType = binding.constants.SOCKET;
-  } catch {
-    return undefined;
-  }
-  const fd = fs.openSync(path, fs.constants.O_RDWR | fs.constants.O_NONBLOCK);
-  const handle = new Pipe(socketType);
-  if (handle.open(fd) !== 0) {
-    fs.closeSync(fd);
-    return undefined;
-  }
-  return new net.Socket({ handle, readable: true, writable: true } as net.SocketConstructorOpts);
-}
-
-/**
- * The virtio-serial port as an event-loop stream. A read of 0 bytes (no host attached, e.g. while
- * the daemon restarts) ends the stream; the port is then reopened after a short wait.
- */
-export function openVirtioStream(path: string): GuestLink | undefined {
-  let socket = openPortAsStream(path);
-  if (!socket) return undefined;
-  const portTransport = streamTransport(
-    () => socket,
-    () => new Error('virtio port closed'),
-  );
-  return {
-    async start(onBytes, onReconnect) {
-      let hostLeftAt = -Infinity;
-      for (;;) {
-        const current = socket!;
-        let received = false;
-        current.on('data', (chunk: Buffer) => {
-          received = true;
-          onBytes(chunk);
-        });
-        await new Promise<void>((resolve) => {
-          current.once('end', resolve);
-          current.once('close', resolve);
-          current.once('error', () => resolve());
-        });
-        current.destroy();
-        // EOF: no host is attached (e.g. the daemon restarts). Poll until one is.
-        if (received) hostLeftAt = performance.now();
-        const fast = performance.now() - hostLeftAt < FAST_REOPEN_WINDOW_MS;
-        await new Promise((r) => setTimeout(r, fast ? FAST_REOPEN_MS : IDLE_POLL_MS * 5));
-        socket = openPortAsStream(path);
-        if (received) onReconnect?.();
-      }
-    },
-    // While the port is being reopened there is no host to write to: what would be sent belongs
-    // to the host that went away, so it is dropped rather than failing the mux for good.
-    write(chunks) {
-      return socket && !socket.destroyed ? portTransport.write(chunks) : true;
-    },
-    drained() {
-      return socket && !socket.destroyed ? portTransport.drained() : Promise.resolve();
-    },
-  };
-}
-
-/**
- * The virtio-serial character device. libuv treats it as a file, so reads and writes run in the
+ * The virtio-serial character device as node sees it: a file, so reads and writes run in the
  * thread pool; the kernel caps each write at 32 KiB, so writes loop until everything went out.
+ * The fallback for a node without the bindings `openRawPort` needs: each thread-pool hop costs a
+ * context switch, which under emulation is most of a round trip.
  */
 export function openVirtioPort(path: string): GuestLink {
   const fd = fs.openSync(path, 'r+');

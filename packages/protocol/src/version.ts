@@ -10,6 +10,11 @@ export const PROTOCOL_VERSION = 1;
  */
 export const IMAGE_API_VERSION = 1;
 
+/** Where the guest agent, its startup snapshot and its runtime files live in a box (a tmpfs). */
+export const GUEST_AGENT_DIR = '/run/agentbox';
+/** Written by the guest agent once it said hello (init.sh's proof that the agent's snapshot loads). */
+export const GUEST_HELLO_MARK = `${GUEST_AGENT_DIR}/hello`;
+
 /** Name of the virtio-serial port that carries the guest channel. */
 export const GUEST_PORT_NAME = 'agentbox.0';
 

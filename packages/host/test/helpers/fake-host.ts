@@ -7,7 +7,7 @@ import { FakeBackend } from '@agentbox/vm/fake';
 import { processStartTime } from '@agentbox/vm';
 import { createHost, type Host, type HostOptions } from '../../src/index.js';
 
-export const agentBundlePath = createRequire(import.meta.url).resolve('@agentbox/guest/agent.mjs');
+export const agentBundlePath = createRequire(import.meta.url).resolve('@agentbox/guest/agent.cjs');
 
 export interface FakeHost {
   host: Host;

@@ -8,7 +8,7 @@ import type { Vm, VmBackend, VmExit, VmSpec, VmState } from '../backend.js';
 import { GuestConnection, type GuestConnectionOptions } from '../guest-connection.js';
 
 export interface FakeBackendOptions {
-  /** The bundled guest agent (packages/guest/dist/agent.mjs). */
+  /** The bundled guest agent (packages/guest/dist/agent.cjs). */
   agentBundlePath: string;
   /** Extra agent arguments, e.g. `--protocol-version 99` to provoke a mismatch. */
   agentArgs?: string[];

@@ -5,7 +5,7 @@ import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { FakeBackend } from '../../src/fake/driver.js';
 import type { Vm } from '../../src/backend.js';
 
-const agentBundlePath = createRequire(import.meta.url).resolve('@agentbox/guest/agent.mjs');
+const agentBundlePath = createRequire(import.meta.url).resolve('@agentbox/guest/agent.cjs');
 
 /** Connects to the in-box proxy (in the fake driver it listens on the host loopback). */
 function connectProxy(vm: Vm): Promise<net.Socket> {

@@ -9,7 +9,9 @@ import { FakeBackend } from '../../src/fake/driver.js';
 import type { Vm } from '../../src/backend.js';
 
 // The real guest agent bundle, run as a host process: the protocol end to end, without a VM.
-const agentBundlePath = createRequire(import.meta.url).resolve('@agentbox/guest/agent.mjs');
+const agentBundlePath = createRequire(import.meta.url).resolve('@agentbox/guest/agent.cjs');
+// The native addon the image ships (Node-API: the build's addon loads in this node as in the guest's).
+const nativeAddonPath = createRequire(import.meta.url).resolve('@agentbox/guest/agentbox.node');
 const image = {} as never;
 const resources = { memoryMib: 256, vcpus: 1, diskGib: 1 };
 
@@ -23,152 +25,183 @@ async function collect(vm: Vm, argv: string[], extra: Parameters<Vm['guest']['ex
   return { exit, stdout: Buffer.concat(stdout).toString(), stderr: Buffer.concat(stderr).toString() };
 }
 
-describe('guest channel against the real guest agent (fake driver)', () => {
-  let vm: Vm;
-  let tmp: string;
+// Every exec behaviour holds whichever way the agent starts processes.
+describe.each([
+  { starter: 'node', agentArgs: [] as string[], parent: 'node', native: false },
+  { starter: 'the native addon', agentArgs: ['--native', nativeAddonPath], parent: 'node', native: true },
+])(
+  'guest channel against the real guest agent (fake driver), $starter starting processes',
+  ({ agentArgs, native }) => {
+    let vm: Vm;
+    let tmp: string;
 
-  beforeAll(async () => {
-    vm = await new FakeBackend({ agentBundlePath }).create({ id: 'fake-1', image, resources });
-    await vm.start();
-    tmp = fs.mkdtempSync(path.join(os.tmpdir(), 'agentbox-unit-'));
-  });
-  afterAll(async () => {
-    await vm.destroy();
-    fs.rmSync(tmp, { recursive: true, force: true });
-  });
-
-  it('says hello with the protocol and image API versions', () => {
-    expect(vm.guest.info).toMatchObject({ type: 'hello', protocolVersion: 1, imageApiVersion: 1 });
-  });
-
-  it('streams stdout and stderr separately and reports the exit code', async () => {
-    const r = await collect(vm, ['sh', '-c', 'echo out; echo err >&2; exit 7']);
-    expect(r).toMatchObject({
-      stdout: 'out\n',
-      stderr: 'err\n',
-      exit: { exitCode: 7, signal: null, timedOut: false },
+    beforeAll(async () => {
+      vm = await new FakeBackend({ agentBundlePath, agentArgs }).create({ id: 'fake-1', image, resources });
+      await vm.start();
+      tmp = fs.mkdtempSync(path.join(os.tmpdir(), 'agentbox-unit-'));
     });
-  });
-
-  it('reports a signal instead of an exit code', async () => {
-    const r = await collect(vm, ['sh', '-c', 'kill -TERM $$']);
-    expect(r.exit).toMatchObject({ exitCode: null, signal: 'SIGTERM' });
-  });
-
-  it('passes env and cwd', async () => {
-    const r = await collect(vm, ['sh', '-c', 'echo "$FOO:$(pwd)"'], {
-      argv: [],
-      env: { FOO: 'bar baz' },
-      cwd: tmp,
+    afterAll(async () => {
+      await vm.destroy();
+      fs.rmSync(tmp, { recursive: true, force: true });
     });
-    expect(r.stdout).toBe(`bar baz:${tmp}\n`);
-  });
 
-  it('answers 127 with a message for a missing program, like a shell', async () => {
-    const r = await collect(vm, ['definitely-not-a-program']);
-    expect(r.exit.exitCode).toBe(127);
-    expect(r.stderr).toMatch(/definitely-not-a-program: command not found/);
-  });
-
-  it('fails cleanly on a missing working directory', async () => {
-    await expect(vm.guest.exec({ argv: ['true'], cwd: '/no/such/dir' })).rejects.toMatchObject({
-      code: 'file_not_found',
-    });
-  });
-
-  it('feeds binary stdin losslessly', async () => {
-    const input = Buffer.concat([
-      Buffer.from(Array.from({ length: 256 }, (_, i) => i)),
-      randomBytes(3 * 1024 * 1024),
-    ]);
-    const out: Buffer[] = [];
-    const exit = await vm.guest.exec({ argv: ['cat'] }, { stdin: input, onStdout: (c) => void out.push(c) });
-    expect(exit.exitCode).toBe(0);
-    expect(Buffer.concat(out).equals(input)).toBe(true);
-  });
-
-  it('kills the whole process group on timeout', async () => {
-    const marker = `agentbox-timeout-${process.pid}-${Date.now()}`;
-    const r = await collect(vm, ['bash', '-c', `(exec -a ${marker} sleep 30) & exec -a ${marker} sleep 30`], {
-      argv: [],
-      timeoutMs: 300,
-    });
-    expect(r.exit).toMatchObject({ timedOut: true, signal: 'SIGKILL' });
-    const procs = await vm.guest.listProcesses();
-    expect(procs.filter((p) => p.command.includes(marker))).toEqual([]);
-  });
-
-  it('cancels a running exec through an AbortSignal', async () => {
-    const abort = new AbortController();
-    setTimeout(() => abort.abort(), 200);
-    const exit = await vm.guest.exec({ argv: ['sleep', '30'] }, { signal: abort.signal });
-    expect(exit.signal).toBe('SIGKILL');
-  });
-
-  it('runs 20 execs at once on one channel', async () => {
-    const results = await Promise.all(
-      Array.from({ length: 20 }, (_, i) => collect(vm, ['sh', '-c', `sleep 0.$((${i} % 3)); echo ${i}`])),
+    it(
+      native
+        ? 'starts processes through the native addon: output on pipes'
+        : 'starts processes with node: output on sockets',
+      async () => {
+        // node's child_process gives a child socketpairs; the addon's posix_spawn gives it pipes.
+        const { stdout } = await collect(vm, [
+          'sh',
+          '-c',
+          'readlink /proc/self/fd/1; readlink /proc/self/fd/2',
+        ]);
+        expect(stdout).toMatch(
+          native ? /^pipe:\[\d+\]\npipe:\[\d+\]\n$/ : /^socket:\[\d+\]\nsocket:\[\d+\]\n$/,
+        );
+      },
     );
-    expect(results.map((r) => r.stdout)).toEqual(Array.from({ length: 20 }, (_, i) => `${i}\n`));
-  });
 
-  it('writes and reads a file with equal sha256, atomically', async () => {
-    const data = randomBytes(5 * 1024 * 1024 + 17);
-    const file = path.join(tmp, 'sub', 'data.bin');
-    await expect(vm.guest.writeFile(file, data)).rejects.toMatchObject({ code: 'file_not_found' });
-    expect(await vm.guest.writeFile(file, data, { makeParents: true, mode: 0o600 })).toEqual({
-      bytes: data.length,
+    it('says hello with the protocol and image API versions', () => {
+      expect(vm.guest.info).toMatchObject({ type: 'hello', protocolVersion: 1, imageApiVersion: 1 });
     });
-    const back = await vm.guest.readFileBuffer(file);
-    expect(createHash('sha256').update(back).digest('hex')).toBe(
-      createHash('sha256').update(data).digest('hex'),
-    );
-    expect((await vm.guest.stat(file)).mode).toBe(0o600);
-    expect((await vm.guest.list(path.dirname(file))).map((e) => e.name)).toEqual(['data.bin']);
-  });
 
-  it('lists, makes and removes directories with clear errors', async () => {
-    const dir = path.join(tmp, 'a', 'b');
-    await vm.guest.mkdir(dir);
-    expect((await vm.guest.stat(dir)).type).toBe('directory');
-    await expect(vm.guest.remove(path.join(tmp, 'a'))).rejects.toMatchObject({
-      code: 'invalid_request',
-      message: expect.stringMatching(/not empty/),
+    it('streams stdout and stderr separately and reports the exit code', async () => {
+      const r = await collect(vm, ['sh', '-c', 'echo out; echo err >&2; exit 7']);
+      expect(r).toMatchObject({
+        stdout: 'out\n',
+        stderr: 'err\n',
+        exit: { exitCode: 7, signal: null, timedOut: false },
+      });
     });
-    await vm.guest.remove(path.join(tmp, 'a'), true);
-    await expect(vm.guest.stat(dir)).rejects.toMatchObject({ code: 'file_not_found' });
-    await expect(vm.guest.readFileBuffer(path.join(tmp, 'missing'))).rejects.toMatchObject({
-      code: 'file_not_found',
+
+    it('reports a signal instead of an exit code', async () => {
+      const r = await collect(vm, ['sh', '-c', 'kill -TERM $$']);
+      expect(r.exit).toMatchObject({ exitCode: null, signal: 'SIGTERM' });
     });
-    await expect(vm.guest.list('relative/path')).rejects.toMatchObject({ code: 'invalid_request' });
-  });
 
-  it('lists and kills processes', async () => {
-    const marker = `agentbox-kill-${process.pid}-${Date.now()}`;
-    const running = vm.guest.exec({ argv: ['bash', '-c', `exec -a ${marker} sleep 30`] });
-    await new Promise((r) => setTimeout(r, 300));
-    const procs = await vm.guest.listProcesses();
-    const sleeper = procs.find((p) => p.command.startsWith(marker));
-    expect(sleeper).toBeDefined();
-    await vm.guest.killProcess(sleeper!.pid, 'SIGKILL');
-    expect((await running).signal).toBe('SIGKILL');
-    await expect(vm.guest.killProcess(sleeper!.pid)).rejects.toMatchObject({ code: 'process_not_found' });
-  });
-
-  it('answers a request that fails validation with invalid_request and keeps serving', async () => {
-    await expect(vm.guest.stat('/'.repeat(5000))).rejects.toMatchObject({
-      code: 'invalid_request',
-      message: expect.stringMatching(/path/),
+    it('passes env and cwd', async () => {
+      const r = await collect(vm, ['sh', '-c', 'echo "$FOO:$(pwd)"'], {
+        argv: [],
+        env: { FOO: 'bar baz' },
+        cwd: tmp,
+      });
+      expect(r.stdout).toBe(`bar baz:${tmp}\n`);
     });
-    expect((await vm.guest.ping()).now).toBeGreaterThan(0);
-  });
 
-  it('reports health', async () => {
-    const h = await vm.guest.health();
-    expect(h.memTotalBytes).toBeGreaterThan(0);
-    expect(h.processes).toBeGreaterThan(0);
-  });
-});
+    it('answers 127 with a message for a missing program, like a shell', async () => {
+      const r = await collect(vm, ['definitely-not-a-program']);
+      expect(r.exit.exitCode).toBe(127);
+      expect(r.stderr).toMatch(/definitely-not-a-program: command not found/);
+    });
+
+    it('fails cleanly on a missing working directory', async () => {
+      await expect(vm.guest.exec({ argv: ['true'], cwd: '/no/such/dir' })).rejects.toMatchObject({
+        code: 'file_not_found',
+      });
+    });
+
+    it('feeds binary stdin losslessly', async () => {
+      const input = Buffer.concat([
+        Buffer.from(Array.from({ length: 256 }, (_, i) => i)),
+        randomBytes(3 * 1024 * 1024),
+      ]);
+      const out: Buffer[] = [];
+      const exit = await vm.guest.exec(
+        { argv: ['cat'] },
+        { stdin: input, onStdout: (c) => void out.push(c) },
+      );
+      expect(exit.exitCode).toBe(0);
+      expect(Buffer.concat(out).equals(input)).toBe(true);
+    });
+
+    it('kills the whole process group on timeout', async () => {
+      const marker = `agentbox-timeout-${process.pid}-${Date.now()}`;
+      const r = await collect(
+        vm,
+        ['bash', '-c', `(exec -a ${marker} sleep 30) & exec -a ${marker} sleep 30`],
+        {
+          argv: [],
+          timeoutMs: 300,
+        },
+      );
+      expect(r.exit).toMatchObject({ timedOut: true, signal: 'SIGKILL' });
+      const procs = await vm.guest.listProcesses();
+      expect(procs.filter((p) => p.command.includes(marker))).toEqual([]);
+    });
+
+    it('cancels a running exec through an AbortSignal', async () => {
+      const abort = new AbortController();
+      setTimeout(() => abort.abort(), 200);
+      const exit = await vm.guest.exec({ argv: ['sleep', '30'] }, { signal: abort.signal });
+      expect(exit.signal).toBe('SIGKILL');
+    });
+
+    it('runs 20 execs at once on one channel', async () => {
+      const results = await Promise.all(
+        Array.from({ length: 20 }, (_, i) => collect(vm, ['sh', '-c', `sleep 0.$((${i} % 3)); echo ${i}`])),
+      );
+      expect(results.map((r) => r.stdout)).toEqual(Array.from({ length: 20 }, (_, i) => `${i}\n`));
+    });
+
+    it('writes and reads a file with equal sha256, atomically', async () => {
+      const data = randomBytes(5 * 1024 * 1024 + 17);
+      const file = path.join(tmp, 'sub', 'data.bin');
+      await expect(vm.guest.writeFile(file, data)).rejects.toMatchObject({ code: 'file_not_found' });
+      expect(await vm.guest.writeFile(file, data, { makeParents: true, mode: 0o600 })).toEqual({
+        bytes: data.length,
+      });
+      const back = await vm.guest.readFileBuffer(file);
+      expect(createHash('sha256').update(back).digest('hex')).toBe(
+        createHash('sha256').update(data).digest('hex'),
+      );
+      expect((await vm.guest.stat(file)).mode).toBe(0o600);
+      expect((await vm.guest.list(path.dirname(file))).map((e) => e.name)).toEqual(['data.bin']);
+    });
+
+    it('lists, makes and removes directories with clear errors', async () => {
+      const dir = path.join(tmp, 'a', 'b');
+      await vm.guest.mkdir(dir);
+      expect((await vm.guest.stat(dir)).type).toBe('directory');
+      await expect(vm.guest.remove(path.join(tmp, 'a'))).rejects.toMatchObject({
+        code: 'invalid_request',
+        message: expect.stringMatching(/not empty/),
+      });
+      await vm.guest.remove(path.join(tmp, 'a'), true);
+      await expect(vm.guest.stat(dir)).rejects.toMatchObject({ code: 'file_not_found' });
+      await expect(vm.guest.readFileBuffer(path.join(tmp, 'missing'))).rejects.toMatchObject({
+        code: 'file_not_found',
+      });
+      await expect(vm.guest.list('relative/path')).rejects.toMatchObject({ code: 'invalid_request' });
+    });
+
+    it('lists and kills processes', async () => {
+      const marker = `agentbox-kill-${process.pid}-${Date.now()}`;
+      const running = vm.guest.exec({ argv: ['bash', '-c', `exec -a ${marker} sleep 30`] });
+      await new Promise((r) => setTimeout(r, 300));
+      const procs = await vm.guest.listProcesses();
+      const sleeper = procs.find((p) => p.command.startsWith(marker));
+      expect(sleeper).toBeDefined();
+      await vm.guest.killProcess(sleeper!.pid, 'SIGKILL');
+      expect((await running).signal).toBe('SIGKILL');
+      await expect(vm.guest.killProcess(sleeper!.pid)).rejects.toMatchObject({ code: 'process_not_found' });
+    });
+
+    it('answers a request that fails validation with invalid_request and keeps serving', async () => {
+      await expect(vm.guest.stat('/'.repeat(5000))).rejects.toMatchObject({
+        code: 'invalid_request',
+        message: expect.stringMatching(/path/),
+      });
+      expect((await vm.guest.ping()).now).toBeGreaterThan(0);
+    });
+
+    it('reports health', async () => {
+      const h = await vm.guest.health();
+      expect(h.memTotalBytes).toBeGreaterThan(0);
+      expect(h.processes).toBeGreaterThan(0);
+    });
+  },
+);
 
 describe('guest channel failures', () => {
   it('refuses a guest that speaks another protocol version, naming both', async () => {

@@ -4,7 +4,7 @@ import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { FakeBackend } from '../../src/fake/driver.js';
 import type { Vm } from '../../src/backend.js';
 
-const agentBundlePath = createRequire(import.meta.url).resolve('@agentbox/guest/agent.mjs');
+const agentBundlePath = createRequire(import.meta.url).resolve('@agentbox/guest/agent.cjs');
 
 function readAll(stream: NodeJS.ReadableStream): Promise<Buffer> {
   return new Promise((resolve, reject) => {

@@ -1,0 +1,395 @@
+/*
+ * agentbox-native: the few system calls the guest agent needs and node does not offer, as a
+ * Node-API addon (ABI-stable: built once against any node's headers, loaded by the image's node).
+ *
+ * spawn: posix_spawn (glibc: clone(CLONE_VM|CLONE_VFORK)) instead of node's fork(). Under
+ *   emulation a fork of the ~50 MB agent costs 10-30 ms of page-table copies and copy-on-write
+ *   faults; a helper process avoided that but every round trip to it cost ~1.8 ms (each switch
+ *   between processes flushes TCG's whole TLB). In-process, a spawn costs what the exec costs.
+ * watchExit: a pidfd on the event loop (uv_poll), reaped with waitpid when it turns readable.
+ * restore: what a VM restored from a snapshot needs: set the clock, credit entropy and reseed
+ *   the kernel RNG (writing to /dev/urandom only mixes; the key changes on RNDRESEEDCRNG), bind a
+ *   new boot id over the kernel's, set the hostname.
+ */
+#define _GNU_SOURCE
+#define NAPI_VERSION 8
+#include <errno.h>
+#include <fcntl.h>
+#include <linux/random.h>
+#include <node_api.h>
+#include <signal.h>
+#include <stdio.h>
+#include <spawn.h>
+#include <stdint.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/ioctl.h>
+#include <sys/mount.h>
+#include <sys/stat.h>
+#include <sys/syscall.h>
+#include <sys/wait.h>
+#include <time.h>
+#include <unistd.h>
+#include <uv.h>
+
+/* The pipe buffer a child writes into: bigger than the 64 KiB default, so a fast writer is not
+ * woken for every 64 KiB (each wake-up is a context switch, costly under emulation). */
+#define PIPE_BYTES (1 << 20)
+#define MAX_STRINGS 65536
+
+/* Signals the agent ignores: a child must not inherit that (handled ones reset on exec anyway). */
+static sigset_t ignored_signals;
+
+static napi_value throw_errno(napi_env env, int err, const char *what) {
+  char code[32], message[256];
+  const char *name = strerrorname_np(err);
+  snprintf(code, sizeof code, "%s", name ? name : "EUNKNOWN");
+  snprintf(message, sizeof message, "%s: %s", what, strerror(err));
+  napi_throw_error(env, code, message);
+  return NULL;
+}
+
+/* A JS string as a malloc'd C string (NULL on failure, an exception then pending). */
+static char *string_arg(napi_env env, napi_value value) {
+  size_t len;
+  if (napi_get_value_string_utf8(env, value, NULL, 0, &len) != napi_ok) {
+    napi_throw_type_error(env, NULL, "expected a string");
+    return NULL;
+  }
+  char *s = malloc(len + 1);
+  if (!s) return NULL;
+  napi_get_value_string_utf8(env, value, s, len + 1, &len);
+  if (strlen(s) != len) { /* an embedded NUL */
+    free(s);
+    napi_throw_type_error(env, "EINVAL", "strings may not contain NUL");
+    return NULL;
+  }
+  return s;
+}
+
+/* A JS array of strings as a NULL-terminated vector (free with free_vector). */
+static char **vector_arg(napi_env env, napi_value array) {
+  uint32_t n;
+  if (napi_get_array_length(env, array, &n) != napi_ok || n > MAX_STRINGS) {
+    napi_throw_type_error(env, NULL, "expected an array of strings");
+    return NULL;
+  }
+  char **v = calloc(n + 1, sizeof(char *));
+  if (!v) return NULL;
+  for (uint32_t i = 0; i < n; i++) {
+    napi_value item;
+    napi_get_element(env, array, i, &item);
+    if (!(v[i] = string_arg(env, item))) {
+      for (uint32_t j = 0; j < i; j++) free(v[j]);
+      free(v);
+      return NULL;
+    }
+  }
+  return v;
+}
+
+static void free_vector(char **v) {
+  if (!v) return;
+  for (char **p = v; *p; p++) free(*p);
+  free(v);
+}
+
+/* Resolves a command like execvp, but against the PATH of the child's environment. */
+static int resolve(const char *file, char *const env[], char *out, size_t outlen) {
+  if (strchr(file, '/')) {
+    if (strlen(file) >= outlen) return ENAMETOOLONG;
+    strcpy(out, file);
+    return access(out, X_OK) == 0 ? 0 : errno;
+  }
+  const char *path = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin";
+  for (char *const *e = env; *e; e++)
+    if (strncmp(*e, "PATH=", 5) == 0) path = *e + 5;
+  int denied = 0;
+  while (*path) {
+    const char *end = strchr(path, ':');
+    size_t dirlen = end ? (size_t)(end - path) : strlen(path);
+    if (dirlen + 1 + strlen(file) + 1 <= outlen) {
+      if (dirlen == 0) strcpy(out, file);
+      else {
+        memcpy(out, path, dirlen);
+        out[dirlen] = '/';
+        strcpy(out + dirlen + 1, file);
+      }
+      struct stat st;
+      if (stat(out, &st) == 0 && S_ISREG(st.st_mode)) {
+        if (access(out, X_OK) == 0) return 0;
+        denied = 1;
+      }
+    }
+    if (!end) break;
+    path = end + 1;
+  }
+  return denied ? EACCES : ENOENT;
+}
+
+/* A pipe whose `ours` end is non-blocking (for libuv) and close-on-exec; the child's is neither. */
+static int make_pipe(int fds[2], int ours) {
+  if (pipe2(fds, O_CLOEXEC) != 0) return errno;
+  (void)fcntl(fds[1], F_SETPIPE_SZ, PIPE_BYTES);
+  int flags = fcntl(fds[ours], F_GETFL);
+  if (flags < 0 || fcntl(fds[ours], F_SETFL, flags | O_NONBLOCK) != 0) return errno;
+  return 0;
+}
+
+/* spawn(argv, env, cwd, withStdin) -> [pid, stdinFd | -1, stdoutFd, stderrFd] */
+static napi_value spawn_process(napi_env env, napi_callback_info info) {
+  size_t argc = 4;
+  napi_value args[4];
+  napi_get_cb_info(env, info, &argc, args, NULL, NULL);
+  if (argc < 4) {
+    napi_throw_type_error(env, NULL, "spawn(argv, env, cwd, withStdin)");
+    return NULL;
+  }
+  bool with_stdin;
+  napi_get_value_bool(env, args[3], &with_stdin);
+  char **argv = vector_arg(env, args[0]);
+  char **envp = argv ? vector_arg(env, args[1]) : NULL;
+  char *cwd = envp ? string_arg(env, args[2]) : NULL;
+  napi_value result = NULL;
+  if (!cwd) goto out;
+  if (!argv[0]) {
+    napi_throw_type_error(env, NULL, "argv is empty");
+    goto out;
+  }
+  char file[4096];
+  int err = resolve(argv[0], envp, file, sizeof file);
+  if (err) {
+    throw_errno(env, err, argv[0]);
+    goto out;
+  }
+  int in[2] = {-1, -1}, outp[2] = {-1, -1}, errp[2] = {-1, -1};
+  if ((with_stdin && (err = make_pipe(in, 1))) || (err = make_pipe(outp, 0)) || (err = make_pipe(errp, 0))) {
+    int all[6] = {in[0], in[1], outp[0], outp[1], errp[0], errp[1]};
+    for (int i = 0; i < 6; i++)
+      if (all[i] >= 0) close(all[i]);
+    throw_errno(env, err, "pipe");
+    goto out;
+  }
+  posix_spawn_file_actions_t fa;
+  posix_spawnattr_t attr;
+  posix_spawn_file_actions_init(&fa);
+  posix_spawnattr_init(&attr);
+  if (with_stdin) posix_spawn_file_actions_adddup2(&fa, in[0], 0);
+  else posix_spawn_file_actions_addopen(&fa, 0, "/dev/null", O_RDONLY, 0);
+  posix_spawn_file_actions_adddup2(&fa, outp[1], 1);
+  posix_spawn_file_actions_adddup2(&fa, errp[1], 2);
+  posix_spawn_file_actions_addchdir_np(&fa, cwd);
+  sigset_t none;
+  sigemptyset(&none);
+  posix_spawnattr_setsigmask(&attr, &none);
+  posix_spawnattr_setsigdefault(&attr, &ignored_signals);
+  /* Its own session and process group, so a timeout or cancel can kill what it started too. */
+  posix_spawnattr_setflags(&attr, POSIX_SPAWN_SETSID | POSIX_SPAWN_SETSIGMASK | POSIX_SPAWN_SETSIGDEF);
+  pid_t pid;
+  err = posix_spawn(&pid, file, &fa, &attr, argv, envp);
+  posix_spawn_file_actions_destroy(&fa);
+  posix_spawnattr_destroy(&attr);
+  /* The child's ends are the child's alone now. */
+  if (in[0] >= 0) close(in[0]);
+  close(outp[1]);
+  close(errp[1]);
+  if (err) {
+    if (in[1] >= 0) close(in[1]);
+    close(outp[0]);
+    close(errp[0]);
+    throw_errno(env, err, argv[0]);
+    goto out;
+  }
+  napi_create_array_with_length(env, 4, &result);
+  int values[4] = {pid, in[1], outp[0], errp[0]};
+  for (uint32_t i = 0; i < 4; i++) {
+    napi_value v;
+    napi_create_int32(env, values[i], &v);
+    napi_set_element(env, result, i, v);
+  }
+out:
+  free_vector(argv);
+  free_vector(envp);
+  free(cwd);
+  return result;
+}
+
+struct exit_watch {
+  uv_poll_t poll;
+  napi_env env;
+  napi_ref callback;
+  napi_async_context context;
+  pid_t pid;
+  int pidfd;
+};
+
+static void on_watch_closed(uv_handle_t *handle) { free(handle->data); }
+
+static void on_pidfd(uv_poll_t *poll, int status, int events) {
+  (void)events;
+  struct exit_watch *w = poll->data;
+  int wstatus = 0;
+  pid_t reaped = waitpid(w->pid, &wstatus, WNOHANG);
+  if (reaped == 0 && status == 0) return; /* not yet */
+  if (reaped < 0) wstatus = -1;           /* not ours any more: report it as lost */
+  uv_poll_stop(poll);
+  close(w->pidfd);
+  napi_env env = w->env;
+  napi_handle_scope scope;
+  napi_open_handle_scope(env, &scope);
+  napi_value cb, recv, arg, ignored;
+  napi_get_reference_value(env, w->callback, &cb);
+  napi_get_global(env, &recv); /* napi_make_callback wants an object as `this` */
+  napi_create_int32(env, wstatus, &arg);
+  napi_make_callback(env, w->context, recv, cb, 1, &arg, &ignored);
+  napi_delete_reference(env, w->callback);
+  napi_async_destroy(env, w->context);
+  napi_close_handle_scope(env, scope);
+  uv_close((uv_handle_t *)poll, on_watch_closed);
+}
+
+/* watchExit(pid, callback(waitStatus)): the status is -1 when the process could not be reaped. */
+static napi_value watch_exit(napi_env env, napi_callback_info info) {
+  size_t argc = 2;
+  napi_value args[2];
+  napi_get_cb_info(env, info, &argc, args, NULL, NULL);
+  int32_t pid;
+  if (argc < 2 || napi_get_value_int32(env, args[0], &pid) != napi_ok || pid <= 0) {
+    napi_throw_type_error(env, NULL, "watchExit(pid, callback)");
+    return NULL;
+  }
+  int pidfd = (int)syscall(SYS_pidfd_open, pid, 0);
+  if (pidfd < 0) return throw_errno(env, errno, "pidfd_open");
+  struct exit_watch *w = calloc(1, sizeof *w);
+  uv_loop_t *loop;
+  napi_value name;
+  if (!w || napi_get_uv_event_loop(env, &loop) != napi_ok) {
+    close(pidfd);
+    free(w);
+    return throw_errno(env, ENOMEM, "watchExit");
+  }
+  w->env = env;
+  w->pid = pid;
+  w->pidfd = pidfd;
+  w->poll.data = w;
+  napi_create_reference(env, args[1], 1, &w->callback);
+  napi_create_string_utf8(env, "agentbox:exit", NAPI_AUTO_LENGTH, &name);
+  napi_async_init(env, NULL, name, &w->context);
+  if (uv_poll_init(loop, &w->poll, pidfd) != 0 || uv_poll_start(&w->poll, UV_READABLE, on_pidfd) != 0) {
+    close(pidfd);
+    napi_delete_reference(env, w->callback);
+    napi_async_destroy(env, w->context);
+    free(w);
+    return throw_errno(env, EINVAL, "uv_poll");
+  }
+  return NULL;
+}
+
+enum { RESTORE_CLOCK = 1, RESTORE_ENTROPY = 2, RESTORE_BOOT_ID = 4, RESTORE_HOSTNAME = 8 };
+
+/*
+ * restore(nowMs, receivedMonoNs, entropy | null, [bootIdSource, bootIdTarget] | null, hostname | null)
+ *   -> { done, errno }: the steps that worked (bit mask), errno of the first that failed.
+ * The clock is set to the host's time when the agent received it, plus what has passed since.
+ */
+static napi_value restore(napi_env env, napi_callback_info info) {
+  size_t argc = 5;
+  napi_value args[5];
+  napi_get_cb_info(env, info, &argc, args, NULL, NULL);
+  if (argc < 5) {
+    napi_throw_type_error(env, NULL, "restore(nowMs, receivedMonoNs, entropy, bootId, hostname)");
+    return NULL;
+  }
+  uint32_t done = 0;
+  int first_err = 0;
+  napi_valuetype type;
+#define FAILED()                     \
+  do {                               \
+    if (!first_err) first_err = errno; \
+  } while (0)
+
+  double now_ms;
+  napi_typeof(env, args[0], &type);
+  if (type == napi_number && napi_get_value_double(env, args[0], &now_ms) == napi_ok) {
+    uint64_t received;
+    bool lossless;
+    napi_get_value_bigint_uint64(env, args[1], &received, &lossless);
+    struct timespec mono, wall;
+    clock_gettime(CLOCK_MONOTONIC, &mono);
+    uint64_t since = (uint64_t)mono.tv_sec * 1000000000u + (uint64_t)mono.tv_nsec - received;
+    uint64_t ns = (uint64_t)(now_ms * 1e6) + since;
+    wall.tv_sec = (time_t)(ns / 1000000000u);
+    wall.tv_nsec = (long)(ns % 1000000000u);
+    if (clock_settime(CLOCK_REALTIME, &wall) == 0) done |= RESTORE_CLOCK;
+    else FAILED();
+  }
+  bool is_buffer = false;
+  napi_is_buffer(env, args[2], &is_buffer);
+  if (is_buffer) {
+    void *data;
+    size_t len;
+    napi_get_buffer_info(env, args[2], &data, &len);
+    struct {
+      struct rand_pool_info info;
+      char bytes[4096];
+    } pool;
+    if (len > sizeof pool.bytes) len = sizeof pool.bytes;
+    pool.info.entropy_count = (int)len * 8;
+    pool.info.buf_size = (int)len;
+    memcpy(pool.bytes, data, len);
+    int fd = open("/dev/urandom", O_WRONLY | O_CLOEXEC);
+    if (fd >= 0 && ioctl(fd, RNDADDENTROPY, &pool) == 0 && ioctl(fd, RNDRESEEDCRNG) == 0) done |= RESTORE_ENTROPY;
+    else FAILED();
+    if (fd >= 0) close(fd);
+  }
+  bool is_array = false;
+  napi_is_array(env, args[3], &is_array);
+  if (is_array) {
+    char **paths = vector_arg(env, args[3]);
+    if (!paths) return NULL;
+    if (paths[0] && paths[1]) {
+      /* A restore of a restore: the previous clone's bind goes first. */
+      (void)umount2(paths[1], MNT_DETACH);
+      if (mount(paths[0], paths[1], NULL, MS_BIND, NULL) == 0) done |= RESTORE_BOOT_ID;
+      else FAILED();
+    }
+    free_vector(paths);
+  }
+  napi_typeof(env, args[4], &type);
+  if (type == napi_string) {
+    char *name = string_arg(env, args[4]);
+    if (!name) return NULL;
+    if (sethostname(name, strlen(name)) == 0) done |= RESTORE_HOSTNAME;
+    else FAILED();
+    free(name);
+  }
+#undef FAILED
+  napi_value result, v;
+  napi_create_object(env, &result);
+  napi_create_uint32(env, done, &v);
+  napi_set_named_property(env, result, "done", v);
+  const char *err_name = first_err ? strerrorname_np(first_err) : NULL;
+  if (first_err) {
+    napi_create_string_utf8(env, err_name ? err_name : "EUNKNOWN", NAPI_AUTO_LENGTH, &v);
+    napi_set_named_property(env, result, "error", v);
+  }
+  return result;
+}
+
+static napi_value init(napi_env env, napi_value exports) {
+  sigemptyset(&ignored_signals);
+  sigaddset(&ignored_signals, SIGPIPE);
+  for (int sig = 1; sig < NSIG; sig++) {
+    struct sigaction sa;
+    if (sigaction(sig, NULL, &sa) == 0 && sa.sa_handler == SIG_IGN) sigaddset(&ignored_signals, sig);
+  }
+  napi_property_descriptor props[] = {
+      {"spawn", NULL, spawn_process, NULL, NULL, NULL, napi_default, NULL},
+      {"watchExit", NULL, watch_exit, NULL, NULL, NULL, napi_default, NULL},
+      {"restore", NULL, restore, NULL, NULL, NULL, napi_default, NULL},
+  };
+  napi_define_properties(env, exports, sizeof props / sizeof props[0], props);
+  return exports;
+}
+
+NAPI_MODULE(agentbox_native, init)
