@@ -2,7 +2,10 @@ import { spawn } from 'node:child_process';
 import { AgentboxError } from '@agentbox/protocol';
 import { runCommand } from '@agentbox/vm';
 
-/** Debian packages the host needs: QEMU and the tools the image builder runs. */
+/**
+ * Debian packages the host needs: QEMU, the tools the image builder runs, and what building the
+ * guest kernel from Debian's source package and the static spawn helper takes.
+ */
 export const HOST_PACKAGES = [
   'qemu-system-x86',
   'qemu-utils',
@@ -10,10 +13,17 @@ export const HOST_PACKAGES = [
   'busybox-static',
   'e2fsprogs',
   'cpio',
-  'kmod',
   'gzip',
   'xz-utils',
   'ca-certificates',
+  'gcc',
+  'libc6-dev',
+  'make',
+  'flex',
+  'bison',
+  'bc',
+  'libelf-dev',
+  'libssl-dev',
 ] as const;
 
 export async function missingPackages(packages: readonly string[] = HOST_PACKAGES): Promise<string[]> {

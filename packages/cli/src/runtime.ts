@@ -24,7 +24,7 @@ import { progressReporter } from './progress.js';
 /** The bundled guest agent that goes into images. */
 export function agentBundlePath(): string {
   const require = createRequire(import.meta.url);
-  const bundle = require.resolve('@agentbox/guest/agent.mjs');
+  const bundle = require.resolve('@agentbox/guest/agent.cjs');
   if (!fs.existsSync(bundle)) {
     throw new AgentboxError(
       'image_missing',
@@ -32,6 +32,12 @@ export function agentBundlePath(): string {
     );
   }
   return bundle;
+}
+
+/** The guest's native addon that goes into images, when this machine could build it (it needs a C compiler). */
+export function nativeAddonPath(): string | undefined {
+  const addon = createRequire(import.meta.url).resolve('@agentbox/guest/agentbox.node');
+  return fs.existsSync(addon) ? addon : undefined;
 }
 
 export async function qemuVersion(): Promise<string | undefined> {
@@ -83,6 +89,7 @@ export async function ensureImage(options: {
   const result = await buildImage({
     home: options.home,
     agentBundlePath: agentBundlePath(),
+    ...(nativeAddonPath() ? { nativeAddonPath: nativeAddonPath() } : {}),
     agentVersion: AGENT_VERSION,
     agents: options.agents ?? agentClisFromEnv(),
     force: options.force ?? false,

@@ -101,9 +101,12 @@ export function shq(s: string): string {
   return `'${s.replace(/'/g, `'\\''`)}'`;
 }
 
-/** Shell script that mounts every share at its guest path (idempotent: mounted ones are skipped). */
+/**
+ * Shell script that mounts every share at its guest path (idempotent: mounted ones are skipped).
+ * The box's kernel has 9p built in.
+ */
 export function mountScript(mounts: readonly ProjectMount[]): string {
-  const lines = ['set -e', 'modprobe -q 9pnet_virtio; modprobe -q 9p'];
+  const lines = ['set -e'];
   mounts.forEach((m, i) => {
     const p = shq(m.guestPath);
     lines.push(

@@ -14,7 +14,22 @@ export const ImageManifestSchema = z
     kernel: z.object({ package: z.string(), version: z.string(), release: z.string() }).strict(),
     rootfs: z.object({ key: z.string(), packages: z.array(z.string()) }).strict(),
     agent: z
-      .object({ version: z.string(), sha256: z.string() })
+      .object({
+        version: z.string(),
+        sha256: z.string(),
+        snapshot: z
+          .boolean()
+          .optional()
+          .describe(
+            'Whether the initramfs holds a V8 startup snapshot of the agent (it then starts from it).',
+          ),
+        nativeAddon: z
+          .boolean()
+          .optional()
+          .describe(
+            'Whether the initramfs holds agentbox.node (processes are then started by it, not by node).',
+          ),
+      })
       .strict()
       .describe('The agentbox guest agent in the initramfs.'),
     agents: z

@@ -86,7 +86,7 @@ export function hostMirror(): string {
 }
 
 /** The npm tarball of the guest's node, cached by version. */
-async function fetchNode(home: string): Promise<string> {
+export async function fetchNode(home: string): Promise<string> {
   const dir = path.join(cacheDir(home), 'node');
   const tgz = path.join(dir, `${NODE_NPM_PACKAGE}-${NODE_VERSION}.tgz`);
   if (fs.existsSync(tgz)) return tgz;

@@ -120,7 +120,7 @@ export async function buildTemplate(options: {
       if (settle.exitCode !== 0) throw new Error(`template settle script failed (${settle.exitCode})`);
       const quiesced = await vm.guest.quiesce();
       if (!quiesced.helper)
-        throw new Error('the guest restore helper did not start (is python3 in the image?)');
+        throw new Error('the guest restore helper did not start (agentbox-spawn, or python3 without it)');
       await warmUp(vm);
       step(4, 'saving the snapshot');
       const statePath = path.join(dir, TEMPLATE_FILES.state);

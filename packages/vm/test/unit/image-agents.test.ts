@@ -6,7 +6,7 @@ import { ImageManifestSchema } from '../../src/image/manifest.js';
 import { AGENT_CLIS, AGENT_CLI_NAMES, DEFAULT_AGENT_CLIS } from '../../src/image/recipe.js';
 import { baseLayerPath, rootfsCachePaths, rootfsKey } from '../../src/image/rootfs.js';
 
-const kernel = { package: 'linux-image-6.1.0-56-amd64', version: '6.1.192-2' };
+const kernel = { package: 'linux-source-6.1', version: '6.1.192-3' };
 const ALL = ['claude', 'codex', 'opencode'] as const;
 
 function parseError(value: string): string {
@@ -71,6 +71,11 @@ describe('image identity', () => {
     const sha = 'a'.repeat(64);
     expect(imageId(kernel, sha, ['claude'])).not.toBe(imageId(kernel, sha, ['claude', 'codex']));
     expect(imageId(kernel, sha, ['claude'])).toMatch(/^[0-9a-f]{24}$/);
+    // The spawn helper and the kernel source are part of what an image is.
+    expect(imageId(kernel, sha, ['claude'], 'b'.repeat(64))).not.toBe(imageId(kernel, sha, ['claude']));
+    expect(imageId({ ...kernel, version: '6.1.193-1' }, sha, ['claude'])).not.toBe(
+      imageId(kernel, sha, ['claude']),
+    );
   });
 
   it('shares one Debian base layer between agent sets, found without naming any agent', () => {
@@ -89,12 +94,12 @@ describe('image manifest', () => {
     builtAt: '2026-01-01T00:00:00.000Z',
     buildSeconds: 100,
     debianSuite: 'bookworm',
-    kernel: { ...kernel, release: '6.1.0-56-amd64' },
+    kernel: { ...kernel, release: '6.1.192-agentbox' },
     rootfs: { key: 'k', packages: ['git'] },
     agent: { version: '0.1.0', sha256: 'b'.repeat(64) },
     agents: { claude: '2.1.330', codex: '0.169.0' },
     components: { git: '1:2.39.5-0+deb12u2', node: '22.23.3' },
-    files: { kernel: 'vmlinux', initrd: 'initrd.gz', rootfs: 'rootfs.img' },
+    files: { kernel: 'vmlinux', initrd: 'initrd.cpio', rootfs: 'rootfs.img' },
     sizes: { kernelBytes: 1, initrdBytes: 2, rootfsBytes: 3 },
   };
 

@@ -11,7 +11,7 @@ const base: QemuLaunchSpec = {
   memoryMib: 1024,
   vcpus: 1,
   kernelPath: '/img/vmlinux',
-  initrdPath: '/img/initrd.gz',
+  initrdPath: '/img/initrd.cpio',
   diskPath: '/b/disk.qcow2',
   diskCache: 'unsafe',
   guestSocketPath: '/b/guest.sock',
@@ -29,12 +29,12 @@ describe('qemu argv for snapshots (pure)', () => {
       incoming: true,
     });
     expect(argv.join(' ')).toBe(
-      '-M microvm,pit=on,pic=on,rtc=on,memory-backend=mem -accel tcg,thread=multi,tb-size=64 -cpu max ' +
+      '-M microvm,pit=on,pic=on,rtc=on,acpi=off,memory-backend=mem -accel tcg,thread=multi,tb-size=64 -cpu max ' +
         '-m 1024 -object memory-backend-file,id=mem,size=1024M,mem-path=/t/ram,share=off ' +
         '-smp 1 -nographic -nodefaults -no-user-config -no-reboot -serial file:/b/console.log ' +
-        '-kernel /img/vmlinux -initrd /img/initrd.gz ' +
+        '-kernel /img/vmlinux -initrd /img/initrd.cpio ' +
         '-append console=ttyS0 quiet panic=-1 reboot=t mitigations=off random.trust_cpu=on rdinit=/init ' +
-        'cryptomgr.notests initcall_blacklist=crypto_kdf108_init,init_kprobe_trace tsc_early_khz=2000000 ' +
+        'norandmaps rodata=off tsc_early_khz=2000000 ' +
         '-drive id=root,file=/b/disk.qcow2,format=qcow2,if=none,cache=unsafe,discard=unmap ' +
         '-device virtio-blk-device,drive=root -device virtio-rng-device -device virtio-serial-device,max_ports=2 ' +
         '-chardev socket,id=agentbox0,path=/b/guest.sock,reconnect=1 ' +
