@@ -4,6 +4,7 @@ import { constants as osConstants } from 'node:os';
 import { GUEST_NO_PROXY, GUEST_PROXY_URL, type ExecExit, type ParsedRequest } from '@agentbox/protocol';
 import { GuestOpError, errnoCode, type RequestContext } from './context.js';
 import { RawPipe } from './raw-handle.js';
+import type { DataStream } from '@agentbox/protocol/wire';
 import { decodeWaitStatus, isErrno, type NativeAddon } from './native.js';
 
 type ExecRequest = Extract<ParsedRequest, { op: 'exec' }>;
@@ -31,29 +32,40 @@ export const GUEST_BASE_ENV: Record<string, string> = {
 
 /** Bytes of output a process may have queued towards the host before its pipes are paused. */
 const MAX_QUEUED_OUTPUT_BYTES = 2 * 1024 * 1024;
+/** Frames of output the kernel moves from the pipe (splice): big, no JavaScript touches them. */
+const SPLICE_FRAME_BYTES = 256 * 1024;
 
-/** What forwarding needs of a process's output pipe, whichever way it was started. */
-interface OutputSource {
-  onData(cb: (chunk: Buffer) => void): void;
-  pause(): void;
-  resume(): void;
-}
+/**
+ * A process's stdout or stderr, whichever way it was started: chunks read into buffers (node's
+ * streams, or bare pipe handles), or a pipe fd whose bytes the kernel moves to the channel.
+ */
+type OutputSource =
+  | {
+      kind: 'buffers';
+      /** Delivers chunks until EOF, then calls `onEnd`. */
+      read(onData: (chunk: Buffer) => void, onEnd: () => void): void;
+      pause(): void;
+      resume(): void;
+    }
+  | { kind: 'pipe'; fd: number };
 
-/** A process as runExec supervises it: pid, output, stdin, and its end (exit + output closed). */
+/** A process as runExec supervises it. */
 interface RunningProcess {
   pid: number;
   stdout: OutputSource;
   stderr: OutputSource;
   writeStdin?: (chunk: Buffer, written: () => void) => void;
   endStdin?: () => void;
-  /** Exit status once the process exited and both output pipes reached EOF. */
-  closed: Promise<{ exitCode: number | null; signal: string | null }>;
+  /** Its exit status (output may still be draining). */
+  exited: Promise<{ exitCode: number | null; signal: string | null }>;
+  /** Called once it exited and its output ended. */
+  cleanUp?: () => void;
 }
 
 /**
  * Runs one process in its own process group (so a timeout or cancel kills its children too) and
- * streams stdout and stderr separately until it exits. Resolves with the exit message. Started by
- * the native addon when the agent has it (cheap under emulation), else by node.
+ * streams stdout and stderr separately until it exits and its output ends. Resolves with the exit
+ * message. Started by the native addon when the agent has it (cheap under emulation), else by node.
  */
 export async function runExec(
   req: ExecRequest,
@@ -68,7 +80,9 @@ export async function runExec(
   const env = { ...defaults.env, ...req.env };
   let proc: RunningProcess;
   try {
-    proc = native ? startWithNative(native, req, env, cwd) : await startWithNode(req, env, cwd);
+    proc = native
+      ? startWithNative(native, req, env, cwd, ctx.mux.sendsFromFds)
+      : await startWithNode(req, env, cwd);
   } catch (err) {
     const code = errnoCode(err);
     if (isErrno(err, 'ENOENT', 'EACCES')) {
@@ -86,41 +100,105 @@ export async function runExec(
   }
 
   const group = superviseGroup(proc.pid, ctx, req.timeoutMs);
-  let queued = 0;
-  const forward = (stream: 'data' | 'stderr', source: OutputSource) => {
-    source.onData((chunk) => {
-      queued += chunk.length;
-      if (queued > MAX_QUEUED_OUTPUT_BYTES) {
-        proc.stdout.pause();
-        proc.stderr.pause();
-      }
-      ctx.mux.sendData(ctx.channel, stream, chunk).then(
-        () => {
-          queued -= chunk.length;
-          if (queued <= MAX_QUEUED_OUTPUT_BYTES) {
-            proc.stdout.resume();
-            proc.stderr.resume();
-          }
-        },
-        () => group.kill(),
-      );
-    });
-  };
-  forward('data', proc.stdout);
-  forward('stderr', proc.stderr);
+  const output = forwardOutput(proc, ctx, native, () => group.kill());
   if (proc.writeStdin && proc.endStdin) {
     const { writeStdin, endStdin } = proc;
     ctx.onData((chunk) => writeStdin(chunk, () => ctx.mux.consumed(ctx.channel, chunk.length)), endStdin);
   }
-  const { exitCode, signal } = await proc.closed.finally(() => group.done());
-  // Stragglers of the group are reaped only on timeout/cancel; a normal exit leaves daemons alone.
-  return {
-    type: 'exit',
-    exitCode,
-    signal,
-    timedOut: group.timedOut(),
-    durationMs: performance.now() - started,
+  try {
+    const [{ exitCode, signal }] = await Promise.all([proc.exited, output]);
+    // Stragglers of the group are reaped only on timeout/cancel; a normal exit leaves daemons alone.
+    return {
+      type: 'exit',
+      exitCode,
+      signal,
+      timedOut: group.timedOut(),
+      durationMs: performance.now() - started,
+    };
+  } finally {
+    group.done();
+    proc.cleanUp?.();
+  }
+}
+
+/** Forwards stdout and stderr to the channel; resolves once both ended. `onFail`: the channel failed. */
+function forwardOutput(
+  proc: RunningProcess,
+  ctx: RequestContext,
+  native: NativeAddon | undefined,
+  onFail: () => void,
+): Promise<void> {
+  const buffered = [proc.stdout, proc.stderr].filter((s) => s.kind === 'buffers');
+  let queued = 0;
+  const forward = (stream: DataStream, source: OutputSource): Promise<void> => {
+    if (source.kind === 'pipe') return spliceOutput(native!, source.fd, stream, ctx, onFail);
+    return new Promise<void>((resolve) =>
+      source.read((chunk) => {
+        // Both streams pause while too much is queued, so neither runs ahead of the other.
+        queued += chunk.length;
+        if (queued > MAX_QUEUED_OUTPUT_BYTES) for (const s of buffered) s.pause();
+        ctx.mux.sendData(ctx.channel, stream, chunk).then(() => {
+          queued -= chunk.length;
+          if (queued <= MAX_QUEUED_OUTPUT_BYTES) for (const s of buffered) s.resume();
+        }, onFail);
+      }, resolve),
+    );
   };
+  return Promise.all([forward('data', proc.stdout), forward('stderr', proc.stderr)]).then(() => undefined);
+}
+
+/**
+ * Moves a pipe's bytes to the channel with splice, a frame at a time: what is in the pipe when it
+ * turns readable (FIONREAD), never read into JavaScript. The pipe itself is the backpressure:
+ * while a frame waits for credit, the process's writes fill the pipe and then block.
+ */
+function spliceOutput(
+  native: NativeAddon,
+  fd: number,
+  stream: DataStream,
+  ctx: RequestContext,
+  onFail: () => void,
+): Promise<void> {
+  return new Promise<void>((resolve) => {
+    let sending = false;
+    let done = false;
+    const finish = () => {
+      if (done) return;
+      done = true;
+      watch.close();
+      fs.closeSync(fd);
+      resolve();
+    };
+    const watch = native.watchReadable(fd, (events) => {
+      if (sending || done) return;
+      let available = 0;
+      try {
+        available = native.pipeBytes(fd);
+      } catch {
+        return finish();
+      }
+      if (available > 0) {
+        sending = true;
+        watch.pause();
+        ctx.mux
+          .sendDataFrom(ctx.channel, stream, { fd, offset: -1 }, Math.min(available, SPLICE_FRAME_BYTES))
+          .then(
+            () => {
+              sending = false;
+              if (!done) watch.resume();
+            },
+            () => {
+              onFail();
+              finish();
+            },
+          );
+      } else if (events !== 0) {
+        // Readable with nothing in it: the writers are gone (epoll may say so only as "readable").
+        finish();
+      }
+    });
+    watch.resume();
+  });
 }
 
 function startWithNative(
@@ -128,6 +206,7 @@ function startWithNative(
   req: ExecRequest,
   env: Record<string, string>,
   cwd: string,
+  splice: boolean,
 ): RunningProcess {
   const [pid, stdinFd, stdoutFd, stderrFd] = native.spawn(
     req.argv,
@@ -135,30 +214,31 @@ function startWithNative(
     cwd,
     req.stdin === true,
   );
-  const exited = new Promise<number>((resolve) => native.watchExit(pid, resolve));
-  const output = (fd: number): { source: OutputSource; ended: Promise<void> } => {
+  const exited = new Promise<number>((resolve) => native.watchExit(pid, resolve)).then((status) => {
+    if (status < 0) throw new Error(`the exit status of process ${pid} was lost`);
+    const exit = decodeWaitStatus(status);
+    return { exitCode: exit.exitCode, signal: exit.signal === null ? null : signalName(exit.signal) };
+  });
+  const output = (fd: number): OutputSource => {
+    if (splice) return { kind: 'pipe', fd };
     const pipe = openPipe(fd);
-    let ended: () => void = () => undefined;
-    const endedPromise = new Promise<void>((resolve) => (ended = resolve));
-    const source: OutputSource = {
-      onData: (cb) =>
-        pipe.read(cb, () => {
+    return {
+      kind: 'buffers',
+      read: (onData, onEnd) =>
+        pipe.read(onData, () => {
           pipe.close();
-          ended();
+          onEnd();
         }),
       pause: () => pipe.pause(),
       resume: () => pipe.resume(),
     };
-    return { source, ended: endedPromise };
   };
-  const stdout = output(stdoutFd);
-  const stderr = output(stderrFd);
   const stdin = stdinFd >= 0 ? openPipe(stdinFd) : undefined;
   let pendingWrites = Promise.resolve();
   return {
     pid,
-    stdout: stdout.source,
-    stderr: stderr.source,
+    stdout: output(stdoutFd),
+    stderr: output(stderrFd),
     ...(stdin
       ? {
           writeStdin: (chunk: Buffer, written: () => void) => {
@@ -170,12 +250,8 @@ function startWithNative(
           endStdin: () => void pendingWrites.then(() => stdin.close()),
         }
       : {}),
-    closed: Promise.all([exited, stdout.ended, stderr.ended]).then(([status]) => {
-      stdin?.close();
-      if (status < 0) throw new Error(`the exit status of process ${pid} was lost`);
-      const exit = decodeWaitStatus(status);
-      return { exitCode: exit.exitCode, signal: exit.signal === null ? null : signalName(exit.signal) };
-    }),
+    exited,
+    ...(stdin ? { cleanUp: () => stdin.close() } : {}),
   };
 }
 
@@ -200,7 +276,11 @@ function startWithNode(req: ExecRequest, env: Record<string, string>, cwd: strin
     child.once('spawn', () => {
       child.off('error', reject);
       const source = (stream: NodeJS.ReadableStream): OutputSource => ({
-        onData: (cb) => void stream.on('data', cb),
+        kind: 'buffers',
+        read: (onData, onEnd) => {
+          stream.on('data', onData);
+          stream.once('close', onEnd);
+        },
         pause: () => void stream.pause(),
         resume: () => void stream.resume(),
       });
@@ -218,9 +298,9 @@ function startWithNode(req: ExecRequest, env: Record<string, string>, cwd: strin
               endStdin: () => void stdin.end(),
             }
           : {}),
-        closed: new Promise((resolveClosed) =>
-          child.once('close', (exitCode, signal) =>
-            resolveClosed({ exitCode, signal: signal === null ? null : signalName(signal) }),
+        exited: new Promise((resolveExit) =>
+          child.once('exit', (exitCode, signal) =>
+            resolveExit({ exitCode, signal: signal === null ? null : signalName(signal) }),
           ),
         ),
       });

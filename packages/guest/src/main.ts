@@ -3,6 +3,7 @@ import v8 from 'node:v8';
 import { GUEST_AGENT_DIR, GUEST_HELLO_MARK, GUEST_PORT_NAME } from '@agentbox/protocol';
 import { connectUnixSocket, findVirtioPort, openVirtioPort, type GuestLink } from './transport.js';
 import { openRawPort } from './raw-port.js';
+import { loadNative, type NativeAddon } from './native.js';
 import { GuestService } from './service.js';
 import { EGRESS_PROXY_PORT } from './egress-proxy.js';
 import { AGENT_VERSION } from './version.js';
@@ -23,9 +24,9 @@ function markBoot(message: string): void {
   }
 }
 
-async function openPort(): Promise<GuestLink> {
+async function openPort(native: NativeAddon | undefined): Promise<GuestLink> {
   const path = await findVirtioPort(GUEST_PORT_NAME);
-  return openRawPort(path) ?? openVirtioPort(path);
+  return openRawPort(path, native) ?? openVirtioPort(path);
 }
 
 async function main(argv: string[]): Promise<void> {
@@ -37,16 +38,19 @@ async function main(argv: string[]): Promise<void> {
   const connectAt = argv.indexOf('--connect');
   inVm = connectAt < 0;
   markBoot('guest agent started');
-  const link: GuestLink =
-    connectAt >= 0 && argv[connectAt + 1] ? connectUnixSocket(argv[connectAt + 1]!) : await openPort();
-  const versionAt = argv.indexOf('--protocol-version');
   const nativeAt = argv.indexOf('--native');
   const nativeAddonPath =
     nativeAt >= 0 ? argv[nativeAt + 1] : inVm ? `${GUEST_AGENT_DIR}/agentbox.node` : undefined;
+  const native = nativeAddonPath ? loadNative(nativeAddonPath) : undefined;
+  const link: GuestLink =
+    connectAt >= 0 && argv[connectAt + 1]
+      ? connectUnixSocket(argv[connectAt + 1]!, native)
+      : await openPort(native);
+  const versionAt = argv.indexOf('--protocol-version');
   const service = new GuestService(link, {
     privileged: inVm,
     ...(versionAt >= 0 ? { protocolVersion: Number(argv[versionAt + 1]) } : {}),
-    ...(nativeAddonPath ? { nativeAddonPath } : {}),
+    ...(native ? { native } : {}),
   });
   const proxyAt = argv.indexOf('--proxy-port');
   await service.startEgressProxy(proxyAt >= 0 ? Number(argv[proxyAt + 1]) : EGRESS_PROXY_PORT);

@@ -11,6 +11,16 @@ export interface NativeAddon {
   spawn(argv: string[], env: string[], cwd: string, withStdin: boolean): [number, number, number, number];
   /** Calls back once with the wait status when the process exits (-1: it could not be reaped). */
   watchExit(pid: number, onExit: (waitStatus: number) => void): void;
+  /**
+   * Writes `header` to `outFd`, then `length` bytes moved by the kernel from `fromFd` (splice from
+   * a pipe when `offset` < 0, else sendfile from that offset of a file); waits while `outFd` is
+   * full. Returns the bytes that came from `fromFd` (fewer if a file ended; the rest is padding).
+   */
+  writeFrame(outFd: number, header: Buffer, fromFd: number, offset: number, length: number): number;
+  /** Bytes waiting in a pipe. */
+  pipeBytes(fd: number): number;
+  /** A level-triggered readiness watch on `fd` (starts paused): events 1 readable, 2 hang-up/error. */
+  watchReadable(fd: number, onEvents: (events: number) => void): ReadableWatch;
   restore(
     nowMs: number | undefined,
     receivedMonoNs: bigint,
@@ -19,6 +29,16 @@ export interface NativeAddon {
     hostname: string | null,
   ): { done: number; error?: string };
 }
+
+export interface ReadableWatch {
+  pause(): void;
+  resume(): void;
+  /** Stops watching for good (then the fd may be closed). */
+  close(): void;
+}
+
+export const READABLE = 1;
+export const HANG_UP = 2;
 
 export const RESTORED_CLOCK = 1;
 export const RESTORED_ENTROPY = 2;

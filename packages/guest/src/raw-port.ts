@@ -1,4 +1,5 @@
 import fs from 'node:fs';
+import type { NativeAddon } from './native.js';
 import { RawPipe } from './raw-handle.js';
 import type { GuestLink } from './transport.js';
 
@@ -15,13 +16,17 @@ const FAST_REOPEN_WINDOW_MS = 3_000;
 
 /**
  * The virtio-serial port on a bare libuv handle (raw-handle.ts): an epoll stream, neither the
- * thread pool nor node's stream layers. Undefined when this node lacks the bindings.
+ * thread pool nor node's stream layers. With the native addon it also takes frames whose payload
+ * the kernel moves from a pipe or file (`writeFrom`: splice, sendfile), never copied through
+ * JavaScript. Undefined when this node lacks the bindings.
  */
-export function openRawPort(path: string): GuestLink | undefined {
+export function openRawPort(path: string, native?: NativeAddon): GuestLink | undefined {
+  let portFd = -1;
   const open = (): RawPipe | undefined => {
     const fd = fs.openSync(path, fs.constants.O_RDWR | fs.constants.O_NONBLOCK);
     const pipe = RawPipe.open(fd);
     if (!pipe) fs.closeSync(fd);
+    else portFd = fd;
     return pipe;
   };
   let port = open();
@@ -29,8 +34,10 @@ export function openRawPort(path: string): GuestLink | undefined {
 
   let queuedBytes = 0;
   const waiters: (() => void)[] = [];
+  const flushWaiters: (() => void)[] = [];
   const settleWaiters = () => {
     if (queuedBytes < HIGH_WATER_BYTES) for (const w of waiters.splice(0)) w();
+    if (queuedBytes === 0) for (const w of flushWaiters.splice(0)) w();
   };
 
   return {
@@ -80,5 +87,20 @@ export function openRawPort(path: string): GuestLink | undefined {
       if (queuedBytes < HIGH_WATER_BYTES) return Promise.resolve();
       return new Promise((resolve) => waiters.push(resolve));
     },
+    ...(native
+      ? {
+          writeFrom(header, source, bytes) {
+            const current = port;
+            // No host: the frame belongs to the one that went away (as `write` drops it).
+            if (!current || current.closed) return bytes;
+            if (queuedBytes > 0) return undefined;
+            return native.writeFrame(portFd, header, source.fd, source.offset, bytes);
+          },
+          flushed() {
+            if (queuedBytes === 0) return Promise.resolve();
+            return new Promise<void>((resolve) => flushWaiters.push(resolve));
+          },
+        }
+      : {}),
   };
 }

@@ -21,7 +21,7 @@ import { EGRESS_PROXY_PORT, EgressProxy } from './egress-proxy.js';
 import { RestoreHelper, restore } from './restore.js';
 import { runPtyExec } from './pty.js';
 import { listListeners, portConnect } from './port-forward.js';
-import { loadNative, type NativeAddon } from './native.js';
+import type { NativeAddon } from './native.js';
 
 export interface GuestServiceOptions {
   exec?: Partial<ExecDefaults>;
@@ -33,8 +33,8 @@ export interface GuestServiceOptions {
    * a host (unit tests run the agent as a host process).
    */
   privileged?: boolean;
-  /** The agentbox-native addon: execs and restores go through it when it loads; else node's APIs. */
-  nativeAddonPath?: string;
+  /** The agentbox-native addon: execs, file reads and restores use it when the agent has it. */
+  native?: NativeAddon;
 }
 
 interface OpenRequest {
@@ -94,7 +94,7 @@ export class GuestService {
       },
     });
     this.egress = new EgressProxy(this.mux);
-    this.native = options.nativeAddonPath ? loadNative(options.nativeAddonPath) : undefined;
+    this.native = options.native;
   }
 
   hello(): Hello {
@@ -222,7 +222,7 @@ export class GuestService {
       case 'file.list':
         return result(await listDir(req));
       case 'file.read':
-        return result(await readFile(req, ctx));
+        return result(await readFile(req, ctx, this.native));
       case 'file.write':
         return result(await writeFile(req, ctx));
       case 'file.mkdir':

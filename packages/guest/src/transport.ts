@@ -1,6 +1,7 @@
 import fs from 'node:fs';
 import net from 'node:net';
 import { streamTransport, type Transport } from '@agentbox/protocol/wire';
+import type { NativeAddon } from './native.js';
 
 export interface GuestLink extends Transport {
   /**
@@ -107,9 +108,18 @@ function threadPoolWriter(fd: number): Transport {
   };
 }
 
-/** A unix socket to the host, used when the agent runs outside a VM (the `fake` driver in unit tests). */
-export function connectUnixSocket(path: string): GuestLink {
+/**
+ * A unix socket to the host, used when the agent runs outside a VM (the `fake` driver in unit
+ * tests). With the native addon it takes frames from fds too (splice and sendfile work on sockets
+ * as on the virtio port), so unit tests run that path.
+ */
+export function connectUnixSocket(path: string, native?: NativeAddon): GuestLink {
   const socket = net.connect(path);
+  const transport = streamTransport(
+    () => socket,
+    () => new Error('host socket closed'),
+  );
+  const socketFd = () => (socket as unknown as { _handle?: { fd?: number } })._handle?.fd ?? -1;
   return {
     start(onBytes) {
       socket.on('data', onBytes);
@@ -118,9 +128,20 @@ export function connectUnixSocket(path: string): GuestLink {
         socket.on('close', () => reject(new Error('host socket closed')));
       });
     },
-    ...streamTransport(
-      () => socket,
-      () => new Error('host socket closed'),
-    ),
+    ...transport,
+    ...(native
+      ? {
+          writeFrom(header, source, bytes) {
+            if (socket.writableLength > 0 || socketFd() < 0) return undefined;
+            return native.writeFrame(socketFd(), header, source.fd, source.offset, bytes);
+          },
+          flushed() {
+            return new Promise<void>((resolve) => {
+              const check = () => (socket.writableLength === 0 ? resolve() : setTimeout(check, 1));
+              check();
+            });
+          },
+        }
+      : {}),
   };
 }

@@ -15,6 +15,7 @@ export {
   Mux,
   DEFAULT_WINDOW_BYTES,
   type Transport,
+  type FdSource,
   type ChannelHandler,
   type DataStream,
   type MuxOptions,

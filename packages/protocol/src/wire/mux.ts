@@ -1,6 +1,7 @@
 import {
   DATA_CHUNK_BYTES,
   FRAME_MAGIC,
+  MAX_FRAME_PAYLOAD_BYTES,
   FrameDecoder,
   FrameError,
   FrameKind,
@@ -8,6 +9,13 @@ import {
   frameHeader,
   type Frame,
 } from './frame.js';
+
+/** Where a frame's payload comes from when the kernel moves it (splice, sendfile), not a buffer. */
+export interface FdSource {
+  fd: number;
+  /** Offset in a file; -1 for a pipe (which holds at least the frame's bytes). */
+  offset: number;
+}
 
 /** Where a mux writes its frames. Failures are reported to the mux's owner, who calls `fail()`. */
 export interface Transport {
@@ -18,6 +26,15 @@ export interface Transport {
   write(chunks: Buffer[]): boolean;
   /** Resolves once the transport can take more after a `write` returned false. */
   drained(): Promise<void>;
+  /**
+   * Optional (the guest's channel): writes `header`, then `bytes` moved by the kernel from
+   * `source` straight to the stream, and returns how many came from it (fewer when a file ended:
+   * the frame is then padded). Returns undefined while earlier writes are still queued; the mux
+   * calls again after `flushed()`.
+   */
+  writeFrom?(header: Buffer, source: FdSource, bytes: number): number | undefined;
+  /** Resolves once nothing is queued (for `writeFrom`). */
+  flushed?(): Promise<void>;
 }
 
 export type DataStream = 'data' | 'stderr';
@@ -47,7 +64,9 @@ interface Outgoing {
   frame: Buffer[];
   /** Payload bytes that count against the channel's send window (0 for Json/End). */
   windowCost: number;
-  done?: { resolve: () => void; reject: (err: Error) => void };
+  /** The payload is not in `frame` but moved by the transport from here (`frame` is the header). */
+  source?: FdSource;
+  done?: { resolve: (moved: number) => void; reject: (err: Error) => void };
 }
 
 /**
@@ -130,13 +149,32 @@ export class Mux {
 
   sendJson(channel: number, message: unknown): Promise<void> {
     const payload = Buffer.from(JSON.stringify(message));
-    return this.enqueue(channel, [frameHeader(FrameKind.Json, channel, payload.length), payload], 0);
+    return this.enqueue(channel, [frameHeader(FrameKind.Json, channel, payload.length), payload], 0).then(
+      () => undefined,
+    );
+  }
+
+  /** Whether `sendDataFrom` can be used: the transport moves payloads from fds itself. */
+  get sendsFromFds(): boolean {
+    return typeof this.transport.writeFrom === 'function';
+  }
+
+  /**
+   * Queues one data frame of `bytes` (at most MAX_FRAME_PAYLOAD_BYTES) whose payload the
+   * transport moves from `source`; resolves with the bytes that came from it (see `writeFrom`).
+   */
+  sendDataFrom(channel: number, stream: DataStream, source: FdSource, bytes: number): Promise<number> {
+    const kind = stream === 'data' ? FrameKind.Data : FrameKind.Stderr;
+    if (!this.sendsFromFds) return Promise.reject(new Error('this transport cannot send from fds'));
+    if (bytes <= 0 || bytes > MAX_FRAME_PAYLOAD_BYTES)
+      return Promise.reject(new RangeError(`a frame holds 1..${MAX_FRAME_PAYLOAD_BYTES} bytes`));
+    return this.enqueue(channel, [frameHeader(kind, channel, bytes)], bytes, source);
   }
 
   /** Queues bytes on a channel; resolves when the last frame was written (await it for backpressure). */
   sendData(channel: number, stream: DataStream, bytes: Buffer): Promise<void> {
     const kind = stream === 'data' ? FrameKind.Data : FrameKind.Stderr;
-    const pieces: Promise<void>[] = [];
+    const pieces: Promise<number>[] = [];
     for (let offset = 0; offset < bytes.length; offset += DATA_CHUNK_BYTES) {
       const piece = bytes.subarray(offset, offset + DATA_CHUNK_BYTES);
       pieces.push(this.enqueue(channel, [frameHeader(kind, channel, piece.length), piece], piece.length));
@@ -146,7 +184,7 @@ export class Mux {
   }
 
   sendEnd(channel: number): Promise<void> {
-    return this.enqueue(channel, [frameHeader(FrameKind.End, channel, 0)], 0);
+    return this.enqueue(channel, [frameHeader(FrameKind.End, channel, 0)], 0).then(() => undefined);
   }
 
   /** Tells the peer that `bytes` of this channel's data were passed on, so it may send more. */
@@ -217,14 +255,14 @@ export class Mux {
     return this.sendWindows.get(channel) ?? this.windowBytes;
   }
 
-  private enqueue(channel: number, frame: Buffer[], windowCost: number): Promise<void> {
+  private enqueue(channel: number, frame: Buffer[], windowCost: number, source?: FdSource): Promise<number> {
     if (this.failed) return Promise.reject(this.failed);
     // Channel 0 is the handshake; any other channel must be open (closed ones never reopen).
     if (channel !== 0 && !this.handlers.has(channel)) return Promise.reject(new Error('channel closed'));
-    return new Promise<void>((resolve, reject) => {
+    return new Promise<number>((resolve, reject) => {
       let queue = this.queues.get(channel);
       if (!queue) this.queues.set(channel, (queue = []));
-      queue.push({ frame, windowCost, done: { resolve, reject } });
+      queue.push({ frame, windowCost, ...(source ? { source } : {}), done: { resolve, reject } });
       this.schedule();
     });
   }
@@ -239,7 +277,11 @@ export class Mux {
     });
   }
 
-  private takeBatch(): { bytes: Buffer[]; done: Outgoing['done'][] } {
+  /**
+   * The next writes: buffered frames of the channels in turn, up to BATCH_BYTES; or, alone, a
+   * frame whose payload comes from an fd (it cannot share a gather list).
+   */
+  private takeBatch(): { bytes: Buffer[]; done: Outgoing['done'][]; fromFd?: Outgoing } {
     const bytes = this.urgent;
     this.urgent = [];
     let size = 0;
@@ -257,6 +299,13 @@ export class Mux {
         }
         const window = this.windowOf(channel);
         if (head.windowCost > window) continue;
+        if (head.source) {
+          // Written on its own, after what was batched before it.
+          if (bytes.length > 0) continue;
+          queue.shift();
+          this.sendWindows.set(channel, window - head.windowCost);
+          return { bytes, done, fromFd: head };
+        }
         queue.shift();
         if (head.windowCost > 0) this.sendWindows.set(channel, window - head.windowCost);
         for (const part of head.frame) {
@@ -271,9 +320,33 @@ export class Mux {
     return { bytes, done };
   }
 
+  /** Writes a frame whose payload the transport moves from an fd; false: try again once flushed. */
+  private writeFromFd(item: Outgoing): boolean {
+    let moved: number | undefined;
+    try {
+      moved = this.transport.writeFrom!(item.frame[0]!, item.source!, item.windowCost);
+    } catch (err) {
+      const error = err instanceof Error ? err : new Error(String(err));
+      item.done?.reject(error);
+      this.fail(error);
+      return true;
+    }
+    if (moved === undefined) return false;
+    item.done?.resolve(moved);
+    return true;
+  }
+
   private pump(): void {
     while (!this.failed && !this.waitingForDrain) {
-      const { bytes, done } = this.takeBatch();
+      const { bytes, done, fromFd } = this.takeBatch();
+      if (fromFd) {
+        if (!this.writeFromFd(fromFd)) {
+          // Queued writes first: put it back at the head of its channel and wait for them.
+          this.requeueHead(fromFd);
+          this.waitForTransport(this.transport.flushed!());
+        }
+        continue;
+      }
       if (bytes.length === 0) return;
       let more: boolean;
       try {
@@ -284,17 +357,28 @@ export class Mux {
         this.fail(error);
         return;
       }
-      for (const d of done) d?.resolve();
-      if (!more) {
-        this.waitingForDrain = true;
-        this.transport.drained().then(
-          () => {
-            this.waitingForDrain = false;
-            this.schedule();
-          },
-          (err: unknown) => this.fail(err instanceof Error ? err : new Error(String(err))),
-        );
-      }
+      for (const d of done) d?.resolve(0);
+      if (!more) this.waitForTransport(this.transport.drained());
     }
+  }
+
+  private waitForTransport(ready: Promise<void>): void {
+    this.waitingForDrain = true;
+    ready.then(
+      () => {
+        this.waitingForDrain = false;
+        this.schedule();
+      },
+      (err: unknown) => this.fail(err instanceof Error ? err : new Error(String(err))),
+    );
+  }
+
+  /** Undoes `takeBatch` for an fd frame that could not be written yet. */
+  private requeueHead(item: Outgoing): void {
+    const channel = item.frame[0]!.readUInt32BE(2);
+    let queue = this.queues.get(channel);
+    if (!queue) this.queues.set(channel, (queue = []));
+    queue.unshift(item);
+    this.sendWindows.set(channel, this.windowOf(channel) + item.windowCost);
   }
 }

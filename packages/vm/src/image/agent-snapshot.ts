@@ -3,7 +3,7 @@ import fsp from 'node:fs/promises';
 import path from 'node:path';
 import { runCommand } from '../command.js';
 import { cacheDir } from '../paths.js';
-import { NODE_VERSION } from './recipe.js';
+import { AGENT_NODE_FLAGS, NODE_VERSION } from './recipe.js';
 import { fetchNode } from './rootfs.js';
 
 /**
@@ -62,7 +62,12 @@ export async function buildAgentSnapshot(
       env,
       cwd: path.dirname(out),
     });
-    const { stdout } = await runCommand(node, ['--snapshot-blob', out, '--', '--version'], { env });
+    // Started as init.sh starts it, so a flag the snapshot does not load with fails here.
+    const { stdout } = await runCommand(
+      node,
+      [...AGENT_NODE_FLAGS, '--no-rehash-snapshot', '--snapshot-blob', out, '--', '--version'],
+      { env },
+    );
     if (stdout.trim() !== expectedVersion) {
       throw new Error(`the snapshot answered ${JSON.stringify(stdout.trim())} to --version`);
     }

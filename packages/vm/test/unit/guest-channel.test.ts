@@ -101,6 +101,29 @@ describe.each([
       });
     });
 
+    it('streams 12 MB of stdout and 1 MB of stderr without loss or mixing, with a slow reader', async () => {
+      const file = path.join(tmp, 'out.bin');
+      fs.writeFileSync(file, randomBytes(12 * 1024 * 1024));
+      const errFile = path.join(tmp, 'err.bin');
+      fs.writeFileSync(errFile, randomBytes(1024 * 1024));
+      const out: Buffer[] = [];
+      const err: Buffer[] = [];
+      const exit = await vm.guest.exec(
+        { argv: ['sh', '-c', `cat ${errFile} >&2 & cat ${file}; wait`] },
+        {
+          // A sink that takes its time: flow control must hold the rest back, not drop it.
+          onStdout: async (c) => {
+            out.push(c);
+            if (out.length % 16 === 0) await new Promise((r) => setTimeout(r, 5));
+          },
+          onStderr: (c) => void err.push(c),
+        },
+      );
+      expect(exit.exitCode).toBe(0);
+      expect(Buffer.concat(out).equals(fs.readFileSync(file))).toBe(true);
+      expect(Buffer.concat(err).equals(fs.readFileSync(errFile))).toBe(true);
+    });
+
     it('feeds binary stdin losslessly', async () => {
       const input = Buffer.concat([
         Buffer.from(Array.from({ length: 256 }, (_, i) => i)),
