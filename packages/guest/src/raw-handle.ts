@@ -78,6 +78,9 @@ export interface WriteResult {
   done: Promise<boolean>;
 }
 
+const DONE_WRITE: WriteResult = { sync: true, done: Promise.resolve(true) };
+const FAILED_WRITE: WriteResult = { sync: true, done: Promise.resolve(false) };
+
 /**
  * A non-blocking pipe-like fd (a pipe, a virtio-serial port) on a libuv pipe handle, which owns
  * the fd from then on. Reads arrive as fresh Buffers (libuv reads up to 64 KiB at a time); EOF or
@@ -144,26 +147,20 @@ export class RawPipe {
    * it becomes writable.
    */
   write(chunks: Buffer[]): WriteResult {
-    if (this.closedFlag) return { sync: true, done: Promise.resolve(false) };
-    const req = new this.b.WriteWrap();
+    if (this.closedFlag) return FAILED_WRITE;
+    const req = new this.b.WriteWrap() as WriteReq & { settle?: (status: number) => void };
     req.handle = this.handle;
-    let settle: (status: number) => void = () => undefined;
-    const done = new Promise<boolean>((resolve) => {
-      settle = (status) => resolve(status >= 0);
-    });
-    // The chunks must stay alive until a queued write completes.
+    // Called only for a write libuv had to queue; the chunks must stay alive until then.
     req.oncomplete = (status) => {
       void chunks;
-      settle(status);
+      req.settle?.(status);
     };
     const err = this.handle.writev(req, chunks, true);
-    if (err !== 0) {
-      settle(err);
-      return { sync: true, done };
-    }
-    const sync = !this.b.state[this.b.kLastWriteWasAsync];
-    if (sync) settle(0);
-    return { sync, done };
+    if (err !== 0) return FAILED_WRITE;
+    // Most writes complete at once: no promise is made for those.
+    if (!this.b.state[this.b.kLastWriteWasAsync]) return DONE_WRITE;
+    const done = new Promise<boolean>((resolve) => (req.settle = (status) => resolve(status >= 0)));
+    return { sync: false, done };
   }
 
   /** Closes the fd (a reader of the other end sees EOF); pending reads end without `onEnd`. */

@@ -142,7 +142,7 @@ export class GuestService {
       // Liveness probes skip schema parsing and the request bookkeeping: a ping has no
       // parameters, and its round trip is the channel's latency floor that callers measure.
       this.mux.open(channel, IGNORE_INPUT);
-      this.finish(channel, { type: 'result', value: { now: Date.now() } });
+      this.mux.post(channel, { type: 'result', value: { now: Date.now() } }, true);
       return;
     }
     const parsed = RequestSchema.safeParse(message);
@@ -198,8 +198,7 @@ export class GuestService {
   /** Sends the terminal reply and forgets the channel (the reply still goes out). */
   private finish(channel: number, reply: unknown): void {
     this.open.delete(channel);
-    this.mux.sendJson(channel, reply).catch(() => undefined);
-    this.mux.close(channel, { flush: true });
+    this.mux.post(channel, reply, true);
   }
 
   private async handle(req: ParsedRequest, ctx: RequestContext): Promise<unknown> {

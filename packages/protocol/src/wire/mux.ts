@@ -56,6 +56,7 @@ export interface MuxOptions {
 }
 
 export const DEFAULT_WINDOW_BYTES = 4 * 1024 * 1024;
+const RESOLVED = Promise.resolve();
 /** Writes are batched up to this size so small frames share a syscall. */
 const BATCH_BYTES = 256 * 1024;
 
@@ -83,6 +84,12 @@ export class Mux {
   private readonly outstanding = new Map<number, number>();
   private urgent: Buffer[] = [];
   private scheduled = false;
+  /** Set while `receive` dispatches: frames queued meanwhile go out in one pump at its end. */
+  private receiving = false;
+  private readonly pumpNow = () => {
+    this.scheduled = false;
+    this.pump();
+  };
   private waitingForDrain = false;
   private failed: Error | undefined;
   readonly windowBytes: number;
@@ -144,7 +151,14 @@ export class Mux {
       this.protocolError(err as Error);
       return;
     }
-    for (const frame of frames) this.dispatch(frame);
+    this.receiving = true;
+    try {
+      for (const frame of frames) this.dispatch(frame);
+    } finally {
+      this.receiving = false;
+      // Replies produced while dispatching (a ping's, a credit) go out now, in one write.
+      if (this.scheduled) this.pumpNow();
+    }
   }
 
   sendJson(channel: number, message: unknown): Promise<void> {
@@ -152,6 +166,21 @@ export class Mux {
     return this.enqueue(channel, [frameHeader(FrameKind.Json, channel, payload.length), payload], 0).then(
       () => undefined,
     );
+  }
+
+  /**
+   * Queues a JSON message nobody waits for (a reply, a notice): no promise is made for it. If the
+   * channel is closed or the mux failed it is dropped, as a `sendJson` rejection would be ignored.
+   * `closeAfter` forgets the channel once queued (its frame still goes out).
+   */
+  post(channel: number, message: unknown, closeAfter = false): void {
+    if (this.failed || (channel !== 0 && !this.handlers.has(channel))) return;
+    const payload = Buffer.from(JSON.stringify(message));
+    let queue = this.queues.get(channel);
+    if (!queue) this.queues.set(channel, (queue = []));
+    queue.push({ frame: [frameHeader(FrameKind.Json, channel, payload.length), payload], windowCost: 0 });
+    if (closeAfter) this.close(channel, { flush: true });
+    this.schedule();
   }
 
   /** Whether `sendDataFrom` can be used: the transport moves payloads from fds itself. */
@@ -267,14 +296,15 @@ export class Mux {
     });
   }
 
-  /** Writes are deferred to the end of the current tick so frames queued together share a writev. */
+  /**
+   * Writes are deferred to the end of the current tick (or of `receive`) so frames queued together
+   * share a writev. A resolved promise's `then` is the cheapest microtask (queueMicrotask wraps each
+   * callback in an async resource; under emulation that is a measurable part of a round trip).
+   */
   private schedule(): void {
     if (this.scheduled || this.waitingForDrain || this.failed) return;
     this.scheduled = true;
-    queueMicrotask(() => {
-      this.scheduled = false;
-      this.pump();
-    });
+    if (!this.receiving) void RESOLVED.then(this.pumpNow);
   }
 
   /**

@@ -170,4 +170,68 @@ describe('mux', () => {
     await expect(mux.sendJson(1, {})).rejects.toThrow('gone');
     await expect(mux.sendJson(2, {})).rejects.toThrow('gone');
   });
+
+  it('posts replies without a promise, drops them on a closed channel, and closes after when asked', async () => {
+    const writes: Buffer[] = [];
+    const mux = new Mux({
+      write: (c) => (writes.push(Buffer.concat(c)), true),
+      drained: async () => undefined,
+    });
+    mux.post(4, { late: true }); // never opened: dropped
+    mux.open(4, ignore);
+    mux.post(4, { type: 'result' }, true);
+    mux.post(4, { again: true }); // closed by the first post: dropped
+    await settle();
+    const frames = new FrameDecoder().push(Buffer.concat(writes));
+    expect(frames.map((f) => [f.kind, f.channel, JSON.parse(f.payload.toString()) as unknown])).toEqual([
+      [FrameKind.Json, 4, { type: 'result' }],
+    ]);
+    await expect(mux.sendJson(4, {})).rejects.toThrow('channel closed');
+  });
+
+  it('sends the replies made while receiving a batch in one write, before receive returns', () => {
+    const writes: Buffer[] = [];
+    const mux = new Mux(
+      { write: (c) => (writes.push(Buffer.concat(c)), true), drained: async () => undefined },
+      { onUnknownChannel: (channel, m) => (mux.open(channel, ignore), mux.post(channel, { echo: m }, true)) },
+    );
+    mux.receive(
+      Buffer.concat([1, 2, 3].map((c) => encodeFrame(FrameKind.Json, c, Buffer.from(`{"n":${c}}`)))),
+    );
+    expect(writes).toHaveLength(1);
+    expect(new FrameDecoder().push(writes[0]!).map((f) => f.channel)).toEqual([1, 2, 3]);
+  });
+
+  it('keeps fd frames in their channel order and retries one the transport could not take yet', async () => {
+    const log: string[] = [];
+    let busy = true;
+    let flushed: () => void = () => undefined;
+    const mux = new Mux({
+      write: (chunks) => {
+        for (const f of new FrameDecoder().push(Buffer.concat(chunks)))
+          log.push(`json:${f.payload.toString()}`);
+        return true;
+      },
+      drained: async () => undefined,
+      writeFrom: (_header, source, bytes) => {
+        if (busy) return undefined; // earlier bytes still queued in the transport
+        log.push(`fd:${source.fd}:${bytes}`);
+        return bytes;
+      },
+      flushed: () => new Promise<void>((resolve) => (flushed = resolve)),
+    });
+    mux.open(1, ignore);
+    const first = mux.sendDataFrom(1, 'data', { fd: 7, offset: -1 }, 100);
+    const second = mux.sendDataFrom(1, 'stderr', { fd: 8, offset: 0 }, 50);
+    const after = mux.sendJson(1, { type: 'exit' });
+    await settle();
+    expect(log).toEqual([]); // nothing overtakes the fd frame that waits
+    busy = false;
+    flushed();
+    expect(await first).toBe(100);
+    expect(await second).toBe(50);
+    await after;
+    expect(log).toEqual(['fd:7:100', 'fd:8:50', 'json:{"type":"exit"}']);
+    await expect(mux.sendDataFrom(1, 'data', { fd: 7, offset: -1 }, 0)).rejects.toThrow(RangeError);
+  });
 });
