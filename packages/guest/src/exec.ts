@@ -208,17 +208,23 @@ function startWithNative(
   cwd: string,
   splice: boolean,
 ): RunningProcess {
-  const [pid, stdinFd, stdoutFd, stderrFd] = native.spawn(
+  const [pid, stdinFd, stdoutFd, stderrFd, stdoutHold, stderrHold] = native.spawn(
     req.argv,
     Object.entries(env).map(([k, v]) => `${k}=${v}`),
     cwd,
     req.stdin === true,
   );
-  const exited = new Promise<number>((resolve) => native.watchExit(pid, resolve)).then((status) => {
-    if (status < 0) throw new Error(`the exit status of process ${pid} was lost`);
-    const exit = decodeWaitStatus(status);
-    return { exitCode: exit.exitCode, signal: exit.signal === null ? null : signalName(exit.signal) };
-  });
+  const exited = new Promise<number>((resolve) => native.watchExit(pid, resolve))
+    .finally(() => {
+      // Only descendants hold the output pipes now (see spawn): they end when those are gone.
+      fs.closeSync(stdoutHold);
+      fs.closeSync(stderrHold);
+    })
+    .then((status) => {
+      if (status < 0) throw new Error(`the exit status of process ${pid} was lost`);
+      const exit = decodeWaitStatus(status);
+      return { exitCode: exit.exitCode, signal: exit.signal === null ? null : signalName(exit.signal) };
+    });
   const output = (fd: number): OutputSource => {
     if (splice) return { kind: 'pipe', fd };
     const pipe = openPipe(fd);
@@ -317,7 +323,7 @@ export function superviseGroup(
   ctx: RequestContext,
   timeoutMs: number | undefined,
 ): { kill: () => void; timedOut: () => boolean; done: () => void } {
-  if (pid !== undefined) void ctx.mux.sendJson(ctx.channel, { type: 'started', pid }).catch(() => undefined);
+  if (pid !== undefined) ctx.mux.post(ctx.channel, { type: 'started', pid });
   let timedOut = false;
   const kill = (): void => {
     if (pid === undefined) return;

@@ -7,8 +7,18 @@
  */
 
 export interface NativeAddon {
-  /** posix_spawn in a new session; returns [pid, stdin write fd or -1, stdout read fd, stderr read fd]. */
-  spawn(argv: string[], env: string[], cwd: string, withStdin: boolean): [number, number, number, number];
+  /**
+   * posix_spawn in a new session; returns [pid, stdin write fd or -1, stdout read fd, stderr read
+   * fd, stdout write fd, stderr write fd]. The last two are the agent's copies of the process's
+   * ends (close-on-exec): close them once it exited, and the pipes end as soon as no descendant
+   * holds them, without a wakeup of their own.
+   */
+  spawn(
+    argv: string[],
+    env: string[],
+    cwd: string,
+    withStdin: boolean,
+  ): [number, number, number, number, number, number];
   /** Calls back once with the wait status when the process exits (-1: it could not be reaped). */
   watchExit(pid: number, onExit: (waitStatus: number) => void): void;
   /**

@@ -95,6 +95,32 @@ describe.each([
       expect(r.stderr).toMatch(/definitely-not-a-program: command not found/);
     });
 
+    it('keeps streaming what a descendant writes after the process exited, then ends', async () => {
+      const r = await collect(vm, ['sh', '-c', '(sleep 0.3; echo late; echo late-err >&2) & echo early']);
+      expect(r).toMatchObject({ stdout: 'early\nlate\n', stderr: 'late-err\n', exit: { exitCode: 0 } });
+    });
+
+    it('gives a process no pipe or socket but its stdout and stderr, and leaks none in the agent', async () => {
+      const agentFds = () => fs.readdirSync(`/proc/${vm.guest.info!.agentPid}/fd`).length;
+      await collect(vm, ['true']);
+      const before = agentFds();
+      // Every fd of the process that is a pipe or socket (its own output, another exec's, the agent's).
+      const script =
+        'for f in /proc/$$/fd/*; do echo "${f##*/} $(readlink $f)"; done | grep -E " (pipe|socket):" | cut -d" " -f1';
+      const runs = await Promise.all(Array.from({ length: 10 }, () => collect(vm, ['sh', '-c', script])));
+      // Beyond 1 and 2, only what the agent itself inherited (here: the test runner's own fds).
+      const inherited = fs.readdirSync(`/proc/${vm.guest.info!.agentPid}/fd`).filter((fd) => {
+        const flags = fs.readFileSync(`/proc/${vm.guest.info!.agentPid}/fdinfo/${fd}`, 'utf8');
+        return (Number.parseInt(/flags:\s+(\d+)/.exec(flags)?.[1] ?? '0', 8) & 0o2000000) === 0;
+      });
+      for (const r of runs) {
+        const fds = r.stdout.split('\n').filter(Boolean);
+        expect(fds).toEqual(expect.arrayContaining(['1', '2']));
+        for (const fd of fds.filter((f) => f !== '1' && f !== '2')) expect(inherited).toContain(fd);
+      }
+      expect(agentFds()).toBe(before);
+    });
+
     it('fails cleanly on a missing working directory', async () => {
       await expect(vm.guest.exec({ argv: ['true'], cwd: '/no/such/dir' })).rejects.toMatchObject({
         code: 'file_not_found',
