@@ -1,7 +1,7 @@
 import fs from 'node:fs';
 
 /**
- * Host process identity from /proc. A pid alone is not an identity (pids are reused); the pair
+ * Host process identity from /proc, for live processes only. A pid alone is not an identity (pids are reused); the pair
  * (pid, start time in clock ticks since boot, field 22 of /proc/<pid>/stat) is.
  */
 export function processStartTime(pid: number): number | undefined {
@@ -13,7 +13,10 @@ export function processStartTime(pid: number): number | undefined {
   }
   // comm (field 2) may hold spaces and parentheses: count fields after the last ')'.
   const rest = stat.slice(stat.lastIndexOf(')') + 2).split(' ');
-  // rest[0] is field 3 (state), so field 22 is rest[19].
+  // rest[0] is field 3 (state). A zombie is dead, only not yet reaped: a VM whose parent died is
+  // reparented to PID 1, which on some hosts (containers) never reaps it.
+  if (rest[0] === 'Z' || rest[0] === 'X') return undefined;
+  // Field 22 is rest[19].
   const value = Number(rest[19]);
   return Number.isFinite(value) ? value : undefined;
 }
@@ -30,13 +33,7 @@ export function processCmdline(pid: number): string[] | undefined {
 
 /** True while the process that had this start time is alive (not reaped and not a zombie). */
 export function isSameProcess(pid: number, startTime: number): boolean {
-  if (processStartTime(pid) !== startTime) return false;
-  try {
-    const stat = fs.readFileSync(`/proc/${pid}/stat`, 'utf8');
-    return stat.slice(stat.lastIndexOf(')') + 2, stat.lastIndexOf(')') + 3) !== 'Z';
-  } catch {
-    return false;
-  }
+  return processStartTime(pid) === startTime;
 }
 
 /** Pids of live processes one of whose arguments contains `text` (e.g. a box's runtime dir). */
