@@ -74,8 +74,6 @@ export async function runExec(
   native?: NativeAddon,
 ): Promise<ExecExit> {
   const cwd = req.cwd ?? defaults.cwd;
-  if (!fs.existsSync(cwd))
-    throw new GuestOpError('file_not_found', `working directory ${cwd} does not exist`);
   const started = performance.now();
   const env = { ...defaults.env, ...req.env };
   let proc: RunningProcess;
@@ -85,6 +83,9 @@ export async function runExec(
       : await startWithNode(req, env, cwd);
   } catch (err) {
     const code = errnoCode(err);
+    // Checked only now: a missing cwd fails the spawn with ENOENT too (one stat less per exec).
+    if (code === 'ENOENT' && !fs.existsSync(cwd))
+      throw new GuestOpError('file_not_found', `working directory ${cwd} does not exist`);
     if (isErrno(err, 'ENOENT', 'EACCES')) {
       const reason = code === 'ENOENT' ? 'command not found' : 'permission denied';
       void ctx.mux.sendData(ctx.channel, 'stderr', Buffer.from(`agentbox: ${req.argv[0]}: ${reason}\n`));
