@@ -174,13 +174,13 @@ export class Mux {
    * `closeAfter` forgets the channel once queued (its frame still goes out).
    */
   post(channel: number, message: unknown, closeAfter = false): void {
-    if (this.failed || (channel !== 0 && !this.handlers.has(channel))) return;
+    if (this.failed || !this.isOpen(channel)) return;
     const payload = Buffer.from(JSON.stringify(message));
-    let queue = this.queues.get(channel);
-    if (!queue) this.queues.set(channel, (queue = []));
-    queue.push({ frame: [frameHeader(FrameKind.Json, channel, payload.length), payload], windowCost: 0 });
+    this.push(channel, {
+      frame: [frameHeader(FrameKind.Json, channel, payload.length), payload],
+      windowCost: 0,
+    });
     if (closeAfter) this.close(channel, { flush: true });
-    this.schedule();
   }
 
   /** Whether `sendDataFrom` can be used: the transport moves payloads from fds itself. */
@@ -286,14 +286,22 @@ export class Mux {
 
   private enqueue(channel: number, frame: Buffer[], windowCost: number, source?: FdSource): Promise<number> {
     if (this.failed) return Promise.reject(this.failed);
-    // Channel 0 is the handshake; any other channel must be open (closed ones never reopen).
-    if (channel !== 0 && !this.handlers.has(channel)) return Promise.reject(new Error('channel closed'));
-    return new Promise<number>((resolve, reject) => {
-      let queue = this.queues.get(channel);
-      if (!queue) this.queues.set(channel, (queue = []));
-      queue.push({ frame, windowCost, ...(source ? { source } : {}), done: { resolve, reject } });
-      this.schedule();
-    });
+    if (!this.isOpen(channel)) return Promise.reject(new Error('channel closed'));
+    return new Promise<number>((resolve, reject) =>
+      this.push(channel, { frame, windowCost, ...(source ? { source } : {}), done: { resolve, reject } }),
+    );
+  }
+
+  /** Channel 0 is the handshake; any other channel must be open (closed ones never reopen). */
+  private isOpen(channel: number): boolean {
+    return channel === 0 || this.handlers.has(channel);
+  }
+
+  private push(channel: number, item: Outgoing): void {
+    let queue = this.queues.get(channel);
+    if (!queue) this.queues.set(channel, (queue = []));
+    queue.push(item);
+    this.schedule();
   }
 
   /**

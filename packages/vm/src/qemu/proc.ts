@@ -1,8 +1,8 @@
 import fs from 'node:fs';
 
 /**
- * Host process identity from /proc, for live processes only. A pid alone is not an identity (pids are reused); the pair
- * (pid, start time in clock ticks since boot, field 22 of /proc/<pid>/stat) is.
+ * Host process identity from /proc, for live processes only. A pid alone is not an identity (pids
+ * are reused); the pair (pid, start time in clock ticks since boot, field 22 of /proc/<pid>/stat) is.
  */
 export function processStartTime(pid: number): number | undefined {
   let stat: string;
