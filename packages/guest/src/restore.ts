@@ -152,6 +152,23 @@ export class RestoreHelper {
   }
 }
 
+/**
+ * Replaces a small file's content without truncating it to zero first: ext4 then neither frees
+ * and reallocates its block nor writes it out at close (auto_da_alloc, its guard for the
+ * truncate-and-rewrite pattern). Under emulation that was ~13k guest instructions of ext4 and
+ * block code to translate, ~8% of a clone's start. Durability is the page cache's, as before.
+ */
+export function rewriteInPlace(file: string, text: string): void {
+  const data = Buffer.from(text);
+  const fd = fs.openSync(file, fs.constants.O_WRONLY | fs.constants.O_CREAT, 0o644);
+  try {
+    fs.writeSync(fd, data, 0, data.length, 0);
+    if (fs.fstatSync(fd).size > data.length) fs.ftruncateSync(fd, data.length);
+  } finally {
+    fs.closeSync(fd);
+  }
+}
+
 function setClockWithDate(nowSeconds: number): Promise<boolean> {
   return new Promise((resolve) =>
     execFile('date', ['-u', '-s', `@${nowSeconds.toFixed(6)}`], (err) => resolve(!err)),
@@ -179,9 +196,9 @@ export async function restore(
   // Mixing alone is always possible and never hurts; the helper then credits and reseeds.
   if (mixed) fs.writeFileSync('/dev/urandom', mixed);
   if (req.identity) {
-    fs.writeFileSync(BOOT_ID_FILE, `${req.identity.bootId}\n`);
-    fs.writeFileSync('/etc/machine-id', `${req.identity.machineId}\n`);
-    fs.writeFileSync('/etc/hostname', `${req.identity.hostname}\n`);
+    rewriteInPlace(BOOT_ID_FILE, `${req.identity.bootId}\n`);
+    rewriteInPlace('/etc/machine-id', `${req.identity.machineId}\n`);
+    rewriteInPlace('/etc/hostname', `${req.identity.hostname}\n`);
   }
   const started = performance.now();
   if (options.native) {
