@@ -3,7 +3,7 @@ import { AgentboxError, isAgentboxError } from '@agentbox/protocol';
 import { AGENT_CLI_NAMES, DEFAULT_RESOURCES, parseAgentClis, type AgentCli } from '@agentbox/vm';
 import { bench, formatBench } from './commands/bench.js';
 import { doctor, formatDoctor } from './commands/doctor.js';
-import { imageBuild, imageShow } from './commands/image.js';
+import { imageBuild, imagePrune, imageShow } from './commands/image.js';
 import { parseEnvPairs, runCommandInBox } from './commands/run.js';
 import { setup } from './commands/setup.js';
 import { keysCreate, keysList, keysRevoke } from './commands/keys.js';
@@ -150,6 +150,14 @@ export function buildProgram(setExit: (code: number) => void): Command {
     .addOption(agentsOption())
     .option('--json', 'print the manifest as JSON', false)
     .action((opts: { json: boolean; agents?: AgentCli[] }) => setExit(imageShow(opts)));
+  image
+    .command('prune')
+    .description(
+      'remove images nothing uses (not the newest with their agents, no box or template on them), their templates and stale build caches',
+    )
+    .option('--dry-run', 'only list what would be removed', false)
+    .option('--json', 'print the plan as JSON', false)
+    .action(async (opts: { dryRun: boolean; json: boolean }) => setExit(await imagePrune(opts)));
 
   program
     .command('bench')

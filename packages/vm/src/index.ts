@@ -18,6 +18,16 @@ export {
 } from './image/recipe.js';
 export { loadImage, ImageManifestSchema, type Image, type ImageManifest } from './image/manifest.js';
 export {
+  planPrune,
+  applyPrune,
+  imagesToKeep,
+  qcow2BackingFile,
+  type PrunePlan,
+  type PruneItem,
+  type ImageFacts,
+  type KeepReason,
+} from './image/prune.js';
+export {
   DEFAULT_RESOURCES,
   type VmTemplate,
   type VmRestoreSource,

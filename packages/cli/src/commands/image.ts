@@ -1,4 +1,11 @@
-import { AGENT_CLIS, agentClisFromEnv, agentboxHome, type AgentCli } from '@agentbox/vm';
+import {
+  AGENT_CLIS,
+  agentClisFromEnv,
+  agentboxHome,
+  applyPrune,
+  planPrune,
+  type AgentCli,
+} from '@agentbox/vm';
 import { ensureImage, findBuiltImage } from '../runtime.js';
 
 export async function imageBuild(options: {
@@ -52,5 +59,37 @@ export function imageShow(options: { json: boolean; agents?: AgentCli[] }): numb
       ].join('\n') + '\n',
     );
   }
+  return 0;
+}
+
+const MiB = 2 ** 20;
+
+const KEEP_REASONS = {
+  newest: 'the newest with its agents',
+  disk: 'a box or template disk is backed by it',
+  process: 'a running process uses it',
+} as const;
+
+export async function imagePrune(options: { dryRun: boolean; json: boolean }): Promise<number> {
+  const plan = planPrune(agentboxHome());
+  if (!options.dryRun) await applyPrune(plan);
+  if (options.json) {
+    process.stdout.write(JSON.stringify({ removed: !options.dryRun, ...plan }, null, 2) + '\n');
+    return 0;
+  }
+  const lines = plan.kept.map((k) => `keep    image ${k.id} (${k.agents}): ${KEEP_REASONS[k.reason]}`);
+  for (const item of plan.remove) {
+    const size = `${(item.bytes / MiB).toFixed(0)} MiB`;
+    lines.push(
+      `${options.dryRun ? 'would remove' : 'removed'} ${item.kind} ${item.path}${item.detail ? ` (${item.detail})` : ''}: ${size}`,
+    );
+  }
+  const total = `${(plan.bytes / MiB).toFixed(0)} MiB`;
+  lines.push(
+    plan.remove.length === 0
+      ? 'nothing to remove'
+      : `${options.dryRun ? 'would free' : 'freed'} ${total} in ${plan.remove.length} item(s)`,
+  );
+  process.stdout.write(lines.join('\n') + '\n');
   return 0;
 }

@@ -36,3 +36,26 @@ describe('agentbox image --agents', () => {
     );
   });
 });
+
+describe('agentbox image prune', () => {
+  it('lists what it would remove and keeps everything with --dry-run; removes it without', async () => {
+    const stale = path.join(home, 'templates', 'tpl-0123abcd');
+    fs.mkdirSync(stale, { recursive: true });
+    fs.writeFileSync(path.join(stale, 'manifest.json'), JSON.stringify({ imageId: 'f'.repeat(24) }));
+    const dry = await cli(['image', 'prune', '--dry-run'], { env: { AGENTBOX_HOME: home } });
+    expect(dry.code).toBe(0);
+    expect(dry.stdout).toMatch(
+      new RegExp(`^would remove template ${stale}: 0 MiB\nwould free 0 MiB in 1 item\\(s\\)\n$`),
+    );
+    expect(fs.existsSync(stale)).toBe(true);
+    const json = await cli(['image', 'prune', '--json'], { env: { AGENTBOX_HOME: home } });
+    expect(JSON.parse(json.stdout)).toMatchObject({
+      removed: true,
+      kept: [],
+      remove: [{ kind: 'template', path: stale }],
+    });
+    expect(fs.existsSync(stale)).toBe(false);
+    const again = await cli(['image', 'prune'], { env: { AGENTBOX_HOME: home } });
+    expect(again.stdout).toBe('nothing to remove\n');
+  });
+});

@@ -162,6 +162,9 @@ export async function buildImage(options: BuildImageOptions): Promise<BuildResul
   if (!options.force && fs.existsSync(path.join(dir, 'manifest.json'))) {
     try {
       const image = loadImage(dir);
+      // The newest image of an agent set is the one in use (`findBuiltImage`, `image prune`).
+      const now = new Date();
+      fs.utimesSync(dir, now, now);
       progress('done', TOTAL_STEPS, `image ${id} is up to date`);
       return { image, built: false };
     } catch {
