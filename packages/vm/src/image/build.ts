@@ -86,6 +86,16 @@ export function imageId(
   ).slice(0, 24);
 }
 
+/** The newest image of an agent set is the one in use (`findBuiltImage`, `image prune`). */
+function markNewest(dir: string): void {
+  const now = new Date();
+  try {
+    fs.utimesSync(dir, now, now);
+  } catch {
+    // a read-only image store: the order stays the build order
+  }
+}
+
 /** What the initramfs holds beyond init and busybox. */
 interface InitramfsResult {
   /** Whether the guest agent comes with its V8 startup snapshot (else why not). */
@@ -162,9 +172,7 @@ export async function buildImage(options: BuildImageOptions): Promise<BuildResul
   if (!options.force && fs.existsSync(path.join(dir, 'manifest.json'))) {
     try {
       const image = loadImage(dir);
-      // The newest image of an agent set is the one in use (`findBuiltImage`, `image prune`).
-      const now = new Date();
-      fs.utimesSync(dir, now, now);
+      markNewest(dir);
       progress('done', TOTAL_STEPS, `image ${id} is up to date`);
       return { image, built: false };
     } catch {
