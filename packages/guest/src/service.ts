@@ -39,6 +39,8 @@ export interface GuestServiceOptions {
 
 interface OpenRequest {
   cancel: (() => void)[];
+  /** The host cancelled: a handler that registers later is called at once. */
+  cancelled: boolean;
   control?: (message: unknown) => void;
   data?: (chunk: Buffer) => void;
   end?: () => void;
@@ -155,12 +157,14 @@ export class GuestService {
       });
       return;
     }
-    const state: OpenRequest = { cancel: [], early: [], ended: false };
+    const state: OpenRequest = { cancel: [], cancelled: false, early: [], ended: false };
     this.open.set(channel, state);
     this.mux.open(channel, {
       onJson: (msg) => {
-        if (CancelSchema.safeParse(msg).success) for (const cb of state.cancel) cb();
-        else state.control?.(msg);
+        if (!CancelSchema.safeParse(msg).success) return state.control?.(msg);
+        // A cancel may come before the handler could register (a spawn still under way).
+        state.cancelled = true;
+        for (const cb of state.cancel.splice(0)) cb();
       },
       onData: (_stream, chunk) => {
         if (state.data) state.data(chunk);
@@ -174,7 +178,10 @@ export class GuestService {
     const ctx: RequestContext = {
       mux: this.mux,
       channel,
-      onCancel: (cb) => state.cancel.push(cb),
+      onCancel: (cb) => {
+        if (state.cancelled) cb();
+        else state.cancel.push(cb);
+      },
       onControl: (cb) => (state.control = cb),
       onData: (data, end) => {
         state.data = data;

@@ -198,6 +198,13 @@ describe.each([
       expect(exit.signal).toBe('SIGKILL');
     });
 
+    it('cancels an exec whose cancel arrives before its process started', async () => {
+      // The cancel follows the request at once: the agent has it before the spawn is done. Lost,
+      // the sleep would run out the test's time.
+      const exit = await vm.guest.exec({ argv: ['sleep', '30'] }, { signal: AbortSignal.abort() });
+      expect(exit.signal).toBe('SIGKILL');
+    });
+
     it('runs 20 execs at once on one channel', async () => {
       const results = await Promise.all(
         Array.from({ length: 20 }, (_, i) => collect(vm, ['sh', '-c', `sleep 0.$((${i} % 3)); echo ${i}`])),
