@@ -321,6 +321,8 @@ export function createTaskService(deps: TaskServiceDeps) {
         for (const event of parser.line(line)) emit(id, event);
       });
       let stderrTail = '';
+      // Cancelled while its files were written: the agent is not started at all.
+      if (signal.aborted) return endAborted(id, entry);
       const exit = await guest.exec(
         {
           argv: command.argv,

@@ -130,6 +130,19 @@ describe('tasks over the fake driver', () => {
     expect(errorCode(again)).toBe('invalid_state');
   });
 
+  it('cancels a task the moment it was submitted, while its box is being made ready', async () => {
+    // Its files are written first, so the cancel lands before the agent starts (it never does).
+    const files = Object.fromEntries(
+      Array.from({ length: 20 }, (_, i) => [`f/${i}.txt`, 'x'.repeat(10_000)]),
+    );
+    const t = await submit({ prompt: 'sleep 30', files });
+    const c = await h.admin_({ method: 'POST', url: `/v1/tasks/${t.id}/cancel` });
+    expect(c.statusCode, c.body).toBe(200);
+    const list = await events(t.id);
+    expect(list.at(-1)).toMatchObject({ type: 'error', content: { code: 'cancelled' } });
+    expect((await task(t.id)).state).toBe('cancelled');
+  });
+
   it('times a task out: timed_out, and the script is killed', async () => {
     const t = await submit({ prompt: 'echo start; sleep 20; echo never', timeoutSeconds: 1 });
     const list = await events(t.id);
