@@ -153,7 +153,7 @@ export function buildProgram(setExit: (code: number) => void): Command {
   image
     .command('prune')
     .description(
-      'remove images nothing uses (not the newest with their agents, no box or template on them), their templates and stale build caches',
+      'remove images nothing uses (not the newest with their agents, no box disk on them), their templates and stale build caches',
     )
     .option('--dry-run', 'only list what would be removed', false)
     .option('--json', 'print the plan as JSON', false)

@@ -66,7 +66,7 @@ const MiB = 2 ** 20;
 
 const KEEP_REASONS = {
   newest: 'the newest with its agents',
-  disk: 'a box or template disk is backed by it',
+  disk: "a box's disk is backed by it",
   process: 'a running process uses it',
 } as const;
 

@@ -4,10 +4,10 @@ import path from 'node:path';
 import { z } from 'zod';
 import { cacheDir, imagesDir } from '../paths.js';
 import { processStartTime, processesMentioning } from '../qemu/proc.js';
-import { TEMPLATE_FILES } from '../template-store.js';
+import { TEMPLATE_FILES, TemplateStore } from '../template-store.js';
 import { parseAgentClis } from './agents.js';
 import { kernelConfigKey } from './kernel.js';
-import { loadImage, type Image } from './manifest.js';
+import { loadImage } from './manifest.js';
 import { rootfsCachePaths } from './rootfs.js';
 
 /**
@@ -160,31 +160,31 @@ function listImages(home: string): ListedImage[] {
   for (const name of safeReaddir(dir)) {
     if (!/^[0-9a-f]{16,64}$/.test(name)) continue;
     const imageDir = path.join(dir, name);
-    let usable: Image | undefined;
-    try {
-      usable = loadImage(imageDir);
-    } catch {
-      // another image API version, or damaged: told apart below
-    }
     let manifest: z.infer<typeof LooseManifestSchema>;
+    let rootfsPath: string | undefined;
     try {
-      manifest = LooseManifestSchema.parse(
-        JSON.parse(fs.readFileSync(path.join(imageDir, 'manifest.json'), 'utf8')),
-      );
+      const image = loadImage(imageDir);
+      manifest = image.manifest;
+      rootfsPath = image.rootfsPath;
     } catch {
-      continue; // unreadable: `image build --force` replaces it; prune leaves it to look at
+      // Another image API version, or damaged: what its manifest still says, if it says anything.
+      try {
+        manifest = LooseManifestSchema.parse(
+          JSON.parse(fs.readFileSync(path.join(imageDir, 'manifest.json'), 'utf8')),
+        );
+      } catch {
+        continue; // unreadable: `image build --force` replaces it; prune leaves it to look at
+      }
     }
     if (manifest.id !== name) continue;
     images.push({
       id: name,
       dir: imageDir,
-      rootfsPath: path.resolve(
-        usable?.rootfsPath ?? path.join(imageDir, manifest.files?.rootfs ?? 'rootfs.img'),
-      ),
+      rootfsPath: path.resolve(rootfsPath ?? path.join(imageDir, manifest.files?.rootfs ?? 'rootfs.img')),
       agents: Object.keys(manifest.agents ?? {}).sort(),
       builtAt: manifest.builtAt ?? '?',
       rootfsKey: manifest.rootfs?.key,
-      usable: usable !== undefined,
+      usable: rootfsPath !== undefined,
     });
   }
   return images;
@@ -306,10 +306,16 @@ function safeReaddir(dir: string): string[] {
   }
 }
 
-/** Removes what the plan lists; an image or template dir is renamed aside first, so no reader sees half of one. */
+/**
+ * Removes what the plan lists. Templates go through their store's `discard` (safe while clones
+ * run); an image or kernel build dir is renamed aside first the same way, so no reader sees half
+ * of one.
+ */
 export async function applyPrune(plan: PrunePlan): Promise<void> {
   for (const item of plan.remove) {
-    if (item.kind === 'image' || item.kind === 'template' || item.kind === 'kernel-cache') {
+    if (item.kind === 'template') {
+      await new TemplateStore(path.dirname(item.path)).discard(path.basename(item.path));
+    } else if (item.kind === 'image' || item.kind === 'kernel-cache') {
       const aside = `${item.path}.tmp-prune-${process.pid}`;
       try {
         await fsp.rename(item.path, aside);
