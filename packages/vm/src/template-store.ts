@@ -12,8 +12,8 @@ import type { VmResources, VmTemplate } from './backend.js';
  * file); a new image or recipe gives a new id. Built in `<id>.build-<pid>` and renamed into place.
  */
 
-/** Bump when how a template is made changes (what runs in it before the snapshot, the devices, the kernel command line). */
-export const TEMPLATE_REVISION = 4;
+/** Bump when how a template is made changes (what runs in it before the snapshot, the devices, the CPU model, the kernel command line). */
+export const TEMPLATE_REVISION = 5;
 
 export const TemplateManifestSchema = z
   .object({

@@ -2,6 +2,15 @@ import { GUEST_PORT_NAME } from '@agentbox/protocol';
 
 export type Accel = 'kvm' | 'tcg';
 
+/**
+ * The emulated CPU under TCG: everything QEMU can emulate except ERMS ("fast `rep movsb`"). With
+ * ERMS the guest kernel copies and clears pages with `rep movsb`/`rep stosb`, which TCG runs one
+ * byte per iteration; without it, `rep movsq` or vector loops: `read`/`write` copies 2-3.5x
+ * faster, download +35%, stdout +25%, `/bin/true` −8% (docs/performance.md). Part of a template's
+ * key (`TEMPLATE_REVISION`): a snapshot restores only into the CPU it was taken on.
+ */
+export const TCG_CPU_MODEL = 'max,-erms';
+
 export interface QemuLaunchSpec {
   accel: Accel;
   memoryMib: number;
@@ -101,7 +110,7 @@ export function qemuArgs(spec: QemuLaunchSpec): string[] {
     '-accel',
     spec.accel === 'kvm' ? 'kvm' : tcg,
     '-cpu',
-    spec.accel === 'kvm' ? 'host' : 'max',
+    spec.accel === 'kvm' ? 'host' : TCG_CPU_MODEL,
     '-m',
     String(spec.memoryMib),
     '-object',
