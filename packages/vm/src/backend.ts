@@ -65,7 +65,9 @@ export type VmState = 'created' | 'starting' | 'running' | 'paused' | 'hibernate
 /** What a snapshot restore reported, for figures and tests. */
 export interface VmRestoreInfo {
   source: VmRestoreSource['kind'];
-  /** QEMU spawn → snapshot loaded → guest answered → restore op done, in ms. */
+  /** QEMU was started and the snapshot loaded by preload(), before start() was called. */
+  preloaded: boolean;
+  /** start() → snapshot loaded (~0 when preloaded) → guest answered → restore op done, in ms. */
   loadMs: number;
   helloMs: number;
   totalMs: number;
@@ -88,6 +90,11 @@ export interface Vm {
   readonly exited: Promise<VmExit>;
   /** created → running: boots and waits for the guest agent's hello. */
   start(): Promise<void>;
+  /**
+   * Optional, for a VM restored from a snapshot: starts the VM process and loads the snapshot
+   * without running the guest (still `created`), so that start() only resumes and re-identifies it.
+   */
+  preload?(): Promise<void>;
   /** running → stopped: flushes the guest's disks and powers off. */
   stop(): Promise<void>;
   /** running|starting → stopped: kills the VM process at once. */

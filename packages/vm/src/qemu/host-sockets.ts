@@ -21,6 +21,8 @@ export function listenUnix(
   servers.push(server);
   return new Promise((resolve, reject) => {
     server.once('error', reject);
+    // Closed before it listened (the VM was killed meanwhile): no 'error' and no callback come.
+    server.once('close', () => reject(new Error(`${socketPath}: closed before listening`)));
     server.listen(socketPath, () => resolve());
   });
 }

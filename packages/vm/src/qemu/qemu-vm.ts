@@ -51,6 +51,8 @@ export class QemuVm implements Vm {
   private qmpWaiters: ((qmp: QmpClient) => void)[] = [];
   private servers: net.Server[] = [];
   private stderrTail = '';
+  /** QEMU spawned (and a snapshot loaded): by preload() ahead of start(), or by start(). */
+  private launched: Promise<void> | undefined;
 
   constructor(
     private readonly spec: VmSpec,
@@ -121,19 +123,57 @@ export class QemuVm implements Vm {
     });
   }
 
+  /**
+   * created → created with QEMU up and the snapshot loaded, the guest not yet run: a later start()
+   * only resumes it. For a VMM kept ready ahead of a request (its ~35 ms start and the state load
+   * are off the clock); what the guest runs after start() is still translated then, on demand.
+   */
+  async preload(): Promise<void> {
+    this.require('preload', 'created');
+    if (!this.launchSpec().incoming)
+      throw new AgentboxError('invalid_state', `VM ${this.id} has no snapshot to preload`);
+    this.launched ??= this.launch();
+    await this.launched;
+  }
+
   async start(): Promise<void> {
     this.require('start', 'created');
-    this.currentState = 'starting';
     const started = performance.now();
-    const launch = this.launchSpec();
-    await listenUnix(this.servers, launch.guestSocketPath, (socket) => this.guest.attach(socket));
-    await listenUnix(this.servers, launch.qmpSocketPath, (socket) => {
-      this.qmp?.close();
-      const qmp = connectMonitor(socket, this.guest);
-      this.qmp = qmp;
-      for (const w of this.qmpWaiters.splice(0)) w(qmp);
-    });
+    const preloaded = this.launched !== undefined;
+    this.launched ??= this.launch();
+    this.currentState = 'starting';
+    try {
+      await this.launched;
+      if (this.launchSpec().incoming) await this.restore(started, preloaded);
+      else await this.awaitHello(this.spec.bootTimeoutMs ?? DEFAULT_BOOT_TIMEOUT_MS, 'boot_failed');
+    } catch (err) {
+      await this.kill().catch(() => undefined);
+      throw err;
+    }
+    this.currentState = 'running';
+  }
 
+  /** Spawns QEMU on the box's sockets; with a snapshot to restore, loads it (the guest stays stopped). */
+  private async launch(): Promise<void> {
+    const launch = this.launchSpec();
+    // Killed or destroyed while the sockets were set up: spawn nothing.
+    const stopped = () => this.currentState !== 'created' && this.currentState !== 'starting';
+    try {
+      await listenUnix(this.servers, launch.guestSocketPath, (socket) => this.guest.attach(socket));
+      await listenUnix(this.servers, launch.qmpSocketPath, (socket) => {
+        this.qmp?.close();
+        const qmp = connectMonitor(socket, this.guest);
+        this.qmp = qmp;
+        for (const w of this.qmpWaiters.splice(0)) w(qmp);
+      });
+    } catch (err) {
+      if (!stopped()) throw err;
+    }
+    if (stopped()) {
+      for (const server of this.servers) server.close();
+      this.servers = [];
+      throw new AgentboxError('vm_exited', `VM ${this.id} was stopped before it started`);
+    }
     const detached = this.options.detached ?? false;
     const logFd = detached ? fs.openSync(this.file('qemu.log'), 'a') : undefined;
     const child = spawn(this.options.qemuBinary ?? QEMU_BINARY, qemuArgs(launch), {
@@ -166,17 +206,24 @@ export class QemuVm implements Vm {
 
     try {
       await spawned;
-      if (launch.incoming) await this.restore(started);
-      else await this.awaitHello(this.spec.bootTimeoutMs ?? DEFAULT_BOOT_TIMEOUT_MS, 'boot_failed');
+      if (launch.incoming) await this.loadSnapshot();
     } catch (err) {
       await this.kill().catch(() => undefined);
       throw err;
     }
-    this.currentState = 'running';
   }
 
-  /** Loads the snapshot, resumes the guest, and gives it the time, fresh entropy and (clone) a new identity. */
-  private async restore(started: number): Promise<void> {
+  private snapshotFailed(err: unknown): AgentboxError {
+    if (err instanceof AgentboxError && err.code === 'snapshot_failed') return err;
+    const kind = this.spec.restoreFrom?.kind === 'template' ? 'template' : 'snapshot';
+    return new AgentboxError(
+      'snapshot_failed',
+      `VM ${this.id} could not be restored from its ${kind}: ${(err as Error).message}${this.diagnostics()}`,
+      { cause: err },
+    );
+  }
+
+  private async loadSnapshot(): Promise<void> {
     const source = this.spec.restoreFrom!;
     const timeoutMs = this.options.restoreTimeoutMs ?? DEFAULT_RESTORE_TIMEOUT_MS;
     const statePath =
@@ -184,15 +231,24 @@ export class QemuVm implements Vm {
         ? path.join(source.template.dir, TEMPLATE_FILES.state)
         : hibernationStatePath(this.dir);
     try {
-      const qmp = await this.monitor();
-      await loadState(qmp, statePath, {
+      await loadState(await this.monitor(), statePath, {
         ignoreShared: source.kind === 'template',
         timeoutMs: source.kind === 'template' ? timeoutMs : SNAPSHOT_TIMEOUT_MS,
       });
       // Loaded: from here on the guest writes its disk, so the old snapshot must never be used again.
       if (source.kind === 'hibernation') await discardHibernation(this.dir);
+    } catch (err) {
+      throw this.snapshotFailed(err);
+    }
+  }
+
+  /** Resumes the loaded guest and gives it the time, fresh entropy and (clone) a new identity. */
+  private async restore(started: number, preloaded: boolean): Promise<void> {
+    const source = this.spec.restoreFrom!;
+    const timeoutMs = this.options.restoreTimeoutMs ?? DEFAULT_RESTORE_TIMEOUT_MS;
+    try {
       const loadMs = performance.now() - started;
-      await resumeVcpus(qmp);
+      await resumeVcpus(await this.monitor());
       await this.awaitHello(timeoutMs, 'snapshot_failed');
       const helloMs = performance.now() - started;
       const guest = await this.guest.restore({
@@ -202,18 +258,14 @@ export class QemuVm implements Vm {
       });
       this.restoreInfo = {
         source: source.kind,
+        preloaded,
         loadMs: Math.round(loadMs),
         helloMs: Math.round(helloMs),
         totalMs: Math.round(performance.now() - started),
         guest,
       };
     } catch (err) {
-      if (err instanceof AgentboxError && err.code === 'snapshot_failed') throw err;
-      throw new AgentboxError(
-        'snapshot_failed',
-        `VM ${this.id} could not be restored from its ${source.kind === 'template' ? 'template' : 'snapshot'}: ${(err as Error).message}${this.diagnostics()}`,
-        { cause: err },
-      );
+      throw this.snapshotFailed(err);
     }
   }
 
@@ -287,8 +339,10 @@ export class QemuVm implements Vm {
   }
 
   async kill(): Promise<void> {
-    if (this.currentState === 'created') {
+    if (this.currentState === 'created' && !this.child) {
       this.currentState = 'stopped';
+      for (const server of this.servers) server.close();
+      this.servers = [];
       this.resolveExited({ code: null, signal: null });
       return;
     }

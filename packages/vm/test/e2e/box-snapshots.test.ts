@@ -7,7 +7,7 @@ const resources: VmResources = { memoryMib: 512, vcpus: 1, diskGib: 2 };
 const live = new Set<Vm>();
 let template: VmTemplate;
 
-async function clone(): Promise<Vm> {
+async function created(): Promise<Vm> {
   const rt = await sharedRuntime();
   const vm = await rt.backend.create({
     id: `e2e-${randomBytes(5).toString('hex')}`,
@@ -16,6 +16,11 @@ async function clone(): Promise<Vm> {
     restoreFrom: { kind: 'template', template },
   });
   live.add(vm);
+  return vm;
+}
+
+async function clone(): Promise<Vm> {
+  const vm = await created();
   await vm.start();
   return vm;
 }
@@ -76,6 +81,35 @@ describe('template clones, pause/resume, hibernate (real VMs)', () => {
     // Each clone writes its own copy of the disk.
     await out(a, 'echo only-a > /root/mine');
     expect((await run(b, 'cat /root/mine')).exit.exitCode).not.toBe(0);
+  });
+
+  it("preloads a clone (the daemon's standby): QEMU up, guest not run; started later, a fresh machine", async () => {
+    const vm = await created();
+    await vm.preload!();
+    expect(vm.state).toBe('created');
+    expect(qemuProcessesFor(vm.id)).toHaveLength(1);
+    // Stopped since the load: no hello yet, however long it waits.
+    await new Promise((r) => setTimeout(r, 1_500));
+    expect(vm.guest.info).toBeUndefined();
+    await vm.start();
+    expect(vm.restoreInfo).toMatchObject({ source: 'template', preloaded: true, guest: { clockSet: true } });
+    expect(vm.restoreInfo!.loadMs).toBeLessThan(vm.restoreInfo!.helloMs);
+    expect(Math.abs(await clockSkewMs(vm))).toBeLessThan(2_000);
+    expect(await out(vm, 'hostname')).toBe(vm.id);
+
+    // One never started goes without a trace; so does one destroyed while it is being preloaded.
+    const unused = await created();
+    await unused.preload!();
+    await unused.destroy();
+    expect(leftovers(unused.id)).toEqual({ processes: [], files: false });
+    const cut = await created();
+    const preloading = cut.preload!().then(
+      () => undefined,
+      (err: unknown) => err,
+    );
+    await cut.destroy();
+    expect(await preloading).toMatchObject({ code: 'vm_exited' });
+    expect(leftovers(cut.id)).toEqual({ processes: [], files: false });
   });
 
   it('pauses and resumes: a process started before keeps running, an exec stream in flight completes', async () => {
