@@ -81,7 +81,13 @@ export interface HostOptions {
    * Boxes start as clones of a template (one per image + size, built in the background at start
    * for the default size), with `warmPool` paused clones kept ready; absent: every box boots cold.
    */
-  templates?: { backend: TemplateBackend; warmPool?: number; onProgress?: TemplateProgress };
+  templates?: {
+    backend: TemplateBackend;
+    warmPool?: number;
+    /** One clone kept loaded but not started (default true); see BoxTemplatesOptions.standby. */
+    standby?: boolean;
+    onProgress?: TemplateProgress;
+  };
   /** Images by id, for boxes whose disk belongs to an older image than `image`. */
   images?: (id: string) => Image | undefined;
   /** Idle pause / hibernate settings (default: pause after 30 s, hibernate after 10 min paused). */
@@ -144,6 +150,7 @@ export function createHost(options: HostOptions) {
       image: options.image,
       defaults,
       warmPool: options.templates.warmPool ?? 0,
+      ...(options.templates.standby !== undefined ? { standby: options.templates.standby } : {}),
       ...(options.templates.onProgress ? { onProgress: options.templates.onProgress } : {}),
       log,
       newId: () => `box-${randomBytes(5).toString('hex')}`,

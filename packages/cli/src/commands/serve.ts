@@ -31,6 +31,8 @@ export interface ServeOptions {
   idleHibernateSeconds?: number;
   /** Paused clones kept ready so `create` returns at once. */
   warmPool?: number;
+  /** false: no standby clone (each on-demand clone starts its own VM process). */
+  standby?: boolean;
   /** false: no templates, every box boots cold. */
   templates?: boolean;
 }
@@ -137,7 +139,14 @@ export async function serve(
     ...(accel.accel === 'tcg' ? { agentEnv: { BUN_JSC_useDFGJIT: '0', BUN_JSC_useFTLJIT: '0' } } : {}),
     ...(options.templates === false
       ? {}
-      : { templates: { backend, warmPool: options.warmPool ?? 0, onProgress: templateProgress() } }),
+      : {
+          templates: {
+            backend,
+            warmPool: options.warmPool ?? 0,
+            standby: options.standby ?? true,
+            onProgress: templateProgress(),
+          },
+        }),
     images: (id) => {
       try {
         return loadImage(path.join(imagesDir(home), id));

@@ -17,7 +17,7 @@ import type { Actor } from '../store/key-store.js';
 import { createBoxLeases } from './box-leases.js';
 import { createBoxPower, DEFAULT_IDLE, type BoxSession, type IdleSettings } from './box-power.js';
 import { createReconciler } from './box-reconcile.js';
-import type { BoxTemplates } from './box-templates.js';
+import type { BoxTemplates, WarmVm } from './box-templates.js';
 import { WORKSPACE } from './paths.js';
 
 /** Where the box's env vars live inside the guest (VM lifetime), so a restarted daemon finds them. */
@@ -335,6 +335,23 @@ export function createBoxService(deps: BoxServiceDeps) {
     return { vm, mode: 'cold' };
   }
 
+  /** Starts the standby clone (its snapshot is loaded); if it fails, as startVm() would have. */
+  async function startStandby(
+    warm: WarmVm,
+    resources: VmResources,
+    session: BoxSession,
+  ): Promise<{ vm: Vm; mode: BoxStartMode }> {
+    try {
+      await warm.vm.start();
+      return { vm: warm.vm, mode: 'clone' };
+    } catch (err) {
+      deps.templates?.failed(warm.template, err);
+      await warm.vm.destroy().catch(() => undefined);
+      session.vm = undefined;
+      return startVm(warm.id, resources, session);
+    }
+  }
+
   async function create(options: CreateBoxOptions): Promise<BoxRecord> {
     const resources: VmResources = { ...deps.limits.defaults, ...options.resources };
     const warm = deps.templates?.takeWarm(resources);
@@ -378,9 +395,11 @@ export function createBoxService(deps: BoxServiceDeps) {
       let vm: Vm;
       let mode: BoxStartMode;
       try {
-        if (warm) {
+        if (warm?.state === 'paused') {
           await warm.vm.resume();
           ({ vm, mode } = { vm: warm.vm, mode: 'pool' });
+        } else if (warm) {
+          ({ vm, mode } = await startStandby(warm, resources, session));
         } else {
           ({ vm, mode } = await startVm(id, resources, session));
         }

@@ -10,10 +10,16 @@ export interface TemplateBackend {
   discardTemplate(template: VmTemplate): Promise<void>;
 }
 
-/** A pre-restored clone waiting, paused, to become a box (its id is the box's). */
+/**
+ * A clone made ahead of a request, to become a box (its id is the box's). `paused`: a warm-pool
+ * clone, restored, warmed up and paused: resume it. `loaded`: the standby, a VM process with the
+ * template's snapshot loaded whose guest has not run yet: start it (the restore proper, on demand).
+ */
 export interface WarmVm {
   id: string;
   vm: Vm;
+  state: 'paused' | 'loaded';
+  template: VmTemplate;
 }
 
 export interface BoxTemplatesOptions {
@@ -23,6 +29,11 @@ export interface BoxTemplatesOptions {
   defaults: VmResources;
   /** Paused clones kept ready for `create` (default resources only); 0: none. */
   warmPool: number;
+  /**
+   * Keep one clone of the default template loaded but not started (a VM process costs ~35 ms to
+   * start and load before its guest runs); default true. Needs a backend whose VMs can preload.
+   */
+  standby?: boolean;
   log: BoxLogger;
   newId: () => string;
   /** The runtime dir of a box id (pool clones live among the boxes until taken). */
@@ -73,6 +84,11 @@ export function createBoxTemplates(options: BoxTemplatesOptions) {
   const retryAt = new Map<string, { at: number; delayMs: number }>();
   const pool: WarmVm[] = [];
   let filling = 0;
+  let standby: WarmVm | undefined;
+  /** The id of the standby being made (its dir is marked already; a sweep must spare it). */
+  let standbyFilling: string | undefined;
+  let standbyRetryAt = 0;
+  let standbyEnabled = options.standby !== false;
   let closed = false;
 
   function build(resources: VmResources): Promise<VmTemplate | undefined> {
@@ -88,6 +104,7 @@ export function createBoxTemplates(options: BoxTemplatesOptions) {
         (template) => {
           ready.set(key, template);
           retryAt.delete(key);
+          if (key === keyOf(options.defaults)) void fillStandby();
           log.info({ template: template.id, resources, ms: Date.now() - started }, 'template ready');
           return template;
         },
@@ -120,7 +137,7 @@ export function createBoxTemplates(options: BoxTemplatesOptions) {
       await warmUp(vm);
       await vm.pause();
       if (closed) throw new Error('closed');
-      pool.push({ id, vm });
+      pool.push({ id, vm, state: 'paused', template });
     } catch (err) {
       await vm?.destroy().catch(() => undefined);
       if (!closed) log.warn({ err: (err as Error).message }, 'could not add a clone to the warm pool');
@@ -143,8 +160,62 @@ export function createBoxTemplates(options: BoxTemplatesOptions) {
     }
   }
 
+  /** The standby: a clone of the default template, its snapshot loaded, its guest not yet run. */
+  async function fillStandby(): Promise<void> {
+    if (closed || standby || standbyFilling || !standbyEnabled || Date.now() < standbyRetryAt) return;
+    const template = ready.get(keyOf(options.defaults));
+    if (!template) return;
+    const id = options.newId();
+    standbyFilling = id;
+    let vm: Vm | undefined;
+    try {
+      vm = await backend.create({
+        id,
+        image: options.image,
+        resources: options.defaults,
+        restoreFrom: { kind: 'template', template },
+      });
+      if (!vm.preload) {
+        // This backend cannot preload (the fake): no standby, ever.
+        standbyEnabled = false;
+        await vm.destroy();
+        return;
+      }
+      fs.writeFileSync(path.join(options.boxDir(id), POOL_MARKER), '');
+      await vm.preload();
+      if (closed) throw new Error('closed');
+      // One was given back meanwhile (returnWarm): it stays, this one goes.
+      if (standby) {
+        await vm.destroy();
+        return;
+      }
+      const entry: WarmVm = { id, vm, state: 'loaded', template };
+      standby = entry;
+      void vm.exited.then(() => {
+        if (standby !== entry) return;
+        standby = undefined;
+        log.warn({ boxId: id }, 'the standby clone exited');
+        standbyRetryAt = Date.now() + 5_000;
+      });
+    } catch (err) {
+      await vm?.destroy().catch(() => undefined);
+      if (!closed) {
+        log.warn({ err: (err as Error).message }, 'could not prepare a standby clone');
+        standbyRetryAt = Date.now() + 5_000;
+      }
+    } finally {
+      standbyFilling = undefined;
+    }
+  }
+
+  function dropStandby(): void {
+    const entry = standby;
+    standby = undefined;
+    if (entry) void entry.vm.destroy().catch(() => undefined);
+  }
+
   return {
-    /** Builds the default template (and fills the pool) in the background. */
+    /** Builds the default template (then fills the pool and the standby) in the background. */
     start(): void {
       void build(options.defaults).then(() => fill());
     },
@@ -169,26 +240,40 @@ export function createBoxTemplates(options: BoxTemplatesOptions) {
       );
       const key = keyOf(template.resources);
       if (ready.get(key)?.id === template.id) ready.delete(key);
+      if (standby?.template.id === template.id) dropStandby();
       void backend.discardTemplate(template).then(() => build(template.resources));
     },
 
-    /** A warm clone of the default size, if the pool has one (the pool refills in the background). */
+    /**
+     * A clone made ahead for the default size: a warm one if the pool has one, else the standby
+     * (both refill in the background).
+     */
     takeWarm(resources: VmResources): WarmVm | undefined {
-      if (keyOf(resources) !== keyOf(options.defaults)) return undefined;
-      const warm = pool.shift();
+      const key = keyOf(resources);
+      if (key !== keyOf(options.defaults)) return undefined;
+      let warm = pool.shift();
+      if (!warm && standby) {
+        // A standby of a template since replaced would restore the old one: drop it.
+        if (ready.get(key)?.id === standby.template.id && standby.vm.state === 'created') warm = standby;
+        else dropStandby();
+        standby = undefined;
+      }
       if (warm) fs.rmSync(path.join(options.boxDir(warm.id), POOL_MARKER), { force: true });
       fill();
+      void fillStandby();
       return warm;
     },
 
     /** Gives back a warm clone that could not be used (e.g. the host was full). */
     returnWarm(warm: WarmVm): void {
-      if (closed || warm.vm.state !== 'paused') {
+      const usable = warm.state === 'paused' ? warm.vm.state === 'paused' : warm.vm.state === 'created';
+      if (closed || !usable || (warm.state === 'loaded' && standby)) {
         void warm.vm.destroy();
         return;
       }
       fs.writeFileSync(path.join(options.boxDir(warm.id), POOL_MARKER), '');
-      pool.unshift(warm);
+      if (warm.state === 'paused') pool.unshift(warm);
+      else standby = warm;
     },
 
     poolSize: () => pool.length,
@@ -205,7 +290,13 @@ export function createBoxTemplates(options: BoxTemplatesOptions) {
       const swept: string[] = [];
       for (const id of entries) {
         const dir = path.join(root, id);
-        if (knownIds.has(id) || pool.some((w) => w.id === id) || !fs.existsSync(path.join(dir, POOL_MARKER)))
+        if (
+          knownIds.has(id) ||
+          pool.some((w) => w.id === id) ||
+          standby?.id === id ||
+          standbyFilling === id ||
+          !fs.existsSync(path.join(dir, POOL_MARKER))
+        )
           continue;
         for (const pid of options.probe.mentioning(dir)) {
           try {
@@ -222,7 +313,13 @@ export function createBoxTemplates(options: BoxTemplatesOptions) {
 
     async close(): Promise<void> {
       closed = true;
-      await Promise.all(pool.splice(0).map((w) => w.vm.destroy().catch(() => undefined)));
+      const standbyVm = standby?.vm;
+      standby = undefined;
+      await Promise.all(
+        [...pool.splice(0).map((w) => w.vm), ...(standbyVm ? [standbyVm] : [])].map((vm) =>
+          vm.destroy().catch(() => undefined),
+        ),
+      );
     },
   };
 }

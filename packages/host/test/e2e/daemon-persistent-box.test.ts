@@ -5,8 +5,9 @@ import path from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import type { Box, ExecResult } from '@agentbox/protocol';
 import { sharedRuntime } from '../../../../test/helpers.js';
+import { processesMentioning } from '@agentbox/vm';
 import { DEFAULT_BOX_RESOURCES } from '../../src/index.js';
-import { CLI, client, leftoversIn, startDaemon, type Daemon } from '../helpers/daemon.js';
+import { CLI, client, leftoversIn, standbyDirsIn, startDaemon, type Daemon } from '../helpers/daemon.js';
 
 const unb64 = (s: string) => Buffer.from(s, 'base64').toString();
 const USER = 'e2e-persistent-user';
@@ -61,14 +62,29 @@ describe('agentbox serve: the persistent user box across idle, hibernate and dae
     fs.rmSync(dataDir, { recursive: true, force: true });
   });
 
+  /** The daemon's standby clone (QEMU up, template loaded, guest not run), once it has made one. */
+  const standby = async (timeoutMs = 60_000) => {
+    const deadline = Date.now() + timeoutMs;
+    for (;;) {
+      const dirs = standbyDirsIn(dataDir);
+      if (dirs.length === 1) return dirs[0]!;
+      if (Date.now() > deadline) throw new Error(`standby clones: ${JSON.stringify(dirs)}`);
+      await new Promise((r) => setTimeout(r, 100));
+    }
+  };
+
   it('creates the user box as a clone; pause/resume/hibernate by CLI; idle pause then hibernate', async () => {
+    // The template is there: the daemon keeps a clone of it loaded, and the create starts that one.
+    const ready = await standby();
     const created = await api('POST', '/create_microvm', { user_id: USER, runtime: 'bash' });
     expect(created.status).toBe(200);
     const status = (await (await api('GET', '/status')).json()) as {
       microvms: Record<string, { box_id: string }>;
     };
     boxId = status.microvms[USER]!.box_id;
+    expect(boxId).toBe(ready);
     expect(await box()).toMatchObject({ state: 'running', startMode: 'clone' });
+    expect(await standby()).not.toBe(boxId);
     const made = (await (
       await api('POST', `/v1/boxes/${boxId}/exec?stream=false`, {
         command: 'echo "keep me" > notes.txt && sync && hostname',
@@ -96,10 +112,14 @@ describe('agentbox serve: the persistent user box across idle, hibernate and dae
   });
 
   it('daemon kill -9 while the box is hibernated: the new daemon wakes it on the next request', async () => {
+    const orphan = await standby();
     daemon.process.kill('SIGKILL');
     await daemon.exited;
     daemon = await startDaemon(dataDir, idleArgs);
     expect(daemon.stdout()).toMatch(/0 boxes re-adopted, 0 failed, 1 hibernated/);
+    // The dead daemon's standby clone is not a box: the new daemon killed it and removed its dir.
+    expect(processesMentioning(path.join(dataDir, 'boxes', orphan))).toEqual([]);
+    expect(fs.existsSync(path.join(dataDir, 'boxes', orphan))).toBe(false);
     api = client(daemon.url, key);
     expect(await box()).toMatchObject({ state: 'hibernated' });
     expect(await workspaceFiles()).toEqual(['notes.txt']);

@@ -53,12 +53,27 @@ export async function startDaemon(
   return { process: child, url, stdout: () => out, initialKey: key, exited };
 }
 
-/** What a data dir still holds of its boxes: live QEMU processes and runtime dirs. */
-export function leftoversIn(dataDir: string): { processes: number[]; dirs: string[] } {
+/** Runtime dirs of clones a daemon made ahead of requests (warm pool, standby): marked so. */
+export function standbyDirsIn(dataDir: string): string[] {
   const boxes = path.join(dataDir, 'boxes');
+  if (!fs.existsSync(boxes)) return [];
+  return fs.readdirSync(boxes).filter((id) => fs.existsSync(path.join(boxes, id, '.warm-pool')));
+}
+
+/**
+ * What a data dir still holds of its boxes: live QEMU processes and runtime dirs; with
+ * `exceptStandby`, not counting the clones a running daemon keeps ready (standbyDirsIn).
+ */
+export function leftoversIn(
+  dataDir: string,
+  options: { exceptStandby?: boolean } = {},
+): { processes: number[]; dirs: string[] } {
+  const boxes = path.join(dataDir, 'boxes');
+  const spared = options.exceptStandby ? standbyDirsIn(dataDir) : [];
+  const sparedPids = new Set(spared.flatMap((id) => processesMentioning(path.join(boxes, id))));
   return {
-    processes: processesMentioning(boxes),
-    dirs: fs.existsSync(boxes) ? fs.readdirSync(boxes) : [],
+    processes: processesMentioning(boxes).filter((pid) => !sparedPids.has(pid)),
+    dirs: fs.existsSync(boxes) ? fs.readdirSync(boxes).filter((id) => !spared.includes(id)) : [],
   };
 }
 
