@@ -10,7 +10,8 @@ export interface SnapshotBenchResult {
   /**
    * A clone restored on demand, as the daemon does by default: the standby clone (its VM process
    * started and the template's state loaded ahead, the guest not yet run) is taken and started,
-   * and the next standby made meanwhile; take → restore → first exec answered; median of 10.
+   * and the next standby is made once it has started (during the first exec); take → restore →
+   * first exec answered; median of 10.
    */
   cloneStartMs: number;
   /** Restore phases of those clones (medians): state loaded (~0), guest hello, restore op done. */
@@ -194,9 +195,9 @@ export async function benchSnapshots(
     for (let i = 0; i < 10; i++) {
       started = performance.now();
       const vm = next;
-      // As the daemon does: the next standby is made while this one starts.
-      const refill = i < 9 ? standby(template) : undefined;
       await vm.start();
+      // As the daemon does: the next standby is made once this one has started.
+      const refill = i < 9 ? standby(template) : undefined;
       await vm.guest.exec({ argv: ['true'] });
       starts.push(performance.now() - started);
       addPhases(phases, vm);

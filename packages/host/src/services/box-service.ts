@@ -123,7 +123,7 @@ export interface BoxServiceDeps {
   /** Templates and warm pool (QEMU); absent: every box boots cold. */
   templates?: Pick<
     BoxTemplates,
-    'template' | 'failed' | 'takeWarm' | 'returnWarm' | 'sweepOrphans' | 'close'
+    'template' | 'failed' | 'takeWarm' | 'returnWarm' | 'standbyStarted' | 'sweepOrphans' | 'close'
   >;
   /** Idle pause / hibernate; default DEFAULT_IDLE. */
   idle?: Partial<IdleSettings>;
@@ -349,6 +349,8 @@ export function createBoxService(deps: BoxServiceDeps) {
       await warm.vm.destroy().catch(() => undefined);
       session.vm = undefined;
       return startVm(warm.id, resources, session);
+    } finally {
+      deps.templates?.standbyStarted();
     }
   }
 

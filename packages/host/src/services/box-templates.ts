@@ -260,8 +260,15 @@ export function createBoxTemplates(options: BoxTemplatesOptions) {
       }
       if (warm) fs.rmSync(path.join(options.boxDir(warm.id), POOL_MARKER), { force: true });
       fill();
-      void fillStandby();
+      // A standby taken is replaced once it has started (standbyStarted): two QEMUs starting at
+      // once on a small host slow the one a caller waits for.
+      if (warm?.state !== 'loaded') void fillStandby();
       return warm;
+    },
+
+    /** The standby taken by takeWarm() has started (or failed to): make the next one. */
+    standbyStarted(): void {
+      void fillStandby();
     },
 
     /** Gives back a warm clone that could not be used (e.g. the host was full). */

@@ -95,7 +95,11 @@ describe('BoxTemplates: the standby clone', () => {
     const taken = t.takeWarm(DEFAULTS)!;
     expect(taken).toMatchObject({ id: 'box-1', state: 'loaded', template: { id: 'tpl-1' } });
     expect(fs.existsSync(path.join(boxDir('box-1'), '.warm-pool'))).toBe(false);
-    expect(t.takeWarm(DEFAULTS)).toBeUndefined(); // the next is being made
+    // The next is made once the taken one has started (not while it starts).
+    await settle();
+    expect(vms).toHaveLength(1);
+    expect(t.takeWarm(DEFAULTS)).toBeUndefined();
+    t.standbyStarted();
     await settle();
     expect(vms.map((v) => v.id)).toEqual(['box-1', 'box-2']);
     expect(t.takeWarm(DEFAULTS)?.id).toBe('box-2');
@@ -124,7 +128,7 @@ describe('BoxTemplates: the standby clone', () => {
     const second = vms.at(-1)!;
     expect(second).not.toBe(first);
     expect(t.takeWarm(DEFAULTS)?.template.id).toBe('tpl-2');
-
+    t.standbyStarted();
     await settle();
     const third = vms.at(-1)!;
     third.exit({ code: null, signal: 'SIGKILL' });
@@ -138,8 +142,10 @@ describe('BoxTemplates: the standby clone', () => {
     const { t, vms } = setup();
     t.start();
     await settle();
-    // Given back at once, while the next is being made: it stays, the new one goes.
-    t.returnWarm(t.takeWarm(DEFAULTS)!);
+    // Given back while the next is being made: it stays, the new one goes.
+    const first = t.takeWarm(DEFAULTS)!;
+    t.standbyStarted();
+    t.returnWarm(first);
     await settle();
     expect(vms.map((v) => [v.id, v.state])).toEqual([
       ['box-1', 'created'],
@@ -147,6 +153,7 @@ describe('BoxTemplates: the standby clone', () => {
     ]);
     const taken = t.takeWarm(DEFAULTS)!;
     expect(taken.id).toBe('box-1');
+    t.standbyStarted();
     await settle(); // box-3 is the standby now
     t.returnWarm(taken);
     expect(vms[0]!.state).toBe('destroyed');
