@@ -120,19 +120,25 @@ export function createBoxTemplates(options: BoxTemplatesOptions) {
     return run;
   }
 
+  /** The VM of a clone made ahead of a request (pool or standby), its runtime dir marked so. */
+  async function markedClone(id: string, template: VmTemplate): Promise<Vm> {
+    const vm = await backend.create({
+      id,
+      image: options.image,
+      resources: options.defaults,
+      restoreFrom: { kind: 'template', template },
+    });
+    fs.writeFileSync(path.join(options.boxDir(id), POOL_MARKER), '');
+    return vm;
+  }
+
   async function fillOne(): Promise<void> {
     const template = ready.get(keyOf(options.defaults)) ?? (await build(options.defaults));
     if (!template || closed) return;
     const id = options.newId();
     let vm: Vm | undefined;
     try {
-      vm = await backend.create({
-        id,
-        image: options.image,
-        resources: options.defaults,
-        restoreFrom: { kind: 'template', template },
-      });
-      fs.writeFileSync(path.join(options.boxDir(id), POOL_MARKER), '');
+      vm = await markedClone(id, template);
       await vm.start();
       await warmUp(vm);
       await vm.pause();
@@ -169,19 +175,13 @@ export function createBoxTemplates(options: BoxTemplatesOptions) {
     standbyFilling = id;
     let vm: Vm | undefined;
     try {
-      vm = await backend.create({
-        id,
-        image: options.image,
-        resources: options.defaults,
-        restoreFrom: { kind: 'template', template },
-      });
+      vm = await markedClone(id, template);
       if (!vm.preload) {
         // This backend cannot preload (the fake): no standby, ever.
         standbyEnabled = false;
         await vm.destroy();
         return;
       }
-      fs.writeFileSync(path.join(options.boxDir(id), POOL_MARKER), '');
       await vm.preload();
       if (closed) throw new Error('closed');
       // One was given back meanwhile (returnWarm): it stays, this one goes.
