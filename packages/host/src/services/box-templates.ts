@@ -71,6 +71,9 @@ export async function warmUp(vm: Vm): Promise<void> {
 /** Marks a runtime dir as a warm-pool clone's, so a daemon that died can tell its orphans. */
 const POOL_MARKER = '.warm-pool';
 
+/** After a pool or standby clone could not be made, wait this long before the next try. */
+const REFILL_RETRY_MS = 5_000;
+
 const keyOf = (r: VmResources) => `${r.memoryMib}/${r.vcpus}/${r.diskGib}`;
 
 /**
@@ -156,7 +159,7 @@ export function createBoxTemplates(options: BoxTemplatesOptions) {
     while (pool.length + filling < options.warmPool) {
       filling++;
       void fillOne()
-        .catch(() => new Promise((r) => setTimeout(r, 5_000)))
+        .catch(() => new Promise((r) => setTimeout(r, REFILL_RETRY_MS)))
         .finally(() => {
           filling--;
           if (pool.length + filling < options.warmPool) fill();
@@ -195,13 +198,13 @@ export function createBoxTemplates(options: BoxTemplatesOptions) {
         if (standby !== entry) return;
         standby = undefined;
         log.warn({ boxId: id }, 'the standby clone exited');
-        standbyRetryAt = Date.now() + 5_000;
+        standbyRetryAt = Date.now() + REFILL_RETRY_MS;
       });
     } catch (err) {
       await vm?.destroy().catch(() => undefined);
       if (!closed) {
         log.warn({ err: (err as Error).message }, 'could not prepare a standby clone');
-        standbyRetryAt = Date.now() + 5_000;
+        standbyRetryAt = Date.now() + REFILL_RETRY_MS;
       }
     } finally {
       standbyFilling = undefined;
@@ -254,9 +257,10 @@ export function createBoxTemplates(options: BoxTemplatesOptions) {
       let warm = pool.shift();
       if (!warm && standby) {
         // A standby of a template since replaced would restore the old one: drop it.
-        if (ready.get(key)?.id === standby.template.id && standby.vm.state === 'created') warm = standby;
-        else dropStandby();
-        standby = undefined;
+        if (ready.get(key)?.id === standby.template.id && standby.vm.state === 'created') {
+          warm = standby;
+          standby = undefined;
+        } else dropStandby();
       }
       if (warm) fs.rmSync(path.join(options.boxDir(warm.id), POOL_MARKER), { force: true });
       fill();

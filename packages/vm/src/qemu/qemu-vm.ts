@@ -87,6 +87,17 @@ export class QemuVm implements Vm {
     }
   }
 
+  /** Restored from a snapshot (template or hibernation) rather than booted. */
+  private restores(): boolean {
+    const kind = this.spec.restoreFrom?.kind;
+    return kind === 'template' || kind === 'hibernation';
+  }
+
+  private closeServers(): void {
+    for (const server of this.servers) server.close();
+    this.servers = [];
+  }
+
   private launchSpec(): QemuLaunchSpec {
     const source = this.spec.restoreFrom;
     const memory: QemuLaunchSpec['memory'] = this.templateRamPath
@@ -108,7 +119,7 @@ export class QemuVm implements Vm {
       tscKhz: this.options.tscKhz,
       memory,
       ...(this.options.tbSizeMib ? { tbSizeMib: this.options.tbSizeMib } : {}),
-      incoming: source?.kind === 'template' || source?.kind === 'hibernation',
+      incoming: this.restores(),
       ...(this.options.extraKernelArgs ? { extraKernelArgs: this.options.extraKernelArgs } : {}),
       ...(this.spec.shares?.length ? { shares: this.spec.shares } : {}),
     };
@@ -130,7 +141,7 @@ export class QemuVm implements Vm {
    */
   async preload(): Promise<void> {
     this.require('preload', 'created');
-    if (!this.launchSpec().incoming)
+    if (!this.restores())
       throw new AgentboxError('invalid_state', `VM ${this.id} has no snapshot to preload`);
     this.launched ??= this.launch();
     await this.launched;
@@ -144,7 +155,7 @@ export class QemuVm implements Vm {
     this.currentState = 'starting';
     try {
       await this.launched;
-      if (this.launchSpec().incoming) await this.restore(started, preloaded);
+      if (this.restores()) await this.restore(started, preloaded);
       else await this.awaitHello(this.spec.bootTimeoutMs ?? DEFAULT_BOOT_TIMEOUT_MS, 'boot_failed');
     } catch (err) {
       await this.kill().catch(() => undefined);
@@ -170,8 +181,7 @@ export class QemuVm implements Vm {
       if (!stopped()) throw err;
     }
     if (stopped()) {
-      for (const server of this.servers) server.close();
-      this.servers = [];
+      this.closeServers();
       throw new AgentboxError('vm_exited', `VM ${this.id} was stopped before it started`);
     }
     const detached = this.options.detached ?? false;
@@ -312,8 +322,7 @@ export class QemuVm implements Vm {
       new AgentboxError('vm_exited', `VM ${this.id} exited (${exit.signal ?? `code ${exit.code}`})`),
     );
     this.qmp?.close();
-    for (const server of this.servers) server.close();
-    this.servers = [];
+    this.closeServers();
     this.resolveExited(exit);
   }
 
@@ -341,8 +350,7 @@ export class QemuVm implements Vm {
   async kill(): Promise<void> {
     if (this.currentState === 'created' && !this.child) {
       this.currentState = 'stopped';
-      for (const server of this.servers) server.close();
-      this.servers = [];
+      this.closeServers();
       this.resolveExited({ code: null, signal: null });
       return;
     }
