@@ -93,6 +93,13 @@ export function createBoxTemplates(options: BoxTemplatesOptions) {
   let standbyRetryAt = 0;
   let standbyEnabled = options.standby !== false;
   let closed = false;
+  /** Clones being made or destroyed: close() waits for them, or a QEMU would outlive the daemon. */
+  const inFlight = new Set<Promise<unknown>>();
+  function track<T>(work: Promise<T>): Promise<T> {
+    inFlight.add(work);
+    void work.finally(() => inFlight.delete(work)).catch(() => undefined);
+    return work;
+  }
 
   function build(resources: VmResources): Promise<VmTemplate | undefined> {
     const key = keyOf(resources);
@@ -158,7 +165,7 @@ export function createBoxTemplates(options: BoxTemplatesOptions) {
     if (closed) return;
     while (pool.length + filling < options.warmPool) {
       filling++;
-      void fillOne()
+      void track(fillOne())
         .catch(() => new Promise((r) => setTimeout(r, REFILL_RETRY_MS)))
         .finally(() => {
           filling--;
@@ -170,8 +177,13 @@ export function createBoxTemplates(options: BoxTemplatesOptions) {
   }
 
   /** The standby: a clone of the default template, its snapshot loaded, its guest not yet run. */
-  async function fillStandby(): Promise<void> {
-    if (closed || standby || standbyFilling || !standbyEnabled || Date.now() < standbyRetryAt) return;
+  function fillStandby(): Promise<void> {
+    if (closed || standby || standbyFilling || !standbyEnabled || Date.now() < standbyRetryAt)
+      return Promise.resolve();
+    return track(makeStandby());
+  }
+
+  async function makeStandby(): Promise<void> {
     const template = ready.get(keyOf(options.defaults));
     if (!template) return;
     const id = options.newId();
@@ -214,7 +226,7 @@ export function createBoxTemplates(options: BoxTemplatesOptions) {
   function dropStandby(): void {
     const entry = standby;
     standby = undefined;
-    if (entry) void entry.vm.destroy().catch(() => undefined);
+    if (entry) void track(entry.vm.destroy().catch(() => undefined));
   }
 
   return {
@@ -279,7 +291,7 @@ export function createBoxTemplates(options: BoxTemplatesOptions) {
     returnWarm(warm: WarmVm): void {
       const usable = warm.state === 'paused' ? warm.vm.state === 'paused' : warm.vm.state === 'created';
       if (closed || !usable || (warm.state === 'loaded' && standby)) {
-        void warm.vm.destroy();
+        void track(warm.vm.destroy().catch(() => undefined));
         return;
       }
       fs.writeFileSync(path.join(options.boxDir(warm.id), POOL_MARKER), '');
@@ -324,6 +336,8 @@ export function createBoxTemplates(options: BoxTemplatesOptions) {
 
     async close(): Promise<void> {
       closed = true;
+      // A fill in flight sees `closed` when its step ends and destroys its clone.
+      while (inFlight.size > 0) await Promise.allSettled([...inFlight]);
       const standbyVm = standby?.vm;
       standby = undefined;
       await Promise.all(

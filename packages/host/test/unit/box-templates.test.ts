@@ -8,6 +8,7 @@ import { createBoxTemplates, type TemplateBackend } from '../../src/services/box
 const DEFAULTS: VmResources = { memoryMib: 1024, vcpus: 1, diskGib: 4 };
 const dirs: string[] = [];
 afterEach(() => {
+  RecordingVm.preloadGate = undefined;
   for (const d of dirs.splice(0)) fs.rmSync(d, { recursive: true, force: true });
 });
 
@@ -25,9 +26,11 @@ class RecordingVm {
     this.exited = new Promise((r) => (this.exit = r));
     fs.mkdirSync(dir, { recursive: true });
   }
-  preload(): Promise<void> {
+  /** Set to hold preload() until the test releases it. */
+  static preloadGate: Promise<void> | undefined;
+  async preload(): Promise<void> {
+    await RecordingVm.preloadGate;
     this.preloaded = true;
-    return Promise.resolve();
   }
   start(): Promise<void> {
     this.state = 'running';
@@ -169,6 +172,23 @@ describe('BoxTemplates: the standby clone', () => {
     expect(vms[0]!.state).toBe('created');
     await t.close();
     expect(vms[0]!.state).toBe('destroyed');
+  });
+
+  it('close() waits for a standby still being made and destroys it: no QEMU outlives the daemon', async () => {
+    const { t, vms, boxDir } = setup();
+    let release!: () => void;
+    RecordingVm.preloadGate = new Promise((r) => (release = r));
+    t.start();
+    await settle();
+    expect(vms).toHaveLength(1);
+    let closed = false;
+    const closing = t.close().then(() => (closed = true));
+    await settle();
+    expect(closed).toBe(false);
+    release();
+    await closing;
+    expect(vms[0]!.state).toBe('destroyed');
+    expect(fs.existsSync(boxDir('box-1'))).toBe(false);
   });
 
   it('none with standby: false, nor with a backend whose VMs cannot preload', async () => {
