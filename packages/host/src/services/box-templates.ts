@@ -8,6 +8,8 @@ export interface TemplateBackend {
   create(spec: VmSpec): Promise<Vm>;
   ensureTemplate(image: Image, resources: VmResources, onProgress?: TemplateProgress): Promise<VmTemplate>;
   discardTemplate(template: VmTemplate): Promise<void>;
+  /** Kills the template builds in flight, and waits for them to end. */
+  abortTemplateBuilds?(): Promise<void>;
 }
 
 /**
@@ -119,6 +121,7 @@ export function createBoxTemplates(options: BoxTemplatesOptions) {
           return template;
         },
         (err: unknown) => {
+          if (closed) return undefined;
           const delayMs = Math.min((retry?.delayMs ?? (options.retryMs ?? 30_000) / 2) * 2, 600_000);
           retryAt.set(key, { at: Date.now() + delayMs, delayMs });
           log.warn({ resources, err: (err as Error).message, retryInMs: delayMs }, 'template build failed');
@@ -336,6 +339,7 @@ export function createBoxTemplates(options: BoxTemplatesOptions) {
 
     async close(): Promise<void> {
       closed = true;
+      await backend.abortTemplateBuilds?.();
       // A fill in flight sees `closed` when its step ends and destroys its clone.
       while (inFlight.size > 0) await Promise.allSettled([...inFlight]);
       const standbyVm = standby?.vm;

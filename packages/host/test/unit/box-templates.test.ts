@@ -48,12 +48,17 @@ class RecordingVm {
   }
 }
 
-function setup(opts: { standby?: boolean; canPreload?: boolean } = {}) {
+function setup(opts: { standby?: boolean; canPreload?: boolean; buildHangs?: boolean } = {}) {
   const home = fs.mkdtempSync(path.join(os.tmpdir(), 'agentbox-templates-'));
   dirs.push(home);
   const boxDir = (id: string) => path.join(home, 'boxes', id);
   const vms: RecordingVm[] = [];
   let templates = 0;
+  let hung: { promise: Promise<VmTemplate>; reject: (err: Error) => void } | undefined;
+  if (opts.buildHangs) {
+    let reject!: (err: Error) => void;
+    hung = { promise: new Promise<VmTemplate>((_, r) => (reject = r)), reject: (err) => reject(err) };
+  }
   const template = (): VmTemplate =>
     ({ id: `tpl-${++templates}`, resources: DEFAULTS, dir: home }) as unknown as VmTemplate;
   const backend: TemplateBackend = {
@@ -63,8 +68,17 @@ function setup(opts: { standby?: boolean; canPreload?: boolean } = {}) {
       vms.push(vm);
       return Promise.resolve(vm as unknown as Vm);
     },
-    ensureTemplate: () => Promise.resolve(template()),
+    ensureTemplate: () => (hung ? hung.promise : Promise.resolve(template())),
     discardTemplate: () => Promise.resolve(),
+    abortTemplateBuilds: () => {
+      hung?.reject(new Error('template build aborted'));
+      return hung
+        ? hung.promise.then(
+            () => undefined,
+            () => undefined,
+          )
+        : Promise.resolve();
+    },
   };
   let ids = 0;
   const warnings: string[] = [];
@@ -189,6 +203,18 @@ describe('BoxTemplates: the standby clone', () => {
     await closing;
     expect(vms[0]!.state).toBe('destroyed');
     expect(fs.existsSync(boxDir('box-1'))).toBe(false);
+  });
+
+  it('close() aborts a template build in flight, quietly', async () => {
+    const { t, vms, warnings } = setup({ buildHangs: true });
+    t.start();
+    await settle();
+    const waiting = t.ensure(DEFAULTS);
+    await t.close();
+    expect(await waiting).toBeUndefined();
+    await settle();
+    expect(vms).toHaveLength(0);
+    expect(warnings).toEqual([]);
   });
 
   it('none with standby: false, nor with a backend whose VMs cannot preload', async () => {

@@ -56,6 +56,7 @@ export class QemuBackend implements VmBackend {
   readonly templates: TemplateStore;
   private version: Promise<string> | undefined;
   private readonly building = new Map<string, Promise<VmTemplate>>();
+  private builds = new AbortController();
 
   constructor(private readonly options: QemuBackendOptions) {
     this.templates = new TemplateStore(options.templatesDir ?? path.join(options.home, 'templates'));
@@ -187,6 +188,7 @@ export class QemuBackend implements VmBackend {
         vm: this.vmOptions(),
         qemuVersion: await this.qemuVersion(),
         ...(onProgress ? { onProgress } : {}),
+        signal: this.builds.signal,
       })
         .then((template) => {
           // A new template usually means a new image: the old image's templates go after a while.
@@ -199,6 +201,17 @@ export class QemuBackend implements VmBackend {
       this.building.set(id, pending);
     }
     return pending;
+  }
+
+  /**
+   * Stops the template builds in flight (their VMs killed, their callers rejected) and waits for
+   * them to end: a daemon that stops must not leave a template VM running. Later builds work.
+   */
+  async abortTemplateBuilds(): Promise<void> {
+    const pending = [...this.building.values()];
+    this.builds.abort(new Error('template build aborted'));
+    this.builds = new AbortController();
+    await Promise.allSettled(pending);
   }
 
   /** Drops a template that failed to restore; the next ensureTemplate() builds it again. */

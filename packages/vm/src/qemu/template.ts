@@ -67,6 +67,8 @@ export async function buildTemplate(options: {
   qemuVersion: string;
   bootTimeoutMs?: number;
   onProgress?: TemplateProgress;
+  /** Aborted: the template VM is killed and the build fails (its QEMU must not outlive us). */
+  signal?: AbortSignal;
 }): Promise<VmTemplate> {
   const { store, id } = options;
   const step = (index: number, message: string) =>
@@ -97,7 +99,10 @@ export async function buildTemplate(options: {
       { ...options.vm, detached: false },
       path.join(dir, TEMPLATE_FILES.ram),
     );
+    const abort = () => void vm.kill().catch(() => undefined);
+    options.signal?.addEventListener('abort', abort, { once: true });
     try {
+      options.signal?.throwIfAborted();
       step(1, 'creating its disk');
       await runCommand('qemu-img', [
         'create',
@@ -146,6 +151,8 @@ export async function buildTemplate(options: {
       await vm.kill().catch(() => undefined);
       await fsp.rm(dir, { recursive: true, force: true });
       throw err;
+    } finally {
+      options.signal?.removeEventListener('abort', abort);
     }
   } finally {
     release();

@@ -1,5 +1,19 @@
+import { execFileSync } from 'node:child_process';
+import fs from 'node:fs';
+import os from 'node:os';
+import path from 'node:path';
 import { afterAll, describe, expect, it } from 'vitest';
-import { bootBox, destroyAll, leftovers, run } from '../../../../test/helpers.js';
+import { hostTscKhz } from '../../src/qemu/accel.js';
+import { QemuBackend } from '../../src/qemu/driver.js';
+import { bootBox, destroyAll, leftovers, run, sharedRuntime } from '../../../../test/helpers.js';
+
+function processesMentioning(text: string): string[] {
+  try {
+    return execFileSync('pgrep', ['-f', text], { encoding: 'utf8' }).split('\n').filter(Boolean);
+  } catch {
+    return [];
+  }
+}
 
 describe('real VMs: failures are clear errors, never hangs, and nothing is left behind', () => {
   afterAll(destroyAll);
@@ -50,5 +64,30 @@ describe('real VMs: failures are clear errors, never hangs, and nothing is left 
     await expect(vm.stop()).rejects.toMatchObject({ code: 'invalid_state' });
     await vm.destroy();
     expect(vm.state).toBe('destroyed');
+  });
+
+  it('aborting a template build (a daemon stopping) kills its VM and leaves no build behind', async () => {
+    const rt = await sharedRuntime();
+    // Its own home: a template store where this size is surely not built yet.
+    const home = fs.mkdtempSync(path.join(os.tmpdir(), 'agentbox-abort-build-'));
+    const backend = new QemuBackend({
+      home,
+      accel: rt.accel.accel,
+      tscKhz: rt.accel.accel === 'tcg' ? hostTscKhz() : undefined,
+    });
+    let booting!: () => void;
+    const booted = new Promise<void>((r) => (booting = r));
+    const build = backend.ensureTemplate(rt.image, { memoryMib: 512, vcpus: 1, diskGib: 2 }, (step) => {
+      if (step.index === 2) booting();
+    });
+    build.catch(() => undefined);
+    await booted;
+    await new Promise((r) => setTimeout(r, 300));
+    expect(processesMentioning(home)).toHaveLength(1);
+    await backend.abortTemplateBuilds();
+    await expect(build).rejects.toThrow();
+    expect(processesMentioning(home)).toEqual([]);
+    expect(fs.readdirSync(path.join(home, 'templates')).filter((f) => f.includes('.build-'))).toEqual([]);
+    fs.rmSync(home, { recursive: true, force: true });
   });
 });
