@@ -141,7 +141,11 @@ export function createHost(options: HostOptions) {
     },
   };
 
-  const metrics = createMetrics({ boxesByState: () => store.countByState() });
+  const metrics = createMetrics({
+    boxesByState: () => store.countByState(),
+    // Read at scrape time, once `templates` exists.
+    readyClones: () => templates?.readyClones() ?? { pool: 0, standby: 0 },
+  });
   const defaults = options.defaults ?? DEFAULT_BOX_RESOURCES;
   const templates =
     options.templates &&

@@ -3,7 +3,10 @@ import type { BoxState } from '@agentbox/protocol';
 import type { ExecOutcome } from './services/exec-service.js';
 
 /** Prometheus metrics of one daemon instance (its own registry: no process-global state). */
-export function createMetrics(options: { boxesByState: () => Record<BoxState, number> }) {
+export function createMetrics(options: {
+  boxesByState: () => Record<BoxState, number>;
+  readyClones?: () => { pool: number; standby: number };
+}) {
   const registry = new Registry();
   new Gauge({
     name: 'agentbox_boxes',
@@ -12,6 +15,17 @@ export function createMetrics(options: { boxesByState: () => Record<BoxState, nu
     registers: [registry],
     collect() {
       for (const [state, n] of Object.entries(options.boxesByState())) this.set({ state }, n);
+    },
+  });
+  new Gauge({
+    name: 'agentbox_ready_clones',
+    help: 'Clones made ahead for the next create: paused in the warm pool, or the standby.',
+    labelNames: ['kind'],
+    registers: [registry],
+    collect() {
+      const ready = options.readyClones?.() ?? { pool: 0, standby: 0 };
+      this.set({ kind: 'pool' }, ready.pool);
+      this.set({ kind: 'standby' }, ready.standby);
     },
   });
   const boot = new Histogram({

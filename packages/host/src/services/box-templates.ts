@@ -302,7 +302,8 @@ export function createBoxTemplates(options: BoxTemplatesOptions) {
       else standby = warm;
     },
 
-    poolSize: () => pool.length,
+    /** Clones ready for a create now: paused in the warm pool, and the standby (0 or 1). */
+    readyClones: () => ({ pool: pool.length, standby: standby ? 1 : 0 }),
 
     /** Pool clones a daemon that died left behind: killed, their dirs removed. */
     sweepOrphans(knownIds: ReadonlySet<string>): string[] {

@@ -62,12 +62,16 @@ describe('agentbox serve: the persistent user box across idle, hibernate and dae
     fs.rmSync(dataDir, { recursive: true, force: true });
   });
 
-  /** The daemon's standby clone (QEMU up, template loaded, guest not run), once it has made one. */
+  /**
+   * The daemon's standby clone (QEMU up, template loaded, guest not run), once it has made one: its
+   * dir is marked while it is being made, the metric says when it is ready.
+   */
   const standby = async (timeoutMs = 60_000) => {
     const deadline = Date.now() + timeoutMs;
     for (;;) {
       const dirs = standbyDirsIn(dataDir);
-      if (dirs.length === 1) return dirs[0]!;
+      const metrics = await (await api('GET', '/metrics')).text();
+      if (dirs.length === 1 && /agentbox_ready_clones\{kind="standby"\} 1/.test(metrics)) return dirs[0]!;
       if (Date.now() > deadline) throw new Error(`standby clones: ${JSON.stringify(dirs)}`);
       await new Promise((r) => setTimeout(r, 100));
     }

@@ -83,6 +83,13 @@ describe('create takes the standby clone', () => {
     const h = await hostOver(t);
     const standbyId = await waitFor(() => t.preloaded[0], 'a standby');
     expect(fs.existsSync(path.join(t.boxDir(standbyId), '.warm-pool'))).toBe(true);
+    const readyStandbys = async () =>
+      /agentbox_ready_clones\{kind="standby"\} (\d)/.exec(
+        (await h.admin_({ method: 'GET', url: '/metrics' })).body,
+      )?.[1];
+    for (let i = 0; i < 50 && (await readyStandbys()) !== '1'; i++)
+      await new Promise((r) => setTimeout(r, 20));
+    expect(await readyStandbys()).toBe('1');
 
     const r = await h.admin_({ method: 'POST', url: '/v1/boxes', payload: {} });
     expect(r.statusCode).toBe(201);
