@@ -18,6 +18,11 @@ import { startTaskDaemon, TWO_TOOL_EVENTS, type TaskDaemon } from '../helpers/ta
 
 const ANTHROPIC_KEY = `sk-ant-api03-OPENCODE-${'5'.repeat(24)}`;
 const OPENAI_KEY = `sk-proj-CODEX-${'6'.repeat(32)}`;
+/**
+ * OpenCode spends minutes of guest CPU before its first request under TCG (its Bun bundle and
+ * start-up: ~80 s on this host on a good day, ~260 s on a slow one); its task gets room for that.
+ */
+const OPENCODE_TIMEOUT_S = 600;
 
 /**
  * The same scripted flow as for Claude Code, for Codex (against a fake Responses API) and OpenCode
@@ -98,32 +103,37 @@ describe('agent tasks: Codex and OpenCode in a real VM', () => {
     expect(JSON.stringify(openai.requests.map((r) => [r.headers, r.rawBody]))).not.toContain('agentbox-ph-');
   });
 
-  it('opencode: write + bash run in the box, events in order, real key only', async () => {
-    anthropicTurns = [
-      {
-        content: [
-          text('I will create the file.'),
-          toolUse('write', { filePath: '/workspace/opencode.txt', content: 'hello from opencode\n' }),
-        ],
-      },
-      {
-        content: [
-          toolUse('bash', { command: 'wc -c < opencode.txt > opencode.size', description: 'Count bytes' }),
-        ],
-      },
-      { content: [text('Done with opencode.')] },
-    ];
-    const { task, kinds, events } = await run({
-      agent: 'opencode',
-      prompt: 'Create opencode.txt, then count it.',
-    });
-    expect(task.state, JSON.stringify(events.slice(-3))).toBe('succeeded');
-    expect(kinds).toEqual(TWO_TOOL_EVENTS);
-    expect(await readFile(task.boxId!, 'opencode.txt')).toBe('hello from opencode\n');
-    expect((await readFile(task.boxId!, 'opencode.size')).trim()).toBe('20');
-    for (const r of anthropic.messages()) expect(r.headers['x-api-key']).toBe(ANTHROPIC_KEY);
-    expect(JSON.stringify(anthropic.requests.map((r) => [r.headers, r.rawBody]))).not.toContain(
-      'agentbox-ph-',
-    );
-  });
+  it(
+    'opencode: write + bash run in the box, events in order, real key only',
+    async () => {
+      anthropicTurns = [
+        {
+          content: [
+            text('I will create the file.'),
+            toolUse('write', { filePath: '/workspace/opencode.txt', content: 'hello from opencode\n' }),
+          ],
+        },
+        {
+          content: [
+            toolUse('bash', { command: 'wc -c < opencode.txt > opencode.size', description: 'Count bytes' }),
+          ],
+        },
+        { content: [text('Done with opencode.')] },
+      ];
+      const { task, kinds, events } = await run({
+        agent: 'opencode',
+        prompt: 'Create opencode.txt, then count it.',
+        timeoutSeconds: OPENCODE_TIMEOUT_S,
+      });
+      expect(task.state, JSON.stringify(events.slice(-3))).toBe('succeeded');
+      expect(kinds).toEqual(TWO_TOOL_EVENTS);
+      expect(await readFile(task.boxId!, 'opencode.txt')).toBe('hello from opencode\n');
+      expect((await readFile(task.boxId!, 'opencode.size')).trim()).toBe('20');
+      for (const r of anthropic.messages()) expect(r.headers['x-api-key']).toBe(ANTHROPIC_KEY);
+      expect(JSON.stringify(anthropic.requests.map((r) => [r.headers, r.rawBody]))).not.toContain(
+        'agentbox-ph-',
+      );
+    },
+    (OPENCODE_TIMEOUT_S + 60) * 1000,
+  );
 });
