@@ -1,19 +1,11 @@
-import { execFileSync } from 'node:child_process';
 import fs from 'node:fs';
 import os from 'node:os';
 import path from 'node:path';
 import { afterAll, describe, expect, it } from 'vitest';
 import { hostTscKhz } from '../../src/qemu/accel.js';
 import { QemuBackend } from '../../src/qemu/driver.js';
+import { processesMentioning } from '../../src/qemu/proc.js';
 import { bootBox, destroyAll, leftovers, run, sharedRuntime } from '../../../../test/helpers.js';
-
-function processesMentioning(text: string): string[] {
-  try {
-    return execFileSync('pgrep', ['-f', text], { encoding: 'utf8' }).split('\n').filter(Boolean);
-  } catch {
-    return [];
-  }
-}
 
 describe('real VMs: failures are clear errors, never hangs, and nothing is left behind', () => {
   afterAll(destroyAll);
