@@ -62,5 +62,11 @@ export {
 } from './qemu/accel.js';
 export { QmpClient, type QmpEvent } from './qemu/qmp.js';
 export { AdoptedQemuVm, type AdoptSpec } from './qemu/adopted-vm.js';
-export { processStartTime, processCmdline, isSameProcess, processesMentioning } from './qemu/proc.js';
+export {
+  processStartTime,
+  processCmdline,
+  isSameProcess,
+  processesMentioning,
+  killProcessesMentioning,
+} from './qemu/proc.js';
 export { TEMPLATE_BUILD_STEPS, type TemplateProgress } from './qemu/template.js';

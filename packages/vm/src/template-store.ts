@@ -100,7 +100,7 @@ export class TemplateStore {
   }
 
   /** Removes what crashed builds of `id` left (call with the lock held); `before` sees each dir first. */
-  async clearStaleBuilds(id: string, before: (dir: string) => void): Promise<void> {
+  async clearStaleBuilds(id: string, before: (dir: string) => Promise<unknown>): Promise<void> {
     let entries: string[] = [];
     try {
       entries = await fsp.readdir(this.dir);
@@ -110,7 +110,7 @@ export class TemplateStore {
     for (const entry of entries) {
       if (!entry.startsWith(`${id}.build-`) && !entry.startsWith(`${id}.old-`)) continue;
       const dir = path.join(this.dir, entry);
-      before(dir);
+      await before(dir);
       await fsp.rm(dir, { recursive: true, force: true });
     }
   }

@@ -12,7 +12,7 @@ import {
   imagesDir,
   loadImage,
   processStartTime,
-  processesMentioning,
+  killProcessesMentioning,
   type TemplateProgress,
 } from '@agentbox/vm';
 import { progressReporter } from '../progress.js';
@@ -127,7 +127,7 @@ export async function serve(
     backend,
     image,
     boxDir: (id) => path.join(boxesDir(dataDir), id),
-    probe: { startTime: processStartTime, mentioning: processesMentioning },
+    probe: { startTime: processStartTime, killMentioning: killProcessesMentioning },
     logger,
     // Tests set this to have every JSON response checked against its schema.
     validateResponses: process.env.AGENTBOX_VALIDATE_RESPONSES === '1',

@@ -63,13 +63,7 @@ export function createReconciler(ctx: ReconcileContext) {
         }
         if (box.state === 'hibernated') {
           // A hibernate or wake the last daemon did not finish may have left a VM process.
-          for (const pid of deps.probe.mentioning(box.dir)) {
-            try {
-              process.kill(pid, 'SIGKILL');
-            } catch {
-              // gone
-            }
-          }
+          await deps.probe.killMentioning(box.dir);
           result.hibernated.push(box.id);
           return;
         }
@@ -122,7 +116,7 @@ export function createReconciler(ctx: ReconcileContext) {
       }),
     );
     const known = new Set(store.list({ includeDeleted: false }).map((b) => b.id));
-    const swept = deps.templates?.sweepOrphans(known) ?? [];
+    const swept = (await deps.templates?.sweepOrphans(known)) ?? [];
     if (swept.length > 0) log.info({ swept }, 'removed warm-pool clones of an earlier daemon');
     return result;
   };

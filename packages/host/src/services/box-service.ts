@@ -49,8 +49,8 @@ export interface BoxLogger {
 /** Host-process helpers, injected so unit tests need no real processes. */
 export interface ProcessProbe {
   startTime(pid: number): number | undefined;
-  /** Live processes that reference a path in their argv (a box's runtime dir). */
-  mentioning(text: string): number[];
+  /** Kills the live processes that reference a path in their argv (a box's runtime dir); resolves once they are gone. */
+  killMentioning(text: string): Promise<unknown>;
 }
 
 /** Connects boxes to the host's egress gateway (see box-egress.ts); absent: egress disabled. */
@@ -215,13 +215,7 @@ export function createBoxService(deps: BoxServiceDeps) {
     sessions.delete(box.id);
     await deps.egress?.detach(box.id).catch(() => undefined);
     if (handle?.vm) await handle.vm.destroy().catch(() => undefined);
-    for (const pid of deps.probe.mentioning(box.dir)) {
-      try {
-        process.kill(pid, 'SIGKILL');
-      } catch {
-        // already gone
-      }
-    }
+    await deps.probe.killMentioning(box.dir);
     await fsp.rm(box.dir, { recursive: true, force: true });
   }
 

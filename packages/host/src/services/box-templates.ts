@@ -306,7 +306,7 @@ export function createBoxTemplates(options: BoxTemplatesOptions) {
     readyClones: () => ({ pool: pool.length, standby: standby ? 1 : 0 }),
 
     /** Pool clones a daemon that died left behind: killed, their dirs removed. */
-    sweepOrphans(knownIds: ReadonlySet<string>): string[] {
+    async sweepOrphans(knownIds: ReadonlySet<string>): Promise<string[]> {
       const root = path.dirname(options.boxDir('x'));
       let entries: string[] = [];
       try {
@@ -325,13 +325,7 @@ export function createBoxTemplates(options: BoxTemplatesOptions) {
           !fs.existsSync(path.join(dir, POOL_MARKER))
         )
           continue;
-        for (const pid of options.probe.mentioning(dir)) {
-          try {
-            process.kill(pid, 'SIGKILL');
-          } catch {
-            // gone
-          }
-        }
+        await options.probe.killMentioning(dir);
         fs.rmSync(dir, { recursive: true, force: true });
         swept.push(id);
       }

@@ -120,11 +120,11 @@ describe('agentbox serve: the persistent user box across idle, hibernate and dae
     daemon.process.kill('SIGKILL');
     await daemon.exited;
     daemon = await startDaemon(dataDir, idleArgs);
+    api = client(daemon.url, key);
     expect(daemon.stdout()).toMatch(/0 boxes re-adopted, 0 failed, 1 hibernated/);
     // The dead daemon's standby clone is not a box: the new daemon killed it and removed its dir.
     expect(processesMentioning(path.join(dataDir, 'boxes', orphan))).toEqual([]);
     expect(fs.existsSync(path.join(dataDir, 'boxes', orphan))).toBe(false);
-    api = client(daemon.url, key);
     expect(await box()).toMatchObject({ state: 'hibernated' });
     expect(await workspaceFiles()).toEqual(['notes.txt']);
     expect(await box()).toMatchObject({ state: 'running', startMode: 'wake' });
@@ -142,8 +142,8 @@ describe('agentbox serve: the persistent user box across idle, hibernate and dae
     await daemon.exited;
     process.kill(pid, 'SIGKILL');
     daemon = await startDaemon(dataDir, idleArgs);
-    expect(daemon.stdout()).toMatch(/0 boxes re-adopted, 0 failed, 1 hibernated/);
     api = client(daemon.url, key);
+    expect(daemon.stdout()).toMatch(/0 boxes re-adopted, 0 failed, 1 hibernated/);
     expect(await workspaceFiles()).toEqual(['notes.txt']);
     expect(await box()).toMatchObject({ state: 'running', startMode: 'disk' });
     const again = await api('POST', '/create_microvm', { user_id: USER, runtime: 'bash' });

@@ -31,7 +31,7 @@ export async function fakeHost(options: Partial<HostOptions> = {}): Promise<Fake
     backend: new FakeBackend({ agentBundlePath }),
     image: {} as never,
     boxDir: (id) => path.join(dataDir, 'boxes', id),
-    probe: { startTime: processStartTime, mentioning: () => [] },
+    probe: { startTime: processStartTime, killMentioning: async () => undefined },
     guestLayout: (id) => ({
       workspace: path.join(dataDir, 'guest', id, 'workspace'),
       envFile: path.join(dataDir, 'guest', id, 'env.json'),

@@ -91,7 +91,7 @@ function setup(opts: { standby?: boolean; canPreload?: boolean; buildHangs?: boo
     log: { info: () => undefined, warn: (_o, msg) => void warnings.push(msg) },
     newId: () => `box-${++ids}`,
     boxDir,
-    probe: { startTime: () => undefined, mentioning: () => [] },
+    probe: { startTime: () => undefined, killMentioning: async () => undefined },
   });
   return { t, vms, boxDir, warnings };
 }
@@ -182,7 +182,7 @@ describe('BoxTemplates: the standby clone', () => {
     const { t, vms } = setup();
     t.start();
     await settle();
-    expect(t.sweepOrphans(new Set())).toEqual([]);
+    expect(await t.sweepOrphans(new Set())).toEqual([]);
     expect(vms[0]!.state).toBe('created');
     await t.close();
     expect(vms[0]!.state).toBe('destroyed');

@@ -32,7 +32,7 @@ function setup(backend: Partial<BoxBackend> = {}) {
     log: { info: () => undefined, warn: () => undefined },
     probe: {
       startTime: processStartTime,
-      mentioning: (text) => (killed.push(text), []),
+      killMentioning: async (text) => void killed.push(text),
     },
   });
   const record = (

@@ -48,3 +48,32 @@ export function processesMentioning(text: string): number[] {
   }
   return pids;
 }
+
+const KILL_WAIT_MS = 5_000;
+
+/**
+ * SIGKILLs every live process mentioning `text` and resolves once they are gone. A killed QEMU is
+ * not gone at once (tearing down a few GiB of mapped guest RAM takes a while on a busy host): a
+ * caller that removes its dir or reports it clean must not race that exit. Gives up after
+ * `timeoutMs` (a process stuck in the kernel); what is still alive then is returned.
+ */
+export async function killProcessesMentioning(text: string, timeoutMs = KILL_WAIT_MS): Promise<number[]> {
+  const targets = processesMentioning(text).flatMap((pid) => {
+    const startTime = processStartTime(pid);
+    return startTime === undefined ? [] : [{ pid, startTime }];
+  });
+  for (const { pid } of targets) {
+    try {
+      process.kill(pid, 'SIGKILL');
+    } catch {
+      // already gone
+    }
+  }
+  const deadline = Date.now() + timeoutMs;
+  let alive = targets;
+  while ((alive = alive.filter((t) => isSameProcess(t.pid, t.startTime))).length > 0) {
+    if (Date.now() > deadline) break;
+    await new Promise((r) => setTimeout(r, 20));
+  }
+  return alive.map((t) => t.pid);
+}

@@ -5,7 +5,7 @@ import type { VmResources, VmTemplate } from '../backend.js';
 import { runCommand } from '../command.js';
 import type { Image } from '../image/manifest.js';
 import { TEMPLATE_FILES, TEMPLATE_REVISION, type TemplateStore } from '../template-store.js';
-import { processesMentioning } from './proc.js';
+import { killProcessesMentioning } from './proc.js';
 import { QemuVm, newIdentity, type QemuVmOptions } from './qemu-vm.js';
 
 const BUILD_LOCK_TIMEOUT_MS = 10 * 60_000;
@@ -77,16 +77,8 @@ export async function buildTemplate(options: {
   try {
     const existing = store.read(id);
     if (existing) return existing;
-    await store.clearStaleBuilds(id, (dir) => {
-      // A build whose process died (we hold the lock): its QEMU may still run.
-      for (const pid of processesMentioning(dir)) {
-        try {
-          process.kill(pid, 'SIGKILL');
-        } catch {
-          // gone
-        }
-      }
-    });
+    // A build whose process died (we hold the lock): its QEMU may still run.
+    await store.clearStaleBuilds(id, (dir) => killProcessesMentioning(dir));
     const dir = await store.buildDir(id);
     const vm = new QemuVm(
       {

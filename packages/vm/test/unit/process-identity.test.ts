@@ -1,7 +1,12 @@
 import { spawn } from 'node:child_process';
 import fs from 'node:fs';
 import { afterEach, describe, expect, it } from 'vitest';
-import { isSameProcess, processStartTime } from '../../src/qemu/proc.js';
+import {
+  isSameProcess,
+  killProcessesMentioning,
+  processStartTime,
+  processesMentioning,
+} from '../../src/qemu/proc.js';
 
 const children: number[] = [];
 afterEach(() => {
@@ -36,5 +41,24 @@ describe('process identity', () => {
     expect(zombie).toBeDefined();
     expect(processStartTime(zombie!)).toBeUndefined();
     expect(processStartTime(parent.pid!)).toBeGreaterThan(0);
+  });
+
+  it('kills the processes mentioning a path and resolves once they are gone, sparing the rest', async () => {
+    const marker = `/tmp/agentbox-kill-test-${process.pid}-${Date.now()}`;
+    // A process whose argv holds the marker (as a QEMU's holds its box dir).
+    const idle = (arg: string) =>
+      spawn(process.execPath, ['-e', 'setInterval(() => {}, 1000)', arg], { stdio: 'ignore' });
+    const marked = [idle(`${marker}/box`), idle(`${marker}/box`)];
+    const other = idle('/tmp/agentbox-other');
+    for (const child of [...marked, other]) children.push(child.pid!);
+    await new Promise((r) => setTimeout(r, 300));
+    const starts = marked.map((c) => processStartTime(c.pid!)!);
+    expect(processesMentioning(marker).sort()).toEqual(marked.map((c) => c.pid!).sort());
+
+    expect(await killProcessesMentioning(marker)).toEqual([]);
+    expect(marked.map((c, i) => isSameProcess(c.pid!, starts[i]!))).toEqual([false, false]);
+    expect(processesMentioning(marker)).toEqual([]);
+    expect(processStartTime(other.pid!)).toBeGreaterThan(0);
+    expect(await killProcessesMentioning(marker)).toEqual([]);
   });
 });
