@@ -12,6 +12,8 @@ export default defineConfig({
           include: ['packages/*/test/unit/**/*.test.ts'],
           sequence: { groupOrder: 0 },
           testTimeout: 20_000,
+          // vitest's default is one worker fewer than the cores: one, on a 2-core CI host.
+          maxWorkers: 2,
         },
       },
       {

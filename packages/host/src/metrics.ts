@@ -5,7 +5,7 @@ import type { ExecOutcome } from './services/exec-service.js';
 /** Prometheus metrics of one daemon instance (its own registry: no process-global state). */
 export function createMetrics(options: {
   boxesByState: () => Record<BoxState, number>;
-  readyClones?: () => { pool: number; standby: number };
+  readyClones: () => { pool: number; standby: number };
 }) {
   const registry = new Registry();
   new Gauge({
@@ -23,7 +23,7 @@ export function createMetrics(options: {
     labelNames: ['kind'],
     registers: [registry],
     collect() {
-      const ready = options.readyClones?.() ?? { pool: 0, standby: 0 };
+      const ready = options.readyClones();
       this.set({ kind: 'pool' }, ready.pool);
       this.set({ kind: 'standby' }, ready.standby);
     },
