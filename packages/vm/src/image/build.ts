@@ -166,7 +166,7 @@ export async function buildImage(options: BuildImageOptions): Promise<BuildResul
     : '';
 
   progress('resolve', 1, `resolving ${KERNEL_SOURCE_PACKAGE}`);
-  const kernelSource = await resolveKernelSource();
+  const kernelSource = await resolveKernelSource(options.home);
   const id = imageId(kernelSource, agentSha256, agents, nativeAddonSha256);
   const dir = path.join(imagesDir(options.home), id);
   if (!options.force && fs.existsSync(path.join(dir, 'manifest.json'))) {

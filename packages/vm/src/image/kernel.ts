@@ -42,8 +42,30 @@ export function kernelConfigKey(): string {
   return sha256(KERNEL_CONFIG).slice(0, 16);
 }
 
+/** What apt's candidate version depends on: its package lists and its configuration. */
+export const APT_STATE_PATHS = [
+  '/var/lib/apt/lists',
+  '/etc/apt/sources.list',
+  '/etc/apt/sources.list.d',
+  '/etc/apt/preferences',
+  '/etc/apt/preferences.d',
+];
+
+/** The mtimes of `paths` (an `apt-get update` renames new lists into their dir): changes when they do. */
+export function aptStateStamp(paths: readonly string[] = APT_STATE_PATHS): string {
+  return paths
+    .map((p) => {
+      try {
+        return `${p}@${fs.statSync(p).mtimeMs}`;
+      } catch {
+        return `${p}@-`;
+      }
+    })
+    .join('|');
+}
+
 /** The version apt would fetch of the kernel source package (after an `apt-get update` if unknown). */
-export async function resolveKernelSource(): Promise<KernelSource> {
+async function aptCandidate(): Promise<string> {
   const candidate = async () =>
     /Candidate: (\S+)/.exec((await runCommand('apt-cache', ['policy', KERNEL_SOURCE_PACKAGE])).stdout)?.[1];
   let version = await candidate().catch(() => undefined);
@@ -56,6 +78,42 @@ export async function resolveKernelSource(): Promise<KernelSource> {
       'prerequisite_missing',
       `apt knows no ${KERNEL_SOURCE_PACKAGE}; agentbox builds its kernel from it (Debian 12's main archive has it)`,
     );
+  return version;
+}
+
+/**
+ * The kernel source an image is built from. Every `agentbox run`, `serve` or `bench` asks (an
+ * image's id includes it), and `apt-cache policy` costs ~0.6 s: the answer is kept under
+ * `home`'s cache until apt's lists or configuration change.
+ */
+export async function resolveKernelSource(
+  home?: string,
+  options: { query?: () => Promise<string>; aptPaths?: readonly string[] } = {},
+): Promise<KernelSource> {
+  const query = options.query ?? aptCandidate;
+  const cacheFile = home ? path.join(cacheDir(home), 'kernel-source.json') : undefined;
+  // Taken before asking: lists that change meanwhile make the next call ask again.
+  const stamp = aptStateStamp(options.aptPaths);
+  if (cacheFile) {
+    try {
+      const cached = JSON.parse(fs.readFileSync(cacheFile, 'utf8')) as { stamp?: unknown; version?: unknown };
+      if (cached.stamp === stamp && typeof cached.version === 'string' && cached.version)
+        return { package: KERNEL_SOURCE_PACKAGE, version: cached.version };
+    } catch {
+      // none yet, or unreadable: ask apt
+    }
+  }
+  const version = await query();
+  if (cacheFile) {
+    try {
+      fs.mkdirSync(path.dirname(cacheFile), { recursive: true });
+      const tmp = `${cacheFile}.${process.pid}`;
+      fs.writeFileSync(tmp, JSON.stringify({ stamp, version }) + '\n');
+      fs.renameSync(tmp, cacheFile);
+    } catch {
+      // a cache only
+    }
+  }
   return { package: KERNEL_SOURCE_PACKAGE, version };
 }
 
