@@ -1,4 +1,6 @@
 import { describe, expect, it } from 'vitest';
+import { DEFAULT_RESOURCES } from '@agentbox/vm';
+import { sharedRuntime } from '../../../../test/helpers.js';
 import { cli } from '../helpers.js';
 
 // Each `agentbox run` boots and destroys a real VM.
@@ -12,7 +14,7 @@ describe('agentbox run (real VMs)', () => {
     const r = await cli(['run', '--', 'sh', '-c', 'kill -KILL $$'], { env: { AGENTBOX_PROFILE: '1' } });
     expect(r.code).toBe(137);
     expect(r.stderr).toMatch(
-      /^agentbox profile: image=\d+ms create=\d+ms boot=\d+ms handshake=\d+ms exec=\d+ms teardown=\d+ms total=\d+ms$/m,
+      /^agentbox profile: image=\d+ms create=\d+ms boot=\d+ms handshake=\d+ms exec=\d+ms teardown=\d+ms total=\d+ms start=(clone|cold)$/m,
     );
   });
 
@@ -28,5 +30,32 @@ describe('agentbox run (real VMs)', () => {
     const r = await cli(['run', '--timeout', '1', '--', 'sleep', '300']);
     expect(r.code).toBe(124);
     expect(r.stderr).toMatch(/timed out after 1s/);
+  });
+
+  it("clones the image's template when one is built, a fresh machine each time; --cold boots", async () => {
+    const rt = await sharedRuntime();
+    await rt.backend.ensureTemplate(rt.image, DEFAULT_RESOURCES);
+    const env = { AGENTBOX_PROFILE: '1' };
+    const script = 'hostname; cat /proc/sys/kernel/random/boot_id; head -c 16 /dev/urandom | od -An -tx1';
+    const runs = [
+      await cli(['run', '--', 'sh', '-c', script], { env }),
+      await cli(['run', '--', 'sh', '-c', script], { env }),
+    ];
+    for (const r of runs) {
+      expect(r.code).toBe(0);
+      expect(r.stderr).toMatch(/ start=clone$/m);
+      expect(r.stdout.split('\n')[0]).toMatch(/^run-[0-9a-f]{10}$/);
+    }
+    // Two clones of one snapshot share no identity and no randomness.
+    const [a, b] = runs.map((r) => r.stdout.trim().split('\n'));
+    for (let line = 0; line < 3; line++) expect(a![line]).not.toBe(b![line]);
+
+    const cold = await cli(['run', '--cold', '--', 'true'], { env });
+    expect(cold.code).toBe(0);
+    expect(cold.stderr).toMatch(/ start=cold$/m);
+    // Another size has no template: a cold boot, not a build.
+    const other = await cli(['run', '--memory', '640', '--', 'true'], { env });
+    expect(other.stderr).toMatch(/ start=cold$/m);
+    expect(await rt.backend.findTemplate(rt.image, { ...DEFAULT_RESOURCES, memoryMib: 640 })).toBeUndefined();
   });
 });
