@@ -63,17 +63,19 @@ export async function runCommandInBox(options: RunOptions): Promise<number> {
       ? undefined
       : await runtime.backend.findTemplate(runtime.image, spec.resources);
     if (template) {
-      vm = await runtime.backend.create({ ...spec, restoreFrom: { kind: 'template', template } });
-      timer.phase('boot');
       try {
+        vm = await runtime.backend.create({ ...spec, restoreFrom: { kind: 'template', template } });
+        timer.phase('boot');
         await vm.start();
         timer.note('start', 'clone');
       } catch (err) {
-        if (!(err instanceof AgentboxError && err.code === 'snapshot_failed')) throw err;
-        // A template that does not restore is dropped (the next build replaces it); boot instead.
-        await vm.destroy().catch(() => undefined);
-        await runtime.backend.discardTemplate(template).catch(() => undefined);
+        if (interrupted) throw err;
+        // A clone that did not start (its template pruned meanwhile, or not restorable): boot
+        // instead. A template that does not restore is dropped; the next build replaces it.
+        await vm?.destroy().catch(() => undefined);
         vm = undefined;
+        if (err instanceof AgentboxError && err.code === 'snapshot_failed')
+          await runtime.backend.discardTemplate(template).catch(() => undefined);
       }
     }
     if (!vm) {

@@ -1,6 +1,11 @@
+import fs from 'node:fs';
+import os from 'node:os';
+import path from 'node:path';
 import { describe, expect, it } from 'vitest';
 import { DEFAULT_RESOURCES } from '@agentbox/vm';
+import { E2E_AGENTS } from '../../../../test/e2e-image.js';
 import { sharedRuntime } from '../../../../test/helpers.js';
+import { openRuntime } from '../../src/runtime.js';
 import { cli } from '../helpers.js';
 
 // Each `agentbox run` boots and destroys a real VM.
@@ -57,5 +62,30 @@ describe('agentbox run (real VMs)', () => {
     const other = await cli(['run', '--memory', '640', '--', 'true'], { env });
     expect(other.stderr).toMatch(/ start=cold$/m);
     expect(await rt.backend.findTemplate(rt.image, { ...DEFAULT_RESOURCES, memoryMib: 640 })).toBeUndefined();
+  });
+
+  it('boots cold when the template does not restore, and drops that template', async () => {
+    // A home of its own (the shared image linked in): the broken template must not reach other tests.
+    const shared = await sharedRuntime();
+    const home = fs.mkdtempSync(path.join(os.tmpdir(), 'agentbox-run-e2e-'));
+    fs.symlinkSync(path.join(shared.home, 'images'), path.join(home, 'images'));
+    const before = process.env.AGENTBOX_HOME;
+    process.env.AGENTBOX_HOME = home;
+    try {
+      const rt = await openRuntime({ agents: E2E_AGENTS });
+      const template = await rt.backend.ensureTemplate(rt.image, DEFAULT_RESOURCES);
+      fs.writeFileSync(path.join(template.dir, 'state'), 'not a migration stream');
+      const r = await cli(['run', '--', 'echo', 'booted'], {
+        env: { AGENTBOX_HOME: home, AGENTBOX_PROFILE: '1' },
+      });
+      expect(r).toMatchObject({ code: 0, stdout: 'booted\n' });
+      expect(r.stderr).toMatch(/ start=cold$/m);
+      expect(await rt.backend.findTemplate(rt.image, DEFAULT_RESOURCES)).toBeUndefined();
+      expect(fs.readdirSync(path.join(home, 'boxes'))).toEqual([]);
+    } finally {
+      if (before === undefined) delete process.env.AGENTBOX_HOME;
+      else process.env.AGENTBOX_HOME = before;
+      fs.rmSync(home, { recursive: true, force: true });
+    }
   });
 });
