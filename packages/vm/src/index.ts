@@ -67,6 +67,7 @@ export {
   processCmdline,
   isSameProcess,
   processesMentioning,
+  killProcesses,
   killProcessesMentioning,
 } from './qemu/proc.js';
 export { TEMPLATE_BUILD_STEPS, type TemplateProgress } from './qemu/template.js';

@@ -5,6 +5,7 @@ import path from 'node:path';
 import { AgentboxError } from '@agentbox/protocol';
 import {
   isSameProcess,
+  killProcesses,
   processStartTime,
   type Image,
   type QemuBackend,
@@ -235,15 +236,7 @@ export async function removeProjectBox(backend: QemuBackend, id: string): Promis
   const dir = backend.boxDir(id);
   if (!fs.existsSync(dir)) return false;
   const state = readState(dir);
-  if (state && isSameProcess(state.pid, state.startTime)) {
-    try {
-      process.kill(state.pid, 'SIGKILL');
-    } catch {
-      // already gone
-    }
-    for (let i = 0; i < 100 && isSameProcess(state.pid, state.startTime); i++)
-      await new Promise((r) => setTimeout(r, 50));
-  }
+  if (state) await killProcesses([state]);
   await fs.promises.rm(dir, { recursive: true, force: true });
   return true;
 }

@@ -52,17 +52,18 @@ export function processesMentioning(text: string): number[] {
 const KILL_WAIT_MS = 5_000;
 
 /**
- * SIGKILLs every live process mentioning `text` and resolves once they are gone. A killed QEMU is
- * not gone at once (tearing down a few GiB of mapped guest RAM takes a while on a busy host): a
- * caller that removes its dir or reports it clean must not race that exit. Gives up after
- * `timeoutMs` (a process stuck in the kernel); what is still alive then is returned.
+ * SIGKILLs these processes (each known by pid and start time, so a reused pid is spared) and
+ * resolves once they are gone. A killed QEMU is not gone at once (tearing down a few GiB of mapped
+ * guest RAM takes a while on a busy host): a caller that removes its dir or reports it clean must
+ * not race that exit. Gives up after `timeoutMs` (a process stuck in the kernel); the pids still
+ * alive then are returned.
  */
-export async function killProcessesMentioning(text: string, timeoutMs = KILL_WAIT_MS): Promise<number[]> {
-  const targets = processesMentioning(text).flatMap((pid) => {
-    const startTime = processStartTime(pid);
-    return startTime === undefined ? [] : [{ pid, startTime }];
-  });
-  for (const { pid } of targets) {
+export async function killProcesses(
+  targets: readonly { pid: number; startTime: number }[],
+  timeoutMs = KILL_WAIT_MS,
+): Promise<number[]> {
+  let alive = targets.filter((t) => isSameProcess(t.pid, t.startTime));
+  for (const { pid } of alive) {
     try {
       process.kill(pid, 'SIGKILL');
     } catch {
@@ -70,10 +71,18 @@ export async function killProcessesMentioning(text: string, timeoutMs = KILL_WAI
     }
   }
   const deadline = Date.now() + timeoutMs;
-  let alive = targets;
   while ((alive = alive.filter((t) => isSameProcess(t.pid, t.startTime))).length > 0) {
     if (Date.now() > deadline) break;
     await new Promise((r) => setTimeout(r, 20));
   }
   return alive.map((t) => t.pid);
+}
+
+/** killProcesses() for every live process mentioning `text` (e.g. a box's runtime dir). */
+export function killProcessesMentioning(text: string, timeoutMs = KILL_WAIT_MS): Promise<number[]> {
+  const targets = processesMentioning(text).flatMap((pid) => {
+    const startTime = processStartTime(pid);
+    return startTime === undefined ? [] : [{ pid, startTime }];
+  });
+  return killProcesses(targets, timeoutMs);
 }
