@@ -1,6 +1,7 @@
 import fs from 'node:fs';
 import path from 'node:path';
 import type { Image, TemplateProgress, Vm, VmResources, VmSpec, VmTemplate } from '@agentbox/vm';
+import { caInstallArgv } from './box-egress.js';
 import type { BoxLogger, ProcessProbe } from './box-service.js';
 
 /** What templates need of the VM backend (the QEMU one has it; the fake has no snapshots). */
@@ -58,12 +59,13 @@ export async function warmUp(vm: Vm): Promise<void> {
   await guest.mkdir(`${scratch}/workspace`, true);
   await guest.writeFile(`${scratch}/env.json`, Buffer.from('{}'), { mode: 0o600, makeParents: true });
   await guest.writeFile(`${scratch}/ca.pem`, Buffer.from('warm\nup\n'), { mode: 0o644 });
+  // The box CA's installation, into a scratch bundle.
   await guest.exec({
-    argv: [
-      'sh',
-      '-c',
-      `grep -qxF "$(sed -n 2p ${scratch}/ca.pem)" /etc/ssl/certs/ca-certificates.crt; cat ${scratch}/ca.pem >/dev/null`,
-    ],
+    argv: caInstallArgv('warm-up', {
+      ca: `${scratch}/ca.pem`,
+      bundle: `${scratch}/bundle.pem`,
+      mark: `${scratch}/ca-in-bundle`,
+    }),
   });
   await guest.configure({});
   await guest.remove(scratch, true);
