@@ -1,7 +1,13 @@
 import { spawn } from 'node:child_process';
 import fs from 'node:fs';
 import { constants as osConstants } from 'node:os';
-import { GUEST_NO_PROXY, GUEST_PROXY_URL, type ExecExit, type ParsedRequest } from '@agentbox/protocol';
+import {
+  GUEST_LANG,
+  GUEST_NO_PROXY,
+  GUEST_PROXY_URL,
+  type ExecExit,
+  type ParsedRequest,
+} from '@agentbox/protocol';
 import { GuestOpError, errnoCode, type RequestContext } from './context.js';
 import { RawPipe } from './raw-handle.js';
 import type { DataStream } from '@agentbox/protocol/wire';
@@ -20,7 +26,7 @@ export const GUEST_BASE_ENV: Record<string, string> = {
   USER: 'root',
   LOGNAME: 'root',
   SHELL: '/bin/bash',
-  LANG: 'C.UTF-8',
+  LANG: GUEST_LANG,
   // There is no NIC: the only way out is the egress proxy, whose host side enforces the policy.
   HTTP_PROXY: GUEST_PROXY_URL,
   HTTPS_PROXY: GUEST_PROXY_URL,

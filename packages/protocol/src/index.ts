@@ -7,6 +7,7 @@ export {
   GUEST_PROXY_PORT,
   GUEST_PROXY_URL,
   GUEST_NO_PROXY,
+  GUEST_LANG,
 } from './version.js';
 export {
   ERROR_CODES,

@@ -23,3 +23,5 @@ export const GUEST_PROXY_PORT = 3128;
 export const GUEST_PROXY_URL = `http://127.0.0.1:${GUEST_PROXY_PORT}`;
 /** Destinations that never go through the proxy: the box's own loopback. */
 export const GUEST_NO_PROXY = 'localhost,127.0.0.1,::1';
+/** The locale of every process the guest agent starts (LANG), unless the caller sets another. */
+export const GUEST_LANG = 'C.UTF-8';
