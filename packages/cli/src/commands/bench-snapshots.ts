@@ -10,8 +10,8 @@ export interface SnapshotBenchResult {
   /**
    * A clone restored on demand, as the daemon does by default: the standby clone (its VM process
    * started and the template's state loaded ahead, the guest not yet run) is taken and started,
-   * and the next standby is made once it has started (during the first exec); take → restore →
-   * first exec answered; median of 10.
+   * and the next standby is made once its first exec was answered; take → restore → first exec
+   * answered; median of 10.
    */
   cloneStartMs: number;
   /** Restore phases of those clones (medians): state loaded (~0), guest hello, restore op done. */
@@ -196,12 +196,11 @@ export async function benchSnapshots(
       started = performance.now();
       const vm = next;
       await vm.start();
-      // As the daemon does: the next standby is made once this one has started.
-      const refill = i < 9 ? standby(template) : undefined;
       await vm.guest.exec({ argv: ['true'] });
       starts.push(performance.now() - started);
       addPhases(phases, vm);
-      if (refill) next = await refill;
+      // As the daemon does: the next standby is made once the box that took this one is ready.
+      if (i < 9) next = await standby(template);
       await drop(vm);
     }
     log(`bench: clone start ${starts.map((s) => round(s)).join(', ')} ms`);

@@ -123,7 +123,7 @@ export interface BoxServiceDeps {
   /** Templates and warm pool (QEMU); absent: every box boots cold. */
   templates?: Pick<
     BoxTemplates,
-    'template' | 'failed' | 'takeWarm' | 'returnWarm' | 'standbyStarted' | 'sweepOrphans' | 'close'
+    'template' | 'failed' | 'takeWarm' | 'returnWarm' | 'standbyDone' | 'sweepOrphans' | 'close'
   >;
   /** Idle pause / hibernate; default DEFAULT_IDLE. */
   idle?: Partial<IdleSettings>;
@@ -343,8 +343,6 @@ export function createBoxService(deps: BoxServiceDeps) {
       await warm.vm.destroy().catch(() => undefined);
       session.vm = undefined;
       return startVm(warm.id, resources, session);
-    } finally {
-      deps.templates?.standbyStarted();
     }
   }
 
@@ -406,6 +404,8 @@ export function createBoxService(deps: BoxServiceDeps) {
         await fail(box, `boot failed: ${messageOf(err)}`).catch(() => undefined);
         if (err instanceof AgentboxError && err.code !== 'internal') throw err;
         throw new AgentboxError('boot_failed', `box ${id} did not boot: ${messageOf(err)}`, { cause: err });
+      } finally {
+        if (warm?.state === 'loaded') deps.templates?.standbyDone();
       }
       const bootMs = clock() - started;
       deps.metrics.observeBoot(bootMs / 1000);

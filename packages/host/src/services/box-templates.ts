@@ -281,14 +281,14 @@ export function createBoxTemplates(options: BoxTemplatesOptions) {
       }
       if (warm) fs.rmSync(path.join(options.boxDir(warm.id), POOL_MARKER), { force: true });
       fill();
-      // A standby taken is replaced once it has started (standbyStarted): two QEMUs starting at
-      // once on a small host slow the one a caller waits for.
+      // A standby taken is replaced once the create that took it is done (standbyDone): a QEMU
+      // starting beside the box being set up slows it on a small host.
       if (warm?.state !== 'loaded') void fillStandby();
       return warm;
     },
 
-    /** The standby taken by takeWarm() has started (or failed to): make the next one. */
-    standbyStarted(): void {
+    /** The create that took the standby is done (its box set up, or failed): make the next one. */
+    standbyDone(): void {
       void fillStandby();
     },
 

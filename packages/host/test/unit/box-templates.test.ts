@@ -112,11 +112,11 @@ describe('BoxTemplates: the standby clone', () => {
     const taken = t.takeWarm(DEFAULTS)!;
     expect(taken).toMatchObject({ id: 'box-1', state: 'loaded', template: { id: 'tpl-1' } });
     expect(fs.existsSync(path.join(boxDir('box-1'), '.warm-pool'))).toBe(false);
-    // The next is made once the taken one has started (not while it starts).
+    // The next is made once the create that took it is done (not while that box is set up).
     await settle();
     expect(vms).toHaveLength(1);
     expect(t.takeWarm(DEFAULTS)).toBeUndefined();
-    t.standbyStarted();
+    t.standbyDone();
     await settle();
     expect(vms.map((v) => v.id)).toEqual(['box-1', 'box-2']);
     expect(t.takeWarm(DEFAULTS)?.id).toBe('box-2');
@@ -145,7 +145,7 @@ describe('BoxTemplates: the standby clone', () => {
     const second = vms.at(-1)!;
     expect(second).not.toBe(first);
     expect(t.takeWarm(DEFAULTS)?.template.id).toBe('tpl-2');
-    t.standbyStarted();
+    t.standbyDone();
     await settle();
     const third = vms.at(-1)!;
     third.exit({ code: null, signal: 'SIGKILL' });
@@ -161,7 +161,7 @@ describe('BoxTemplates: the standby clone', () => {
     await settle();
     // Given back while the next is being made: it stays, the new one goes.
     const first = t.takeWarm(DEFAULTS)!;
-    t.standbyStarted();
+    t.standbyDone();
     t.returnWarm(first);
     await settle();
     expect(vms.map((v) => [v.id, v.state])).toEqual([
@@ -170,7 +170,7 @@ describe('BoxTemplates: the standby clone', () => {
     ]);
     const taken = t.takeWarm(DEFAULTS)!;
     expect(taken.id).toBe('box-1');
-    t.standbyStarted();
+    t.standbyDone();
     await settle(); // box-3 is the standby now
     t.returnWarm(taken);
     expect(vms[0]!.state).toBe('destroyed');
