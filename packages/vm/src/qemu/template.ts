@@ -1,7 +1,7 @@
 import { randomBytes, randomUUID } from 'node:crypto';
-import { GUEST_LANG } from '@agentbox/protocol';
 import fsp from 'node:fs/promises';
 import path from 'node:path';
+import { GUEST_LANG } from '@agentbox/protocol';
 import type { VmResources, VmTemplate } from '../backend.js';
 import { runCommand } from '../command.js';
 import type { Image } from '../image/manifest.js';
@@ -18,9 +18,9 @@ const BUILD_LOCK_TIMEOUT_MS = 10 * 60_000;
  */
 export const TEMPLATE_SETTLE_SCRIPT =
   'while pgrep -x resize2fs >/dev/null || pgrep -fx "sleep 3" >/dev/null; do sleep 0.1; done; ' +
-  'sh -c true; ls / >/dev/null; cat /dev/null; sed -n 1p /etc/hostname >/dev/null; ' +
+  'sh -c true; ls / >/dev/null; ' +
   // The box CA is appended to this bundle at every box's set-up (see box-egress.ts).
-  'grep -qxF x /etc/ssl/certs/ca-certificates.crt; true';
+  'cat /etc/ssl/certs/ca-certificates.crt >/dev/null; true';
 
 /**
  * Runs, in the template, the calls every clone makes first: restore, box set-up, exec. V8's
