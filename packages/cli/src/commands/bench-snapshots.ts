@@ -16,6 +16,13 @@ export interface SnapshotBenchResult {
   cloneStartMs: number;
   /** Restore phases of those clones (medians): state loaded (~0), guest hello, restore op done. */
   clonePhasesMs: { loaded: number; hello: number; restored: number };
+  /**
+   * A fresh clone's first connection through its egress proxy (curl → in-box proxy → host, which
+   * answers 403 here: the bench sets no egress policy), to the response's first byte; and its
+   * second. Medians over 3 clones; curl's own first run is taken before.
+   */
+  cloneFirstEgressMs: number;
+  cloneNextEgressMs: number;
   /** The same without a standby (`serve --no-standby`): create → QEMU start → load → … → exec. */
   cloneStartNoStandbyMs: number;
   clonePhasesNoStandbyMs: { loaded: number; hello: number; restored: number };
@@ -57,6 +64,10 @@ export interface SnapshotBenchResult {
 }
 
 const MiB = 2 ** 20;
+/** Two connections through the box's egress proxy after curl ran once; prints seconds to first byte. */
+const EGRESS_PROBE =
+  'curl -s -o /dev/null file:///etc/hostname; ' +
+  'for i in 1 2; do curl -s -o /dev/null -w "%{time_starttransfer}\\n" http://bench.invalid/; done';
 const MAX_IDLE_BOXES = 50;
 const IDLE_SAMPLE = 20;
 
@@ -120,6 +131,18 @@ async function watchCpu(pids: number[], ms: number): Promise<{ hostIdlePct: numb
     hostIdlePct: ((after.idle - before.idle) / Math.max(1, after.total - before.total)) * 100,
     procPct: (used / ticksPerSecond / seconds) * 100,
   };
+}
+
+/** [first, second] connection through a clone's egress proxy, ms to the first byte of the answer. */
+async function probeEgress(vm: Vm): Promise<[number, number]> {
+  const out: Buffer[] = [];
+  await vm.guest.exec(
+    { argv: ['sh', '-c', EGRESS_PROBE], timeoutMs: 60_000 },
+    { onStdout: (chunk) => void out.push(Buffer.from(chunk)) },
+  );
+  const [first, next] = Buffer.concat(out).toString('utf8').trim().split('\n').map(Number);
+  if (!(first! > 0 && next! > 0)) throw new Error(`egress probe printed ${JSON.stringify(out.join(''))}`);
+  return [first! * 1000, next! * 1000];
 }
 
 const benchId = () => `bench-${randomBytes(4).toString('hex')}`;
@@ -191,6 +214,8 @@ export async function benchSnapshots(
     log(`bench: clone start without a standby ${coldVmmStarts.map((s) => round(s)).join(', ')} ms`);
     const starts: number[] = [];
     const phases = newPhases();
+    const firstEgress: number[] = [];
+    const nextEgress: number[] = [];
     let next = await standby(template);
     for (let i = 0; i < 10; i++) {
       started = performance.now();
@@ -199,11 +224,19 @@ export async function benchSnapshots(
       await vm.guest.exec({ argv: ['true'] });
       starts.push(performance.now() - started);
       addPhases(phases, vm);
+      if (i < 3) {
+        const [first, next] = await probeEgress(vm);
+        firstEgress.push(first);
+        nextEgress.push(next);
+      }
       // As the daemon does: the next standby is made once the box that took this one is ready.
       if (i < 9) next = await standby(template);
       await drop(vm);
     }
     log(`bench: clone start ${starts.map((s) => round(s)).join(', ')} ms`);
+    log(
+      `bench: a clone's first egress connection ${firstEgress.map((s) => round(s)).join(', ')} ms, its second ${nextEgress.map((s) => round(s)).join(', ')} ms`,
+    );
 
     // Warm pool: restored, first execs done, paused; taking one = resume + exec.
     const pool: Vm[] = [];
@@ -291,6 +324,8 @@ export async function benchSnapshots(
       templateBuildMs: round(templateBuildMs),
       cloneStartMs: round(median(starts)),
       clonePhasesMs: medianPhases(phases),
+      cloneFirstEgressMs: round(median(firstEgress)),
+      cloneNextEgressMs: round(median(nextEgress), 1),
       cloneStartNoStandbyMs: round(median(coldVmmStarts)),
       clonePhasesNoStandbyMs: medianPhases(coldVmmPhases),
       warmStartMs: round(median(warm), 1),

@@ -275,6 +275,7 @@ function formatSnapshots(s: SnapshotBenchResult, r: BenchResult): string[] {
   return [
     `cloneStartMs   ${s.cloneStartMs}  (${r.cloneSpeedup}× faster than a cold boot; from the standby: hello ${s.clonePhasesMs.hello}, restored ${s.clonePhasesMs.restored})`,
     `               ${s.cloneStartNoStandbyMs}  without a standby (loaded ${s.clonePhasesNoStandbyMs.loaded}, hello ${s.clonePhasesNoStandbyMs.hello}, restored ${s.clonePhasesNoStandbyMs.restored})`,
+    `cloneEgressMs  ${s.cloneFirstEgressMs}  (a clone's first connection out, to the first byte; its second ${s.cloneNextEgressMs})`,
     `warmStartMs    ${s.warmStartMs}  (${r.warmSpeedup}×; from the warm pool)`,
     `pauseResumeMs  ${s.pauseResumeMs}`,
     `hibernateMs    ${s.hibernateMs}  (state ${s.hibernateStateMiB} MiB; wake → exec ${s.hibernateWakeMs} ms)`,
