@@ -136,7 +136,18 @@ describe('agentbox serve: the persistent user box across idle, hibernate and dae
 
   it('daemon and VM both killed (a host reboot): the box boots from its disk with its files', async () => {
     // A request makes sure it runs (the idle policy may have paused it since).
-    await api('POST', `/v1/boxes/${boxId}/exec?stream=false`, { command: 'true' });
+    const identity = async () =>
+      unb64(
+        (
+          (await (
+            await api('POST', `/v1/boxes/${boxId}/exec?stream=false`, {
+              command: 'sync && hostname && cat /etc/hostname /etc/machine-id',
+            })
+          ).json()) as ExecResult
+        ).stdout,
+      );
+    const before = await identity();
+    expect(before).toMatch(new RegExp(`^${boxId}\n${boxId}\n[0-9a-f]{32}\n$`));
     const pid = (await box()).pid!;
     daemon.process.kill('SIGKILL');
     await daemon.exited;
@@ -146,6 +157,8 @@ describe('agentbox serve: the persistent user box across idle, hibernate and dae
     expect(daemon.stdout()).toMatch(/0 boxes re-adopted, 0 failed, 1 hibernated/);
     expect(await workspaceFiles()).toEqual(['notes.txt']);
     expect(await box()).toMatchObject({ state: 'running', startMode: 'disk' });
+    // The same machine: its name and machine-id, from its disk and the daemon, not the image's.
+    expect(await identity()).toBe(before);
     const again = await api('POST', '/create_microvm', { user_id: USER, runtime: 'bash' });
     expect(await again.json()).toMatchObject({ status: 'exists' });
   });

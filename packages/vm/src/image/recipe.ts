@@ -162,6 +162,9 @@ export const ROOTFS_HOOKS = [
   `chroot "$1" dpkg-query -W -f '\${Package}\t\${Version}\n' > "$1"/etc/agentbox-packages`,
 ];
 
+/** Kernel command line parameter with a cold-booted box's hostname (read by INITRAMFS_INIT). */
+export const KERNEL_HOSTNAME_ARG = 'agentbox.hostname';
+
 /**
  * /init of the initramfs (busybox sh). Mounts the root disk, stages the guest agent, its
  * snapshot and the spawn helper on a tmpfs in the new root (so they are part of the small,
@@ -196,8 +199,20 @@ mount --move /sys /newroot/sys
 mkdir -p /newroot/dev/pts /newroot/dev/shm
 mount -t devpts -o gid=5,mode=620,ptmxmode=666 devpts /newroot/dev/pts
 mount -t tmpfs -o mode=1777 tmpfs /newroot/dev/shm
-# Hostname and loopback are kernel state: set here, they survive switch_root.
-hostname agentbox
+# Hostname and loopback are kernel state: set here, they survive switch_root. The host names a
+# cold-booted box (its id) on the kernel command line; a clone is renamed by its restore.
+name=agentbox
+read -r cmdline < /newroot/proc/cmdline
+for arg in $cmdline; do
+  case "$arg" in ${KERNEL_HOSTNAME_ARG}=*) name=\${arg#${KERNEL_HOSTNAME_ARG}=} ;; esac
+done
+hostname "$name"
+[ "$name" = agentbox ] || echo "$name" > /newroot/etc/hostname
+# Every disk gets a machine-id of its own on its first boot (a random UUID, as systemd makes
+# one); a clone gets a new one from the host.
+uuid=
+[ -s /newroot/etc/machine-id ] || read -r uuid < /newroot/proc/sys/kernel/random/uuid
+[ -z "$uuid" ] || echo "\${uuid//-/}" > /newroot/etc/machine-id
 ip link set lo up
 exec switch_root /newroot /usr/bin/tini -s -- /bin/sh /run/agentbox/init.sh
 echo "agentbox-init: switch_root failed"; reboot -f

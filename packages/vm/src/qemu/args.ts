@@ -1,4 +1,5 @@
 import { GUEST_PORT_NAME } from '@agentbox/protocol';
+import { KERNEL_HOSTNAME_ARG } from '../image/recipe.js';
 
 export type Accel = 'kvm' | 'tcg';
 
@@ -25,6 +26,8 @@ export interface QemuLaunchSpec {
   consolePath: string;
   /** Host TSC frequency; under TCG the guest's own calibration sometimes hangs or skews without it. */
   tscKhz: number | undefined;
+  /** A cold boot's hostname (the box id), on the kernel command line for the guest's init. */
+  hostname?: string;
   /** Appended to the kernel command line (debugging: `initcall_debug`, `loglevel=7`). */
   extraKernelArgs?: string[];
   /**
@@ -76,7 +79,14 @@ export function shareArgs(shares: readonly QemuShare[]): string[] {
 const TCG_KERNEL_ARGS = ['norandmaps', 'rodata=off'];
 
 /** The guest kernel command line. Pure, pinned literally by a unit test. */
-export function kernelCmdline(spec: Pick<QemuLaunchSpec, 'accel' | 'tscKhz' | 'extraKernelArgs'>): string {
+/** As box ids are (driver.ts): nothing that could end the parameter or add another to the line. */
+const HOSTNAME_PATTERN = /^[a-z0-9][a-z0-9-]{0,62}$/;
+
+export function kernelCmdline(
+  spec: Pick<QemuLaunchSpec, 'accel' | 'tscKhz' | 'extraKernelArgs' | 'hostname'>,
+): string {
+  if (spec.hostname !== undefined && !HOSTNAME_PATTERN.test(spec.hostname))
+    throw new Error(`not a valid hostname: ${JSON.stringify(spec.hostname)}`);
   return [
     'console=ttyS0',
     'quiet',
@@ -87,6 +97,7 @@ export function kernelCmdline(spec: Pick<QemuLaunchSpec, 'accel' | 'tscKhz' | 'e
     'rdinit=/init',
     ...(spec.accel === 'tcg' ? TCG_KERNEL_ARGS : []),
     ...(spec.tscKhz ? [`tsc_early_khz=${spec.tscKhz}`] : []),
+    ...(spec.hostname ? [`${KERNEL_HOSTNAME_ARG}=${spec.hostname}`] : []),
     ...(spec.extraKernelArgs ?? []),
   ].join(' ');
 }

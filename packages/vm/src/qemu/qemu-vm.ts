@@ -120,6 +120,9 @@ export class QemuVm implements Vm {
       memory,
       ...(this.options.tbSizeMib ? { tbSizeMib: this.options.tbSizeMib } : {}),
       incoming: this.restores(),
+      // A cold boot is named by its id; a clone is renamed by its restore, and a template keeps
+      // the image's name (its command line is then the same for every template).
+      ...(!this.restores() && !this.templateRamPath ? { hostname: this.spec.id } : {}),
       ...(this.options.extraKernelArgs ? { extraKernelArgs: this.options.extraKernelArgs } : {}),
       ...(this.spec.shares?.length ? { shares: this.spec.shares } : {}),
     };

@@ -10,14 +10,23 @@ import { bootBox, destroyAll, leftovers, run, sharedRuntime } from '../../../../
 describe('real VMs: failures are clear errors, never hangs, and nothing is left behind', () => {
   afterAll(destroyAll);
 
-  it('runs 3 boxes at once, each its own machine', async () => {
+  it('runs 3 boxes at once, each its own machine (boot id, machine-id, hostname)', async () => {
     const boxes = await Promise.all([bootBox(), bootBox(), bootBox()]);
-    const bootIds = await Promise.all(
-      boxes.map(async (vm) =>
-        (await run(vm, 'cat /proc/sys/kernel/random/boot_id')).stdout.toString().trim(),
-      ),
+    const identities = await Promise.all(
+      boxes.map(async (vm) => {
+        const script = 'cat /proc/sys/kernel/random/boot_id /etc/machine-id; hostname; cat /etc/hostname';
+        const [bootId, machineId, hostname, hostnameFile] = (await run(vm, script)).stdout
+          .toString()
+          .trim()
+          .split('\n');
+        // A cold boot is named by its id, as a clone is.
+        expect([hostname, hostnameFile]).toEqual([vm.id, vm.id]);
+        expect(machineId).toMatch(/^[0-9a-f]{32}$/);
+        return { bootId, machineId };
+      }),
     );
-    expect(new Set(bootIds).size).toBe(3);
+    expect(new Set(identities.map((i) => i.bootId)).size).toBe(3);
+    expect(new Set(identities.map((i) => i.machineId)).size).toBe(3);
     await Promise.all(boxes.map((vm) => vm.destroy()));
     for (const vm of boxes) expect(leftovers(vm.id)).toEqual({ processes: [], files: false });
   });

@@ -54,6 +54,17 @@ describe('qemu argv for snapshots (pure)', () => {
     expect(qemuArgs({ ...base, accel: 'kvm' }).join(' ')).toContain('-cpu host ');
   });
 
+  it('names a cold boot on its kernel command line, and refuses a name that could add a parameter', () => {
+    const append = (spec: QemuLaunchSpec) => {
+      const argv = qemuArgs(spec);
+      return argv[argv.indexOf('-append') + 1]!.split(' ');
+    };
+    expect(append({ ...base, hostname: 'box-1a2b' })).toContain('agentbox.hostname=box-1a2b');
+    expect(append(base).some((arg) => arg.startsWith('agentbox.hostname'))).toBe(false);
+    for (const bad of ['a b', 'x init=/bin/sh', 'A=b', '', '-lead', 'a'.repeat(64)])
+      expect(() => qemuArgs({ ...base, hostname: bad })).toThrow(/not a valid hostname/);
+  });
+
   it('quotes state paths for the shell QEMU runs exec: URIs with', () => {
     expect(shellQuote("/a b/it's")).toBe(`'/a b/it'\\''s'`);
     expect(saveUri('/x/state')).toBe("exec:cat > '/x/state'");
