@@ -122,6 +122,9 @@ export const ROOTFS_PACKAGES = [
   'e2fsprogs',
   'bash',
   'less',
+  // Resolves the box's own hostname (the box id, set at each boot or restore) without an
+  // /etc/hosts line per box: Java's getLocalHost, `hostname -f` and test servers ask for it.
+  'libnss-myhostname',
 ];
 
 /** Trimmed from the rootfs: docs, man pages and translations agents don't need. */
@@ -149,6 +152,11 @@ export const ROOTFS_HOOKS = [
   'tar -xzf "$AGENTBOX_NODE_TGZ" -C "$1"/usr/local --strip-components=1 package/bin/node && ln -sf /usr/local/bin/node "$1"/usr/bin/node',
   'rm -rf "$1"/var/lib/apt/lists/* "$1"/var/cache/apt/*.bin',
   'echo agentbox > "$1"/etc/hostname',
+  // mmdebstrap writes no /etc/hosts, and with no NIC `localhost` then resolved nowhere: dev
+  // servers, test suites and the NO_PROXY list all name it.
+  `printf '127.0.0.1\\tlocalhost\\n::1\\tlocalhost ip6-localhost ip6-loopback\\n' > "$1"/etc/hosts`,
+  // libnss-myhostname's own maintainer script adds it when nsswitch.conf exists; make sure.
+  `grep -q myhostname "$1"/etc/nsswitch.conf || sed -i 's/^hosts:.*files/& myhostname/' "$1"/etc/nsswitch.conf`,
   // No NIC: every client is pointed at the in-box egress proxy, for shells, git, npm and pip alike.
   `printf '%s\\n' ${PROXY_ENV.map((kv) => `'${kv}'`).join(' ')} >> "$1"/etc/environment`,
   `printf 'export %s\\n' ${PROXY_ENV.map((kv) => `'${kv}'`).join(' ')} > "$1"/etc/profile.d/agentbox-proxy.sh`,

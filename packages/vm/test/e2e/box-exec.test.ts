@@ -26,6 +26,17 @@ describe('one real VM: exec, files, processes through the guest agent', () => {
     expect(uid).toBe('0');
   });
 
+  it('resolves localhost and its own hostname, with no NIC and no DNS, and serves on loopback', async () => {
+    const script = [
+      'getent hosts localhost >/dev/null && echo localhost',
+      'getent hosts "$(hostname)" >/dev/null && echo own-name',
+      'python3 -m http.server 8123 --bind 127.0.0.1 >/dev/null 2>&1 & i=0',
+      'until curl -sf -o /dev/null http://localhost:8123/; do i=$((i + 1)); [ $i -gt 300 ] && break; sleep 0.1; done',
+      '[ $i -le 300 ] && echo served; kill $!',
+    ].join('\n');
+    expect((await run(vm, script)).stdout.toString()).toBe('localhost\nown-name\nserved\n');
+  });
+
   it('passes exit codes and signals', async () => {
     expect((await run(vm, 'exit 3')).exit).toMatchObject({ exitCode: 3, signal: null });
     expect((await run(vm, 'kill -KILL $$')).exit).toMatchObject({ exitCode: null, signal: 'SIGKILL' });
