@@ -37,6 +37,8 @@ export const GUEST_LAYOUT: GuestLayout = { workspace: WORKSPACE, envFile: GUEST_
  */
 export interface BoxBackend {
   create(spec: VmSpec): Promise<Vm>;
+  /** Rejects resources the image cannot have (invalid_request), before any box exists. */
+  checkResources?(image: Image, resources: VmResources): Promise<void>;
   adopt?(spec: AdoptSpec): Promise<Vm>;
   hibernation?(id: string): unknown;
 }
@@ -348,6 +350,7 @@ export function createBoxService(deps: BoxServiceDeps) {
 
   async function create(options: CreateBoxOptions): Promise<BoxRecord> {
     const resources: VmResources = { ...deps.limits.defaults, ...options.resources };
+    await deps.backend.checkResources?.(deps.image, resources);
     const warm = deps.templates?.takeWarm(resources);
     const id = warm?.id ?? newBoxId();
     let box: BoxRecord;

@@ -1,5 +1,8 @@
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import { errorCode, fakeHost, type FakeHost } from '../helpers/fake-host.js';
+import { AgentboxError } from '@agentbox/protocol';
+import type { Image, VmResources } from '@agentbox/vm';
+import { FakeBackend } from '@agentbox/vm/fake';
+import { agentBundlePath, errorCode, fakeHost, type FakeHost } from '../helpers/fake-host.js';
 
 describe('bad input is refused per endpoint with the right status and code; the daemon keeps serving', () => {
   let h: FakeHost;
@@ -264,5 +267,29 @@ describe('bad input is refused per endpoint with the right status and code; the 
       404,
       'process_not_found',
     );
+  });
+});
+
+describe('resources the image cannot have are refused before a box exists', () => {
+  it('POST /v1/boxes with a disk smaller than the image → 400 invalid_request; no box is recorded', async () => {
+    const backend = Object.assign(new FakeBackend({ agentBundlePath }), {
+      // As the QEMU driver answers for a 1.2 GiB root filesystem.
+      checkResources: (_image: Image, resources: VmResources) =>
+        resources.diskGib < 2
+          ? Promise.reject(new AgentboxError('invalid_request', 'a disk of 1 GiB is smaller than the image'))
+          : Promise.resolve(),
+    });
+    const h = await fakeHost({ backend });
+    try {
+      const r = await h.admin_({ method: 'POST', url: '/v1/boxes', payload: { diskGib: 1 } });
+      expect(r.statusCode).toBe(400);
+      expect(errorCode(r)).toBe('invalid_request');
+      expect(r.json<{ error: { message: string } }>().error.message).toMatch(/smaller than the image/);
+      expect(h.host.store.live()).toEqual([]);
+      const ok = await h.admin_({ method: 'POST', url: '/v1/boxes', payload: { diskGib: 2 } });
+      expect(ok.statusCode).toBe(201);
+    } finally {
+      await h.close();
+    }
   });
 });

@@ -50,6 +50,24 @@ export interface QemuBackendOptions {
   restoreTimeoutMs?: number;
 }
 
+const GiB = 1024 ** 3;
+
+/**
+ * A new disk is an overlay of the image's root filesystem, grown to the box's size at boot: one
+ * smaller than that filesystem would cut it off, and the guest would not even mount it.
+ */
+async function requireDiskFits(image: Image, resources: VmResources): Promise<void> {
+  const fsBytes = (await fsp.stat(image.rootfsPath)).size;
+  const minGib = Math.ceil(fsBytes / GiB);
+  if (resources.diskGib < minGib)
+    throw new AgentboxError(
+      'invalid_request',
+      `a disk of ${resources.diskGib} GiB is smaller than the image's root filesystem ` +
+        `(${(fsBytes / GiB).toFixed(1)} GiB): ask for at least ${minGib} GiB`,
+      { details: { diskGib: resources.diskGib, minDiskGib: minGib } },
+    );
+}
+
 /** The QEMU `microvm` driver: one qemu-system process per box, a qcow2 overlay on the read-only base. */
 export class QemuBackend implements VmBackend {
   readonly name = 'qemu';
@@ -82,6 +100,11 @@ export class QemuBackend implements VmBackend {
     return this.vmOptions().tbSizeMib;
   }
 
+  /** A disk too small for the image is refused before anything is made. */
+  checkResources(image: Image, resources: VmResources): Promise<void> {
+    return requireDiskFits(image, resources);
+  }
+
   boxDir(id: string): string {
     return path.join(boxesDir(this.options.home), id);
   }
@@ -101,6 +124,7 @@ export class QemuBackend implements VmBackend {
       if (source.kind === 'disk') await discardHibernation(dir);
       return new QemuVm(spec, dir, this.vmOptions());
     }
+    if (!source) await requireDiskFits(spec.image, spec.resources);
     await fsp.mkdir(dir, { recursive: true, mode: 0o700 });
     try {
       if (source?.kind === 'template') {
@@ -178,6 +202,7 @@ export class QemuBackend implements VmBackend {
     const id = await this.templateId(image, resources);
     const ready = this.templates.read(id);
     if (ready) return ready;
+    await requireDiskFits(image, resources);
     let pending = this.building.get(id);
     if (!pending) {
       pending = buildTemplate({
