@@ -12,12 +12,10 @@ import { QemuVm, newIdentity, type QemuVmOptions } from './qemu-vm.js';
 const BUILD_LOCK_TIMEOUT_MS = 10 * 60_000;
 
 /**
- * Run in the template before the snapshot: wait for the boot-time disk resize (so clones don't
- * each redo it), and put the shell, coreutils and what a box's set-up reads in the guest page
- * cache (clones share those pages and skip the disk reads).
+ * Run in the template before the snapshot: put the shell, coreutils and what a box's set-up reads
+ * in the guest page cache (clones share those pages and skip the disk reads).
  */
 export const TEMPLATE_SETTLE_SCRIPT =
-  'while pgrep -x resize2fs >/dev/null || pgrep -fx "sleep 3" >/dev/null; do sleep 0.1; done; ' +
   'sh -c true; ls / >/dev/null; ' +
   // The box CA is appended to this bundle at every box's set-up (see box-egress.ts).
   'cat /etc/ssl/certs/ca-certificates.crt >/dev/null; true';

@@ -19,11 +19,16 @@ describe('one real VM: exec, files, processes through the guest agent', () => {
   it('boots a Linux guest whose agent speaks our versions', async () => {
     expect(vm.state).toBe('running');
     expect(vm.guest.info).toMatchObject({ protocolVersion: 1, imageApiVersion: 1 });
-    const r = await run(vm, 'uname -s; cat /proc/sys/kernel/random/boot_id; id -u');
-    const [kernel, bootId, uid] = r.stdout.toString().trim().split('\n');
+    const r = await run(
+      vm,
+      'uname -s; cat /proc/sys/kernel/random/boot_id; id -u; df -B1 --output=size / | tail -1',
+    );
+    const [kernel, bootId, uid, rootBytes] = r.stdout.toString().trim().split('\n');
     expect(kernel).toBe('Linux');
     expect(bootId).toBe(vm.guest.info!.bootId);
     expect(uid).toBe('0');
+    // The first command already has the whole 2 GiB disk, not the image's 1.2 GiB filesystem.
+    expect(Number(rootBytes)).toBeGreaterThan(1.6 * 1024 ** 3);
   });
 
   it('resolves localhost and its own hostname, with no NIC and no DNS, and serves on loopback', async () => {
