@@ -34,6 +34,9 @@ export const GUEST_BASE_ENV: Record<string, string> = {
   https_proxy: GUEST_PROXY_URL,
   NO_PROXY: GUEST_NO_PROXY,
   no_proxy: GUEST_NO_PROXY,
+  // node's fetch and http ignore the variables above unless told (node >= 22.21): without it a
+  // script's fetch() looked up DNS, which a box does not have, and failed with EAI_AGAIN.
+  NODE_USE_ENV_PROXY: '1',
 };
 
 /** Bytes of output a process may have queued towards the host before its pipes are paused. */

@@ -11,6 +11,11 @@ import {
 import { CLI, client, leftoversIn, startDaemon, type Daemon } from '../helpers/daemon.js';
 
 const REAL_KEY = `sk-ant-api03-DAEMON-${'7'.repeat(20)}`;
+/** A node script in the box: POST "hello" with the placeholder key, print the answer. */
+const NODE_FETCH =
+  "fetch('https://api.anthropic.com/v1/messages', { method: 'POST', body: 'hello', " +
+  "headers: { 'x-api-key': process.env.ANTHROPIC_API_KEY } })" +
+  ".then((r) => r.text()).then((t) => console.log('node ' + t), (e) => console.log('node failed', e.cause ?? e))";
 
 // The daemon wires every box to its egress gateway: policy from the create request, secrets from
 // the daemon's environment (placeholders in the box), decisions in the store's audit.
@@ -72,6 +77,8 @@ describe('agentbox serve: egress per box (real VM)', () => {
       "curl -s -o /dev/null -w 'allowed=%{http_code}\\n' https://allowed.test/",
       "curl -s -o /dev/null -D - https://denied.test/ | tr -d '\\r' | grep -i '^x-agentbox-deny' || echo none",
       'curl -s -H "x-api-key: $ANTHROPIC_API_KEY" -d hello https://api.anthropic.com/v1/messages; echo',
+      // node's own fetch takes the same way out (NODE_USE_ENV_PROXY), and trusts the box CA.
+      `node -e "${NODE_FETCH}"`,
       'echo "placeholder=$ANTHROPIC_API_KEY"',
     ].join('\n');
     const res = await api('POST', `/v1/boxes/${boxId}/exec?stream=false`, {
@@ -84,6 +91,7 @@ describe('agentbox serve: egress per box (real VM)', () => {
     expect(out).toMatch(/^allowed=200$/m);
     expect(out).toMatch(/^x-agentbox-deny: domain_not_allowed$/im);
     expect(out).toMatch(/^ok 5$/m);
+    expect(out).toMatch(/^node ok 5$/m);
     expect(out).toMatch(/^placeholder=agentbox-ph-[0-9a-f]+$/m);
     expect(out).not.toContain(REAL_KEY);
     const anthropic = upstream.seen.find((s) => s.headers.host === 'api.anthropic.com');

@@ -144,6 +144,8 @@ const PROXY_ENV = [
   `https_proxy=${PROXY_URL}`,
   `NO_PROXY=${NO_PROXY}`,
   `no_proxy=${NO_PROXY}`,
+  // node's fetch and http use the variables above only when told (node >= 22.21).
+  'NODE_USE_ENV_PROXY=1',
 ];
 
 /** Run by mmdebstrap on the finished tree (`$1`); part of the rootfs key. */
