@@ -78,10 +78,10 @@ export function shareArgs(shares: readonly QemuShare[]): string[] {
  */
 const TCG_KERNEL_ARGS = ['norandmaps', 'rodata=off'];
 
-/** The guest kernel command line. Pure, pinned literally by a unit test. */
 /** As box ids are (driver.ts): nothing that could end the parameter or add another to the line. */
 const HOSTNAME_PATTERN = /^[a-z0-9][a-z0-9-]{0,62}$/;
 
+/** The guest kernel command line. Pure, pinned literally by a unit test. */
 export function kernelCmdline(
   spec: Pick<QemuLaunchSpec, 'accel' | 'tscKhz' | 'extraKernelArgs' | 'hostname'>,
 ): string {
