@@ -148,6 +148,9 @@ const PROXY_ENV = [
   'NODE_USE_ENV_PROXY=1',
 ];
 
+/** The git identity of commits made in a box unless the task or the repo sets one. */
+export const GIT_FALLBACK_USER = { name: 'agentbox', email: 'agentbox@agentbox.invalid' };
+
 /** Run by mmdebstrap on the finished tree (`$1`); part of the rootfs key. */
 export const ROOTFS_HOOKS = [
   // $AGENTBOX_NODE_TGZ is the npm tarball of NODE_NPM_PACKAGE, fetched by the builder.
@@ -163,6 +166,9 @@ export const ROOTFS_HOOKS = [
   `printf '%s\\n' ${PROXY_ENV.map((kv) => `'${kv}'`).join(' ')} >> "$1"/etc/environment`,
   `printf 'export %s\\n' ${PROXY_ENV.map((kv) => `'${kv}'`).join(' ')} > "$1"/etc/profile.d/agentbox-proxy.sh`,
   `printf '[http]\\n\\tproxy = ${PROXY_URL}\\n' > "$1"/etc/gitconfig`,
+  // A fallback identity, so `git commit` works in a box (git cannot guess an email there and
+  // refuses); a task's GIT_AUTHOR_*/GIT_COMMITTER_* or the repo's own config take precedence.
+  `printf '[user]\\n\\tname = ${GIT_FALLBACK_USER.name}\\n\\temail = ${GIT_FALLBACK_USER.email}\\n' >> "$1"/etc/gitconfig`,
   `mkdir -p "$1"/usr/local/etc && printf 'proxy=${PROXY_URL}\\nhttps-proxy=${PROXY_URL}\\n' > "$1"/usr/local/etc/npmrc`,
   // A box is thrown away after use: let `pip install` write to the system site-packages (PEP 668).
   `printf '[global]\\nproxy = ${PROXY_URL}\\nbreak-system-packages = true\\n' > "$1"/etc/pip.conf`,

@@ -42,6 +42,17 @@ describe('one real VM: exec, files, processes through the guest agent', () => {
     expect((await run(vm, script)).stdout.toString()).toBe('localhost\nown-name\nserved\n');
   });
 
+  it('commits with git out of the box, under a fallback identity a task can override', async () => {
+    const script = [
+      'cd "$(mktemp -d)" && git init -q && echo x > f && git add f && git commit -qm one',
+      'GIT_AUTHOR_NAME=dora GIT_AUTHOR_EMAIL=dora@example.test git commit -q --allow-empty -m two',
+      'git log --format="%an <%ae>"',
+    ].join(' && ');
+    expect((await run(vm, script)).stdout.toString()).toBe(
+      'dora <dora@example.test>\nagentbox <agentbox@agentbox.invalid>\n',
+    );
+  });
+
   it('passes exit codes and signals', async () => {
     expect((await run(vm, 'exit 3')).exit).toMatchObject({ exitCode: 3, signal: null });
     expect((await run(vm, 'kill -KILL $$')).exit).toMatchObject({ exitCode: null, signal: 'SIGKILL' });
