@@ -3,6 +3,7 @@ import fs from 'node:fs';
 import { constants as osConstants } from 'node:os';
 import {
   GUEST_LANG,
+  GUEST_NODE_OPTIONS,
   GUEST_NO_PROXY,
   GUEST_PROXY_URL,
   type ExecExit,
@@ -35,8 +36,10 @@ export const GUEST_BASE_ENV: Record<string, string> = {
   NO_PROXY: GUEST_NO_PROXY,
   no_proxy: GUEST_NO_PROXY,
   // node's fetch and http ignore the variables above unless told (node >= 22.21): without it a
-  // script's fetch() looked up DNS, which a box does not have, and failed with EAI_AGAIN.
+  // script's fetch() looked up DNS, which a box does not have, and failed with EAI_AGAIN. node 22
+  // then warns on every start that this is experimental, on stderr that tools and tests read.
   NODE_USE_ENV_PROXY: '1',
+  NODE_OPTIONS: GUEST_NODE_OPTIONS,
 };
 
 /** Bytes of output a process may have queued towards the host before its pipes are paused. */

@@ -8,6 +8,7 @@ export {
   GUEST_PROXY_URL,
   GUEST_NO_PROXY,
   GUEST_LANG,
+  GUEST_NODE_OPTIONS,
 } from './version.js';
 export {
   ERROR_CODES,

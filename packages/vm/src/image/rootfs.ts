@@ -13,6 +13,7 @@ import {
   IMAGE_BUILDER_REVISION,
   NODE_NPM_PACKAGE,
   NODE_VERSION,
+  NPM_VERSION,
   ROOTFS_HOOKS,
   ROOTFS_PACKAGES,
   type AgentCli,
@@ -38,6 +39,7 @@ export function baseKey(): string {
       ROOTFS_HOOKS,
       NODE_NPM_PACKAGE,
       NODE_VERSION,
+      NPM_VERSION,
     }),
   ).slice(0, 24);
 }
@@ -85,22 +87,21 @@ export function hostMirror(): string {
   return 'http://deb.debian.org/debian';
 }
 
-/** The npm tarball of the guest's node, cached by version. */
-export async function fetchNode(home: string): Promise<string> {
+/** The npm tarball of `name@version` (`npm pack`), cached by version. */
+async function fetchPackage(home: string, name: string, version: string): Promise<string> {
   const dir = path.join(cacheDir(home), 'node');
-  const tgz = path.join(dir, `${NODE_NPM_PACKAGE}-${NODE_VERSION}.tgz`);
+  const tgz = path.join(dir, `${name}-${version}.tgz`);
   if (fs.existsSync(tgz)) return tgz;
   await fsp.mkdir(dir, { recursive: true });
-  await runCommand('npm', [
-    'pack',
-    '--silent',
-    `${NODE_NPM_PACKAGE}@${NODE_VERSION}`,
-    '--pack-destination',
-    dir,
-  ]);
+  await runCommand('npm', ['pack', '--silent', `${name}@${version}`, '--pack-destination', dir]);
   if (!fs.existsSync(tgz))
-    throw new AgentboxError('internal', `npm pack ${NODE_NPM_PACKAGE}@${NODE_VERSION} produced no ${tgz}`);
+    throw new AgentboxError('internal', `npm pack ${name}@${version} produced no ${tgz}`);
   return tgz;
+}
+
+/** The npm tarball of the guest's node, cached by version. */
+export function fetchNode(home: string): Promise<string> {
+  return fetchPackage(home, NODE_NPM_PACKAGE, NODE_VERSION);
 }
 
 /** The Debian base (mmdebstrap + hooks) as a tar, cached by `baseKey`. */
@@ -109,6 +110,7 @@ async function buildBaseLayer(home: string, onLine: (line: string) => void): Pro
   if (fs.existsSync(out)) return out;
   await fsp.mkdir(path.dirname(out), { recursive: true });
   const nodeTgz = await fetchNode(home);
+  const npmTgz = await fetchPackage(home, 'npm', NPM_VERSION);
   const tmp = `${out}.tmp-${process.pid}`;
   const mirror = hostMirror();
   try {
@@ -126,7 +128,7 @@ async function buildBaseLayer(home: string, onLine: (line: string) => void): Pro
         `deb ${mirror} ${DEBIAN_SUITE} main`,
         `deb ${mirror} ${DEBIAN_SUITE}-updates main`,
       ],
-      { onLine, env: { ...process.env, AGENTBOX_NODE_TGZ: nodeTgz } },
+      { onLine, env: { ...process.env, AGENTBOX_NODE_TGZ: nodeTgz, AGENTBOX_NPM_TGZ: npmTgz } },
     );
     await fsp.rename(tmp, out);
     return out;

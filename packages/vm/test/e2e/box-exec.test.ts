@@ -1,6 +1,7 @@
 import { createHash, randomBytes } from 'node:crypto';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import type { Vm } from '../../src/backend.js';
+import { NPM_VERSION } from '../../src/image/recipe.js';
 import { bootBox, destroyAll, leftovers, run } from '../../../../test/helpers.js';
 
 const sha256 = (b: Buffer) => createHash('sha256').update(b).digest('hex');
@@ -51,6 +52,21 @@ describe('one real VM: exec, files, processes through the guest agent', () => {
     expect((await run(vm, script)).stdout.toString()).toBe(
       'dora <dora@example.test>\nagentbox <agentbox@agentbox.invalid>\n',
     );
+  });
+
+  it('has npm and npx, which install a package, and node says nothing unasked on stderr', async () => {
+    const script = [
+      'npx --version',
+      'cd "$(mktemp -d)" && mkdir dep app',
+      `echo '{"name":"dep","version":"1.0.0","main":"index.js"}' > dep/package.json`,
+      `echo 'module.exports = () => 42' > dep/index.js`,
+      `echo '{"name":"app","version":"1.0.0"}' > app/package.json`,
+      'cd app && npm install --no-audit --no-fund --silent ../dep',
+      `node -e 'console.log(require("dep")())'`,
+    ].join(' && ');
+    const r = await run(vm, script);
+    expect(r.stdout.toString()).toBe(`${NPM_VERSION}\n42\n`);
+    expect(r.stderr).toBe('');
   });
 
   it('passes exit codes and signals', async () => {
