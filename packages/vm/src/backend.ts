@@ -32,8 +32,14 @@ export interface VmTemplate {
 export type VmRestoreSource =
   { kind: 'template'; template: VmTemplate } | { kind: 'hibernation' } | { kind: 'disk' };
 
+/**
+ * What a VM id may be: it names the box's runtime directory and is a cold boot's hostname on the
+ * kernel command line, so nothing that could end that parameter or add another.
+ */
+export const VM_ID_PATTERN = /^[a-z0-9][a-z0-9-]{0,62}$/;
+
 export interface VmSpec {
-  /** Unique, [a-z0-9-]; names the box's runtime directory. */
+  /** Unique, VM_ID_PATTERN; names the box's runtime directory and a cold boot's hostname. */
   id: string;
   image: Image;
   resources: VmResources;

@@ -1,4 +1,5 @@
 import { GUEST_PORT_NAME } from '@agentbox/protocol';
+import { VM_ID_PATTERN } from '../backend.js';
 import { KERNEL_HOSTNAME_ARG } from '../image/recipe.js';
 
 export type Accel = 'kvm' | 'tcg';
@@ -78,14 +79,11 @@ export function shareArgs(shares: readonly QemuShare[]): string[] {
  */
 const TCG_KERNEL_ARGS = ['norandmaps', 'rodata=off'];
 
-/** As box ids are (driver.ts): nothing that could end the parameter or add another to the line. */
-const HOSTNAME_PATTERN = /^[a-z0-9][a-z0-9-]{0,62}$/;
-
 /** The guest kernel command line. Pure, pinned literally by a unit test. */
 export function kernelCmdline(
   spec: Pick<QemuLaunchSpec, 'accel' | 'tscKhz' | 'extraKernelArgs' | 'hostname'>,
 ): string {
-  if (spec.hostname !== undefined && !HOSTNAME_PATTERN.test(spec.hostname))
+  if (spec.hostname !== undefined && !VM_ID_PATTERN.test(spec.hostname))
     throw new Error(`not a valid hostname: ${JSON.stringify(spec.hostname)}`);
   return [
     'console=ttyS0',

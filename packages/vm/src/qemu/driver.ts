@@ -2,7 +2,14 @@ import fs from 'node:fs';
 import fsp from 'node:fs/promises';
 import path from 'node:path';
 import { AgentboxError } from '@agentbox/protocol';
-import type { Vm, VmBackend, VmResources, VmSpec, VmTemplate } from '../backend.js';
+import {
+  VM_ID_PATTERN,
+  type Vm,
+  type VmBackend,
+  type VmResources,
+  type VmSpec,
+  type VmTemplate,
+} from '../backend.js';
 import { runCommand } from '../command.js';
 import type { GuestConnectionOptions } from '../guest-connection.js';
 import type { Image } from '../image/manifest.js';
@@ -15,8 +22,6 @@ import { QEMU_BINARY, QemuVm } from './qemu-vm.js';
 import { buildTemplate, type TemplateProgress } from './template.js';
 
 export { QEMU_BINARY } from './qemu-vm.js';
-
-const ID_PATTERN = /^[a-z0-9][a-z0-9-]{0,62}$/;
 
 /**
  * TCG translation cache per VM. QEMU's default reserves up to 1 GiB and fills it as code runs;
@@ -110,7 +115,7 @@ export class QemuBackend implements VmBackend {
   }
 
   async create(spec: VmSpec): Promise<Vm> {
-    if (!ID_PATTERN.test(spec.id))
+    if (!VM_ID_PATTERN.test(spec.id))
       throw new AgentboxError('invalid_request', `invalid VM id ${JSON.stringify(spec.id)}`);
     const dir = this.boxDir(spec.id);
     const disk = path.join(dir, 'disk.qcow2');
@@ -157,7 +162,7 @@ export class QemuBackend implements VmBackend {
 
   /** Re-attaches to a VM a previous host process started; resolves once its guest says hello (or it is paused). */
   async adopt(spec: AdoptSpec): Promise<Vm> {
-    if (!ID_PATTERN.test(spec.id))
+    if (!VM_ID_PATTERN.test(spec.id))
       throw new AgentboxError('invalid_request', `invalid VM id ${JSON.stringify(spec.id)}`);
     const vm = new AdoptedQemuVm(spec, this.boxDir(spec.id), this.options.guest);
     await vm.attach();

@@ -59,7 +59,7 @@ async function warmUp(vm: QemuVm): Promise<void> {
 }
 
 /** Connections through the in-box egress proxy (HTTP_PROXY is in every exec's environment). */
-export const EGRESS_WARM_UP_SCRIPT =
+const EGRESS_WARM_UP_SCRIPT =
   'curl -s -o /dev/null --max-time 20 http://warm-up.invalid/; ' +
   'curl -s -o /dev/null --max-time 20 https://warm-up.invalid/; true';
 
