@@ -1,8 +1,15 @@
 import type { Mux } from '@agentbox/protocol/wire';
 
+/** What a request handler may send on its channel. */
+export type ChannelSender = Pick<
+  Mux,
+  'sendJson' | 'sendData' | 'sendDataFrom' | 'sendEnd' | 'post' | 'consumed' | 'sendsFromFds'
+>;
+
 /** What a request handler gets: its channel and a way to answer on it. */
 export interface RequestContext {
-  readonly mux: Mux;
+  /** Sends for this request only: once its host session is gone, nothing more goes out. */
+  readonly mux: ChannelSender;
   readonly channel: number;
   /** Registers what to do when the host cancels the request. */
   onCancel(cb: () => void): void;

@@ -11,7 +11,7 @@ import {
   type ParsedRequest,
 } from '@agentbox/protocol';
 import { Mux, type Transport } from '@agentbox/protocol/wire';
-import { GuestOpError, type RequestContext } from './context.js';
+import { GuestOpError, type ChannelSender, type RequestContext } from './context.js';
 import { GUEST_BASE_ENV, runExec, type ExecDefaults } from './exec.js';
 import { listDir, makeDir, readFile, removePath, statFile, writeFile } from './files.js';
 import { health } from './health.js';
@@ -47,9 +47,36 @@ interface OpenRequest {
   /** Data that arrived before the handler registered for it. */
   early: Buffer[];
   ended: boolean;
+  /** A process outlives its host session; a transfer (an upload's temporary file) does not. */
+  outlivesHost: boolean;
 }
 
 const IGNORE_INPUT = { onJson: () => undefined, onData: () => undefined, onEnd: () => undefined };
+
+/**
+ * The mux as one request sees it: while `live()`. A new host (a restarted daemon) numbers its
+ * channels from 1 again, so a request of the old session that outlived it (a running exec's
+ * output, an upload's late error) must not reach whatever the new host opened on that number.
+ */
+function senderWhile(mux: Mux, live: () => boolean): ChannelSender {
+  const closed = () => Promise.reject(new Error('channel closed'));
+  return {
+    sendJson: (channel, message) => (live() ? mux.sendJson(channel, message) : closed()),
+    sendData: (channel, stream, bytes) => (live() ? mux.sendData(channel, stream, bytes) : closed()),
+    sendDataFrom: (channel, stream, source, bytes) =>
+      live() ? mux.sendDataFrom(channel, stream, source, bytes) : closed(),
+    sendEnd: (channel) => (live() ? mux.sendEnd(channel) : closed()),
+    post: (channel, message, closeAfter) => {
+      if (live()) mux.post(channel, message, closeAfter);
+    },
+    consumed: (channel, bytes) => {
+      if (live()) mux.consumed(channel, bytes);
+    },
+    get sendsFromFds() {
+      return mux.sendsFromFds;
+    },
+  };
+}
 
 function isHelloRequest(message: unknown): boolean {
   return typeof message === 'object' && message !== null && (message as { op?: unknown }).op === 'hello';
@@ -117,6 +144,11 @@ export class GuestService {
 
   /** The host went away: its channels are gone; running processes keep running. */
   hostReconnected(): void {
+    for (const state of this.open.values()) {
+      if (state.outlivesHost) continue;
+      state.cancelled = true;
+      for (const cb of state.cancel.splice(0)) cb();
+    }
     this.open.clear();
     this.egress.resetAll();
     this.mux.resetAll();
@@ -157,7 +189,13 @@ export class GuestService {
       });
       return;
     }
-    const state: OpenRequest = { cancel: [], cancelled: false, early: [], ended: false };
+    const state: OpenRequest = {
+      cancel: [],
+      cancelled: false,
+      early: [],
+      ended: false,
+      outlivesHost: parsed.data.op === 'exec',
+    };
     this.open.set(channel, state);
     this.mux.open(channel, {
       onJson: (msg) => {
@@ -176,7 +214,7 @@ export class GuestService {
       },
     });
     const ctx: RequestContext = {
-      mux: this.mux,
+      mux: senderWhile(this.mux, () => this.open.get(channel) === state),
       channel,
       onCancel: (cb) => {
         if (state.cancelled) cb();
@@ -190,16 +228,16 @@ export class GuestService {
         if (state.ended) end();
       },
     };
-    void this.handle(parsed.data, ctx).then(
-      (reply) => this.finish(channel, reply),
-      (err: unknown) => {
-        const e =
-          err instanceof GuestOpError
-            ? err
-            : new GuestOpError('guest_error', String((err as Error)?.message ?? err));
-        return this.finish(channel, { type: 'error', code: e.code, message: e.message });
-      },
-    );
+    const finish = (reply: unknown) => {
+      if (this.open.get(channel) === state) this.finish(channel, reply);
+    };
+    void this.handle(parsed.data, ctx).then(finish, (err: unknown) => {
+      const e =
+        err instanceof GuestOpError
+          ? err
+          : new GuestOpError('guest_error', String((err as Error)?.message ?? err));
+      finish({ type: 'error', code: e.code, message: e.message });
+    });
   }
 
   /** Sends the terminal reply and forgets the channel (the reply still goes out). */
