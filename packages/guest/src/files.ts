@@ -99,49 +99,10 @@ export async function readFile(
   native?: NativeAddon,
 ): Promise<Record<string, never>> {
   const p = absolute(req.path);
-  if (native && ctx.mux.sendsFromFds) return sendFileFrames(p, ctx);
-  let handle: fsp.FileHandle;
-  try {
-    handle = await fsp.open(p, 'r');
-  } catch (err) {
-    throw fsError(err, p);
-  }
-  let cancelled = false;
-  ctx.onCancel(() => (cancelled = true));
-  try {
-    const st = await handle.stat();
-    if (!st.isFile()) throw new GuestOpError('invalid_request', `not a regular file: ${p}`);
-    await ctx.mux.sendJson(ctx.channel, { type: 'file', size: st.size });
-    let queued = 0;
-    let drained: (() => void) | undefined;
-    for (;;) {
-      if (cancelled) break;
-      const buffer = Buffer.allocUnsafe(READ_CHUNK_BYTES);
-      const { bytesRead } = await handle.read(buffer, 0, buffer.length, null);
-      if (bytesRead === 0) break;
-      queued += bytesRead;
-      void ctx.mux.sendData(ctx.channel, 'data', buffer.subarray(0, bytesRead)).then(
-        () => {
-          queued -= bytesRead;
-          drained?.();
-        },
-        () => (cancelled = true),
-      );
-      while (queued > MAX_QUEUED_READ_BYTES && !cancelled) await new Promise<void>((r) => (drained = r));
-    }
-    await ctx.mux.sendEnd(ctx.channel);
-    return {};
-  } catch (err) {
-    throw err instanceof GuestOpError ? err : fsError(err, p);
-  } finally {
-    await handle.close();
-  }
-}
-
-async function sendFileFrames(p: string, ctx: RequestContext): Promise<Record<string, never>> {
   let fd: number;
   try {
-    fd = fs.openSync(p, 'r');
+    // O_NONBLOCK: opening a FIFO waits for a writer otherwise, and would hold the agent's loop.
+    fd = fs.openSync(p, fs.constants.O_RDONLY | fs.constants.O_NONBLOCK);
   } catch (err) {
     throw fsError(err, p);
   }
@@ -151,13 +112,16 @@ async function sendFileFrames(p: string, ctx: RequestContext): Promise<Record<st
     const st = fs.fstatSync(fd);
     if (!st.isFile()) throw new GuestOpError('invalid_request', `not a regular file: ${p}`);
     await ctx.mux.sendJson(ctx.channel, { type: 'file', size: st.size });
-    for (let offset = 0; offset < st.size && !cancelled;) {
-      const bytes = Math.min(SENDFILE_FRAME_BYTES, st.size - offset);
-      const moved = await ctx.mux.sendDataFrom(ctx.channel, 'data', { fd, offset }, bytes);
-      // The frame was padded to its length; the host must not take the padding for the file.
-      if (moved < bytes) throw new GuestOpError('guest_error', `${p} shrank while it was read`);
-      offset += bytes;
-    }
+    // /proc and /sys files say size 0 and have content: those are read to their end.
+    if (native && ctx.mux.sendsFromFds && st.size > 0)
+      await sendFileFrames(fd, st.size, p, ctx, () => cancelled);
+    else
+      await sendReadChunks(
+        fd,
+        ctx,
+        () => cancelled,
+        () => (cancelled = true),
+      );
     await ctx.mux.sendEnd(ctx.channel);
     return {};
   } catch (err) {
@@ -167,18 +131,85 @@ async function sendFileFrames(p: string, ctx: RequestContext): Promise<Record<st
   }
 }
 
+function readChunk(fd: number, buffer: Buffer): Promise<number> {
+  return new Promise((resolve, reject) =>
+    fs.read(fd, buffer, 0, buffer.length, null, (err, bytesRead) => (err ? reject(err) : resolve(bytesRead))),
+  );
+}
+
+async function sendReadChunks(
+  fd: number,
+  ctx: RequestContext,
+  cancelled: () => boolean,
+  cancel: () => void,
+): Promise<void> {
+  let queued = 0;
+  let drained: (() => void) | undefined;
+  while (!cancelled()) {
+    const buffer = Buffer.allocUnsafe(READ_CHUNK_BYTES);
+    const bytesRead = await readChunk(fd, buffer);
+    if (bytesRead === 0) break;
+    queued += bytesRead;
+    void ctx.mux.sendData(ctx.channel, 'data', buffer.subarray(0, bytesRead)).then(() => {
+      queued -= bytesRead;
+      drained?.();
+    }, cancel);
+    while (queued > MAX_QUEUED_READ_BYTES && !cancelled()) await new Promise<void>((r) => (drained = r));
+  }
+}
+
+async function sendFileFrames(
+  fd: number,
+  size: number,
+  p: string,
+  ctx: RequestContext,
+  cancelled: () => boolean,
+): Promise<void> {
+  for (let offset = 0; offset < size && !cancelled();) {
+    const bytes = Math.min(SENDFILE_FRAME_BYTES, size - offset);
+    const moved = await ctx.mux.sendDataFrom(ctx.channel, 'data', { fd, offset }, bytes);
+    // The frame was padded to its length; the host must not take the padding for the file.
+    if (moved < bytes) throw new GuestOpError('guest_error', `${p} shrank while it was read`);
+    offset += bytes;
+  }
+}
+
+/** What a replaced file keeps: its mode and owner, unless the upload sets a mode. */
+async function existingFile(p: string): Promise<fs.Stats | undefined> {
+  try {
+    const st = await fsp.stat(p);
+    return st.isFile() ? st : undefined;
+  } catch {
+    return undefined;
+  }
+}
+
+/** Where an upload to `p` goes: through a symlink to its target, as a shell's `>` would. */
+async function uploadTarget(p: string): Promise<string> {
+  try {
+    return await fsp.realpath(p);
+  } catch {
+    return p; // no file yet (or a dangling link): the upload makes `p`
+  }
+}
+
 /**
  * Receives a file as Data frames into a temporary sibling and renames it into place on End, so a
- * reader never sees a half-written file and a cancelled upload leaves the old file intact.
+ * reader never sees a half-written file and a cancelled upload leaves the old file intact. A
+ * replaced file keeps its mode and owner; a symlink is written through, not replaced.
  */
 export async function writeFile(req: Op<'file.write'>, ctx: RequestContext): Promise<{ bytes: number }> {
   const p = absolute(req.path);
   if (req.makeParents)
     await fsp.mkdir(path.dirname(p), { recursive: true }).catch((err) => Promise.reject(fsError(err, p)));
-  const tmp = path.join(path.dirname(p), `.${path.basename(p)}.agentbox-${randomBytes(6).toString('hex')}`);
+  const target = await uploadTarget(p);
+  const previous = await existingFile(target);
+  const mode = req.mode ?? (previous ? previous.mode & 0o7777 : 0o644);
+  // A short name: `.<name>.<suffix>` would pass NAME_MAX for a long but legal name.
+  const tmp = path.join(path.dirname(target), `.agentbox-${randomBytes(6).toString('hex')}`);
   let handle: fsp.FileHandle;
   try {
-    handle = await fsp.open(tmp, 'wx', req.mode ?? 0o644);
+    handle = await fsp.open(tmp, 'wx', mode);
   } catch (err) {
     throw fsError(err, p);
   }
@@ -199,9 +230,11 @@ export async function writeFile(req: Op<'file.write'>, ctx: RequestContext): Pro
         () => void chain.then(resolve, reject),
       );
     });
-    if (req.mode !== undefined) await handle.chmod(req.mode);
+    if (previous) await handle.chown(previous.uid, previous.gid).catch(() => undefined);
+    // After chown, which clears set-id bits; and open's mode went through the umask.
+    await handle.chmod(mode);
     await handle.close();
-    await fsp.rename(tmp, p);
+    await fsp.rename(tmp, target);
     return { bytes };
   } catch (err) {
     await handle.close().catch(() => undefined);

@@ -240,7 +240,7 @@ export function createHost(options: HostOptions) {
       log.info(reconciled, 'reconciled boxes with live VMs');
       templates?.start();
       boxes.startIdlePolicy();
-      const recovered = tasks.recover();
+      const recovered = await tasks.recover();
       if (recovered.failed.length + recovered.requeued.length > 0) log.info(recovered, 'recovered tasks');
       reaper = setInterval(
         () => void reapNow().catch(() => undefined),

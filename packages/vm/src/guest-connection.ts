@@ -289,7 +289,11 @@ export class GuestConnection {
         onEnd: () => undefined,
         fail: reject,
       });
-      if (upload !== undefined) void this.stream(channel, upload);
+      if (upload !== undefined)
+        void this.stream(channel, upload, (err) => {
+          void this.mux.sendJson(channel, { type: 'cancel' }).catch(() => undefined);
+          reject(err);
+        });
     });
   }
 
@@ -430,11 +434,24 @@ export class GuestConnection {
         if (handlers.signal.aborted) onAbort();
         else handlers.signal.addEventListener('abort', onAbort, { once: true });
       }
-      if (handlers.stdin !== undefined) void this.stream(channel, handlers.stdin);
+      if (handlers.stdin !== undefined)
+        void this.stream(channel, handlers.stdin, (err) => {
+          onAbort();
+          settle(() => reject(err));
+        });
     });
   }
 
-  private async stream(channel: number, source: Buffer | Readable): Promise<void> {
+  /**
+   * Sends `source` on a call's channel, then End. A source that fails (a client gone mid-upload)
+   * goes to `onSourceError`, which cancels the call: the guest must drop what it received (an
+   * upload's temporary file, an exec's process), not wait for the rest of it forever.
+   */
+  private async stream(
+    channel: number,
+    source: Buffer | Readable,
+    onSourceError: (err: AgentboxError) => void,
+  ): Promise<void> {
     try {
       if (Buffer.isBuffer(source)) {
         if (source.length > 0) await this.mux.sendData(channel, 'data', source);
@@ -449,8 +466,15 @@ export class GuestConnection {
         }
       }
       if (this.calls.has(channel)) await this.mux.sendEnd(channel);
-    } catch {
-      // the call itself reports the failure
+    } catch (err) {
+      // A failed send is the channel's failure, which the call reports itself.
+      if (!this.calls.has(channel) || this.closedError) return;
+      onSourceError(
+        new AgentboxError(
+          'invalid_request',
+          `the request body stopped before its end: ${err instanceof Error ? err.message : String(err)}`,
+        ),
+      );
     }
   }
 

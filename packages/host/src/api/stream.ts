@@ -3,6 +3,17 @@ import type { FastifyReply } from 'fastify';
 
 export type Write = (chunk: Buffer | string) => void | Promise<void>;
 
+export interface StreamOptions {
+  contentType: string;
+  headers?: Record<string, string>;
+  lateError?: (err: unknown) => string;
+  /**
+   * Send the status and headers at once, not with the first chunk: for streams whose first chunk
+   * may be far off (a queued task's events), once the caller has made every check that could fail.
+   */
+  headersFirst?: boolean;
+}
+
 /**
  * Streams a response produced by `run`. The status and headers are sent only once the first chunk
  * exists (or `run` finished), so an error before any output is still a proper JSON error; an error
@@ -11,7 +22,7 @@ export type Write = (chunk: Buffer | string) => void | Promise<void>;
 export async function streamResponse(
   reply: FastifyReply,
   signal: AbortSignal,
-  options: { contentType: string; headers?: Record<string, string>; lateError?: (err: unknown) => string },
+  options: StreamOptions,
   run: (write: Write) => Promise<unknown>,
 ): Promise<FastifyReply> {
   const out = new PassThrough();
@@ -34,7 +45,12 @@ export async function streamResponse(
     });
   };
   const done = run(write);
-  await Promise.race([firstChunk, done]);
+  if (options.headersFirst) {
+    // fastify sets the headers on the raw response, then pipes the body into it: flush them there.
+    reply.raw.once('pipe', () => reply.raw.flushHeaders());
+  } else {
+    await Promise.race([firstChunk, done]);
+  }
   done.then(
     () => out.end(),
     (err: unknown) => {

@@ -53,5 +53,7 @@ export function boxPath(p: string, root = WORKSPACE): string {
       },
     );
   }
-  return path.posix.normalize(p.startsWith('/') ? p : `${root}/${p}`);
+  const full = path.posix.normalize(p.startsWith('/') ? p : `${root}/${p}`);
+  // normalize keeps a trailing slash; `/workspace/` must be the same path as `/workspace`.
+  return full.length > 1 ? full.replace(/\/+$/, '') : full;
 }

@@ -27,6 +27,11 @@ export const GUEST_HOME = '/root';
 const STDERR_TAIL_BYTES = 8 * 1024;
 /** Longest a clone may take; the task's own timeout, which covers the clone, may end it sooner. */
 const CLONE_TIMEOUT_MS = 10 * 60_000;
+/** Stored events read at once; a longer log is read page by page, never cut. */
+export const EVENT_PAGE = 1000;
+
+/** The label of a box made for one task (its id): such a box is deleted with the task. */
+export const TASK_LABEL = 'agentbox.task';
 
 /** Hosts an agent's CLI talks to: its box may reach them for the task. */
 export const AGENT_PRESETS: Record<AgentKind, EgressPresetName[]> = {
@@ -53,7 +58,7 @@ export interface TaskServiceDeps {
   store: TaskStore;
   boxes: Pick<
     BoxService,
-    'get' | 'create' | 'createForUser' | 'remove' | 'acquire' | 'widenEgress' | 'isCredential'
+    'get' | 'list' | 'create' | 'createForUser' | 'remove' | 'acquire' | 'widenEgress' | 'isCredential'
   >;
   library: Pick<LibraryService, 'resolveForTask'>;
   runnerFor: (kind: AgentKind) => AgentRunner;
@@ -154,6 +159,16 @@ export function createTaskService(deps: TaskServiceDeps) {
     return task;
   }
 
+  /** Every stored event after `after`, read from the store a page at a time. */
+  function* storedEvents(id: string, after: number): Generator<TaskEvent> {
+    for (;;) {
+      const page = store.events(id, { after, limit: EVENT_PAGE });
+      yield* page;
+      if (page.length < EVENT_PAGE) return;
+      after = page.at(-1)!.seq;
+    }
+  }
+
   function position(id: string): number | null {
     const i = queue.indexOf(id);
     return i < 0 ? null : i + 1;
@@ -237,7 +252,7 @@ export function createTaskService(deps: TaskServiceDeps) {
           env: Object.fromEntries(
             Object.entries(spec.envVars ?? {}).filter(([k]) => deps.boxes.isCredential(k)),
           ),
-          labels: { 'agentbox.task': task.id },
+          labels: { [TASK_LABEL]: task.id },
           egressPolicy: { presets: AGENT_PRESETS[spec.agent] },
         });
         return box.id;
@@ -490,7 +505,7 @@ export function createTaskService(deps: TaskServiceDeps) {
     try {
       for (;;) {
         const waiting = new Promise<void>((resolve) => (wake = resolve));
-        for (const event of store.events(task.id, { after: last })) {
+        for (const event of storedEvents(task.id, last)) {
           await onEvent(event);
           last = event.seq;
           if (options.signal?.aborted) return store.get(task.id)!;
@@ -508,18 +523,45 @@ export function createTaskService(deps: TaskServiceDeps) {
   }
 
   /**
-   * On daemon start: tasks that were running lost their agent's stream (failed); queued ones go back
-   * in the queue in their order, unless their spec lost a credential to redaction.
+   * Deletes what is left of the fresh box an earlier daemon made for an ephemeral task: the one
+   * the task recorded, and any labelled for it (made, but not yet recorded, when the daemon died).
+   * A user's persistent box and a caller's box are never touched.
    */
-  function recover(): { requeued: string[]; failed: string[] } {
-    const out = { requeued: [] as string[], failed: [] as string[] };
+  async function removeLeftoverBox(task: TaskRecord): Promise<string[]> {
+    if (task.target !== 'ephemeral') return [];
+    const actor: Actor = { keyId: task.ownerKeyId, scope: 'user' };
+    const boxes = deps.boxes
+      .list({ actor })
+      .filter((box) => box.id === task.boxId || box.labels[TASK_LABEL] === task.id);
+    const removed: string[] = [];
+    for (const box of boxes) {
+      try {
+        await deps.boxes.remove({ actor, id: box.id });
+        removed.push(box.id);
+      } catch (err) {
+        log.warn({ taskId: task.id, boxId: box.id, err: messageOf(err) }, 'could not delete a task box');
+      }
+    }
+    return removed;
+  }
+
+  /**
+   * On daemon start: tasks that were running lost their agent's stream (failed); queued ones go back
+   * in the queue in their order, unless their spec lost a credential to redaction. Either way the
+   * fresh box an ephemeral task had got is deleted (nothing else would: it has no TTL), so a
+   * re-queued task starts clean. This also covers a shutdown whose tasks outlived stopAll's wait.
+   */
+  async function recover(): Promise<{ requeued: string[]; failed: string[]; deletedBoxes: string[] }> {
+    const out = { requeued: [] as string[], failed: [] as string[], deletedBoxes: [] as string[] };
     for (const task of store.inState('running')) {
       const message = 'the daemon restarted while the task ran';
       emit(task.id, { type: 'error', content: { code: 'daemon_restarted', message } });
       finish(task.id, { state: 'failed', error: { code: 'daemon_restarted', message } });
       out.failed.push(task.id);
+      out.deletedBoxes.push(...(await removeLeftoverBox(task)));
     }
     for (const task of store.inState('queued')) {
+      out.deletedBoxes.push(...(await removeLeftoverBox(task)));
       if (Object.values(task.spec.envVars ?? {}).includes(REDACTED)) {
         const message = 'the daemon restarted and the task’s credentials were not kept; submit it again';
         emit(task.id, { type: 'error', content: { code: 'daemon_restarted', message } });
@@ -527,6 +569,7 @@ export function createTaskService(deps: TaskServiceDeps) {
         out.failed.push(task.id);
         continue;
       }
+      if (task.target === 'ephemeral') store.setBox(task.id, null);
       if (!queue.includes(task.id)) queue.push(task.id);
       out.requeued.push(task.id);
     }
@@ -559,8 +602,9 @@ export function createTaskService(deps: TaskServiceDeps) {
         ...(options.boxId ? { boxId: options.boxId } : {}),
         ...(options.limit ? { limit: options.limit } : {}),
       }),
+    /** All stored events after `after` (lazily, page by page). */
     events: (options: { actor: Actor; id: string; after?: number }) =>
-      store.events(get(options).id, { after: options.after ?? 0 }),
+      storedEvents(get(options).id, options.after ?? 0),
     runningCount: () => running.size,
     queuedCount: () => queue.length,
     setMaxConcurrent(n: number) {

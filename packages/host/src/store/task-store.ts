@@ -153,7 +153,7 @@ export function createTaskStore(db: Db, clock: () => number) {
     },
 
     /** Records the box a task's target resolved to before it starts (user and ephemeral boxes). */
-    setBox(id: string, boxId: string): void {
+    setBox(id: string, boxId: string | null): void {
       db.prepare('UPDATE tasks SET box_id = ? WHERE id = ?').run(boxId, id);
     },
 

@@ -256,7 +256,13 @@ describe('bad input is refused per endpoint with the right status and code; the 
       404,
       'file_not_found',
     );
-    await expectError({ method: 'DELETE', url: `/v1/boxes/${box}/files?path=.` }, 400, 'invalid_request');
+    // The workspace and / in any spelling: a trailing slash once got past the guard.
+    for (const p of ['.', './', './/', '/', '//'])
+      await expectError(
+        { method: 'DELETE', url: `/v1/boxes/${box}/files?path=${encodeURIComponent(p)}` },
+        400,
+        'invalid_request',
+      );
   });
 
   it('unknown routes → 404 route_not_found; unknown process → 404 process_not_found', async () => {

@@ -25,6 +25,11 @@ describe('path rules', () => {
     expect(boxPath('notes/a.txt')).toBe('/workspace/notes/a.txt');
     expect(boxPath('.')).toBe('/workspace');
     expect(boxPath('x', '/tmp/ws')).toBe('/tmp/ws/x');
+    // One path, one spelling: the delete guard compares it with the workspace and with /.
+    for (const p of ['/workspace/', './', '/workspace//', '//workspace', './/'])
+      expect(boxPath(p)).toBe('/workspace');
+    expect(boxPath('/')).toBe('/');
+    expect(boxPath('///')).toBe('/');
     for (const p of ['../x', '/workspace/../etc', 'a/../b'])
       expect(() => boxPath(p)).toThrow(expect.objectContaining({ code: 'path_outside_workspace' }));
   });

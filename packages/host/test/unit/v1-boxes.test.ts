@@ -99,6 +99,18 @@ describe('/v1 boxes over the fake driver: exec, files, processes, lifecycle', ()
     });
     expect(empty.json()).toMatchObject({ bytes: 0 });
     expect((await h.admin_({ method: 'GET', url: `/v1/boxes/${id}/files?path=empty.txt` })).body).toBe('');
+    // Symlinks: to a directory → its listing; to a file → the file; dangling → 404.
+    await h.admin_({
+      method: 'POST',
+      url: `/v1/boxes/${id}/exec?stream=false`,
+      payload: { command: 'ln -s dir dirlink && ln -s dir/data.bin filelink && ln -s nowhere dangling' },
+    });
+    const viaDirLink = await h.admin_({ method: 'GET', url: `/v1/boxes/${id}/files?path=dirlink` });
+    expect(viaDirLink.json()).toMatchObject({ entries: [{ name: 'data.bin', type: 'file' }] });
+    const viaFileLink = await h.admin_({ method: 'GET', url: `/v1/boxes/${id}/files?path=filelink` });
+    expect(viaFileLink.rawPayload.equals(bytes)).toBe(true);
+    const dangling = await h.admin_({ method: 'GET', url: `/v1/boxes/${id}/files?path=dangling` });
+    expect(errorCode(dangling)).toBe('file_not_found');
     const del = await h.admin_({ method: 'DELETE', url: `/v1/boxes/${id}/files?path=dir` });
     expect(del.json()).toMatchObject({ deleted: true });
     const gone = await h.admin_({ method: 'GET', url: `/v1/boxes/${id}/files?path=dir/data.bin` });

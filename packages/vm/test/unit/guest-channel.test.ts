@@ -1,7 +1,9 @@
+import { execFileSync } from 'node:child_process';
 import { createHash, randomBytes } from 'node:crypto';
 import fs from 'node:fs';
 import os from 'node:os';
 import path from 'node:path';
+import { Readable } from 'node:stream';
 import { createRequire } from 'node:module';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { AgentboxError } from '@agentbox/protocol';
@@ -225,6 +227,50 @@ describe.each([
       );
       expect((await vm.guest.stat(file)).mode).toBe(0o600);
       expect((await vm.guest.list(path.dirname(file))).map((e) => e.name)).toEqual(['data.bin']);
+    });
+
+    it('keeps a replaced file’s mode, writes through a symlink, takes a long name', async () => {
+      const script = path.join(tmp, 'run.sh');
+      fs.writeFileSync(script, 'echo 1\n', { mode: 0o755 });
+      await vm.guest.writeFile(script, Buffer.from('echo 2\n'));
+      expect(fs.statSync(script).mode & 0o777).toBe(0o755);
+      const target = path.join(tmp, 'target.txt');
+      const link = path.join(tmp, 'link.txt');
+      fs.writeFileSync(target, 'old');
+      fs.symlinkSync(target, link);
+      await vm.guest.writeFile(link, Buffer.from('new'));
+      expect(fs.lstatSync(link).isSymbolicLink()).toBe(true);
+      expect(fs.readFileSync(target, 'utf8')).toBe('new');
+      // ext4 takes 255 bytes; the upload's temporary name must fit beside it.
+      const long = path.join(tmp, 'n'.repeat(250));
+      await vm.guest.writeFile(long, Buffer.from('x'));
+      expect(fs.readFileSync(long, 'utf8')).toBe('x');
+      expect(fs.readdirSync(tmp).filter((n) => n.startsWith('.'))).toEqual([]);
+    });
+
+    it('cancels an upload whose source fails: the old file stays, no temporary file is left', async () => {
+      const file = path.join(tmp, 'kept.txt');
+      fs.writeFileSync(file, 'old');
+      const source = new Readable({ read: () => undefined });
+      source.push(Buffer.alloc(100_000, 1));
+      setTimeout(() => source.destroy(new Error('client went away')), 100);
+      await expect(vm.guest.writeFile(file, source)).rejects.toMatchObject({
+        code: 'invalid_request',
+        message: expect.stringMatching(/client went away/),
+      });
+      await expect.poll(() => fs.readdirSync(tmp).filter((n) => n.startsWith('.'))).toEqual([]);
+      expect(fs.readFileSync(file, 'utf8')).toBe('old');
+      await expect.poll(() => vm.guest.activeCalls).toBe(0);
+    });
+
+    it('reads /proc files to their end; refuses a FIFO without waiting for a writer', async () => {
+      const status = (await vm.guest.readFileBuffer('/proc/self/status')).toString();
+      expect(status).toMatch(/^Name:/);
+      const fifo = path.join(tmp, 'fifo');
+      execFileSync('mkfifo', [fifo]);
+      expect((await vm.guest.stat(fifo)).type).toBe('other');
+      await expect(vm.guest.readFileBuffer(fifo)).rejects.toMatchObject({ code: 'invalid_request' });
+      await expect(vm.guest.ping()).resolves.toBeDefined();
     });
 
     it('lists, makes and removes directories with clear errors', async () => {

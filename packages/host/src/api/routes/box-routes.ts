@@ -1,5 +1,6 @@
 import type { Readable } from 'node:stream';
 import {
+  AgentboxError,
   ApiExecRequestSchema,
   BoxListResponseSchema,
   BoxParamsSchema,
@@ -218,6 +219,14 @@ export function boxRoutes(deps: BoxRouteDeps): RouteDef[] {
         const ref = { actor, id: params.id, path: query.path };
         const info = await deps.files.stat(ref);
         if (info.type === 'directory') return deps.files.list(ref);
+        // A symlink to a directory lists it (`/bin` on Debian); one to a file is read below.
+        if (info.type === 'symlink') {
+          const listing = await deps.files.list(ref).catch((err: unknown) => {
+            if (err instanceof AgentboxError && err.code === 'file_not_found') return undefined;
+            throw err;
+          });
+          if (listing) return listing;
+        }
         return streamResponse(reply, signal, { contentType: 'application/octet-stream' }, (write) =>
           deps.files.read({ ...ref, sink: write }),
         );

@@ -210,7 +210,12 @@ export function seedRoutes(deps: SeedRouteDeps): RouteDef[] {
         return streamResponse(
           reply,
           signal,
-          { contentType: 'application/x-ndjson', headers: { 'x-agentbox-task-id': task.id } },
+          // At once: the task may wait in the queue, and the caller wants its id meanwhile.
+          {
+            contentType: 'application/x-ndjson',
+            headers: { 'x-agentbox-task-id': task.id },
+            headersFirst: true,
+          },
           async (write) => {
             await deps.tasks.follow({ actor, id: task.id, signal }, (event) => {
               const line = seedLine(event);

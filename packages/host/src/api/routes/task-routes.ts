@@ -142,6 +142,8 @@ export function taskRoutes(deps: TaskRouteDeps): RouteDef[] {
           {
             contentType: sse ? 'text/event-stream' : 'application/x-ndjson',
             headers: { 'cache-control': 'no-cache', 'x-accel-buffering': 'no' },
+            // The next event may be a long way off (a queued or quiet task).
+            headersFirst: true,
           },
           async (write) => {
             if (sse) await write(': agentbox task events\n\n');
