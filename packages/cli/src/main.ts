@@ -312,13 +312,13 @@ export function buildProgram(setExit: (code: number) => void): Command {
       )
       .option('--file <NAME=PATH>', 'write a host file into the workspace first (repeatable)', collect, [])
       .option('-e, --env <KEY=VALUE>', 'environment variable for the agent (repeatable)', collect, [])
-      .option('--allowed-tools <LIST>', 'comma-separated tools the agent may use')
-      .option('--disallowed-tools <LIST>', 'comma-separated tools the agent may not use')
+      .option('--allowed-tools <LIST>', 'comma-separated tools the agent may use (claude, opencode)')
+      .option('--disallowed-tools <LIST>', 'comma-separated tools the agent may not use (claude, opencode)')
       .option('--project <NAME>', 'library namespace resolved over _global')
       .option('--agent-ref <NAME>', 'run as this library agent definition')
       .option('--resume <SESSION>', 'continue this agent session')
       .addOption(
-        new Option('--max-spend <USD>', 'stop when the agent has spent this much').argParser(
+        new Option('--max-spend <USD>', 'stop when the agent has spent this much (claude only)').argParser(
           numberOption('--max-spend', 0.01),
         ),
       )
@@ -504,7 +504,7 @@ function registerProjectCommands(program: Command, setExit: (code: number) => vo
   project
     .command('rm')
     .description("stop a project's box and delete its disk")
-    .argument('[dir]', 'project directory (default: the current one)')
+    .argument('[dir|id]', 'project directory, or a box id from `project ls` (default: the current directory)')
     .action(async (dir: string | undefined) =>
       setExit(
         await (await commands.project()).projectRemove({ dir: dir ?? process.cwd(), home: agentboxHome() }),

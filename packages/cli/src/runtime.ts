@@ -117,7 +117,12 @@ export interface Runtime {
  * `$AGENTBOX_AGENTS`, the accelerator.
  */
 export async function openRuntime(
-  options: { quietImage?: boolean; agents?: readonly AgentCli[] } = {},
+  options: {
+    quietImage?: boolean;
+    agents?: readonly AgentCli[];
+    /** An image the caller chose (`--image`): the default one is then not built or checked. */
+    image?: (home: string) => Image;
+  } = {},
 ): Promise<Runtime> {
   const home = agentboxHome();
   if ((await qemuVersion()) === undefined) {
@@ -126,11 +131,15 @@ export async function openRuntime(
       `${QEMU_BINARY} is not installed; run \`agentbox setup\``,
     );
   }
-  const { image } = await ensureImage({
-    home,
-    quiet: options.quietImage ?? true,
-    ...(options.agents ? { agents: options.agents } : {}),
-  });
+  const image = options.image
+    ? options.image(home)
+    : (
+        await ensureImage({
+          home,
+          quiet: options.quietImage ?? true,
+          ...(options.agents ? { agents: options.agents } : {}),
+        })
+      ).image;
   const accel = await accelVerdict(home, image);
   const backend = new QemuBackend({
     home,

@@ -23,7 +23,7 @@ export function audit(options: {
   after?: number;
   limit?: number;
 }): number {
-  const db = openDatabase(dataDirOf(options.data));
+  const db = openDatabase(dataDirOf(options.data), { existing: true });
   try {
     if (!createBoxStore(db).get(options.box)) {
       throw new AgentboxError('box_not_found', `no box ${options.box} in ${dataDirOf(options.data)}`);

@@ -2,8 +2,12 @@ import { createKeyStore, openDatabase, type ApiKeyInfo, type KeyScope } from '@a
 import { AgentboxError } from '@agentbox/protocol';
 import { dataDirOf } from './serve.js';
 
-function withKeys<T>(data: string | undefined, fn: (keys: ReturnType<typeof createKeyStore>) => T): T {
-  const db = openDatabase(dataDirOf(data));
+function withKeys<T>(
+  data: string | undefined,
+  fn: (keys: ReturnType<typeof createKeyStore>) => T,
+  options: { existing: boolean } = { existing: true },
+): T {
+  const db = openDatabase(dataDirOf(data), options);
   try {
     return fn(createKeyStore(db));
   } finally {
@@ -40,8 +44,11 @@ export function keysCreate(options: { name: string; scope: string; data?: string
   if (options.scope !== 'admin' && options.scope !== 'user') {
     throw new AgentboxError('invalid_request', '--scope must be admin or user');
   }
-  const { secret, key } = withKeys(options.data, (keys) =>
-    keys.create({ name: options.name, scope: options.scope as KeyScope }),
+  // A key may be made before the daemon's first start: this one makes the store.
+  const { secret, key } = withKeys(
+    options.data,
+    (keys) => keys.create({ name: options.name, scope: options.scope as KeyScope }),
+    { existing: false },
   );
   if (options.json) process.stdout.write(`${JSON.stringify({ ...key, key: secret })}\n`);
   else process.stdout.write(`${secret}\n`);

@@ -2,6 +2,7 @@ import fs from 'node:fs';
 import path from 'node:path';
 import { once } from 'node:events';
 import { constants as osConstants } from 'node:os';
+import { compilePolicy } from '@agentbox/egress';
 import { AgentboxError } from '@agentbox/protocol';
 import {
   QemuBackend,
@@ -32,8 +33,10 @@ import {
 import {
   attachProjectEgress,
   parseRepo,
+  projectPolicy,
   reposFromGitRemotes,
   type ProjectAgent,
+  type ProjectEgressOptions,
 } from '../project/project-egress.js';
 import { autoPublish, parsePublish, publishPorts, type Publisher } from '../project/port-publish.js';
 
@@ -91,6 +94,21 @@ function imageAgents(agent: ProjectAgent): AgentCli[] {
 function loadImageArg(home: string, value: string): Image {
   const dir = value.includes('/') ? path.resolve(value) : path.join(imagesDir(home), value);
   return loadImage(dir);
+}
+
+/** The egress flags checked before anything is built or booted, in the flags' own words. */
+function checkEgressFlags(egress: ProjectEgressOptions): void {
+  try {
+    compilePolicy(projectPolicy(egress));
+  } catch (err) {
+    const field = err instanceof AgentboxError ? err.details?.field : undefined;
+    const at = typeof field === 'string' ? /^allowIPs\.(\d+)/.exec(field) : null;
+    if (!at || !(err instanceof AgentboxError)) throw err;
+    throw new AgentboxError(
+      'invalid_request',
+      `--allow-egress ${egress.allowIPs[Number(at[1])]}: ${err.message.replace(/^invalid egress policy at [^:]+: /, '')}`,
+    );
+  }
 }
 
 function writeTo(stream: NodeJS.WriteStream) {
@@ -184,10 +202,23 @@ export async function runProjectCommand(options: ProjectCommandOptions): Promise
         ]
       : [];
     const id = projectBoxId(root);
+    const egress = {
+      agent: options.agent,
+      repos,
+      allowIPs: options.allowEgress,
+      allowLan: options.allowLan,
+      allowHost: options.allowHost,
+      git: options.git,
+    };
+    checkEgressFlags(egress);
 
     timer.phase('image');
-    const runtime = await openRuntime({ agents: imageAgents(options.agent) });
-    const image = options.image ? loadImageArg(runtime.home, options.image) : runtime.image;
+    const chosen = options.image;
+    const runtime = await openRuntime({
+      agents: imageAgents(options.agent),
+      ...(chosen ? { image: (home: string) => loadImageArg(home, chosen) } : {}),
+    });
+    const image = runtime.image;
     const resources: VmResources = { memoryMib: options.memory, vcpus: options.cpus, diskGib: 8 };
     const backend = new QemuBackend({
       home: runtime.home,
@@ -218,14 +249,7 @@ export async function runProjectCommand(options: ProjectCommandOptions): Promise
     if (mount.exitCode !== 0) throw new AgentboxError('guest_error', `could not mount ${root} in the box`);
 
     timer.phase('egress');
-    const gateway = await attachProjectEgress(id, vm.guest, {
-      agent: options.agent,
-      repos,
-      allowIPs: options.allowEgress,
-      allowLan: options.allowLan,
-      allowHost: options.allowHost,
-      git: options.git,
-    });
+    const gateway = await attachProjectEgress(id, vm.guest, egress);
     cleanups.push(() => gateway.close());
 
     timer.phase('publish');
@@ -283,10 +307,29 @@ export function projectList(options: { json: boolean; home: string }): number {
   return 0;
 }
 
-/** `agentbox project rm [DIR]`: stops the box of that project and removes its disk. */
+/**
+ * Which box `project rm` means: an id from `project ls`, an existing directory's project, or the
+ * box made for a directory that has since been deleted or moved (its recorded root).
+ */
+function projectToRemove(target: string, home: string): { id: string; root: string } {
+  const boxes = listProjectBoxes(boxesDir(home));
+  const byId = boxes.find((b) => b.id === target);
+  if (byId) return byId;
+  if (fs.existsSync(target)) {
+    const root = projectRoot(target);
+    return { id: projectBoxId(root), root };
+  }
+  const byRoot = boxes.find((b) => b.root === path.resolve(target));
+  if (byRoot) return byRoot;
+  throw new AgentboxError(
+    'invalid_request',
+    `${target} is neither a directory nor a project box id (see \`agentbox project ls\`)`,
+  );
+}
+
+/** `agentbox project rm [DIR|ID]`: stops the box of that project and removes its disk. */
 export async function projectRemove(options: { dir: string; home: string }): Promise<number> {
-  const root = projectRoot(options.dir);
-  const id = projectBoxId(root);
+  const { id, root } = projectToRemove(options.dir, options.home);
   const backend = new QemuBackend({ home: options.home, accel: 'tcg', tscKhz: undefined });
   // No lock: a command still using the box fails once its VM is gone.
   const removed = await removeProjectBox(backend, id);

@@ -38,6 +38,19 @@ describe('agentbox keys', () => {
     expect(again.stderr).toBe('agentbox: no API key with id key_nope\n');
     const scope = await cli(['keys', 'create', '--scope', 'root', '--data', data]);
     expect(scope.stderr).toBe('agentbox: --scope must be admin or user\n');
+    // Reading a store that is not there refuses, and makes nothing (a mistyped --data).
+    const typo = path.join(data, 'typo', 'x');
+    for (const args of [
+      ['keys', 'list', '--data', typo],
+      ['audit', 'box-0000000000', '--data', typo],
+    ]) {
+      const r = await cli(args);
+      expect(r.code).toBe(2);
+      expect(r.stderr).toBe(
+        `agentbox: no agentbox state in ${typo} (\`agentbox serve\` makes it there; --data or AGENTBOX_HOME picks another)\n`,
+      );
+    }
+    expect(fs.existsSync(path.join(data, 'typo'))).toBe(false);
     const port = await cli(['serve', '--port', 'http']);
     expect(port.code).toBe(2);
     expect(port.stderr).toMatch(/--port must be a whole number/);

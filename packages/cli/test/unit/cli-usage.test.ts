@@ -18,6 +18,8 @@ describe('agentbox CLI usage errors', () => {
     [['run', '-w', 'relative', '--', 'true'], /--workdir must be an absolute path/],
     [['frobnicate'], /unknown command 'frobnicate'/],
     [['run', '--bogus', '--', 'true'], /unknown option '--bogus'/],
+    // checked before any image is built or box booted, and named as the flag
+    [['shell', '--allow-egress', 'foo', '--', '-c', 'true'], /--allow-egress foo: an IP address or CIDR/],
   ])('%j → exit 2 and one clear line', async (args, message) => {
     const r = await cli(args);
     expect(r.code).toBe(2);
@@ -76,6 +78,37 @@ describe('agentbox CLI usage errors', () => {
     const r = await cli(['doctor', '--json'], { env: { AGENTBOX_ACCEL: 'hvf' } });
     const report = JSON.parse(r.stdout) as { accel: { error: string } };
     expect(report.accel.error).toMatch(/AGENTBOX_ACCEL must be auto, kvm or tcg/);
+  });
+});
+
+describe('agentbox project rm', () => {
+  it('removes the box of a project directory that is gone, by that path or by its id', async () => {
+    const home = fs.mkdtempSync(path.join(os.tmpdir(), 'agentbox-home-'));
+    try {
+      const record = (id: string, root: string) => {
+        const dir = path.join(home, 'boxes', id);
+        fs.mkdirSync(dir, { recursive: true });
+        const state = { root, pid: 2 ** 22 + 1, startTime: 1, configHash: 'x', createdAt: '' };
+        fs.writeFileSync(path.join(dir, 'project.json'), JSON.stringify(state));
+        return dir;
+      };
+      const gone = path.join(home, 'deleted-project');
+      const first = record('proj-0123456789ab', gone);
+      const second = record('proj-ba9876543210', path.join(home, 'moved-project'));
+      const env = { AGENTBOX_HOME: home };
+      const byPath = await cli(['project', 'rm', gone], { env });
+      expect(byPath).toMatchObject({ code: 0, stderr: `agentbox: removed proj-0123456789ab (${gone})\n` });
+      expect(fs.existsSync(first)).toBe(false);
+      const byId = await cli(['project', 'rm', 'proj-ba9876543210'], { env });
+      expect(byId.code).toBe(0);
+      expect(fs.existsSync(second)).toBe(false);
+      const unknown = await cli(['project', 'rm', path.join(home, 'never-was')], { env });
+      expect(unknown.code).toBe(2);
+      expect(unknown.stderr).toMatch(/^agentbox: .*never-was is neither a directory nor a project box id/);
+      expect(oneLine(unknown.stderr)).toBe(true);
+    } finally {
+      fs.rmSync(home, { recursive: true, force: true });
+    }
   });
 });
 

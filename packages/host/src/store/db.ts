@@ -42,8 +42,20 @@ export function migrate(db: Db, migrations: readonly Migration[] = MIGRATIONS): 
   return ran;
 }
 
-/** Opens (creating if needed) the daemon's SQLite database in `dataDir`, WAL mode, migrated. */
-export function openDatabase(dataDir: string, options: { migrations?: readonly Migration[] } = {}): Db {
+/**
+ * Opens (creating if needed) the daemon's SQLite database in `dataDir`, WAL mode, migrated. With
+ * `existing`, a directory without one is refused instead: a command that only reads state (keys
+ * list, audit) must not leave an empty database behind a mistyped `--data`.
+ */
+export function openDatabase(
+  dataDir: string,
+  options: { migrations?: readonly Migration[]; existing?: boolean } = {},
+): Db {
+  if (options.existing && !fs.existsSync(path.join(dataDir, DB_FILE)))
+    throw new AgentboxError(
+      'invalid_request',
+      `no agentbox state in ${dataDir} (\`agentbox serve\` makes it there; --data or AGENTBOX_HOME picks another)`,
+    );
   fs.mkdirSync(dataDir, { recursive: true, mode: 0o700 });
   const db = new Database(path.join(dataDir, DB_FILE));
   try {
