@@ -1,6 +1,13 @@
 import fs from 'node:fs';
 import os from 'node:os';
-import { agentboxHome, type AccelVerdict } from '@agentbox/vm';
+import {
+  AGENT_CLIS,
+  agentboxHome,
+  agentClisFromEnv,
+  DEFAULT_AGENT_CLIS,
+  type AccelVerdict,
+  type AgentCli,
+} from '@agentbox/vm';
 import { missingPackages } from '../prerequisites.js';
 import { accelVerdict, findBuiltImage, qemuVersion } from '../runtime.js';
 
@@ -57,7 +64,18 @@ export async function doctor(): Promise<DoctorReport> {
   if (missing.length > 0)
     problems.push({ problem: `missing host packages: ${missing.join(' ')}`, fix: 'agentbox setup' });
 
-  const found = findBuiltImage(home);
+  let agents: AgentCli[];
+  try {
+    agents = agentClisFromEnv();
+  } catch (err) {
+    agents = [...DEFAULT_AGENT_CLIS];
+    problems.push({
+      problem: (err as Error).message,
+      fix: `set AGENTBOX_AGENTS to a comma-separated list of ${Object.keys(AGENT_CLIS).join(', ')}, or unset it`,
+    });
+  }
+  const found = findBuiltImage(home, agents);
+  const missingImage = `no image has been built with the agent CLIs ${agents.join(',')}`;
   const image: DoctorReport['image'] = found.image
     ? {
         status: 'ok',
@@ -68,9 +86,9 @@ export async function doctor(): Promise<DoctorReport> {
       }
     : found.error
       ? { status: 'invalid', id: null, dir: null, builtAt: null, message: found.error.message }
-      : { status: 'missing', id: null, dir: null, builtAt: null, message: 'no image has been built' };
+      : { status: 'missing', id: null, dir: null, builtAt: null, message: missingImage };
   if (image.status === 'missing')
-    problems.push({ problem: 'no image has been built', fix: 'agentbox image build' });
+    problems.push({ problem: missingImage, fix: `agentbox image build --agents ${agents.join(',')}` });
   if (image.status === 'invalid')
     problems.push({
       problem: `the image is unusable: ${image.message}`,

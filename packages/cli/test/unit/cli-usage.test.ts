@@ -43,7 +43,9 @@ describe('agentbox CLI usage errors', () => {
       const show = await cli(['image', 'show'], { env: { AGENTBOX_HOME: home } });
       expect(show.code).toBe(125);
       expect(show.stderr).toMatch(/unreadable; run `agentbox image build --force`/);
-      const doctor = await cli(['doctor', '--json'], { env: { AGENTBOX_HOME: home } });
+      const doctor = await cli(['doctor', '--json'], {
+        env: { AGENTBOX_HOME: home, AGENTBOX_AGENTS: 'claude' },
+      });
       expect(doctor.code).toBe(1);
       const report = JSON.parse(doctor.stdout) as { image: { status: string }; problems: { fix: string }[] };
       expect(report.image.status).toBe('invalid');
@@ -56,7 +58,9 @@ describe('agentbox CLI usage errors', () => {
   it('no image → doctor says to build one', async () => {
     const home = fs.mkdtempSync(path.join(os.tmpdir(), 'agentbox-home-'));
     try {
-      const doctor = await cli(['doctor', '--json'], { env: { AGENTBOX_HOME: home } });
+      const doctor = await cli(['doctor', '--json'], {
+        env: { AGENTBOX_HOME: home, AGENTBOX_AGENTS: 'claude' },
+      });
       const report = JSON.parse(doctor.stdout) as {
         image: { status: string };
         accel: { accel: string; reason: string };
@@ -64,8 +68,18 @@ describe('agentbox CLI usage errors', () => {
       };
       expect(report.image.status).toBe('missing');
       expect(report.problems).toContainEqual({
-        problem: 'no image has been built',
-        fix: 'agentbox image build',
+        problem: 'no image has been built with the agent CLIs claude',
+        fix: 'agentbox image build --agents claude',
+      });
+      // A bad agent list is one problem of the report, not an error instead of it.
+      const bogus = await cli(['doctor', '--json'], {
+        env: { AGENTBOX_HOME: home, AGENTBOX_AGENTS: 'bogus' },
+      });
+      expect(bogus.code).toBe(1);
+      const withBogus = JSON.parse(bogus.stdout) as { problems: { problem: string; fix: string }[] };
+      expect(withBogus.problems).toContainEqual({
+        problem: expect.stringMatching(/bogus/) as string,
+        fix: 'set AGENTBOX_AGENTS to a comma-separated list of claude, codex, opencode, or unset it',
       });
       expect(['kvm', 'tcg']).toContain(report.accel.accel);
       expect(report.accel.reason.length).toBeGreaterThan(5);
