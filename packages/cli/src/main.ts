@@ -1,4 +1,4 @@
-import { Command, CommanderError, InvalidArgumentError, Option } from 'commander';
+import { Command, CommanderError, Help, InvalidArgumentError, Option } from 'commander';
 import { AgentboxError, isAgentboxError } from '@agentbox/protocol';
 import { AGENT_CLI_NAMES, DEFAULT_RESOURCES, parseAgentClis, type AgentCli } from '@agentbox/vm';
 import { doctor, formatDoctor } from './commands/doctor.js';
@@ -58,6 +58,14 @@ export function buildProgram(setExit: (code: number) => void): Command {
     .description('Self-hosted microVM sandboxes for AI coding agents')
     .version('0.1.0')
     .showHelpAfterError(false)
+    .configureHelp({
+      // A flag that is off, or a list that is empty, needs no "(default: false)" / "(default: [])".
+      optionDescription(this: Help, option: Option): string {
+        const value: unknown = option.defaultValue;
+        const trivial = value === false || (Array.isArray(value) && value.length === 0);
+        return trivial ? option.description : Help.prototype.optionDescription.call(this, option);
+      },
+    })
     .exitOverride()
     .configureOutput({
       writeErr: (text) => process.stderr.write(text),
@@ -196,9 +204,10 @@ export function buildProgram(setExit: (code: number) => void): Command {
     )
     .option('--data <DIR>', 'state dir: SQLite store and box runtime dirs (default $AGENTBOX_HOME)')
     .addOption(
-      new Option('--max-boxes <N>', 'most live boxes on this host').argParser(
-        intOption('--max-boxes', 1, 1024),
-      ),
+      new Option('--max-boxes <N>', 'most live boxes on this host')
+        .argParser(intOption('--max-boxes', 1, 1024))
+        // The host's DEFAULT_MAX_BOXES (the CLI loads the host package only for `serve`).
+        .default(8),
     )
     .addOption(
       new Option('--max-concurrent-tasks <N>', 'tasks running at once; the rest wait in FIFO order')
@@ -432,6 +441,18 @@ function registerProjectCommands(program: Command, setExit: (code: number) => vo
       .description(
         `run ${what} in this project's box: booted or reused, the project mounted at its host path`,
       )
+      .configureOutput({
+        writeErr: (text) => process.stderr.write(text),
+        // `agentbox claude --model opus`: the option is the agent's, which goes after --.
+        outputError: (text, write) => {
+          const line = text.replace(/^error: /, '').trim();
+          const unknown = /^unknown option '([^']+)'/.exec(line)?.[1];
+          const hint = unknown
+            ? ` (${agent}'s own options go after --: agentbox ${agent} -- ${unknown} …)`
+            : '';
+          write(`agentbox: ${line}${hint}\n`);
+        },
+      })
       .addOption(
         new Option('--memory <MiB>', 'guest memory (a change makes a new box)')
           .argParser(intOption('--memory', 256, 65536))

@@ -2,7 +2,9 @@ import fs from 'node:fs';
 import os from 'node:os';
 import path from 'node:path';
 import { describe, expect, it } from 'vitest';
+import { DEFAULT_MAX_BOXES, DEFAULT_MAX_CONCURRENT_TASKS } from '@agentbox/host';
 import { parseEnvPairs, shellExitStatus } from '../../src/commands/run.js';
+import { buildProgram } from '../../src/main.js';
 import { cli } from '../helpers.js';
 
 const oneLine = (s: string) => s.trim().split('\n').length === 1;
@@ -18,6 +20,10 @@ describe('agentbox CLI usage errors', () => {
     [['run', '-w', 'relative', '--', 'true'], /--workdir must be an absolute path/],
     [['frobnicate'], /unknown command 'frobnicate'/],
     [['run', '--bogus', '--', 'true'], /unknown option '--bogus'/],
+    [
+      ['claude', '--model', 'opus'],
+      /unknown option '--model' \(claude's own options go after --: agentbox claude -- --model/,
+    ],
     // checked before any image is built or box booted, and named as the flag
     [['shell', '--allow-egress', 'foo', '--', '-c', 'true'], /--allow-egress foo: an IP address or CIDR/],
   ])('%j → exit 2 and one clear line', async (args, message) => {
@@ -92,6 +98,15 @@ describe('agentbox CLI usage errors', () => {
     const r = await cli(['doctor', '--json'], { env: { AGENTBOX_ACCEL: 'hvf' } });
     const report = JSON.parse(r.stdout) as { accel: { error: string } };
     expect(report.accel.error).toMatch(/AGENTBOX_ACCEL must be auto, kvm or tcg/);
+  });
+});
+
+describe('agentbox serve defaults', () => {
+  it("are the host's own", () => {
+    const serve = buildProgram(() => undefined).commands.find((c) => c.name() === 'serve')!;
+    const byFlag = (flag: string) => serve.options.find((o) => o.long === flag)?.defaultValue as unknown;
+    expect(byFlag('--max-boxes')).toBe(DEFAULT_MAX_BOXES);
+    expect(byFlag('--max-concurrent-tasks')).toBe(DEFAULT_MAX_CONCURRENT_TASKS);
   });
 });
 
