@@ -62,6 +62,21 @@ export const WorkspaceFileNameSchema = z
 
 const ENV_NAME = /^[A-Za-z_][A-Za-z0-9_]*$/;
 
+/**
+ * Env var names whose values look like credentials: `*_TOKEN`, `*_KEY`, `*_APIKEY`,
+ * `*_CREDENTIAL(S)`, anything with `SECRET`, `PASSWORD`, `PASSWD` or `PASSPHRASE`. Case-insensitive.
+ */
+const CREDENTIAL_NAME = /(^|_)(TOKEN|KEY|APIKEY|CREDENTIALS?)$|SECRET|PASSWORD|PASSWD|PASSPHRASE/i;
+
+/**
+ * Whether an env var name looks like it holds a credential (GH_TOKEN, AWS_SECRET_ACCESS_KEY,
+ * PGPASSWORD, …): such values are redacted wherever a task is stored or shown. A pattern, so it
+ * errs towards redacting; it does not change what the task's agent gets.
+ */
+export function isCredentialEnvName(name: string): boolean {
+  return CREDENTIAL_NAME.test(name);
+}
+
 export const TaskEnvSchema = z
   .record(z.string().regex(ENV_NAME, 'env var names are letters, digits and _'), z.string().max(32_768))
   .refine((env) => Object.keys(env).length <= 128, 'at most 128 env vars')
@@ -121,8 +136,16 @@ export const TaskSpecFieldsSchema = z
       .refine((f) => Object.keys(f).length <= 256, 'at most 256 files')
       .optional()
       .describe('Workspace-relative file name → UTF-8 content, written before the run.'),
-    allowedTools: z.array(ToolNameSchema).max(256).optional(),
-    disallowedTools: z.array(ToolNameSchema).max(256).optional(),
+    allowedTools: z
+      .array(ToolNameSchema)
+      .max(256)
+      .optional()
+      .describe('The only tools the agent may use (claude, opencode; refused for the others).'),
+    disallowedTools: z
+      .array(ToolNameSchema)
+      .max(256)
+      .optional()
+      .describe('Tools the agent may not use (claude, opencode; refused for the others).'),
     agentDefinition: z
       .union([AgentDefinitionSchema, z.object({ ref: LibraryNameSchema }).strict()])
       .optional()
@@ -132,16 +155,51 @@ export const TaskSpecFieldsSchema = z
     timeoutSeconds: z.number().int().positive().max(86_400).default(300),
     resume: z.string().regex(SESSION_ID_PATTERN, 'a session id').optional(),
     context: z.array(ContextMessageSchema).max(1000).optional().describe('Prior messages to replay.'),
-    maxSpendUsd: z.number().positive().max(10_000).optional(),
+    maxSpendUsd: z
+      .number()
+      .positive()
+      .max(10_000)
+      .optional()
+      .describe('Stop the run once it has cost this much (claude only; refused for the others).'),
   })
   .strict();
 
+/**
+ * Spec fields only some agents can enforce. A task for another agent is refused: run without its
+ * limit, it would do what the caller asked it not to.
+ */
+export const AGENT_ONLY_FIELDS = {
+  maxSpendUsd: ['claude'],
+  allowedTools: ['claude', 'opencode'],
+  disallowedTools: ['claude', 'opencode'],
+} as const satisfies Record<string, readonly AgentKind[]>;
+
 export function refineTaskSpec(
-  spec: { resume?: string | undefined; context?: unknown[] | undefined },
+  spec: {
+    agent?: AgentKind | undefined;
+    resume?: string | undefined;
+    context?: unknown[] | undefined;
+    maxSpendUsd?: number | undefined;
+    allowedTools?: string[] | undefined;
+    disallowedTools?: string[] | undefined;
+  },
   ctx: z.RefinementCtx,
 ) {
   if (spec.resume !== undefined && spec.context !== undefined) {
     ctx.addIssue({ code: 'custom', path: ['context'], message: 'give `resume` or `context`, not both' });
+  }
+  const agent = spec.agent ?? 'claude';
+  for (const [field, agents] of Object.entries(AGENT_ONLY_FIELDS)) {
+    const value = spec[field as keyof typeof AGENT_ONLY_FIELDS];
+    // An empty tool list asks for nothing, which every agent can do.
+    const given = Array.isArray(value) ? value.length > 0 : value !== undefined;
+    if (given && !(agents as readonly AgentKind[]).includes(agent)) {
+      ctx.addIssue({
+        code: 'custom',
+        path: [field],
+        message: `${agent} cannot enforce ${field}; only ${agents.join(' and ')} can`,
+      });
+    }
   }
 }
 
@@ -205,7 +263,9 @@ export const TaskSchema = z
     state: TaskStateSchema,
     agent: AgentKindSchema,
     queuePosition: z.number().int().positive().nullable().describe('1 = next to run; null unless queued.'),
-    spec: TaskSpecFieldsSchema.describe('The spec as run; credential-like env values are redacted.'),
+    spec: TaskSpecFieldsSchema.describe(
+      'The spec as run; credential-like env values (`*_TOKEN`, `*_KEY`, `*SECRET*`, `*PASSWORD*`, …) are `[redacted]`.',
+    ),
     createdAt: z.string(),
     startedAt: z.string().nullable(),
     finishedAt: z.string().nullable(),

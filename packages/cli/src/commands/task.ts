@@ -40,16 +40,48 @@ const list = (value: string | undefined) =>
         .map((s) => s.trim())
         .filter(Boolean);
 
+/** A file a flag names, read as text; a missing or unreadable one is the flag's error. */
+function readFlagFile(flag: string, file: string): string {
+  try {
+    return fs.readFileSync(file, 'utf8');
+  } catch (err) {
+    const code = (err as NodeJS.ErrnoException).code;
+    const why =
+      code === 'ENOENT' ? 'no such file' : code === 'EISDIR' ? 'is a directory' : (err as Error).message;
+    throw new AgentboxError('invalid_request', `${flag} ${file}: ${why}`);
+  }
+}
+
+/** The API fields the flags fill, named as the flags in errors. */
+const FLAG_OF_FIELD: Record<string, string> = {
+  prompt: '--prompt or --prompt-file',
+  agent: '--agent',
+  model: '--model',
+  effort: '--effort',
+  gitRepoUrl: '--repo',
+  boxId: '--box',
+  userId: '--user',
+  timeoutSeconds: '--timeout',
+  files: '--file',
+  envVars: '--env',
+  allowedTools: '--allowed-tools',
+  disallowedTools: '--disallowed-tools',
+  project: '--project',
+  agentDefinition: '--agent-ref',
+  resume: '--resume',
+  maxSpendUsd: '--max-spend',
+};
+
 /** The request body from the flags; validated by the same schema as the daemon's. */
 export function taskRequestFromFlags(options: TaskRunOptions): CreateTaskRequest {
   const prompt =
-    options.promptFile !== undefined ? fs.readFileSync(options.promptFile, 'utf8') : options.prompt;
+    options.promptFile !== undefined ? readFlagFile('--prompt-file', options.promptFile) : options.prompt;
   const files: Record<string, string> = {};
   for (const spec of options.file) {
     const eq = spec.indexOf('=');
     if (eq <= 0)
       throw new AgentboxError('invalid_request', `--file takes NAME=PATH, got ${JSON.stringify(spec)}`);
-    files[spec.slice(0, eq)] = fs.readFileSync(spec.slice(eq + 1), 'utf8');
+    files[spec.slice(0, eq)] = readFlagFile('--file', spec.slice(eq + 1));
   }
   const env: Record<string, string> = {};
   for (const pair of options.env) {
@@ -79,7 +111,14 @@ export function taskRequestFromFlags(options: TaskRunOptions): CreateTaskRequest
   const parsed = CreateTaskRequestSchema.safeParse(raw);
   if (!parsed.success) {
     const issue = parsed.error.issues[0]!;
-    throw new AgentboxError('invalid_request', `${issue.path.join('.') || 'task'}: ${issue.message}`);
+    const field = String(issue.path[0] ?? '');
+    const where = FLAG_OF_FIELD[field] ?? (issue.path.join('.') || 'task');
+    // Messages written for the API name its fields; say the flags instead.
+    const message = issue.message
+      .replace(/`boxId`/g, '--box')
+      .replace(/`userId`/g, '--user')
+      .replace(/Invalid input: expected string, received undefined/, 'missing');
+    throw new AgentboxError('invalid_request', `${where}: ${message}`);
   }
   return parsed.data;
 }

@@ -38,11 +38,20 @@ describe('agentbox task', () => {
   });
 
   it.each([
-    [{ repo: 'git@github.com:o/r.git' }, /gitRepoUrl: must be an https/],
+    [{ repo: 'git@github.com:o/r.git' }, /--repo: must be an https/],
     [{ effort: 'extreme' }, /effort/],
     [{ agent: 'aider' }, /agent/],
     [{ prompt: '' }, /prompt/],
     [{ file: ['noequals'] }, /--file takes NAME=PATH/],
+    [{ file: ['a=/no/such/file'] }, /^--file \/no\/such\/file: no such file$/],
+    [
+      { prompt: undefined, promptFile: '/no/such/prompt' },
+      /^--prompt-file \/no\/such\/prompt: no such file$/,
+    ],
+    [{ prompt: undefined, promptFile: os.tmpdir() }, /: is a directory$/],
+    [{ prompt: undefined }, /^--prompt or --prompt-file: missing$/],
+    [{ box: 'box-1', user: 'u' }, /^--user: give --box or --user, not both$/],
+    [{ agent: 'codex', maxSpend: 1 }, /--max-spend: codex cannot enforce maxSpendUsd; only claude can/],
   ])('refuses %j', (flags, message) => {
     expect(() => taskRequestFromFlags({ ...base, ...flags })).toThrow(message);
   });

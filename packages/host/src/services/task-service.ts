@@ -2,6 +2,7 @@ import { randomBytes } from 'node:crypto';
 import path from 'node:path';
 import {
   AgentboxError,
+  isCredentialEnvName,
   TERMINAL_TASK_STATES,
   type AgentKind,
   type EgressPresetName,
@@ -174,11 +175,30 @@ export function createTaskService(deps: TaskServiceDeps) {
     return i < 0 ? null : i + 1;
   }
 
-  /** The spec as stored: credential-like env values (which only ephemeral boxes take) redacted. */
+  /**
+   * The spec as stored and shown: credential-like env values redacted, and the gateway's own
+   * credentials (which only ephemeral boxes take) whatever their name. The run gets the real spec.
+   */
   function redact(spec: TaskSpec): TaskSpec {
     if (!spec.envVars) return spec;
     const envVars = Object.fromEntries(
-      Object.entries(spec.envVars).map(([k, v]) => [k, deps.boxes.isCredential(k) ? REDACTED : v]),
+      Object.entries(spec.envVars).map(([k, v]) => [
+        k,
+        isCredentialEnvName(k) || deps.boxes.isCredential(k) ? REDACTED : v,
+      ]),
+    );
+    return { ...spec, envVars };
+  }
+
+  /**
+   * The spec a runner builds the agent's command from. A credential a task brought (its fresh box
+   * holds it as a gateway secret) stays out of the agent's env: the box's env has its placeholder,
+   * which the gateway swaps on the wire. In the command's env the real value would override it.
+   */
+  function withoutCredentials(spec: TaskSpec): TaskSpec {
+    if (!spec.envVars) return spec;
+    const envVars = Object.fromEntries(
+      Object.entries(spec.envVars).filter(([k]) => !deps.boxes.isCredential(k)),
     );
     return { ...spec, envVars };
   }
@@ -321,7 +341,7 @@ export function createTaskService(deps: TaskServiceDeps) {
         ...(agentDefinition ? { agentDefinition } : {}),
         ...(resumeSessionId ? { resumeSessionId } : {}),
       };
-      const command = runner.command(spec, ctx);
+      const command = runner.command(withoutCredentials(spec), ctx);
       for (const file of [...runner.materialize(items, ctx), ...command.files]) {
         await guest.writeFile(file.path, Buffer.from(file.content), {
           makeParents: true,
@@ -584,6 +604,8 @@ export function createTaskService(deps: TaskServiceDeps) {
       entry.abortReason ??= 'shutdown';
       entry.controller.abort();
     }
+    // A task still winding down after this (a box still booting) stays `running` or `queued` in the
+    // store, with its box: the next daemon's recover() ends it and deletes that box.
     const deadline = Date.now() + 5000;
     while (running.size > 0 && Date.now() < deadline) await new Promise((r) => setTimeout(r, 50));
   }

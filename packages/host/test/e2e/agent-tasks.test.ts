@@ -292,9 +292,33 @@ describe('agent tasks with real VMs and the real Claude Code CLI', () => {
       },
     ).catch((err: { code: number; stderr: string }) => err);
     expect('code' in bad && bad.code).toBe(2);
-    expect(bad.stderr).toMatch(/^agentbox: gitRepoUrl: must be an https/);
+    expect(bad.stderr).toMatch(/^agentbox: --repo: must be an https/);
     const boxesAfter = ((await (await api('GET', '/v1/boxes')).json()) as { boxes: { id: string }[] }).boxes;
     expect(boxesAfter.map((b) => b.id).sort()).toEqual(boxesBefore.map((b) => b.id).sort());
+  });
+
+  it("a task's own API key: the agent in its box sees a placeholder, the API gets the key", async () => {
+    const taskKey = `sk-ant-api03-OWN-${'7'.repeat(24)}`;
+    const seen = fake.messages().length;
+    turns = [
+      {
+        content: [toolUse('Bash', { command: 'echo "key=$ANTHROPIC_API_KEY"', description: 'show the key' })],
+      },
+      { content: [text('shown')] },
+    ];
+    const r = await api('POST', '/v1/tasks', {
+      agent: 'claude',
+      prompt: 'Show the API key you have.',
+      envVars: { ANTHROPIC_API_KEY: taskKey },
+    });
+    const { task, events } = await waitTask(((await r.json()) as Task).id);
+    expect(task.state).toBe('succeeded');
+    const result = events.find((e) => e.type === 'tool_result');
+    expect(JSON.stringify(result?.content)).toMatch(/key=agentbox-ph-/);
+    expect(JSON.stringify(events)).not.toContain(taskKey);
+    const sent = fake.messages().slice(seen);
+    expect(sent.length).toBeGreaterThanOrEqual(2);
+    for (const q of sent) expect(q.headers['x-api-key']).toBe(taskKey);
   });
 
   it('gitRepoUrl: the repo is cloned through the gateway and becomes the cwd; other repos stay shut', async () => {

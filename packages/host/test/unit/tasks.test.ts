@@ -1,5 +1,5 @@
-import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import type { Task, TaskEvent } from '@agentbox/protocol';
+import { afterAll, beforeAll, describe, expect, it, vi } from 'vitest';
+import { TaskSpecSchema, type Task, type TaskEvent } from '@agentbox/protocol';
 import { errorCode, fakeHost, type FakeHost } from '../helpers/fake-host.js';
 
 /**
@@ -168,6 +168,12 @@ describe('tasks over the fake driver', () => {
       [{ prompt: 'x', resume: 'abc', context: [{ role: 'user', content: 'hi' }] }, 'context'],
       [{ prompt: 'x', envVars: { 'BAD-NAME': 'x' } }, 'envVars'],
       [{ prompt: 'x', surprise: true }, 'surprise'],
+      // Limits an agent cannot enforce are refused, not silently dropped.
+      [{ prompt: 'x', agent: 'codex', maxSpendUsd: 1 }, 'maxSpendUsd: codex cannot enforce'],
+      [{ prompt: 'x', agent: 'opencode', maxSpendUsd: 1 }, 'only claude can'],
+      [{ prompt: 'x', agent: 'shell', maxSpendUsd: 1 }, 'maxSpendUsd'],
+      [{ prompt: 'x', agent: 'codex', allowedTools: ['Read'] }, 'only claude and opencode can'],
+      [{ prompt: 'x', agent: 'shell', disallowedTools: ['Bash'] }, 'disallowedTools'],
     ];
     for (const [payload, field] of cases) {
       const r = await h.admin_({
@@ -187,6 +193,99 @@ describe('tasks over the fake driver', () => {
     expect(unknownBox.statusCode).toBe(404);
     const unknownTask = await h.admin_({ method: 'GET', url: '/v1/tasks/task-nope' });
     expect(errorCode(unknownTask)).toBe('task_not_found');
+  });
+
+  it('redacts credential-like env values in the task it stores and shows; the script still gets them', async () => {
+    const envVars = {
+      GH_TOKEN: 'ghp_real',
+      AWS_SECRET_ACCESS_KEY: 'aws_real',
+      DB_PASSWORD: 'pw_real',
+      MODE: 'fast',
+    };
+    const t = await submit({ prompt: 'echo "$GH_TOKEN $AWS_SECRET_ACCESS_KEY $DB_PASSWORD $MODE"', envVars });
+    const shown = {
+      GH_TOKEN: '[redacted]',
+      AWS_SECRET_ACCESS_KEY: '[redacted]',
+      DB_PASSWORD: '[redacted]',
+      MODE: 'fast',
+    };
+    expect(t.spec.envVars).toEqual(shown);
+    const list = await events(t.id);
+    expect(list.filter((e) => e.type === 'text').map((e) => e.content)).toEqual([
+      'ghp_real aws_real pw_real fast',
+    ]);
+    expect((await task(t.id)).spec.envVars).toEqual(shown);
+    const all = (await h.admin_({ method: 'GET', url: '/v1/tasks' })).json<{ tasks: Task[] }>().tasks;
+    expect(all.find((x) => x.id === t.id)!.spec.envVars).toEqual(shown);
+    expect(JSON.stringify(h.host.taskStore.get(t.id)!.spec)).not.toMatch(/ghp_real|aws_real|pw_real/);
+  });
+
+  it('serves every event of a log longer than a store page, with and without follow', async () => {
+    // A finished task whose log is longer than any page the store is read in (10,000 was a cut).
+    const count = 10_050;
+    const id = 'task-long-log';
+    h.host.taskStore.insert({
+      id,
+      ownerKeyId: h.host.store.get(boxId)!.ownerKeyId,
+      target: 'box',
+      boxId,
+      userId: null,
+      agent: 'shell',
+      spec: TaskSpecSchema.parse({ agent: 'shell', prompt: `seq ${count}` }),
+    });
+    for (let i = 1; i <= count; i++) h.host.taskStore.appendEvent(id, { type: 'text', content: String(i) });
+    h.host.taskStore.finish(id, { state: 'succeeded' });
+    for (const query of ['?follow=false', '', `?after=${count - 5}`]) {
+      const ended = await Promise.race([
+        events(id, query),
+        new Promise<never>((_, reject) =>
+          setTimeout(() => reject(new Error(`events${query} did not end`)), 10_000),
+        ),
+      ]);
+      const after = query.startsWith('?after=') ? count - 5 : 0;
+      expect(ended.length, query).toBe(count - after);
+      expect(
+        ended.map((e) => e.seq).every((seq, i) => seq === after + i + 1),
+        query,
+      ).toBe(true);
+    }
+  });
+
+  it('sends a stream’s headers at once, before its first event (a queued task)', async () => {
+    const base = await h.host.app.listen({ host: '127.0.0.1', port: 0 });
+    // Nothing runs: the task stays queued, and neither stream has an event to send.
+    h.host.tasks.setMaxConcurrent(0);
+    try {
+      const headers = { 'x-api-key': h.admin, 'content-type': 'application/json' };
+      const seed = await fetch(`${base}/claude_in_the_box`, {
+        method: 'POST',
+        headers,
+        body: JSON.stringify({ user_id: 'queued-alice', task: 'hello' }),
+        signal: AbortSignal.timeout(5000),
+      });
+      expect(seed.status).toBe(200);
+      expect(seed.headers.get('content-type')).toContain('application/x-ndjson');
+      const id = seed.headers.get('x-agentbox-task-id')!;
+      const queued = await task(id);
+      expect(queued.state).toBe('queued');
+      const tail = await fetch(`${base}/v1/tasks/${id}/events?after=${queued.eventCount}`, {
+        headers,
+        signal: AbortSignal.timeout(5000),
+      });
+      expect(tail.status).toBe(200);
+      expect(tail.headers.get('content-type')).toContain('application/x-ndjson');
+      await h.admin_({ method: 'POST', url: `/v1/tasks/${id}/cancel` });
+      expect(JSON.parse((await seed.text()).trim())).toEqual({
+        type: 'error',
+        content: 'cancelled while queued',
+      });
+      expect(JSON.parse((await tail.text()).trim())).toMatchObject({
+        type: 'error',
+        content: { code: 'cancelled' },
+      });
+    } finally {
+      h.host.tasks.setMaxConcurrent(3);
+    }
   });
 
   it('another key sees neither the task nor its events', async () => {
@@ -355,6 +454,80 @@ describe('tasks and the idle policy', () => {
       expect(woken.state).toBe('succeeded');
     } finally {
       await h.close();
+    }
+  });
+});
+
+describe('task recovery on daemon start', () => {
+  let h: FakeHost;
+  beforeAll(async () => {
+    h = await fakeHost({ maxConcurrentTasks: 1 });
+  });
+  afterAll(() => h.close());
+
+  /** A box as the task service makes one for a task (or as a caller makes their own). */
+  const box = async (labels: Record<string, string> = {}) => {
+    const r = await h.admin_({ method: 'POST', url: '/v1/boxes', payload: { runtime: 'bash', labels } });
+    expect(r.statusCode, r.body).toBe(201);
+    return h.host.store.get(r.json<{ id: string }>().id)!;
+  };
+  /** A task record as an earlier daemon left it. */
+  const record = (id: string, ownerKeyId: string, target: 'ephemeral' | 'box', boxId: string | null) =>
+    h.host.taskStore.insert({
+      id,
+      ownerKeyId,
+      target,
+      boxId,
+      userId: null,
+      agent: 'shell',
+      spec: TaskSpecSchema.parse({ agent: 'shell', prompt: 'echo again' }),
+    });
+  const gone = (pid: number) => {
+    try {
+      process.kill(pid, 0);
+      return false;
+    } catch {
+      return true;
+    }
+  };
+
+  it('deletes the fresh box of a task that ran or had got one; a re-queued task starts in a new box', async () => {
+    // As a crash leaves them, or a shutdown whose tasks outlived stopAll's wait.
+    const ran = await box({ 'agentbox.task': 'task-ran' });
+    const owner = ran.ownerKeyId;
+    record('task-ran', owner, 'ephemeral', ran.id);
+    h.host.taskStore.start('task-ran', { boxId: ran.id, library: [] });
+    const got = await box({ 'agentbox.task': 'task-got' });
+    record('task-got', owner, 'ephemeral', got.id);
+    // Its box was made, but the daemon stopped before recording it.
+    const labelled = await box({ 'agentbox.task': 'task-unrecorded' });
+    record('task-unrecorded', owner, 'ephemeral', null);
+    // A caller's own box is theirs to keep, even if the task on it was running.
+    const own = await box();
+    record('task-own', owner, 'box', own.id);
+    h.host.taskStore.start('task-own', { boxId: own.id, library: [] });
+
+    const recovered = await h.host.tasks.recover();
+    expect(recovered.failed.sort()).toEqual(['task-own', 'task-ran']);
+    expect(recovered.requeued).toEqual(['task-got', 'task-unrecorded']);
+    expect(recovered.deletedBoxes.sort()).toEqual([ran.id, got.id, labelled.id].sort());
+    for (const b of [ran, got, labelled]) {
+      expect(h.host.store.get(b.id)!.state, b.id).toBe('deleted');
+      expect(gone(b.pid!), `${b.id}: its VM still runs`).toBe(true);
+    }
+    expect(h.host.store.get(own.id)!.state).toBe('running');
+    expect(h.host.taskStore.get('task-ran')).toMatchObject({
+      state: 'failed',
+      error: { code: 'daemon_restarted' },
+    });
+
+    for (const id of ['task-got', 'task-unrecorded']) {
+      await h.admin_({ method: 'GET', url: `/v1/tasks/${id}/events` });
+      const done = (await h.admin_({ method: 'GET', url: `/v1/tasks/${id}` })).json<Task>();
+      expect(done.state, id).toBe('succeeded');
+      expect([got.id, labelled.id]).not.toContain(done.boxId);
+      // Its new box goes with it.
+      await vi.waitFor(() => expect(h.host.store.get(done.boxId!)!.state).toBe('deleted'));
     }
   });
 });
