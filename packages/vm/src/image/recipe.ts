@@ -133,6 +133,12 @@ export const ROOTFS_PACKAGES = [
   'e2fsprogs',
   'bash',
   'less',
+  // Scripts and agents call `sudo` out of habit (the box's user is root: it just runs the
+  // command), fetch with wget and unpack zips; "command not found" costs an agent a turn.
+  'sudo',
+  'wget',
+  'unzip',
+  'zip',
   // Resolves the box's own hostname (the box id, set at each boot or restore) without an
   // /etc/hosts line per box: Java's getLocalHost, `hostname -f` and test servers ask for it.
   'libnss-myhostname',

@@ -53,7 +53,7 @@ describe('the agent CLIs and tools in the image, run in a box', () => {
     expect(await sh(vm, 'stat -c %a /root /etc /usr/local/bin')).toBe('700\n755\n755\n');
   });
 
-  it('python3 makes a venv with pip; rg, jq and a C compiler work', async () => {
+  it('python3 makes a venv with pip; rg, jq, a C compiler, sudo, wget and zip work', async () => {
     const pip = await sh(vm, 'python3 -m venv /tmp/venv && /tmp/venv/bin/python -m pip --version');
     expect(pip).toMatch(/^pip \d+\.\d+.* from \/tmp\/venv\//);
     expect(await sh(vm, 'rg --version | head -1')).toMatch(/^ripgrep \d+\.\d+/);
@@ -65,6 +65,14 @@ describe('the agent CLIs and tools in the image, run in a box', () => {
     );
     expect(built).toBe('42\n');
     expect(await sh(vm, 'echo \'{"a":[1,2]}\' | jq -c .a')).toBe('[1,2]\n');
+    // What setup scripts reach for: sudo (root already: it runs the command), wget, zip/unzip.
+    expect(await sh(vm, 'sudo -n id -un 2>&1')).toBe('root\n');
+    expect(await sh(vm, 'wget --version | head -1')).toMatch(/^GNU Wget \d/);
+    const zipped = await sh(
+      vm,
+      'cd /tmp && echo z > z.txt && zip -q z.zip z.txt && rm z.txt && unzip -q z.zip && cat z.txt',
+    );
+    expect(zipped).toBe('z\n');
   });
 
   it('the shell environment is ready: HOME, PATH, and profile.d in non-login shells', async () => {
