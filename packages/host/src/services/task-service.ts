@@ -85,7 +85,12 @@ interface Running {
   controller: AbortController;
   /** Why the run was aborted: the caller cancelled or the task ran out of time. */
   abortReason?: 'cancelled' | 'timed_out' | 'shutdown';
+  /** Settles once the run has ended and its outcome is stored. */
+  ended?: Promise<void>;
 }
+
+/** How long a cancel waits for the run to end, so it can answer with the final state. */
+const CANCEL_WAIT_MS = 10_000;
 
 function newTaskId(): string {
   return `task-${randomBytes(6).toString('hex')}`;
@@ -242,7 +247,7 @@ export function createTaskService(deps: TaskServiceDeps) {
       const id = queue.shift()!;
       const entry: Running = { controller: new AbortController() };
       running.set(id, entry);
-      void run(id, entry)
+      entry.ended = run(id, entry)
         .catch((err: unknown) => log.warn({ taskId: id, err: messageOf(err) }, 'task runner failed'))
         .finally(() => {
           running.delete(id);
@@ -477,7 +482,11 @@ export function createTaskService(deps: TaskServiceDeps) {
     return { kind: item.kind, namespace: item.namespace, name: item.name, sha256: item.sha256 };
   }
 
-  function cancel(options: { actor: Actor; id: string }): TaskRecord {
+  /**
+   * Cancels a queued task at once, a running one by stopping its agent: the answer waits (a
+   * bounded time) for the run to end, so it says `cancelled` rather than `running`.
+   */
+  async function cancel(options: { actor: Actor; id: string }): Promise<TaskRecord> {
     const task = get(options);
     if (TERMINAL_TASK_STATES.has(task.state)) {
       throw new AgentboxError('invalid_state', `task ${task.id} is already ${task.state}`, {
@@ -501,6 +510,12 @@ export function createTaskService(deps: TaskServiceDeps) {
     if (entry) {
       entry.abortReason ??= 'cancelled';
       entry.controller.abort();
+      let timer: NodeJS.Timeout | undefined;
+      await Promise.race([
+        entry.ended,
+        new Promise<void>((resolve) => (timer = setTimeout(resolve, CANCEL_WAIT_MS))),
+      ]);
+      clearTimeout(timer);
     }
     return store.get(task.id)!;
   }

@@ -117,7 +117,9 @@ describe('tasks over the fake driver', () => {
     expect(c1.json<Task>().state).toBe('cancelled');
     for (const b of blockers) {
       while ((await task(b.id)).state !== 'running') await new Promise((r) => setTimeout(r, 20));
-      await h.admin_({ method: 'POST', url: `/v1/tasks/${b.id}/cancel` });
+      // The answer waits for the run to end: it says what the task became.
+      const c = await h.admin_({ method: 'POST', url: `/v1/tasks/${b.id}/cancel` });
+      expect(c.json<Task>().state).toBe('cancelled');
     }
     for (const b of blockers) {
       const list = await events(b.id);
@@ -138,6 +140,7 @@ describe('tasks over the fake driver', () => {
     const t = await submit({ prompt: 'sleep 30', files });
     const c = await h.admin_({ method: 'POST', url: `/v1/tasks/${t.id}/cancel` });
     expect(c.statusCode, c.body).toBe(200);
+    expect(c.json<Task>().state).toBe('cancelled');
     const list = await events(t.id);
     expect(list.at(-1)).toMatchObject({ type: 'error', content: { code: 'cancelled' } });
     expect((await task(t.id)).state).toBe('cancelled');

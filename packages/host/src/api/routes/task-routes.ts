@@ -168,7 +168,7 @@ export function taskRoutes(deps: TaskRouteDeps): RouteDef[] {
       params: TaskParamsSchema,
       responses: { 200: { description: 'The task', schema: TaskSchema } },
       errors: [...ON_TASK, 'invalid_state'],
-      handler: ({ params, actor }) => Promise.resolve(view(deps.tasks.cancel({ actor, id: params.id }))),
+      handler: async ({ params, actor }) => view(await deps.tasks.cancel({ actor, id: params.id })),
     }),
 
     // ---- library ----
