@@ -28,7 +28,12 @@ export class Boxes {
     private readonly http: HttpTransport,
   ) {}
 
-  /** Boots a new box and returns it running. */
+  /**
+   * Boots a new box and returns it running. When the call times out, is aborted or loses its
+   * connection, the box may still be created (the daemon goes on booting it), and this call never
+   * learned its id: give it `labels` and look for them in `list()` (kill what you find), or a
+   * `ttlSeconds` so that it goes away on its own.
+   */
   async create(opts: Omit<SandboxCreateOpts, 'client'> = {}): Promise<Sandbox> {
     const { timeoutMs, signal, ...request } = opts;
     const box = await this.http.json<Box>({

@@ -1,6 +1,6 @@
 import type { ApiExecRequest, ExecEvent } from '@agentbox/protocol';
 import { fromBase64, toBase64, utf8 } from './bytes.js';
-import { sdkError } from './errors.js';
+import { errorFromObject, sdkError } from './errors.js';
 import { ndjsonLines, type HttpTransport, type RequestOpts } from './http.js';
 
 export interface CommandOpts extends Omit<RequestOpts, 'timeoutMs'> {
@@ -66,7 +66,7 @@ export class Commands {
     const output = { stdout: '', stderr: '' };
     const callbacks = { stdout: opts.onStdout, stderr: opts.onStderr };
     let pid: number | null = null;
-    for await (const line of ndjsonLines(res.body, this.http.config.url)) {
+    for await (const line of ndjsonLines(res.body, this.http.url, opts.signal)) {
       const event = line as ExecEvent;
       switch (event.type) {
         case 'started':
@@ -96,15 +96,13 @@ export class Commands {
           };
         }
         case 'error':
-          throw sdkError(event.error.code, event.error.message, {
-            details: event.error.details,
-            requestId: event.error.requestId,
-          });
+          // Not sdkError(event.error.code): a newer daemon may send a code this SDK has no class for.
+          throw errorFromObject(event.error, { message: 'the command failed in the box' });
       }
     }
     throw sdkError(
       'daemon_unreachable',
-      `the exec stream from ${this.http.config.url} ended before the command did`,
+      `the exec stream from ${this.http.url} ended before the command did`,
     );
   }
 }

@@ -101,6 +101,21 @@ export function sdkError(code: ErrorCode, message: string, options: SdkErrorOpti
 const isRecord = (value: unknown): value is Record<string, unknown> =>
   typeof value === 'object' && value !== null && !Array.isArray(value);
 
+/** The JSON of `text`, or undefined when it is not JSON (e.g. a proxy's HTML page). */
+function parseJson(text: string): unknown {
+  try {
+    return JSON.parse(text) as unknown;
+  } catch {
+    return undefined;
+  }
+}
+
+/** Whether `text` is an agentbox error body (`{error: {code, ...}}`), not e.g. a proxy's page. */
+export function isErrorBody(text: string): boolean {
+  const json = parseJson(text);
+  return isRecord(json) && isRecord(json.error) && typeof json.error.code === 'string';
+}
+
 /**
  * The error a failed response stands for: its error body (`{error: {code, message, details?,
  * requestId}}`), or `internal` when it has none. Checked by hand, not with protocol's zod schema,
@@ -111,21 +126,33 @@ export function errorFromBody(
   text: string,
   requestIdHeader?: string | null,
 ): AgentboxSdkError {
-  let json: unknown;
-  try {
-    json = JSON.parse(text);
-  } catch {
-    json = undefined;
-  }
-  const error: Partial<Record<keyof ErrorBody['error'], unknown>> =
-    isRecord(json) && isRecord(json.error) ? json.error : {};
-  const requestId = typeof error.requestId === 'string' ? error.requestId : (requestIdHeader ?? undefined);
-  const message =
-    typeof error.message === 'string' ? error.message : `daemon answered ${status}: ${text.slice(0, 200)}`;
+  const json = parseJson(text);
+  return errorFromObject(isRecord(json) ? json.error : undefined, {
+    message: `daemon answered ${status}: ${text.slice(0, 200)}`,
+    requestId: requestIdHeader ?? undefined,
+    httpStatus: status,
+  });
+}
+
+/**
+ * The error of an error body's `error` object, also sent as an exec stream's `error` event;
+ * `fallback` gives what it lacks.
+ */
+export function errorFromObject(
+  value: unknown,
+  fallback: { message: string; requestId?: string | undefined; httpStatus?: number | undefined },
+): AgentboxSdkError {
+  const error: Partial<Record<keyof ErrorBody['error'], unknown>> = isRecord(value) ? value : {};
+  const requestId = typeof error.requestId === 'string' ? error.requestId : fallback.requestId;
+  const message = typeof error.message === 'string' ? error.message : fallback.message;
   // A newer daemon's unknown code keeps its message, as `internal`.
   const code = isErrorCode(error.code) ? error.code : 'internal';
   const details = isRecord(error.details) ? error.details : undefined;
-  return sdkError(code, message, { requestId, httpStatus: status, ...(details ? { details } : {}) });
+  return sdkError(code, message, {
+    requestId,
+    httpStatus: fallback.httpStatus,
+    ...(details ? { details } : {}),
+  });
 }
 
 // Named classes, one per code (a test checks every code of the registry has one).

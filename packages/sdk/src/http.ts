@@ -1,4 +1,4 @@
-import { errorFromBody, sdkError, UnauthorizedError } from './errors.js';
+import { errorFromBody, isErrorBody, sdkError, UnauthorizedError } from './errors.js';
 
 /** Ends every method's arguments: a deadline and a cancellation signal for that call. */
 export interface RequestOpts {
@@ -30,7 +30,15 @@ export interface HttpRequest extends RequestOpts {
   headers?: Record<string, string>;
   /** The route needs no key (`GET /health`). */
   anonymous?: boolean;
+  /**
+   * A 502/503/504 without an agentbox error body (a proxy's page while the daemon is away) is
+   * `daemon_unreachable`, not `internal`, so that a caller retrying lost connections retries it.
+   */
+  gatewayUnreachable?: boolean;
 }
+
+/** The statuses a proxy answers with when the daemon behind it is down. */
+const GATEWAY_STATUSES = new Set([502, 503, 504]);
 
 /** The joined signal of a call's `signal` and `timeoutMs`, or undefined when it has neither. */
 export function callSignal(opts: RequestOpts): AbortSignal | undefined {
@@ -42,15 +50,35 @@ export function callSignal(opts: RequestOpts): AbortSignal | undefined {
   return AbortSignal.any(signals);
 }
 
-const isAbort = (err: unknown) =>
-  err instanceof Error && (err.name === 'AbortError' || err.name === 'TimeoutError');
+/**
+ * Whether a failure is the call's abort: the signal aborted (its reason, e.g. the caller's own
+ * Error, is what the call rejects with), or an abort error of a fetch that was given no signal.
+ */
+const isAbort = (err: unknown, signal: AbortSignal | undefined) =>
+  signal?.aborted === true ||
+  (err instanceof Error && (err.name === 'AbortError' || err.name === 'TimeoutError'));
+
+/** What an aborted call rejects with: the signal's reason when it aborted, else `err`. */
+const abortReason = (err: unknown, signal: AbortSignal | undefined): unknown =>
+  signal?.aborted ? signal.reason : err;
 
 /** One HTTP exchange with the daemon: errors come back as the typed classes of their codes. */
 export class HttpTransport {
-  constructor(readonly config: ConnectionConfig) {}
+  /** The daemon's base URL. */
+  readonly url: string;
+  // Private fields: console.log, util.inspect and JSON.stringify of a client, a box or its parts
+  // must not print the key.
+  readonly #apiKey: string | undefined;
+  readonly #fetch: typeof fetch;
+
+  constructor(config: ConnectionConfig) {
+    this.url = config.url;
+    this.#apiKey = config.apiKey;
+    this.#fetch = config.fetch;
+  }
 
   urlOf(path: string, query: Query = {}): string {
-    const url = new URL(`${this.config.url}${path}`);
+    const url = new URL(`${this.url}${path}`);
     for (const [name, value] of Object.entries(query)) {
       if (value !== undefined) url.searchParams.set(name, String(value));
     }
@@ -61,11 +89,11 @@ export class HttpTransport {
   async request(req: HttpRequest): Promise<Response> {
     const headers: Record<string, string> = { ...req.headers };
     if (!req.anonymous) {
-      if (!this.config.apiKey)
+      if (!this.#apiKey)
         throw new UnauthorizedError(
           'no API key: pass `apiKey` or set AGENTBOX_API_KEY (`agentbox keys create` makes one)',
         );
-      headers['x-api-key'] = this.config.apiKey;
+      headers['x-api-key'] = this.#apiKey;
     }
     let body: RequestInit['body'];
     if (req.json !== undefined) {
@@ -78,7 +106,7 @@ export class HttpTransport {
     const signal = callSignal(req);
     let res: Response;
     try {
-      res = await this.config.fetch(this.urlOf(req.path, req.query), {
+      res = await this.#fetch(this.urlOf(req.path, req.query), {
         method: req.method,
         headers,
         ...(body === undefined ? {} : { body }),
@@ -86,12 +114,20 @@ export class HttpTransport {
         ...(signal ? { signal } : {}),
       });
     } catch (err) {
-      if (isAbort(err)) throw err;
-      throw unreachable(this.config.url, err);
+      if (isAbort(err, signal)) throw abortReason(err, signal);
+      throw unreachable(this.url, err);
     }
     if (!res.ok) {
       const text = await res.text().catch(() => '');
-      throw errorFromBody(res.status, text, res.headers.get('x-request-id'));
+      if (signal?.aborted) throw signal.reason;
+      const error = errorFromBody(res.status, text, res.headers.get('x-request-id'));
+      if (req.gatewayUnreachable && GATEWAY_STATUSES.has(res.status) && !isErrorBody(text))
+        throw sdkError(
+          'daemon_unreachable',
+          `cannot reach the daemon at ${this.url} (a proxy answered ${res.status})`,
+          { requestId: error.requestId, httpStatus: res.status, cause: error },
+        );
+      throw error;
     }
     return res;
   }
@@ -120,11 +156,12 @@ export function unreachable(url: string, err: unknown) {
 /**
  * The lines of an NDJSON body as parsed values. The daemon ends every line with a newline, so a
  * trailing fragment is a cut stream and is dropped; a connection lost while reading is
- * `daemon_unreachable`.
+ * `daemon_unreachable`, and an abort of `signal` (the request's) rejects with its reason.
  */
 export async function* ndjsonLines(
   body: ReadableStream<Uint8Array> | null,
   url: string,
+  signal: AbortSignal | undefined,
 ): AsyncGenerator<unknown> {
   if (!body) return;
   const decoder = new TextDecoder();
@@ -136,7 +173,7 @@ export async function* ndjsonLines(
       try {
         chunk = await reader.read();
       } catch (err) {
-        if (isAbort(err)) throw err;
+        if (isAbort(err, signal)) throw abortReason(err, signal);
         throw sdkError(
           'daemon_unreachable',
           `the connection to the daemon at ${url} was cut (${(err as Error).message})`,

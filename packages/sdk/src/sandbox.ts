@@ -60,7 +60,11 @@ export class Sandbox {
     this.tasks = new BoxTasks(client.tasks, box.id);
   }
 
-  /** Boots a new box and returns it running. */
+  /**
+   * Boots a new box and returns it running. A timed-out or aborted call may still leave a box
+   * running that it never returned: see `client.boxes.create` (find it by its `labels`, or set a
+   * `ttlSeconds`).
+   */
   static create(opts: SandboxCreateOpts = {}): Promise<Sandbox> {
     const { client, ...rest } = opts;
     return (client ?? Sandbox.defaultClient()).boxes.create(rest);

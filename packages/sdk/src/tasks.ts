@@ -153,8 +153,9 @@ export class Tasks {
 
   /**
    * The events of a task after `opts.after`, as they come, until the task ends. A dropped
-   * connection is resumed from the last event received, so nothing is lost or repeated; errors the
-   * daemon answers (unknown task, bad key) end the iteration at once.
+   * connection (or a proxy's 502/503/504 without an error body) is resumed from the last event
+   * received, so nothing is lost or repeated; errors the daemon answers (unknown task, bad key) end
+   * the iteration at once.
    */
   async *events(id: string, opts: FollowOpts = {}): AsyncGenerator<TaskEvent, void, undefined> {
     const attempts = opts.reconnect?.attempts ?? 5;
@@ -173,9 +174,11 @@ export class Tasks {
           path: `/v1/tasks/${encodeURIComponent(id)}/events`,
           query: { after: last },
           headers: { accept: 'application/x-ndjson' },
+          // A proxy's 502/503/504 while the daemon restarts is retried like a lost connection.
+          gatewayUnreachable: true,
           ...signal,
         });
-        for await (const line of ndjsonLines(res.body, this.http.config.url)) {
+        for await (const line of ndjsonLines(res.body, this.http.url, opts.signal)) {
           const event = line as TaskEvent;
           if (event.seq <= last) continue;
           last = event.seq;
@@ -183,7 +186,12 @@ export class Tasks {
           yield event;
         }
         // The stream ends when the task does; a connection cut cleanly ends it early.
-        const task = await this.get(id, signal);
+        const task = await this.http.json<Task>({
+          method: 'GET',
+          path: `/v1/tasks/${encodeURIComponent(id)}`,
+          gatewayUnreachable: true,
+          ...signal,
+        });
         if (ENDED_TASK_STATES.has(task.state) && task.eventCount <= last) return;
       } catch (err) {
         const code = (err as { code?: unknown }).code;

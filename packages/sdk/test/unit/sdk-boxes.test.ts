@@ -1,4 +1,5 @@
 import { Readable } from 'node:stream';
+import util from 'node:util';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import {
   AgentboxClient,
@@ -35,6 +36,41 @@ describe('Sandbox over the fake driver', () => {
     expect((await Sandbox.list({ client })).map((b) => b.id)).toContain(box.id);
     expect(await client.boxes.get(box.id)).toMatchObject({ id: box.id });
     expect((await box.refresh()).id).toBe(box.id);
+  });
+
+  it('printing a client, a box or its parts does not show the API key', async () => {
+    const printed = [
+      util.inspect(box, { depth: 10 }),
+      util.inspect(box, { depth: 10, showHidden: true }),
+      util.inspect(client, { depth: 10 }),
+      // A box and a client are circular (client.boxes.client); their parts are not.
+      JSON.stringify(box.commands),
+      JSON.stringify(box.files),
+      JSON.stringify(box.processes),
+      JSON.stringify(client.tasks),
+      JSON.stringify(client.library),
+    ];
+    for (const text of printed) {
+      expect(text).not.toContain(d.admin);
+      expect(text).not.toMatch(/apiKey/);
+    }
+    expect(printed[0]).toContain(d.url);
+    // The key is still sent.
+    expect((await box.refresh()).id).toBe(box.id);
+  });
+
+  it('a create aborted while the daemon boots may still make the box: its labels find it', async () => {
+    const labels = { job: 'aborted-create' };
+    const controller = new AbortController();
+    const creating = Sandbox.create({ client, labels, signal: controller.signal });
+    const mine = async () => (await client.boxes.list()).filter((b) => b.labels.job === labels.job);
+    await expect.poll(async () => (await mine()).length, { interval: 5, timeout: 5000 }).toBe(1);
+    controller.abort();
+    await expect(creating).rejects.toMatchObject({ name: 'AbortError' });
+    // What the create doc comment and the README advise: find it by its label, and kill it.
+    await expect.poll(async () => (await mine())[0]?.state, { timeout: 5000 }).toBe('running');
+    for (const lost of await mine()) await client.boxes.kill(lost.id);
+    expect(await mine()).toEqual([]);
   });
 
   it('takes url and key from AGENTBOX_URL / AGENTBOX_API_KEY by default', async () => {

@@ -1,3 +1,5 @@
+import http from 'node:http';
+import type { AddressInfo } from 'node:net';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { AgentboxError, ERROR_CODE_LIST, ERROR_CODES } from '@agentbox/protocol';
 import * as sdk from '../../src/index.js';
@@ -7,6 +9,8 @@ import {
   DaemonUnreachableError,
   ERROR_CLASSES,
   ForbiddenError,
+  GuestError,
+  InternalError,
   LibraryItemNotFoundError,
   Sandbox,
   UnauthorizedError,
@@ -118,6 +122,59 @@ describe('errors from a daemon', () => {
     await expect(box.commands.run('sleep 5', { signal: AbortSignal.timeout(200) })).rejects.toMatchObject({
       name: 'TimeoutError',
     });
+    await box.kill();
+  });
+
+  it('a signal aborted with a reason rejects with that reason: before, awaiting and reading the response', async () => {
+    const client = new AgentboxClient({ url: d.url, apiKey: d.admin });
+    const reason = new Error('user cancelled');
+    const before = new AbortController();
+    before.abort(reason);
+    await expect(client.boxes.list({ signal: before.signal })).rejects.toBe(reason);
+
+    // A daemon that takes the request and never answers.
+    const silent = http.createServer(() => undefined);
+    await new Promise<void>((resolve) => silent.listen(0, '127.0.0.1', resolve));
+    const url = `http://127.0.0.1:${(silent.address() as AddressInfo).port}`;
+    const awaiting = new AbortController();
+    const pending = new AgentboxClient({ url, apiKey: 'k' }).boxes.list({ signal: awaiting.signal });
+    setTimeout(() => awaiting.abort(reason), 50);
+    await expect(pending).rejects.toBe(reason);
+    silent.closeAllConnections();
+    silent.close();
+
+    // Mid-stream: the exec output is being read.
+    const box = await client.boxes.create();
+    const reading = new AbortController();
+    await expect(
+      box.commands.run('sleep 5', { signal: reading.signal, onStart: () => reading.abort(reason) }),
+    ).rejects.toBe(reason);
+    await box.kill();
+  });
+
+  it('an exec error event with a code this SDK does not know is InternalError keeping the message', async () => {
+    let execBody = '';
+    // The daemon's answers, but for /exec: a newer daemon's stream.
+    const client = new AgentboxClient({
+      url: d.url,
+      apiKey: d.admin,
+      fetch: (input, init) =>
+        (input as string).endsWith('/exec')
+          ? Promise.resolve(new Response(execBody, { headers: { 'content-type': 'application/x-ndjson' } }))
+          : fetch(input, init),
+    });
+    const box = await client.boxes.create();
+    const stream = (error: object) =>
+      `${JSON.stringify({ type: 'started', pid: 1 })}\n${JSON.stringify({ type: 'error', error })}\n`;
+    execBody = stream({ code: 'brand_new', message: 'a new failure', requestId: 'req_1' });
+    const newer = await box.commands.run('true').catch((e: unknown) => e);
+    expect(newer).toBeInstanceOf(InternalError);
+    expect(newer).toMatchObject({ code: 'internal', message: 'a new failure', requestId: 'req_1' });
+    // A known code is its class, with the details.
+    execBody = stream({ code: 'guest_error', message: 'm', details: { errno: 5 }, requestId: 'req_2' });
+    const known = await box.commands.run('true').catch((e: unknown) => e);
+    expect(known).toBeInstanceOf(GuestError);
+    expect(known).toMatchObject({ message: 'm', details: { errno: 5 }, requestId: 'req_2', status: 500 });
     await box.kill();
   });
 

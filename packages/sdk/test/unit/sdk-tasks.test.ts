@@ -3,6 +3,7 @@ import type { TaskEvent } from '@agentbox/protocol';
 import {
   AgentboxClient,
   DaemonUnreachableError,
+  InternalError,
   InvalidRequestError,
   Sandbox,
   TaskNotFoundError,
@@ -124,6 +125,63 @@ describe('tasks over the fake driver', () => {
         void event;
     })().catch((e: unknown) => e);
     expect(err).toBeInstanceOf(DaemonUnreachableError);
+  });
+
+  it('a proxy’s 502/503/504 without an error body is retried like a lost connection, within its attempts', async () => {
+    const run = await client.tasks.run({ agent: 'shell', boxId: box.id, prompt: 'echo one; echo two' });
+    await run.result();
+    // What a proxy answers the next follow requests with, before passing them to the daemon.
+    let answers: Response[] = [];
+    let requests = 0;
+    const proxied = new AgentboxClient({
+      url: d.url,
+      apiKey: d.admin,
+      fetch: (input, init) => {
+        if ((input as string).includes('/events')) {
+          requests++;
+          const answer = answers.shift();
+          if (answer) return Promise.resolve(answer);
+        }
+        return fetch(input, init);
+      },
+    });
+    const gateway = (status: number) =>
+      new Response(`<html><body>${status} Bad Gateway</body></html>`, {
+        status,
+        headers: { 'content-type': 'text/html' },
+      });
+    const follow = async (attempts: number) => {
+      const events: TaskEvent[] = [];
+      for await (const event of proxied.tasks.events(run.id, { reconnect: { attempts, delayMs: 5 } }))
+        events.push(event);
+      return events;
+    };
+
+    answers = [gateway(502), gateway(503), gateway(504)];
+    const events = await follow(3);
+    expect(events.filter((e) => e.type === 'text').map((e) => e.content)).toEqual(['one', 'two']);
+    expect(requests).toBe(4);
+
+    // A proxy that stays down: given up after the attempts, as DaemonUnreachableError.
+    answers = Array.from({ length: 10 }, () => gateway(502));
+    requests = 0;
+    const down = await follow(2).catch((e: unknown) => e);
+    expect(down).toBeInstanceOf(DaemonUnreachableError);
+    expect(down).toMatchObject({ status: 502 });
+    expect(requests).toBe(3);
+
+    // A 503 carrying the daemon's error body is the daemon's answer: thrown at once.
+    answers = [
+      new Response(JSON.stringify({ error: { code: 'internal', message: 'boom', requestId: 'req_1' } }), {
+        status: 503,
+        headers: { 'content-type': 'application/json' },
+      }),
+    ];
+    requests = 0;
+    const answered = await follow(2).catch((e: unknown) => e);
+    expect(answered).toBeInstanceOf(InternalError);
+    expect(answered).toMatchObject({ message: 'boom', status: 503 });
+    expect(requests).toBe(1);
   });
 
   it('attach, cancel, get and list; an unknown task is TaskNotFoundError; a bad spec InvalidRequestError', async () => {
