@@ -10,12 +10,10 @@ export interface LeaseContext {
   sessions: Map<string, BoxSession>;
   /** Boxes being created, by id: a lease on one waits for it. */
   creating: Map<string, Promise<BoxRecord>>;
-  power: Pick<BoxPower, 'awake'>;
+  power: Pick<BoxPower, 'awake' | 'sessionOf'>;
   layoutOf: (boxId: string) => GuestLayout;
   clock: () => number;
   log: BoxLogger;
-  /** A session for a hibernated box this daemon has not seen yet (it was hibernated by another). */
-  hibernatedSession: (box: BoxRecord) => BoxSession;
 }
 
 function messageOf(err: unknown): string {
@@ -81,11 +79,7 @@ export function createBoxLeases(ctx: LeaseContext) {
         details: { state: box.state },
       });
     }
-    let session = sessions.get(box.id);
-    if (!session && box.state === 'hibernated') {
-      session = ctx.hibernatedSession(box);
-      sessions.set(box.id, session);
-    }
+    const session = power.sessionOf(box);
     if (!session) {
       throw new AgentboxError(
         'guest_unreachable',

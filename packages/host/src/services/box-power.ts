@@ -51,12 +51,28 @@ export interface PowerContext {
   setUpEgress: (box: BoxRecord, vm: Vm) => Promise<void>;
   watch: (id: string, vm: Vm) => void;
   fail: (box: BoxRecord, reason: string) => Promise<BoxRecord>;
+  /** The box's VM died or broke: a persistent box keeps its disk, any other fails. */
+  vmLost: (box: BoxRecord, reason: string) => Promise<BoxRecord>;
+  /** Kills what is left of a box's VM and removes its files. */
+  cleanup: (box: BoxRecord) => Promise<void>;
+  /** A new session for a hibernated box this daemon has not seen yet (it was hibernated by another). */
+  hibernatedSession: (box: BoxRecord) => BoxSession;
   pidPatch: (vm: Vm) => { pid: number | null; pidStartTime: number | null };
   metrics: { observeBoot(seconds: number): void };
 }
 
 function messageOf(err: unknown): string {
   return err instanceof Error ? err.message : String(err);
+}
+
+/** Settles when `promise` does or after `ms`, whichever is first. */
+function within(promise: Promise<unknown>, ms: number): Promise<unknown> {
+  let timer: NodeJS.Timeout | undefined;
+  const elapsed = new Promise((resolve) => {
+    timer = setTimeout(resolve, ms);
+    timer.unref();
+  });
+  return Promise.race([promise, elapsed]).finally(() => clearTimeout(timer));
 }
 
 /**
@@ -66,11 +82,34 @@ function messageOf(err: unknown): string {
 export function createBoxPower(ctx: PowerContext) {
   const { store, sessions, log, clock } = ctx;
 
-  /** Runs `fn` after every earlier lifecycle operation on the box. */
-  function serialize<T>(id: string, fn: () => Promise<T>): Promise<T> {
-    const session = sessions.get(id);
+  /**
+   * The session of a hibernated box. After a daemon restart it has none (no VM to adopt): it gets
+   * one here, before anything waits on it or wakes it.
+   */
+  function hibernatedSessionOf(box: BoxRecord): BoxSession {
+    let session = sessions.get(box.id);
+    if (!session) {
+      session = ctx.hibernatedSession(box);
+      sessions.set(box.id, session);
+    }
+    return session;
+  }
+
+  /** The box's session, made first for a hibernated box that has none (see hibernatedSessionOf). */
+  function sessionOf(box: BoxRecord): BoxSession | undefined {
+    return box.state === 'hibernated' ? hibernatedSessionOf(box) : sessions.get(box.id);
+  }
+
+  /**
+   * Runs `fn` after every earlier lifecycle operation on the box; with `waitMs`, after at most that
+   * long (a delete must not hang behind an operation that never ends).
+   */
+  function serialize<T>(id: string, fn: () => Promise<T>, options: { waitMs?: number } = {}): Promise<T> {
+    const box = store.get(id);
+    const session = box && sessionOf(box);
     if (!session) return fn();
-    const run = session.chain.then(fn, fn);
+    const before = options.waitMs === undefined ? session.chain : within(session.chain, options.waitMs);
+    const run = before.then(fn, fn);
     session.chain = run.catch(() => undefined);
     return run;
   }
@@ -125,7 +164,7 @@ export function createBoxPower(ctx: PowerContext) {
         if (session.egressPending) await ctx.setUpEgress(running, session.vm);
         session.egressPending = false;
       } catch (err) {
-        await ctx.fail(running, `could not resume: ${messageOf(err)}`);
+        await ctx.vmLost(running, `could not resume: ${messageOf(err)}`);
         throw err;
       }
       session.pausedAt = undefined;
@@ -177,11 +216,13 @@ export function createBoxPower(ctx: PowerContext) {
 
   /** hibernated → running: its own snapshot when it has one, else a cold boot of its disk. */
   async function wake(box: BoxRecord, reason: string): Promise<BoxRecord> {
-    const session = sessions.get(box.id)!;
+    const session = hibernatedSessionOf(box);
     const spec = { id: box.id, image: ctx.imageOf(box), resources: ctx.resourcesOf(box) };
     const started = clock();
     let vm: Vm | undefined;
     let mode: BoxStartMode = 'wake';
+    let bootMs: number;
+    let running: BoxRecord;
     if (ctx.backend.hibernation?.(box.id)) {
       try {
         vm = await ctx.backend.create({ ...spec, restoreFrom: { kind: 'hibernation' } });
@@ -206,19 +247,29 @@ export function createBoxPower(ctx: PowerContext) {
       }
       // A woken guest kept its files and env; a disk boot lost /run (env file) and the agent's state.
       await ctx.connect(box, vm, session, mode === 'disk');
+      bootMs = clock() - started;
+      running = store.transition(box.id, 'running', {
+        from: ['hibernated'],
+        patch: { ...ctx.pidPatch(vm), bootMs, startMode: mode },
+        reason,
+      });
     } catch (err) {
+      const now = store.get(box.id)?.state;
+      if (now === 'stopped' || now === 'deleted') {
+        // Deleted meanwhile: the delete marked it stopped and waits for this wake (only so long), so
+        // the VM started here, and whatever it set up, is ours to end.
+        await vm?.destroy().catch(() => undefined);
+        await ctx.cleanup(box);
+        throw new AgentboxError('invalid_state', `box ${box.id} was deleted while it was being woken`, {
+          details: { state: now },
+        });
+      }
       await ctx.fail(box, `could not wake: ${messageOf(err)}`);
       throw new AgentboxError('boot_failed', `box ${box.id} could not be woken: ${messageOf(err)}`, {
         cause: err,
       });
     }
-    const bootMs = clock() - started;
     ctx.metrics.observeBoot(bootMs / 1000);
-    const running = store.transition(box.id, 'running', {
-      from: ['hibernated'],
-      patch: { ...ctx.pidPatch(vm), bootMs, startMode: mode },
-      reason,
-    });
     session.lastActive = clock();
     session.egressPending = false;
     ctx.watch(box.id, vm);
@@ -267,7 +318,7 @@ export function createBoxPower(ctx: PowerContext) {
     }
   }
 
-  return { pause, resume, hibernate, awake, checkIdle, serialize };
+  return { pause, resume, hibernate, awake, checkIdle, serialize, sessionOf };
 }
 
 export type BoxPower = ReturnType<typeof createBoxPower>;

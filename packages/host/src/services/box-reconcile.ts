@@ -1,5 +1,3 @@
-import fs from 'node:fs';
-import path from 'node:path';
 import type { Vm } from '@agentbox/vm';
 import type { BoxRecord, BoxStore } from '../store/box-store.js';
 import type { BoxSession } from './box-power.js';
@@ -11,9 +9,10 @@ export interface ReconcileContext {
   deps: Pick<BoxServiceDeps, 'backend' | 'probe' | 'templates'>;
   log: BoxLogger;
   clock: () => number;
-  canHibernate: boolean;
   destroy: (box: BoxRecord, reason: string) => Promise<BoxRecord>;
   fail: (box: BoxRecord, reason: string) => Promise<BoxRecord>;
+  /** A VM found dead or unusable: a user's persistent box keeps its disk (hibernated), others fail. */
+  vmLost: (box: BoxRecord, reason: string) => Promise<BoxRecord>;
   watch: (id: string, vm: Vm) => void;
   setUpEgress: (box: BoxRecord, vm: Vm) => Promise<void>;
   newSession: (vm: Vm | undefined, env: Record<string, string>) => BoxSession;
@@ -35,16 +34,15 @@ function messageOf(err: unknown): string {
 
 /** The daemon-start pass that matches the store's live boxes with the VM processes still running. */
 export function createReconciler(ctx: ReconcileContext) {
-  const { store, sessions, deps, log, clock, canHibernate, destroy, fail, watch, setUpEgress, newSession } =
-    ctx;
+  const { store, sessions, deps, log, clock, destroy, fail, vmLost, watch, setUpEgress, newSession } = ctx;
   const readHostEnv = ctx.hostEnv;
   const readGuestEnv = ctx.guestEnv;
 
   /**
    * On daemon start: re-adopts every box the store says is live whose VM process (same pid and start
    * time) still runs and answers (a paused one stays paused); hibernated boxes wait for their next
-   * use. A user's persistent box whose VM died (a host reboot) keeps its disk and boots from it on
-   * its next use; other boxes whose VM died are marked failed and their files removed.
+   * use. A user's persistent box whose VM died (a host reboot) or does not answer keeps its disk and
+   * boots from it on its next use; other such boxes are marked failed and their files removed.
    */
   return async function reconcile(): Promise<ReconcileResult> {
     const result = {
@@ -67,26 +65,19 @@ export function createReconciler(ctx: ReconcileContext) {
           result.hibernated.push(box.id);
           return;
         }
+        if (box.state === 'creating') {
+          await fail(box, 'the daemon stopped while it booted');
+          result.failed.push(box.id);
+          return;
+        }
+        const lost = async (reason: string) => {
+          const after = await vmLost(box, reason);
+          (after.state === 'hibernated' ? result.hibernated : result.failed).push(box.id);
+        };
         const alive =
           box.pid !== null && box.pidStartTime !== null && deps.probe.startTime(box.pid) === box.pidStartTime;
-        const live = box.state === 'running' || box.state === 'paused';
-        if (!live || !alive || !deps.backend.adopt) {
-          if (
-            live &&
-            box.userId !== null &&
-            canHibernate &&
-            fs.existsSync(path.join(box.dir, 'disk.qcow2'))
-          ) {
-            store.transition(box.id, 'hibernated', {
-              from: [box.state],
-              patch: { pid: null, pidStartTime: null },
-              reason: 'the VM is gone; the persistent box boots from its disk on its next use',
-            });
-            result.hibernated.push(box.id);
-            return;
-          }
-          await fail(box, box.state === 'creating' ? 'the daemon stopped while it booted' : 'the VM died');
-          result.failed.push(box.id);
+        if (!alive || !deps.backend.adopt) {
+          await lost('the VM died');
           return;
         }
         try {
@@ -110,8 +101,7 @@ export function createReconciler(ctx: ReconcileContext) {
           result.adopted.push(box.id);
           log.info({ boxId: box.id, pid: box.pid, paused }, 'box re-adopted');
         } catch (err) {
-          await fail(box, `could not re-adopt the VM: ${messageOf(err)}`);
-          result.failed.push(box.id);
+          await lost(`could not re-adopt the VM: ${messageOf(err)}`);
         }
       }),
     );

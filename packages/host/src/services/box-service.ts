@@ -129,6 +129,11 @@ export interface BoxServiceDeps {
   >;
   /** Idle pause / hibernate; default DEFAULT_IDLE. */
   idle?: Partial<IdleSettings>;
+  /**
+   * How long a delete waits for a lifecycle operation in flight on the box (a wake, a hibernate)
+   * before it kills the VM anyway; default DELETE_WAIT_MS.
+   */
+  deleteWaitMs?: number;
   clock?: () => number;
 }
 
@@ -157,12 +162,20 @@ export type ReapReason = 'ttl_expired' | 'vm_died';
 /** The box's env vars on the host (0600, in its runtime dir): a disk boot loses the guest's copy. */
 const HOST_ENV_FILE = 'env.json';
 
+/** See BoxServiceDeps.deleteWaitMs: long enough for a wake or a hibernate, short enough for a client. */
+const DELETE_WAIT_MS = 10_000;
+
 function newBoxId(): string {
   return `box-${randomBytes(5).toString('hex')}`;
 }
 
 function messageOf(err: unknown): string {
   return err instanceof Error ? err.message : String(err);
+}
+
+/** The store's refusal of a second live box for a user id. */
+function isUserTaken(err: unknown, userId: string): boolean {
+  return err instanceof AgentboxError && err.code === 'invalid_state' && err.details?.userId === userId;
 }
 
 function isEnv(value: unknown): value is Record<string, string> {
@@ -183,6 +196,7 @@ export function createBoxService(deps: BoxServiceDeps) {
   const layoutOf = deps.guestLayout ?? (() => GUEST_LAYOUT);
   const idle: IdleSettings = { ...DEFAULT_IDLE, ...deps.idle };
   const canHibernate = typeof deps.backend.hibernation === 'function';
+  const deleteWaitMs = deps.deleteWaitMs ?? DELETE_WAIT_MS;
   let idleTimer: NodeJS.Timeout | undefined;
 
   const visible = (actor: Actor, box: BoxRecord | undefined): box is BoxRecord =>
@@ -221,6 +235,45 @@ export function createBoxService(deps: BoxServiceDeps) {
     await fsp.rm(box.dir, { recursive: true, force: true });
   }
 
+  /** A user's persistent box whose VM is gone keeps its disk (README: it survives a host reboot). */
+  function keepsDisk(box: BoxRecord): boolean {
+    return (
+      (box.state === 'running' || box.state === 'paused') &&
+      box.userId !== null &&
+      canHibernate &&
+      fs.existsSync(path.join(box.dir, 'disk.qcow2'))
+    );
+  }
+
+  /**
+   * The box's VM died or broke (or was found dead). A persistent box keeps its disk: its VM is
+   * killed and it is hibernated without a snapshot, to boot from its disk on its next use. Any other
+   * box fails and its files go.
+   */
+  async function vmLost(box: BoxRecord, reason: string): Promise<BoxRecord> {
+    const current = store.get(box.id) ?? box;
+    // Already kept: the watcher and a failed resume can both see the same death.
+    if (current.state === 'hibernated') return current;
+    if (!keepsDisk(current)) return fail(current, reason);
+    const kept = store.transition(box.id, 'hibernated', {
+      from: [current.state],
+      patch: { pid: null, pidStartTime: null },
+      reason: `${reason}; the persistent box boots from its disk on its next use`,
+    });
+    log.warn({ boxId: box.id, reason }, 'box VM lost; its disk is kept');
+    // The session (env, leases) stays for the next boot; its egress session too, as for a hibernate.
+    const session = sessions.get(box.id);
+    const vm = session?.vm;
+    if (session) {
+      session.vm = undefined;
+      session.pausedAt = undefined;
+      session.egressPending = false;
+    }
+    await vm?.kill().catch(() => undefined);
+    await deps.probe.killMentioning(box.dir);
+    return kept;
+  }
+
   async function fail(box: BoxRecord, reason: string): Promise<BoxRecord> {
     let failed = store.get(box.id) ?? box;
     if (failed.state !== 'failed') {
@@ -235,13 +288,13 @@ export function createBoxService(deps: BoxServiceDeps) {
     return failed;
   }
 
-  /** A VM that exits without being asked to is a failed box; its files go at once. */
+  /** A VM that exits without being asked to is lost (see vmLost): a failed box, or a kept disk. */
   function watch(id: string, vm: Vm): void {
     void vm.exited
       .then(async () => {
         if (sessions.get(id)?.vm !== vm || deleting.has(id)) return;
         const box = store.get(id);
-        if (box?.state === 'running' || box?.state === 'paused') await fail(box, 'the VM exited');
+        if (box?.state === 'running' || box?.state === 'paused') await vmLost(box, 'the VM exited');
       })
       .catch((err: unknown) => log.warn({ boxId: id, err: messageOf(err) }, 'could not record a VM exit'));
   }
@@ -295,6 +348,9 @@ export function createBoxService(deps: BoxServiceDeps) {
     setUpEgress: (box, vm) => setUpEgress(box, vm),
     watch,
     fail,
+    vmLost,
+    cleanup,
+    hibernatedSession: (box) => newSession(undefined, readHostEnv(box) ?? {}),
     pidPatch,
     metrics: deps.metrics,
   });
@@ -433,17 +489,25 @@ export function createBoxService(deps: BoxServiceDeps) {
   async function createForUser(
     options: CreateBoxOptions & { userId: string },
   ): Promise<{ status: 'created' | 'exists'; box: BoxRecord }> {
-    const existing = store.findLiveByUser(options.userId);
-    if (existing) {
-      if (!visible(options.actor, existing)) {
+    const exists = (box: BoxRecord) => {
+      if (!visible(options.actor, box)) {
         throw new AgentboxError(
           'forbidden',
           `user ${options.userId} has a box that belongs to another API key`,
         );
       }
-      return { status: 'exists', box: existing };
+      return { status: 'exists' as const, box };
+    };
+    const existing = store.findLiveByUser(options.userId);
+    if (existing) return exists(existing);
+    try {
+      return { status: 'created', box: await create(options) };
+    } catch (err) {
+      // A parallel call made the user's box after our lookup (create awaits before its insert).
+      const raced = isUserTaken(err, options.userId) ? store.findLiveByUser(options.userId) : undefined;
+      if (raced) return exists(raced);
+      throw err;
     }
-    return { status: 'created', box: await create(options) };
   }
 
   function getByUser(options: { actor: Actor; userId: string }): BoxRecord {
@@ -464,7 +528,11 @@ export function createBoxService(deps: BoxServiceDeps) {
           reason,
         });
       }
-      await cleanup(current);
+      // After the operation in flight on the box: a wake finishes, finds the box stopped and ends
+      // its new VM. One that does not end in time is not waited for: cleanup kills its VM, and
+      // whatever it starts later it ends itself (see wake).
+      const stopped = current;
+      await power.serialize(box.id, () => cleanup(stopped), { waitMs: deleteWaitMs });
       return store.transition(box.id, 'deleted', {
         from: ['stopped', 'failed'],
         patch: { pid: null },
@@ -496,7 +564,6 @@ export function createBoxService(deps: BoxServiceDeps) {
     layoutOf,
     clock,
     log,
-    hibernatedSession: (box) => newSession(undefined, readHostEnv(box) ?? {}),
   });
 
   /** Boxes past their TTL, and boxes whose VM is gone, are deleted / failed and cleaned. */
@@ -517,8 +584,9 @@ export function createBoxService(deps: BoxServiceDeps) {
         } else {
           const vmState = sessions.get(box.id)?.vm?.state;
           if (vmState !== 'running' && vmState !== 'paused' && vmState !== 'starting') {
-            await fail(box, 'the VM is gone');
-            reaped.push({ boxId: box.id, reason: 'vm_died' });
+            // A persistent box keeps its disk: not cleaned up, so not reaped.
+            if ((await vmLost(box, 'the VM is gone')).state === 'failed')
+              reaped.push({ boxId: box.id, reason: 'vm_died' });
           }
         }
       } catch (err) {
@@ -534,9 +602,9 @@ export function createBoxService(deps: BoxServiceDeps) {
     deps,
     log,
     clock,
-    canHibernate,
     destroy,
     fail,
+    vmLost,
     watch,
     setUpEgress,
     newSession,

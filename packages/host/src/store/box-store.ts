@@ -185,7 +185,9 @@ export function createBoxStore(db: Db, clock: () => number = Date.now) {
         insert();
       } catch (err) {
         if (isUniqueViolation(err))
-          throw new AgentboxError('invalid_state', `user ${box.userId} already has a live box`);
+          throw new AgentboxError('invalid_state', `user ${box.userId} already has a live box`, {
+            details: { userId: box.userId },
+          });
         throw err;
       }
       return get(box.id)!;

@@ -1,14 +1,19 @@
+import fs from 'node:fs';
+import os from 'node:os';
+import path from 'node:path';
 import { afterEach, describe, expect, it } from 'vitest';
 import type { Box, ExecResult } from '@agentbox/protocol';
 import { FakeBackend } from '@agentbox/vm/fake';
-import type { Vm, VmSpec } from '@agentbox/vm';
-import type { BoxBackend } from '../../src/index.js';
+import { processStartTime, type Vm, type VmSpec } from '@agentbox/vm';
+import { createBoxService, createBoxStore, openDatabase, type BoxBackend } from '../../src/index.js';
 import { agentBundlePath, errorCode, fakeHost, type FakeHost } from '../helpers/fake-host.js';
 
 const admin = { keyId: 'admin', scope: 'admin' as const };
 const hosts: FakeHost[] = [];
+const dirs: string[] = [];
 afterEach(async () => {
   for (const h of hosts.splice(0)) await h.close();
+  for (const d of dirs.splice(0)) fs.rmSync(d, { recursive: true, force: true });
 });
 
 async function start(options: Parameters<typeof fakeHost>[0] = {}): Promise<FakeHost> {
@@ -36,6 +41,45 @@ async function exec(h: FakeHost, id: string, command: string): Promise<ExecResul
 const stateOf = (h: FakeHost, id: string) => h.host.store.get(id)!.state;
 const out = (r: ExecResult) => Buffer.from(r.stdout, 'base64').toString();
 
+async function until(what: string, check: () => boolean, ms = 5_000): Promise<void> {
+  for (const end = Date.now() + ms; !check(); await new Promise((r) => setTimeout(r, 20)))
+    if (Date.now() > end) throw new Error(`timed out waiting for ${what}`);
+}
+
+/** A promise and its resolve, to hold an operation halfway. */
+function gate(): { promise: Promise<void>; open: () => void } {
+  let open!: () => void;
+  const promise = new Promise<void>((resolve) => (open = resolve));
+  return { promise, open };
+}
+
+/** The paths a daemon on `dataDir` uses, so that a second daemon finds the first one's boxes. */
+function sameDirs(dataDir: string) {
+  return {
+    dataDir,
+    boxDir: (id: string) => path.join(dataDir, 'boxes', id),
+    guestLayout: (id: string) => ({
+      workspace: path.join(dataDir, 'guest', id, 'workspace'),
+      envFile: path.join(dataDir, 'guest', id, 'env.json'),
+    }),
+  };
+}
+
+/** A seed user's box with a disk (the fake driver makes none; the daemon only checks it is there). */
+async function userBox(h: FakeHost, userId: string): Promise<{ id: string; pid: number; disk: string }> {
+  const r = await h.admin_({
+    method: 'POST',
+    url: '/create_microvm',
+    payload: { user_id: userId, runtime: 'bash' },
+  });
+  expect(r.statusCode, r.body).toBe(200);
+  const box = h.host.store.findLiveByUser(userId)!;
+  const disk = path.join(box.dir, 'disk.qcow2');
+  fs.mkdirSync(box.dir, { recursive: true });
+  fs.writeFileSync(disk, 'user data');
+  return { id: box.id, pid: r.json<{ pid: number }>().pid, disk };
+}
+
 /**
  * A fake backend that can "hibernate": the agent process ends (the fake guest's files live on the
  * host, so they stay) and a wake starts a new one. It exercises the daemon's wake path, including
@@ -44,7 +88,13 @@ const out = (r: ExecResult) => Buffer.from(r.stdout, 'base64').toString();
 class FakeWithSnapshots implements BoxBackend {
   readonly snapshots = new Set<string>();
   readonly starts: (string | undefined)[] = [];
+  /** Every VM made, to check none is left running. */
+  readonly vms: Vm[] = [];
   failWakes = false;
+  /** Resumes of paused VMs fail while set (read at each call). */
+  failResumes = false;
+  /** While set, a wake (a restore of a snapshot or of a disk) waits for it before it creates its VM. */
+  wakeGate: Promise<void> | undefined;
   private readonly fake = new FakeBackend({ agentBundlePath });
 
   hibernation(id: string): unknown {
@@ -52,13 +102,17 @@ class FakeWithSnapshots implements BoxBackend {
   }
 
   async create(spec: VmSpec): Promise<Vm> {
-    const vm = await this.fake.create(spec);
     const kind = spec.restoreFrom?.kind;
     this.starts.push(kind);
+    if (kind) await this.wakeGate;
+    const vm = await this.fake.create(spec);
+    this.vms.push(vm);
     const snapshots = this.snapshots;
     const failWakes = this.failWakes;
+    const failResumes = () => this.failResumes;
     return new Proxy(vm, {
       get(target, prop) {
+        if (prop === 'resume' && failResumes()) return () => Promise.reject(new Error('resume failed'));
         if (prop === 'hibernate')
           return async () => {
             await target.kill();
@@ -184,5 +238,163 @@ describe('pause, resume, hibernate and the idle policy (fake driver)', () => {
       code: 'invalid_state',
     });
     await running;
+  });
+});
+
+describe('the lifecycle across restarts, deletes and VM deaths (fake driver)', () => {
+  it('resumes a box hibernated by an earlier daemon, waking it once for parallel requests', async () => {
+    const backend = new FakeWithSnapshots();
+    const first = await fakeHost({ backend, idle: { pauseAfterMs: 0 } });
+    dirs.push(first.dataDir);
+    const { id, disk } = await userBox(first, 'ann');
+    await exec(first, id, 'echo kept > kept.txt');
+    expect((await first.admin_({ method: 'POST', url: `/v1/boxes/${id}/hibernate` })).statusCode).toBe(200);
+    await first.host.close(100);
+
+    const h = await start({ backend, idle: { pauseAfterMs: 0 }, ...sameDirs(first.dataDir) });
+    const key = { 'x-api-key': first.admin };
+    const resume = () => h.call({ method: 'POST', url: `/v1/boxes/${id}/resume`, headers: key });
+    const [a, b] = await Promise.all([resume(), resume()]);
+    expect([a.statusCode, b.statusCode], a.body).toEqual([200, 200]);
+    expect(h.host.store.get(id)).toMatchObject({ state: 'running', startMode: 'wake' });
+    expect(backend.starts).toEqual([undefined, 'hibernation']);
+    expect(fs.existsSync(disk)).toBe(true);
+    const cat = await h.call({
+      method: 'POST',
+      url: `/v1/boxes/${id}/exec?stream=false`,
+      headers: key,
+      payload: { command: 'cat kept.txt' },
+    });
+    expect(out(cat.json<ExecResult>())).toBe('kept\n');
+  });
+
+  it('after a host reboot (daemon and VM gone), a resume boots the persistent box from its disk', async () => {
+    const backend = new FakeWithSnapshots();
+    const first = await fakeHost({ backend, idle: { pauseAfterMs: 0 } });
+    dirs.push(first.dataDir);
+    const { id, pid, disk } = await userBox(first, 'ben');
+    await first.host.close(100);
+    process.kill(pid, 'SIGKILL');
+
+    const h = await start({ backend, idle: { pauseAfterMs: 0 }, ...sameDirs(first.dataDir) });
+    expect(h.host.store.get(id)?.state).toBe('hibernated');
+    const r = await h.call({
+      method: 'POST',
+      url: `/v1/boxes/${id}/resume`,
+      headers: { 'x-api-key': first.admin },
+    });
+    expect(r.statusCode, r.body).toBe(200);
+    expect(h.host.store.get(id)).toMatchObject({ state: 'running', startMode: 'disk' });
+    expect(fs.existsSync(disk)).toBe(true);
+  });
+
+  it('a delete during a wake waits for it and ends the VM it started', async () => {
+    const backend = new FakeWithSnapshots();
+    const h = await start({ backend, idle: { pauseAfterMs: 0 } });
+    const box = await createBox(h);
+    await h.host.boxes.hibernate({ actor: admin, id: box.id });
+    const held = gate();
+    backend.wakeGate = held.promise;
+    const using = (async () =>
+      h.admin_({
+        method: 'POST',
+        url: `/v1/boxes/${box.id}/exec?stream=false`,
+        payload: { command: 'true' },
+      }))();
+    await until('the wake to start', () => backend.starts.length === 2);
+    const deleting = (async () => h.admin_({ method: 'DELETE', url: `/v1/boxes/${box.id}` }))();
+    await new Promise((r) => setTimeout(r, 100));
+    held.open();
+    const deleted = await deleting;
+    expect(deleted.json<Box>().state).toBe('deleted');
+    expect(errorCode(await using)).toBe('invalid_state');
+    expect(backend.vms).toHaveLength(2);
+    await until('every VM to end', () =>
+      backend.vms.every((vm) => vm.state === 'stopped' || vm.state === 'destroyed'),
+    );
+  });
+
+  it('a delete does not wait forever on a wake that hangs; the wake ends its VM when it gets one', async () => {
+    const dataDir = fs.mkdtempSync(path.join(os.tmpdir(), 'agentbox-power-'));
+    dirs.push(dataDir);
+    const db = openDatabase(dataDir);
+    const backend = new FakeWithSnapshots();
+    const boxes = createBoxService({
+      store: createBoxStore(db),
+      backend,
+      image: {} as never,
+      limits: { maxBoxes: 4, defaults: { memoryMib: 512, vcpus: 1, diskGib: 2 } },
+      metrics: { observeBoot: () => undefined },
+      log: { info: () => undefined, warn: () => undefined },
+      probe: { startTime: processStartTime, killMentioning: async () => undefined },
+      deleteWaitMs: 200,
+      ...sameDirs(dataDir),
+    });
+    try {
+      const box = await boxes.create({ actor: admin, runtime: 'bash' });
+      await boxes.hibernate({ actor: admin, id: box.id });
+      const held = gate();
+      backend.wakeGate = held.promise;
+      const lease = boxes.acquire({ actor: admin, id: box.id });
+      lease.catch(() => undefined);
+      await until('the wake to start', () => backend.starts.length === 2);
+      const asked = Date.now();
+      expect((await boxes.remove({ actor: admin, id: box.id })).state).toBe('deleted');
+      expect(Date.now() - asked).toBeGreaterThanOrEqual(190);
+      held.open();
+      await expect(lease).rejects.toMatchObject({ code: 'invalid_state' });
+      expect(backend.vms).toHaveLength(2);
+      await until('every VM to end', () =>
+        backend.vms.every((vm) => vm.state === 'stopped' || vm.state === 'destroyed'),
+      );
+    } finally {
+      db.close();
+    }
+  });
+
+  it('a persistent box whose VM dies keeps its disk and boots from it on its next use; others fail', async () => {
+    const backend = new FakeWithSnapshots();
+    const h = await start({ backend, idle: { pauseAfterMs: 0 } });
+    const user = await userBox(h, 'cara');
+    await exec(h, user.id, 'echo kept > kept.txt');
+    const other = await createBox(h);
+    const otherDir = h.host.store.get(other.id)!.dir;
+    fs.mkdirSync(otherDir, { recursive: true });
+    fs.writeFileSync(path.join(otherDir, 'disk.qcow2'), 'scratch');
+
+    process.kill(user.pid, 'SIGKILL');
+    process.kill(other.pid!, 'SIGKILL');
+    await until(
+      'the VMs to be lost',
+      () => stateOf(h, user.id) !== 'running' && stateOf(h, other.id) !== 'running',
+    );
+    expect(h.host.store.get(user.id)).toMatchObject({ state: 'hibernated', pid: null });
+    expect(h.host.store.transitions(user.id).at(-1)?.reason).toBe(
+      'the VM exited; the persistent box boots from its disk on its next use',
+    );
+    expect(fs.existsSync(user.disk)).toBe(true);
+    expect(h.host.store.get(other.id)).toMatchObject({ state: 'failed', failureReason: 'the VM exited' });
+    expect(fs.existsSync(otherDir)).toBe(false);
+
+    expect(out(await exec(h, user.id, 'cat kept.txt'))).toBe('kept\n');
+    expect(h.host.store.get(user.id)).toMatchObject({ state: 'running', startMode: 'disk' });
+  });
+
+  it('a persistent box whose resume fails keeps its disk (VM killed); an ephemeral one fails', async () => {
+    const backend = new FakeWithSnapshots();
+    const h = await start({ backend, idle: { pauseAfterMs: 0 } });
+    const user = await userBox(h, 'dan');
+    const other = await createBox(h);
+    for (const id of [user.id, other.id]) await h.host.boxes.pause({ actor: admin, id });
+    backend.failResumes = true;
+    for (const id of [user.id, other.id])
+      await expect(h.host.boxes.resume({ actor: admin, id })).rejects.toThrow('resume failed');
+    backend.failResumes = false;
+    expect(h.host.store.get(user.id)).toMatchObject({ state: 'hibernated', pid: null });
+    expect(fs.existsSync(user.disk)).toBe(true);
+    await until('the VM to end', () => backend.vms[0]!.state === 'stopped');
+    expect(h.host.store.get(other.id)).toMatchObject({ state: 'failed' });
+    expect(out(await exec(h, user.id, 'echo back'))).toBe('back\n');
+    expect(h.host.store.get(user.id)).toMatchObject({ state: 'running', startMode: 'disk' });
   });
 });

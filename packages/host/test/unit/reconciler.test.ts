@@ -40,6 +40,7 @@ function setup(backend: Partial<BoxBackend> = {}) {
     state: 'creating' | 'running' | 'stopped',
     pid: number | null,
     startTime: number | null,
+    userId: string | null = null,
   ) => {
     const dir = path.join(dataDir, 'boxes', id);
     fs.mkdirSync(dir, { recursive: true });
@@ -48,7 +49,7 @@ function setup(backend: Partial<BoxBackend> = {}) {
       {
         id,
         ownerKeyId: 'k',
-        userId: null,
+        userId,
         runtime: 'bash',
         memoryMib: 512,
         vcpus: 1,
@@ -126,6 +127,25 @@ describe('reconciler: the store against live VM processes on daemon start', () =
     expect(store.get('box-0000000006')?.failureReason).toMatch(
       /could not re-adopt the VM: did not reconnect/,
     );
+    db.close();
+  });
+
+  it("keeps a user's persistent box whose VM runs but does not answer: killed, hibernated, disk kept", async () => {
+    const { store, boxes, record, killed, db } = setup({
+      adopt: () => Promise.reject(new Error('did not reconnect within 15s')),
+      hibernation: () => undefined,
+    });
+    const dir = record('box-0000000007', 'running', process.pid, processStartTime(process.pid)!, 'u7');
+    const result = await boxes.reconcile();
+    expect(result).toMatchObject({ failed: [], hibernated: ['box-0000000007'] });
+    expect(store.get('box-0000000007')).toMatchObject({
+      state: 'hibernated',
+      pid: null,
+      failureReason: null,
+    });
+    expect(fs.readFileSync(path.join(dir, 'disk.qcow2'), 'utf8')).toBe('overlay');
+    // its VM process goes (looked for by the box dir), its files stay
+    expect(killed).toEqual([dir]);
     db.close();
   });
 });

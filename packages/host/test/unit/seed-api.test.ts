@@ -1,7 +1,8 @@
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import fs from 'node:fs';
 import path from 'node:path';
-import { errorCode, fakeHost, type FakeHost } from '../helpers/fake-host.js';
+import { FakeBackend } from '@agentbox/vm/fake';
+import { agentBundlePath, errorCode, fakeHost, type FakeHost } from '../helpers/fake-host.js';
 
 describe('seed API shapes over the fake driver', () => {
   let h: FakeHost;
@@ -88,5 +89,25 @@ describe('seed API shapes over the fake driver', () => {
     });
     expect(empty.statusCode).toBe(400);
     expect(empty.body).toMatch(/files|task/);
+  });
+});
+
+describe('seed API under parallel calls', () => {
+  it('two parallel /create_microvm for one user: one creates, the other gets the same box as existing', async () => {
+    // A slow resource check: both calls look the user up before either records a box.
+    const backend = Object.assign(new FakeBackend({ agentBundlePath }), {
+      checkResources: () => new Promise<void>((r) => setTimeout(r, 50)),
+    });
+    const h = await fakeHost({ backend });
+    try {
+      const create = () =>
+        h.admin_({ method: 'POST', url: '/create_microvm', payload: { user_id: 'dora', runtime: 'bash' } });
+      const answers = await Promise.all([create(), create()]);
+      for (const r of answers) expect(r.statusCode, r.body).toBe(200);
+      expect(answers.map((r) => r.json<{ status: string }>().status).sort()).toEqual(['created', 'exists']);
+      expect(h.host.store.list({}).filter((b) => b.userId === 'dora')).toHaveLength(1);
+    } finally {
+      await h.close();
+    }
   });
 });
