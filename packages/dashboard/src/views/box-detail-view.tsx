@@ -8,6 +8,7 @@ import { usePolled, useTick } from '../hooks.js';
 import { linkTo, navigate } from '../router.js';
 import { BoxActions, type Capabilities } from './box-actions.js';
 import { TaskTable } from './tasks-view.js';
+import { appendNewer } from '../seq-log.js';
 
 /** One box: its facts, actions, egress audit and tasks. */
 export function BoxDetailView(props: { api: ApiClient; caps: Capabilities; id: string }) {
@@ -105,7 +106,7 @@ function EgressAudit(props: { api: ApiClient; boxId: string }) {
       const records = seen.current.records;
       for (;;) {
         const page = await props.api.egress(props.boxId, records.at(-1)?.seq ?? 0);
-        records.push(...page.records);
+        appendNewer(records, page.records);
         if (page.next === null || page.records.length === 0) break;
       }
       return [...records].reverse();

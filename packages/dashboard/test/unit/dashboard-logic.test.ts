@@ -5,6 +5,7 @@ import { followTask, type StreamState } from '../../src/follow-task.js';
 import { age, bytes } from '../../src/format.js';
 import { createLineSplitter } from '../../src/ndjson.js';
 import { parseRoute } from '../../src/routes.js';
+import { appendNewer } from '../../src/seq-log.js';
 
 const event = (seq: number, content = `line ${seq}`): TaskEvent => ({
   seq,
@@ -18,6 +19,15 @@ const urlOf = (input: Parameters<typeof fetch>[0]) =>
 
 /** The dashboard's logic that needs no browser: stream parsing, reconnects, routes, formatting. */
 describe('dashboard logic', () => {
+  it('keeps each egress record once when two loads of the audit overlap', () => {
+    const log = [{ seq: 1 }, { seq: 2 }];
+    const page = [{ seq: 3 }, { seq: 4 }];
+    appendNewer(log, page);
+    appendNewer(log, page); // the second load asked after seq 2 too
+    appendNewer(log, [{ seq: 4 }, { seq: 5 }]);
+    expect(log.map((r) => r.seq)).toEqual([1, 2, 3, 4, 5]);
+  });
+
   it('splits streamed NDJSON into lines wherever the chunks are cut', () => {
     const text = '{"seq":1}\n{"seq":2}\n{"seq":3}';
     for (let cut = 0; cut <= text.length; cut++) {
