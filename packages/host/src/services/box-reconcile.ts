@@ -1,3 +1,4 @@
+import fs from 'node:fs';
 import type { Vm } from '@agentbox/vm';
 import type { BoxRecord, BoxStore } from '../store/box-store.js';
 import type { BoxSession } from './box-power.js';
@@ -105,6 +106,10 @@ export function createReconciler(ctx: ReconcileContext) {
         }
       }),
     );
+    // A box's files go when it fails; a daemon that died in between left them (and maybe its VM),
+    // and nothing else looks at a failed box again.
+    for (const box of store.list({ includeDeleted: false }))
+      if (box.state === 'failed' && fs.existsSync(box.dir)) await fail(box, box.failureReason ?? 'failed');
     const known = new Set(store.list({ includeDeleted: false }).map((b) => b.id));
     const swept = (await deps.templates?.sweepOrphans(known)) ?? [];
     if (swept.length > 0) log.info({ swept }, 'removed warm-pool clones of an earlier daemon');

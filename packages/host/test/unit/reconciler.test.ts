@@ -70,6 +70,20 @@ function setup(backend: Partial<BoxBackend> = {}) {
 }
 
 describe('reconciler: the store against live VM processes on daemon start', () => {
+  it('finishes the cleanup of a box that failed just before the daemon died', async () => {
+    const { store, boxes, record, killed } = setup();
+    const dir = record('box-00000000f1', 'running', null, null);
+    // Marked failed, then the daemon died before its files were removed.
+    store.transition('box-00000000f1', 'failed', {
+      from: ['running'],
+      patch: { failureReason: 'the VM exited' },
+    });
+    await boxes.reconcile();
+    expect(fs.existsSync(dir)).toBe(false);
+    expect(killed).toContain(dir);
+    expect(store.get('box-00000000f1')).toMatchObject({ state: 'failed', failureReason: 'the VM exited' });
+  });
+
   it('fails boxes whose VM is gone or whose pid now belongs to another process, and cleans their files', async () => {
     const { store, boxes, record, killed, db } = setup();
     const gone = record('box-0000000001', 'running', Number(deadPid()), 12345);
