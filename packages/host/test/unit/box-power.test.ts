@@ -374,7 +374,8 @@ describe('the lifecycle across restarts, deletes and VM deaths (fake driver)', (
     );
     expect(fs.existsSync(user.disk)).toBe(true);
     expect(h.host.store.get(other.id)).toMatchObject({ state: 'failed', failureReason: 'the VM exited' });
-    expect(fs.existsSync(otherDir)).toBe(false);
+    // The failed state is recorded before the files go (see fail()).
+    await until('its files to go', () => !fs.existsSync(otherDir));
 
     expect(out(await exec(h, user.id, 'cat kept.txt'))).toBe('kept\n');
     expect(h.host.store.get(user.id)).toMatchObject({ state: 'running', startMode: 'disk' });

@@ -6,8 +6,6 @@ import { fakeHost } from '../helpers/fake-host.js';
 
 describe('graceful shutdown', () => {
   it('lets a running stream finish, refuses new work, and leaves the boxes recorded', async () => {
-    const fakeDirs = () => new Set(fs.readdirSync(os.tmpdir()).filter((d) => d.startsWith('agentbox-fake-')));
-    const before = fakeDirs();
     const h = await fakeHost();
     const id = (await h.admin_({ method: 'POST', url: '/v1/boxes', payload: {} })).json<{ id: string }>().id;
     const vmPid = h.host.store.get(id)!.pid!;
@@ -34,11 +32,13 @@ describe('graceful shutdown', () => {
     const db = openDatabase(h.dataDir);
     expect(createBoxStore(db).get(id)?.state).toBe('running');
     db.close();
-    // This test's fake VM is a child of the test process; end it.
+    // This test's fake VM is a child of the test process; end it, and remove its socket's dir:
+    // only that one (other test files' fake VMs run meanwhile, in other workers).
+    const argv = fs.readFileSync(`/proc/${vmPid}/cmdline`, 'utf8').split('\0');
+    const socket = argv[argv.indexOf('--connect') + 1]!;
+    expect(path.dirname(socket)).toMatch(new RegExp(`^${os.tmpdir()}/agentbox-fake-`));
     process.kill(vmPid, 'SIGKILL');
     fs.rmSync(h.dataDir, { recursive: true, force: true });
-    for (const dir of fakeDirs()) {
-      if (!before.has(dir)) fs.rmSync(path.join(os.tmpdir(), dir), { recursive: true, force: true });
-    }
+    fs.rmSync(path.dirname(socket), { recursive: true, force: true });
   });
 });
