@@ -29,10 +29,9 @@ export class Boxes {
   ) {}
 
   /**
-   * Boots a new box and returns it running. When the call times out, is aborted or loses its
-   * connection, the box may still be created (the daemon goes on booting it), and this call never
-   * learned its id: give it `labels` and look for them in `list()` (kill what you find), or a
-   * `ttlSeconds` so that it goes away on its own.
+   * Boots a new box and returns it running. When the call times out or is aborted, the daemon
+   * deletes the box it was booting once it is up (nobody learned its id). A connection lost for
+   * another reason may leave it running: give boxes `labels` to find them in `list()`.
    */
   async create(opts: Omit<SandboxCreateOpts, 'client'> = {}): Promise<Sandbox> {
     const { timeoutMs, signal, ...request } = opts;

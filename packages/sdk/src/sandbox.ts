@@ -61,9 +61,8 @@ export class Sandbox {
   }
 
   /**
-   * Boots a new box and returns it running. A timed-out or aborted call may still leave a box
-   * running that it never returned: see `client.boxes.create` (find it by its `labels`, or set a
-   * `ttlSeconds`).
+   * Boots a new box and returns it running. A timed-out or aborted call leaves no box: see
+   * `client.boxes.create`.
    */
   static create(opts: SandboxCreateOpts = {}): Promise<Sandbox> {
     const { client, ...rest } = opts;

@@ -1,6 +1,7 @@
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import type { ExecEvent } from '@agentbox/protocol';
-import { errorCode, fakeHost, type FakeHost } from '../helpers/fake-host.js';
+import { FakeBackend } from '@agentbox/vm/fake';
+import { agentBundlePath, errorCode, fakeHost, type FakeHost } from '../helpers/fake-host.js';
 
 const events = (body: string) =>
   body
@@ -257,6 +258,33 @@ describe('capacity, TTL and dead VMs', () => {
         payload: { user_id: 'eve', runtime: 'bash' },
       });
       expect(again.json()).toMatchObject({ status: 'created' });
+    } finally {
+      await h.close();
+    }
+  });
+});
+
+describe('a create whose client went away', () => {
+  it('deletes the box it booted: nobody learned its id', async () => {
+    // A slow resource check: the client's timeout ends the request while the box is made.
+    const backend = Object.assign(new FakeBackend({ agentBundlePath }), {
+      checkResources: () => new Promise<void>((r) => setTimeout(r, 300)),
+    });
+    const h = await fakeHost({ backend });
+    try {
+      const address = await h.host.app.listen({ host: '127.0.0.1', port: 0 });
+      await expect(
+        fetch(`${address}/v1/boxes`, {
+          method: 'POST',
+          headers: { 'x-api-key': h.admin, 'content-type': 'application/json' },
+          body: '{}',
+          signal: AbortSignal.timeout(100),
+        }),
+      ).rejects.toThrow();
+      await expect
+        .poll(() => h.host.store.list({ includeDeleted: true }).map((b) => b.state), { timeout: 10_000 })
+        .toEqual(['deleted']);
+      expect(h.host.store.live()).toEqual([]);
     } finally {
       await h.close();
     }

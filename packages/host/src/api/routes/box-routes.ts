@@ -63,23 +63,29 @@ export function boxRoutes(deps: BoxRouteDeps): RouteDef[] {
       body: CreateBoxRequestSchema,
       responses: { 201: { description: 'Running box', schema: BoxSchema } },
       errors: ['invalid_request', 'unauthorized', 'invalid_state', 'capacity_exhausted', 'boot_failed'],
-      handler: async ({ body, actor }) =>
-        toApiBox(
-          await deps.boxes.create({
-            actor,
-            userId: body.userId,
-            runtime: body.runtime,
-            resources: {
-              ...(body.memoryMib ? { memoryMib: body.memoryMib } : {}),
-              ...(body.vcpus ? { vcpus: body.vcpus } : {}),
-              ...(body.diskGib ? { diskGib: body.diskGib } : {}),
-            },
-            ttlSeconds: body.ttlSeconds,
-            labels: body.labels,
-            env: body.env,
-            ...(body.egress ? { egressPolicy: body.egress } : {}),
-          }),
-        ),
+      handler: async ({ body, actor, signal }) => {
+        const box = await deps.boxes.create({
+          actor,
+          userId: body.userId,
+          runtime: body.runtime,
+          resources: {
+            ...(body.memoryMib ? { memoryMib: body.memoryMib } : {}),
+            ...(body.vcpus ? { vcpus: body.vcpus } : {}),
+            ...(body.diskGib ? { diskGib: body.diskGib } : {}),
+          },
+          ttlSeconds: body.ttlSeconds,
+          labels: body.labels,
+          env: body.env,
+          ...(body.egress ? { egressPolicy: body.egress } : {}),
+        });
+        // The caller went away while the box booted (a client timeout): it never learns the id, so
+        // the box would run unowned until its TTL, if any. A new box holds nothing yet.
+        if (signal.aborted) {
+          await deps.boxes.remove({ actor, id: box.id });
+          throw new AgentboxError('invalid_request', 'the client went away while the box was created');
+        }
+        return toApiBox(box);
+      },
     }),
     defineRoute({
       method: 'GET',
