@@ -58,6 +58,16 @@ export async function fakeHost(options: Partial<HostOptions> = {}): Promise<Fake
   };
 }
 
+/**
+ * The fake driver with a resource check that takes `ms`: a create awaits it after its user lookup
+ * and before its box is recorded, which is where races between calls and client timeouts fall.
+ */
+export function slowCreateBackend(ms: number): FakeBackend {
+  return Object.assign(new FakeBackend({ agentBundlePath }), {
+    checkResources: () => new Promise<void>((r) => setTimeout(r, ms)),
+  });
+}
+
 /** The error body's code, asserting the uniform error shape on the way. */
 export function errorCode(response: LightMyRequestResponse): string {
   const body = response.json<{ error: { code: string; message: string; requestId: string } }>();

@@ -1,8 +1,7 @@
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import fs from 'node:fs';
 import path from 'node:path';
-import { FakeBackend } from '@agentbox/vm/fake';
-import { agentBundlePath, errorCode, fakeHost, type FakeHost } from '../helpers/fake-host.js';
+import { errorCode, fakeHost, slowCreateBackend, type FakeHost } from '../helpers/fake-host.js';
 
 describe('seed API shapes over the fake driver', () => {
   let h: FakeHost;
@@ -94,11 +93,8 @@ describe('seed API shapes over the fake driver', () => {
 
 describe('seed API under parallel calls', () => {
   it('two parallel /create_microvm for one user: one creates, the other gets the same box as existing', async () => {
-    // A slow resource check: both calls look the user up before either records a box.
-    const backend = Object.assign(new FakeBackend({ agentBundlePath }), {
-      checkResources: () => new Promise<void>((r) => setTimeout(r, 50)),
-    });
-    const h = await fakeHost({ backend });
+    // Both calls look the user up before either records a box.
+    const h = await fakeHost({ backend: slowCreateBackend(50) });
     try {
       const create = () =>
         h.admin_({ method: 'POST', url: '/create_microvm', payload: { user_id: 'dora', runtime: 'bash' } });

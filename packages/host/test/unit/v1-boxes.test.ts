@@ -1,7 +1,6 @@
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import type { ExecEvent } from '@agentbox/protocol';
-import { FakeBackend } from '@agentbox/vm/fake';
-import { agentBundlePath, errorCode, fakeHost, type FakeHost } from '../helpers/fake-host.js';
+import { errorCode, fakeHost, slowCreateBackend, type FakeHost } from '../helpers/fake-host.js';
 
 const events = (body: string) =>
   body
@@ -266,11 +265,8 @@ describe('capacity, TTL and dead VMs', () => {
 
 describe('a create whose client went away', () => {
   it('deletes the box it booted: nobody learned its id', async () => {
-    // A slow resource check: the client's timeout ends the request while the box is made.
-    const backend = Object.assign(new FakeBackend({ agentBundlePath }), {
-      checkResources: () => new Promise<void>((r) => setTimeout(r, 300)),
-    });
-    const h = await fakeHost({ backend });
+    // The client's timeout ends the request while the box is made.
+    const h = await fakeHost({ backend: slowCreateBackend(300) });
     try {
       const address = await h.host.app.listen({ host: '127.0.0.1', port: 0 });
       await expect(
