@@ -20,7 +20,6 @@ import type { GuestConnection } from '@agentbox/vm';
 import type { BoxLease, BoxService } from './box-service.js';
 import type { LibraryService } from './library-service.js';
 import { splitLines } from './lines.js';
-import { within } from './within.js';
 
 export const DEFAULT_MAX_CONCURRENT_TASKS = 5;
 /** The guest user the agents run as. */
@@ -511,7 +510,12 @@ export function createTaskService(deps: TaskServiceDeps) {
     if (entry) {
       entry.abortReason ??= 'cancelled';
       entry.controller.abort();
-      if (entry.ended) await within(entry.ended, CANCEL_WAIT_MS);
+      let timer: NodeJS.Timeout | undefined;
+      await Promise.race([
+        entry.ended,
+        new Promise<void>((resolve) => (timer = setTimeout(resolve, CANCEL_WAIT_MS))),
+      ]);
+      clearTimeout(timer);
     }
     return store.get(task.id)!;
   }
