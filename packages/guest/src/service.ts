@@ -51,6 +51,13 @@ interface OpenRequest {
   outlivesHost: boolean;
 }
 
+/** Runs the request's cancel handlers; one that registers later runs at once (see onCancel). */
+function cancelRequest(state: OpenRequest): void {
+  // A cancel may come before the handler could register (a spawn still under way).
+  state.cancelled = true;
+  for (const cb of state.cancel.splice(0)) cb();
+}
+
 const IGNORE_INPUT = { onJson: () => undefined, onData: () => undefined, onEnd: () => undefined };
 
 /**
@@ -144,11 +151,7 @@ export class GuestService {
 
   /** The host went away: its channels are gone; running processes keep running. */
   hostReconnected(): void {
-    for (const state of this.open.values()) {
-      if (state.outlivesHost) continue;
-      state.cancelled = true;
-      for (const cb of state.cancel.splice(0)) cb();
-    }
+    for (const state of this.open.values()) if (!state.outlivesHost) cancelRequest(state);
     this.open.clear();
     this.egress.resetAll();
     this.mux.resetAll();
@@ -200,9 +203,7 @@ export class GuestService {
     this.mux.open(channel, {
       onJson: (msg) => {
         if (!CancelSchema.safeParse(msg).success) return state.control?.(msg);
-        // A cancel may come before the handler could register (a spawn still under way).
-        state.cancelled = true;
-        for (const cb of state.cancel.splice(0)) cb();
+        cancelRequest(state);
       },
       onData: (_stream, chunk) => {
         if (state.data) state.data(chunk);

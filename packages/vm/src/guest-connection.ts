@@ -291,7 +291,7 @@ export class GuestConnection {
       });
       if (upload !== undefined)
         void this.stream(channel, upload, (err) => {
-          void this.mux.sendJson(channel, { type: 'cancel' }).catch(() => undefined);
+          this.cancel(channel);
           reject(err);
         });
     });
@@ -379,7 +379,7 @@ export class GuestConnection {
         handlers.signal?.removeEventListener('abort', onAbort);
         fn();
       };
-      const onAbort = () => void this.mux.sendJson(channel, { type: 'cancel' }).catch(() => undefined);
+      const onAbort = () => this.cancel(channel);
       const channel = this.open(
         { op: 'exec', ...request, stdin: handlers.stdin !== undefined },
         {
@@ -440,6 +440,11 @@ export class GuestConnection {
           settle(() => reject(err));
         });
     });
+  }
+
+  /** Asks the guest to drop a call (its reply, an error, still comes). */
+  private cancel(channel: number): void {
+    void this.mux.sendJson(channel, { type: 'cancel' }).catch(() => undefined);
   }
 
   /**

@@ -2,6 +2,7 @@ import { AgentboxError, type BoxStartMode } from '@agentbox/protocol';
 import type { Image, Vm, VmResources, VmSpec } from '@agentbox/vm';
 import type { BoxRecord, BoxStore } from '../store/box-store.js';
 import type { BoxLogger } from './box-service.js';
+import { within } from './within.js';
 
 /** What the daemon knows of a live box beyond its record: its VM (none while hibernated) and use. */
 export interface BoxSession {
@@ -63,16 +64,6 @@ export interface PowerContext {
 
 function messageOf(err: unknown): string {
   return err instanceof Error ? err.message : String(err);
-}
-
-/** Settles when `promise` does or after `ms`, whichever is first. */
-function within(promise: Promise<unknown>, ms: number): Promise<unknown> {
-  let timer: NodeJS.Timeout | undefined;
-  const elapsed = new Promise((resolve) => {
-    timer = setTimeout(resolve, ms);
-    timer.unref();
-  });
-  return Promise.race([promise, elapsed]).finally(() => clearTimeout(timer));
 }
 
 /**

@@ -108,9 +108,10 @@ export function createReconciler(ctx: ReconcileContext) {
     );
     // A box's files go when it fails; a daemon that died in between left them (and maybe its VM),
     // and nothing else looks at a failed box again.
-    for (const box of store.list({ includeDeleted: false }))
+    const boxes = store.list({ includeDeleted: false });
+    for (const box of boxes)
       if (box.state === 'failed' && fs.existsSync(box.dir)) await fail(box, box.failureReason ?? 'failed');
-    const known = new Set(store.list({ includeDeleted: false }).map((b) => b.id));
+    const known = new Set(boxes.map((b) => b.id));
     const swept = (await deps.templates?.sweepOrphans(known)) ?? [];
     if (swept.length > 0) log.info({ swept }, 'removed warm-pool clones of an earlier daemon');
     return result;

@@ -20,6 +20,7 @@ import type { GuestConnection } from '@agentbox/vm';
 import type { BoxLease, BoxService } from './box-service.js';
 import type { LibraryService } from './library-service.js';
 import { splitLines } from './lines.js';
+import { within } from './within.js';
 
 export const DEFAULT_MAX_CONCURRENT_TASKS = 5;
 /** The guest user the agents run as. */
@@ -510,12 +511,7 @@ export function createTaskService(deps: TaskServiceDeps) {
     if (entry) {
       entry.abortReason ??= 'cancelled';
       entry.controller.abort();
-      let timer: NodeJS.Timeout | undefined;
-      await Promise.race([
-        entry.ended,
-        new Promise<void>((resolve) => (timer = setTimeout(resolve, CANCEL_WAIT_MS))),
-      ]);
-      clearTimeout(timer);
+      if (entry.ended) await within(entry.ended, CANCEL_WAIT_MS);
     }
     return store.get(task.id)!;
   }
