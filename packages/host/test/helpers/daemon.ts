@@ -62,18 +62,24 @@ export function standbyDirsIn(dataDir: string): string[] {
 
 /**
  * What a data dir still holds of its boxes: live QEMU processes and runtime dirs; with
- * `exceptStandby`, not counting the clones a running daemon keeps ready (standbyDirsIn).
+ * `exceptStandby`, not counting the clones a running daemon keeps ready (standbyDirsIn). A running
+ * daemon may make or drop such a clone while this looks: its marker is written before its QEMU
+ * starts and goes only with its dir, so a dir marked before or after the process scan is spared.
  */
 export function leftoversIn(
   dataDir: string,
   options: { exceptStandby?: boolean } = {},
 ): { processes: number[]; dirs: string[] } {
   const boxes = path.join(dataDir, 'boxes');
-  const spared = options.exceptStandby ? standbyDirsIn(dataDir) : [];
-  const sparedPids = new Set(spared.flatMap((id) => processesMentioning(path.join(boxes, id))));
+  const markedBefore = options.exceptStandby ? standbyDirsIn(dataDir) : [];
+  const pids = processesMentioning(boxes);
+  const dirs = fs.existsSync(boxes) ? fs.readdirSync(boxes) : [];
+  const spared = new Set([...markedBefore, ...(options.exceptStandby ? standbyDirsIn(dataDir) : [])]);
+  const sparedPids = new Set([...spared].flatMap((id) => processesMentioning(`${path.join(boxes, id)}/`)));
   return {
-    processes: processesMentioning(boxes).filter((pid) => !sparedPids.has(pid)),
-    dirs: fs.existsSync(boxes) ? fs.readdirSync(boxes).filter((id) => !spared.includes(id)) : [],
+    // A process gone by now (a clone dropped while this looked) is not left over.
+    processes: pids.filter((pid) => !sparedPids.has(pid) && fs.existsSync(`/proc/${pid}`)),
+    dirs: dirs.filter((id) => !spared.has(id) && fs.existsSync(path.join(boxes, id))),
   };
 }
 

@@ -1,4 +1,5 @@
 import { spawn, type ChildProcess } from 'node:child_process';
+import fs from 'node:fs';
 import fsp from 'node:fs/promises';
 import net from 'node:net';
 import os from 'node:os';
@@ -82,6 +83,9 @@ class FakeVm implements Vm {
       if (this.currentState !== 'destroyed') this.currentState = 'stopped';
       this.guest.close(new AgentboxError('vm_exited', `VM ${this.id} exited`));
       this.server?.close();
+      // The dir holds only the socket, useless once the agent is gone; a fake VM that is never
+      // destroyed (a daemon stopped with its boxes kept) would leave it in /tmp otherwise.
+      if (this.dir) fs.rmSync(this.dir, { recursive: true, force: true });
       this.resolveExited({ code, signal });
     });
     try {
