@@ -17,7 +17,15 @@ export interface BoxSession {
   egressPending: boolean;
   /** Lifecycle operations on one box run one after another. */
   chain: Promise<unknown>;
+  /** Wakes in a row that failed both ways (snapshot and disk) while the box kept its disk. */
+  wakeFailures?: number;
 }
+
+/**
+ * A persistent box whose wake fails both ways stays hibernated, its disk kept, for this many tries
+ * in a row (a boot timeout on an overloaded host is not a broken disk); then it fails.
+ */
+export const MAX_WAKE_FAILURES = 3;
 
 export interface IdleSettings {
   /** A running box with no lease and no call in flight this long is paused; 0: never. */
@@ -54,6 +62,8 @@ export interface PowerContext {
   fail: (box: BoxRecord, reason: string) => Promise<BoxRecord>;
   /** The box's VM died or broke: a persistent box keeps its disk, any other fails. */
   vmLost: (box: BoxRecord, reason: string) => Promise<BoxRecord>;
+  /** A persistent box with a disk: losing its VM (or a wake) does not lose its files. */
+  keepsDisk: (box: BoxRecord) => boolean;
   /** Kills what is left of a box's VM and removes its files. */
   cleanup: (box: BoxRecord) => Promise<void>;
   /** A new session for a hibernated box this daemon has not seen yet (it was hibernated by another). */
@@ -255,11 +265,27 @@ export function createBoxPower(ctx: PowerContext) {
           details: { state: now },
         });
       }
+      const failures = (session.wakeFailures ?? 0) + 1;
+      if (ctx.keepsDisk(box) && failures < MAX_WAKE_FAILURES) {
+        session.wakeFailures = failures;
+        session.vm = undefined;
+        await vm?.kill().catch(() => undefined);
+        log.warn(
+          { boxId: box.id, failures, err: messageOf(err) },
+          'could not wake the box; its disk is kept',
+        );
+        throw new AgentboxError(
+          'boot_failed',
+          `box ${box.id} could not be woken (${failures} of ${MAX_WAKE_FAILURES} tries): ${messageOf(err)}; its disk is kept and the next request tries again`,
+          { cause: err },
+        );
+      }
       await ctx.fail(box, `could not wake: ${messageOf(err)}`);
       throw new AgentboxError('boot_failed', `box ${box.id} could not be woken: ${messageOf(err)}`, {
         cause: err,
       });
     }
+    session.wakeFailures = 0;
     ctx.metrics.observeBoot(bootMs / 1000);
     session.lastActive = clock();
     session.egressPending = false;

@@ -235,10 +235,13 @@ export function createBoxService(deps: BoxServiceDeps) {
     await fsp.rm(box.dir, { recursive: true, force: true });
   }
 
-  /** A user's persistent box whose VM is gone keeps its disk (README: it survives a host reboot). */
+  /**
+   * A user's persistent box whose VM is gone (or would not wake) keeps its disk (README: it
+   * survives a host reboot).
+   */
   function keepsDisk(box: BoxRecord): boolean {
     return (
-      (box.state === 'running' || box.state === 'paused') &&
+      (box.state === 'running' || box.state === 'paused' || box.state === 'hibernated') &&
       box.userId !== null &&
       canHibernate &&
       fs.existsSync(path.join(box.dir, 'disk.qcow2'))
@@ -349,6 +352,7 @@ export function createBoxService(deps: BoxServiceDeps) {
     watch,
     fail,
     vmLost,
+    keepsDisk,
     cleanup,
     hibernatedSession: (box) => newSession(undefined, readHostEnv(box) ?? {}),
     pidPatch,

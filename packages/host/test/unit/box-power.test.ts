@@ -91,6 +91,8 @@ class FakeWithSnapshots implements BoxBackend {
   /** Every VM made, to check none is left running. */
   readonly vms: Vm[] = [];
   failWakes = false;
+  /** Disk boots fail while set (read at each call). */
+  failDiskBoots = false;
   /** Resumes of paused VMs fail while set (read at each call). */
   failResumes = false;
   /** While set, a wake (a restore of a snapshot or of a disk) waits for it before it creates its VM. */
@@ -110,6 +112,7 @@ class FakeWithSnapshots implements BoxBackend {
     const snapshots = this.snapshots;
     const failWakes = this.failWakes;
     const failResumes = () => this.failResumes;
+    const failDiskBoot = () => this.failDiskBoots;
     return new Proxy(vm, {
       get(target, prop) {
         if (prop === 'resume' && failResumes()) return () => Promise.reject(new Error('resume failed'));
@@ -119,6 +122,8 @@ class FakeWithSnapshots implements BoxBackend {
             snapshots.add(spec.id);
             return { stateBytes: 1, ms: 1 };
           };
+        if (prop === 'start' && kind === 'disk' && failDiskBoot())
+          return () => Promise.reject(new Error('the disk did not boot in time'));
         if (prop === 'start' && kind === 'hibernation') {
           snapshots.delete(spec.id);
           if (failWakes) return () => Promise.reject(new Error('snapshot does not load'));
@@ -226,6 +231,39 @@ describe('pause, resume, hibernate and the idle policy (fake driver)', () => {
     expect(out(await exec(h, box.id, 'cat kept.txt; echo $GREETING'))).toBe('kept\nhi\n');
     expect(h.host.store.get(box.id)).toMatchObject({ state: 'running', startMode: 'disk' });
     expect(backend.starts).toEqual([undefined, 'hibernation', 'hibernation', 'disk']);
+  });
+
+  it('a wake that fails both ways keeps a persistent box hibernated with its disk, for a few tries', async () => {
+    const backend = new FakeWithSnapshots();
+    const h = await start({ backend, idle: { pauseAfterMs: 0 } });
+    const user = await userBox(h, 'fay');
+    const other = await createBox(h);
+    for (const id of [user.id, other.id]) await h.host.boxes.hibernate({ actor: admin, id });
+    backend.failWakes = true;
+    backend.failDiskBoots = true;
+    const wake = (id: string) => h.host.boxes.resume({ actor: admin, id });
+    // An overloaded host's boot timeout is not a broken disk: the request fails, the files stay.
+    await expect(wake(user.id)).rejects.toThrow(/1 of 3 tries.*its disk is kept/);
+    expect(h.host.store.get(user.id)).toMatchObject({ state: 'hibernated', pid: null });
+    expect(fs.existsSync(user.disk)).toBe(true);
+    expect(backend.vms.filter((vm) => vm.state === 'running')).toHaveLength(0);
+    // A box that is not a user's persistent box fails at once, as before.
+    await expect(wake(other.id)).rejects.toThrow('could not be woken');
+    expect(h.host.store.get(other.id)).toMatchObject({ state: 'failed' });
+
+    backend.failDiskBoots = false;
+    expect(out(await exec(h, user.id, 'echo back'))).toBe('back\n');
+    expect(h.host.store.get(user.id)).toMatchObject({ state: 'running', startMode: 'disk' });
+
+    // A wake that worked starts the count again; the third failure in a row fails the box.
+    await h.host.boxes.hibernate({ actor: admin, id: user.id });
+    backend.failDiskBoots = true;
+    await expect(wake(user.id)).rejects.toThrow(/1 of 3 tries/);
+    await expect(wake(user.id)).rejects.toThrow(/2 of 3 tries/);
+    expect(fs.existsSync(user.disk)).toBe(true);
+    await expect(wake(user.id)).rejects.toThrow('could not be woken: the disk did not boot in time');
+    expect(h.host.store.get(user.id)).toMatchObject({ state: 'failed' });
+    expect(fs.existsSync(user.disk)).toBe(false);
   });
 
   it('refuses to hibernate a box with a command running', async () => {
