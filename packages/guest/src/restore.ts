@@ -1,6 +1,6 @@
 import { spawn, execFile, type ChildProcessWithoutNullStreams } from 'node:child_process';
 import fs from 'node:fs';
-import { GUEST_AGENT_DIR, type ParsedRequest, type RestoreResult } from '@agentbox/protocol';
+import { etcHostsFor, GUEST_AGENT_DIR, type ParsedRequest, type RestoreResult } from '@agentbox/protocol';
 import { GuestOpError } from './context.js';
 import { RESTORED_CLOCK, RESTORED_ENTROPY, type NativeAddon } from './native.js';
 
@@ -199,6 +199,7 @@ export async function restore(
     rewriteInPlace(BOOT_ID_FILE, `${req.identity.bootId}\n`);
     rewriteInPlace('/etc/machine-id', `${req.identity.machineId}\n`);
     rewriteInPlace('/etc/hostname', `${req.identity.hostname}\n`);
+    rewriteInPlace('/etc/hosts', etcHostsFor(req.identity.hostname));
   }
   const started = performance.now();
   if (options.native) {

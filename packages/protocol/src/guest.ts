@@ -110,6 +110,15 @@ export const GuestIdentitySchema = z
 export type GuestIdentity = z.infer<typeof GuestIdentitySchema>;
 
 /**
+ * A box's /etc/hosts, written at boot and by a clone's restore. The hostname's own IPv4 line, as
+ * Debian's installer writes one: without it libnss-myhostname answers ::1 first, which reads back
+ * as `localhost` (Python's getfqdn(), Java's canonical host name).
+ */
+export function etcHostsFor(hostname: string): string {
+  return `127.0.0.1\tlocalhost\n127.0.1.1\t${hostname}\n::1\tlocalhost ip6-localhost ip6-loopback\n`;
+}
+
+/**
  * After a VM resumed from a snapshot or a pause its clock is behind (guest time stood still) and,
  * for a clone, its kernel RNG state, hostname, machine-id and boot id are the template's. The host
  * sends its wall clock, fresh random bytes and, for a clone, a new identity.

@@ -1,4 +1,5 @@
 import {
+  etcHostsFor,
   GUEST_AGENT_DIR,
   GUEST_HELLO_MARK,
   GUEST_NODE_OPTIONS,
@@ -245,6 +246,8 @@ for arg in $cmdline; do
 done
 hostname "$name"
 [ "$name" = agentbox ] || echo "$name" > /newroot/etc/hostname
+# With the name's own line (etcHostsFor); a clone's restore rewrites it.
+printf '${etcHostsFor('%s').replace(/\t/g, '\\t').replace(/\n/g, '\\n')}' "$name" > /newroot/etc/hosts
 # Every disk gets a machine-id of its own on its first boot (a random UUID, as systemd makes
 # one); a clone gets a new one from the host.
 uuid=

@@ -36,11 +36,13 @@ describe('one real VM: exec, files, processes through the guest agent', () => {
     const script = [
       'getent hosts localhost >/dev/null && echo localhost',
       'getent hosts "$(hostname)" >/dev/null && echo own-name',
+      // Python's getfqdn() (and Java's canonical name) read the name back from its address.
+      `[ "$(python3 -c 'import socket; print(socket.getfqdn())')" = "$(hostname)" ] && echo fqdn`,
       'python3 -m http.server 8123 --bind 127.0.0.1 >/dev/null 2>&1 & i=0',
       'until curl -sf -o /dev/null http://localhost:8123/; do i=$((i + 1)); [ $i -gt 300 ] && break; sleep 0.1; done',
       '[ $i -le 300 ] && echo served; kill $!',
     ].join('\n');
-    expect((await run(vm, script)).stdout.toString()).toBe('localhost\nown-name\nserved\n');
+    expect((await run(vm, script)).stdout.toString()).toBe('localhost\nown-name\nfqdn\nserved\n');
   });
 
   it('commits with git out of the box, under a fallback identity a task can override', async () => {

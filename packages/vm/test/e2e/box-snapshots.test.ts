@@ -67,9 +67,10 @@ describe('template clones, pause/resume, hibernate (real VMs)', () => {
     expect(ra).toMatch(/^[0-9a-f]{64}$/);
     expect(ra).not.toBe(rb);
     const identity = (vm: Vm) =>
-      out(vm, 'hostname; cat /etc/machine-id /proc/sys/kernel/random/boot_id /etc/hostname').then((s) =>
-        s.split('\n'),
-      );
+      out(
+        vm,
+        'hostname; cat /etc/machine-id /proc/sys/kernel/random/boot_id /etc/hostname; python3 -c "import socket; print(socket.getfqdn())"',
+      ).then((s) => s.split('\n'));
     const [ia, ib] = [await identity(a), await identity(b)];
     expect(ia[0]).toBe(a.id);
     expect(ib[0]).toBe(b.id);
@@ -77,7 +78,8 @@ describe('template clones, pause/resume, hibernate (real VMs)', () => {
     expect(ia[1]).not.toBe(ib[1]);
     expect(ia[2]).not.toBe(ib[2]);
     expect(ia[2]).toBe(a.guest.info?.bootId);
-    expect([ia[3], ib[3], ia.length]).toEqual([a.id, b.id, 4]);
+    // The template's name is gone from /etc/hosts too: a clone's address reads back as its own name.
+    expect([ia[3], ib[3], ia[4], ib[4], ia.length]).toEqual([a.id, b.id, a.id, b.id, 5]);
     // Each clone writes its own copy of the disk.
     await out(a, 'echo only-a > /root/mine');
     expect((await run(b, 'cat /root/mine')).exit.exitCode).not.toBe(0);
