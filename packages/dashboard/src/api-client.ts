@@ -55,6 +55,9 @@ async function toApiError(res: Response): Promise<ApiError> {
   return new ApiError({ code: `http_${res.status}`, message: text || res.statusText, status: res.status });
 }
 
+/** Tasks per page of the task list ("Load more" adds a page). */
+export const TASK_PAGE = 100;
+
 export interface ApiClientOptions {
   key: string;
   /** Default: the page's origin (the daemon that served it). */
@@ -97,6 +100,14 @@ export function createApiClient(options: ApiClientOptions) {
 
   const id = encodeURIComponent;
 
+  /** One page of `GET /v1/tasks` (newest first); `nextCursor` is null on the last. */
+  function taskPage(filter: { boxId?: string; cursor?: string }) {
+    const query = new URLSearchParams({ limit: String(TASK_PAGE) });
+    if (filter.boxId) query.set('boxId', filter.boxId);
+    if (filter.cursor) query.set('cursor', filter.cursor);
+    return json<{ tasks: Task[]; nextCursor: string | null }>('GET', `/v1/tasks?${query.toString()}`);
+  }
+
   return {
     listBoxes: async () => (await json<{ boxes: Box[] }>('GET', '/v1/boxes')).boxes,
     getBox: (boxId: string) => json<Box>('GET', `/v1/boxes/${id(boxId)}`),
@@ -108,13 +119,25 @@ export function createApiClient(options: ApiClientOptions) {
         'GET',
         `/v1/boxes/${id(boxId)}/egress?after=${after}&limit=500`,
       ),
-    listTasks: async (filter: { boxId?: string } = {}) =>
-      (
-        await json<{ tasks: Task[] }>(
-          'GET',
-          `/v1/tasks?limit=100${filter.boxId ? `&boxId=${id(filter.boxId)}` : ''}`,
-        )
-      ).tasks,
+    listTasks: async (filter: { boxId?: string } = {}) => (await taskPage(filter)).tasks,
+    /**
+     * The newest `pages` pages of tasks, walked from the top each time (so a poll sees new tasks
+     * and state changes, with no gap or repeat where pages meet); `more`: older ones remain.
+     */
+    async listTaskPages(
+      pages: number,
+      filter: { boxId?: string } = {},
+    ): Promise<{ tasks: Task[]; more: boolean }> {
+      const tasks: Task[] = [];
+      let cursor: string | undefined;
+      for (let i = 0; i < pages; i++) {
+        const page = await taskPage({ ...filter, ...(cursor === undefined ? {} : { cursor }) });
+        tasks.push(...page.tasks);
+        if (page.nextCursor === null) return { tasks, more: false };
+        cursor = page.nextCursor;
+      }
+      return { tasks, more: true };
+    },
     getTask: (taskId: string) => json<Task>('GET', `/v1/tasks/${id(taskId)}`),
     createTask: (body: NewTask) => json<Task>('POST', '/v1/tasks', body),
     cancelTask: (taskId: string) => json<Task>('POST', `/v1/tasks/${id(taskId)}/cancel`),

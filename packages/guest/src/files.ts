@@ -1,8 +1,9 @@
 import fs from 'node:fs';
 import fsp from 'node:fs/promises';
 import path from 'node:path';
+import { isUtf8 } from 'node:buffer';
 import { randomBytes } from 'node:crypto';
-import type { EntryInfo, ParsedRequest } from '@agentbox/protocol';
+import type { DirListing, EntryInfo, ParsedRequest } from '@agentbox/protocol';
 import { GuestOpError, errnoCode, type RequestContext } from './context.js';
 import type { NativeAddon } from './native.js';
 
@@ -37,52 +38,66 @@ export function fsError(err: unknown, p: string): GuestOpError {
   }
 }
 
-function entryOf(p: string, st: fs.Stats): EntryInfo {
-  const type = st.isFile()
-    ? 'file'
-    : st.isDirectory()
-      ? 'directory'
-      : st.isSymbolicLink()
-        ? 'symlink'
-        : 'other';
-  return {
+function typeOf(st: fs.Stats): EntryInfo['type'] {
+  return st.isFile() ? 'file' : st.isDirectory() ? 'directory' : st.isSymbolicLink() ? 'symlink' : 'other';
+}
+
+/** The entry of `p` itself (lstat); a symlink also says what it resolves to. */
+async function entryOf(p: string): Promise<EntryInfo> {
+  const st = await fsp.lstat(p);
+  const entry: EntryInfo = {
     name: path.basename(p) || '/',
     path: p,
-    type,
+    type: typeOf(st),
     size: st.size,
     mode: st.mode & 0o7777,
     modifiedMs: st.mtimeMs,
   };
+  if (entry.type === 'symlink') {
+    // Dangling or looping: no target type, which is how a client tells.
+    const target = await fsp.stat(p).catch(() => undefined);
+    const targetType = target && typeOf(target);
+    if (targetType && targetType !== 'symlink') entry.targetType = targetType;
+  }
+  return entry;
 }
 
 export async function statFile(req: Op<'file.stat'>): Promise<EntryInfo> {
   const p = absolute(req.path);
   try {
-    return entryOf(p, await fsp.lstat(p));
+    return await entryOf(p);
   } catch (err) {
     throw fsError(err, p);
   }
 }
 
-export async function listDir(req: Op<'file.list'>): Promise<EntryInfo[]> {
+/**
+ * A directory's entries, sorted by name. Names are read as bytes: one that is not valid UTF-8 cannot
+ * travel in JSON, and decoding it lossily (U+FFFD) would name a different file, or none. Those are
+ * counted in `omitted` rather than dropped without a word.
+ */
+export async function listDir(req: Op<'file.list'>): Promise<DirListing> {
   const dir = absolute(req.path);
-  let names: string[];
+  let raw: Buffer[];
   try {
-    names = await fsp.readdir(dir);
+    raw = await fsp.readdir(dir, { encoding: 'buffer' });
   } catch (err) {
     throw fsError(err, dir);
   }
+  const names = raw.filter((name) => isUtf8(name)).map((name) => name.toString('utf8'));
   const entries = await Promise.all(
     names.sort().map(async (name) => {
-      const p = path.join(dir, name);
       try {
-        return entryOf(p, await fsp.lstat(p));
+        return await entryOf(path.join(dir, name));
       } catch {
         return undefined; // vanished between readdir and lstat
       }
     }),
   );
-  return entries.filter((e): e is EntryInfo => e !== undefined);
+  return {
+    entries: entries.filter((e): e is EntryInfo => e !== undefined),
+    omitted: raw.length - names.length,
+  };
 }
 
 /** Frames of a file sent by sendfile: big, since no JavaScript touches their bytes. */

@@ -1,7 +1,7 @@
 import { z } from 'zod';
 import { EgressAuditRecordSchema, EgressPolicySchema } from './egress.js';
 import { ERROR_CODE_LIST, type ErrorCode } from './errors.js';
-import { EntryInfoSchema, ProcessInfoSchema } from './guest.js';
+import { EntryInfoSchema, OmittedCountSchema, ProcessInfoSchema } from './guest.js';
 
 /**
  * Bodies of the daemon's HTTP API: the seed-compatible surface (snake_case, shapes kept verbatim)
@@ -91,7 +91,18 @@ export const DownloadFileQuerySchema = z
 
 export const ListWorkspaceFilesResponseSchema = z
   .object({
-    files: z.array(z.string()).describe('Regular files under /workspace, relative to it, sorted.'),
+    files: z
+      .array(z.string())
+      .describe(
+        'Regular files under /workspace, relative to it, sorted. A symlink to a regular file is listed ' +
+          '(download_file reads through it, as /v1 does); one to a directory is not descended into.',
+      ),
+    // Optional so the seed's shape stays verbatim when nothing was left out.
+    omitted: OmittedCountSchema.positive()
+      .optional()
+      .describe(
+        'Files left out because their name is not valid UTF-8 (JSON cannot carry it); absent when none.',
+      ),
   })
   .strict();
 
@@ -342,9 +353,10 @@ export const FileQuerySchema = z
   .strict();
 
 export const FileListResponseSchema = z
-  .object({ path: z.string(), entries: z.array(EntryInfoSchema) })
+  .object({ path: z.string(), entries: z.array(EntryInfoSchema), omitted: OmittedCountSchema })
   .strict()
   .describe('Returned instead of bytes when the path is a directory.');
+export type FileListResponse = z.infer<typeof FileListResponseSchema>;
 export const FileWriteResponseSchema = z
   .object({ path: z.string(), bytes: z.number().int().nonnegative() })
   .strict();

@@ -282,10 +282,26 @@ export const EntryInfoSchema = z
     size: z.number().int().nonnegative(),
     mode: z.number().int().nonnegative(),
     modifiedMs: z.number(),
+    targetType: FileTypeSchema.exclude(['symlink'])
+      .optional()
+      .describe(
+        'For a symlink: the type of what it resolves to, so a client can tell a link to a file from one ' +
+          'to a directory. Absent when the link dangles (or loops), and for anything else.',
+      ),
   })
   .strict();
 export type EntryInfo = z.infer<typeof EntryInfoSchema>;
 export const EntryListSchema = z.array(EntryInfoSchema).max(100_000);
+export const OmittedCountSchema = z
+  .number()
+  .int()
+  .nonnegative()
+  .describe(
+    'Entries left out because their name is not valid UTF-8: JSON cannot carry it, and a lossy ' +
+      'decoding would name another file. Reach them with exec (e.g. `ls -b`).',
+  );
+export const DirListingSchema = z.object({ entries: EntryListSchema, omitted: OmittedCountSchema }).strict();
+export type DirListing = z.infer<typeof DirListingSchema>;
 
 export const QuiesceResultSchema = z
   .object({ helper: z.boolean().describe('The restore helper runs (clock, RNG reseed, identity).') })
@@ -321,7 +337,11 @@ export const RESULT_SCHEMAS = {
   'process.list': ProcessListSchema,
   'process.kill': EmptyResultSchema,
   'file.stat': EntryInfoSchema,
-  'file.list': EntryListSchema,
+  // A bare array is what an agent older than `omitted` sends (one in an existing image or snapshot).
+  'file.list': z.union([
+    DirListingSchema,
+    EntryListSchema.transform((entries): DirListing => ({ entries, omitted: 0 })),
+  ]),
   'file.read': EmptyResultSchema,
   'file.write': WriteResultSchema,
   'file.mkdir': EmptyResultSchema,

@@ -174,6 +174,57 @@ export const AGENT_ONLY_FIELDS = {
   disallowedTools: ['claude', 'opencode'],
 } as const satisfies Record<string, readonly AgentKind[]>;
 
+/** The agents that run as an `agentDefinition` at all: a `shell` task is a script, with no persona. */
+export const AGENT_DEFINITION_AGENTS = [
+  'claude',
+  'codex',
+  'opencode',
+] as const satisfies readonly AgentKind[];
+
+/**
+ * Agent definition fields only some agents honour (codex takes a definition's model and system
+ * prompt, but has no per-agent tool lists or output cap; opencode has no output cap). Refused for
+ * the others, as AGENT_ONLY_FIELDS are: dropped, they would let the agent do what was ruled out.
+ */
+export const AGENT_DEFINITION_ONLY_FIELDS = {
+  tools: ['claude', 'opencode'],
+  disallowedTools: ['claude', 'opencode'],
+  maxTokens: ['claude'],
+} as const satisfies Record<string, readonly AgentKind[]>;
+
+/** Whether a spec field holds something to enforce: an empty tool list asks for nothing. */
+const given = (value: unknown) => (Array.isArray(value) ? value.length > 0 : value !== undefined);
+
+/**
+ * Why `agent` cannot run as `definition` (inline, or a `{ref}` to a library item): one issue per
+ * field it would drop, its path relative to the definition (`[]`: the whole of it). Empty: it can.
+ * A `{ref}`'s fields are known only once it is resolved; the daemon checks them again then.
+ */
+export function agentDefinitionIssues(
+  agent: AgentKind,
+  definition: Readonly<Record<string, unknown>> | undefined,
+): { path: string[]; message: string }[] {
+  if (definition === undefined) return [];
+  if (!(AGENT_DEFINITION_AGENTS as readonly AgentKind[]).includes(agent)) {
+    return [
+      {
+        path: [],
+        message: `${agent} cannot run as an agentDefinition; only ${AGENT_DEFINITION_AGENTS.join(', ')} can`,
+      },
+    ];
+  }
+  const issues: { path: string[]; message: string }[] = [];
+  for (const [field, agents] of Object.entries(AGENT_DEFINITION_ONLY_FIELDS)) {
+    if (given(definition[field]) && !(agents as readonly AgentKind[]).includes(agent)) {
+      issues.push({
+        path: [field],
+        message: `${agent} cannot honour agentDefinition.${field}; only ${agents.join(' and ')} can`,
+      });
+    }
+  }
+  return issues;
+}
+
 export function refineTaskSpec(
   spec: {
     agent?: AgentKind | undefined;
@@ -182,6 +233,7 @@ export function refineTaskSpec(
     maxSpendUsd?: number | undefined;
     allowedTools?: string[] | undefined;
     disallowedTools?: string[] | undefined;
+    agentDefinition?: AgentDefinition | { ref: string } | undefined;
   },
   ctx: z.RefinementCtx,
 ) {
@@ -190,16 +242,19 @@ export function refineTaskSpec(
   }
   const agent = spec.agent ?? 'claude';
   for (const [field, agents] of Object.entries(AGENT_ONLY_FIELDS)) {
-    const value = spec[field as keyof typeof AGENT_ONLY_FIELDS];
-    // An empty tool list asks for nothing, which every agent can do.
-    const given = Array.isArray(value) ? value.length > 0 : value !== undefined;
-    if (given && !(agents as readonly AgentKind[]).includes(agent)) {
+    if (
+      given(spec[field as keyof typeof AGENT_ONLY_FIELDS]) &&
+      !(agents as readonly AgentKind[]).includes(agent)
+    ) {
       ctx.addIssue({
         code: 'custom',
         path: [field],
         message: `${agent} cannot enforce ${field}; only ${agents.join(' and ')} can`,
       });
     }
+  }
+  for (const issue of agentDefinitionIssues(agent, spec.agentDefinition)) {
+    ctx.addIssue({ code: 'custom', path: ['agentDefinition', ...issue.path], message: issue.message });
   }
 }
 
@@ -301,14 +356,68 @@ export type CreateTaskRequest = z.infer<typeof CreateTaskRequestSchema>;
 
 export const TaskParamsSchema = z.object({ id: z.string().min(1).max(64) }).strict();
 
+/** Where a page of the task list ended: the last task's sort key (newest first, ties by id). */
+export interface TaskCursor {
+  /** The task's creation time, Unix milliseconds. */
+  createdAt: number;
+  id: string;
+}
+
+/** The opaque `cursor` a client passes back: base64url of `[createdAt, id]`. */
+export function encodeTaskCursor(cursor: TaskCursor): string {
+  // btoa/atob, not Buffer: this module is also bundled for the dashboard and browser SDK users.
+  return btoa(JSON.stringify([cursor.createdAt, cursor.id]))
+    .replace(/\+/g, '-')
+    .replace(/\//g, '_')
+    .replace(/=+$/, '');
+}
+
+/** The cursor `encodeTaskCursor` made, or undefined for anything else (edited, truncated, made up). */
+export function decodeTaskCursor(text: string): TaskCursor | undefined {
+  let value: unknown;
+  try {
+    value = JSON.parse(atob(text.replace(/-/g, '+').replace(/_/g, '/')));
+  } catch {
+    return undefined;
+  }
+  if (!Array.isArray(value) || value.length !== 2) return undefined;
+  const [createdAt, id] = value as unknown[];
+  if (!Number.isSafeInteger(createdAt) || (createdAt as number) < 0) return undefined;
+  if (typeof id !== 'string' || id.length === 0 || id.length > 64) return undefined;
+  const cursor = { createdAt: createdAt as number, id };
+  // atob forgives missing padding and whitespace: only the exact encoding is ours.
+  return encodeTaskCursor(cursor) === text ? cursor : undefined;
+}
+
 export const TaskListQuerySchema = z
   .object({
     boxId: z.string().min(1).max(64).optional(),
     limit: z.coerce.number().int().min(1).max(1000).default(100),
+    cursor: z
+      .string()
+      .max(512)
+      .transform((text, ctx) => {
+        const cursor = decodeTaskCursor(text);
+        if (cursor === undefined) {
+          ctx.addIssue({ code: 'custom', message: 'not a cursor this API gave out (`nextCursor`)' });
+          return z.NEVER;
+        }
+        return cursor;
+      })
+      .optional()
+      .describe('The previous page’s `nextCursor`: the tasks after it.'),
   })
   .strict();
 
-export const TaskListResponseSchema = z.object({ tasks: z.array(TaskSchema) }).strict();
+export const TaskListResponseSchema = z
+  .object({
+    tasks: z.array(TaskSchema),
+    nextCursor: z
+      .string()
+      .nullable()
+      .describe('Pass as `cursor` for the next page (same filters); null: there is no more.'),
+  })
+  .strict();
 
 export const TaskEventsQuerySchema = z
   .object({

@@ -1,4 +1,4 @@
-import type { EntryInfo } from '@agentbox/protocol';
+import type { EntryInfo, FileListResponse } from '@agentbox/protocol';
 import { asBuffer, utf8 } from './bytes.js';
 import { sdkError } from './errors.js';
 import type { HttpTransport, RequestOpts } from './http.js';
@@ -75,12 +75,20 @@ export class Files {
 
   /** The entries of a directory. A file is refused. */
   async list(path: string, opts: RequestOpts = {}): Promise<EntryInfo[]> {
+    return (await this.listing(path, opts)).entries;
+  }
+
+  /**
+   * The directory's whole listing: its entries and `omitted`, how many were left out because their
+   * name is not valid UTF-8 (JSON cannot carry it). A file is refused.
+   */
+  async listing(path: string, opts: RequestOpts = {}): Promise<FileListResponse> {
     const res = await this.http.request({ method: 'GET', path: this.path, query: { path }, ...opts });
     if (!isJson(res)) {
       await res.body?.cancel();
       throw sdkError('invalid_request', `${path} is not a directory; use files.read()`);
     }
-    return ((await res.json()) as { entries: EntryInfo[] }).entries;
+    return (await res.json()) as FileListResponse;
   }
 
   /** Deletes a file or a whole directory tree. */

@@ -11,6 +11,7 @@ export {
   type FollowOpts,
   type ReconnectOpts,
   type TaskListOpts,
+  type TaskPage,
 } from './tasks.js';
 export { Library, type LibraryRefInput, type LibraryListOpts } from './library.js';
 export type { RequestOpts } from './http.js';

@@ -6,7 +6,7 @@ import { Commands } from './commands.js';
 import { Files } from './files.js';
 import type { HttpTransport, RequestOpts } from './http.js';
 import { Processes } from './processes.js';
-import type { BoxTaskRequest, TaskRun, Tasks } from './tasks.js';
+import type { BoxTaskRequest, TaskListOpts, TaskRun, Tasks } from './tasks.js';
 
 /** What `Sandbox.create` takes: the box's resources and settings, and which daemon (default: from env). */
 export interface SandboxCreateOpts extends CreateBoxRequest, RequestOpts {
@@ -31,8 +31,18 @@ export class BoxTasks {
     return this.tasks.run({ ...spec, boxId: this.boxId }, opts);
   }
 
-  list(opts: RequestOpts & { limit?: number } = {}) {
+  /** This box's tasks, newest first: one page (`limit`, default 100). */
+  list(opts: Omit<TaskListOpts, 'boxId'> = {}) {
     return this.tasks.list({ ...opts, boxId: this.boxId });
+  }
+
+  listPage(opts: Omit<TaskListOpts, 'boxId'> = {}) {
+    return this.tasks.listPage({ ...opts, boxId: this.boxId });
+  }
+
+  /** Every task of this box, newest first, fetched a page at a time. */
+  listAll(opts: Omit<TaskListOpts, 'boxId'> = {}) {
+    return this.tasks.listAll({ ...opts, boxId: this.boxId });
   }
 }
 

@@ -29,7 +29,16 @@ export interface FollowOpts {
 
 export interface TaskListOpts extends RequestOpts {
   boxId?: string;
+  /** Tasks per page, 1–1000 (default 100). */
   limit?: number;
+  /** A page's `nextCursor`: the tasks after that page (same `boxId`). */
+  cursor?: string;
+}
+
+/** One page of a task list; `nextCursor` (null on the last page) asks for the next. */
+export interface TaskPage {
+  tasks: Task[];
+  nextCursor: string | null;
 }
 
 /**
@@ -131,16 +140,34 @@ export class Tasks {
     return this.http.json<Task>({ method: 'GET', path: `/v1/tasks/${encodeURIComponent(id)}`, ...opts });
   }
 
-  /** Tasks this key may see, newest first. */
-  async list(opts: TaskListOpts = {}): Promise<Task[]> {
-    const { boxId, limit, ...rest } = opts;
-    const body = await this.http.json<{ tasks: Task[] }>({
+  /** One page of the tasks this key may see (newest first), from `cursor` or the newest. */
+  listPage(opts: TaskListOpts = {}): Promise<TaskPage> {
+    const { boxId, limit, cursor, ...rest } = opts;
+    return this.http.json<TaskPage>({
       method: 'GET',
       path: '/v1/tasks',
-      query: { boxId, limit },
+      query: { boxId, limit, cursor },
       ...rest,
     });
-    return body.tasks;
+  }
+
+  /** Tasks this key may see, newest first: one page (`limit`, default 100); `listAll` goes on. */
+  async list(opts: TaskListOpts = {}): Promise<Task[]> {
+    return (await this.listPage(opts)).tasks;
+  }
+
+  /**
+   * Every task this key may see (from `cursor`, if given), newest first, a page of `limit` fetched
+   * as the iteration gets there: none is skipped or repeated, even as new tasks are queued.
+   */
+  async *listAll(opts: TaskListOpts = {}): AsyncGenerator<Task, void, undefined> {
+    let cursor = opts.cursor;
+    for (;;) {
+      const page = await this.listPage({ ...opts, ...(cursor === undefined ? {} : { cursor }) });
+      yield* page.tasks;
+      if (page.nextCursor === null) return;
+      cursor = page.nextCursor;
+    }
   }
 
   cancel(id: string, opts: RequestOpts = {}): Promise<Task> {

@@ -14,6 +14,7 @@ import {
   PROTOCOL_VERSION,
   RESULT_SCHEMAS,
   type EgressOpen,
+  type DirListing,
   type EntryInfo,
   type ExecExit,
   type ExecRequest,
@@ -317,7 +318,8 @@ export class GuestConnection {
     return this.call({ op: 'file.stat', path });
   }
 
-  list(path: string): Promise<EntryInfo[]> {
+  /** A directory's entries, and how many were left out (names that are not valid UTF-8). */
+  list(path: string): Promise<DirListing> {
     return this.call({ op: 'file.list', path });
   }
 

@@ -1,5 +1,5 @@
 import type { AgentKind, Box, Task } from '@agentbox/protocol';
-import { useState } from 'preact/hooks';
+import { useRef, useState } from 'preact/hooks';
 import type { ApiClient, NewTask } from '../api-client.js';
 import { ErrorNote, Section, StateBadge } from '../components.js';
 import { age } from '../format.js';
@@ -13,7 +13,11 @@ const USER = '@user';
 /** Tasks, newest first; the form queues a new one. `boxId` preselects where it runs. */
 export function TasksView(props: { api: ApiClient; boxId: string | undefined }) {
   const { api } = props;
-  const tasks = usePolled(() => api.listTasks(), 3000, [api]);
+  // Pages shown: each poll walks them from the newest, so what "Load more" added stays current.
+  // A ref, not a dep of usePolled: a new dep would blank the table while the longer list loads.
+  const pages = useRef(1);
+  const tasks = usePolled(() => api.listTaskPages(pages.current), 3000, [api]);
+  const [loadingMore, setLoadingMore] = useState(false);
   const now = useTick(1000);
   const [creating, setCreating] = useState(props.boxId !== undefined);
 
@@ -34,7 +38,23 @@ export function TasksView(props: { api: ApiClient; boxId: string | undefined }) 
       {creating ? <CreateTaskForm api={api} boxId={props.boxId} /> : null}
       <ErrorNote error={tasks.error} />
       {tasks.data ? (
-        <TaskTable tasks={tasks.data} now={now} />
+        <>
+          <TaskTable tasks={tasks.data.tasks} now={now} />
+          {tasks.data.more ? (
+            <button
+              type="button"
+              data-testid="more-tasks"
+              disabled={loadingMore}
+              onClick={() => {
+                pages.current += 1;
+                setLoadingMore(true);
+                void tasks.reload().finally(() => setLoadingMore(false));
+              }}
+            >
+              {loadingMore ? 'Loading…' : 'Load more'}
+            </button>
+          ) : null}
+        </>
       ) : tasks.loading ? (
         <p class="muted">Loading…</p>
       ) : null}

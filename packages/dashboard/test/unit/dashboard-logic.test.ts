@@ -184,6 +184,37 @@ describe('dashboard logic', () => {
     expect(url).not.toContain('abk_secret');
   });
 
+  it('lists tasks a page at a time: "Load more" walks one page further from the newest', async () => {
+    const task = (id: string) => ({ id }) as Task;
+    // Pages as the daemon serves them: the cursor is the last id of the page before.
+    const pages: Record<string, { tasks: Task[]; nextCursor: string | null }> = {
+      '': { tasks: [task('c'), task('b')], nextCursor: 'b' },
+      b: { tasks: [task('a')], nextCursor: null },
+    };
+    const urls: string[] = [];
+    const api = createApiClient({
+      key: 'k',
+      fetch: async (input) => {
+        const url = new URL(urlOf(input), 'http://daemon');
+        urls.push(`${url.pathname}${url.search}`);
+        return Response.json(pages[url.searchParams.get('cursor') ?? '']);
+      },
+    });
+    expect(await api.listTaskPages(1)).toEqual({ tasks: [task('c'), task('b')], more: true });
+    expect(urls).toEqual(['/v1/tasks?limit=100']);
+    urls.length = 0;
+    expect(await api.listTaskPages(2, { boxId: 'box-1' })).toEqual({
+      tasks: [task('c'), task('b'), task('a')],
+      more: false,
+    });
+    expect(urls).toEqual(['/v1/tasks?limit=100&boxId=box-1', '/v1/tasks?limit=100&boxId=box-1&cursor=b']);
+    // Asking for more pages than there are stops at the last.
+    urls.length = 0;
+    expect((await api.listTaskPages(5)).more).toBe(false);
+    expect(urls).toHaveLength(2);
+    expect(await api.listTasks()).toEqual([task('c'), task('b')]);
+  });
+
   it('maps page paths to views (the paths the daemon answers with index.html)', () => {
     expect(parseRoute('/', '')).toEqual({ page: 'boxes' });
     expect(parseRoute('/boxes', '')).toEqual({ page: 'boxes' });

@@ -1,5 +1,5 @@
 import type { Readable } from 'node:stream';
-import { AgentboxError, type EntryInfo, type ProcessInfo } from '@agentbox/protocol';
+import { AgentboxError, type DirListing, type EntryInfo, type ProcessInfo } from '@agentbox/protocol';
 import type { Actor } from '../store/key-store.js';
 import type { BoxLease, BoxService } from './box-service.js';
 import { boxPath, workspaceFile } from './paths.js';
@@ -38,23 +38,30 @@ export function createFileService(deps: FileServiceDeps) {
   const box = <T>(ref: BoxRef, fn: (lease: BoxLease) => Promise<T>) =>
     deps.boxes.withBox({ actor: ref.actor, id: ref.id }, fn);
 
+  /**
+   * Regular files under `dir` into `into.files`, and the count of entries the guest had to leave out.
+   * A symlink to a regular file counts as one (download reads through it, as /v1 does); a symlink to a
+   * directory is not descended into: a link to `.` or `/` would repeat or flood the listing.
+   */
   async function walk(
     lease: BoxLease,
     root: string,
     dir: string,
     depth: number,
-    into: string[],
+    into: { files: string[]; omitted: number },
   ): Promise<void> {
-    let entries: EntryInfo[];
+    let listing: DirListing;
     try {
-      entries = await lease.guest.list(dir);
+      listing = await lease.guest.list(dir);
     } catch (err) {
       if (err instanceof AgentboxError && err.code === 'file_not_found') return;
       throw err;
     }
-    for (const entry of entries) {
-      if (into.length >= MAX_LISTED_FILES) return;
-      if (entry.type === 'file') into.push(entry.path.slice(root.length + 1));
+    into.omitted += listing.omitted;
+    for (const entry of listing.entries) {
+      if (into.files.length >= MAX_LISTED_FILES) return;
+      if (entry.type === 'file' || (entry.type === 'symlink' && entry.targetType === 'file'))
+        into.files.push(entry.path.slice(root.length + 1));
       else if (entry.type === 'directory' && depth < MAX_DEPTH && !SKIPPED_DIRS.has(entry.name))
         await walk(lease, root, entry.path, depth + 1, into);
     }
@@ -66,22 +73,29 @@ export function createFileService(deps: FileServiceDeps) {
   });
 
   return {
-    /** Seed: regular files under the workspace, relative to it, sorted. */
-    listWorkspace(options: { actor: Actor; userId: string }): Promise<string[]> {
+    /**
+     * Seed: regular files under the workspace, relative to it, sorted; `omitted` counts names that
+     * are not valid UTF-8, which a JSON path cannot carry.
+     */
+    listWorkspace(options: { actor: Actor; userId: string }): Promise<{ files: string[]; omitted: number }> {
       return box(userRef(options), async (lease) => {
-        const files: string[] = [];
-        await walk(lease, lease.workspace, lease.workspace, 0, files);
-        return files.sort();
+        const found = { files: [] as string[], omitted: 0 };
+        await walk(lease, lease.workspace, lease.workspace, 0, found);
+        return { files: found.files.sort(), omitted: found.omitted };
       });
     },
 
-    /** Seed: one file of the workspace streamed to `sink`. */
+    /**
+     * Seed: one file of the workspace streamed to `sink`. A symlink is read through wherever it
+     * points, as /v1 does: only the name is confined to the workspace (the VM is the boundary).
+     */
     downloadWorkspaceFile(options: { actor: Actor; userId: string; filename: string; sink: Sink }) {
       return box(userRef(options), async ({ guest, workspace }) => {
         const full = workspaceFile(options.filename, workspace);
         const info = await guest.stat(full);
-        if (info.type !== 'file')
-          throw new AgentboxError('file_not_found', `${options.filename} is not a file`);
+        // No targetType: a dangling link (the read says file_not_found), or an agent that predates it.
+        const type = info.type === 'symlink' ? (info.targetType ?? 'file') : info.type;
+        if (type !== 'file') throw new AgentboxError('file_not_found', `${options.filename} is not a file`);
         return guest.readFile(full, options.sink);
       });
     },
@@ -90,10 +104,10 @@ export function createFileService(deps: FileServiceDeps) {
       return box(options, ({ guest, workspace }) => guest.stat(boxPath(options.path, workspace)));
     },
 
-    list(options: BoxRef & { path: string }): Promise<{ path: string; entries: EntryInfo[] }> {
+    list(options: BoxRef & { path: string }): Promise<{ path: string } & DirListing> {
       return box(options, async ({ guest, workspace }) => {
         const p = boxPath(options.path, workspace);
-        return { path: p, entries: await guest.list(p) };
+        return { path: p, ...(await guest.list(p)) };
       });
     },
 

@@ -2,11 +2,15 @@ import { randomBytes } from 'node:crypto';
 import path from 'node:path';
 import {
   AgentboxError,
+  agentDefinitionIssues,
+  encodeTaskCursor,
   isCredentialEnvName,
   TERMINAL_TASK_STATES,
+  type AgentDefinition,
   type AgentKind,
   type EgressPresetName,
   type Runtime,
+  type TaskCursor,
   type TaskEvent,
   type TaskLibraryItem,
   type TaskResult,
@@ -107,6 +111,21 @@ class TaskFailure extends Error {
   }
 }
 
+/**
+ * Refuses a task whose agent would drop part of its resolved agent definition. The spec schema
+ * checks an inline one already; a `{ref}` is only known here, once the library item is read.
+ */
+function checkAgentDefinition(spec: TaskSpec, definition: AgentDefinition | undefined): void {
+  const issue = agentDefinitionIssues(spec.agent, definition)[0];
+  if (!issue) return;
+  const ref = spec.agentDefinition && 'ref' in spec.agentDefinition ? spec.agentDefinition.ref : undefined;
+  throw new AgentboxError(
+    'invalid_request',
+    ref === undefined ? issue.message : `library agent ${ref}: ${issue.message}`,
+    { details: { field: ['agentDefinition', ...(ref === undefined ? issue.path : ['ref'])].join('.') } },
+  );
+}
+
 function messageOf(err: unknown): string {
   return err instanceof Error ? err.message : String(err);
 }
@@ -142,7 +161,6 @@ export function createTaskService(deps: TaskServiceDeps) {
   const listeners = new Map<string, Set<Listener>>();
   /** Specs with their credential values, for queued tasks (the store holds them redacted). */
   const pendingSpecs = new Map<string, TaskSpec>();
-  const pendingOptions = new Map<string, { continueLastSession: boolean }>();
   let maxConcurrent = deps.maxConcurrent;
 
   const visible = (actor: Actor, task: TaskRecord | undefined): task is TaskRecord =>
@@ -224,7 +242,7 @@ export function createTaskService(deps: TaskServiceDeps) {
     // A named box must exist and be the caller's, and library refs must resolve, before the task
     // waits in the queue (they are resolved again when it starts: the library may change meanwhile).
     if (options.boxId) deps.boxes.get({ actor, id: options.boxId });
-    deps.library.resolveForTask(spec);
+    checkAgentDefinition(spec, deps.library.resolveForTask(spec).agentDefinition);
     const task = store.insert({
       id: newTaskId(),
       ownerKeyId: actor.keyId,
@@ -233,9 +251,9 @@ export function createTaskService(deps: TaskServiceDeps) {
       userId: options.userId ?? null,
       agent: spec.agent,
       spec: redact(spec),
+      continueLastSession: options.continueLastSession ?? false,
     });
     pendingSpecs.set(task.id, spec);
-    pendingOptions.set(task.id, { continueLastSession: options.continueLastSession ?? false });
     queue.push(task.id);
     emit(task.id, { type: 'status', content: { state: 'queued', position: queue.length } });
     log.info({ taskId: task.id, agent: spec.agent, target }, 'task queued');
@@ -306,9 +324,7 @@ export function createTaskService(deps: TaskServiceDeps) {
   async function run(id: string, entry: Running): Promise<void> {
     const record = store.get(id)!;
     const spec = pendingSpecs.get(id) ?? record.spec;
-    const { continueLastSession } = pendingOptions.get(id) ?? { continueLastSession: false };
     pendingSpecs.delete(id);
-    pendingOptions.delete(id);
     const actor: Actor = { keyId: record.ownerKeyId, scope: 'user' };
     const signal = entry.controller.signal;
     const timer = setTimeout(() => {
@@ -325,6 +341,8 @@ export function createTaskService(deps: TaskServiceDeps) {
       if (signal.aborted) return endAborted(id, entry);
 
       const { items, agentDefinition } = deps.library.resolveForTask(spec);
+      // The library item may have changed since the submit checked it.
+      checkAgentDefinition(spec, agentDefinition);
       store.start(id, { boxId, library: items.map(summarize) });
       emit(id, { type: 'status', content: { state: 'running', boxId } });
       await deps.boxes.widenEgress({ actor, id: boxId, ...egressFor(spec) });
@@ -340,7 +358,7 @@ export function createTaskService(deps: TaskServiceDeps) {
       const runner = deps.runnerFor(spec.agent);
       const resumeSessionId =
         spec.resume ??
-        (continueLastSession && spec.context === undefined ? store.lastSession(boxId) : undefined);
+        (record.continueLastSession && spec.context === undefined ? store.lastSession(boxId) : undefined);
       const ctx = {
         cwd,
         home: GUEST_HOME,
@@ -498,7 +516,6 @@ export function createTaskService(deps: TaskServiceDeps) {
     if (i >= 0) {
       queue.splice(i, 1);
       pendingSpecs.delete(task.id);
-      pendingOptions.delete(task.id);
       emit(task.id, { type: 'error', content: { code: 'cancelled', message: 'cancelled while queued' } });
       finish(task.id, {
         state: 'cancelled',
@@ -629,12 +646,16 @@ export function createTaskService(deps: TaskServiceDeps) {
     recover,
     stopAll,
     position,
-    list: (options: { actor: Actor; boxId?: string; limit?: number }) =>
-      store.list({
+    /** A page of the tasks the actor may see, newest first; `nextCursor` null when it is the last. */
+    list(options: { actor: Actor; boxId?: string; limit?: number; cursor?: TaskCursor }) {
+      const page = store.list({
         ...(options.actor.scope === 'admin' ? {} : { ownerKeyId: options.actor.keyId }),
         ...(options.boxId ? { boxId: options.boxId } : {}),
         ...(options.limit ? { limit: options.limit } : {}),
-      }),
+        ...(options.cursor ? { after: options.cursor } : {}),
+      });
+      return { tasks: page.tasks, nextCursor: page.next && encodeTaskCursor(page.next) };
+    },
     /** All stored events after `after` (lazily, page by page). */
     events: (options: { actor: Actor; id: string; after?: number }) =>
       storedEvents(get(options).id, options.after ?? 0),

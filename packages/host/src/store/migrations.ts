@@ -155,4 +155,12 @@ export const MIGRATIONS: readonly Migration[] = [
         WHERE user_id IS NOT NULL AND state IN ('creating', 'running', 'paused', 'hibernated', 'stopped');
     `,
   },
+  {
+    version: 6,
+    name: 'tasks keep continue-last-session across restarts, list pages by (created_at, id)',
+    sql: `
+      ALTER TABLE tasks ADD COLUMN continue_last_session INTEGER NOT NULL DEFAULT 0;
+      CREATE INDEX tasks_created ON tasks (created_at, id);
+    `,
+  },
 ];

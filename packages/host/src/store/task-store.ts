@@ -1,6 +1,7 @@
 import {
   AgentboxError,
   type AgentKind,
+  type TaskCursor,
   type TaskEvent,
   type TaskLibraryItem,
   type TaskResult,
@@ -29,6 +30,8 @@ export interface TaskRecord {
   error: { code: string; message: string } | null;
   library: TaskLibraryItem[];
   sessionId: string | null;
+  /** Seed API: continue the Claude session the box last ran (kept here so a re-queued task does). */
+  continueLastSession: boolean;
 }
 
 interface TaskRow {
@@ -48,6 +51,7 @@ interface TaskRow {
   error_message: string | null;
   library: string;
   session_id: string | null;
+  continue_last_session: number;
 }
 
 interface EventRow {
@@ -76,6 +80,7 @@ function toRecord(row: TaskRow): TaskRecord {
       row.error_code === null ? null : { code: row.error_code, message: row.error_message ?? row.error_code },
     library: JSON.parse(row.library) as TaskLibraryItem[],
     sessionId: row.session_id,
+    continueLastSession: row.continue_last_session === 1,
   };
 }
 
@@ -99,8 +104,10 @@ export interface TaskFinish {
 /** Tasks and their append-only event logs. */
 export function createTaskStore(db: Db, clock: () => number) {
   const insertTask = db.prepare(
-    `INSERT INTO tasks (id, owner_key_id, target, box_id, user_id, state, agent, spec, created_at)
-     VALUES (@id, @ownerKeyId, @target, @boxId, @userId, 'queued', @agent, @spec, @createdAt)`,
+    `INSERT INTO tasks (id, owner_key_id, target, box_id, user_id, state, agent, spec, created_at,
+       continue_last_session)
+     VALUES (@id, @ownerKeyId, @target, @boxId, @userId, 'queued', @agent, @spec, @createdAt,
+       @continueLastSession)`,
   );
   const byId = db.prepare<[string], TaskRow>('SELECT * FROM tasks WHERE id = ?');
   const insertEvent = db.prepare(
@@ -135,8 +142,14 @@ export function createTaskStore(db: Db, clock: () => number) {
       userId: string | null;
       agent: AgentKind;
       spec: TaskSpec;
+      continueLastSession?: boolean;
     }): TaskRecord {
-      insertTask.run({ ...task, spec: JSON.stringify(task.spec), createdAt: clock() });
+      insertTask.run({
+        ...task,
+        spec: JSON.stringify(task.spec),
+        createdAt: clock(),
+        continueLastSession: task.continueLastSession ? 1 : 0,
+      });
       return mustGet(task.id);
     },
 
@@ -200,7 +213,16 @@ export function createTaskStore(db: Db, clock: () => number) {
       return lastSeq.get(id)?.seq ?? 0;
     },
 
-    list(filter: { ownerKeyId?: string; boxId?: string; limit?: number } = {}): TaskRecord[] {
+    /**
+     * A page of tasks, newest first, ties by id (descending): a total order on values a task never
+     * changes, so paging with `after` (the last task of the previous page) skips and repeats
+     * nothing, whatever is created meanwhile. `next` is null when nothing follows this page.
+     */
+    list(filter: { ownerKeyId?: string; boxId?: string; limit?: number; after?: TaskCursor } = {}): {
+      tasks: TaskRecord[];
+      next: TaskCursor | null;
+    } {
+      const limit = filter.limit ?? 100;
       const where: string[] = [];
       const args: (string | number)[] = [];
       if (filter.ownerKeyId !== undefined) {
@@ -211,12 +233,20 @@ export function createTaskStore(db: Db, clock: () => number) {
         where.push('box_id = ?');
         args.push(filter.boxId);
       }
+      if (filter.after !== undefined) {
+        where.push('(created_at < ? OR (created_at = ? AND id < ?))');
+        args.push(filter.after.createdAt, filter.after.createdAt, filter.after.id);
+      }
       const sql = `SELECT * FROM tasks ${where.length ? `WHERE ${where.join(' AND ')}` : ''}
-        ORDER BY created_at DESC, rowid DESC LIMIT ?`;
-      return db
-        .prepare<(string | number)[], TaskRow>(sql)
-        .all(...args, filter.limit ?? 100)
-        .map(toRecord);
+        ORDER BY created_at DESC, id DESC LIMIT ?`;
+      // One row more than asked says whether another page follows.
+      const rows = db.prepare<(string | number)[], TaskRow>(sql).all(...args, limit + 1);
+      const tasks = rows.slice(0, limit).map(toRecord);
+      const last = tasks.at(-1);
+      return {
+        tasks,
+        next: rows.length > limit && last ? { createdAt: last.createdAt, id: last.id } : null,
+      };
     },
 
     /** Tasks in a state, oldest first (the queue's FIFO order is creation order). */

@@ -41,6 +41,47 @@ describe('seed API shapes over the fake driver', () => {
     expect(file.body).toBe('print("hello")\n');
   });
 
+  it('reads through symlinks as /v1 does, and counts names that are not valid UTF-8', async () => {
+    const box = h.host.store.findLiveByUser('alice')!;
+    const ws = path.join(h.dataDir, 'guest', box.id, 'workspace');
+    fs.mkdirSync(path.join(ws, 'links', 'data'), { recursive: true });
+    fs.writeFileSync(path.join(ws, 'links', 'data', 'real.txt'), 'real\n');
+    // Outside the workspace: /v1 follows such a link (the VM is the boundary), so the seed does too.
+    fs.writeFileSync(path.join(h.dataDir, 'outside.txt'), 'outside\n');
+    fs.symlinkSync('data/real.txt', path.join(ws, 'links', 'to-file'));
+    fs.symlinkSync(path.join(h.dataDir, 'outside.txt'), path.join(ws, 'links', 'to-outside'));
+    fs.symlinkSync('data', path.join(ws, 'links', 'to-dir'));
+    fs.symlinkSync('.', path.join(ws, 'links', 'to-self'));
+    fs.symlinkSync('nowhere', path.join(ws, 'links', 'dangling'));
+    // "caf\xe9": Latin-1, not UTF-8; JSON cannot carry it.
+    fs.writeFileSync(Buffer.concat([Buffer.from(`${ws}/links/caf`), Buffer.from([0xe9])]), '');
+
+    const list = await h.admin_({ method: 'GET', url: '/list_workspace_files?user_id=alice' });
+    expect(list.statusCode).toBe(200);
+    // Links to directories are not descended into: `to-self` would repeat the tree.
+    expect(list.json()).toEqual({
+      files: ['hello.py', 'links/data/real.txt', 'links/to-file', 'links/to-outside', 'src/main.py'],
+      omitted: 1,
+    });
+    const v1 = await h.admin_({ method: 'GET', url: `/v1/boxes/${box.id}/files?path=links` });
+    expect(v1.json()).toMatchObject({ omitted: 1 });
+
+    const download = (filename: string) =>
+      h.admin_({
+        method: 'GET',
+        url: `/download_file?user_id=alice&filename=${encodeURIComponent(filename)}`,
+      });
+    expect((await download('links/to-file')).body).toBe('real\n');
+    expect((await download('links/to-outside')).body).toBe('outside\n');
+    expect((await download('links/to-dir/real.txt')).body).toBe('real\n');
+    for (const filename of ['links/to-dir', 'links/dangling', 'links']) {
+      const r = await download(filename);
+      expect(r.statusCode).toBe(404);
+      expect(errorCode(r)).toBe('file_not_found');
+    }
+    fs.rmSync(path.join(ws, 'links'), { recursive: true });
+  });
+
   it('refuses traversal and absolute paths with path_outside_workspace', async () => {
     for (const filename of ['../etc/passwd', '/etc/passwd', 'a/../../b', '..']) {
       const r = await h.admin_({

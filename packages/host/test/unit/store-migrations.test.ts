@@ -2,7 +2,14 @@ import fs from 'node:fs';
 import os from 'node:os';
 import path from 'node:path';
 import { afterEach, describe, expect, it } from 'vitest';
-import { MIGRATIONS, createBoxStore, migrate, openDatabase, schemaVersion } from '../../src/index.js';
+import {
+  MIGRATIONS,
+  createBoxStore,
+  createTaskStore,
+  migrate,
+  openDatabase,
+  schemaVersion,
+} from '../../src/index.js';
 
 const dirs: string[] = [];
 const tmp = () => {
@@ -49,6 +56,31 @@ describe('SQLite store: numbered migrations', () => {
     expect(schemaVersion(second)).toBe(MIGRATIONS.length);
     expect(createBoxStore(second).get('box-0123456789')).toMatchObject({ state: 'running', memoryMib: 512 });
     second.close();
+  });
+
+  it('a task stored before continue-last-session was kept reads as not continuing', () => {
+    const dir = tmp();
+    const v5 = openDatabase(dir, { migrations: MIGRATIONS.filter((m) => m.version <= 5) });
+    v5.prepare(
+      `INSERT INTO tasks (id, owner_key_id, target, state, agent, spec, created_at)
+       VALUES ('task-old', 'k', 'user', 'queued', 'claude', '{"prompt":"x"}', 1)`,
+    ).run();
+    v5.close();
+    const db = openDatabase(dir);
+    const store = createTaskStore(db, () => 2);
+    expect(store.get('task-old')).toMatchObject({ state: 'queued', continueLastSession: false });
+    const spec = { prompt: 'y', agent: 'claude', effort: 'low', timeoutSeconds: 10 } as const;
+    const base = {
+      ownerKeyId: 'k',
+      target: 'user',
+      boxId: null,
+      userId: 'u',
+      agent: 'claude',
+      spec,
+    } as const;
+    store.insert({ ...base, id: 'task-seed', continueLastSession: true });
+    expect(store.get('task-seed')!.continueLastSession).toBe(true);
+    db.close();
   });
 
   it('rolls a failing migration back whole and records nothing', () => {

@@ -177,6 +177,24 @@ describe('tasks over the fake driver', () => {
       [{ prompt: 'x', agent: 'shell', maxSpendUsd: 1 }, 'maxSpendUsd'],
       [{ prompt: 'x', agent: 'codex', allowedTools: ['Read'] }, 'only claude and opencode can'],
       [{ prompt: 'x', agent: 'shell', disallowedTools: ['Bash'] }, 'disallowedTools'],
+      // So are the parts of an agent definition it would drop, or the whole of one.
+      [
+        { prompt: 'x', agent: 'shell', agentDefinition: { name: 'rev' } },
+        'shell cannot run as an agentDefinition',
+      ],
+      [{ prompt: 'x', agent: 'shell', agentDefinition: { ref: 'rev' } }, '"field":"agentDefinition"'],
+      [
+        { prompt: 'x', agent: 'codex', agentDefinition: { name: 'rev', tools: ['Read'] } },
+        '"field":"agentDefinition.tools","message":"codex cannot honour agentDefinition.tools',
+      ],
+      [
+        { prompt: 'x', agent: 'codex', agentDefinition: { name: 'rev', disallowedTools: ['Bash'] } },
+        'agentDefinition.disallowedTools',
+      ],
+      [
+        { prompt: 'x', agent: 'codex', agentDefinition: { name: 'rev', maxTokens: 10 } },
+        'agentDefinition.maxTokens',
+      ],
     ];
     for (const [payload, field] of cases) {
       const r = await h.admin_({
@@ -415,7 +433,7 @@ describe('library', () => {
       method: 'POST',
       url: '/v1/tasks',
       payload: {
-        agent: 'shell',
+        agent: 'claude',
         prompt: 'true',
         agentDefinition: { ref: 'ghost' },
         boxId: box.json<{ id: string }>().id,
@@ -426,6 +444,191 @@ describe('library', () => {
       message: expect.stringContaining('library agent ghost does not exist'),
       details: { field: 'agentDefinition.ref' },
     });
+  });
+});
+
+describe('agent definitions from the library an agent cannot honour', () => {
+  let h: FakeHost;
+  let boxId: string;
+  beforeAll(async () => {
+    h = await fakeHost({ maxConcurrentTasks: 1 });
+    const box = await h.admin_({ method: 'POST', url: '/v1/boxes', payload: { runtime: 'bash' } });
+    boxId = box.json<{ id: string }>().id;
+  });
+  afterAll(() => h.close());
+
+  const putAgent = async (def: Record<string, unknown>) => {
+    const r = await h.admin_({
+      method: 'PUT',
+      url: `/v1/library/agent/_global/${String(def.name)}`,
+      payload: { files: { 'agent.json': JSON.stringify(def) } },
+    });
+    expect(r.statusCode, r.body).toBe(200);
+  };
+  const post = (payload: Record<string, unknown>) =>
+    h.admin_({ method: 'POST', url: '/v1/tasks', payload: { boxId, prompt: 'x', ...payload } });
+
+  it('refuses a codex task whose {ref} has tool lists (400 naming the ref); takes one with a persona only', async () => {
+    await putAgent({ name: 'guarded', systemPrompt: 'Review.', disallowedTools: ['Bash'] });
+    await putAgent({ name: 'persona', systemPrompt: 'Review.', model: 'gpt-x' });
+    const refused = await post({ agent: 'codex', agentDefinition: { ref: 'guarded' } });
+    expect(refused.statusCode, refused.body).toBe(400);
+    expect(errorCode(refused)).toBe('invalid_request');
+    expect(refused.json<{ error: { message: string; details: unknown } }>().error).toMatchObject({
+      message:
+        'library agent guarded: codex cannot honour agentDefinition.disallowedTools; only claude and opencode can',
+      details: { field: 'agentDefinition.ref' },
+    });
+    // The same item is fine for an agent that enforces it.
+    const claude = await post({ agent: 'opencode', agentDefinition: { ref: 'guarded' } });
+    expect(claude.statusCode, claude.body).toBe(201);
+    const codex = await post({ agent: 'codex', agentDefinition: { ref: 'persona' } });
+    expect(codex.statusCode, codex.body).toBe(201);
+    for (const r of [claude, codex]) {
+      await h.admin_({ method: 'POST', url: `/v1/tasks/${r.json<Task>().id}/cancel` });
+    }
+  });
+
+  it('checks a {ref} again when the task starts: an item changed while it waited fails it, nothing dropped', async () => {
+    await putAgent({ name: 'changing', systemPrompt: 'Review.' });
+    const blocker = await post({ agent: 'shell', prompt: 'sleep 30' });
+    expect(blocker.statusCode, blocker.body).toBe(201);
+    const waiting = await post({ agent: 'codex', agentDefinition: { ref: 'changing' } });
+    expect(waiting.statusCode, waiting.body).toBe(201);
+    await putAgent({ name: 'changing', systemPrompt: 'Review.', tools: ['Read'] });
+    await h.admin_({ method: 'POST', url: `/v1/tasks/${blocker.json<Task>().id}/cancel` });
+    const id = waiting.json<Task>().id;
+    await h.admin_({ method: 'GET', url: `/v1/tasks/${id}/events` });
+    const done = (await h.admin_({ method: 'GET', url: `/v1/tasks/${id}` })).json<Task>();
+    expect(done).toMatchObject({
+      state: 'failed',
+      error: {
+        code: 'invalid_request',
+        message: expect.stringContaining('codex cannot honour agentDefinition.tools') as unknown,
+      },
+      startedAt: null,
+    });
+  });
+});
+
+describe('task list pages', () => {
+  let h: FakeHost;
+  let now = 1_000_000;
+  let owner: string;
+  let other: string;
+  beforeAll(async () => {
+    // A clock the test moves, so that many tasks share a creation time (the ties a cursor must break).
+    h = await fakeHost({ clock: () => now });
+    owner = h.host.keys.authenticate(h.admin)!.keyId;
+    other = h.host.keys.create({ name: 'other', scope: 'user' }).secret;
+  });
+  afterAll(() => h.close());
+
+  let n = 0;
+  const insert = (at: number, boxId: string | null = null, ownerKeyId = owner) => {
+    now = at;
+    // Ids not in creation order: a tie is broken by id, not by when the row was written.
+    const id = `task-${((n++ * 7919) % 1000).toString().padStart(3, '0')}`;
+    h.host.taskStore.insert({
+      id,
+      ownerKeyId,
+      target: boxId ? 'box' : 'ephemeral',
+      boxId,
+      userId: null,
+      agent: 'shell',
+      spec: TaskSpecSchema.parse({ agent: 'shell', prompt: id }),
+    });
+    return id;
+  };
+  const page = async (query: string, key = h.admin) => {
+    const r = await h.call({ method: 'GET', url: `/v1/tasks?${query}`, headers: { 'x-api-key': key } });
+    expect(r.statusCode, r.body).toBe(200);
+    return r.json<{ tasks: Task[]; nextCursor: string | null }>();
+  };
+  /** Every page from the start, with `between` run after each. */
+  const walk = async (query: string, between: () => void = () => undefined, key = h.admin) => {
+    const ids: string[] = [];
+    let cursor: string | null = null;
+    let pages = 0;
+    do {
+      const body = await page(`${query}${cursor ? `&cursor=${cursor}` : ''}`, key);
+      ids.push(...body.tasks.map((t) => t.id));
+      cursor = body.nextCursor;
+      pages++;
+      between();
+    } while (cursor !== null);
+    return { ids, pages };
+  };
+
+  it('walks every task once, newest first, ties by id, while new tasks come in', async () => {
+    const existing: [number, string][] = [];
+    for (const at of [1000, 1000, 1000, 1000, 1000, 2000, 2000, 2000, 3000, 3000, 3000])
+      existing.push([at, insert(at)]);
+    const expected = existing.sort((a, b) => b[0] - a[0] || (a[1] < b[1] ? 1 : -1)).map(([, id]) => id);
+    const added: string[] = [];
+    // Tasks created between pages: newer, and at the time of the newest.
+    const { ids, pages } = await walk('limit=3', () => {
+      added.push(insert(3000), insert(4000));
+    });
+    expect(pages).toBeGreaterThanOrEqual(4);
+    expect(ids.filter((id) => !added.includes(id))).toEqual(expected);
+    expect(new Set(ids).size).toBe(ids.length);
+    // A task made meanwhile shows up only where its key falls after the page read (a tie's smaller id).
+    for (const id of ids.filter((i) => added.includes(i))) {
+      expect(h.host.taskStore.get(id)!.createdAt, id).toBe(3000);
+    }
+    // The new ones are on the first page of a new walk.
+    const fresh = await page('limit=100');
+    expect(fresh.nextCursor).toBeNull();
+    expect(fresh.tasks.map((t) => t.id).sort()).toEqual([...expected, ...added].sort());
+  });
+
+  it('says null when nothing follows, also when the last page is exactly full', async () => {
+    const total = (await page('limit=1000')).tasks.length;
+    const full = await page(`limit=${total}`);
+    expect(full.tasks).toHaveLength(total);
+    expect(full.nextCursor).toBeNull();
+    const short = await page(`limit=${total - 1}`);
+    expect(short.nextCursor).toEqual(expect.any(String));
+    const last = await page(`limit=${total}&cursor=${short.nextCursor}`);
+    expect(last).toEqual({
+      tasks: [expect.objectContaining({ id: expect.any(String) as unknown })],
+      nextCursor: null,
+    });
+  });
+
+  it('pages within a box, and only through the tasks the key may see', async () => {
+    const inBox = [
+      insert(5000, 'box-paged00001'),
+      insert(5000, 'box-paged00001'),
+      insert(5001, 'box-paged00001'),
+    ];
+    insert(5001, 'box-other00001');
+    const { ids } = await walk('limit=1&boxId=box-paged00001');
+    expect(ids.sort()).toEqual(inBox.sort());
+
+    const theirs = h.host.keys.authenticate(other)!.keyId;
+    const hidden = insert(6000, null, theirs);
+    const mine = [insert(6000, null, theirs), insert(6000, null, theirs)];
+    const seen = await walk('limit=1', undefined, other);
+    expect(seen.ids.sort()).toEqual([hidden, ...mine].sort());
+    // The admin's cursor does not open the admin's tasks to another key.
+    const adminFirst = await page('limit=1');
+    const through = await page(`limit=1000&cursor=${adminFirst.nextCursor}`, other);
+    expect(through.tasks.every((t) => [hidden, ...mine].includes(t.id))).toBe(true);
+  });
+
+  it('refuses a cursor it did not give out: 400 invalid_request naming `cursor`', async () => {
+    const good = (await page('limit=1')).nextCursor!;
+    for (const bad of ['nope', `${good}x`, Buffer.from('[1,2]').toString('base64url'), '']) {
+      const r = await h.admin_({ method: 'GET', url: `/v1/tasks?cursor=${encodeURIComponent(bad)}` });
+      expect(r.statusCode, `${bad}: ${r.body}`).toBe(400);
+      expect(errorCode(r)).toBe('invalid_request');
+      expect(r.json<{ error: { details: unknown } }>().error.details).toMatchObject({
+        in: 'query',
+        issues: [{ field: 'cursor' }],
+      });
+    }
   });
 });
 

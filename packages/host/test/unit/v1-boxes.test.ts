@@ -90,6 +90,7 @@ describe('/v1 boxes over the fake driver: exec, files, processes, lifecycle', ()
     const listing = await h.admin_({ method: 'GET', url: `/v1/boxes/${id}/files?path=dir` });
     expect(listing.json()).toMatchObject({
       entries: [{ name: 'data.bin', type: 'file', size: bytes.length }],
+      omitted: 0,
     });
     const empty = await h.admin_({
       method: 'PUT',

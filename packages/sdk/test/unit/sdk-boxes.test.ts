@@ -148,6 +148,10 @@ describe('Sandbox over the fake driver', () => {
     ]);
     // The command sees what the files API wrote.
     expect((await box.commands.run('cat notes/a.txt')).stdout).toBe('alpha\n');
+    // A name JSON cannot carry is left out of the entries, and counted.
+    await box.commands.run(`touch "notes/$(printf 'bad\\377')"`);
+    const listing = await box.files.listing('notes');
+    expect([listing.entries.length, listing.omitted]).toEqual([3, 1]);
     await expect(box.files.read('notes')).rejects.toThrow(/is a directory/);
     await expect(box.files.list('notes/a.txt')).rejects.toThrow(/not a directory/);
     expect(await box.files.exists('notes/a.txt')).toBe(true);

@@ -205,4 +205,51 @@ describe('tasks over the fake driver', () => {
     expect(bad).toBeInstanceOf(InvalidRequestError);
     expect((bad as InvalidRequestError).field).toBe('gitRepoUrl');
   });
+
+  it('listPage gives a page and its nextCursor; listAll iterates every page; a bad cursor is InvalidRequestError', async () => {
+    const host = d.fake.host;
+    const owner = host.keys.authenticate(d.admin)!.keyId;
+    const boxId = 'box-sdkpages01';
+    const ids = Array.from({ length: 5 }, (_, i) => {
+      const id = `task-sdkpage${i}`;
+      host.taskStore.insert({
+        id,
+        ownerKeyId: owner,
+        target: 'box',
+        boxId,
+        userId: null,
+        agent: 'shell',
+        spec: { prompt: id, agent: 'shell', effort: 'low', timeoutSeconds: 10 },
+      });
+      return id;
+    });
+    const first = await client.tasks.listPage({ boxId, limit: 2 });
+    expect(first.tasks).toHaveLength(2);
+    expect(first.nextCursor).toEqual(expect.any(String));
+    const second = await client.tasks.listPage({ boxId, limit: 2, cursor: first.nextCursor! });
+    expect(second.tasks.map((t) => t.id)).not.toContain(first.tasks[0]!.id);
+
+    const all: string[] = [];
+    for await (const task of client.tasks.listAll({ boxId, limit: 2 })) all.push(task.id);
+    expect(all).toHaveLength(5);
+    expect([...all].sort()).toEqual(ids);
+    expect(all.slice(0, 2)).toEqual(first.tasks.map((t) => t.id));
+    // From a cursor: the rest.
+    const rest: string[] = [];
+    for await (const task of client.tasks.listAll({ boxId, limit: 2, cursor: first.nextCursor! }))
+      rest.push(task.id);
+    expect(rest).toEqual(all.slice(2));
+    expect(await client.tasks.list({ boxId, limit: 2 })).toEqual(first.tasks);
+
+    const bad = await client.tasks.listPage({ cursor: 'not-a-cursor' }).catch((e: unknown) => e);
+    expect(bad).toBeInstanceOf(InvalidRequestError);
+    expect((bad as InvalidRequestError).field).toBe('cursor');
+  });
+
+  it('box.tasks.listAll goes through every task of the box', async () => {
+    const listed: string[] = [];
+    for await (const task of box.tasks.listAll({ limit: 1 })) listed.push(task.id);
+    expect(listed).toEqual((await box.tasks.listPage({ limit: 1000 })).tasks.map((t) => t.id));
+    expect(listed.length).toBeGreaterThan(1);
+  });
 });

@@ -226,7 +226,7 @@ describe.each([
         createHash('sha256').update(data).digest('hex'),
       );
       expect((await vm.guest.stat(file)).mode).toBe(0o600);
-      expect((await vm.guest.list(path.dirname(file))).map((e) => e.name)).toEqual(['data.bin']);
+      expect((await vm.guest.list(path.dirname(file))).entries.map((e) => e.name)).toEqual(['data.bin']);
     });
 
     it('keeps a replaced file’s mode, writes through a symlink, takes a long name', async () => {

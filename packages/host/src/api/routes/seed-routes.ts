@@ -68,9 +68,10 @@ export function seedRoutes(deps: SeedRouteDeps): RouteDef[] {
       query: UserQuerySchema,
       responses: { 200: { description: 'Relative paths', schema: ListWorkspaceFilesResponseSchema } },
       errors: ['invalid_request', 'unauthorized', 'box_not_found', 'invalid_state', ...GUEST_ERRORS],
-      handler: async ({ query, actor }) => ({
-        files: await deps.files.listWorkspace({ actor, userId: query.user_id }),
-      }),
+      handler: async ({ query, actor }) => {
+        const { files, omitted } = await deps.files.listWorkspace({ actor, userId: query.user_id });
+        return { files, ...(omitted > 0 ? { omitted } : {}) };
+      },
     }),
     defineRoute({
       method: 'GET',

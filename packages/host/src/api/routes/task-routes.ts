@@ -86,18 +86,21 @@ export function taskRoutes(deps: TaskRouteDeps): RouteDef[] {
       method: 'GET',
       url: '/v1/tasks',
       operationId: 'listTasks',
-      summary: 'Tasks this key may see, newest first',
+      summary: 'Tasks this key may see, newest first, a page at a time (`cursor` ← `nextCursor`)',
       tags: TASKS,
       auth: 'key',
       query: TaskListQuerySchema,
-      responses: { 200: { description: 'Tasks', schema: TaskListResponseSchema } },
+      responses: { 200: { description: 'A page of tasks', schema: TaskListResponseSchema } },
       errors: ['invalid_request', 'unauthorized'],
-      handler: ({ query, actor }) =>
-        Promise.resolve({
-          tasks: deps.tasks
-            .list({ actor, limit: query.limit, ...(query.boxId ? { boxId: query.boxId } : {}) })
-            .map(view),
-        }),
+      handler: ({ query, actor }) => {
+        const page = deps.tasks.list({
+          actor,
+          limit: query.limit,
+          ...(query.boxId ? { boxId: query.boxId } : {}),
+          ...(query.cursor ? { cursor: query.cursor } : {}),
+        });
+        return Promise.resolve({ tasks: page.tasks.map(view), nextCursor: page.nextCursor });
+      },
     }),
     defineRoute({
       method: 'GET',
