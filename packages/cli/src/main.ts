@@ -8,6 +8,9 @@ import { setup } from './commands/setup.js';
 import { boxAction } from './commands/lifecycle.js';
 import { taskCancel, taskEvents, taskList, taskRun, taskShow } from './commands/task.js';
 import { agentboxHome } from '@agentbox/vm';
+import { intOption, PROJECT_RESOURCES, resourceOptions, resourcesOf, type ResourceFlags } from './options.js';
+import { writeJson } from './output.js';
+import { parseRepo } from './project/github-repo.js';
 
 /**
  * Commands that load the daemon, its store or the web stack are imported when run: every
@@ -26,15 +29,6 @@ const commands = {
 export const EXIT_AGENTBOX_ERROR = 125;
 export const EXIT_USAGE = 2;
 
-function intOption(name: string, min: number, max: number) {
-  return (value: string): number => {
-    if (!/^\d+$/.test(value)) throw new InvalidArgumentError(`${name} must be a whole number`);
-    const n = Number(value);
-    if (n < min || n > max) throw new InvalidArgumentError(`${name} must be between ${min} and ${max}`);
-    return n;
-  };
-}
-
 function numberOption(name: string, min: number) {
   return (value: string): number => {
     const n = Number(value);
@@ -45,13 +39,19 @@ function numberOption(name: string, min: number) {
 
 const collect = (value: string, previous: string[]) => [...previous, value];
 
-function agentsArg(value: string): AgentCli[] {
-  try {
-    return parseAgentClis(value);
-  } catch (err) {
-    throw new InvalidArgumentError(isAgentboxError(err) ? err.message : String(err));
-  }
+/** A parser of a flag's value whose own errors become commander's usage errors (exit 2). */
+function flagArg<T>(parse: (value: string) => T) {
+  return (value: string): T => {
+    try {
+      return parse(value);
+    } catch (err) {
+      throw new InvalidArgumentError(isAgentboxError(err) ? err.message : String(err));
+    }
+  };
 }
+
+const agentsArg = flagArg(parseAgentClis);
+const repoArg = flagArg(parseRepo);
 
 export function buildProgram(setExit: (code: number) => void): Command {
   const program = new Command('agentbox')
@@ -72,26 +72,13 @@ export function buildProgram(setExit: (code: number) => void): Command {
       outputError: (text, write) => write(`agentbox: ${text.replace(/^error: /, '').trim()}\n`),
     });
 
-  program
+  const run = program
     .command('run')
     .description(
       "start a fresh box (a clone of the image's template if one is built), run one command in it, destroy the box; exits with the command's status",
-    )
-    .addOption(
-      new Option('--memory <MiB>', 'guest memory')
-        .argParser(intOption('--memory', 128, 65536))
-        .default(DEFAULT_RESOURCES.memoryMib),
-    )
-    .addOption(
-      new Option('--cpus <N>', 'virtual CPUs')
-        .argParser(intOption('--cpus', 1, 64))
-        .default(DEFAULT_RESOURCES.vcpus),
-    )
-    .addOption(
-      new Option('--disk <GiB>', 'disk size')
-        .argParser(intOption('--disk', 1, 2048))
-        .default(DEFAULT_RESOURCES.diskGib),
-    )
+    );
+  for (const option of resourceOptions(DEFAULT_RESOURCES)) run.addOption(option);
+  run
     .option('-e, --env <KEY=VALUE>', 'set an environment variable (repeatable)', collect, [])
     .option('-w, --workdir <DIR>', 'working directory in the box (default /root)')
     .addOption(
@@ -105,10 +92,7 @@ export function buildProgram(setExit: (code: number) => void): Command {
     .action(
       async (
         argv: string[],
-        opts: {
-          memory: number;
-          cpus: number;
-          disk: number;
+        opts: ResourceFlags & {
           env: string[];
           workdir?: string;
           timeout?: number;
@@ -122,7 +106,7 @@ export function buildProgram(setExit: (code: number) => void): Command {
         setExit(
           await runCommandInBox({
             argv,
-            resources: { memoryMib: opts.memory, vcpus: opts.cpus, diskGib: opts.disk },
+            resources: resourcesOf(opts),
             env: parseEnvPairs(opts.env),
             ...(opts.workdir ? { workdir: opts.workdir } : {}),
             ...(opts.timeout ? { timeoutSeconds: opts.timeout } : {}),
@@ -145,7 +129,8 @@ export function buildProgram(setExit: (code: number) => void): Command {
     .option('--json', 'print JSON', false)
     .action(async (opts: { json: boolean }) => {
       const report = await doctor();
-      process.stdout.write((opts.json ? JSON.stringify(report, null, 2) : formatDoctor(report)) + '\n');
+      if (opts.json) writeJson(report);
+      else process.stdout.write(`${formatDoctor(report)}\n`);
       setExit(report.ok ? 0 : 1);
     });
 
@@ -189,7 +174,8 @@ export function buildProgram(setExit: (code: number) => void): Command {
     .action(async (opts: { json: boolean; snapshots: boolean }) => {
       const { bench, formatBench } = await commands.bench();
       const result = await bench((line) => process.stderr.write(`${line}\n`), { snapshots: opts.snapshots });
-      process.stdout.write((opts.json ? JSON.stringify(result) : formatBench(result)) + '\n');
+      if (opts.json) writeJson(result);
+      else process.stdout.write(`${formatBench(result)}\n`);
       setExit(0);
     });
 
@@ -264,7 +250,7 @@ export function buildProgram(setExit: (code: number) => void): Command {
     .command('list')
     .description('list keys (never their secrets)')
     .option('--data <DIR>', 'state dir (default $AGENTBOX_HOME)')
-    .option('--json', 'print JSON', false)
+    .option('--json', 'print {"keys": [...]}', false)
     .action(async (opts: { data?: string; json: boolean }) =>
       setExit((await commands.keys()).keysList(opts)),
     );
@@ -282,7 +268,7 @@ export function buildProgram(setExit: (code: number) => void): Command {
     .description("a box's egress decisions (allowed and denied connections), oldest first")
     .argument('<box>', 'box id')
     .option('--data <DIR>', 'state dir of the daemon (default $AGENTBOX_HOME)')
-    .option('--json', 'one JSON record per line', false)
+    .option('--json', 'print {"records": [...], "next": SEQ|null}, as GET /v1/boxes/{id}/egress', false)
     .addOption(
       new Option('--after <SEQ>', 'only records after this sequence number').argParser(
         intOption('--after', 0, 2 ** 31),
@@ -350,9 +336,18 @@ export function buildProgram(setExit: (code: number) => void): Command {
   daemonOptions(
     task.command('cancel').description('cancel a queued or running task').argument('<id>', 'task id'),
   ).action(async (id: string, opts: { url?: string; key?: string }) => setExit(await taskCancel(id, opts)));
-  daemonOptions(task.command('list').description('recent tasks').option('--json', 'NDJSON', false)).action(
-    async (opts: { json: boolean; url?: string; key?: string }) => setExit(await taskList(opts)),
-  );
+  daemonOptions(
+    task
+      .command('list')
+      .description('recent tasks, newest first: a page of them, or every page with --all')
+      .option('--box <ID>', "only this box's tasks")
+      .addOption(
+        new Option('--limit <N>', 'tasks per page (default 100)').argParser(intOption('--limit', 1, 1000)),
+      )
+      .option('--cursor <CURSOR>', 'the page after this one (the cursor a previous list printed)')
+      .option('--all', 'every page', false)
+      .option('--json', 'NDJSON', false),
+  ).action(async (opts: Parameters<typeof taskList>[0]) => setExit(await taskList(opts)));
 
   const library = program
     .command('library')
@@ -374,7 +369,7 @@ export function buildProgram(setExit: (code: number) => void): Command {
     .option('--kind <KIND>', 'only this kind')
     .option('--namespace <NS>', 'only this namespace')
     .option('--data <DIR>', 'state dir (default $AGENTBOX_HOME)')
-    .option('--json', 'NDJSON', false)
+    .option('--json', 'print {"items": [...]}, as GET /v1/library', false)
     .action(async (opts: { kind?: string; namespace?: string; data?: string; json: boolean }) =>
       setExit((await commands.library()).libraryList(opts)),
     );
@@ -436,7 +431,7 @@ function registerProjectCommands(program: Command, setExit: (code: number) => vo
     ['shell', 'bash (`agentbox shell -- -c CMD` runs one command)'],
   ] as const;
   for (const [agent, what] of agents) {
-    program
+    const command = program
       .command(agent)
       .description(
         `run ${what} in this project's box: booted or reused, the project mounted at its host path`,
@@ -453,21 +448,14 @@ function registerProjectCommands(program: Command, setExit: (code: number) => vo
           write(`agentbox: ${line}${hint}\n`);
         },
       })
-      .addOption(
-        new Option('--memory <MiB>', 'guest memory (a change makes a new box)')
-          .argParser(intOption('--memory', 256, 65536))
-          .default(2048),
-      )
-      .addOption(
-        new Option('--cpus <N>', 'virtual CPUs (a change makes a new box)')
-          .argParser(intOption('--cpus', 1, 64))
-          .default(2),
-      )
+      .addHelpText('after', '\nA change of --memory, --cpus, --disk, --image or --mount makes a new box.');
+    for (const option of resourceOptions(PROJECT_RESOURCES)) command.addOption(option);
+    command
       .option('--image <ID|DIR>', 'image id (as `agentbox image show` prints it) or directory')
       .option(
-        '--repo <OWNER/NAME>',
-        'GitHub repository the box may reach (repeatable; default: the GitHub remotes of the project)',
-        collect,
+        '--repo <OWNER/NAME|URL>',
+        'GitHub repository the box may reach, OWNER/NAME or https://github.com/OWNER/NAME (repeatable; default: the GitHub remotes of the project)',
+        (value: string, previous: string[]) => [...previous, repoArg(value)],
         [],
       )
       .option('--mount <HOST[:GUEST][:ro]>', 'another host directory in the box (repeatable)', collect, [])
@@ -486,9 +474,7 @@ function registerProjectCommands(program: Command, setExit: (code: number) => vo
       .action(
         async (
           args: string[],
-          opts: {
-            memory: number;
-            cpus: number;
+          opts: ResourceFlags & {
             image?: string;
             repo: string[];
             mount: string[];
@@ -518,7 +504,7 @@ function registerProjectCommands(program: Command, setExit: (code: number) => vo
   project
     .command('ls')
     .description('project boxes: id, running or not, project directory')
-    .option('--json', 'NDJSON', false)
+    .option('--json', 'print {"boxes": [...]}', false)
     .action(async (opts: { json: boolean }) =>
       setExit((await commands.project()).projectList({ json: opts.json, home: agentboxHome() })),
     );

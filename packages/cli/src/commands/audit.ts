@@ -1,5 +1,6 @@
 import { createAuditStore, createBoxStore, openDatabase } from '@agentbox/host';
 import { AgentboxError, type EgressAuditRecord } from '@agentbox/protocol';
+import { writeJson } from '../output.js';
 import { dataDirOf } from './serve.js';
 
 /** One line per egress decision: time, verdict and code, destination, request, bytes. */
@@ -15,6 +16,9 @@ export function formatAudit(rows: { seq: number; record: EgressAuditRecord }[]):
     .join('\n');
 }
 
+/** Records shown without --limit (the most --limit takes). */
+const AUDIT_LIMIT = 1000;
+
 /** `agentbox audit <box>`: the box's egress decisions, read from the daemon's store. */
 export function audit(options: {
   box: string;
@@ -28,15 +32,18 @@ export function audit(options: {
     if (!createBoxStore(db).get(options.box)) {
       throw new AgentboxError('box_not_found', `no box ${options.box} in ${dataDirOf(options.data)}`);
     }
+    const limit = options.limit ?? AUDIT_LIMIT;
     const rows = createAuditStore(db).list(options.box, {
       ...(options.after !== undefined ? { after: options.after } : {}),
-      ...(options.limit !== undefined ? { limit: options.limit } : {}),
+      limit,
     });
-    process.stdout.write(
-      (options.json
-        ? rows.map((r) => JSON.stringify({ ...r.record, seq: r.seq })).join('\n')
-        : formatAudit(rows)) + '\n',
-    );
+    // The body of GET /v1/boxes/{id}/egress: `next` says whether --after would find more.
+    if (options.json)
+      writeJson({
+        records: rows.map((r) => ({ ...r.record, seq: r.seq })),
+        next: rows.length === limit ? rows.at(-1)!.seq : null,
+      });
+    else process.stdout.write(`${formatAudit(rows)}\n`);
     return 0;
   } finally {
     db.close();

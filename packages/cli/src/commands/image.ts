@@ -6,6 +6,7 @@ import {
   planPrune,
   type AgentCli,
 } from '@agentbox/vm';
+import { writeJson } from '../output.js';
 import { ensureImage, findBuiltImage } from '../runtime.js';
 
 export async function imageBuild(options: {
@@ -19,8 +20,7 @@ export async function imageBuild(options: {
     quiet: options.json,
     ...(options.agents ? { agents: options.agents } : {}),
   });
-  if (options.json)
-    process.stdout.write(JSON.stringify({ built, dir: image.dir, manifest: image.manifest }, null, 2) + '\n');
+  if (options.json) writeJson({ built, dir: image.dir, manifest: image.manifest });
   else process.stdout.write(`${image.manifest.id} ${image.dir}\n`);
   return 0;
 }
@@ -43,7 +43,7 @@ export function imageShow(options: { json: boolean; agents?: AgentCli[] }): numb
     );
     return 1;
   }
-  if (options.json) process.stdout.write(JSON.stringify(image.manifest, null, 2) + '\n');
+  if (options.json) writeJson(image.manifest);
   else {
     const m = image.manifest;
     process.stdout.write(
@@ -74,7 +74,7 @@ export async function imagePrune(options: { dryRun: boolean; json: boolean }): P
   const plan = planPrune(agentboxHome());
   if (!options.dryRun) await applyPrune(plan);
   if (options.json) {
-    process.stdout.write(JSON.stringify({ removed: !options.dryRun, ...plan }, null, 2) + '\n');
+    writeJson({ removed: !options.dryRun, ...plan });
     return 0;
   }
   const lines = plan.kept.map((k) => `keep    image ${k.id} (${k.agents}): ${KEEP_REASONS[k.reason]}`);

@@ -1,5 +1,6 @@
 import { createKeyStore, openDatabase, type ApiKeyInfo, type KeyScope } from '@agentbox/host';
 import { AgentboxError } from '@agentbox/protocol';
+import { writeJson } from '../output.js';
 import { dataDirOf } from './serve.js';
 
 function withKeys<T>(
@@ -50,7 +51,7 @@ export function keysCreate(options: { name: string; scope: string; data?: string
     (keys) => keys.create({ name: options.name, scope: options.scope as KeyScope }),
     { existing: false },
   );
-  if (options.json) process.stdout.write(`${JSON.stringify({ ...key, key: secret })}\n`);
+  if (options.json) writeJson({ ...key, key: secret });
   else process.stdout.write(`${secret}\n`);
   if (!options.json)
     process.stderr.write(`agentbox: made ${key.scope} key ${key.id}; it is shown only this once\n`);
@@ -59,7 +60,8 @@ export function keysCreate(options: { name: string; scope: string; data?: string
 
 export function keysList(options: { data?: string; json: boolean }): number {
   const list = withKeys(options.data, (keys) => keys.list());
-  process.stdout.write(`${options.json ? JSON.stringify(list, null, 2) : formatKeys(list)}\n`);
+  if (options.json) writeJson({ keys: list });
+  else process.stdout.write(`${formatKeys(list)}\n`);
   return 0;
 }
 

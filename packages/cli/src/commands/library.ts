@@ -7,6 +7,7 @@ import {
   LibraryItemParamsSchema,
   type LibraryKind,
 } from '@agentbox/protocol';
+import { writeJson } from '../output.js';
 import { dataDirOf } from './serve.js';
 
 const libraryOf = (data: string | undefined) =>
@@ -61,13 +62,14 @@ export function libraryList(options: {
     ...(options.kind ? { kind: filter.kind } : {}),
     ...(options.namespace ? { namespace: filter.namespace } : {}),
   });
-  for (const item of items) {
-    process.stdout.write(
-      options.json
-        ? `${JSON.stringify(item)}\n`
-        : `${item.kind.padEnd(8)} ${item.namespace.padEnd(16)} ${item.name.padEnd(24)} ${item.sha256.slice(0, 12)}\n`,
-    );
-  }
+  // As GET /v1/library answers.
+  if (options.json) writeJson({ items });
+  else
+    for (const item of items) {
+      process.stdout.write(
+        `${item.kind.padEnd(8)} ${item.namespace.padEnd(16)} ${item.name.padEnd(24)} ${item.sha256.slice(0, 12)}\n`,
+      );
+    }
   return 0;
 }
 
@@ -77,7 +79,7 @@ export function libraryShow(
   options: { namespace?: string; data?: string },
 ): number {
   const item = libraryOf(options.data).get(refOf(kind, name, options.namespace));
-  process.stdout.write(`${JSON.stringify(item, null, 2)}\n`);
+  writeJson(item);
   return 0;
 }
 

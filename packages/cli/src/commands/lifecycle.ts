@@ -1,4 +1,5 @@
 import { daemonClient } from '../daemon.js';
+import { writeJson } from '../output.js';
 
 export type BoxAction = 'pause' | 'resume' | 'hibernate';
 
@@ -16,6 +17,7 @@ export async function boxAction(
   const started = performance.now();
   const box = await client.boxes[action](id);
   const ms = Math.round(performance.now() - started);
-  out.write(options.json ? `${JSON.stringify(box)}\n` : `${box.id} ${box.state} (${ms} ms)\n`);
+  if (options.json) writeJson(box, out);
+  else out.write(`${box.id} ${box.state} (${ms} ms)\n`);
   return 0;
 }

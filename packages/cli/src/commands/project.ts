@@ -14,8 +14,9 @@ import {
   type AgentCli,
   type Image,
   type Vm,
-  type VmResources,
 } from '@agentbox/vm';
+import { resourcesOf, type ResourceFlags } from '../options.js';
+import { writeJson } from '../output.js';
 import { PhaseTimer } from '../profile.js';
 import { openRuntime } from '../runtime.js';
 import { shellExitStatus } from './run.js';
@@ -30,9 +31,9 @@ import {
   removeProjectBox,
   type ProjectMount,
 } from '../project/project-box.js';
+import { parseRepo } from '../project/github-repo.js';
 import {
   attachProjectEgress,
-  parseRepo,
   projectPolicy,
   reposFromGitRemotes,
   type ProjectAgent,
@@ -43,12 +44,10 @@ import { autoPublish, parsePublish, publishPorts, type Publisher } from '../proj
 export const RUNTIME_SCRIPT = '.agentbox.runtime.sh';
 const INTERRUPTS: NodeJS.Signals[] = ['SIGINT', 'SIGTERM', 'SIGHUP'];
 
-export interface ProjectCommandOptions {
+export interface ProjectCommandOptions extends ResourceFlags {
   agent: ProjectAgent;
   args: string[];
   cwd: string;
-  memory: number;
-  cpus: number;
   image?: string;
   repo: string[];
   mount: string[];
@@ -219,7 +218,7 @@ export async function runProjectCommand(options: ProjectCommandOptions): Promise
       ...(chosen ? { image: (home: string) => loadImageArg(home, chosen) } : {}),
     });
     const image = runtime.image;
-    const resources: VmResources = { memoryMib: options.memory, vcpus: options.cpus, diskGib: 8 };
+    const resources = resourcesOf(options);
     const backend = new QemuBackend({
       home: runtime.home,
       accel: runtime.accel.accel,
@@ -300,8 +299,7 @@ export async function runProjectCommand(options: ProjectCommandOptions): Promise
 /** `agentbox project ls`: the project boxes of this home. */
 export function projectList(options: { json: boolean; home: string }): number {
   const boxes = listProjectBoxes(boxesDir(options.home));
-  if (options.json)
-    process.stdout.write(boxes.map((b) => JSON.stringify(b)).join('\n') + (boxes.length ? '\n' : ''));
+  if (options.json) writeJson({ boxes });
   else
     for (const b of boxes) process.stdout.write(`${b.id}  ${b.running ? 'running' : 'stopped'}  ${b.root}\n`);
   return 0;

@@ -3,6 +3,7 @@ import {
   AgentboxError,
   CreateTaskRequestSchema,
   type CreateTaskRequest,
+  type Task,
   type TaskEvent,
 } from '@agentbox/protocol';
 import type { AgentboxClient } from '@agentbox/sdk';
@@ -202,14 +203,41 @@ export async function taskCancel(id: string, options: { url?: string; key?: stri
   return 0;
 }
 
-export async function taskList(options: { json: boolean; url?: string; key?: string }): Promise<number> {
-  const tasks = await daemonClient(options).tasks.list();
-  for (const t of tasks) {
+export interface TaskListOptions {
+  json: boolean;
+  /** Tasks per page (the daemon's default: 100). */
+  limit?: number;
+  /** Start after this page end (a `nextCursor`, as the hint prints it). */
+  cursor?: string;
+  /** Every page, not just the first. */
+  all?: boolean;
+  box?: string;
+  url?: string;
+  key?: string;
+}
+
+/** `agentbox task list`: a page of tasks, newest first (every page with --all). */
+export async function taskList(options: TaskListOptions): Promise<number> {
+  const tasks = daemonClient(options).tasks;
+  const query = {
+    ...(options.limit !== undefined ? { limit: options.limit } : {}),
+    ...(options.cursor !== undefined ? { cursor: options.cursor } : {}),
+    ...(options.box !== undefined ? { boxId: options.box } : {}),
+  };
+  const print = (t: Task) =>
     process.stdout.write(
       options.json
         ? `${JSON.stringify(t)}\n`
         : `${t.id} ${t.state.padEnd(9)} ${t.agent.padEnd(8)} ${t.boxId ?? '-'} ${t.createdAt} ${short(t.spec.prompt, 60)}\n`,
     );
+  if (options.all) {
+    for await (const t of tasks.listAll(query)) print(t);
+    return 0;
   }
+  const page = await tasks.listPage(query);
+  page.tasks.forEach(print);
+  // On stderr: stdout stays one task per line (NDJSON with --json).
+  if (page.nextCursor !== null)
+    process.stderr.write(`agentbox: more tasks: --cursor ${page.nextCursor} (or --all)\n`);
   return 0;
 }

@@ -1,24 +1,12 @@
 import { execFileSync } from 'node:child_process';
 import { createEgressGateway, isInjectableSecret, type EgressGateway } from '@agentbox/egress';
-import { AgentboxError, type EgressPolicyInput } from '@agentbox/protocol';
+import type { EgressPolicyInput } from '@agentbox/protocol';
 import { attachEgress } from '@agentbox/host';
 import type { GuestConnection } from '@agentbox/vm';
 import { egressOptionsFromEnv, testUpstreamMap } from '../commands/serve.js';
+import { githubRepoOfRemote } from './github-repo.js';
 
 export type ProjectAgent = 'claude' | 'codex' | 'opencode' | 'shell';
-
-const GITHUB_REPO = /^[A-Za-z0-9](?:[A-Za-z0-9-]*)\/[A-Za-z0-9._-]+$/;
-
-/** `owner/name` of a GitHub remote URL (https, ssh or scp form), or undefined. */
-export function githubRepoOfRemote(url: string): string | undefined {
-  const m =
-    /^(?:https?:\/\/(?:[^@/]+@)?github\.com\/|ssh:\/\/git@github\.com(?::\d+)?\/|git@github\.com:)([^/]+)\/([^/]+?)(?:\.git)?\/?$/i.exec(
-      url.trim(),
-    );
-  if (!m) return undefined;
-  const repo = `${m[1]}/${m[2]}`;
-  return GITHUB_REPO.test(repo) ? repo : undefined;
-}
 
 /** The GitHub repositories of the project's remotes (`git remote -v`), deduplicated. */
 export function reposFromGitRemotes(root: string): string[] {
@@ -38,13 +26,6 @@ export function reposFromGitRemotes(root: string): string[] {
     if (repo) repos.add(repo.toLowerCase());
   }
   return [...repos];
-}
-
-export function parseRepo(value: string): string {
-  const repo = value.replace(/\.git$/, '');
-  if (!GITHUB_REPO.test(repo))
-    throw new AgentboxError('invalid_request', `--repo expects OWNER/NAME, got ${JSON.stringify(value)}`);
-  return repo.toLowerCase();
 }
 
 /**

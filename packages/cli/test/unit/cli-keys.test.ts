@@ -22,7 +22,9 @@ describe('agentbox keys', () => {
     const list = await cli(['keys', 'list', '--data', data, '--json']);
     expect(list.stdout).not.toContain(secret);
     expect(list.stdout).not.toContain(user.key);
-    const keys = JSON.parse(list.stdout) as { id: string; name: string; revokedAt: number | null }[];
+    const { keys } = JSON.parse(list.stdout) as {
+      keys: { id: string; name: string; revokedAt: number | null }[];
+    };
     expect(keys.map((k) => k.name)).toEqual(['ci', 'api key']);
 
     const revoked = await cli(['keys', 'revoke', user.id, '--data', data]);

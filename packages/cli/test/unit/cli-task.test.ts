@@ -135,6 +135,66 @@ describe('agentbox task against a daemon', () => {
     expect(cancel.stdout).toMatch(new RegExp(`^${task.id} `));
   }, 60_000);
 
+  it('list: a page (--limit), the next with --cursor, every page with --all; a bad cursor is a usage error', async () => {
+    const host = d.fake.host;
+    const owner = host.keys.authenticate(d.admin)!.keyId;
+    const box = 'box-clipages01';
+    const ids = Array.from({ length: 3 }, (_, i) => {
+      const id = `task-clipage${i}`;
+      host.taskStore.insert({
+        id,
+        ownerKeyId: owner,
+        target: 'box',
+        boxId: box,
+        userId: null,
+        agent: 'shell',
+        spec: { prompt: id, agent: 'shell', effort: 'low', timeoutSeconds: 10 },
+      });
+      return id;
+    });
+    const idsOf = (stdout: string) =>
+      stdout
+        .trim()
+        .split('\n')
+        .filter(Boolean)
+        .map((line) => line.split(' ')[0]!);
+    const first = await cli(['task', 'list', '--box', box, '--limit', '2', ...flags]);
+    expect(first.code, first.stderr).toBe(0);
+    expect(idsOf(first.stdout)).toHaveLength(2);
+    const cursor = /--cursor (\S+) \(or --all\)/.exec(first.stderr)?.[1];
+    expect(cursor, first.stderr).toBeDefined();
+    const rest = await cli([
+      'task',
+      'list',
+      '--box',
+      box,
+      '--limit',
+      '2',
+      '--cursor',
+      cursor!,
+      '--json',
+      ...flags,
+    ]);
+    expect(rest.code, rest.stderr).toBe(0);
+    expect(rest.stderr).toBe('');
+    const restIds = rest.stdout
+      .trim()
+      .split('\n')
+      .map((line) => (JSON.parse(line) as Task).id);
+    expect([...idsOf(first.stdout), ...restIds].sort()).toEqual(ids);
+    const all = await cli(['task', 'list', '--box', box, '--limit', '1', '--all', ...flags]);
+    expect(all.code, all.stderr).toBe(0);
+    expect(idsOf(all.stdout)).toEqual([...idsOf(first.stdout), ...restIds]);
+    expect(all.stderr).toBe('');
+
+    const badLimit = await cli(['task', 'list', '--limit', '0', ...flags]);
+    expect(badLimit.code).toBe(2);
+    const badCursor = await cli(['task', 'list', '--cursor', 'nope', ...flags]);
+    // The daemon's invalid_request, as every refused flag: exit 2.
+    expect(badCursor.code).toBe(2);
+    expect(badCursor.stderr).toMatch(/^agentbox: .*cursor/);
+  }, 60_000);
+
   it('a failed task exits 1; a daemon error is one line and exit 125', async () => {
     const failed = await cli(['task', 'run', '--agent', 'shell', '-p', 'exit 3', '--follow', ...flags]);
     expect(failed.code).toBe(1);

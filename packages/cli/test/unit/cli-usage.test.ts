@@ -14,6 +14,14 @@ describe('agentbox CLI usage errors', () => {
     [['run'], /missing required argument 'command'/],
     [['run', '--memory', 'lots', '--', 'true'], /--memory must be a whole number/],
     [['run', '--cpus', '0', '--', 'true'], /--cpus must be between 1 and 64/],
+    [['run', '--disk', '4096', '--', 'true'], /--disk must be between 1 and 2048/],
+    // the project commands take run's resource flags, with run's limits
+    [['claude', '--memory', '127'], /--memory must be between 128 and 65536/],
+    [['shell', '--disk', '0', '--', '-c', 'true'], /--disk must be between 1 and 2048/],
+    [
+      ['codex', '--repo', 'https://gitlab.com/acme/widget'],
+      /--repo expects OWNER\/NAME or https:\/\/github\.com\/OWNER\/NAME, got "https:\/\/gitlab\.com\/acme\/widget"/,
+    ],
     [['run', '--timeout', '-1', '--', 'true'], /--timeout must be a number/],
     [['run', '-e', 'NOEQUALS', '--', 'true'], /--env expects KEY=VALUE/],
     [['run', '-e', '1BAD=x', '--', 'true'], /--env expects KEY=VALUE/],

@@ -7,7 +7,8 @@ import { shareArgs } from '../../../vm/src/qemu/args.js';
 import { agentArgv } from '../../src/commands/project.js';
 import { parsePublish } from '../../src/project/port-publish.js';
 import { mountScript, parseMount, projectBoxId } from '../../src/project/project-box.js';
-import { githubRepoOfRemote, parseRepo, projectPolicy } from '../../src/project/project-egress.js';
+import { githubRepoOfRemote, parseRepo } from '../../src/project/github-repo.js';
+import { projectPolicy } from '../../src/project/project-egress.js';
 import { profileLine } from '../../src/main.js';
 
 describe('per-project command parsing', () => {
@@ -34,8 +35,39 @@ describe('per-project command parsing', () => {
     expect(githubRepoOfRemote('ssh://git@github.com/acme/w.x')).toBe('acme/w.x');
     expect(githubRepoOfRemote('https://gitlab.com/acme/widget.git')).toBeUndefined();
     expect(githubRepoOfRemote('https://github.com/acme/widget/extra')).toBeUndefined();
-    expect(parseRepo('Acme/Widget.git')).toBe('acme/widget');
-    expect(() => parseRepo('acme')).toThrow(/OWNER\/NAME/);
+  });
+
+  it('takes --repo as OWNER/NAME or https://github.com/OWNER/NAME, and nothing else', () => {
+    for (const good of [
+      'acme/widget',
+      'Acme/Widget.git',
+      'https://github.com/acme/widget',
+      'https://github.com/Acme/Widget.git',
+      'https://github.com/acme/widget/',
+      'HTTPS://GitHub.com/acme/widget',
+    ])
+      expect(parseRepo(good), good).toBe('acme/widget');
+    expect(parseRepo('https://github.com/acme/w.x-y_z')).toBe('acme/w.x-y_z');
+    // Already parsed values (runProjectCommand parses again) come back the same.
+    expect(parseRepo(parseRepo('https://github.com/Acme/Widget.git'))).toBe('acme/widget');
+    for (const bad of [
+      '',
+      'acme',
+      'acme/widget/extra',
+      'github.com/acme/widget',
+      'http://github.com/acme/widget',
+      'https://gitlab.com/acme/widget',
+      'https://github.com/acme',
+      'https://github.com/acme/widget/tree/main',
+      'https://github.com/acme/widget?tab=readme',
+      'https://user:token@github.com/acme/widget',
+      'git@github.com:acme/widget.git',
+      'https://github.com/acme/widget\nx',
+    ]) {
+      expect(() => parseRepo(bad), bad).toThrow(
+        `--repo expects OWNER/NAME or https://github.com/OWNER/NAME, got ${JSON.stringify(bad)}`,
+      );
+    }
   });
 
   it('gives a box GitHub only for its repos, and nothing of GitHub with --no-git', () => {
