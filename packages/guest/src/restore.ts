@@ -199,6 +199,7 @@ export async function restore(
     rewriteInPlace(BOOT_ID_FILE, `${req.identity.bootId}\n`);
     rewriteInPlace('/etc/machine-id', `${req.identity.machineId}\n`);
     rewriteInPlace('/etc/hostname', `${req.identity.hostname}\n`);
+    // Identity comes only with a template clone, whose file holds just what the template's boot wrote.
     rewriteInPlace('/etc/hosts', etcHostsFor(req.identity.hostname));
   }
   const started = performance.now();

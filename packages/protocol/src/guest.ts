@@ -110,12 +110,18 @@ export const GuestIdentitySchema = z
 export type GuestIdentity = z.infer<typeof GuestIdentitySchema>;
 
 /**
- * A box's /etc/hosts, written at boot and by a clone's restore. The hostname's own IPv4 line, as
- * Debian's installer writes one: without it libnss-myhostname answers ::1 first, which reads back
- * as `localhost` (Python's getfqdn(), Java's canonical host name).
+ * The address of a box's own name in /etc/hosts, as Debian's installer writes it: without such a
+ * line libnss-myhostname answers ::1 first, which reads back as `localhost` (Python's getfqdn(),
+ * Java's canonical host name). Each boot replaces that line and keeps the rest of the file.
+ */
+export const OWN_NAME_ADDRESS = '127.0.1.1';
+
+/**
+ * A template clone's /etc/hosts: the image's, then its own name's line, as a boot leaves it. The
+ * template's file is rewritten whole: it holds only what its boot wrote (no box has used it).
  */
 export function etcHostsFor(hostname: string): string {
-  return `127.0.0.1\tlocalhost\n127.0.1.1\t${hostname}\n::1\tlocalhost ip6-localhost ip6-loopback\n`;
+  return `127.0.0.1\tlocalhost\n::1\tlocalhost ip6-localhost ip6-loopback\n${OWN_NAME_ADDRESS}\t${hostname}\n`;
 }
 
 /**

@@ -1,5 +1,5 @@
 import {
-  etcHostsFor,
+  OWN_NAME_ADDRESS,
   GUEST_AGENT_DIR,
   GUEST_HELLO_MARK,
   GUEST_NODE_OPTIONS,
@@ -246,8 +246,11 @@ for arg in $cmdline; do
 done
 hostname "$name"
 [ "$name" = agentbox ] || echo "$name" > /newroot/etc/hostname
-# With the name's own line (etcHostsFor); a clone's restore rewrites it.
-printf '${etcHostsFor('%s').replace(/\t/g, '\\t').replace(/\n/g, '\\n')}' "$name" > /newroot/etc/hosts
+# The name's own line (OWN_NAME_ADDRESS) replaced, the lines a box added kept: a persistent box
+# boots its disk again and again. A clone's restore rewrites the template's file (etcHostsFor).
+touch /newroot/etc/hosts
+sed -i '/^${OWN_NAME_ADDRESS.replace(/\./g, '\\.')}[[:space:]]/d' /newroot/etc/hosts
+printf '${OWN_NAME_ADDRESS}\\t%s\\n' "$name" >> /newroot/etc/hosts
 # Every disk gets a machine-id of its own on its first boot (a random UUID, as systemd makes
 # one); a clone gets a new one from the host.
 uuid=

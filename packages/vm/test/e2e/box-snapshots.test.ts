@@ -172,6 +172,8 @@ describe('template clones, pause/resume, hibernate (real VMs)', () => {
     const rt = await sharedRuntime();
     const vm = await clone();
     await vm.guest.writeFile('/root/kept.txt', Buffer.from('on disk'));
+    // A box's own /etc/hosts lines outlive a boot of its disk; the boot rewrites only the name's.
+    await out(vm, "echo '127.0.0.1 myapp.test' >> /etc/hosts");
     await vm.hibernate();
     live.delete(vm);
     const woken = await rt.backend.create({
@@ -184,5 +186,7 @@ describe('template clones, pause/resume, hibernate (real VMs)', () => {
     await woken.start();
     expect((await woken.guest.readFileBuffer('/root/kept.txt')).toString()).toBe('on disk');
     expect(rt.backend.hibernation(vm.id)).toBeUndefined();
+    const hosts = await out(woken, 'getent hosts myapp.test; grep -c "^127.0.1.1" /etc/hosts; hostname -f');
+    expect(hosts.split('\n')).toEqual([expect.stringMatching(/^127\.0\.0\.1\s+myapp\.test$/), '1', vm.id]);
   });
 });
