@@ -18,14 +18,17 @@ export interface BoxSession {
   /** Lifecycle operations on one box run one after another. */
   chain: Promise<unknown>;
   /** Wakes in a row that failed both ways (snapshot and disk) while the box kept its disk. */
-  wakeFailures?: number;
+  wakeFailures?: { count: number; since: number };
 }
 
 /**
- * A persistent box whose wake fails both ways stays hibernated, its disk kept, for this many tries
- * in a row (a boot timeout on an overloaded host is not a broken disk); then it fails.
+ * A persistent box whose wake fails both ways stays hibernated with its disk (a boot timeout on an
+ * overloaded host is not a broken disk). It fails, and its disk goes, only once this many wakes in
+ * a row have failed over at least WAKE_GIVE_UP_MS: a client that retries at once cannot use up the
+ * tries, and a disk that never boots is not retried forever.
  */
 export const MAX_WAKE_FAILURES = 3;
+export const WAKE_GIVE_UP_MS = 10 * 60_000;
 
 export interface IdleSettings {
   /** A running box with no lease and no call in flight this long is paused; 0: never. */
@@ -64,6 +67,8 @@ export interface PowerContext {
   vmLost: (box: BoxRecord, reason: string) => Promise<BoxRecord>;
   /** A persistent box with a disk: losing its VM (or a wake) does not lose its files. */
   keepsDisk: (box: BoxRecord) => boolean;
+  /** Kills whatever process still mentions the box's dir (a VM that did not go with its handle). */
+  killStray: (box: BoxRecord) => Promise<void>;
   /** Kills what is left of a box's VM and removes its files. */
   cleanup: (box: BoxRecord) => Promise<void>;
   /** A new session for a hibernated box this daemon has not seen yet (it was hibernated by another). */
@@ -229,6 +234,8 @@ export function createBoxPower(ctx: PowerContext) {
         vm = await ctx.backend.create({ ...spec, restoreFrom: { kind: 'hibernation' } });
         session.vm = vm;
         await vm.start();
+        // A woken guest kept its files and env.
+        await ctx.connect(box, vm, session, false);
       } catch (err) {
         log.warn({ boxId: box.id, err: messageOf(err) }, 'hibernation snapshot unusable; booting the disk');
         await vm?.kill().catch(() => undefined);
@@ -237,6 +244,8 @@ export function createBoxPower(ctx: PowerContext) {
     }
     try {
       if (!vm) {
+        const now = store.get(box.id)?.state;
+        if (now === 'stopped' || now === 'deleted') throw new Error('deleted while it was being woken');
         mode = 'disk';
         vm = await ctx.backend.create({
           ...spec,
@@ -245,9 +254,9 @@ export function createBoxPower(ctx: PowerContext) {
         });
         session.vm = vm;
         await vm.start();
+        // A disk boot lost /run (the env file) and the agent's state.
+        await ctx.connect(box, vm, session, true);
       }
-      // A woken guest kept its files and env; a disk boot lost /run (env file) and the agent's state.
-      await ctx.connect(box, vm, session, mode === 'disk');
       bootMs = clock() - started;
       running = store.transition(box.id, 'running', {
         from: ['hibernated'],
@@ -265,18 +274,23 @@ export function createBoxPower(ctx: PowerContext) {
           details: { state: now },
         });
       }
-      const failures = (session.wakeFailures ?? 0) + 1;
-      if (ctx.keepsDisk(box) && failures < MAX_WAKE_FAILURES) {
+      const failures = {
+        count: (session.wakeFailures?.count ?? 0) + 1,
+        since: session.wakeFailures?.since ?? clock(),
+      };
+      const givingUp = failures.count >= MAX_WAKE_FAILURES && clock() - failures.since >= WAKE_GIVE_UP_MS;
+      if (ctx.keepsDisk(box) && !givingUp) {
         session.wakeFailures = failures;
         session.vm = undefined;
         await vm?.kill().catch(() => undefined);
+        await ctx.killStray(box).catch(() => undefined);
         log.warn(
-          { boxId: box.id, failures, err: messageOf(err) },
+          { boxId: box.id, failures: failures.count, err: messageOf(err) },
           'could not wake the box; its disk is kept',
         );
         throw new AgentboxError(
           'boot_failed',
-          `box ${box.id} could not be woken (${failures} of ${MAX_WAKE_FAILURES} tries): ${messageOf(err)}; its disk is kept and the next request tries again`,
+          `box ${box.id} could not be woken (failure ${failures.count} in a row): ${messageOf(err)}; its disk is kept and the next request tries again`,
           { cause: err },
         );
       }
@@ -285,7 +299,7 @@ export function createBoxPower(ctx: PowerContext) {
         cause: err,
       });
     }
-    session.wakeFailures = 0;
+    session.wakeFailures = undefined;
     ctx.metrics.observeBoot(bootMs / 1000);
     session.lastActive = clock();
     session.egressPending = false;

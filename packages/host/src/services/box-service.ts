@@ -353,6 +353,7 @@ export function createBoxService(deps: BoxServiceDeps) {
     fail,
     vmLost,
     keepsDisk,
+    killStray: async (box) => void (await deps.probe.killMentioning(box.dir)),
     cleanup,
     hibernatedSession: (box) => newSession(undefined, readHostEnv(box) ?? {}),
     pidPatch,
