@@ -1,4 +1,5 @@
 import { useCallback, useEffect, useRef, useState } from 'preact/hooks';
+import { latestWins } from './seq-log.js';
 
 export interface Loaded<T> {
   data: T | undefined;
@@ -22,17 +23,19 @@ export function usePolled<T>(
   const loadRef = useRef(load);
   loadRef.current = load;
   const generation = useRef(0);
+  const order = useRef(latestWins());
 
   const reload = useCallback(async () => {
     const mine = generation.current;
+    const load = order.current.start();
     setLoading(true);
     try {
       const value = await loadRef.current();
-      if (mine !== generation.current) return;
+      if (mine !== generation.current || !order.current.accept(load)) return;
       setData(value);
       setError(undefined);
     } catch (err) {
-      if (mine === generation.current) setError(err);
+      if (mine === generation.current && order.current.accept(load)) setError(err);
     } finally {
       if (mine === generation.current) setLoading(false);
     }

@@ -101,7 +101,7 @@ export const ListWorkspaceFilesResponseSchema = z
     omitted: OmittedCountSchema.positive()
       .optional()
       .describe(
-        'Files left out because their name is not valid UTF-8 (JSON cannot carry it); absent when none.',
+        'Entries left out because their name is not valid UTF-8 (JSON cannot carry it; a directory counts once, what is under it is not listed); absent when none.',
       ),
   })
   .strict();

@@ -383,7 +383,8 @@ export function decodeTaskCursor(text: string): TaskCursor | undefined {
   if (!Array.isArray(value) || value.length !== 2) return undefined;
   const [createdAt, id] = value as unknown[];
   if (!Number.isSafeInteger(createdAt) || (createdAt as number) < 0) return undefined;
-  if (typeof id !== 'string' || id.length === 0 || id.length > 64) return undefined;
+  // Task ids are ASCII (btoa takes nothing wider than Latin-1, so the check below needs it too).
+  if (typeof id !== 'string' || !/^[A-Za-z0-9_-]{1,64}$/.test(id)) return undefined;
   const cursor = { createdAt: createdAt as number, id };
   // atob forgives missing padding and whitespace: only the exact encoding is ours.
   return encodeTaskCursor(cursor) === text ? cursor : undefined;

@@ -5,7 +5,7 @@ import { followTask, type StreamState } from '../../src/follow-task.js';
 import { age, bytes } from '../../src/format.js';
 import { createLineSplitter } from '../../src/ndjson.js';
 import { parseRoute } from '../../src/routes.js';
-import { appendNewer } from '../../src/seq-log.js';
+import { appendNewer, latestWins } from '../../src/seq-log.js';
 
 const event = (seq: number, content = `line ${seq}`): TaskEvent => ({
   seq,
@@ -237,5 +237,18 @@ describe('dashboard logic', () => {
     expect(bytes(512)).toBe('512 B');
     expect(bytes(1536)).toBe('1.5 KiB');
     expect(bytes(20 * 1024 * 1024)).toBe('20 MiB');
+  });
+});
+
+describe('latestWins', () => {
+  it('drops a load that ends after a later-started one was shown (a poll overlapping "Load more")', () => {
+    const order = latestWins();
+    const poll = order.start();
+    const loadMore = order.start();
+    expect(order.accept(loadMore)).toBe(true);
+    expect(order.accept(poll)).toBe(false);
+    // In order, every load is shown.
+    const next = order.start();
+    expect(order.accept(next)).toBe(true);
   });
 });
