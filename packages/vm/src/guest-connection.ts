@@ -114,10 +114,7 @@ export class GuestConnection {
           if (channel === 0) this.onHello(message);
           else if ((channel & GUEST_CHANNEL_BIT) !== 0) this.onGuestChannel(channel, message);
         },
-        onProtocolError: (err) =>
-          this.resetCalls(
-            new AgentboxError('guest_error', `guest broke the channel protocol: ${err.message}`),
-          ),
+        onProtocolError: (err) => this.resync(err),
       },
     );
   }
@@ -208,6 +205,17 @@ export class GuestConnection {
     );
     this.mux.resetAll();
     this.hello = undefined;
+  }
+
+  /**
+   * The guest broke the channel protocol (a bad frame, bad JSON, an overrun window): its calls fail,
+   * their channels close, and input is dropped until the next hello frame, as after a re-attach. A
+   * guest that keeps sending garbage holds no host memory and gets no answer.
+   */
+  private resync(err: Error): void {
+    this.resetCalls(new AgentboxError('guest_error', `guest broke the channel protocol: ${err.message}`));
+    this.mux.resetAll();
+    this.mux.seekJsonFrame(0);
   }
 
   /** The VM is gone: every call and every future call fails with `error`. */
@@ -551,10 +559,23 @@ export class GuestConnection {
     });
   }
 
-  /** Reads a whole (small) file into memory. */
-  async readFileBuffer(path: string): Promise<Buffer> {
+  /**
+   * Reads a whole (small) file into memory; past `maxBytes` (default 64 MiB) it is refused, and
+   * what a guest sends beyond it is dropped as it comes, not held.
+   */
+  async readFileBuffer(path: string, options: { maxBytes?: number } = {}): Promise<Buffer> {
+    const maxBytes = options.maxBytes ?? 64 * 1024 * 1024;
     const chunks: Buffer[] = [];
-    await this.readFile(path, (c) => void chunks.push(c));
+    let bytes = 0;
+    await this.readFile(path, (c) => {
+      bytes += c.length;
+      if (bytes <= maxBytes) chunks.push(c);
+    });
+    if (bytes > maxBytes)
+      throw new AgentboxError(
+        'guest_error',
+        `${path} is larger than ${maxBytes} bytes: not read into memory`,
+      );
     return Buffer.concat(chunks);
   }
 

@@ -19,6 +19,7 @@ import { createBoxPower, DEFAULT_IDLE, type BoxSession, type IdleSettings } from
 import { createReconciler } from './box-reconcile.js';
 import type { BoxTemplates, WarmVm } from './box-templates.js';
 import { WORKSPACE } from './paths.js';
+import { within } from './within.js';
 
 /** Where the box's env vars live inside the guest (VM lifetime), so a restarted daemon finds them. */
 export const GUEST_ENV_FILE = '/run/agentbox/env.json';
@@ -161,6 +162,9 @@ export type ReapReason = 'ttl_expired' | 'vm_died';
 
 /** The box's env vars on the host (0600, in its runtime dir): a disk boot loses the guest's copy. */
 const HOST_ENV_FILE = 'env.json';
+/** A box's env file read back at a re-adoption: how long to wait for it, and how big it may be. */
+const GUEST_ENV_WAIT_MS = 5_000;
+const GUEST_ENV_MAX_BYTES = 1024 * 1024;
 
 /** See BoxServiceDeps.deleteWaitMs: long enough for a wake or a hibernate, short enough for a client. */
 const DELETE_WAIT_MS = 10_000;
@@ -615,10 +619,14 @@ export function createBoxService(deps: BoxServiceDeps) {
     newSession,
     guestEnv: async (box, vm) => {
       try {
-        const parsed: unknown = JSON.parse(
-          (await vm.guest.readFileBuffer(layoutOf(box.id).envFile)).toString('utf8'),
-        );
-        if (isEnv(parsed)) return parsed;
+        // The guest is not trusted to answer, or to answer briefly: a daemon's start waits on this.
+        const read = vm.guest.readFileBuffer(layoutOf(box.id).envFile, { maxBytes: GUEST_ENV_MAX_BYTES });
+        read.catch(() => undefined);
+        const data = await within(read, GUEST_ENV_WAIT_MS);
+        if (data instanceof Buffer) {
+          const parsed: unknown = JSON.parse(data.toString('utf8'));
+          if (isEnv(parsed)) return parsed;
+        }
       } catch {
         // no env file in the guest
       }

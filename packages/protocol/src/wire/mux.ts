@@ -148,6 +148,9 @@ export class Mux {
     try {
       frames = this.decoder.push(chunk);
     } catch (err) {
+      // The stream is out of step: what is buffered would fail again on every later chunk while it
+      // grows (a hostile peer streaming garbage). Drop it; the handler decides how to resync.
+      this.decoder.reset();
       this.protocolError(err as Error);
       return;
     }

@@ -227,6 +227,10 @@ describe.each([
       );
       expect((await vm.guest.stat(file)).mode).toBe(0o600);
       expect((await vm.guest.list(path.dirname(file))).entries.map((e) => e.name)).toEqual(['data.bin']);
+      // Into memory only up to a bound: a guest's file can be as big as it likes.
+      await expect(vm.guest.readFileBuffer(file, { maxBytes: 1024 * 1024 })).rejects.toThrow(
+        'larger than 1048576 bytes',
+      );
     });
 
     it('keeps a replaced file’s mode, writes through a symlink, takes a long name', async () => {
