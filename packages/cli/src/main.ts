@@ -201,6 +201,23 @@ export function buildProgram(setExit: (code: number) => void): Command {
         .default(5),
     )
     .addOption(
+      new Option(
+        '--max-task-output-mib <MiB>',
+        "most a task's stored events may take; past it the agent is stopped and the task fails output_limit",
+      )
+        .argParser(intOption('--max-task-output-mib', 1, 64 * 1024))
+        // The host's DEFAULT_TASK_OUTPUT_LIMITS.
+        .default(64),
+    )
+    .addOption(
+      new Option(
+        '--max-task-events <N>',
+        'most events a task may store; past it the agent is stopped and the task fails output_limit',
+      )
+        .argParser(intOption('--max-task-events', 100, 100_000_000))
+        .default(100_000),
+    )
+    .addOption(
       new Option('--idle-pause-seconds <S>', 'pause a box nobody uses after S seconds (0: never)')
         .argParser(intOption('--idle-pause-seconds', 0, 86_400))
         .default(30),
@@ -227,6 +244,8 @@ export function buildProgram(setExit: (code: number) => void): Command {
         data?: string;
         maxBoxes?: number;
         maxConcurrentTasks?: number;
+        maxTaskOutputMib?: number;
+        maxTaskEvents?: number;
         idlePauseSeconds: number;
         idleHibernateSeconds: number;
         warmPool: number;

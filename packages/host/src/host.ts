@@ -29,6 +29,7 @@ import { createExecService } from './services/exec-service.js';
 import { createFileService } from './services/file-service.js';
 import { createLibraryService } from './services/library-service.js';
 import { createTaskService, DEFAULT_MAX_CONCURRENT_TASKS } from './services/task-service.js';
+import { DEFAULT_TASK_OUTPUT_LIMITS, type TaskOutputLimits } from './services/task-output.js';
 import { createAuditStore } from './store/audit-store.js';
 import { createBoxStore } from './store/box-store.js';
 import { openDatabase } from './store/db.js';
@@ -71,6 +72,11 @@ export interface HostOptions {
   egressTestUpstreams?: Record<string, string>;
   /** Tasks running at once on this host; the rest wait in FIFO order. */
   maxConcurrentTasks?: number;
+  /**
+   * Caps on each task's stored events (default 64 MiB, 100,000 events): a task whose agent prints
+   * more is stopped and fails `output_limit`.
+   */
+  taskOutputLimits?: Partial<TaskOutputLimits>;
   /** The library root (`$AGENTBOX_HOME/library`); default `<dataDir>/library`. */
   libraryDir?: string;
   /** Env every agent process gets (below the task's own), e.g. tuning for an emulated CPU. */
@@ -191,6 +197,10 @@ export function createHost(options: HostOptions) {
     library,
     runnerFor: options.runnerFor ?? defaultRunnerFor,
     maxConcurrent: options.maxConcurrentTasks ?? DEFAULT_MAX_CONCURRENT_TASKS,
+    outputLimits: {
+      maxBytes: options.taskOutputLimits?.maxBytes ?? DEFAULT_TASK_OUTPUT_LIMITS.maxBytes,
+      maxEvents: options.taskOutputLimits?.maxEvents ?? DEFAULT_TASK_OUTPUT_LIMITS.maxEvents,
+    },
     log,
     ...(options.agentEnv ? { agentEnv: options.agentEnv } : {}),
   });

@@ -47,6 +47,12 @@ export {
   type TaskService,
 } from './services/task-service.js';
 export {
+  DEFAULT_TASK_OUTPUT_LIMITS,
+  MAX_EVENT_FIELD_BYTES,
+  OUTPUT_LIMIT_CODE,
+  type TaskOutputLimits,
+} from './services/task-output.js';
+export {
   createLibraryService,
   GLOBAL_NAMESPACE,
   itemHash,

@@ -277,6 +277,12 @@ export const TaskEventSchema = z
         'text/completion: string; tool_use: {id,name,input}; tool_result: {toolUseId,content,isError}; status: {state,…}; error: {code,message}.',
       ),
     raw: z.string().optional().describe('The agent CLI output line this event came from.'),
+    truncated: z
+      .literal(true)
+      .optional()
+      .describe(
+        'Set when `raw` or `content` was longer than the host keeps of one event (256 KiB each) and was cut; the rest was not stored.',
+      ),
   })
   .strict();
 export type TaskEvent = z.infer<typeof TaskEventSchema>;

@@ -24,6 +24,10 @@ export interface ServeOptions {
   data?: string;
   maxBoxes?: number;
   maxConcurrentTasks?: number;
+  /** Most MiB a task's stored events may take (content JSON plus raw lines). */
+  maxTaskOutputMib?: number;
+  /** Most events a task may store. */
+  maxTaskEvents?: number;
   graceSeconds?: number;
   /** Pause a box nobody uses after this many seconds (0: never). */
   idlePauseSeconds?: number;
@@ -120,8 +124,11 @@ export async function serve(
     detached: true,
     // Templates derive from images, which are shared by every data dir of this home.
     templatesDir: path.join(home, 'templates'),
+    // A guest flooding its channel: once per box and bound, in the daemon's log.
+    guest: {
+      onLimit: (notice) => logger.warn({ boxId: notice.vmId, limit: notice.limit }, notice.message),
+    },
   });
-  const logger = createLogger();
   const host = createHost({
     dataDir,
     backend,

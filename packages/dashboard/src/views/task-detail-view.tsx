@@ -249,6 +249,11 @@ function EventItem({ event }: { event: TaskEvent }) {
         <span class="seq">#{event.seq}</span>
         <span class={`badge type-${event.type}`}>{event.type.replace('_', ' ')}</span>
         <time dateTime={event.ts}>{clock(event.ts)}</time>
+        {event.truncated ? (
+          <span class="muted small" title="The host keeps at most 256 KiB of an event's raw line and content">
+            cut
+          </span>
+        ) : null}
       </div>
       <div class="event-body">
         <EventBody event={event} />

@@ -24,6 +24,17 @@ import type { GuestConnection } from '@agentbox/vm';
 import type { BoxLease, BoxService } from './box-service.js';
 import type { LibraryService } from './library-service.js';
 import { splitLines } from './lines.js';
+import {
+  boundResult,
+  createOutputBudget,
+  cutEvent,
+  cutUtf8,
+  DEFAULT_TASK_OUTPUT_LIMITS,
+  MAX_ERROR_MESSAGE_BYTES,
+  OUTPUT_LIMIT_CODE,
+  outputLimitMessage,
+  type TaskOutputLimits,
+} from './task-output.js';
 import { within } from './within.js';
 
 export const DEFAULT_MAX_CONCURRENT_TASKS = 5;
@@ -35,6 +46,8 @@ const STDERR_TAIL_BYTES = 8 * 1024;
 const CLONE_TIMEOUT_MS = 10 * 60_000;
 /** Stored events read at once; a longer log is read page by page, never cut. */
 export const EVENT_PAGE = 1000;
+/** Bytes of stored events read at once (a page ends with the event that reaches it). */
+export const EVENT_PAGE_BYTES = 4 * 1024 * 1024;
 
 /** The label of a box made for one task (its id): such a box is deleted with the task. */
 export const TASK_LABEL = 'agentbox.task';
@@ -72,6 +85,8 @@ export interface TaskServiceDeps {
   log: TaskLogger;
   /** Env every agent process gets under the spec's own (e.g. tuning for emulated CPUs). */
   agentEnv?: Record<string, string>;
+  /** Caps on each task's stored events (default DEFAULT_TASK_OUTPUT_LIMITS). */
+  outputLimits?: TaskOutputLimits;
 }
 
 export interface SubmitOptions {
@@ -88,8 +103,10 @@ type Listener = () => void;
 
 interface Running {
   controller: AbortController;
-  /** Why the run was aborted: the caller cancelled or the task ran out of time. */
-  abortReason?: 'cancelled' | 'timed_out' | 'shutdown';
+  /** Why the run was aborted: the caller cancelled, the task ran out of time or output. */
+  abortReason?: 'cancelled' | 'timed_out' | 'shutdown' | 'output_limit';
+  /** Said in the final error instead of the reason's usual message. */
+  abortMessage?: string;
   /** Settles once the run has ended and its outcome is stored. */
   ended?: Promise<void>;
 }
@@ -140,6 +157,11 @@ const ABORTS = {
     message: 'the task ran past its timeoutSeconds; the agent and its children were killed',
   },
   shutdown: { state: 'failed', code: 'daemon_stopped', message: 'the daemon shut down while the task ran' },
+  output_limit: {
+    state: 'failed',
+    code: OUTPUT_LIMIT_CODE,
+    message: "the agent's output passed the task's limit; the agent and its children were stopped",
+  },
 } as const;
 
 /** Directory name a clone of `url` gets in the workspace (like `git clone` picks it). */
@@ -156,6 +178,7 @@ export function cloneDirName(url: string): string {
  */
 export function createTaskService(deps: TaskServiceDeps) {
   const { store, log } = deps;
+  const outputLimits = deps.outputLimits ?? DEFAULT_TASK_OUTPUT_LIMITS;
   const queue: string[] = [];
   const running = new Map<string, Running>();
   const listeners = new Map<string, Set<Listener>>();
@@ -184,13 +207,16 @@ export function createTaskService(deps: TaskServiceDeps) {
     return task;
   }
 
-  /** Every stored event after `after`, read from the store a page at a time. */
+  /**
+   * Every stored event after `after`, read from the store a page at a time: at most EVENT_PAGE
+   * events and about EVENT_PAGE_BYTES, so a reader of a big log holds a few MiB, not the log.
+   */
   function* storedEvents(id: string, after: number): Generator<TaskEvent> {
     for (;;) {
-      const page = store.events(id, { after, limit: EVENT_PAGE });
-      yield* page;
-      if (page.length < EVENT_PAGE) return;
-      after = page.at(-1)!.seq;
+      const page = store.eventPage(id, { after, limit: EVENT_PAGE, maxBytes: EVENT_PAGE_BYTES });
+      yield* page.events;
+      if (!page.more || page.events.length === 0) return;
+      after = page.events.at(-1)!.seq;
     }
   }
 
@@ -376,8 +402,28 @@ export function createTaskService(deps: TaskServiceDeps) {
         emit(id, { type: 'status', content: { state: 'resuming', sessionId: resumeSessionId } });
 
       const parser = runner.parser();
+      const output = createOutputBudget(outputLimits, store.eventTotals(id));
+      /**
+       * Stores an agent event, cut to size, while the task's output is under its caps. The first
+       * that is not stops the agent (like a timeout) and drops everything it prints after.
+       */
+      const keep = (draft: TaskEventDraft) => {
+        if (output.exceeded) return;
+        const { event, bytes } = cutEvent(draft);
+        if (output.admit(bytes)) {
+          emit(id, event);
+          return;
+        }
+        if (entry.abortReason === undefined) {
+          entry.abortReason = 'output_limit';
+          entry.abortMessage = outputLimitMessage(outputLimits, output.exceeded!);
+          log.warn({ taskId: id, ...output.used, limit: output.exceeded }, 'task output limit reached');
+        }
+        entry.controller.abort();
+      };
       const lines = splitLines((line) => {
-        for (const event of parser.line(line)) emit(id, event);
+        if (output.exceeded) return;
+        for (const event of parser.line(line)) keep(event);
       });
       let stderrTail = '';
       // Cancelled while its files were written: the agent is not started at all.
@@ -390,7 +436,9 @@ export function createTaskService(deps: TaskServiceDeps) {
           timeoutMs: spec.timeoutSeconds * 1000,
         },
         {
-          onStdout: (chunk) => lines.push(chunk),
+          onStdout: (chunk) => {
+            if (!output.exceeded) lines.push(chunk);
+          },
           onStderr: (chunk) => {
             stderrTail = (stderrTail + chunk.toString('utf8')).slice(-STDERR_TAIL_BYTES);
           },
@@ -406,28 +454,30 @@ export function createTaskService(deps: TaskServiceDeps) {
         timedOut: entry.abortReason === 'timed_out',
         stderrTail,
       };
-      for (const event of parser.end(agentExit)) emit(id, event);
+      for (const event of parser.end(agentExit)) keep(event);
       const outcome = parser.outcome();
-      const result: TaskResult = {
+      const result: TaskResult = boundResult({
         sessionId: outcome.sessionId,
         numTurns: outcome.numTurns,
         costUsd: outcome.costUsd,
         usage: outcome.usage,
         text: outcome.text,
         exitCode: exit.exitCode,
-      };
+      });
       if (entry.abortReason) return endAborted(id, entry, result);
       const ok = outcome.ok && exit.exitCode === 0;
       finish(id, {
         state: ok ? 'succeeded' : 'failed',
         result,
-        sessionId: outcome.sessionId,
+        sessionId: result.sessionId,
         error: ok
           ? null
-          : (outcome.error ?? {
-              code: 'agent_failed',
-              message: `the agent exited with ${exit.signal ?? `code ${exit.exitCode}`}`,
-            }),
+          : outcome.error
+            ? { code: outcome.error.code, message: cutUtf8(outcome.error.message, MAX_ERROR_MESSAGE_BYTES) }
+            : {
+                code: 'agent_failed',
+                message: `the agent exited with ${exit.signal ?? `code ${exit.exitCode}`}`,
+              },
       });
       log.info({ taskId: id, ok, boxId }, 'task finished');
     } catch (err) {
@@ -451,7 +501,8 @@ export function createTaskService(deps: TaskServiceDeps) {
 
   function endAborted(id: string, entry: Running, result: TaskResult | null = null): void {
     const reason = entry.abortReason ?? 'cancelled';
-    const { state, code, message } = ABORTS[reason];
+    const { state, code } = ABORTS[reason];
+    const message = entry.abortMessage ?? ABORTS[reason].message;
     emit(id, { type: 'error', content: { code, message } });
     finish(id, { state, result, error: { code, message } });
   }

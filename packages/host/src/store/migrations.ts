@@ -163,4 +163,11 @@ export const MIGRATIONS: readonly Migration[] = [
       CREATE INDEX tasks_created ON tasks (created_at, id);
     `,
   },
+  {
+    version: 7,
+    name: 'a task event records that its raw line or content was cut to the per-event limit',
+    sql: `
+      ALTER TABLE task_events ADD COLUMN truncated INTEGER NOT NULL DEFAULT 0;
+    `,
+  },
 ];

@@ -60,6 +60,7 @@ interface EventRow {
   type: TaskEvent['type'];
   content: string;
   raw: string | null;
+  truncated: number;
 }
 
 function toRecord(row: TaskRow): TaskRecord {
@@ -91,6 +92,7 @@ function toEvent(row: EventRow): TaskEvent {
     type: row.type,
     content: JSON.parse(row.content) as unknown,
     ...(row.raw === null ? {} : { raw: row.raw }),
+    ...(row.truncated ? { truncated: true as const } : {}),
   };
 }
 
@@ -111,10 +113,16 @@ export function createTaskStore(db: Db, clock: () => number) {
   );
   const byId = db.prepare<[string], TaskRow>('SELECT * FROM tasks WHERE id = ?');
   const insertEvent = db.prepare(
-    'INSERT INTO task_events (task_id, seq, ts, type, content, raw) VALUES (?, ?, ?, ?, ?, ?)',
+    'INSERT INTO task_events (task_id, seq, ts, type, content, raw, truncated) VALUES (?, ?, ?, ?, ?, ?, ?)',
   );
   const eventsAfter = db.prepare<[string, number, number], EventRow>(
-    'SELECT seq, ts, type, content, raw FROM task_events WHERE task_id = ? AND seq > ? ORDER BY seq LIMIT ?',
+    `SELECT seq, ts, type, content, raw, truncated FROM task_events WHERE task_id = ? AND seq > ?
+     ORDER BY seq LIMIT ?`,
+  );
+  const totals = db.prepare<[string], { events: number; bytes: number }>(
+    `SELECT COUNT(*) AS events,
+       COALESCE(SUM(length(CAST(content AS BLOB)) + COALESCE(length(CAST(raw AS BLOB)), 0)), 0) AS bytes
+     FROM task_events WHERE task_id = ?`,
   );
   const lastSeq = db.prepare<[string], { seq: number | null }>(
     'SELECT MAX(seq) AS seq FROM task_events WHERE task_id = ?',
@@ -193,20 +201,53 @@ export function createTaskStore(db: Db, clock: () => number) {
       const append = db.transaction((): TaskEvent => {
         const seq = (lastSeq.get(id)?.seq ?? 0) + 1;
         const ts = new Date(clock()).toISOString();
-        insertEvent.run(id, seq, ts, event.type, JSON.stringify(event.content ?? null), event.raw ?? null);
+        insertEvent.run(
+          id,
+          seq,
+          ts,
+          event.type,
+          JSON.stringify(event.content ?? null),
+          event.raw ?? null,
+          event.truncated ? 1 : 0,
+        );
         return {
           seq,
           ts,
           type: event.type,
           content: event.content,
           ...(event.raw === undefined ? {} : { raw: event.raw }),
+          ...(event.truncated ? { truncated: true as const } : {}),
         };
       });
       return append();
     },
 
-    events(id: string, options: { after?: number; limit?: number } = {}): TaskEvent[] {
-      return eventsAfter.all(id, options.after ?? 0, options.limit ?? 10_000).map(toEvent);
+    /**
+     * The events after `after`, in order: at most `limit` of them, and no more once they add up to
+     * `maxBytes` (of content JSON and raw; the one that reaches it is the last). Rows are read one
+     * by one, so a page never holds more than that plus one event. `more`: the page was cut short,
+     * so more events may follow it.
+     */
+    eventPage(
+      id: string,
+      options: { after?: number; limit?: number; maxBytes?: number } = {},
+    ): { events: TaskEvent[]; more: boolean } {
+      const limit = options.limit ?? 1000;
+      const maxBytes = options.maxBytes ?? Number.POSITIVE_INFINITY;
+      const events: TaskEvent[] = [];
+      let bytes = 0;
+      for (const row of eventsAfter.iterate(id, options.after ?? 0, limit)) {
+        events.push(toEvent(row));
+        bytes += Buffer.byteLength(row.content) + (row.raw === null ? 0 : Buffer.byteLength(row.raw));
+        // Leaving the loop ends the statement; the rows after this one are never read.
+        if (bytes >= maxBytes) return { events, more: true };
+      }
+      return { events, more: events.length === limit };
+    },
+
+    /** How many events a task has stored, and their bytes (content JSON and raw, as eventPage counts). */
+    eventTotals(id: string): { events: number; bytes: number } {
+      return totals.get(id)!;
     },
 
     eventCount(id: string): number {

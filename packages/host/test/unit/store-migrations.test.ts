@@ -83,6 +83,44 @@ describe('SQLite store: numbered migrations', () => {
     db.close();
   });
 
+  it('task events stored before events could be cut read back whole and unmarked; new ones keep the mark', () => {
+    const dir = tmp();
+    const v6 = openDatabase(dir, { migrations: MIGRATIONS.filter((m) => m.version <= 6) });
+    v6.prepare(
+      `INSERT INTO tasks (id, owner_key_id, target, state, agent, spec, created_at)
+       VALUES ('task-old', 'k', 'user', 'succeeded', 'shell', '{"prompt":"x"}', 1)`,
+    ).run();
+    const insert = v6.prepare(
+      `INSERT INTO task_events (task_id, seq, ts, type, content, raw) VALUES ('task-old', ?, 't', 'text', ?, ?)`,
+    );
+    insert.run(1, '"héllo"', 'héllo');
+    insert.run(2, '{"state":"done"}', null);
+    v6.close();
+    const db = openDatabase(dir);
+    const store = createTaskStore(db, () => 2);
+    expect(store.eventPage('task-old')).toEqual({
+      events: [
+        { seq: 1, ts: 't', type: 'text', content: 'héllo', raw: 'héllo' },
+        { seq: 2, ts: 't', type: 'text', content: { state: 'done' } },
+      ],
+      more: false,
+    });
+    // Bytes, not characters: `é` is two.
+    expect(store.eventTotals('task-old')).toEqual({ events: 2, bytes: 8 + 6 + 16 });
+    store.appendEvent('task-old', { type: 'text', content: 'cut', raw: 'cut', truncated: true });
+    expect(store.eventPage('task-old', { after: 2 }).events).toEqual([
+      {
+        seq: 3,
+        ts: expect.any(String) as unknown,
+        type: 'text',
+        content: 'cut',
+        raw: 'cut',
+        truncated: true,
+      },
+    ]);
+    db.close();
+  });
+
   it('rolls a failing migration back whole and records nothing', () => {
     const dir = tmp();
     const broken = [
