@@ -10,6 +10,14 @@ export class ChannelDuplex extends Duplex {
   private uncredited = 0;
   private flowing = true;
   private closedByPeer = false;
+  /** The frame queued last: frames of a channel settle in order, so this one settles last. */
+  private lastQueued: Promise<unknown> = Promise.resolve();
+  private release!: () => void;
+  /**
+   * Resolves once the stream is destroyed and the mux holds nothing more of it: its last frames
+   * were written, or dropped. Until then the channel still costs host memory.
+   */
+  readonly released = new Promise<void>((resolve) => (this.release = resolve));
 
   constructor(
     private readonly mux: Mux,
@@ -47,18 +55,26 @@ export class ChannelDuplex extends Duplex {
   }
 
   override _write(chunk: Buffer, _encoding: BufferEncoding, callback: (error?: Error | null) => void): void {
-    this.mux.sendData(this.channel, 'data', chunk).then(() => callback(), callback);
+    this.queued(this.mux.sendData(this.channel, 'data', chunk)).then(() => callback(), callback);
   }
 
   override _final(callback: (error?: Error | null) => void): void {
-    this.mux.sendEnd(this.channel).then(() => callback(), callback);
+    this.queued(this.mux.sendEnd(this.channel)).then(() => callback(), callback);
   }
 
   override _destroy(error: Error | null, callback: (error?: Error | null) => void): void {
     const graceful = this.readableEnded && this.writableFinished;
     if (!this.closedByPeer && !graceful)
-      this.mux.sendJson(this.channel, { type: 'reset' }).catch(() => undefined);
-    this.mux.close(this.channel, { flush: true });
+      this.queued(this.mux.sendJson(this.channel, { type: 'reset' })).catch(() => undefined);
+    // A peer that reset the channel reads nothing more of it: what is queued is dropped, not kept
+    // for it. Otherwise the last frames (a reply's end, the reset) still go out.
+    this.mux.close(this.channel, { flush: !this.closedByPeer });
+    this.lastQueued.then(this.release, this.release);
     callback(error);
+  }
+
+  private queued<T>(sent: Promise<T>): Promise<T> {
+    this.lastQueued = sent;
+    return sent;
   }
 }

@@ -4,7 +4,6 @@ import type { Readable } from 'node:stream';
 import { z } from 'zod';
 import {
   AgentboxError,
-  EgressOpenSchema,
   ExecExitSchema,
   GUEST_CHANNEL_BIT,
   FileHeaderSchema,
@@ -13,7 +12,6 @@ import {
   IMAGE_API_VERSION,
   PROTOCOL_VERSION,
   RESULT_SCHEMAS,
-  type EgressOpen,
   type DirListing,
   type EntryInfo,
   type ExecExit,
@@ -28,8 +26,10 @@ import {
   type RequestOp,
 } from '@agentbox/protocol';
 import { Mux, streamTransport, type DataStream } from '@agentbox/protocol/wire';
-import { ChannelDuplex } from './channel-duplex.js';
+import { GuestChannels, type EgressHandler } from './guest-channels.js';
 import { PortChannel } from './port-channel.js';
+
+export type { EgressHandler } from './guest-channels.js';
 
 type Sink = (chunk: Buffer) => void | Promise<void>;
 
@@ -51,19 +51,28 @@ interface OpenCall {
   fail(error: AgentboxError): void;
 }
 
-/** Receives each egress connection the guest opens (one client of the in-box proxy). */
-export type EgressHandler = (stream: Duplex, meta: EgressOpen) => void;
+/**
+ * Bytes of window-free frames (requests, ends, resets) the host queues for a guest that does not
+ * read: a reading guest leaves a few KiB queued at most; past this a guest only costs memory.
+ */
+export const MAX_QUEUED_CONTROL_BYTES = 4 * 1024 * 1024;
 
-/** What a box with no egress handler answers: egress is off, and says so to the client. */
-const EGRESS_DISABLED_BODY = 'agentbox: network egress is disabled for this box\n';
-const EGRESS_DISABLED_RESPONSE =
-  'HTTP/1.1 403 Forbidden\r\nX-Agentbox-Deny: egress_disabled\r\nContent-Type: text/plain\r\nConnection: close\r\n' +
-  `Content-Length: ${Buffer.byteLength(EGRESS_DISABLED_BODY)}\r\n\r\n${EGRESS_DISABLED_BODY}`;
+/** A bound the guest reached; reported once per connection and bound, not once per frame. */
+export interface GuestLimitNotice {
+  limit: 'guest_channels' | 'queued_messages';
+  message: string;
+  /** The VM whose guest reached it (GuestConnectionOptions.vmId). */
+  vmId?: string;
+}
 
 export interface GuestConnectionOptions {
   /** Versions this host expects; tests override them to provoke a mismatch. */
   protocolVersion?: number;
   imageApiVersion?: number;
+  /** Where limit notices go; default: a process warning (stderr). */
+  onLimit?: (notice: GuestLimitNotice) => void;
+  /** The VM this connection belongs to, named in limit notices. */
+  vmId?: string;
 }
 
 /**
@@ -79,12 +88,17 @@ export class GuestConnection {
   private hello: Hello | undefined;
   private helloWaiters: { resolve: (h: Hello) => void; reject: (e: Error) => void }[] = [];
   private closedError: AgentboxError | undefined;
-  private egressHandler: EgressHandler | undefined;
+  private readonly guestChannels: GuestChannels;
+  private readonly noticed = new Set<GuestLimitNotice['limit']>();
+  private overflowCount = 0;
   private configuredEnv: Record<string, string> | undefined;
   private lastActivity = performance.now();
 
   constructor(private readonly options: GuestConnectionOptions = {}) {
     this.mux = this.newMux();
+    this.guestChannels = new GuestChannels(this.mux, (message) =>
+      this.notice({ limit: 'guest_channels', message }),
+    );
   }
 
   get info(): Hello | undefined {
@@ -94,6 +108,15 @@ export class GuestConnection {
   /** Calls in flight (an exec stream counts until it exits): the box is busy while this is > 0. */
   get activeCalls(): number {
     return this.calls.size;
+  }
+
+  /**
+   * What the guest costs this connection against its bounds: the channels it holds, opens refused,
+   * and channels closed because the guest left too many messages unread.
+   */
+  get limits(): { guestChannels: number; refusedOpens: number; overflowedChannels: number } {
+    const { held, refused } = this.guestChannels.stats;
+    return { guestChannels: held, refusedOpens: refused, overflowedChannels: this.overflowCount };
   }
 
   /** `performance.now()` of the last call opened or finished on this connection. */
@@ -112,35 +135,52 @@ export class GuestConnection {
       {
         onUnknownChannel: (channel, message) => {
           if (channel === 0) this.onHello(message);
-          else if ((channel & GUEST_CHANNEL_BIT) !== 0) this.onGuestChannel(channel, message);
+          else if ((channel & GUEST_CHANNEL_BIT) !== 0) this.guestChannels.accept(channel, message);
         },
         onProtocolError: (err) => this.resync(err),
+        maxQueuedControlBytes: MAX_QUEUED_CONTROL_BYTES,
+        onOverflow: (channel, err) => this.onOverflow(channel, err),
       },
     );
   }
 
   /** Routes the guest's egress connections; without a handler they get a 403 `egress_disabled`. */
   setEgressHandler(handler: EgressHandler | undefined): void {
-    this.egressHandler = handler;
+    this.guestChannels.setEgressHandler(handler);
   }
 
-  private onGuestChannel(channel: number, message: unknown): void {
-    const open = EgressOpenSchema.safeParse(message);
-    if (!open.success) {
-      // Not something we open on request of the guest: refuse without keeping any state.
-      this.mux.open(channel, { onJson: () => undefined, onData: () => undefined, onEnd: () => undefined });
-      this.mux.sendJson(channel, { type: 'reset', reason: 'unknown channel type' }).catch(() => undefined);
-      this.mux.close(channel, { flush: true });
-      return;
+  /**
+   * The guest left so many messages unread that the mux closed `channel` rather than queue one
+   * more: the call (or guest stream) on it fails; the other channels carry on.
+   */
+  private onOverflow(channel: number, err: Error): void {
+    this.overflowCount++;
+    this.notice({
+      limit: 'queued_messages',
+      message: `the guest is not reading its channel; closing the channels whose messages do not fit: ${err.message}`,
+    });
+    const error = new AgentboxError(
+      'guest_unreachable',
+      `the guest is not reading its channel: ${err.message}`,
+    );
+    const call = this.calls.get(channel);
+    if (call) {
+      this.finish(channel);
+      call.fail(error);
+    } else {
+      this.guestChannels.closed(channel, error);
     }
-    const stream = new ChannelDuplex(this.mux, channel);
-    stream.on('error', () => undefined);
-    if (!this.egressHandler) {
-      stream.resume();
-      stream.end(EGRESS_DISABLED_RESPONSE);
-      return;
-    }
-    this.egressHandler(stream, open.data);
+  }
+
+  private notice(notice: GuestLimitNotice): void {
+    if (this.noticed.has(notice.limit)) return;
+    this.noticed.add(notice.limit);
+    const { vmId } = this.options;
+    if (this.options.onLimit) this.options.onLimit(vmId === undefined ? notice : { ...notice, vmId });
+    else
+      process.emitWarning(vmId === undefined ? notice.message : `VM ${vmId}: ${notice.message}`, {
+        code: 'AGENTBOX_GUEST_LIMIT',
+      });
   }
 
   /** Attaches the socket QEMU (or the fake driver) connected to us. */
@@ -150,6 +190,7 @@ export class GuestConnection {
     // The stream may resume mid-frame (a re-attach to a running VM): skip to the next hello, and
     // ask for one; the agent also sends one unprompted when it starts.
     this.mux.resetAll();
+    this.guestChannels.dropAll(new Error('the guest channel was re-attached'));
     this.mux.seekJsonFrame(0);
     this.mux.sendJson(0, { op: 'hello' }).catch(() => undefined);
     socket.on('data', (chunk: Buffer) => this.mux.receive(chunk));
@@ -204,6 +245,7 @@ export class GuestConnection {
       ),
     );
     this.mux.resetAll();
+    this.guestChannels.dropAll(new Error('the guest agent restarted'));
     this.hello = undefined;
   }
 
@@ -215,6 +257,7 @@ export class GuestConnection {
   private resync(err: Error): void {
     this.resetCalls(new AgentboxError('guest_error', `guest broke the channel protocol: ${err.message}`));
     this.mux.resetAll();
+    this.guestChannels.dropAll(err);
     this.mux.seekJsonFrame(0);
   }
 
@@ -223,6 +266,7 @@ export class GuestConnection {
     this.closedError = error;
     this.resetCalls(error);
     this.mux.fail(error);
+    this.guestChannels.dropAll(error);
     for (const w of this.helloWaiters.splice(0)) w.reject(error);
     this.socket?.destroy();
     this.socket = undefined;

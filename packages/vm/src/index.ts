@@ -45,6 +45,7 @@ export {
   type EgressHandler,
   type ExecHandlers,
   type GuestConnectionOptions,
+  type GuestLimitNotice,
 } from './guest-connection.js';
 export { ChannelDuplex } from './channel-duplex.js';
 export { QemuBackend, QEMU_BINARY, DEFAULT_TB_SIZE_MIB, type QemuBackendOptions } from './qemu/driver.js';

@@ -117,6 +117,7 @@ export async function serve(
   }
   const { image } = await ensureImage({ home, quiet: true });
   const accel = await accelVerdict(home, image);
+  const logger = createLogger();
   const backend = new QemuBackend({
     home: dataDir,
     accel: accel.accel,
@@ -140,6 +141,10 @@ export async function serve(
     validateResponses: process.env.AGENTBOX_VALIDATE_RESPONSES === '1',
     ...(options.maxBoxes ? { maxBoxes: options.maxBoxes } : {}),
     ...(options.maxConcurrentTasks ? { maxConcurrentTasks: options.maxConcurrentTasks } : {}),
+    taskOutputLimits: {
+      ...(options.maxTaskOutputMib ? { maxBytes: options.maxTaskOutputMib * 1024 * 1024 } : {}),
+      ...(options.maxTaskEvents ? { maxEvents: options.maxTaskEvents } : {}),
+    },
     libraryDir: path.join(dataDir, 'library'),
     // Under TCG, Bun's optimising JITs (OpenCode, Claude Code) cost more than they save: measured
     // `opencode --version` 22–35 s → 13–16 s. On KVM hosts they stay on.

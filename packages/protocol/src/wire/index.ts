@@ -13,6 +13,7 @@ export {
 export { streamTransport } from './socket-write.js';
 export {
   Mux,
+  ChannelOverflowError,
   DEFAULT_WINDOW_BYTES,
   type Transport,
   type FdSource,

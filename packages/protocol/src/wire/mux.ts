@@ -53,6 +53,20 @@ export interface MuxOptions {
   onUnknownChannel?: (channel: number, message: unknown) => void;
   /** The peer broke the protocol (bad frame, window overrun, bad JSON); the owner should drop it. */
   onProtocolError?: (error: Error) => void;
+  /**
+   * Bound on the bytes of frames that cost no flow-control window (Json, End) queued and not yet
+   * written, over all channels: a peer that never reads must not make this side hold them without
+   * end. A frame past it is refused, its channel closed (what it had queued is dropped) and
+   * `onOverflow` told. Unset: no bound.
+   */
+  maxQueuedControlBytes?: number;
+  /** A channel was closed because its frame did not fit `maxQueuedControlBytes` (called async). */
+  onOverflow?: (channel: number, error: ChannelOverflowError) => void;
+}
+
+/** A frame did not fit the bound on queued window-free frames; its channel was closed. */
+export class ChannelOverflowError extends Error {
+  override readonly name = 'ChannelOverflowError';
 }
 
 export const DEFAULT_WINDOW_BYTES = 4 * 1024 * 1024;
@@ -65,6 +79,8 @@ interface Outgoing {
   frame: Buffer[];
   /** Payload bytes that count against the channel's send window (0 for Json/End). */
   windowCost: number;
+  /** Bytes of a frame that takes no window (Json/End), counted against `maxQueuedControlBytes`. */
+  controlBytes: number;
   /** The payload is not in `frame` but moved by the transport from here (`frame` is the header). */
   source?: FdSource;
   done?: { resolve: (moved: number) => void; reject: (err: Error) => void };
@@ -92,6 +108,7 @@ export class Mux {
   };
   private waitingForDrain = false;
   private failed: Error | undefined;
+  private controlQueued = 0;
   readonly windowBytes: number;
 
   constructor(
@@ -99,6 +116,11 @@ export class Mux {
     private readonly options: MuxOptions = {},
   ) {
     this.windowBytes = options.windowBytes ?? DEFAULT_WINDOW_BYTES;
+  }
+
+  /** Bytes of window-free frames (Json, End) queued and not yet written. */
+  get queuedControlBytes(): number {
+    return this.controlQueued;
   }
 
   open(channel: number, handler: ChannelHandler): void {
@@ -117,7 +139,10 @@ export class Mux {
     if (options.flush && queue && queue.length > 0) return;
     this.sendWindows.delete(channel);
     this.queues.delete(channel);
-    for (const item of queue ?? []) item.done?.reject(new Error('channel closed'));
+    for (const item of queue ?? []) {
+      this.controlQueued -= item.controlBytes;
+      item.done?.reject(new Error('channel closed'));
+    }
   }
 
   /** Drops all channels and buffered input, e.g. when the peer restarted. */
@@ -141,6 +166,7 @@ export class Mux {
     this.failed = error;
     for (const queue of this.queues.values()) for (const item of queue) item.done?.reject(error);
     this.queues.clear();
+    this.controlQueued = 0;
   }
 
   receive(chunk: Buffer): void {
@@ -179,10 +205,9 @@ export class Mux {
   post(channel: number, message: unknown, closeAfter = false): void {
     if (this.failed || !this.isOpen(channel)) return;
     const payload = Buffer.from(JSON.stringify(message));
-    this.push(channel, {
-      frame: [frameHeader(FrameKind.Json, channel, payload.length), payload],
-      windowCost: 0,
-    });
+    const frame = [frameHeader(FrameKind.Json, channel, payload.length), payload];
+    if (this.overflows(channel, frame)) return;
+    this.push(channel, { frame, windowCost: 0, controlBytes: frameBytes(frame) });
     if (closeAfter) this.close(channel, { flush: true });
   }
 
@@ -290,9 +315,34 @@ export class Mux {
   private enqueue(channel: number, frame: Buffer[], windowCost: number, source?: FdSource): Promise<number> {
     if (this.failed) return Promise.reject(this.failed);
     if (!this.isOpen(channel)) return Promise.reject(new Error('channel closed'));
+    const controlBytes = windowCost === 0 ? frameBytes(frame) : 0;
+    const overflow = controlBytes > 0 && this.overflows(channel, frame);
+    if (overflow) return Promise.reject(overflow);
     return new Promise<number>((resolve, reject) =>
-      this.push(channel, { frame, windowCost, ...(source ? { source } : {}), done: { resolve, reject } }),
+      this.push(channel, {
+        frame,
+        windowCost,
+        controlBytes,
+        ...(source ? { source } : {}),
+        done: { resolve, reject },
+      }),
     );
+  }
+
+  /**
+   * Whether a window-free `frame` would take the queued ones past `maxQueuedControlBytes`: if so,
+   * the channel is closed (its queued frames dropped) and its owner told.
+   */
+  private overflows(channel: number, frame: Buffer[]): ChannelOverflowError | undefined {
+    const max = this.options.maxQueuedControlBytes;
+    if (max === undefined || this.controlQueued + frameBytes(frame) <= max) return undefined;
+    const error = new ChannelOverflowError(
+      `channel ${channel} closed: ${this.controlQueued} bytes of messages are already waiting for the peer to read them`,
+    );
+    this.close(channel);
+    const onOverflow = this.options.onOverflow;
+    if (onOverflow) void RESOLVED.then(() => onOverflow(channel, error));
+    return error;
   }
 
   /** Channel 0 is the handshake; any other channel must be open (closed ones never reopen). */
@@ -304,6 +354,7 @@ export class Mux {
     let queue = this.queues.get(channel);
     if (!queue) this.queues.set(channel, (queue = []));
     queue.push(item);
+    this.controlQueued += item.controlBytes;
     this.schedule();
   }
 
@@ -348,6 +399,7 @@ export class Mux {
           return { bytes, done, fromFd: head };
         }
         queue.shift();
+        this.controlQueued -= head.controlBytes;
         if (head.windowCost > 0) this.sendWindows.set(channel, window - head.windowCost);
         for (const part of head.frame) {
           bytes.push(part);
@@ -422,4 +474,10 @@ export class Mux {
     queue.unshift(item);
     this.sendWindows.set(channel, this.windowOf(channel) + item.windowCost);
   }
+}
+
+function frameBytes(frame: Buffer[]): number {
+  let bytes = 0;
+  for (const part of frame) bytes += part.length;
+  return bytes;
 }

@@ -44,7 +44,7 @@ class FakeVm implements Vm {
     readonly id: string,
     private readonly options: FakeBackendOptions,
   ) {
-    this.guest = new GuestConnection(options.guest);
+    this.guest = new GuestConnection({ ...options.guest, vmId: id });
     this.exited = new Promise((resolve) => (this.resolveExited = resolve));
   }
 

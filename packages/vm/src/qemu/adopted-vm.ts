@@ -53,7 +53,7 @@ export class AdoptedQemuVm implements Vm {
     private readonly boxDir: string,
     guestOptions: GuestConnectionOptions = {},
   ) {
-    this.guest = new GuestConnection(guestOptions);
+    this.guest = new GuestConnection({ ...guestOptions, vmId: spec.id });
     this.exited = new Promise((resolve) => (this.resolveExited = resolve));
   }
 

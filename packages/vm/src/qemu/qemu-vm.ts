@@ -61,7 +61,7 @@ export class QemuVm implements Vm {
     /** Internal: a template's RAM is a file shared with the snapshot it becomes. */
     private readonly templateRamPath?: string,
   ) {
-    this.guest = new GuestConnection(options.guest);
+    this.guest = new GuestConnection({ ...options.guest, vmId: spec.id });
     this.exited = new Promise((resolve) => (this.resolveExited = resolve));
   }
 

@@ -1,0 +1,135 @@
+import type { Duplex } from 'node:stream';
+import { ChannelResetSchema, EgressOpenSchema, type EgressOpen } from '@agentbox/protocol';
+import type { Mux } from '@agentbox/protocol/wire';
+import { ChannelDuplex } from './channel-duplex.js';
+
+/** Receives each egress connection the guest opens (one client of the in-box proxy). */
+export type EgressHandler = (stream: Duplex, meta: EgressOpen) => void;
+
+/** Channels a guest may hold at once: each costs a stream and an HTTP parser on the host. */
+export const MAX_GUEST_CHANNELS = 256;
+/**
+ * Refusals (a reset frame each) waiting to be written; past it opens are dropped unanswered. One
+ * read of the stream holds at most ~1,400 opens, so only a guest that stopped reading loses any.
+ */
+export const MAX_PENDING_REFUSALS = 4096;
+
+/** What a box with no egress handler answers: egress is off, and says so to the client. */
+const EGRESS_DISABLED_BODY = 'agentbox: network egress is disabled for this box\n';
+const EGRESS_DISABLED_RESPONSE =
+  'HTTP/1.1 403 Forbidden\r\nX-Agentbox-Deny: egress_disabled\r\nContent-Type: text/plain\r\nConnection: close\r\n' +
+  `Content-Length: ${Buffer.byteLength(EGRESS_DISABLED_BODY)}\r\n\r\n${EGRESS_DISABLED_BODY}`;
+
+const IGNORE = { onJson: () => undefined, onData: () => undefined, onEnd: () => undefined };
+
+/** What the host does with a channel the guest opens. */
+export type GuestOpenVerdict =
+  | { action: 'accept' }
+  /** Answered with a `reset` carrying `reason`, keeping no state once that frame is out. */
+  | { action: 'refuse'; reason: string }
+  /** Not answered: refusals already wait for a guest that does not read them. */
+  | { action: 'drop' };
+
+/**
+ * Pure: the verdict on a guest's open, from whether it is one we serve (`valid`), how many
+ * channels the guest already holds and how many refusals wait to be written.
+ */
+export function admitGuestOpen(state: {
+  valid: boolean;
+  held: number;
+  pendingRefusals: number;
+}): GuestOpenVerdict {
+  if (state.valid && state.held < MAX_GUEST_CHANNELS) return { action: 'accept' };
+  if (state.pendingRefusals >= MAX_PENDING_REFUSALS) return { action: 'drop' };
+  return { action: 'refuse', reason: state.valid ? 'too many channels' : 'unknown channel type' };
+}
+
+/**
+ * The channels a guest opens (its proxy's egress connections), bounded: a channel counts from its
+ * open until the host holds nothing of it (stream closed, last frames written or dropped), and
+ * past MAX_GUEST_CHANNELS opens are refused while the existing channels keep working.
+ */
+export class GuestChannels {
+  private readonly live = new Map<number, ChannelDuplex>();
+  private held = 0;
+  private pendingRefusals = 0;
+  private refusedCount = 0;
+  private capNoticed = false;
+  private egressHandler: EgressHandler | undefined;
+
+  constructor(
+    private readonly mux: Mux,
+    /** Called once per connection, when the guest first reaches the cap. */
+    private readonly onCapReached: (message: string) => void,
+  ) {}
+
+  /** Channels the guest holds now, and opens refused (or dropped) so far. */
+  get stats(): { held: number; refused: number } {
+    return { held: this.held, refused: this.refusedCount };
+  }
+
+  setEgressHandler(handler: EgressHandler | undefined): void {
+    this.egressHandler = handler;
+  }
+
+  /** A Json frame on a guest channel the mux does not know: an open, or a late message. */
+  accept(channel: number, message: unknown): void {
+    if (ChannelResetSchema.safeParse(message).success) {
+      // The guest let go of a channel the host closed: what still waits for it is dropped.
+      this.mux.close(channel);
+      return;
+    }
+    const open = EgressOpenSchema.safeParse(message);
+    const verdict = admitGuestOpen({
+      valid: open.success,
+      held: this.held,
+      pendingRefusals: this.pendingRefusals,
+    });
+    if (verdict.action !== 'accept' || !open.success) {
+      this.refusedCount++;
+      if (open.success && !this.capNoticed) {
+        this.capNoticed = true;
+        this.onCapReached(
+          `the guest opened more than ${MAX_GUEST_CHANNELS} channels at once: later opens are refused until it closes some`,
+        );
+      }
+      if (verdict.action === 'refuse') this.refuse(channel, verdict.reason);
+      return;
+    }
+    const stream = new ChannelDuplex(this.mux, channel);
+    this.held++;
+    this.live.set(channel, stream);
+    void stream.released.then(() => this.held--);
+    stream.on('error', () => undefined);
+    stream.once('close', () => {
+      if (this.live.get(channel) === stream) this.live.delete(channel);
+    });
+    if (!this.egressHandler) {
+      stream.resume();
+      stream.end(EGRESS_DISABLED_RESPONSE);
+      return;
+    }
+    this.egressHandler(stream, open.data);
+  }
+
+  /** The mux closed `channel` (its queue overflowed): its stream goes too. */
+  closed(channel: number, error: Error): void {
+    this.live.get(channel)?.destroy(error);
+  }
+
+  /** The guest's side is gone (agent restart, re-attach, VM exit): every stream is torn down. */
+  dropAll(error: Error): void {
+    for (const stream of [...this.live.values()]) stream.destroy(error);
+    this.live.clear();
+  }
+
+  /** Refuses without keeping state: the reset goes out (or is dropped) and the channel is forgotten. */
+  private refuse(channel: number, reason: string): void {
+    this.pendingRefusals++;
+    this.mux.open(channel, IGNORE);
+    const sent = this.mux.sendJson(channel, { type: 'reset', reason });
+    this.mux.close(channel, { flush: true });
+    const done = () => void this.pendingRefusals--;
+    sent.then(done, done);
+  }
+}

@@ -1,0 +1,216 @@
+import { Duplex } from 'node:stream';
+import type net from 'node:net';
+import { describe, expect, it } from 'vitest';
+import { GUEST_CHANNEL_BIT, IMAGE_API_VERSION, PROTOCOL_VERSION } from '@agentbox/protocol';
+import { encodeFrame, FrameDecoder, FrameKind, type Frame } from '@agentbox/protocol/wire';
+import {
+  GuestConnection,
+  MAX_QUEUED_CONTROL_BYTES,
+  type GuestLimitNotice,
+} from '../../src/guest-connection.js';
+import { MAX_GUEST_CHANNELS, MAX_PENDING_REFUSALS } from '../../src/guest-channels.js';
+
+const tick = () => new Promise((r) => setImmediate(r));
+const json = (channel: number, message: unknown) =>
+  encodeFrame(FrameKind.Json, channel, Buffer.from(JSON.stringify(message)));
+const guestChannel = (i: number) => (GUEST_CHANNEL_BIT | i) >>> 0;
+const parse = (frame: Frame) => JSON.parse(frame.payload.toString()) as Record<string, unknown>;
+
+/**
+ * A scripted guest on a socket-like stream. While it `reads`, it decodes what the host writes;
+ * when it stops, the host's writes back up as on a real socket whose peer stopped reading.
+ */
+function scriptedGuest(options: { reads: boolean }) {
+  const decoder = new FrameDecoder();
+  const received: Frame[] = [];
+  let reads = options.reads;
+  const stalled: (() => void)[] = [];
+  const socket = new Duplex({
+    read() {},
+    write(chunk: Buffer, _encoding, callback) {
+      received.push(...decoder.push(chunk));
+      if (reads) callback();
+      else stalled.push(callback);
+    },
+    writableHighWaterMark: 64 * 1024,
+  });
+  const notices: GuestLimitNotice[] = [];
+  const conn = new GuestConnection({ vmId: 'box-1', onLimit: (n) => notices.push(n) });
+  conn.attach(socket as unknown as net.Socket);
+  const send = (...frames: Buffer[]) => socket.push(Buffer.concat(frames));
+  send(
+    json(0, {
+      type: 'hello',
+      protocolVersion: PROTOCOL_VERSION,
+      imageApiVersion: IMAGE_API_VERSION,
+      agentVersion: 'x',
+      bootId: 'b',
+      agentPid: 1,
+      egressProxyPort: 3128,
+    }),
+  );
+  /** The host's first request with `op`, and the channel it came on. */
+  const request = (op: string) => received.find((f) => f.kind === FrameKind.Json && parse(f).op === op);
+  return {
+    conn,
+    socket,
+    notices,
+    received,
+    send,
+    request,
+    /** Bytes the host holds for this guest: frames in the mux's queues and the socket's buffer. */
+    hostHeldBytes(): number {
+      const queues = (conn as unknown as { mux: { queues: Map<number, { frame: Buffer[] }[]> } }).mux.queues;
+      let bytes = socket.writableLength;
+      for (const queue of queues.values())
+        for (const item of queue) for (const part of item.frame) bytes += part.length;
+      return bytes;
+    },
+    resumeReading() {
+      reads = true;
+      for (const callback of stalled.splice(0)) callback();
+    },
+  };
+}
+
+const exit = { type: 'exit', exitCode: 0, signal: null, timedOut: false, durationMs: 1 };
+
+describe('channels a guest opens', () => {
+  it('are capped: past the cap opens are refused, the held ones and a call in flight keep working', async () => {
+    const guest = scriptedGuest({ reads: true });
+    await guest.conn.waitForHello();
+    const streams: Duplex[] = [];
+    guest.conn.setEgressHandler((stream) => {
+      streams.push(stream);
+      stream.on('data', (c: Buffer) => stream.write(Buffer.concat([Buffer.from('echo:'), c])));
+    });
+    const running = guest.conn.exec({ argv: ['sleep', '1'] });
+    await tick();
+    const execChannel = guest.request('exec')!.channel;
+
+    // 10,000 opens, about as many per write as fit in one socket read.
+    for (let first = 1; first <= 10_000; first += 1000) {
+      const opens: Buffer[] = [];
+      for (let i = first; i < first + 1000; i++)
+        opens.push(json(guestChannel(i), { type: 'egress', clientPort: i }));
+      guest.send(...opens);
+      await tick();
+    }
+
+    expect(streams).toHaveLength(MAX_GUEST_CHANNELS);
+    expect(guest.conn.limits).toMatchObject({
+      guestChannels: MAX_GUEST_CHANNELS,
+      refusedOpens: 10_000 - MAX_GUEST_CHANNELS,
+    });
+    const resets = guest.received.filter((f) => f.kind === FrameKind.Json && parse(f).type === 'reset');
+    expect(resets).toHaveLength(10_000 - MAX_GUEST_CHANNELS);
+    expect(parse(resets[0]!)).toEqual({ type: 'reset', reason: 'too many channels' });
+    expect(resets[0]!.channel).toBe(guestChannel(MAX_GUEST_CHANNELS + 1));
+    // Reported once, not once per refused open.
+    expect(guest.notices).toHaveLength(1);
+    expect(guest.notices[0]).toMatchObject({ limit: 'guest_channels', vmId: 'box-1' });
+
+    // A held channel still carries bytes both ways.
+    guest.send(encodeFrame(FrameKind.Data, guestChannel(7), Buffer.from('ping')));
+    await tick();
+    const back = guest.received.find((f) => f.kind === FrameKind.Data && f.channel === guestChannel(7));
+    expect(back?.payload.toString()).toBe('echo:ping');
+
+    // The exec started before the flood completes.
+    guest.send(json(execChannel, exit));
+    await expect(running).resolves.toMatchObject({ exitCode: 0 });
+
+    // Channels the guest lets go of make room again.
+    guest.send(...[1, 2, 3].map((i) => json(guestChannel(i), { type: 'reset' })));
+    await tick();
+    expect(guest.conn.limits.guestChannels).toBe(MAX_GUEST_CHANNELS - 3);
+    guest.send(json(guestChannel(20_000), { type: 'egress', clientPort: 1 }));
+    await tick();
+    expect(streams).toHaveLength(MAX_GUEST_CHANNELS + 1);
+  });
+
+  it('a guest that never reads cannot make the host queue without bound', async () => {
+    const guest = scriptedGuest({ reads: false });
+    await guest.conn.waitForHello();
+    const answer = Buffer.alloc(1024, 0x61);
+    let accepted = 0;
+    // Like a gateway refusing each request: a response, then the connection is dropped.
+    guest.conn.setEgressHandler((stream) => {
+      accepted++;
+      stream.write(answer);
+      stream.destroy();
+    });
+    for (let round = 0; round < 10; round++) {
+      const frames: Buffer[] = [];
+      for (let i = 0; i < 1000; i++) {
+        const n = round * 2000 + i * 2 + 1;
+        frames.push(json(guestChannel(n), { type: 'egress', clientPort: 1 }));
+        frames.push(json(guestChannel(n + 1), { type: 'not-a-kind-we-serve' }));
+      }
+      guest.send(...frames);
+      await tick();
+    }
+    // 10,000 egress opens and 10,000 bogus ones, and nothing written reached the guest.
+    expect(accepted).toBeLessThanOrEqual(MAX_GUEST_CHANNELS);
+    expect(guest.conn.limits.guestChannels).toBeLessThanOrEqual(MAX_GUEST_CHANNELS);
+    // At most: each held channel's answer and reset, the refusals, and one socket buffer's worth.
+    const bound = MAX_GUEST_CHANNELS * 1200 + MAX_PENDING_REFUSALS * 100 + 512 * 1024;
+    expect(guest.hostHeldBytes()).toBeLessThan(bound);
+
+    // Once it reads again, what was queued drains, its channels are released, and it is served.
+    guest.resumeReading();
+    for (let i = 0; i < 50 && guest.conn.limits.guestChannels > 0; i++) await tick();
+    expect(guest.conn.limits.guestChannels).toBe(0);
+    const before = accepted;
+    guest.send(json(guestChannel(1_000_000), { type: 'egress', clientPort: 1 }));
+    await tick();
+    expect(accepted).toBe(before + 1);
+  });
+
+  it('a guest that resets a channel the host closed frees what waited for it there', async () => {
+    const guest = scriptedGuest({ reads: false });
+    await guest.conn.waitForHello();
+    guest.conn.setEgressHandler((stream) => {
+      stream.write(Buffer.alloc(32 * 1024));
+      stream.destroy();
+    });
+    const opens: Buffer[] = [];
+    for (let i = 1; i <= 10; i++) opens.push(json(guestChannel(i), { type: 'egress', clientPort: i }));
+    guest.send(...opens);
+    await tick();
+    // Closed on the host, but (past what the socket buffered) their answers wait for the guest.
+    expect(guest.conn.limits.guestChannels).toBeGreaterThanOrEqual(5);
+    const resets: Buffer[] = [];
+    for (let i = 1; i <= 10; i++) resets.push(json(guestChannel(i), { type: 'reset' }));
+    guest.send(...resets);
+    await tick();
+    expect(guest.conn.limits.guestChannels).toBe(0);
+    // A reset is not an open: it is not answered, nor counted as refused.
+    expect(guest.conn.limits.refusedOpens).toBe(0);
+  });
+
+  it('past the bound on queued messages, the channel that overflows fails, not the connection', async () => {
+    const guest = scriptedGuest({ reads: false });
+    await guest.conn.waitForHello();
+    const ping = guest.conn.ping();
+    let terminal: { resize(rows: number, cols: number): void } | undefined;
+    const shell = guest.conn.exec(
+      { argv: ['sh'], pty: { rows: 24, cols: 80 } },
+      { onPty: (t) => (terminal = t) },
+    );
+    // A user resizing a terminal whose guest reads nothing: each resize is one more message.
+    for (let i = 0; i < 100_000; i++) terminal!.resize(1 + (i % 999), 80);
+    await expect(shell).rejects.toMatchObject({ code: 'guest_unreachable' });
+    const mux = (guest.conn as unknown as { mux: { queuedControlBytes: number } }).mux;
+    expect(mux.queuedControlBytes).toBeLessThanOrEqual(MAX_QUEUED_CONTROL_BYTES);
+    expect(guest.conn.limits.overflowedChannels).toBe(1);
+    expect(guest.notices.map((n) => n.limit)).toEqual(['queued_messages']);
+    expect(guest.conn.activeCalls).toBe(1);
+
+    // The ping queued before is still there: once the guest reads, it is answered.
+    guest.resumeReading();
+    for (let i = 0; i < 50 && !guest.request('ping'); i++) await tick();
+    guest.send(json(guest.request('ping')!.channel, { type: 'result', value: { now: 1 } }));
+    await expect(ping).resolves.toEqual({ now: 1 });
+  });
+});
