@@ -23,6 +23,8 @@ import {
   respondFailed,
   writeRawResponse,
 } from './http-util.js';
+import type { OpenFacts } from './open-connections.js';
+import { OpenRegistry, type OpenHold } from './open-registry.js';
 import { findPlaceholders, headersHavePlaceholder, type PlaceholderRegistry } from './placeholders.js';
 import type { CompiledPolicy } from './policy.js';
 import type { SecretStore } from './secrets.js';
@@ -59,6 +61,13 @@ export interface BoxSessionDeps {
 const CONNECT_OK = 'HTTP/1.1 200 Connection Established\r\n\r\n';
 const INTERNAL = 'internal gateway error; refused';
 
+/** Stops sharing an upstream pool: idle sockets go now, busy ones when their request ends. */
+function retireAgent(agent: http.Agent): void {
+  agent.keepSocketAlive = () => false;
+  for (const sockets of Object.values(agent.freeSockets))
+    for (const socket of sockets ?? []) socket.destroy();
+}
+
 /** A placeholder in the URL or any header of a request that gets no injection: a leak to record. */
 function hasPlaceholder(req: IncomingMessage): boolean {
   return findPlaceholders(req.url ?? '').length > 0 || headersHavePlaceholder(req.headers);
@@ -75,7 +84,12 @@ export class BoxSession {
   readonly #proxyServer: http.Server;
   readonly #innerServer: http.Server;
   readonly #contexts = new Map<string, Promise<tls.SecureContext>>();
-  readonly forwardDeps: ForwardDeps;
+  readonly #open = new OpenRegistry((facts, denial) => {
+    const { target, request } = facts;
+    const method = request?.method ?? (facts.mode === 'http' ? undefined : 'CONNECT');
+    this.recordDeny(target.host, target.port, method, request?.path, denial, false);
+  });
+  #forwardDeps: ForwardDeps;
   #closed = false;
 
   constructor(deps: BoxSessionDeps) {
@@ -115,15 +129,25 @@ export class BoxSession {
         writeRawResponse(socket, 400, DENY_HEADER, 'bad_request', 'malformed HTTP from the box');
       });
     }
+    this.#forwardDeps = this.#newForwardDeps();
+  }
+
+  /** What forwarded requests use now: the upstream pools of the current policy. */
+  get forwardDeps(): ForwardDeps {
+    return this.#forwardDeps;
+  }
+
+  #newForwardDeps(): ForwardDeps {
     const agentOptions = { keepAlive: true, maxSockets: 64, maxFreeSockets: 8 };
-    this.forwardDeps = {
-      boxId: deps.boxId,
-      record: deps.record,
-      now: deps.now,
+    const upstreamCa = this.#deps.upstreamCa;
+    return {
+      boxId: this.#deps.boxId,
+      record: this.#deps.record,
+      now: this.#deps.now,
       httpAgent: new http.Agent(agentOptions),
       httpsAgent: new https.Agent({
         ...agentOptions,
-        ...(deps.upstreamCa === undefined ? {} : { ca: [...tls.rootCertificates, ...deps.upstreamCa] }),
+        ...(upstreamCa === undefined ? {} : { ca: [...tls.rootCertificates, ...upstreamCa] }),
       }),
     };
   }
@@ -137,11 +161,33 @@ export class BoxSession {
     return { ...this.#policy, hostAddresses: this.#deps.hostAddresses() };
   }
 
+  /**
+   * Replaces the policy, and takes back what it no longer allows: every open tunnel, terminated
+   * TLS session and request in flight is decided again, and those refused are cut and audited as
+   * denials. Later requests on kept-alive connections are decided one by one anyway.
+   */
   setPolicy(policy: CompiledPolicy): void {
     this.#policy = policy;
-    // Pooled upstream connections were opened under the old policy's upstream map.
-    this.forwardDeps.httpAgent.destroy();
-    this.forwardDeps.httpsAgent.destroy();
+    // Pooled upstream sockets were dialled under the old policy (addresses, upstream map): new
+    // requests get fresh pools; requests in flight keep theirs only if decided again below.
+    const retired = this.#forwardDeps;
+    this.#forwardDeps = this.#newForwardDeps();
+    retireAgent(retired.httpAgent);
+    retireAgent(retired.httpsAgent);
+    this.#open.redecideAll(this.currentPolicy());
+  }
+
+  /**
+   * Holds an open connection or request so policy updates decide it again (see OpenRegistry):
+   * decided at once against the current policy too; undefined when refused, `refuse` answered.
+   */
+  hold(
+    connection: object,
+    facts: OpenFacts,
+    cut: () => void,
+    refuse: (code: EgressDenyCode, reason: string) => void,
+  ): OpenHold | undefined {
+    return this.#open.hold(this.currentPolicy(), connection, facts, cut, refuse);
   }
 
   handleConnection(stream: Duplex): void {
@@ -165,8 +211,9 @@ export class BoxSession {
     this.#closed = true;
     for (const stream of this.#live) stream.destroy();
     this.#live.clear();
-    this.forwardDeps.httpAgent.destroy();
-    this.forwardDeps.httpsAgent.destroy();
+    this.#open.clear();
+    this.#forwardDeps.httpAgent.destroy();
+    this.#forwardDeps.httpsAgent.destroy();
     // Never listened: close() only stops the servers' connection-checking timers.
     await Promise.all(
       [this.#proxyServer, this.#innerServer].map(
@@ -303,11 +350,23 @@ export class BoxSession {
     );
     if (admitted === undefined) return;
     if (socket.destroyed || this.#closed) return;
-    if (admitted.decision.intercept) await this.#intercept(socket, head, admitted.target);
-    else await this.#tunnel(socket, head, admitted.target);
+    const mode = admitted.decision.intercept ? 'intercept' : 'tunnel';
+    // What a policy update that refuses this connection destroys: the box's socket, and the
+    // upstream socket or terminated TLS once they exist.
+    const parts: Duplex[] = [socket];
+    const held = this.hold(
+      socket,
+      { mode, target: admitted.target },
+      () => parts.forEach((part) => part.destroy()),
+      (code, reason) => writeRawResponse(socket, 403, DENY_HEADER, code, reason),
+    );
+    if (held === undefined) return;
+    socket.once('close', () => held.release());
+    if (mode === 'intercept') await this.#intercept(socket, head, admitted.target, parts);
+    else await this.#tunnel(socket, head, admitted.target, parts);
   }
 
-  async #tunnel(socket: Duplex, head: Buffer, target: ConnectTarget): Promise<void> {
+  async #tunnel(socket: Duplex, head: Buffer, target: ConnectTarget, parts: Duplex[]): Promise<void> {
     let upstream: Duplex;
     try {
       upstream = await dialTarget(target, this.#deps.connectTimeoutMs);
@@ -322,6 +381,7 @@ export class BoxSession {
       return;
     }
     this.track(upstream);
+    parts.push(upstream);
     const base = this.auditBase(target.host, target.port, 'CONNECT', undefined);
     let bytesUp = head.length;
     let bytesDown = 0;
@@ -370,7 +430,7 @@ export class BoxSession {
     return pending;
   }
 
-  async #intercept(socket: Duplex, head: Buffer, target: ConnectTarget): Promise<void> {
+  async #intercept(socket: Duplex, head: Buffer, target: ConnectTarget, parts: Duplex[]): Promise<void> {
     let secureContext: tls.SecureContext;
     try {
       secureContext = await this.#secureContext(target.host);
@@ -398,7 +458,14 @@ export class BoxSession {
       secureContext,
       ALPNProtocols: ['http/1.1'],
     });
-    this.intercepted.set(tlsSocket, { host: target.host, port: target.port, target });
+    parts.push(tlsSocket);
+    this.intercepted.set(tlsSocket, {
+      host: target.host,
+      port: target.port,
+      target,
+      connection: socket,
+      cut: () => parts.forEach((part) => part.destroy()),
+    });
     this.track(tlsSocket);
     this.#innerServer.emit('connection', tlsSocket);
   }
@@ -417,8 +484,15 @@ export class BoxSession {
     const { authority, target: path } = parsed;
     const shownHost = canonicalizeHost(authority.host)?.host ?? authority.host;
     const leak = hasPlaceholder(req);
+    const request = {
+      stage: 'http',
+      host: authority.host,
+      port: authority.port,
+      method: req.method ?? 'GET',
+      path,
+    } as const;
     const admitted = await this.#admit(
-      { stage: 'http', host: authority.host, port: authority.port, method: req.method ?? 'GET', path },
+      request,
       (code, reason) => {
         this.recordDeny(shownHost, authority.port, req.method, path, { code, reason }, leak);
         respondDenied(res, code, reason);
@@ -429,6 +503,14 @@ export class BoxSession {
       },
     );
     if (admitted === undefined || res.destroyed) return;
+    const held = this.hold(
+      res,
+      { mode: 'http', target: admitted.target, request },
+      () => res.destroy(),
+      (code, reason) => respondDenied(res, code, reason),
+    );
+    if (held === undefined) return;
+    res.once('close', () => held.release());
     const headers = endToEndHeaders(req.headers);
     headers.host = hostHeaderFor(admitted.target.host, authority.port, 80);
     forwardRequest(

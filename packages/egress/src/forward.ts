@@ -1,8 +1,10 @@
 import http, { type IncomingMessage, type OutgoingHttpHeaders, type ServerResponse } from 'node:http';
 import https from 'node:https';
 import net from 'node:net';
+import type { Readable } from 'node:stream';
 import type { EgressAuditRecord } from '@agentbox/protocol';
 import { PlaceholderSpotter, ReplaceTransform } from './body-scan.js';
+import { contentCodingOf, createDecoder } from './content-coding.js';
 import { auditPath, endToEndHeaders, respondFailed } from './http-util.js';
 import type { HeaderMap } from './placeholders.js';
 import { describeNetError, pinnedLookup, type ConnectTarget } from './upstream.js';
@@ -40,17 +42,32 @@ export interface ForwardPlan {
   readonly reason?: string;
 }
 
+function scrubText(value: string, scrub: ReadonlyArray<readonly [string, string]>): string {
+  return scrub.reduce((acc, [real, shown]) => (real.length > 0 ? acc.split(real).join(shown) : acc), value);
+}
+
 function scrubHeaders(
   headers: HeaderMap,
   scrub: ReadonlyArray<readonly [string, string]>,
 ): OutgoingHttpHeaders {
   const out: OutgoingHttpHeaders = {};
-  const fix = (value: string): string =>
-    scrub.reduce((acc, [real, shown]) => (real.length > 0 ? acc.split(real).join(shown) : acc), value);
   for (const [name, value] of Object.entries(headers)) {
     if (value === undefined) continue;
-    out[name] = Array.isArray(value) ? value.map(fix) : fix(value);
+    out[name] = Array.isArray(value) ? value.map((v) => scrubText(v, scrub)) : scrubText(value, scrub);
   }
+  return out;
+}
+
+/**
+ * Headers for a request whose answer will be scrubbed: the scrub reads plain bytes, so the answer
+ * is asked for whole (no Range: a slice of an echo can hold part of a value) and uncoded.
+ */
+function scrubbableRequestHeaders(headers: HeaderMap): HeaderMap {
+  const out: HeaderMap = {};
+  for (const [name, value] of Object.entries(headers)) {
+    if (name !== 'accept-encoding' && name !== 'range' && name !== 'if-range') out[name] = value;
+  }
+  out['accept-encoding'] = 'identity';
   return out;
 }
 
@@ -99,7 +116,7 @@ export function forwardRequest(
     port: plan.target.connectPort,
     method,
     path: plan.path,
-    headers: plan.headers,
+    headers: plan.scrub.length > 0 ? scrubbableRequestHeaders(plan.headers) : plan.headers,
     lookup: pinnedLookup(address),
     agent: plan.scheme === 'https' ? deps.httpsAgent : deps.httpAgent,
     ...(plan.scheme === 'https' && isName ? { servername: plan.target.host } : {}),
@@ -117,21 +134,49 @@ export function forwardRequest(
   }
 
   upstream.on('response', (upRes) => {
+    upRes.on('error', () => {
+      if (!res.writableEnded) res.destroy();
+    });
     const headers = endToEndHeaders(upRes.headers);
     const scrubbing = plan.scrub.length > 0;
     const hasBody = method !== 'HEAD' && upRes.statusCode !== 204 && upRes.statusCode !== 304;
-    // A scrubbed body can change length, so it goes out chunked.
-    if (scrubbing && hasBody) delete headers['content-length'];
-    res.writeHead(upRes.statusCode ?? 502, upRes.statusMessage, scrubHeaders(headers, plan.scrub));
+    let body: Readable = upRes;
+    if (scrubbing && hasBody) {
+      // The scrub must see plain bytes: an upstream that encodes despite `identity` is decoded
+      // here, or refused when the coding is unknown; never passed on unread.
+      const coding = contentCodingOf(upRes.headers['content-encoding']);
+      if (coding.kind === 'refuse') {
+        failure = `${plan.target.host} answered with a body the gateway cannot scrub: ${coding.reason}`;
+        upRes.destroy();
+        respondFailed(res, 'upstream_failed', failure);
+        return;
+      }
+      if (coding.kind === 'decode') {
+        const decoder = createDecoder(coding.coding);
+        decoder.on('error', () => {
+          failure = `${plan.target.host} sent a ${coding.coding} body that does not decode`;
+          res.destroy();
+        });
+        body = upRes.pipe(decoder);
+        delete headers['content-encoding'];
+      }
+      // A scrubbed (or decoded) body can change length, so it goes out chunked.
+      delete headers['content-length'];
+    }
+    res.writeHead(
+      upRes.statusCode ?? 502,
+      scrubText(upRes.statusMessage ?? '', plan.scrub),
+      scrubHeaders(headers, plan.scrub),
+    );
     upRes.on('data', (chunk: Buffer) => {
       bytesDown += chunk.length;
     });
-    const body = scrubbing ? upRes.pipe(new ReplaceTransform(plan.scrub)) : upRes;
+    if (scrubbing) body = body.pipe(new ReplaceTransform(plan.scrub));
     body.pipe(res);
-    upRes.on('error', () => res.destroy());
   });
 
   upstream.on('error', (err) => {
+    if (res.writableEnded) return; // already answered (an unreadable body is refused whole)
     failure = `upstream ${plan.target.host}:${plan.target.port} failed: ${describeNetError(err)}`;
     if (!res.headersSent) respondFailed(res, 'upstream_failed', failure);
     else res.destroy();

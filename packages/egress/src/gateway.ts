@@ -71,7 +71,11 @@ export interface EgressBox {
   readonly placeholders: ReadonlyMap<string, string>;
   /** One guest proxy connection: HTTP proxy protocol (CONNECT, absolute-URI HTTP) as raw bytes. */
   handleConnection(stream: Duplex): void;
-  /** Replaces the policy for new connections and requests (same validation as openBox). */
+  /**
+   * Replaces the policy (same validation as openBox): it decides every later request, and every
+   * open tunnel, terminated TLS session and request in flight is decided again under it; those it
+   * refuses are cut and audited as denials.
+   */
   updatePolicy(policy: EgressPolicyInput): void;
   /** Cuts every live connection of the box and forgets its placeholders. */
   close(): Promise<void>;

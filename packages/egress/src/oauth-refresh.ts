@@ -1,6 +1,7 @@
 import https from 'node:https';
 import type { IncomingMessage, OutgoingHttpHeaders, ServerResponse } from 'node:http';
 import type { SecretInjectionRule } from '@agentbox/protocol';
+import { contentCodingOf, decodeBody } from './content-coding.js';
 import { readBody, type ForwardDeps } from './forward.js';
 import { auditPath, endToEndHeaders, respondFailed } from './http-util.js';
 import { findPlaceholders, type PlaceholderRegistry } from './placeholders.js';
@@ -60,15 +61,33 @@ function withField(form: Form, name: string, value: string): Buffer {
   return Buffer.from(copy.toString());
 }
 
+interface TokenAnswer {
+  readonly status: number;
+  readonly headers: OutgoingHttpHeaders;
+  /** The body, decoded when the endpoint encoded it despite `identity`. */
+  readonly body: Buffer;
+  /** Bytes received on the wire. */
+  readonly wireBytes: number;
+}
+
+/** The answer's body as plain bytes: decoded (bounded), or an error when its coding is unreadable. */
+function plainBody(data: Buffer, contentEncoding: string | undefined): Buffer {
+  const coding = contentCodingOf(contentEncoding);
+  if (coding.kind === 'refuse') throw new Error(coding.reason);
+  return coding.kind === 'decode' && data.length > 0 ? decodeBody(coding.coding, data, RESPONSE_LIMIT) : data;
+}
+
 function send(
   target: ConnectTarget,
   req: IncomingMessage,
   body: Buffer,
   deps: ForwardDeps,
-): Promise<{ status: number; headers: OutgoingHttpHeaders; body: Buffer }> {
+): Promise<TokenAnswer> {
   const headers = endToEndHeaders(req.headers) as OutgoingHttpHeaders;
   headers['content-length'] = body.length;
   headers['accept-encoding'] = 'identity'; // the answer is rewritten, so it must be readable
+  delete headers.range;
+  delete headers['if-range'];
   return new Promise((resolve, reject) => {
     const upstream = https.request({
       host: target.host,
@@ -82,14 +101,43 @@ function send(
     });
     upstream.on('error', reject);
     upstream.on('response', (upRes) => {
-      readBody(upRes, RESPONSE_LIMIT).then(
-        (data) =>
-          resolve({ status: upRes.statusCode ?? 502, headers: endToEndHeaders(upRes.headers), body: data }),
-        reject,
-      );
+      readBody(upRes, RESPONSE_LIMIT)
+        .then((data) => {
+          const answerHeaders = endToEndHeaders(upRes.headers) as OutgoingHttpHeaders;
+          delete answerHeaders['content-encoding'];
+          return {
+            status: upRes.statusCode ?? 502,
+            headers: answerHeaders,
+            body: plainBody(data, upRes.headers['content-encoding']),
+            wireBytes: data.length,
+          };
+        })
+        .then(resolve, reject);
     });
     upstream.end(body);
   });
+}
+
+/** Replaces every real value with what the box is shown, in text. */
+function hide(text: string, reveals: ReadonlyArray<readonly [string, string]>): string {
+  for (const [real, shown] of reveals) text = text.split(real).join(shown);
+  return text;
+}
+
+function hideInHeaders(
+  headers: OutgoingHttpHeaders,
+  reveals: ReadonlyArray<readonly [string, string]>,
+): OutgoingHttpHeaders {
+  const out: OutgoingHttpHeaders = {};
+  for (const [name, value] of Object.entries(headers)) {
+    if (value === undefined) continue;
+    out[name] = Array.isArray(value)
+      ? value.map((v) => hide(v, reveals))
+      : typeof value === 'string'
+        ? hide(value, reveals)
+        : value;
+  }
+  return out;
 }
 
 /** Handles a request to an oauth_refresh rule's token endpoint. Resolves when the answer is sent. */
@@ -122,20 +170,21 @@ export async function answerOAuthRefresh(
     }
     leak = findPlaceholders(body.toString('latin1')).some((p) => !(injected && p === presented));
     const answer = await send(target, req, outgoing, deps);
-    bytesDown = answer.body.length;
+    bytesDown = answer.wireBytes;
     let out = answer.body;
-    const answerForm =
-      injected && answer.status >= 200 && answer.status < 300
-        ? parseForm(answer.body, String(answer.headers['content-type'] ?? ''))
-        : undefined;
-    if (answerForm?.kind === 'json') {
-      const data = { ...answerForm.data };
-      const access = typeof data.access_token === 'string' ? data.access_token : undefined;
-      const rotated = typeof data.refresh_token === 'string' ? data.refresh_token : undefined;
-      if (access !== undefined) {
-        data.access_token = deps.registry.mint(rule.inject.accessSecret, access);
-        reveals.push([access, String(data.access_token)]);
+    if (injected && answer.status >= 200 && answer.status < 300) {
+      // A success that is not the token object cannot be rewritten, and may hold the new tokens
+      // in a form the scrub below does not know: refused like any other failed refresh.
+      const answerForm = parseForm(answer.body, String(answer.headers['content-type'] ?? ''));
+      const data = answerForm?.kind === 'json' ? { ...answerForm.data } : undefined;
+      if (data === undefined || typeof data.access_token !== 'string') {
+        throw new Error(`${target.host} answered ${answer.status} without a JSON token object`);
       }
+      const access = data.access_token;
+      const rotated = typeof data.refresh_token === 'string' ? data.refresh_token : undefined;
+      const accessPlaceholder = deps.registry.mint(rule.inject.accessSecret, access);
+      data.access_token = accessPlaceholder;
+      reveals.push([access, accessPlaceholder]);
       if (rotated !== undefined) {
         // The old refresh token is spent: every box's refresh placeholder now stands for the new one.
         deps.store.set(rule.secret, rotated);
@@ -145,12 +194,10 @@ export async function answerOAuthRefresh(
       out = Buffer.from(JSON.stringify(data));
     }
     // Whatever the answer, no real value the host sent or received goes back to the box.
-    let text = out.toString('utf8');
-    for (const [real, shown] of reveals) text = text.split(real).join(shown);
-    out = Buffer.from(text);
-    answer.headers['content-length'] = out.length;
-    delete answer.headers['content-encoding'];
-    res.writeHead(answer.status, answer.headers);
+    out = Buffer.from(hide(out.toString('utf8'), reveals));
+    const headers = hideInHeaders(answer.headers, reveals);
+    headers['content-length'] = out.length;
+    res.writeHead(answer.status, headers);
     res.end(out);
   } catch (err) {
     failure = `OAuth refresh via ${target.host} failed: ${describeNetError(err)}`;

@@ -1,11 +1,13 @@
 import type { IncomingMessage, ServerResponse } from 'node:http';
 import type { TLSSocket } from 'node:tls';
+import type { EgressDenyCode } from '@agentbox/protocol';
 import type { BoxSession } from './box-session.js';
-import { decide } from './decide.js';
+import { decide, type EgressRequest } from './decide.js';
 import { forwardRequest, readBodyCapped, type ForwardPlan } from './forward.js';
 import { GITHUB_GRAPHQL_MAX_BODY_BYTES, judgeGithubGraphql } from './github-graphql.js';
 import { endToEndHeaders, respondDenied } from './http-util.js';
 import { answerOAuthRefresh, isOAuthRule } from './oauth-refresh.js';
+import type { OpenHold } from './open-registry.js';
 import { findPlaceholders, headersHavePlaceholder, injectHeaders } from './placeholders.js';
 import type { ConnectTarget } from './upstream.js';
 
@@ -22,6 +24,10 @@ export interface InterceptedConnection {
   readonly host: string;
   readonly port: number;
   readonly target: ConnectTarget;
+  /** The box's socket under the TLS (what policy updates cut, once per connection). */
+  readonly connection: object;
+  /** Destroys the TLS session and the box's socket. */
+  readonly cut: () => void;
 }
 
 function pathOnly(target: string): string {
@@ -49,27 +55,37 @@ export async function handleInterceptedRequest(
     return;
   }
   const servername = (req.socket as TLSSocket).servername;
-  const decision = decide(
-    {
-      stage: 'tls_request',
-      host: conn.host,
-      port: conn.port,
-      sni: typeof servername === 'string' && servername !== '' ? servername.toLowerCase() : null,
-      ...(req.headers.host === undefined ? {} : { hostHeader: req.headers.host }),
-      method,
-      path,
-      ...(conn.target.mapped ? {} : { addresses: conn.target.addresses }),
-    },
-    session.currentPolicy(),
-  );
+  const request: EgressRequest = {
+    stage: 'tls_request',
+    host: conn.host,
+    port: conn.port,
+    sni: typeof servername === 'string' && servername !== '' ? servername.toLowerCase() : null,
+    ...(req.headers.host === undefined ? {} : { hostHeader: req.headers.host }),
+    method,
+    path,
+    ...(conn.target.mapped ? {} : { addresses: conn.target.addresses }),
+  };
+  const decision = decide(request, session.currentPolicy());
+  const refuse = (code: EgressDenyCode, reason: string): void => {
+    respondDenied(res, code, reason);
+    // Drain what the box still sends so the 403 is read rather than reset.
+    req.resume();
+  };
   if (decision.action === 'deny') {
     const leak = urlLeak || headersHavePlaceholder(req.headers);
     session.recordDeny(conn.host, conn.port, method, path, decision, leak);
-    respondDenied(res, decision.code, decision.reason);
-    // Drain what the box still sends so the 403 is read rather than reset.
-    req.resume();
+    refuse(decision.code, decision.reason);
     return;
   }
+  // Held while in flight: a policy update that refuses it cuts the connection.
+  const held = session.hold(
+    conn.connection,
+    { mode: 'intercept', target: conn.target, request },
+    conn.cut,
+    refuse,
+  );
+  if (held === undefined) return;
+  res.once('close', () => held.release());
 
   const oauth = decision.inject.find(isOAuthRule);
   if (oauth !== undefined && method === 'POST' && pathOnly(path) === oauth.inject.path) {
@@ -93,8 +109,11 @@ export async function handleInterceptedRequest(
     leak: injection.leak || urlLeak,
     mode: 'intercept',
   };
-  if (decision.bodyCheck === 'github_graphql') await forwardGithubGraphql(session, req, res, conn, plan);
-  else forwardRequest(req, res, plan, session.forwardDeps);
+  if (decision.bodyCheck === 'github_graphql') {
+    await forwardGithubGraphql(session, req, res, conn, plan, held);
+  } else {
+    forwardRequest(req, res, plan, session.forwardDeps);
+  }
 }
 
 /**
@@ -107,6 +126,7 @@ async function forwardGithubGraphql(
   res: ServerResponse,
   conn: InterceptedConnection,
   plan: ForwardPlan,
+  held: OpenHold,
 ): Promise<void> {
   const method = req.method ?? 'GET';
   const refuse = (reason: string, leak: boolean): void => {
@@ -140,6 +160,7 @@ async function forwardGithubGraphql(
     refuse(verdict.reason, plan.leak || findPlaceholders(body.toString('latin1')).length > 0);
     return;
   }
+  held.facts = { ...held.facts, graphql: { operation: verdict.operation, repos: verdict.repos } };
   // The body sent is the judged one, re-serialized as plain JSON: no encoding header may reinterpret it.
   const headers = { ...plan.headers };
   for (const name of ['content-length', 'content-encoding', 'content-type', 'expect']) delete headers[name];

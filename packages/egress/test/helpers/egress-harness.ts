@@ -169,13 +169,19 @@ export interface ProxyResponse {
   body: string;
 }
 
-function readResponse(res: http.IncomingMessage): Promise<ProxyResponse> {
+/** A response read by these helpers: the body bytes too (a coded body does not survive `body`). */
+export interface ReceivedResponse extends ProxyResponse {
+  raw: Buffer;
+}
+
+function readResponse(res: http.IncomingMessage): Promise<ReceivedResponse> {
   return new Promise((resolve, reject) => {
     const chunks: Buffer[] = [];
     res.on('data', (c: Buffer) => chunks.push(c));
-    res.on('end', () =>
-      resolve({ status: res.statusCode ?? 0, headers: res.headers, body: Buffer.concat(chunks).toString() }),
-    );
+    res.on('end', () => {
+      const raw = Buffer.concat(chunks);
+      resolve({ status: res.statusCode ?? 0, headers: res.headers, body: raw.toString(), raw });
+    });
     res.on('error', reject);
   });
 }
@@ -185,7 +191,7 @@ export function proxyHttp(
   proxyPort: number,
   url: string,
   options: { method?: string; headers?: http.OutgoingHttpHeaders; body?: string } = {},
-): Promise<ProxyResponse> {
+): Promise<ReceivedResponse> {
   return new Promise((resolve, reject) => {
     const req = http.request({
       host: '127.0.0.1',
@@ -256,7 +262,13 @@ export interface HttpsOptions {
 export async function proxyHttps(proxyPort: number, host: string, path: string, options: HttpsOptions) {
   const tunnel = await connect(proxyPort, options.authority ?? `${host}:443`);
   if (tunnel.socket === undefined) {
-    return { status: tunnel.status, headers: tunnel.headers, body: tunnel.body, peerCertIssuer: '' };
+    return {
+      status: tunnel.status,
+      headers: tunnel.headers,
+      body: tunnel.body,
+      raw: Buffer.from(tunnel.body),
+      peerCertIssuer: '',
+    };
   }
   const servername = options.servername ?? host;
   const secure = await new Promise<tls.TLSSocket>((resolve, reject) => {
@@ -271,7 +283,7 @@ export async function proxyHttps(proxyPort: number, host: string, path: string, 
     s.once('error', reject);
   });
   const peerCertIssuer = String(secure.getPeerCertificate().issuer.CN);
-  return new Promise<ProxyResponse & { peerCertIssuer: string }>((resolve, reject) => {
+  return new Promise<ReceivedResponse & { peerCertIssuer: string }>((resolve, reject) => {
     const req = http.request({
       createConnection: () => secure,
       method: options.method ?? 'GET',
