@@ -2,6 +2,18 @@ import { Duplex } from 'node:stream';
 import type { Mux } from '@agentbox/protocol/wire';
 
 /**
+ * Bytes the peer sent past what the reader has taken, shared by the channels of one connection:
+ * each channel may hold up to its window, so only a shared bound keeps many stalled channels from
+ * adding up (256 guest channels × a 4 MiB window).
+ */
+export interface InboundBudget {
+  held: number;
+  readonly max: number;
+  /** A channel was reset because its data did not fit. */
+  onOverflow(channel: number): void;
+}
+
+/**
  * One mux channel as a node Duplex: what the peer sends arrives as readable data, writes go out as
  * Data frames, end() sends End. Credit is granted only as the reader consumes, so a slow consumer
  * (say, an upstream server) holds the guest back instead of filling host memory.
@@ -22,6 +34,7 @@ export class ChannelDuplex extends Duplex {
   constructor(
     private readonly mux: Mux,
     readonly channel: number,
+    private readonly budget?: InboundBudget,
   ) {
     super({ allowHalfOpen: true });
     mux.open(channel, {
@@ -36,10 +49,17 @@ export class ChannelDuplex extends Duplex {
         }
       },
       onData: (_stream, chunk) => {
+        if (this.destroyed) return;
         if (this.push(chunk)) this.mux.consumed(channel, chunk.length);
         else {
           this.flowing = false;
           this.uncredited += chunk.length;
+          if (!this.budget) return;
+          this.budget.held += chunk.length;
+          if (this.budget.held > this.budget.max) {
+            this.destroy(new Error('the guest sent more than the host holds for its stalled channels'));
+            this.budget.onOverflow(channel);
+          }
         }
       },
       onEnd: () => this.push(null),
@@ -51,6 +71,7 @@ export class ChannelDuplex extends Duplex {
     this.flowing = true;
     const bytes = this.uncredited;
     this.uncredited = 0;
+    if (this.budget) this.budget.held -= bytes;
     if (bytes > 0) this.mux.consumed(this.channel, bytes);
   }
 
@@ -63,6 +84,9 @@ export class ChannelDuplex extends Duplex {
   }
 
   override _destroy(error: Error | null, callback: (error?: Error | null) => void): void {
+    // What it held is dropped with it.
+    if (this.budget) this.budget.held -= this.uncredited;
+    this.uncredited = 0;
     const graceful = this.readableEnded && this.writableFinished;
     if (!this.closedByPeer && !graceful)
       this.queued(this.mux.sendJson(this.channel, { type: 'reset' })).catch(() => undefined);

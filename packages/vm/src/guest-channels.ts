@@ -1,7 +1,7 @@
 import type { Duplex } from 'node:stream';
 import { ChannelResetSchema, EgressOpenSchema, type EgressOpen } from '@agentbox/protocol';
 import type { Mux } from '@agentbox/protocol/wire';
-import { ChannelDuplex } from './channel-duplex.js';
+import { ChannelDuplex, type InboundBudget } from './channel-duplex.js';
 
 /** Receives each egress connection the guest opens (one client of the in-box proxy). */
 export type EgressHandler = (stream: Duplex, meta: EgressOpen) => void;
@@ -13,6 +13,12 @@ export const MAX_GUEST_CHANNELS = 256;
  * read of the stream holds at most ~1,400 opens, so only a guest that stopped reading loses any.
  */
 export const MAX_PENDING_REFUSALS = 4096;
+/**
+ * Bytes the guest may have sent on its channels past what their readers (upstream connections)
+ * have taken, all channels together: each may hold its 4 MiB window, which 256 would make 1 GiB.
+ * Past it the channel whose data did not fit is reset. Readers that keep up hold ~16 KiB each.
+ */
+export const MAX_GUEST_INBOUND_BYTES = 64 * 1024 * 1024;
 
 /** What a box with no egress handler answers: egress is off, and says so to the client. */
 const EGRESS_DISABLED_BODY = 'agentbox: network egress is disabled for this box\n';
@@ -56,16 +62,38 @@ export class GuestChannels {
   private refusedCount = 0;
   private capNoticed = false;
   private egressHandler: EgressHandler | undefined;
+  private readonly inbound: InboundBudget;
+  private inboundResets = 0;
 
   constructor(
     private readonly mux: Mux,
-    /** Called once per connection, when the guest first reaches the cap. */
-    private readonly onCapReached: (message: string) => void,
-  ) {}
+    /** Called when the guest reaches a bound (the caller reports each kind once). */
+    private readonly onLimit: (limit: 'guest_channels' | 'inbound_bytes', message: string) => void,
+  ) {
+    this.inbound = {
+      held: 0,
+      max: MAX_GUEST_INBOUND_BYTES,
+      onOverflow: (channel) => {
+        this.inboundResets++;
+        this.onLimit(
+          'inbound_bytes',
+          `the guest sent more than ${MAX_GUEST_INBOUND_BYTES} bytes its channels' readers had not taken: channel ${channel} was reset`,
+        );
+      },
+    };
+  }
 
-  /** Channels the guest holds now, and opens refused (or dropped) so far. */
-  get stats(): { held: number; refused: number } {
-    return { held: this.held, refused: this.refusedCount };
+  /**
+   * Channels the guest holds now, opens refused (or dropped) so far, bytes held for stalled
+   * readers, and channels reset because those did not fit.
+   */
+  get stats(): { held: number; refused: number; inboundBytes: number; inboundResets: number } {
+    return {
+      held: this.held,
+      refused: this.refusedCount,
+      inboundBytes: this.inbound.held,
+      inboundResets: this.inboundResets,
+    };
   }
 
   setEgressHandler(handler: EgressHandler | undefined): void {
@@ -89,14 +117,15 @@ export class GuestChannels {
       this.refusedCount++;
       if (open.success && !this.capNoticed) {
         this.capNoticed = true;
-        this.onCapReached(
+        this.onLimit(
+          'guest_channels',
           `the guest opened more than ${MAX_GUEST_CHANNELS} channels at once: later opens are refused until it closes some`,
         );
       }
       if (verdict.action === 'refuse') this.refuse(channel, verdict.reason);
       return;
     }
-    const stream = new ChannelDuplex(this.mux, channel);
+    const stream = new ChannelDuplex(this.mux, channel, this.inbound);
     this.held++;
     this.live.set(channel, stream);
     void stream.released.then(() => this.held--);

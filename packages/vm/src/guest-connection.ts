@@ -59,7 +59,7 @@ export const MAX_QUEUED_CONTROL_BYTES = 4 * 1024 * 1024;
 
 /** A bound the guest reached; reported once per connection and bound, not once per frame. */
 export interface GuestLimitNotice {
-  limit: 'guest_channels' | 'queued_messages';
+  limit: 'guest_channels' | 'queued_messages' | 'inbound_bytes';
   message: string;
   /** The VM whose guest reached it (GuestConnectionOptions.vmId). */
   vmId?: string;
@@ -96,9 +96,7 @@ export class GuestConnection {
 
   constructor(private readonly options: GuestConnectionOptions = {}) {
     this.mux = this.newMux();
-    this.guestChannels = new GuestChannels(this.mux, (message) =>
-      this.notice({ limit: 'guest_channels', message }),
-    );
+    this.guestChannels = new GuestChannels(this.mux, (limit, message) => this.notice({ limit, message }));
   }
 
   get info(): Hello | undefined {
@@ -112,11 +110,24 @@ export class GuestConnection {
 
   /**
    * What the guest costs this connection against its bounds: the channels it holds, opens refused,
-   * and channels closed because the guest left too many messages unread.
+   * channels closed because the guest left too many messages unread, bytes it sent that stalled
+   * readers have not taken, and channels reset because those did not fit.
    */
-  get limits(): { guestChannels: number; refusedOpens: number; overflowedChannels: number } {
-    const { held, refused } = this.guestChannels.stats;
-    return { guestChannels: held, refusedOpens: refused, overflowedChannels: this.overflowCount };
+  get limits(): {
+    guestChannels: number;
+    refusedOpens: number;
+    overflowedChannels: number;
+    inboundBytes: number;
+    inboundResets: number;
+  } {
+    const { held, refused, inboundBytes, inboundResets } = this.guestChannels.stats;
+    return {
+      guestChannels: held,
+      refusedOpens: refused,
+      overflowedChannels: this.overflowCount,
+      inboundBytes,
+      inboundResets,
+    };
   }
 
   /** `performance.now()` of the last call opened or finished on this connection. */

@@ -8,7 +8,11 @@ import {
   MAX_QUEUED_CONTROL_BYTES,
   type GuestLimitNotice,
 } from '../../src/guest-connection.js';
-import { MAX_GUEST_CHANNELS, MAX_PENDING_REFUSALS } from '../../src/guest-channels.js';
+import {
+  MAX_GUEST_CHANNELS,
+  MAX_GUEST_INBOUND_BYTES,
+  MAX_PENDING_REFUSALS,
+} from '../../src/guest-channels.js';
 
 const tick = () => new Promise((r) => setImmediate(r));
 const json = (channel: number, message: unknown) =>
@@ -212,5 +216,51 @@ describe('channels a guest opens', () => {
     for (let i = 0; i < 50 && !guest.request('ping'); i++) await tick();
     guest.send(json(guest.request('ping')!.channel, { type: 'result', value: { now: 1 } }));
     await expect(ping).resolves.toEqual({ now: 1 });
+  });
+
+  it('what the guest sends to readers that stall is bounded for all its channels together', async () => {
+    const guest = scriptedGuest({ reads: true });
+    await guest.conn.waitForHello();
+    const streams: Duplex[] = [];
+    guest.conn.setEgressHandler((stream) => streams.push(stream)); // upstreams that never read
+    const channels = 24; // a full 4 MiB window each: 96 MiB, over the shared bound
+    guest.send(
+      ...Array.from({ length: channels }, (_, i) =>
+        json(guestChannel(i + 1), { type: 'egress', clientPort: i }),
+      ),
+    );
+    await tick();
+    expect(streams).toHaveLength(channels);
+    const chunk = Buffer.alloc(1024 * 1024, 0x62);
+    for (let i = 1; i <= channels; i++) {
+      for (let j = 0; j < 4; j++) guest.send(encodeFrame(FrameKind.Data, guestChannel(i), chunk));
+      await tick();
+    }
+    // What live streams hold (a reset one is let go of by its reader, as the gateway does).
+    const held = streams.filter((s) => !s.destroyed).reduce((sum, s) => sum + s.readableLength, 0);
+    expect(held).toBeLessThanOrEqual(MAX_GUEST_INBOUND_BYTES + chunk.length);
+    expect(guest.conn.limits.inboundBytes).toBeLessThanOrEqual(MAX_GUEST_INBOUND_BYTES);
+    const reset = streams.filter((s) => s.destroyed);
+    expect(reset.length).toBeGreaterThan(0);
+    expect(guest.conn.limits.inboundResets).toBe(reset.length);
+    expect(guest.notices.map((n) => n.limit)).toEqual(['inbound_bytes']);
+    const resets = guest.received.filter((f) => f.kind === FrameKind.Json && parse(f).type === 'reset');
+    expect(resets.map((f) => f.channel).sort()).toEqual(
+      reset.map((s) => (s as unknown as { channel: number }).channel).sort(),
+    );
+
+    // A reader that catches up gives the room back, and a channel carries data again.
+    const live = streams.find((s) => !s.destroyed)!;
+    live.resume();
+    await tick();
+    expect(guest.conn.limits.inboundBytes).toBeLessThan(held);
+    const fresh = streams.length;
+    guest.send(json(guestChannel(100), { type: 'egress', clientPort: 100 }));
+    await tick();
+    const received: Buffer[] = [];
+    streams[fresh]!.on('data', (c: Buffer) => received.push(c));
+    guest.send(encodeFrame(FrameKind.Data, guestChannel(100), Buffer.from('after')));
+    await tick();
+    expect(Buffer.concat(received).toString()).toBe('after');
   });
 });
