@@ -3,9 +3,13 @@ import { asBuffer, utf8 } from './bytes.js';
 import { sdkError } from './errors.js';
 import type { HttpTransport, RequestOpts } from './http.js';
 
-/** What `files.write` takes: text (UTF-8), bytes, or a stream of bytes (uploaded as it is read). */
+/**
+ * What `files.write` takes: text (UTF-8), bytes, a `Blob` (a browser's `File`: sent as fetch reads
+ * it, over any HTTP version), or a stream of bytes (uploaded as it is read; browsers stream a
+ * request body only over HTTP/2, so there pass the `File` itself).
+ */
 export type FileData =
-  string | Uint8Array | ArrayBuffer | ReadableStream<Uint8Array> | AsyncIterable<Uint8Array>;
+  string | Uint8Array | ArrayBuffer | Blob | ReadableStream<Uint8Array> | AsyncIterable<Uint8Array>;
 
 export interface WriteResult {
   /** The absolute path written. */
@@ -13,10 +17,11 @@ export interface WriteResult {
   bytes: number;
 }
 
-function toBody(data: FileData): Uint8Array | ReadableStream<Uint8Array> {
+function toBody(data: FileData): Uint8Array | Blob | ReadableStream<Uint8Array> {
   if (typeof data === 'string') return utf8(data);
   if (data instanceof Uint8Array) return data;
   if (data instanceof ArrayBuffer) return new Uint8Array(data);
+  if (data instanceof Blob) return data;
   if (data instanceof ReadableStream) return data;
   return ReadableStream.from(data);
 }

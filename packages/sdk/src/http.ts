@@ -26,7 +26,7 @@ export interface HttpRequest extends RequestOpts {
   /** Sent as JSON. */
   json?: unknown;
   /** Sent as bytes (application/octet-stream), possibly streamed. */
-  bytes?: Uint8Array | ReadableStream<Uint8Array>;
+  bytes?: Uint8Array | Blob | ReadableStream<Uint8Array>;
   headers?: Record<string, string>;
   /** The route needs no key (`GET /health`). */
   anonymous?: boolean;

@@ -131,8 +131,17 @@ describe('Sandbox over the fake driver', () => {
       'notes/c.txt',
       Readable.from([Buffer.from('one '), Buffer.from('two')]) as AsyncIterable<Uint8Array>,
     );
+    // A browser's File is a Blob: sent as it is, no stream needed.
+    expect(await box.files.write('notes/d.bin', new Blob([bytes.subarray(0, 1000), 'tail']))).toMatchObject({
+      bytes: 1004,
+    });
     expect(await box.files.readText('notes/a.txt')).toBe('alpha\n');
     expect((await box.files.read('notes/b.bin')).equals(bytes)).toBe(true);
+    expect(
+      (await box.files.read('notes/d.bin')).equals(
+        Buffer.concat([bytes.subarray(0, 1000), Buffer.from('tail')]),
+      ),
+    ).toBe(true);
     expect(await box.files.readText('notes/c.txt')).toBe('one two');
     const chunks: Uint8Array[] = [];
     for await (const chunk of (await box.files.readStream(
@@ -145,13 +154,14 @@ describe('Sandbox over the fake driver', () => {
       ['a.txt', 'file', 6],
       ['b.bin', 'file', 200_000],
       ['c.txt', 'file', 7],
+      ['d.bin', 'file', 1004],
     ]);
     // The command sees what the files API wrote.
     expect((await box.commands.run('cat notes/a.txt')).stdout).toBe('alpha\n');
     // A name JSON cannot carry is left out of the entries, and counted.
     await box.commands.run(`touch "notes/$(printf 'bad\\377')"`);
     const listing = await box.files.listing('notes');
-    expect([listing.entries.length, listing.omitted]).toEqual([3, 1]);
+    expect([listing.entries.length, listing.omitted]).toEqual([4, 1]);
     await expect(box.files.read('notes')).rejects.toThrow(/is a directory/);
     await expect(box.files.list('notes/a.txt')).rejects.toThrow(/not a directory/);
     expect(await box.files.exists('notes/a.txt')).toBe(true);
