@@ -7,10 +7,10 @@ import type { Mux } from '@agentbox/protocol/wire';
  * adding up (256 guest channels × a 4 MiB window).
  */
 export interface InboundBudget {
-  held: number;
-  readonly max: number;
-  /** A channel was reset because its data did not fit. */
-  onOverflow(channel: number): void;
+  /** `bytes` more are held for a stalled reader (the owner may reset a channel, this one too). */
+  add(bytes: number): void;
+  /** `bytes` held were taken by the reader, or dropped with the channel. */
+  remove(bytes: number): void;
 }
 
 /**
@@ -22,6 +22,7 @@ export class ChannelDuplex extends Duplex {
   private uncredited = 0;
   private flowing = true;
   private closedByPeer = false;
+  private endedByPeer = false;
   /** The frame queued last: frames of a channel settle in order, so this one settles last. */
   private lastQueued: Promise<unknown> = Promise.resolve();
   private release!: () => void;
@@ -49,21 +50,25 @@ export class ChannelDuplex extends Duplex {
         }
       },
       onData: (_stream, chunk) => {
-        if (this.destroyed) return;
+        // Data after the peer's End (or a reset) has no reader: dropped, not held or counted.
+        if (this.destroyed || this.endedByPeer) return;
         if (this.push(chunk)) this.mux.consumed(channel, chunk.length);
-        else {
+        else if (!this.destroyed) {
           this.flowing = false;
           this.uncredited += chunk.length;
-          if (!this.budget) return;
-          this.budget.held += chunk.length;
-          if (this.budget.held > this.budget.max) {
-            this.destroy(new Error('the guest sent more than the host holds for its stalled channels'));
-            this.budget.onOverflow(channel);
-          }
+          this.budget?.add(chunk.length);
         }
       },
-      onEnd: () => this.push(null),
+      onEnd: () => {
+        this.endedByPeer = true;
+        this.push(null);
+      },
     });
+  }
+
+  /** Bytes received that the reader has not taken yet (beyond the stream's own buffer size). */
+  get heldBytes(): number {
+    return this.uncredited;
   }
 
   override _read(): void {
@@ -71,8 +76,10 @@ export class ChannelDuplex extends Duplex {
     this.flowing = true;
     const bytes = this.uncredited;
     this.uncredited = 0;
-    if (this.budget) this.budget.held -= bytes;
-    if (bytes > 0) this.mux.consumed(this.channel, bytes);
+    if (bytes > 0) {
+      this.budget?.remove(bytes);
+      this.mux.consumed(this.channel, bytes);
+    }
   }
 
   override _write(chunk: Buffer, _encoding: BufferEncoding, callback: (error?: Error | null) => void): void {
@@ -85,7 +92,7 @@ export class ChannelDuplex extends Duplex {
 
   override _destroy(error: Error | null, callback: (error?: Error | null) => void): void {
     // What it held is dropped with it.
-    if (this.budget) this.budget.held -= this.uncredited;
+    if (this.uncredited > 0) this.budget?.remove(this.uncredited);
     this.uncredited = 0;
     const graceful = this.readableEnded && this.writableFinished;
     if (!this.closedByPeer && !graceful)

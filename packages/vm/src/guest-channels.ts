@@ -16,7 +16,8 @@ export const MAX_PENDING_REFUSALS = 4096;
 /**
  * Bytes the guest may have sent on its channels past what their readers (upstream connections)
  * have taken, all channels together: each may hold its 4 MiB window, which 256 would make 1 GiB.
- * Past it the channel whose data did not fit is reset. Readers that keep up hold ~16 KiB each.
+ * Past it the channel holding the most is reset: 16 uploads stalled at a full window fit, and a
+ * small request that stalls briefly is never the one cut. Readers that keep up hold ~16 KiB each.
  */
 export const MAX_GUEST_INBOUND_BYTES = 64 * 1024 * 1024;
 
@@ -62,26 +63,23 @@ export class GuestChannels {
   private refusedCount = 0;
   private capNoticed = false;
   private egressHandler: EgressHandler | undefined;
-  private readonly inbound: InboundBudget;
+  private inboundHeld = 0;
   private inboundResets = 0;
+  private readonly inbound: InboundBudget = {
+    add: (bytes) => {
+      this.inboundHeld += bytes;
+      while (this.inboundHeld > MAX_GUEST_INBOUND_BYTES && this.resetLargestHolder());
+    },
+    remove: (bytes) => {
+      this.inboundHeld -= bytes;
+    },
+  };
 
   constructor(
     private readonly mux: Mux,
     /** Called when the guest reaches a bound (the caller reports each kind once). */
     private readonly onLimit: (limit: 'guest_channels' | 'inbound_bytes', message: string) => void,
-  ) {
-    this.inbound = {
-      held: 0,
-      max: MAX_GUEST_INBOUND_BYTES,
-      onOverflow: (channel) => {
-        this.inboundResets++;
-        this.onLimit(
-          'inbound_bytes',
-          `the guest sent more than ${MAX_GUEST_INBOUND_BYTES} bytes its channels' readers had not taken: channel ${channel} was reset`,
-        );
-      },
-    };
-  }
+  ) {}
 
   /**
    * Channels the guest holds now, opens refused (or dropped) so far, bytes held for stalled
@@ -91,7 +89,7 @@ export class GuestChannels {
     return {
       held: this.held,
       refused: this.refusedCount,
-      inboundBytes: this.inbound.held,
+      inboundBytes: this.inboundHeld,
       inboundResets: this.inboundResets,
     };
   }
@@ -139,6 +137,22 @@ export class GuestChannels {
       return;
     }
     this.egressHandler(stream, open.data);
+  }
+
+  /** Resets the channel whose reader has the most waiting; false if none holds anything. */
+  private resetLargestHolder(): boolean {
+    let largest: ChannelDuplex | undefined;
+    for (const stream of this.live.values())
+      if (!stream.destroyed && stream.heldBytes > (largest?.heldBytes ?? 0)) largest = stream;
+    if (!largest) return false;
+    this.inboundResets++;
+    this.onLimit(
+      'inbound_bytes',
+      `the guest sent more than ${MAX_GUEST_INBOUND_BYTES} bytes its channels' readers had not taken: ` +
+        `channel ${largest.channel} (${largest.heldBytes} bytes waiting) was reset`,
+    );
+    largest.destroy(new Error('the guest sent more than the host holds for its stalled channels'));
+    return true;
   }
 
   /** The mux closed `channel` (its queue overflowed): its stream goes too. */

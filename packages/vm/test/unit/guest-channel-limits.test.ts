@@ -263,4 +263,59 @@ describe('channels a guest opens', () => {
     await tick();
     expect(Buffer.concat(received).toString()).toBe('after');
   });
+
+  it('past the inbound bound the channel holding the most is reset, not a small one that stalls', async () => {
+    const guest = scriptedGuest({ reads: true });
+    await guest.conn.waitForHello();
+    const streams: Duplex[] = [];
+    guest.conn.setEgressHandler((stream) => streams.push(stream));
+    const opens = (from: number, n: number) =>
+      Array.from({ length: n }, (_, i) =>
+        json(guestChannel(from + i), { type: 'egress', clientPort: from + i }),
+      );
+    // 16 uploads to upstreams that stall, each at a full 4 MiB window: exactly the bound.
+    guest.send(...opens(1, 16));
+    await tick();
+    const chunk = Buffer.alloc(1024 * 1024, 0x63);
+    for (let i = 1; i <= 16; i++)
+      for (let j = 0; j < 4; j++) guest.send(encodeFrame(FrameKind.Data, guestChannel(i), chunk));
+    await tick();
+    expect(guest.conn.limits).toMatchObject({ inboundBytes: MAX_GUEST_INBOUND_BYTES, inboundResets: 0 });
+    // An API request whose reader is briefly busy: 64 KiB past the bound.
+    guest.send(...opens(17, 1));
+    await tick();
+    const api = streams[16]!;
+    guest.send(encodeFrame(FrameKind.Data, guestChannel(17), Buffer.alloc(64 * 1024, 0x64)));
+    await tick();
+    expect(api.destroyed).toBe(false);
+    expect(streams.filter((s) => s.destroyed)).toHaveLength(1);
+    expect(guest.conn.limits.inboundResets).toBe(1);
+    expect(guest.conn.limits.inboundBytes).toBeLessThanOrEqual(MAX_GUEST_INBOUND_BYTES);
+    const body: Buffer[] = [];
+    api.on('data', (c: Buffer) => body.push(c));
+    await tick();
+    expect(Buffer.concat(body).length).toBe(64 * 1024);
+  });
+
+  it('data a guest sends after its End is dropped, and never counts against the bound', async () => {
+    const guest = scriptedGuest({ reads: true });
+    await guest.conn.waitForHello();
+    const streams: Duplex[] = [];
+    guest.conn.setEgressHandler((stream) => {
+      streams.push(stream);
+      stream.on('error', () => undefined);
+      stream.resume(); // a reader that keeps up
+    });
+    const chunk = Buffer.alloc(1024 * 1024, 0x65);
+    for (let i = 1; i <= 80; i++) {
+      guest.send(
+        json(guestChannel(i), { type: 'egress', clientPort: i }),
+        encodeFrame(FrameKind.End, guestChannel(i), Buffer.alloc(0)),
+        encodeFrame(FrameKind.Data, guestChannel(i), chunk),
+      );
+      await tick();
+    }
+    expect(streams).toHaveLength(80);
+    expect(guest.conn.limits).toMatchObject({ inboundBytes: 0, inboundResets: 0 });
+  });
 });
