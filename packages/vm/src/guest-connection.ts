@@ -57,6 +57,9 @@ interface OpenCall {
  */
 export const MAX_QUEUED_CONTROL_BYTES = 4 * 1024 * 1024;
 
+/** How long a cancelled exec may take to answer before the host fails it itself. */
+export const EXEC_CANCEL_GRACE_MS = 10_000;
+
 /** A bound the guest reached; reported once per connection and bound, not once per frame. */
 export interface GuestLimitNotice {
   limit: 'guest_channels' | 'queued_messages' | 'inbound_bytes';
@@ -438,13 +441,30 @@ export class GuestConnection {
     return new Promise<ExecExit>((resolve, reject) => {
       let settled = false;
       let delivering = Promise.resolve();
+      let unanswered: NodeJS.Timeout | undefined;
       const settle = (fn: () => void) => {
         if (settled) return;
         settled = true;
+        clearTimeout(unanswered);
         handlers.signal?.removeEventListener('abort', onAbort);
         fn();
       };
-      const onAbort = () => this.cancel(channel);
+      // The guest ends a cancelled process and answers in ms; one that does not (hung, or hostile)
+      // must not hold the caller (a task's queue slot) forever: the call is failed here.
+      const onAbort = () => {
+        this.cancel(channel);
+        unanswered ??= setTimeout(() => {
+          this.finish(channel);
+          settle(() =>
+            reject(
+              new AgentboxError(
+                'guest_unreachable',
+                `the guest did not end the process within ${EXEC_CANCEL_GRACE_MS / 1000} s of its cancel`,
+              ),
+            ),
+          );
+        }, EXEC_CANCEL_GRACE_MS).unref();
+      };
       const channel = this.open(
         { op: 'exec', ...request, stdin: handlers.stdin !== undefined },
         {
