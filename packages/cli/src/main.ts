@@ -207,7 +207,7 @@ export function buildProgram(setExit: (code: number) => void): Command {
       )
         .argParser(intOption('--max-task-output-mib', 1, 64 * 1024))
         // The host's DEFAULT_TASK_OUTPUT_LIMITS.
-        .default(64),
+        .default(256),
     )
     .addOption(
       new Option(

@@ -49,6 +49,12 @@ function parseForm(body: Buffer, contentType: string): Form | undefined {
   return undefined;
 }
 
+/** `body` as a JSON object whatever its content type said, or undefined. */
+function jsonObject(body: Buffer): Record<string, unknown> | undefined {
+  const form = parseForm(body, 'application/json');
+  return form?.kind === 'json' ? { ...form.data } : undefined;
+}
+
 function field(form: Form, name: string): string | undefined {
   const value = form.kind === 'json' ? form.data[name] : form.data.get(name);
   return typeof value === 'string' ? value : undefined;
@@ -176,21 +182,22 @@ export async function answerOAuthRefresh(
       // A success that is not the token object cannot be rewritten, and may hold the new tokens
       // in a form the scrub below does not know: refused like any other failed refresh.
       const answerForm = parseForm(answer.body, String(answer.headers['content-type'] ?? ''));
-      const data = answerForm?.kind === 'json' ? { ...answerForm.data } : undefined;
-      if (data === undefined || typeof data.access_token !== 'string') {
+      const data = answerForm?.kind === 'json' ? { ...answerForm.data } : jsonObject(answer.body);
+      const rotated = typeof data?.refresh_token === 'string' ? data.refresh_token : undefined;
+      if (rotated !== undefined) {
+        // The old refresh token is spent: every box's refresh placeholder now stands for the new
+        // one. Kept even from an answer the box is refused, or every box would be locked out.
+        deps.store.set(rule.secret, rotated);
+        reveals.push([rotated, presented!]);
+      }
+      if (answerForm?.kind !== 'json' || data === undefined || typeof data.access_token !== 'string') {
         throw new Error(`${target.host} answered ${answer.status} without a JSON token object`);
       }
       const access = data.access_token;
-      const rotated = typeof data.refresh_token === 'string' ? data.refresh_token : undefined;
       const accessPlaceholder = deps.registry.mint(rule.inject.accessSecret, access);
       data.access_token = accessPlaceholder;
       reveals.push([access, accessPlaceholder]);
-      if (rotated !== undefined) {
-        // The old refresh token is spent: every box's refresh placeholder now stands for the new one.
-        deps.store.set(rule.secret, rotated);
-        data.refresh_token = presented;
-        reveals.push([rotated, presented!]);
-      }
+      if (rotated !== undefined) data.refresh_token = presented;
       out = Buffer.from(JSON.stringify(data));
     }
     // Whatever the answer, no real value the host sent or received goes back to the box.

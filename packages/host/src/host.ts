@@ -73,7 +73,7 @@ export interface HostOptions {
   /** Tasks running at once on this host; the rest wait in FIFO order. */
   maxConcurrentTasks?: number;
   /**
-   * Caps on each task's stored events (default 64 MiB, 100,000 events): a task whose agent prints
+   * Caps on each task's stored events (default 256 MiB, 100,000 events): a task whose agent prints
    * more is stopped and fails `output_limit`.
    */
   taskOutputLimits?: Partial<TaskOutputLimits>;

@@ -91,8 +91,8 @@ describe('a successful refresh answer that is not the token object', () => {
   });
 
   it.each([
-    ['no access_token', { token: { access_token: NEW_ACCESS }, refresh_token: ROTATED }],
-    ['a non-string access_token', { access_token: [NEW_ACCESS], refresh_token: ROTATED }],
+    ['no access_token', { token: { access_token: NEW_ACCESS } }],
+    ['a non-string access_token', { access_token: [NEW_ACCESS] }],
     ['a JSON array', [{ access_token: NEW_ACCESS }]],
   ])('200 application/json with %s → 502 oauth_refresh_failed', async (_what, data) => {
     answer = (_sent, res) => {
@@ -105,6 +105,24 @@ describe('a successful refresh answer that is not the token object', () => {
     expect(record.code).toBe('oauth_refresh_failed');
     expect(h.secrets.reveal('CLAUDE_CODE_OAUTH_REFRESH_TOKEN')).toBe(REAL_REFRESH);
   });
+
+  it.each([
+    ['application/json without an access_token', 'application/json', { refresh_token: ROTATED }],
+    ['text/plain JSON', 'text/plain', { access_token: NEW_ACCESS, refresh_token: ROTATED }],
+  ])(
+    'a refused answer (%s) that rotated the refresh token: the box gets 502, the host keeps the new token',
+    async (_what, type, data) => {
+      answer = (_sent, res) => {
+        res.writeHead(200, { 'content-type': type });
+        res.end(JSON.stringify(data));
+      };
+      const { r, record } = await refresh();
+      expect(r.status).toBe(502);
+      expect(record.code).toBe('oauth_refresh_failed');
+      // The old one is spent upstream: keeping it would lock every box out.
+      expect(h.secrets.reveal('CLAUDE_CODE_OAUTH_REFRESH_TOKEN')).toBe(ROTATED);
+    },
+  );
 });
 
 describe('coded answers from an endpoint that ignores identity', () => {

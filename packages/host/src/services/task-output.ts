@@ -14,8 +14,12 @@ export interface TaskOutputLimits {
   maxEvents: number;
 }
 
+/**
+ * Room for long sessions: each event counts twice (content and raw), and Claude Code's stream
+ * repeats every tool result, so a file read is stored 2–3 times; a runaway agent still stops here.
+ */
 export const DEFAULT_TASK_OUTPUT_LIMITS: Readonly<TaskOutputLimits> = {
-  maxBytes: 64 * 1024 * 1024,
+  maxBytes: 256 * 1024 * 1024,
   maxEvents: 100_000,
 };
 
