@@ -1,4 +1,4 @@
-import http, { type IncomingMessage, type OutgoingHttpHeaders, type ServerResponse } from 'node:http';
+import http, { type IncomingMessage, type ServerResponse } from 'node:http';
 import https from 'node:https';
 import net from 'node:net';
 import type { Readable } from 'node:stream';
@@ -6,7 +6,7 @@ import type { EgressAuditRecord } from '@agentbox/protocol';
 import { PlaceholderSpotter, ReplaceTransform } from './body-scan.js';
 import { contentCodingOf, createDecoder } from './content-coding.js';
 import { auditPath, endToEndHeaders, respondFailed } from './http-util.js';
-import type { HeaderMap } from './placeholders.js';
+import { scrubHeaders, scrubText, type HeaderMap } from './placeholders.js';
 import { describeNetError, pinnedLookup, type ConnectTarget } from './upstream.js';
 
 /**
@@ -40,22 +40,6 @@ export interface ForwardPlan {
   readonly body?: Buffer;
   /** What the audit record says when the exchange succeeds (default: the host is allowed). */
   readonly reason?: string;
-}
-
-function scrubText(value: string, scrub: ReadonlyArray<readonly [string, string]>): string {
-  return scrub.reduce((acc, [real, shown]) => (real.length > 0 ? acc.split(real).join(shown) : acc), value);
-}
-
-function scrubHeaders(
-  headers: HeaderMap,
-  scrub: ReadonlyArray<readonly [string, string]>,
-): OutgoingHttpHeaders {
-  const out: OutgoingHttpHeaders = {};
-  for (const [name, value] of Object.entries(headers)) {
-    if (value === undefined) continue;
-    out[name] = Array.isArray(value) ? value.map((v) => scrubText(v, scrub)) : scrubText(value, scrub);
-  }
-  return out;
 }
 
 /**

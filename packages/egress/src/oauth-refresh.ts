@@ -4,7 +4,7 @@ import type { SecretInjectionRule } from '@agentbox/protocol';
 import { contentCodingOf, decodeBody } from './content-coding.js';
 import { readBody, type ForwardDeps } from './forward.js';
 import { auditPath, endToEndHeaders, respondFailed } from './http-util.js';
-import { findPlaceholders, type PlaceholderRegistry } from './placeholders.js';
+import { findPlaceholders, scrubHeaders, scrubText, type PlaceholderRegistry } from './placeholders.js';
 import type { SecretStore } from './secrets.js';
 import { describeNetError, pinnedLookup, type ConnectTarget } from './upstream.js';
 
@@ -124,28 +124,6 @@ function send(
   });
 }
 
-/** Replaces every real value with what the box is shown, in text. */
-function hide(text: string, reveals: ReadonlyArray<readonly [string, string]>): string {
-  for (const [real, shown] of reveals) text = text.split(real).join(shown);
-  return text;
-}
-
-function hideInHeaders(
-  headers: OutgoingHttpHeaders,
-  reveals: ReadonlyArray<readonly [string, string]>,
-): OutgoingHttpHeaders {
-  const out: OutgoingHttpHeaders = {};
-  for (const [name, value] of Object.entries(headers)) {
-    if (value === undefined) continue;
-    out[name] = Array.isArray(value)
-      ? value.map((v) => hide(v, reveals))
-      : typeof value === 'string'
-        ? hide(value, reveals)
-        : value;
-  }
-  return out;
-}
-
 /** Handles a request to an oauth_refresh rule's token endpoint. Resolves when the answer is sent. */
 export async function answerOAuthRefresh(
   req: IncomingMessage,
@@ -201,8 +179,8 @@ export async function answerOAuthRefresh(
       out = Buffer.from(JSON.stringify(data));
     }
     // Whatever the answer, no real value the host sent or received goes back to the box.
-    out = Buffer.from(hide(out.toString('utf8'), reveals));
-    const headers = hideInHeaders(answer.headers, reveals);
+    out = Buffer.from(scrubText(out.toString('utf8'), reveals));
+    const headers = scrubHeaders(answer.headers, reveals);
     headers['content-length'] = out.length;
     res.writeHead(answer.status, headers);
     res.end(out);

@@ -193,3 +193,28 @@ export function injectHeaders(
   }
   return { headers: out, injected: [...injected], leak, scrub };
 }
+
+/** Pairs of [real value, what the box is shown instead]: what a scrub replaces. */
+export type Scrub = ReadonlyArray<readonly [real: string, shown: string]>;
+
+/** `text` with every real value replaced by what the box is shown. */
+export function scrubText(text: string, scrub: Scrub): string {
+  return scrub.reduce((acc, [real, shown]) => (real.length > 0 ? acc.split(real).join(shown) : acc), text);
+}
+
+/** Headers with every real value replaced in each string value; numbers pass as they are. */
+export function scrubHeaders(
+  headers: Readonly<Record<string, string | string[] | number | undefined>>,
+  scrub: Scrub,
+): Record<string, string | string[] | number> {
+  const out: Record<string, string | string[] | number> = {};
+  for (const [name, value] of Object.entries(headers)) {
+    if (value === undefined) continue;
+    out[name] = Array.isArray(value)
+      ? value.map((v) => scrubText(v, scrub))
+      : typeof value === 'string'
+        ? scrubText(value, scrub)
+        : value;
+  }
+  return out;
+}

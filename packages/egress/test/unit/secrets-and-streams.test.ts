@@ -5,7 +5,7 @@ import { Readable } from 'node:stream';
 import { inspect } from 'node:util';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { PlaceholderSpotter, ReplaceTransform } from '../../src/body-scan.js';
-import { injectHeaders, PlaceholderRegistry } from '../../src/placeholders.js';
+import { injectHeaders, PlaceholderRegistry, scrubHeaders, scrubText } from '../../src/placeholders.js';
 import { compilePolicy, DEFAULT_INJECTION_RULES, rulesForHost, SecretStore } from '../../src/index.js';
 
 describe('SecretStore', () => {
@@ -141,5 +141,35 @@ describe('ReplaceTransform and PlaceholderSpotter', () => {
     expect(s.found).toBe(false);
     s.push(Buffer.from('ph-0123'));
     expect(s.found).toBe(true);
+  });
+});
+
+describe('scrubText / scrubHeaders', () => {
+  const scrub = [
+    ['sk-REAL-1', 'agentbox-ph-a'],
+    ['', 'never-inserted'],
+  ] as const;
+
+  it('replace every real value, and ignore an empty one', () => {
+    expect(scrubText('a sk-REAL-1 b sk-REAL-1', scrub)).toBe('a agentbox-ph-a b agentbox-ph-a');
+    expect(scrubText('plain', scrub)).toBe('plain');
+  });
+
+  it('scrub string and list header values, keep numbers, drop undefined', () => {
+    expect(
+      scrubHeaders(
+        {
+          'x-echo': 'Bearer sk-REAL-1',
+          'set-cookie': ['t=sk-REAL-1', 'u=1'],
+          'content-length': 12,
+          gone: undefined,
+        },
+        scrub,
+      ),
+    ).toEqual({
+      'x-echo': 'Bearer agentbox-ph-a',
+      'set-cookie': ['t=agentbox-ph-a', 'u=1'],
+      'content-length': 12,
+    });
   });
 });

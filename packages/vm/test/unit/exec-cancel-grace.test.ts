@@ -1,43 +1,8 @@
-import { Duplex } from 'node:stream';
-import type net from 'node:net';
 import { afterEach, describe, expect, it, vi } from 'vitest';
-import { IMAGE_API_VERSION, PROTOCOL_VERSION } from '@agentbox/protocol';
-import { encodeFrame, FrameDecoder, FrameKind, type Frame } from '@agentbox/protocol/wire';
-import { EXEC_CANCEL_GRACE_MS, GuestConnection } from '../../src/guest-connection.js';
+import { EXEC_CANCEL_GRACE_MS } from '../../src/guest-connection.js';
+import { jsonFrame as json, scriptedGuest as silentGuest } from '../helpers/scripted-guest.js';
 
 const tick = () => new Promise((r) => setImmediate(r));
-const json = (channel: number, message: unknown) =>
-  encodeFrame(FrameKind.Json, channel, Buffer.from(JSON.stringify(message)));
-const parse = (frame: Frame) => JSON.parse(frame.payload.toString()) as { type?: string; op?: string };
-
-/** A guest that says hello, then takes requests and answers nothing it is not told to. */
-function silentGuest() {
-  const decoder = new FrameDecoder();
-  const received: Frame[] = [];
-  const socket = new Duplex({
-    read() {},
-    write(chunk: Buffer, _encoding, callback) {
-      received.push(...decoder.push(chunk));
-      callback();
-    },
-  });
-  const conn = new GuestConnection();
-  conn.attach(socket as unknown as net.Socket);
-  socket.push(
-    json(0, {
-      type: 'hello',
-      protocolVersion: PROTOCOL_VERSION,
-      imageApiVersion: IMAGE_API_VERSION,
-      agentVersion: 'x',
-      bootId: 'b',
-      agentPid: 1,
-      egressProxyPort: 3128,
-    }),
-  );
-  const jsonFrames = () =>
-    received.filter((f) => f.kind === FrameKind.Json).map((f) => ({ channel: f.channel, ...parse(f) }));
-  return { conn, socket, jsonFrames };
-}
 
 afterEach(() => vi.useRealTimers());
 

@@ -1,81 +1,24 @@
-import { Duplex } from 'node:stream';
-import type net from 'node:net';
+import type { Duplex } from 'node:stream';
 import { describe, expect, it } from 'vitest';
-import { GUEST_CHANNEL_BIT, IMAGE_API_VERSION, PROTOCOL_VERSION } from '@agentbox/protocol';
-import { encodeFrame, FrameDecoder, FrameKind, type Frame } from '@agentbox/protocol/wire';
-import {
-  GuestConnection,
-  MAX_QUEUED_CONTROL_BYTES,
-  type GuestLimitNotice,
-} from '../../src/guest-connection.js';
+import { GUEST_CHANNEL_BIT } from '@agentbox/protocol';
+import { encodeFrame, FrameKind } from '@agentbox/protocol/wire';
+import { MAX_QUEUED_CONTROL_BYTES } from '../../src/guest-connection.js';
 import {
   MAX_GUEST_CHANNELS,
   MAX_GUEST_INBOUND_BYTES,
   MAX_PENDING_REFUSALS,
 } from '../../src/guest-channels.js';
 
-const tick = () => new Promise((r) => setImmediate(r));
-const json = (channel: number, message: unknown) =>
-  encodeFrame(FrameKind.Json, channel, Buffer.from(JSON.stringify(message)));
-const guestChannel = (i: number) => (GUEST_CHANNEL_BIT | i) >>> 0;
-const parse = (frame: Frame) => JSON.parse(frame.payload.toString()) as Record<string, unknown>;
+import {
+  jsonFrame as json,
+  parseJsonFrame as parse,
+  scriptedGuest as newScriptedGuest,
+} from '../helpers/scripted-guest.js';
 
-/**
- * A scripted guest on a socket-like stream. While it `reads`, it decodes what the host writes;
- * when it stops, the host's writes back up as on a real socket whose peer stopped reading.
- */
-function scriptedGuest(options: { reads: boolean }) {
-  const decoder = new FrameDecoder();
-  const received: Frame[] = [];
-  let reads = options.reads;
-  const stalled: (() => void)[] = [];
-  const socket = new Duplex({
-    read() {},
-    write(chunk: Buffer, _encoding, callback) {
-      received.push(...decoder.push(chunk));
-      if (reads) callback();
-      else stalled.push(callback);
-    },
-    writableHighWaterMark: 64 * 1024,
-  });
-  const notices: GuestLimitNotice[] = [];
-  const conn = new GuestConnection({ vmId: 'box-1', onLimit: (n) => notices.push(n) });
-  conn.attach(socket as unknown as net.Socket);
-  const send = (...frames: Buffer[]) => socket.push(Buffer.concat(frames));
-  send(
-    json(0, {
-      type: 'hello',
-      protocolVersion: PROTOCOL_VERSION,
-      imageApiVersion: IMAGE_API_VERSION,
-      agentVersion: 'x',
-      bootId: 'b',
-      agentPid: 1,
-      egressProxyPort: 3128,
-    }),
-  );
-  /** The host's first request with `op`, and the channel it came on. */
-  const request = (op: string) => received.find((f) => f.kind === FrameKind.Json && parse(f).op === op);
-  return {
-    conn,
-    socket,
-    notices,
-    received,
-    send,
-    request,
-    /** Bytes the host holds for this guest: frames in the mux's queues and the socket's buffer. */
-    hostHeldBytes(): number {
-      const queues = (conn as unknown as { mux: { queues: Map<number, { frame: Buffer[] }[]> } }).mux.queues;
-      let bytes = socket.writableLength;
-      for (const queue of queues.values())
-        for (const item of queue) for (const part of item.frame) bytes += part.length;
-      return bytes;
-    },
-    resumeReading() {
-      reads = true;
-      for (const callback of stalled.splice(0)) callback();
-    },
-  };
-}
+const tick = () => new Promise((r) => setImmediate(r));
+const guestChannel = (i: number) => (GUEST_CHANNEL_BIT | i) >>> 0;
+const scriptedGuest = (options: { reads: boolean }) =>
+  newScriptedGuest({ ...options, connection: { vmId: 'box-1' } });
 
 const exit = { type: 'exit', exitCode: 0, signal: null, timedOut: false, durationMs: 1 };
 

@@ -1,39 +1,11 @@
-import { PassThrough } from 'node:stream';
-import type net from 'node:net';
 import { describe, expect, it } from 'vitest';
-import { IMAGE_API_VERSION, PROTOCOL_VERSION } from '@agentbox/protocol';
-import { encodeFrame, FrameKind } from '@agentbox/protocol/wire';
-import { GuestConnection } from '../../src/guest-connection.js';
+import type { GuestConnection } from '../../src/guest-connection.js';
+import { helloFrame, scriptedGuest } from '../helpers/scripted-guest.js';
 
-/** A hostile guest's side of the channel: whatever it writes, the host reads. */
+/** A hostile guest's side of the channel that never reads what the host writes. */
 function hostileGuest() {
-  const toHost = new PassThrough();
-  const fromHost = new PassThrough();
-  // The host writes into `fromHost` (nobody reads it: a guest that never answers) and reads `toHost`.
-  const socket = Object.assign(toHost, {
-    write: fromHost.write.bind(fromHost),
-    destroy: () => toHost,
-  }) as unknown as net.Socket;
-  const conn = new GuestConnection();
-  conn.attach(socket);
-  const hello = (agentPid: number) =>
-    encodeFrame(
-      FrameKind.Json,
-      0,
-      Buffer.from(
-        JSON.stringify({
-          type: 'hello',
-          protocolVersion: PROTOCOL_VERSION,
-          imageApiVersion: IMAGE_API_VERSION,
-          agentVersion: 'x',
-          bootId: 'b',
-          agentPid,
-          egressProxyPort: 3128,
-        }),
-      ),
-    );
-  // push, not write: write is the host's way out (replaced above).
-  return { conn, send: (b: Buffer) => toHost.push(b), hello };
+  const guest = scriptedGuest({ reads: false });
+  return { conn: guest.conn, send: (b: Buffer) => guest.send(b), hello: helloFrame };
 }
 
 const buffered = (conn: GuestConnection) =>
