@@ -112,10 +112,23 @@ export class HttpTransport {
         ...(body === undefined ? {} : { body }),
         ...(req.bytes instanceof ReadableStream ? { duplex: 'half' } : {}),
         ...(signal ? { signal } : {}),
+        // fetch would send X-API-Key on to wherever a redirect points, another origin too.
+        redirect: 'manual',
       });
     } catch (err) {
       if (isAbort(err, signal)) throw abortReason(err, signal);
       throw unreachable(this.url, err);
+    }
+    // A browser shows a redirect as an opaque response (status 0); node as the 3xx itself.
+    if (res.type === 'opaqueredirect' || (res.status >= 300 && res.status < 400)) {
+      await res.body?.cancel().catch(() => undefined);
+      const to = res.headers.get('location');
+      throw sdkError(
+        'daemon_unreachable',
+        `${this.url} answered with a redirect${to ? ` to ${to}` : ''}, which the SDK does not follow ` +
+          '(the API key would go with it): set the URL to the daemon itself',
+        { httpStatus: res.status },
+      );
     }
     if (!res.ok) {
       const text = await res.text().catch(() => '');

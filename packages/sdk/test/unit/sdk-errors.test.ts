@@ -152,6 +152,30 @@ describe('errors from a daemon', () => {
     await box.kill();
   });
 
+  it('a redirect is not followed: the API key never reaches the other address', async () => {
+    const keysSeen: (string | undefined)[] = [];
+    const elsewhere = http.createServer((req, res) => {
+      keysSeen.push(req.headers['x-api-key'] as string | undefined);
+      res.end('[]');
+    });
+    await new Promise<void>((resolve) => elsewhere.listen(0, '127.0.0.1', resolve));
+    const target = `http://127.0.0.1:${(elsewhere.address() as AddressInfo).port}`;
+    const redirecting = http.createServer((req, res) => {
+      res.writeHead(307, { location: `${target}${req.url}` });
+      res.end();
+    });
+    await new Promise<void>((resolve) => redirecting.listen(0, '127.0.0.1', resolve));
+    const url = `http://127.0.0.1:${(redirecting.address() as AddressInfo).port}`;
+    const listed = new AgentboxClient({ url, apiKey: 'abk_secret' }).boxes.list();
+    await expect(listed).rejects.toBeInstanceOf(DaemonUnreachableError);
+    await expect(listed).rejects.toThrow(/redirect to http:\/\/127\.0\.0\.1:\d+\/v1\/boxes/);
+    expect(keysSeen).toEqual([]);
+    for (const server of [elsewhere, redirecting]) {
+      server.closeAllConnections();
+      server.close();
+    }
+  });
+
   it('an exec error event with a code this SDK does not know is InternalError keeping the message', async () => {
     let execBody = '';
     // The daemon's answers, but for /exec: a newer daemon's stream.
