@@ -122,6 +122,33 @@ export function classifyAddress(ip: IpAddress, hostAddresses: ReadonlySet<string
   return hostAddresses.has(formatIp(normalized)) ? 'host' : found;
 }
 
+/** Whether two prefixes share any address (one holds the other's network address). */
+function overlaps(a: IpCidr, b: IpCidr): boolean {
+  if (a.version !== b.version) return false;
+  return a.prefix <= b.prefix ? ipInCidr(b, a) : ipInCidr(a, b);
+}
+
+/**
+ * Classes other than `public` of the addresses in a prefix: every built-in range it shares an
+ * address with, IPv4 carried in IPv6 (mapped, NAT64) included. Empty when the whole prefix is
+ * public. The host's own addresses are not known here (`host` never appears).
+ */
+export function nonPublicClassesIn(prefix: IpCidr): Set<AddressClass> {
+  const found = new Set<AddressClass>();
+  for (const [range, cls] of RANGES) if (overlaps(prefix, range)) found.add(cls);
+  if (prefix.version === 6) {
+    for (const carrier of [V4_MAPPED, NAT64]) {
+      if (!overlaps(prefix, carrier)) continue;
+      const inner: IpCidr =
+        prefix.prefix >= 96
+          ? { version: 4, bytes: prefix.bytes.slice(12), prefix: prefix.prefix - 96 }
+          : { version: 4, bytes: new Uint8Array(4), prefix: 0 };
+      for (const cls of nonPublicClassesIn(inner)) found.add(cls);
+    }
+  }
+  return found;
+}
+
 export interface AddressRules {
   readonly allowLan: boolean;
   readonly allowHost: boolean;

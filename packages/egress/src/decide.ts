@@ -134,8 +134,12 @@ function decideUnsafe(req: EgressRequest, policy: CompiledPolicy): EgressDecisio
     }
   }
 
-  const rules = target.kind === 'name' ? rulesForHost(policy, host) : [];
-  const githubGoverned = target.kind === 'name' && policy.repos !== undefined && isGitHubHost(host);
+  const github = target.kind === 'name' && isGitHubHost(host);
+  const githubGoverned = github && policy.repos !== undefined;
+  // Credentials go to GitHub only on requests judged against the box's `repos`: without a list,
+  // GitHub is reached as anyone reaches it (tunnelled, nothing injected), so a token can never
+  // act on a repository the box was not given.
+  const rules = target.kind === 'name' && (!github || githubGoverned) ? rulesForHost(policy, host) : [];
 
   if (req.stage === 'tls_request') {
     if (req.sni !== host) {

@@ -22,12 +22,14 @@ export {
   normalizeIp,
   parseAddress,
   hostAddressKeys,
+  nonPublicClassesIn,
   ALWAYS_DENIED_CLASSES,
   LAN_CLASSES,
   type AddressClass,
   type AddressRules,
   type AddressVerdict,
 } from './address-policy.js';
+export { userPolicyExcess, USER_EGRESS_PORTS, type PolicyExcess } from './policy-scope.js';
 export {
   githubRepoOfRequest,
   repoFromGitUrl,

@@ -21,7 +21,10 @@ export interface CompiledPolicy {
   readonly allowPorts: ReadonlySet<number>;
   readonly allowLan: boolean;
   readonly allowHost: boolean;
-  /** Lowercase `owner/name`; undefined when GitHub is not restricted by repository. */
+  /**
+   * Lowercase `owner/name`; undefined when GitHub is not restricted by repository (and then gets
+   * no credential injected).
+   */
   readonly repos: ReadonlySet<string> | undefined;
   /** `query Name` / `mutation Name` allowed on api.github.com/graphql (only read under `repos`). */
   readonly githubGraphqlOperations: ReadonlySet<string>;

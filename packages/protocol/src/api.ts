@@ -217,7 +217,9 @@ export const CreateBoxRequestSchema = z
     labels: LabelsSchema.default({}),
     env: EnvVarsSchema.default({}).describe('Environment variables of every command run in the box.'),
     egress: EgressPolicySchema.optional().describe(
-      'Network egress policy. Default by runtime: claude-agent gets the anthropic preset, others reach nothing.',
+      'Network egress policy. Default by runtime: claude-agent gets the anthropic preset, others reach nothing. ' +
+        'allowLan, allowHost, non-public allowIPs, ports beyond 80 and 443, and upstreams need an admin key ' +
+        '(403 forbidden for a user key).',
     ),
   })
   .strict();

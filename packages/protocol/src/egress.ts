@@ -241,6 +241,9 @@ export const EGRESS_PRESET_NAMES = Object.keys(EGRESS_PRESETS) as [EgressPresetN
 
 // ---- schemas ----
 
+/** Destination ports a policy allows when it names none (and all a `user` API key may ask for). */
+export const DEFAULT_EGRESS_PORTS: readonly number[] = Object.freeze([80, 443]);
+
 export const DomainPatternSchema = z
   .string()
   .max(255)
@@ -321,7 +324,7 @@ export const EgressPolicySchema = z
       .array(z.number().int().min(1).max(65535))
       .min(1)
       .max(100)
-      .default([80, 443])
+      .default([...DEFAULT_EGRESS_PORTS])
       .describe('Destination ports the box may connect to.'),
     allowLan: z
       .boolean()
@@ -341,7 +344,8 @@ export const EgressPolicySchema = z
       .optional()
       .describe(
         'When set, GitHub (github.com, api.github.com, codeload, raw) is reachable only for these ' +
-          'repositories; anything else to GitHub is refused.',
+          'repositories, the only ones the host GitHub token is injected for; anything else to GitHub ' +
+          'is refused. Without it, GitHub hosts the policy allows are reached with no token injected.',
       ),
     githubGraphqlOperations: z
       .array(GitHubGraphqlOperationSchema)

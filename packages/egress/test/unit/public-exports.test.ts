@@ -16,6 +16,7 @@ describe('@agentbox/egress public surface', () => {
       'PLACEHOLDER_PREFIX',
       'SECRET_ENV_PREFIX',
       'SecretStore',
+      'USER_EGRESS_PORTS',
       'benchEgress',
       'checkAddress',
       'classifyAddress',
@@ -29,11 +30,13 @@ describe('@agentbox/egress public surface', () => {
       'isGitHubHost',
       'isInjectableSecret',
       'judgeGithubGraphql',
+      'nonPublicClassesIn',
       'normalizeIp',
       'parseAddress',
       'repoFromGitUrl',
       'rulesForHost',
       'systemLookup',
+      'userPolicyExcess',
     ]);
   });
 });

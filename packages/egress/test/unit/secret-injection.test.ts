@@ -35,6 +35,8 @@ let plain: FakeUpstream;
 let secure: FakeUpstream;
 let h: Harness;
 let other: Harness;
+/** Same policy and secrets, but no `repos` list. */
+let noRepos: Harness;
 
 beforeAll(async () => {
   ca = await createTestCa();
@@ -48,7 +50,7 @@ beforeAll(async () => {
     'allowed.test',
   ]);
   const tls = `127.0.0.1:${secure.port}`;
-  const policy = {
+  const unlisted = {
     allowDomains: ['allowed.test', 'plain.test'],
     presets: ['anthropic' as const, 'openai' as const, 'github' as const],
     upstreams: {
@@ -61,6 +63,8 @@ beforeAll(async () => {
       'console.anthropic.com': tls,
     },
   };
+  // the GitHub token is injected for listed repositories only
+  const policy = { ...unlisted, repos: ['acme/widgets'] };
   h = await startHarness({ upstreamCaPem: ca.certPem, secrets: REAL, policy });
   other = await startHarness({
     boxId: 'box-other00001',
@@ -68,11 +72,18 @@ beforeAll(async () => {
     secrets: { ANTHROPIC_API_KEY: 'sk-ant-other-box-value' },
     policy,
   });
+  noRepos = await startHarness({
+    boxId: 'box-norepos0001',
+    upstreamCaPem: ca.certPem,
+    secrets: REAL,
+    policy: unlisted,
+  });
 });
 
 afterAll(async () => {
   await h.close();
   await other.close();
+  await noRepos.close();
   await plain.close();
   await secure.close();
 });
@@ -145,6 +156,33 @@ describe('swapped only for the rule host and header', () => {
       headers: { authorization: `token ${ph('GITHUB_TOKEN')}` },
     });
     expect(lastSeen().headers.authorization).toBe(`token ${REAL.GITHUB_TOKEN}`);
+  });
+});
+
+describe('the GitHub token without a repos list', () => {
+  it('is never injected: GitHub is tunnelled, any repository gets the placeholder only', async () => {
+    const placeholder = noRepos.box.env.GITHUB_TOKEN!;
+    const since = noRepos.audit.records.length;
+    const basic = Buffer.from(`x-access-token:${placeholder}`).toString('base64');
+    const git = await proxyHttps(noRepos.proxyPort, 'github.com', '/someone/private.git/info/refs', {
+      ca: [ca.certPem], // the upstream's own certificate: the gateway does not terminate TLS
+      headers: { authorization: `Basic ${basic}` },
+    });
+    expect(git.status).toBe(200);
+    expect(git.peerCertIssuer).toBe('agentbox test upstream CA');
+    expect(Buffer.from(String(lastSeen().headers.authorization).slice(6), 'base64').toString()).toBe(
+      `x-access-token:${placeholder}`,
+    );
+    const api = await proxyHttps(noRepos.proxyPort, 'api.github.com', '/repos/someone/private', {
+      ca: [ca.certPem],
+      headers: { authorization: `token ${placeholder}` },
+    });
+    expect(api.status).toBe(200);
+    expect(lastSeen().headers.authorization).toBe(`token ${placeholder}`);
+    const records = noRepos.audit.records.slice(since);
+    expect(records.length).toBeGreaterThan(0);
+    expect(records.every((r) => r.mode === 'tunnel' && r.injected === undefined)).toBe(true);
+    expect(JSON.stringify(records)).not.toContain(REAL.GITHUB_TOKEN);
   });
 });
 

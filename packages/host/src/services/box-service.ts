@@ -2,6 +2,7 @@ import { randomBytes } from 'node:crypto';
 import fs from 'node:fs';
 import fsp from 'node:fs/promises';
 import path from 'node:path';
+import { userPolicyExcess } from '@agentbox/egress';
 import {
   AgentboxError,
   EgressPolicySchema,
@@ -89,8 +90,9 @@ export interface EgressWidening {
 }
 
 /**
- * The policy with the widening's presets, domains and repositories added (pure). A policy with
- * no `repos` list leaves GitHub ungoverned unless a repository is added: then only the listed ones.
+ * The policy with the widening's presets, domains and repositories added (pure); nothing else of
+ * the policy changes (no LAN, host, address or port). A policy with no `repos` list leaves GitHub
+ * ungoverned (and without credentials) unless a repository is added: then only the listed ones.
  */
 export function widenPolicy(policy: EgressPolicyInput, add: EgressWidening): EgressPolicyInput {
   const union = <T>(a: readonly T[] | undefined, b: readonly T[] | undefined): T[] => [
@@ -101,6 +103,20 @@ export function widenPolicy(policy: EgressPolicyInput, add: EgressWidening): Egr
   if (add.domains?.length) next.allowDomains = union(policy.allowDomains, add.domains);
   if (add.repos?.length) next.repos = union(policy.repos, add.repos);
   return next;
+}
+
+/**
+ * Refuses (403 forbidden) a policy a `user` key may not ask for: the LAN, the host, non-public
+ * `allowIPs`, ports beyond the default, `upstreams` (see userPolicyExcess). Admin keys may ask for
+ * anything. Fields are named as in `POST /v1/boxes` (`egress.…`).
+ */
+export function checkEgressScope(actor: Actor, policy: EgressPolicyInput): void {
+  if (actor.scope === 'admin') return;
+  const excess = userPolicyExcess(EgressPolicySchema.parse(policy));
+  if (excess.length === 0) return;
+  const fields = excess.map((e) => `egress.${e.field}`);
+  const message = excess.map((e) => `egress.${e.field} needs an admin key: ${e.reason}`).join('; ');
+  throw new AgentboxError('forbidden', message, { details: { fields } });
 }
 
 /** A box that asked for no policy gets one by runtime; anything else stays unreachable. */
@@ -414,6 +430,8 @@ export function createBoxService(deps: BoxServiceDeps) {
   }
 
   async function create(options: CreateBoxOptions): Promise<BoxRecord> {
+    // Whether or not this host has egress on: the key may not ask for it either way.
+    if (options.egressPolicy) checkEgressScope(options.actor, options.egressPolicy);
     const resources: VmResources = { ...deps.limits.defaults, ...options.resources };
     await deps.backend.checkResources?.(deps.image, resources);
     const warm = deps.templates?.takeWarm(resources);

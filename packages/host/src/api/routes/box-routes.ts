@@ -62,7 +62,14 @@ export function boxRoutes(deps: BoxRouteDeps): RouteDef[] {
       auth: 'key',
       body: CreateBoxRequestSchema,
       responses: { 201: { description: 'Running box', schema: BoxSchema } },
-      errors: ['invalid_request', 'unauthorized', 'invalid_state', 'capacity_exhausted', 'boot_failed'],
+      errors: [
+        'invalid_request',
+        'unauthorized',
+        'forbidden',
+        'invalid_state',
+        'capacity_exhausted',
+        'boot_failed',
+      ],
       handler: async ({ body, actor, signal }) => {
         const box = await deps.boxes.create({
           actor,
