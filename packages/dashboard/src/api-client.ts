@@ -166,7 +166,18 @@ export function createApiClient(options: ApiClientOptions) {
       const reader = res.body.pipeThrough(new TextDecoderStream()).getReader();
       const lines = createLineSplitter();
       const emit = (line: string) => {
-        if (line.trim() !== '') opts.onEvent(JSON.parse(line) as TaskEvent);
+        if (line.trim() === '') return;
+        const value = JSON.parse(line) as TaskEvent | { seq?: undefined; error: ErrorBody['error'] };
+        // The daemon's last word on a stream it ended (the key was revoked): an error, not an event.
+        if (value.seq === undefined && 'error' in value) {
+          throw new ApiError({
+            code: value.error.code,
+            message: value.error.message,
+            status: value.error.code === 'unauthorized' ? 401 : 0,
+            requestId: value.error.requestId,
+          });
+        }
+        opts.onEvent(value);
       };
       for (;;) {
         const { done, value } = await reader.read();

@@ -27,6 +27,7 @@ import type { IdleSettings } from './services/box-power.js';
 import { createBoxTemplates, type TemplateBackend } from './services/box-templates.js';
 import { createExecService } from './services/exec-service.js';
 import { createFileService } from './services/file-service.js';
+import { createKeyWatch } from './services/key-watch.js';
 import { createLibraryService } from './services/library-service.js';
 import { createTaskService, DEFAULT_MAX_CONCURRENT_TASKS } from './services/task-service.js';
 import { DEFAULT_TASK_OUTPUT_LIMITS, type TaskOutputLimits } from './services/task-output.js';
@@ -101,6 +102,11 @@ export interface HostOptions {
   clock?: () => number;
   /** The built web dashboard served at `/` (default `packages/dashboard/dist`). */
   dashboardDir?: string;
+  /**
+   * How often open streams and queued or running tasks re-check their key (default 5 s): a key
+   * revoked meanwhile, also by another process, ends them.
+   */
+  keyCheckIntervalMs?: number;
 }
 
 const silentLog: BoxLogger = { info: () => undefined, warn: () => undefined };
@@ -121,6 +127,11 @@ export function createHost(options: HostOptions) {
       }
     : silentLog;
 
+  const keyWatch = createKeyWatch({
+    isActive: (keyId) => keys.isActive(keyId),
+    ...(options.keyCheckIntervalMs ? { intervalMs: options.keyCheckIntervalMs } : {}),
+    log,
+  });
   const audit = createAuditStore(db);
   const gateway = options.egress ? createEgressGateway({ ...options.egress, audit }) : undefined;
   const testUpstreams = options.egressTestUpstreams;
@@ -195,6 +206,7 @@ export function createHost(options: HostOptions) {
     store: taskStore,
     boxes,
     library,
+    keys: keyWatch,
     runnerFor: options.runnerFor ?? defaultRunnerFor,
     maxConcurrent: options.maxConcurrentTasks ?? DEFAULT_MAX_CONCURRENT_TASKS,
     outputLimits: {
@@ -216,6 +228,7 @@ export function createHost(options: HostOptions) {
   const app: FastifyInstance = createApp({
     routes,
     authenticate: (secret) => keys.authenticate(secret),
+    watchKey: (keyId, onRevoked) => keyWatch.watch(keyId, onRevoked),
     logger: options.logger ?? false,
     validateResponses: options.validateResponses ?? false,
     closing: () => closing,
@@ -274,6 +287,7 @@ export function createHost(options: HostOptions) {
         await app.close();
       } finally {
         clearTimeout(cut);
+        keyWatch.close();
         await gateway?.close();
         db.close();
       }

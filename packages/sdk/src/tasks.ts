@@ -1,5 +1,6 @@
 import type { CreateTaskRequestSchema, Task, TaskEvent, TaskState } from '@agentbox/protocol';
 import type { z } from 'zod';
+import { errorFromObject } from './errors.js';
 import { ndjsonLines, type HttpTransport, type RequestOpts } from './http.js';
 
 /** A task as sent: the TaskSpec (defaults may be left out) plus where it runs (`boxId` | `userId` | neither). */
@@ -181,8 +182,8 @@ export class Tasks {
   /**
    * The events of a task after `opts.after`, as they come, until the task ends. A dropped
    * connection (or a proxy's 502/503/504 without an error body) is resumed from the last event
-   * received, so nothing is lost or repeated; errors the daemon answers (unknown task, bad key) end
-   * the iteration at once.
+   * received, so nothing is lost or repeated; errors the daemon answers (unknown task, bad key, a
+   * key revoked while the stream was open) end the iteration at once.
    */
   async *events(id: string, opts: FollowOpts = {}): AsyncGenerator<TaskEvent, void, undefined> {
     const attempts = opts.reconnect?.attempts ?? 5;
@@ -206,6 +207,11 @@ export class Tasks {
           ...signal,
         });
         for await (const line of ndjsonLines(res.body, this.http.url, opts.signal)) {
+          // No event but the daemon's last word on a stream it ended (the key was revoked).
+          const ended = line as { seq?: unknown; error?: unknown };
+          if (typeof ended.seq !== 'number' && ended.error !== undefined) {
+            throw errorFromObject(ended.error, { message: 'the daemon ended the task event stream' });
+          }
           const event = line as TaskEvent;
           if (event.seq <= last) continue;
           last = event.seq;

@@ -184,6 +184,31 @@ describe('dashboard logic', () => {
     expect(url).not.toContain('abk_secret');
   });
 
+  it('turns the last line of a stream the daemon ended (key revoked) into a 401 ApiError, after the events', async () => {
+    const revoked = {
+      type: 'error',
+      error: {
+        code: 'unauthorized',
+        message: 'revoked',
+        details: { reason: 'key_revoked' },
+        requestId: 'req_1',
+      },
+    };
+    const body = [event(1), event(2), revoked].map((e) => JSON.stringify(e) + '\n').join('');
+    const api = createApiClient({
+      key: 'abk_secret',
+      fetch: async () =>
+        new Response(body, { status: 200, headers: { 'content-type': 'application/x-ndjson' } }),
+    });
+    const got: TaskEvent[] = [];
+    const err = await api
+      .followEvents('task-1', { after: 0, signal: new AbortController().signal, onEvent: (e) => got.push(e) })
+      .catch((e: unknown) => e);
+    expect(got.map((e) => e.seq)).toEqual([1, 2]);
+    expect(err).toBeInstanceOf(ApiError);
+    expect(err).toMatchObject({ code: 'unauthorized', status: 401, requestId: 'req_1' });
+  });
+
   it('lists tasks a page at a time: "Load more" walks one page further from the newest', async () => {
     const task = (id: string) => ({ id }) as Task;
     // Pages as the daemon serves them: the cursor is the last id of the page before.

@@ -9,6 +9,8 @@ export const DEFAULT_BODY_LIMIT_BYTES = 1024 * 1024;
 export interface AppOptions {
   routes: readonly RouteDef[];
   authenticate: (secret: string) => Actor | undefined;
+  /** See RegisterOptions.watchKey. */
+  watchKey: (keyId: string, onRevoked: () => void) => () => void;
   logger: FastifyBaseLogger | false;
   bodyLimitBytes?: number;
   validateResponses?: boolean;
@@ -43,6 +45,7 @@ export function createApp(options: AppOptions): FastifyInstance {
   registerErrorHandler(app);
   registerRoutes(app, options.routes, {
     authenticate: options.authenticate,
+    watchKey: options.watchKey,
     validateResponses: options.validateResponses ?? false,
     closing: options.closing,
   });

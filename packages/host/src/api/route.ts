@@ -3,6 +3,7 @@ import type { FastifyInstance, FastifyReply, FastifyRequest } from 'fastify';
 import type { z } from 'zod';
 import { AgentboxError, type ErrorCode } from '@agentbox/protocol';
 import type { Actor } from '../store/key-store.js';
+import { endedByDaemon } from './stream.js';
 
 export type AuthLevel = 'none' | 'key' | 'admin';
 export type HttpMethod = 'GET' | 'POST' | 'PUT' | 'DELETE';
@@ -25,7 +26,11 @@ export interface RouteContext<Q, P, B> {
   actor: Actor;
   request: FastifyRequest;
   reply: FastifyReply;
-  /** Aborted when the client goes away before the response ended. */
+  /**
+   * Aborted when the client goes away before the response ended, or when the key is found revoked
+   * while the request lasts (then with an `unauthorized` AgentboxError as the reason: a stream ends
+   * with it, a response not yet sent is that error).
+   */
   signal: AbortSignal;
 }
 
@@ -86,6 +91,11 @@ export function parsePart<T>(schema: z.ZodType<T> | undefined, value: unknown, w
 
 export interface RegisterOptions {
   authenticate: (secret: string) => Actor | undefined;
+  /**
+   * Calls `onRevoked` once the key is found revoked (re-checked every few seconds, since another
+   * process may revoke it); returns the unsubscribe.
+   */
+  watchKey: (keyId: string, onRevoked: () => void) => () => void;
   /** Parse every JSON response through its schema (tests turn this on). */
   validateResponses: boolean;
   /** Requests get 503 while the daemon shuts down. */
@@ -102,6 +112,13 @@ function authorize(def: RouteDef, request: FastifyRequest, options: RegisterOpti
   if (def.auth === 'admin' && actor.scope !== 'admin')
     throw new AgentboxError('forbidden', `${def.operationId} needs an admin key`);
   return actor;
+}
+
+/** Why a request still running when its key was revoked was ended. */
+export function keyRevokedError(keyId: string): AgentboxError {
+  return new AgentboxError('unauthorized', `API key ${keyId} was revoked; this request was ended`, {
+    details: { reason: 'key_revoked' },
+  });
 }
 
 function drain(body: unknown): void {
@@ -158,19 +175,37 @@ export function registerRoutes(
           body = parsePart(def.body, request.body, 'body');
         }
         const abort = new AbortController();
+        // Checked once above; a request that lasts (a stream, a long exec) is ended if its key is
+        // revoked meanwhile, like a client that went away, but with the reason.
+        const unwatch =
+          def.auth === 'none'
+            ? undefined
+            : options.watchKey(actor.keyId, () => {
+                request.log.info({ keyId: actor.keyId }, 'key revoked: request ended');
+                abort.abort(keyRevokedError(actor.keyId));
+              });
         reply.raw.once('close', () => {
+          unwatch?.();
           if (!reply.raw.writableFinished) abort.abort();
         });
-        const result = await def.handler({
-          query,
-          params,
-          body,
-          actor,
-          request,
-          reply,
-          signal: abort.signal,
-        });
+        let result: unknown;
+        try {
+          result = await def.handler({
+            query,
+            params,
+            body,
+            actor,
+            request,
+            reply,
+            signal: abort.signal,
+          });
+        } catch (err) {
+          throw endedByDaemon(abort.signal) ?? err;
+        }
         if (result === reply || reply.sent) return reply;
+        // Revoked before the answer: whatever the handler made of its aborted signal, it is a 401.
+        const ended = endedByDaemon(abort.signal);
+        if (ended) throw ended;
         if (options.validateResponses) validateResponse(def, spec, result);
         return reply.code(Number(status)).send(result);
       },

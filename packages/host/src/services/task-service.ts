@@ -22,6 +22,7 @@ import type { Actor } from '../store/key-store.js';
 import type { TaskFinish, TaskRecord, TaskStore, TaskTarget } from '../store/task-store.js';
 import type { GuestConnection } from '@agentbox/vm';
 import type { BoxLease, BoxService } from './box-service.js';
+import type { KeyWatch } from './key-watch.js';
 import type { LibraryService } from './library-service.js';
 import { splitLines } from './lines.js';
 import {
@@ -80,6 +81,8 @@ export interface TaskServiceDeps {
     'get' | 'list' | 'create' | 'createForUser' | 'remove' | 'acquire' | 'widenEgress' | 'isCredential'
   >;
   library: Pick<LibraryService, 'resolveForTask'>;
+  /** A task runs as its owner's key: one revoked meanwhile fails it (queued or running). */
+  keys: Pick<KeyWatch, 'isActive' | 'watch'>;
   runnerFor: (kind: AgentKind) => AgentRunner;
   maxConcurrent: number;
   log: TaskLogger;
@@ -103,8 +106,8 @@ type Listener = () => void;
 
 interface Running {
   controller: AbortController;
-  /** Why the run was aborted: the caller cancelled, the task ran out of time or output. */
-  abortReason?: 'cancelled' | 'timed_out' | 'shutdown' | 'output_limit';
+  /** Why the run was aborted: the caller cancelled, the task ran out of time or output, its key was revoked. */
+  abortReason?: 'cancelled' | 'timed_out' | 'shutdown' | 'output_limit' | 'key_revoked';
   /** Said in the final error instead of the reason's usual message. */
   abortMessage?: string;
   /** Settles once the run has ended and its outcome is stored. */
@@ -149,6 +152,9 @@ function messageOf(err: unknown): string {
 
 const REDACTED = '[redacted]';
 
+/** The error code of a task whose owner's key was revoked before it ended. */
+export const KEY_REVOKED_CODE = 'key_revoked';
+
 const ABORTS = {
   cancelled: { state: 'cancelled', code: 'cancelled', message: 'cancelled by request' },
   timed_out: {
@@ -162,7 +168,15 @@ const ABORTS = {
     code: OUTPUT_LIMIT_CODE,
     message: "the agent's output passed the task's limit; the agent and its children were stopped",
   },
+  key_revoked: {
+    state: 'failed',
+    code: KEY_REVOKED_CODE,
+    message: 'the API key that submitted the task was revoked; the agent and its children were stopped',
+  },
 } as const;
+
+/** Said by a task whose key was revoked before it started (while queued, or across a restart). */
+const REVOKED_BEFORE_START = 'the API key that submitted the task was revoked; the task was not started';
 
 /** Directory name a clone of `url` gets in the workspace (like `git clone` picks it). */
 export function cloneDirName(url: string): string {
@@ -184,6 +198,8 @@ export function createTaskService(deps: TaskServiceDeps) {
   const listeners = new Map<string, Set<Listener>>();
   /** Specs with their credential values, for queued tasks (the store holds them redacted). */
   const pendingSpecs = new Map<string, TaskSpec>();
+  /** The unsubscribe of each queued or running task's watch on its owner's key. */
+  const ownerWatches = new Map<string, () => void>();
   let maxConcurrent = deps.maxConcurrent;
 
   const visible = (actor: Actor, task: TaskRecord | undefined): task is TaskRecord =>
@@ -202,6 +218,7 @@ export function createTaskService(deps: TaskServiceDeps) {
   }
 
   function finish(id: string, end: TaskFinish): TaskRecord {
+    unwatchOwner(id);
     const task = store.finish(id, end);
     for (const listener of listeners.get(id) ?? []) listener();
     return task;
@@ -223,6 +240,46 @@ export function createTaskService(deps: TaskServiceDeps) {
   function position(id: string): number | null {
     const i = queue.indexOf(id);
     return i < 0 ? null : i + 1;
+  }
+
+  /** Puts a task at the end of the queue, watched from now until it ends: see ownerRevoked. */
+  function enqueue(task: TaskRecord): void {
+    if (!ownerWatches.has(task.id))
+      ownerWatches.set(
+        task.id,
+        deps.keys.watch(task.ownerKeyId, () => ownerRevoked(task.id)),
+      );
+    if (!queue.includes(task.id)) queue.push(task.id);
+  }
+
+  function unwatchOwner(id: string): void {
+    ownerWatches.get(id)?.();
+    ownerWatches.delete(id);
+  }
+
+  /** A queued task whose key was revoked fails without starting; a running one is stopped. */
+  function ownerRevoked(id: string): void {
+    ownerWatches.delete(id);
+    const i = queue.indexOf(id);
+    if (i >= 0) {
+      queue.splice(i, 1);
+      pendingSpecs.delete(id);
+      failTask(id, KEY_REVOKED_CODE, REVOKED_BEFORE_START);
+      listeners.get(id)?.clear();
+      log.info({ taskId: id }, 'queued task failed: its key was revoked');
+      return;
+    }
+    const entry = running.get(id);
+    if (!entry) return;
+    entry.abortReason ??= 'key_revoked';
+    entry.controller.abort();
+    log.info({ taskId: id }, 'stopping a task: its key was revoked');
+  }
+
+  /** Ends a task that is not running (any more) with an error event and the same error on it. */
+  function failTask(id: string, code: string, message: string): void {
+    emit(id, { type: 'error', content: { code, message } });
+    finish(id, { state: 'failed', error: { code, message } });
   }
 
   /**
@@ -280,7 +337,7 @@ export function createTaskService(deps: TaskServiceDeps) {
       continueLastSession: options.continueLastSession ?? false,
     });
     pendingSpecs.set(task.id, spec);
-    queue.push(task.id);
+    enqueue(task);
     emit(task.id, { type: 'status', content: { state: 'queued', position: queue.length } });
     log.info({ taskId: task.id, agent: spec.agent, target }, 'task queued');
     pump();
@@ -296,6 +353,7 @@ export function createTaskService(deps: TaskServiceDeps) {
         .catch((err: unknown) => log.warn({ taskId: id, err: messageOf(err) }, 'task runner failed'))
         .finally(() => {
           running.delete(id);
+          unwatchOwner(id);
           listeners.get(id)?.clear();
           pump();
         });
@@ -360,6 +418,12 @@ export function createTaskService(deps: TaskServiceDeps) {
     let boxId: string | undefined;
     let lease: BoxLease | undefined;
     try {
+      // Revoked since the last sweep: not even its fresh box is made.
+      if (!deps.keys.isActive(record.ownerKeyId)) {
+        entry.abortReason ??= 'key_revoked';
+        entry.abortMessage ??= REVOKED_BEFORE_START;
+        return endAborted(id, entry);
+      }
       boxId = await resolveBox(record, actor, spec);
       store.setBox(id, boxId);
       // The lease wakes a paused or hibernated box and keeps it from idling while the agent runs.
@@ -646,30 +710,36 @@ export function createTaskService(deps: TaskServiceDeps) {
 
   /**
    * On daemon start: tasks that were running lost their agent's stream (failed); queued ones go back
-   * in the queue in their order, unless their spec lost a credential to redaction. Either way the
-   * fresh box an ephemeral task had got is deleted (nothing else would: it has no TTL), so a
-   * re-queued task starts clean. This also covers a shutdown whose tasks outlived stopAll's wait.
+   * in the queue in their order, unless their key was revoked meanwhile (`key_revoked`) or their
+   * spec lost a credential to redaction. Either way the fresh box an ephemeral task had got is
+   * deleted (nothing else would: it has no TTL), so a re-queued task starts clean. This also covers
+   * a shutdown whose tasks outlived stopAll's wait.
    */
   async function recover(): Promise<{ requeued: string[]; failed: string[]; deletedBoxes: string[] }> {
     const out = { requeued: [] as string[], failed: [] as string[], deletedBoxes: [] as string[] };
     for (const task of store.inState('running')) {
-      const message = 'the daemon restarted while the task ran';
-      emit(task.id, { type: 'error', content: { code: 'daemon_restarted', message } });
-      finish(task.id, { state: 'failed', error: { code: 'daemon_restarted', message } });
+      failTask(task.id, 'daemon_restarted', 'the daemon restarted while the task ran');
       out.failed.push(task.id);
       out.deletedBoxes.push(...(await removeLeftoverBox(task)));
     }
     for (const task of store.inState('queued')) {
       out.deletedBoxes.push(...(await removeLeftoverBox(task)));
+      if (!deps.keys.isActive(task.ownerKeyId)) {
+        failTask(task.id, KEY_REVOKED_CODE, REVOKED_BEFORE_START);
+        out.failed.push(task.id);
+        continue;
+      }
       if (Object.values(task.spec.envVars ?? {}).includes(REDACTED)) {
-        const message = 'the daemon restarted and the task’s credentials were not kept; submit it again';
-        emit(task.id, { type: 'error', content: { code: 'daemon_restarted', message } });
-        finish(task.id, { state: 'failed', error: { code: 'daemon_restarted', message } });
+        failTask(
+          task.id,
+          'daemon_restarted',
+          'the daemon restarted and the task’s credentials were not kept; submit it again',
+        );
         out.failed.push(task.id);
         continue;
       }
       if (task.target === 'ephemeral') store.setBox(task.id, null);
-      if (!queue.includes(task.id)) queue.push(task.id);
+      enqueue(task);
       out.requeued.push(task.id);
     }
     pump();

@@ -56,6 +56,9 @@ export function createKeyStore(db: Db, clock: () => number = Date.now) {
     'SELECT id, name, scope, prefix, created_at, revoked_at, last_used_at FROM api_keys WHERE hash = ?',
   );
   const touch = db.prepare('UPDATE api_keys SET last_used_at = ? WHERE id = ?');
+  const activeById = db.prepare<[string], { one: number }>(
+    'SELECT 1 AS one FROM api_keys WHERE id = ? AND revoked_at IS NULL',
+  );
 
   return {
     /** Makes a key; the returned secret is shown once and cannot be recovered. */
@@ -108,6 +111,14 @@ export function createKeyStore(db: Db, clock: () => number = Date.now) {
       return (
         db.prepare('SELECT COUNT(*) AS n FROM api_keys WHERE revoked_at IS NULL').get() as { n: number }
       ).n;
+    },
+
+    /**
+     * Whether the key still works: it exists and is not revoked (a primary-key read, so cheap to
+     * poll). Sees a revocation another process (`agentbox keys revoke`) has committed.
+     */
+    isActive(id: string): boolean {
+      return activeById.get(id) !== undefined;
     },
 
     /** The actor behind a presented secret, or undefined for an unknown or revoked key. */

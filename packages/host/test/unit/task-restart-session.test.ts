@@ -65,6 +65,8 @@ function service(dataDir: string, maxConcurrent: number) {
     store,
     boxes,
     library: { resolveForTask: () => ({ items: [], agentDefinition: undefined }) },
+    // No key table here: every key stays active.
+    keys: { isActive: () => true, watch: () => () => undefined },
     runnerFor: (kind: AgentKind) => ({ ...runner, kind }),
     maxConcurrent,
     log: { info: () => undefined, warn: () => undefined },

@@ -7,6 +7,7 @@ import {
   InvalidRequestError,
   Sandbox,
   TaskNotFoundError,
+  UnauthorizedError,
 } from '../../src/index.js';
 import { deadUrl, sdkDaemon, type SdkDaemon } from '../helpers/sdk-daemon.js';
 
@@ -251,5 +252,33 @@ describe('tasks over the fake driver', () => {
     for await (const task of box.tasks.listAll({ limit: 1 })) listed.push(task.id);
     expect(listed).toEqual((await box.tasks.listPage({ limit: 1000 })).tasks.map((t) => t.id));
     expect(listed.length).toBeGreaterThan(1);
+  });
+});
+
+describe('following a task with a key that is revoked meanwhile', () => {
+  let d: SdkDaemon;
+  beforeAll(async () => {
+    d = await sdkDaemon({ keyCheckIntervalMs: 50 });
+  });
+  afterAll(() => d.close());
+
+  it('ends the iteration with UnauthorizedError (reason key_revoked), after the events it had', async () => {
+    const admin = new AgentboxClient({ url: d.url, apiKey: d.admin });
+    const box = await Sandbox.create({ client: admin });
+    const run = await box.tasks.run({ agent: 'shell', prompt: 'echo started; sleep 30' });
+    const watcher = d.fake.host.keys.create({ name: 'watcher', scope: 'admin' });
+    const client = new AgentboxClient({ url: d.url, apiKey: watcher.secret });
+    const seen: TaskEvent[] = [];
+    const ended = await (async () => {
+      for await (const event of client.tasks.events(run.id)) {
+        seen.push(event);
+        if (event.type === 'text') d.fake.host.keys.revoke(watcher.key.id);
+      }
+    })().catch((e: unknown) => e);
+    expect(ended).toBeInstanceOf(UnauthorizedError);
+    expect((ended as UnauthorizedError).details).toEqual({ reason: 'key_revoked' });
+    expect(seqs(seen)).toEqual(oneToN(seen.length));
+    expect(seen.at(-1)).toMatchObject({ type: 'text', content: 'started' });
+    await run.cancel();
   });
 });

@@ -20,6 +20,7 @@ import type { BoxService } from '../../services/box-service.js';
 import { hostStatus } from '../../services/box-view.js';
 import type { FileService } from '../../services/file-service.js';
 import type { TaskService } from '../../services/task-service.js';
+import { toAgentboxError } from '../error-handler.js';
 import { defineRoute, type RouteDef } from '../route.js';
 import { streamResponse } from '../stream.js';
 
@@ -216,6 +217,9 @@ export function seedRoutes(deps: SeedRouteDeps): RouteDef[] {
             contentType: 'application/x-ndjson',
             headers: { 'x-agentbox-task-id': task.id },
             headersFirst: true,
+            // In the seed stream's own error shape (a revoked key, a failure).
+            lateError: (err) =>
+              `${JSON.stringify({ type: 'error', content: toAgentboxError(err).message })}\n`,
           },
           async (write) => {
             await deps.tasks.follow({ actor, id: task.id, signal }, (event) => {
