@@ -275,7 +275,9 @@ export function buildProgram(setExit: (code: number) => void): Command {
     );
   keys
     .command('revoke')
-    .description('revoke a key by id; it stops working at once')
+    .description(
+      'revoke a key by id: new requests get 401 at once, its open streams end and its tasks fail within ~5 s',
+    )
     .argument('<id>', 'key id, as `keys list` shows it')
     .option('--data <DIR>', 'state dir (default $AGENTBOX_HOME)')
     .action(async (id: string, opts: { data?: string }) =>

@@ -324,7 +324,9 @@ export function createTaskService(deps: TaskServiceDeps) {
     }
     // A named box must exist and be the caller's, and library refs must resolve, before the task
     // waits in the queue (they are resolved again when it starts: the library may change meanwhile).
-    if (options.boxId) deps.boxes.get({ actor, id: options.boxId });
+    // The task runs as its owner's key (user scope): an admin naming another key's box is told now,
+    // not when the task starts.
+    if (options.boxId) deps.boxes.get({ actor: { keyId: actor.keyId, scope: 'user' }, id: options.boxId });
     checkAgentDefinition(spec, deps.library.resolveForTask(spec).agentDefinition);
     const task = store.insert({
       id: newTaskId(),

@@ -99,6 +99,15 @@ describe('API keys: authentication, admin routes, per-key box scoping', () => {
     expect(errorCode(exec)).toBe('box_not_found');
     const all = await h.admin_({ method: 'GET', url: '/v1/boxes' });
     expect(all.json<{ boxes: unknown[] }>().boxes).toHaveLength(1);
+    // A task runs as the key that submitted it: an admin's in another key's box is refused at
+    // once, not accepted and then failed when it starts.
+    const task = await h.admin_({
+      method: 'POST',
+      url: '/v1/tasks',
+      payload: { agent: 'shell', boxId: aliceBox, prompt: 'true' },
+    });
+    expect(task.statusCode).toBe(404);
+    expect(errorCode(task)).toBe('box_not_found');
   });
 
   it("keeps a seed user's box to the key that made it", async () => {
