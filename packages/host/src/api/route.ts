@@ -136,6 +136,9 @@ function validateResponse(def: RouteDef, spec: ResponseSpec, value: unknown): vo
   });
 }
 
+/** The caller of each request, authorized in its onRequest hook. */
+const actors = new WeakMap<FastifyRequest, Actor>();
+
 export function registerRoutes(
   app: FastifyInstance,
   routes: readonly RouteDef[],
@@ -148,18 +151,20 @@ export function registerRoutes(
       url: def.url,
       ...(def.bodyLimit ? { bodyLimit: def.bodyLimit } : {}),
       config: { operationId: def.operationId },
-      handler: async (request, reply) => {
-        if (options.closing() && def.auth !== 'none') {
-          drain(request.body);
-          throw new AgentboxError('shutting_down', 'the daemon is shutting down');
-        }
-        let actor: Actor;
+      // Before the body is read: a caller without a valid key must not make the daemon parse up
+      // to a route's body limit (64 MiB for a task) first.
+      onRequest: (request, _reply, done) => {
         try {
-          actor = authorize(def, request, options);
+          if (options.closing() && def.auth !== 'none')
+            throw new AgentboxError('shutting_down', 'the daemon is shutting down');
+          actors.set(request, authorize(def, request, options));
+          done();
         } catch (err) {
-          drain(request.body);
-          throw err;
+          done(err as Error);
         }
+      },
+      handler: async (request, reply) => {
+        const actor = actors.get(request)!;
         const params = parsePart(def.params, request.params, 'path');
         const query = parsePart(def.query, request.query, 'query');
         let body: unknown;

@@ -41,6 +41,19 @@ describe('API keys: authentication, admin routes, per-key box scoping', () => {
     }
   });
 
+  it('checks the key before reading the body: a caller without one cannot make the daemon parse it', async () => {
+    for (const headers of [{}, { 'x-api-key': 'abk_nope' }]) {
+      const r = await h.call({
+        method: 'POST',
+        url: '/v1/tasks',
+        headers: { ...headers, 'content-type': 'application/json' },
+        payload: '{"prompt": not json at all',
+      });
+      expect(r.statusCode).toBe(401); // not 400: the body was never parsed
+      expect(errorCode(r)).toBe('unauthorized');
+    }
+  });
+
   it('answers 401 for a wrong key and for a revoked one', async () => {
     const wrong = await h.call({ method: 'GET', url: '/v1/boxes', headers: { 'x-api-key': 'abk_nope' } });
     expect(wrong.statusCode).toBe(401);
