@@ -186,6 +186,12 @@ export class GuestConnection {
     }
   }
 
+  /** The guest's side of every channel is gone: the mux forgets them, guest-opened streams end. */
+  private dropChannels(err: Error): void {
+    this.mux.resetAll();
+    this.guestChannels.dropAll(err);
+  }
+
   private notice(notice: GuestLimitNotice): void {
     if (this.noticed.has(notice.limit)) return;
     this.noticed.add(notice.limit);
@@ -203,8 +209,7 @@ export class GuestConnection {
     this.closedError = undefined;
     // The stream may resume mid-frame (a re-attach to a running VM): skip to the next hello, and
     // ask for one; the agent also sends one unprompted when it starts.
-    this.mux.resetAll();
-    this.guestChannels.dropAll(new Error('the guest channel was re-attached'));
+    this.dropChannels(new Error('the guest channel was re-attached'));
     this.mux.seekJsonFrame(0);
     this.mux.sendJson(0, { op: 'hello' }).catch(() => undefined);
     socket.on('data', (chunk: Buffer) => this.mux.receive(chunk));
@@ -258,8 +263,7 @@ export class GuestConnection {
         'the guest agent restarted; the call was lost and may be retried',
       ),
     );
-    this.mux.resetAll();
-    this.guestChannels.dropAll(new Error('the guest agent restarted'));
+    this.dropChannels(new Error('the guest agent restarted'));
     this.hello = undefined;
   }
 
@@ -270,8 +274,7 @@ export class GuestConnection {
    */
   private resync(err: Error): void {
     this.resetCalls(new AgentboxError('guest_error', `guest broke the channel protocol: ${err.message}`));
-    this.mux.resetAll();
-    this.guestChannels.dropAll(err);
+    this.dropChannels(err);
     this.mux.seekJsonFrame(0);
   }
 

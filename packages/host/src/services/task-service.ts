@@ -260,11 +260,8 @@ export function createTaskService(deps: TaskServiceDeps) {
   /** A queued task whose key was revoked fails without starting; a running one is stopped. */
   function ownerRevoked(id: string): void {
     ownerWatches.delete(id);
-    const i = queue.indexOf(id);
-    if (i >= 0) {
-      queue.splice(i, 1);
-      pendingSpecs.delete(id);
-      failTask(id, KEY_REVOKED_CODE, REVOKED_BEFORE_START);
+    if (dequeue(id)) {
+      endWithError(id, KEY_REVOKED_CODE, REVOKED_BEFORE_START);
       listeners.get(id)?.clear();
       log.info({ taskId: id }, 'queued task failed: its key was revoked');
       return;
@@ -276,10 +273,24 @@ export function createTaskService(deps: TaskServiceDeps) {
     log.info({ taskId: id }, 'stopping a task: its key was revoked');
   }
 
-  /** Ends a task that is not running (any more) with an error event and the same error on it. */
-  function failTask(id: string, code: string, message: string): void {
+  /** Ends a task with an error event and the same error on it (failed, unless `end` says otherwise). */
+  function endWithError(
+    id: string,
+    code: string,
+    message: string,
+    end: Pick<TaskFinish, 'state' | 'result'> = { state: 'failed' },
+  ): void {
     emit(id, { type: 'error', content: { code, message } });
-    finish(id, { state: 'failed', error: { code, message } });
+    finish(id, { ...end, error: { code, message } });
+  }
+
+  /** Takes a queued task out of the queue (its spec with it); false when it was not queued. */
+  function dequeue(id: string): boolean {
+    const i = queue.indexOf(id);
+    if (i < 0) return false;
+    queue.splice(i, 1);
+    pendingSpecs.delete(id);
+    return true;
   }
 
   /**
@@ -549,8 +560,7 @@ export function createTaskService(deps: TaskServiceDeps) {
     } catch (err) {
       if (entry.abortReason) return endAborted(id, entry);
       const code = err instanceof AgentboxError || err instanceof TaskFailure ? err.code : 'internal';
-      emit(id, { type: 'error', content: { code, message: messageOf(err) } });
-      finish(id, { state: 'failed', error: { code, message: messageOf(err) } });
+      endWithError(id, code, messageOf(err));
       log.warn({ taskId: id, err: messageOf(err) }, 'task failed');
     } finally {
       clearTimeout(timer);
@@ -568,9 +578,7 @@ export function createTaskService(deps: TaskServiceDeps) {
   function endAborted(id: string, entry: Running, result: TaskResult | null = null): void {
     const reason = entry.abortReason ?? 'cancelled';
     const { state, code } = ABORTS[reason];
-    const message = entry.abortMessage ?? ABORTS[reason].message;
-    emit(id, { type: 'error', content: { code, message } });
-    finish(id, { state, result, error: { code, message } });
+    endWithError(id, code, entry.abortMessage ?? ABORTS[reason].message, { state, result });
   }
 
   /** Clones the task's repository into the workspace (a box that has it already keeps its copy). */
@@ -629,15 +637,8 @@ export function createTaskService(deps: TaskServiceDeps) {
         details: { state: task.state },
       });
     }
-    const i = queue.indexOf(task.id);
-    if (i >= 0) {
-      queue.splice(i, 1);
-      pendingSpecs.delete(task.id);
-      emit(task.id, { type: 'error', content: { code: 'cancelled', message: 'cancelled while queued' } });
-      finish(task.id, {
-        state: 'cancelled',
-        error: { code: 'cancelled', message: 'cancelled while queued' },
-      });
+    if (dequeue(task.id)) {
+      endWithError(task.id, 'cancelled', 'cancelled while queued', { state: 'cancelled' });
       listeners.get(task.id)?.clear();
       return store.get(task.id)!;
     }
@@ -720,19 +721,19 @@ export function createTaskService(deps: TaskServiceDeps) {
   async function recover(): Promise<{ requeued: string[]; failed: string[]; deletedBoxes: string[] }> {
     const out = { requeued: [] as string[], failed: [] as string[], deletedBoxes: [] as string[] };
     for (const task of store.inState('running')) {
-      failTask(task.id, 'daemon_restarted', 'the daemon restarted while the task ran');
+      endWithError(task.id, 'daemon_restarted', 'the daemon restarted while the task ran');
       out.failed.push(task.id);
       out.deletedBoxes.push(...(await removeLeftoverBox(task)));
     }
     for (const task of store.inState('queued')) {
       out.deletedBoxes.push(...(await removeLeftoverBox(task)));
       if (!deps.keys.isActive(task.ownerKeyId)) {
-        failTask(task.id, KEY_REVOKED_CODE, REVOKED_BEFORE_START);
+        endWithError(task.id, KEY_REVOKED_CODE, REVOKED_BEFORE_START);
         out.failed.push(task.id);
         continue;
       }
       if (Object.values(task.spec.envVars ?? {}).includes(REDACTED)) {
-        failTask(
+        endWithError(
           task.id,
           'daemon_restarted',
           'the daemon restarted and the task’s credentials were not kept; submit it again',
