@@ -76,3 +76,13 @@ export function errorCode(response: LightMyRequestResponse): string {
   if (/\n\s+at /.test(response.body)) throw new Error(`stack trace leaked: ${response.body}`);
   return body.error.code;
 }
+
+/** Whether no process has this pid any more (on this host: the fake driver runs commands here). */
+export function processGone(pid: number): boolean {
+  try {
+    process.kill(pid, 0);
+    return false;
+  } catch {
+    return true;
+  }
+}

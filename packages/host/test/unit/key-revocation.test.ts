@@ -1,7 +1,7 @@
 import { afterAll, beforeAll, describe, expect, it, vi } from 'vitest';
 import { TaskSpecSchema, type Task, type TaskEvent } from '@agentbox/protocol';
 import { createKeyStore, openDatabase } from '../../src/index.js';
-import { errorCode, fakeHost, type FakeHost } from '../helpers/fake-host.js';
+import { errorCode, fakeHost, processGone, type FakeHost } from '../helpers/fake-host.js';
 
 /** How often the daemon under test re-checks keys (the default is 5 s). */
 const CHECK_MS = 50;
@@ -49,15 +49,6 @@ const lines = (text: string) =>
     .split('\n')
     .filter(Boolean)
     .map((line) => JSON.parse(line) as Record<string, unknown>);
-
-const gone = (pid: number) => {
-  try {
-    process.kill(pid, 0);
-    return false;
-  } catch {
-    return true;
-  }
-};
 
 /**
  * Revoking a key (as `agentbox keys revoke` does, on the same database) ends what it keeps going,
@@ -137,13 +128,13 @@ describe('a revoked key', () => {
     const body = reader(res);
     const head = lines(await body.until((text) => lines(text).some((e) => e.type === 'stdout')));
     const pid = head.find((e) => e.type === 'started')!.pid as number;
-    expect(gone(pid)).toBe(false);
+    expect(processGone(pid)).toBe(false);
 
     h.host.keys.revoke(execer.key.id);
     const all = lines(await body.rest());
     expect(all.at(-1)).toMatchObject(REVOKED_LINE);
     expect(all.some((e) => e.type === 'exit')).toBe(false);
-    await vi.waitFor(() => expect(gone(pid), 'the command still runs').toBe(true));
+    await vi.waitFor(() => expect(processGone(pid), 'the command still runs').toBe(true));
   });
 
   it('sees a revocation another process wrote (the CLI’s): the seed task stream ends too', async () => {

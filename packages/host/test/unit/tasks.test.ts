@@ -1,6 +1,6 @@
 import { afterAll, beforeAll, describe, expect, it, vi } from 'vitest';
 import { TaskSpecSchema, type Task, type TaskEvent } from '@agentbox/protocol';
-import { errorCode, fakeHost, type FakeHost } from '../helpers/fake-host.js';
+import { errorCode, fakeHost, processGone, type FakeHost } from '../helpers/fake-host.js';
 
 /**
  * The task queue, runner loop and events API over the fake driver: the real guest agent runs each
@@ -688,14 +688,6 @@ describe('task recovery on daemon start', () => {
       agent: 'shell',
       spec: TaskSpecSchema.parse({ agent: 'shell', prompt: 'echo again' }),
     });
-  const gone = (pid: number) => {
-    try {
-      process.kill(pid, 0);
-      return false;
-    } catch {
-      return true;
-    }
-  };
 
   it('deletes the fresh box of a task that ran or had got one; a re-queued task starts in a new box', async () => {
     // As a crash leaves them, or a shutdown whose tasks outlived stopAll's wait.
@@ -719,7 +711,7 @@ describe('task recovery on daemon start', () => {
     expect(recovered.deletedBoxes.sort()).toEqual([ran.id, got.id, labelled.id].sort());
     for (const b of [ran, got, labelled]) {
       expect(h.host.store.get(b.id)!.state, b.id).toBe('deleted');
-      expect(gone(b.pid!), `${b.id}: its VM still runs`).toBe(true);
+      expect(processGone(b.pid!), `${b.id}: its VM still runs`).toBe(true);
     }
     expect(h.host.store.get(own.id)!.state).toBe('running');
     expect(h.host.taskStore.get('task-ran')).toMatchObject({
