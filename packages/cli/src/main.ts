@@ -37,7 +37,35 @@ function numberOption(name: string, min: number) {
   };
 }
 
-const collect = (value: string, previous: string[]) => [...previous, value];
+const collect = (value: string, previous: string[] | undefined) => [...(previous ?? []), value];
+
+/** A key's limit: a whole number, or `none` for no limit of its own (commander keeps no null). */
+function limitOption(name: string) {
+  const whole = intOption(name, 0, 1_000_000);
+  return (value: string): number | 'none' => (value === 'none' ? 'none' : whole(value));
+}
+
+interface Limits {
+  maxBoxes?: number | 'none';
+  maxTasks?: number | 'none';
+}
+
+const limitOf = (value: number | 'none'): number | null => (value === 'none' ? null : value);
+
+/** `--repo`/`--no-repos` and the limits as the keys commands take them. */
+function grantFlags(opts: { repo?: string[]; repos?: boolean } & Limits): {
+  repos?: string[] | false;
+  maxBoxes?: number | null;
+  maxTasks?: number | null;
+} {
+  if (opts.repos === false && opts.repo)
+    throw new AgentboxError('invalid_request', '--repo and --no-repos cannot go together');
+  return {
+    ...(opts.repos === false ? { repos: false as const } : opts.repo ? { repos: opts.repo } : {}),
+    ...(opts.maxBoxes !== undefined ? { maxBoxes: limitOf(opts.maxBoxes) } : {}),
+    ...(opts.maxTasks !== undefined ? { maxTasks: limitOf(opts.maxTasks) } : {}),
+  };
+}
 
 /** A parser of a flag's value whose own errors become commander's usage errors (exit 2). */
 function flagArg<T>(parse: (value: string) => T) {
@@ -255,15 +283,62 @@ export function buildProgram(setExit: (code: number) => void): Command {
     );
 
   const keys = program.command('keys').description('manage API keys (stored hashed; a key is shown once)');
-  keys
-    .command('create')
-    .description('make a key and print it once')
-    .option('--name <NAME>', 'what the key is for', 'api key')
-    .option('--scope <SCOPE>', 'admin (all boxes) or user (only the boxes it created)', 'user')
+  const grantOptions = (command: Command, verb: string): Command =>
+    command
+      .option(
+        '--repo <OWNER/NAME>',
+        `${verb} a GitHub repository the host's token may serve this key's boxes: owner/name, owner/* or * (repeatable)`,
+        collect,
+      )
+      .addOption(
+        new Option(
+          '--max-boxes <N>',
+          'most live boxes the key holds at once (none: only the host limit)',
+        ).argParser(limitOption('--max-boxes')),
+      )
+      .addOption(
+        new Option(
+          '--max-tasks <N>',
+          'most tasks the key has queued or running at once (none: only the host queue)',
+        ).argParser(limitOption('--max-tasks')),
+      );
+  grantOptions(
+    keys
+      .command('create')
+      .description('make a key and print it once')
+      .option('--name <NAME>', 'what the key is for', 'api key')
+      .option('--scope <SCOPE>', 'admin (all boxes) or user (only the boxes it created)', 'user'),
+    'grant',
+  )
     .option('--data <DIR>', 'state dir (default $AGENTBOX_HOME)')
     .option('--json', 'print JSON', false)
-    .action(async (opts: { name: string; scope: string; data?: string; json: boolean }) =>
-      setExit((await commands.keys()).keysCreate(opts)),
+    .action(
+      async (opts: { name: string; scope: string; data?: string; json: boolean; repo?: string[] } & Limits) =>
+        setExit(
+          (await commands.keys()).keysCreate({
+            name: opts.name,
+            scope: opts.scope,
+            data: opts.data,
+            json: opts.json,
+            ...grantFlags(opts),
+          }),
+        ),
+    );
+  grantOptions(
+    keys
+      .command('update')
+      .description("change a key's grants (a running daemon applies them from the key's next request)")
+      .argument('<id>', 'key id, as `keys list` shows it'),
+    'set (replaces the list)',
+  )
+    .option('--no-repos', 'take back every repository grant')
+    .option('--data <DIR>', 'state dir (default $AGENTBOX_HOME)')
+    .option('--json', 'print the key as JSON', false)
+    .action(
+      async (id: string, opts: { data?: string; json: boolean; repo?: string[]; repos?: boolean } & Limits) =>
+        setExit(
+          (await commands.keys()).keysUpdate({ id, data: opts.data, json: opts.json, ...grantFlags(opts) }),
+        ),
     );
   keys
     .command('list')

@@ -29,7 +29,7 @@ export {
   type AddressRules,
   type AddressVerdict,
 } from './address-policy.js';
-export { userPolicyExcess, USER_EGRESS_PORTS, type PolicyExcess } from './policy-scope.js';
+export { repoGrantExcess, userPolicyExcess, USER_EGRESS_PORTS, type PolicyExcess } from './policy-scope.js';
 export {
   githubRepoOfRequest,
   repoFromGitUrl,

@@ -1,11 +1,12 @@
-import { DEFAULT_EGRESS_PORTS, parseCidr, type EgressPolicy } from '@agentbox/protocol';
+import { DEFAULT_EGRESS_PORTS, parseCidr, repoGranted, type EgressPolicy } from '@agentbox/protocol';
 import { nonPublicClassesIn } from './address-policy.js';
 
 /**
  * What an API key of `user` scope may ask of a box's egress policy. Pure. A user key's box reaches
  * public destinations only, by name or by public address, on the default ports; the LAN, the host
  * itself, local or private prefixes in `allowIPs`, other ports and the test-only `upstreams` map
- * are the operator's to open, with an admin key. Domains, presets and `repos` are not limited here.
+ * are the operator's to open, with an admin key. Its `repos` (where the host's GitHub token is
+ * injected) must be granted to the key (repoGrantExcess). Domains and presets are not limited here.
  */
 
 /** Ports a user key may list in `allowPorts`: the default ones. */
@@ -45,6 +46,35 @@ export function userPolicyExcess(policy: EgressPolicy): PolicyExcess[] {
   }
   if (policy.upstreams !== undefined && Object.keys(policy.upstreams).length > 0) {
     excess.push({ field: 'upstreams', reason: 'the test-only upstream map points names at any address' });
+  }
+  return excess;
+}
+
+/**
+ * The parts of `policy` that would use the host's GitHub token beyond `grants` (RepoGrantSchema,
+ * canonical): each repository in `repos` no grant covers, and any GraphQL mutation unless the
+ * grants cover every repository (`*`): a mutation names node ids, which are not checked against
+ * `repos`, so it may act on any repository the token reaches.
+ */
+export function repoGrantExcess(policy: EgressPolicy, grants: readonly string[]): PolicyExcess[] {
+  const excess: PolicyExcess[] = [];
+  (policy.repos ?? []).forEach((repo, i) => {
+    if (!repoGranted(grants, repo)) {
+      excess.push({
+        field: `repos.${i}`,
+        reason: `${repo} is not among the repositories granted to this key`,
+      });
+    }
+  });
+  if (!grants.includes('*')) {
+    (policy.githubGraphqlOperations ?? []).forEach((operation, i) => {
+      if (operation.startsWith('mutation ')) {
+        excess.push({
+          field: `githubGraphqlOperations.${i}`,
+          reason: `${operation} may act on any repository the token reaches; it needs a grant of every repository (*)`,
+        });
+      }
+    });
   }
   return excess;
 }

@@ -206,7 +206,11 @@ export function createHost(options: HostOptions) {
     store: taskStore,
     boxes,
     library,
-    keys: keyWatch,
+    keys: {
+      isActive: (keyId) => keyWatch.isActive(keyId),
+      watch: (keyId, onRevoked) => keyWatch.watch(keyId, onRevoked),
+      grantsFor: (keyId) => keys.grantsFor(keyId),
+    },
     runnerFor: options.runnerFor ?? defaultRunnerFor,
     maxConcurrent: options.maxConcurrentTasks ?? DEFAULT_MAX_CONCURRENT_TASKS,
     outputLimits: {

@@ -17,6 +17,7 @@ export {
   hashKey,
   type KeyStore,
   type KeyScope,
+  type KeyGrants,
   type ApiKeyInfo,
   type Actor,
 } from './store/key-store.js';

@@ -157,10 +157,14 @@ export const StatusResponseSchema = z
             age_seconds: z.number().int(),
             box_id: BoxIdSchema,
             state: BoxStateSchema,
+            owner_key_id: z.string().describe('The API key whose user id it is (user ids are per key).'),
           })
           .strict(),
       )
-      .describe('Live boxes that have a user_id, keyed by it.'),
+      .describe(
+        'Live boxes that have a user_id, keyed by it; a user id that several keys use is keyed ' +
+          '`user_id@key_id` for each of them.',
+      ),
     host: z
       .object({
         boxLimit: z.number().int().describe('Most live boxes this host takes.'),

@@ -277,6 +277,28 @@ export const GitHubRepoSchema = z
   .overwrite((raw) => raw.toLowerCase().replace(/\.git$/, ''))
   .describe('GitHub repository `owner/name` (case-insensitive, `.git` suffix dropped).');
 
+/**
+ * A GitHub repository an API key may have the host's GitHub token used for: `owner/name`,
+ * `owner/*` (every repository of that owner) or `*` (any). Set by the operator on the key
+ * (`agentbox keys create|update --repo`); a user key's box may list in `repos` only what its grants
+ * cover. Admin keys need no grant.
+ */
+export const RepoGrantSchema = z
+  .string()
+  .max(200)
+  .regex(
+    /^(?:\*|[A-Za-z0-9](?:[A-Za-z0-9-]*)\/(?:\*|[A-Za-z0-9._-]+))$/,
+    'a GitHub repository grant: owner/name, owner/* or *',
+  )
+  .overwrite((raw) => raw.toLowerCase().replace(/\.git$/, ''))
+  .describe('Repository grant: `owner/name`, `owner/*` or `*` (case-insensitive).');
+
+/** Whether `grants` (canonical, as RepoGrantSchema leaves them) cover the canonical repo `owner/name`. */
+export function repoGranted(grants: readonly string[], repo: string): boolean {
+  const owner = repo.slice(0, repo.indexOf('/'));
+  return grants.some((grant) => grant === '*' || grant === repo || grant === `${owner}/*`);
+}
+
 export const GitHubGraphqlOperationSchema = z
   .string()
   .max(140)
@@ -345,7 +367,8 @@ export const EgressPolicySchema = z
       .describe(
         'When set, GitHub (github.com, api.github.com, codeload, raw) is reachable only for these ' +
           'repositories, the only ones the host GitHub token is injected for; anything else to GitHub ' +
-          'is refused. Without it, GitHub hosts the policy allows are reached with no token injected.',
+          'is refused. Without it, GitHub hosts the policy allows are reached with no token injected. ' +
+          'A user key may list only the repositories granted to it (`agentbox keys update --repo`).',
       ),
     githubGraphqlOperations: z
       .array(GitHubGraphqlOperationSchema)
@@ -355,7 +378,8 @@ export const EgressPolicySchema = z
         'With `repos` set: GraphQL operations api.github.com/graphql accepts, by name (default none: ' +
           'GraphQL is refused). A request passes only as one named operation from this list whose ' +
           'every `repository(owner, name)` is in `repos`; a query may select nothing else at its root. ' +
-          'Mutations act on node ids, which are not checked against `repos`.',
+          'Mutations act on node ids, which are not checked against `repos`: a user key may list one ' +
+          'only when granted every repository (`*`).',
       ),
     upstreams: z
       .record(HostNameKeySchema, HostPortSchema)

@@ -1,4 +1,4 @@
-import { createKeyStore, openDatabase, type ApiKeyInfo, type KeyScope } from '@agentbox/host';
+import { createKeyStore, openDatabase, type ApiKeyInfo, type KeyGrants, type KeyScope } from '@agentbox/host';
 import { AgentboxError } from '@agentbox/protocol';
 import { writeJson } from '../output.js';
 import { dataDirOf } from './serve.js';
@@ -20,6 +20,7 @@ const when = (ms: number | null) => (ms === null ? '-' : new Date(ms).toISOStrin
 
 export function formatKeys(keys: ApiKeyInfo[]): string {
   if (keys.length === 0) return 'no API keys (`agentbox serve` makes an admin key on first start)';
+  const limit = (n: number | null) => (n === null ? '-' : String(n));
   const rows = keys.map((k) => [
     k.id,
     k.scope,
@@ -28,8 +29,22 @@ export function formatKeys(keys: ApiKeyInfo[]): string {
     when(k.createdAt),
     when(k.lastUsedAt),
     k.revokedAt ? `revoked ${when(k.revokedAt)}` : 'active',
+    k.scope === 'admin' ? '*' : k.grants.repos.join(',') || '-',
+    limit(k.grants.maxBoxes),
+    limit(k.grants.maxTasks),
   ]);
-  const header = ['ID', 'SCOPE', 'PREFIX', 'NAME', 'CREATED', 'LAST USED', 'STATUS'];
+  const header = [
+    'ID',
+    'SCOPE',
+    'PREFIX',
+    'NAME',
+    'CREATED',
+    'LAST USED',
+    'STATUS',
+    'REPOS',
+    'MAX BOXES',
+    'MAX TASKS',
+  ];
   const widths = header.map((h, i) => Math.max(h.length, ...rows.map((r) => r[i]!.length)));
   return [header, ...rows]
     .map((r) =>
@@ -41,14 +56,34 @@ export function formatKeys(keys: ApiKeyInfo[]): string {
     .join('\n');
 }
 
-export function keysCreate(options: { name: string; scope: string; data?: string; json: boolean }): number {
+/** The grant flags of `keys create` and `keys update`, as commander parses them. */
+export interface GrantFlags {
+  /** `--repo` (repeatable); false: `--no-repos`. */
+  repos?: string[] | false;
+  /** A number, or null for `none`. */
+  maxBoxes?: number | null;
+  maxTasks?: number | null;
+}
+
+function grantsOfFlags(flags: GrantFlags): Partial<KeyGrants> {
+  return {
+    ...(flags.repos !== undefined ? { repos: flags.repos === false ? [] : flags.repos } : {}),
+    ...(flags.maxBoxes !== undefined ? { maxBoxes: flags.maxBoxes } : {}),
+    ...(flags.maxTasks !== undefined ? { maxTasks: flags.maxTasks } : {}),
+  };
+}
+
+export function keysCreate(
+  options: { name: string; scope: string; data?: string; json: boolean } & GrantFlags,
+): number {
   if (options.scope !== 'admin' && options.scope !== 'user') {
     throw new AgentboxError('invalid_request', '--scope must be admin or user');
   }
   // A key may be made before the daemon's first start: this one makes the store.
   const { secret, key } = withKeys(
     options.data,
-    (keys) => keys.create({ name: options.name, scope: options.scope as KeyScope }),
+    (keys) =>
+      keys.create({ name: options.name, scope: options.scope as KeyScope, grants: grantsOfFlags(options) }),
     { existing: false },
   );
   if (options.json) writeJson({ ...key, key: secret });
@@ -68,5 +103,20 @@ export function keysList(options: { data?: string; json: boolean }): number {
 export function keysRevoke(options: { id: string; data?: string }): number {
   const key = withKeys(options.data, (keys) => keys.revoke(options.id));
   process.stdout.write(`agentbox: revoked ${key.id} (${key.name})\n`);
+  return 0;
+}
+
+/** Changes a key's grants; a running daemon applies them from the key's next request. */
+export function keysUpdate(options: { id: string; data?: string; json: boolean } & GrantFlags): number {
+  const grants = grantsOfFlags(options);
+  if (Object.keys(grants).length === 0) {
+    throw new AgentboxError(
+      'invalid_request',
+      'nothing to change: pass --repo, --no-repos, --max-boxes or --max-tasks',
+    );
+  }
+  const key = withKeys(options.data, (keys) => keys.update(options.id, grants));
+  if (options.json) writeJson(key);
+  else process.stdout.write(`${formatKeys([key])}\n`);
   return 0;
 }

@@ -34,6 +34,65 @@ describe('agentbox keys', () => {
     expect(fs.readFileSync(path.join(data, 'agentbox.db')).includes(Buffer.from(secret))).toBe(false);
   });
 
+  it('grants repositories and limits at create, changes them with update, shows them in list', async () => {
+    const made = await cli([
+      'keys',
+      'create',
+      '--name',
+      'tenant',
+      '--repo',
+      'Acme/*',
+      '--repo',
+      'solo/one',
+      '--max-boxes',
+      '2',
+      '--data',
+      data,
+      '--json',
+    ]);
+    expect(made.code, made.stderr).toBe(0);
+    const key = JSON.parse(made.stdout) as { id: string; grants: object };
+    expect(key.grants).toEqual({ repos: ['acme/*', 'solo/one'], maxBoxes: 2, maxTasks: null });
+
+    const updated = await cli([
+      'keys',
+      'update',
+      key.id,
+      '--max-tasks',
+      '5',
+      '--max-boxes',
+      'none',
+      '--data',
+      data,
+      '--json',
+    ]);
+    expect(updated.code, updated.stderr).toBe(0);
+    expect(JSON.parse(updated.stdout)).toMatchObject({
+      grants: { repos: ['acme/*', 'solo/one'], maxBoxes: null, maxTasks: 5 },
+    });
+    const replaced = await cli(['keys', 'update', key.id, '--repo', 'other/x', '--data', data]);
+    expect(replaced.stdout).toMatch(new RegExp(`${key.id}\\s+user\\s.*\\sactive\\s+other/x\\s+-\\s+5$`, 'm'));
+    const cleared = await cli(['keys', 'update', key.id, '--no-repos', '--data', data, '--json']);
+    expect(JSON.parse(cleared.stdout)).toMatchObject({ grants: { repos: [] } });
+
+    for (const [args, line] of [
+      [['keys', 'update', key.id], 'nothing to change: pass --repo, --no-repos, --max-boxes or --max-tasks'],
+      [['keys', 'update', key.id, '--repo', 'a/b', '--no-repos'], '--repo and --no-repos cannot go together'],
+      [
+        ['keys', 'update', key.id, '--repo', 'acme'],
+        '--repo acme: a GitHub repository grant: owner/name, owner/* or *',
+      ],
+      [['keys', 'update', 'key_nope', '--max-tasks', '1'], 'no API key with id key_nope'],
+    ] as const) {
+      const r = await cli([...args, '--data', data]);
+      expect(r.code, r.stderr).toBe(2);
+      expect(r.stderr).toBe(`agentbox: ${line}\n`);
+    }
+    const bad = await cli(['keys', 'update', key.id, '--max-boxes', '-1', '--data', data]);
+    expect(bad.code).toBe(2);
+    expect(bad.stderr).toMatch(/--max-boxes must be a whole number/);
+  });
+
   it('says clearly what is wrong, in one line', async () => {
     const again = await cli(['keys', 'revoke', 'key_nope', '--data', data]);
     expect(again.code).toBe(2);

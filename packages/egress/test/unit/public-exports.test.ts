@@ -34,6 +34,7 @@ describe('@agentbox/egress public surface', () => {
       'normalizeIp',
       'parseAddress',
       'repoFromGitUrl',
+      'repoGrantExcess',
       'rulesForHost',
       'systemLookup',
       'userPolicyExcess',

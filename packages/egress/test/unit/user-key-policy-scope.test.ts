@@ -1,6 +1,12 @@
 import { describe, expect, it } from 'vitest';
-import { EgressPolicySchema, parseCidr, type EgressPolicyInput } from '@agentbox/protocol';
-import { nonPublicClassesIn, userPolicyExcess, USER_EGRESS_PORTS } from '../../src/index.js';
+import {
+  EgressPolicySchema,
+  parseCidr,
+  RepoGrantSchema,
+  repoGranted,
+  type EgressPolicyInput,
+} from '@agentbox/protocol';
+import { nonPublicClassesIn, repoGrantExcess, userPolicyExcess, USER_EGRESS_PORTS } from '../../src/index.js';
 
 /** The fields of `input` (parsed as the daemon parses it) a user key may not ask for. */
 const excessOf = (input: EgressPolicyInput) =>
@@ -89,5 +95,42 @@ describe('nonPublicClassesIn()', () => {
     expect(classes('10.2.3.0/24')).toEqual(['private']); // inside 10/8
     expect(classes('169.254.0.0/16')).toEqual(['link_local', 'metadata']);
     expect(classes('::ffff:127.0.0.0/104')).toEqual(['loopback']);
+  });
+});
+
+describe("repoGrantExcess(): repositories the host token would serve beyond a key's grants", () => {
+  const excess = (policy: EgressPolicyInput, grants: string[]) =>
+    repoGrantExcess(EgressPolicySchema.parse(policy), RepoGrantSchema.array().parse(grants)).map(
+      (e) => e.field,
+    );
+
+  it('covers a repository by name, by owner, or all; case and .git do not matter', () => {
+    const grants = RepoGrantSchema.array().parse(['Acme/*', 'solo/One.git']);
+    expect(grants).toEqual(['acme/*', 'solo/one']);
+    expect(repoGranted(grants, 'acme/widgets')).toBe(true);
+    expect(repoGranted(grants, 'solo/one')).toBe(true);
+    expect(repoGranted(grants, 'solo/two')).toBe(false);
+    // An owner grant is not a prefix match: acme-evil is another owner.
+    expect(repoGranted(grants, 'acme-evil/widgets')).toBe(false);
+    expect(repoGranted(['*'], 'anyone/anything')).toBe(true);
+    expect(repoGranted([], 'acme/widgets')).toBe(false);
+  });
+
+  it('names each repository no grant covers, and nothing for a policy without repos', () => {
+    expect(excess({}, [])).toEqual([]);
+    expect(excess({ presets: ['github'] }, [])).toEqual([]);
+    expect(excess({ repos: ['ACME/Widgets.git', 'other/x', 'acme/y'] }, ['acme/*'])).toEqual(['repos.1']);
+    expect(excess({ repos: ['a/b'] }, [])).toEqual(['repos.0']);
+  });
+
+  it('refuses a GraphQL mutation unless every repository is granted; queries are judged per repo', () => {
+    const policy = { repos: ['acme/w'], githubGraphqlOperations: ['Issues', 'mutation Close', 'query X'] };
+    expect(excess(policy, ['acme/*'])).toEqual(['githubGraphqlOperations.1']);
+    expect(excess(policy, ['*'])).toEqual([]);
+  });
+
+  it('takes only well-formed grants', () => {
+    for (const bad of ['acme', '*/x', 'acme/*/x', 'ac me/x', '-acme/x', 'acme/**', ''])
+      expect(RepoGrantSchema.safeParse(bad).success, bad).toBe(false);
   });
 });

@@ -2,10 +2,11 @@ import { randomBytes } from 'node:crypto';
 import fs from 'node:fs';
 import fsp from 'node:fs/promises';
 import path from 'node:path';
-import { userPolicyExcess } from '@agentbox/egress';
+import { repoGrantExcess, userPolicyExcess } from '@agentbox/egress';
 import {
   AgentboxError,
   EgressPolicySchema,
+  repoGranted,
   type BoxStartMode,
   type BoxState,
   type EgressPolicyInput,
@@ -14,7 +15,7 @@ import {
 } from '@agentbox/protocol';
 import type { AdoptSpec, GuestConnection, Image, Vm, VmResources, VmSpec } from '@agentbox/vm';
 import type { BoxRecord, BoxStore } from '../store/box-store.js';
-import type { Actor } from '../store/key-store.js';
+import { grantsOf, type Actor } from '../store/key-store.js';
 import { createBoxLeases } from './box-leases.js';
 import { createBoxPower, DEFAULT_IDLE, type BoxSession, type IdleSettings } from './box-power.js';
 import { createReconciler } from './box-reconcile.js';
@@ -106,16 +107,24 @@ export function widenPolicy(policy: EgressPolicyInput, add: EgressWidening): Egr
 }
 
 /**
- * Refuses (403 forbidden) a policy a `user` key may not ask for: the LAN, the host, non-public
- * `allowIPs`, ports beyond the default, `upstreams` (see userPolicyExcess). Admin keys may ask for
- * anything. Fields are named as in `POST /v1/boxes` (`egress.…`).
+ * Refuses (403 forbidden) a policy the key may not ask for. A `user` key: the LAN, the host,
+ * non-public `allowIPs`, ports beyond the default, `upstreams` (see userPolicyExcess). Any key:
+ * `repos` beyond the repositories granted to it, and GraphQL mutations unless it was granted every
+ * repository (see repoGrantExcess); admin keys are. Fields are named as in `POST /v1/boxes` (`egress.…`).
  */
 export function checkEgressScope(actor: Actor, policy: EgressPolicyInput): void {
-  if (actor.scope === 'admin') return;
-  const excess = userPolicyExcess(EgressPolicySchema.parse(policy));
-  if (excess.length === 0) return;
-  const fields = excess.map((e) => `egress.${e.field}`);
-  const message = excess.map((e) => `egress.${e.field} needs an admin key: ${e.reason}`).join('; ');
+  const parsed = EgressPolicySchema.parse(policy);
+  const beyondScope = actor.scope === 'admin' ? [] : userPolicyExcess(parsed);
+  const beyondGrants = repoGrantExcess(parsed, grantsOf(actor).repos);
+  if (beyondScope.length === 0 && beyondGrants.length === 0) return;
+  const fields = [...beyondScope, ...beyondGrants].map((e) => `egress.${e.field}`);
+  const message = [
+    ...beyondScope.map((e) => `egress.${e.field} needs an admin key: ${e.reason}`),
+    ...beyondGrants.map(
+      (e) =>
+        `egress.${e.field}: ${e.reason} (the operator grants it: agentbox keys update ${actor.keyId} --repo …)`,
+    ),
+  ].join('; ');
   throw new AgentboxError('forbidden', message, { details: { fields } });
 }
 
@@ -455,7 +464,7 @@ export function createBoxService(deps: BoxServiceDeps) {
             : null,
           imageId: deps.image.manifest?.id ?? null,
         },
-        { maxLive: deps.limits.maxBoxes },
+        { maxLive: deps.limits.maxBoxes, maxLiveOfOwner: grantsOf(options.actor).maxBoxes },
       );
     } catch (err) {
       if (warm) deps.templates?.returnWarm(warm);
@@ -512,35 +521,47 @@ export function createBoxService(deps: BoxServiceDeps) {
     }
   }
 
-  /** Seed semantics: one persistent box per user id; a second call returns the live one. */
+  /**
+   * Seed semantics: one persistent box per user id; a second call returns the live one. User ids
+   * are per API key: two keys' "alice" are two boxes, and neither key learns of the other's.
+   */
   async function createForUser(
     options: CreateBoxOptions & { userId: string },
   ): Promise<{ status: 'created' | 'exists'; box: BoxRecord }> {
-    const exists = (box: BoxRecord) => {
-      if (!visible(options.actor, box)) {
-        throw new AgentboxError(
-          'forbidden',
-          `user ${options.userId} has a box that belongs to another API key`,
-        );
-      }
-      return { status: 'exists' as const, box };
-    };
-    const existing = store.findLiveByUser(options.userId);
-    if (existing) return exists(existing);
+    const { keyId } = options.actor;
+    const existing = store.findLiveByUser(keyId, options.userId);
+    if (existing) return { status: 'exists', box: existing };
     try {
       return { status: 'created', box: await create(options) };
     } catch (err) {
       // A parallel call made the user's box after our lookup (create awaits before its insert).
-      const raced = isUserTaken(err, options.userId) ? store.findLiveByUser(options.userId) : undefined;
-      if (raced) return exists(raced);
+      const raced = isUserTaken(err, options.userId)
+        ? store.findLiveByUser(keyId, options.userId)
+        : undefined;
+      if (raced) return { status: 'exists', box: raced };
       throw err;
     }
   }
 
+  /**
+   * The live box of a user id: the key's own. An admin key's lookup falls back to the user id
+   * under any key when it has none of its own, and refuses to guess between several.
+   */
   function getByUser(options: { actor: Actor; userId: string }): BoxRecord {
-    const box = store.findLiveByUser(options.userId);
-    if (!visible(options.actor, box))
-      throw new AgentboxError('box_not_found', `no box for user ${options.userId}`);
+    const { actor, userId } = options;
+    const own = store.findLiveByUser(actor.keyId, userId);
+    if (own) return own;
+    const others = actor.scope === 'admin' ? store.findLiveByUserOfAnyKey(userId) : [];
+    if (others.length > 1) {
+      throw new AgentboxError(
+        'invalid_state',
+        `user ${userId} has live boxes under ${others.length} API keys (${others.map((b) => b.id).join(', ')}); ` +
+          'name the box by id (/v1/boxes/{id}) or use the key that made it',
+        { details: { userId, boxIds: others.map((b) => b.id) } },
+      );
+    }
+    const box = others[0];
+    if (!box) throw new AgentboxError('box_not_found', `no box for user ${userId}`);
     return box;
   }
 
@@ -653,11 +674,17 @@ export function createBoxService(deps: BoxServiceDeps) {
     hostEnv: readHostEnv,
   });
 
-  /** Lets a running box reach what a task needs (its agent's API, its repository). */
+  /**
+   * Lets a running box reach what a task needs (its agent's API, its repository). A repository not
+   * granted to the key is not added to `repos`: no token is injected for it, and the box reaches it
+   * as the public does (if its policy lists no `repos`; else GitHub refuses it).
+   */
   function widenEgress(options: { actor: Actor; id: string } & EgressWidening): Promise<void> {
     const box = get(options);
     if (!deps.egress || !box.egressPolicy) return Promise.resolve();
-    const next = EgressPolicySchema.parse(widenPolicy(box.egressPolicy, options));
+    const granted = grantsOf(options.actor).repos;
+    const repos = (options.repos ?? []).filter((repo) => repoGranted(granted, repo));
+    const next = EgressPolicySchema.parse(widenPolicy(box.egressPolicy, { ...options, repos }));
     if (JSON.stringify(next) === JSON.stringify(EgressPolicySchema.parse(box.egressPolicy)))
       return Promise.resolve();
     store.setEgressPolicy(box.id, next);

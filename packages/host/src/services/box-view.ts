@@ -37,9 +37,16 @@ export function hostStatus(
   const now = clock();
   const all = boxes.list({ actor: { keyId: 'status', scope: 'admin' } });
   const microvms: StatusResponse['microvms'] = {};
-  for (const box of all) {
-    if (box.userId === null || !['creating', 'running', 'paused', 'hibernated'].includes(box.state)) continue;
-    microvms[box.userId] = {
+  const listed = all.filter(
+    (box): box is typeof box & { userId: string } =>
+      box.userId !== null && ['creating', 'running', 'paused', 'hibernated'].includes(box.state),
+  );
+  // User ids are per key: one that several keys use is told apart by its key.
+  const keysOfUser = new Map<string, number>();
+  for (const box of listed) keysOfUser.set(box.userId, (keysOfUser.get(box.userId) ?? 0) + 1);
+  for (const box of listed) {
+    const name = keysOfUser.get(box.userId)! > 1 ? `${box.userId}@${box.ownerKeyId}` : box.userId;
+    microvms[name] = {
       ip: null,
       runtime: box.runtime,
       pid: box.pid,
@@ -48,6 +55,7 @@ export function hostStatus(
       age_seconds: Math.floor((now - box.createdAt) / 1000),
       box_id: box.id,
       state: box.state,
+      owner_key_id: box.ownerKeyId,
     };
   }
   const counts = boxes.countByState();

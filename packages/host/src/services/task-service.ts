@@ -18,7 +18,7 @@ import {
 } from '@agentbox/protocol';
 import { repoFromGitUrl } from '@agentbox/egress';
 import type { AgentExit, AgentRunner, ResolvedLibraryItem, TaskEventDraft } from '@agentbox/runners';
-import type { Actor } from '../store/key-store.js';
+import { grantsOf, type Actor, type KeyStore } from '../store/key-store.js';
 import type { TaskFinish, TaskRecord, TaskStore, TaskTarget } from '../store/task-store.js';
 import type { GuestConnection } from '@agentbox/vm';
 import type { BoxLease, BoxService } from './box-service.js';
@@ -82,7 +82,7 @@ export interface TaskServiceDeps {
   >;
   library: Pick<LibraryService, 'resolveForTask'>;
   /** A task runs as its owner's key: one revoked meanwhile fails it (queued or running). */
-  keys: Pick<KeyWatch, 'isActive' | 'watch'>;
+  keys: Pick<KeyWatch, 'isActive' | 'watch'> & Pick<KeyStore, 'grantsFor'>;
   runnerFor: (kind: AgentKind) => AgentRunner;
   maxConcurrent: number;
   log: TaskLogger;
@@ -338,6 +338,17 @@ export function createTaskService(deps: TaskServiceDeps) {
     // The task runs as its owner's key (user scope): an admin naming another key's box is told now,
     // not when the task starts.
     if (options.boxId) deps.boxes.get({ actor: { keyId: actor.keyId, scope: 'user' }, id: options.boxId });
+    const { maxTasks } = grantsOf(actor);
+    if (maxTasks !== null) {
+      const open = store.countOpen(actor.keyId);
+      if (open >= maxTasks) {
+        throw new AgentboxError(
+          'capacity_exhausted',
+          `API key ${actor.keyId} already has ${open} of at most ${maxTasks} tasks queued or running; retry once one ends`,
+          { details: { limit: maxTasks, scope: 'key' } },
+        );
+      }
+    }
     checkAgentDefinition(spec, deps.library.resolveForTask(spec).agentDefinition);
     const task = store.insert({
       id: newTaskId(),
@@ -422,7 +433,12 @@ export function createTaskService(deps: TaskServiceDeps) {
     const record = store.get(id)!;
     const spec = pendingSpecs.get(id) ?? record.spec;
     pendingSpecs.delete(id);
-    const actor: Actor = { keyId: record.ownerKeyId, scope: 'user' };
+    // The task acts as its owner's key as it stands now: its own boxes only, its grants.
+    const actor: Actor = {
+      keyId: record.ownerKeyId,
+      scope: 'user',
+      grants: deps.keys.grantsFor(record.ownerKeyId),
+    };
     const signal = entry.controller.signal;
     const timer = setTimeout(() => {
       entry.abortReason ??= 'timed_out';

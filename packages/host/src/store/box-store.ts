@@ -145,8 +145,11 @@ export function createBoxStore(db: Db, clock: () => number = Date.now) {
   return {
     get,
 
-    /** Records a new box in `creating`, unless the host is full or the user id has a live box. */
-    insert(box: NewBox, options: { maxLive: number }): BoxRecord {
+    /**
+     * Records a new box in `creating`, unless the host is full, its key holds `maxLiveOfOwner` live
+     * boxes already, or the user id has a live box of that key.
+     */
+    insert(box: NewBox, options: { maxLive: number; maxLiveOfOwner?: number | null }): BoxRecord {
       const now = clock();
       const insert = db.transaction(() => {
         const live = (db.prepare(`SELECT COUNT(*) AS n FROM boxes WHERE ${LIVE_SQL}`).get() as { n: number })
@@ -157,6 +160,21 @@ export function createBoxStore(db: Db, clock: () => number = Date.now) {
             `this host already runs ${live} of at most ${options.maxLive} boxes; delete one or retry later`,
             { details: { limit: options.maxLive } },
           );
+        }
+        const ownerLimit = options.maxLiveOfOwner;
+        if (ownerLimit !== undefined && ownerLimit !== null) {
+          const owned = (
+            db
+              .prepare(`SELECT COUNT(*) AS n FROM boxes WHERE owner_key_id = ? AND ${LIVE_SQL}`)
+              .get(box.ownerKeyId) as { n: number }
+          ).n;
+          if (owned >= ownerLimit) {
+            throw new AgentboxError(
+              'capacity_exhausted',
+              `API key ${box.ownerKeyId} already holds ${owned} of at most ${ownerLimit} live boxes; delete one or retry later`,
+              { details: { limit: ownerLimit, scope: 'key' } },
+            );
+          }
         }
         db.prepare(
           `INSERT INTO boxes (id, state, owner_key_id, user_id, runtime, memory_mib, vcpus, disk_gib,
@@ -264,11 +282,24 @@ export function createBoxStore(db: Db, clock: () => number = Date.now) {
         .map(toRecord);
     },
 
-    findLiveByUser(userId: string): BoxRecord | undefined {
+    /** The live box of a user id in the namespace of one key (user ids are per key). */
+    findLiveByUser(ownerKeyId: string, userId: string): BoxRecord | undefined {
       const row = db
-        .prepare<[string], BoxRow>(`SELECT * FROM boxes WHERE user_id = ? AND ${LIVE_SQL}`)
-        .get(userId);
+        .prepare<[string, string], BoxRow>(
+          `SELECT * FROM boxes WHERE owner_key_id = ? AND user_id = ? AND ${LIVE_SQL}`,
+        )
+        .get(ownerKeyId, userId);
       return row && toRecord(row);
+    },
+
+    /** The live boxes of a user id under every key, oldest first (an admin's lookup). */
+    findLiveByUserOfAnyKey(userId: string): BoxRecord[] {
+      return db
+        .prepare<[string], BoxRow>(
+          `SELECT * FROM boxes WHERE user_id = ? AND ${LIVE_SQL} ORDER BY created_at, id`,
+        )
+        .all(userId)
+        .map(toRecord);
     },
 
     countByState(): Record<BoxState, number> {

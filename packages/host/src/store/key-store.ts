@@ -1,8 +1,24 @@
 import { createHash, randomBytes, randomUUID } from 'node:crypto';
-import { AgentboxError } from '@agentbox/protocol';
+import { AgentboxError, RepoGrantSchema } from '@agentbox/protocol';
 import type { Db } from './db.js';
 
 export type KeyScope = 'admin' | 'user';
+
+/**
+ * What a key may use beyond seeing its own boxes, set by the operator (`agentbox keys create|update`).
+ * A user key starts with none: no repository gets the host's GitHub token for its boxes, and only
+ * the host's own limits bound how much it holds. Admin keys may use any repository.
+ */
+export interface KeyGrants {
+  /** Repositories its boxes may list in `repos` (RepoGrantSchema: `owner/name`, `owner/*`, `*`). */
+  repos: readonly string[];
+  /** Live boxes it may hold at once; null: only the host's `--max-boxes`. */
+  maxBoxes: number | null;
+  /** Tasks it may have queued or running at once; null: only the host's queue. */
+  maxTasks: number | null;
+}
+
+export const NO_GRANTS: KeyGrants = { repos: [], maxBoxes: null, maxTasks: null };
 
 /** A stored API key; the secret itself is never stored, only its sha256. */
 export interface ApiKeyInfo {
@@ -13,12 +29,21 @@ export interface ApiKeyInfo {
   createdAt: number;
   revokedAt: number | null;
   lastUsedAt: number | null;
+  grants: KeyGrants;
 }
 
-/** Who made a request: the key, and so what it may see. */
+/** Who made a request: the key, and so what it may see and use. */
 export interface Actor {
   keyId: string;
   scope: KeyScope;
+  /** The key's grants as stored when the request came in; absent: none (see grantsOf). */
+  grants?: KeyGrants;
+}
+
+/** An actor's grants: what its key was given, none when unknown; admin keys may use any repository. */
+export function grantsOf(actor: Actor): KeyGrants {
+  const grants = actor.grants ?? NO_GRANTS;
+  return actor.scope === 'admin' ? { ...grants, repos: ['*'] } : grants;
 }
 
 interface KeyRow {
@@ -29,7 +54,13 @@ interface KeyRow {
   created_at: number;
   revoked_at: number | null;
   last_used_at: number | null;
+  repo_grants: string;
+  max_boxes: number | null;
+  max_tasks: number | null;
 }
+
+const KEY_COLUMNS =
+  'id, name, scope, prefix, created_at, revoked_at, last_used_at, repo_grants, max_boxes, max_tasks';
 
 const KEY_PREFIX = 'abk_';
 /** last_used_at is refreshed at most this often, so authentication rarely writes. */
@@ -48,13 +79,53 @@ function toInfo(row: KeyRow): ApiKeyInfo {
     createdAt: row.created_at,
     revokedAt: row.revoked_at,
     lastUsedAt: row.last_used_at,
+    grants: grantsOfRow(row),
   };
 }
 
+function grantsOfRow(row: KeyRow): KeyGrants {
+  return {
+    repos: RepoGrantSchema.array().catch([]).parse(safeJson(row.repo_grants)),
+    maxBoxes: row.max_boxes,
+    maxTasks: row.max_tasks,
+  };
+}
+
+function safeJson(text: string): unknown {
+  try {
+    return JSON.parse(text);
+  } catch {
+    return [];
+  }
+}
+
+/** Checks grants given to a key: canonical repos (deduplicated), limits whole and >= 0. */
+function checkGrants(grants: Partial<KeyGrants>): Partial<KeyGrants> {
+  const out: Partial<KeyGrants> = {};
+  if (grants.repos !== undefined) {
+    const parsed = RepoGrantSchema.array().max(1000).safeParse(grants.repos);
+    if (!parsed.success) {
+      const bad = parsed.error.issues[0];
+      throw new AgentboxError(
+        'invalid_request',
+        `--repo ${String(grants.repos[Number(bad?.path[0] ?? 0)] ?? '')}: ${bad?.message ?? 'invalid'}`,
+      );
+    }
+    out.repos = [...new Set(parsed.data)].sort();
+  }
+  for (const field of ['maxBoxes', 'maxTasks'] as const) {
+    const value = grants[field];
+    if (value === undefined) continue;
+    if (value !== null && (!Number.isSafeInteger(value) || value < 0))
+      throw new AgentboxError('invalid_request', `${field} must be a whole number >= 0, got ${value}`);
+    out[field] = value;
+  }
+  return out;
+}
+
 export function createKeyStore(db: Db, clock: () => number = Date.now) {
-  const byHash = db.prepare<[string], KeyRow>(
-    'SELECT id, name, scope, prefix, created_at, revoked_at, last_used_at FROM api_keys WHERE hash = ?',
-  );
+  const byHash = db.prepare<[string], KeyRow>(`SELECT ${KEY_COLUMNS} FROM api_keys WHERE hash = ?`);
+  const byId = db.prepare<[string], KeyRow>(`SELECT ${KEY_COLUMNS} FROM api_keys WHERE id = ?`);
   const touch = db.prepare('UPDATE api_keys SET last_used_at = ? WHERE id = ?');
   const activeById = db.prepare<[string], { one: number }>(
     'SELECT 1 AS one FROM api_keys WHERE id = ? AND revoked_at IS NULL',
@@ -62,32 +133,57 @@ export function createKeyStore(db: Db, clock: () => number = Date.now) {
 
   return {
     /** Makes a key; the returned secret is shown once and cannot be recovered. */
-    create(options: { name: string; scope: KeyScope }): { secret: string; key: ApiKeyInfo } {
+    create(options: { name: string; scope: KeyScope; grants?: Partial<KeyGrants> }): {
+      secret: string;
+      key: ApiKeyInfo;
+    } {
+      const grants = { ...NO_GRANTS, ...checkGrants(options.grants ?? {}) };
       const secret = KEY_PREFIX + randomBytes(32).toString('base64url');
       const id = `key_${randomUUID().replace(/-/g, '').slice(0, 12)}`;
-      const now = clock();
       db.prepare(
-        'INSERT INTO api_keys (id, name, scope, hash, prefix, created_at) VALUES (?, ?, ?, ?, ?, ?)',
-      ).run(id, options.name, options.scope, hashKey(secret), secret.slice(0, 10), now);
-      return {
-        secret,
-        key: {
-          id,
-          name: options.name,
-          scope: options.scope,
-          prefix: secret.slice(0, 10),
-          createdAt: now,
-          revokedAt: null,
-          lastUsedAt: null,
-        },
-      };
+        `INSERT INTO api_keys (id, name, scope, hash, prefix, created_at, repo_grants, max_boxes, max_tasks)
+         VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)`,
+      ).run(
+        id,
+        options.name,
+        options.scope,
+        hashKey(secret),
+        secret.slice(0, 10),
+        clock(),
+        JSON.stringify(grants.repos),
+        grants.maxBoxes,
+        grants.maxTasks,
+      );
+      return { secret, key: toInfo(byId.get(id)!) };
+    },
+
+    /**
+     * Changes what a key is granted (fields left out stay). A running daemon sees it on the key's
+     * next request; what its boxes already hold (a box's `repos`) is not taken back.
+     */
+    update(id: string, grants: Partial<KeyGrants>): ApiKeyInfo {
+      const checked = checkGrants(grants);
+      const row = byId.get(id);
+      if (!row) throw new AgentboxError('invalid_request', `no API key with id ${id}`);
+      const next = { ...grantsOfRow(row), ...checked };
+      db.prepare('UPDATE api_keys SET repo_grants = ?, max_boxes = ?, max_tasks = ? WHERE id = ?').run(
+        JSON.stringify(next.repos),
+        next.maxBoxes,
+        next.maxTasks,
+        id,
+      );
+      return toInfo(byId.get(id)!);
+    },
+
+    /** A key's grants as stored now (an admin key's cover any repository); none for an unknown key. */
+    grantsFor(id: string): KeyGrants {
+      const row = byId.get(id);
+      return row ? grantsOf({ keyId: id, scope: row.scope, grants: grantsOfRow(row) }) : NO_GRANTS;
     },
 
     list(): ApiKeyInfo[] {
       return db
-        .prepare<[], KeyRow>(
-          'SELECT id, name, scope, prefix, created_at, revoked_at, last_used_at FROM api_keys ORDER BY created_at, id',
-        )
+        .prepare<[], KeyRow>(`SELECT ${KEY_COLUMNS} FROM api_keys ORDER BY created_at, id`)
         .all()
         .map(toInfo);
     },
@@ -96,11 +192,7 @@ export function createKeyStore(db: Db, clock: () => number = Date.now) {
       const result = db
         .prepare('UPDATE api_keys SET revoked_at = ? WHERE id = ? AND revoked_at IS NULL')
         .run(clock(), id);
-      const row = db
-        .prepare<[string], KeyRow>(
-          'SELECT id, name, scope, prefix, created_at, revoked_at, last_used_at FROM api_keys WHERE id = ?',
-        )
-        .get(id);
+      const row = byId.get(id);
       if (!row) throw new AgentboxError('invalid_request', `no API key with id ${id}`);
       if (result.changes === 0) throw new AgentboxError('invalid_state', `API key ${id} is already revoked`);
       return toInfo(row);
@@ -128,7 +220,12 @@ export function createKeyStore(db: Db, clock: () => number = Date.now) {
       const now = clock();
       if (row.last_used_at === null || now - row.last_used_at > LAST_USED_RESOLUTION_MS)
         touch.run(now, row.id);
-      return { keyId: row.id, scope: row.scope };
+      return { keyId: row.id, scope: row.scope, grants: grantsOfRow(row) };
+    },
+
+    /** Number of keys ever made, revoked ones included (none: a store that never had a key). */
+    total(): number {
+      return (db.prepare('SELECT COUNT(*) AS n FROM api_keys').get() as { n: number }).n;
     },
   };
 }

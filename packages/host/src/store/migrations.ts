@@ -170,4 +170,22 @@ export const MIGRATIONS: readonly Migration[] = [
       ALTER TABLE task_events ADD COLUMN truncated INTEGER NOT NULL DEFAULT 0;
     `,
   },
+  {
+    version: 8,
+    name: "a key's grants: repositories the host's GitHub token may serve, live boxes and tasks at once",
+    sql: `
+      ALTER TABLE api_keys ADD COLUMN repo_grants TEXT NOT NULL DEFAULT '[]';
+      ALTER TABLE api_keys ADD COLUMN max_boxes INTEGER;
+      ALTER TABLE api_keys ADD COLUMN max_tasks INTEGER;
+    `,
+  },
+  {
+    version: 9,
+    name: 'a user id names one live box per API key, not per host',
+    sql: `
+      DROP INDEX boxes_live_user;
+      CREATE UNIQUE INDEX boxes_live_user ON boxes (owner_key_id, user_id)
+        WHERE user_id IS NOT NULL AND state IN ('creating', 'running', 'paused', 'hibernated', 'stopped');
+    `,
+  },
 ];

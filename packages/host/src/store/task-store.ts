@@ -298,6 +298,15 @@ export function createTaskStore(db: Db, clock: () => number) {
         .map(toRecord);
     },
 
+    /** Tasks of one key that are queued or running. */
+    countOpen(ownerKeyId: string): number {
+      return db
+        .prepare<[string], { n: number }>(
+          "SELECT COUNT(*) AS n FROM tasks WHERE state IN ('queued', 'running') AND owner_key_id = ?",
+        )
+        .get(ownerKeyId)!.n;
+    },
+
     countRunning(): number {
       return db.prepare<[], { n: number }>("SELECT COUNT(*) AS n FROM tasks WHERE state = 'running'").get()!
         .n;

@@ -123,27 +123,51 @@ describe('API keys: authentication, admin routes, per-key box scoping', () => {
     expect(errorCode(task)).toBe('box_not_found');
   });
 
-  it("keeps a seed user's box to the key that made it", async () => {
-    const made = await h.call({
-      method: 'POST',
-      url: '/create_microvm',
-      headers: { 'x-api-key': alice },
-      payload: { user_id: 'carol', runtime: 'bash', env_vars: {} },
+  it("keeps a seed user id to the key that made it: another key's same id is another box", async () => {
+    const seed = (key: string, method: 'GET' | 'POST', url: string, payload?: object) =>
+      h.call({ method, url, headers: { 'x-api-key': key }, ...(payload ? { payload } : {}) });
+    const made = await seed(alice, 'POST', '/create_microvm', {
+      user_id: 'carol',
+      runtime: 'bash',
+      env_vars: {},
     });
     expect(made.json()).toMatchObject({ status: 'created' });
-    const other = await h.call({
-      method: 'POST',
-      url: '/create_microvm',
-      headers: { 'x-api-key': bob },
-      payload: { user_id: 'carol', runtime: 'bash', env_vars: {} },
+    // Bob learns nothing of alice's carol, and is not kept from the id: he gets a box of his own.
+    expect((await seed(bob, 'GET', '/list_processes?user_id=carol')).statusCode).toBe(404);
+    const other = await seed(bob, 'POST', '/create_microvm', {
+      user_id: 'carol',
+      runtime: 'bash',
+      env_vars: {},
     });
-    expect(other.statusCode).toBe(403);
-    const files = await h.call({
-      method: 'GET',
-      url: '/list_workspace_files?user_id=carol',
-      headers: { 'x-api-key': bob },
+    expect(other.statusCode, other.body).toBe(200);
+    expect(other.json()).toMatchObject({ status: 'created' });
+    expect(other.json<{ pid: number }>().pid).not.toBe(made.json<{ pid: number }>().pid);
+    const again = await seed(alice, 'POST', '/create_microvm', {
+      user_id: 'carol',
+      runtime: 'bash',
+      env_vars: {},
     });
-    expect(errorCode(files)).toBe('box_not_found');
+    expect(again.json()).toEqual({ status: 'exists', vm_ip: null, pid: made.json<{ pid: number }>().pid });
+
+    const keyIdOf = (name: string) => h.host.keys.list().find((k) => k.name === name)!.id;
+    const ownersOfCarol = () => h.host.store.findLiveByUserOfAnyKey('carol').map((b) => b.ownerKeyId);
+    expect(ownersOfCarol()).toEqual([keyIdOf('alice'), keyIdOf('bob')]);
+    // Each key's seed calls reach its own box: bob deleting his carol leaves alice's.
+    expect((await seed(bob, 'POST', '/kill_microvm', { user_id: 'carol' })).statusCode).toBe(200);
+    expect(ownersOfCarol()).toEqual([keyIdOf('alice')]);
+
+    // An admin's lookup by user id: its own box first; else the one box of that id; never a guess.
+    const status = await h.admin_({ method: 'GET', url: '/status' });
+    expect(Object.keys(status.json<{ microvms: object }>().microvms)).toContain('carol');
+    await seed(bob, 'POST', '/create_microvm', { user_id: 'carol', runtime: 'bash', env_vars: {} });
+    const ambiguous = await h.admin_({ method: 'GET', url: '/list_processes?user_id=carol' });
+    expect(ambiguous.statusCode).toBe(409);
+    expect(errorCode(ambiguous)).toBe('invalid_state');
+    const keyed = Object.keys(
+      (await h.admin_({ method: 'GET', url: '/status' })).json<{ microvms: object }>().microvms,
+    );
+    expect(keyed.filter((k) => k.startsWith('carol@'))).toHaveLength(2);
+    expect(keyed).not.toContain('carol');
   });
 
   it('puts a request id in every error body and in X-Request-Id', async () => {

@@ -73,7 +73,7 @@ async function userBox(h: FakeHost, userId: string): Promise<{ id: string; pid: 
     payload: { user_id: userId, runtime: 'bash' },
   });
   expect(r.statusCode, r.body).toBe(200);
-  const box = h.host.store.findLiveByUser(userId)!;
+  const box = h.host.store.findLiveByUserOfAnyKey(userId)[0]!;
   const disk = path.join(box.dir, 'disk.qcow2');
   fs.mkdirSync(box.dir, { recursive: true });
   fs.writeFileSync(disk, 'user data');

@@ -9,6 +9,7 @@ import { processStartTime } from '@agentbox/vm';
 import { createBoxService, createBoxStore, openDatabase, type Db } from '../../src/index.js';
 import { widenPolicy, type BoxEgress, type EgressWidening } from '../../src/services/box-service.js';
 import { AGENT_PRESETS } from '../../src/services/task-service.js';
+import { NO_GRANTS } from '../../src/store/key-store.js';
 import { agentBundlePath, errorCode, fakeHost, type FakeHost } from '../helpers/fake-host.js';
 
 /**
@@ -70,19 +71,26 @@ describe('egress a key may ask for, over HTTP', () => {
       'egress.allowPorts',
     ]);
     // the refused request took no user id either
-    expect(h.host.store.findLiveByUser('alice-lan')).toBeUndefined();
+    expect(h.host.store.findLiveByUserOfAnyKey('alice-lan')[0]).toBeUndefined();
   });
 
-  it('a user key may ask for public destinations on the default ports: 201', async () => {
-    const r = await asAlice('POST', '/v1/boxes', {
-      egress: {
-        allowDomains: ['example.com', '*.example.org'],
-        presets: ['github', 'npm'],
-        repos: ['acme/widgets'],
-        allowIPs: ['8.8.8.8', '2606:4700::/32'],
-        allowPorts: [443],
-      },
+  it('a user key may ask for public destinations on the default ports, and its granted repos: 201', async () => {
+    const egress = {
+      allowDomains: ['example.com', '*.example.org'],
+      presets: ['github', 'npm'],
+      repos: ['acme/widgets'],
+      allowIPs: ['8.8.8.8', '2606:4700::/32'],
+      allowPorts: [443],
+    };
+    // No repository granted yet: the host's GitHub token is not the key's to use.
+    const refused = await asAlice('POST', '/v1/boxes', { egress });
+    expect(refused.statusCode, refused.body).toBe(403);
+    expect(refused.json()).toMatchObject({
+      error: { code: 'forbidden', details: { fields: ['egress.repos.0'] } },
     });
+    const aliceId = h.host.keys.list().find((k) => k.name === 'alice')!.id;
+    h.host.keys.update(aliceId, { repos: ['acme/*'] });
+    const r = await asAlice('POST', '/v1/boxes', { egress });
     expect(r.statusCode, r.body).toBe(201);
   });
 
@@ -116,7 +124,7 @@ describe('egress a key may ask for, over HTTP', () => {
     });
     expect(sneaky.statusCode).toBe(400);
     expect(errorCode(sneaky)).toBe('invalid_request');
-    expect(h.host.store.findLiveByUser('alice-seed-2')).toBeUndefined();
+    expect(h.host.store.findLiveByUserOfAnyKey('alice-seed-2')[0]).toBeUndefined();
   });
 
   it("a user key's task on a fresh box runs: the daemon's own policy for it is within the key's scope", async () => {
@@ -187,6 +195,7 @@ describe('egress a key may ask for, in the box service (egress on)', () => {
     return { boxes, attached, updated };
   }
   const user = { keyId: 'key-user', scope: 'user' as const };
+  const granted = { ...user, grants: { ...NO_GRANTS, repos: ['acme/widgets'] } };
   const admin = { keyId: 'key-admin', scope: 'admin' as const };
 
   it('refuses a user key before any box exists; gives an admin key what it asked for', async () => {
@@ -227,7 +236,7 @@ describe('egress a key may ask for, in the box service (egress on)', () => {
         allowIPs: ['10.0.0.0/8'],
         allowPorts: [22],
       } as EgressWidening;
-      await boxes.widenEgress({ actor: user, id: box.id, ...widening });
+      await boxes.widenEgress({ actor: granted, id: box.id, ...widening });
       expect(updated).toHaveLength(1);
       const next = EgressPolicySchema.parse(updated[0]);
       expect(next).toMatchObject({
@@ -241,6 +250,25 @@ describe('egress a key may ask for, in the box service (egress on)', () => {
       });
       expect(next.upstreams).toBeUndefined();
       expect(userPolicyExcess(next)).toEqual([]);
+    } finally {
+      await boxes.remove({ actor: user, id: box.id });
+    }
+  });
+
+  it("a task's repository the key has no grant for is reached without the token: github, no repos", async () => {
+    const { boxes, updated } = service();
+    const box = await boxes.create({
+      actor: user,
+      runtime: 'claude-agent',
+      egressPolicy: { presets: ['anthropic'] },
+    });
+    try {
+      await boxes.widenEgress({ actor: user, id: box.id, presets: ['github'], repos: ['acme/widgets'] });
+      expect(EgressPolicySchema.parse(updated[0])).toMatchObject({ presets: ['anthropic', 'github'] });
+      expect(EgressPolicySchema.parse(updated[0]).repos).toBeUndefined();
+      // An admin key's task may use any repository.
+      await boxes.widenEgress({ actor: admin, id: box.id, presets: ['github'], repos: ['other/thing'] });
+      expect(EgressPolicySchema.parse(updated[1]).repos).toEqual(['other/thing']);
     } finally {
       await boxes.remove({ actor: user, id: box.id });
     }

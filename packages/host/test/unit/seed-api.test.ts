@@ -27,7 +27,7 @@ describe('seed API shapes over the fake driver', () => {
   });
 
   it('lists and downloads workspace files', async () => {
-    const box = h.host.store.findLiveByUser('alice')!;
+    const box = h.host.store.findLiveByUserOfAnyKey('alice')[0]!;
     const ws = path.join(h.dataDir, 'guest', box.id, 'workspace');
     fs.mkdirSync(path.join(ws, 'src', 'node_modules', 'x'), { recursive: true });
     fs.writeFileSync(path.join(ws, 'hello.py'), 'print("hello")\n');
@@ -42,7 +42,7 @@ describe('seed API shapes over the fake driver', () => {
   });
 
   it('reads through symlinks as /v1 does, and counts names that are not valid UTF-8', async () => {
-    const box = h.host.store.findLiveByUser('alice')!;
+    const box = h.host.store.findLiveByUserOfAnyKey('alice')[0]!;
     const ws = path.join(h.dataDir, 'guest', box.id, 'workspace');
     fs.mkdirSync(path.join(ws, 'links', 'data'), { recursive: true });
     fs.writeFileSync(path.join(ws, 'links', 'data', 'real.txt'), 'real\n');

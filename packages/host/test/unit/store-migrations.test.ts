@@ -5,6 +5,7 @@ import { afterEach, describe, expect, it } from 'vitest';
 import {
   MIGRATIONS,
   createBoxStore,
+  createKeyStore,
   createTaskStore,
   migrate,
   openDatabase,
@@ -118,6 +119,29 @@ describe('SQLite store: numbered migrations', () => {
         truncated: true,
       },
     ]);
+    db.close();
+  });
+
+  it('keys made before grants have none; a user id that was one per host becomes one per key', () => {
+    const dir = tmp();
+    const v7 = openDatabase(dir, { migrations: MIGRATIONS.filter((m) => m.version <= 7) });
+    v7.prepare(
+      `INSERT INTO api_keys (id, name, scope, hash, prefix, created_at) VALUES ('key_old', 'old', 'user', 'h', 'abk_x', 1)`,
+    ).run();
+    const box = (id: string, owner: string) =>
+      `INSERT INTO boxes (id, state, owner_key_id, user_id, runtime, memory_mib, vcpus, disk_gib, dir, created_at, updated_at)
+       VALUES ('${id}', 'running', '${owner}', 'alice', 'bash', 512, 1, 2, '/x', 1, 1)`;
+    v7.prepare(box('box-a', 'key_old')).run();
+    expect(() => v7.prepare(box('box-b', 'key_other')).run()).toThrow(/UNIQUE/);
+    v7.close();
+
+    const db = openDatabase(dir);
+    expect(createKeyStore(db).list()[0]!.grants).toEqual({ repos: [], maxBoxes: null, maxTasks: null });
+    db.prepare(box('box-b', 'key_other')).run();
+    expect(() => db.prepare(box('box-c', 'key_old')).run()).toThrow(/UNIQUE/);
+    const store = createBoxStore(db);
+    expect(store.findLiveByUser('key_other', 'alice')!.id).toBe('box-b');
+    expect(store.findLiveByUserOfAnyKey('alice').map((b) => b.id)).toEqual(['box-a', 'box-b']);
     db.close();
   });
 

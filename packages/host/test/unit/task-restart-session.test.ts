@@ -6,6 +6,7 @@ import { TaskSpecSchema, type AgentKind } from '@agentbox/protocol';
 import type { AgentRunner, RunnerContext } from '@agentbox/runners';
 import { createTaskService, createTaskStore, openDatabase, type Db } from '../../src/index.js';
 import type { TaskServiceDeps } from '../../src/services/task-service.js';
+import { NO_GRANTS } from '../../src/store/key-store.js';
 
 const dirs: string[] = [];
 const dbs: Db[] = [];
@@ -66,7 +67,7 @@ function service(dataDir: string, maxConcurrent: number) {
     boxes,
     library: { resolveForTask: () => ({ items: [], agentDefinition: undefined }) },
     // No key table here: every key stays active.
-    keys: { isActive: () => true, watch: () => () => undefined },
+    keys: { isActive: () => true, watch: () => () => undefined, grantsFor: () => NO_GRANTS },
     runnerFor: (kind: AgentKind) => ({ ...runner, kind }),
     maxConcurrent,
     log: { info: () => undefined, warn: () => undefined },

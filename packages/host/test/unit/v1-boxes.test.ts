@@ -241,7 +241,7 @@ describe('capacity, TTL and dead VMs', () => {
         payload: { user_id: 'eve', runtime: 'bash' },
       });
       const pid = made.json<{ pid: number }>().pid;
-      const id = h.host.store.findLiveByUser('eve')!.id;
+      const id = h.host.store.findLiveByUserOfAnyKey('eve')[0]!.id;
       process.kill(pid, 'SIGKILL');
       for (let i = 0; i < 100 && h.host.store.get(id)?.state !== 'failed'; i++)
         await new Promise((r) => setTimeout(r, 20));
