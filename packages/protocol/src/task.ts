@@ -1,4 +1,5 @@
 import { z } from 'zod';
+import { canonicalizeHost, isNumericHostName } from './egress.js';
 
 /**
  * Agent tasks: what goes in (TaskSpec), what comes out (TaskEvent), and the task record the daemon
@@ -82,19 +83,39 @@ export const TaskEnvSchema = z
   .refine((env) => Object.keys(env).length <= 128, 'at most 128 env vars')
   .describe('Extra environment of the agent process.');
 
-/** https only: an ssh or http URL would need keys in the guest or send the code in clear. */
+/**
+ * Why a repository URL is refused, or undefined. https only: an ssh or http URL would need keys in
+ * the guest or send the code in clear. Its host must be a name, since the task opens its box's
+ * egress to that host by name (allowDomains), and a task never opens an address (that is an
+ * admin's `allowIPs`); a host the egress policy could not list is refused here, not when it runs.
+ */
+function gitRepoUrlProblem(value: string): string | undefined {
+  let url: URL;
+  try {
+    url = new URL(value);
+  } catch {
+    return 'must be an https:// URL without credentials';
+  }
+  if (url.protocol !== 'https:' || url.username !== '' || url.password !== '')
+    return 'must be an https:// URL without credentials';
+  const host = canonicalizeHost(url.hostname);
+  if (host?.kind === 'ip' || (host && isNumericHostName(host.host)))
+    return `must name a host, not an IP address (${url.hostname}): a task's box may reach its repository only by host name`;
+  if (!host)
+    return `must name a valid host (letters, digits, - and _ in dot-separated labels), not ${url.hostname}`;
+  return undefined;
+}
+
 export const GitRepoUrlSchema = z
   .string()
   .max(2048)
-  .refine((value) => {
-    try {
-      const url = new URL(value);
-      return url.protocol === 'https:' && url.hostname !== '' && url.username === '' && url.password === '';
-    } catch {
-      return false;
-    }
-  }, 'must be an https:// URL without credentials')
-  .describe('Repository cloned into the workspace before the run (https only).');
+  .superRefine((value, ctx) => {
+    const problem = gitRepoUrlProblem(value);
+    if (problem !== undefined) ctx.addIssue({ code: 'custom', message: problem });
+  })
+  .describe(
+    'Repository cloned into the workspace before the run (https only; its host a name, not an IP address).',
+  );
 
 export const ToolNameSchema = z.string().min(1).max(256);
 

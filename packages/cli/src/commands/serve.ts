@@ -2,7 +2,7 @@ import fs from 'node:fs';
 import path from 'node:path';
 import { SecretStore, type EgressGatewayOptions } from '@agentbox/egress';
 import { AgentboxError } from '@agentbox/protocol';
-import { createHost, createLogger, SHUTDOWN_GRACE_MS } from '@agentbox/host';
+import { createHost, createLogger, SHUTDOWN_GRACE_MS, type KeyStore } from '@agentbox/host';
 import {
   QemuBackend,
   QEMU_BINARY,
@@ -99,6 +99,38 @@ export function dataDirOf(data: string | undefined): string {
   return path.resolve(data ?? agentboxHome());
 }
 
+/** A path as one shell word: bare when that is safe, else single-quoted. */
+function shellWord(text: string): string {
+  return /^[\w@%+=:,./-]+$/.test(text) ? text : `'${text.replace(/'/g, `'\\''`)}'`;
+}
+
+/**
+ * The first start's admin key: made and printed only when the store has never had a key. When keys
+ * exist but every one is revoked (an operator shut everyone out, say in an incident), none is made,
+ * since a new one printed to a log would open the daemon again; one line says how to make one.
+ * `dataDir` is the `--data` the daemon was given, if any, for that command. Returns the secret made.
+ */
+export function firstStartKey(
+  keys: Pick<KeyStore, 'total' | 'activeCount' | 'create'>,
+  out: { write(text: string): unknown },
+  dataDir?: string,
+): string | undefined {
+  if (keys.total() === 0) {
+    const { secret, key } = keys.create({ name: 'initial admin key', scope: 'admin' });
+    out.write(
+      `agentbox: no API key existed, so an admin key was made (${key.id}); it is shown only this once:\n${secret}\n`,
+    );
+    return secret;
+  }
+  if (keys.activeCount() === 0) {
+    const data = dataDir === undefined ? '' : ` --data ${shellWord(dataDir)}`;
+    out.write(
+      `agentbox: every API key is revoked, so every request is refused; make one with \`agentbox keys create --scope admin${data}\`\n`,
+    );
+  }
+  return undefined;
+}
+
 /**
  * `agentbox serve`: the daemon. Re-adopts the boxes of an earlier daemon, serves the HTTP API until
  * SIGTERM/SIGINT, then shuts down gracefully; VMs keep running (own process group) for the next one.
@@ -175,12 +207,7 @@ export async function serve(
     ...testUpstreamMap(),
     egress: await egressOptionsFromEnv(),
   });
-  if (host.keys.activeCount() === 0) {
-    const { secret, key } = host.keys.create({ name: 'initial admin key', scope: 'admin' });
-    out.write(
-      `agentbox: no API key existed, so an admin key was made (${key.id}); it is shown only this once:\n${secret}\n`,
-    );
-  }
+  firstStartKey(host.keys, out, options.data === undefined ? undefined : dataDir);
   const reconciled = await host.start();
   const address = await host.app.listen({ host: options.host, port: options.port });
   out.write(

@@ -25,6 +25,9 @@ export interface FakeHost {
  * workspace under the data dir. Every JSON response is checked against its route's schema.
  */
 export async function fakeHost(options: Partial<HostOptions> = {}): Promise<FakeHost> {
+  // The fake driver's "guest" is this host: a box's egress attach would append its CA to this
+  // machine's trust bundle (/etc/ssl/certs). Tests of egress use a recording BoxEgress instead.
+  if (options.egress) throw new Error('fakeHost takes no egress: its guest is this host');
   const dataDir = fs.mkdtempSync(path.join(os.tmpdir(), 'agentbox-host-'));
   const host = createHost({
     dataDir,

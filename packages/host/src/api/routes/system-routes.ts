@@ -15,11 +15,12 @@ export function systemRoutes(deps: SystemRouteDeps): RouteDef[] {
       method: 'GET',
       url: '/metrics',
       operationId: 'getMetrics',
-      summary: 'Prometheus metrics: boxes by state, boot durations, exec counts, API latency',
+      // Host-wide counts over every key's boxes, so not for a user key.
+      summary: 'Prometheus metrics (admin): boxes by state, boot durations, exec counts, API latency',
       tags: SYSTEM,
-      auth: 'key',
+      auth: 'admin',
       responses: { 200: { description: 'Prometheus text format', contentType: 'text/plain' } },
-      errors: ['unauthorized'],
+      errors: ['unauthorized', 'forbidden'],
       handler: async ({ reply }) => reply.type(deps.metrics.contentType).send(await deps.metrics.render()),
     }),
     defineRoute({
