@@ -29,7 +29,14 @@ export {
   type AddressRules,
   type AddressVerdict,
 } from './address-policy.js';
-export { repoGrantExcess, userPolicyExcess, USER_EGRESS_PORTS, type PolicyExcess } from './policy-scope.js';
+export {
+  narrowToGrants,
+  repoGrantExcess,
+  REVOKED_KEY_POLICY,
+  userPolicyExcess,
+  USER_EGRESS_PORTS,
+  type PolicyExcess,
+} from './policy-scope.js';
 export {
   githubRepoOfRequest,
   repoFromGitUrl,

@@ -1,4 +1,10 @@
-import { DEFAULT_EGRESS_PORTS, parseCidr, repoGranted, type EgressPolicy } from '@agentbox/protocol';
+import {
+  DEFAULT_EGRESS_PORTS,
+  EgressPolicySchema,
+  parseCidr,
+  repoGranted,
+  type EgressPolicy,
+} from '@agentbox/protocol';
 import { nonPublicClassesIn } from './address-policy.js';
 
 /**
@@ -52,9 +58,10 @@ export function userPolicyExcess(policy: EgressPolicy): PolicyExcess[] {
 
 /**
  * The parts of `policy` that would use the host's GitHub token beyond `grants` (RepoGrantSchema,
- * canonical): each repository in `repos` no grant covers, and any GraphQL mutation unless the
- * grants cover every repository (`*`): a mutation names node ids, which are not checked against
- * `repos`, so it may act on any repository the token reaches.
+ * canonical): each repository in `repos` no grant covers, and any GraphQL operation unless the
+ * grants cover every repository (`*`). GraphQL is not confined to `repos`: a mutation names node
+ * ids, and a query may walk from a listed repository to others (`parent`, `source`, cross
+ * references), each read with the token.
  */
 export function repoGrantExcess(policy: EgressPolicy, grants: readonly string[]): PolicyExcess[] {
   const excess: PolicyExcess[] = [];
@@ -68,13 +75,34 @@ export function repoGrantExcess(policy: EgressPolicy, grants: readonly string[])
   });
   if (!grants.includes('*')) {
     (policy.githubGraphqlOperations ?? []).forEach((operation, i) => {
-      if (operation.startsWith('mutation ')) {
-        excess.push({
-          field: `githubGraphqlOperations.${i}`,
-          reason: `${operation} may act on any repository the token reaches; it needs a grant of every repository (*)`,
-        });
-      }
+      excess.push({
+        field: `githubGraphqlOperations.${i}`,
+        reason: `${operation} may reach repositories beyond repos (GraphQL walks from one to others); it needs a grant of every repository (*)`,
+      });
     });
   }
   return excess;
 }
+
+/**
+ * The policy a box is held to while its key has `grants` (pure): `repos` cut to the repositories
+ * the grants cover, GraphQL operations dropped unless they cover every repository (`*`, see
+ * repoGrantExcess). A `repos` list cut to nothing stays an empty list (GitHub refused), never
+ * becomes no list (GitHub public). Returns `policy` itself when nothing is cut.
+ */
+export function narrowToGrants(policy: EgressPolicy, grants: readonly string[]): EgressPolicy {
+  const repos = policy.repos?.filter((repo) => repoGranted(grants, repo));
+  const operations = grants.includes('*')
+    ? policy.githubGraphqlOperations
+    : policy.githubGraphqlOperations && [];
+  if (repos?.length === policy.repos?.length && operations?.length === policy.githubGraphqlOperations?.length)
+    return policy;
+  return {
+    ...policy,
+    ...(repos ? { repos } : {}),
+    ...(operations ? { githubGraphqlOperations: operations } : {}),
+  };
+}
+
+/** The policy of a box whose key was revoked: nothing is reachable (deny by default). */
+export const REVOKED_KEY_POLICY: EgressPolicy = EgressPolicySchema.parse({});

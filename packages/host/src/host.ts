@@ -27,7 +27,7 @@ import type { IdleSettings } from './services/box-power.js';
 import { createBoxTemplates, type TemplateBackend } from './services/box-templates.js';
 import { createExecService } from './services/exec-service.js';
 import { createFileService } from './services/file-service.js';
-import { createKeyWatch } from './services/key-watch.js';
+import { createKeyWatch, KEY_CHECK_INTERVAL_MS } from './services/key-watch.js';
 import { createLibraryService } from './services/library-service.js';
 import { createTaskService, DEFAULT_MAX_CONCURRENT_TASKS } from './services/task-service.js';
 import { DEFAULT_TASK_OUTPUT_LIMITS, type TaskOutputLimits } from './services/task-output.js';
@@ -103,8 +103,9 @@ export interface HostOptions {
   /** The built web dashboard served at `/` (default `packages/dashboard/dist`). */
   dashboardDir?: string;
   /**
-   * How often open streams and queued or running tasks re-check their key (default 5 s): a key
-   * revoked meanwhile, also by another process, ends them.
+   * How often open streams, queued or running tasks and boxes' egress re-check their key (default
+   * 5 s): a key revoked meanwhile, also by another process, ends them and cuts the egress; a grant
+   * taken back narrows the egress.
    */
   keyCheckIntervalMs?: number;
 }
@@ -196,6 +197,7 @@ export function createHost(options: HostOptions) {
     probe: options.probe,
     ...(options.guestLayout ? { guestLayout: options.guestLayout } : {}),
     ...(egress ? { egress } : {}),
+    keys: { isActive: (keyId) => keys.isActive(keyId), grantsFor: (keyId) => keys.grantsFor(keyId) },
     clock,
   });
   const exec = createExecService({ boxes, metrics });
@@ -267,6 +269,7 @@ export function createHost(options: HostOptions) {
       log.info(reconciled, 'reconciled boxes with live VMs');
       templates?.start();
       boxes.startIdlePolicy();
+      boxes.startEgressKeyCheck(options.keyCheckIntervalMs ?? KEY_CHECK_INTERVAL_MS);
       const recovered = await tasks.recover();
       if (recovered.failed.length + recovered.requeued.length > 0) log.info(recovered, 'recovered tasks');
       reaper = setInterval(

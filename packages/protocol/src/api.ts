@@ -163,7 +163,7 @@ export const StatusResponseSchema = z
       )
       .describe(
         'Live boxes that have a user_id, keyed by it; a user id that several keys use is keyed ' +
-          '`user_id@key_id` for each of them.',
+          '`key_id/user_id` for each of them.',
       ),
     host: z
       .object({

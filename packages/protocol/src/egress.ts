@@ -378,8 +378,8 @@ export const EgressPolicySchema = z
         'With `repos` set: GraphQL operations api.github.com/graphql accepts, by name (default none: ' +
           'GraphQL is refused). A request passes only as one named operation from this list whose ' +
           'every `repository(owner, name)` is in `repos`; a query may select nothing else at its root. ' +
-          'Mutations act on node ids, which are not checked against `repos`: a user key may list one ' +
-          'only when granted every repository (`*`).',
+          'Mutations act on node ids, which are not checked against `repos`, and a query may walk to ' +
+          'other repositories: a user key may list operations only when granted every repository (`*`).',
       ),
     upstreams: z
       .record(HostNameKeySchema, HostPortSchema)

@@ -6,7 +6,13 @@ import {
   repoGranted,
   type EgressPolicyInput,
 } from '@agentbox/protocol';
-import { nonPublicClassesIn, repoGrantExcess, userPolicyExcess, USER_EGRESS_PORTS } from '../../src/index.js';
+import {
+  narrowToGrants,
+  nonPublicClassesIn,
+  repoGrantExcess,
+  userPolicyExcess,
+  USER_EGRESS_PORTS,
+} from '../../src/index.js';
 
 /** The fields of `input` (parsed as the daemon parses it) a user key may not ask for. */
 const excessOf = (input: EgressPolicyInput) =>
@@ -123,14 +129,44 @@ describe("repoGrantExcess(): repositories the host token would serve beyond a ke
     expect(excess({ repos: ['a/b'] }, [])).toEqual(['repos.0']);
   });
 
-  it('refuses a GraphQL mutation unless every repository is granted; queries are judged per repo', () => {
-    const policy = { repos: ['acme/w'], githubGraphqlOperations: ['Issues', 'mutation Close', 'query X'] };
-    expect(excess(policy, ['acme/*'])).toEqual(['githubGraphqlOperations.1']);
+  it('refuses every GraphQL operation unless every repository is granted: GraphQL is not held to repos', () => {
+    const policy = { repos: ['acme/w'], githubGraphqlOperations: ['Issues', 'mutation Close'] };
+    expect(excess(policy, ['acme/*'])).toEqual(['githubGraphqlOperations.0', 'githubGraphqlOperations.1']);
+    expect(excess({ repos: ['acme/w'], githubGraphqlOperations: [] }, ['acme/*'])).toEqual([]);
     expect(excess(policy, ['*'])).toEqual([]);
   });
 
   it('takes only well-formed grants', () => {
     for (const bad of ['acme', '*/x', 'acme/*/x', 'ac me/x', '-acme/x', 'acme/**', ''])
       expect(RepoGrantSchema.safeParse(bad).success, bad).toBe(false);
+  });
+});
+
+describe('narrowToGrants(): the policy a box is held to while its key has these grants', () => {
+  const policy = EgressPolicySchema.parse({
+    presets: ['github', 'npm'],
+    allowDomains: ['example.com'],
+    repos: ['acme/a', 'acme/b', 'solo/c'],
+    githubGraphqlOperations: ['Issues', 'mutation Close'],
+  });
+
+  it('keeps the policy itself when the grants cover it', () => {
+    expect(narrowToGrants(policy, ['*'])).toBe(policy);
+    const noGraphql = EgressPolicySchema.parse({ repos: ['acme/a'] });
+    expect(narrowToGrants(noGraphql, ['acme/*'])).toBe(noGraphql);
+    const noRepos = EgressPolicySchema.parse({ presets: ['github'] });
+    expect(narrowToGrants(noRepos, [])).toBe(noRepos);
+  });
+
+  it('cuts repos and GraphQL operations only; an emptied repos list stays a list', () => {
+    expect(narrowToGrants(policy, ['acme/*'])).toEqual({
+      ...policy,
+      repos: ['acme/a', 'acme/b'],
+      githubGraphqlOperations: [],
+    });
+    const none = narrowToGrants(policy, []);
+    expect(none.repos).toEqual([]);
+    expect(none).toMatchObject({ presets: ['github', 'npm'], allowDomains: ['example.com'] });
+    expect(repoGrantExcess(none, [])).toEqual([]);
   });
 });

@@ -2,20 +2,21 @@ import { randomBytes } from 'node:crypto';
 import fs from 'node:fs';
 import fsp from 'node:fs/promises';
 import path from 'node:path';
-import { repoGrantExcess, userPolicyExcess } from '@agentbox/egress';
+import { narrowToGrants, repoGrantExcess, REVOKED_KEY_POLICY, userPolicyExcess } from '@agentbox/egress';
 import {
   AgentboxError,
   EgressPolicySchema,
   repoGranted,
   type BoxStartMode,
   type BoxState,
+  type EgressPolicy,
   type EgressPolicyInput,
   type EgressPresetName,
   type Runtime,
 } from '@agentbox/protocol';
 import type { AdoptSpec, GuestConnection, Image, Vm, VmResources, VmSpec } from '@agentbox/vm';
 import type { BoxRecord, BoxStore } from '../store/box-store.js';
-import { grantsOf, type Actor } from '../store/key-store.js';
+import { grantsOf, type Actor, type KeyStore } from '../store/key-store.js';
 import { createBoxLeases } from './box-leases.js';
 import { createBoxPower, DEFAULT_IDLE, type BoxSession, type IdleSettings } from './box-power.js';
 import { createReconciler } from './box-reconcile.js';
@@ -160,6 +161,11 @@ export interface BoxServiceDeps {
    * before it kills the VM anyway; default DELETE_WAIT_MS.
    */
   deleteWaitMs?: number;
+  /**
+   * The keys boxes belong to: a box's egress is held to its key's grants as they stand, and cut
+   * once the key is revoked (see startEgressKeyCheck). Absent: each box keeps its stored policy.
+   */
+  keys?: Pick<KeyStore, 'isActive' | 'grantsFor'>;
   clock?: () => number;
 }
 
@@ -202,11 +208,6 @@ function messageOf(err: unknown): string {
   return err instanceof Error ? err.message : String(err);
 }
 
-/** The store's refusal of a second live box for a user id. */
-function isUserTaken(err: unknown, userId: string): boolean {
-  return err instanceof AgentboxError && err.code === 'invalid_state' && err.details?.userId === userId;
-}
-
 function isEnv(value: unknown): value is Record<string, string> {
   return !!value && typeof value === 'object' && Object.values(value).every((v) => typeof v === 'string');
 }
@@ -227,6 +228,9 @@ export function createBoxService(deps: BoxServiceDeps) {
   const canHibernate = typeof deps.backend.hibernation === 'function';
   const deleteWaitMs = deps.deleteWaitMs ?? DELETE_WAIT_MS;
   let idleTimer: NodeJS.Timeout | undefined;
+  let keyCheckTimer: NodeJS.Timeout | undefined;
+  /** The policy each box's gateway session was last given (JSON), so a sweep changes only what moved. */
+  const enforced = new Map<string, string>();
 
   const visible = (actor: Actor, box: BoxRecord | undefined): box is BoxRecord =>
     box !== undefined && (actor.scope === 'admin' || box.ownerKeyId === actor.keyId);
@@ -258,6 +262,7 @@ export function createBoxService(deps: BoxServiceDeps) {
   async function cleanup(box: BoxRecord): Promise<void> {
     const handle = sessions.get(box.id);
     sessions.delete(box.id);
+    enforced.delete(box.id);
     await deps.egress?.detach(box.id).catch(() => undefined);
     if (handle?.vm) await handle.vm.destroy().catch(() => undefined);
     await deps.probe.killMentioning(box.dir);
@@ -357,11 +362,42 @@ export function createBoxService(deps: BoxServiceDeps) {
     }
   }
 
+  /**
+   * The policy a box's egress is held to: nothing once its key is revoked, else its stored policy
+   * cut to the repositories its key is granted now (an operator may take a grant back).
+   */
+  function enforcedPolicy(box: BoxRecord, stored: EgressPolicyInput): EgressPolicy {
+    const policy = EgressPolicySchema.parse(stored);
+    if (!deps.keys) return policy;
+    if (!deps.keys.isActive(box.ownerKeyId)) return REVOKED_KEY_POLICY;
+    return narrowToGrants(policy, deps.keys.grantsFor(box.ownerKeyId).repos);
+  }
+
+  /** Gives the box's gateway session the policy it is held to, if that changed since last given. */
+  function enforceEgress(box: BoxRecord, stored: EgressPolicyInput | null = box.egressPolicy): void {
+    if (!deps.egress || !stored) return;
+    const policy = enforcedPolicy(box, stored);
+    const json = JSON.stringify(policy);
+    const before = enforced.get(box.id);
+    if (before === json) return;
+    enforced.set(box.id, json);
+    deps.egress.updatePolicy(box.id, policy);
+    if (before !== undefined) {
+      const revoked = policy === REVOKED_KEY_POLICY;
+      log.info(
+        { boxId: box.id, keyId: box.ownerKeyId, repos: policy.repos },
+        revoked ? "egress cut: the box's key was revoked" : "egress follows the key's grants",
+      );
+    }
+  }
+
   /** Egress for a guest connection: the box's open gateway session if it has one, else a new one. */
   async function setUpEgress(box: BoxRecord, vm: Vm, credentials?: Record<string, string>): Promise<void> {
     if (!deps.egress || !box.egressPolicy) return;
-    if (!credentials && (await deps.egress.reattach?.(box.id, vm.guest))) return;
-    await deps.egress.attach(box.id, box.egressPolicy, vm.guest, credentials);
+    if (!credentials && (await deps.egress.reattach?.(box.id, vm.guest))) return enforceEgress(box);
+    const policy = enforcedPolicy(box, box.egressPolicy);
+    await deps.egress.attach(box.id, policy, vm.guest, credentials);
+    enforced.set(box.id, JSON.stringify(policy));
   }
 
   const power = createBoxPower({
@@ -443,6 +479,9 @@ export function createBoxService(deps: BoxServiceDeps) {
     if (options.egressPolicy) checkEgressScope(options.actor, options.egressPolicy);
     const resources: VmResources = { ...deps.limits.defaults, ...options.resources };
     await deps.backend.checkResources?.(deps.image, resources);
+    // Checked again with the insert; first here, so a refused create takes no ready clone.
+    const room = { maxLive: deps.limits.maxBoxes, maxLiveOfOwner: grantsOf(options.actor).maxBoxes };
+    store.checkRoom(options.actor.keyId, room);
     const warm = deps.templates?.takeWarm(resources);
     const id = warm?.id ?? newBoxId();
     let box: BoxRecord;
@@ -464,7 +503,7 @@ export function createBoxService(deps: BoxServiceDeps) {
             : null,
           imageId: deps.image.manifest?.id ?? null,
         },
-        { maxLive: deps.limits.maxBoxes, maxLiveOfOwner: grantsOf(options.actor).maxBoxes },
+        room,
       );
     } catch (err) {
       if (warm) deps.templates?.returnWarm(warm);
@@ -534,10 +573,9 @@ export function createBoxService(deps: BoxServiceDeps) {
     try {
       return { status: 'created', box: await create(options) };
     } catch (err) {
-      // A parallel call made the user's box after our lookup (create awaits before its insert).
-      const raced = isUserTaken(err, options.userId)
-        ? store.findLiveByUser(keyId, options.userId)
-        : undefined;
+      // A parallel call made the user's box after our lookup (create awaits before its insert):
+      // the store then refused ours as a second box of the user, or as one past a limit.
+      const raced = store.findLiveByUser(keyId, options.userId);
       if (raced) return { status: 'exists', box: raced };
       throw err;
     }
@@ -688,7 +726,7 @@ export function createBoxService(deps: BoxServiceDeps) {
     if (JSON.stringify(next) === JSON.stringify(EgressPolicySchema.parse(box.egressPolicy)))
       return Promise.resolve();
     store.setEgressPolicy(box.id, next);
-    deps.egress.updatePolicy(box.id, next);
+    enforceEgress(box, next);
     log.info({ boxId: box.id, presets: next.presets, repos: next.repos }, 'egress policy widened for a task');
     return Promise.resolve();
   }
@@ -739,10 +777,29 @@ export function createBoxService(deps: BoxServiceDeps) {
     },
     /** One pass of the idle policy now (tests). */
     checkIdle: () => power.checkIdle(idle, canHibernate),
-    /** Stops the idle policy and the warm pool; boxes keep running for the next daemon. */
+    /**
+     * Holds every live box's egress to its key every `intervalMs`: a grant taken back (`agentbox
+     * keys update`, another process) or a key revoked reaches the boxes' open connections too.
+     */
+    startEgressKeyCheck(intervalMs: number): void {
+      if (keyCheckTimer || !deps.egress || !deps.keys) return;
+      keyCheckTimer = setInterval(() => {
+        for (const box of store.live()) {
+          try {
+            enforceEgress(box);
+          } catch (err) {
+            log.warn({ boxId: box.id, err: messageOf(err) }, 'could not hold egress to its key');
+          }
+        }
+      }, intervalMs);
+      keyCheckTimer.unref();
+    },
+    /** Stops the idle policy, the key check and the warm pool; boxes keep running for the next daemon. */
     async close(): Promise<void> {
       clearInterval(idleTimer);
       idleTimer = undefined;
+      clearInterval(keyCheckTimer);
+      keyCheckTimer = undefined;
       await deps.templates?.close();
     },
   };

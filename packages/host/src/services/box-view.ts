@@ -41,11 +41,12 @@ export function hostStatus(
     (box): box is typeof box & { userId: string } =>
       box.userId !== null && ['creating', 'running', 'paused', 'hibernated'].includes(box.state),
   );
-  // User ids are per key: one that several keys use is told apart by its key.
+  // User ids are per key: one that several keys use is told apart by its key, as `key/user` (a
+  // user id holds no `/`, so no user id can take that name).
   const keysOfUser = new Map<string, number>();
   for (const box of listed) keysOfUser.set(box.userId, (keysOfUser.get(box.userId) ?? 0) + 1);
   for (const box of listed) {
-    const name = keysOfUser.get(box.userId)! > 1 ? `${box.userId}@${box.ownerKeyId}` : box.userId;
+    const name = keysOfUser.get(box.userId)! > 1 ? `${box.ownerKeyId}/${box.userId}` : box.userId;
     microvms[name] = {
       ip: null,
       runtime: box.runtime,

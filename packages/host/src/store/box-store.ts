@@ -124,6 +124,12 @@ const PATCH_COLUMNS: Record<keyof BoxPatch, string> = {
   imageId: 'image_id',
 };
 
+/** The most live boxes the host takes, and the most one key may hold (null: no limit of its own). */
+export interface RoomLimits {
+  maxLive: number;
+  maxLiveOfOwner?: number | null;
+}
+
 const LIVE_SQL = `state IN (${LIVE_STATES.map((s) => `'${s}'`).join(', ')})`;
 
 function isUniqueViolation(err: unknown): boolean {
@@ -142,40 +148,45 @@ export function createBoxStore(db: Db, clock: () => number = Date.now) {
     return row && toRecord(row);
   };
 
+  function checkRoom(ownerKeyId: string, limits: RoomLimits): void {
+    const live = (db.prepare(`SELECT COUNT(*) AS n FROM boxes WHERE ${LIVE_SQL}`).get() as { n: number }).n;
+    if (live >= limits.maxLive) {
+      throw new AgentboxError(
+        'capacity_exhausted',
+        `this host already runs ${live} of at most ${limits.maxLive} boxes; delete one or retry later`,
+        { details: { limit: limits.maxLive } },
+      );
+    }
+    const ownerLimit = limits.maxLiveOfOwner;
+    if (ownerLimit === undefined || ownerLimit === null) return;
+    const owned = (
+      db
+        .prepare(`SELECT COUNT(*) AS n FROM boxes WHERE owner_key_id = ? AND ${LIVE_SQL}`)
+        .get(ownerKeyId) as { n: number }
+    ).n;
+    if (owned >= ownerLimit) {
+      throw new AgentboxError(
+        'capacity_exhausted',
+        `API key ${ownerKeyId} already holds ${owned} of at most ${ownerLimit} live boxes; delete one or retry later`,
+        { details: { limit: ownerLimit, scope: 'key' } },
+      );
+    }
+  }
+
   return {
     get,
+
+    /** Refuses (429) a new box of `ownerKeyId` when the host or the key holds its most live boxes. */
+    checkRoom,
 
     /**
      * Records a new box in `creating`, unless the host is full, its key holds `maxLiveOfOwner` live
      * boxes already, or the user id has a live box of that key.
      */
-    insert(box: NewBox, options: { maxLive: number; maxLiveOfOwner?: number | null }): BoxRecord {
+    insert(box: NewBox, limits: RoomLimits): BoxRecord {
       const now = clock();
       const insert = db.transaction(() => {
-        const live = (db.prepare(`SELECT COUNT(*) AS n FROM boxes WHERE ${LIVE_SQL}`).get() as { n: number })
-          .n;
-        if (live >= options.maxLive) {
-          throw new AgentboxError(
-            'capacity_exhausted',
-            `this host already runs ${live} of at most ${options.maxLive} boxes; delete one or retry later`,
-            { details: { limit: options.maxLive } },
-          );
-        }
-        const ownerLimit = options.maxLiveOfOwner;
-        if (ownerLimit !== undefined && ownerLimit !== null) {
-          const owned = (
-            db
-              .prepare(`SELECT COUNT(*) AS n FROM boxes WHERE owner_key_id = ? AND ${LIVE_SQL}`)
-              .get(box.ownerKeyId) as { n: number }
-          ).n;
-          if (owned >= ownerLimit) {
-            throw new AgentboxError(
-              'capacity_exhausted',
-              `API key ${box.ownerKeyId} already holds ${owned} of at most ${ownerLimit} live boxes; delete one or retry later`,
-              { details: { limit: ownerLimit, scope: 'key' } },
-            );
-          }
-        }
+        checkRoom(box.ownerKeyId, limits);
         db.prepare(
           `INSERT INTO boxes (id, state, owner_key_id, user_id, runtime, memory_mib, vcpus, disk_gib,
              ttl_seconds, labels, dir, created_at, updated_at, expires_at, egress_policy, image_id)

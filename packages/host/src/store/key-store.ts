@@ -159,7 +159,7 @@ export function createKeyStore(db: Db, clock: () => number = Date.now) {
 
     /**
      * Changes what a key is granted (fields left out stay). A running daemon sees it on the key's
-     * next request; what its boxes already hold (a box's `repos`) is not taken back.
+     * next request, and holds the key's boxes' egress to it within its key check interval.
      */
     update(id: string, grants: Partial<KeyGrants>): ApiKeyInfo {
       const checked = checkGrants(grants);

@@ -143,6 +143,49 @@ describe('agentbox serve: egress per box (real VM)', () => {
     expect((await api('DELETE', `/v1/boxes/${second.id}`)).status).toBe(200);
   });
 
+  it("revoking a key cuts its box's egress within the key check, while the box stays", async () => {
+    const made = execFileSync(
+      process.execPath,
+      [CLI, 'keys', 'create', '--name', 'tenant', '--scope', 'admin', '--data', dataDir, '--json'],
+      { encoding: 'utf8' },
+    );
+    const tenant = JSON.parse(made) as { id: string; key: string };
+    const asTenant = client(daemon.url, tenant.key);
+    const up = `127.0.0.1:${upstream.port}`;
+    const created = await asTenant('POST', '/v1/boxes', {
+      egress: { allowDomains: ['allowed.test'], upstreams: { 'allowed.test': up } },
+    });
+    expect(created.status).toBe(201);
+    const box = (await created.json()) as { id: string };
+    const curl = async (key: typeof api, loop: string) => {
+      const res = await key('POST', `/v1/boxes/${box.id}/exec?stream=false`, {
+        command: loop,
+        env: { UPSTREAM_CA: fs.readFileSync(path.join(dataDir, 'upstream-ca.pem'), 'utf8') },
+      });
+      expect(res.status).toBe(200);
+      return Buffer.from(((await res.json()) as { stdout: string }).stdout, 'base64').toString();
+    };
+    const status = "curl -s -o /dev/null -w '%{http_code}' https://allowed.test/";
+    const before = await curl(
+      asTenant,
+      `printf '%s\n' "$UPSTREAM_CA" >> /etc/ssl/certs/ca-certificates.crt; ${status}`,
+    );
+    expect(before).toBe('200');
+
+    execFileSync(process.execPath, [CLI, 'keys', 'revoke', tenant.id, '--data', dataDir]);
+    // Another process revoked it: the daemon's key check (5 s) cuts the box's egress.
+    const after = await curl(
+      api,
+      `for i in $(seq 40); do c=$(${status}); [ "$c" = 200 ] || break; sleep 0.5; done; echo "$c"; ` +
+        "curl -s -o /dev/null -D - https://allowed.test/ | tr -d '\\r' | grep -i '^x-agentbox-deny'",
+    );
+    // The tunnel is refused (curl's code 000: its CONNECT got the gateway's 403), naming why.
+    expect(after).toMatch(/^000\nx-agentbox-deny: domain_not_allowed$/im);
+    const still = await api('GET', `/v1/boxes/${box.id}`);
+    expect(((await still.json()) as { state: string }).state).toBe('running');
+    expect((await api('DELETE', `/v1/boxes/${box.id}`)).status).toBe(200);
+  });
+
   it('deleting the box leaves nothing behind', async () => {
     const res = await api('DELETE', `/v1/boxes/${boxId}`);
     expect(res.status).toBe(200);

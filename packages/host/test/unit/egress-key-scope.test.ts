@@ -1,13 +1,18 @@
 import fs from 'node:fs';
 import os from 'node:os';
 import path from 'node:path';
-import { afterAll, afterEach, beforeAll, describe, expect, it } from 'vitest';
-import { userPolicyExcess } from '@agentbox/egress';
+import { afterAll, afterEach, beforeAll, describe, expect, it, vi } from 'vitest';
+import { REVOKED_KEY_POLICY, userPolicyExcess } from '@agentbox/egress';
 import { EgressPolicySchema, type AgentKind, type EgressPolicyInput, type Task } from '@agentbox/protocol';
 import { FakeBackend } from '@agentbox/vm/fake';
 import { processStartTime } from '@agentbox/vm';
 import { createBoxService, createBoxStore, openDatabase, type Db } from '../../src/index.js';
-import { widenPolicy, type BoxEgress, type EgressWidening } from '../../src/services/box-service.js';
+import {
+  widenPolicy,
+  type BoxEgress,
+  type BoxServiceDeps,
+  type EgressWidening,
+} from '../../src/services/box-service.js';
 import { AGENT_PRESETS } from '../../src/services/task-service.js';
 import { NO_GRANTS } from '../../src/store/key-store.js';
 import { agentBundlePath, errorCode, fakeHost, type FakeHost } from '../helpers/fake-host.js';
@@ -161,7 +166,7 @@ describe('egress a key may ask for, in the box service (egress on)', () => {
   });
 
   /** A box service whose egress only records the policies it is given. */
-  function service() {
+  function service(keys?: BoxServiceDeps['keys']) {
     const dataDir = fs.mkdtempSync(path.join(os.tmpdir(), 'agentbox-egress-scope-'));
     dirs.push(dataDir);
     const db = openDatabase(dataDir);
@@ -191,6 +196,7 @@ describe('egress a key may ask for, in the box service (egress on)', () => {
       log: { info: () => undefined, warn: () => undefined },
       probe: { startTime: processStartTime, killMentioning: async () => undefined },
       egress,
+      ...(keys ? { keys } : {}),
     });
     return { boxes, attached, updated };
   }
@@ -252,6 +258,48 @@ describe('egress a key may ask for, in the box service (egress on)', () => {
       expect(userPolicyExcess(next)).toEqual([]);
     } finally {
       await boxes.remove({ actor: user, id: box.id });
+    }
+  });
+
+  it("a box's egress follows its key: a grant taken back narrows it, a revoked key cuts it", async () => {
+    let active = true;
+    let repos = ['acme/*'];
+    const { boxes, attached, updated } = service({
+      isActive: () => active,
+      grantsFor: () => ({ ...NO_GRANTS, repos }),
+    });
+    const box = await boxes.create({
+      actor: { ...user, grants: { ...NO_GRANTS, repos } },
+      runtime: 'bash',
+      egressPolicy: { presets: ['github'], repos: ['acme/widgets', 'acme/gadgets'] },
+    });
+    const last = () => EgressPolicySchema.parse(updated.at(-1));
+    try {
+      expect(attached[0]).toMatchObject({ repos: ['acme/widgets', 'acme/gadgets'] });
+      boxes.startEgressKeyCheck(5);
+      await new Promise((resolve) => setTimeout(resolve, 50));
+      expect(updated).toEqual([]); // nothing moved, nothing sent
+      repos = ['acme/widgets'];
+      await vi.waitFor(() => expect(updated).toHaveLength(1));
+      expect(last()).toMatchObject({ presets: ['github'], repos: ['acme/widgets'] });
+      // Cut to nothing, the list stays: GitHub refused, not reached as the public does.
+      repos = [];
+      await vi.waitFor(() => expect(updated).toHaveLength(2));
+      expect(last().repos).toEqual([]);
+      repos = ['acme/*'];
+      await vi.waitFor(() => expect(updated).toHaveLength(3));
+      expect(last().repos).toEqual(['acme/widgets', 'acme/gadgets']);
+      active = false;
+      await vi.waitFor(() => expect(updated).toHaveLength(4));
+      expect(last()).toEqual(REVOKED_KEY_POLICY);
+      expect(last()).toMatchObject({ allowDomains: [], presets: [], allowIPs: [] });
+      // What the box asked for stays on record; only what its session enforces moved.
+      expect(boxes.get({ actor: admin, id: box.id }).egressPolicy).toMatchObject({
+        repos: ['acme/widgets', 'acme/gadgets'],
+      });
+    } finally {
+      await boxes.close();
+      await boxes.remove({ actor: admin, id: box.id });
     }
   });
 

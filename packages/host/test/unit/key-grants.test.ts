@@ -1,6 +1,6 @@
 import { afterAll, beforeAll, describe, expect, it, vi } from 'vitest';
 import type { Task } from '@agentbox/protocol';
-import { errorCode, fakeHost, type FakeHost } from '../helpers/fake-host.js';
+import { errorCode, fakeHost, slowCreateBackend, type FakeHost } from '../helpers/fake-host.js';
 
 /**
  * What an operator grants a key beyond seeing its own boxes: the repositories the host's GitHub
@@ -84,11 +84,12 @@ describe('key grants', () => {
     h.host.keys.update(keyId, { repos: ['acme/*', 'solo/one'] });
     const mixed = await ask(['acme/widgets', 'other/thing', 'solo/one', 'solo/two']);
     expect(fields(mixed)).toEqual(['egress.repos.1', 'egress.repos.3']);
-    // A mutation names node ids, not repositories: only a key granted every repository may list one.
-    const mutation = await ask(['acme/widgets'], ['query Issues', 'mutation CreateIssue']);
-    expect(fields(mutation)).toEqual(['egress.githubGraphqlOperations.1']);
+    // GraphQL is not held to repos (a mutation names node ids, a query walks to a repository's
+    // parent): only a key granted every repository may list an operation.
+    const graphql = await ask(['acme/widgets'], ['query Issues', 'mutation CreateIssue']);
+    expect(fields(graphql)).toEqual(['egress.githubGraphqlOperations.0', 'egress.githubGraphqlOperations.1']);
 
-    const ok = await ask(['ACME/Widgets', 'acme/gadgets', 'solo/one'], ['Issues']);
+    const ok = await ask(['ACME/Widgets', 'acme/gadgets', 'solo/one'], []);
     expect(ok.statusCode, ok.body).toBe(201);
     await as(secret, 'DELETE', `/v1/boxes/${ok.json<{ id: string }>().id}`);
 
@@ -186,6 +187,28 @@ describe('key grants', () => {
       widen.mockRestore();
       h.host.keys.update(keyId, { repos: [] });
       await as(secret, 'DELETE', `/v1/boxes/${boxId}`);
+    }
+  });
+});
+
+describe('key grants: a seed user box made twice at once', () => {
+  it("at the key's box limit, the second call gets the box the first made, not a 429", async () => {
+    const h = await fakeHost({ backend: slowCreateBackend(100) });
+    try {
+      const { secret } = h.host.keys.create({ name: 'one-box', scope: 'user', grants: { maxBoxes: 1 } });
+      const create = () =>
+        h.call({
+          method: 'POST',
+          url: '/create_microvm',
+          headers: { 'x-api-key': secret },
+          payload: { user_id: 'u1', runtime: 'bash' },
+        });
+      const answers = await Promise.all([create(), create()]);
+      expect(answers.map((r) => r.statusCode)).toEqual([200, 200]);
+      expect(answers.map((r) => r.json<{ status: string }>().status).sort()).toEqual(['created', 'exists']);
+      expect(h.host.store.findLiveByUserOfAnyKey('u1')).toHaveLength(1);
+    } finally {
+      await h.close();
     }
   });
 });

@@ -197,7 +197,7 @@ export function seedRoutes(deps: SeedRouteDeps): RouteDef[] {
           schema: SeedTaskLineSchema,
         },
       },
-      errors: ['invalid_request', 'unauthorized', 'forbidden', 'payload_too_large'],
+      errors: ['invalid_request', 'unauthorized', 'forbidden', 'capacity_exhausted', 'payload_too_large'],
       handler: ({ body, actor, reply, signal }) => {
         const spec = TaskSpecSchema.parse({
           prompt: body.task,

@@ -86,7 +86,7 @@ export function taskRoutes(deps: TaskRouteDeps): RouteDef[] {
       body: CreateTaskRequestSchema,
       bodyLimit: 64 * 1024 * 1024,
       responses: { 201: { description: 'The queued task', schema: TaskSchema } },
-      errors: ['invalid_request', 'unauthorized', 'box_not_found', 'payload_too_large'],
+      errors: ['invalid_request', 'unauthorized', 'box_not_found', 'capacity_exhausted', 'payload_too_large'],
       handler: ({ body, actor }) => {
         const { boxId, userId, ...fields } = body;
         const spec = TaskSpecSchema.parse(fields);
