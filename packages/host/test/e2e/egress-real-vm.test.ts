@@ -244,6 +244,38 @@ describe('real VM: egress through the gateway (adversarial)', () => {
     expect(after).toBe('200');
   });
 
+  it('holds a flood of connections to the channel cap: the rest are cut, nothing leaks, the box keeps working', async () => {
+    // Code in the box opens 300 proxy connections at once; each is a channel the guest opens to the
+    // host, which takes MAX_GUEST_CHANNELS (256) and resets the others. Closed, they free their
+    // places: a second flood (smaller: closing 256 takes a while here) gets through whole, and an
+    // ordinary request still works.
+    const flood = [
+      'import socket, sys',
+      'n = int(sys.argv[1])',
+      'socks = []',
+      'for i in range(n):',
+      '    s = socket.create_connection(("127.0.0.1", 3128), timeout=60)',
+      '    s.sendall(b"CONNECT allowed.test:443 HTTP/1.1\\r\\nHost: allowed.test:443\\r\\n\\r\\n")',
+      '    socks.append(s)',
+      'ok = cut = 0',
+      'for s in socks:',
+      '    try:',
+      '        d = s.recv(64)',
+      '    except OSError:',
+      '        d = b""',
+      '    if d.startswith(b"HTTP/1.1 200"): ok += 1',
+      '    elif not d: cut += 1',
+      'print(f"ok={ok} cut={cut}")',
+      'for s in socks: s.close()',
+    ].join('\n');
+    await vm.guest.writeFile('/tmp/flood.py', Buffer.from(flood));
+    const r = await run(
+      vm,
+      "python3 /tmp/flood.py 300; sleep 1; python3 /tmp/flood.py 200; curl -s -o /dev/null -w '%{http_code}' https://allowed.test/",
+    );
+    expect(r.stdout.toString().trim().split('\n')).toEqual(['ok=256 cut=44', 'ok=200 cut=0', '200']);
+  });
+
   it('swaps the placeholder for the real key only towards its host, and the key never enters the guest', async () => {
     https.seen.length = 0;
     // Upstreams echo bodies only: what the guest can see back must not contain the key.
