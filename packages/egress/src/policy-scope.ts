@@ -105,4 +105,4 @@ export function narrowToGrants(policy: EgressPolicy, grants: readonly string[]):
 }
 
 /** The policy of a box whose key was revoked: nothing is reachable (deny by default). */
-export const REVOKED_KEY_POLICY: EgressPolicy = EgressPolicySchema.parse({});
+export const REVOKED_KEY_POLICY: EgressPolicy = Object.freeze(EgressPolicySchema.parse({}));

@@ -110,8 +110,8 @@ export function widenPolicy(policy: EgressPolicyInput, add: EgressWidening): Egr
 /**
  * Refuses (403 forbidden) a policy the key may not ask for. A `user` key: the LAN, the host,
  * non-public `allowIPs`, ports beyond the default, `upstreams` (see userPolicyExcess). Any key:
- * `repos` beyond the repositories granted to it, and GraphQL mutations unless it was granted every
- * repository (see repoGrantExcess); admin keys are. Fields are named as in `POST /v1/boxes` (`egress.…`).
+ * `repos` beyond the repositories granted to it, and GraphQL operations unless it was granted
+ * every repository (see repoGrantExcess); admin keys are. Fields are named as in `POST /v1/boxes` (`egress.…`).
  */
 export function checkEgressScope(actor: Actor, policy: EgressPolicyInput): void {
   const parsed = EgressPolicySchema.parse(policy);
