@@ -303,6 +303,24 @@ describe('egress a key may ask for, in the box service (egress on)', () => {
     }
   });
 
+  it('every attach (create, re-adopt, wake) gives the session the policy the key allows now', async () => {
+    // The grant was taken back between the request's authentication and the box's attach.
+    const { boxes, attached } = service({
+      isActive: () => true,
+      grantsFor: () => ({ ...NO_GRANTS, repos: ['acme/widgets'] }),
+    });
+    const box = await boxes.create({
+      actor: { ...user, grants: { ...NO_GRANTS, repos: ['acme/*'] } },
+      runtime: 'bash',
+      egressPolicy: { presets: ['github'], repos: ['acme/widgets', 'acme/gadgets'] },
+    });
+    try {
+      expect(EgressPolicySchema.parse(attached[0]).repos).toEqual(['acme/widgets']);
+    } finally {
+      await boxes.remove({ actor: admin, id: box.id });
+    }
+  });
+
   it("a task's repository the key has no grant for is reached without the token: github, no repos", async () => {
     const { boxes, updated } = service();
     const box = await boxes.create({
