@@ -201,6 +201,9 @@ describe('egress a key may ask for, in the box service (egress on)', () => {
     return { boxes, attached, updated };
   }
   const user = { keyId: 'key-user', scope: 'user' as const };
+  /** A user key's box as a task makes it: the agent's API only. */
+  const agentBox = (boxes: ReturnType<typeof service>['boxes']) =>
+    boxes.create({ actor: user, runtime: 'claude-agent', egressPolicy: { presets: ['anthropic'] } });
   const granted = { ...user, grants: { ...NO_GRANTS, repos: ['acme/widgets'] } };
   const admin = { keyId: 'key-admin', scope: 'admin' as const };
 
@@ -226,11 +229,7 @@ describe('egress a key may ask for, in the box service (egress on)', () => {
 
   it("a task's widening adds names and repositories only, never the LAN, the host, addresses or ports", async () => {
     const { boxes, updated } = service();
-    const box = await boxes.create({
-      actor: user,
-      runtime: 'claude-agent',
-      egressPolicy: { presets: ['anthropic'] },
-    });
+    const box = await agentBox(boxes);
     try {
       // Whatever else an object carries, only presets, domains and repos are read from it.
       const widening = {
@@ -323,11 +322,7 @@ describe('egress a key may ask for, in the box service (egress on)', () => {
 
   it("a task's repository the key has no grant for is reached without the token: github, no repos", async () => {
     const { boxes, updated } = service();
-    const box = await boxes.create({
-      actor: user,
-      runtime: 'claude-agent',
-      egressPolicy: { presets: ['anthropic'] },
-    });
+    const box = await agentBox(boxes);
     try {
       await boxes.widenEgress({ actor: user, id: box.id, presets: ['github'], repos: ['acme/widgets'] });
       expect(EgressPolicySchema.parse(updated[0])).toMatchObject({ presets: ['anthropic', 'github'] });
