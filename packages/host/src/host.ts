@@ -11,6 +11,7 @@ import type { RouteDef } from './api/route.js';
 import { boxRoutes } from './api/routes/box-routes.js';
 import { seedRoutes } from './api/routes/seed-routes.js';
 import { taskRoutes } from './api/routes/task-routes.js';
+import { keyRoutes } from './api/routes/key-routes.js';
 import { systemRoutes } from './api/routes/system-routes.js';
 import { DEFAULT_DASHBOARD_DIR, registerDashboard } from './api/static-routes.js';
 import { createMetrics } from './metrics.js';
@@ -229,6 +230,7 @@ export function createHost(options: HostOptions) {
     ...seedRoutes({ boxes, files, tasks, version: AGENTBOX_VERSION, startedAt, clock }),
     ...boxRoutes({ boxes, exec, files, audit }),
     ...taskRoutes({ tasks, library, eventCount: (id) => taskStore.eventCount(id) }),
+    ...keyRoutes({ keys }),
     ...systemRoutes({ metrics, openapi }),
   );
   const app: FastifyInstance = createApp({

@@ -1,5 +1,5 @@
 import { z } from 'zod';
-import { EgressAuditRecordSchema, EgressPolicySchema } from './egress.js';
+import { EgressAuditRecordSchema, EgressPolicySchema, RepoGrantSchema } from './egress.js';
 import { ERROR_CODE_LIST, type ErrorCode } from './errors.js';
 import { EntryInfoSchema, OmittedCountSchema, ProcessInfoSchema } from './guest.js';
 
@@ -389,3 +389,60 @@ export const KillProcessQuerySchema = z
   })
   .strict();
 export const KillProcessResponseSchema = z.object({ pid: z.number().int(), signal: z.string() }).strict();
+
+// ---- API keys (admin): what `agentbox keys` does, for an operator without a shell on the host ----
+
+const KeyLimitSchema = z.number().int().min(0).max(1_000_000).nullable();
+
+export const ApiKeyGrantsSchema = z
+  .object({
+    repos: z
+      .array(RepoGrantSchema)
+      .max(1000)
+      .describe("GitHub repositories the host's token may serve the key's boxes (admin keys: any)."),
+    maxBoxes: KeyLimitSchema.describe('Live boxes the key may hold at once; null: only the host limit.'),
+    maxTasks: KeyLimitSchema.describe('Tasks queued or running at once; null: only the host queue.'),
+  })
+  .strict()
+  .describe("What a key may use beyond its own boxes (see README's keys).");
+
+export const ApiKeyIdSchema = z
+  .string()
+  .regex(/^key_[0-9a-f]{12}$/, 'an API key id (key_ and 12 hex digits)')
+  .describe('API key id, as `agentbox keys list` shows it.');
+
+export const ApiKeySchema = z
+  .object({
+    id: ApiKeyIdSchema,
+    name: z.string(),
+    scope: z.enum(['admin', 'user']),
+    prefix: z.string().describe('The first characters of the secret, to tell keys apart.'),
+    createdAt: z.number().int().describe('Unix time in ms.'),
+    revokedAt: z.number().int().nullable(),
+    lastUsedAt: z.number().int().nullable().describe('Refreshed at most once a minute.'),
+    grants: ApiKeyGrantsSchema,
+  })
+  .strict()
+  .describe('An API key; never its secret (only its sha256 is stored).');
+
+export type ApiKey = z.infer<typeof ApiKeySchema>;
+
+export const ApiKeyListSchema = z.object({ keys: z.array(ApiKeySchema) }).strict();
+
+export const CreateApiKeyRequestSchema = z
+  .object({
+    name: z.string().min(1).max(200).default('api key'),
+    scope: z.enum(['admin', 'user']).default('user'),
+    grants: ApiKeyGrantsSchema.partial().optional(),
+  })
+  .strict();
+
+export const CreatedApiKeySchema = ApiKeySchema.extend({
+  key: z.string().describe('The secret: shown in this answer only, never again.'),
+}).strict();
+
+export const UpdateApiKeyGrantsRequestSchema = ApiKeyGrantsSchema.partial().describe(
+  'Fields left out stay as they are; `repos` replaces the list.',
+);
+
+export const ApiKeyParamsSchema = z.object({ id: ApiKeyIdSchema }).strict();

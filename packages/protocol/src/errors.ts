@@ -11,6 +11,7 @@ export const ERROR_CODES = {
   process_not_found: { status: 404, description: 'No such process in the box.' },
   task_not_found: { status: 404, description: 'No task with that id.' },
   library_item_not_found: { status: 404, description: 'No such library item.' },
+  key_not_found: { status: 404, description: 'No API key with that id.' },
   path_outside_workspace: { status: 400, description: 'The path escapes the allowed root.' },
   invalid_state: { status: 409, description: 'The operation is not legal in the current state.' },
   capacity_exhausted: { status: 429, description: 'The host has no room for another box.' },

@@ -30,6 +30,7 @@ export {
   ProcessNotFoundError,
   TaskNotFoundError,
   LibraryItemNotFoundError,
+  KeyNotFoundError,
   PathOutsideWorkspaceError,
   InvalidStateError,
   CapacityExhaustedError,

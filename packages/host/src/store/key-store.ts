@@ -175,6 +175,12 @@ export function createKeyStore(db: Db, clock: () => number = Date.now) {
       return toInfo(byId.get(id)!);
     },
 
+    /** One key, or undefined. */
+    get(id: string): ApiKeyInfo | undefined {
+      const row = byId.get(id);
+      return row && toInfo(row);
+    },
+
     /** A key's grants as stored now (an admin key's cover any repository); none for an unknown key. */
     grantsFor(id: string): KeyGrants {
       const row = byId.get(id);

@@ -27,6 +27,7 @@ describe('@agentbox/sdk public surface', () => {
       'InternalError',
       'InvalidRequestError',
       'InvalidStateError',
+      'KeyNotFoundError',
       'Library',
       'LibraryItemNotFoundError',
       'NotImplementedError',

@@ -1,0 +1,97 @@
+import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import type { ApiKey } from '@agentbox/protocol';
+import { errorCode, fakeHost, type FakeHost } from '../helpers/fake-host.js';
+
+/** `/v1/keys`: what `agentbox keys` does, over HTTP, for admin keys only; a secret is shown once. */
+describe('/v1/keys', () => {
+  let h: FakeHost;
+  let user: string;
+  beforeAll(async () => {
+    h = await fakeHost();
+    user = h.host.keys.create({ name: 'tenant', scope: 'user' }).secret;
+  });
+  afterAll(() => h.close());
+
+  it('is for admin keys only: a user key gets 403 on every route, no key 401', async () => {
+    const { id } = h.host.keys.list()[0]!;
+    for (const [method, url, payload] of [
+      ['GET', '/v1/keys', undefined],
+      ['POST', '/v1/keys', { scope: 'admin' }],
+      ['PUT', `/v1/keys/${id}/grants`, { repos: ['*'] }],
+      ['DELETE', `/v1/keys/${id}`, undefined],
+    ] as const) {
+      const asUser = await h.call({
+        method,
+        url,
+        headers: { 'x-api-key': user },
+        ...(payload ? { payload } : {}),
+      });
+      expect([url, asUser.statusCode, errorCode(asUser)]).toEqual([url, 403, 'forbidden']);
+      expect((await h.call({ method, url })).statusCode).toBe(401);
+    }
+    expect(h.host.keys.list().map((k) => k.revokedAt)).toEqual([null, null]);
+  });
+
+  it('makes a key whose secret works and is never shown again; lists, grants and revokes it', async () => {
+    const made = await h.admin_({
+      method: 'POST',
+      url: '/v1/keys',
+      payload: { name: 'ci', grants: { repos: ['Acme/*'], maxBoxes: 1 } },
+    });
+    expect(made.statusCode, made.body).toBe(201);
+    const key = made.json<ApiKey & { key: string }>();
+    expect(key).toMatchObject({
+      name: 'ci',
+      scope: 'user',
+      grants: { repos: ['acme/*'], maxBoxes: 1, maxTasks: null },
+    });
+    const asNew = await h.call({ method: 'GET', url: '/v1/boxes', headers: { 'x-api-key': key.key } });
+    expect(asNew.statusCode).toBe(200);
+
+    const list = await h.admin_({ method: 'GET', url: '/v1/keys' });
+    expect(list.body).not.toContain(key.key);
+    expect(list.json<{ keys: ApiKey[] }>().keys.map((k) => k.name)).toEqual(['test admin', 'tenant', 'ci']);
+
+    const granted = await h.admin_({
+      method: 'PUT',
+      url: `/v1/keys/${key.id}/grants`,
+      payload: { maxTasks: 2 },
+    });
+    expect(granted.json<ApiKey>().grants).toEqual({ repos: ['acme/*'], maxBoxes: 1, maxTasks: 2 });
+
+    const revoked = await h.admin_({ method: 'DELETE', url: `/v1/keys/${key.id}` });
+    expect(revoked.statusCode).toBe(200);
+    expect(revoked.json<ApiKey>().revokedAt).toEqual(expect.any(Number));
+    expect(
+      (await h.call({ method: 'GET', url: '/v1/boxes', headers: { 'x-api-key': key.key } })).statusCode,
+    ).toBe(401);
+    const again = await h.admin_({ method: 'DELETE', url: `/v1/keys/${key.id}` });
+    expect([again.statusCode, errorCode(again)]).toEqual([409, 'invalid_state']);
+  });
+
+  it('bad input: 400 naming the field, 404 for a key that does not exist; nothing changes', async () => {
+    const before = h.host.keys.list();
+    for (const payload of [
+      { scope: 'root' },
+      { grants: { repos: ['acme'] } },
+      { grants: { maxBoxes: -1 } },
+      { name: '' },
+      { secret: 'mine' },
+    ]) {
+      const r = await h.admin_({ method: 'POST', url: '/v1/keys', payload });
+      expect([JSON.stringify(payload), r.statusCode, errorCode(r)]).toEqual([
+        JSON.stringify(payload),
+        400,
+        'invalid_request',
+      ]);
+    }
+    const { id } = before[1]!;
+    const bad = await h.admin_({ method: 'PUT', url: `/v1/keys/${id}/grants`, payload: { repos: ['*/x'] } });
+    expect(bad.json<{ error: { message: string } }>().error.message).toMatch(/repos\.0/);
+    const missing = await h.admin_({ method: 'PUT', url: '/v1/keys/key_000000000000/grants', payload: {} });
+    expect([missing.statusCode, errorCode(missing)]).toEqual([404, 'key_not_found']);
+    const badId = await h.admin_({ method: 'DELETE', url: '/v1/keys/nope' });
+    expect([badId.statusCode, errorCode(badId)]).toEqual([400, 'invalid_request']);
+    expect(h.host.keys.list()).toEqual(before);
+  });
+});
