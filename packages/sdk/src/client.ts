@@ -1,6 +1,7 @@
 import type { Box, HealthResponseSchema } from '@agentbox/protocol';
 import type { z } from 'zod';
 import { HttpTransport, type RequestOpts } from './http.js';
+import { Keys } from './keys.js';
 import { Library } from './library.js';
 import { Sandbox, type SandboxCreateOpts } from './sandbox.js';
 import { Tasks } from './tasks.js';
@@ -88,12 +89,13 @@ export class Boxes {
   }
 }
 
-/** A connection to one agentbox daemon: its boxes, tasks and library. */
+/** A connection to one agentbox daemon: its boxes, tasks, library and (admin) API keys. */
 export class AgentboxClient {
   readonly url: string;
   readonly boxes: Boxes;
   readonly tasks: Tasks;
   readonly library: Library;
+  readonly keys: Keys;
   private readonly http: HttpTransport;
 
   /** `env`: where AGENTBOX_URL / AGENTBOX_API_KEY are read (default `process.env`, none in a browser). */
@@ -107,6 +109,7 @@ export class AgentboxClient {
     this.boxes = new Boxes(this, this.http);
     this.tasks = new Tasks(this.http);
     this.library = new Library(this.http);
+    this.keys = new Keys(this.http);
   }
 
   /** `GET /health` (no key needed): the daemon's version and uptime. */

@@ -14,6 +14,7 @@ export {
   type TaskPage,
 } from './tasks.js';
 export { Library, type LibraryRefInput, type LibraryListOpts } from './library.js';
+export { Keys, type CreateKeyOpts, type KeyGrantsInput } from './keys.js';
 export type { RequestOpts } from './http.js';
 export {
   AgentboxSdkError,

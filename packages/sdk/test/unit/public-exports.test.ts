@@ -28,6 +28,7 @@ describe('@agentbox/sdk public surface', () => {
       'InvalidRequestError',
       'InvalidStateError',
       'KeyNotFoundError',
+      'Keys',
       'Library',
       'LibraryItemNotFoundError',
       'NotImplementedError',

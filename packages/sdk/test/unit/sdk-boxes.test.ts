@@ -7,6 +7,9 @@ import {
   FileNotFoundError,
   InvalidRequestError,
   InvalidStateError,
+  KeyNotFoundError,
+  ForbiddenError,
+  UnauthorizedError,
   PathOutsideWorkspaceError,
   ProcessNotFoundError,
   Sandbox,
@@ -215,5 +218,30 @@ describe('Sandbox over the fake driver', () => {
     const unknown = await Sandbox.connect('box-0000000000', { client }).catch((e: unknown) => e);
     expect(unknown).toBeInstanceOf(BoxNotFoundError);
     expect(unknown).toMatchObject({ code: 'box_not_found', status: 404, name: 'BoxNotFoundError' });
+  });
+});
+
+describe('client.keys over a real daemon', () => {
+  let d: SdkDaemon;
+  beforeAll(async () => {
+    d = await sdkDaemon();
+  });
+  afterAll(() => d.close());
+
+  it('makes, lists, grants and revokes keys with an admin key; a user key is refused', async () => {
+    const admin = new AgentboxClient({ url: d.url, apiKey: d.admin });
+    const made = await admin.keys.create({ name: 'tenant', grants: { repos: ['acme/*'] } });
+    expect(made).toMatchObject({ scope: 'user', grants: { repos: ['acme/*'], maxBoxes: null } });
+    const tenant = new AgentboxClient({ url: d.url, apiKey: made.key });
+    await expect(tenant.keys.list()).rejects.toBeInstanceOf(ForbiddenError);
+    expect((await admin.keys.list()).map((k) => k.id)).toContain(made.id);
+    expect((await admin.keys.updateGrants(made.id, { maxBoxes: 1 })).grants).toEqual({
+      repos: ['acme/*'],
+      maxBoxes: 1,
+      maxTasks: null,
+    });
+    expect((await admin.keys.revoke(made.id)).revokedAt).not.toBeNull();
+    await expect(tenant.boxes.list()).rejects.toBeInstanceOf(UnauthorizedError);
+    await expect(admin.keys.revoke('key_000000000000')).rejects.toBeInstanceOf(KeyNotFoundError);
   });
 });
