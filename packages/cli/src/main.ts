@@ -1,4 +1,5 @@
 import { Command, CommanderError, Help, InvalidArgumentError, Option } from 'commander';
+import type { KeyGrants } from '@agentbox/host';
 import { AgentboxError, isAgentboxError } from '@agentbox/protocol';
 import { AGENT_CLI_NAMES, DEFAULT_RESOURCES, parseAgentClis, type AgentCli } from '@agentbox/vm';
 import { doctor, formatDoctor } from './commands/doctor.js';
@@ -52,16 +53,12 @@ interface Limits {
 
 const limitOf = (value: number | 'none'): number | null => (value === 'none' ? null : value);
 
-/** `--repo`/`--no-repos` and the limits as the keys commands take them. */
-function grantFlags(opts: { repo?: string[]; repos?: boolean } & Limits): {
-  repos?: string[] | false;
-  maxBoxes?: number | null;
-  maxTasks?: number | null;
-} {
+/** The grants `--repo`/`--no-repos` and the limits ask for; fields not given are left out. */
+function grantFlags(opts: { repo?: string[]; repos?: boolean } & Limits): Partial<KeyGrants> {
   if (opts.repos === false && opts.repo)
     throw new AgentboxError('invalid_request', '--repo and --no-repos cannot go together');
   return {
-    ...(opts.repos === false ? { repos: false as const } : opts.repo ? { repos: opts.repo } : {}),
+    ...(opts.repos === false ? { repos: [] } : opts.repo ? { repos: opts.repo } : {}),
     ...(opts.maxBoxes !== undefined ? { maxBoxes: limitOf(opts.maxBoxes) } : {}),
     ...(opts.maxTasks !== undefined ? { maxTasks: limitOf(opts.maxTasks) } : {}),
   };
@@ -320,7 +317,7 @@ export function buildProgram(setExit: (code: number) => void): Command {
             scope: opts.scope,
             data: opts.data,
             json: opts.json,
-            ...grantFlags(opts),
+            grants: grantFlags(opts),
           }),
         ),
     );
@@ -337,7 +334,12 @@ export function buildProgram(setExit: (code: number) => void): Command {
     .action(
       async (id: string, opts: { data?: string; json: boolean; repo?: string[]; repos?: boolean } & Limits) =>
         setExit(
-          (await commands.keys()).keysUpdate({ id, data: opts.data, json: opts.json, ...grantFlags(opts) }),
+          (await commands.keys()).keysUpdate({
+            id,
+            data: opts.data,
+            json: opts.json,
+            grants: grantFlags(opts),
+          }),
         ),
     );
   keys

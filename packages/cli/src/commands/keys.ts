@@ -56,34 +56,20 @@ export function formatKeys(keys: ApiKeyInfo[]): string {
     .join('\n');
 }
 
-/** The grant flags of `keys create` and `keys update`, as commander parses them. */
-export interface GrantFlags {
-  /** `--repo` (repeatable); false: `--no-repos`. */
-  repos?: string[] | false;
-  /** A number, or null for `none`. */
-  maxBoxes?: number | null;
-  maxTasks?: number | null;
-}
-
-function grantsOfFlags(flags: GrantFlags): Partial<KeyGrants> {
-  return {
-    ...(flags.repos !== undefined ? { repos: flags.repos === false ? [] : flags.repos } : {}),
-    ...(flags.maxBoxes !== undefined ? { maxBoxes: flags.maxBoxes } : {}),
-    ...(flags.maxTasks !== undefined ? { maxTasks: flags.maxTasks } : {}),
-  };
-}
-
-export function keysCreate(
-  options: { name: string; scope: string; data?: string; json: boolean } & GrantFlags,
-): number {
+export function keysCreate(options: {
+  name: string;
+  scope: string;
+  data?: string;
+  json: boolean;
+  grants: Partial<KeyGrants>;
+}): number {
   if (options.scope !== 'admin' && options.scope !== 'user') {
     throw new AgentboxError('invalid_request', '--scope must be admin or user');
   }
   // A key may be made before the daemon's first start: this one makes the store.
   const { secret, key } = withKeys(
     options.data,
-    (keys) =>
-      keys.create({ name: options.name, scope: options.scope as KeyScope, grants: grantsOfFlags(options) }),
+    (keys) => keys.create({ name: options.name, scope: options.scope as KeyScope, grants: options.grants }),
     { existing: false },
   );
   if (options.json) writeJson({ ...key, key: secret });
@@ -107,8 +93,13 @@ export function keysRevoke(options: { id: string; data?: string }): number {
 }
 
 /** Changes a key's grants; a running daemon applies them from the key's next request. */
-export function keysUpdate(options: { id: string; data?: string; json: boolean } & GrantFlags): number {
-  const grants = grantsOfFlags(options);
+export function keysUpdate(options: {
+  id: string;
+  data?: string;
+  json: boolean;
+  grants: Partial<KeyGrants>;
+}): number {
+  const { grants } = options;
   if (Object.keys(grants).length === 0) {
     throw new AgentboxError(
       'invalid_request',
