@@ -75,16 +75,26 @@ describe('API keys: authentication, admin routes, per-key box scoping', () => {
     expect(listed).toContain(alice.slice(0, 10));
   });
 
-  it('keeps admin routes for admin keys (403 forbidden otherwise)', async () => {
-    for (const url of ['/status', '/maintenance']) {
-      const r = await h.call({
-        method: url === '/status' ? 'GET' : 'POST',
-        url,
-        headers: { 'x-api-key': alice },
-      });
-      expect(r.statusCode).toBe(403);
+  it('keeps admin routes for admin keys (403 forbidden otherwise), every one the route table marks', async () => {
+    const adminRoutes = everyRoute().filter((route) => route.auth === 'admin');
+    expect(adminRoutes.map((route) => `${route.method} ${route.url}`)).toEqual(
+      expect.arrayContaining([
+        'GET /status',
+        'POST /maintenance',
+        'GET /metrics',
+        'GET /v1/keys',
+        'POST /v1/keys',
+        `PUT /v1/keys/${aliceBox}/grants`,
+        `DELETE /v1/keys/${aliceBox}`,
+      ]),
+    );
+    const keysBefore = h.host.keys.list();
+    for (const route of adminRoutes) {
+      const r = await h.call({ method: route.method, url: route.url, headers: { 'x-api-key': alice } });
+      expect(r.statusCode, `${route.method} ${route.url}`).toBe(403);
       expect(errorCode(r)).toBe('forbidden');
     }
+    expect(h.host.keys.list()).toEqual(keysBefore);
     expect((await h.admin_({ method: 'GET', url: '/status' })).statusCode).toBe(200);
   });
 
