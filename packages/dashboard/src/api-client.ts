@@ -1,6 +1,10 @@
 import type {
+  ApiKey,
+  ApiKeyGrantsUpdate,
   Box,
+  CreateApiKeyRequest,
   CreateBoxRequest,
+  CreatedApiKey,
   EgressAuditRecord,
   ErrorBody,
   Task,
@@ -141,6 +145,12 @@ export function createApiClient(options: ApiClientOptions) {
     getTask: (taskId: string) => json<Task>('GET', `/v1/tasks/${id(taskId)}`),
     createTask: (body: NewTask) => json<Task>('POST', '/v1/tasks', body),
     cancelTask: (taskId: string) => json<Task>('POST', `/v1/tasks/${id(taskId)}/cancel`),
+    /** API keys (admin keys only: a user key gets 403 `forbidden`). */
+    listKeys: async () => (await json<{ keys: ApiKey[] }>('GET', '/v1/keys')).keys,
+    createKey: (body: CreateApiKeyRequest) => json<CreatedApiKey>('POST', '/v1/keys', body),
+    updateKeyGrants: (keyId: string, grants: ApiKeyGrantsUpdate) =>
+      json<ApiKey>('PUT', `/v1/keys/${id(keyId)}/grants`, grants),
+    revokeKey: (keyId: string) => json<ApiKey>('DELETE', `/v1/keys/${id(keyId)}`),
     /** The API's paths (from its OpenAPI document), to offer only what this daemon has. */
     paths: async () => new Set(Object.keys((await json<{ paths: object }>('GET', '/openapi.json')).paths)),
 

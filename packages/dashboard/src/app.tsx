@@ -4,6 +4,7 @@ import { linkTo, useRoute, type Route } from './router.js';
 import type { Capabilities } from './views/box-actions.js';
 import { BoxDetailView } from './views/box-detail-view.js';
 import { BoxesView } from './views/boxes-view.js';
+import { KeysView } from './views/keys-view.js';
 import { LoginView } from './views/login-view.js';
 import { TaskDetailView } from './views/task-detail-view.js';
 import { TasksView } from './views/tasks-view.js';
@@ -37,7 +38,7 @@ export function App() {
     [key],
   );
 
-  if (!api) {
+  if (!api || key === undefined) {
     return (
       <LoginView
         notice={notice}
@@ -49,12 +50,13 @@ export function App() {
       />
     );
   }
-  return <Shell api={api} onSignOut={() => signOut('Signed out.')} />;
+  return <Shell api={api} apiKey={key} onSignOut={() => signOut('Signed out.')} />;
 }
 
-function Shell(props: { api: ApiClient; onSignOut: () => void }) {
+function Shell(props: { api: ApiClient; apiKey: string; onSignOut: () => void }) {
   const route = useRoute();
   const [pause, setPause] = useState(false);
+  const [admin, setAdmin] = useState(false);
   const [version, setVersion] = useState<string | undefined>(undefined);
   useEffect(() => {
     let alive = true;
@@ -64,13 +66,19 @@ function Shell(props: { api: ApiClient; onSignOut: () => void }) {
         (paths) => alive && setPause(paths.has('/v1/boxes/{id}/pause') && paths.has('/v1/boxes/{id}/resume')),
       )
       .catch(() => undefined);
+    // Only an admin key may list keys (a user key gets 403): that is what shows the Keys section.
+    void props.api
+      .listKeys()
+      .then(() => alive && setAdmin(true))
+      .catch(() => undefined);
     void health().then((h) => alive && setVersion(h?.version));
     return () => {
       alive = false;
     };
   }, [props.api]);
   const caps: Capabilities = { pause, pauseMissing: () => setPause(false) };
-  const section = route.page === 'task' || route.page === 'tasks' ? 'tasks' : 'boxes';
+  const section =
+    route.page === 'task' || route.page === 'tasks' ? 'tasks' : route.page === 'keys' ? 'keys' : 'boxes';
 
   return (
     <>
@@ -85,6 +93,11 @@ function Shell(props: { api: ApiClient; onSignOut: () => void }) {
           <a class={section === 'tasks' ? 'active' : ''} data-testid="nav-tasks" {...linkTo('/tasks')}>
             Tasks
           </a>
+          {admin ? (
+            <a class={section === 'keys' ? 'active' : ''} data-testid="nav-keys" {...linkTo('/keys')}>
+              Keys
+            </a>
+          ) : null}
         </nav>
         <span class="spacer" />
         {version ? <span class="muted small">daemon {version}</span> : null}
@@ -93,13 +106,14 @@ function Shell(props: { api: ApiClient; onSignOut: () => void }) {
         </button>
       </header>
       <main class="content">
-        <Page route={route} api={props.api} caps={caps} />
+        <Page route={route} api={props.api} apiKey={props.apiKey} caps={caps} />
       </main>
     </>
   );
 }
 
-function Page({ route, api, caps }: { route: Route; api: ApiClient; caps: Capabilities }) {
+function Page(props: { route: Route; api: ApiClient; apiKey: string; caps: Capabilities }) {
+  const { route, api, caps } = props;
   switch (route.page) {
     case 'boxes':
       return <BoxesView api={api} caps={caps} />;
@@ -109,5 +123,8 @@ function Page({ route, api, caps }: { route: Route; api: ApiClient; caps: Capabi
       return <TasksView key={route.boxId ?? ''} api={api} boxId={route.boxId} />;
     case 'task':
       return <TaskDetailView key={route.id} api={api} id={route.id} />;
+    case 'keys':
+      // A user key is refused by the daemon (403); the view shows that refusal.
+      return <KeysView api={api} signedInWith={props.apiKey} />;
   }
 }

@@ -437,12 +437,18 @@ export const CreateApiKeyRequestSchema = z
   })
   .strict();
 
+export type CreateApiKeyRequest = z.input<typeof CreateApiKeyRequestSchema>;
+
 export const CreatedApiKeySchema = ApiKeySchema.extend({
   key: z.string().describe('The secret: shown in this answer only, never again.'),
 }).strict();
 
+export type CreatedApiKey = z.infer<typeof CreatedApiKeySchema>;
+
 export const UpdateApiKeyGrantsRequestSchema = ApiKeyGrantsSchema.partial().describe(
   'Fields left out stay as they are; `repos` replaces the list.',
 );
+
+export type ApiKeyGrantsUpdate = z.input<typeof UpdateApiKeyGrantsRequestSchema>;
 
 export const ApiKeyParamsSchema = z.object({ id: ApiKeyIdSchema }).strict();

@@ -5,7 +5,7 @@ import path from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { chromium, type Browser, type Page } from 'playwright-core';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import type { Box, EgressAuditRecord } from '@agentbox/protocol';
+import type { ApiKey, Box, EgressAuditRecord } from '@agentbox/protocol';
 import { agentboxHome, processesMentioning } from '@agentbox/vm';
 import { client, leftoversIn, startDaemon, type Daemon } from '../../../host/test/helpers/daemon.js';
 
@@ -283,6 +283,93 @@ describe('the web dashboard in Chromium against a real daemon', () => {
     const after = await api('GET', `/v1/boxes/${boxId}`);
     if (after.status !== 404) expect(((await after.json()) as Box).state).toBe('deleted');
     await shot('09-box-killed');
+  });
+
+  it('manages API keys as admin: makes a user key with grants (secret shown once), changes them, revokes it', async () => {
+    const keyOf = async (id: string) =>
+      ((await (await api('GET', '/v1/keys')).json()) as { keys: ApiKey[] }).keys.find((k) => k.id === id);
+    await page.getByTestId('nav-keys').click();
+    await page.waitForURL(/\/keys$/);
+    await page.getByTestId('keys-table').waitFor();
+    // The key this tab signed in with is listed and marked.
+    const mine = page.locator('[data-testid=key-row]', { hasText: 'this tab’s key' });
+    expect(await mine.count()).toBe(1);
+    expect(await mine.getByTestId('key-repos').innerText()).toBe('any (admin)');
+
+    await page.getByTestId('new-key').click();
+    const form = page.getByTestId('create-key-form');
+    await form.locator('input[name=name]').fill('e2e-user');
+    await form.locator('input[name=maxBoxes]').fill('2');
+    // A limit that is no number is refused in the page, naming the field; nothing is made.
+    const before = ((await (await api('GET', '/v1/keys')).json()) as { keys: ApiKey[] }).keys.length;
+    await form.locator('input[name=maxTasks]').fill('two');
+    await page.getByTestId('create-key').click();
+    await expect.poll(() => form.getByTestId('error').innerText()).toContain('Max tasks');
+    // A repository spelled wrong is refused by the daemon, which names it; nothing is made either.
+    await form.locator('input[name=maxTasks]').fill('');
+    await form.locator('textarea[name=repos]').fill('octo/hello\nhttps://github.com/octo/x');
+    await page.getByTestId('create-key').click();
+    await expect.poll(() => form.getByTestId('error').getAttribute('data-code')).toBe('invalid_request');
+    expect(await form.getByTestId('error').innerText()).toContain('grants.repos.1');
+    expect(((await (await api('GET', '/v1/keys')).json()) as { keys: ApiKey[] }).keys.length).toBe(before);
+
+    await form.locator('textarea[name=repos]').fill('octo/hello\nacme/*');
+    await page.getByTestId('create-key').click();
+    const created = page.getByTestId('new-key-secret');
+    await created.waitFor();
+    const secret = await page.getByTestId('new-key-value').innerText();
+    const keyId = (await created.getAttribute('data-key-id'))!;
+    expect(secret).toMatch(/^abk_/);
+    await shot('10-key-created');
+    expect(await keyOf(keyId)).toMatchObject({
+      name: 'e2e-user',
+      scope: 'user',
+      revokedAt: null,
+      grants: { repos: ['acme/*', 'octo/hello'], maxBoxes: 2, maxTasks: null }, // kept sorted
+    });
+    // The secret is a working user key: its own boxes, no key management.
+    const asUser = client(daemon.url, secret);
+    expect((await asUser('GET', '/v1/boxes')).status).toBe(200);
+    expect((await asUser('GET', '/v1/keys')).status).toBe(403);
+    // Shown once: gone from the page when dismissed, and the list never shows it.
+    await page.getByTestId('new-key-done').click();
+    expect(await page.getByTestId('new-key-value').count()).toBe(0);
+    expect(await page.content()).not.toContain(secret);
+
+    const row = page.locator(`[data-testid=key-row][data-key-id="${keyId}"]`);
+    expect(await row.getByTestId('key-repos').innerText()).toBe('acme/*, octo/hello');
+    expect(await row.getByTestId('key-max-boxes').innerText()).toBe('2');
+    await row.getByTestId('edit-grants').click();
+    const grants = page.getByTestId('grants-form');
+    expect(await grants.locator('textarea[name=repos]').inputValue()).toBe('acme/*\nocto/hello');
+    await grants.locator('textarea[name=repos]').fill('');
+    await grants.locator('input[name=maxBoxes]').fill('');
+    await grants.locator('input[name=maxTasks]').fill('3');
+    await page.getByTestId('save-grants').click();
+    await expect.poll(() => row.getByTestId('key-repos').innerText()).toBe('none');
+    expect(await row.getByTestId('key-max-tasks').innerText()).toBe('3');
+    expect((await keyOf(keyId))?.grants).toEqual({ repos: [], maxBoxes: null, maxTasks: 3 });
+    await shot('11-key-grants');
+
+    // Signed in with the user key, the page has no Keys section, and /keys shows the refusal.
+    await page.getByTestId('sign-out').click();
+    await page.getByLabel('API key').fill(secret);
+    await page.getByRole('button', { name: 'Sign in' }).click();
+    await page.getByTestId('nav-boxes').waitFor();
+    await page.goto(`${daemon.url}/keys`);
+    await expect.poll(() => page.getByTestId('error').getAttribute('data-code')).toBe('forbidden');
+    expect(await page.getByTestId('nav-keys').count()).toBe(0);
+    await page.getByTestId('sign-out').click();
+    await page.getByLabel('API key').fill(daemon.initialKey!);
+    await page.getByRole('button', { name: 'Sign in' }).click();
+    await page.getByTestId('nav-keys').click();
+
+    await row.getByTestId('revoke-key').click();
+    await row.getByTestId('revoke-key-confirm').click();
+    await expect.poll(() => row.getAttribute('data-state')).toBe('revoked');
+    expect((await keyOf(keyId))?.revokedAt).toEqual(expect.any(Number));
+    expect((await asUser('GET', '/v1/boxes')).status).toBe(401);
+    expect(await row.getByTestId('revoke-key').count()).toBe(0);
   });
 
   it('signs out, and the page had no script or CSP errors', async () => {

@@ -3,6 +3,13 @@ import type { Task, TaskEvent } from '@agentbox/protocol';
 import { ApiError, createApiClient } from '../../src/api-client.js';
 import { followTask, type StreamState } from '../../src/follow-task.js';
 import { age, bytes } from '../../src/format.js';
+import {
+  EMPTY_GRANTS_FORM,
+  describeLimit,
+  describeRepos,
+  grantsForm,
+  grantsFromForm,
+} from '../../src/key-grants.js';
 import { createLineSplitter } from '../../src/ndjson.js';
 import { parseRoute } from '../../src/routes.js';
 import { appendNewer, latestWins } from '../../src/seq-log.js';
@@ -248,6 +255,7 @@ describe('dashboard logic', () => {
     expect(parseRoute('/tasks', '?boxId=box-0123456789')).toEqual({ page: 'tasks', boxId: 'box-0123456789' });
     expect(parseRoute('/tasks/task-1', '')).toEqual({ page: 'task', id: 'task-1' });
     expect(parseRoute('/tasks/%E0%A4%A', '')).toEqual({ page: 'task', id: '%E0%A4%A' });
+    expect(parseRoute('/keys', '')).toEqual({ page: 'keys' });
     expect(parseRoute('/somewhere/else', '')).toEqual({ page: 'boxes' });
   });
 
@@ -262,6 +270,36 @@ describe('dashboard logic', () => {
     expect(bytes(512)).toBe('512 B');
     expect(bytes(1536)).toBe('1.5 KiB');
     expect(bytes(20 * 1024 * 1024)).toBe('20 MiB');
+  });
+});
+
+describe('key grants form', () => {
+  it('turns the form into grants: repositories split and deduplicated, blank limits are none', () => {
+    expect(grantsFromForm(EMPTY_GRANTS_FORM)).toEqual({ repos: [], maxBoxes: null, maxTasks: null });
+    expect(
+      grantsFromForm({ repos: ' octo/hello\nocto/*, octo/hello\n\n*', maxBoxes: ' 2 ', maxTasks: '0' }),
+    ).toEqual({ repos: ['octo/hello', 'octo/*', '*'], maxBoxes: 2, maxTasks: 0 });
+  });
+
+  it('refuses a limit that is not a whole number, naming the field', () => {
+    for (const bad of ['-1', '1.5', 'two', '1e3'])
+      expect(() => grantsFromForm({ ...EMPTY_GRANTS_FORM, maxTasks: bad })).toThrow(/^Max tasks: /);
+    expect(() => grantsFromForm({ ...EMPTY_GRANTS_FORM, maxBoxes: 'x' })).toThrow(/^Max boxes: /);
+  });
+
+  it('fills the form from a key and reads it back unchanged', () => {
+    const grants = { repos: ['octo/hello', 'acme/*'], maxBoxes: 3, maxTasks: null };
+    expect(grantsForm(grants)).toEqual({ repos: 'octo/hello\nacme/*', maxBoxes: '3', maxTasks: '' });
+    expect(grantsFromForm(grantsForm(grants))).toEqual(grants);
+  });
+
+  it("says what a key's boxes may reach", () => {
+    const none = { repos: [], maxBoxes: null, maxTasks: null };
+    expect(describeRepos({ scope: 'admin', grants: none })).toBe('any (admin)');
+    expect(describeRepos({ scope: 'user', grants: none })).toBe('none');
+    expect(describeRepos({ scope: 'user', grants: { ...none, repos: ['a/b', 'c/*'] } })).toBe('a/b, c/*');
+    expect(describeLimit(null)).toBe('no limit');
+    expect(describeLimit(0)).toBe('0');
   });
 });
 

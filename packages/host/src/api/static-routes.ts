@@ -14,7 +14,7 @@ import { AgentboxError } from '@agentbox/protocol';
 export const DEFAULT_DASHBOARD_DIR = fileURLToPath(new URL('../../../dashboard/dist', import.meta.url));
 
 /** Paths of the dashboard's own pages (client-side routes): each is answered with index.html. */
-export const DASHBOARD_PAGES = ['/', '/boxes', '/boxes/*', '/tasks', '/tasks/*'] as const;
+export const DASHBOARD_PAGES = ['/', '/boxes', '/boxes/*', '/tasks', '/tasks/*', '/keys'] as const;
 
 const ASSET_TYPES: Record<string, string> = {
   '.js': 'text/javascript; charset=utf-8',

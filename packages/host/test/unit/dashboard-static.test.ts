@@ -45,6 +45,7 @@ describe('the dashboard served at /', () => {
       '/tasks',
       '/tasks/task_abc',
       '/tasks?boxId=box-0123456789',
+      '/keys',
     ]) {
       const r = await h.call({ method: 'GET', url });
       expect(r.statusCode, url).toBe(200);
@@ -93,7 +94,7 @@ describe('the dashboard served at /', () => {
 
   it('keeps the static files out of the API contract (routes table and OpenAPI document)', () => {
     const doc = h.host.openapi() as { paths: Record<string, unknown> };
-    for (const p of ['/', '/boxes', '/boxes/*', '/tasks', '/tasks/*', '/assets/{file}'])
+    for (const p of ['/', '/boxes', '/boxes/*', '/tasks', '/tasks/*', '/keys', '/assets/{file}'])
       expect(Object.keys(doc.paths), p).not.toContain(p);
     expect(h.host.routes.some((r) => r.url === '/' || r.url.startsWith('/assets'))).toBe(false);
   });
