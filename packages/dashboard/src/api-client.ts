@@ -7,6 +7,11 @@ import type {
   CreatedApiKey,
   EgressAuditRecord,
   ErrorBody,
+  FileDeleteResponse,
+  FileListResponse,
+  FileWriteResponse,
+  KillProcessResponse,
+  ProcessInfo,
   Task,
   TaskEvent,
   TaskSpecInput,
@@ -73,16 +78,23 @@ export function createApiClient(options: ApiClientOptions) {
   const base = options.baseUrl ?? '';
   const doFetch = options.fetch ?? globalThis.fetch.bind(globalThis);
 
-  async function send(method: string, path: string, init: { body?: unknown; signal?: AbortSignal } = {}) {
+  async function send(
+    method: string,
+    path: string,
+    init: { body?: unknown; bytes?: Blob; signal?: AbortSignal } = {},
+  ) {
+    const content =
+      init.bytes !== undefined
+        ? { type: 'application/octet-stream', body: init.bytes }
+        : init.body !== undefined
+          ? { type: 'application/json', body: JSON.stringify(init.body) }
+          : undefined;
     let res: Response;
     try {
       res = await doFetch(`${base}${path}`, {
         method,
-        headers: {
-          'x-api-key': options.key,
-          ...(init.body === undefined ? {} : { 'content-type': 'application/json' }),
-        },
-        ...(init.body === undefined ? {} : { body: JSON.stringify(init.body) }),
+        headers: { 'x-api-key': options.key, ...(content ? { 'content-type': content.type } : {}) },
+        ...(content ? { body: content.body } : {}),
         ...(init.signal ? { signal: init.signal } : {}),
       });
     } catch (err) {
@@ -145,6 +157,32 @@ export function createApiClient(options: ApiClientOptions) {
     getTask: (taskId: string) => json<Task>('GET', `/v1/tasks/${id(taskId)}`),
     createTask: (body: NewTask) => json<Task>('POST', '/v1/tasks', body),
     cancelTask: (taskId: string) => json<Task>('POST', `/v1/tasks/${id(taskId)}/cancel`),
+    /** A directory's entries; a path that is a file is refused here (`download` reads it). */
+    async listDir(boxId: string, path: string): Promise<FileListResponse> {
+      const res = await send('GET', `/v1/boxes/${id(boxId)}/files?path=${id(path)}`);
+      if (!res.headers.get('content-type')?.startsWith('application/json')) {
+        await res.body?.cancel();
+        throw new ApiError({ code: 'not_a_directory', message: `${path} is a file`, status: 0 });
+      }
+      return (await res.json()) as FileListResponse;
+    },
+    /** A file's bytes, whole (the dashboard saves them with the browser's download). */
+    download: async (boxId: string, path: string) =>
+      (await send('GET', `/v1/boxes/${id(boxId)}/files?path=${id(path)}`)).blob(),
+    upload: async (boxId: string, path: string, bytes: Blob) =>
+      (
+        await send('PUT', `/v1/boxes/${id(boxId)}/files?path=${id(path)}`, { bytes })
+      ).json() as Promise<FileWriteResponse>,
+    removeFile: (boxId: string, path: string) =>
+      json<FileDeleteResponse>('DELETE', `/v1/boxes/${id(boxId)}/files?path=${id(path)}`),
+    listProcesses: async (boxId: string) =>
+      (await json<{ processes: ProcessInfo[] }>('GET', `/v1/boxes/${id(boxId)}/processes`)).processes,
+    /** SIGKILL unless `signal` says otherwise. */
+    killProcess: (boxId: string, pid: number, signal?: string) =>
+      json<KillProcessResponse>(
+        'DELETE',
+        `/v1/boxes/${id(boxId)}/processes/${pid}${signal ? `?signal=${id(signal)}` : ''}`,
+      ),
     /** API keys (admin keys only: a user key gets 403 `forbidden`). */
     listKeys: async () => (await json<{ keys: ApiKey[] }>('GET', '/v1/keys')).keys,
     createKey: (body: CreateApiKeyRequest) => json<CreatedApiKey>('POST', '/v1/keys', body),

@@ -366,7 +366,9 @@ export type FileListResponse = z.infer<typeof FileListResponseSchema>;
 export const FileWriteResponseSchema = z
   .object({ path: z.string(), bytes: z.number().int().nonnegative() })
   .strict();
+export type FileWriteResponse = z.infer<typeof FileWriteResponseSchema>;
 export const FileDeleteResponseSchema = z.object({ path: z.string(), deleted: z.literal(true) }).strict();
+export type FileDeleteResponse = z.infer<typeof FileDeleteResponseSchema>;
 
 export const ProcessListResponseSchema = z.object({ processes: z.array(ProcessInfoSchema) }).strict();
 export const ProcessParamsSchema = z
@@ -389,6 +391,7 @@ export const KillProcessQuerySchema = z
   })
   .strict();
 export const KillProcessResponseSchema = z.object({ pid: z.number().int(), signal: z.string() }).strict();
+export type KillProcessResponse = z.infer<typeof KillProcessResponseSchema>;
 
 // ---- API keys (admin): what `agentbox keys` does, for an operator without a shell on the host ----
 

@@ -7,10 +7,15 @@ import { age, bytes, clock } from '../format.js';
 import { usePolled, useTick } from '../hooks.js';
 import { linkTo, navigate } from '../router.js';
 import { BoxActions, type Capabilities } from './box-actions.js';
+import { FilesPanel, ProcessesPanel } from './box-files.js';
 import { TaskTable } from './tasks-view.js';
 import { appendNewer } from '../seq-log.js';
 
-/** One box: its facts, actions, egress audit and tasks. */
+/** A box whose guest can be asked for files and processes (a paused or hibernated one wakes). */
+const reachable = (box: Box) =>
+  box.state === 'running' || box.state === 'paused' || box.state === 'hibernated';
+
+/** One box: its facts, actions, files, processes, egress audit and tasks. */
 export function BoxDetailView(props: { api: ApiClient; caps: Capabilities; id: string }) {
   const { api, id } = props;
   const box = usePolled(() => api.getBox(id), 3000, [api, id]);
@@ -47,6 +52,12 @@ export function BoxDetailView(props: { api: ApiClient; caps: Capabilities; id: s
         >
           <BoxFacts box={box.data} now={now} />
         </Section>
+      ) : null}
+      {box.data && reachable(box.data) ? (
+        <>
+          <FilesPanel api={api} boxId={id} />
+          <ProcessesPanel api={api} boxId={id} />
+        </>
       ) : null}
       <EgressAudit api={api} boxId={id} />
       <Section title="Tasks in this box">

@@ -1,4 +1,5 @@
 import { execFileSync } from 'node:child_process';
+import { createHash, randomBytes } from 'node:crypto';
 import fs from 'node:fs';
 import os from 'node:os';
 import path from 'node:path';
@@ -257,6 +258,68 @@ describe('the web dashboard in Chromium against a real daemon', () => {
     await shot('07-box-egress-audit');
   });
 
+  it("browses the box's files: uploads one, downloads the same bytes, opens a directory, deletes", async () => {
+    const sha = (b: Buffer) => createHash('sha256').update(b).digest('hex');
+    await page.getByTestId('box-facts').waitFor();
+    await page.getByTestId('browse-files').click();
+    await expect.poll(() => page.getByTestId('files-path').getAttribute('data-path')).toBe('/workspace');
+
+    const bytes = randomBytes(256 * 1024);
+    await page
+      .getByTestId('upload-file')
+      .setInputFiles({ name: 'up.bin', mimeType: 'application/octet-stream', buffer: bytes });
+    const row = page.locator('[data-testid=file-row][data-name="up.bin"]');
+    await row.waitFor({ timeout: 60_000 });
+    expect(await row.locator('td').nth(1).innerText()).toBe('256 KiB');
+    const inBox = Buffer.from(await (await api('GET', `/v1/boxes/${boxId}/files?path=up.bin`)).arrayBuffer());
+    expect(sha(inBox)).toBe(sha(bytes));
+    const [download] = await Promise.all([page.waitForEvent('download'), row.locator('a').first().click()]);
+    expect(download.suggestedFilename()).toBe('up.bin');
+    expect(sha(fs.readFileSync(await download.path()))).toBe(sha(bytes));
+
+    expect(
+      (await api('PUT', `/v1/boxes/${boxId}/files?path=sub/inner.txt`, Buffer.from('inner\n'))).status,
+    ).toBe(200);
+    await page.getByTestId('refresh-files').click();
+    await page.locator('[data-testid=file-row][data-name=sub] a').first().click();
+    await expect.poll(() => page.getByTestId('files-path').getAttribute('data-path')).toBe('/workspace/sub');
+    await page.locator('[data-testid=file-row][data-name="inner.txt"]').waitFor();
+    await page.getByTestId('files-up').click();
+    await expect.poll(() => page.getByTestId('files-path').getAttribute('data-path')).toBe('/workspace');
+    await shot('08-box-files');
+
+    await row.getByTestId('delete-file').click();
+    await row.getByTestId('delete-file-confirm').click();
+    await expect.poll(() => row.count(), { timeout: 60_000 }).toBe(0);
+    expect((await api('GET', `/v1/boxes/${boxId}/files?path=up.bin`)).status).toBe(404);
+  });
+
+  it("lists the box's processes and kills one", async () => {
+    const started = await api('POST', `/v1/boxes/${boxId}/exec?stream=false`, {
+      command: 'setsid sleep 7777 >/dev/null 2>&1 < /dev/null & echo $!',
+    });
+    const pid = Number(
+      Buffer.from(((await started.json()) as { stdout: string }).stdout, 'base64').toString(),
+    );
+    expect(pid).toBeGreaterThan(1);
+    await page.getByTestId('list-processes').click();
+    const row = page.locator(`[data-testid=process-row][data-pid="${pid}"]`);
+    await row.waitFor({ timeout: 60_000 });
+    expect(await row.innerText()).toContain('sleep 7777');
+    await shot('09-box-processes');
+    await row.getByTestId('kill-process').click();
+    await row.getByTestId('kill-process-confirm').click();
+    await expect.poll(() => row.count(), { timeout: 60_000 }).toBe(0);
+    const left = await api('POST', `/v1/boxes/${boxId}/exec?stream=false`, {
+      command: `kill -0 ${pid} 2>/dev/null && echo alive || echo gone`,
+    });
+    expect(
+      Buffer.from(((await left.json()) as { stdout: string }).stdout, 'base64')
+        .toString()
+        .trim(),
+    ).toBe('gone');
+  });
+
   it('pauses and resumes the box when the daemon can', async () => {
     await page.getByTestId('box-facts').waitFor();
     const state = () => page.getByTestId('box-facts').getByTestId('state').innerText();
@@ -269,7 +332,7 @@ describe('the web dashboard in Chromium against a real daemon', () => {
     if ((await pause.count()) === 0) return; // a daemon without pause/resume: the buttons stay hidden
     await pause.click();
     await expect.poll(state, { timeout: 60_000 }).toBe('paused');
-    await shot('08-box-paused');
+    await shot('10-box-paused');
     await page.getByTestId('resume-box').click();
     await expect.poll(state, { timeout: 120_000 }).toBe('running');
   });
@@ -282,7 +345,7 @@ describe('the web dashboard in Chromium against a real daemon', () => {
     await expect.poll(() => page.locator(`[data-box-id="${boxId}"]`).count(), { timeout: 60_000 }).toBe(0);
     const after = await api('GET', `/v1/boxes/${boxId}`);
     if (after.status !== 404) expect(((await after.json()) as Box).state).toBe('deleted');
-    await shot('09-box-killed');
+    await shot('11-box-killed');
   });
 
   it('manages API keys as admin: makes a user key with grants (secret shown once), changes them, revokes it', async () => {
@@ -320,7 +383,7 @@ describe('the web dashboard in Chromium against a real daemon', () => {
     const secret = await page.getByTestId('new-key-value').innerText();
     const keyId = (await created.getAttribute('data-key-id'))!;
     expect(secret).toMatch(/^abk_/);
-    await shot('10-key-created');
+    await shot('12-key-created');
     expect(await keyOf(keyId)).toMatchObject({
       name: 'e2e-user',
       scope: 'user',
@@ -349,7 +412,7 @@ describe('the web dashboard in Chromium against a real daemon', () => {
     await expect.poll(() => row.getByTestId('key-repos').innerText()).toBe('none');
     expect(await row.getByTestId('key-max-tasks').innerText()).toBe('3');
     expect((await keyOf(keyId))?.grants).toEqual({ repos: [], maxBoxes: null, maxTasks: 3 });
-    await shot('11-key-grants');
+    await shot('13-key-grants');
 
     // Signed in with the user key, the page has no Keys section, and /keys shows the refusal.
     await page.getByTestId('sign-out').click();

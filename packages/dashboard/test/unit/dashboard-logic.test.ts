@@ -1,6 +1,7 @@
 import { describe, expect, it } from 'vitest';
 import type { Task, TaskEvent } from '@agentbox/protocol';
 import { ApiError, createApiClient } from '../../src/api-client.js';
+import { crumbs, joinPath, opensAsDirectory, parentOf, sortEntries } from '../../src/box-paths.js';
 import { followTask, type StreamState } from '../../src/follow-task.js';
 import { age, bytes } from '../../src/format.js';
 import {
@@ -270,6 +271,46 @@ describe('dashboard logic', () => {
     expect(bytes(512)).toBe('512 B');
     expect(bytes(1536)).toBe('1.5 KiB');
     expect(bytes(20 * 1024 * 1024)).toBe('20 MiB');
+  });
+});
+
+describe('paths in a box (file browser)', () => {
+  it('joins, climbs and splits absolute paths', () => {
+    expect(joinPath('/workspace', 'a.txt')).toBe('/workspace/a.txt');
+    expect(joinPath('/', 'etc')).toBe('/etc');
+    expect(parentOf('/workspace/src/a')).toBe('/workspace/src');
+    expect(parentOf('/workspace')).toBe('/');
+    expect(parentOf('/workspace/')).toBe('/');
+    expect(parentOf('/')).toBe('/');
+    expect(crumbs('/workspace/src')).toEqual([
+      { name: '/', path: '/' },
+      { name: 'workspace', path: '/workspace' },
+      { name: 'src', path: '/workspace/src' },
+    ]);
+    expect(crumbs('/')).toEqual([{ name: '/', path: '/' }]);
+  });
+
+  it('lists directories (and links to them) first, then by name', () => {
+    const entry = (
+      name: string,
+      type: 'file' | 'directory' | 'symlink',
+      targetType?: 'file' | 'directory',
+    ) => ({
+      name,
+      type,
+      ...(targetType ? { targetType } : {}),
+    });
+    const sorted = sortEntries([
+      entry('b.txt', 'file'),
+      entry('z', 'directory'),
+      entry('a.txt', 'file'),
+      entry('bin', 'symlink', 'directory'),
+      entry('link', 'symlink', 'file'),
+      entry('dangling', 'symlink'),
+    ]);
+    expect(sorted.map((e) => e.name)).toEqual(['bin', 'z', 'a.txt', 'b.txt', 'dangling', 'link']);
+    expect(opensAsDirectory(entry('bin', 'symlink', 'directory'))).toBe(true);
+    expect(opensAsDirectory(entry('dangling', 'symlink'))).toBe(false);
   });
 });
 
