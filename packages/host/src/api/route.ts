@@ -102,10 +102,14 @@ export interface RegisterOptions {
   closing: () => boolean;
 }
 
+function secretOf(request: FastifyRequest): string | undefined {
+  const header = request.headers['x-api-key'];
+  return Array.isArray(header) ? header[0] : header;
+}
+
 function authorize(def: RouteDef, request: FastifyRequest, options: RegisterOptions): Actor {
   if (def.auth === 'none') return ANONYMOUS;
-  const header = request.headers['x-api-key'];
-  const secret = Array.isArray(header) ? header[0] : header;
+  const secret = secretOf(request);
   if (!secret) throw new AgentboxError('unauthorized', 'missing X-API-Key header');
   const actor = options.authenticate(secret);
   if (!actor) throw new AgentboxError('unauthorized', 'unknown or revoked API key');
@@ -165,6 +169,25 @@ export function registerRoutes(
       },
       handler: async (request, reply) => {
         const actor = actors.get(request)!;
+        const abort = new AbortController();
+        // Checked once before the body; a request that lasts (a slow body, a stream, a long exec)
+        // is ended if its key is revoked meanwhile, like a client that went away, but with the reason.
+        const unwatch =
+          def.auth === 'none'
+            ? undefined
+            : options.watchKey(actor.keyId, () => {
+                request.log.info({ keyId: actor.keyId }, 'key revoked: request ended');
+                abort.abort(keyRevokedError(actor.keyId));
+              });
+        reply.raw.once('close', () => {
+          unwatch?.();
+          if (!reply.raw.writableFinished) abort.abort();
+        });
+        // And once more now the body is in, with the watch already on: a client may take as long as
+        // it likes to send a body, and nothing its key no longer allows may act.
+        const secret = secretOf(request);
+        if (def.auth !== 'none' && (secret === undefined || !options.authenticate(secret)))
+          throw keyRevokedError(actor.keyId);
         const params = parsePart(def.params, request.params, 'path');
         const query = parsePart(def.query, request.query, 'query');
         let body: unknown;
@@ -179,20 +202,6 @@ export function registerRoutes(
         } else {
           body = parsePart(def.body, request.body, 'body');
         }
-        const abort = new AbortController();
-        // Checked once above; a request that lasts (a stream, a long exec) is ended if its key is
-        // revoked meanwhile, like a client that went away, but with the reason.
-        const unwatch =
-          def.auth === 'none'
-            ? undefined
-            : options.watchKey(actor.keyId, () => {
-                request.log.info({ keyId: actor.keyId }, 'key revoked: request ended');
-                abort.abort(keyRevokedError(actor.keyId));
-              });
-        reply.raw.once('close', () => {
-          unwatch?.();
-          if (!reply.raw.writableFinished) abort.abort();
-        });
         let result: unknown;
         try {
           result = await def.handler({

@@ -1,3 +1,6 @@
+import fs from 'node:fs';
+import path from 'node:path';
+import { PassThrough } from 'node:stream';
 import { afterAll, beforeAll, describe, expect, it, vi } from 'vitest';
 import { TaskSpecSchema, type Task, type TaskEvent } from '@agentbox/protocol';
 import { createKeyStore, openDatabase } from '../../src/index.js';
@@ -179,6 +182,49 @@ describe('a revoked key', () => {
     expect(answer.statusCode).toBe(401);
     expect(errorCode(answer)).toBe('unauthorized');
     expect(answer.json()).toMatchObject({ error: { details: { reason: 'key_revoked' } } });
+  });
+
+  it('acts on nothing a request asked once its key was revoked while the body was still arriving', async () => {
+    const slow = key('slow', 'admin');
+    const body = new PassThrough();
+    const pending = h.call({
+      method: 'POST',
+      url: `/v1/boxes/${boxId}/exec?stream=false`,
+      headers: { 'x-api-key': slow.secret, 'content-type': 'application/json' },
+      payload: body,
+    });
+    body.write('{"command": "echo ran > after-revoke.txt; echo ');
+    await new Promise((r) => setTimeout(r, 2 * CHECK_MS));
+    h.host.keys.revoke(slow.key.id);
+    // Several key checks go by before the body is done.
+    await new Promise((r) => setTimeout(r, 6 * CHECK_MS));
+    body.end('done"}');
+    const answer = await pending;
+    expect(answer.statusCode).toBe(401);
+    expect(answer.json()).toMatchObject({ error: { details: { reason: 'key_revoked' } } });
+    expect(fs.existsSync(path.join(h.dataDir, 'guest', boxId, 'workspace', 'after-revoke.txt'))).toBe(false);
+  });
+
+  it('lands no upload whose key was revoked while its bytes were arriving', async () => {
+    const uploader = key('uploader', 'admin');
+    const body = new PassThrough();
+    const pending = h.call({
+      method: 'PUT',
+      url: `/v1/boxes/${boxId}/files?path=revoked-upload.txt`,
+      headers: { 'x-api-key': uploader.secret, 'content-type': 'application/octet-stream' },
+      payload: body,
+    });
+    body.write('part1-');
+    await new Promise((r) => setTimeout(r, 2 * CHECK_MS));
+    h.host.keys.revoke(uploader.key.id);
+    await new Promise((r) => setTimeout(r, 6 * CHECK_MS));
+    body.end('part2-after-revocation');
+    const answer = await pending;
+    expect(answer.statusCode).toBe(401);
+    expect(answer.json()).toMatchObject({ error: { details: { reason: 'key_revoked' } } });
+    expect(fs.existsSync(path.join(h.dataDir, 'guest', boxId, 'workspace', 'revoked-upload.txt'))).toBe(
+      false,
+    );
   });
 
   it('fails its queued task `key_revoked`; the task never starts and gets no box', async () => {
