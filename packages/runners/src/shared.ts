@@ -81,12 +81,21 @@ export function tailChars(text: string, max: number): string {
   return text.length <= max ? text : text.slice(text.length - max);
 }
 
-/** Adds numeric fields of `add` into `into` (token counters); other fields are overwritten. */
-export function addUsage(into: JsonObject, add: JsonObject): JsonObject {
+/** How deep `addUsage` merges: usage objects are two levels deep; the guest decides the rest. */
+const USAGE_DEPTH = 4;
+
+/**
+ * Adds numeric fields of `add` into `into` (token counters); other fields are overwritten. Both
+ * come from the agent's output, so the merge stops at a fixed depth (deeper objects replace) and
+ * skips `__proto__`.
+ */
+export function addUsage(into: JsonObject, add: JsonObject, depth = 0): JsonObject {
   for (const [key, value] of Object.entries(add)) {
+    if (key === '__proto__') continue;
     const before = into[key];
     if (typeof value === 'number' && typeof before === 'number') into[key] = before + value;
-    else if (isObject(value) && isObject(before)) into[key] = addUsage({ ...before }, value);
+    else if (depth < USAGE_DEPTH && isObject(value) && isObject(before))
+      into[key] = addUsage({ ...before }, value, depth + 1);
     else into[key] = value;
   }
   return into;

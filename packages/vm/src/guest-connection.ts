@@ -60,6 +60,27 @@ export const MAX_QUEUED_CONTROL_BYTES = 4 * 1024 * 1024;
 /** How long a cancelled exec may take to answer before the host fails it itself. */
 export const EXEC_CANCEL_GRACE_MS = 10_000;
 
+/**
+ * How long the guest has to answer a call once its request (and any upload) is sent, or, for a
+ * file read, between two frames. A wedged or hostile guest must not hold a caller (an API request,
+ * a task's queue slot, the daemon's start) forever.
+ */
+export const GUEST_CALL_TIMEOUT_MS = 60_000;
+/** Ops that flush disks or delete whole trees, which a loaded emulated guest may take minutes for. */
+const SLOW_OPS = new Set<RequestOp>(['system.sync', 'system.quiesce', 'file.remove']);
+const SLOW_OP_FACTOR = 5;
+
+/** What a caller may put on one call: its own end, and another deadline than the default. */
+export interface CallOptions {
+  /** Aborting cancels the call in the guest and rejects it with the signal's reason. */
+  signal?: AbortSignal | undefined;
+  timeoutMs?: number;
+}
+
+function abortReason(signal: AbortSignal): Error {
+  return signal.reason instanceof Error ? signal.reason : new Error('the call was aborted');
+}
+
 /** A bound the guest reached; reported once per connection and bound, not once per frame. */
 export interface GuestLimitNotice {
   limit: 'guest_channels' | 'queued_messages' | 'inbound_bytes';
@@ -76,6 +97,8 @@ export interface GuestConnectionOptions {
   onLimit?: (notice: GuestLimitNotice) => void;
   /** The VM this connection belongs to, named in limit notices. */
   vmId?: string;
+  /** The default deadline of a call (`GUEST_CALL_TIMEOUT_MS`); tests shorten it. */
+  callTimeoutMs?: number;
 }
 
 /**
@@ -290,9 +313,16 @@ export class GuestConnection {
   }
 
   private resetCalls(error: AgentboxError): void {
-    const calls = [...this.calls.values()];
+    const calls = [...this.calls.entries()];
     this.calls.clear();
-    for (const call of calls) call.fail(error);
+    // Their channels too: a failed call's sinks must get nothing the guest sends on it later.
+    for (const [channel] of calls) this.mux.close(channel);
+    for (const [, call] of calls) call.fail(error);
+  }
+
+  private deadline(op: RequestOp, options: CallOptions): number {
+    const base = this.options.callTimeoutMs ?? GUEST_CALL_TIMEOUT_MS;
+    return options.timeoutMs ?? (SLOW_OPS.has(op) ? base * SLOW_OP_FACTOR : base);
   }
 
   private open(request: Request, call: OpenCall): number {
@@ -326,8 +356,9 @@ export class GuestConnection {
   /** A request with one JSON result. */
   call<Op extends Exclude<RequestOp, 'exec' | 'file.read' | 'file.write'>>(
     request: Extract<Request, { op: Op }>,
+    options: CallOptions = {},
   ): Promise<z.infer<(typeof RESULT_SCHEMAS)[Op]>> {
-    return this.unary(request);
+    return this.unary(request, undefined, options);
   }
 
   /**
@@ -337,33 +368,63 @@ export class GuestConnection {
   private unary<Op extends Exclude<RequestOp, 'exec' | 'file.read'>>(
     request: Extract<Request, { op: Op }>,
     upload?: Buffer | Readable,
+    options: CallOptions = {},
   ): Promise<z.infer<(typeof RESULT_SCHEMAS)[Op]>> {
     return new Promise((resolve, reject) => {
       const op = (request as Request).op as Op;
+      const { signal } = options;
+      let settled = false;
+      let timer: NodeJS.Timeout | undefined;
+      const settle = (fn: () => void) => {
+        if (settled) return;
+        settled = true;
+        clearTimeout(timer);
+        signal?.removeEventListener('abort', onAbort);
+        fn();
+      };
+      // The guest's answer, if it still comes, goes to a closed channel and is dropped.
+      const giveUp = (err: Error) => {
+        this.abandon(channel);
+        settle(() => reject(err));
+      };
+      const onAbort = () => giveUp(abortReason(signal!));
       const channel = this.open(request, {
         onJson: (message) => {
           this.finish(channel);
           try {
             const reply = this.reply(message);
-            if (reply.type === 'error') return reject(new AgentboxError(reply.code, reply.message));
+            if (reply.type === 'error') throw new AgentboxError(reply.code, reply.message);
             if (reply.type !== 'result')
               throw new AgentboxError('guest_error', `unexpected ${reply.type} reply to ${op}`);
             const value = RESULT_SCHEMAS[op].safeParse(reply.value);
             if (!value.success) throw new AgentboxError('guest_error', `guest sent an invalid ${op} result`);
-            resolve(value.data as z.infer<(typeof RESULT_SCHEMAS)[Op]>);
+            settle(() => resolve(value.data as z.infer<(typeof RESULT_SCHEMAS)[Op]>));
           } catch (err) {
-            reject(err);
+            settle(() => reject(err));
           }
         },
         onData: () => undefined,
         onEnd: () => undefined,
-        fail: reject,
+        fail: (err) => settle(() => reject(err)),
       });
-      if (upload !== undefined)
-        void this.stream(channel, upload, (err) => {
-          this.cancel(channel);
-          reject(err);
-        });
+      // The clock starts once the request is all sent: an upload takes as long as its source does.
+      const arm = () => {
+        if (settled) return;
+        const ms = this.deadline(op, options);
+        timer = setTimeout(
+          () =>
+            giveUp(
+              new AgentboxError('guest_unreachable', `the guest did not answer ${op} within ${ms / 1000} s`),
+            ),
+          ms,
+        ).unref();
+      };
+      if (signal) {
+        if (signal.aborted) return onAbort();
+        signal.addEventListener('abort', onAbort, { once: true });
+      }
+      if (upload === undefined) return arm();
+      void this.stream(channel, upload, giveUp).then(arm);
     });
   }
 
@@ -375,29 +436,29 @@ export class GuestConnection {
     return this.call({ op: 'health' });
   }
 
-  listProcesses(): Promise<ProcessInfo[]> {
-    return this.call({ op: 'process.list' });
+  listProcesses(options: CallOptions = {}): Promise<ProcessInfo[]> {
+    return this.call({ op: 'process.list' }, options);
   }
 
-  killProcess(pid: number, signal = 'SIGKILL'): Promise<void> {
-    return this.call({ op: 'process.kill', pid, signal }).then(() => undefined);
+  killProcess(pid: number, signal = 'SIGKILL', options: CallOptions = {}): Promise<void> {
+    return this.call({ op: 'process.kill', pid, signal }, options).then(() => undefined);
   }
 
-  stat(path: string): Promise<EntryInfo> {
-    return this.call({ op: 'file.stat', path });
+  stat(path: string, options: CallOptions = {}): Promise<EntryInfo> {
+    return this.call({ op: 'file.stat', path }, options);
   }
 
   /** A directory's entries, and how many were left out (names that are not valid UTF-8). */
-  list(path: string): Promise<DirListing> {
-    return this.call({ op: 'file.list', path });
+  list(path: string, options: CallOptions = {}): Promise<DirListing> {
+    return this.call({ op: 'file.list', path }, options);
   }
 
-  mkdir(path: string, recursive = true): Promise<void> {
-    return this.call({ op: 'file.mkdir', path, recursive }).then(() => undefined);
+  mkdir(path: string, recursive = true, options: CallOptions = {}): Promise<void> {
+    return this.call({ op: 'file.mkdir', path, recursive }, options).then(() => undefined);
   }
 
-  remove(path: string, recursive = false): Promise<void> {
-    return this.call({ op: 'file.remove', path, recursive }).then(() => undefined);
+  remove(path: string, recursive = false, options: CallOptions = {}): Promise<void> {
+    return this.call({ op: 'file.remove', path, recursive }, options).then(() => undefined);
   }
 
   /**
@@ -443,6 +504,7 @@ export class GuestConnection {
   exec(request: Omit<ExecRequest, 'op' | 'stdin'>, handlers: ExecHandlers = {}): Promise<ExecExit> {
     return new Promise<ExecExit>((resolve, reject) => {
       let settled = false;
+      let started = false;
       let delivering = Promise.resolve();
       let unanswered: NodeJS.Timeout | undefined;
       const settle = (fn: () => void) => {
@@ -481,6 +543,14 @@ export class GuestConnection {
             }
             switch (reply.type) {
               case 'started':
+                // Once per exec: a guest repeating it would queue work outside the output's flow control.
+                if (started) {
+                  this.abandon(channel);
+                  return settle(() =>
+                    reject(new AgentboxError('guest_error', 'the guest said twice that the process started')),
+                  );
+                }
+                started = true;
                 handlers.onStarted?.(reply.pid);
                 return;
               case 'exit': {
@@ -505,8 +575,18 @@ export class GuestConnection {
           },
           onData: (stream, chunk) => {
             const sink = stream === 'data' ? handlers.onStdout : handlers.onStderr;
+            // The chain never rejects: a sink that throws (its parser choking on what the process
+            // printed) fails this call and ends the process, rather than leaving a rejection that
+            // nothing handles until an exit that may never come.
             delivering = delivering.then(async () => {
-              if (sink) await sink(chunk);
+              if (settled) return;
+              try {
+                if (sink) await sink(chunk);
+              } catch (err) {
+                this.abandon(channel);
+                settle(() => reject(err instanceof Error ? err : new Error(String(err))));
+                return;
+              }
               this.mux.consumed(channel, chunk.length);
             });
           },
@@ -528,6 +608,16 @@ export class GuestConnection {
           settle(() => reject(err));
         });
     });
+  }
+
+  /**
+   * Gives up on a call: the guest is asked to drop it (the cancel still goes out, after what was
+   * queued before it) and the channel is forgotten here, so any answer is dropped.
+   */
+  private abandon(channel: number): void {
+    this.lastActivity = performance.now();
+    this.calls.delete(channel);
+    this.mux.post(channel, { type: 'cancel' }, true);
   }
 
   /** Asks the guest to drop a call (its reply, an error, still comes). */
@@ -596,44 +686,92 @@ export class GuestConnection {
     return this.call({ op: 'net.listeners' });
   }
 
-  /** Streams a file out of the guest into `sink`; resolves with its size. */
-  readFile(path: string, sink: Sink): Promise<{ size: number }> {
+  /**
+   * Streams a file out of the guest into `sink`; resolves with its size. The guest must keep
+   * sending: the deadline runs between frames (while the sink holds none back), not for the whole
+   * file; `signal` ends the read (a client that went away).
+   */
+  readFile(path: string, sink: Sink, options: CallOptions = {}): Promise<{ size: number }> {
     return new Promise((resolve, reject) => {
+      const { signal } = options;
       let size: number | undefined;
+      /** Chunks not yet taken by the sink: while any wait, the slow side is the host's reader. */
+      let queued = 0;
       let delivering = Promise.resolve();
+      let settled = false;
+      const settle = (fn: () => void) => {
+        if (settled) return;
+        settled = true;
+        clearTimeout(idle);
+        signal?.removeEventListener('abort', onAbort);
+        fn();
+      };
+      const giveUp = (err: Error) => {
+        this.abandon(channel);
+        settle(() => reject(err));
+      };
+      const onAbort = () => giveUp(abortReason(signal!));
       const channel = this.open(
         { op: 'file.read', path },
         {
           onJson: (message) => {
+            idle.refresh();
             let reply;
             try {
               reply = this.reply(message);
             } catch (err) {
-              this.finish(channel);
-              return reject(err);
+              return giveUp(err as Error);
             }
-            if (reply.type === 'file') {
+            if (reply.type === 'file' && size === undefined) {
               size = FileHeaderSchema.parse(reply).size;
               return;
             }
             this.finish(channel);
-            if (reply.type === 'error') return reject(new AgentboxError(reply.code, reply.message));
-            if (reply.type !== 'result' || size === undefined) {
-              return reject(new AgentboxError('guest_error', 'unexpected reply to file.read'));
-            }
+            if (reply.type === 'error')
+              return settle(() => reject(new AgentboxError(reply.code, reply.message)));
+            if (reply.type !== 'result' || size === undefined)
+              return settle(() => reject(new AgentboxError('guest_error', 'unexpected reply to file.read')));
             const total = size;
-            delivering.then(() => resolve({ size: total }), reject);
+            void delivering.then(() => settle(() => resolve({ size: total })));
           },
           onData: (_stream, chunk) => {
+            idle.refresh();
+            // (No check against the size: /proc files say 0 and have more.)
+            if (size === undefined)
+              return giveUp(
+                new AgentboxError('guest_error', `the guest sent ${path}'s bytes before its header`),
+              );
+            queued++;
             delivering = delivering.then(async () => {
-              await sink(chunk);
+              if (settled) return;
+              try {
+                await sink(chunk);
+              } catch (err) {
+                return giveUp(err instanceof Error ? err : new Error(String(err)));
+              }
+              queued--;
+              idle.refresh();
               this.mux.consumed(channel, chunk.length);
             });
           },
           onEnd: () => undefined,
-          fail: reject,
+          fail: (err) => settle(() => reject(err)),
         },
       );
+      const ms = this.deadline('file.read', options);
+      const idle: NodeJS.Timeout = setTimeout(() => {
+        if (queued > 0) {
+          idle.refresh();
+          return;
+        }
+        giveUp(
+          new AgentboxError('guest_unreachable', `the guest stopped sending ${path} for ${ms / 1000} s`),
+        );
+      }, ms).unref();
+      if (signal) {
+        if (signal.aborted) return onAbort();
+        signal.addEventListener('abort', onAbort, { once: true });
+      }
     });
   }
 
@@ -661,7 +799,7 @@ export class GuestConnection {
   writeFile(
     path: string,
     source: Buffer | Readable,
-    options: { mode?: number; makeParents?: boolean } = {},
+    options: { mode?: number; makeParents?: boolean } & CallOptions = {},
   ): Promise<{ bytes: number }> {
     return this.unary(
       {
@@ -671,6 +809,7 @@ export class GuestConnection {
         ...(options.mode !== undefined ? { mode: options.mode } : {}),
       },
       source,
+      options,
     );
   }
 }

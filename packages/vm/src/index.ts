@@ -42,6 +42,8 @@ export {
 } from './backend.js';
 export {
   GuestConnection,
+  GUEST_CALL_TIMEOUT_MS,
+  type CallOptions,
   type EgressHandler,
   type ExecHandlers,
   type GuestConnectionOptions,

@@ -208,6 +208,11 @@ export async function serve(
     egress: await egressOptionsFromEnv(),
   });
   firstStartKey(host.keys, out, options.data === undefined ? undefined : dataDir);
+  // A promise nobody handled (a bug on a path a guest drove) is logged, not the end of every box's
+  // session and stream: Node would exit the daemon.
+  process.on('unhandledRejection', (reason) => {
+    logger.error({ err: reason instanceof Error ? reason.message : String(reason) }, 'unhandled rejection');
+  });
   const reconciled = await host.start();
   const address = await host.app.listen({ host: options.host, port: options.port });
   out.write(

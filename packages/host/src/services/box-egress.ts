@@ -1,7 +1,7 @@
 import { createHash } from 'node:crypto';
 import type { EgressBox } from '@agentbox/egress';
 import { AgentboxError } from '@agentbox/protocol';
-import type { GuestConnection } from '@agentbox/vm';
+import { GUEST_CALL_TIMEOUT_MS, type GuestConnection } from '@agentbox/vm';
 
 /** Where the box CA lives in the guest, and the system bundle it is appended to. */
 export const GUEST_CA_PATH = '/etc/agentbox/ca.pem';
@@ -64,7 +64,11 @@ export function caFingerprint(pem: string): string {
 export async function attachEgress(guest: GuestConnection, session: EgressBoxSession): Promise<void> {
   const pem = session.caCertPem.endsWith('\n') ? session.caCertPem : `${session.caCertPem}\n`;
   await guest.writeFile(GUEST_CA_PATH, Buffer.from(pem), { makeParents: true, mode: 0o644 });
-  const install = await guest.exec({ argv: caInstallArgv(caFingerprint(pem)) });
+  // Runs at every attach, the daemon's start included: a guest that never answers must not hold it.
+  const install = await guest.exec(
+    { argv: caInstallArgv(caFingerprint(pem)) },
+    { signal: AbortSignal.timeout(GUEST_CALL_TIMEOUT_MS) },
+  );
   if (install.exitCode !== 0) {
     throw new AgentboxError('guest_error', 'could not add the box CA to the guest trust store');
   }

@@ -17,6 +17,8 @@ export const SKIPPED_DIRS: ReadonlySet<string> = new Set([
   '.mypy_cache',
 ]);
 const MAX_LISTED_FILES = 10_000;
+/** Directories one listing may read: the guest decides how many there are. */
+const MAX_LISTED_DIRS = 2_000;
 const MAX_DEPTH = 12;
 
 type Sink = (chunk: Buffer) => void | Promise<void>;
@@ -28,6 +30,14 @@ export interface FileServiceDeps {
 interface BoxRef {
   actor: Actor;
   id: string;
+  /** The request's end (a client gone, a key revoked): the guest call is cancelled. */
+  signal?: AbortSignal | undefined;
+}
+
+interface UserRef {
+  actor: Actor;
+  userId: string;
+  signal?: AbortSignal | undefined;
 }
 
 /**
@@ -48,11 +58,13 @@ export function createFileService(deps: FileServiceDeps) {
     root: string,
     dir: string,
     depth: number,
-    into: { files: string[]; omitted: number },
+    into: { files: string[]; omitted: number; dirs: number },
+    signal: AbortSignal | undefined,
   ): Promise<void> {
+    if (++into.dirs > MAX_LISTED_DIRS) return;
     let listing: DirListing;
     try {
-      listing = await lease.guest.list(dir);
+      listing = await lease.guest.list(dir, { signal });
     } catch (err) {
       if (err instanceof AgentboxError && err.code === 'file_not_found') return;
       throw err;
@@ -63,13 +75,14 @@ export function createFileService(deps: FileServiceDeps) {
       if (entry.type === 'file' || (entry.type === 'symlink' && entry.targetType === 'file'))
         into.files.push(entry.path.slice(root.length + 1));
       else if (entry.type === 'directory' && depth < MAX_DEPTH && !SKIPPED_DIRS.has(entry.name))
-        await walk(lease, root, entry.path, depth + 1, into);
+        await walk(lease, root, entry.path, depth + 1, into, signal);
     }
   }
 
-  const userRef = (options: { actor: Actor; userId: string }): BoxRef => ({
+  const userRef = (options: UserRef): BoxRef => ({
     actor: options.actor,
     id: deps.boxes.getByUser(options).id,
+    signal: options.signal,
   });
 
   return {
@@ -77,10 +90,10 @@ export function createFileService(deps: FileServiceDeps) {
      * Seed: regular files under the workspace, relative to it, sorted; `omitted` counts names that
      * are not valid UTF-8, which a JSON path cannot carry.
      */
-    listWorkspace(options: { actor: Actor; userId: string }): Promise<{ files: string[]; omitted: number }> {
+    listWorkspace(options: UserRef): Promise<{ files: string[]; omitted: number }> {
       return box(userRef(options), async (lease) => {
-        const found = { files: [] as string[], omitted: 0 };
-        await walk(lease, lease.workspace, lease.workspace, 0, found);
+        const found = { files: [] as string[], omitted: 0, dirs: 0 };
+        await walk(lease, lease.workspace, lease.workspace, 0, found, options.signal);
         return { files: found.files.sort(), omitted: found.omitted };
       });
     },
@@ -89,31 +102,34 @@ export function createFileService(deps: FileServiceDeps) {
      * Seed: one file of the workspace streamed to `sink`. A symlink is read through wherever it
      * points, as /v1 does: only the name is confined to the workspace (the VM is the boundary).
      */
-    downloadWorkspaceFile(options: { actor: Actor; userId: string; filename: string; sink: Sink }) {
+    downloadWorkspaceFile(options: UserRef & { filename: string; sink: Sink }) {
+      const call = { signal: options.signal };
       return box(userRef(options), async ({ guest, workspace }) => {
         const full = workspaceFile(options.filename, workspace);
-        const info = await guest.stat(full);
+        const info = await guest.stat(full, call);
         // No targetType: a dangling link (the read says file_not_found), or an agent that predates it.
         const type = info.type === 'symlink' ? (info.targetType ?? 'file') : info.type;
         if (type !== 'file') throw new AgentboxError('file_not_found', `${options.filename} is not a file`);
-        return guest.readFile(full, options.sink);
+        return guest.readFile(full, options.sink, call);
       });
     },
 
     stat(options: BoxRef & { path: string }): Promise<EntryInfo> {
-      return box(options, ({ guest, workspace }) => guest.stat(boxPath(options.path, workspace)));
+      return box(options, ({ guest, workspace }) =>
+        guest.stat(boxPath(options.path, workspace), { signal: options.signal }),
+      );
     },
 
     list(options: BoxRef & { path: string }): Promise<{ path: string } & DirListing> {
       return box(options, async ({ guest, workspace }) => {
         const p = boxPath(options.path, workspace);
-        return { path: p, ...(await guest.list(p)) };
+        return { path: p, ...(await guest.list(p, { signal: options.signal })) };
       });
     },
 
     read(options: BoxRef & { path: string; sink: Sink }): Promise<{ size: number }> {
       return box(options, ({ guest, workspace }) =>
-        guest.readFile(boxPath(options.path, workspace), options.sink),
+        guest.readFile(boxPath(options.path, workspace), options.sink, { signal: options.signal }),
       );
     },
 
@@ -122,7 +138,10 @@ export function createFileService(deps: FileServiceDeps) {
     ): Promise<{ path: string; bytes: number }> {
       return box(options, async ({ guest, workspace }) => {
         const p = boxPath(options.path, workspace);
-        const { bytes } = await guest.writeFile(p, options.source, { makeParents: true });
+        const { bytes } = await guest.writeFile(p, options.source, {
+          makeParents: true,
+          signal: options.signal,
+        });
         return { path: p, bytes };
       });
     },
@@ -135,25 +154,29 @@ export function createFileService(deps: FileServiceDeps) {
             details: { field: 'path' },
           });
         }
-        await guest.remove(p, true);
+        await guest.remove(p, true, { signal: options.signal });
         return { path: p, deleted: true as const };
       });
     },
 
     processes(options: BoxRef): Promise<ProcessInfo[]> {
-      return box(options, ({ guest }) => guest.listProcesses());
+      return box(options, ({ guest }) => guest.listProcesses({ signal: options.signal }));
     },
 
-    killProcess(options: BoxRef & { pid: number; signal: string }): Promise<{ pid: number; signal: string }> {
-      return box(options, async ({ guest }) => {
-        await guest.killProcess(options.pid, options.signal);
+    killProcess(
+      options: Omit<BoxRef, 'signal'> & { pid: number; signal: string; abort?: AbortSignal | undefined },
+    ): Promise<{ pid: number; signal: string }> {
+      return box({ actor: options.actor, id: options.id }, async ({ guest }) => {
+        await guest.killProcess(options.pid, options.signal, { signal: options.abort });
         return { pid: options.pid, signal: options.signal };
       });
     },
 
     /** Seed: processes of a user's box as {pid, cmd, args, cwd}. */
-    async userProcesses(options: { actor: Actor; userId: string }) {
-      const list = await box(userRef(options), ({ guest }) => guest.listProcesses());
+    async userProcesses(options: UserRef) {
+      const list = await box(userRef(options), ({ guest }) =>
+        guest.listProcesses({ signal: options.signal }),
+      );
       return list.map((p) => {
         const [cmd = '', ...args] = p.command.split(' ').filter(Boolean);
         return { pid: p.pid, cmd, args, cwd: null };

@@ -468,7 +468,10 @@ export function createTaskService(deps: TaskServiceDeps) {
 
       const { guest, workspace } = lease;
       for (const [name, content] of Object.entries(spec.files ?? {})) {
-        await guest.writeFile(path.posix.join(workspace, name), Buffer.from(content), { makeParents: true });
+        await guest.writeFile(path.posix.join(workspace, name), Buffer.from(content), {
+          makeParents: true,
+          signal,
+        });
       }
       let cwd = workspace;
       if (spec.gitRepoUrl) cwd = await clone(id, guest, spec.gitRepoUrl, workspace, signal);
@@ -489,6 +492,7 @@ export function createTaskService(deps: TaskServiceDeps) {
         await guest.writeFile(file.path, Buffer.from(file.content), {
           makeParents: true,
           ...(file.mode !== undefined ? { mode: file.mode } : {}),
+          signal,
         });
       }
       if (resumeSessionId)
@@ -500,11 +504,13 @@ export function createTaskService(deps: TaskServiceDeps) {
        * Stores an agent event, cut to size, while the task's output is under its caps. The first
        * that is not stops the agent (like a timeout) and drops everything it prints after.
        */
+      let lastKept: TaskEventDraft['type'] | undefined;
       const keep = (draft: TaskEventDraft) => {
         if (output.exceeded) return;
         const { event, bytes } = cutEvent(draft);
         if (output.admit(bytes)) {
           emit(id, event);
+          lastKept = event.type;
           return;
         }
         if (entry.abortReason === undefined) {
@@ -559,24 +565,26 @@ export function createTaskService(deps: TaskServiceDeps) {
       });
       if (entry.abortReason) return endAborted(id, entry, result);
       const ok = outcome.ok && exit.exitCode === 0;
-      finish(id, {
-        state: ok ? 'succeeded' : 'failed',
-        result,
-        sessionId: result.sessionId,
-        error: ok
-          ? null
-          : outcome.error
-            ? { code: outcome.error.code, message: cutUtf8(outcome.error.message, MAX_ERROR_MESSAGE_BYTES) }
-            : {
-                code: 'agent_failed',
-                message: `the agent exited with ${exit.signal ?? `code ${exit.exitCode}`}`,
-              },
-      });
+      const error = ok
+        ? null
+        : outcome.error
+          ? { code: outcome.error.code, message: cutUtf8(outcome.error.message, MAX_ERROR_MESSAGE_BYTES) }
+          : {
+              code: 'agent_failed',
+              message: `the agent exited with ${exit.signal ?? `code ${exit.exitCode}`}`,
+            };
+      // A failure is the stream's last word, as it is the record's: after a completion (a result
+      // line, then a non-zero exit) a reader of the events alone would take it for a success.
+      if (error && lastKept !== 'error') emit(id, { type: 'error', content: error });
+      finish(id, { state: ok ? 'succeeded' : 'failed', result, sessionId: result.sessionId, error });
       log.info({ taskId: id, ok, boxId }, 'task finished');
     } catch (err) {
       if (entry.abortReason) return endAborted(id, entry);
-      const code = err instanceof AgentboxError || err instanceof TaskFailure ? err.code : 'internal';
-      endWithError(id, code, messageOf(err));
+      // Ours to explain (a guest or task failure) or not (a bug, a full disk): the latter's detail
+      // goes to the log, not into a record every reader of the task sees.
+      const known = err instanceof AgentboxError || err instanceof TaskFailure;
+      if (known) endWithError(id, err.code, messageOf(err));
+      else endWithError(id, 'internal', `the daemon failed while running this task (task ${id} in its log)`);
       log.warn({ taskId: id, err: messageOf(err) }, 'task failed');
     } finally {
       clearTimeout(timer);

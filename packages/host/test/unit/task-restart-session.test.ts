@@ -2,11 +2,10 @@ import fs from 'node:fs';
 import os from 'node:os';
 import path from 'node:path';
 import { afterEach, describe, expect, it, vi } from 'vitest';
-import { TaskSpecSchema, type AgentKind } from '@agentbox/protocol';
-import type { AgentRunner, RunnerContext } from '@agentbox/runners';
-import { createTaskService, createTaskStore, openDatabase, type Db } from '../../src/index.js';
-import type { TaskServiceDeps } from '../../src/services/task-service.js';
-import { NO_GRANTS } from '../../src/store/key-store.js';
+import { TaskSpecSchema } from '@agentbox/protocol';
+import type { RunnerContext } from '@agentbox/runners';
+import type { Db } from '../../src/index.js';
+import { standInRunner, standInTaskService, USER_BOX } from '../helpers/task-service-standins.js';
 
 const dirs: string[] = [];
 const dbs: Db[] = [];
@@ -15,64 +14,12 @@ afterEach(() => {
   for (const d of dirs.splice(0)) fs.rmSync(d, { recursive: true, force: true });
 });
 
-const USER_BOX = 'box-useruser01';
 const actor = { keyId: 'key-1', scope: 'user' as const };
 
-/**
- * A task service over a real SQLite store and stand-ins for everything else: the user's box is
- * always USER_BOX, and the runner only records the context it was asked to run with.
- */
 function service(dataDir: string, maxConcurrent: number) {
-  const db = openDatabase(dataDir);
-  dbs.push(db);
-  const store = createTaskStore(db, Date.now);
   const contexts: RunnerContext[] = [];
-  const runner: AgentRunner = {
-    kind: 'claude',
-    command: (_spec, ctx) => {
-      contexts.push(ctx);
-      return { argv: ['true'], env: {}, cwd: ctx.cwd, files: [] };
-    },
-    parser: () => ({
-      line: () => [],
-      end: () => [],
-      outcome: () => ({
-        ok: true,
-        sessionId: 'session-new',
-        numTurns: 1,
-        costUsd: null,
-        usage: null,
-        text: 'done',
-        error: null,
-      }),
-    }),
-    materialize: () => [],
-  };
-  const guest = {
-    writeFile: () => Promise.resolve(),
-    exec: () => Promise.resolve({ exitCode: 0, signal: null, timedOut: false }),
-  };
-  const boxes = {
-    get: () => undefined,
-    list: () => [],
-    create: () => Promise.reject(new Error('no fresh boxes here')),
-    createForUser: () => Promise.resolve({ status: 'existing', box: { id: USER_BOX } }),
-    remove: () => Promise.resolve(),
-    acquire: () => Promise.resolve({ guest, env: {}, workspace: '/workspace', release: () => undefined }),
-    widenEgress: () => Promise.resolve(),
-    isCredential: () => false,
-  } as unknown as TaskServiceDeps['boxes'];
-  const tasks = createTaskService({
-    store,
-    boxes,
-    library: { resolveForTask: () => ({ items: [], agentDefinition: undefined }) },
-    // No key table here: every key stays active.
-    keys: { isActive: () => true, watch: () => () => undefined, grantsFor: () => NO_GRANTS },
-    runnerFor: (kind: AgentKind) => ({ ...runner, kind }),
-    maxConcurrent,
-    log: { info: () => undefined, warn: () => undefined },
-  });
-  return { db, store, tasks, contexts };
+  const made = standInTaskService(dataDir, { maxConcurrent, runner: standInRunner(contexts), dbs });
+  return { ...made, contexts };
 }
 
 const spec = (prompt: string) => TaskSpecSchema.parse({ agent: 'claude', prompt });

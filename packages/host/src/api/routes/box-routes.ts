@@ -229,7 +229,7 @@ export function boxRoutes(deps: BoxRouteDeps): RouteDef[] {
       },
       errors: [...ON_BOX, 'path_outside_workspace', 'file_not_found'],
       handler: async ({ params, query, actor, reply, signal }) => {
-        const ref = { actor, id: params.id, path: query.path };
+        const ref = { actor, id: params.id, path: query.path, signal };
         const info = await deps.files.stat(ref);
         if (info.type === 'directory') return deps.files.list(ref);
         // A symlink to a directory lists it (`/bin` on Debian); one to a file is read below.
@@ -272,7 +272,7 @@ export function boxRoutes(deps: BoxRouteDeps): RouteDef[] {
         };
         if (signal.aborted) stop();
         else signal.addEventListener('abort', stop, { once: true });
-        return deps.files.write({ actor, id: params.id, path: query.path, source });
+        return deps.files.write({ actor, id: params.id, path: query.path, source, signal });
       },
     }),
     defineRoute({
@@ -286,7 +286,8 @@ export function boxRoutes(deps: BoxRouteDeps): RouteDef[] {
       query: FileQuerySchema,
       responses: { 200: { description: 'Deleted', schema: FileDeleteResponseSchema } },
       errors: [...ON_BOX, 'path_outside_workspace', 'file_not_found'],
-      handler: ({ params, query, actor }) => deps.files.remove({ actor, id: params.id, path: query.path }),
+      handler: ({ params, query, actor, signal }) =>
+        deps.files.remove({ actor, id: params.id, path: query.path, signal }),
     }),
     defineRoute({
       method: 'GET',
@@ -298,8 +299,8 @@ export function boxRoutes(deps: BoxRouteDeps): RouteDef[] {
       params: BoxParamsSchema,
       responses: { 200: { description: 'Processes', schema: ProcessListResponseSchema } },
       errors: ON_BOX,
-      handler: async ({ params, actor }) => ({
-        processes: await deps.files.processes({ actor, id: params.id }),
+      handler: async ({ params, actor, signal }) => ({
+        processes: await deps.files.processes({ actor, id: params.id, signal }),
       }),
     }),
     defineRoute({
@@ -313,8 +314,14 @@ export function boxRoutes(deps: BoxRouteDeps): RouteDef[] {
       query: KillProcessQuerySchema,
       responses: { 200: { description: 'Signalled', schema: KillProcessResponseSchema } },
       errors: [...ON_BOX, 'process_not_found'],
-      handler: ({ params, query, actor }) =>
-        deps.files.killProcess({ actor, id: params.id, pid: params.pid, signal: query.signal }),
+      handler: ({ params, query, actor, signal }) =>
+        deps.files.killProcess({
+          actor,
+          id: params.id,
+          pid: params.pid,
+          signal: query.signal,
+          abort: signal,
+        }),
     }),
   ];
 }

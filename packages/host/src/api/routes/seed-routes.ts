@@ -69,8 +69,8 @@ export function seedRoutes(deps: SeedRouteDeps): RouteDef[] {
       query: UserQuerySchema,
       responses: { 200: { description: 'Relative paths', schema: ListWorkspaceFilesResponseSchema } },
       errors: ['invalid_request', 'unauthorized', 'box_not_found', 'invalid_state', ...GUEST_ERRORS],
-      handler: async ({ query, actor }) => {
-        const { files, omitted } = await deps.files.listWorkspace({ actor, userId: query.user_id });
+      handler: async ({ query, actor, signal }) => {
+        const { files, omitted } = await deps.files.listWorkspace({ actor, userId: query.user_id, signal });
         return { files, ...(omitted > 0 ? { omitted } : {}) };
       },
     }),
@@ -107,6 +107,7 @@ export function seedRoutes(deps: SeedRouteDeps): RouteDef[] {
               userId: query.user_id,
               filename: query.filename,
               sink: write,
+              signal,
             }),
         ),
     }),
@@ -120,8 +121,8 @@ export function seedRoutes(deps: SeedRouteDeps): RouteDef[] {
       query: UserQuerySchema,
       responses: { 200: { description: 'Processes', schema: ListProcessesResponseSchema } },
       errors: ['invalid_request', 'unauthorized', 'box_not_found', 'invalid_state', ...GUEST_ERRORS],
-      handler: async ({ query, actor }) => ({
-        processes: await deps.files.userProcesses({ actor, userId: query.user_id }),
+      handler: async ({ query, actor, signal }) => ({
+        processes: await deps.files.userProcesses({ actor, userId: query.user_id, signal }),
       }),
     }),
     defineRoute({

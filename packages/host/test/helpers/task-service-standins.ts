@@ -1,0 +1,76 @@
+import type { AgentKind } from '@agentbox/protocol';
+import type { AgentRunner, RunnerContext } from '@agentbox/runners';
+import type { GuestConnection } from '@agentbox/vm';
+import { createTaskService, createTaskStore, openDatabase, type Db } from '../../src/index.js';
+import type { TaskServiceDeps } from '../../src/services/task-service.js';
+import { NO_GRANTS } from '../../src/store/key-store.js';
+
+export const USER_BOX = 'box-useruser01';
+
+/** A runner that runs `true` and reports a finished session; tests override parts of it. */
+export function standInRunner(contexts: RunnerContext[] = []): AgentRunner {
+  return {
+    kind: 'claude',
+    command: (_spec, ctx) => {
+      contexts.push(ctx);
+      return { argv: ['true'], env: {}, cwd: ctx.cwd, files: [] };
+    },
+    parser: () => ({
+      line: () => [],
+      end: () => [],
+      outcome: () => ({
+        ok: true,
+        sessionId: 'session-new',
+        numTurns: 1,
+        costUsd: null,
+        usage: null,
+        text: 'done',
+        error: null,
+      }),
+    }),
+    materialize: () => [],
+  };
+}
+
+/** The part of a guest connection a task uses; by default every process exits 0 at once. */
+export type StandInGuest = Pick<GuestConnection, 'writeFile' | 'exec'>;
+
+const quietGuest: StandInGuest = {
+  writeFile: () => Promise.resolve({ bytes: 0 }),
+  exec: () => Promise.resolve({ type: 'exit', exitCode: 0, signal: null, timedOut: false, durationMs: 0 }),
+};
+
+/**
+ * A task service over a real SQLite store in `dataDir` and stand-ins for everything else: every
+ * task's box is USER_BOX, every key stays active, and `runner` and `guest` do what a test says.
+ */
+export function standInTaskService(
+  dataDir: string,
+  options: { maxConcurrent: number; runner?: AgentRunner; guest?: StandInGuest; dbs?: Db[] },
+) {
+  const db = openDatabase(dataDir);
+  options.dbs?.push(db);
+  const store = createTaskStore(db, Date.now);
+  const runner = options.runner ?? standInRunner();
+  const guest = options.guest ?? quietGuest;
+  const boxes = {
+    get: () => undefined,
+    list: () => [],
+    create: () => Promise.reject(new Error('no fresh boxes here')),
+    createForUser: () => Promise.resolve({ status: 'existing', box: { id: USER_BOX } }),
+    remove: () => Promise.resolve(),
+    acquire: () => Promise.resolve({ guest, env: {}, workspace: '/workspace', release: () => undefined }),
+    widenEgress: () => Promise.resolve(),
+    isCredential: () => false,
+  } as unknown as TaskServiceDeps['boxes'];
+  const tasks = createTaskService({
+    store,
+    boxes,
+    library: { resolveForTask: () => ({ items: [], agentDefinition: undefined }) },
+    keys: { isActive: () => true, watch: () => () => undefined, grantsFor: () => NO_GRANTS },
+    runnerFor: (kind: AgentKind) => ({ ...runner, kind }),
+    maxConcurrent: options.maxConcurrent,
+    log: { info: () => undefined, warn: () => undefined },
+  });
+  return { db, store, tasks };
+}
