@@ -9,8 +9,19 @@ export function isObject(value: unknown): value is JsonObject {
   return typeof value === 'object' && value !== null && !Array.isArray(value);
 }
 
-/** The line as a JSON object, or undefined when it is not one (then it becomes an `unparsed` status). */
+/**
+ * Longest line parsed as JSON. What an agent prints is the guest's: a line of megabytes of nesting or
+ * keys takes the daemon's one thread seconds to parse and cut, and a stored event keeps 256 KiB of
+ * it anyway. The agents' own lines (a result, a tool call) are far shorter.
+ */
+export const MAX_PARSED_LINE_CHARS = 1024 * 1024;
+
+/**
+ * The line as a JSON object, or undefined when it is not one, or is longer than
+ * MAX_PARSED_LINE_CHARS (then it becomes an `unparsed` status).
+ */
 export function parseJsonObject(line: string): JsonObject | undefined {
+  if (line.length > MAX_PARSED_LINE_CHARS) return undefined;
   const trimmed = line.trim();
   if (!trimmed.startsWith('{')) return undefined;
   try {

@@ -480,7 +480,11 @@ export function createBoxService(deps: BoxServiceDeps) {
     const resources: VmResources = { ...deps.limits.defaults, ...options.resources };
     await deps.backend.checkResources?.(deps.image, resources);
     // Checked again with the insert; first here, so a refused create takes no ready clone.
-    const room = { maxLive: deps.limits.maxBoxes, maxLiveOfOwner: grantsOf(options.actor).maxBoxes };
+    const room = {
+      maxLive: deps.limits.maxBoxes,
+      maxLiveOfOwner: grantsOf(options.actor).maxBoxes,
+      hostCounts: options.actor.scope === 'admin',
+    };
     store.checkRoom(options.actor.keyId, room);
     const warm = deps.templates?.takeWarm(resources);
     const id = warm?.id ?? newBoxId();

@@ -1,4 +1,4 @@
-import type { TaskEvent, TaskResult } from '@agentbox/protocol';
+import { SESSION_ID_PATTERN, type TaskEvent, type TaskResult } from '@agentbox/protocol';
 
 /**
  * What the daemon keeps of an agent's output. Everything an agent prints is the guest's, so it is
@@ -35,9 +35,8 @@ export const MAX_EVENT_FIELD_BYTES = 256 * 1024;
  */
 export const OUTPUT_RESERVE: Readonly<TaskOutputLimits> = { maxBytes: 64 * 1024, maxEvents: 16 };
 
-/** A result's `usage`, `sessionId` and error message longer than these are not the agent's to keep. */
+/** A result's `usage` and error message longer than these are not the agent's to keep. */
 const MAX_USAGE_BYTES = 64 * 1024;
-const MAX_SESSION_ID_BYTES = 1024;
 export const MAX_ERROR_MESSAGE_BYTES = 16 * 1024;
 
 export type EventDraft = Omit<TaskEvent, 'seq' | 'ts'>;
@@ -77,13 +76,20 @@ function shrink(value: unknown, maxString: number, maxItems: number, depth: numb
   if (depth === 0) return null;
   if (Array.isArray(value))
     return value.slice(0, maxItems).map((v) => shrink(v, maxString, maxItems, depth - 1));
-  const entries = Object.entries(value as Record<string, unknown>).slice(0, maxItems);
-  return Object.fromEntries(
-    entries.map(([k, v]) => [
-      cutUtf8(k, Math.min(maxString, MAX_KEY_BYTES)),
-      shrink(v, maxString, maxItems, depth - 1),
-    ]),
-  );
+  // The first `maxItems` keys only: an object of a million keys is not walked whole at each step.
+  const out: Record<string, unknown> = {};
+  let kept = 0;
+  for (const key in value) {
+    if (!Object.hasOwn(value, key)) continue;
+    if (kept++ >= maxItems) break;
+    out[cutUtf8(key, Math.min(maxString, MAX_KEY_BYTES))] = shrink(
+      (value as Record<string, unknown>)[key],
+      maxString,
+      maxItems,
+      depth - 1,
+    );
+  }
+  return out;
 }
 
 /**
@@ -146,7 +152,13 @@ export function cutEvent(
   return { event, bytes: content.bytes + (raw === undefined ? 0 : utf8Bytes(raw)) };
 }
 
-export type OutputLimitKind = 'bytes' | 'events';
+export type OutputLimitKind = 'bytes' | 'events' | 'read';
+
+/**
+ * Bytes of output read from the agent, stored or not, per byte of `maxBytes`: what is parsed costs
+ * the daemon's time even when little of it is kept (a line of a million keys is stored cut).
+ */
+export const READ_BYTES_PER_STORED_BYTE = 4;
 
 /**
  * A task's running total against its caps, from what it had stored already. `admit` counts an
@@ -157,7 +169,14 @@ export function createOutputBudget(limits: TaskOutputLimits, used: { bytes: numb
   let bytes = used.bytes;
   let events = used.events;
   let exceeded: OutputLimitKind | undefined;
+  let read = 0;
   return {
+    /** Counts `size` bytes read from the agent; false once they pass the cap (then `exceeded`). */
+    read(size: number): boolean {
+      read += size;
+      if (!exceeded && read > limits.maxBytes * READ_BYTES_PER_STORED_BYTE) exceeded = 'read';
+      return exceeded === undefined;
+    },
     admit(size: number): boolean {
       if (exceeded) return false;
       if (events + 1 > limits.maxEvents - OUTPUT_RESERVE.maxEvents) exceeded = 'events';
@@ -185,7 +204,12 @@ function mib(bytes: number): string {
 
 /** The final error's message: which cap the task passed. */
 export function outputLimitMessage(limits: TaskOutputLimits, kind: OutputLimitKind): string {
-  const cap = kind === 'bytes' ? `${mib(limits.maxBytes)} of stored events` : `${limits.maxEvents} events`;
+  const cap =
+    kind === 'bytes'
+      ? `${mib(limits.maxBytes)} of stored events`
+      : kind === 'events'
+        ? `${limits.maxEvents} events`
+        : `${mib(limits.maxBytes * READ_BYTES_PER_STORED_BYTE)} printed`;
   return `the agent's output passed the task's limit of ${cap}; the agent and its children were stopped`;
 }
 
@@ -196,9 +220,17 @@ export function outputLimitMessage(limits: TaskOutputLimits, kind: OutputLimitKi
 export function boundResult(result: TaskResult): TaskResult {
   const usage = result.usage && cutContent(result.usage, MAX_USAGE_BYTES);
   const sessionId = result.sessionId;
+  const count = (n: number | null) => (n !== null && Number.isSafeInteger(n) && n >= 0 ? n : null);
   return {
     ...result,
-    sessionId: sessionId !== null && utf8Bytes(sessionId) > MAX_SESSION_ID_BYTES ? null : sessionId,
+    // Figures the agent printed: what the contract cannot hold (negative, fractional) is unknown.
+    numTurns: count(result.numTurns),
+    costUsd:
+      result.costUsd !== null && Number.isFinite(result.costUsd) && result.costUsd >= 0
+        ? result.costUsd
+        : null,
+    // Resumed later (`--resume`, a seed task's next turn): only an id a client could have sent.
+    sessionId: sessionId !== null && SESSION_ID_PATTERN.test(sessionId) ? sessionId : null,
     text: result.text === null ? null : cutUtf8(result.text, MAX_EVENT_FIELD_BYTES),
     usage: usage && !usage.cut ? result.usage : null,
   };

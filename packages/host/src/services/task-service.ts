@@ -513,13 +513,17 @@ export function createTaskService(deps: TaskServiceDeps) {
           lastKept = event.type;
           return;
         }
+        stopForOutput();
+      };
+      /** The first cap passed stops the agent (like a timeout); everything it prints after is dropped. */
+      function stopForOutput() {
         if (entry.abortReason === undefined) {
           entry.abortReason = 'output_limit';
           entry.abortMessage = outputLimitMessage(outputLimits, output.exceeded!);
           log.warn({ taskId: id, ...output.used, limit: output.exceeded }, 'task output limit reached');
         }
         entry.controller.abort();
-      };
+      }
       const lines = splitLines((line) => {
         if (output.exceeded) return;
         for (const event of parser.line(line)) keep(event);
@@ -536,7 +540,9 @@ export function createTaskService(deps: TaskServiceDeps) {
         },
         {
           onStdout: (chunk) => {
-            if (!output.exceeded) lines.push(chunk);
+            if (output.exceeded) return;
+            if (output.read(chunk.length)) lines.push(chunk);
+            else stopForOutput();
           },
           onStderr: (chunk) => {
             stderrTail = (stderrTail + chunk.toString('utf8')).slice(-STDERR_TAIL_BYTES);
@@ -621,7 +627,13 @@ export function createTaskService(deps: TaskServiceDeps) {
         argv: [
           'sh',
           '-c',
-          'if [ -d "$2/.git" ]; then exit 0; fi; exec git clone --quiet -- "$1" "$2"',
+          // A box that has the repository keeps its copy; one whose directory of that name holds
+          // another repository (same name, other owner) is refused, not worked on by mistake.
+          'if [ -d "$2/.git" ]; then ' +
+            'want=${1%/}; want=${want%.git}; have=$(git -C "$2" remote get-url origin 2>/dev/null); ' +
+            'have=${have%/}; have=${have%.git}; [ "$have" = "$want" ] && exit 0; ' +
+            'echo "$2 already holds another repository ($have)" >&2; exit 3; fi; ' +
+            'exec git clone --quiet -- "$1" "$2"',
           'clone',
           url,
           dir,

@@ -128,6 +128,8 @@ const PATCH_COLUMNS: Record<keyof BoxPatch, string> = {
 export interface RoomLimits {
   maxLive: number;
   maxLiveOfOwner?: number | null;
+  /** Whether a full host says its counts (admin keys); false: only that it is full. */
+  hostCounts?: boolean;
 }
 
 const LIVE_SQL = `state IN (${LIVE_STATES.map((s) => `'${s}'`).join(', ')})`;
@@ -151,6 +153,9 @@ export function createBoxStore(db: Db, clock: () => number = Date.now) {
   function checkRoom(ownerKeyId: string, limits: RoomLimits): void {
     const live = (db.prepare(`SELECT COUNT(*) AS n FROM boxes WHERE ${LIVE_SQL}`).get() as { n: number }).n;
     if (live >= limits.maxLive) {
+      // A user key learns that the host is full, not how many boxes every key holds (as /metrics).
+      if (limits.hostCounts === false)
+        throw new AgentboxError('capacity_exhausted', 'this host runs as many boxes as it may; retry later');
       throw new AgentboxError(
         'capacity_exhausted',
         `this host already runs ${live} of at most ${limits.maxLive} boxes; delete one or retry later`,

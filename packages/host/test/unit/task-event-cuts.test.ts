@@ -106,6 +106,14 @@ describe('cutContent', () => {
     });
   }
 
+  it('cuts an object of a million keys without walking all of it at each step', () => {
+    const wide: Record<string, number> = {};
+    for (let i = 0; i < 1_000_000; i++) wide[`k${i}`] = i;
+    const out = cutContent({ input: wide }, limit);
+    expect(out.bytes).toBeLessThanOrEqual(limit);
+    expect(Object.keys((out.content as { input: object }).input).length).toBeLessThanOrEqual(10_000);
+  });
+
   it('copes with nesting too deep to be written as JSON', () => {
     let deep: unknown = 'bottom';
     for (let i = 0; i < 200_000; i++) deep = [deep];
@@ -147,6 +155,15 @@ describe('createOutputBudget', () => {
     expect(budget.exceeded).toBe('events');
   });
 
+  it('stops reading past four times the byte cap, whatever was stored of it', () => {
+    const budget = createOutputBudget(limits, { bytes: 0, events: 0 });
+    expect(budget.read(4 * limits.maxBytes)).toBe(true);
+    expect(budget.read(1)).toBe(false);
+    expect(budget.exceeded).toBe('read');
+    expect(budget.admit(1)).toBe(false);
+    expect(outputLimitMessage(limits, 'read')).toContain('4 MiB printed');
+  });
+
   it('says which cap in the message', () => {
     expect(outputLimitMessage({ maxBytes: 64 * MiB, maxEvents: 100_000 }, 'bytes')).toContain('64 MiB');
     expect(outputLimitMessage({ maxBytes: 64 * MiB, maxEvents: 100_000 }, 'events')).toContain(
@@ -161,6 +178,17 @@ describe('boundResult', () => {
   it('keeps an ordinary result as it was', () => {
     const result = { ...base, sessionId: 's-1', usage: { input_tokens: 3 }, text: 'done' };
     expect(boundResult(result)).toEqual(result);
+  });
+
+  it('drops turns and cost the contract cannot hold (the agent printed them)', () => {
+    for (const [numTurns, costUsd] of [
+      [-1, -0.5],
+      [1.5, Number.NaN],
+      [2 ** 60, Number.POSITIVE_INFINITY],
+    ] as const)
+      expect(
+        boundResult({ ...base, numTurns, costUsd, sessionId: null, usage: null, text: null }),
+      ).toMatchObject({ numTurns: null, costUsd: null });
   });
 
   it('cuts a huge final text and drops a usage or session id no agent would print', () => {

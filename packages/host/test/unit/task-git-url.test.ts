@@ -1,3 +1,5 @@
+import { execFileSync } from 'node:child_process';
+import path from 'node:path';
 import { afterAll, beforeAll, describe, expect, it, vi } from 'vitest';
 import { EgressPolicySchema, type Task, type TaskEvent } from '@agentbox/protocol';
 import { widenPolicy } from '../../src/services/box-service.js';
@@ -86,5 +88,27 @@ describe('POST /v1/tasks: the host of gitRepoUrl', () => {
     widen.mockRestore();
     expect(widening.id).toBe(boxId);
     expect(EgressPolicySchema.parse(widenPolicy({}, widening)).allowDomains).toEqual(['git.example.com']);
+  });
+
+  it("keeps a box's copy of the repository, and refuses a directory of that name holding another", async () => {
+    const workspace = path.join(h.dataDir, 'guest', boxId, 'workspace');
+    const repoAt = (dir: string, origin: string) => {
+      execFileSync('git', ['init', '--quiet', path.join(workspace, dir)]);
+      execFileSync('git', ['-C', path.join(workspace, dir), 'remote', 'add', 'origin', origin]);
+    };
+    const lastEvent = async (url: string) => {
+      const r = await submit(url);
+      expect(r.statusCode, r.body).toBe(201);
+      const body = (await h.admin_({ method: 'GET', url: `/v1/tasks/${r.json<Task>().id}/events` })).body;
+      return JSON.parse(body.trim().split('\n').at(-1)!) as TaskEvent;
+    };
+    repoAt('tools', 'https://git.example.com/team/tools.git');
+    // The same repository (spelled with or without .git): no clone, the task runs in it.
+    expect(await lastEvent('https://git.example.com/team/tools')).toMatchObject({ type: 'completion' });
+    repoAt('other', 'https://git.example.com/someone-else/other.git');
+    expect(await lastEvent('https://git.example.com/team/other.git')).toMatchObject({
+      type: 'error',
+      content: { code: 'clone_failed', message: expect.stringMatching(/already holds another repository/) },
+    });
   });
 });

@@ -193,6 +193,20 @@ describe('capacity, TTL and dead VMs', () => {
         payload: { user_id: 'v', runtime: 'node' },
       });
       expect(errorCode(seed)).toBe('capacity_exhausted');
+      expect(full.json()).toMatchObject({ error: { message: expect.stringMatching(/2 of at most 2/) } });
+      // A user key learns the host is full, not how many boxes the other keys hold.
+      const user = h.host.keys.create({ name: 'u', scope: 'user' }).secret;
+      const refused = await h.call({
+        method: 'POST',
+        url: '/v1/boxes',
+        headers: { 'x-api-key': user },
+        payload: {},
+      });
+      expect(refused.statusCode).toBe(429);
+      expect(refused.json()).toMatchObject({
+        error: { code: 'capacity_exhausted', message: 'this host runs as many boxes as it may; retry later' },
+      });
+      expect(refused.json()).not.toHaveProperty('error.details');
       await h.admin_({ method: 'DELETE', url: `/v1/boxes/${a.json<{ id: string }>().id}` });
       expect((await h.admin_({ method: 'POST', url: '/v1/boxes', payload: {} })).statusCode).toBe(201);
     } finally {

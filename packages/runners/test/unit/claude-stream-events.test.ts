@@ -1,5 +1,6 @@
 import { describe, expect, it } from 'vitest';
 import { claudeRunner } from '../../src/index.js';
+import { MAX_PARSED_LINE_CHARS } from '../../src/shared.js';
 import { CLEAN_EXIT, fixtureLines, parseAll, types } from '../helpers/fixtures.js';
 
 // Fixtures: stdout of the real Claude Code 2.1.330 against the scripted fake Messages API (README).
@@ -140,6 +141,9 @@ describe('claude stream-json → task events', () => {
       },
     ]);
     expect(parser.line('[1,2]')[0]!.content).toEqual({ state: 'unparsed' });
+    // Past MAX_PARSED_LINE_CHARS a line is not parsed at all (the guest's megabytes of nesting).
+    const huge = `{"type":"assistant","message":{"content":[{"type":"text","text":"${'x'.repeat(MAX_PARSED_LINE_CHARS)}"}]}}`;
+    expect(parser.line(huge)).toEqual([{ type: 'status', content: { state: 'unparsed' }, raw: huge }]);
     expect(parser.line('{"type":"rate_limit_event","x":1}')).toEqual([
       {
         type: 'status',
