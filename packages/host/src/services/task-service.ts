@@ -43,6 +43,11 @@ export const DEFAULT_MAX_CONCURRENT_TASKS = 5;
 export const GUEST_HOME = '/root';
 /** stderr kept for an error event when an agent fails without saying why. */
 const STDERR_TAIL_BYTES = 8 * 1024;
+/**
+ * Bytes of specs the queue may hold in memory, all keys together (a task's files ride in its spec,
+ * up to the body limit each); past it a submit is 429 until tasks start.
+ */
+export const MAX_QUEUED_SPEC_BYTES = 512 * 1024 * 1024;
 /** Longest a clone may take; the task's own timeout, which covers the clone, may end it sooner. */
 const CLONE_TIMEOUT_MS = 10 * 60_000;
 /** Stored events read at once; a longer log is read page by page, never cut. */
@@ -90,6 +95,8 @@ export interface TaskServiceDeps {
   agentEnv?: Record<string, string>;
   /** Caps on each task's stored events (default DEFAULT_TASK_OUTPUT_LIMITS). */
   outputLimits?: TaskOutputLimits;
+  /** Bytes of queued specs held in memory (default MAX_QUEUED_SPEC_BYTES). */
+  maxQueuedSpecBytes?: number;
 }
 
 export interface SubmitOptions {
@@ -197,7 +204,17 @@ export function createTaskService(deps: TaskServiceDeps) {
   const running = new Map<string, Running>();
   const listeners = new Map<string, Set<Listener>>();
   /** Specs with their credential values, for queued tasks (the store holds them redacted). */
-  const pendingSpecs = new Map<string, TaskSpec>();
+  const pendingSpecs = new Map<string, { spec: TaskSpec; bytes: number }>();
+  let pendingBytes = 0;
+  const maxPendingBytes = deps.maxQueuedSpecBytes ?? MAX_QUEUED_SPEC_BYTES;
+  /** Takes a queued task's spec out of memory (it starts, or leaves the queue). */
+  const takePending = (id: string): TaskSpec | undefined => {
+    const pending = pendingSpecs.get(id);
+    if (!pending) return undefined;
+    pendingSpecs.delete(id);
+    pendingBytes -= pending.bytes;
+    return pending.spec;
+  };
   /** The unsubscribe of each queued or running task's watch on its owner's key. */
   const ownerWatches = new Map<string, () => void>();
   let maxConcurrent = deps.maxConcurrent;
@@ -289,7 +306,7 @@ export function createTaskService(deps: TaskServiceDeps) {
     const i = queue.indexOf(id);
     if (i < 0) return false;
     queue.splice(i, 1);
-    pendingSpecs.delete(id);
+    takePending(id);
     return true;
   }
 
@@ -350,6 +367,13 @@ export function createTaskService(deps: TaskServiceDeps) {
       }
     }
     checkAgentDefinition(spec, deps.library.resolveForTask(spec).agentDefinition);
+    const specBytes = JSON.stringify(spec).length;
+    if (pendingBytes + specBytes > maxPendingBytes) {
+      throw new AgentboxError(
+        'capacity_exhausted',
+        "the host's task queue holds as much as it may (its tasks' files); retry once some have started",
+      );
+    }
     const task = store.insert({
       id: newTaskId(),
       ownerKeyId: actor.keyId,
@@ -360,7 +384,8 @@ export function createTaskService(deps: TaskServiceDeps) {
       spec: redact(spec),
       continueLastSession: options.continueLastSession ?? false,
     });
-    pendingSpecs.set(task.id, spec);
+    pendingSpecs.set(task.id, { spec, bytes: specBytes });
+    pendingBytes += specBytes;
     enqueue(task);
     emit(task.id, { type: 'status', content: { state: 'queued', position: queue.length } });
     log.info({ taskId: task.id, agent: spec.agent, target }, 'task queued');
@@ -431,8 +456,7 @@ export function createTaskService(deps: TaskServiceDeps) {
 
   async function run(id: string, entry: Running): Promise<void> {
     const record = store.get(id)!;
-    const spec = pendingSpecs.get(id) ?? record.spec;
-    pendingSpecs.delete(id);
+    const spec = takePending(id) ?? record.spec;
     // The task acts as its owner's key as it stands now: its own boxes only, its grants.
     const actor: Actor = {
       keyId: record.ownerKeyId,

@@ -103,6 +103,9 @@ export interface TaskFinish {
   sessionId?: string | null;
 }
 
+/** About how many bytes of specs (JSON text, counted in UTF-16 units) one page of tasks holds. */
+export const LIST_PAGE_BYTES = 16 * 1024 * 1024;
+
 /** Tasks and their append-only event logs. */
 export function createTaskStore(db: Db, clock: () => number) {
   const insertTask = db.prepare(
@@ -280,14 +283,22 @@ export function createTaskStore(db: Db, clock: () => number) {
       }
       const sql = `SELECT * FROM tasks ${where.length ? `WHERE ${where.join(' AND ')}` : ''}
         ORDER BY created_at DESC, id DESC LIMIT ?`;
-      // One row more than asked says whether another page follows.
-      const rows = db.prepare<(string | number)[], TaskRow>(sql).all(...args, limit + 1);
-      const tasks = rows.slice(0, limit).map(toRecord);
+      // One row more than asked says whether another page follows. A page also ends after about
+      // LIST_PAGE_BYTES of specs (a task's files ride in its spec, up to the body limit each), so a
+      // list of big tasks is walked a few at a time instead of read whole into one answer.
+      const tasks: TaskRecord[] = [];
+      let bytes = 0;
+      let more = false;
+      for (const row of db.prepare<(string | number)[], TaskRow>(sql).iterate(...args, limit + 1)) {
+        if (tasks.length === limit || (tasks.length > 0 && bytes + row.spec.length > LIST_PAGE_BYTES)) {
+          more = true;
+          break;
+        }
+        bytes += row.spec.length;
+        tasks.push(toRecord(row));
+      }
       const last = tasks.at(-1);
-      return {
-        tasks,
-        next: rows.length > limit && last ? { createdAt: last.createdAt, id: last.id } : null,
-      };
+      return { tasks, next: more && last ? { createdAt: last.createdAt, id: last.id } : null };
     },
 
     /** Tasks in a state, oldest first (the queue's FIFO order is creation order). */

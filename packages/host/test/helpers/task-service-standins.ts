@@ -46,7 +46,13 @@ const quietGuest: StandInGuest = {
  */
 export function standInTaskService(
   dataDir: string,
-  options: { maxConcurrent: number; runner?: AgentRunner; guest?: StandInGuest; dbs?: Db[] },
+  options: {
+    maxConcurrent: number;
+    runner?: AgentRunner;
+    guest?: StandInGuest;
+    dbs?: Db[];
+    maxQueuedSpecBytes?: number;
+  },
 ) {
   const db = openDatabase(dataDir);
   options.dbs?.push(db);
@@ -70,6 +76,7 @@ export function standInTaskService(
     keys: { isActive: () => true, watch: () => () => undefined, grantsFor: () => NO_GRANTS },
     runnerFor: (kind: AgentKind) => ({ ...runner, kind }),
     maxConcurrent: options.maxConcurrent,
+    ...(options.maxQueuedSpecBytes !== undefined ? { maxQueuedSpecBytes: options.maxQueuedSpecBytes } : {}),
     log: { info: () => undefined, warn: () => undefined },
   });
   return { db, store, tasks };
