@@ -5,7 +5,8 @@ import { AgentboxError } from '@agentbox/protocol';
 import type { Vm, VmExit, VmState } from '../backend.js';
 import { GuestConnection, type GuestConnectionOptions } from '../guest-connection.js';
 import { hibernateVm } from './hibernation.js';
-import { isSameProcess } from './proc.js';
+import { watchConsoleLog } from './console-log.js';
+import { isSameProcess, processCmdline } from './proc.js';
 import { connectMonitor, listenUnix, waitForHello } from './host-sockets.js';
 import type { QmpClient } from './qmp.js';
 import { pauseVcpus, resumeVcpus } from './snapshot.js';
@@ -46,6 +47,7 @@ export class AdoptedQemuVm implements Vm {
   private qmpWaiters: ((qmp: QmpClient) => void)[] = [];
   private servers: net.Server[] = [];
   private poller: NodeJS.Timeout | undefined;
+  private unwatchConsole: (() => void) | undefined;
   private gone = false;
 
   constructor(
@@ -107,6 +109,13 @@ export class AdoptedQemuVm implements Vm {
     });
     this.poller = setInterval(() => this.check(), this.spec.pollMs ?? DEFAULT_POLL_MS);
     this.poller.unref();
+    // Only a console QEMU appends to may be cut in place (older VMs write at their own offset).
+    if (
+      processCmdline(this.spec.pid)?.some(
+        (arg) => arg.startsWith('file,id=console,') && arg.endsWith(',append=on'),
+      )
+    )
+      this.unwatchConsole = watchConsoleLog(path.join(this.boxDir, 'console.log'));
     const timeoutMs = this.spec.timeoutMs ?? DEFAULT_ADOPT_TIMEOUT_MS;
     try {
       const paused = this.monitor().then(async (qmp) => {
@@ -144,6 +153,7 @@ export class AdoptedQemuVm implements Vm {
   /** Stops listening without touching the VM (used when adoption is abandoned). */
   private release(): void {
     clearInterval(this.poller);
+    this.unwatchConsole?.();
     this.qmp?.close();
     for (const server of this.servers) server.close();
     this.servers = [];

@@ -1,6 +1,7 @@
 import { GUEST_PORT_NAME } from '@agentbox/protocol';
 import { VM_ID_PATTERN } from '../backend.js';
 import { KERNEL_HOSTNAME_ARG } from '../image/recipe.js';
+import { consoleArgs } from './console-log.js';
 
 export type Accel = 'kvm' | 'tcg';
 
@@ -130,8 +131,7 @@ export function qemuArgs(spec: QemuLaunchSpec): string[] {
     '-nodefaults',
     '-no-user-config',
     '-no-reboot',
-    '-serial',
-    `file:${spec.consolePath}`,
+    ...consoleArgs(spec.consolePath),
     '-kernel',
     spec.kernelPath,
     '-initrd',

@@ -8,6 +8,7 @@ import type { Vm, VmExit, VmRestoreInfo, VmSpec, VmState } from '../backend.js';
 import { GuestConnection, type GuestConnectionOptions } from '../guest-connection.js';
 import { TEMPLATE_FILES } from '../template-store.js';
 import { qemuArgs, type Accel, type QemuLaunchSpec } from './args.js';
+import { watchConsoleLog } from './console-log.js';
 import { discardHibernation, hibernateVm, hibernationStatePath } from './hibernation.js';
 import { connectMonitor, listenUnix, waitForHello } from './host-sockets.js';
 import type { QmpClient } from './qmp.js';
@@ -51,6 +52,7 @@ export class QemuVm implements Vm {
   private qmpWaiters: ((qmp: QmpClient) => void)[] = [];
   private servers: net.Server[] = [];
   private stderrTail = '';
+  private unwatchConsole: (() => void) | undefined;
   /** QEMU spawned (and a snapshot loaded): by preload() ahead of start(), or by start(). */
   private launched: Promise<void> | undefined;
 
@@ -198,6 +200,7 @@ export class QemuVm implements Vm {
       child.unref();
     }
     this.child = child;
+    this.unwatchConsole = watchConsoleLog(this.file('console.log'));
     child.stderr?.on('data', (chunk: Buffer) => {
       this.stderrTail = (this.stderrTail + chunk.toString('utf8')).slice(-4096);
     });
@@ -319,6 +322,7 @@ export class QemuVm implements Vm {
   }
 
   private onExit(exit: VmExit): void {
+    this.unwatchConsole?.();
     if (this.currentState !== 'destroyed' && this.currentState !== 'hibernated')
       this.currentState = 'stopped';
     this.guest.close(

@@ -4,6 +4,7 @@ import path from 'node:path';
 import { afterAll, describe, expect, it } from 'vitest';
 import { hostTscKhz } from '../../src/qemu/accel.js';
 import { QemuBackend } from '../../src/qemu/driver.js';
+import { trimConsoleLog } from '../../src/qemu/console-log.js';
 import { processesMentioning } from '../../src/qemu/proc.js';
 import { bootBox, destroyAll, leftovers, run, sharedRuntime } from '../../../../test/helpers.js';
 
@@ -55,6 +56,22 @@ describe('real VMs: failures are clear errors, never hangs, and nothing is left 
     expect(hello.agentPid).not.toBe(firstAgent);
     expect(hello.bootId).toBeDefined();
     expect((await run(vm, 'echo back')).stdout.toString()).toBe('back\n');
+  });
+
+  it('keeps a flooded serial console short: QEMU appends, so it is cut in place', async () => {
+    const vm = await bootBox();
+    const rt = await sharedRuntime();
+    const file = path.join(rt.backend.boxDir(vm.id), 'console.log');
+    // Root in the box writes to its console (what a flood would do, briefly).
+    await run(vm, 'for i in $(seq 1 2000); do echo "flood line $i"; done > /dev/ttyS0');
+    await expect.poll(() => fs.readFileSync(file, 'utf8')).toContain('flood line 2000');
+    expect(trimConsoleLog(file, 1024, 100)).toBe(true);
+    await run(vm, 'echo after-the-cut > /dev/ttyS0');
+    await expect.poll(() => fs.readFileSync(file, 'utf8')).toContain('after-the-cut');
+    // Dense and short: written at the end of the cut file, not at QEMU's old offset.
+    expect(fs.statSync(file).size).toBeLessThan(1024);
+    expect(fs.readFileSync(file, 'utf8')).not.toContain('\0');
+    await vm.destroy();
   });
 
   it('stops a box gracefully', async () => {

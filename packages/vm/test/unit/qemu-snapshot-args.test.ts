@@ -31,7 +31,7 @@ describe('qemu argv for snapshots (pure)', () => {
     expect(argv.join(' ')).toBe(
       '-M microvm,pit=on,pic=on,rtc=on,acpi=off,memory-backend=mem -accel tcg,thread=multi,tb-size=64 -cpu max,-erms ' +
         '-m 1024 -object memory-backend-file,id=mem,size=1024M,mem-path=/t/ram,share=off ' +
-        '-smp 1 -nographic -nodefaults -no-user-config -no-reboot -serial file:/b/console.log ' +
+        '-smp 1 -nographic -nodefaults -no-user-config -no-reboot -chardev file,id=console,path=/b/console.log,append=on -serial chardev:console ' +
         '-kernel /img/vmlinux -initrd /img/initrd.cpio ' +
         '-append console=ttyS0 quiet panic=-1 reboot=t mitigations=off random.trust_cpu=on rdinit=/init ' +
         'norandmaps rodata=off tsc_early_khz=2000000 ' +
