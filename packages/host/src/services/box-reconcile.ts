@@ -17,7 +17,7 @@ export interface ReconcileContext {
   watch: (id: string, vm: Vm) => void;
   setUpEgress: (box: BoxRecord, vm: Vm) => Promise<void>;
   newSession: (vm: Vm | undefined, env: Record<string, string>) => BoxSession;
-  /** The env vars in the guest (or on the host when the guest has none). */
+  /** The box's env vars: the host's copy, else (an older box) the guest's. */
   guestEnv: (box: BoxRecord, vm: Vm) => Promise<Record<string, string>>;
   hostEnv: (box: BoxRecord) => Record<string, string> | undefined;
 }

@@ -192,7 +192,7 @@ export interface BoxLease {
 export type ReapReason = 'ttl_expired' | 'vm_died';
 
 /** The box's env vars on the host (0600, in its runtime dir): a disk boot loses the guest's copy. */
-const HOST_ENV_FILE = 'env.json';
+export const HOST_ENV_FILE = 'env.json';
 /** A box's env file read back at a re-adoption: how long to wait for it, and how big it may be. */
 const GUEST_ENV_WAIT_MS = 5_000;
 const GUEST_ENV_MAX_BYTES = 1024 * 1024;
@@ -699,6 +699,10 @@ export function createBoxService(deps: BoxServiceDeps) {
     setUpEgress,
     newSession,
     guestEnv: async (box, vm) => {
+      // The host's copy first: the guest may have rewritten its own. Boxes made before the host
+      // kept one have only the guest's.
+      const kept = readHostEnv(box);
+      if (kept) return kept;
       try {
         // The guest is not trusted to answer, or to answer briefly: a daemon's start waits on this.
         const read = vm.guest.readFileBuffer(layoutOf(box.id).envFile, { maxBytes: GUEST_ENV_MAX_BYTES });
@@ -711,7 +715,7 @@ export function createBoxService(deps: BoxServiceDeps) {
       } catch {
         // no env file in the guest
       }
-      return readHostEnv(box) ?? {};
+      return {};
     },
     hostEnv: readHostEnv,
   });

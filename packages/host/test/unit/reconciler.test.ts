@@ -5,6 +5,7 @@ import path from 'node:path';
 import { afterEach, describe, expect, it } from 'vitest';
 import { processStartTime, type Vm } from '@agentbox/vm';
 import { createBoxService, createBoxStore, openDatabase, type BoxBackend } from '../../src/index.js';
+import { HOST_ENV_FILE } from '../../src/services/box-service.js';
 
 const dirs: string[] = [];
 afterEach(() => {
@@ -128,6 +129,24 @@ describe('reconciler: the store against live VM processes on daemon start', () =
     expect(fs.existsSync(dir)).toBe(true);
     expect(boxes.guestOf({ actor: { keyId: 'k', scope: 'user' }, id: 'box-0000000005' }).env).toEqual({
       TOKEN: 't',
+    });
+    db.close();
+  });
+
+  it("takes a re-adopted box's env from the host's copy, not from what its guest rewrote", async () => {
+    const vm = {
+      id: 'box-0000000006',
+      state: 'running',
+      pid: process.pid,
+      exited: new Promise(() => undefined),
+      guest: { readFileBuffer: () => Promise.resolve(Buffer.from('{"MODE":"rewritten by the guest"}')) },
+    } as unknown as Vm;
+    const { boxes, record, db } = setup({ adopt: () => Promise.resolve(vm) });
+    const dir = record('box-0000000006', 'running', process.pid, processStartTime(process.pid)!);
+    fs.writeFileSync(path.join(dir, HOST_ENV_FILE), JSON.stringify({ MODE: 'as created' }));
+    expect((await boxes.reconcile()).adopted).toEqual(['box-0000000006']);
+    expect(boxes.guestOf({ actor: { keyId: 'k', scope: 'user' }, id: 'box-0000000006' }).env).toEqual({
+      MODE: 'as created',
     });
     db.close();
   });
