@@ -81,6 +81,47 @@ function abortReason(signal: AbortSignal): Error {
   return signal.reason instanceof Error ? signal.reason : new Error('the call was aborted');
 }
 
+/** How one call ends, once: by its answer, a failure, its deadline, or its caller's abort. */
+class CallEnd {
+  settled = false;
+  /** The call's deadline, cleared when it ends. */
+  timer: NodeJS.Timeout | undefined;
+  private readonly onAbort = () => this.giveUp(abortReason(this.signal!));
+
+  constructor(
+    private readonly signal: AbortSignal | undefined,
+    private readonly reject: (err: unknown) => void,
+    /** Tells the guest to drop the call and forgets its channel. */
+    private readonly abandon: () => void,
+  ) {}
+
+  /** Runs `fn` (the caller's resolve or reject) unless the call already ended. */
+  settle(fn: () => void): void {
+    if (this.settled) return;
+    this.settled = true;
+    clearTimeout(this.timer);
+    this.signal?.removeEventListener('abort', this.onAbort);
+    fn();
+  }
+
+  /** Ends the call from this side: the guest's answer, if it still comes, is dropped. */
+  giveUp(err: Error): void {
+    this.abandon();
+    this.settle(() => this.reject(err));
+  }
+
+  /** Follows the caller's signal; false when it had aborted already (the call is given up). */
+  followSignal(): boolean {
+    if (!this.signal) return true;
+    if (this.signal.aborted) {
+      this.onAbort();
+      return false;
+    }
+    this.signal.addEventListener('abort', this.onAbort, { once: true });
+    return true;
+  }
+}
+
 /** A bound the guest reached; reported once per connection and bound, not once per frame. */
 export interface GuestLimitNotice {
   limit: 'guest_channels' | 'queued_messages' | 'inbound_bytes';
@@ -372,22 +413,7 @@ export class GuestConnection {
   ): Promise<z.infer<(typeof RESULT_SCHEMAS)[Op]>> {
     return new Promise((resolve, reject) => {
       const op = (request as Request).op as Op;
-      const { signal } = options;
-      let settled = false;
-      let timer: NodeJS.Timeout | undefined;
-      const settle = (fn: () => void) => {
-        if (settled) return;
-        settled = true;
-        clearTimeout(timer);
-        signal?.removeEventListener('abort', onAbort);
-        fn();
-      };
-      // The guest's answer, if it still comes, goes to a closed channel and is dropped.
-      const giveUp = (err: Error) => {
-        this.abandon(channel);
-        settle(() => reject(err));
-      };
-      const onAbort = () => giveUp(abortReason(signal!));
+      const end = new CallEnd(options.signal, reject, () => this.abandon(channel));
       const channel = this.open(request, {
         onJson: (message) => {
           this.finish(channel);
@@ -398,33 +424,30 @@ export class GuestConnection {
               throw new AgentboxError('guest_error', `unexpected ${reply.type} reply to ${op}`);
             const value = RESULT_SCHEMAS[op].safeParse(reply.value);
             if (!value.success) throw new AgentboxError('guest_error', `guest sent an invalid ${op} result`);
-            settle(() => resolve(value.data as z.infer<(typeof RESULT_SCHEMAS)[Op]>));
+            end.settle(() => resolve(value.data as z.infer<(typeof RESULT_SCHEMAS)[Op]>));
           } catch (err) {
-            settle(() => reject(err));
+            end.settle(() => reject(err));
           }
         },
         onData: () => undefined,
         onEnd: () => undefined,
-        fail: (err) => settle(() => reject(err)),
+        fail: (err) => end.settle(() => reject(err)),
       });
       // The clock starts once the request is all sent: an upload takes as long as its source does.
       const arm = () => {
-        if (settled) return;
+        if (end.settled) return;
         const ms = this.deadline(op, options);
-        timer = setTimeout(
+        end.timer = setTimeout(
           () =>
-            giveUp(
+            end.giveUp(
               new AgentboxError('guest_unreachable', `the guest did not answer ${op} within ${ms / 1000} s`),
             ),
           ms,
         ).unref();
       };
-      if (signal) {
-        if (signal.aborted) return onAbort();
-        signal.addEventListener('abort', onAbort, { once: true });
-      }
+      if (!end.followSignal()) return;
       if (upload === undefined) return arm();
-      void this.stream(channel, upload, giveUp).then(arm);
+      void this.stream(channel, upload, (err) => end.giveUp(err)).then(arm);
     });
   }
 
@@ -693,24 +716,11 @@ export class GuestConnection {
    */
   readFile(path: string, sink: Sink, options: CallOptions = {}): Promise<{ size: number }> {
     return new Promise((resolve, reject) => {
-      const { signal } = options;
       let size: number | undefined;
       /** Chunks not yet taken by the sink: while any wait, the slow side is the host's reader. */
       let queued = 0;
       let delivering = Promise.resolve();
-      let settled = false;
-      const settle = (fn: () => void) => {
-        if (settled) return;
-        settled = true;
-        clearTimeout(idle);
-        signal?.removeEventListener('abort', onAbort);
-        fn();
-      };
-      const giveUp = (err: Error) => {
-        this.abandon(channel);
-        settle(() => reject(err));
-      };
-      const onAbort = () => giveUp(abortReason(signal!));
+      const end = new CallEnd(options.signal, reject, () => this.abandon(channel));
       const channel = this.open(
         { op: 'file.read', path },
         {
@@ -720,7 +730,7 @@ export class GuestConnection {
             try {
               reply = this.reply(message);
             } catch (err) {
-              return giveUp(err as Error);
+              return end.giveUp(err as Error);
             }
             if (reply.type === 'file' && size === undefined) {
               size = FileHeaderSchema.parse(reply).size;
@@ -728,26 +738,28 @@ export class GuestConnection {
             }
             this.finish(channel);
             if (reply.type === 'error')
-              return settle(() => reject(new AgentboxError(reply.code, reply.message)));
+              return end.settle(() => reject(new AgentboxError(reply.code, reply.message)));
             if (reply.type !== 'result' || size === undefined)
-              return settle(() => reject(new AgentboxError('guest_error', 'unexpected reply to file.read')));
+              return end.settle(() =>
+                reject(new AgentboxError('guest_error', 'unexpected reply to file.read')),
+              );
             const total = size;
-            void delivering.then(() => settle(() => resolve({ size: total })));
+            void delivering.then(() => end.settle(() => resolve({ size: total })));
           },
           onData: (_stream, chunk) => {
             idle.refresh();
             // (No check against the size: /proc files say 0 and have more.)
             if (size === undefined)
-              return giveUp(
+              return end.giveUp(
                 new AgentboxError('guest_error', `the guest sent ${path}'s bytes before its header`),
               );
             queued++;
             delivering = delivering.then(async () => {
-              if (settled) return;
+              if (end.settled) return;
               try {
                 await sink(chunk);
               } catch (err) {
-                return giveUp(err instanceof Error ? err : new Error(String(err)));
+                return end.giveUp(err instanceof Error ? err : new Error(String(err)));
               }
               queued--;
               idle.refresh();
@@ -755,7 +767,7 @@ export class GuestConnection {
             });
           },
           onEnd: () => undefined,
-          fail: (err) => settle(() => reject(err)),
+          fail: (err) => end.settle(() => reject(err)),
         },
       );
       const ms = this.deadline('file.read', options);
@@ -764,14 +776,12 @@ export class GuestConnection {
           idle.refresh();
           return;
         }
-        giveUp(
+        end.giveUp(
           new AgentboxError('guest_unreachable', `the guest stopped sending ${path} for ${ms / 1000} s`),
         );
       }, ms).unref();
-      if (signal) {
-        if (signal.aborted) return onAbort();
-        signal.addEventListener('abort', onAbort, { once: true });
-      }
+      end.timer = idle;
+      end.followSignal();
     });
   }
 

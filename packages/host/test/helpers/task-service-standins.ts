@@ -1,3 +1,7 @@
+import fs from 'node:fs';
+import os from 'node:os';
+import path from 'node:path';
+import { afterEach } from 'vitest';
 import type { AgentKind } from '@agentbox/protocol';
 import type { AgentRunner, RunnerContext } from '@agentbox/runners';
 import type { GuestConnection } from '@agentbox/vm';
@@ -6,6 +10,27 @@ import type { TaskServiceDeps } from '../../src/services/task-service.js';
 import { NO_GRANTS } from '../../src/store/key-store.js';
 
 export const USER_BOX = 'box-useruser01';
+
+/**
+ * Data dirs for stand-in task services, each removed (its database closed first) after every test
+ * of the file that calls this at its top level.
+ */
+export function tempDataDirs(prefix: string): { make: () => string; dbs: Db[] } {
+  const dirs: string[] = [];
+  const dbs: Db[] = [];
+  afterEach(() => {
+    for (const db of dbs.splice(0)) if (db.open) db.close();
+    for (const d of dirs.splice(0)) fs.rmSync(d, { recursive: true, force: true });
+  });
+  return {
+    make: () => {
+      const dir = fs.mkdtempSync(path.join(os.tmpdir(), prefix));
+      dirs.push(dir);
+      return dir;
+    },
+    dbs,
+  };
+}
 
 /** A runner that runs `true` and reports a finished session; tests override parts of it. */
 export function standInRunner(contexts: RunnerContext[] = []): AgentRunner {

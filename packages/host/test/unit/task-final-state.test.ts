@@ -1,18 +1,14 @@
-import fs from 'node:fs';
-import os from 'node:os';
-import path from 'node:path';
-import { afterEach, describe, expect, it, vi } from 'vitest';
+import { describe, expect, it, vi } from 'vitest';
 import { TaskSpecSchema } from '@agentbox/protocol';
 import type { AgentRunner } from '@agentbox/runners';
-import type { Db } from '../../src/index.js';
-import { standInRunner, standInTaskService, type StandInGuest } from '../helpers/task-service-standins.js';
+import {
+  standInRunner,
+  standInTaskService,
+  tempDataDirs,
+  type StandInGuest,
+} from '../helpers/task-service-standins.js';
 
-const dirs: string[] = [];
-const dbs: Db[] = [];
-afterEach(() => {
-  for (const db of dbs.splice(0)) if (db.open) db.close();
-  for (const d of dirs.splice(0)) fs.rmSync(d, { recursive: true, force: true });
-});
+const { make: newDataDir, dbs } = tempDataDirs('agentbox-final-');
 
 const actor = { keyId: 'key-1', scope: 'user' as const };
 const spec = TaskSpecSchema.parse({ agent: 'claude', prompt: 'go' });
@@ -27,9 +23,7 @@ const printing = (stdout: string, exitCode: number): StandInGuest => ({
 });
 
 function run(runner: AgentRunner, guest: StandInGuest) {
-  const dataDir = fs.mkdtempSync(path.join(os.tmpdir(), 'agentbox-final-'));
-  dirs.push(dataDir);
-  const { store, tasks } = standInTaskService(dataDir, { maxConcurrent: 1, runner, guest, dbs });
+  const { store, tasks } = standInTaskService(newDataDir(), { maxConcurrent: 1, runner, guest, dbs });
   const task = tasks.submit({ actor, spec, userId: 'alice' });
   return { store, id: task.id };
 }

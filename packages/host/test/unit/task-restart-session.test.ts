@@ -1,18 +1,14 @@
-import fs from 'node:fs';
-import os from 'node:os';
-import path from 'node:path';
-import { afterEach, describe, expect, it, vi } from 'vitest';
+import { describe, expect, it, vi } from 'vitest';
 import { TaskSpecSchema } from '@agentbox/protocol';
 import type { RunnerContext } from '@agentbox/runners';
-import type { Db } from '../../src/index.js';
-import { standInRunner, standInTaskService, USER_BOX } from '../helpers/task-service-standins.js';
+import {
+  standInRunner,
+  standInTaskService,
+  tempDataDirs,
+  USER_BOX,
+} from '../helpers/task-service-standins.js';
 
-const dirs: string[] = [];
-const dbs: Db[] = [];
-afterEach(() => {
-  for (const db of dbs.splice(0)) if (db.open) db.close();
-  for (const d of dirs.splice(0)) fs.rmSync(d, { recursive: true, force: true });
-});
+const { make: newDataDir, dbs } = tempDataDirs('agentbox-restart-');
 
 const actor = { keyId: 'key-1', scope: 'user' as const };
 
@@ -26,10 +22,8 @@ const spec = (prompt: string) => TaskSpecSchema.parse({ agent: 'claude', prompt 
 
 describe('a seed task re-queued after a daemon restart', () => {
   it('still continues the session the user’s box last ran; a task that did not ask, does not', async () => {
-    const dataDir = fs.mkdtempSync(path.join(os.tmpdir(), 'agentbox-restart-'));
-    dirs.push(dataDir);
-
     // The daemon before the restart: the user's box has a finished session; no task may start.
+    const dataDir = newDataDir();
     const before = service(dataDir, 0);
     before.store.insert({
       id: 'task-earlier',
