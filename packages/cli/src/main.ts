@@ -1,15 +1,23 @@
 import { Command, CommanderError, Help, InvalidArgumentError, Option } from 'commander';
 import type { KeyGrants } from '@agentbox/host';
-import { AgentboxError, isAgentboxError } from '@agentbox/protocol';
+import { AgentboxError, isAgentboxError, RUNTIMES } from '@agentbox/protocol';
 import { AGENT_CLI_NAMES, DEFAULT_RESOURCES, parseAgentClis, type AgentCli } from '@agentbox/vm';
 import { doctor, formatDoctor } from './commands/doctor.js';
 import { imageBuild, imagePrune, imageShow } from './commands/image.js';
 import { parseEnvPairs, runCommandInBox } from './commands/run.js';
 import { setup } from './commands/setup.js';
 import { boxAction } from './commands/lifecycle.js';
+import { boxCopy, boxCreate, boxExec, boxList, boxRemove } from './commands/box.js';
 import { taskCancel, taskEvents, taskList, taskRun, taskShow } from './commands/task.js';
 import { agentboxHome } from '@agentbox/vm';
-import { intOption, PROJECT_RESOURCES, resourceOptions, resourcesOf, type ResourceFlags } from './options.js';
+import {
+  intOption,
+  PROJECT_RESOURCES,
+  RESOURCE_LIMITS,
+  resourceOptions,
+  resourcesOf,
+  type ResourceFlags,
+} from './options.js';
 import { writeJson } from './output.js';
 import { parseRepo } from './project/github-repo.js';
 
@@ -446,6 +454,64 @@ export function buildProgram(setExit: (code: number) => void): Command {
       .option('--all', 'every page', false)
       .option('--json', 'NDJSON', false),
   ).action(async (opts: Parameters<typeof taskList>[0]) => setExit(await taskList(opts)));
+
+  const box = program
+    .command('box')
+    .description('boxes on the daemon: list, create, run a command in one, copy files, delete');
+  daemonOptions(
+    box
+      .command('ls')
+      .description('the boxes this key may see')
+      .option('--json', 'print {"boxes": [...]}', false),
+  ).action(async (opts: Parameters<typeof boxList>[0]) => setExit(await boxList(opts)));
+  const limit = (flag: string, field: keyof typeof RESOURCE_LIMITS) =>
+    intOption(flag, RESOURCE_LIMITS[field].min, RESOURCE_LIMITS[field].max);
+  daemonOptions(
+    box
+      .command('create')
+      .description("boot a box on the daemon and print its id (flags left out: the daemon's defaults)")
+      .addOption(new Option('--runtime <RUNTIME>', 'image profile').choices(RUNTIMES))
+      .addOption(new Option('--memory <MiB>', 'guest memory').argParser(limit('--memory', 'memoryMib')))
+      .addOption(new Option('--cpus <N>', 'virtual CPUs').argParser(limit('--cpus', 'vcpus')))
+      .addOption(new Option('--disk <GiB>', 'disk size').argParser(limit('--disk', 'diskGib')))
+      .option('--user <ID>', "a user's persistent box (at most one live per user id)")
+      .addOption(
+        new Option('--ttl <S>', 'delete the box this many seconds after it was made').argParser(
+          intOption('--ttl', 1, 30 * 24 * 3600),
+        ),
+      )
+      .option('--label <KEY=VALUE>', 'a label (repeatable)', collect, [])
+      .option('--json', 'print the box as JSON', false),
+  ).action(async (opts: Parameters<typeof boxCreate>[0]) => setExit(await boxCreate(opts)));
+  daemonOptions(
+    box
+      .command('exec')
+      .description("run a program in a box (no shell: `-- sh -c '...'` for one); exits with its status")
+      .argument('<box>', 'box id')
+      .argument('<command...>', 'command and arguments (put them after --)')
+      .option('-e, --env <KEY=VALUE>', 'environment variable (repeatable)', collect, [])
+      .option('-w, --workdir <DIR>', 'working directory in the box (default /workspace)')
+      .addOption(
+        new Option('--timeout <S>', 'kill the command after S seconds (exit 124)').argParser(
+          numberOption('--timeout', 0.001),
+        ),
+      )
+      .option('-i, --stdin', "pass this process's stdin to the command", false),
+  ).action(async (id: string, argv: string[], opts: Parameters<typeof boxExec>[2]) =>
+    setExit(await boxExec(id, argv, opts)),
+  );
+  daemonOptions(
+    box
+      .command('cp')
+      .description('copy a file into a box or out of one: BOX:PATH for the box side, - for stdin or stdout')
+      .argument('<src>', 'BOX:PATH, a local file, or -')
+      .argument('<dst>', 'BOX:PATH, a local file, or -'),
+  ).action(async (src: string, dst: string, opts: { url?: string; key?: string }) =>
+    setExit(await boxCopy(src, dst, opts)),
+  );
+  daemonOptions(box.command('rm').description('delete boxes').argument('<box...>', 'box ids')).action(
+    async (ids: string[], opts: { url?: string; key?: string }) => setExit(await boxRemove(ids, opts)),
+  );
 
   const library = program
     .command('library')

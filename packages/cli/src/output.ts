@@ -9,3 +9,16 @@ export function writeJson<T extends object>(
 ): void {
   out.write(`${JSON.stringify(value, null, 2)}\n`);
 }
+
+/** Rows under a header, each column as wide as its widest cell, two spaces apart. */
+export function formatTable(header: readonly string[], rows: readonly (readonly string[])[]): string {
+  const widths = header.map((h, i) => Math.max(h.length, ...rows.map((r) => r[i]!.length)));
+  return [header, ...rows]
+    .map((r) =>
+      r
+        .map((c, i) => c.padEnd(widths[i]!))
+        .join('  ')
+        .trimEnd(),
+    )
+    .join('\n');
+}

@@ -8,6 +8,14 @@ export interface CommandOpts extends Omit<RequestOpts, 'timeoutMs'> {
   onStdout?: (data: string) => void;
   /** Called with each piece of standard error as it arrives (UTF-8 decoded). */
   onStderr?: (data: string) => void;
+  /**
+   * Called with each piece of standard output as bytes, as it arrives; the next piece is read once
+   * a returned promise settles. With it, standard output is neither decoded nor kept in the result
+   * (`stdout` is ''): for binary or unbounded output.
+   */
+  onStdoutBytes?: (data: Uint8Array) => void | Promise<void>;
+  /** As `onStdoutBytes`, for standard error. */
+  onStderrBytes?: (data: Uint8Array) => void | Promise<void>;
   /** Called once the process started, with its pid in the box. */
   onStart?: (pid: number) => void;
   /** The daemon kills the command's process group after this long; the result says `timedOut`. */
@@ -65,6 +73,7 @@ export class Commands {
     const decoders = { stdout: new TextDecoder(), stderr: new TextDecoder() };
     const output = { stdout: '', stderr: '' };
     const callbacks = { stdout: opts.onStdout, stderr: opts.onStderr };
+    const bytes = { stdout: opts.onStdoutBytes, stderr: opts.onStderrBytes };
     let pid: number | null = null;
     for await (const line of ndjsonLines(res.body, this.http.url, opts.signal)) {
       const event = line as ExecEvent;
@@ -75,6 +84,11 @@ export class Commands {
           break;
         case 'stdout':
         case 'stderr': {
+          const raw = bytes[event.type];
+          if (raw) {
+            await raw(fromBase64(event.data));
+            break;
+          }
           const text = decoders[event.type].decode(fromBase64(event.data), { stream: true });
           output[event.type] += text;
           if (text) callbacks[event.type]?.(text);

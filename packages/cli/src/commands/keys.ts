@@ -1,6 +1,6 @@
 import { createKeyStore, openDatabase, type ApiKeyInfo, type KeyGrants, type KeyScope } from '@agentbox/host';
 import { AgentboxError } from '@agentbox/protocol';
-import { writeJson } from '../output.js';
+import { formatTable, writeJson } from '../output.js';
 import { dataDirOf } from './serve.js';
 
 function withKeys<T>(
@@ -45,15 +45,7 @@ export function formatKeys(keys: ApiKeyInfo[]): string {
     'MAX BOXES',
     'MAX TASKS',
   ];
-  const widths = header.map((h, i) => Math.max(h.length, ...rows.map((r) => r[i]!.length)));
-  return [header, ...rows]
-    .map((r) =>
-      r
-        .map((c, i) => c.padEnd(widths[i]!))
-        .join('  ')
-        .trimEnd(),
-    )
-    .join('\n');
+  return formatTable(header, rows);
 }
 
 export function keysCreate(options: {

@@ -106,6 +106,18 @@ describe('Sandbox over the fake driver', () => {
     expect(result.durationMs).toBeGreaterThanOrEqual(200);
   });
 
+  it('hands binary output over as bytes, unkept, when asked for bytes', async () => {
+    const chunks: Uint8Array[] = [];
+    const result = await box.commands.run(['sh', '-c', "printf '\\000\\377\\200ok'; echo text >&2"], {
+      onStdoutBytes: async (b) => {
+        chunks.push(b);
+        await new Promise((r) => setTimeout(r, 1));
+      },
+    });
+    expect(Buffer.concat(chunks)).toEqual(Buffer.from([0, 0xff, 0x80, 0x6f, 0x6b]));
+    expect(result).toMatchObject({ exitCode: 0, stdout: '', stderr: 'text\n' });
+  });
+
   it('runs argv without a shell, with env, cwd and stdin; multi-byte UTF-8 split anywhere survives', async () => {
     const r = await box.commands.run(['sh', '-c', 'pwd; echo "$X"; cat'], {
       env: { X: 'ex' },

@@ -1,0 +1,98 @@
+import { randomBytes } from 'node:crypto';
+import fs from 'node:fs';
+import os from 'node:os';
+import path from 'node:path';
+import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import type { Box } from '@agentbox/protocol';
+import { sdkDaemon, type SdkDaemon } from '../../../sdk/test/helpers/sdk-daemon.js';
+import { cli } from '../helpers.js';
+
+/** `agentbox box ls|create|exec|cp|rm` (through @agentbox/sdk) against a daemon on the fake driver. */
+describe('agentbox box', () => {
+  let d: SdkDaemon;
+  let flags: string[];
+  let boxId: string;
+  const tmp = fs.mkdtempSync(path.join(os.tmpdir(), 'agentbox-cli-box-'));
+  beforeAll(async () => {
+    d = await sdkDaemon();
+    flags = ['--url', d.url, '--key', d.admin];
+  });
+  afterAll(async () => {
+    await d.close();
+    fs.rmSync(tmp, { recursive: true, force: true });
+  });
+
+  it('creates a box (its id on stdout) and lists it', async () => {
+    const made = await cli(['box', 'create', '--label', 'team=cli', '--memory', '256', ...flags]);
+    expect(made.code, made.stderr).toBe(0);
+    boxId = made.stdout.trim();
+    expect(boxId).toMatch(/^box-[a-z0-9]{10}$/);
+    const table = await cli(['box', 'ls', ...flags]);
+    expect(table.stdout.split('\n')[0]).toMatch(/^ID\s+STATE\s+RUNTIME\s+MEMORY\s+CPUS\s+AGE\s+USER$/);
+    expect(table.stdout).toMatch(
+      new RegExp(`^${boxId}\\s+running\\s+bash\\s+256 MiB\\s+1\\s+\\d+s\\s+-$`, 'm'),
+    );
+    const json = JSON.parse((await cli(['box', 'ls', '--json', ...flags])).stdout) as { boxes: Box[] };
+    expect(json.boxes.find((b) => b.id === boxId)).toMatchObject({ labels: { team: 'cli' }, memoryMib: 256 });
+  }, 60_000);
+
+  it('runs a command: stdout and stderr apart, its exit status, env, workdir and stdin', async () => {
+    const r = await cli(['box', 'exec', boxId, ...flags, '--', 'sh', '-c', 'echo out; echo err >&2; exit 7']);
+    expect(r).toEqual({ code: 7, stdout: 'out\n', stderr: 'err\n' });
+    const env = await cli([
+      'box',
+      'exec',
+      boxId,
+      '-e',
+      'GREETING=hi there',
+      ...flags,
+      '--',
+      'sh',
+      '-c',
+      'echo "$GREETING"',
+    ]);
+    expect(env.stdout).toBe('hi there\n');
+    const piped = await cli(['box', 'exec', boxId, '-i', ...flags, '--', 'tr', 'a-z', 'A-Z'], {
+      stdin: 'shout\n',
+    });
+    expect(piped).toMatchObject({ code: 0, stdout: 'SHOUT\n' });
+    const timedOut = await cli(['box', 'exec', boxId, '--timeout', '0.5', ...flags, '--', 'sleep', '30']);
+    expect(timedOut.code).toBe(124);
+    const relative = await cli(['box', 'exec', boxId, '-w', 'tmp', ...flags, '--', 'pwd']);
+    expect(relative).toMatchObject({ code: 2, stdout: '' });
+    expect(relative.stderr).toMatch(/--workdir must be an absolute path/);
+  }, 60_000);
+
+  it('copies a file in and out byte for byte, and to stdout', async () => {
+    const bytes = randomBytes(300 * 1024);
+    const local = path.join(tmp, 'in.bin');
+    fs.writeFileSync(local, bytes);
+    const up = await cli(['box', 'cp', local, `${boxId}:copied.bin`, ...flags]);
+    expect(up.code, up.stderr).toBe(0);
+    const back = path.join(tmp, 'out.bin');
+    const down = await cli(['box', 'cp', `${boxId}:copied.bin`, back, ...flags]);
+    expect(down.code, down.stderr).toBe(0);
+    expect(fs.readFileSync(back).equals(bytes)).toBe(true);
+    await cli(['box', 'cp', '-', `${boxId}:note.txt`, ...flags], { stdin: 'from stdin\n' });
+    expect((await cli(['box', 'cp', `${boxId}:note.txt`, '-', ...flags])).stdout).toBe('from stdin\n');
+  }, 60_000);
+
+  it('says what is wrong in one line: a missing local file, a missing box, two local paths', async () => {
+    const missing = await cli(['box', 'cp', path.join(tmp, 'nope'), `${boxId}:x`, ...flags]);
+    expect(missing).toMatchObject({ code: 2, stdout: '' });
+    expect(missing.stderr).toMatch(/^agentbox: cannot read .*nope: ENOENT\n$/);
+    const noBox = await cli(['box', 'exec', 'box-0000000000', ...flags, '--', 'true']);
+    expect(noBox.code).toBe(125);
+    expect(noBox.stderr).toMatch(/^agentbox: .*box-0000000000.*\n$/);
+    const local = await cli(['box', 'cp', 'a', 'b', ...flags]);
+    expect(local.code).toBe(2);
+    expect(local.stderr).toMatch(/BOX:PATH/);
+  }, 60_000);
+
+  it('deletes boxes', async () => {
+    const r = await cli(['box', 'rm', boxId, ...flags]);
+    expect(r).toMatchObject({ code: 0, stdout: `${boxId} deleted\n` });
+    const after = JSON.parse((await cli(['box', 'ls', '--json', ...flags])).stdout) as { boxes: Box[] };
+    expect(after.boxes.some((b) => b.id === boxId && b.state !== 'deleted')).toBe(false);
+  }, 60_000);
+});
