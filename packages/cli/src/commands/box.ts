@@ -127,8 +127,13 @@ export async function boxExec(
     throw new AgentboxError('invalid_request', '--workdir must be an absolute path in the box');
   const stdin = options.stdin ? Buffer.concat(await readAll(io.stdin)) : undefined;
   const box = await daemonClient(options).boxes.connect(id);
+  // Ctrl-C ends the request, and the daemon ends the command of a client that went away.
   const abort = new AbortController();
-  const onSignal = () => abort.abort();
+  let interrupted: NodeJS.Signals | undefined;
+  const onSignal = (signal: NodeJS.Signals) => {
+    interrupted = signal;
+    abort.abort();
+  };
   process.once('SIGINT', onSignal);
   process.once('SIGTERM', onSignal);
   try {
@@ -142,6 +147,9 @@ export async function boxExec(
       signal: abort.signal,
     });
     return result.timedOut ? 124 : shellExitStatus(result);
+  } catch (err) {
+    if (interrupted) return shellExitStatus({ exitCode: null, signal: interrupted });
+    throw err;
   } finally {
     process.off('SIGINT', onSignal);
     process.off('SIGTERM', onSignal);

@@ -1,11 +1,13 @@
+import { spawn } from 'node:child_process';
 import { randomBytes } from 'node:crypto';
+import { once } from 'node:events';
 import fs from 'node:fs';
 import os from 'node:os';
 import path from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import type { Box } from '@agentbox/protocol';
 import { sdkDaemon, type SdkDaemon } from '../../../sdk/test/helpers/sdk-daemon.js';
-import { cli } from '../helpers.js';
+import { CLI, cli } from '../helpers.js';
 
 /** `agentbox box ls|create|exec|cp|rm` (through @agentbox/sdk) against a daemon on the fake driver. */
 describe('agentbox box', () => {
@@ -87,6 +89,27 @@ describe('agentbox box', () => {
     const local = await cli(['box', 'cp', 'a', 'b', ...flags]);
     expect(local.code).toBe(2);
     expect(local.stderr).toMatch(/BOX:PATH/);
+  }, 60_000);
+
+  it('Ctrl-C ends the command in the box too, and exits 130', async () => {
+    const child = spawn(
+      process.execPath,
+      [CLI, 'box', 'exec', boxId, ...flags, '--', 'sh', '-c', 'echo up; exec sleep 77'],
+      {
+        stdio: ['ignore', 'pipe', 'pipe'],
+      },
+    );
+    await new Promise<void>((resolve) => child.stdout.once('data', () => resolve()));
+    child.kill('SIGINT');
+    const [code] = (await once(child, 'close')) as [number];
+    expect(code).toBe(130);
+    await expect
+      .poll(
+        async () =>
+          (await cli(['box', 'exec', boxId, ...flags, '--', 'sh', '-c', 'pgrep -f "[s]leep 77" || true']))
+            .stdout,
+      )
+      .toBe('');
   }, 60_000);
 
   it('deletes boxes', async () => {
