@@ -656,7 +656,7 @@ export function createTaskService(deps: TaskServiceDeps) {
           'if [ -d "$2/.git" ]; then ' +
             'want=${1%/}; want=${want%.git}; have=$(git -C "$2" remote get-url origin 2>/dev/null); ' +
             'have=${have%/}; have=${have%.git}; [ "$have" = "$want" ] && exit 0; ' +
-            'echo "$2 already holds another repository ($have)" >&2; exit 3; fi; ' +
+            'echo "$2 already holds another repository" >&2; exit 3; fi; ' +
             'exec git clone --quiet -- "$1" "$2"',
           'clone',
           url,
