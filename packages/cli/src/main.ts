@@ -8,7 +8,7 @@ import { parseEnvPairs, runCommandInBox } from './commands/run.js';
 import { setup } from './commands/setup.js';
 import { boxAction } from './commands/lifecycle.js';
 import { boxCopy, boxCreate, boxExec, boxList, boxRemove } from './commands/box.js';
-import { taskCancel, taskEvents, taskList, taskRun, taskShow } from './commands/task.js';
+import { taskCancel, taskEvents, taskList, taskRemove, taskRun, taskShow } from './commands/task.js';
 import { agentboxHome } from '@agentbox/vm';
 import {
   intOption,
@@ -261,6 +261,12 @@ export function buildProgram(setExit: (code: number) => void): Command {
         .default(600),
     )
     .addOption(
+      new Option(
+        '--task-retention-days <D>',
+        'delete ended tasks and their events D days after they ended (default: keep them)',
+      ).argParser(intOption('--task-retention-days', 1, 36_500)),
+    )
+    .addOption(
       new Option('--warm-pool <N>', 'paused clones kept ready so a create returns at once')
         .argParser(intOption('--warm-pool', 0, 64))
         .default(0),
@@ -281,6 +287,7 @@ export function buildProgram(setExit: (code: number) => void): Command {
         maxTaskEvents?: number;
         idlePauseSeconds: number;
         idleHibernateSeconds: number;
+        taskRetentionDays?: number;
         warmPool: number;
         templates: boolean;
         standby: boolean;
@@ -442,6 +449,11 @@ export function buildProgram(setExit: (code: number) => void): Command {
   daemonOptions(
     task.command('cancel').description('cancel a queued or running task').argument('<id>', 'task id'),
   ).action(async (id: string, opts: { url?: string; key?: string }) => setExit(await taskCancel(id, opts)));
+  daemonOptions(
+    task.command('rm').description('delete ended tasks and their events').argument('<id...>', 'task ids'),
+  ).action(async (ids: string[], opts: { url?: string; key?: string }) =>
+    setExit(await taskRemove(ids, opts)),
+  );
   daemonOptions(
     task
       .command('list')

@@ -61,6 +61,8 @@ export interface HostOptions {
   logger?: FastifyBaseLogger | false;
   validateResponses?: boolean;
   reapIntervalMs?: number;
+  /** Ended tasks (with their events) are deleted this long after they ended; absent: kept. */
+  taskRetentionMs?: number;
   /**
    * The egress gateway's options; boxes then get a policy, a CA and placeholders. Absent: egress
    * disabled (every connection from a box gets 403 egress_disabled). The fake driver's unit tests
@@ -248,6 +250,7 @@ export function createHost(options: HostOptions) {
   async function reapNow() {
     const result = await boxes.reap();
     if (result.reaped.length > 0) log.info({ reaped: result.reaped }, 'reaper cleaned up boxes');
+    if (options.taskRetentionMs !== undefined) tasks.prune(options.taskRetentionMs);
     return result;
   }
 

@@ -382,6 +382,8 @@ export const CreateTaskRequestSchema = TaskSpecFieldsSchema.extend({
 export type CreateTaskRequest = z.infer<typeof CreateTaskRequestSchema>;
 
 export const TaskParamsSchema = z.object({ id: z.string().min(1).max(64) }).strict();
+export const TaskDeleteResponseSchema = z.object({ id: z.string(), deleted: z.literal(true) }).strict();
+export type TaskDeleteResponse = z.infer<typeof TaskDeleteResponseSchema>;
 
 /** Where a page of the task list ended: the last task's sort key (newest first, ties by id). */
 export interface TaskCursor {

@@ -1,4 +1,10 @@
-import type { CreateTaskRequestSchema, Task, TaskEvent, TaskState } from '@agentbox/protocol';
+import type {
+  CreateTaskRequestSchema,
+  Task,
+  TaskDeleteResponse,
+  TaskEvent,
+  TaskState,
+} from '@agentbox/protocol';
 import type { z } from 'zod';
 import { errorFromObject } from './errors.js';
 import { ndjsonLines, type HttpTransport, type RequestOpts } from './http.js';
@@ -175,6 +181,15 @@ export class Tasks {
     return this.http.json<Task>({
       method: 'POST',
       path: `/v1/tasks/${encodeURIComponent(id)}/cancel`,
+      ...opts,
+    });
+  }
+
+  /** Deletes an ended task and its events (`InvalidStateError` while it is queued or running). */
+  async delete(id: string, opts: RequestOpts = {}): Promise<void> {
+    await this.http.json<TaskDeleteResponse>({
+      method: 'DELETE',
+      path: `/v1/tasks/${encodeURIComponent(id)}`,
       ...opts,
     });
   }

@@ -33,6 +33,8 @@ export interface ServeOptions {
   idlePauseSeconds?: number;
   /** Hibernate a box paused this many seconds (0: never). */
   idleHibernateSeconds?: number;
+  /** Ended tasks are deleted this many days after they ended (absent: kept). */
+  taskRetentionDays?: number;
   /** Paused clones kept ready so `create` returns at once. */
   warmPool?: number;
   /** false: no standby clone (each on-demand clone starts its own VM process). */
@@ -177,6 +179,7 @@ export async function serve(
       ...(options.maxTaskOutputMib ? { maxBytes: options.maxTaskOutputMib * 1024 * 1024 } : {}),
       ...(options.maxTaskEvents ? { maxEvents: options.maxTaskEvents } : {}),
     },
+    ...(options.taskRetentionDays ? { taskRetentionMs: options.taskRetentionDays * 86_400_000 } : {}),
     libraryDir: path.join(dataDir, 'library'),
     // Under TCG, Bun's optimising JITs (OpenCode, Claude Code) cost more than they save: measured
     // `opencode --version` 22–35 s → 13–16 s. On KVM hosts they stay on.

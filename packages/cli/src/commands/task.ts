@@ -203,6 +203,16 @@ export async function taskCancel(id: string, options: { url?: string; key?: stri
   return 0;
 }
 
+/** `agentbox task rm`: deletes ended tasks and their events, one line each. */
+export async function taskRemove(ids: string[], options: { url?: string; key?: string }): Promise<number> {
+  const tasks = daemonClient(options).tasks;
+  for (const id of ids) {
+    await tasks.delete(id);
+    process.stdout.write(`${id} deleted\n`);
+  }
+  return 0;
+}
+
 export interface TaskListOptions {
   json: boolean;
   /** Tasks per page (the daemon's default: 100). */

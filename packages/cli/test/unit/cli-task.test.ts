@@ -133,6 +133,10 @@ describe('agentbox task against a daemon', () => {
     const task = JSON.parse(queued.stdout) as Task;
     const cancel = await cli(['task', 'cancel', task.id, ...flags]);
     expect(cancel.stdout).toMatch(new RegExp(`^${task.id} `));
+
+    const removed = await cli(['task', 'rm', id, task.id, ...flags]);
+    expect(removed).toMatchObject({ code: 0, stdout: `${id} deleted\n${task.id} deleted\n` });
+    expect((await cli(['task', 'show', id, ...flags])).code).toBe(125);
   }, 60_000);
 
   it('list: a page (--limit), the next with --cursor, every page with --all; a bad cursor is a usage error', async () => {

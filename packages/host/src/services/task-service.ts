@@ -48,6 +48,8 @@ const STDERR_TAIL_BYTES = 8 * 1024;
  * up to the body limit each); past it a submit is 429 until tasks start.
  */
 export const MAX_QUEUED_SPEC_BYTES = 512 * 1024 * 1024;
+/** Tasks the retention sweep deletes at once (each with its events, in its own transaction). */
+const PRUNE_BATCH = 500;
 /** Longest a clone may take; the task's own timeout, which covers the clone, may end it sooner. */
 const CLONE_TIMEOUT_MS = 10 * 60_000;
 /** Stored events read at once; a longer log is read page by page, never cut. */
@@ -711,6 +713,32 @@ export function createTaskService(deps: TaskServiceDeps) {
     return store.get(task.id)!;
   }
 
+  /** Deletes an ended task and its events; a queued or running one must be cancelled first. */
+  function remove(options: { actor: Actor; id: string }): { id: string; deleted: true } {
+    const task = get(options);
+    if (!TERMINAL_TASK_STATES.has(task.state)) {
+      throw new AgentboxError('invalid_state', `task ${task.id} is ${task.state}: cancel it first`, {
+        details: { state: task.state },
+      });
+    }
+    store.remove(task.id);
+    // Followers still reading it end (follow sees it gone).
+    for (const listener of listeners.get(task.id) ?? []) listener();
+    log.info({ taskId: task.id }, 'task deleted');
+    return { id: task.id, deleted: true };
+  }
+
+  /**
+   * Deletes ended tasks (and their events) that finished more than `retentionMs` ago, a batch at
+   * a time; what the reaper runs when the daemon keeps tasks for a while only.
+   */
+  function prune(retentionMs: number, now = Date.now()): string[] {
+    const ids = store.endedBefore(now - retentionMs, PRUNE_BATCH);
+    for (const id of ids) store.remove(id);
+    if (ids.length > 0) log.info({ tasks: ids.length }, 'ended tasks past their retention deleted');
+    return ids;
+  }
+
   /**
    * Calls `onEvent` for every event after `after`, stored ones first, then live ones as they come,
    * until the task has ended (or `signal` aborts). Events are never skipped or repeated.
@@ -734,11 +762,14 @@ export function createTaskService(deps: TaskServiceDeps) {
         for (const event of storedEvents(task.id, last)) {
           await onEvent(event);
           last = event.seq;
-          if (options.signal?.aborted) return store.get(task.id)!;
+          if (options.signal?.aborted) return store.get(task.id) ?? task;
         }
-        const current = store.get(task.id)!;
-        if (TERMINAL_TASK_STATES.has(current.state) && store.eventCount(task.id) <= last) return current;
-        if (options.signal?.aborted) return current;
+        // The state alone at each wake: a task's spec may be megabytes (its files).
+        const state = store.stateOf(task.id);
+        // Deleted meanwhile: nothing more will come.
+        if (state === undefined) return task;
+        if (TERMINAL_TASK_STATES.has(state) && store.eventCount(task.id) <= last) return store.get(task.id)!;
+        if (options.signal?.aborted) return store.get(task.id) ?? task;
         await waiting;
       }
     } finally {
@@ -826,6 +857,8 @@ export function createTaskService(deps: TaskServiceDeps) {
     submit,
     get,
     cancel,
+    remove,
+    prune,
     follow,
     recover,
     stopAll,

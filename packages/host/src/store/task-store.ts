@@ -145,6 +145,31 @@ export function createTaskStore(db: Db, clock: () => number) {
   return {
     get,
 
+    /** A task's state alone (what a follower checks at each wake, without reading its spec). */
+    stateOf(id: string): TaskState | undefined {
+      return db.prepare<[string], { state: TaskState }>('SELECT state FROM tasks WHERE id = ?').get(id)
+        ?.state;
+    },
+
+    /** Removes a task and its events; true when there was one. */
+    remove(id: string): boolean {
+      return db.transaction(() => {
+        db.prepare('DELETE FROM task_events WHERE task_id = ?').run(id);
+        return db.prepare('DELETE FROM tasks WHERE id = ?').run(id).changes > 0;
+      })();
+    },
+
+    /** Ended tasks that finished before `before` (Unix ms), oldest first, at most `limit`. */
+    endedBefore(before: number, limit: number): string[] {
+      return db
+        .prepare<[number, number], { id: string }>(
+          `SELECT id FROM tasks WHERE finished_at IS NOT NULL AND finished_at < ?
+           AND state NOT IN ('queued', 'running') ORDER BY finished_at LIMIT ?`,
+        )
+        .all(before, limit)
+        .map((r) => r.id);
+    },
+
     insert(task: {
       id: string;
       ownerKeyId: string;

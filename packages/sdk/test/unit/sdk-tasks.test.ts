@@ -194,6 +194,8 @@ describe('tasks over the fake driver', () => {
     expect((await run.result()).state).toBe('cancelled');
     expect((await client.tasks.get(run.id)).state).toBe('cancelled');
     expect((await client.tasks.list({ boxId: box.id, limit: 1 })).map((t) => t.id)).toEqual([run.id]);
+    await client.tasks.delete(run.id);
+    expect(await client.tasks.get(run.id).catch((e: unknown) => e)).toBeInstanceOf(TaskNotFoundError);
     const missing = await client.tasks.get('task-nope').catch((e: unknown) => e);
     expect(missing).toBeInstanceOf(TaskNotFoundError);
     const events = await (async () => {

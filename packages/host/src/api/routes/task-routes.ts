@@ -6,6 +6,7 @@ import {
   LibraryListQuerySchema,
   LibraryListResponseSchema,
   PutLibraryItemRequestSchema,
+  TaskDeleteResponseSchema,
   TaskEventSchema,
   TaskEventsQuerySchema,
   TaskListQuerySchema,
@@ -184,6 +185,18 @@ export function taskRoutes(deps: TaskRouteDeps): RouteDef[] {
       responses: { 200: { description: 'The task', schema: TaskSchema } },
       errors: [...ON_TASK, 'invalid_state'],
       handler: async ({ params, actor }) => view(await deps.tasks.cancel({ actor, id: params.id })),
+    }),
+    defineRoute({
+      method: 'DELETE',
+      url: '/v1/tasks/:id',
+      operationId: 'deleteTask',
+      summary: 'Delete an ended task and its events (a queued or running one: cancel it first)',
+      tags: TASKS,
+      auth: 'key',
+      params: TaskParamsSchema,
+      responses: { 200: { description: 'Deleted', schema: TaskDeleteResponseSchema } },
+      errors: [...ON_TASK, 'invalid_state'],
+      handler: ({ params, actor }) => Promise.resolve(deps.tasks.remove({ actor, id: params.id })),
     }),
 
     // ---- library ----

@@ -1,0 +1,77 @@
+import { afterAll, beforeAll, describe, expect, it, vi } from 'vitest';
+import { TaskSpecSchema, type Task } from '@agentbox/protocol';
+import { errorCode, fakeHost, type FakeHost } from '../helpers/fake-host.js';
+import { standInTaskService, tempDataDirs } from '../helpers/task-service-standins.js';
+
+describe('DELETE /v1/tasks/:id', () => {
+  let h: FakeHost;
+  let boxId: string;
+  beforeAll(async () => {
+    h = await fakeHost();
+    const box = await h.admin_({ method: 'POST', url: '/v1/boxes', payload: { runtime: 'bash' } });
+    boxId = box.json<{ id: string }>().id;
+  });
+  afterAll(() => h.close());
+
+  const submit = async (prompt: string) =>
+    (
+      await h.admin_({ method: 'POST', url: '/v1/tasks', payload: { agent: 'shell', boxId, prompt } })
+    ).json<Task>();
+  const state = async (id: string) =>
+    (await h.admin_({ method: 'GET', url: `/v1/tasks/${id}` })).json<Task>().state;
+
+  it('deletes an ended task and its events; then it is not found', async () => {
+    const t = await submit('echo gone soon');
+    await vi.waitFor(async () => expect(await state(t.id)).toBe('succeeded'));
+    const r = await h.admin_({ method: 'DELETE', url: `/v1/tasks/${t.id}` });
+    expect(r.statusCode, r.body).toBe(200);
+    expect(r.json()).toEqual({ id: t.id, deleted: true });
+    expect(errorCode(await h.admin_({ method: 'GET', url: `/v1/tasks/${t.id}` }))).toBe('task_not_found');
+    expect(errorCode(await h.admin_({ method: 'GET', url: `/v1/tasks/${t.id}/events` }))).toBe(
+      'task_not_found',
+    );
+    expect(h.host.taskStore.eventCount(t.id)).toBe(0);
+    expect(errorCode(await h.admin_({ method: 'DELETE', url: `/v1/tasks/${t.id}` }))).toBe('task_not_found');
+  });
+
+  it('refuses a running task (409: cancel it first), and another key’s (404, as if none)', async () => {
+    const t = await submit('sleep 30');
+    await vi.waitFor(async () => expect(await state(t.id)).toBe('running'));
+    const running = await h.admin_({ method: 'DELETE', url: `/v1/tasks/${t.id}` });
+    expect(running.statusCode).toBe(409);
+    expect(running.json()).toMatchObject({
+      error: { code: 'invalid_state', message: expect.stringMatching(/cancel it first/) },
+    });
+    const other = h.host.keys.create({ name: 'other', scope: 'user' }).secret;
+    const foreign = await h.call({
+      method: 'DELETE',
+      url: `/v1/tasks/${t.id}`,
+      headers: { 'x-api-key': other },
+    });
+    expect(foreign.statusCode).toBe(404);
+    await h.admin_({ method: 'POST', url: `/v1/tasks/${t.id}/cancel` });
+    expect((await h.admin_({ method: 'DELETE', url: `/v1/tasks/${t.id}` })).statusCode).toBe(200);
+  });
+});
+
+describe('task retention (serve --task-retention-days)', () => {
+  const { make, dbs } = tempDataDirs('agentbox-retention-');
+
+  it('deletes ended tasks past the retention, with their events; keeps newer and unfinished ones', async () => {
+    const { store, tasks } = standInTaskService(make(), { maxConcurrent: 1, dbs });
+    const actor = { keyId: 'k', scope: 'user' as const };
+    const spec = TaskSpecSchema.parse({ agent: 'claude', prompt: 'go' });
+    const old = tasks.submit({ actor, spec, userId: 'alice' });
+    await vi.waitFor(() => expect(store.get(old.id)!.state).toBe('succeeded'));
+    tasks.setMaxConcurrent(0);
+    const queued = tasks.submit({ actor, spec, userId: 'alice' });
+    const day = 86_400_000;
+    const endedAt = store.get(old.id)!.finishedAt!;
+    // Not yet past it: kept.
+    expect(tasks.prune(day, endedAt + day - 1)).toEqual([]);
+    expect(tasks.prune(day, endedAt + day + 1)).toEqual([old.id]);
+    expect(store.get(old.id)).toBeUndefined();
+    expect(store.eventCount(old.id)).toBe(0);
+    expect(store.get(queued.id)!.state).toBe('queued');
+  });
+});
