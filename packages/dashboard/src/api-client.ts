@@ -13,6 +13,7 @@ import type {
   KillProcessResponse,
   ProcessInfo,
   Task,
+  TaskDeleteResponse,
   TaskEvent,
   TaskSpecInput,
 } from '@agentbox/protocol';
@@ -157,6 +158,7 @@ export function createApiClient(options: ApiClientOptions) {
     getTask: (taskId: string) => json<Task>('GET', `/v1/tasks/${id(taskId)}`),
     createTask: (body: NewTask) => json<Task>('POST', '/v1/tasks', body),
     cancelTask: (taskId: string) => json<Task>('POST', `/v1/tasks/${id(taskId)}/cancel`),
+    deleteTask: (taskId: string) => json<TaskDeleteResponse>('DELETE', `/v1/tasks/${id(taskId)}`),
     /** A directory's entries; a path that is a file is refused here (`download` reads it). */
     async listDir(boxId: string, path: string): Promise<FileListResponse> {
       const res = await send('GET', `/v1/boxes/${id(boxId)}/files?path=${id(path)}`);

@@ -1,14 +1,14 @@
 import type { Task, TaskEvent } from '@agentbox/protocol';
 import { useEffect, useRef, useState } from 'preact/hooks';
 import type { ApiClient } from '../api-client.js';
-import { ErrorNote, Section, StateBadge } from '../components.js';
+import { ConfirmButton, ErrorNote, Section, StateBadge } from '../components.js';
 import { clock, show } from '../format.js';
 import { usePolled } from '../hooks.js';
-import { linkTo } from '../router.js';
+import { linkTo, navigate } from '../router.js';
 import { isTerminal, type StreamState } from '../follow-task.js';
 import { useTaskEvents } from '../task-events.js';
 
-/** One task: its spec and outcome, its events as they arrive, cancel. */
+/** One task: its spec and outcome, its events as they arrive; cancel it, or delete it once ended. */
 export function TaskDetailView(props: { api: ApiClient; id: string }) {
   const { api, id } = props;
   const task = usePolled(() => api.getTask(id), 2000, [api, id]);
@@ -25,7 +25,22 @@ export function TaskDetailView(props: { api: ApiClient; id: string }) {
         <Section
           title={`Task ${task.data.id}`}
           actions={
-            isTerminal(task.data.state) ? null : (
+            isTerminal(task.data.state) ? (
+              <ConfirmButton
+                label="Delete"
+                confirmLabel="Delete it and its events"
+                testId="delete-task"
+                onConfirm={async () => {
+                  setCancelError(undefined);
+                  try {
+                    await api.deleteTask(id);
+                    navigate('/tasks');
+                  } catch (err) {
+                    setCancelError(err);
+                  }
+                }}
+              />
+            ) : (
               <button
                 type="button"
                 class="danger"

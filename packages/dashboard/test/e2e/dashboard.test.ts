@@ -242,6 +242,12 @@ describe('the web dashboard in Chromium against a real daemon', () => {
     expect(await page.locator('[data-testid=task-event]', { hasText: 'never' }).count()).toBe(0);
     expect(await page.getByTestId('cancel-task').count()).toBe(0);
     await shot('06-task-cancelled');
+    // Ended: it can be deleted, events and all.
+    const cancelledId = page.url().split('/').pop()!;
+    await page.getByTestId('delete-task').click();
+    await page.getByTestId('delete-task-confirm').click();
+    await page.waitForURL(/\/tasks$/);
+    expect((await api('GET', `/v1/tasks/${cancelledId}`)).status).toBe(404);
   });
 
   it("shows the box's egress audit: the refused connection of the task", async () => {
