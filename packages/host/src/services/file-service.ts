@@ -18,7 +18,7 @@ export const SKIPPED_DIRS: ReadonlySet<string> = new Set([
 ]);
 const MAX_LISTED_FILES = 10_000;
 /** Directories one listing may read: the guest decides how many there are. */
-const MAX_LISTED_DIRS = 2_000;
+const MAX_LISTED_DIRS = 10_000;
 const MAX_DEPTH = 12;
 
 type Sink = (chunk: Buffer) => void | Promise<void>;
