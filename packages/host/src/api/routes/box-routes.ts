@@ -1,4 +1,4 @@
-import { PassThrough, type Readable } from 'node:stream';
+import type { Readable } from 'node:stream';
 import {
   AgentboxError,
   ApiExecRequestSchema,
@@ -257,23 +257,16 @@ export function boxRoutes(deps: BoxRouteDeps): RouteDef[] {
       rawBody: { contentType: 'application/octet-stream', description: 'The file’s bytes' },
       responses: { 200: { description: 'Written', schema: FileWriteResponseSchema } },
       errors: [...ON_BOX, 'path_outside_workspace', 'unsupported_media_type', 'file_not_found'],
-      handler: ({ params, query, body, actor, signal }) => {
-        const request = body as unknown as Readable;
-        // Ended (key revoked, client gone): the upload fails and the guest drops its temp file,
-        // rather than landing the rest of the bytes after the answer said it was ended. The copy is
-        // cut, not the request (that would take the 401 with it); no error is passed to destroy
-        // because nothing may listen yet, and the reader sees the early close.
-        const source = request.pipe(new PassThrough());
-        request.once('error', () => source.destroy());
-        const stop = () => {
-          request.unpipe(source);
-          request.resume();
-          source.destroy();
-        };
-        if (signal.aborted) stop();
-        else signal.addEventListener('abort', stop, { once: true });
-        return deps.files.write({ actor, id: params.id, path: query.path, source, signal });
-      },
+      // Ended (key revoked, client gone): the signal cancels the write in the guest, which drops its
+      // temp file; the bytes that come after never land.
+      handler: ({ params, query, body, actor, signal }) =>
+        deps.files.write({
+          actor,
+          id: params.id,
+          path: query.path,
+          source: body as unknown as Readable,
+          signal,
+        }),
     }),
     defineRoute({
       method: 'DELETE',
