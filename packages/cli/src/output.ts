@@ -1,3 +1,5 @@
+import { once } from 'node:events';
+
 /**
  * What every `--json` prints: one JSON object and a newline, also when a list is empty, so that
  * `jq` or one JSON.parse reads the whole output. `length?: never` keeps a bare array out: lists go
@@ -21,4 +23,14 @@ export function formatTable(header: readonly string[], rows: readonly (readonly 
         .trimEnd(),
     )
     .join('\n');
+}
+
+/**
+ * A sink that writes to `stream` and, when the stream is full, returns a promise of its drain, so
+ * the producer (an exec's output, a download) reads the next piece only once there is room.
+ */
+export function writeTo(stream: NodeJS.WritableStream) {
+  return (chunk: Uint8Array): Promise<void> | void => {
+    if (!stream.write(chunk)) return once(stream, 'drain').then(() => undefined);
+  };
 }

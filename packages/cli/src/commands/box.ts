@@ -1,10 +1,9 @@
 import fs from 'node:fs';
-import { once } from 'node:events';
 import { Readable } from 'node:stream';
 import { pipeline } from 'node:stream/promises';
 import { AgentboxError, type Box, type CreateBoxRequest, type Runtime } from '@agentbox/protocol';
 import { daemonClient } from '../daemon.js';
-import { formatTable, writeJson } from '../output.js';
+import { formatTable, writeJson, writeTo } from '../output.js';
 import { parseEnvPairs, shellExitStatus } from './run.js';
 
 /** `--url` / `--key` of every command that talks to the daemon. */
@@ -72,7 +71,7 @@ export async function boxCreate(options: BoxCreateFlags, out = process.stdout): 
     ...(options.label.length > 0 ? { labels } : {}),
   };
   const box = await daemonClient(options).boxes.create(request);
-  if (options.json) writeJson(await box.refresh(), out);
+  if (options.json) writeJson(box.info, out);
   else out.write(`${box.id}\n`);
   return 0;
 }
@@ -92,13 +91,6 @@ function labelPair(pair: string): [string, string] {
   if (eq <= 0)
     throw new AgentboxError('invalid_request', `--label expects KEY=VALUE, got ${JSON.stringify(pair)}`);
   return [pair.slice(0, eq), pair.slice(eq + 1)];
-}
-
-/** Writes to a stream, waiting when it is full: the next piece is read from the daemon after. */
-function writeTo(stream: NodeJS.WritableStream) {
-  return async (chunk: Uint8Array): Promise<void> => {
-    if (!stream.write(chunk)) await once(stream, 'drain');
-  };
 }
 
 export interface BoxExecFlags extends DaemonFlags {
@@ -200,15 +192,14 @@ export async function boxCopy(
     if (src.local === '-') data = io.stdin as AsyncIterable<Uint8Array>;
     else {
       // Said before anything is sent: a missing or unreadable file is the caller's, not the box's.
+      const cannot = (why: string) =>
+        new AgentboxError('invalid_request', `cannot read ${src.local}: ${why}`);
       try {
         fs.accessSync(src.local, fs.constants.R_OK);
-        if (!fs.statSync(src.local).isFile()) throw Object.assign(new Error(), { code: 'not a file' });
       } catch (err) {
-        throw new AgentboxError(
-          'invalid_request',
-          `cannot read ${src.local}: ${(err as NodeJS.ErrnoException).code}`,
-        );
+        throw cannot(String((err as NodeJS.ErrnoException).code));
       }
+      if (!fs.statSync(src.local).isFile()) throw cannot('not a file');
       data = fs.createReadStream(src.local);
     }
     await box.files.write(dst.path, data);

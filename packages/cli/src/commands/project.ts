@@ -1,6 +1,5 @@
 import fs from 'node:fs';
 import path from 'node:path';
-import { once } from 'node:events';
 import { constants as osConstants } from 'node:os';
 import { compilePolicy } from '@agentbox/egress';
 import { AgentboxError } from '@agentbox/protocol';
@@ -16,7 +15,7 @@ import {
   type Vm,
 } from '@agentbox/vm';
 import { resourcesOf, type ResourceFlags } from '../options.js';
-import { writeJson } from '../output.js';
+import { writeJson, writeTo } from '../output.js';
 import { PhaseTimer } from '../profile.js';
 import { openRuntime } from '../runtime.js';
 import { shellExitStatus } from './run.js';
@@ -108,12 +107,6 @@ function checkEgressFlags(egress: ProjectEgressOptions): void {
       `--allow-egress ${egress.allowIPs[Number(at[1])]}: ${err.message.replace(/^invalid egress policy at [^:]+: /, '')}`,
     );
   }
-}
-
-function writeTo(stream: NodeJS.WriteStream) {
-  return (chunk: Buffer): Promise<void> | void => {
-    if (!stream.write(chunk)) return once(stream, 'drain').then(() => undefined);
-  };
 }
 
 /** Runs `.agentbox.runtime.sh` of the project in the box; its output is shown only if it fails. */

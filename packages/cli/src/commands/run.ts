@@ -1,8 +1,8 @@
-import { once } from 'node:events';
 import { randomBytes } from 'node:crypto';
 import { constants as osConstants } from 'node:os';
 import { AgentboxError } from '@agentbox/protocol';
 import type { Vm, VmResources } from '@agentbox/vm';
+import { writeTo } from '../output.js';
 import { PhaseTimer } from '../profile.js';
 import { openRuntime } from '../runtime.js';
 
@@ -22,12 +22,6 @@ export function shellExitStatus(exit: { exitCode: number | null; signal: string 
   if (exit.exitCode !== null) return exit.exitCode;
   const signo = exit.signal ? (osConstants.signals as Record<string, number>)[exit.signal] : undefined;
   return 128 + (signo ?? 0);
-}
-
-function writeTo(stream: NodeJS.WriteStream) {
-  return (chunk: Buffer): Promise<void> | void => {
-    if (!stream.write(chunk)) return once(stream, 'drain').then(() => undefined);
-  };
 }
 
 /**
