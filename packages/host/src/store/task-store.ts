@@ -131,6 +131,8 @@ export function createTaskStore(db: Db, clock: () => number) {
     'SELECT MAX(seq) AS seq FROM task_events WHERE task_id = ?',
   );
 
+  const stateById = db.prepare<[string], { state: TaskState }>('SELECT state FROM tasks WHERE id = ?');
+
   function get(id: string): TaskRecord | undefined {
     const row = byId.get(id);
     return row && toRecord(row);
@@ -147,8 +149,7 @@ export function createTaskStore(db: Db, clock: () => number) {
 
     /** A task's state alone (what a follower checks at each wake, without reading its spec). */
     stateOf(id: string): TaskState | undefined {
-      return db.prepare<[string], { state: TaskState }>('SELECT state FROM tasks WHERE id = ?').get(id)
-        ?.state;
+      return stateById.get(id)?.state;
     },
 
     /** Removes a task and its events; true when there was one. */
