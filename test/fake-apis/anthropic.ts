@@ -71,6 +71,8 @@ export interface FakeAnthropicOptions extends FakeServerOptions {
   sideText?: string;
   /** Model name reported back when the request names none. */
   model?: string;
+  /** Token counts to report for a request instead of the rough ones (what the call "cost"). */
+  usageFor?: (body: MessagesRequestBody) => { input_tokens?: number; output_tokens?: number } | undefined;
 }
 
 export const text = (value: string): AnthropicBlock => ({ type: 'text', text: value });
@@ -222,6 +224,7 @@ export async function startFakeAnthropic(options: FakeAnthropicOptions): Promise
       turn,
       roughTokens(body.messages),
     );
+    Object.assign(message.usage, options.usageFor?.(body));
     if (body.stream === true) streamMessage(res, message);
     else sendJson(res, 200, message);
   });

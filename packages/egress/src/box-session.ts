@@ -28,6 +28,7 @@ import { OpenRegistry, type OpenHold } from './open-registry.js';
 import { findPlaceholders, headersHavePlaceholder, type PlaceholderRegistry } from './placeholders.js';
 import type { CompiledPolicy } from './policy.js';
 import type { SecretStore } from './secrets.js';
+import type { SpendLedger } from './spend-ledger.js';
 import { handleInterceptedRequest, type InterceptedConnection } from './tls-intercept.js';
 import {
   describeNetError,
@@ -56,6 +57,8 @@ export interface BoxSessionDeps {
   readonly upstreamCa: readonly string[] | undefined;
   readonly connectTimeoutMs: number;
   readonly dnsTimeoutMs: number;
+  /** The box's spend ledger while a budget is open on it. */
+  readonly spend: () => SpendLedger | undefined;
 }
 
 const CONNECT_OK = 'HTTP/1.1 200 Connection Established\r\n\r\n';
@@ -154,6 +157,11 @@ export class BoxSession {
 
   get closed(): boolean {
     return this.#closed;
+  }
+
+  /** The box's spend ledger, while a budget is open on it. */
+  spendLedger(): SpendLedger | undefined {
+    return this.#deps.spend();
   }
 
   /** The compiled policy with the host's current addresses (interfaces can change while a box runs). */

@@ -7,6 +7,7 @@ import { PlaceholderSpotter, ReplaceTransform } from './body-scan.js';
 import { contentCodingOf, createDecoder } from './content-coding.js';
 import { auditPath, endToEndHeaders, respondFailed } from './http-util.js';
 import { scrubHeaders, scrubText, type HeaderMap } from './placeholders.js';
+import type { MeteredCall } from './spend-ledger.js';
 import { describeNetError, pinnedLookup, type ConnectTarget } from './upstream.js';
 
 /**
@@ -40,7 +41,15 @@ export interface ForwardPlan {
   readonly body?: Buffer;
   /** What the audit record says when the exchange succeeds (default: the host is allowed). */
   readonly reason?: string;
+  /** A model call whose answer is priced as it streams (see spend-ledger.ts). */
+  readonly meter?: MeteredCall;
 }
+
+/**
+ * How long the gateway keeps reading a metered answer after the box hung up, to learn what the
+ * call cost (its prompt is billed once the API has it, whether or not anyone reads the answer).
+ */
+export const METER_DRAIN_MS = 60_000;
 
 /**
  * Headers for a request whose answer will be scrubbed: the scrub reads plain bytes, so the answer
@@ -68,10 +77,15 @@ export function forwardRequest(
   let bytesDown = 0;
   let failure: string | undefined;
   let recorded = false;
+  const meter = plan.meter;
+  /** The answer's body before the scrub: what the meter reads, and drains once the box is gone. */
+  let answer: Readable | undefined;
+  let draining = false;
 
   const finish = (): void => {
     if (recorded) return;
     recorded = true;
+    if (meter) meter.end(sentWhole);
     deps.record({
       boxId: deps.boxId,
       ts: startedAt.toISOString(),
@@ -90,6 +104,7 @@ export function forwardRequest(
       bytesDown,
       placeholderLeak: plan.leak || spotter.found,
       ...(plan.injected.length > 0 ? { injected: [...plan.injected] } : {}),
+      ...(meter ? { costUsd: meter.costUsd } : {}),
     });
   };
 
@@ -106,6 +121,8 @@ export function forwardRequest(
     ...(plan.scheme === 'https' && isName ? { servername: plan.target.host } : {}),
   };
   let upstream: http.ClientRequest;
+  /** The request reached the upstream whole: it may have been acted on (and billed). */
+  let sentWhole = false;
   try {
     upstream = plan.scheme === 'https' ? https.request(options) : http.request(options);
   } catch (err) {
@@ -117,10 +134,17 @@ export function forwardRequest(
     return;
   }
 
+  upstream.once('finish', () => (sentWhole = true));
+  // A budget passed mid-answer: the model stops generating once its caller is gone.
+  meter?.onCut(() => {
+    upstream.destroy();
+    res.destroy();
+  });
   upstream.on('response', (upRes) => {
     upRes.on('error', () => {
       if (!res.writableEnded) res.destroy();
     });
+    meter?.response(upRes.statusCode ?? 502, upRes.headers['content-type']);
     const headers = endToEndHeaders(upRes.headers);
     const scrubbing = plan.scrub.length > 0;
     const hasBody = method !== 'HEAD' && upRes.statusCode !== 204 && upRes.statusCode !== 304;
@@ -147,14 +171,23 @@ export function forwardRequest(
       // A scrubbed (or decoded) body can change length, so it goes out chunked.
       delete headers['content-length'];
     }
+    if (meter) {
+      answer = body;
+      body.on('data', (chunk: Buffer) => meter.data(chunk));
+      upRes.on('end', finish);
+    }
+    upRes.on('data', (chunk: Buffer) => {
+      bytesDown += chunk.length;
+    });
+    if (draining) {
+      drain();
+      return;
+    }
     res.writeHead(
       upRes.statusCode ?? 502,
       scrubText(upRes.statusMessage ?? '', plan.scrub),
       scrubHeaders(headers, plan.scrub),
     );
-    upRes.on('data', (chunk: Buffer) => {
-      bytesDown += chunk.length;
-    });
     if (scrubbing) body = body.pipe(new ReplaceTransform(plan.scrub));
     body.pipe(res);
   });
@@ -178,9 +211,32 @@ export function forwardRequest(
     upstream.end(plan.body);
   }
 
+  /**
+   * The box hung up on a metered call whose cost is not known yet: the answer is read (and
+   * dropped) until it is, the upstream ends, or METER_DRAIN_MS pass.
+   */
+  const drain = (): void => {
+    if (answer === undefined) return; // no answer yet: the response handler calls back
+    answer.unpipe();
+    answer.on('data', () => {
+      if (!meter!.wantsUsage) upstream.destroy();
+    });
+    answer.resume();
+  };
+  // A metered call is over when its upstream is, which can be after the box hung up.
+  if (meter) upstream.once('close', finish);
+
   res.on('close', () => {
-    // The guest went away (or the exchange completed): release the upstream side either way.
-    if (!res.writableFinished) upstream.destroy();
+    if (res.writableFinished) return finish();
+    // The guest went away: release the upstream side, unless a model call must still be priced.
+    if (meter?.wantsUsage && sentWhole) {
+      draining = true;
+      const timer = setTimeout(() => upstream.destroy(), METER_DRAIN_MS);
+      upstream.once('close', () => clearTimeout(timer));
+      drain();
+      return;
+    }
+    upstream.destroy();
     finish();
   });
 }

@@ -14,6 +14,7 @@ import { createCertificateAuthority } from './ca.js';
 import { PlaceholderRegistry } from './placeholders.js';
 import { compilePolicy, DEFAULT_INJECTION_RULES, type SecretInjectionRuleInput } from './policy.js';
 import { SecretStore } from './secrets.js';
+import { SpendLedger, type OpenBudgetOptions, type SpendBudget } from './spend-ledger.js';
 import { systemLookup, type LookupFn } from './upstream.js';
 
 /**
@@ -84,6 +85,12 @@ export interface EgressBox {
 export interface EgressGateway {
   readonly secrets: SecretStore;
   openBox(options: OpenBoxOptions): Promise<EgressBox>;
+  /**
+   * Counts what the box's model calls cost from now until the budget is closed, priced from the
+   * API's answers; with a limit, calls past it are refused and those in flight cut (see
+   * spend-ledger.ts). Budgets belong to the box, not to its session: a re-attach keeps them.
+   */
+  openBudget(boxId: string, options?: OpenBudgetOptions): SpendBudget;
   /** The open box with that id. */
   box(boxId: string): EgressBox | undefined;
   /** Closes every open box. */
@@ -147,6 +154,7 @@ export function createEgressGateway(options: EgressGatewayOptions = {}): EgressG
         ? [options.upstreamCaPem]
         : [...options.upstreamCaPem];
   const boxes = new Map<string, { box: EgressBox; session: BoxSession }>();
+  const ledgers = new Map<string, SpendLedger>();
 
   const record = (entry: EgressAuditRecord): void => {
     try {
@@ -207,6 +215,7 @@ export function createEgressGateway(options: EgressGatewayOptions = {}): EgressG
         upstreamCa,
         connectTimeoutMs: options.connectTimeoutMs ?? 10_000,
         dnsTimeoutMs: options.dnsTimeoutMs ?? 5_000,
+        spend: () => ledgers.get(open.boxId),
       });
       const box: EgressBox = {
         boxId: open.boxId,
@@ -222,6 +231,17 @@ export function createEgressGateway(options: EgressGatewayOptions = {}): EgressG
       };
       boxes.set(open.boxId, { box, session });
       return box;
+    },
+    openBudget(boxId, budgetOptions) {
+      let ledger = ledgers.get(boxId);
+      if (ledger === undefined) {
+        const created = new SpendLedger(() => {
+          if (ledgers.get(boxId) === created) ledgers.delete(boxId);
+        });
+        ledgers.set(boxId, created);
+        ledger = created;
+      }
+      return ledger.openBudget(budgetOptions);
     },
     async close(): Promise<void> {
       await Promise.all([...boxes.values()].map(({ box }) => box.close()));

@@ -5,10 +5,12 @@ import type { BoxSession } from './box-session.js';
 import { decide, type EgressRequest } from './decide.js';
 import { forwardRequest, readBodyCapped, type ForwardPlan } from './forward.js';
 import { GITHUB_GRAPHQL_MAX_BODY_BYTES, judgeGithubGraphql } from './github-graphql.js';
-import { endToEndHeaders, respondDenied } from './http-util.js';
+import { auditPath, endToEndHeaders, respondDenied } from './http-util.js';
 import { answerOAuthRefresh, isOAuthRule } from './oauth-refresh.js';
 import type { OpenHold } from './open-registry.js';
 import { findPlaceholders, headersHavePlaceholder, injectHeaders } from './placeholders.js';
+import { classifyModelCall } from './spend.js';
+import type { MeteredCall, SpendLedger } from './spend-ledger.js';
 import type { ConnectTarget } from './upstream.js';
 
 /**
@@ -99,6 +101,18 @@ export async function handleInterceptedRequest(
 
   const headerRules = decision.inject.filter((rule) => !isOAuthRule(rule));
   const injection = injectHeaders(endToEndHeaders(req.headers), headerRules, session.registry);
+  let meter: MeteredCall | undefined;
+  const ledger = session.spendLedger();
+  if (ledger !== undefined) {
+    const spend = admitSpend(ledger, { method, path, injected: injection.injected });
+    if (spend.refuse) {
+      const leak = urlLeak || headersHavePlaceholder(req.headers);
+      session.recordDeny(conn.host, conn.port, method, path, spend.refuse, leak);
+      refuse(spend.refuse.code, spend.refuse.reason);
+      return;
+    }
+    meter = spend.meter;
+  }
   const plan: ForwardPlan = {
     scheme: 'https',
     target: conn.target,
@@ -108,12 +122,45 @@ export async function handleInterceptedRequest(
     injected: injection.injected,
     leak: injection.leak || urlLeak,
     mode: 'intercept',
+    ...(meter ? { meter } : {}),
   };
   if (decision.bodyCheck === 'github_graphql') {
     await forwardGithubGraphql(session, req, res, conn, plan, held);
   } else {
     forwardRequest(req, res, plan, session.forwardDeps);
   }
+}
+
+const usd = (value: number): string => `$${value.toFixed(value < 1 ? 4 : 2)}`;
+
+/**
+ * A model call under a spend budget: refused once a budget is spent, or when it could spend in a
+ * way the gateway cannot price; a Messages API call is metered.
+ */
+function admitSpend(
+  ledger: SpendLedger,
+  call: { method: string; path: string; injected: readonly string[] },
+): { refuse?: { code: EgressDenyCode; reason: string }; meter?: MeteredCall } {
+  const kind = classifyModelCall(call);
+  if (kind === 'free') return {};
+  const spent = ledger.exceededBudget();
+  if (spent !== undefined) {
+    const reason =
+      spent.exceeded === 'unreadable'
+        ? 'the spend budget on this box is closed: the cost of one of its model calls could not be read'
+        : `the spend budget on this box (${usd(spent.limitUsd)}) is spent: ${usd(spent.spentUsd)} by the host's count`;
+    return { refuse: { code: 'budget_exceeded', reason } };
+  }
+  if (kind === 'unmetered') {
+    if (!ledger.limited) return {};
+    return {
+      refuse: {
+        code: 'budget_unmetered',
+        reason: `${call.method} ${auditPath(call.path)} may spend in a way the gateway cannot price, and a spend budget is set`,
+      },
+    };
+  }
+  return { meter: ledger.startCall() };
 }
 
 /**

@@ -160,6 +160,7 @@ export function createHost(options: HostOptions) {
       await attachEgress(guest, session);
       return true;
     },
+    openBudget: (boxId, budget) => gateway.openBudget(boxId, budget),
   };
 
   const metrics = createMetrics({

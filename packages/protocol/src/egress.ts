@@ -471,6 +471,10 @@ export const EGRESS_DENY_CODES = [
   'sni_mismatch',
   'bad_request',
   'policy_error',
+  /** A model call while a task's `maxSpendUsd` is spent (by the host's count). */
+  'budget_exceeded',
+  /** A call that may spend in a way the gateway cannot price, while a spend budget is set. */
+  'budget_unmetered',
 ] as const;
 export type EgressDenyCode = (typeof EGRESS_DENY_CODES)[number];
 
@@ -505,6 +509,13 @@ export const EgressAuditRecordSchema = z
       .array(SecretNameSchema)
       .optional()
       .describe('Secrets swapped in on this request (names only).'),
+    costUsd: z
+      .number()
+      .nonnegative()
+      .optional()
+      .describe(
+        "A model call's cost as the gateway priced it from the API's answer (while a task counted spend).",
+      ),
   })
   .strict()
   .describe('One egress decision of a box.');

@@ -181,7 +181,9 @@ export const TaskSpecFieldsSchema = z
       .positive()
       .max(10_000)
       .optional()
-      .describe('Stop the run once it has cost this much (claude only; refused for the others).'),
+      .describe(
+        "Stop the run once it has cost this much (claude only; refused for the others). Enforced twice: by the agent's own flag, and on the host, which prices every model call from the API's answer and refuses calls past it.",
+      ),
   })
   .strict();
 
@@ -324,7 +326,14 @@ export const TaskResultSchema = z
   .object({
     sessionId: z.string().nullable(),
     numTurns: z.number().int().nonnegative().nullable(),
-    costUsd: z.number().nonnegative().nullable(),
+    costUsd: z.number().nonnegative().nullable().describe('What the agent reported it spent.'),
+    meteredCostUsd: z
+      .number()
+      .nonnegative()
+      .optional()
+      .describe(
+        "What the box's model calls cost while the task ran, priced on the host from the API's answers (calls of other tasks running in the same box at the same time included).",
+      ),
     usage: TaskUsageSchema.nullable(),
     text: z.string().nullable().describe('The final answer (the completion event).'),
     exitCode: z.number().int().nullable(),

@@ -134,7 +134,10 @@ function TaskFacts({ task }: { task: Task }) {
             {[
               result.exitCode === null ? null : `exit ${result.exitCode}`,
               result.numTurns === null ? null : `${result.numTurns} turns`,
-              result.costUsd === null ? null : `$${result.costUsd.toFixed(4)}`,
+              result.meteredCostUsd === undefined
+                ? null
+                : `$${result.meteredCostUsd.toFixed(4)} metered on the host`,
+              result.costUsd === null ? null : `$${result.costUsd.toFixed(4)} as the agent reported`,
               result.sessionId ? `session ${result.sessionId}` : null,
             ]
               .filter(Boolean)

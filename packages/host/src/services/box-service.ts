@@ -2,7 +2,14 @@ import { randomBytes } from 'node:crypto';
 import fs from 'node:fs';
 import fsp from 'node:fs/promises';
 import path from 'node:path';
-import { narrowToGrants, repoGrantExcess, REVOKED_KEY_POLICY, userPolicyExcess } from '@agentbox/egress';
+import {
+  narrowToGrants,
+  repoGrantExcess,
+  REVOKED_KEY_POLICY,
+  userPolicyExcess,
+  type OpenBudgetOptions,
+  type SpendBudget,
+} from '@agentbox/egress';
 import {
   AgentboxError,
   EgressPolicySchema,
@@ -82,6 +89,8 @@ export interface BoxEgress {
    * session, keeping its CA and placeholders; false when the box has none (then `attach`).
    */
   reattach?(boxId: string, guest: GuestConnection): Promise<boolean>;
+  /** Counts (and with a limit, caps) what the box's model calls cost; see EgressGateway.openBudget. */
+  openBudget?(boxId: string, options: OpenBudgetOptions): SpendBudget;
 }
 
 /** What a task needs its box to reach, added to the box's policy. */
@@ -771,6 +780,12 @@ export function createBoxService(deps: BoxServiceDeps) {
     widenEgress,
     /** Whether an env var is a credential the egress gateway holds for the box (never plain env). */
     isCredential: (name: string) => deps.egress?.isCredential(name) ?? false,
+    /**
+     * Counts what a box's model calls cost until closed, with a limit past which they are refused;
+     * undefined without egress (a box without it reaches no model API).
+     */
+    openSpendBudget: (id: string, options: OpenBudgetOptions): SpendBudget | undefined =>
+      deps.egress?.openBudget?.(id, options),
     /** Whether the VM of a box is alive right now (for /status): running or paused. */
     isAlive: (id: string) => {
       const state = sessions.get(id)?.vm?.state;

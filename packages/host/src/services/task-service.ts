@@ -16,7 +16,7 @@ import {
   type TaskResult,
   type TaskSpec,
 } from '@agentbox/protocol';
-import { repoFromGitUrl } from '@agentbox/egress';
+import { repoFromGitUrl, type SpendBudget } from '@agentbox/egress';
 import type { AgentExit, AgentRunner, ResolvedLibraryItem, TaskEventDraft } from '@agentbox/runners';
 import { grantsOf, type Actor, type KeyStore } from '../store/key-store.js';
 import type { TaskFinish, TaskRecord, TaskStore, TaskTarget } from '../store/task-store.js';
@@ -85,7 +85,15 @@ export interface TaskServiceDeps {
   store: TaskStore;
   boxes: Pick<
     BoxService,
-    'get' | 'list' | 'create' | 'createForUser' | 'remove' | 'acquire' | 'widenEgress' | 'isCredential'
+    | 'get'
+    | 'list'
+    | 'create'
+    | 'createForUser'
+    | 'remove'
+    | 'acquire'
+    | 'widenEgress'
+    | 'isCredential'
+    | 'openSpendBudget'
   >;
   library: Pick<LibraryService, 'resolveForTask'>;
   /** A task runs as its owner's key: one revoked meanwhile fails it (queued or running). */
@@ -116,7 +124,7 @@ type Listener = () => void;
 interface Running {
   controller: AbortController;
   /** Why the run was aborted: the caller cancelled, the task ran out of time or output, its key was revoked. */
-  abortReason?: 'cancelled' | 'timed_out' | 'shutdown' | 'output_limit' | 'key_revoked';
+  abortReason?: 'cancelled' | 'timed_out' | 'shutdown' | 'output_limit' | 'key_revoked' | 'budget_exceeded';
   /** Said in the final error instead of the reason's usual message. */
   abortMessage?: string;
   /** Settles once the run has ended and its outcome is stored. */
@@ -182,7 +190,21 @@ const ABORTS = {
     code: KEY_REVOKED_CODE,
     message: 'the API key that submitted the task was revoked; the agent and its children were stopped',
   },
+  budget_exceeded: {
+    state: 'failed',
+    code: 'budget_exceeded',
+    message: "the task's model calls passed its maxSpendUsd; the agent and its children were stopped",
+  },
 } as const;
+
+const usd = (value: number): string => `$${value.toFixed(4)}`;
+
+/** Why the host stopped a task at its budget, with the figures the host counted. */
+function budgetMessage(budget: SpendBudget): string {
+  return budget.exceeded === 'unreadable'
+    ? "the cost of one of the task's model calls could not be read, so its maxSpendUsd could not be held; the agent and its children were stopped"
+    : `the task's model calls cost ${usd(budget.spentUsd)} by the host's count, past its maxSpendUsd of ${usd(budget.limitUsd)}; the agent and its children were stopped`;
+}
 
 /** Said by a task whose key was revoked before it started (while queued, or across a restart). */
 const REVOKED_BEFORE_START = 'the API key that submitted the task was revoked; the task was not started';
@@ -472,6 +494,7 @@ export function createTaskService(deps: TaskServiceDeps) {
     }, spec.timeoutSeconds * 1000);
     let boxId: string | undefined;
     let lease: BoxLease | undefined;
+    let budget: SpendBudget | undefined;
     try {
       // Revoked since the last sweep: not even its fresh box is made.
       if (!deps.keys.isActive(record.ownerKeyId)) {
@@ -557,6 +580,22 @@ export function createTaskService(deps: TaskServiceDeps) {
       let stderrTail = '';
       // Cancelled while its files were written: the agent is not started at all.
       if (signal.aborted) return endAborted(id, entry);
+      // The agent's own flag holds maxSpendUsd only as far as the agent is honest; the host's
+      // count (priced from the API's answers) stops it whatever runs in the box.
+      budget = deps.boxes.openSpendBudget(boxId, {
+        ...(spec.maxSpendUsd !== undefined ? { limitUsd: spec.maxSpendUsd } : {}),
+        onExceeded: (passed) => {
+          if (entry.abortReason === undefined) {
+            entry.abortReason = 'budget_exceeded';
+            entry.abortMessage = budgetMessage(passed);
+            log.warn(
+              { taskId: id, spentUsd: passed.spentUsd, limitUsd: passed.limitUsd },
+              'task budget passed',
+            );
+          }
+          entry.controller.abort();
+        },
+      });
       const exit = await guest.exec(
         {
           argv: command.argv,
@@ -591,6 +630,7 @@ export function createTaskService(deps: TaskServiceDeps) {
         sessionId: outcome.sessionId,
         numTurns: outcome.numTurns,
         costUsd: outcome.costUsd,
+        ...(budget ? { meteredCostUsd: budget.spentUsd } : {}),
         usage: outcome.usage,
         text: outcome.text,
         exitCode: exit.exitCode,
@@ -620,6 +660,7 @@ export function createTaskService(deps: TaskServiceDeps) {
       log.warn({ taskId: id, err: messageOf(err) }, 'task failed');
     } finally {
       clearTimeout(timer);
+      budget?.close();
       lease?.release();
       if (record.target === 'ephemeral' && boxId) {
         await deps.boxes

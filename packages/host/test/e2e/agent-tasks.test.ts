@@ -11,6 +11,8 @@ import {
 } from '../../../egress/test/helpers/egress-harness.js';
 import { gitHttpBackend, makeBareRepo } from '../../../egress/test/helpers/fake-github.js';
 import {
+  isSideRequest,
+  messagesText,
   startFakeAnthropic,
   text,
   toolUse,
@@ -26,6 +28,8 @@ import { ndjson, startTaskDaemon, TWO_TOOL_EVENTS, type TaskDaemon } from '../he
 const execFileP = promisify(execFile);
 
 const REAL_KEY = `sk-ant-api03-TASKS-${'4'.repeat(24)}`;
+/** In the prompt of the model calls the spend test makes from Bash; see `usageFor`. */
+const SPEND_MARK = 'agentbox-spend-mark';
 
 /** Everything the fake API saw, as one string: the placeholder must never be in it. */
 const everything = (fake: FakeAnthropic) =>
@@ -57,6 +61,11 @@ describe('agent tasks with real VMs and the real Claude Code CLI', () => {
     fake = await startFakeAnthropic({
       tls: { key: cert.keyPem, cert: cert.certPem },
       script: () => turns.shift() ?? { content: [text('(the script has no more turns)')] },
+      // A call the agent makes by hand (no tools) naming the mark costs $0.45 on sonnet.
+      usageFor: (body) =>
+        isSideRequest(body) && messagesText(body).includes(SPEND_MARK)
+          ? { input_tokens: 150_000 }
+          : undefined,
     });
     repos = fs.mkdtempSync(path.join(os.tmpdir(), 'agentbox-git-'));
     await makeBareRepo(repos, 'e2e-org', 'demo', 'demo readme from the fake github\n');
@@ -319,6 +328,59 @@ describe('agent tasks with real VMs and the real Claude Code CLI', () => {
     const sent = fake.messages().slice(seen);
     expect(sent.length).toBeGreaterThanOrEqual(2);
     for (const q of sent) expect(q.headers['x-api-key']).toBe(taskKey);
+  });
+
+  it('maxSpendUsd is held on the host: model calls made behind the agent are priced and stopped', async () => {
+    // A prompt-injected agent spends the host's key with curl, where Claude Code's own
+    // --max-budget-usd never sees it: five calls of $0.45 against a $1 budget.
+    const calls = () => fake.messages().filter((q) => messagesText(q.body).includes(SPEND_MARK)).length;
+    const before = calls();
+    const body = JSON.stringify({
+      model: 'claude-sonnet-4-5',
+      max_tokens: 16,
+      messages: [{ role: 'user', content: SPEND_MARK }],
+    });
+    turns = [
+      {
+        content: [
+          toolUse('Bash', {
+            command:
+              `for i in 1 2 3 4 5; do curl -sS -o /dev/null -w "call $i: %{http_code}\\n" ` +
+              `-H "x-api-key: $ANTHROPIC_API_KEY" -H 'content-type: application/json' ` +
+              `-d '${body}' https://api.anthropic.com/v1/messages; done; sleep 60`,
+            description: 'spend',
+          }),
+        ],
+      },
+      { content: [text('spent')] },
+    ];
+    const box = (await (await api('POST', '/v1/boxes', {})).json()) as { id: string };
+    const r = await api('POST', '/v1/tasks', {
+      agent: 'claude',
+      boxId: box.id,
+      model: 'claude-sonnet-4-5',
+      prompt: 'Spend.',
+      maxSpendUsd: 1,
+    });
+    const { task, events } = await waitTask(((await r.json()) as Task).id);
+    expect(task.state).toBe('failed');
+    expect(task.error?.code).toBe('budget_exceeded');
+    expect(task.error?.message).toMatch(/by the host's count, past its maxSpendUsd of \$1\.0000/);
+    // the third call passed the budget; none after it reached the API
+    expect(calls() - before).toBe(3);
+    const metered = task.result?.meteredCostUsd ?? 0;
+    expect(metered).toBeGreaterThanOrEqual(1.35);
+    expect(metered).toBeLessThan(1.5);
+    expect(events.at(-1)).toMatchObject({ type: 'error', content: { code: 'budget_exceeded' } });
+    // the audit has each priced call; whatever the box sent after the budget was refused
+    const { records } = (await (await api('GET', `/v1/boxes/${box.id}/egress?limit=1000`)).json()) as {
+      records: { path?: string; code: string; costUsd?: number }[];
+    };
+    const priced = records.filter((x) => x.costUsd !== undefined && x.costUsd > 0.4);
+    expect(priced.map((x) => x.costUsd!.toFixed(2))).toEqual(['0.45', '0.45', '0.45']);
+    for (const x of records.filter((y) => y.code.startsWith('budget_')))
+      expect(x.code).toBe('budget_exceeded');
+    await api('DELETE', `/v1/boxes/${box.id}`);
   });
 
   it('gitRepoUrl: the repo is cloned through the gateway and becomes the cwd; other repos stay shut', async () => {

@@ -77,6 +77,8 @@ export function standInTaskService(
     guest?: StandInGuest;
     dbs?: Db[];
     maxQueuedSpecBytes?: number;
+    /** The box's spend budgets (default: none, as without egress). */
+    openSpendBudget?: TaskServiceDeps['boxes']['openSpendBudget'];
   },
 ) {
   const db = openDatabase(dataDir);
@@ -93,6 +95,7 @@ export function standInTaskService(
     acquire: () => Promise.resolve({ guest, env: {}, workspace: '/workspace', release: () => undefined }),
     widenEgress: () => Promise.resolve(),
     isCredential: () => false,
+    openSpendBudget: options.openSpendBudget ?? (() => undefined),
   } as unknown as TaskServiceDeps['boxes'];
   const tasks = createTaskService({
     store,

@@ -1,0 +1,191 @@
+import { costOfCall, MessagesUsageReader } from './spend.js';
+
+/**
+ * A box's model spend while budgets are open on it (a task's `maxSpendUsd`, or a count with no
+ * limit). Every metered call of the box is charged to every budget open at the time: the gateway
+ * sees connections, not which process in the box made them, so tasks sharing a box share their
+ * spend, which can only stop one early, never let one spend more.
+ *
+ * A call is charged as its answer streams (the prompt on `message_start`, the output as it
+ * grows), so a budget is passed mid-answer, not after it: calls then in flight are cut, and later
+ * ones refused (see tls-intercept.ts). A successful answer whose cost cannot be read passes every
+ * budget (fail closed).
+ */
+
+export type BudgetEnd = 'spent' | 'unreadable';
+
+export interface SpendBudget {
+  /** Infinity for a count without a limit. */
+  readonly limitUsd: number;
+  /** What the box's model calls cost while this budget was open, as the API reported it. */
+  readonly spentUsd: number;
+  /** Why the budget is past, once it is. */
+  readonly exceeded: BudgetEnd | undefined;
+  /** Stops counting; the budget's figures stay readable. */
+  close(): void;
+}
+
+export interface OpenBudgetOptions {
+  /** Default Infinity: count only. */
+  readonly limitUsd?: number;
+  /** Called once, when the budget is passed. */
+  readonly onExceeded?: (budget: SpendBudget) => void;
+}
+
+class Budget implements SpendBudget {
+  spentUsd = 0;
+  exceeded: BudgetEnd | undefined;
+  constructor(
+    readonly limitUsd: number,
+    readonly onExceeded: ((budget: SpendBudget) => void) | undefined,
+    readonly close: () => void,
+  ) {}
+}
+
+export class SpendLedger {
+  readonly #budgets = new Set<Budget>();
+  readonly #calls = new Set<MeteredCall>();
+
+  readonly #onIdle: () => void;
+
+  /** `onIdle`: the last open budget was closed. */
+  constructor(onIdle: () => void = () => undefined) {
+    this.#onIdle = onIdle;
+  }
+
+  openBudget(options: OpenBudgetOptions = {}): SpendBudget {
+    const limit = options.limitUsd ?? Infinity;
+    if (!(limit >= 0)) throw new RangeError('a budget limit is a non-negative number');
+    const budget: Budget = new Budget(limit, options.onExceeded, () => {
+      if (this.#budgets.delete(budget) && this.#budgets.size === 0) this.#onIdle();
+    });
+    this.#budgets.add(budget);
+    return budget;
+  }
+
+  /** No budget is open (nothing to count for). */
+  get idle(): boolean {
+    return this.#budgets.size === 0;
+  }
+
+  /** A budget with a limit is open: calls the gateway cannot price are refused. */
+  get limited(): boolean {
+    for (const budget of this.#budgets) if (Number.isFinite(budget.limitUsd)) return true;
+    return false;
+  }
+
+  /** The open budget that is past, if any: the box's next model call is refused. */
+  exceededBudget(): SpendBudget | undefined {
+    for (const budget of this.#budgets) if (budget.exceeded) return budget;
+    return undefined;
+  }
+
+  /** Starts metering one admitted call. */
+  startCall(): MeteredCall {
+    const call = new MeteredCall(this);
+    this.#calls.add(call);
+    return call;
+  }
+
+  /** @internal */
+  charge(usd: number): void {
+    if (!(usd > 0)) return;
+    for (const budget of this.#budgets) {
+      budget.spentUsd += usd;
+      if (budget.spentUsd >= budget.limitUsd) this.#pass(budget, 'spent');
+    }
+  }
+
+  /** @internal: a call spent an amount that cannot be read; every limited budget is past. */
+  unreadable(): void {
+    for (const budget of this.#budgets)
+      if (Number.isFinite(budget.limitUsd)) this.#pass(budget, 'unreadable');
+  }
+
+  /** @internal */
+  ended(call: MeteredCall): void {
+    this.#calls.delete(call);
+  }
+
+  #pass(budget: Budget, why: BudgetEnd): void {
+    if (budget.exceeded) return;
+    budget.exceeded = why;
+    // Every call in flight stops spending now: the model stops generating when its caller goes.
+    for (const call of [...this.#calls]) call.cut();
+    budget.onExceeded?.(budget);
+  }
+}
+
+/**
+ * One Messages API call being answered: fed the upstream's status and body, charges the ledger as
+ * the cost it reads grows. The forwarder keeps reading the upstream after the box hangs up for as
+ * long as `wantsUsage` (a box must not spend a prompt by hanging up before it is priced).
+ */
+export class MeteredCall {
+  #reader: MessagesUsageReader | undefined;
+  #status: number | undefined;
+  #charged = 0;
+  #ended = false;
+  #cut: (() => void) | undefined;
+  #cutRequested = false;
+
+  constructor(readonly ledger: SpendLedger) {}
+
+  /** How the forwarder ends the exchange, both sides, when a budget is passed. */
+  onCut(cut: () => void): void {
+    this.#cut = cut;
+    if (this.#cutRequested) cut();
+  }
+
+  /** What this call was charged. */
+  get costUsd(): number {
+    return this.#charged;
+  }
+
+  response(status: number, contentType: string | undefined): void {
+    this.#status = status;
+    // The API bills successful calls only; an error's body has no usage to read.
+    if (status >= 200 && status < 300) this.#reader = new MessagesUsageReader(contentType);
+  }
+
+  data(chunk: Buffer): void {
+    if (this.#ended || !this.#reader) return;
+    this.#reader.push(chunk);
+    this.#chargeUpTo(this.#reader.reading());
+  }
+
+  /** The call can still spend without the ledger knowing what (no answer yet, or no usage in it). */
+  get wantsUsage(): boolean {
+    if (this.#ended) return false;
+    if (this.#status === undefined) return true;
+    return this.#reader !== undefined && !this.#reader.reading().usageSeen;
+  }
+
+  /**
+   * The exchange is over. `sent`: the request reached the upstream whole, so it may have been
+   * billed; a billable call whose cost was never read passes every limited budget.
+   */
+  end(sent: boolean): void {
+    if (this.#ended) return;
+    const reading = this.#reader?.end();
+    if (reading) this.#chargeUpTo(reading);
+    this.#ended = true;
+    this.ledger.ended(this);
+    const unknownAnswer = this.#status === undefined && sent;
+    const unreadAnswer = reading !== undefined && !reading.usageSeen;
+    if (unknownAnswer || unreadAnswer) this.ledger.unreadable();
+  }
+
+  cut(): void {
+    this.#cutRequested = true;
+    this.#cut?.();
+  }
+
+  #chargeUpTo(reading: { model: string | undefined; usage: Parameters<typeof costOfCall>[1] }): void {
+    const cost = costOfCall(reading.model, reading.usage);
+    if (cost <= this.#charged) return;
+    const delta = cost - this.#charged;
+    this.#charged = cost;
+    this.ledger.charge(delta);
+  }
+}

@@ -1,0 +1,271 @@
+/**
+ * What a model call costs, read on the host from the model API's own answer: which calls spend
+ * (pure classification), the price of a model's tokens, and a reader of the Messages API's `usage`
+ * from its SSE stream or JSON body. The guest never reports its own spend here: a prompt-injected
+ * agent could lie about it, the API's answer to the host cannot.
+ *
+ * Prices err high: an unknown model is priced as the dearest known one, cache writes without a
+ * TTL split as 5-minute writes, and a prompt over 200k tokens at the long-context rates.
+ */
+
+/** USD per million tokens. */
+export interface TokenPrice {
+  readonly input: number;
+  readonly output: number;
+}
+
+/** First match wins; model ids look like `claude-opus-4-5-20251101` or `claude-sonnet-4-6[1m]`. */
+const MODEL_PRICES: readonly (readonly [RegExp, TokenPrice])[] = [
+  [/^claude-(?:fable|mythos)/, { input: 10, output: 50 }],
+  [/^claude-opus-4(?:-[01])?(?:-\d{8})?(?:\[|$)|^claude-3-opus/, { input: 15, output: 75 }],
+  [/^claude-opus/, { input: 5, output: 25 }],
+  [/^claude-sonnet-5/, { input: 2, output: 10 }],
+  [/^claude-(?:3-[57]-)?sonnet/, { input: 3, output: 15 }],
+  [/^claude-3-5-haiku|^claude-haiku-3-5/, { input: 0.8, output: 4 }],
+  [/^claude-3-haiku/, { input: 0.25, output: 1.25 }],
+  // Haiku 5.5 is priced by prompt length; the dearer band is taken.
+  [/^claude-haiku-5/, { input: 0.5, output: 2.5 }],
+  [/^claude-haiku/, { input: 1, output: 5 }],
+];
+
+/** What a model the table does not know is charged: the dearest rate in it. */
+export const UNKNOWN_MODEL_PRICE: TokenPrice = { input: 15, output: 75 };
+
+const CACHE_WRITE_5M = 1.25;
+const CACHE_WRITE_1H = 2;
+const CACHE_READ = 0.1;
+const LONG_CONTEXT_TOKENS = 200_000;
+const LONG_CONTEXT_INPUT = 2;
+const LONG_CONTEXT_OUTPUT = 1.5;
+
+export function priceOfModel(model: string | undefined): TokenPrice {
+  const id = (model ?? '').toLowerCase();
+  return MODEL_PRICES.find(([pattern]) => pattern.test(id))?.[1] ?? UNKNOWN_MODEL_PRICE;
+}
+
+/** Token counts of one Messages API call, as its `usage` reports them. */
+export interface MessagesUsage {
+  inputTokens: number;
+  outputTokens: number;
+  /** Cache writes of unknown TTL (no `cache_creation` split), charged as 5-minute writes. */
+  cacheWriteTokens: number;
+  cacheWrite1hTokens: number;
+  cacheReadTokens: number;
+}
+
+export const NO_USAGE: Readonly<MessagesUsage> = Object.freeze({
+  inputTokens: 0,
+  outputTokens: 0,
+  cacheWriteTokens: 0,
+  cacheWrite1hTokens: 0,
+  cacheReadTokens: 0,
+});
+
+export function costOfCall(model: string | undefined, usage: MessagesUsage): number {
+  const price = priceOfModel(model);
+  const prompt =
+    usage.inputTokens + usage.cacheWriteTokens + usage.cacheWrite1hTokens + usage.cacheReadTokens;
+  const long = prompt > LONG_CONTEXT_TOKENS;
+  const input = price.input * (long ? LONG_CONTEXT_INPUT : 1);
+  const output = price.output * (long ? LONG_CONTEXT_OUTPUT : 1);
+  const perToken =
+    usage.inputTokens * input +
+    usage.cacheWriteTokens * input * CACHE_WRITE_5M +
+    usage.cacheWrite1hTokens * input * CACHE_WRITE_1H +
+    usage.cacheReadTokens * input * CACHE_READ +
+    usage.outputTokens * output;
+  return perToken / 1_000_000;
+}
+
+/** Secrets whose use spends on a model API: the host's (or the box's own) money. */
+export const MODEL_API_SECRETS: ReadonlySet<string> = new Set([
+  'ANTHROPIC_API_KEY',
+  'CLAUDE_CODE_OAUTH_TOKEN',
+  'OPENAI_API_KEY',
+]);
+const ANTHROPIC_SECRETS: ReadonlySet<string> = new Set(['ANTHROPIC_API_KEY', 'CLAUDE_CODE_OAUTH_TOKEN']);
+
+/**
+ * - `free`: spends nothing (no model credential, a read, token counting, Claude Code's own
+ *   `/api/…` calls);
+ * - `messages`: a Messages API call, priced from its answer;
+ * - `unmetered`: may spend, but in a way the gateway cannot price (batches, legacy completions,
+ *   OpenAI's APIs): refused while a budget is set.
+ */
+export type ModelCallKind = 'free' | 'messages' | 'unmetered';
+
+export function classifyModelCall(call: {
+  method: string;
+  /** Origin-form request target; the query is ignored. */
+  path: string;
+  /** Secrets injected into the request. */
+  injected: readonly string[];
+}): ModelCallKind {
+  const model = call.injected.filter((name) => MODEL_API_SECRETS.has(name));
+  if (model.length === 0) return 'free';
+  const method = call.method.toUpperCase();
+  if (method === 'GET' || method === 'HEAD' || method === 'OPTIONS') return 'free';
+  if (!model.every((name) => ANTHROPIC_SECRETS.has(name))) return 'unmetered';
+  const q = call.path.search(/[?#]/);
+  // `//v1//messages/` is the same call to a lenient router.
+  const path = (q < 0 ? call.path : call.path.slice(0, q)).replace(/\/{2,}/g, '/').replace(/\/$/, '');
+  if (method !== 'POST') return 'unmetered';
+  if (path === '/v1/messages') return 'messages';
+  if (path === '/v1/messages/count_tokens' || path.startsWith('/api/')) return 'free';
+  return 'unmetered';
+}
+
+/** An SSE line longer than this is skipped unparsed (usage events are small). */
+const MAX_SSE_LINE_CHARS = 1 << 20;
+/** A JSON answer longer than this is not parsed: its cost is unreadable. */
+export const MAX_JSON_ANSWER_BYTES = 32 << 20;
+/** Output tokens guessed from streamed text when the stream stops before its final usage. */
+const CHARS_PER_OUTPUT_TOKEN = 3;
+
+export interface CallReading {
+  readonly model: string | undefined;
+  readonly usage: MessagesUsage;
+  /** The answer gave the call's usage (a stream its `message_start`). */
+  readonly usageSeen: boolean;
+}
+
+type UsageJson = Record<string, unknown>;
+
+function count(value: unknown): number | undefined {
+  return typeof value === 'number' && Number.isFinite(value) && value >= 0 ? value : undefined;
+}
+
+/**
+ * Reads a Messages API answer as it streams past: `text/event-stream` (`message_start` carries the
+ * model and the prompt's usage, `message_delta` the cumulative output) or one JSON message. Each
+ * count only grows, so a later event can raise a figure but never lower it.
+ */
+export class MessagesUsageReader {
+  readonly #sse: boolean;
+  #model: string | undefined;
+  readonly #usage: MessagesUsage = { ...NO_USAGE };
+  #usageSeen = false;
+  #finalOutputSeen = false;
+  #streamedChars = 0;
+  #pending = '';
+  #skippingLine = false;
+  readonly #json: Buffer[] = [];
+  #jsonBytes = 0;
+  readonly #decoder = new TextDecoder();
+
+  constructor(contentType: string | undefined) {
+    this.#sse = /^\s*text\/event-stream/i.test(contentType ?? '');
+  }
+
+  push(chunk: Buffer): void {
+    if (!this.#sse) {
+      this.#jsonBytes += chunk.length;
+      if (this.#jsonBytes <= MAX_JSON_ANSWER_BYTES) this.#json.push(chunk);
+      return;
+    }
+    let text = this.#decoder.decode(chunk, { stream: true });
+    if (this.#skippingLine) {
+      const newline = text.indexOf('\n');
+      if (newline < 0) return;
+      text = text.slice(newline + 1);
+      this.#skippingLine = false;
+    }
+    const lines = (this.#pending + text).split('\n');
+    this.#pending = lines.pop()!;
+    for (const line of lines) this.#line(line);
+    if (this.#pending.length > MAX_SSE_LINE_CHARS) {
+      this.#pending = '';
+      this.#skippingLine = true;
+    }
+  }
+
+  /** What was read so far; `end` also parses a JSON answer and guesses a cut stream's output. */
+  reading(): CallReading {
+    const usage = { ...this.#usage };
+    if (this.#sse && !this.#finalOutputSeen) {
+      usage.outputTokens = Math.max(
+        usage.outputTokens,
+        Math.ceil(this.#streamedChars / CHARS_PER_OUTPUT_TOKEN),
+      );
+    }
+    return { model: this.#model, usage, usageSeen: this.#usageSeen };
+  }
+
+  end(): CallReading {
+    if (this.#sse) {
+      if (!this.#skippingLine && this.#pending !== '') this.#line(this.#pending);
+      this.#pending = '';
+    } else if (this.#jsonBytes <= MAX_JSON_ANSWER_BYTES) {
+      try {
+        const message = JSON.parse(Buffer.concat(this.#json).toString('utf8')) as unknown;
+        if (message !== null && typeof message === 'object') {
+          const m = message as UsageJson;
+          if (typeof m.model === 'string') this.#model = m.model;
+          this.#merge(m.usage);
+        }
+      } catch {
+        // not JSON: the usage stays unseen
+      }
+      this.#json.length = 0;
+    }
+    return this.reading();
+  }
+
+  #line(raw: string): void {
+    const line = raw.endsWith('\r') ? raw.slice(0, -1) : raw;
+    if (!line.startsWith('data:')) return;
+    let event: unknown;
+    try {
+      event = JSON.parse(line.slice(5));
+    } catch {
+      return;
+    }
+    if (event === null || typeof event !== 'object') return;
+    const e = event as UsageJson;
+    switch (e.type) {
+      case 'message_start': {
+        const message = e.message as UsageJson | undefined;
+        if (message && typeof message === 'object') {
+          if (typeof message.model === 'string') this.#model = message.model;
+          this.#merge(message.usage);
+        }
+        return;
+      }
+      case 'message_delta':
+        if (this.#merge(e.usage) && count((e.usage as UsageJson).output_tokens) !== undefined)
+          this.#finalOutputSeen = true;
+        return;
+      case 'content_block_delta': {
+        const delta = e.delta as UsageJson | undefined;
+        if (!delta || typeof delta !== 'object') return;
+        for (const field of ['text', 'partial_json', 'thinking'] as const) {
+          const value = delta[field];
+          if (typeof value === 'string') this.#streamedChars += value.length;
+        }
+        return;
+      }
+      default:
+        return;
+    }
+  }
+
+  /** Raises the counts to those of a `usage` object; whether it was one. */
+  #merge(value: unknown): boolean {
+    if (value === null || typeof value !== 'object') return false;
+    const u = value as UsageJson;
+    const raise = (key: keyof MessagesUsage, v: number | undefined) => {
+      if (v !== undefined && v > this.#usage[key]) this.#usage[key] = v;
+    };
+    raise('inputTokens', count(u.input_tokens));
+    raise('outputTokens', count(u.output_tokens));
+    raise('cacheReadTokens', count(u.cache_read_input_tokens));
+    const written = count(u.cache_creation_input_tokens);
+    const split = u.cache_creation as UsageJson | undefined;
+    const oneHour = split && typeof split === 'object' ? count(split.ephemeral_1h_input_tokens) : undefined;
+    if (oneHour !== undefined) raise('cacheWrite1hTokens', oneHour);
+    if (written !== undefined)
+      raise('cacheWriteTokens', Math.max(0, written - this.#usage.cacheWrite1hTokens));
+    if (count(u.input_tokens) !== undefined) this.#usageSeen = true;
+    return true;
+  }
+}

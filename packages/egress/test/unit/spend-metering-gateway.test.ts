@@ -1,0 +1,308 @@
+import type http from 'node:http';
+import { afterAll, afterEach, beforeAll, describe, expect, it } from 'vitest';
+import type { CertificateAuthority, SpendBudget } from '../../src/index.js';
+import {
+  connect,
+  createTestCa,
+  proxyHttps,
+  startHarness,
+  startHttpsUpstream,
+  type FakeUpstream,
+  type Harness,
+} from '../helpers/egress-harness.js';
+
+/**
+ * Host-side spend metering through the real gateway: the box's model calls are priced from the
+ * API's own answers (never from anything the box says), a budget's limit refuses calls past it
+ * and cuts those in flight, and whatever could spend unseen is refused while a limit is set.
+ */
+
+const REAL_KEY = 'sk-ant-api-REAL-spend-aaaaaaaaaaaa';
+/** claude-sonnet: $3 per million input tokens, so 100k tokens of prompt cost $0.30. */
+const SONNET = 'claude-sonnet-4-5';
+
+/** What the fake API answers a request with: the request body says (the box cannot set the usage in reality). */
+interface Script {
+  model?: string;
+  input?: number;
+  output?: number;
+  /** Wait this long before the answer's first byte. */
+  delayMs?: number;
+  /** Hold the stream open after message_start for this long before finishing it. */
+  holdMs?: number;
+  /** Answer 200 JSON with no usage at all. */
+  noUsage?: boolean;
+  status?: number;
+}
+
+let ca: CertificateAuthority;
+let api: FakeUpstream;
+let h: Harness;
+const open: SpendBudget[] = [];
+
+function answer(req: http.IncomingMessage, body: Buffer, res: http.ServerResponse): void {
+  let script: Script = {};
+  try {
+    script = (JSON.parse(body.toString()) as { script?: Script }).script ?? {};
+  } catch {
+    // not a scripted call
+  }
+  const respond = () => {
+    if (script.status !== undefined) {
+      res.writeHead(script.status, { 'content-type': 'application/json' });
+      res.end('{"type":"error","error":{"type":"overloaded_error","message":"busy"}}');
+      return;
+    }
+    if (script.noUsage) {
+      res.writeHead(200, { 'content-type': 'application/json' });
+      res.end('{"type":"message","content":[]}');
+      return;
+    }
+    if (req.url?.startsWith('/v1/messages') !== true || req.url.includes('count_tokens')) {
+      res.writeHead(200, { 'content-type': 'application/json' });
+      res.end('{"ok":true}');
+      return;
+    }
+    res.writeHead(200, { 'content-type': 'text/event-stream' });
+    const send = (e: Record<string, unknown>) =>
+      res.write(`event: ${String(e.type)}\ndata: ${JSON.stringify(e)}\n\n`);
+    send({
+      type: 'message_start',
+      message: {
+        model: script.model ?? SONNET,
+        usage: { input_tokens: script.input ?? 0, output_tokens: 1 },
+      },
+    });
+    const finish = () => {
+      if (res.destroyed) return;
+      send({ type: 'content_block_delta', index: 0, delta: { type: 'text_delta', text: 'hi' } });
+      send({
+        type: 'message_delta',
+        delta: { stop_reason: 'end_turn' },
+        usage: { output_tokens: script.output ?? 1 },
+      });
+      send({ type: 'message_stop' });
+      res.end();
+    };
+    if (script.holdMs) setTimeout(finish, script.holdMs);
+    else finish();
+  };
+  if (script.delayMs) setTimeout(respond, script.delayMs);
+  else respond();
+}
+
+beforeAll(async () => {
+  ca = await createTestCa();
+  api = await startHttpsUpstream(ca, ['api.anthropic.com', 'api.openai.com']);
+  api.handler = answer;
+  const upstream = `127.0.0.1:${api.port}`;
+  h = await startHarness({
+    upstreamCaPem: ca.certPem,
+    secrets: { ANTHROPIC_API_KEY: REAL_KEY, OPENAI_API_KEY: 'sk-openai-REAL-spend-bbbbbbbb' },
+    policy: {
+      presets: ['anthropic', 'openai'],
+      upstreams: { 'api.anthropic.com': upstream, 'api.openai.com': upstream },
+    },
+  });
+});
+
+afterEach(() => {
+  for (const budget of open.splice(0)) budget.close();
+});
+
+afterAll(async () => {
+  await h.close();
+  await api.close();
+});
+
+function budget(limitUsd?: number, onExceeded?: () => void): SpendBudget {
+  const b = h.gateway.openBudget(h.box.boxId, {
+    ...(limitUsd !== undefined ? { limitUsd } : {}),
+    ...(onExceeded ? { onExceeded } : {}),
+  });
+  open.push(b);
+  return b;
+}
+
+/** One call to the Anthropic API from the box, with its placeholder (or `key`). */
+function call(script: Script, options: { path?: string; method?: string; key?: string; host?: string } = {}) {
+  const host = options.host ?? 'api.anthropic.com';
+  const openai = host === 'api.openai.com';
+  const key = options.key ?? h.box.env[openai ? 'OPENAI_API_KEY' : 'ANTHROPIC_API_KEY']!;
+  return proxyHttps(h.proxyPort, host, options.path ?? '/v1/messages?beta=true', {
+    ca: [h.box.caCertPem],
+    method: options.method ?? 'POST',
+    headers: {
+      ...(openai ? { authorization: `Bearer ${key}` } : { 'x-api-key': key }),
+      'content-type': 'application/json',
+    },
+    ...(options.method === 'GET' ? {} : { body: JSON.stringify({ model: SONNET, stream: true, script }) }),
+  });
+}
+
+const messagesSeen = () => api.seen.filter((e) => e.url.startsWith('/v1/messages')).length;
+
+async function until(check: () => boolean, ms = 5_000): Promise<void> {
+  const end = Date.now() + ms;
+  while (!check()) {
+    if (Date.now() > end) throw new Error('timed out waiting');
+    await new Promise((r) => setTimeout(r, 20));
+  }
+}
+
+describe('spend metering in the gateway', () => {
+  it('without a budget nothing is metered', async () => {
+    const since = h.audit.records.length;
+    const r = await call({ input: 100_000 });
+    expect(r.status).toBe(200);
+    const record = await h.audit.waitFor((x) => h.audit.records.indexOf(x) >= since && x.method === 'POST');
+    expect(record.costUsd).toBeUndefined();
+  });
+
+  it('a count sums every call from the API answers, and the audit gives each cost', async () => {
+    const count = budget();
+    const since = h.audit.records.length;
+    expect((await call({ input: 100_000, output: 1000 })).status).toBe(200);
+    expect((await call({ model: 'claude-haiku-4-5', input: 10_000, output: 2000 })).status).toBe(200);
+    const expected = (100_000 * 3 + 1000 * 15) / 1e6 + (10_000 * 1 + 2000 * 5) / 1e6;
+    await until(() => Math.abs(count.spentUsd - expected) < 1e-9);
+    expect(count.exceeded).toBeUndefined();
+    await until(() => h.audit.records.slice(since).filter((r) => r.costUsd !== undefined).length === 2);
+    const costs = h.audit.records
+      .slice(since)
+      .filter((r) => r.costUsd !== undefined)
+      .map((r) => r.costUsd);
+    expect(costs[0]).toBeCloseTo(0.315, 9);
+    expect(costs[1]).toBeCloseTo(0.02, 9);
+    // a count without a limit refuses nothing, not even what it cannot price
+    expect((await call({}, { path: '/v1/messages/batches' })).status).toBe(200);
+  });
+
+  it('a limit: the call that passes it is cut, the next is refused before the API sees it', async () => {
+    let passed = 0;
+    const limited = budget(1, () => passed++);
+    for (let i = 0; i < 3; i++) expect((await call({ input: 100_000 })).status).toBe(200);
+    expect(limited.spentUsd).toBeCloseTo(0.9, 3);
+    const before = messagesSeen();
+    // $0.60 of prompt passes the limit on message_start: the answer is cut there
+    await call({ input: 200_000, holdMs: 2_000 }).then(
+      (r) => expect(r.body).not.toContain('message_stop'),
+      (err: Error) => expect(err.message).toMatch(/hang up|ECONNRESET|aborted|closed/i),
+    );
+    expect(limited.exceeded).toBe('spent');
+    expect(passed).toBe(1);
+    expect(limited.spentUsd).toBeCloseTo(1.5, 3);
+    const since = h.audit.records.length;
+    const refused = await call({ input: 1 });
+    expect(refused.status).toBe(403);
+    expect(refused.headers['x-agentbox-deny']).toBe('budget_exceeded');
+    expect(refused.body).toContain("($1.00) is spent: $1.50 by the host's count");
+    expect(messagesSeen()).toBe(before + 1);
+    const denial = await h.audit.waitFor((r) => h.audit.records.indexOf(r) >= since && r.decision === 'deny');
+    expect(denial).toMatchObject({
+      code: 'budget_exceeded',
+      host: 'api.anthropic.com',
+      path: '/v1/messages',
+    });
+    // reads stay open: they spend nothing
+    expect((await call({}, { method: 'GET', path: '/v1/models' })).status).toBe(200);
+  });
+
+  it('a call in flight when another passes the budget is cut, and the API stops being read', async () => {
+    const limited = budget(0.5);
+    const slow = call({ input: 10, holdMs: 30_000 }).then(
+      (r) => r.body,
+      (err: Error) => err.message,
+    );
+    await until(() => limited.spentUsd > 0);
+    await call({ input: 200_000 }).catch(() => undefined);
+    expect(limited.exceeded).toBe('spent');
+    const outcome = await slow;
+    expect(outcome).not.toContain('message_stop');
+  });
+
+  it('under a limit, calls the gateway cannot price are refused; free ones pass', async () => {
+    budget(5);
+    for (const [path, host] of [
+      ['/v1/messages/batches', 'api.anthropic.com'],
+      ['/v1/complete', 'api.anthropic.com'],
+      ['/v1/responses', 'api.openai.com'],
+    ] as const) {
+      const r = await call({}, { path, host });
+      expect(r.status, path).toBe(403);
+      expect(r.headers['x-agentbox-deny']).toBe('budget_unmetered');
+    }
+    expect((await call({}, { path: '/v1/messages/count_tokens' })).status).toBe(200);
+    expect((await call({}, { method: 'GET', path: '/v1/models', host: 'api.openai.com' })).status).toBe(200);
+  });
+
+  it("a call without the box's placeholder (its own key) is not the host's money: not metered", async () => {
+    const count = budget(0.01);
+    const r = await call({ input: 1_000_000 }, { key: 'sk-ant-somebody-elses' });
+    expect(r.status).toBe(200);
+    expect(count.spentUsd).toBe(0);
+  });
+
+  it('an error answer is not charged', async () => {
+    const count = budget(1);
+    expect((await call({ status: 529, input: 1_000_000 })).status).toBe(529);
+    expect(count.spentUsd).toBe(0);
+    expect(count.exceeded).toBeUndefined();
+  });
+
+  it('a box that hangs up before the answer is still charged for its prompt', async () => {
+    const count = budget();
+    const tunnel = await connect(h.proxyPort, 'api.anthropic.com:443');
+    const tls = await import('node:tls');
+    const secure = tls.connect({
+      socket: tunnel.socket!,
+      servername: 'api.anthropic.com',
+      ca: [h.box.caCertPem],
+    });
+    await new Promise((resolve) => secure.once('secureConnect', resolve));
+    const body = JSON.stringify({ script: { input: 100_000, delayMs: 300 } });
+    secure.write(
+      `POST /v1/messages HTTP/1.1\r\nhost: api.anthropic.com\r\nx-api-key: ${h.box.env.ANTHROPIC_API_KEY}\r\n` +
+        `content-type: application/json\r\ncontent-length: ${Buffer.byteLength(body)}\r\n\r\n${body}`,
+    );
+    // gone once the request is out, long before the API answers
+    await until(() => api.seen.some((e) => e.body === body));
+    secure.destroy();
+    await until(() => count.spentUsd > 0);
+    expect(count.spentUsd).toBeCloseTo(0.3 + 15 / 1e6, 9);
+  });
+
+  it('a successful answer whose cost cannot be read closes a limited budget (fail closed)', async () => {
+    const limited = budget(100);
+    expect((await call({ noUsage: true })).status).toBe(200);
+    await until(() => limited.exceeded !== undefined);
+    expect(limited.exceeded).toBe('unreadable');
+    const refused = await call({ input: 1 });
+    expect(refused.status).toBe(403);
+    expect(refused.body).toContain('could not be read');
+  });
+
+  it('budgets belong to the box, not to its session: a new session keeps counting', async () => {
+    const count = budget();
+    await h.box.close();
+    const again = await h.gateway.openBox({
+      boxId: h.box.boxId,
+      policy: { presets: ['anthropic'], upstreams: { 'api.anthropic.com': `127.0.0.1:${api.port}` } },
+    });
+    // the harness's channel hands connections to the first session: route this one by hand
+    const net = await import('node:net');
+    const channel = net.createServer((socket) => again.handleConnection(socket));
+    await new Promise<void>((resolve) => channel.listen(0, '127.0.0.1', resolve));
+    const port = (channel.address() as { port: number }).port;
+    const r = await proxyHttps(port, 'api.anthropic.com', '/v1/messages', {
+      ca: [again.caCertPem],
+      method: 'POST',
+      headers: { 'x-api-key': again.env.ANTHROPIC_API_KEY!, 'content-type': 'application/json' },
+      body: JSON.stringify({ script: { input: 100_000 } }),
+    });
+    expect(r.status).toBe(200);
+    await until(() => count.spentUsd > 0);
+    expect(count.spentUsd).toBeCloseTo(0.3 + 15 / 1e6, 9);
+    await new Promise<void>((resolve) => channel.close(() => resolve()));
+  });
+});

@@ -1,0 +1,218 @@
+import { describe, expect, it } from 'vitest';
+import {
+  classifyModelCall,
+  costOfCall,
+  MAX_JSON_ANSWER_BYTES,
+  MessagesUsageReader,
+  NO_USAGE,
+  priceOfModel,
+  UNKNOWN_MODEL_PRICE,
+} from '../../src/spend.js';
+
+/** The pure parts of host-side spend metering: prices, which calls spend, reading `usage`. */
+
+const sse = (events: Record<string, unknown>[]): string =>
+  events.map((e) => `event: ${String(e.type)}\ndata: ${JSON.stringify(e)}\n\n`).join('');
+
+const start = (model: string, usage: Record<string, unknown>) => ({
+  type: 'message_start',
+  message: { id: 'msg_1', type: 'message', role: 'assistant', model, content: [], usage },
+});
+const textDelta = (text: string) => ({
+  type: 'content_block_delta',
+  index: 0,
+  delta: { type: 'text_delta', text },
+});
+const delta = (usage: Record<string, unknown>) => ({
+  type: 'message_delta',
+  delta: { stop_reason: 'end_turn' },
+  usage,
+});
+
+describe('priceOfModel', () => {
+  it.each([
+    ['claude-opus-4-1-20250805', 15, 75],
+    ['claude-opus-4-20250514', 15, 75],
+    ['claude-opus-4-0', 15, 75],
+    ['claude-3-opus-20240229', 15, 75],
+    ['claude-opus-4-5-20251101', 5, 25],
+    ['claude-opus-4-7', 5, 25],
+    ['claude-opus-4-6[1m]', 5, 25],
+    ['claude-sonnet-4-5-20250929', 3, 15],
+    ['claude-3-7-sonnet-latest', 3, 15],
+    ['claude-sonnet-5', 2, 10],
+    ['claude-haiku-4-5-20251001', 1, 5],
+    ['claude-3-5-haiku-latest', 0.8, 4],
+    ['claude-3-haiku-20240307', 0.25, 1.25],
+    ['claude-haiku-5-5', 0.5, 2.5],
+    ['claude-fable-5-1', 10, 50],
+    ['CLAUDE-SONNET-4-6', 3, 15],
+  ])('%s costs $%s in / $%s out per million tokens', (model, input, output) => {
+    expect(priceOfModel(model)).toEqual({ input, output });
+  });
+
+  it('an unknown or missing model is priced at the dearest rate known', () => {
+    for (const model of ['claude-fake', 'gpt-5', '', undefined])
+      expect(priceOfModel(model)).toBe(UNKNOWN_MODEL_PRICE);
+    expect(UNKNOWN_MODEL_PRICE.output).toBeGreaterThanOrEqual(75);
+  });
+});
+
+describe('costOfCall', () => {
+  it('prices input, output, cache writes (5 min, 1 h) and reads', () => {
+    const usage = {
+      inputTokens: 1000,
+      outputTokens: 500,
+      cacheWriteTokens: 2000,
+      cacheWrite1hTokens: 1000,
+      cacheReadTokens: 10_000,
+    };
+    // sonnet: 3 / 15 per million; writes 1.25× and 2× input, reads 0.1×
+    const expected = (1000 * 3 + 500 * 15 + 2000 * 3.75 + 1000 * 6 + 10_000 * 0.3) / 1e6;
+    expect(costOfCall('claude-sonnet-4-5', usage)).toBeCloseTo(expected, 12);
+    expect(costOfCall('claude-sonnet-4-5', NO_USAGE)).toBe(0);
+  });
+
+  it('a prompt over 200k tokens is charged at the long-context rates', () => {
+    const long = { ...NO_USAGE, inputTokens: 150_000, cacheReadTokens: 60_000, outputTokens: 1000 };
+    const expected = (150_000 * 6 + 60_000 * 0.6 + 1000 * 22.5) / 1e6;
+    expect(costOfCall('claude-sonnet-4-5', long)).toBeCloseTo(expected, 12);
+  });
+});
+
+describe('classifyModelCall', () => {
+  const anthropic = ['ANTHROPIC_API_KEY'];
+  it.each([
+    ['POST', '/v1/messages', anthropic, 'messages'],
+    ['POST', '/v1/messages?beta=true', anthropic, 'messages'],
+    ['POST', '/v1/messages/', ['CLAUDE_CODE_OAUTH_TOKEN'], 'messages'],
+    ['post', '/v1/messages', anthropic, 'messages'],
+    ['POST', '//v1//messages/', anthropic, 'messages'],
+    ['POST', '/v1/messages/count_tokens', anthropic, 'free'],
+    ['POST', '/api/event_logging/batch', anthropic, 'free'],
+    ['GET', '/v1/models', anthropic, 'free'],
+    ['HEAD', '/v1/messages', anthropic, 'free'],
+    ['POST', '/v1/messages/batches', anthropic, 'unmetered'],
+    ['POST', '/v1/complete', anthropic, 'unmetered'],
+    ['PUT', '/v1/messages', anthropic, 'unmetered'],
+    ['DELETE', '/v1/files/f1', anthropic, 'unmetered'],
+    ['POST', '/v1/responses', ['OPENAI_API_KEY'], 'unmetered'],
+    ['POST', '/v1/messages', ['ANTHROPIC_API_KEY', 'OPENAI_API_KEY'], 'unmetered'],
+    ['GET', '/v1/models', ['OPENAI_API_KEY'], 'free'],
+    ['POST', '/v1/messages', [], 'free'],
+    ['POST', '/repos/a/b/issues', ['GITHUB_TOKEN'], 'free'],
+  ])('%s %s with %j: %s', (method, path, injected, kind) => {
+    expect(classifyModelCall({ method, path, injected })).toBe(kind);
+  });
+});
+
+describe('MessagesUsageReader', () => {
+  it('reads a stream: model and prompt from message_start, output from message_delta', () => {
+    const reader = new MessagesUsageReader('text/event-stream; charset=utf-8');
+    const body = sse([
+      start('claude-sonnet-4-5', {
+        input_tokens: 1200,
+        output_tokens: 1,
+        cache_creation_input_tokens: 300,
+        cache_creation: { ephemeral_5m_input_tokens: 200, ephemeral_1h_input_tokens: 100 },
+        cache_read_input_tokens: 5000,
+      }),
+      textDelta('hello'),
+      delta({ output_tokens: 42 }),
+      { type: 'message_stop' },
+    ]);
+    // fed in 7-byte pieces: events and even UTF-8 split anywhere
+    const bytes = Buffer.from(body);
+    for (let i = 0; i < bytes.length; i += 7) reader.push(bytes.subarray(i, i + 7));
+    expect(reader.end()).toEqual({
+      model: 'claude-sonnet-4-5',
+      usageSeen: true,
+      usage: {
+        inputTokens: 1200,
+        outputTokens: 42,
+        cacheWriteTokens: 200,
+        cacheWrite1hTokens: 100,
+        cacheReadTokens: 5000,
+      },
+    });
+  });
+
+  it('counts only grow: a later smaller figure does not lower one', () => {
+    const reader = new MessagesUsageReader('text/event-stream');
+    reader.push(
+      Buffer.from(
+        sse([
+          start('m', { input_tokens: 900, output_tokens: 5 }),
+          delta({ input_tokens: 10, output_tokens: 3 }),
+        ]),
+      ),
+    );
+    expect(reader.end().usage).toMatchObject({ inputTokens: 900, outputTokens: 5 });
+  });
+
+  it('CRLF lines and data lines without a space are read', () => {
+    const reader = new MessagesUsageReader('text/event-stream');
+    reader.push(
+      Buffer.from(`event: message_start\r\ndata:${JSON.stringify(start('m', { input_tokens: 7 }))}\r\n\r\n`),
+    );
+    expect(reader.end()).toMatchObject({ model: 'm', usageSeen: true, usage: { inputTokens: 7 } });
+  });
+
+  it('a stream cut before its final usage is charged for the text it streamed', () => {
+    const reader = new MessagesUsageReader('text/event-stream');
+    reader.push(
+      Buffer.from(sse([start('m', { input_tokens: 10, output_tokens: 1 }), textDelta('x'.repeat(3000))])),
+    );
+    expect(reader.reading().usage.outputTokens).toBe(1000);
+    expect(reader.end().usage.outputTokens).toBe(1000);
+  });
+
+  it('the final usage wins over the guess once it comes', () => {
+    const reader = new MessagesUsageReader('text/event-stream');
+    reader.push(
+      Buffer.from(
+        sse([start('m', { input_tokens: 10 }), textDelta('x'.repeat(3000)), delta({ output_tokens: 700 })]),
+      ),
+    );
+    expect(reader.end().usage.outputTokens).toBe(700);
+  });
+
+  it('a stream with no message_start has not shown its usage', () => {
+    const reader = new MessagesUsageReader('text/event-stream');
+    reader.push(Buffer.from('event: ping\ndata: {"type":"ping"}\n\ndata: not json\n\n'));
+    expect(reader.end()).toMatchObject({ usageSeen: false, usage: NO_USAGE });
+  });
+
+  it('a line over 1 MiB is skipped without being kept, and the next one is read', () => {
+    const reader = new MessagesUsageReader('text/event-stream');
+    const huge = `data: {"type":"content_block_delta","delta":{"text":"${'y'.repeat(2 << 20)}"}}\n`;
+    for (let i = 0; i < huge.length; i += 64 << 10) reader.push(Buffer.from(huge.slice(i, i + (64 << 10))));
+    reader.push(Buffer.from(sse([start('m', { input_tokens: 3 })])));
+    expect(reader.end()).toMatchObject({ usageSeen: true, usage: { inputTokens: 3 } });
+  });
+
+  it('reads one JSON message, and nothing from a body that is not one', () => {
+    const json = new MessagesUsageReader('application/json');
+    json.push(Buffer.from('{"model":"claude-haiku-4-5","usage":{"input_tokens":11,'));
+    json.push(Buffer.from('"output_tokens":22}}'));
+    expect(json.end()).toEqual({
+      model: 'claude-haiku-4-5',
+      usageSeen: true,
+      usage: { ...NO_USAGE, inputTokens: 11, outputTokens: 22 },
+    });
+    const broken = new MessagesUsageReader('application/json');
+    broken.push(Buffer.from('{"usage":'));
+    expect(broken.end().usageSeen).toBe(false);
+    const negative = new MessagesUsageReader(undefined);
+    negative.push(Buffer.from('{"usage":{"input_tokens":-5,"output_tokens":"9"}}'));
+    expect(negative.end()).toMatchObject({ usageSeen: false, usage: NO_USAGE });
+  });
+
+  it('a JSON answer past the cap is not parsed (its cost is unread)', () => {
+    const reader = new MessagesUsageReader('application/json');
+    reader.push(Buffer.from('{"usage":{"input_tokens":1},"pad":"'));
+    reader.push(Buffer.alloc(MAX_JSON_ANSWER_BYTES, 0x61));
+    reader.push(Buffer.from('"}'));
+    expect(reader.end().usageSeen).toBe(false);
+  });
+});

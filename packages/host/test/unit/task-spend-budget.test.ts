@@ -1,0 +1,154 @@
+import { describe, expect, it, vi } from 'vitest';
+import { TaskSpecSchema } from '@agentbox/protocol';
+import type { OpenBudgetOptions, SpendBudget } from '@agentbox/egress';
+import {
+  standInRunner,
+  standInTaskService,
+  tempDataDirs,
+  USER_BOX,
+  type StandInGuest,
+} from '../helpers/task-service-standins.js';
+
+/**
+ * A task's spend as the host counts it: every task's box gets a budget while its agent runs (with
+ * the task's maxSpendUsd as its limit, or none), the count lands in the result, and a budget
+ * passed stops the agent with `budget_exceeded` and the host's figures.
+ */
+
+const { make: newDataDir, dbs } = tempDataDirs('agentbox-spend-');
+const actor = { keyId: 'key-1', scope: 'user' as const };
+
+interface StandInBudget extends SpendBudget {
+  spentUsd: number;
+  exceeded: SpendBudget['exceeded'];
+  closed: boolean;
+  boxId: string;
+  options: OpenBudgetOptions;
+}
+
+function budgets() {
+  const opened: StandInBudget[] = [];
+  const open = (boxId: string, options: OpenBudgetOptions): SpendBudget => {
+    const budget: StandInBudget = {
+      boxId,
+      options,
+      limitUsd: options.limitUsd ?? Infinity,
+      spentUsd: 0,
+      exceeded: undefined,
+      closed: false,
+      close: () => void (budget.closed = true),
+    };
+    opened.push(budget);
+    return budget;
+  };
+  return { opened, open };
+}
+
+/** An agent that does what `onRun` says, and exits as killed if it was stopped meanwhile. */
+function agent(onRun: (signal: AbortSignal | undefined) => Promise<void>): StandInGuest {
+  return {
+    writeFile: () => Promise.resolve({ bytes: 0 }),
+    exec: async (_request, handlers = {}) => {
+      await onRun(handlers.signal);
+      const stopped = handlers.signal?.aborted === true;
+      return {
+        type: 'exit',
+        exitCode: stopped ? 137 : 0,
+        signal: stopped ? 'SIGKILL' : null,
+        timedOut: false,
+        durationMs: 1,
+      };
+    },
+  };
+}
+
+function start(spec: Record<string, unknown>, guest: StandInGuest, open: ReturnType<typeof budgets>['open']) {
+  const { store, tasks } = standInTaskService(newDataDir(), {
+    maxConcurrent: 1,
+    runner: standInRunner(),
+    guest,
+    dbs,
+    openSpendBudget: open,
+  });
+  const task = tasks.submit({
+    actor,
+    spec: TaskSpecSchema.parse({ agent: 'claude', prompt: 'go', ...spec }),
+    userId: 'alice',
+  });
+  return { store, id: task.id };
+}
+
+describe("a task's spend, counted on the host", () => {
+  it('is counted while the agent runs, with the task’s limit, and lands in the result', async () => {
+    const { opened, open } = budgets();
+    const { store, id } = start(
+      { maxSpendUsd: 2.5 },
+      agent(async () => {
+        expect(opened).toHaveLength(1);
+        expect(opened[0]!.closed).toBe(false);
+        opened[0]!.spentUsd = 0.42;
+      }),
+      open,
+    );
+    await vi.waitFor(() => expect(store.get(id)!.state).toBe('succeeded'));
+    expect(opened[0]).toMatchObject({ boxId: USER_BOX, limitUsd: 2.5, closed: true });
+    expect(store.get(id)!.result).toMatchObject({ meteredCostUsd: 0.42, costUsd: null });
+  });
+
+  it('without maxSpendUsd the count has no limit', async () => {
+    const { opened, open } = budgets();
+    const { store, id } = start(
+      {},
+      agent(() => Promise.resolve()),
+      open,
+    );
+    await vi.waitFor(() => expect(store.get(id)!.state).toBe('succeeded'));
+    expect(opened[0]!.limitUsd).toBe(Infinity);
+    expect(store.get(id)!.result?.meteredCostUsd).toBe(0);
+  });
+
+  it('a budget passed stops the agent: failed, budget_exceeded, with the host’s figures', async () => {
+    const { opened, open } = budgets();
+    let sawAbort = false;
+    const { store, id } = start(
+      { maxSpendUsd: 1 },
+      agent(async (signal) => {
+        const budget = opened[0]!;
+        budget.spentUsd = 1.35;
+        budget.exceeded = 'spent';
+        budget.options.onExceeded!(budget);
+        await vi.waitFor(() => expect(signal?.aborted).toBe(true));
+        sawAbort = true;
+      }),
+      open,
+    );
+    await vi.waitFor(() => expect(store.get(id)!.state).toBe('failed'));
+    expect(sawAbort).toBe(true);
+    const task = store.get(id)!;
+    expect(task.error).toEqual({
+      code: 'budget_exceeded',
+      message:
+        "the task's model calls cost $1.3500 by the host's count, past its maxSpendUsd of $1.0000; the agent and its children were stopped",
+    });
+    expect(task.result?.meteredCostUsd).toBe(1.35);
+    const events = store.eventPage(id, { after: 0, limit: 100, maxBytes: 1 << 20 }).events;
+    expect(events.at(-1)).toMatchObject({ type: 'error', content: { code: 'budget_exceeded' } });
+    expect(opened[0]!.closed).toBe(true);
+  });
+
+  it('a cost that could not be read stops it too, and says so', async () => {
+    const { opened, open } = budgets();
+    const { store, id } = start(
+      { maxSpendUsd: 5 },
+      agent(async (signal) => {
+        const budget = opened[0]!;
+        budget.exceeded = 'unreadable';
+        budget.options.onExceeded!(budget);
+        await vi.waitFor(() => expect(signal?.aborted).toBe(true));
+      }),
+      open,
+    );
+    await vi.waitFor(() => expect(store.get(id)!.state).toBe('failed'));
+    expect(store.get(id)!.error?.message).toMatch(/could not be read, so its maxSpendUsd could not be held/);
+  });
+});
