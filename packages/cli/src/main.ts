@@ -426,9 +426,10 @@ export function buildProgram(setExit: (code: number) => void): Command {
       .option('--agent-ref <NAME>', 'run as this library agent definition')
       .option('--resume <SESSION>', 'continue this agent session')
       .addOption(
-        new Option('--max-spend <USD>', 'stop when the agent has spent this much (claude only)').argParser(
-          numberOption('--max-spend', 0.01),
-        ),
+        new Option(
+          '--max-spend <USD>',
+          'stop the task once its model calls cost this much (claude, opencode, shell)',
+        ).argParser(numberOption('--max-spend', 0.01)),
       )
       .option('-f, --follow', 'print events live until the task ends (exit 0 only if it succeeded)', false)
       .option('--json', 'NDJSON events (or the task as JSON without --follow)', false),

@@ -182,17 +182,19 @@ export const TaskSpecFieldsSchema = z
       .max(10_000)
       .optional()
       .describe(
-        "Stop the run once it has cost this much (claude only; refused for the others). Enforced twice: by the agent's own flag, and on the host, which prices every model call from the API's answer and refuses calls past it.",
+        "Stop the run once it has cost this much (claude, opencode, shell; refused for codex). Held on the host, which prices every Anthropic model call from the API's answer and refuses calls past it; claude's own flag is set too.",
       ),
   })
   .strict();
 
 /**
  * Spec fields only some agents can enforce. A task for another agent is refused: run without its
- * limit, it would do what the caller asked it not to.
+ * limit, it would do what the caller asked it not to. `maxSpendUsd` is held on the host for
+ * Anthropic Messages API calls (claude, opencode, a shell script's own); codex speaks OpenAI's
+ * API, which the gateway does not price.
  */
 export const AGENT_ONLY_FIELDS = {
-  maxSpendUsd: ['claude'],
+  maxSpendUsd: ['claude', 'opencode', 'shell'],
   allowedTools: ['claude', 'opencode'],
   disallowedTools: ['claude', 'opencode'],
 } as const satisfies Record<string, readonly AgentKind[]>;
@@ -272,13 +274,18 @@ export function refineTaskSpec(
       ctx.addIssue({
         code: 'custom',
         path: [field],
-        message: `${agent} cannot enforce ${field}; only ${agents.join(' and ')} can`,
+        message: `${agent} cannot enforce ${field}; only ${listOf(agents)} can`,
       });
     }
   }
   for (const issue of agentDefinitionIssues(agent, spec.agentDefinition)) {
     ctx.addIssue({ code: 'custom', path: ['agentDefinition', ...issue.path], message: issue.message });
   }
+}
+
+/** `a`, `a and b`, `a, b and c`. */
+function listOf(items: readonly string[]): string {
+  return items.length > 1 ? `${items.slice(0, -1).join(', ')} and ${items.at(-1)}` : (items[0] ?? '');
 }
 
 export const TaskSpecSchema = TaskSpecFieldsSchema.superRefine(refineTaskSpec).describe('What a task runs.');

@@ -380,6 +380,22 @@ describe('agent tasks with real VMs and the real Claude Code CLI', () => {
     expect(priced.map((x) => x.costUsd!.toFixed(2))).toEqual(['0.45', '0.45', '0.45']);
     for (const x of records.filter((y) => y.code.startsWith('budget_')))
       expect(x.code).toBe('budget_exceeded');
+
+    // A script's own calls are held the same way (no agent flag at all): $0.45 each against $0.50.
+    const before2 = calls();
+    const shell = await api('POST', '/v1/tasks', {
+      agent: 'shell',
+      boxId: box.id,
+      maxSpendUsd: 0.5,
+      prompt:
+        `for i in 1 2 3 4; do curl -sS -o /dev/null -w "call $i: %{http_code}\\n" ` +
+        `-H "x-api-key: $ANTHROPIC_API_KEY" -H 'content-type: application/json' ` +
+        `-d '${body}' https://api.anthropic.com/v1/messages; done; sleep 60`,
+    });
+    const scripted = await waitTask(((await shell.json()) as Task).id);
+    expect(scripted.task.error?.code).toBe('budget_exceeded');
+    expect(calls() - before2).toBe(2);
+    expect(scripted.task.result?.meteredCostUsd).toBeCloseTo(0.9, 2);
     await api('DELETE', `/v1/boxes/${box.id}`);
   });
 

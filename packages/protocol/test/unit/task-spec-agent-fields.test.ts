@@ -11,7 +11,7 @@ import {
 
 /** Which agents take each limit: the rest would run without it, so the spec is refused. */
 const TAKES: Record<string, readonly string[]> = {
-  maxSpendUsd: ['claude'],
+  maxSpendUsd: ['claude', 'opencode', 'shell'],
   allowedTools: ['claude', 'opencode'],
   disallowedTools: ['claude', 'opencode'],
 };
@@ -35,14 +35,14 @@ describe('per-agent task spec fields', () => {
           expect(result.error.issues).toEqual([
             expect.objectContaining({
               path: [field],
-              message: `${agent} cannot enforce ${field}; only ${agents.join(' and ')} can`,
+              message: `${agent} cannot enforce ${field}; only ${agents.length > 2 ? 'claude, opencode and shell' : agents.join(' and ')} can`,
             }),
           ]);
         }
       }
     }
-    // 3 agents without a budget, 2 without each tool list, through both schemas.
-    expect(refused).toBe((3 + 2 + 2) * 2);
+    // codex without a budget, 2 agents without each tool list, through both schemas.
+    expect(refused).toBe((1 + 2 + 2) * 2);
   });
 
   it('applies to the default agent (claude) and lets an empty tool list through', () => {
