@@ -266,6 +266,10 @@ export function buildProgram(setExit: (code: number) => void): Command {
         'delete ended tasks and their events D days after they ended (default: keep them)',
       ).argParser(intOption('--task-retention-days', 1, 36_500)),
     )
+    .option(
+      '--model-prices <FILE>',
+      'JSON of model prices the host counts spend with, ahead of its own table: {"<model id prefix>": {"input": USD, "output": USD}} per million tokens',
+    )
     .addOption(
       new Option('--warm-pool <N>', 'paused clones kept ready so a create returns at once')
         .argParser(intOption('--warm-pool', 0, 64))
@@ -288,6 +292,7 @@ export function buildProgram(setExit: (code: number) => void): Command {
         idlePauseSeconds: number;
         idleHibernateSeconds: number;
         taskRetentionDays?: number;
+        modelPrices?: string;
         warmPool: number;
         templates: boolean;
         standby: boolean;

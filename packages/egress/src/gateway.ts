@@ -4,7 +4,9 @@ import {
   AgentboxError,
   SecretInjectionRuleSchema,
   type EgressAuditRecord,
+  ModelPricesSchema,
   type EgressPolicyInput,
+  type ModelPrices,
   type SecretInjectionRule,
 } from '@agentbox/protocol';
 import { hostAddressKeys } from './address-policy.js';
@@ -14,6 +16,7 @@ import { createCertificateAuthority } from './ca.js';
 import { PlaceholderRegistry } from './placeholders.js';
 import { compilePolicy, DEFAULT_INJECTION_RULES, type SecretInjectionRuleInput } from './policy.js';
 import { SecretStore } from './secrets.js';
+import type { PriceOverrides } from './spend.js';
 import { SpendLedger, type OpenBudgetOptions, type SpendBudget } from './spend-ledger.js';
 import { systemLookup, type LookupFn } from './upstream.js';
 
@@ -43,6 +46,11 @@ export interface EgressGatewayOptions {
   readonly allowUpstreamMap?: boolean;
   readonly connectTimeoutMs?: number;
   readonly dnsTimeoutMs?: number;
+  /**
+   * The operator's model prices (id prefix → USD per million tokens), ahead of the built-in table
+   * spend budgets price calls with; validated like `serve --model-prices`.
+   */
+  readonly modelPrices?: ModelPrices;
   /** Validity of each box CA; default 365 days. */
   readonly caValidityDays?: number;
   readonly now?: () => Date;
@@ -110,6 +118,19 @@ function parseRules(rules: readonly SecretInjectionRuleInput[]): SecretInjection
   });
 }
 
+function parsePrices(prices: ModelPrices | undefined): PriceOverrides | undefined {
+  if (prices === undefined) return undefined;
+  const parsed = ModelPricesSchema.safeParse(prices);
+  if (!parsed.success) {
+    const issue = parsed.error.issues[0];
+    throw new AgentboxError(
+      'invalid_request',
+      `model prices: ${issue?.path.join('.') || '(root)'}: ${issue?.message ?? 'invalid'}`,
+    );
+  }
+  return new Map(Object.entries(parsed.data));
+}
+
 /** Rules that apply to a box holding `held`: its secrets' rules and the access rules OAuth refresh feeds. */
 function rulesForSecrets(
   rules: readonly SecretInjectionRule[],
@@ -155,6 +176,7 @@ export function createEgressGateway(options: EgressGatewayOptions = {}): EgressG
         : [...options.upstreamCaPem];
   const boxes = new Map<string, { box: EgressBox; session: BoxSession }>();
   const ledgers = new Map<string, SpendLedger>();
+  const prices = parsePrices(options.modelPrices);
 
   const record = (entry: EgressAuditRecord): void => {
     try {
@@ -235,8 +257,11 @@ export function createEgressGateway(options: EgressGatewayOptions = {}): EgressG
     openBudget(boxId, budgetOptions) {
       let ledger = ledgers.get(boxId);
       if (ledger === undefined) {
-        const created = new SpendLedger(() => {
-          if (ledgers.get(boxId) === created) ledgers.delete(boxId);
+        const created = new SpendLedger({
+          onIdle: () => {
+            if (ledgers.get(boxId) === created) ledgers.delete(boxId);
+          },
+          ...(prices ? { prices } : {}),
         });
         ledgers.set(boxId, created);
         ledger = created;

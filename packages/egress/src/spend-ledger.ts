@@ -1,4 +1,4 @@
-import { costOfCall, MessagesUsageReader } from './spend.js';
+import { costOfCall, MessagesUsageReader, type PriceOverrides } from './spend.js';
 
 /**
  * A box's model spend while budgets are open on it (a task's `maxSpendUsd`, or a count with no
@@ -47,10 +47,13 @@ export class SpendLedger {
   readonly #calls = new Set<MeteredCall>();
 
   readonly #onIdle: () => void;
+  /** The operator's prices, ahead of the built-in table. */
+  readonly prices: PriceOverrides | undefined;
 
   /** `onIdle`: the last open budget was closed. */
-  constructor(onIdle: () => void = () => undefined) {
-    this.#onIdle = onIdle;
+  constructor(options: { onIdle?: () => void; prices?: PriceOverrides } = {}) {
+    this.#onIdle = options.onIdle ?? (() => undefined);
+    this.prices = options.prices;
   }
 
   openBudget(options: OpenBudgetOptions = {}): SpendBudget {
@@ -182,7 +185,7 @@ export class MeteredCall {
   }
 
   #chargeUpTo(reading: { model: string | undefined; usage: Parameters<typeof costOfCall>[1] }): void {
-    const cost = costOfCall(reading.model, reading.usage);
+    const cost = costOfCall(reading.model, reading.usage, this.ledger.prices);
     if (cost <= this.#charged) return;
     const delta = cost - this.#charged;
     this.#charged = cost;

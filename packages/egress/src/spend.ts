@@ -38,8 +38,16 @@ const LONG_CONTEXT_TOKENS = 200_000;
 const LONG_CONTEXT_INPUT = 2;
 const LONG_CONTEXT_OUTPUT = 1.5;
 
-export function priceOfModel(model: string | undefined): TokenPrice {
+/** An operator's prices: lowercase model id prefix → price; the longest matching prefix wins. */
+export type PriceOverrides = ReadonlyMap<string, TokenPrice>;
+
+export function priceOfModel(model: string | undefined, overrides?: PriceOverrides): TokenPrice {
   const id = (model ?? '').toLowerCase();
+  let chosen: [string, TokenPrice] | undefined;
+  for (const [prefix, price] of overrides ?? [])
+    if (id.startsWith(prefix) && (chosen === undefined || prefix.length > chosen[0].length))
+      chosen = [prefix, price];
+  if (chosen) return chosen[1];
   return MODEL_PRICES.find(([pattern]) => pattern.test(id))?.[1] ?? UNKNOWN_MODEL_PRICE;
 }
 
@@ -61,8 +69,12 @@ export const NO_USAGE: Readonly<MessagesUsage> = Object.freeze({
   cacheReadTokens: 0,
 });
 
-export function costOfCall(model: string | undefined, usage: MessagesUsage): number {
-  const price = priceOfModel(model);
+export function costOfCall(
+  model: string | undefined,
+  usage: MessagesUsage,
+  overrides?: PriceOverrides,
+): number {
+  const price = priceOfModel(model, overrides);
   const prompt =
     usage.inputTokens + usage.cacheWriteTokens + usage.cacheWrite1hTokens + usage.cacheReadTokens;
   const long = prompt > LONG_CONTEXT_TOKENS;

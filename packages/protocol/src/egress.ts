@@ -520,3 +520,30 @@ export const EgressAuditRecordSchema = z
   .strict()
   .describe('One egress decision of a box.');
 export type EgressAuditRecord = z.infer<typeof EgressAuditRecordSchema>;
+
+/** USD per million tokens of one model (or model family). */
+export const TokenPriceSchema = z
+  .object({
+    input: z.number().nonnegative().max(100_000).describe('USD per million prompt tokens.'),
+    output: z.number().nonnegative().max(100_000).describe('USD per million output tokens.'),
+  })
+  .strict();
+
+/**
+ * An operator's model prices (`serve --model-prices FILE`), ahead of the built-in table: model id
+ * prefix (`claude-opus-5`, or a full id) → price; the longest matching prefix wins. Cache writes,
+ * reads and long prompts are priced from `input` as for built-in models.
+ */
+const MODEL_ID_PREFIX = /^[a-z0-9][a-z0-9._:[\]-]{0,199}$/;
+
+export const ModelPricesSchema = z
+  .record(z.string(), TokenPriceSchema)
+  .superRefine((prices, ctx) => {
+    const ids = Object.keys(prices);
+    if (ids.length > 1000) ctx.addIssue({ code: 'custom', message: 'at most 1000 models' });
+    for (const id of ids)
+      if (!MODEL_ID_PREFIX.test(id))
+        ctx.addIssue({ code: 'custom', path: [id], message: 'not a lowercase model id or id prefix' });
+  })
+  .describe('Model id prefix → USD per million tokens.');
+export type ModelPrices = z.infer<typeof ModelPricesSchema>;

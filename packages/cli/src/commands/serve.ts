@@ -1,7 +1,7 @@
 import fs from 'node:fs';
 import path from 'node:path';
 import { SecretStore, type EgressGatewayOptions } from '@agentbox/egress';
-import { AgentboxError } from '@agentbox/protocol';
+import { AgentboxError, ModelPricesSchema, type ModelPrices } from '@agentbox/protocol';
 import { createHost, createLogger, SHUTDOWN_GRACE_MS, type KeyStore } from '@agentbox/host';
 import {
   QemuBackend,
@@ -35,6 +35,8 @@ export interface ServeOptions {
   idleHibernateSeconds?: number;
   /** Ended tasks are deleted this many days after they ended (absent: kept). */
   taskRetentionDays?: number;
+  /** A JSON file of model prices (id prefix → USD per million tokens) ahead of the built-in table. */
+  modelPrices?: string;
   /** Paused clones kept ready so `create` returns at once. */
   warmPool?: number;
   /** false: no standby clone (each on-demand clone starts its own VM process). */
@@ -65,6 +67,40 @@ export async function egressOptionsFromEnv(
       ? { upstreamCaPem: fs.readFileSync(env.AGENTBOX_EGRESS_TEST_CA, 'utf8') }
       : {}),
   };
+}
+
+/**
+ * The operator's model prices from `serve --model-prices FILE`: `{"claude-opus-5": {"input": 5,
+ * "output": 25}, …}`. A file that cannot be read or is not that shape stops `serve` with a line
+ * naming the file and the entry.
+ */
+export function readModelPrices(file: string): ModelPrices {
+  let text: string;
+  try {
+    text = fs.readFileSync(file, 'utf8');
+  } catch (err) {
+    const code = (err as NodeJS.ErrnoException).code;
+    throw new AgentboxError(
+      'invalid_request',
+      `--model-prices ${file}: ${code === 'ENOENT' ? 'no such file' : 'cannot be read'}`,
+    );
+  }
+  let json: unknown;
+  try {
+    json = JSON.parse(text);
+  } catch {
+    throw new AgentboxError('invalid_request', `--model-prices ${file}: not JSON`);
+  }
+  const parsed = ModelPricesSchema.safeParse(json);
+  if (!parsed.success) {
+    const issue = parsed.error.issues[0];
+    throw new AgentboxError(
+      'invalid_request',
+      `--model-prices ${file}: ${issue?.path.map(String).join('.') || '(the file)'}: ${issue?.message ?? 'invalid'}` +
+        ' (expected {"<model id prefix>": {"input": USD, "output": USD}} per million tokens)',
+    );
+  }
+  return parsed.data;
 }
 
 /**
@@ -143,6 +179,8 @@ export async function serve(
 ): Promise<number> {
   const home = agentboxHome();
   const dataDir = dataDirOf(options.data);
+  // A bad prices file stops serve before anything is booted.
+  const modelPrices = options.modelPrices === undefined ? undefined : readModelPrices(options.modelPrices);
   if ((await qemuVersion()) === undefined) {
     throw new AgentboxError(
       'prerequisite_missing',
@@ -208,7 +246,10 @@ export async function serve(
         : {}),
     },
     ...testUpstreamMap(),
-    egress: await egressOptionsFromEnv(),
+    egress: {
+      ...(await egressOptionsFromEnv()),
+      ...(modelPrices ? { modelPrices } : {}),
+    },
   });
   firstStartKey(host.keys, out, options.data === undefined ? undefined : dataDir);
   // A promise nobody handled (a bug on a path a guest drove) is logged, not the end of every box's

@@ -1,6 +1,6 @@
 import type http from 'node:http';
 import { afterAll, afterEach, beforeAll, describe, expect, it } from 'vitest';
-import type { CertificateAuthority, SpendBudget } from '../../src/index.js';
+import { createEgressGateway, type CertificateAuthority, type SpendBudget } from '../../src/index.js';
 import {
   connect,
   createTestCa,
@@ -280,6 +280,34 @@ describe('spend metering in the gateway', () => {
     const refused = await call({ input: 1 });
     expect(refused.status).toBe(403);
     expect(refused.body).toContain('could not be read');
+  });
+
+  it("the operator's model prices are used ahead of the table; bad ones stop the gateway", async () => {
+    const priced = await startHarness({
+      boxId: 'box-prices00001',
+      upstreamCaPem: ca.certPem,
+      secrets: { ANTHROPIC_API_KEY: REAL_KEY },
+      policy: { presets: ['anthropic'], upstreams: { 'api.anthropic.com': `127.0.0.1:${api.port}` } },
+      modelPrices: { 'claude-sonnet-4': { input: 10, output: 0 } },
+    });
+    try {
+      const count = priced.gateway.openBudget(priced.box.boxId);
+      const r = await proxyHttps(priced.proxyPort, 'api.anthropic.com', '/v1/messages', {
+        ca: [priced.box.caCertPem],
+        method: 'POST',
+        headers: { 'x-api-key': priced.box.env.ANTHROPIC_API_KEY!, 'content-type': 'application/json' },
+        body: JSON.stringify({ script: { input: 100_000 } }),
+      });
+      expect(r.status).toBe(200);
+      await until(() => count.spentUsd > 0);
+      expect(count.spentUsd).toBeCloseTo(1, 9); // 100k at $10, not the table's $3
+      count.close();
+    } finally {
+      await priced.close();
+    }
+    expect(() => createEgressGateway({ modelPrices: { 'claude-x': { input: -1, output: 1 } } })).toThrow(
+      /model prices: claude-x\.input: /,
+    );
   });
 
   it('budgets belong to the box, not to its session: a new session keeps counting', async () => {

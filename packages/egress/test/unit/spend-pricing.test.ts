@@ -51,6 +51,20 @@ describe('priceOfModel', () => {
     expect(priceOfModel(model)).toEqual({ input, output });
   });
 
+  it("an operator's prices come first, the longest prefix winning; the rest from the table", () => {
+    const overrides = new Map([
+      ['claude-opus', { input: 1, output: 2 }],
+      ['claude-opus-9', { input: 3, output: 4 }],
+      ['gpt-', { input: 5, output: 6 }],
+    ]);
+    expect(priceOfModel('claude-opus-9-20270101', overrides)).toEqual({ input: 3, output: 4 });
+    expect(priceOfModel('Claude-Opus-4-1', overrides)).toEqual({ input: 1, output: 2 });
+    expect(priceOfModel('gpt-9', overrides)).toEqual({ input: 5, output: 6 });
+    expect(priceOfModel('claude-sonnet-4-5', overrides)).toEqual({ input: 3, output: 15 });
+    const usage = { ...NO_USAGE, inputTokens: 100_000, outputTokens: 100_000 };
+    expect(costOfCall('claude-opus-9', usage, overrides)).toBeCloseTo(0.7, 12);
+  });
+
   it('an unknown or missing model is priced at the dearest rate known', () => {
     for (const model of ['claude-fake', 'gpt-5', '', undefined])
       expect(priceOfModel(model)).toBe(UNKNOWN_MODEL_PRICE);
