@@ -57,6 +57,12 @@ function limitOption(name: string) {
 interface Limits {
   maxBoxes?: number | 'none';
   maxTasks?: number | 'none';
+  maxSpend?: number | 'none';
+}
+
+/** A key's spend cap in dollars, or `none`. */
+function spendCapOption(value: string): number | 'none' {
+  return value === 'none' ? 'none' : numberOption('--max-spend', 0)(value);
 }
 
 const limitOf = (value: number | 'none'): number | null => (value === 'none' ? null : value);
@@ -69,6 +75,7 @@ function grantFlags(opts: { repo?: string[]; repos?: boolean } & Limits): Partia
     ...(opts.repos === false ? { repos: [] } : opts.repo ? { repos: opts.repo } : {}),
     ...(opts.maxBoxes !== undefined ? { maxBoxes: limitOf(opts.maxBoxes) } : {}),
     ...(opts.maxTasks !== undefined ? { maxTasks: limitOf(opts.maxTasks) } : {}),
+    ...(opts.maxSpend !== undefined ? { maxSpendUsd: limitOf(opts.maxSpend) } : {}),
   };
 }
 
@@ -318,6 +325,12 @@ export function buildProgram(setExit: (code: number) => void): Command {
           '--max-tasks <N>',
           'most tasks the key has queued or running at once (none: only the host queue)',
         ).argParser(limitOption('--max-tasks')),
+      )
+      .addOption(
+        new Option(
+          '--max-spend <USD>',
+          "most the key's boxes may spend on model calls in all, by the host's count (none: no cap)",
+        ).argParser(spendCapOption),
       );
   grantOptions(
     keys

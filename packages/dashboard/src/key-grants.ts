@@ -6,16 +6,28 @@ export interface GrantsForm {
   repos: string;
   maxBoxes: string;
   maxTasks: string;
+  /** Dollars, blank for no cap. */
+  maxSpendUsd: string;
 }
 
-export const EMPTY_GRANTS_FORM: GrantsForm = { repos: '', maxBoxes: '', maxTasks: '' };
+export const EMPTY_GRANTS_FORM: GrantsForm = { repos: '', maxBoxes: '', maxTasks: '', maxSpendUsd: '' };
 
 export function grantsForm(grants: ApiKey['grants']): GrantsForm {
   return {
     repos: grants.repos.join('\n'),
     maxBoxes: grants.maxBoxes === null ? '' : String(grants.maxBoxes),
     maxTasks: grants.maxTasks === null ? '' : String(grants.maxTasks),
+    maxSpendUsd: grants.maxSpendUsd === null ? '' : String(grants.maxSpendUsd),
   };
+}
+
+/** A dollar field: blank is no cap (null); anything but a number ≥ 0 is refused here. */
+function dollars(label: string, text: string): number | null {
+  const trimmed = text.trim().replace(/^\$/, '');
+  if (trimmed === '') return null;
+  if (!/^\d+(\.\d+)?$/.test(trimmed))
+    throw new Error(`${label}: dollars (like 25 or 2.50), or blank for no cap`);
+  return Number(trimmed);
 }
 
 /** A limit field: blank is no limit (null); anything but a whole number ≥ 0 is refused here. */
@@ -36,6 +48,7 @@ export function grantsFromForm(form: GrantsForm): Required<ApiKeyGrantsUpdate> {
     repos,
     maxBoxes: limit('Max boxes', form.maxBoxes),
     maxTasks: limit('Max tasks', form.maxTasks),
+    maxSpendUsd: dollars('Max spend', form.maxSpendUsd),
   };
 }
 
@@ -48,4 +61,10 @@ export function describeRepos(key: Pick<ApiKey, 'scope' | 'grants'>): string {
 
 export function describeLimit(value: number | null): string {
   return value === null ? 'no limit' : String(value);
+}
+
+/** What a key's boxes spent on model calls (the host's count), and of what cap. */
+export function describeSpend(key: Pick<ApiKey, 'spentUsd' | 'grants'>): string {
+  const spent = `$${key.spentUsd.toFixed(2)}`;
+  return key.grants.maxSpendUsd === null ? spent : `${spent} of $${key.grants.maxSpendUsd.toFixed(2)}`;
 }

@@ -17,7 +17,7 @@ import { PlaceholderRegistry } from './placeholders.js';
 import { compilePolicy, DEFAULT_INJECTION_RULES, type SecretInjectionRuleInput } from './policy.js';
 import { SecretStore } from './secrets.js';
 import type { PriceOverrides } from './spend.js';
-import { SpendLedger, type OpenBudgetOptions, type SpendBudget } from './spend-ledger.js';
+import { SpendLedger, type OpenBudgetOptions, type SpendAccount, type SpendBudget } from './spend-ledger.js';
 import { systemLookup, type LookupFn } from './upstream.js';
 
 /**
@@ -51,6 +51,11 @@ export interface EgressGatewayOptions {
    * spend budgets price calls with; validated like `serve --model-prices`.
    */
   readonly modelPrices?: ModelPrices;
+  /**
+   * The account a box's model calls are charged to besides its budgets (its API key's: what all
+   * the key's boxes spent, and the key's cap); with this set, every box's model calls are metered.
+   */
+  readonly spendAccount?: (boxId: string) => SpendAccount | undefined;
   /** Validity of each box CA; default 365 days. */
   readonly caValidityDays?: number;
   readonly now?: () => Date;
@@ -177,6 +182,30 @@ export function createEgressGateway(options: EgressGatewayOptions = {}): EgressG
   const boxes = new Map<string, { box: EgressBox; session: BoxSession }>();
   const ledgers = new Map<string, SpendLedger>();
   const prices = parsePrices(options.modelPrices);
+  const accountOf = options.spendAccount;
+  /** A box's ledger; made on demand while a budget is open, or for every box with accounts. */
+  const ledgerFor = (boxId: string, make: boolean): SpendLedger | undefined => {
+    const existing = ledgers.get(boxId);
+    if (existing || !make) return existing;
+    const created: SpendLedger = new SpendLedger({
+      // With accounts a ledger lives as long as the box's session; without, while a budget is open.
+      onIdle: () => {
+        if (accountOf === undefined && ledgers.get(boxId) === created) ledgers.delete(boxId);
+      },
+      ...(prices ? { prices } : {}),
+      ...(accountOf
+        ? {
+            account: () => accountOf(boxId),
+            // The key's other boxes stop too: their calls in flight, their tasks' budgets.
+            onAccountPassed: () => {
+              for (const ledger of ledgers.values()) if (ledger !== created) ledger.checkAccount();
+            },
+          }
+        : {}),
+    });
+    ledgers.set(boxId, created);
+    return created;
+  };
 
   const record = (entry: EgressAuditRecord): void => {
     try {
@@ -237,7 +266,7 @@ export function createEgressGateway(options: EgressGatewayOptions = {}): EgressG
         upstreamCa,
         connectTimeoutMs: options.connectTimeoutMs ?? 10_000,
         dnsTimeoutMs: options.dnsTimeoutMs ?? 5_000,
-        spend: () => ledgers.get(open.boxId),
+        spend: () => ledgerFor(open.boxId, accountOf !== undefined),
       });
       const box: EgressBox = {
         boxId: open.boxId,
@@ -249,25 +278,13 @@ export function createEgressGateway(options: EgressGatewayOptions = {}): EgressG
         close: async () => {
           boxes.delete(open.boxId);
           await session.close();
+          if (ledgers.get(open.boxId)?.idle) ledgers.delete(open.boxId);
         },
       };
       boxes.set(open.boxId, { box, session });
       return box;
     },
-    openBudget(boxId, budgetOptions) {
-      let ledger = ledgers.get(boxId);
-      if (ledger === undefined) {
-        const created = new SpendLedger({
-          onIdle: () => {
-            if (ledgers.get(boxId) === created) ledgers.delete(boxId);
-          },
-          ...(prices ? { prices } : {}),
-        });
-        ledgers.set(boxId, created);
-        ledger = created;
-      }
-      return ledger.openBudget(budgetOptions);
-    },
+    openBudget: (boxId, budgetOptions) => ledgerFor(boxId, true)!.openBudget(budgetOptions),
     async close(): Promise<void> {
       await Promise.all([...boxes.values()].map(({ box }) => box.close()));
     },

@@ -52,7 +52,7 @@ export {
 } from './github-graphql.js';
 export { SecretStore, SECRET_ENV_PREFIX, type SecretChangeListener } from './secrets.js';
 export type { CallReading, MessagesUsage, ModelCallKind, TokenPrice } from './spend.js';
-export type { BudgetEnd, OpenBudgetOptions, SpendBudget } from './spend-ledger.js';
+export type { BudgetEnd, OpenBudgetOptions, SpendAccount, SpendBudget } from './spend-ledger.js';
 export { PLACEHOLDER_PREFIX, findPlaceholders } from './placeholders.js';
 export { MemoryAuditSink, NULL_AUDIT_SINK, type AuditSink } from './audit.js';
 export {

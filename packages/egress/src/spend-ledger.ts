@@ -10,9 +10,21 @@ import { costOfCall, MessagesUsageReader, type PriceOverrides } from './spend.js
  * grows), so a budget is passed mid-answer, not after it: calls then in flight are cut, and later
  * ones refused (see tls-intercept.ts). A successful answer whose cost cannot be read passes every
  * budget (fail closed).
+ *
+ * Every call is also charged to the box's account, when the host gives one: what all the boxes
+ * of one API key have spent, with the key's cap. A cap reached is a budget passed for each of the
+ * key's boxes: their calls in flight are cut, later ones refused, their tasks' budgets end.
  */
 
-export type BudgetEnd = 'spent' | 'unreadable';
+/** Why a budget ended: its own limit, a cost that could not be read, or its key's cap. */
+export type BudgetEnd = 'spent' | 'unreadable' | 'account';
+
+/** What every box of one API key has spent, and the cap on it (Infinity: none); host-kept. */
+export interface SpendAccount {
+  readonly limitUsd: number;
+  readonly spentUsd: number;
+  charge(usd: number): void;
+}
 
 export interface SpendBudget {
   /** Infinity for a count without a limit. */
@@ -47,13 +59,36 @@ export class SpendLedger {
   readonly #calls = new Set<MeteredCall>();
 
   readonly #onIdle: () => void;
+  readonly #account: () => SpendAccount | undefined;
+  readonly #onAccountPassed: () => void;
+  /** A call's cost could not be read while the account had a cap: the box spends no more. */
+  #accountLocked = false;
   /** The operator's prices, ahead of the built-in table. */
   readonly prices: PriceOverrides | undefined;
 
-  /** `onIdle`: the last open budget was closed. */
-  constructor(options: { onIdle?: () => void; prices?: PriceOverrides } = {}) {
+  /**
+   * `onIdle`: the last open budget was closed. `account`: the box's key's account, read at each
+   * use (its cap can change while the box runs).
+   */
+  constructor(
+    options: {
+      onIdle?: () => void;
+      prices?: PriceOverrides;
+      account?: () => SpendAccount | undefined;
+      /** This box's charge took the account past its cap: the key's other boxes must hear of it. */
+      onAccountPassed?: () => void;
+    } = {},
+  ) {
     this.#onIdle = options.onIdle ?? (() => undefined);
+    this.#account = options.account ?? (() => undefined);
+    this.#onAccountPassed = options.onAccountPassed ?? (() => undefined);
     this.prices = options.prices;
+  }
+
+  /** Ends what this box has in flight and open if its key's account is past its cap (see onAccountPassed). */
+  checkAccount(): void {
+    const account = this.#cappedAccount();
+    if (account && account.spentUsd >= account.limitUsd) this.#passAll('account');
   }
 
   openBudget(options: OpenBudgetOptions = {}): SpendBudget {
@@ -71,16 +106,26 @@ export class SpendLedger {
     return this.#budgets.size === 0;
   }
 
-  /** A budget with a limit is open: calls the gateway cannot price are refused. */
+  /** A budget with a limit is open, or the key has a cap: calls the gateway cannot price are refused. */
   get limited(): boolean {
     for (const budget of this.#budgets) if (Number.isFinite(budget.limitUsd)) return true;
-    return false;
+    return this.#cappedAccount() !== undefined;
   }
 
-  /** The open budget that is past, if any: the box's next model call is refused. */
+  /** The open budget (or the key's account) that is past, if any: the box's next model call is refused. */
   exceededBudget(): SpendBudget | undefined {
-    for (const budget of this.#budgets) if (budget.exceeded) return budget;
-    return undefined;
+    // A budget ended by the key's cap refuses through the account below (which may since be raised).
+    for (const budget of this.#budgets) if (budget.exceeded && budget.exceeded !== 'account') return budget;
+    const account = this.#cappedAccount();
+    if (account === undefined) return undefined;
+    const figures = { limitUsd: account.limitUsd, spentUsd: account.spentUsd, close: () => undefined };
+    if (this.#accountLocked) return { ...figures, exceeded: 'unreadable' };
+    return account.spentUsd >= account.limitUsd ? { ...figures, exceeded: 'account' } : undefined;
+  }
+
+  #cappedAccount(): SpendAccount | undefined {
+    const account = this.#account();
+    return account && Number.isFinite(account.limitUsd) ? account : undefined;
   }
 
   /** Starts metering one admitted call. */
@@ -97,12 +142,29 @@ export class SpendLedger {
       budget.spentUsd += usd;
       if (budget.spentUsd >= budget.limitUsd) this.#pass(budget, 'spent');
     }
+    const account = this.#account();
+    if (account === undefined) return;
+    const before = account.spentUsd;
+    account.charge(usd);
+    if (account.spentUsd < account.limitUsd) return;
+    this.#passAll('account');
+    if (before < account.limitUsd) this.#onAccountPassed();
   }
 
   /** @internal: a call spent an amount that cannot be read; every limited budget is past. */
   unreadable(): void {
     for (const budget of this.#budgets)
       if (Number.isFinite(budget.limitUsd)) this.#pass(budget, 'unreadable');
+    if (this.#cappedAccount() !== undefined) {
+      this.#accountLocked = true;
+      this.#passAll('unreadable');
+    }
+  }
+
+  /** The key's cap is reached (or cannot be held): every call in flight is cut, every budget ends. */
+  #passAll(why: BudgetEnd): void {
+    for (const call of [...this.#calls]) call.cut();
+    for (const budget of [...this.#budgets]) this.#pass(budget, why);
   }
 
   /** @internal */
@@ -170,10 +232,11 @@ export class MeteredCall {
    */
   end(sent: boolean): void {
     if (this.#ended) return;
-    const reading = this.#reader?.end();
-    if (reading) this.#chargeUpTo(reading);
+    // Out of the calls in flight first: an answer already whole is not cut by its own charge.
     this.#ended = true;
     this.ledger.ended(this);
+    const reading = this.#reader?.end();
+    if (reading) this.#chargeUpTo(reading);
     const unknownAnswer = this.#status === undefined && sent;
     const unreadAnswer = reading !== undefined && !reading.usageSeen;
     if (unknownAnswer || unreadAnswer) this.ledger.unreadable();

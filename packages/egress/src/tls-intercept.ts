@@ -131,7 +131,7 @@ export async function handleInterceptedRequest(
   }
 }
 
-const usd = (value: number): string => `$${value.toFixed(value < 1 ? 4 : 2)}`;
+const usd = (value: number): string => `$${value.toFixed(value >= 0.01 ? 2 : 4)}`;
 
 /**
  * A model call under a spend budget: refused once a budget is spent, or when it could spend in a
@@ -148,7 +148,9 @@ function admitSpend(
     const reason =
       spent.exceeded === 'unreadable'
         ? 'the spend budget on this box is closed: the cost of one of its model calls could not be read'
-        : `the spend budget on this box (${usd(spent.limitUsd)}) is spent: ${usd(spent.spentUsd)} by the host's count`;
+        : spent.exceeded === 'account'
+          ? `this box's API key has reached its model spend cap (${usd(spent.limitUsd)}): ${usd(spent.spentUsd)} by the host's count`
+          : `the spend budget on this box (${usd(spent.limitUsd)}) is spent: ${usd(spent.spentUsd)} by the host's count`;
     return { refuse: { code: 'budget_exceeded', reason } };
   }
   if (kind === 'unmetered') {

@@ -32,6 +32,7 @@ import { createKeyWatch, KEY_CHECK_INTERVAL_MS } from './services/key-watch.js';
 import { createLibraryService } from './services/library-service.js';
 import { createTaskService, DEFAULT_MAX_CONCURRENT_TASKS } from './services/task-service.js';
 import { DEFAULT_TASK_OUTPUT_LIMITS, type TaskOutputLimits } from './services/task-output.js';
+import { createSpendAccounts } from './services/spend-accounts.js';
 import { createAuditStore } from './store/audit-store.js';
 import { createBoxStore } from './store/box-store.js';
 import { openDatabase } from './store/db.js';
@@ -137,7 +138,10 @@ export function createHost(options: HostOptions) {
     log,
   });
   const audit = createAuditStore(db);
-  const gateway = options.egress ? createEgressGateway({ ...options.egress, audit }) : undefined;
+  const spendAccounts = createSpendAccounts({ keys, ownerOf: (boxId) => store.get(boxId)?.ownerKeyId });
+  const gateway = options.egress
+    ? createEgressGateway({ ...options.egress, audit, spendAccount: (boxId) => spendAccounts.forBox(boxId) })
+    : undefined;
   const testUpstreams = options.egressTestUpstreams;
   const withTestUpstreams = (policy: EgressPolicyInput): EgressPolicyInput =>
     testUpstreams ? { ...policy, upstreams: { ...testUpstreams, ...policy.upstreams } } : policy;
@@ -302,6 +306,7 @@ export function createHost(options: HostOptions) {
         clearTimeout(cut);
         keyWatch.close();
         await gateway?.close();
+        spendAccounts.flush();
         db.close();
       }
     },

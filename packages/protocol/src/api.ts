@@ -405,6 +405,14 @@ export const ApiKeyGrantsSchema = z
       .describe("GitHub repositories the host's token may serve the key's boxes (admin keys: any)."),
     maxBoxes: KeyLimitSchema.describe('Live boxes the key may hold at once; null: only the host limit.'),
     maxTasks: KeyLimitSchema.describe('Tasks queued or running at once; null: only the host queue.'),
+    maxSpendUsd: z
+      .number()
+      .nonnegative()
+      .max(1_000_000_000)
+      .nullable()
+      .describe(
+        "What the key's boxes may spend on model calls in all (`spentUsd`), by the host's count; null: no cap. Calls past it are refused.",
+      ),
   })
   .strict()
   .describe("What a key may use beyond its own boxes (see README's keys).");
@@ -424,6 +432,10 @@ export const ApiKeySchema = z
     revokedAt: z.number().int().nullable(),
     lastUsedAt: z.number().int().nullable().describe('Refreshed at most once a minute.'),
     grants: ApiKeyGrantsSchema,
+    spentUsd: z
+      .number()
+      .nonnegative()
+      .describe("What the key's boxes' model calls have cost since it was made, by the host's count."),
   })
   .strict()
   .describe('An API key; never its secret (only its sha256 is stored).');

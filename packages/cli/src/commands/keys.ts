@@ -21,6 +21,7 @@ const when = (ms: number | null) => (ms === null ? '-' : new Date(ms).toISOStrin
 export function formatKeys(keys: ApiKeyInfo[]): string {
   if (keys.length === 0) return 'no API keys (`agentbox serve` makes an admin key on first start)';
   const limit = (n: number | null) => (n === null ? '-' : String(n));
+  const dollars = (n: number) => `$${n.toFixed(2)}`;
   const rows = keys.map((k) => [
     k.id,
     k.scope,
@@ -32,6 +33,9 @@ export function formatKeys(keys: ApiKeyInfo[]): string {
     k.scope === 'admin' ? '*' : k.grants.repos.join(',') || '-',
     limit(k.grants.maxBoxes),
     limit(k.grants.maxTasks),
+    k.grants.maxSpendUsd === null
+      ? dollars(k.spentUsd)
+      : `${dollars(k.spentUsd)} of ${dollars(k.grants.maxSpendUsd)}`,
   ]);
   const header = [
     'ID',
@@ -44,6 +48,7 @@ export function formatKeys(keys: ApiKeyInfo[]): string {
     'REPOS',
     'MAX BOXES',
     'MAX TASKS',
+    'SPENT',
   ];
   return formatTable(header, rows);
 }
@@ -95,7 +100,7 @@ export function keysUpdate(options: {
   if (Object.keys(grants).length === 0) {
     throw new AgentboxError(
       'invalid_request',
-      'nothing to change: pass --repo, --no-repos, --max-boxes or --max-tasks',
+      'nothing to change: pass --repo, --no-repos, --max-boxes, --max-tasks or --max-spend',
     );
   }
   const key = withKeys(options.data, (keys) => keys.update(options.id, grants));

@@ -52,7 +52,12 @@ describe('agentbox keys', () => {
     ]);
     expect(made.code, made.stderr).toBe(0);
     const key = JSON.parse(made.stdout) as { id: string; grants: object };
-    expect(key.grants).toEqual({ repos: ['acme/*', 'solo/one'], maxBoxes: 2, maxTasks: null });
+    expect(key.grants).toEqual({
+      repos: ['acme/*', 'solo/one'],
+      maxBoxes: 2,
+      maxTasks: null,
+      maxSpendUsd: null,
+    });
 
     const updated = await cli([
       'keys',
@@ -62,21 +67,31 @@ describe('agentbox keys', () => {
       '5',
       '--max-boxes',
       'none',
+      '--max-spend',
+      '12.5',
       '--data',
       data,
       '--json',
     ]);
     expect(updated.code, updated.stderr).toBe(0);
     expect(JSON.parse(updated.stdout)).toMatchObject({
-      grants: { repos: ['acme/*', 'solo/one'], maxBoxes: null, maxTasks: 5 },
+      grants: { repos: ['acme/*', 'solo/one'], maxBoxes: null, maxTasks: 5, maxSpendUsd: 12.5 },
+      spentUsd: 0,
     });
     const replaced = await cli(['keys', 'update', key.id, '--repo', 'other/x', '--data', data]);
-    expect(replaced.stdout).toMatch(new RegExp(`${key.id}\\s+user\\s.*\\sactive\\s+other/x\\s+-\\s+5$`, 'm'));
+    expect(replaced.stdout).toMatch(
+      new RegExp(`${key.id}\\s+user\\s.*\\sactive\\s+other/x\\s+-\\s+5\\s+\\$0\\.00 of \\$12\\.50$`, 'm'),
+    );
+    const uncapped = await cli(['keys', 'update', key.id, '--max-spend', 'none', '--data', data, '--json']);
+    expect(JSON.parse(uncapped.stdout)).toMatchObject({ grants: { maxSpendUsd: null } });
     const cleared = await cli(['keys', 'update', key.id, '--no-repos', '--data', data, '--json']);
     expect(JSON.parse(cleared.stdout)).toMatchObject({ grants: { repos: [] } });
 
     for (const [args, line] of [
-      [['keys', 'update', key.id], 'nothing to change: pass --repo, --no-repos, --max-boxes or --max-tasks'],
+      [
+        ['keys', 'update', key.id],
+        'nothing to change: pass --repo, --no-repos, --max-boxes, --max-tasks or --max-spend',
+      ],
       [['keys', 'update', key.id, '--repo', 'a/b', '--no-repos'], '--repo and --no-repos cannot go together'],
       [
         ['keys', 'update', key.id, '--repo', 'acme'],
@@ -91,6 +106,9 @@ describe('agentbox keys', () => {
     const bad = await cli(['keys', 'update', key.id, '--max-boxes', '-1', '--data', data]);
     expect(bad.code).toBe(2);
     expect(bad.stderr).toMatch(/--max-boxes must be a whole number/);
+    const spend = await cli(['keys', 'update', key.id, '--max-spend', 'lots', '--data', data]);
+    expect(spend.code).toBe(2);
+    expect(spend.stderr).toMatch(/--max-spend must be a number ≥ 0/);
   });
 
   it('says clearly what is wrong, in one line', async () => {

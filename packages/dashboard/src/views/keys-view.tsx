@@ -8,6 +8,7 @@ import { usePolled, useTick } from '../hooks.js';
 import {
   EMPTY_GRANTS_FORM,
   describeLimit,
+  describeSpend,
   describeRepos,
   grantsForm,
   grantsFromForm,
@@ -66,6 +67,7 @@ export function KeysView(props: { api: ApiClient; signedInWith: string }) {
               <th>GitHub repos</th>
               <th>Max boxes</th>
               <th>Max tasks</th>
+              <th>Model spend</th>
               <th>Made</th>
               <th>Last used</th>
               <th />
@@ -125,6 +127,7 @@ function KeyRow(props: {
         <td data-testid="key-repos">{describeRepos(key)}</td>
         <td data-testid="key-max-boxes">{describeLimit(key.grants.maxBoxes)}</td>
         <td data-testid="key-max-tasks">{describeLimit(key.grants.maxTasks)}</td>
+        <td data-testid="key-spend">{describeSpend(key)}</td>
         <td title={iso(key.createdAt)}>{age(iso(key.createdAt), props.now)}</td>
         <td>
           {key.lastUsedAt === null ? <span class="muted">never</span> : age(iso(key.lastUsedAt), props.now)}
@@ -156,7 +159,7 @@ function KeyRow(props: {
       </tr>
       {props.editing && !revoked ? (
         <tr>
-          <td colSpan={8}>
+          <td colSpan={9}>
             <GrantsEditor
               initial={grantsForm(key.grants)}
               admin={key.scope === 'admin'}
@@ -274,6 +277,10 @@ function GrantsEditor(props: {
       <label>
         Max tasks
         <input type="text" inputMode="numeric" placeholder="no limit" {...field('maxTasks')} />
+      </label>
+      <label>
+        Max model spend (USD, in all)
+        <input type="text" inputMode="decimal" placeholder="no cap" {...field('maxSpendUsd')} />
       </label>
       <label class="wide">
         GitHub repositories the host’s token may serve (owner/name, owner/* or *; one per line)

@@ -394,7 +394,7 @@ describe('the web dashboard in Chromium against a real daemon', () => {
       name: 'e2e-user',
       scope: 'user',
       revokedAt: null,
-      grants: { repos: ['acme/*', 'octo/hello'], maxBoxes: 2, maxTasks: null }, // kept sorted
+      grants: { repos: ['acme/*', 'octo/hello'], maxBoxes: 2, maxTasks: null, maxSpendUsd: null }, // kept sorted
     });
     // The secret is a working user key: its own boxes, no key management.
     const asUser = client(daemon.url, secret);
@@ -414,10 +414,17 @@ describe('the web dashboard in Chromium against a real daemon', () => {
     await grants.locator('textarea[name=repos]').fill('');
     await grants.locator('input[name=maxBoxes]').fill('');
     await grants.locator('input[name=maxTasks]').fill('3');
+    await grants.locator('input[name=maxSpendUsd]').fill('7.5');
     await page.getByTestId('save-grants').click();
     await expect.poll(() => row.getByTestId('key-repos').innerText()).toBe('none');
     expect(await row.getByTestId('key-max-tasks').innerText()).toBe('3');
-    expect((await keyOf(keyId))?.grants).toEqual({ repos: [], maxBoxes: null, maxTasks: 3 });
+    expect(await row.getByTestId('key-spend').innerText()).toBe('$0.00 of $7.50');
+    expect((await keyOf(keyId))?.grants).toEqual({
+      repos: [],
+      maxBoxes: null,
+      maxTasks: 3,
+      maxSpendUsd: 7.5,
+    });
     await shot('13-key-grants');
 
     // Signed in with the user key, the page has no Keys section, and /keys shows the refusal.

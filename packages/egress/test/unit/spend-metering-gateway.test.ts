@@ -282,6 +282,74 @@ describe('spend metering in the gateway', () => {
     expect(refused.body).toContain('could not be read');
   });
 
+  it("with accounts every call is charged to the box's key; a cap holds across the key's boxes", async () => {
+    const account = {
+      limitUsd: 0.5,
+      spentUsd: 0,
+      charge(usd: number) {
+        this.spentUsd += usd;
+      },
+    };
+    const keyed = await startHarness({
+      boxId: 'box-keyed000001',
+      upstreamCaPem: ca.certPem,
+      secrets: { ANTHROPIC_API_KEY: REAL_KEY, OPENAI_API_KEY: 'sk-openai-REAL-keyed-cccccccc' },
+      policy: {
+        presets: ['anthropic', 'openai'],
+        upstreams: {
+          'api.anthropic.com': `127.0.0.1:${api.port}`,
+          'api.openai.com': `127.0.0.1:${api.port}`,
+        },
+      },
+      spendAccount: (boxId) => (boxId.startsWith('box-keyed') ? account : undefined),
+    });
+    const second = await keyed.gateway.openBox({
+      boxId: 'box-keyed000002',
+      policy: { presets: ['anthropic'], upstreams: { 'api.anthropic.com': `127.0.0.1:${api.port}` } },
+    });
+    const net = await import('node:net');
+    const channel = net.createServer((socket) => second.handleConnection(socket));
+    await new Promise<void>((resolve) => channel.listen(0, '127.0.0.1', resolve));
+    const secondPort = (channel.address() as { port: number }).port;
+    const from = (which: 'first' | 'second', input: number, host = 'api.anthropic.com') => {
+      const box = which === 'first' ? keyed.box : second;
+      const openai = host === 'api.openai.com';
+      return proxyHttps(which === 'first' ? keyed.proxyPort : secondPort, host, '/v1/messages', {
+        ca: [box.caCertPem],
+        method: 'POST',
+        headers: openai
+          ? { authorization: `Bearer ${box.env.OPENAI_API_KEY}` }
+          : { 'x-api-key': box.env.ANTHROPIC_API_KEY!, 'content-type': 'application/json' },
+        body: JSON.stringify({ script: { input } }),
+      });
+    };
+    try {
+      // no budget open: charged all the same
+      expect((await from('first', 100_000)).status).toBe(200);
+      await until(() => account.spentUsd > 0.3);
+      // under the cap, what cannot be priced is refused
+      const openai = await from('first', 1, 'api.openai.com');
+      expect([openai.status, openai.headers['x-agentbox-deny']]).toEqual([403, 'budget_unmetered']);
+      // the other box of the key passes the cap (its stream is cut there); now neither may spend
+      const budget = keyed.gateway.openBudget(keyed.box.boxId);
+      await from('second', 100_000).catch(() => undefined);
+      await until(() => account.spentUsd >= 0.5);
+      expect(budget.exceeded).toBe('account');
+      for (const which of ['first', 'second'] as const) {
+        const r = await from(which, 1);
+        expect(r.status).toBe(403);
+        expect(r.body).toContain("this box's API key has reached its model spend cap ($0.50)");
+      }
+      budget.close();
+      // a cap raised (read at each call) lets them spend again
+      account.limitUsd = 5;
+      expect((await from('second', 1)).status).toBe(200);
+    } finally {
+      await new Promise<void>((resolve) => channel.close(() => resolve()));
+      await keyed.close();
+    }
+  });
+
   it("the operator's model prices are used ahead of the table; bad ones stop the gateway", async () => {
     const priced = await startHarness({
       boxId: 'box-prices00001',

@@ -2,6 +2,7 @@ import { randomBytes } from 'node:crypto';
 import path from 'node:path';
 import {
   AgentboxError,
+  AGENT_ONLY_FIELDS,
   agentDefinitionIssues,
   encodeTaskCursor,
   isCredentialEnvName,
@@ -201,9 +202,14 @@ const usd = (value: number): string => `$${value.toFixed(4)}`;
 
 /** Why the host stopped a task at its budget, with the figures the host counted. */
 function budgetMessage(budget: SpendBudget): string {
-  return budget.exceeded === 'unreadable'
-    ? "the cost of one of the task's model calls could not be read, so its maxSpendUsd could not be held; the agent and its children were stopped"
-    : `the task's model calls cost ${usd(budget.spentUsd)} by the host's count, past its maxSpendUsd of ${usd(budget.limitUsd)}; the agent and its children were stopped`;
+  switch (budget.exceeded) {
+    case 'unreadable':
+      return "the cost of one of the box's model calls could not be read, so the task's spend limits could not be held; the agent and its children were stopped";
+    case 'account':
+      return 'the API key that submitted the task reached its model spend cap (`agentbox keys update --max-spend`); the agent and its children were stopped';
+    default:
+      return `the task's model calls cost ${usd(budget.spentUsd)} by the host's count, past its maxSpendUsd of ${usd(budget.limitUsd)}; the agent and its children were stopped`;
+  }
 }
 
 /** Said by a task whose key was revoked before it started (while queued, or across a restart). */
@@ -379,7 +385,15 @@ export function createTaskService(deps: TaskServiceDeps) {
     // The task runs as its owner's key (user scope): an admin naming another key's box is told now,
     // not when the task starts.
     if (options.boxId) deps.boxes.get({ actor: { keyId: actor.keyId, scope: 'user' }, id: options.boxId });
-    const { maxTasks } = grantsOf(actor);
+    const { maxTasks, maxSpendUsd } = grantsOf(actor);
+    if (maxSpendUsd !== null && !AGENT_ONLY_FIELDS.maxSpendUsd.some((agent) => agent === spec.agent)) {
+      // Its calls would all be refused (the gateway cannot price them): said now, not as a failure.
+      throw new AgentboxError(
+        'forbidden',
+        `API key ${actor.keyId} has a model spend cap, which ${spec.agent}'s calls cannot be held to (the host prices Anthropic calls only)`,
+        { details: { field: 'agent' } },
+      );
+    }
     if (maxTasks !== null) {
       const open = store.countOpen(actor.keyId);
       if (open >= maxTasks) {

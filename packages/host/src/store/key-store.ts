@@ -16,9 +16,11 @@ export interface KeyGrants {
   maxBoxes: number | null;
   /** Tasks it may have queued or running at once; null: only the host's queue. */
   maxTasks: number | null;
+  /** What its boxes may spend on model calls in all, by the host's count; null: no cap. */
+  maxSpendUsd: number | null;
 }
 
-export const NO_GRANTS: KeyGrants = { repos: [], maxBoxes: null, maxTasks: null };
+export const NO_GRANTS: KeyGrants = { repos: [], maxBoxes: null, maxTasks: null, maxSpendUsd: null };
 
 /** A stored API key; the secret itself is never stored, only its sha256. */
 export interface ApiKeyInfo {
@@ -30,6 +32,8 @@ export interface ApiKeyInfo {
   revokedAt: number | null;
   lastUsedAt: number | null;
   grants: KeyGrants;
+  /** What its boxes' model calls cost since it was made, by the host's count. */
+  spentUsd: number;
 }
 
 /** Who made a request: the key, and so what it may see and use. */
@@ -57,10 +61,12 @@ interface KeyRow {
   repo_grants: string;
   max_boxes: number | null;
   max_tasks: number | null;
+  max_spend_usd: number | null;
+  spent_usd: number;
 }
 
 const KEY_COLUMNS =
-  'id, name, scope, prefix, created_at, revoked_at, last_used_at, repo_grants, max_boxes, max_tasks';
+  'id, name, scope, prefix, created_at, revoked_at, last_used_at, repo_grants, max_boxes, max_tasks, max_spend_usd, spent_usd';
 
 const KEY_PREFIX = 'abk_';
 /** last_used_at is refreshed at most this often, so authentication rarely writes. */
@@ -80,6 +86,7 @@ function toInfo(row: KeyRow): ApiKeyInfo {
     revokedAt: row.revoked_at,
     lastUsedAt: row.last_used_at,
     grants: grantsOfRow(row),
+    spentUsd: row.spent_usd,
   };
 }
 
@@ -88,6 +95,7 @@ function grantsOfRow(row: KeyRow): KeyGrants {
     repos: RepoGrantSchema.array().catch([]).parse(safeJson(row.repo_grants)),
     maxBoxes: row.max_boxes,
     maxTasks: row.max_tasks,
+    maxSpendUsd: row.max_spend_usd,
   };
 }
 
@@ -120,6 +128,15 @@ function checkGrants(grants: Partial<KeyGrants>): Partial<KeyGrants> {
       throw new AgentboxError('invalid_request', `${field} must be a whole number >= 0, got ${value}`);
     out[field] = value;
   }
+  const spend = grants.maxSpendUsd;
+  if (spend !== undefined) {
+    if (spend !== null && !(Number.isFinite(spend) && spend >= 0 && spend <= 1_000_000_000))
+      throw new AgentboxError(
+        'invalid_request',
+        `maxSpendUsd must be a number of dollars >= 0, got ${spend}`,
+      );
+    out.maxSpendUsd = spend;
+  }
   return out;
 }
 
@@ -127,6 +144,10 @@ export function createKeyStore(db: Db, clock: () => number = Date.now) {
   const byHash = db.prepare<[string], KeyRow>(`SELECT ${KEY_COLUMNS} FROM api_keys WHERE hash = ?`);
   const byId = db.prepare<[string], KeyRow>(`SELECT ${KEY_COLUMNS} FROM api_keys WHERE id = ?`);
   const touch = db.prepare('UPDATE api_keys SET last_used_at = ? WHERE id = ?');
+  const addSpent = db.prepare('UPDATE api_keys SET spent_usd = spent_usd + ? WHERE id = ?');
+  const spendById = db.prepare<[string], { spent_usd: number; max_spend_usd: number | null }>(
+    'SELECT spent_usd, max_spend_usd FROM api_keys WHERE id = ?',
+  );
   const activeById = db.prepare<[string], { one: number }>(
     'SELECT 1 AS one FROM api_keys WHERE id = ? AND revoked_at IS NULL',
   );
@@ -141,8 +162,8 @@ export function createKeyStore(db: Db, clock: () => number = Date.now) {
       const secret = KEY_PREFIX + randomBytes(32).toString('base64url');
       const id = `key_${randomUUID().replace(/-/g, '').slice(0, 12)}`;
       db.prepare(
-        `INSERT INTO api_keys (id, name, scope, hash, prefix, created_at, repo_grants, max_boxes, max_tasks)
-         VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)`,
+        `INSERT INTO api_keys (id, name, scope, hash, prefix, created_at, repo_grants, max_boxes, max_tasks, max_spend_usd)
+         VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)`,
       ).run(
         id,
         options.name,
@@ -153,6 +174,7 @@ export function createKeyStore(db: Db, clock: () => number = Date.now) {
         JSON.stringify(grants.repos),
         grants.maxBoxes,
         grants.maxTasks,
+        grants.maxSpendUsd,
       );
       return { secret, key: toInfo(byId.get(id)!) };
     },
@@ -166,13 +188,21 @@ export function createKeyStore(db: Db, clock: () => number = Date.now) {
       const row = byId.get(id);
       if (!row) throw new AgentboxError('invalid_request', `no API key with id ${id}`);
       const next = { ...grantsOfRow(row), ...checked };
-      db.prepare('UPDATE api_keys SET repo_grants = ?, max_boxes = ?, max_tasks = ? WHERE id = ?').run(
-        JSON.stringify(next.repos),
-        next.maxBoxes,
-        next.maxTasks,
-        id,
-      );
+      db.prepare(
+        'UPDATE api_keys SET repo_grants = ?, max_boxes = ?, max_tasks = ?, max_spend_usd = ? WHERE id = ?',
+      ).run(JSON.stringify(next.repos), next.maxBoxes, next.maxTasks, next.maxSpendUsd, id);
       return toInfo(byId.get(id)!);
+    },
+
+    /** Adds to what a key's boxes have spent (the host's count; see spend-accounts.ts). */
+    addSpend(id: string, usd: number): void {
+      if (usd > 0 && Number.isFinite(usd)) addSpent.run(usd, id);
+    },
+
+    /** What a key's boxes have spent and may spend; undefined for an unknown key. */
+    spendOf(id: string): { spentUsd: number; maxSpendUsd: number | null } | undefined {
+      const row = spendById.get(id);
+      return row && { spentUsd: row.spent_usd, maxSpendUsd: row.max_spend_usd };
     },
 
     /** One key, or undefined. */

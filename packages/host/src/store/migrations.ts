@@ -188,4 +188,12 @@ export const MIGRATIONS: readonly Migration[] = [
         WHERE user_id IS NOT NULL AND state IN ('creating', 'running', 'paused', 'hibernated', 'stopped');
     `,
   },
+  {
+    version: 10,
+    name: "a key's model spend, counted on the host, and the cap on it",
+    sql: `
+      ALTER TABLE api_keys ADD COLUMN max_spend_usd REAL;
+      ALTER TABLE api_keys ADD COLUMN spent_usd REAL NOT NULL DEFAULT 0;
+    `,
+  },
 ];

@@ -399,6 +399,61 @@ describe('agent tasks with real VMs and the real Claude Code CLI', () => {
     await api('DELETE', `/v1/boxes/${box.id}`);
   });
 
+  it("a key's spend cap holds across its boxes, outside any task; codex is refused at submit", async () => {
+    const made = await api('POST', '/v1/keys', { name: 'capped', grants: { maxSpendUsd: 0.5 } });
+    expect(made.status).toBe(201);
+    const capped = (await made.json()) as { id: string; key: string };
+    const asCapped = (method: string, route: string, body?: unknown) =>
+      fetch(`${t.daemon.url}${route}`, {
+        method,
+        headers: { 'x-api-key': capped.key, 'content-type': 'application/json' },
+        ...(body === undefined ? {} : { body: JSON.stringify(body) }),
+      });
+    const box = (await (
+      await asCapped('POST', '/v1/boxes', { egress: { presets: ['anthropic'] } })
+    ).json()) as {
+      id: string;
+    };
+    const body = JSON.stringify({
+      model: 'claude-sonnet-4-5',
+      max_tokens: 16,
+      messages: [{ role: 'user', content: SPEND_MARK }],
+    });
+    const curls = (n: number) =>
+      `for i in $(seq ${n}); do curl -sS -o /dev/null -w "%{http_code} " ` +
+      `-H "x-api-key: $ANTHROPIC_API_KEY" -H 'content-type: application/json' ` +
+      `-d '${body}' https://api.anthropic.com/v1/messages; done`;
+    const run = async (command: string) => {
+      const r = await asCapped('POST', `/v1/boxes/${box.id}/exec?stream=false`, { command });
+      expect(r.status).toBe(200);
+      return Buffer.from(((await r.json()) as { stdout: string }).stdout, 'base64').toString();
+    };
+    // $0.45 a call: the second passes $0.50, the third is refused before the API sees it
+    const calls = () => fake.messages().filter((q) => messagesText(q.body).includes(SPEND_MARK)).length;
+    const before = calls();
+    expect((await run(curls(3))).trim()).toBe('200 200 403');
+    expect(calls() - before).toBe(2);
+    const refused = await run(
+      `curl -sS -H "x-api-key: $ANTHROPIC_API_KEY" -d '${body}' https://api.anthropic.com/v1/messages`,
+    );
+    expect(refused).toMatch(
+      /budget_exceeded: this box's API key has reached its model spend cap \(\$0\.50\)/,
+    );
+    // the operator sees what it spent, and raising the cap lets its boxes spend again
+    await new Promise((r) => setTimeout(r, 1500));
+    const listed = (await (await api('GET', '/v1/keys')).json()) as {
+      keys: { id: string; spentUsd: number }[];
+    };
+    expect(listed.keys.find((k) => k.id === capped.id)?.spentUsd).toBeCloseTo(0.9, 2);
+    expect((await api('PUT', `/v1/keys/${capped.id}/grants`, { maxSpendUsd: 5 })).status).toBe(200);
+    expect((await run(curls(1))).trim()).toBe('200');
+    // codex's OpenAI calls cannot be held to the cap: refused when submitted, not failed later
+    const codex = await asCapped('POST', '/v1/tasks', { agent: 'codex', boxId: box.id, prompt: 'x' });
+    expect(codex.status).toBe(403);
+    expect(await codex.text()).toMatch(/model spend cap, which codex's calls cannot be held to/);
+    await asCapped('DELETE', `/v1/boxes/${box.id}`);
+  });
+
   it('gitRepoUrl: the repo is cloned through the gateway and becomes the cwd; other repos stay shut', async () => {
     const created = await api('POST', '/v1/tasks', {
       agent: 'shell',

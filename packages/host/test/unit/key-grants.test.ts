@@ -1,6 +1,7 @@
 import { afterAll, beforeAll, describe, expect, it, vi } from 'vitest';
 import type { Task } from '@agentbox/protocol';
 import { errorCode, fakeHost, slowCreateBackend, type FakeHost } from '../helpers/fake-host.js';
+import { NO_GRANTS } from '../../src/store/key-store.js';
 
 /**
  * What an operator grants a key beyond seeing its own boxes: the repositories the host's GitHub
@@ -32,7 +33,12 @@ describe('key grants', () => {
       scope: 'user',
       grants: { repos: ['Acme/Widgets.git', 'acme/*', 'acme/*'], maxBoxes: 2 },
     });
-    expect(made.key.grants).toEqual({ repos: ['acme/*', 'acme/widgets'], maxBoxes: 2, maxTasks: null });
+    expect(made.key.grants).toEqual({
+      repos: ['acme/*', 'acme/widgets'],
+      maxBoxes: 2,
+      maxTasks: null,
+      maxSpendUsd: null,
+    });
     expect(h.host.keys.authenticate(made.secret)?.grants).toEqual(made.key.grants);
     // Fields left out stay; null takes a limit back.
     expect(h.host.keys.update(made.key.id, { maxTasks: 3 }).grants).toMatchObject({
@@ -43,7 +49,20 @@ describe('key grants', () => {
       repos: [],
       maxBoxes: null,
       maxTasks: 3,
+      maxSpendUsd: null,
     });
+    expect(h.host.keys.update(made.key.id, { maxSpendUsd: 2.5 }).grants.maxSpendUsd).toBe(2.5);
+    for (const bad of [-1, Infinity, NaN])
+      expect(() => h.host.keys.update(made.key.id, { maxSpendUsd: bad })).toThrow(
+        /maxSpendUsd must be a number of dollars >= 0/,
+      );
+    // What its boxes spent, the host's count: only grows, shown with the key.
+    h.host.keys.addSpend(made.key.id, 0.25);
+    h.host.keys.addSpend(made.key.id, -5);
+    h.host.keys.addSpend(made.key.id, NaN);
+    expect(h.host.keys.get(made.key.id)?.spentUsd).toBe(0.25);
+    expect(h.host.keys.spendOf(made.key.id)).toEqual({ spentUsd: 0.25, maxSpendUsd: 2.5 });
+    expect(h.host.keys.spendOf('key_nope')).toBeUndefined();
     for (const bad of [['acme'], ['acme/*/x'], ['*/widgets'], ['../etc'], ['acme/wid gets']]) {
       expect(() => h.host.keys.update(made.key.id, { repos: bad })).toThrow(
         /--repo .*: a GitHub repository grant/,
@@ -59,7 +78,7 @@ describe('key grants', () => {
     // An admin key covers any repository whatever its row says; an unknown key covers none.
     const admin = h.host.keys.create({ name: 'a', scope: 'admin' }).key;
     expect(h.host.keys.grantsFor(admin.id).repos).toEqual(['*']);
-    expect(h.host.keys.grantsFor('key_nope')).toEqual({ repos: [], maxBoxes: null, maxTasks: null });
+    expect(h.host.keys.grantsFor('key_nope')).toEqual(NO_GRANTS);
   });
 
   it("repos: only what the key was granted, the operator's update applies on the next request", async () => {
@@ -181,7 +200,7 @@ describe('key grants', () => {
       expect(widen.mock.calls[0]![0].actor).toEqual({
         keyId,
         scope: 'user',
-        grants: { repos: ['acme/widgets'], maxBoxes: null, maxTasks: null },
+        grants: { repos: ['acme/widgets'], maxBoxes: null, maxTasks: null, maxSpendUsd: null },
       });
     } finally {
       widen.mockRestore();

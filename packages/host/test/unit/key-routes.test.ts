@@ -39,7 +39,18 @@ describe('/v1/keys', () => {
       url: `/v1/keys/${key.id}/grants`,
       payload: { maxTasks: 2 },
     });
-    expect(granted.json<ApiKey>().grants).toEqual({ repos: ['acme/*'], maxBoxes: 1, maxTasks: 2 });
+    expect(granted.json<ApiKey>().grants).toEqual({
+      repos: ['acme/*'],
+      maxBoxes: 1,
+      maxTasks: 2,
+      maxSpendUsd: null,
+    });
+    const capped = await h.admin_({
+      method: 'PUT',
+      url: `/v1/keys/${key.id}/grants`,
+      payload: { maxSpendUsd: 20 },
+    });
+    expect(capped.json<ApiKey>()).toMatchObject({ grants: { maxTasks: 2, maxSpendUsd: 20 }, spentUsd: 0 });
 
     const revoked = await h.admin_({ method: 'DELETE', url: `/v1/keys/${key.id}` });
     expect(revoked.statusCode).toBe(200);

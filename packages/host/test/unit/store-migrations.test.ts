@@ -136,7 +136,9 @@ describe('SQLite store: numbered migrations', () => {
     v7.close();
 
     const db = openDatabase(dir);
-    expect(createKeyStore(db).list()[0]!.grants).toEqual({ repos: [], maxBoxes: null, maxTasks: null });
+    const [old] = createKeyStore(db).list();
+    expect(old!.grants).toEqual({ repos: [], maxBoxes: null, maxTasks: null, maxSpendUsd: null });
+    expect(old!.spentUsd).toBe(0);
     db.prepare(box('box-b', 'key_other')).run();
     expect(() => db.prepare(box('box-c', 'key_old')).run()).toThrow(/UNIQUE/);
     const store = createBoxStore(db);

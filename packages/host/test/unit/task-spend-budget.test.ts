@@ -8,6 +8,7 @@ import {
   USER_BOX,
   type StandInGuest,
 } from '../helpers/task-service-standins.js';
+import { NO_GRANTS } from '../../src/store/key-store.js';
 
 /**
  * A task's spend as the host counts it: every task's box gets a budget while its agent runs (with
@@ -136,6 +137,44 @@ describe("a task's spend, counted on the host", () => {
     expect(opened[0]!.closed).toBe(true);
   });
 
+  it("the key's cap reached stops it with budget_exceeded, saying so", async () => {
+    const { opened, open } = budgets();
+    const { store, id } = start(
+      {},
+      agent(async (signal) => {
+        const budget = opened[0]!;
+        budget.exceeded = 'account';
+        budget.options.onExceeded!(budget);
+        await vi.waitFor(() => expect(signal?.aborted).toBe(true));
+      }),
+      open,
+    );
+    await vi.waitFor(() => expect(store.get(id)!.state).toBe('failed'));
+    expect(store.get(id)!.error).toMatchObject({
+      code: 'budget_exceeded',
+      message: expect.stringMatching(/the API key that submitted the task reached its model spend cap/),
+    });
+  });
+
+  it('a key with a spend cap may not run codex, whose calls the host cannot price: refused at submit', () => {
+    const { tasks } = standInTaskService(newDataDir(), { maxConcurrent: 1, dbs });
+    const capped = { ...actor, grants: { ...NO_GRANTS, maxSpendUsd: 5 } };
+    expect(() =>
+      tasks.submit({
+        actor: capped,
+        spec: TaskSpecSchema.parse({ agent: 'codex', prompt: 'go' }),
+        userId: 'a',
+      }),
+    ).toThrow(/has a model spend cap, which codex's calls cannot be held to/);
+    expect(
+      tasks.submit({
+        actor: capped,
+        spec: TaskSpecSchema.parse({ agent: 'shell', prompt: 'true' }),
+        userId: 'a',
+      }).state,
+    ).toBe('queued');
+  });
+
   it('a cost that could not be read stops it too, and says so', async () => {
     const { opened, open } = budgets();
     const { store, id } = start(
@@ -149,6 +188,8 @@ describe("a task's spend, counted on the host", () => {
       open,
     );
     await vi.waitFor(() => expect(store.get(id)!.state).toBe('failed'));
-    expect(store.get(id)!.error?.message).toMatch(/could not be read, so its maxSpendUsd could not be held/);
+    expect(store.get(id)!.error?.message).toMatch(
+      /could not be read, so the task's spend limits could not be held/,
+    );
   });
 });

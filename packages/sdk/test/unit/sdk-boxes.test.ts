@@ -251,6 +251,7 @@ describe('client.keys over a real daemon', () => {
       repos: ['acme/*'],
       maxBoxes: 1,
       maxTasks: null,
+      maxSpendUsd: null,
     });
     expect((await admin.keys.revoke(made.id)).revokedAt).not.toBeNull();
     await expect(tenant.boxes.list()).rejects.toBeInstanceOf(UnauthorizedError);
