@@ -190,7 +190,8 @@ export function createEgressGateway(options: EgressGatewayOptions = {}): EgressG
     const created: SpendLedger = new SpendLedger({
       // With accounts a ledger lives as long as the box's session; without, while a budget is open.
       onIdle: () => {
-        if (accountOf === undefined && ledgers.get(boxId) === created) ledgers.delete(boxId);
+        if (ledgers.get(boxId) === created && (accountOf === undefined || !boxes.has(boxId)))
+          ledgers.delete(boxId);
       },
       ...(prices ? { prices } : {}),
       ...(accountOf

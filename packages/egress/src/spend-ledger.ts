@@ -238,7 +238,7 @@ export class MeteredCall {
     const reading = this.#reader?.end();
     if (reading) this.#chargeUpTo(reading);
     const unknownAnswer = this.#status === undefined && sent;
-    const unreadAnswer = reading !== undefined && !reading.usageSeen;
+    const unreadAnswer = reading !== undefined && !reading.usageSeen && !reading.failed;
     if (unknownAnswer || unreadAnswer) this.ledger.unreadable();
   }
 

@@ -139,6 +139,8 @@ export interface CallReading {
   readonly usage: MessagesUsage;
   /** The answer gave the call's usage (a stream its `message_start`). */
   readonly usageSeen: boolean;
+  /** The answer was an API error (an `error` event in the stream, or an error object): unbilled. */
+  readonly failed: boolean;
 }
 
 type UsageJson = Record<string, unknown>;
@@ -157,6 +159,7 @@ export class MessagesUsageReader {
   #model: string | undefined;
   readonly #usage: MessagesUsage = { ...NO_USAGE };
   #usageSeen = false;
+  #failed = false;
   #finalOutputSeen = false;
   #streamedChars = 0;
   #pending = '';
@@ -200,7 +203,7 @@ export class MessagesUsageReader {
         Math.ceil(this.#streamedChars / CHARS_PER_OUTPUT_TOKEN),
       );
     }
-    return { model: this.#model, usage, usageSeen: this.#usageSeen };
+    return { model: this.#model, usage, usageSeen: this.#usageSeen, failed: this.#failed };
   }
 
   end(): CallReading {
@@ -212,6 +215,7 @@ export class MessagesUsageReader {
         const message = JSON.parse(Buffer.concat(this.#json).toString('utf8')) as unknown;
         if (message !== null && typeof message === 'object') {
           const m = message as UsageJson;
+          if (m.type === 'error') this.#failed = true;
           if (typeof m.model === 'string') this.#model = m.model;
           this.#merge(m.usage);
         }
@@ -246,6 +250,10 @@ export class MessagesUsageReader {
       case 'message_delta':
         if (this.#merge(e.usage) && count((e.usage as UsageJson).output_tokens) !== undefined)
           this.#finalOutputSeen = true;
+        return;
+      case 'error':
+        // e.g. overloaded_error, possibly before any message_start: nothing was billed then
+        this.#failed = true;
         return;
       case 'content_block_delta': {
         const delta = e.delta as UsageJson | undefined;

@@ -32,6 +32,8 @@ interface Script {
   holdMs?: number;
   /** Answer 200 JSON with no usage at all. */
   noUsage?: boolean;
+  /** Answer a 200 stream whose only event is an API error (as an overloaded API does). */
+  streamError?: boolean;
   status?: number;
 }
 
@@ -51,6 +53,13 @@ function answer(req: http.IncomingMessage, body: Buffer, res: http.ServerRespons
     if (script.status !== undefined) {
       res.writeHead(script.status, { 'content-type': 'application/json' });
       res.end('{"type":"error","error":{"type":"overloaded_error","message":"busy"}}');
+      return;
+    }
+    if (script.streamError) {
+      res.writeHead(200, { 'content-type': 'text/event-stream' });
+      res.end(
+        'event: error\ndata: {"type":"error","error":{"type":"overloaded_error","message":"Overloaded"}}\n\n',
+      );
       return;
     }
     if (script.noUsage) {
@@ -243,11 +252,16 @@ describe('spend metering in the gateway', () => {
     expect(count.spentUsd).toBe(0);
   });
 
-  it('an error answer is not charged', async () => {
+  it('an error answer is not charged, nor one whose stream is only an error event', async () => {
     const count = budget(1);
     expect((await call({ status: 529, input: 1_000_000 })).status).toBe(529);
+    const overloaded = await call({ streamError: true });
+    expect(overloaded.status).toBe(200);
+    expect(overloaded.body).toContain('overloaded_error');
     expect(count.spentUsd).toBe(0);
+    // the budget still holds: a transient API error must not end a task
     expect(count.exceeded).toBeUndefined();
+    expect((await call({ input: 1 })).status).toBe(200);
   });
 
   it('a box that hangs up before the answer is still charged for its prompt', async () => {

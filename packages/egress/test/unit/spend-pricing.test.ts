@@ -141,6 +141,7 @@ describe('MessagesUsageReader', () => {
     expect(reader.end()).toEqual({
       model: 'claude-sonnet-4-5',
       usageSeen: true,
+      failed: false,
       usage: {
         inputTokens: 1200,
         outputTokens: 42,
@@ -191,6 +192,17 @@ describe('MessagesUsageReader', () => {
     expect(reader.end().usage.outputTokens).toBe(700);
   });
 
+  it('an error event (overloaded, before any message) is a failed call, not an unread one', () => {
+    const reader = new MessagesUsageReader('text/event-stream');
+    reader.push(
+      Buffer.from(sse([{ type: 'error', error: { type: 'overloaded_error', message: 'Overloaded' } }])),
+    );
+    expect(reader.end()).toMatchObject({ usageSeen: false, failed: true });
+    const json = new MessagesUsageReader('application/json');
+    json.push(Buffer.from('{"type":"error","error":{"type":"api_error"}}'));
+    expect(json.end()).toMatchObject({ usageSeen: false, failed: true });
+  });
+
   it('a stream with no message_start has not shown its usage', () => {
     const reader = new MessagesUsageReader('text/event-stream');
     reader.push(Buffer.from('event: ping\ndata: {"type":"ping"}\n\ndata: not json\n\n'));
@@ -212,6 +224,7 @@ describe('MessagesUsageReader', () => {
     expect(json.end()).toEqual({
       model: 'claude-haiku-4-5',
       usageSeen: true,
+      failed: false,
       usage: { ...NO_USAGE, inputTokens: 11, outputTokens: 22 },
     });
     const broken = new MessagesUsageReader('application/json');
