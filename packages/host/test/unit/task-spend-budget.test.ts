@@ -63,6 +63,34 @@ function agent(onRun: (signal: AbortSignal | undefined) => Promise<void>): Stand
   };
 }
 
+/**
+ * The task's budget ends while its agent runs (as the gateway ends it: `exceeded`, then
+ * `onExceeded`); the agent then waits to be stopped. Runs the task; gives its final record.
+ */
+async function endedBy(spec: Record<string, unknown>, exceeded: SpendBudget['exceeded'], spentUsd = 0) {
+  const { opened, open } = budgets();
+  let sawAbort = false;
+  const { store, id } = start(
+    spec,
+    agent(async (signal) => {
+      const budget = opened[0]!;
+      budget.spentUsd = spentUsd;
+      budget.exceeded = exceeded;
+      budget.options.onExceeded!(budget);
+      await vi.waitFor(() => expect(signal?.aborted).toBe(true));
+      sawAbort = true;
+    }),
+    open,
+  );
+  await vi.waitFor(() => expect(store.get(id)!.state).toBe('failed'));
+  expect(sawAbort).toBe(true);
+  expect(opened[0]!.closed).toBe(true);
+  return {
+    task: store.get(id)!,
+    events: store.eventPage(id, { after: 0, limit: 100, maxBytes: 1 << 20 }).events,
+  };
+}
+
 function start(spec: Record<string, unknown>, guest: StandInGuest, open: ReturnType<typeof budgets>['open']) {
   const { store, tasks } = standInTaskService(newDataDir(), {
     maxConcurrent: 1,
@@ -109,48 +137,19 @@ describe("a task's spend, counted on the host", () => {
   });
 
   it('a budget passed stops the agent: failed, budget_exceeded, with the host’s figures', async () => {
-    const { opened, open } = budgets();
-    let sawAbort = false;
-    const { store, id } = start(
-      { maxSpendUsd: 1 },
-      agent(async (signal) => {
-        const budget = opened[0]!;
-        budget.spentUsd = 1.35;
-        budget.exceeded = 'spent';
-        budget.options.onExceeded!(budget);
-        await vi.waitFor(() => expect(signal?.aborted).toBe(true));
-        sawAbort = true;
-      }),
-      open,
-    );
-    await vi.waitFor(() => expect(store.get(id)!.state).toBe('failed'));
-    expect(sawAbort).toBe(true);
-    const task = store.get(id)!;
+    const { task, events } = await endedBy({ maxSpendUsd: 1 }, 'spent', 1.35);
     expect(task.error).toEqual({
       code: 'budget_exceeded',
       message:
         "the task's model calls cost $1.3500 by the host's count, past its maxSpendUsd of $1.0000; the agent and its children were stopped",
     });
     expect(task.result?.meteredCostUsd).toBe(1.35);
-    const events = store.eventPage(id, { after: 0, limit: 100, maxBytes: 1 << 20 }).events;
     expect(events.at(-1)).toMatchObject({ type: 'error', content: { code: 'budget_exceeded' } });
-    expect(opened[0]!.closed).toBe(true);
   });
 
   it("the key's cap reached stops it with budget_exceeded, saying so", async () => {
-    const { opened, open } = budgets();
-    const { store, id } = start(
-      {},
-      agent(async (signal) => {
-        const budget = opened[0]!;
-        budget.exceeded = 'account';
-        budget.options.onExceeded!(budget);
-        await vi.waitFor(() => expect(signal?.aborted).toBe(true));
-      }),
-      open,
-    );
-    await vi.waitFor(() => expect(store.get(id)!.state).toBe('failed'));
-    expect(store.get(id)!.error).toMatchObject({
+    const { task } = await endedBy({}, 'account');
+    expect(task.error).toMatchObject({
       code: 'budget_exceeded',
       message: expect.stringMatching(/the API key that submitted the task reached its model spend cap/),
     });
@@ -176,20 +175,7 @@ describe("a task's spend, counted on the host", () => {
   });
 
   it('a cost that could not be read stops it too, and says so', async () => {
-    const { opened, open } = budgets();
-    const { store, id } = start(
-      { maxSpendUsd: 5 },
-      agent(async (signal) => {
-        const budget = opened[0]!;
-        budget.exceeded = 'unreadable';
-        budget.options.onExceeded!(budget);
-        await vi.waitFor(() => expect(signal?.aborted).toBe(true));
-      }),
-      open,
-    );
-    await vi.waitFor(() => expect(store.get(id)!.state).toBe('failed'));
-    expect(store.get(id)!.error?.message).toMatch(
-      /could not be read, so the task's spend limits could not be held/,
-    );
+    const { task } = await endedBy({ maxSpendUsd: 5 }, 'unreadable');
+    expect(task.error?.message).toMatch(/could not be read, so the task's spend limits could not be held/);
   });
 });
