@@ -28,6 +28,8 @@ export interface ResponsesTurn {
   output: ResponsesItem[];
   /** Answer with this HTTP error instead. */
   error?: { status: number; code: string; message: string };
+  /** Report this many prompt tokens instead of the rough count (what the call "cost"). */
+  inputTokens?: number;
 }
 
 export interface ResponsesRequestBody {
@@ -153,7 +155,7 @@ function streamResponse(
     }
     send('response.output_item.done', { output_index: outputIndex, item });
   });
-  const inputTokens = roughTokens(body.input);
+  const inputTokens = turn.inputTokens ?? roughTokens(body.input);
   const outputTokens = roughTokens(output);
   send('response.completed', {
     response: {

@@ -446,7 +446,7 @@ export function buildProgram(setExit: (code: number) => void): Command {
       .addOption(
         new Option(
           '--max-spend <USD>',
-          'stop the task once its model calls cost this much (claude, opencode, shell)',
+          "stop the task once its model calls cost this much, by the host's count",
         ).argParser(numberOption('--max-spend', 0.01)),
       )
       .option('-f, --follow', 'print events live until the task ends (exit 0 only if it succeeded)', false)

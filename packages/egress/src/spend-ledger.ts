@@ -1,4 +1,11 @@
-import { costOfCall, MessagesUsageReader, type PriceOverrides } from './spend.js';
+import {
+  costOfCall,
+  MessagesUsageReader,
+  ResponsesUsageReader,
+  type CallReading,
+  type ModelApi,
+  type PriceOverrides,
+} from './spend.js';
 
 /**
  * A box's model spend while budgets are open on it (a task's `maxSpendUsd`, or a count with no
@@ -128,9 +135,9 @@ export class SpendLedger {
     return account && Number.isFinite(account.limitUsd) ? account : undefined;
   }
 
-  /** Starts metering one admitted call. */
-  startCall(): MeteredCall {
-    const call = new MeteredCall(this);
+  /** Starts metering one admitted call to `api`. */
+  startCall(api: ModelApi): MeteredCall {
+    const call = new MeteredCall(this, api);
     this.#calls.add(call);
     return call;
   }
@@ -187,14 +194,17 @@ export class SpendLedger {
  * long as `wantsUsage` (a box must not spend a prompt by hanging up before it is priced).
  */
 export class MeteredCall {
-  #reader: MessagesUsageReader | undefined;
+  #reader: MessagesUsageReader | ResponsesUsageReader | undefined;
   #status: number | undefined;
   #charged = 0;
   #ended = false;
   #cut: (() => void) | undefined;
   #cutRequested = false;
 
-  constructor(readonly ledger: SpendLedger) {}
+  constructor(
+    readonly ledger: SpendLedger,
+    readonly api: ModelApi,
+  ) {}
 
   /** How the forwarder ends the exchange, both sides, when a budget is passed. */
   onCut(cut: () => void): void {
@@ -210,13 +220,19 @@ export class MeteredCall {
   response(status: number, contentType: string | undefined): void {
     this.#status = status;
     // The API bills successful calls only; an error's body has no usage to read.
-    if (status >= 200 && status < 300) this.#reader = new MessagesUsageReader(contentType);
+    if (status >= 200 && status < 300)
+      this.#reader =
+        this.api === 'openai' ? new ResponsesUsageReader(contentType) : new MessagesUsageReader(contentType);
   }
 
   data(chunk: Buffer): void {
     if (this.#ended || !this.#reader) return;
     this.#reader.push(chunk);
-    this.#chargeUpTo(this.#reader.reading());
+    const reading = this.#reader.reading();
+    // The final counts are in: generation is over, so a limit this charge passes has nothing
+    // left to save by cutting this answer (its last bytes are on their way).
+    if (reading.final) this.ledger.ended(this);
+    this.#chargeUpTo(reading);
   }
 
   /** The call can still spend without the ledger knowing what (no answer yet, or no usage in it). */
@@ -237,6 +253,8 @@ export class MeteredCall {
     this.ledger.ended(this);
     const reading = this.#reader?.end();
     if (reading) this.#chargeUpTo(reading);
+    // A call the gateway cut (a limit passed) ended for a known reason, read or not.
+    if (this.#cutRequested) return;
     const unknownAnswer = this.#status === undefined && sent;
     const unreadAnswer = reading !== undefined && !reading.usageSeen && !reading.failed;
     if (unknownAnswer || unreadAnswer) this.ledger.unreadable();
@@ -247,8 +265,8 @@ export class MeteredCall {
     this.#cut?.();
   }
 
-  #chargeUpTo(reading: { model: string | undefined; usage: Parameters<typeof costOfCall>[1] }): void {
-    const cost = costOfCall(reading.model, reading.usage, this.ledger.prices);
+  #chargeUpTo(reading: CallReading): void {
+    const cost = costOfCall(reading.model, reading.usage, this.ledger.prices, this.api);
     if (cost <= this.#charged) return;
     const delta = cost - this.#charged;
     this.#charged = cost;

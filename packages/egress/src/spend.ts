@@ -12,7 +12,12 @@
 export interface TokenPrice {
   readonly input: number;
   readonly output: number;
+  /** Cached prompt tokens (OpenAI), when they cost less than `input`. */
+  readonly cachedInput?: number;
 }
+
+/** Whose API a metered call went to: the price table and the shape of `usage` follow. */
+export type ModelApi = 'anthropic' | 'openai';
 
 /** First match wins; model ids look like `claude-opus-4-5-20251101` or `claude-sonnet-4-6[1m]`. */
 const MODEL_PRICES: readonly (readonly [RegExp, TokenPrice])[] = [
@@ -31,6 +36,38 @@ const MODEL_PRICES: readonly (readonly [RegExp, TokenPrice])[] = [
 /** What a model the table does not know is charged: the dearest rate in it. */
 export const UNKNOWN_MODEL_PRICE: TokenPrice = { input: 15, output: 75 };
 
+/**
+ * OpenAI's list prices, first match wins (`gpt-5.1-codex`, `gpt-5-mini-2025-08-07`, …); cached
+ * prompt tokens at the model's cached rate. o1-pro's outlier rate is its own entry, not the
+ * unknown model's.
+ */
+const OPENAI_PRICES: readonly (readonly [RegExp, TokenPrice])[] = [
+  [/^o1-pro/, { input: 150, output: 600 }],
+  [/^gpt-5\.5-pro/, { input: 30, output: 180 }],
+  [/^o3-pro/, { input: 20, output: 80 }],
+  [/^gpt-5(?:\.\d+)?-pro/, { input: 15, output: 120 }],
+  [/^gpt-5\.5/, { input: 5, output: 30, cachedInput: 0.5 }],
+  [/^gpt-5\.4-nano/, { input: 0.2, output: 1.25, cachedInput: 0.02 }],
+  [/^gpt-5\.4-mini/, { input: 0.75, output: 4.5, cachedInput: 0.075 }],
+  [/^gpt-5\.4/, { input: 2.5, output: 15, cachedInput: 0.25 }],
+  [/^gpt-5(?:\.\d+)?(?:-codex)?-nano/, { input: 0.05, output: 0.4, cachedInput: 0.005 }],
+  [/^gpt-5(?:\.\d+)?(?:-codex)?-mini/, { input: 0.25, output: 2, cachedInput: 0.025 }],
+  [/^gpt-5\.[23]/, { input: 1.75, output: 14, cachedInput: 0.175 }],
+  [/^gpt-5/, { input: 1.25, output: 10, cachedInput: 0.125 }],
+  [/^gpt-4\.1-nano/, { input: 0.1, output: 0.4, cachedInput: 0.025 }],
+  [/^gpt-4\.1-mini/, { input: 0.4, output: 1.6, cachedInput: 0.1 }],
+  [/^gpt-4\.1/, { input: 2, output: 8, cachedInput: 0.5 }],
+  [/^gpt-4o-mini/, { input: 0.15, output: 0.6, cachedInput: 0.075 }],
+  [/^gpt-4o/, { input: 2.5, output: 10, cachedInput: 1.25 }],
+  [/^o[34]-mini/, { input: 1.1, output: 4.4, cachedInput: 0.275 }],
+  [/^o3/, { input: 2, output: 8, cachedInput: 0.5 }],
+  [/^o1/, { input: 15, output: 60, cachedInput: 7.5 }],
+  [/^codex-mini/, { input: 1.5, output: 6, cachedInput: 0.375 }],
+];
+
+/** An OpenAI model the table does not know: the dearest current family's rate. */
+export const UNKNOWN_OPENAI_MODEL_PRICE: TokenPrice = { input: 30, output: 180 };
+
 const CACHE_WRITE_5M = 1.25;
 const CACHE_WRITE_1H = 2;
 const CACHE_READ = 0.1;
@@ -41,14 +78,20 @@ const LONG_CONTEXT_OUTPUT = 1.5;
 /** An operator's prices: lowercase model id prefix → price; the longest matching prefix wins. */
 export type PriceOverrides = ReadonlyMap<string, TokenPrice>;
 
-export function priceOfModel(model: string | undefined, overrides?: PriceOverrides): TokenPrice {
+export function priceOfModel(
+  model: string | undefined,
+  overrides?: PriceOverrides,
+  api: ModelApi = 'anthropic',
+): TokenPrice {
   const id = (model ?? '').toLowerCase();
   let chosen: [string, TokenPrice] | undefined;
   for (const [prefix, price] of overrides ?? [])
     if (id.startsWith(prefix) && (chosen === undefined || prefix.length > chosen[0].length))
       chosen = [prefix, price];
   if (chosen) return chosen[1];
-  return MODEL_PRICES.find(([pattern]) => pattern.test(id))?.[1] ?? UNKNOWN_MODEL_PRICE;
+  const [table, unknown] =
+    api === 'openai' ? [OPENAI_PRICES, UNKNOWN_OPENAI_MODEL_PRICE] : [MODEL_PRICES, UNKNOWN_MODEL_PRICE];
+  return table.find(([pattern]) => pattern.test(id))?.[1] ?? unknown;
 }
 
 /** Token counts of one Messages API call, as its `usage` reports them. */
@@ -73,8 +116,17 @@ export function costOfCall(
   model: string | undefined,
   usage: MessagesUsage,
   overrides?: PriceOverrides,
+  api: ModelApi = 'anthropic',
 ): number {
-  const price = priceOfModel(model, overrides);
+  const price = priceOfModel(model, overrides, api);
+  if (api === 'openai') {
+    // Cached prompt tokens without a rate of their own (an override) are priced as input.
+    const cached = price.cachedInput ?? price.input;
+    return (
+      (usage.inputTokens * price.input + usage.cacheReadTokens * cached + usage.outputTokens * price.output) /
+      1_000_000
+    );
+  }
   const prompt =
     usage.inputTokens + usage.cacheWriteTokens + usage.cacheWrite1hTokens + usage.cacheReadTokens;
   const long = prompt > LONG_CONTEXT_TOKENS;
@@ -100,11 +152,12 @@ const ANTHROPIC_SECRETS: ReadonlySet<string> = new Set(['ANTHROPIC_API_KEY', 'CL
 /**
  * - `free`: spends nothing (no model credential, a read, token counting, Claude Code's own
  *   `/api/…` calls);
- * - `messages`: a Messages API call, priced from its answer;
+ * - `messages`: an Anthropic Messages API call, priced from its answer;
+ * - `responses`: an OpenAI Responses API call (what Codex speaks), priced from its answer;
  * - `unmetered`: may spend, but in a way the gateway cannot price (batches, legacy completions,
- *   OpenAI's APIs): refused while a budget is set.
+ *   OpenAI's other APIs): refused while a budget is set.
  */
-export type ModelCallKind = 'free' | 'messages' | 'unmetered';
+export type ModelCallKind = 'free' | 'messages' | 'responses' | 'unmetered';
 
 export function classifyModelCall(call: {
   method: string;
@@ -117,13 +170,16 @@ export function classifyModelCall(call: {
   if (model.length === 0) return 'free';
   const method = call.method.toUpperCase();
   if (method === 'GET' || method === 'HEAD' || method === 'OPTIONS') return 'free';
-  if (!model.every((name) => ANTHROPIC_SECRETS.has(name))) return 'unmetered';
   const q = call.path.search(/[?#]/);
   // `//v1//messages/` is the same call to a lenient router.
   const path = (q < 0 ? call.path : call.path.slice(0, q)).replace(/\/{2,}/g, '/').replace(/\/$/, '');
   if (method !== 'POST') return 'unmetered';
-  if (path === '/v1/messages') return 'messages';
-  if (path === '/v1/messages/count_tokens' || path.startsWith('/api/')) return 'free';
+  if (model.every((name) => ANTHROPIC_SECRETS.has(name))) {
+    if (path === '/v1/messages') return 'messages';
+    if (path === '/v1/messages/count_tokens' || path.startsWith('/api/')) return 'free';
+    return 'unmetered';
+  }
+  if (model.every((name) => !ANTHROPIC_SECRETS.has(name)) && path === '/v1/responses') return 'responses';
   return 'unmetered';
 }
 
@@ -141,6 +197,8 @@ export interface CallReading {
   readonly usageSeen: boolean;
   /** The answer was an API error (an `error` event in the stream, or an error object): unbilled. */
   readonly failed: boolean;
+  /** The final counts came: the model has stopped generating, there is nothing left to cut. */
+  readonly final: boolean;
 }
 
 type UsageJson = Record<string, unknown>;
@@ -150,18 +208,21 @@ function count(value: unknown): number | undefined {
 }
 
 /**
- * Reads a Messages API answer as it streams past: `text/event-stream` (`message_start` carries the
- * model and the prompt's usage, `message_delta` the cumulative output) or one JSON message. Each
- * count only grows, so a later event can raise a figure but never lower it.
+ * Reads a model API's answer as it streams past, SSE or one JSON object, for what the call cost.
+ * Each count only grows, so a later event can raise a figure but never lower it. Subclasses read
+ * their API's events and message shape.
  */
-export class MessagesUsageReader {
+abstract class UsageReader {
   readonly #sse: boolean;
-  #model: string | undefined;
-  readonly #usage: MessagesUsage = { ...NO_USAGE };
-  #usageSeen = false;
-  #failed = false;
-  #finalOutputSeen = false;
-  #streamedChars = 0;
+  protected model: string | undefined;
+  protected readonly usage: MessagesUsage = { ...NO_USAGE };
+  /** The answer gave the call's usage. */
+  protected usageSeen = false;
+  /** The answer was an API error, billed nothing. */
+  protected failed = false;
+  /** The final output count came (so streamed text need not be guessed from). */
+  protected finalOutputSeen = false;
+  protected streamedChars = 0;
   #pending = '';
   #skippingLine = false;
   readonly #json: Buffer[] = [];
@@ -171,6 +232,11 @@ export class MessagesUsageReader {
   constructor(contentType: string | undefined) {
     this.#sse = /^\s*text\/event-stream/i.test(contentType ?? '');
   }
+
+  /** One parsed SSE `data:` object. */
+  protected abstract event(event: UsageJson): void;
+  /** The whole JSON answer of a call that was not streamed. */
+  protected abstract message(message: UsageJson): void;
 
   push(chunk: Buffer): void {
     if (!this.#sse) {
@@ -196,14 +262,20 @@ export class MessagesUsageReader {
 
   /** What was read so far; `end` also parses a JSON answer and guesses a cut stream's output. */
   reading(): CallReading {
-    const usage = { ...this.#usage };
-    if (this.#sse && !this.#finalOutputSeen) {
+    const usage = { ...this.usage };
+    if (this.#sse && !this.finalOutputSeen) {
       usage.outputTokens = Math.max(
         usage.outputTokens,
-        Math.ceil(this.#streamedChars / CHARS_PER_OUTPUT_TOKEN),
+        Math.ceil(this.streamedChars / CHARS_PER_OUTPUT_TOKEN),
       );
     }
-    return { model: this.#model, usage, usageSeen: this.#usageSeen, failed: this.#failed };
+    return {
+      model: this.model,
+      usage,
+      usageSeen: this.usageSeen,
+      failed: this.failed,
+      final: this.finalOutputSeen,
+    };
   }
 
   end(): CallReading {
@@ -213,18 +285,23 @@ export class MessagesUsageReader {
     } else if (this.#jsonBytes <= MAX_JSON_ANSWER_BYTES) {
       try {
         const message = JSON.parse(Buffer.concat(this.#json).toString('utf8')) as unknown;
-        if (message !== null && typeof message === 'object') {
-          const m = message as UsageJson;
-          if (m.type === 'error') this.#failed = true;
-          if (typeof m.model === 'string') this.#model = m.model;
-          this.#merge(m.usage);
-        }
+        if (message !== null && typeof message === 'object') this.message(message as UsageJson);
       } catch {
         // not JSON: the usage stays unseen
       }
       this.#json.length = 0;
     }
     return this.reading();
+  }
+
+  /** Raises a count to `value` when that is higher. */
+  protected raise(key: keyof MessagesUsage, value: number | undefined): void {
+    if (value !== undefined && value > this.usage[key]) this.usage[key] = value;
+  }
+
+  /** Counts the text of a streamed delta (for a cut stream's guess). */
+  protected streamed(...values: unknown[]): void {
+    for (const value of values) if (typeof value === 'string') this.streamedChars += value.length;
   }
 
   #line(raw: string): void {
@@ -236,32 +313,36 @@ export class MessagesUsageReader {
     } catch {
       return;
     }
-    if (event === null || typeof event !== 'object') return;
-    const e = event as UsageJson;
+    if (event !== null && typeof event === 'object') this.event(event as UsageJson);
+  }
+}
+
+/**
+ * An Anthropic Messages API answer: `message_start` carries the model and the prompt's usage,
+ * `message_delta` the cumulative output; or one JSON message.
+ */
+export class MessagesUsageReader extends UsageReader {
+  protected event(e: UsageJson): void {
     switch (e.type) {
       case 'message_start': {
         const message = e.message as UsageJson | undefined;
         if (message && typeof message === 'object') {
-          if (typeof message.model === 'string') this.#model = message.model;
+          if (typeof message.model === 'string') this.model = message.model;
           this.#merge(message.usage);
         }
         return;
       }
       case 'message_delta':
         if (this.#merge(e.usage) && count((e.usage as UsageJson).output_tokens) !== undefined)
-          this.#finalOutputSeen = true;
+          this.finalOutputSeen = true;
         return;
       case 'error':
         // e.g. overloaded_error, possibly before any message_start: nothing was billed then
-        this.#failed = true;
+        this.failed = true;
         return;
       case 'content_block_delta': {
         const delta = e.delta as UsageJson | undefined;
-        if (!delta || typeof delta !== 'object') return;
-        for (const field of ['text', 'partial_json', 'thinking'] as const) {
-          const value = delta[field];
-          if (typeof value === 'string') this.#streamedChars += value.length;
-        }
+        if (delta && typeof delta === 'object') this.streamed(delta.text, delta.partial_json, delta.thinking);
         return;
       }
       default:
@@ -269,23 +350,70 @@ export class MessagesUsageReader {
     }
   }
 
+  protected message(m: UsageJson): void {
+    if (m.type === 'error') this.failed = true;
+    if (typeof m.model === 'string') this.model = m.model;
+    if (this.#merge(m.usage) && count((m.usage as UsageJson).output_tokens) !== undefined)
+      this.finalOutputSeen = true;
+  }
+
   /** Raises the counts to those of a `usage` object; whether it was one. */
   #merge(value: unknown): boolean {
     if (value === null || typeof value !== 'object') return false;
     const u = value as UsageJson;
-    const raise = (key: keyof MessagesUsage, v: number | undefined) => {
-      if (v !== undefined && v > this.#usage[key]) this.#usage[key] = v;
-    };
-    raise('inputTokens', count(u.input_tokens));
-    raise('outputTokens', count(u.output_tokens));
-    raise('cacheReadTokens', count(u.cache_read_input_tokens));
+    this.raise('inputTokens', count(u.input_tokens));
+    this.raise('outputTokens', count(u.output_tokens));
+    this.raise('cacheReadTokens', count(u.cache_read_input_tokens));
     const written = count(u.cache_creation_input_tokens);
     const split = u.cache_creation as UsageJson | undefined;
     const oneHour = split && typeof split === 'object' ? count(split.ephemeral_1h_input_tokens) : undefined;
-    if (oneHour !== undefined) raise('cacheWrite1hTokens', oneHour);
+    if (oneHour !== undefined) this.raise('cacheWrite1hTokens', oneHour);
     if (written !== undefined)
-      raise('cacheWriteTokens', Math.max(0, written - this.#usage.cacheWrite1hTokens));
-    if (count(u.input_tokens) !== undefined) this.#usageSeen = true;
+      this.raise('cacheWriteTokens', Math.max(0, written - this.usage.cacheWrite1hTokens));
+    if (count(u.input_tokens) !== undefined) this.usageSeen = true;
     return true;
+  }
+}
+
+/**
+ * An OpenAI Responses API answer (what Codex speaks): the usage comes only with the final
+ * `response.completed` (or `.incomplete` / `.failed`) event, or in the one JSON response;
+ * `input_tokens` includes the cached ones (`input_tokens_details.cached_tokens`). A response
+ * answered in the background (`status: queued`) has no usage yet: its cost is unread.
+ */
+export class ResponsesUsageReader extends UsageReader {
+  protected event(e: UsageJson): void {
+    const type = typeof e.type === 'string' ? e.type : '';
+    if (type === 'error') {
+      this.failed = true;
+      return;
+    }
+    if (type.startsWith('response.') && type.endsWith('.delta')) {
+      this.streamed(e.delta);
+      return;
+    }
+    const response = e.response as UsageJson | undefined;
+    if (response && typeof response === 'object') this.message(response);
+  }
+
+  protected message(r: UsageJson): void {
+    if (typeof r.model === 'string') this.model = r.model;
+    if (r.error && typeof r.error === 'object' && r.usage == null) this.failed = true;
+    const u = r.usage as UsageJson | null | undefined;
+    if (u === null || u === undefined || typeof u !== 'object') return;
+    const input = count(u.input_tokens);
+    const details = u.input_tokens_details as UsageJson | undefined;
+    const cached = Math.min(
+      (details && typeof details === 'object' ? count(details.cached_tokens) : undefined) ?? 0,
+      input ?? 0,
+    );
+    if (input !== undefined) {
+      this.raise('inputTokens', input - cached);
+      this.raise('cacheReadTokens', cached);
+      this.usageSeen = true;
+    }
+    const output = count(u.output_tokens);
+    this.raise('outputTokens', output);
+    if (output !== undefined) this.finalOutputSeen = true;
   }
 }

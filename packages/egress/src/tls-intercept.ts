@@ -162,7 +162,7 @@ function admitSpend(
       },
     };
   }
-  return { meter: ledger.startCall() };
+  return { meter: ledger.startCall(kind === 'responses' ? 'openai' : 'anthropic') };
 }
 
 /**

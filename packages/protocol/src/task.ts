@@ -182,19 +182,17 @@ export const TaskSpecFieldsSchema = z
       .max(10_000)
       .optional()
       .describe(
-        "Stop the run once it has cost this much (claude, opencode, shell; refused for codex). Held on the host, which prices every Anthropic model call from the API's answer and refuses calls past it; claude's own flag is set too.",
+        "Stop the run once its model calls have cost this much. Held on the host, which prices every call from the model API's answer (Anthropic Messages, OpenAI Responses) and refuses calls past it; claude's own flag is set too.",
       ),
   })
   .strict();
 
 /**
  * Spec fields only some agents can enforce. A task for another agent is refused: run without its
- * limit, it would do what the caller asked it not to. `maxSpendUsd` is held on the host for
- * Anthropic Messages API calls (claude, opencode, a shell script's own); codex speaks OpenAI's
- * API, which the gateway does not price.
+ * limit, it would do what the caller asked it not to. (`maxSpendUsd` is not one: the host holds it
+ * for every agent, pricing each model call from the API's answer.)
  */
 export const AGENT_ONLY_FIELDS = {
-  maxSpendUsd: ['claude', 'opencode', 'shell'],
   allowedTools: ['claude', 'opencode'],
   disallowedTools: ['claude', 'opencode'],
 } as const satisfies Record<string, readonly AgentKind[]>;

@@ -51,10 +51,6 @@ describe('agentbox task', () => {
     [{ prompt: undefined, promptFile: os.tmpdir() }, /: is a directory$/],
     [{ prompt: undefined }, /^--prompt or --prompt-file: missing$/],
     [{ box: 'box-1', user: 'u' }, /^--user: give --box or --user, not both$/],
-    [
-      { agent: 'codex', maxSpend: 1 },
-      /--max-spend: codex cannot enforce maxSpendUsd; only claude, opencode and shell can/,
-    ],
   ])('refuses %j', (flags, message) => {
     expect(() => taskRequestFromFlags({ ...base, ...flags })).toThrow(message);
   });

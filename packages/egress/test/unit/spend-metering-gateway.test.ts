@@ -67,6 +67,28 @@ function answer(req: http.IncomingMessage, body: Buffer, res: http.ServerRespons
       res.end('{"type":"message","content":[]}');
       return;
     }
+    if (req.url === '/v1/responses') {
+      // OpenAI's Responses API: the usage comes only with response.completed
+      res.writeHead(200, { 'content-type': 'text/event-stream' });
+      const model = script.model ?? 'gpt-5-codex';
+      const send = (e: Record<string, unknown>) =>
+        res.write(`event: ${String(e.type)}\ndata: ${JSON.stringify(e)}\n\n`);
+      send({ type: 'response.created', response: { model, usage: null } });
+      send({ type: 'response.output_text.delta', delta: 'hi' });
+      send({
+        type: 'response.completed',
+        response: {
+          model,
+          usage: {
+            input_tokens: script.input ?? 0,
+            input_tokens_details: { cached_tokens: 0 },
+            output_tokens: script.output ?? 1,
+          },
+        },
+      });
+      res.end();
+      return;
+    }
     if (req.url?.startsWith('/v1/messages') !== true || req.url.includes('count_tokens')) {
       res.writeHead(200, { 'content-type': 'application/json' });
       res.end('{"ok":true}');
@@ -235,7 +257,7 @@ describe('spend metering in the gateway', () => {
     for (const [path, host] of [
       ['/v1/messages/batches', 'api.anthropic.com'],
       ['/v1/complete', 'api.anthropic.com'],
-      ['/v1/responses', 'api.openai.com'],
+      ['/v1/chat/completions', 'api.openai.com'],
     ] as const) {
       const r = await call({}, { path, host });
       expect(r.status, path).toBe(403);
@@ -243,6 +265,19 @@ describe('spend metering in the gateway', () => {
     }
     expect((await call({}, { path: '/v1/messages/count_tokens' })).status).toBe(200);
     expect((await call({}, { method: 'GET', path: '/v1/models', host: 'api.openai.com' })).status).toBe(200);
+  });
+
+  it("OpenAI Responses calls (Codex's) are priced from response.completed, and held to a limit", async () => {
+    let passed = 0;
+    const limited = budget(0.2, () => passed++);
+    const responses = (input: number) => call({ input }, { host: 'api.openai.com', path: '/v1/responses' });
+    expect((await responses(100_000)).status).toBe(200);
+    await until(() => limited.spentUsd > 0);
+    expect(limited.spentUsd).toBeCloseTo((100_000 * 1.25 + 10) / 1e6, 9);
+    expect((await responses(100_000)).status).toBe(200); // whole when its charge passes the limit
+    expect(passed).toBe(1);
+    const refused = await responses(1);
+    expect([refused.status, refused.headers['x-agentbox-deny']]).toEqual([403, 'budget_exceeded']);
   });
 
   it("a call without the box's placeholder (its own key) is not the host's money: not metered", async () => {

@@ -5,6 +5,7 @@ import {
   MAX_JSON_ANSWER_BYTES,
   MessagesUsageReader,
   NO_USAGE,
+  ResponsesUsageReader,
   priceOfModel,
   UNKNOWN_MODEL_PRICE,
 } from '../../src/spend.js';
@@ -65,6 +66,33 @@ describe('priceOfModel', () => {
     expect(costOfCall('claude-opus-9', usage, overrides)).toBeCloseTo(0.7, 12);
   });
 
+  it.each([
+    ['gpt-5-codex', 1.25, 10],
+    ['gpt-5.1-codex-max', 1.25, 10],
+    ['gpt-5.1-codex-mini', 0.25, 2],
+    ['gpt-5-nano-2025-08-07', 0.05, 0.4],
+    ['gpt-5.3-codex', 1.75, 14],
+    ['gpt-5.5', 5, 30],
+    ['gpt-5-pro', 15, 120],
+    ['o1-pro', 150, 600],
+    ['gpt-4.1-mini', 0.4, 1.6],
+    ['o4-mini', 1.1, 4.4],
+    ['gpt-next', 30, 180],
+  ])('OpenAI %s costs $%s in / $%s out per million tokens', (model, input, output) => {
+    expect(priceOfModel(model, undefined, 'openai')).toMatchObject({ input, output });
+  });
+
+  it('OpenAI: cached prompt tokens at the cached rate, no long-context surcharge', () => {
+    const usage = { ...NO_USAGE, inputTokens: 100_000, cacheReadTokens: 900_000, outputTokens: 1000 };
+    expect(costOfCall('gpt-5-codex', usage, undefined, 'openai')).toBeCloseTo(
+      (100_000 * 1.25 + 900_000 * 0.125 + 1000 * 10) / 1e6,
+      12,
+    );
+    // an operator's price has no cached rate: cached tokens are priced as input
+    const overrides = new Map([['gpt-', { input: 1, output: 2 }]]);
+    expect(costOfCall('gpt-5-codex', usage, overrides, 'openai')).toBeCloseTo((1_000_000 + 2000) / 1e6, 12);
+  });
+
   it('an unknown or missing model is priced at the dearest rate known', () => {
     for (const model of ['claude-fake', 'gpt-5', '', undefined])
       expect(priceOfModel(model)).toBe(UNKNOWN_MODEL_PRICE);
@@ -110,7 +138,11 @@ describe('classifyModelCall', () => {
     ['POST', '/v1/complete', anthropic, 'unmetered'],
     ['PUT', '/v1/messages', anthropic, 'unmetered'],
     ['DELETE', '/v1/files/f1', anthropic, 'unmetered'],
-    ['POST', '/v1/responses', ['OPENAI_API_KEY'], 'unmetered'],
+    ['POST', '/v1/responses', ['OPENAI_API_KEY'], 'responses'],
+    ['POST', '/v1/responses/', ['OPENAI_API_KEY'], 'responses'],
+    ['POST', '/v1/chat/completions', ['OPENAI_API_KEY'], 'unmetered'],
+    ['POST', '/v1/responses/resp_1/cancel', ['OPENAI_API_KEY'], 'unmetered'],
+    ['POST', '/v1/responses', ['ANTHROPIC_API_KEY'], 'unmetered'],
     ['POST', '/v1/messages', ['ANTHROPIC_API_KEY', 'OPENAI_API_KEY'], 'unmetered'],
     ['GET', '/v1/models', ['OPENAI_API_KEY'], 'free'],
     ['POST', '/v1/messages', [], 'free'],
@@ -142,6 +174,7 @@ describe('MessagesUsageReader', () => {
       model: 'claude-sonnet-4-5',
       usageSeen: true,
       failed: false,
+      final: true,
       usage: {
         inputTokens: 1200,
         outputTokens: 42,
@@ -203,6 +236,55 @@ describe('MessagesUsageReader', () => {
     expect(json.end()).toMatchObject({ usageSeen: false, failed: true });
   });
 
+  it('reads an OpenAI Responses stream: the model, then the usage on response.completed', () => {
+    const reader = new ResponsesUsageReader('text/event-stream');
+    reader.push(
+      Buffer.from(
+        sse([
+          { type: 'response.created', response: { model: 'gpt-5-codex', usage: null } },
+          { type: 'response.output_text.delta', delta: 'x'.repeat(300) },
+        ]),
+      ),
+    );
+    expect(reader.reading()).toMatchObject({
+      model: 'gpt-5-codex',
+      usageSeen: false,
+      usage: { outputTokens: 100 },
+    });
+    reader.push(
+      Buffer.from(
+        sse([
+          {
+            type: 'response.completed',
+            response: {
+              model: 'gpt-5-codex',
+              usage: { input_tokens: 1000, input_tokens_details: { cached_tokens: 800 }, output_tokens: 50 },
+            },
+          },
+        ]),
+      ),
+    );
+    expect(reader.end()).toEqual({
+      model: 'gpt-5-codex',
+      usageSeen: true,
+      failed: false,
+      final: true,
+      usage: { ...NO_USAGE, inputTokens: 200, cacheReadTokens: 800, outputTokens: 50 },
+    });
+  });
+
+  it('OpenAI: a JSON response is read; a background one (no usage yet) is unread; an error is failed', () => {
+    const done = new ResponsesUsageReader('application/json');
+    done.push(Buffer.from('{"object":"response","model":"o3","usage":{"input_tokens":7,"output_tokens":3}}'));
+    expect(done.end()).toMatchObject({ usageSeen: true, usage: { inputTokens: 7, outputTokens: 3 } });
+    const queued = new ResponsesUsageReader('application/json');
+    queued.push(Buffer.from('{"object":"response","model":"o3","status":"queued","usage":null}'));
+    expect(queued.end()).toMatchObject({ usageSeen: false, failed: false });
+    const failed = new ResponsesUsageReader('text/event-stream');
+    failed.push(Buffer.from(sse([{ type: 'error', code: 'server_error', message: 'x' }])));
+    expect(failed.end()).toMatchObject({ usageSeen: false, failed: true });
+  });
+
   it('a stream with no message_start has not shown its usage', () => {
     const reader = new MessagesUsageReader('text/event-stream');
     reader.push(Buffer.from('event: ping\ndata: {"type":"ping"}\n\ndata: not json\n\n'));
@@ -225,6 +307,7 @@ describe('MessagesUsageReader', () => {
       model: 'claude-haiku-4-5',
       usageSeen: true,
       failed: false,
+      final: true,
       usage: { ...NO_USAGE, inputTokens: 11, outputTokens: 22 },
     });
     const broken = new MessagesUsageReader('application/json');

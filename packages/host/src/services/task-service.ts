@@ -2,7 +2,6 @@ import { randomBytes } from 'node:crypto';
 import path from 'node:path';
 import {
   AgentboxError,
-  AGENT_ONLY_FIELDS,
   agentDefinitionIssues,
   encodeTaskCursor,
   isCredentialEnvName,
@@ -385,15 +384,7 @@ export function createTaskService(deps: TaskServiceDeps) {
     // The task runs as its owner's key (user scope): an admin naming another key's box is told now,
     // not when the task starts.
     if (options.boxId) deps.boxes.get({ actor: { keyId: actor.keyId, scope: 'user' }, id: options.boxId });
-    const { maxTasks, maxSpendUsd } = grantsOf(actor);
-    if (maxSpendUsd !== null && !AGENT_ONLY_FIELDS.maxSpendUsd.some((agent) => agent === spec.agent)) {
-      // Its calls would all be refused (the gateway cannot price them): said now, not as a failure.
-      throw new AgentboxError(
-        'forbidden',
-        `API key ${actor.keyId} has a model spend cap, which ${spec.agent}'s calls cannot be held to (the host prices Anthropic calls only)`,
-        { details: { field: 'agent' } },
-      );
-    }
+    const { maxTasks } = grantsOf(actor);
     if (maxTasks !== null) {
       const open = store.countOpen(actor.keyId);
       if (open >= maxTasks) {

@@ -103,6 +103,20 @@ describe('agent tasks: Codex and OpenCode in a real VM', () => {
     expect(JSON.stringify(openai.requests.map((r) => [r.headers, r.rawBody]))).not.toContain('agentbox-ph-');
   });
 
+  it('codex: maxSpendUsd is held on the host, priced from the Responses API answers', async () => {
+    // A first answer whose prompt cost $1.25 (a million tokens of gpt-5-codex) against $0.50.
+    openaiTurns = [{ output: [message('an expensive first answer')], inputTokens: 1_000_000 }];
+    const before = openai.responses().length;
+    const { task } = await run({ agent: 'codex', model: 'gpt-5-codex', prompt: 'Spend.', maxSpendUsd: 0.5 });
+    expect(task.state).toBe('failed');
+    expect(task.error?.code).toBe('budget_exceeded');
+    expect(task.error?.message).toMatch(/by the host's count, past its maxSpendUsd of \$0\.5000/);
+    expect(task.result?.meteredCostUsd).toBeGreaterThanOrEqual(1.25);
+    // the budget passed on that answer: no later call of the task reached the API
+    expect(openai.responses().length - before).toBe(1);
+    openaiTurns = [];
+  });
+
   it(
     'opencode: write + bash run in the box, events in order, real key only',
     async () => {

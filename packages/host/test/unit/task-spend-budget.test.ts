@@ -155,23 +155,13 @@ describe("a task's spend, counted on the host", () => {
     });
   });
 
-  it('a key with a spend cap may not run codex, whose calls the host cannot price: refused at submit', () => {
+  it('a key with a spend cap may run every agent (codex too): the host prices all their calls', () => {
     const { tasks } = standInTaskService(newDataDir(), { maxConcurrent: 1, dbs });
     const capped = { ...actor, grants: { ...NO_GRANTS, maxSpendUsd: 5 } };
-    expect(() =>
-      tasks.submit({
-        actor: capped,
-        spec: TaskSpecSchema.parse({ agent: 'codex', prompt: 'go' }),
-        userId: 'a',
-      }),
-    ).toThrow(/has a model spend cap, which codex's calls cannot be held to/);
-    expect(
-      tasks.submit({
-        actor: capped,
-        spec: TaskSpecSchema.parse({ agent: 'shell', prompt: 'true' }),
-        userId: 'a',
-      }).state,
-    ).toBe('queued');
+    for (const agent of ['codex', 'shell'] as const) {
+      const spec = TaskSpecSchema.parse({ agent, prompt: 'go', maxSpendUsd: 1 });
+      expect(tasks.submit({ actor: capped, spec, userId: 'a' }).state).toBe('queued');
+    }
   });
 
   it('a cost that could not be read stops it too, and says so', async () => {

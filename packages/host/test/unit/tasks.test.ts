@@ -172,8 +172,6 @@ describe('tasks over the fake driver', () => {
       [{ prompt: 'x', envVars: { 'BAD-NAME': 'x' } }, 'envVars'],
       [{ prompt: 'x', surprise: true }, 'surprise'],
       // Limits an agent cannot enforce are refused, not silently dropped.
-      [{ prompt: 'x', agent: 'codex', maxSpendUsd: 1 }, 'maxSpendUsd: codex cannot enforce'],
-      [{ prompt: 'x', agent: 'codex', maxSpendUsd: 1 }, 'only claude, opencode and shell can'],
       [{ prompt: 'x', agent: 'codex', allowedTools: ['Read'] }, 'only claude and opencode can'],
       [{ prompt: 'x', agent: 'shell', disallowedTools: ['Bash'] }, 'disallowedTools'],
       // So are the parts of an agent definition it would drop, or the whole of one.

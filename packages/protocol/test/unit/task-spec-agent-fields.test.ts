@@ -11,12 +11,10 @@ import {
 
 /** Which agents take each limit: the rest would run without it, so the spec is refused. */
 const TAKES: Record<string, readonly string[]> = {
-  maxSpendUsd: ['claude', 'opencode', 'shell'],
   allowedTools: ['claude', 'opencode'],
   disallowedTools: ['claude', 'opencode'],
 };
 const VALUES: Record<string, unknown> = {
-  maxSpendUsd: 0.5,
   allowedTools: ['Read'],
   disallowedTools: ['Bash'],
 };
@@ -35,18 +33,21 @@ describe('per-agent task spec fields', () => {
           expect(result.error.issues).toEqual([
             expect.objectContaining({
               path: [field],
-              message: `${agent} cannot enforce ${field}; only ${agents.length > 2 ? 'claude, opencode and shell' : agents.join(' and ')} can`,
+              message: `${agent} cannot enforce ${field}; only ${agents.join(' and ')} can`,
             }),
           ]);
         }
       }
     }
-    // codex without a budget, 2 agents without each tool list, through both schemas.
-    expect(refused).toBe((1 + 2 + 2) * 2);
+    // 2 agents without each tool list, through both schemas.
+    expect(refused).toBe((2 + 2) * 2);
   });
 
   it('applies to the default agent (claude) and lets an empty tool list through', () => {
     expect(TaskSpecSchema.safeParse({ prompt: 'x', maxSpendUsd: 1 }).success).toBe(true);
+    // the host holds a budget for every agent
+    for (const agent of AGENT_KINDS)
+      expect(TaskSpecSchema.safeParse({ prompt: 'x', agent, maxSpendUsd: 1 }).success, agent).toBe(true);
     expect(TaskSpecSchema.safeParse({ prompt: 'x', agent: 'codex', allowedTools: [] }).success).toBe(true);
   });
 });
