@@ -1,6 +1,5 @@
 import fs from 'node:fs';
 import path from 'node:path';
-import { constants as osConstants } from 'node:os';
 import { compilePolicy } from '@agentbox/egress';
 import { AgentboxError } from '@agentbox/protocol';
 import {
@@ -280,7 +279,7 @@ export async function runProjectCommand(options: ProjectCommandOptions): Promise
             onStdout: writeTo(process.stdout),
             onStderr: writeTo(process.stderr),
           });
-    if (interrupted) return 128 + (osConstants.signals[interrupted] ?? 0);
+    if (interrupted) return shellExitStatus({ exitCode: null, signal: interrupted });
     return shellExitStatus(exit);
   } finally {
     timer.phase('detach');

@@ -101,7 +101,7 @@ export async function runCommandInBox(options: RunOptions): Promise<number> {
     }
     return shellExitStatus(exit);
   } catch (err) {
-    if (interrupted) return 128 + (osConstants.signals[interrupted] ?? 0);
+    if (interrupted) return shellExitStatus({ exitCode: null, signal: interrupted });
     throw err;
   } finally {
     timer.phase('teardown');
