@@ -57,7 +57,7 @@ export interface BoxSessionDeps {
   readonly upstreamCa: readonly string[] | undefined;
   readonly connectTimeoutMs: number;
   readonly dnsTimeoutMs: number;
-  /** The box's spend ledger while a budget is open on it. */
+  /** The box's spend ledger: while a budget is open on it, or always when keys have accounts. */
   readonly spend: () => SpendLedger | undefined;
 }
 
@@ -159,7 +159,7 @@ export class BoxSession {
     return this.#closed;
   }
 
-  /** The box's spend ledger, while a budget is open on it. */
+  /** The box's spend ledger, if its calls are being metered (see BoxSessionDeps.spend). */
   spendLedger(): SpendLedger | undefined {
     return this.#deps.spend();
   }

@@ -128,8 +128,13 @@ export function writeRawResponse(
   socket.end(head + body);
 }
 
+/** The path part of a request target, without the query or fragment. */
+export function pathOnly(target: string): string {
+  const q = target.search(/[?#]/);
+  return q < 0 ? target : target.slice(0, q);
+}
+
 /** The path part of a request target, without the query (what the audit keeps), truncated. */
 export function auditPath(target: string): string {
-  const q = target.search(/[?#]/);
-  return (q < 0 ? target : target.slice(0, q)).slice(0, 1024);
+  return pathOnly(target).slice(0, 1024);
 }

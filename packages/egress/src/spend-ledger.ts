@@ -145,9 +145,14 @@ export class SpendLedger {
   /** @internal */
   charge(usd: number): void {
     if (!(usd > 0)) return;
+    const passed: Budget[] = [];
     for (const budget of this.#budgets) {
       budget.spentUsd += usd;
-      if (budget.spentUsd >= budget.limitUsd) this.#pass(budget, 'spent');
+      if (budget.spentUsd >= budget.limitUsd && !budget.exceeded) passed.push(budget);
+    }
+    if (passed.length > 0) {
+      this.#cutCalls();
+      for (const budget of passed) this.#pass(budget, 'spent');
     }
     const account = this.#account();
     if (account === undefined) return;
@@ -160,8 +165,9 @@ export class SpendLedger {
 
   /** @internal: a call spent an amount that cannot be read; every limited budget is past. */
   unreadable(): void {
-    for (const budget of this.#budgets)
-      if (Number.isFinite(budget.limitUsd)) this.#pass(budget, 'unreadable');
+    const limited = [...this.#budgets].filter((b) => Number.isFinite(b.limitUsd) && !b.exceeded);
+    if (limited.length > 0) this.#cutCalls();
+    for (const budget of limited) this.#pass(budget, 'unreadable');
     if (this.#cappedAccount() !== undefined) {
       this.#accountLocked = true;
       this.#passAll('unreadable');
@@ -170,8 +176,13 @@ export class SpendLedger {
 
   /** The key's cap is reached (or cannot be held): every call in flight is cut, every budget ends. */
   #passAll(why: BudgetEnd): void {
-    for (const call of [...this.#calls]) call.cut();
+    this.#cutCalls();
     for (const budget of [...this.#budgets]) this.#pass(budget, why);
+  }
+
+  /** Every call in flight stops spending now: the model stops generating when its caller goes. */
+  #cutCalls(): void {
+    for (const call of [...this.#calls]) call.cut();
   }
 
   /** @internal */
@@ -179,11 +190,10 @@ export class SpendLedger {
     this.#calls.delete(call);
   }
 
+  /** Ends a budget (once) and tells its owner; the calls in flight are cut by the caller. */
   #pass(budget: Budget, why: BudgetEnd): void {
     if (budget.exceeded) return;
     budget.exceeded = why;
-    // Every call in flight stops spending now: the model stops generating when its caller goes.
-    for (const call of [...this.#calls]) call.cut();
     budget.onExceeded?.(budget);
   }
 }

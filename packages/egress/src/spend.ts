@@ -1,8 +1,10 @@
+import { pathOnly } from './http-util.js';
+
 /**
  * What a model call costs, read on the host from the model API's own answer: which calls spend
- * (pure classification), the price of a model's tokens, and a reader of the Messages API's `usage`
- * from its SSE stream or JSON body. The guest never reports its own spend here: a prompt-injected
- * agent could lie about it, the API's answer to the host cannot.
+ * (pure classification), the price of a model's tokens, and readers of the `usage` in Anthropic
+ * Messages and OpenAI Responses answers (SSE stream or JSON body). The guest never reports its
+ * own spend here: a prompt-injected agent could lie about it, the API's answer to the host cannot.
  *
  * Prices err high: an unknown model is priced as the dearest known one, cache writes without a
  * TTL split as 5-minute writes, and a prompt over 200k tokens at the long-context rates.
@@ -170,9 +172,10 @@ export function classifyModelCall(call: {
   if (model.length === 0) return 'free';
   const method = call.method.toUpperCase();
   if (method === 'GET' || method === 'HEAD' || method === 'OPTIONS') return 'free';
-  const q = call.path.search(/[?#]/);
   // `//v1//messages/` is the same call to a lenient router.
-  const path = (q < 0 ? call.path : call.path.slice(0, q)).replace(/\/{2,}/g, '/').replace(/\/$/, '');
+  const path = pathOnly(call.path)
+    .replace(/\/{2,}/g, '/')
+    .replace(/\/$/, '');
   if (method !== 'POST') return 'unmetered';
   if (model.every((name) => ANTHROPIC_SECRETS.has(name))) {
     if (path === '/v1/messages') return 'messages';

@@ -5,7 +5,7 @@ import type { BoxSession } from './box-session.js';
 import { decide, type EgressRequest } from './decide.js';
 import { forwardRequest, readBodyCapped, type ForwardPlan } from './forward.js';
 import { GITHUB_GRAPHQL_MAX_BODY_BYTES, judgeGithubGraphql } from './github-graphql.js';
-import { auditPath, endToEndHeaders, respondDenied } from './http-util.js';
+import { auditPath, endToEndHeaders, pathOnly, respondDenied } from './http-util.js';
 import { answerOAuthRefresh, isOAuthRule } from './oauth-refresh.js';
 import type { OpenHold } from './open-registry.js';
 import { findPlaceholders, headersHavePlaceholder, injectHeaders } from './placeholders.js';
@@ -30,11 +30,6 @@ export interface InterceptedConnection {
   readonly connection: object;
   /** Destroys the TLS session and the box's socket. */
   readonly cut: () => void;
-}
-
-function pathOnly(target: string): string {
-  const q = target.search(/[?#]/);
-  return q < 0 ? target : target.slice(0, q);
 }
 
 export async function handleInterceptedRequest(
@@ -134,8 +129,9 @@ export async function handleInterceptedRequest(
 const usd = (value: number): string => `$${value.toFixed(value >= 0.01 ? 2 : 4)}`;
 
 /**
- * A model call under a spend budget: refused once a budget is spent, or when it could spend in a
- * way the gateway cannot price; a Messages API call is metered.
+ * A model call on a box with a spend ledger: refused once a budget (or the key's cap) is spent,
+ * or when it could spend in a way the gateway cannot price under a limit; a Messages or
+ * Responses API call is metered.
  */
 function admitSpend(
   ledger: SpendLedger,

@@ -124,7 +124,7 @@ type Listener = () => void;
 interface Running {
   controller: AbortController;
   /** Why the run was aborted: the caller cancelled, the task ran out of time or output, its key was revoked. */
-  abortReason?: 'cancelled' | 'timed_out' | 'shutdown' | 'output_limit' | 'key_revoked' | 'budget_exceeded';
+  abortReason?: AbortReason;
   /** Said in the final error instead of the reason's usual message. */
   abortMessage?: string;
   /** Settles once the run has ended and its outcome is stored. */
@@ -196,6 +196,21 @@ const ABORTS = {
     message: "the task's model calls passed its maxSpendUsd; the agent and its children were stopped",
   },
 } as const;
+type AbortReason = keyof typeof ABORTS;
+
+/**
+ * Stops a run for `reason`. The first reason given is the one its record keeps (said with
+ * `message` instead of the reason's usual words); whether this call was it.
+ */
+function stopRun(entry: Running, reason: AbortReason, message?: string): boolean {
+  const first = entry.abortReason === undefined;
+  if (first) {
+    entry.abortReason = reason;
+    if (message !== undefined) entry.abortMessage = message;
+  }
+  entry.controller.abort();
+  return first;
+}
 
 const usd = (value: number): string => `$${value.toFixed(4)}`;
 
@@ -314,8 +329,7 @@ export function createTaskService(deps: TaskServiceDeps) {
     }
     const entry = running.get(id);
     if (!entry) return;
-    entry.abortReason ??= 'key_revoked';
-    entry.controller.abort();
+    stopRun(entry, 'key_revoked');
     log.info({ taskId: id }, 'stopping a task: its key was revoked');
   }
 
@@ -493,10 +507,7 @@ export function createTaskService(deps: TaskServiceDeps) {
       grants: deps.keys.grantsFor(record.ownerKeyId),
     };
     const signal = entry.controller.signal;
-    const timer = setTimeout(() => {
-      entry.abortReason ??= 'timed_out';
-      entry.controller.abort();
-    }, spec.timeoutSeconds * 1000);
+    const timer = setTimeout(() => stopRun(entry, 'timed_out'), spec.timeoutSeconds * 1000);
     let boxId: string | undefined;
     let lease: BoxLease | undefined;
     let budget: SpendBudget | undefined;
@@ -571,12 +582,8 @@ export function createTaskService(deps: TaskServiceDeps) {
       };
       /** The first cap passed stops the agent (like a timeout); everything it prints after is dropped. */
       function stopForOutput() {
-        if (entry.abortReason === undefined) {
-          entry.abortReason = 'output_limit';
-          entry.abortMessage = outputLimitMessage(outputLimits, output.exceeded!);
+        if (stopRun(entry, 'output_limit', outputLimitMessage(outputLimits, output.exceeded!)))
           log.warn({ taskId: id, ...output.used, limit: output.exceeded }, 'task output limit reached');
-        }
-        entry.controller.abort();
       }
       const lines = splitLines((line) => {
         if (output.exceeded) return;
@@ -590,15 +597,11 @@ export function createTaskService(deps: TaskServiceDeps) {
       budget = deps.boxes.openSpendBudget(boxId, {
         ...(spec.maxSpendUsd !== undefined ? { limitUsd: spec.maxSpendUsd } : {}),
         onExceeded: (passed) => {
-          if (entry.abortReason === undefined) {
-            entry.abortReason = 'budget_exceeded';
-            entry.abortMessage = budgetMessage(passed);
+          if (stopRun(entry, 'budget_exceeded', budgetMessage(passed)))
             log.warn(
               { taskId: id, spentUsd: passed.spentUsd, limitUsd: passed.limitUsd },
               'task budget passed',
             );
-          }
-          entry.controller.abort();
         },
       });
       const exit = await guest.exec(
@@ -752,8 +755,7 @@ export function createTaskService(deps: TaskServiceDeps) {
     }
     const entry = running.get(task.id);
     if (entry) {
-      entry.abortReason ??= 'cancelled';
-      entry.controller.abort();
+      stopRun(entry, 'cancelled');
       if (entry.ended) await within(entry.ended, CANCEL_WAIT_MS);
     }
     return store.get(task.id)!;
@@ -889,10 +891,7 @@ export function createTaskService(deps: TaskServiceDeps) {
   /** Stops every running task (daemon shutdown): their events say so, nothing is left running. */
   async function stopAll(): Promise<void> {
     maxConcurrent = 0;
-    for (const entry of running.values()) {
-      entry.abortReason ??= 'shutdown';
-      entry.controller.abort();
-    }
+    for (const entry of running.values()) stopRun(entry, 'shutdown');
     // A task still winding down after this (a box still booting) stays `running` or `queued` in the
     // store, with its box: the next daemon's recover() ends it and deletes that box.
     const deadline = Date.now() + 5000;
