@@ -97,12 +97,16 @@ export async function publishPorts(
 }
 
 export const AUTO_PUBLISH_POLL_MS = 250;
+/** Below this a host port is a system service's (ssh, DNS, a web server), which a box may not squat. */
+export const AUTO_PUBLISH_MIN_PORT = 1024;
 
 /**
  * Mirrors every TCP port listening in the box on a wildcard or loopback address to the same port
  * on host 127.0.0.1 (within a poll interval of it appearing), and stops when it goes away. Ports
- * in `skip` (the egress proxy, explicitly published ones) and ports busy on the host are left
- * alone; the guest's list is validated (it is untrusted) and capped.
+ * in `skip` (the egress proxy, explicitly published ones), ports busy on the host and ports below
+ * 1024 are left alone: the box chooses these ports, and agentbox often runs as root, so a box must
+ * not take a privileged host port that its service is only briefly not holding. The guest's list
+ * is validated (it is untrusted) and capped.
  */
 export function autoPublish(options: {
   guest: GuestConnection;
@@ -126,6 +130,14 @@ export function autoPublish(options: {
     }
     for (const p of ports) {
       if (active.has(p) || refused.has(p) || active.size >= 256) continue;
+      if (p < AUTO_PUBLISH_MIN_PORT) {
+        refused.add(p);
+        options.onEvent?.(
+          `agentbox: box port ${p} not published: ports below ${AUTO_PUBLISH_MIN_PORT} are published only ` +
+            `by --publish HOST:${p}`,
+        );
+        continue;
+      }
       try {
         const server = await listen({ hostAddress: '127.0.0.1', hostPort: p, guestPort: p }, guest);
         if (closed) {
