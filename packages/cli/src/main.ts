@@ -57,6 +57,8 @@ function limitOption(name: string) {
 interface Limits {
   maxBoxes?: number | 'none';
   maxTasks?: number | 'none';
+  maxMemory?: number | 'none';
+  maxDisk?: number | 'none';
   maxSpend?: number | 'none';
 }
 
@@ -75,6 +77,8 @@ function grantFlags(opts: { repo?: string[]; repos?: boolean } & Limits): Partia
     ...(opts.repos === false ? { repos: [] } : opts.repo ? { repos: opts.repo } : {}),
     ...(opts.maxBoxes !== undefined ? { maxBoxes: limitOf(opts.maxBoxes) } : {}),
     ...(opts.maxTasks !== undefined ? { maxTasks: limitOf(opts.maxTasks) } : {}),
+    ...(opts.maxMemory !== undefined ? { maxMemoryMib: limitOf(opts.maxMemory) } : {}),
+    ...(opts.maxDisk !== undefined ? { maxDiskGib: limitOf(opts.maxDisk) } : {}),
     ...(opts.maxSpend !== undefined ? { maxSpendUsd: limitOf(opts.maxSpend) } : {}),
   };
 }
@@ -325,6 +329,18 @@ export function buildProgram(setExit: (code: number) => void): Command {
           '--max-tasks <N>',
           'most tasks the key has queued or running at once (none: only the host queue)',
         ).argParser(limitOption('--max-tasks')),
+      )
+      .addOption(
+        new Option(
+          '--max-memory <MiB>',
+          "guest memory of all the key's live boxes together (none: no cap)",
+        ).argParser(limitOption('--max-memory')),
+      )
+      .addOption(
+        new Option(
+          '--max-disk <GiB>',
+          "disk size of all the key's live boxes together: what they may fill on the host (none: no cap)",
+        ).argParser(limitOption('--max-disk')),
       )
       .addOption(
         new Option(

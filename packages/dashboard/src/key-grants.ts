@@ -6,18 +6,32 @@ export interface GrantsForm {
   repos: string;
   maxBoxes: string;
   maxTasks: string;
+  /** MiB of guest memory and GiB of disk of all the key's live boxes together. */
+  maxMemoryMib: string;
+  maxDiskGib: string;
   /** Dollars, blank for no cap. */
   maxSpendUsd: string;
 }
 
-export const EMPTY_GRANTS_FORM: GrantsForm = { repos: '', maxBoxes: '', maxTasks: '', maxSpendUsd: '' };
+export const EMPTY_GRANTS_FORM: GrantsForm = {
+  repos: '',
+  maxBoxes: '',
+  maxTasks: '',
+  maxMemoryMib: '',
+  maxDiskGib: '',
+  maxSpendUsd: '',
+};
+
+const text = (value: number | null): string => (value === null ? '' : String(value));
 
 export function grantsForm(grants: ApiKey['grants']): GrantsForm {
   return {
     repos: grants.repos.join('\n'),
-    maxBoxes: grants.maxBoxes === null ? '' : String(grants.maxBoxes),
-    maxTasks: grants.maxTasks === null ? '' : String(grants.maxTasks),
-    maxSpendUsd: grants.maxSpendUsd === null ? '' : String(grants.maxSpendUsd),
+    maxBoxes: text(grants.maxBoxes),
+    maxTasks: text(grants.maxTasks),
+    maxMemoryMib: text(grants.maxMemoryMib),
+    maxDiskGib: text(grants.maxDiskGib),
+    maxSpendUsd: text(grants.maxSpendUsd),
   };
 }
 
@@ -48,6 +62,8 @@ export function grantsFromForm(form: GrantsForm): Required<ApiKeyGrantsUpdate> {
     repos,
     maxBoxes: limit('Max boxes', form.maxBoxes),
     maxTasks: limit('Max tasks', form.maxTasks),
+    maxMemoryMib: limit('Max memory', form.maxMemoryMib),
+    maxDiskGib: limit('Max disk', form.maxDiskGib),
     maxSpendUsd: dollars('Max spend', form.maxSpendUsd),
   };
 }
@@ -61,6 +77,15 @@ export function describeRepos(key: Pick<ApiKey, 'scope' | 'grants'>): string {
 
 export function describeLimit(value: number | null): string {
   return value === null ? 'no limit' : String(value);
+}
+
+/** The caps on the memory and disk of a key's live boxes together, in a few words. */
+export function describeSizeCaps(grants: Pick<ApiKey['grants'], 'maxMemoryMib' | 'maxDiskGib'>): string {
+  const caps = [
+    ...(grants.maxMemoryMib === null ? [] : [`${grants.maxMemoryMib} MiB memory`]),
+    ...(grants.maxDiskGib === null ? [] : [`${grants.maxDiskGib} GiB disk`]),
+  ];
+  return caps.length === 0 ? 'no limit' : caps.join(', ');
 }
 
 /** What a key's boxes spent on model calls (the host's count), and of what cap. */

@@ -405,6 +405,12 @@ export const ApiKeyGrantsSchema = z
       .describe("GitHub repositories the host's token may serve the key's boxes (admin keys: any)."),
     maxBoxes: KeyLimitSchema.describe('Live boxes the key may hold at once; null: only the host limit.'),
     maxTasks: KeyLimitSchema.describe('Tasks queued or running at once; null: only the host queue.'),
+    maxMemoryMib: KeyLimitSchema.describe(
+      "The guest memory (MiB) of all the key's live boxes together, hibernated ones included; null: no cap.",
+    ),
+    maxDiskGib: KeyLimitSchema.describe(
+      "The disk size (GiB) of all the key's live boxes together: what they may fill on the host; null: no cap.",
+    ),
     maxSpendUsd: z
       .number()
       .nonnegative()

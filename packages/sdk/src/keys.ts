@@ -1,15 +1,8 @@
-import type { ApiKey } from '@agentbox/protocol';
+import type { ApiKey, ApiKeyGrantsUpdate } from '@agentbox/protocol';
 import type { HttpTransport, RequestOpts } from './http.js';
 
-/** What a key may use beyond its own boxes; fields left out of an update stay as they are. */
-export interface KeyGrantsInput {
-  /** GitHub repositories the host's token may serve the key's boxes: `owner/name`, `owner/*`, `*`. */
-  repos?: string[];
-  /** Live boxes at once; null: only the host limit. */
-  maxBoxes?: number | null;
-  /** Tasks queued or running at once; null: only the host queue. */
-  maxTasks?: number | null;
-}
+/** What a key may use beyond its own boxes (fields left out of an update stay): the protocol's shape. */
+export type KeyGrantsInput = ApiKeyGrantsUpdate;
 
 export interface CreateKeyOpts extends RequestOpts {
   name?: string;

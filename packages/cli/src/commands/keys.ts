@@ -33,6 +33,8 @@ export function formatKeys(keys: ApiKeyInfo[]): string {
     k.scope === 'admin' ? '*' : k.grants.repos.join(',') || '-',
     limit(k.grants.maxBoxes),
     limit(k.grants.maxTasks),
+    k.grants.maxMemoryMib === null ? '-' : `${k.grants.maxMemoryMib} MiB`,
+    k.grants.maxDiskGib === null ? '-' : `${k.grants.maxDiskGib} GiB`,
     k.grants.maxSpendUsd === null
       ? dollars(k.spentUsd)
       : `${dollars(k.spentUsd)} of ${dollars(k.grants.maxSpendUsd)}`,
@@ -48,6 +50,8 @@ export function formatKeys(keys: ApiKeyInfo[]): string {
     'REPOS',
     'MAX BOXES',
     'MAX TASKS',
+    'MAX MEMORY',
+    'MAX DISK',
     'SPENT',
   ];
   return formatTable(header, rows);
@@ -100,7 +104,7 @@ export function keysUpdate(options: {
   if (Object.keys(grants).length === 0) {
     throw new AgentboxError(
       'invalid_request',
-      'nothing to change: pass --repo, --no-repos, --max-boxes, --max-tasks or --max-spend',
+      'nothing to change: pass --repo, --no-repos, --max-boxes, --max-tasks, --max-memory, --max-disk or --max-spend',
     );
   }
   const key = withKeys(options.data, (keys) => keys.update(options.id, grants));

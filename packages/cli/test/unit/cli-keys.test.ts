@@ -56,6 +56,8 @@ describe('agentbox keys', () => {
       repos: ['acme/*', 'solo/one'],
       maxBoxes: 2,
       maxTasks: null,
+      maxMemoryMib: null,
+      maxDiskGib: null,
       maxSpendUsd: null,
     });
 
@@ -69,18 +71,32 @@ describe('agentbox keys', () => {
       'none',
       '--max-spend',
       '12.5',
+      '--max-memory',
+      '4096',
+      '--max-disk',
+      '40',
       '--data',
       data,
       '--json',
     ]);
     expect(updated.code, updated.stderr).toBe(0);
     expect(JSON.parse(updated.stdout)).toMatchObject({
-      grants: { repos: ['acme/*', 'solo/one'], maxBoxes: null, maxTasks: 5, maxSpendUsd: 12.5 },
+      grants: {
+        repos: ['acme/*', 'solo/one'],
+        maxBoxes: null,
+        maxTasks: 5,
+        maxMemoryMib: 4096,
+        maxDiskGib: 40,
+        maxSpendUsd: 12.5,
+      },
       spentUsd: 0,
     });
     const replaced = await cli(['keys', 'update', key.id, '--repo', 'other/x', '--data', data]);
     expect(replaced.stdout).toMatch(
-      new RegExp(`${key.id}\\s+user\\s.*\\sactive\\s+other/x\\s+-\\s+5\\s+\\$0\\.00 of \\$12\\.50$`, 'm'),
+      new RegExp(
+        `${key.id}\\s+user\\s.*\\sactive\\s+other/x\\s+-\\s+5\\s+4096 MiB\\s+40 GiB\\s+\\$0\\.00 of \\$12\\.50$`,
+        'm',
+      ),
     );
     const uncapped = await cli(['keys', 'update', key.id, '--max-spend', 'none', '--data', data, '--json']);
     expect(JSON.parse(uncapped.stdout)).toMatchObject({ grants: { maxSpendUsd: null } });
@@ -90,7 +106,7 @@ describe('agentbox keys', () => {
     for (const [args, line] of [
       [
         ['keys', 'update', key.id],
-        'nothing to change: pass --repo, --no-repos, --max-boxes, --max-tasks or --max-spend',
+        'nothing to change: pass --repo, --no-repos, --max-boxes, --max-tasks, --max-memory, --max-disk or --max-spend',
       ],
       [['keys', 'update', key.id, '--repo', 'a/b', '--no-repos'], '--repo and --no-repos cannot go together'],
       [
@@ -106,6 +122,11 @@ describe('agentbox keys', () => {
     const bad = await cli(['keys', 'update', key.id, '--max-boxes', '-1', '--data', data]);
     expect(bad.code).toBe(2);
     expect(bad.stderr).toMatch(/--max-boxes must be a whole number/);
+    const disk = await cli(['keys', 'update', key.id, '--max-disk', '1.5', '--data', data]);
+    expect(disk.code).toBe(2);
+    expect(disk.stderr).toMatch(/--max-disk must be a whole number/);
+    const memory = await cli(['keys', 'update', key.id, '--max-memory', 'none', '--data', data, '--json']);
+    expect(JSON.parse(memory.stdout)).toMatchObject({ grants: { maxMemoryMib: null, maxDiskGib: 40 } });
     const spend = await cli(['keys', 'update', key.id, '--max-spend', 'lots', '--data', data]);
     expect(spend.code).toBe(2);
     expect(spend.stderr).toMatch(/--max-spend must be a number ≥ 0/);

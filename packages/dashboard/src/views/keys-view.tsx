@@ -8,6 +8,7 @@ import { usePolled, useTick } from '../hooks.js';
 import {
   EMPTY_GRANTS_FORM,
   describeLimit,
+  describeSizeCaps,
   describeSpend,
   describeRepos,
   grantsForm,
@@ -67,6 +68,7 @@ export function KeysView(props: { api: ApiClient; signedInWith: string }) {
               <th>GitHub repos</th>
               <th>Max boxes</th>
               <th>Max tasks</th>
+              <th>Box sizes in all</th>
               <th>Model spend</th>
               <th>Made</th>
               <th>Last used</th>
@@ -127,6 +129,7 @@ function KeyRow(props: {
         <td data-testid="key-repos">{describeRepos(key)}</td>
         <td data-testid="key-max-boxes">{describeLimit(key.grants.maxBoxes)}</td>
         <td data-testid="key-max-tasks">{describeLimit(key.grants.maxTasks)}</td>
+        <td data-testid="key-size-caps">{describeSizeCaps(key.grants)}</td>
         <td data-testid="key-spend">{describeSpend(key)}</td>
         <td title={iso(key.createdAt)}>{age(iso(key.createdAt), props.now)}</td>
         <td>
@@ -277,6 +280,14 @@ function GrantsEditor(props: {
       <label>
         Max tasks
         <input type="text" inputMode="numeric" placeholder="no limit" {...field('maxTasks')} />
+      </label>
+      <label>
+        Max memory (MiB, all live boxes)
+        <input type="text" inputMode="numeric" placeholder="no limit" {...field('maxMemoryMib')} />
+      </label>
+      <label>
+        Max disk (GiB, all live boxes)
+        <input type="text" inputMode="numeric" placeholder="no limit" {...field('maxDiskGib')} />
       </label>
       <label>
         Max model spend (USD, in all)

@@ -394,7 +394,13 @@ describe('the web dashboard in Chromium against a real daemon', () => {
       name: 'e2e-user',
       scope: 'user',
       revokedAt: null,
-      grants: { repos: ['acme/*', 'octo/hello'], maxBoxes: 2, maxTasks: null, maxSpendUsd: null }, // kept sorted
+      grants: {
+        repos: ['acme/*', 'octo/hello'],
+        maxBoxes: 2,
+        maxTasks: null,
+        maxMemoryMib: null,
+        maxSpendUsd: null,
+      }, // kept sorted
     });
     // The secret is a working user key: its own boxes, no key management.
     const asUser = client(daemon.url, secret);
@@ -415,14 +421,19 @@ describe('the web dashboard in Chromium against a real daemon', () => {
     await grants.locator('input[name=maxBoxes]').fill('');
     await grants.locator('input[name=maxTasks]').fill('3');
     await grants.locator('input[name=maxSpendUsd]').fill('7.5');
+    await grants.locator('input[name=maxMemoryMib]').fill('4096');
+    await grants.locator('input[name=maxDiskGib]').fill('40');
     await page.getByTestId('save-grants').click();
     await expect.poll(() => row.getByTestId('key-repos').innerText()).toBe('none');
     expect(await row.getByTestId('key-max-tasks').innerText()).toBe('3');
+    expect(await row.getByTestId('key-size-caps').innerText()).toBe('4096 MiB memory, 40 GiB disk');
     expect(await row.getByTestId('key-spend').innerText()).toBe('$0.00 of $7.50');
     expect((await keyOf(keyId))?.grants).toEqual({
       repos: [],
       maxBoxes: null,
       maxTasks: 3,
+      maxMemoryMib: 4096,
+      maxDiskGib: 40,
       maxSpendUsd: 7.5,
     });
     await shot('13-key-grants');

@@ -7,6 +7,7 @@ import { age, bytes } from '../../src/format.js';
 import {
   EMPTY_GRANTS_FORM,
   describeLimit,
+  describeSizeCaps,
   describeSpend,
   describeRepos,
   grantsForm,
@@ -321,6 +322,8 @@ describe('key grants form', () => {
       repos: [],
       maxBoxes: null,
       maxTasks: null,
+      maxMemoryMib: null,
+      maxDiskGib: null,
       maxSpendUsd: null,
     });
     expect(
@@ -328,38 +331,68 @@ describe('key grants form', () => {
         repos: ' octo/hello\nocto/*, octo/hello\n\n*',
         maxBoxes: ' 2 ',
         maxTasks: '0',
+        maxMemoryMib: '4096',
+        maxDiskGib: ' 40',
         maxSpendUsd: '0',
       }),
-    ).toEqual({ repos: ['octo/hello', 'octo/*', '*'], maxBoxes: 2, maxTasks: 0, maxSpendUsd: 0 });
+    ).toEqual({
+      repos: ['octo/hello', 'octo/*', '*'],
+      maxBoxes: 2,
+      maxTasks: 0,
+      maxMemoryMib: 4096,
+      maxDiskGib: 40,
+      maxSpendUsd: 0,
+    });
   });
 
   it('refuses a limit that is not a whole number, naming the field', () => {
     for (const bad of ['-1', '1.5', 'two', '1e3'])
       expect(() => grantsFromForm({ ...EMPTY_GRANTS_FORM, maxTasks: bad })).toThrow(/^Max tasks: /);
     expect(() => grantsFromForm({ ...EMPTY_GRANTS_FORM, maxBoxes: 'x' })).toThrow(/^Max boxes: /);
+    expect(() => grantsFromForm({ ...EMPTY_GRANTS_FORM, maxMemoryMib: '1.5' })).toThrow(/^Max memory: /);
+    expect(() => grantsFromForm({ ...EMPTY_GRANTS_FORM, maxDiskGib: '4G' })).toThrow(/^Max disk: /);
     for (const bad of ['-1', 'ten', '1e3', '$x'])
       expect(() => grantsFromForm({ ...EMPTY_GRANTS_FORM, maxSpendUsd: bad })).toThrow(/^Max spend: /);
     expect(grantsFromForm({ ...EMPTY_GRANTS_FORM, maxSpendUsd: ' $2.50 ' }).maxSpendUsd).toBe(2.5);
   });
 
   it('fills the form from a key and reads it back unchanged', () => {
-    const grants = { repos: ['octo/hello', 'acme/*'], maxBoxes: 3, maxTasks: null, maxSpendUsd: 12.5 };
+    const grants = {
+      repos: ['octo/hello', 'acme/*'],
+      maxBoxes: 3,
+      maxTasks: null,
+      maxMemoryMib: 2048,
+      maxDiskGib: null,
+      maxSpendUsd: 12.5,
+    };
     expect(grantsForm(grants)).toEqual({
       repos: 'octo/hello\nacme/*',
       maxBoxes: '3',
       maxTasks: '',
+      maxMemoryMib: '2048',
+      maxDiskGib: '',
       maxSpendUsd: '12.5',
     });
     expect(grantsFromForm(grantsForm(grants))).toEqual(grants);
   });
 
   it("says what a key's boxes may reach", () => {
-    const none = { repos: [], maxBoxes: null, maxTasks: null, maxSpendUsd: null };
+    const none = {
+      repos: [],
+      maxBoxes: null,
+      maxTasks: null,
+      maxMemoryMib: null,
+      maxDiskGib: null,
+      maxSpendUsd: null,
+    };
     expect(describeRepos({ scope: 'admin', grants: none })).toBe('any (admin)');
     expect(describeRepos({ scope: 'user', grants: none })).toBe('none');
     expect(describeRepos({ scope: 'user', grants: { ...none, repos: ['a/b', 'c/*'] } })).toBe('a/b, c/*');
     expect(describeLimit(null)).toBe('no limit');
     expect(describeLimit(0)).toBe('0');
+    expect(describeSizeCaps(none)).toBe('no limit');
+    expect(describeSizeCaps({ maxMemoryMib: 4096, maxDiskGib: null })).toBe('4096 MiB memory');
+    expect(describeSizeCaps({ maxMemoryMib: 4096, maxDiskGib: 40 })).toBe('4096 MiB memory, 40 GiB disk');
     expect(describeSpend({ spentUsd: 1.234, grants: none })).toBe('$1.23');
     expect(describeSpend({ spentUsd: 0, grants: { ...none, maxSpendUsd: 20 } })).toBe('$0.00 of $20.00');
   });

@@ -489,9 +489,13 @@ export function createBoxService(deps: BoxServiceDeps) {
     const resources: VmResources = { ...deps.limits.defaults, ...options.resources };
     await deps.backend.checkResources?.(deps.image, resources);
     // Checked again with the insert; first here, so a refused create takes no ready clone.
+    const grants = grantsOf(options.actor);
     const room = {
       maxLive: deps.limits.maxBoxes,
-      maxLiveOfOwner: grantsOf(options.actor).maxBoxes,
+      maxLiveOfOwner: grants.maxBoxes,
+      maxMemoryOfOwner: grants.maxMemoryMib,
+      maxDiskOfOwner: grants.maxDiskGib,
+      size: { memoryMib: resources.memoryMib, diskGib: resources.diskGib },
       hostCounts: options.actor.scope === 'admin',
     };
     store.checkRoom(options.actor.keyId, room);

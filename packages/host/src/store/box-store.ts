@@ -124,10 +124,15 @@ const PATCH_COLUMNS: Record<keyof BoxPatch, string> = {
   imageId: 'image_id',
 };
 
-/** The most live boxes the host takes, and the most one key may hold (null: no limit of its own). */
+/** The most live boxes the host takes, and what one key may hold (null: no limit of its own). */
 export interface RoomLimits {
   maxLive: number;
   maxLiveOfOwner?: number | null;
+  /** Caps on the guest memory (MiB) and disk (GiB) of the key's live boxes together, the new one's included. */
+  maxMemoryOfOwner?: number | null;
+  maxDiskOfOwner?: number | null;
+  /** The new box's size, counted against those caps. */
+  size?: { memoryMib: number; diskGib: number };
   /** Whether a full host says its counts (admin keys); false: only that it is full. */
   hostCounts?: boolean;
 }
@@ -136,6 +141,34 @@ const LIVE_SQL = `state IN (${LIVE_STATES.map((s) => `'${s}'`).join(', ')})`;
 
 function isUniqueViolation(err: unknown): boolean {
   return (err as { code?: string }).code === 'SQLITE_CONSTRAINT_UNIQUE';
+}
+
+/**
+ * Refuses a box whose size would take a key's live boxes past its cap: 429 when deleting one of them
+ * makes room, 403 when the box alone is larger than the cap (no retry helps).
+ */
+function checkSizeCap(
+  keyId: string,
+  resource: 'memoryMib' | 'diskGib',
+  unit: string,
+  asked: number,
+  held: number,
+  cap: number | null | undefined,
+): void {
+  if (cap === null || cap === undefined || held + asked <= cap) return;
+  const details = { limit: cap, scope: 'key', resource, asked, held };
+  if (asked > cap)
+    throw new AgentboxError(
+      'forbidden',
+      `API key ${keyId} may hold at most ${cap} ${unit} in all, and this box asks for ${asked}`,
+      { details },
+    );
+  throw new AgentboxError(
+    'capacity_exhausted',
+    `API key ${keyId} holds ${held} of at most ${cap} ${unit} in its live boxes, and this box asks for ` +
+      `${asked}; delete a box or retry later`,
+    { details },
+  );
 }
 
 /** Boxes and their state transitions. Every transition is committed before the caller acts on it. */
@@ -163,19 +196,24 @@ export function createBoxStore(db: Db, clock: () => number = Date.now) {
       );
     }
     const ownerLimit = limits.maxLiveOfOwner;
-    if (ownerLimit === undefined || ownerLimit === null) return;
-    const owned = (
-      db
-        .prepare(`SELECT COUNT(*) AS n FROM boxes WHERE owner_key_id = ? AND ${LIVE_SQL}`)
-        .get(ownerKeyId) as { n: number }
-    ).n;
-    if (owned >= ownerLimit) {
+    const { maxMemoryOfOwner: maxMemory, maxDiskOfOwner: maxDisk, size } = limits;
+    if (ownerLimit == null && (size === undefined || (maxMemory == null && maxDisk == null))) return;
+    const owned = db
+      .prepare(
+        `SELECT COUNT(*) AS n, COALESCE(SUM(memory_mib), 0) AS memory, COALESCE(SUM(disk_gib), 0) AS disk
+         FROM boxes WHERE owner_key_id = ? AND ${LIVE_SQL}`,
+      )
+      .get(ownerKeyId) as { n: number; memory: number; disk: number };
+    if (ownerLimit != null && owned.n >= ownerLimit) {
       throw new AgentboxError(
         'capacity_exhausted',
-        `API key ${ownerKeyId} already holds ${owned} of at most ${ownerLimit} live boxes; delete one or retry later`,
+        `API key ${ownerKeyId} already holds ${owned.n} of at most ${ownerLimit} live boxes; delete one or retry later`,
         { details: { limit: ownerLimit, scope: 'key' } },
       );
     }
+    if (size === undefined) return;
+    checkSizeCap(ownerKeyId, 'memoryMib', 'MiB of memory', size.memoryMib, owned.memory, maxMemory);
+    checkSizeCap(ownerKeyId, 'diskGib', 'GiB of disk', size.diskGib, owned.disk, maxDisk);
   }
 
   return {

@@ -16,11 +16,22 @@ export interface KeyGrants {
   maxBoxes: number | null;
   /** Tasks it may have queued or running at once; null: only the host's queue. */
   maxTasks: number | null;
+  /** Guest memory of all its live boxes together, MiB; null: no cap. */
+  maxMemoryMib: number | null;
+  /** Disk size of all its live boxes together, GiB (what they may fill on the host); null: no cap. */
+  maxDiskGib: number | null;
   /** What its boxes may spend on model calls in all, by the host's count; null: no cap. */
   maxSpendUsd: number | null;
 }
 
-export const NO_GRANTS: KeyGrants = { repos: [], maxBoxes: null, maxTasks: null, maxSpendUsd: null };
+export const NO_GRANTS: KeyGrants = {
+  repos: [],
+  maxBoxes: null,
+  maxTasks: null,
+  maxMemoryMib: null,
+  maxDiskGib: null,
+  maxSpendUsd: null,
+};
 
 /** A stored API key; the secret itself is never stored, only its sha256. */
 export interface ApiKeyInfo {
@@ -61,12 +72,14 @@ interface KeyRow {
   repo_grants: string;
   max_boxes: number | null;
   max_tasks: number | null;
+  max_memory_mib: number | null;
+  max_disk_gib: number | null;
   max_spend_usd: number | null;
   spent_usd: number;
 }
 
 const KEY_COLUMNS =
-  'id, name, scope, prefix, created_at, revoked_at, last_used_at, repo_grants, max_boxes, max_tasks, max_spend_usd, spent_usd';
+  'id, name, scope, prefix, created_at, revoked_at, last_used_at, repo_grants, max_boxes, max_tasks, max_memory_mib, max_disk_gib, max_spend_usd, spent_usd';
 
 const KEY_PREFIX = 'abk_';
 /** last_used_at is refreshed at most this often, so authentication rarely writes. */
@@ -95,6 +108,8 @@ function grantsOfRow(row: KeyRow): KeyGrants {
     repos: RepoGrantSchema.array().catch([]).parse(safeJson(row.repo_grants)),
     maxBoxes: row.max_boxes,
     maxTasks: row.max_tasks,
+    maxMemoryMib: row.max_memory_mib,
+    maxDiskGib: row.max_disk_gib,
     maxSpendUsd: row.max_spend_usd,
   };
 }
@@ -121,7 +136,7 @@ function checkGrants(grants: Partial<KeyGrants>): Partial<KeyGrants> {
     }
     out.repos = [...new Set(parsed.data)].sort();
   }
-  for (const field of ['maxBoxes', 'maxTasks'] as const) {
+  for (const field of ['maxBoxes', 'maxTasks', 'maxMemoryMib', 'maxDiskGib'] as const) {
     const value = grants[field];
     if (value === undefined) continue;
     if (value !== null && (!Number.isSafeInteger(value) || value < 0))
@@ -162,8 +177,9 @@ export function createKeyStore(db: Db, clock: () => number = Date.now) {
       const secret = KEY_PREFIX + randomBytes(32).toString('base64url');
       const id = `key_${randomUUID().replace(/-/g, '').slice(0, 12)}`;
       db.prepare(
-        `INSERT INTO api_keys (id, name, scope, hash, prefix, created_at, repo_grants, max_boxes, max_tasks, max_spend_usd)
-         VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)`,
+        `INSERT INTO api_keys (id, name, scope, hash, prefix, created_at, repo_grants, max_boxes, max_tasks,
+           max_memory_mib, max_disk_gib, max_spend_usd)
+         VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)`,
       ).run(
         id,
         options.name,
@@ -174,6 +190,8 @@ export function createKeyStore(db: Db, clock: () => number = Date.now) {
         JSON.stringify(grants.repos),
         grants.maxBoxes,
         grants.maxTasks,
+        grants.maxMemoryMib,
+        grants.maxDiskGib,
         grants.maxSpendUsd,
       );
       return { secret, key: toInfo(byId.get(id)!) };
@@ -189,8 +207,17 @@ export function createKeyStore(db: Db, clock: () => number = Date.now) {
       if (!row) throw new AgentboxError('invalid_request', `no API key with id ${id}`);
       const next = { ...grantsOfRow(row), ...checked };
       db.prepare(
-        'UPDATE api_keys SET repo_grants = ?, max_boxes = ?, max_tasks = ?, max_spend_usd = ? WHERE id = ?',
-      ).run(JSON.stringify(next.repos), next.maxBoxes, next.maxTasks, next.maxSpendUsd, id);
+        `UPDATE api_keys SET repo_grants = ?, max_boxes = ?, max_tasks = ?, max_memory_mib = ?, max_disk_gib = ?,
+           max_spend_usd = ? WHERE id = ?`,
+      ).run(
+        JSON.stringify(next.repos),
+        next.maxBoxes,
+        next.maxTasks,
+        next.maxMemoryMib,
+        next.maxDiskGib,
+        next.maxSpendUsd,
+        id,
+      );
       return toInfo(byId.get(id)!);
     },
 

@@ -196,4 +196,12 @@ export const MIGRATIONS: readonly Migration[] = [
       ALTER TABLE api_keys ADD COLUMN spent_usd REAL NOT NULL DEFAULT 0;
     `,
   },
+  {
+    version: 11,
+    name: "caps on the memory and disk of a key's live boxes together",
+    sql: `
+      ALTER TABLE api_keys ADD COLUMN max_memory_mib INTEGER;
+      ALTER TABLE api_keys ADD COLUMN max_disk_gib INTEGER;
+    `,
+  },
 ];

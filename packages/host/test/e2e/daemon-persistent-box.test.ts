@@ -121,7 +121,7 @@ describe('agentbox serve: the persistent user box across idle, hibernate and dae
     await daemon.exited;
     daemon = await startDaemon(dataDir, idleArgs);
     api = client(daemon.url, key);
-    expect(daemon.stdout()).toMatch(/0 boxes re-adopted, 0 failed, 1 hibernated/);
+    expect(daemon.stdout(), daemon.stderr()).toMatch(/0 boxes re-adopted, 0 failed, 1 hibernated/);
     // The dead daemon's standby clone is not a box: the new daemon killed it and removed its dir.
     expect(processesMentioning(path.join(dataDir, 'boxes', orphan))).toEqual([]);
     expect(fs.existsSync(path.join(dataDir, 'boxes', orphan))).toBe(false);
@@ -154,7 +154,7 @@ describe('agentbox serve: the persistent user box across idle, hibernate and dae
     process.kill(pid, 'SIGKILL');
     daemon = await startDaemon(dataDir, idleArgs);
     api = client(daemon.url, key);
-    expect(daemon.stdout()).toMatch(/0 boxes re-adopted, 0 failed, 1 hibernated/);
+    expect(daemon.stdout(), daemon.stderr()).toMatch(/0 boxes re-adopted, 0 failed, 1 hibernated/);
     expect(await workspaceFiles()).toEqual(['notes.txt']);
     expect(await box()).toMatchObject({ state: 'running', startMode: 'disk' });
     // The same machine: its name and machine-id, from its disk and the daemon, not the image's.

@@ -141,7 +141,7 @@ describe('agentbox serve with real VMs', () => {
 
     daemon = await startDaemon(dataDir, NO_IDLE);
     expect(daemon.initialKey).toBeUndefined();
-    expect(daemon.stdout()).toMatch(/2 boxes re-adopted, 1 failed/);
+    expect(daemon.stdout(), daemon.stderr()).toMatch(/2 boxes re-adopted, 1 failed/);
     api = client(daemon.url, key);
 
     const after = ((await (await api('GET', '/v1/boxes')).json()) as { boxes: Box[] }).boxes;

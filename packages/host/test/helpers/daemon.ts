@@ -11,6 +11,8 @@ export interface Daemon {
   process: ChildProcess;
   url: string;
   stdout: () => string;
+  /** Its log (warn and above): where a failed re-adopt or boot says why. */
+  stderr: () => string;
   /** The admin key printed on the first start, if this start printed one. */
   initialKey: string | undefined;
   exited: Promise<number | null>;
@@ -50,7 +52,7 @@ export async function startDaemon(
     void exited.then((code) => reject(new Error(`daemon exited (${code}):\n${out}\n${err}`)));
   });
   const key = /shown only this once:\n(abk_\S+)/.exec(out)?.[1];
-  return { process: child, url, stdout: () => out, initialKey: key, exited };
+  return { process: child, url, stdout: () => out, stderr: () => err, initialKey: key, exited };
 }
 
 /** Runtime dirs of clones a daemon made ahead of requests (warm pool, standby): marked so. */

@@ -37,6 +37,8 @@ describe('key grants', () => {
       repos: ['acme/*', 'acme/widgets'],
       maxBoxes: 2,
       maxTasks: null,
+      maxMemoryMib: null,
+      maxDiskGib: null,
       maxSpendUsd: null,
     });
     expect(h.host.keys.authenticate(made.secret)?.grants).toEqual(made.key.grants);
@@ -49,6 +51,8 @@ describe('key grants', () => {
       repos: [],
       maxBoxes: null,
       maxTasks: 3,
+      maxMemoryMib: null,
+      maxDiskGib: null,
       maxSpendUsd: null,
     });
     expect(h.host.keys.update(made.key.id, { maxSpendUsd: 2.5 }).grants.maxSpendUsd).toBe(2.5);
@@ -160,6 +164,57 @@ describe('key grants', () => {
     }
   });
 
+  it("maxMemoryMib and maxDiskGib: a key's live boxes together stay within them", async () => {
+    h.host.keys.update(keyId, { maxMemoryMib: 1536, maxDiskGib: 10 });
+    const create = (memoryMib: number, diskGib: number) =>
+      as(secret, 'POST', '/v1/boxes', { runtime: 'bash', memoryMib, diskGib });
+    try {
+      const first = await create(1024, 4);
+      expect(first.statusCode, first.body).toBe(201);
+      // 1024 + 1024 > 1536: deleting a box makes room, so 429.
+      const second = await create(1024, 4);
+      expect(second.statusCode).toBe(429);
+      expect(second.json()).toMatchObject({
+        error: {
+          code: 'capacity_exhausted',
+          message:
+            `API key ${keyId} holds 1024 of at most 1536 MiB of memory in its live boxes, and this box ` +
+            'asks for 1024; delete a box or retry later',
+          details: { limit: 1536, scope: 'key', resource: 'memoryMib', asked: 1024, held: 1024 },
+        },
+      });
+      // 4 + 7 > 10 GiB of disk, though the memory fits.
+      const disk = await create(512, 7);
+      expect(disk.statusCode).toBe(429);
+      expect(disk.json()).toMatchObject({
+        error: { code: 'capacity_exhausted', details: { resource: 'diskGib', limit: 10, held: 4 } },
+      });
+      // Larger than the cap on its own: no retry helps, so 403.
+      const huge = await create(2048, 4);
+      expect(huge.statusCode).toBe(403);
+      expect(huge.json()).toMatchObject({
+        error: {
+          code: 'forbidden',
+          message: `API key ${keyId} may hold at most 1536 MiB of memory in all, and this box asks for 2048`,
+        },
+      });
+      // The seed API's persistent boxes count too; what fits is made.
+      const seed = await as(secret, 'POST', '/create_microvm', { user_id: 'u-size', runtime: 'bash' });
+      expect(seed.statusCode).toBe(429); // the default 1024 MiB does not fit beside the first box
+      expect(h.host.store.findLiveByUserOfAnyKey('u-size')).toEqual([]);
+      const fits = await create(512, 6);
+      expect(fits.statusCode, fits.body).toBe(201);
+      // A raised cap holds from the next request; a deleted box frees its share.
+      h.host.keys.update(keyId, { maxMemoryMib: null });
+      await as(secret, 'DELETE', `/v1/boxes/${fits.json<{ id: string }>().id}`);
+      const more = await create(4096, 6);
+      expect(more.statusCode, more.body).toBe(201);
+      for (const r of [first, more]) await as(secret, 'DELETE', `/v1/boxes/${r.json<{ id: string }>().id}`);
+    } finally {
+      h.host.keys.update(keyId, { maxMemoryMib: null, maxDiskGib: null });
+    }
+  });
+
   it('maxTasks: queued and running tasks of the key count; one that ended frees its place', async () => {
     const box = await as(secret, 'POST', '/v1/boxes', { runtime: 'bash' });
     const boxId = box.json<{ id: string }>().id;
@@ -200,7 +255,7 @@ describe('key grants', () => {
       expect(widen.mock.calls[0]![0].actor).toEqual({
         keyId,
         scope: 'user',
-        grants: { repos: ['acme/widgets'], maxBoxes: null, maxTasks: null, maxSpendUsd: null },
+        grants: { ...NO_GRANTS, repos: ['acme/widgets'] },
       });
     } finally {
       widen.mockRestore();

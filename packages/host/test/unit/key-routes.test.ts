@@ -43,6 +43,8 @@ describe('/v1/keys', () => {
       repos: ['acme/*'],
       maxBoxes: 1,
       maxTasks: 2,
+      maxMemoryMib: null,
+      maxDiskGib: null,
       maxSpendUsd: null,
     });
     const capped = await h.admin_({

@@ -137,7 +137,14 @@ describe('SQLite store: numbered migrations', () => {
 
     const db = openDatabase(dir);
     const [old] = createKeyStore(db).list();
-    expect(old!.grants).toEqual({ repos: [], maxBoxes: null, maxTasks: null, maxSpendUsd: null });
+    expect(old!.grants).toEqual({
+      repos: [],
+      maxBoxes: null,
+      maxTasks: null,
+      maxMemoryMib: null,
+      maxDiskGib: null,
+      maxSpendUsd: null,
+    });
     expect(old!.spentUsd).toBe(0);
     db.prepare(box('box-b', 'key_other')).run();
     expect(() => db.prepare(box('box-c', 'key_old')).run()).toThrow(/UNIQUE/);

@@ -6,6 +6,8 @@ import { leftoversIn, startDaemon, type Daemon } from '../../../host/test/helper
 import {
   AgentboxClient,
   BoxNotFoundError,
+  CapacityExhaustedError,
+  ForbiddenError,
   InvalidStateError,
   PathOutsideWorkspaceError,
   RouteNotFoundError,
@@ -129,6 +131,27 @@ describe('@agentbox/sdk against a real daemon', () => {
     // The next request wakes it from its snapshot.
     expect((await box.commands.run('cat kept.txt')).stdout).toBe('still here\n');
     expect(await box.refresh()).toMatchObject({ state: 'running', startMode: 'wake' });
+  });
+
+  it("a user key's memory and disk caps hold across its live boxes", async () => {
+    const made = await client.keys.create({ name: 'sized', grants: { maxMemoryMib: 768, maxDiskGib: 8 } });
+    const tenant = new AgentboxClient({ url: daemon.url, apiKey: made.key });
+    const first = await Sandbox.create({ client: tenant, memoryMib: 512, diskGib: 4 });
+    try {
+      expect((await first.commands.run('echo up')).stdout).toBe('up\n');
+      const second = Sandbox.create({ client: tenant, memoryMib: 512, diskGib: 4 });
+      await expect(second).rejects.toBeInstanceOf(CapacityExhaustedError);
+      await expect(second).rejects.toMatchObject({
+        details: { scope: 'key', resource: 'memoryMib', limit: 768, held: 512, asked: 512 },
+      });
+      await expect(Sandbox.create({ client: tenant, memoryMib: 256, diskGib: 16 })).rejects.toBeInstanceOf(
+        ForbiddenError,
+      );
+      // Nothing was half made: the key holds its one box.
+      expect((await Sandbox.list({ client: tenant })).map((b) => b.id)).toEqual([first.id]);
+    } finally {
+      await first.kill();
+    }
   });
 
   it('kill deletes the box; the SDK reports the states as typed errors after', async () => {

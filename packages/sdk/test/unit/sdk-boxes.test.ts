@@ -251,6 +251,8 @@ describe('client.keys over a real daemon', () => {
       repos: ['acme/*'],
       maxBoxes: 1,
       maxTasks: null,
+      maxMemoryMib: null,
+      maxDiskGib: null,
       maxSpendUsd: null,
     });
     expect((await admin.keys.revoke(made.id)).revokedAt).not.toBeNull();
