@@ -67,6 +67,16 @@ export const EXEC_CANCEL_GRACE_MS = 10_000;
  */
 export const GUEST_CALL_TIMEOUT_MS = 60_000;
 /** Ops that flush disks or delete whole trees, which a loaded emulated guest may take minutes for. */
+/**
+ * A hello request can be lost: while no host is attached the agent reopens its port in a loop, and
+ * the kernel discards what reached the port in the instant the agent was closing it. So while
+ * someone waits for the answer, the host asks again, first after this long, then twice as long
+ * each time, at most HELLO_RETRIES times (not while nobody waits, nor for ever: a stopped VM —
+ * a standby clone, a paused box being re-adopted — would get a pile of them when it runs again).
+ */
+export const HELLO_RETRY_FIRST_MS = 200;
+const HELLO_RETRIES = 5;
+
 const SLOW_OPS = new Set<RequestOp>(['system.sync', 'system.quiesce', 'file.remove']);
 const SLOW_OP_FACTOR = 5;
 
@@ -153,6 +163,9 @@ export class GuestConnection {
   private readonly calls = new Map<number, OpenCall>();
   private nextChannel = 1;
   private hello: Hello | undefined;
+  /** Whether the guest answered since the socket was last attached (see HELLO_RETRY_FIRST_MS). */
+  private answeredSinceAttach = false;
+  private helloRetry: NodeJS.Timeout | undefined;
   private helloWaiters: { resolve: (h: Hello) => void; reject: (e: Error) => void }[] = [];
   private closedError: AgentboxError | undefined;
   private readonly guestChannels: GuestChannels;
@@ -275,18 +288,54 @@ export class GuestConnection {
     // ask for one; the agent also sends one unprompted when it starts.
     this.dropChannels(new Error('the guest channel was re-attached'));
     this.mux.seekJsonFrame(0);
-    this.mux.sendJson(0, { op: 'hello' }).catch(() => undefined);
+    this.answeredSinceAttach = false;
+    clearTimeout(this.helloRetry);
+    this.helloRetry = undefined;
+    this.askHello();
+    if (this.helloWaiters.length > 0) this.askHelloAgainAfter(HELLO_RETRY_FIRST_MS);
     socket.on('data', (chunk: Buffer) => this.mux.receive(chunk));
     socket.on('error', () => undefined);
     socket.on('close', () => {
-      if (this.socket === socket) this.socket = undefined;
+      if (this.socket !== socket) return;
+      this.socket = undefined;
+      clearTimeout(this.helloRetry);
+      this.helloRetry = undefined;
     });
+  }
+
+  private askHello(): void {
+    this.mux.sendJson(0, { op: 'hello' }).catch(() => undefined);
+  }
+
+  /**
+   * Asks again only while someone waits and nothing else was sent: the guest takes each hello
+   * request for a new host session and resets its channels, which must never cut a call. A
+   * connection that knows its agent already (a re-attach) has callers that do not wait for the
+   * answer: it asks once.
+   */
+  private askHelloAgainAfter(ms: number, retries = HELLO_RETRIES): void {
+    if (retries <= 0) return;
+    this.helloRetry = setTimeout(() => {
+      this.helloRetry = undefined;
+      const unanswered =
+        this.socket !== undefined &&
+        !this.answeredSinceAttach &&
+        this.hello === undefined &&
+        this.calls.size === 0 &&
+        this.helloWaiters.length > 0;
+      if (!unanswered) return;
+      this.askHello();
+      this.askHelloAgainAfter(ms * 2, retries - 1);
+    }, ms);
+    this.helloRetry.unref();
   }
 
   /** Resolves with the first valid hello; rejects on a version mismatch or when the VM goes away. */
   waitForHello(): Promise<Hello> {
     if (this.hello) return Promise.resolve(this.hello);
     if (this.closedError) return Promise.reject(this.closedError);
+    if (this.socket && !this.answeredSinceAttach && this.helloRetry === undefined)
+      this.askHelloAgainAfter(HELLO_RETRY_FIRST_MS);
     return new Promise((resolve, reject) => this.helloWaiters.push({ resolve, reject }));
   }
 
@@ -294,6 +343,7 @@ export class GuestConnection {
     const parsed = HelloSchema.safeParse(message);
     if (!parsed.success) return;
     const hello = parsed.data;
+    this.answeredSinceAttach = true;
     const wantProtocol = this.options.protocolVersion ?? PROTOCOL_VERSION;
     const wantImage = this.options.imageApiVersion ?? IMAGE_API_VERSION;
     if (hello.protocolVersion !== wantProtocol || hello.imageApiVersion !== wantImage) {
@@ -345,6 +395,8 @@ export class GuestConnection {
   /** The VM is gone: every call and every future call fails with `error`. */
   close(error: AgentboxError): void {
     this.closedError = error;
+    clearTimeout(this.helloRetry);
+    this.helloRetry = undefined;
     this.resetCalls(error);
     this.mux.fail(error);
     this.guestChannels.dropAll(error);
