@@ -274,13 +274,20 @@ export function createHost(options: HostOptions) {
     metrics,
 
     /** Re-adopts or fails the boxes recorded by an earlier daemon, then starts the periodic reaper. */
+    /**
+     * Re-adopts the boxes and recovers the tasks an earlier daemon left. The API may listen as soon
+     * as this is called (not awaited): a request for a box waits for that box's re-adoption only,
+     * and tasks are started once the last daemon's are back in the queue.
+     */
     async start() {
+      // Before anything awaits, so before any request: what was left is told apart from what comes.
+      const leftTasks = tasks.holdForRecovery();
       const reconciled = await boxes.reconcile();
       log.info(reconciled, 'reconciled boxes with live VMs');
       templates?.start();
       boxes.startIdlePolicy();
       boxes.startEgressKeyCheck(options.keyCheckIntervalMs ?? KEY_CHECK_INTERVAL_MS);
-      const recovered = await tasks.recover();
+      const recovered = await tasks.recover(leftTasks);
       if (recovered.failed.length + recovered.requeued.length > 0) log.info(recovered, 'recovered tasks');
       reaper = setInterval(
         () => void reapNow().catch(() => undefined),

@@ -257,8 +257,13 @@ export async function serve(
   process.on('unhandledRejection', (reason) => {
     logger.error({ err: reason instanceof Error ? reason.message : String(reason) }, 'unhandled rejection');
   });
-  const reconciled = await host.start();
+  // Listening while the boxes are re-adopted: a guest slow to answer holds back its own box only.
+  const leftBoxes = host.store.live().length;
+  const starting = host.start();
+  starting.catch(() => undefined); // awaited below, once listening
   const address = await host.app.listen({ host: options.host, port: options.port });
+  if (leftBoxes > 0) out.write(`agentbox: listening on ${address}; re-adopting ${leftBoxes} boxes\n`);
+  const reconciled = await starting;
   out.write(
     `agentbox: serving on ${address} (accel ${accel.accel}; data ${dataDir}; ` +
       `${reconciled.adopted.length} boxes re-adopted, ${reconciled.failed.length} failed, ` +

@@ -232,6 +232,7 @@ export function createBoxService(deps: BoxServiceDeps) {
   const sessions = new Map<string, BoxSession>();
   const deleting = new Map<string, Promise<BoxRecord>>();
   const creating = new Map<string, Promise<BoxRecord>>();
+  const reconciling = new Map<string, Promise<void>>();
   const layoutOf = deps.guestLayout ?? (() => GUEST_LAYOUT);
   const idle: IdleSettings = { ...DEFAULT_IDLE, ...deps.idle };
   const canHibernate = typeof deps.backend.hibernation === 'function';
@@ -650,8 +651,8 @@ export function createBoxService(deps: BoxServiceDeps) {
     }
   }
 
-  function remove(options: { actor: Actor; id: string }): Promise<BoxRecord> {
-    const box = get(options);
+  async function remove(options: { actor: Actor; id: string }): Promise<BoxRecord> {
+    const box = await adopted(options);
     if (box.state === 'deleted') throw new AgentboxError('box_not_found', `box ${box.id} is already deleted`);
     if (box.state === 'creating' && creating.has(box.id)) {
       throw new AgentboxError('invalid_state', `box ${box.id} is still booting; delete it once it runs`);
@@ -659,15 +660,19 @@ export function createBoxService(deps: BoxServiceDeps) {
     return destroy(box, 'deleted by request');
   }
 
-  const leases = createBoxLeases({
-    get,
-    sessions,
-    creating,
-    power,
-    layoutOf,
-    clock,
-    log,
-  });
+  const leases = createBoxLeases({ get, creating, reconciling, power, layoutOf, clock });
+
+  /**
+   * A lifecycle request waits for the box's re-adoption by a starting daemon: until then the box
+   * has no session, and acting on it would race the reconciler's own outcome for it.
+   */
+  async function adopted(options: { actor: Actor; id: string }): Promise<BoxRecord> {
+    const box = get(options);
+    const pending = reconciling.get(box.id);
+    if (!pending) return box;
+    await pending;
+    return get(options);
+  }
 
   /** Boxes past their TTL, and boxes whose VM is gone, are deleted / failed and cleaned. */
   async function reap(): Promise<{ checked: number; reaped: { boxId: string; reason: ReapReason }[] }> {
@@ -675,7 +680,12 @@ export function createBoxService(deps: BoxServiceDeps) {
     const boxes = store.live();
     const reaped: { boxId: string; reason: ReapReason }[] = [];
     for (const box of boxes) {
-      if (deleting.has(box.id) || (box.state === 'creating' && creating.has(box.id))) continue;
+      if (
+        deleting.has(box.id) ||
+        reconciling.has(box.id) ||
+        (box.state === 'creating' && creating.has(box.id))
+      )
+        continue;
       try {
         if (box.expiresAt !== null && box.expiresAt <= now) {
           await destroy(box, 'ttl expired');
@@ -702,6 +712,7 @@ export function createBoxService(deps: BoxServiceDeps) {
   const reconcile = createReconciler({
     store,
     sessions,
+    reconciling,
     deps,
     log,
     clock,
@@ -764,18 +775,18 @@ export function createBoxService(deps: BoxServiceDeps) {
     list: (options: { actor: Actor }) =>
       store.list(options.actor.scope === 'admin' ? {} : { ownerKeyId: options.actor.keyId }),
     remove,
-    guestOf: leases.guestOf,
     acquire: leases.acquire,
     withBox: leases.withBox,
     /** running → paused: the vCPUs stop; calls in flight wait; the next use resumes it. */
-    pause: (options: { actor: Actor; id: string }) => power.pause(get(options).id, 'paused by request'),
+    pause: async (options: { actor: Actor; id: string }) =>
+      power.pause((await adopted(options)).id, 'paused by request'),
     /** paused|hibernated → running. */
-    resume: (options: { actor: Actor; id: string }) => power.resume(get(options).id, 'resumed by request'),
+    resume: async (options: { actor: Actor; id: string }) =>
+      power.resume((await adopted(options)).id, 'resumed by request'),
     /** running|paused → hibernated: saved to disk, VM process ended; the next use wakes it. */
-    hibernate: (options: { actor: Actor; id: string }) => {
-      const box = get(options);
-      if (!canHibernate)
-        return Promise.reject(new AgentboxError('snapshot_failed', 'this VM backend cannot hibernate boxes'));
+    hibernate: async (options: { actor: Actor; id: string }) => {
+      const box = await adopted(options);
+      if (!canHibernate) throw new AgentboxError('snapshot_failed', 'this VM backend cannot hibernate boxes');
       return power.hibernate(box.id, 'hibernated by request');
     },
     reap,

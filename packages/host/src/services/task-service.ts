@@ -109,6 +109,12 @@ export interface TaskServiceDeps {
   maxQueuedSpecBytes?: number;
 }
 
+/** The tasks an earlier daemon left queued or running (see `recover`). */
+export interface LeftoverTasks {
+  running: TaskRecord[];
+  queued: TaskRecord[];
+}
+
 export interface SubmitOptions {
   actor: Actor;
   spec: TaskSpec;
@@ -262,6 +268,8 @@ export function createTaskService(deps: TaskServiceDeps) {
   /** The unsubscribe of each queued or running task's watch on its owner's key. */
   const ownerWatches = new Map<string, () => void>();
   let maxConcurrent = deps.maxConcurrent;
+  /** While a starting daemon has not yet recovered the last one's tasks, none is started. */
+  let heldForRecovery = false;
 
   const visible = (actor: Actor, task: TaskRecord | undefined): task is TaskRecord =>
     task !== undefined && (actor.scope === 'admin' || task.ownerKeyId === actor.keyId);
@@ -437,7 +445,7 @@ export function createTaskService(deps: TaskServiceDeps) {
   }
 
   function pump(): void {
-    while (running.size < maxConcurrent && queue.length > 0) {
+    while (!heldForRecovery && running.size < maxConcurrent && queue.length > 0) {
       const id = queue.shift()!;
       const entry: Running = { controller: new AbortController() };
       running.set(id, entry);
@@ -857,14 +865,18 @@ export function createTaskService(deps: TaskServiceDeps) {
    * deleted (nothing else would: it has no TTL), so a re-queued task starts clean. This also covers
    * a shutdown whose tasks outlived stopAll's wait.
    */
-  async function recover(): Promise<{ requeued: string[]; failed: string[]; deletedBoxes: string[] }> {
+  async function recover(
+    left: LeftoverTasks = leftover(),
+  ): Promise<{ requeued: string[]; failed: string[]; deletedBoxes: string[] }> {
     const out = { requeued: [] as string[], failed: [] as string[], deletedBoxes: [] as string[] };
-    for (const task of store.inState('running')) {
+    // Tasks submitted since this daemon started wait behind the last daemon's.
+    const submittedSince = queue.splice(0);
+    for (const task of left.running) {
       endWithError(task.id, 'daemon_restarted', 'the daemon restarted while the task ran');
       out.failed.push(task.id);
       out.deletedBoxes.push(...(await removeLeftoverBox(task)));
     }
-    for (const task of store.inState('queued')) {
+    for (const task of left.queued) {
       out.deletedBoxes.push(...(await removeLeftoverBox(task)));
       if (!deps.keys.isActive(task.ownerKeyId)) {
         endWithError(task.id, KEY_REVOKED_CODE, REVOKED_BEFORE_START);
@@ -884,8 +896,25 @@ export function createTaskService(deps: TaskServiceDeps) {
       enqueue(task);
       out.requeued.push(task.id);
     }
+    for (const id of submittedSince) if (!queue.includes(id)) queue.push(id);
+    heldForRecovery = false;
     pump();
     return out;
+  }
+
+  /** What the last daemon left queued or running, as the store has it now. */
+  function leftover(): LeftoverTasks {
+    return { running: store.inState('running'), queued: store.inState('queued') };
+  }
+
+  /**
+   * On daemon start, before it takes any request: what the last daemon left, for `recover`; until
+   * then no task is started, so a task submitted meanwhile is neither run ahead of them nor taken
+   * for one of them.
+   */
+  function holdForRecovery(): LeftoverTasks {
+    heldForRecovery = true;
+    return leftover();
   }
 
   /** Stops every running task (daemon shutdown): their events say so, nothing is left running. */
@@ -906,6 +935,7 @@ export function createTaskService(deps: TaskServiceDeps) {
     prune,
     follow,
     recover,
+    holdForRecovery,
     stopAll,
     position,
     /** A page of the tasks the actor may see, newest first; `nextCursor` null when it is the last. */

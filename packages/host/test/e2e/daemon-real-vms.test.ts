@@ -136,13 +136,30 @@ describe('agentbox serve with real VMs', () => {
     await daemon.exited;
     // The VMs outlive the daemon (own process group) …
     for (const box of running) expect(process.kill(box.pid!, 0)).toBe(true);
-    // … and one of them dies while no daemon watches.
+    // … one of them dies while no daemon watches, and another's QEMU is frozen (a loaded host, a
+    // guest that stalls): it cannot be re-adopted until it runs again.
     process.kill(third.pid!, 'SIGKILL');
-
-    daemon = await startDaemon(dataDir, NO_IDLE);
+    const frozen = running.find((b) => b.id === seedBox)!.pid!;
+    process.kill(frozen, 'SIGSTOP');
+    let frozenCall: Promise<Response>;
+    try {
+      daemon = await startDaemon(dataDir, NO_IDLE, {}, { untilListening: true });
+      api = client(daemon.url, key);
+      // The new daemon serves meanwhile: the other box answers …
+      const served = await api('POST', `/v1/boxes/${v1Box}/exec?stream=false`, { command: 'echo served' });
+      expect(unb64(((await served.json()) as ExecResult).stdout)).toBe('served\n');
+      // … and a call to the frozen box waits for its re-adoption instead of failing.
+      frozenCall = api('POST', `/v1/boxes/${seedBox}/exec?stream=false`, { command: 'echo $APP_MODE' });
+      await new Promise((r) => setTimeout(r, 500));
+      expect(daemon.stdout()).toMatch(/listening on .*; re-adopting 3 boxes/);
+      expect(daemon.stdout()).not.toMatch(/serving on/);
+    } finally {
+      process.kill(frozen, 'SIGCONT');
+    }
+    await daemon.serving;
     expect(daemon.initialKey).toBeUndefined();
-    expect(daemon.stdout(), daemon.stderr()).toMatch(/2 boxes re-adopted, 1 failed/);
-    api = client(daemon.url, key);
+    expect(daemon.stdout(), daemon.stdout() + daemon.stderr()).toMatch(/2 boxes re-adopted, 1 failed/);
+    expect(unb64(((await (await frozenCall).json()) as ExecResult).stdout)).toBe('seed-test\n');
 
     const after = ((await (await api('GET', '/v1/boxes')).json()) as { boxes: Box[] }).boxes;
     const byId = new Map(after.map((b) => [b.id, b]));

@@ -16,13 +16,19 @@ export interface Daemon {
   /** The admin key printed on the first start, if this start printed one. */
   initialKey: string | undefined;
   exited: Promise<number | null>;
+  /** Resolves once the daemon has re-adopted what the last one left (its "serving on" line). */
+  serving: Promise<void>;
 }
 
-/** Starts `agentbox serve` (the built CLI) on a free port; resolves once it serves. */
+/**
+ * Starts `agentbox serve` (the built CLI) on a free port; resolves once it serves, or with
+ * `untilListening` as soon as it listens (while it still re-adopts the boxes an earlier daemon left).
+ */
 export async function startDaemon(
   dataDir: string,
   extraArgs: string[] = [],
   env: NodeJS.ProcessEnv = {},
+  options: { untilListening?: boolean } = {},
 ): Promise<Daemon> {
   const child = spawn(process.execPath, [CLI, 'serve', '--port', '0', '--data', dataDir, ...extraArgs], {
     env: {
@@ -39,20 +45,36 @@ export async function startDaemon(
   child.stdout.on('data', (c: Buffer) => (out += c.toString()));
   child.stderr.on('data', (c: Buffer) => (err += c.toString()));
   const exited = new Promise<number | null>((resolve) => child.once('exit', (code) => resolve(code)));
-  const url = await new Promise<string>((resolve, reject) => {
-    const timer = setTimeout(() => reject(new Error(`daemon did not start:\n${out}\n${err}`)), 180_000);
-    const check = () => {
-      const m = /serving on (http:\/\/\S+)/.exec(out);
-      if (m) {
-        clearTimeout(timer);
-        resolve(m[1]!);
-      }
-    };
-    child.stdout.on('data', check);
-    void exited.then((code) => reject(new Error(`daemon exited (${code}):\n${out}\n${err}`)));
-  });
+  const line = (pattern: RegExp) =>
+    new Promise<string>((resolve, reject) => {
+      const timer = setTimeout(() => reject(new Error(`daemon did not start:\n${out}\n${err}`)), 180_000);
+      timer.unref();
+      const check = () => {
+        const m = pattern.exec(out);
+        if (m) {
+          clearTimeout(timer);
+          resolve(m[1]!);
+        }
+      };
+      check();
+      child.stdout.on('data', check);
+      void exited.then((code) => reject(new Error(`daemon exited (${code}):\n${out}\n${err}`)));
+    });
+  const serving = line(/serving on (http:\/\/\S+)/);
+  serving.catch(() => undefined);
+  const url = await (options.untilListening
+    ? Promise.race([line(/listening on (http:\/\/[^\s;]+)/), serving])
+    : serving);
   const key = /shown only this once:\n(abk_\S+)/.exec(out)?.[1];
-  return { process: child, url, stdout: () => out, stderr: () => err, initialKey: key, exited };
+  return {
+    process: child,
+    url,
+    stdout: () => out,
+    stderr: () => err,
+    initialKey: key,
+    exited,
+    serving: serving.then(() => undefined),
+  };
 }
 
 /** Runtime dirs of clones a daemon made ahead of requests (warm pool, standby): marked so. */

@@ -127,9 +127,11 @@ describe('reconciler: the store against live VM processes on daemon start', () =
     ]);
     expect(store.get('box-0000000005')?.state).toBe('running');
     expect(fs.existsSync(dir)).toBe(true);
-    expect(boxes.guestOf({ actor: { keyId: 'k', scope: 'user' }, id: 'box-0000000005' }).env).toEqual({
-      TOKEN: 't',
-    });
+    expect((await boxes.acquire({ actor: { keyId: 'k', scope: 'user' }, id: 'box-0000000005' })).env).toEqual(
+      {
+        TOKEN: 't',
+      },
+    );
     db.close();
   });
 
@@ -145,9 +147,61 @@ describe('reconciler: the store against live VM processes on daemon start', () =
     const dir = record('box-0000000006', 'running', process.pid, processStartTime(process.pid)!);
     fs.writeFileSync(path.join(dir, HOST_ENV_FILE), JSON.stringify({ MODE: 'as created' }));
     expect((await boxes.reconcile()).adopted).toEqual(['box-0000000006']);
-    expect(boxes.guestOf({ actor: { keyId: 'k', scope: 'user' }, id: 'box-0000000006' }).env).toEqual({
-      MODE: 'as created',
+    expect((await boxes.acquire({ actor: { keyId: 'k', scope: 'user' }, id: 'box-0000000006' })).env).toEqual(
+      {
+        MODE: 'as created',
+      },
+    );
+    db.close();
+  });
+
+  it('serves a re-adopted box while another is still being re-adopted, whose requests wait for it', async () => {
+    const vmOf = (id: string) => {
+      const vm = {
+        id,
+        state: 'running',
+        pid: process.pid,
+        exited: new Promise(() => undefined),
+        guest: { readFileBuffer: () => Promise.resolve(Buffer.from(JSON.stringify({ BOX: id }))) },
+        pause: () => {
+          vm.state = 'paused';
+          return Promise.resolve();
+        },
+      };
+      return vm as unknown as Vm;
+    };
+    // The second VM's QEMU takes its time to reconnect (a loaded host, or a guest that stalls).
+    let reconnect!: () => void;
+    const slow = new Promise<void>((resolve) => (reconnect = resolve));
+    const { store, boxes, record, db } = setup({
+      adopt: async (spec) => {
+        if (spec.id === 'box-00000000b2') await slow;
+        return vmOf(spec.id);
+      },
     });
+    const startTime = processStartTime(process.pid)!;
+    record('box-00000000b1', 'running', process.pid, startTime);
+    record('box-00000000b2', 'running', process.pid, startTime);
+    const actor = { keyId: 'k', scope: 'user' } as const;
+    const reconciled = boxes.reconcile();
+
+    const ready = await boxes.acquire({ actor, id: 'box-00000000b1' });
+    expect(ready.env).toEqual({ BOX: 'box-00000000b1' });
+    ready.release();
+    const settled: string[] = [];
+    const lease = boxes.acquire({ actor, id: 'box-00000000b2' }).then((l) => (settled.push('lease'), l));
+    const paused = boxes.pause({ actor, id: 'box-00000000b2' }).then((b) => (settled.push('pause'), b));
+    // The reaper (and /maintenance) leave a box being re-adopted alone: it has no session yet.
+    expect((await boxes.reap()).reaped).toEqual([]);
+    await new Promise((r) => setTimeout(r, 50));
+    expect(settled).toEqual([]);
+    expect(store.get('box-00000000b2')?.state).toBe('running');
+
+    reconnect();
+    expect((await reconciled).adopted.sort()).toEqual(['box-00000000b1', 'box-00000000b2']);
+    expect((await lease).env).toEqual({ BOX: 'box-00000000b2' });
+    // The pause waited for the re-adoption, and then paused the adopted VM.
+    expect((await paused).state).toBe('paused');
     db.close();
   });
 

@@ -57,3 +57,30 @@ describe('a seed task re-queued after a daemon restart', () => {
     expect(after.contexts.map((c) => c.resumeSessionId)).toEqual(['session-last', undefined]);
   });
 });
+
+describe('tasks submitted while a starting daemon recovers the last one’s', () => {
+  it('wait behind them, and are neither started early nor taken for one of them', async () => {
+    const dataDir = newDataDir();
+    const before = service(dataDir, 0);
+    const left = before.tasks.submit({ actor, spec: spec('left queued'), userId: 'alice' });
+    before.db.close();
+
+    // The new daemon serves while it re-adopts boxes: a task comes in before recover() ran.
+    const after = service(dataDir, 1);
+    const leftover = after.tasks.holdForRecovery();
+    expect(leftover.queued.map((t) => t.id)).toEqual([left.id]);
+    const fresh = after.tasks.submit({ actor, spec: spec('submitted meanwhile'), userId: 'alice' });
+    await new Promise((r) => setTimeout(r, 50));
+    expect(after.store.get(fresh.id)!.state).toBe('queued');
+    expect(after.contexts).toEqual([]);
+
+    const recovered = await after.tasks.recover(leftover);
+    expect(recovered.requeued).toEqual([left.id]);
+    await vi.waitFor(() => expect(after.store.get(fresh.id)!.state).toBe('succeeded'));
+    expect(after.store.get(left.id)!.state).toBe('succeeded');
+    // One at a time, the last daemon's first.
+    expect(after.store.get(fresh.id)!.startedAt).toBeGreaterThanOrEqual(
+      after.store.get(left.id)!.finishedAt!,
+    );
+  });
+});
