@@ -262,6 +262,15 @@ export function buildProgram(setExit: (code: number) => void): Command {
         .default(100_000),
     )
     .addOption(
+      new Option(
+        '--min-free-disk-gib <GiB>',
+        "make no box while the data dir's filesystem has less free (0: no check)",
+      )
+        .argParser(intOption('--min-free-disk-gib', 0, 1_000_000))
+        // The host's DEFAULT_MIN_FREE_DISK_BYTES.
+        .default(2),
+    )
+    .addOption(
       new Option('--idle-pause-seconds <S>', 'pause a box nobody uses after S seconds (0: never)')
         .argParser(intOption('--idle-pause-seconds', 0, 86_400))
         .default(30),
@@ -300,6 +309,7 @@ export function buildProgram(setExit: (code: number) => void): Command {
         maxConcurrentTasks?: number;
         maxTaskOutputMib?: number;
         maxTaskEvents?: number;
+        minFreeDiskGib?: number;
         idlePauseSeconds: number;
         idleHibernateSeconds: number;
         taskRetentionDays?: number;

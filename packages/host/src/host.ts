@@ -1,5 +1,6 @@
 import type { FastifyBaseLogger, FastifyInstance } from 'fastify';
 import { randomBytes } from 'node:crypto';
+import fs from 'node:fs';
 import path from 'node:path';
 import { runnerFor as defaultRunnerFor, type AgentRunner } from '@agentbox/runners';
 import type { AgentKind, EgressPolicyInput } from '@agentbox/protocol';
@@ -44,6 +45,18 @@ export const DEFAULT_MAX_BOXES = 8;
 export const DEFAULT_BOX_RESOURCES: VmResources = { memoryMib: 1024, vcpus: 1, diskGib: 4 };
 export const REAP_INTERVAL_MS = 60_000;
 export const SHUTDOWN_GRACE_MS = 10_000;
+/** What the boxes' filesystem keeps free by default: below it no box is made. */
+export const DEFAULT_MIN_FREE_DISK_BYTES = 2 * 1024 ** 3;
+
+/** Bytes an unprivileged writer may still use on the filesystem of `dir`; undefined if unreadable. */
+function freeBytesOf(dir: string): number | undefined {
+  try {
+    const stats = fs.statfsSync(dir);
+    return stats.bavail * stats.bsize;
+  } catch {
+    return undefined;
+  }
+}
 
 export interface HostOptions {
   /** SQLite database lives here. */
@@ -56,6 +69,10 @@ export interface HostOptions {
   /** Unit tests only: where each box's workspace and env file live (the fake guest runs on the host). */
   guestLayout?: (boxId: string) => GuestLayout;
   maxBoxes?: number;
+  /** No box is made while `dataDir`'s filesystem has less free (default 2 GiB; 0: no check). */
+  minFreeDiskBytes?: number;
+  /** Tests only: what that filesystem has free (default: statfs of `dataDir`). */
+  freeDiskBytes?: () => number | undefined;
   defaults?: VmResources;
   bootTimeoutMs?: number;
   bodyLimitBytes?: number;
@@ -196,7 +213,9 @@ export function createHost(options: HostOptions) {
       maxBoxes: options.maxBoxes ?? DEFAULT_MAX_BOXES,
       defaults,
       ...(options.bootTimeoutMs ? { bootTimeoutMs: options.bootTimeoutMs } : {}),
+      minFreeDiskBytes: options.minFreeDiskBytes ?? DEFAULT_MIN_FREE_DISK_BYTES,
     },
+    freeDiskBytes: options.freeDiskBytes ?? (() => freeBytesOf(options.dataDir)),
     ...(templates ? { templates } : {}),
     ...(options.images ? { images: options.images } : {}),
     ...(options.idle ? { idle: options.idle } : {}),

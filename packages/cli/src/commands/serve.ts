@@ -28,6 +28,8 @@ export interface ServeOptions {
   maxTaskOutputMib?: number;
   /** Most events a task may store. */
   maxTaskEvents?: number;
+  /** No box is made while the data dir's filesystem has less free (GiB; 0: no check). */
+  minFreeDiskGib?: number;
   graceSeconds?: number;
   /** Pause a box nobody uses after this many seconds (0: never). */
   idlePauseSeconds?: number;
@@ -212,6 +214,7 @@ export async function serve(
     // Tests set this to have every JSON response checked against its schema.
     validateResponses: process.env.AGENTBOX_VALIDATE_RESPONSES === '1',
     ...(options.maxBoxes ? { maxBoxes: options.maxBoxes } : {}),
+    ...(options.minFreeDiskGib !== undefined ? { minFreeDiskBytes: options.minFreeDiskGib * 1024 ** 3 } : {}),
     ...(options.maxConcurrentTasks ? { maxConcurrentTasks: options.maxConcurrentTasks } : {}),
     taskOutputLimits: {
       ...(options.maxTaskOutputMib ? { maxBytes: options.maxTaskOutputMib * 1024 * 1024 } : {}),

@@ -2,7 +2,12 @@ import fs from 'node:fs';
 import os from 'node:os';
 import path from 'node:path';
 import { describe, expect, it } from 'vitest';
-import { DEFAULT_MAX_BOXES, DEFAULT_MAX_CONCURRENT_TASKS, DEFAULT_TASK_OUTPUT_LIMITS } from '@agentbox/host';
+import {
+  DEFAULT_MAX_BOXES,
+  DEFAULT_MAX_CONCURRENT_TASKS,
+  DEFAULT_MIN_FREE_DISK_BYTES,
+  DEFAULT_TASK_OUTPUT_LIMITS,
+} from '@agentbox/host';
 import { parseEnvPairs, shellExitStatus } from '../../src/commands/run.js';
 import { buildProgram } from '../../src/main.js';
 import { cli } from '../helpers.js';
@@ -117,6 +122,7 @@ describe('agentbox serve defaults', () => {
     expect(byFlag('--max-concurrent-tasks')).toBe(DEFAULT_MAX_CONCURRENT_TASKS);
     expect(byFlag('--max-task-output-mib')).toBe(DEFAULT_TASK_OUTPUT_LIMITS.maxBytes / (1024 * 1024));
     expect(byFlag('--max-task-events')).toBe(DEFAULT_TASK_OUTPUT_LIMITS.maxEvents);
+    expect(byFlag('--min-free-disk-gib')).toBe(DEFAULT_MIN_FREE_DISK_BYTES / 1024 ** 3);
   });
 });
 

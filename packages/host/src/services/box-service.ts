@@ -151,7 +151,15 @@ export interface BoxServiceDeps {
   images?: (id: string) => Image | undefined;
   /** The runtime dir the backend uses for a box id. */
   boxDir: (id: string) => string;
-  limits: { maxBoxes: number; defaults: VmResources; bootTimeoutMs?: number };
+  limits: {
+    maxBoxes: number;
+    defaults: VmResources;
+    bootTimeoutMs?: number;
+    /** No box is made while the boxes' filesystem has less free than this; absent or 0: no check. */
+    minFreeDiskBytes?: number;
+  };
+  /** Bytes free on the filesystem the boxes' disks live on; undefined when it cannot be read. */
+  freeDiskBytes?: () => number | undefined;
   metrics: { observeBoot(seconds: number): void };
   log: BoxLogger;
   probe: ProcessProbe;
@@ -484,6 +492,39 @@ export function createBoxService(deps: BoxServiceDeps) {
     }
   }
 
+  /** The free bytes of the boxes' filesystem when under its reserve; undefined: room (or unknown). */
+  function diskShort(): number | undefined {
+    const min = deps.limits.minFreeDiskBytes ?? 0;
+    const free = min > 0 ? deps.freeDiskBytes?.() : undefined;
+    return free !== undefined && free < min ? free : undefined;
+  }
+
+  /** A hibernation writes the guest's RAM to the disk: not while it is short (the box stays paused). */
+  const idlePass = () => power.checkIdle(idle, canHibernate && diskShort() === undefined);
+
+  /**
+   * A box writes to the host's disk as its guest fills its own, and a full host disk stops every
+   * box (QEMU pauses a VM on ENOSPC) and the store: below the reserve, no box is made.
+   */
+  function checkHostDisk(actor: Actor): void {
+    const min = deps.limits.minFreeDiskBytes ?? 0;
+    const free = diskShort();
+    if (free === undefined) return;
+    // A user key learns that the host is short, not how much disk it has (as with the box count).
+    if (actor.scope !== 'admin')
+      throw new AgentboxError(
+        'capacity_exhausted',
+        'this host is short of disk space for another box; retry later',
+      );
+    const gib = (bytes: number) => (bytes / 1024 ** 3).toFixed(1);
+    throw new AgentboxError(
+      'capacity_exhausted',
+      `this host has ${gib(free)} GiB of disk free, under the ${gib(min)} GiB it keeps free ` +
+        '(serve --min-free-disk-gib); delete boxes or free disk space',
+      { details: { scope: 'host', resource: 'disk', freeBytes: free, minFreeBytes: min } },
+    );
+  }
+
   async function create(options: CreateBoxOptions): Promise<BoxRecord> {
     // Whether or not this host has egress on: the key may not ask for it either way.
     if (options.egressPolicy) checkEgressScope(options.actor, options.egressPolicy);
@@ -500,6 +541,7 @@ export function createBoxService(deps: BoxServiceDeps) {
       hostCounts: options.actor.scope === 'admin',
     };
     store.checkRoom(options.actor.keyId, room);
+    checkHostDisk(options.actor);
     const warm = deps.templates?.takeWarm(resources);
     const id = warm?.id ?? newBoxId();
     let box: BoxRecord;
@@ -810,11 +852,11 @@ export function createBoxService(deps: BoxServiceDeps) {
     /** Starts the idle policy (pause, then hibernate, boxes nobody uses). */
     startIdlePolicy(): void {
       if (idleTimer || (idle.pauseAfterMs <= 0 && idle.hibernateAfterMs <= 0)) return;
-      idleTimer = setInterval(() => power.checkIdle(idle, canHibernate), idle.checkEveryMs ?? 1_000);
+      idleTimer = setInterval(idlePass, idle.checkEveryMs ?? 1_000);
       idleTimer.unref();
     },
     /** One pass of the idle policy now (tests). */
-    checkIdle: () => power.checkIdle(idle, canHibernate),
+    checkIdle: idlePass,
     /**
      * Holds every live box's egress to its key every `intervalMs`: a grant taken back (`agentbox
      * keys update`, another process) or a key revoked reaches the boxes' open connections too.

@@ -271,6 +271,24 @@ describe('pause, resume, hibernate and the idle policy (fake driver)', () => {
     expect(fs.existsSync(user.disk)).toBe(false);
   });
 
+  it("does not hibernate idle boxes while the host's disk is under its reserve; it does once there is room", async () => {
+    let free = 1024 ** 3;
+    const h = await start({
+      backend: new FakeWithSnapshots(),
+      idle: { pauseAfterMs: 0, hibernateAfterMs: 100, checkEveryMs: 50 },
+      freeDiskBytes: () => free,
+    });
+    free = 50 * 1024 ** 3;
+    const box = await createBox(h);
+    free = 1024 ** 3;
+    await h.host.boxes.pause({ actor: admin, id: box.id });
+    // A snapshot is the guest's RAM written to that disk: it waits, the box staying paused.
+    await new Promise((r) => setTimeout(r, 400));
+    expect(stateOf(h, box.id)).toBe('paused');
+    free = 50 * 1024 ** 3;
+    await until('the idle box to hibernate', () => stateOf(h, box.id) === 'hibernated');
+  });
+
   it('refuses to hibernate a box with a command running', async () => {
     const backend = new FakeWithSnapshots();
     const h = await start({ backend, idle: { pauseAfterMs: 0 } });

@@ -214,6 +214,51 @@ describe('capacity, TTL and dead VMs', () => {
     }
   });
 
+  it("makes no box while the host's disk is under its reserve, and says so to the operator only", async () => {
+    let free = 1.5 * 1024 ** 3;
+    const h = await fakeHost({ freeDiskBytes: () => free });
+    try {
+      const short = await h.admin_({ method: 'POST', url: '/v1/boxes', payload: {} });
+      expect(short.statusCode).toBe(429);
+      expect(short.json()).toMatchObject({
+        error: {
+          code: 'capacity_exhausted',
+          message:
+            'this host has 1.5 GiB of disk free, under the 2.0 GiB it keeps free (serve --min-free-disk-gib); ' +
+            'delete boxes or free disk space',
+          details: { scope: 'host', resource: 'disk', freeBytes: free, minFreeBytes: 2 * 1024 ** 3 },
+        },
+      });
+      const user = h.host.keys.create({ name: 'u', scope: 'user' }).secret;
+      const seed = await h.call({
+        method: 'POST',
+        url: '/create_microvm',
+        headers: { 'x-api-key': user },
+        payload: { user_id: 'u1', runtime: 'node' },
+      });
+      expect(seed.statusCode).toBe(429);
+      expect(seed.json()).toMatchObject({
+        error: {
+          code: 'capacity_exhausted',
+          message: 'this host is short of disk space for another box; retry later',
+        },
+      });
+      expect(seed.json()).not.toHaveProperty('error.details');
+      expect(h.host.store.live()).toEqual([]);
+      // Freed: boxes are made again.
+      free = 50 * 1024 ** 3;
+      expect((await h.admin_({ method: 'POST', url: '/v1/boxes', payload: {} })).statusCode).toBe(201);
+    } finally {
+      await h.close();
+    }
+    const off = await fakeHost({ freeDiskBytes: () => 0, minFreeDiskBytes: 0 });
+    try {
+      expect((await off.admin_({ method: 'POST', url: '/v1/boxes', payload: {} })).statusCode).toBe(201);
+    } finally {
+      await off.close();
+    }
+  });
+
   it('reaps boxes past their TTL on POST /maintenance and on its own timer', async () => {
     let now = Date.parse('2030-01-01T00:00:00Z');
     const h = await fakeHost({ clock: () => now, reapIntervalMs: 50 });
