@@ -9,6 +9,7 @@ describe('@agentbox/host public surface', () => {
       'DEFAULT_BOX_RESOURCES',
       'DEFAULT_MAX_BOXES',
       'DEFAULT_MAX_CONCURRENT_TASKS',
+      'DEFAULT_MIN_FREE_DISK_BYTES',
       'DEFAULT_TASK_OUTPUT_LIMITS',
       'GLOBAL_NAMESPACE',
       'GUEST_CA_BUNDLE',
