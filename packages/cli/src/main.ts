@@ -419,6 +419,17 @@ export function buildProgram(setExit: (code: number) => void): Command {
     .action(async (id: string, opts: { data?: string }) =>
       setExit((await commands.keys()).keysRevoke({ id, ...opts })),
     );
+  keys
+    .command('reset-spend')
+    .description(
+      "start a key's spend count again (a new billing period): its --max-spend holds against what its boxes spend from now",
+    )
+    .argument('<id>', 'key id, as `keys list` shows it')
+    .option('--data <DIR>', 'state dir (default $AGENTBOX_HOME)')
+    .option('--json', 'print the key as JSON', false)
+    .action(async (id: string, opts: { data?: string; json: boolean }) =>
+      setExit((await commands.keys()).keysResetSpend({ id, ...opts })),
+    );
 
   program
     .command('audit')

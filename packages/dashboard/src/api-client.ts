@@ -191,6 +191,7 @@ export function createApiClient(options: ApiClientOptions) {
     updateKeyGrants: (keyId: string, grants: ApiKeyGrantsUpdate) =>
       json<ApiKey>('PUT', `/v1/keys/${id(keyId)}/grants`, grants),
     revokeKey: (keyId: string) => json<ApiKey>('DELETE', `/v1/keys/${id(keyId)}`),
+    resetKeySpend: (keyId: string) => json<ApiKey>('POST', `/v1/keys/${id(keyId)}/spend/reset`),
     /** The API's paths (from its OpenAPI document), to offer only what this daemon has. */
     paths: async () => new Set(Object.keys((await json<{ paths: object }>('GET', '/openapi.json')).paths)),
 

@@ -256,7 +256,7 @@ export function createHost(options: HostOptions) {
     ...seedRoutes({ boxes, files, tasks, version: AGENTBOX_VERSION, startedAt, clock }),
     ...boxRoutes({ boxes, exec, files, audit }),
     ...taskRoutes({ tasks, library, eventCount: (id) => taskStore.eventCount(id) }),
-    ...keyRoutes({ keys }),
+    ...keyRoutes({ keys, spendReset: (id) => spendAccounts.reset(id) }),
     ...systemRoutes({ metrics, openapi }),
   );
   const app: FastifyInstance = createApp({

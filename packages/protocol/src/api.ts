@@ -441,7 +441,13 @@ export const ApiKeySchema = z
     spentUsd: z
       .number()
       .nonnegative()
-      .describe("What the key's boxes' model calls have cost since it was made, by the host's count."),
+      .describe(
+        "What the key's boxes' model calls have cost since `spentSince`, by the host's count (`maxSpendUsd` caps it).",
+      ),
+    spentSince: z
+      .number()
+      .int()
+      .describe('Unix time in ms the count started: when the key was made, or its spend last reset.'),
   })
   .strict()
   .describe('An API key; never its secret (only its sha256 is stored).');

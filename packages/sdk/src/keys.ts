@@ -37,6 +37,11 @@ export class Keys {
     return this.http.json<ApiKey>({ method: 'PUT', path: `${keyPath(id)}/grants`, json: grants, ...opts });
   }
 
+  /** Starts a key's spend count again (a new billing period): `spentUsd` 0, `spentSince` now. */
+  resetSpend(id: string, opts: RequestOpts = {}): Promise<ApiKey> {
+    return this.http.json<ApiKey>({ method: 'POST', path: `${keyPath(id)}/spend/reset`, ...opts });
+  }
+
   /** Revokes a key: its requests are refused at once, its streams, tasks and egress end within 5 s. */
   revoke(id: string, opts: RequestOpts = {}): Promise<ApiKey> {
     return this.http.json<ApiKey>({ method: 'DELETE', path: keyPath(id), ...opts });

@@ -93,6 +93,20 @@ export function keysRevoke(options: { id: string; data?: string }): number {
   return 0;
 }
 
+/**
+ * Starts a key's spend count again. A running daemon takes it at the key's next model call (charges
+ * it had not yet written, at most a second's, land on the new count).
+ */
+export function keysResetSpend(options: { id: string; data?: string; json: boolean }): number {
+  const key = withKeys(options.data, (keys) => keys.resetSpend(options.id));
+  if (options.json) writeJson(key);
+  else
+    process.stdout.write(
+      `agentbox: ${key.id} (${key.name}) spend count starts again at ${when(key.spentSince)}\n`,
+    );
+  return 0;
+}
+
 /** Changes a key's grants; a running daemon applies them from the key's next request. */
 export function keysUpdate(options: {
   id: string;

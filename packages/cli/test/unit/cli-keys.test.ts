@@ -98,6 +98,20 @@ describe('agentbox keys', () => {
         'm',
       ),
     );
+    const reset = await cli(['keys', 'reset-spend', key.id, '--data', data]);
+    expect(reset.code, reset.stderr).toBe(0);
+    expect(reset.stdout).toMatch(
+      new RegExp(`^agentbox: ${key.id} \\(tenant\\) spend count starts again at \\d{4}-`),
+    );
+    const resetJson = await cli(['keys', 'reset-spend', key.id, '--data', data, '--json']);
+    expect(JSON.parse(resetJson.stdout)).toMatchObject({
+      id: key.id,
+      spentUsd: 0,
+      spentSince: expect.any(Number),
+    });
+    const noKey = await cli(['keys', 'reset-spend', 'key_nope', '--data', data]);
+    expect(noKey.code).toBe(2);
+    expect(noKey.stderr).toBe('agentbox: no API key with id key_nope\n');
     const uncapped = await cli(['keys', 'update', key.id, '--max-spend', 'none', '--data', data, '--json']);
     expect(JSON.parse(uncapped.stdout)).toMatchObject({ grants: { maxSpendUsd: null } });
     const cleared = await cli(['keys', 'update', key.id, '--no-repos', '--data', data, '--json']);

@@ -130,7 +130,9 @@ function KeyRow(props: {
         <td data-testid="key-max-boxes">{describeLimit(key.grants.maxBoxes)}</td>
         <td data-testid="key-max-tasks">{describeLimit(key.grants.maxTasks)}</td>
         <td data-testid="key-size-caps">{describeSizeCaps(key.grants)}</td>
-        <td data-testid="key-spend">{describeSpend(key)}</td>
+        <td data-testid="key-spend" title={`since ${iso(key.spentSince)}`}>
+          {describeSpend(key)}
+        </td>
         <td title={iso(key.createdAt)}>{age(iso(key.createdAt), props.now)}</td>
         <td>
           {key.lastUsedAt === null ? <span class="muted">never</span> : age(iso(key.lastUsedAt), props.now)}
@@ -141,6 +143,20 @@ function KeyRow(props: {
               <button type="button" data-testid="edit-grants" onClick={props.onEdit}>
                 {props.editing ? 'Close' : 'Grants'}
               </button>
+              <ConfirmButton
+                label="Reset spend"
+                confirmLabel="Confirm: count from $0"
+                testId="reset-spend"
+                onConfirm={async () => {
+                  setError(undefined);
+                  try {
+                    await props.api.resetKeySpend(key.id);
+                    props.reload();
+                  } catch (err) {
+                    setError(err);
+                  }
+                }}
+              />
               <ConfirmButton
                 label="Revoke"
                 confirmLabel={props.mine ? 'Revoke (signs you out)' : 'Confirm revoke'}
@@ -162,7 +178,7 @@ function KeyRow(props: {
       </tr>
       {props.editing && !revoked ? (
         <tr>
-          <td colSpan={9}>
+          <td colSpan={10}>
             <GrantsEditor
               initial={grantsForm(key.grants)}
               admin={key.scope === 'admin'}

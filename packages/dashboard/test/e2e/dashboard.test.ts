@@ -437,6 +437,13 @@ describe('the web dashboard in Chromium against a real daemon', () => {
       maxSpendUsd: 7.5,
     });
     await shot('13-key-grants');
+    // A new billing period: the spend count starts again, after a confirm.
+    const made = (await keyOf(keyId))!;
+    expect(made.spentSince).toBe(made.createdAt);
+    await row.getByTestId('reset-spend').click();
+    await row.getByTestId('reset-spend-confirm').click();
+    await expect.poll(async () => (await keyOf(keyId))!.spentSince).toBeGreaterThan(made.createdAt);
+    expect(await row.getByTestId('key-spend').innerText()).toBe('$0.00 of $7.50');
 
     // Signed in with the user key, the page has no Keys section, and /keys shows the refusal.
     await page.getByTestId('sign-out').click();

@@ -38,6 +38,8 @@ export function createSpendAccounts(deps: {
       state = { spentUsd: stored.spentUsd, pendingUsd: 0 };
       kept.set(keyId, state);
     }
+    // The store's count may have been started again (`keys reset-spend`, maybe another process).
+    state.spentUsd = stored.spentUsd + state.pendingUsd;
     const live = state;
     return {
       limitUsd: stored.maxSpendUsd ?? Infinity,
@@ -63,6 +65,11 @@ export function createSpendAccounts(deps: {
       return owner === undefined ? undefined : ofKey(owner);
     },
     ofKey,
+    /** Charges not yet written belong to the count a reset ends: they are dropped with it. */
+    reset(keyId: string): void {
+      const state = kept.get(keyId);
+      if (state) state.spentUsd = state.pendingUsd = 0;
+    },
     /** Writes what is pending now (on shutdown). */
     flush,
   };

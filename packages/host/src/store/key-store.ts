@@ -43,8 +43,10 @@ export interface ApiKeyInfo {
   revokedAt: number | null;
   lastUsedAt: number | null;
   grants: KeyGrants;
-  /** What its boxes' model calls cost since it was made, by the host's count. */
+  /** What its boxes' model calls cost since `spentSince`, by the host's count. */
   spentUsd: number;
+  /** When the count started: the key's creation, or its last `resetSpend`. */
+  spentSince: number;
 }
 
 /** Who made a request: the key, and so what it may see and use. */
@@ -76,10 +78,11 @@ interface KeyRow {
   max_disk_gib: number | null;
   max_spend_usd: number | null;
   spent_usd: number;
+  spend_reset_at: number | null;
 }
 
 const KEY_COLUMNS =
-  'id, name, scope, prefix, created_at, revoked_at, last_used_at, repo_grants, max_boxes, max_tasks, max_memory_mib, max_disk_gib, max_spend_usd, spent_usd';
+  'id, name, scope, prefix, created_at, revoked_at, last_used_at, repo_grants, max_boxes, max_tasks, max_memory_mib, max_disk_gib, max_spend_usd, spent_usd, spend_reset_at';
 
 const KEY_PREFIX = 'abk_';
 /** last_used_at is refreshed at most this often, so authentication rarely writes. */
@@ -100,6 +103,7 @@ function toInfo(row: KeyRow): ApiKeyInfo {
     lastUsedAt: row.last_used_at,
     grants: grantsOfRow(row),
     spentUsd: row.spent_usd,
+    spentSince: row.spend_reset_at ?? row.created_at,
   };
 }
 
@@ -224,6 +228,18 @@ export function createKeyStore(db: Db, clock: () => number = Date.now) {
     /** Adds to what a key's boxes have spent (the host's count; see spend-accounts.ts). */
     addSpend(id: string, usd: number): void {
       if (usd > 0 && Number.isFinite(usd)) addSpent.run(usd, id);
+    },
+
+    /**
+     * Starts a key's spend count again (a new billing period): its cap holds against what its boxes
+     * spend from now. A running daemon sees it at the key's next model call.
+     */
+    resetSpend(id: string): ApiKeyInfo {
+      const result = db
+        .prepare('UPDATE api_keys SET spent_usd = 0, spend_reset_at = ? WHERE id = ?')
+        .run(clock(), id);
+      if (result.changes === 0) throw new AgentboxError('invalid_request', `no API key with id ${id}`);
+      return toInfo(byId.get(id)!);
     },
 
     /** What a key's boxes have spent and may spend; undefined for an unknown key. */

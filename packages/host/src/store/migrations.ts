@@ -204,4 +204,9 @@ export const MIGRATIONS: readonly Migration[] = [
       ALTER TABLE api_keys ADD COLUMN max_disk_gib INTEGER;
     `,
   },
+  {
+    version: 12,
+    name: "when a key's spend count was last started again",
+    sql: `ALTER TABLE api_keys ADD COLUMN spend_reset_at INTEGER;`,
+  },
 ];

@@ -447,6 +447,12 @@ describe('agent tasks with real VMs and the real Claude Code CLI', () => {
     expect(listed.keys.find((k) => k.id === capped.id)?.spentUsd).toBeCloseTo(0.9, 2);
     expect((await api('PUT', `/v1/keys/${capped.id}/grants`, { maxSpendUsd: 5 })).status).toBe(200);
     expect((await run(curls(1))).trim()).toBe('200');
+    // a new billing period: the count starts again, and the cap holds against it
+    expect((await api('PUT', `/v1/keys/${capped.id}/grants`, { maxSpendUsd: 0.5 })).status).toBe(200);
+    expect((await run(curls(1))).trim()).toBe('403');
+    const reset = await api('POST', `/v1/keys/${capped.id}/spend/reset`);
+    expect(((await reset.json()) as { spentUsd: number }).spentUsd).toBe(0);
+    expect((await run(curls(3))).trim()).toBe('200 200 403');
     await asCapped('DELETE', `/v1/boxes/${box.id}`);
   });
 

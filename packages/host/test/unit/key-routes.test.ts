@@ -53,6 +53,20 @@ describe('/v1/keys', () => {
       payload: { maxSpendUsd: 20 },
     });
     expect(capped.json<ApiKey>()).toMatchObject({ grants: { maxTasks: 2, maxSpendUsd: 20 }, spentUsd: 0 });
+    expect(key.spentSince).toBe(key.createdAt);
+    h.host.keys.addSpend(key.id, 4.5);
+    const reset = await h.admin_({ method: 'POST', url: `/v1/keys/${key.id}/spend/reset` });
+    expect(reset.statusCode, reset.body).toBe(200);
+    expect(reset.json<ApiKey>()).toMatchObject({ spentUsd: 0, grants: { maxSpendUsd: 20 } });
+    expect(reset.json<ApiKey>().spentSince).toBeGreaterThanOrEqual(key.createdAt);
+    const asTenant = await h.call({
+      method: 'POST',
+      url: `/v1/keys/${key.id}/spend/reset`,
+      headers: { 'x-api-key': key.key },
+    });
+    expect(asTenant.statusCode).toBe(403);
+    const unknown = await h.admin_({ method: 'POST', url: '/v1/keys/key_000000000000/spend/reset' });
+    expect(unknown.statusCode).toBe(404);
 
     const revoked = await h.admin_({ method: 'DELETE', url: `/v1/keys/${key.id}` });
     expect(revoked.statusCode).toBe(200);

@@ -52,3 +52,34 @@ describe('spend accounts', () => {
     expect(accounts.forBox('box-unknown')).toBeUndefined();
   });
 });
+
+describe('a reset of the spend count', () => {
+  it('made in the store (keys reset-spend, another process) holds at the next use; held charges stay', () => {
+    vi.useFakeTimers();
+    const { keys, key, accounts } = setUp();
+    const held = accounts.forBox('box-a')!;
+    held.charge(1.2);
+    vi.advanceTimersByTime(1000);
+    expect(keys.get(key.id)!.spentUsd).toBeCloseTo(1.2, 12);
+    vi.setSystemTime(Date.now() + 60_000);
+    const reset = keys.resetSpend(key.id);
+    expect(reset).toMatchObject({ spentUsd: 0, spentSince: Date.now() });
+    expect(accounts.forBox('box-b')!.spentUsd).toBe(0);
+    // An account a call already holds is the same count, and still reaches the store.
+    held.charge(0.3);
+    expect(accounts.forBox('box-b')!.spentUsd).toBeCloseTo(0.3, 12);
+    accounts.flush();
+    expect(keys.get(key.id)!.spentUsd).toBeCloseTo(0.3, 12);
+  });
+
+  it('made by the daemon drops the charges it had not yet written: they belong to the count that ended', () => {
+    const { keys, key, accounts } = setUp();
+    accounts.forBox('box-a')!.charge(0.9);
+    accounts.reset(key.id);
+    keys.resetSpend(key.id);
+    expect(accounts.forBox('box-a')!.spentUsd).toBe(0);
+    accounts.flush();
+    expect(keys.get(key.id)!.spentUsd).toBe(0);
+    expect(() => keys.resetSpend('key_000000000000')).toThrow(/no API key with id key_000000000000/);
+  });
+});

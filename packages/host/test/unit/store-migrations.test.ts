@@ -146,6 +146,7 @@ describe('SQLite store: numbered migrations', () => {
       maxSpendUsd: null,
     });
     expect(old!.spentUsd).toBe(0);
+    expect(old!.spentSince).toBe(old!.createdAt);
     db.prepare(box('box-b', 'key_other')).run();
     expect(() => db.prepare(box('box-c', 'key_old')).run()).toThrow(/UNIQUE/);
     const store = createBoxStore(db);

@@ -255,6 +255,7 @@ describe('client.keys over a real daemon', () => {
       maxDiskGib: null,
       maxSpendUsd: null,
     });
+    expect(await admin.keys.resetSpend(made.id)).toMatchObject({ id: made.id, spentUsd: 0 });
     expect((await admin.keys.revoke(made.id)).revokedAt).not.toBeNull();
     await expect(tenant.boxes.list()).rejects.toBeInstanceOf(UnauthorizedError);
     await expect(admin.keys.revoke('key_000000000000')).rejects.toBeInstanceOf(KeyNotFoundError);

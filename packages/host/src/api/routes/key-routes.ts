@@ -11,7 +11,9 @@ import type { ApiKeyInfo, KeyStore } from '../../store/key-store.js';
 import { defineRoute, type RouteDef } from '../route.js';
 
 export interface KeyRouteDeps {
-  keys: Pick<KeyStore, 'list' | 'get' | 'create' | 'update' | 'revoke'>;
+  keys: Pick<KeyStore, 'list' | 'get' | 'create' | 'update' | 'revoke' | 'resetSpend'>;
+  /** Drops the daemon's charges of the key not yet written (they belong to the count that ends). */
+  spendReset?: (keyId: string) => void;
 }
 
 const KEYS = ['keys'];
@@ -68,6 +70,23 @@ export function keyRoutes(deps: KeyRouteDeps): RouteDef[] {
       handler: ({ params, body }) => {
         existing(params.id);
         return Promise.resolve(deps.keys.update(params.id, body));
+      },
+    }),
+    defineRoute({
+      method: 'POST',
+      url: '/v1/keys/:id/spend/reset',
+      operationId: 'resetKeySpend',
+      summary:
+        "Start a key's spend count again (admin), e.g. for a new billing period: its cap holds against what its boxes spend from now",
+      tags: KEYS,
+      auth: 'admin',
+      params: ApiKeyParamsSchema,
+      responses: { 200: { description: 'The key, `spentUsd` 0 since now', schema: ApiKeySchema } },
+      errors: ['unauthorized', 'forbidden', 'key_not_found'],
+      handler: ({ params }) => {
+        existing(params.id);
+        deps.spendReset?.(params.id);
+        return Promise.resolve(deps.keys.resetSpend(params.id));
       },
     }),
     defineRoute({
