@@ -114,6 +114,16 @@ function KeyRow(props: {
   const key = props.apiKey;
   const revoked = key.revokedAt !== null;
   const [error, setError] = useState<unknown>(undefined);
+  /** A change to the key: the list is reloaded after it, or the row says what went wrong. */
+  const act = (change: () => Promise<unknown>) => async () => {
+    setError(undefined);
+    try {
+      await change();
+      props.reload();
+    } catch (err) {
+      setError(err);
+    }
+  };
   return (
     <>
       <tr data-testid="key-row" data-key-id={key.id} data-state={revoked ? 'revoked' : 'active'}>
@@ -147,29 +157,13 @@ function KeyRow(props: {
                 label="Reset spend"
                 confirmLabel="Confirm: count from $0"
                 testId="reset-spend"
-                onConfirm={async () => {
-                  setError(undefined);
-                  try {
-                    await props.api.resetKeySpend(key.id);
-                    props.reload();
-                  } catch (err) {
-                    setError(err);
-                  }
-                }}
+                onConfirm={act(() => props.api.resetKeySpend(key.id))}
               />
               <ConfirmButton
                 label="Revoke"
                 confirmLabel={props.mine ? 'Revoke (signs you out)' : 'Confirm revoke'}
                 testId="revoke-key"
-                onConfirm={async () => {
-                  setError(undefined);
-                  try {
-                    await props.api.revokeKey(key.id);
-                    props.reload();
-                  } catch (err) {
-                    setError(err);
-                  }
-                }}
+                onConfirm={act(() => props.api.revokeKey(key.id))}
               />
             </div>
           )}

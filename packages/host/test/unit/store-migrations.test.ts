@@ -11,6 +11,7 @@ import {
   openDatabase,
   schemaVersion,
 } from '../../src/index.js';
+import { NO_GRANTS } from '../../src/store/key-store.js';
 
 const dirs: string[] = [];
 const tmp = () => {
@@ -137,14 +138,7 @@ describe('SQLite store: numbered migrations', () => {
 
     const db = openDatabase(dir);
     const [old] = createKeyStore(db).list();
-    expect(old!.grants).toEqual({
-      repos: [],
-      maxBoxes: null,
-      maxTasks: null,
-      maxMemoryMib: null,
-      maxDiskGib: null,
-      maxSpendUsd: null,
-    });
+    expect(old!.grants).toEqual(NO_GRANTS);
     expect(old!.spentUsd).toBe(0);
     expect(old!.spentSince).toBe(old!.createdAt);
     db.prepare(box('box-b', 'key_other')).run();
