@@ -62,6 +62,16 @@ export function templateId(input: TemplateKeyInput): string {
 
 export const TEMPLATE_FILES = { ram: 'ram', state: 'state', disk: 'disk.qcow2', manifest: 'manifest.json' };
 
+/** Whether a process with this pid exists (EPERM: it does, someone else's). */
+function processAlive(pid: number): boolean {
+  try {
+    process.kill(pid, 0);
+    return true;
+  } catch (err) {
+    return (err as NodeJS.ErrnoException).code === 'EPERM';
+  }
+}
+
 export class TemplateStore {
   constructor(readonly dir: string) {}
 
@@ -113,6 +123,31 @@ export class TemplateStore {
       await before(dir);
       await fsp.rm(dir, { recursive: true, force: true });
     }
+  }
+
+  /**
+   * Removes the builds of any template whose process is gone (`before` sees each dir first, to end
+   * a QEMU the build left): a daemon killed during a build leaves its template VM running, and
+   * only a later build of the same template would otherwise look. Builds of live processes (other
+   * daemons share this dir) stay. Returns the dirs removed.
+   */
+  async clearDeadBuilds(before: (dir: string) => Promise<unknown>): Promise<string[]> {
+    let entries: string[] = [];
+    try {
+      entries = await fsp.readdir(this.dir);
+    } catch {
+      return [];
+    }
+    const removed: string[] = [];
+    for (const entry of entries) {
+      const owner = /\.(?:build|old)-(\d+)(?:-\d+)?$/.exec(entry)?.[1];
+      if (owner === undefined || processAlive(Number(owner))) continue;
+      const dir = path.join(this.dir, entry);
+      await before(dir);
+      await fsp.rm(dir, { recursive: true, force: true });
+      removed.push(dir);
+    }
+    return removed;
   }
 
   /** A fresh build dir for `id` (removed first if a crashed build left it). */

@@ -11,6 +11,8 @@ export interface TemplateBackend {
   discardTemplate(template: VmTemplate): Promise<void>;
   /** Kills the template builds in flight, and waits for them to end. */
   abortTemplateBuilds?(): Promise<void>;
+  /** Ends what builds of processes that are gone left (their template VMs); the dirs removed. */
+  sweepDeadTemplateBuilds?(): Promise<string[]>;
 }
 
 /**
@@ -237,6 +239,14 @@ export function createBoxTemplates(options: BoxTemplatesOptions) {
   return {
     /** Builds the default template (then fills the pool and the standby) in the background. */
     start(): void {
+      void backend
+        .sweepDeadTemplateBuilds?.()
+        .then((swept) => {
+          if (swept.length > 0) log.warn({ swept }, 'ended template builds a stopped daemon left running');
+        })
+        .catch((err: unknown) =>
+          log.warn({ err: (err as Error).message }, 'could not sweep old template builds'),
+        );
       void build(options.defaults).then(() => fill());
     },
 

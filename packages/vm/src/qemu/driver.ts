@@ -18,6 +18,7 @@ import { TEMPLATE_FILES, TemplateStore, templateId } from '../template-store.js'
 import { AdoptedQemuVm, type AdoptSpec } from './adopted-vm.js';
 import type { Accel, QemuLaunchSpec } from './args.js';
 import { discardHibernation, readHibernation, type HibernationMeta } from './hibernation.js';
+import { killProcessesMentioning } from './proc.js';
 import { QEMU_BINARY, QemuVm } from './qemu-vm.js';
 import { buildTemplate, type TemplateProgress } from './template.js';
 
@@ -242,6 +243,11 @@ export class QemuBackend implements VmBackend {
     this.builds.abort(new Error('template build aborted'));
     this.builds = new AbortController();
     await Promise.allSettled(pending);
+  }
+
+  /** Ends and removes the template builds of processes that are gone (see TemplateStore.clearDeadBuilds). */
+  sweepDeadTemplateBuilds(): Promise<string[]> {
+    return this.templates.clearDeadBuilds((dir) => killProcessesMentioning(dir));
   }
 
   /** Drops a template that failed to restore; the next ensureTemplate() builds it again. */

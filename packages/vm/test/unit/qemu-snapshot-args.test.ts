@@ -1,9 +1,11 @@
+import { spawn, spawnSync } from 'node:child_process';
 import fs from 'node:fs';
 import os from 'node:os';
 import path from 'node:path';
 import { describe, expect, it } from 'vitest';
 import { qemuArgs, type QemuLaunchSpec } from '../../src/qemu/args.js';
 import { loadUri, saveUri, shellQuote } from '../../src/qemu/snapshot.js';
+import { killProcessesMentioning } from '../../src/qemu/proc.js';
 import { TemplateStore, templateId, TEMPLATE_FILES, TEMPLATE_REVISION } from '../../src/template-store.js';
 
 const base: QemuLaunchSpec = {
@@ -133,6 +135,36 @@ describe('template store', () => {
       ).toEqual([id]);
       expect(fs.existsSync(store.dirOf(id))).toBe(false);
     } finally {
+      fs.rmSync(dir, { recursive: true, force: true });
+    }
+  });
+
+  it("ends and removes the builds of processes that are gone, and no one else's", async () => {
+    const dir = fs.mkdtempSync(path.join(os.tmpdir(), 'agentbox-tpl-'));
+    // A pid no process has any more: a shell that has exited.
+    const gone = Number(spawnSync('sh', ['-c', 'echo $$'], { encoding: 'utf8' }).stdout.trim());
+    const build = path.join(dir, `tpl-aaaa.build-${gone}`);
+    const own = path.join(dir, `tpl-bbbb.build-${process.pid}`);
+    const aside = path.join(dir, `tpl-cccc.old-${gone}-1796400000000`);
+    const published = path.join(dir, 'tpl-dddd');
+    for (const d of [build, own, aside, published]) fs.mkdirSync(d);
+    // The dead daemon's template VM still runs, its build dir on its command line (as QEMU's is).
+    const vm = spawn(process.execPath, ['-e', 'setTimeout(() => {}, 60_000)', build], { stdio: 'ignore' });
+    const ended = new Promise((r) => vm.once('exit', () => r(true)));
+    try {
+      await new Promise((r) => vm.once('spawn', r));
+      const store = new TemplateStore(dir);
+      const seen: string[] = [];
+      const removed = await store.clearDeadBuilds(async (d) => {
+        seen.push(d);
+        await killProcessesMentioning(d);
+      });
+      expect(removed.sort()).toEqual([build, aside].sort());
+      expect(seen.sort()).toEqual([build, aside].sort());
+      expect(fs.readdirSync(dir).sort()).toEqual(['tpl-bbbb.build-' + process.pid, 'tpl-dddd'].sort());
+      expect(await Promise.race([ended, new Promise((r) => setTimeout(() => r(false), 5000))])).toBe(true);
+    } finally {
+      vm.kill('SIGKILL');
       fs.rmSync(dir, { recursive: true, force: true });
     }
   });
