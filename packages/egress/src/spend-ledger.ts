@@ -30,6 +30,8 @@ export type BudgetEnd = 'spent' | 'unreadable' | 'account';
 export interface SpendAccount {
   readonly limitUsd: number;
   readonly spentUsd: number;
+  /** When the count started (it may be started again, e.g. for a new billing period). */
+  readonly since?: number;
   charge(usd: number): void;
 }
 
@@ -68,8 +70,11 @@ export class SpendLedger {
   readonly #onIdle: () => void;
   readonly #account: () => SpendAccount | undefined;
   readonly #onAccountPassed: () => void;
-  /** A call's cost could not be read while the account had a cap: the box spends no more. */
-  #accountLocked = false;
+  /**
+   * A call's cost could not be read while the account had a cap: the box spends no more until the
+   * operator acts on the key (changes its cap or starts its count again), the account as it was then.
+   */
+  #accountLocked: { limitUsd: number; since: number | undefined } | undefined;
   /** The operator's prices, ahead of the built-in table. */
   readonly prices: PriceOverrides | undefined;
 
@@ -126,7 +131,10 @@ export class SpendLedger {
     const account = this.#cappedAccount();
     if (account === undefined) return undefined;
     const figures = { limitUsd: account.limitUsd, spentUsd: account.spentUsd, close: () => undefined };
-    if (this.#accountLocked) return { ...figures, exceeded: 'unreadable' };
+    const locked = this.#accountLocked;
+    if (locked && account.limitUsd === locked.limitUsd && account.since === locked.since)
+      return { ...figures, exceeded: 'unreadable' };
+    this.#accountLocked = undefined;
     return account.spentUsd >= account.limitUsd ? { ...figures, exceeded: 'account' } : undefined;
   }
 
@@ -168,8 +176,9 @@ export class SpendLedger {
     const limited = [...this.#budgets].filter((b) => Number.isFinite(b.limitUsd) && !b.exceeded);
     if (limited.length > 0) this.#cutCalls();
     for (const budget of limited) this.#pass(budget, 'unreadable');
-    if (this.#cappedAccount() !== undefined) {
-      this.#accountLocked = true;
+    const account = this.#cappedAccount();
+    if (account !== undefined) {
+      this.#accountLocked = { limitUsd: account.limitUsd, since: account.since };
       this.#passAll('unreadable');
     }
   }

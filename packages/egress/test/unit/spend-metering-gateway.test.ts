@@ -335,6 +335,7 @@ describe('spend metering in the gateway', () => {
     const account = {
       limitUsd: 0.5,
       spentUsd: 0,
+      since: 1,
       charge(usd: number) {
         this.spentUsd += usd;
       },
@@ -360,7 +361,7 @@ describe('spend metering in the gateway', () => {
     const channel = net.createServer((socket) => second.handleConnection(socket));
     await new Promise<void>((resolve) => channel.listen(0, '127.0.0.1', resolve));
     const secondPort = (channel.address() as { port: number }).port;
-    const from = (which: 'first' | 'second', input: number, host = 'api.anthropic.com') => {
+    const from = (which: 'first' | 'second', input: number | Script, host = 'api.anthropic.com') => {
       const box = which === 'first' ? keyed.box : second;
       const openai = host === 'api.openai.com';
       return proxyHttps(which === 'first' ? keyed.proxyPort : secondPort, host, '/v1/messages', {
@@ -369,7 +370,7 @@ describe('spend metering in the gateway', () => {
         headers: openai
           ? { authorization: `Bearer ${box.env.OPENAI_API_KEY}` }
           : { 'x-api-key': box.env.ANTHROPIC_API_KEY!, 'content-type': 'application/json' },
-        body: JSON.stringify({ script: { input } }),
+        body: JSON.stringify({ script: typeof input === 'number' ? { input } : input }),
       });
     };
     try {
@@ -392,6 +393,16 @@ describe('spend metering in the gateway', () => {
       budget.close();
       // a cap raised (read at each call) lets them spend again
       account.limitUsd = 5;
+      expect((await from('second', 1)).status).toBe(200);
+      // a call whose cost cannot be read stops the box until the operator acts on the key …
+      expect((await from('second', { noUsage: true })).status).toBe(200);
+      const locked = await from('second', 1);
+      expect(locked.status).toBe(403);
+      expect(locked.body).toContain('could not be read');
+      expect((await from('second', 1)).status).toBe(403);
+      // … here by starting the key's count again (a cap changed does it too)
+      account.spentUsd = 0;
+      account.since = 2;
       expect((await from('second', 1)).status).toBe(200);
     } finally {
       await new Promise<void>((resolve) => channel.close(() => resolve()));

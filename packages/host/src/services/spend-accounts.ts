@@ -43,6 +43,7 @@ export function createSpendAccounts(deps: {
     const live = state;
     return {
       limitUsd: stored.maxSpendUsd ?? Infinity,
+      since: stored.spentSince,
       get spentUsd() {
         return live.spentUsd;
       },

@@ -164,9 +164,10 @@ export function createKeyStore(db: Db, clock: () => number = Date.now) {
   const byId = db.prepare<[string], KeyRow>(`SELECT ${KEY_COLUMNS} FROM api_keys WHERE id = ?`);
   const touch = db.prepare('UPDATE api_keys SET last_used_at = ? WHERE id = ?');
   const addSpent = db.prepare('UPDATE api_keys SET spent_usd = spent_usd + ? WHERE id = ?');
-  const spendById = db.prepare<[string], { spent_usd: number; max_spend_usd: number | null }>(
-    'SELECT spent_usd, max_spend_usd FROM api_keys WHERE id = ?',
-  );
+  const spendById = db.prepare<
+    [string],
+    { spent_usd: number; max_spend_usd: number | null; spend_reset_at: number | null; created_at: number }
+  >('SELECT spent_usd, max_spend_usd, spend_reset_at, created_at FROM api_keys WHERE id = ?');
   const activeById = db.prepare<[string], { one: number }>(
     'SELECT 1 AS one FROM api_keys WHERE id = ? AND revoked_at IS NULL',
   );
@@ -243,9 +244,15 @@ export function createKeyStore(db: Db, clock: () => number = Date.now) {
     },
 
     /** What a key's boxes have spent and may spend; undefined for an unknown key. */
-    spendOf(id: string): { spentUsd: number; maxSpendUsd: number | null } | undefined {
+    spendOf(id: string): { spentUsd: number; maxSpendUsd: number | null; spentSince: number } | undefined {
       const row = spendById.get(id);
-      return row && { spentUsd: row.spent_usd, maxSpendUsd: row.max_spend_usd };
+      return (
+        row && {
+          spentUsd: row.spent_usd,
+          maxSpendUsd: row.max_spend_usd,
+          spentSince: row.spend_reset_at ?? row.created_at,
+        }
+      );
     },
 
     /** One key, or undefined. */

@@ -64,7 +64,8 @@ describe('a reset of the spend count', () => {
     vi.setSystemTime(Date.now() + 60_000);
     const reset = keys.resetSpend(key.id);
     expect(reset).toMatchObject({ spentUsd: 0, spentSince: Date.now() });
-    expect(accounts.forBox('box-b')!.spentUsd).toBe(0);
+    expect(accounts.forBox('box-b')).toMatchObject({ spentUsd: 0, since: reset.spentSince });
+    expect(reset.spentSince).toBeGreaterThan(key.spentSince);
     // An account a call already holds is the same count, and still reaches the store.
     held.charge(0.3);
     expect(accounts.forBox('box-b')!.spentUsd).toBeCloseTo(0.3, 12);
