@@ -261,7 +261,8 @@ export async function serve(
     logger.error({ err: reason instanceof Error ? reason.message : String(reason) }, 'unhandled rejection');
   });
   // Listening while the boxes are re-adopted: a guest slow to answer holds back its own box only.
-  const leftBoxes = host.store.live().length;
+  // Hibernated boxes are not re-adopted (they wake on their next use).
+  const leftBoxes = host.store.live().filter((box) => box.state !== 'hibernated').length;
   const starting = host.start();
   starting.catch(() => undefined); // awaited below, once listening
   const address = await host.app.listen({ host: options.host, port: options.port });
