@@ -292,9 +292,9 @@ export function createHost(options: HostOptions) {
     openapi,
     metrics,
 
-    /** Re-adopts or fails the boxes recorded by an earlier daemon, then starts the periodic reaper. */
     /**
-     * Re-adopts the boxes and recovers the tasks an earlier daemon left. The API may listen as soon
+     * Re-adopts (or fails) the boxes and recovers the tasks an earlier daemon left, then starts the
+     * periodic reaper. The API may listen as soon
      * as this is called (not awaited): a request for a box waits for that box's re-adoption only,
      * and tasks are started once the last daemon's are back in the queue.
      */

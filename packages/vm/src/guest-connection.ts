@@ -66,7 +66,6 @@ export const EXEC_CANCEL_GRACE_MS = 10_000;
  * a task's queue slot, the daemon's start) forever.
  */
 export const GUEST_CALL_TIMEOUT_MS = 60_000;
-/** Ops that flush disks or delete whole trees, which a loaded emulated guest may take minutes for. */
 /**
  * A hello request can be lost: while no host is attached the agent reopens its port in a loop, and
  * the kernel discards what reached the port in the instant the agent was closing it. So while
@@ -77,6 +76,7 @@ export const GUEST_CALL_TIMEOUT_MS = 60_000;
 export const HELLO_RETRY_FIRST_MS = 200;
 const HELLO_RETRIES = 5;
 
+/** Ops that flush disks or delete whole trees, which a loaded emulated guest may take minutes for. */
 const SLOW_OPS = new Set<RequestOp>(['system.sync', 'system.quiesce', 'file.remove']);
 const SLOW_OP_FACTOR = 5;
 
