@@ -317,15 +317,18 @@ describe('paths in a box (file browser)', () => {
 });
 
 describe('key grants form', () => {
+  /** A key granted nothing: no repository, no limit of its own. */
+  const none = {
+    repos: [],
+    maxBoxes: null,
+    maxTasks: null,
+    maxMemoryMib: null,
+    maxDiskGib: null,
+    maxSpendUsd: null,
+  };
+
   it('turns the form into grants: repositories split and deduplicated, blank limits are none', () => {
-    expect(grantsFromForm(EMPTY_GRANTS_FORM)).toEqual({
-      repos: [],
-      maxBoxes: null,
-      maxTasks: null,
-      maxMemoryMib: null,
-      maxDiskGib: null,
-      maxSpendUsd: null,
-    });
+    expect(grantsFromForm(EMPTY_GRANTS_FORM)).toEqual(none);
     expect(
       grantsFromForm({
         repos: ' octo/hello\nocto/*, octo/hello\n\n*',
@@ -377,14 +380,6 @@ describe('key grants form', () => {
   });
 
   it("says what a key's boxes may reach", () => {
-    const none = {
-      repos: [],
-      maxBoxes: null,
-      maxTasks: null,
-      maxMemoryMib: null,
-      maxDiskGib: null,
-      maxSpendUsd: null,
-    };
     expect(describeRepos({ scope: 'admin', grants: none })).toBe('any (admin)');
     expect(describeRepos({ scope: 'user', grants: none })).toBe('none');
     expect(describeRepos({ scope: 'user', grants: { ...none, repos: ['a/b', 'c/*'] } })).toBe('a/b, c/*');
