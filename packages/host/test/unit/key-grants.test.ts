@@ -65,7 +65,11 @@ describe('key grants', () => {
     h.host.keys.addSpend(made.key.id, -5);
     h.host.keys.addSpend(made.key.id, NaN);
     expect(h.host.keys.get(made.key.id)?.spentUsd).toBe(0.25);
-    expect(h.host.keys.spendOf(made.key.id)).toEqual({ spentUsd: 0.25, maxSpendUsd: 2.5 });
+    expect(h.host.keys.spendOf(made.key.id)).toEqual({
+      spentUsd: 0.25,
+      maxSpendUsd: 2.5,
+      spentSince: made.key.createdAt,
+    });
     expect(h.host.keys.spendOf('key_nope')).toBeUndefined();
     for (const bad of [['acme'], ['acme/*/x'], ['*/widgets'], ['../etc'], ['acme/wid gets']]) {
       expect(() => h.host.keys.update(made.key.id, { repos: bad })).toThrow(
