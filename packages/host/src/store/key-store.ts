@@ -81,8 +81,27 @@ interface KeyRow {
   spend_reset_at: number | null;
 }
 
-const KEY_COLUMNS =
-  'id, name, scope, prefix, created_at, revoked_at, last_used_at, repo_grants, max_boxes, max_tasks, max_memory_mib, max_disk_gib, max_spend_usd, spent_usd, spend_reset_at';
+/** Each limit a key may be granted, and its column: the one list the statements below are made from. */
+const LIMIT_COLUMNS = {
+  maxBoxes: 'max_boxes',
+  maxTasks: 'max_tasks',
+  maxMemoryMib: 'max_memory_mib',
+  maxDiskGib: 'max_disk_gib',
+  maxSpendUsd: 'max_spend_usd',
+} as const satisfies Record<Exclude<keyof KeyGrants, 'repos'>, keyof KeyRow>;
+const LIMIT_FIELDS = Object.keys(LIMIT_COLUMNS) as (keyof typeof LIMIT_COLUMNS)[];
+const GRANT_COLUMNS = ['repo_grants', ...LIMIT_FIELDS.map((field) => LIMIT_COLUMNS[field])];
+
+/** A key's grants as their columns take them, in GRANT_COLUMNS order. */
+function grantValues(grants: KeyGrants): (string | number | null)[] {
+  return [JSON.stringify(grants.repos), ...LIMIT_FIELDS.map((field) => grants[field])];
+}
+
+const KEY_COLUMNS = [
+  'id, name, scope, prefix, created_at, revoked_at, last_used_at',
+  ...GRANT_COLUMNS,
+  'spent_usd, spend_reset_at',
+].join(', ');
 
 const KEY_PREFIX = 'abk_';
 /** last_used_at is refreshed at most this often, so authentication rarely writes. */
@@ -103,19 +122,19 @@ function toInfo(row: KeyRow): ApiKeyInfo {
     lastUsedAt: row.last_used_at,
     grants: grantsOfRow(row),
     spentUsd: row.spent_usd,
-    spentSince: row.spend_reset_at ?? row.created_at,
+    spentSince: spentSinceOf(row),
   };
 }
 
+/** When a key's spend count started: its last reset, else its creation. */
+function spentSinceOf(row: Pick<KeyRow, 'spend_reset_at' | 'created_at'>): number {
+  return row.spend_reset_at ?? row.created_at;
+}
+
 function grantsOfRow(row: KeyRow): KeyGrants {
-  return {
-    repos: RepoGrantSchema.array().catch([]).parse(safeJson(row.repo_grants)),
-    maxBoxes: row.max_boxes,
-    maxTasks: row.max_tasks,
-    maxMemoryMib: row.max_memory_mib,
-    maxDiskGib: row.max_disk_gib,
-    maxSpendUsd: row.max_spend_usd,
-  };
+  const grants = { ...NO_GRANTS, repos: RepoGrantSchema.array().catch([]).parse(safeJson(row.repo_grants)) };
+  for (const field of LIMIT_FIELDS) grants[field] = row[LIMIT_COLUMNS[field]];
+  return grants;
 }
 
 function safeJson(text: string): unknown {
@@ -182,9 +201,8 @@ export function createKeyStore(db: Db, clock: () => number = Date.now) {
       const secret = KEY_PREFIX + randomBytes(32).toString('base64url');
       const id = `key_${randomUUID().replace(/-/g, '').slice(0, 12)}`;
       db.prepare(
-        `INSERT INTO api_keys (id, name, scope, hash, prefix, created_at, repo_grants, max_boxes, max_tasks,
-           max_memory_mib, max_disk_gib, max_spend_usd)
-         VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)`,
+        `INSERT INTO api_keys (id, name, scope, hash, prefix, created_at, ${GRANT_COLUMNS.join(', ')})
+         VALUES (?, ?, ?, ?, ?, ?, ${GRANT_COLUMNS.map(() => '?').join(', ')})`,
       ).run(
         id,
         options.name,
@@ -192,12 +210,7 @@ export function createKeyStore(db: Db, clock: () => number = Date.now) {
         hashKey(secret),
         secret.slice(0, 10),
         clock(),
-        JSON.stringify(grants.repos),
-        grants.maxBoxes,
-        grants.maxTasks,
-        grants.maxMemoryMib,
-        grants.maxDiskGib,
-        grants.maxSpendUsd,
+        ...grantValues(grants),
       );
       return { secret, key: toInfo(byId.get(id)!) };
     },
@@ -212,17 +225,8 @@ export function createKeyStore(db: Db, clock: () => number = Date.now) {
       if (!row) throw new AgentboxError('invalid_request', `no API key with id ${id}`);
       const next = { ...grantsOfRow(row), ...checked };
       db.prepare(
-        `UPDATE api_keys SET repo_grants = ?, max_boxes = ?, max_tasks = ?, max_memory_mib = ?, max_disk_gib = ?,
-           max_spend_usd = ? WHERE id = ?`,
-      ).run(
-        JSON.stringify(next.repos),
-        next.maxBoxes,
-        next.maxTasks,
-        next.maxMemoryMib,
-        next.maxDiskGib,
-        next.maxSpendUsd,
-        id,
-      );
+        `UPDATE api_keys SET ${GRANT_COLUMNS.map((column) => `${column} = ?`).join(', ')} WHERE id = ?`,
+      ).run(...grantValues(next), id);
       return toInfo(byId.get(id)!);
     },
 
@@ -250,7 +254,7 @@ export function createKeyStore(db: Db, clock: () => number = Date.now) {
         row && {
           spentUsd: row.spent_usd,
           maxSpendUsd: row.max_spend_usd,
-          spentSince: row.spend_reset_at ?? row.created_at,
+          spentSince: spentSinceOf(row),
         }
       );
     },
