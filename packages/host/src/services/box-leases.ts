@@ -5,11 +5,10 @@ import type { BoxPower } from './box-power.js';
 import type { BoxLease, GuestLayout } from './box-service.js';
 
 export interface LeaseContext {
-  get: (options: { actor: Actor; id: string }) => BoxRecord;
+  /** The box the actor may use, once a starting daemon's re-adoption of it is done. */
+  adopted: (options: { actor: Actor; id: string }) => Promise<BoxRecord>;
   /** Boxes being created, by id: a lease on one waits for it. */
   creating: Map<string, Promise<BoxRecord>>;
-  /** Boxes a starting daemon is re-adopting, by id: a lease on one waits for that too. */
-  reconciling: Map<string, Promise<void>>;
   power: Pick<BoxPower, 'awake' | 'sessionOf'>;
   layoutOf: (boxId: string) => GuestLayout;
   clock: () => number;
@@ -20,19 +19,14 @@ export interface LeaseContext {
  * wakes a paused or hibernated one, and holds it awake until released.
  */
 export function createBoxLeases(ctx: LeaseContext) {
-  const { get, creating, reconciling, power, layoutOf, clock } = ctx;
+  const { adopted, creating, power, layoutOf, clock } = ctx;
 
   /**
    * Holds a box for a caller: waits for a box being created or re-adopted, wakes a paused or
    * hibernated one, and keeps it from being paused for idleness until `release()`.
    */
   async function acquire(options: { actor: Actor; id: string }): Promise<BoxLease> {
-    let box = get(options);
-    const adopting = reconciling.get(box.id);
-    if (adopting) {
-      await adopting;
-      box = get(options);
-    }
+    let box = await adopted(options);
     if (box.state === 'creating') {
       const pending = creating.get(box.id);
       if (!pending) throw new AgentboxError('invalid_state', `box ${box.id} is still being created`);

@@ -702,7 +702,7 @@ export function createBoxService(deps: BoxServiceDeps) {
     return destroy(box, 'deleted by request');
   }
 
-  const leases = createBoxLeases({ get, creating, reconciling, power, layoutOf, clock });
+  const leases = createBoxLeases({ adopted, creating, power, layoutOf, clock });
 
   /**
    * A lifecycle request waits for the box's re-adoption by a starting daemon: until then the box
