@@ -173,14 +173,16 @@ export class SpendLedger {
 
   /** @internal: a call spent an amount that cannot be read; every limited budget is past. */
   unreadable(): void {
+    const account = this.#cappedAccount();
+    if (account !== undefined) {
+      // The key's cap cannot be held: every budget ends, not only the limited ones.
+      this.#accountLocked = { limitUsd: account.limitUsd, since: account.since };
+      this.#passAll('unreadable');
+      return;
+    }
     const limited = [...this.#budgets].filter((b) => Number.isFinite(b.limitUsd) && !b.exceeded);
     if (limited.length > 0) this.#cutCalls();
     for (const budget of limited) this.#pass(budget, 'unreadable');
-    const account = this.#cappedAccount();
-    if (account !== undefined) {
-      this.#accountLocked = { limitUsd: account.limitUsd, since: account.since };
-      this.#passAll('unreadable');
-    }
   }
 
   /** The key's cap is reached (or cannot be held): every call in flight is cut, every budget ends. */
