@@ -1,10 +1,12 @@
 import {
+  apiOfCall,
   costOfCall,
-  MessagesUsageReader,
-  ResponsesUsageReader,
+  usageReaderFor,
   type CallReading,
+  type MeteredCallKind,
   type ModelApi,
   type PriceOverrides,
+  type UsageReader,
 } from './spend.js';
 
 /**
@@ -143,9 +145,9 @@ export class SpendLedger {
     return account && Number.isFinite(account.limitUsd) ? account : undefined;
   }
 
-  /** Starts metering one admitted call to `api`. */
-  startCall(api: ModelApi): MeteredCall {
-    const call = new MeteredCall(this, api);
+  /** Starts metering one admitted call. */
+  startCall(kind: MeteredCallKind): MeteredCall {
+    const call = new MeteredCall(this, kind);
     this.#calls.add(call);
     return call;
   }
@@ -210,22 +212,26 @@ export class SpendLedger {
 }
 
 /**
- * One Messages API call being answered: fed the upstream's status and body, charges the ledger as
+ * One model call being answered: fed the upstream's status and body, charges the ledger as
  * the cost it reads grows. The forwarder keeps reading the upstream after the box hangs up for as
  * long as `wantsUsage` (a box must not spend a prompt by hanging up before it is priced).
  */
 export class MeteredCall {
-  #reader: MessagesUsageReader | ResponsesUsageReader | undefined;
+  #reader: UsageReader | undefined;
   #status: number | undefined;
   #charged = 0;
   #ended = false;
   #cut: (() => void) | undefined;
   #cutRequested = false;
 
+  readonly api: ModelApi;
+
   constructor(
     readonly ledger: SpendLedger,
-    readonly api: ModelApi,
-  ) {}
+    readonly kind: MeteredCallKind,
+  ) {
+    this.api = apiOfCall(kind);
+  }
 
   /** How the forwarder ends the exchange, both sides, when a budget is passed. */
   onCut(cut: () => void): void {
@@ -241,9 +247,7 @@ export class MeteredCall {
   response(status: number, contentType: string | undefined): void {
     this.#status = status;
     // The API bills successful calls only; an error's body has no usage to read.
-    if (status >= 200 && status < 300)
-      this.#reader =
-        this.api === 'openai' ? new ResponsesUsageReader(contentType) : new MessagesUsageReader(contentType);
+    if (status >= 200 && status < 300) this.#reader = usageReaderFor(this.kind, contentType);
   }
 
   data(chunk: Buffer): void {

@@ -3,7 +3,7 @@ import { pathOnly } from './http-util.js';
 /**
  * What a model call costs, read on the host from the model API's own answer: which calls spend
  * (pure classification), the price of a model's tokens, and readers of the `usage` in Anthropic
- * Messages and OpenAI Responses answers (SSE stream or JSON body). The guest never reports its
+ * Messages, OpenAI Responses and OpenAI Chat Completions answers (SSE stream or JSON body). The guest never reports its
  * own spend here: a prompt-injected agent could lie about it, the API's answer to the host cannot.
  *
  * Prices err high: an unknown model is priced as the dearest known one, cache writes without a
@@ -70,6 +70,9 @@ const OPENAI_PRICES: readonly (readonly [RegExp, TokenPrice])[] = [
 /** An OpenAI model the table does not know: the dearest current family's rate. */
 export const UNKNOWN_OPENAI_MODEL_PRICE: TokenPrice = { input: 30, output: 180 };
 
+/** OpenAI audio tokens (Chat Completions' audio in and out), at the dearest audio model's rate. */
+export const OPENAI_AUDIO_PRICE: TokenPrice = { input: 40, output: 80 };
+
 const CACHE_WRITE_5M = 1.25;
 const CACHE_WRITE_1H = 2;
 const CACHE_READ = 0.1;
@@ -104,6 +107,9 @@ export interface MessagesUsage {
   cacheWriteTokens: number;
   cacheWrite1hTokens: number;
   cacheReadTokens: number;
+  /** OpenAI audio tokens, apart from `inputTokens` / `outputTokens` (priced on their own). */
+  audioInputTokens?: number;
+  audioOutputTokens?: number;
 }
 
 export const NO_USAGE: Readonly<MessagesUsage> = Object.freeze({
@@ -124,8 +130,14 @@ export function costOfCall(
   if (api === 'openai') {
     // Cached prompt tokens without a rate of their own (an override) are priced as input.
     const cached = price.cachedInput ?? price.input;
+    const audio =
+      (usage.audioInputTokens ?? 0) * OPENAI_AUDIO_PRICE.input +
+      (usage.audioOutputTokens ?? 0) * OPENAI_AUDIO_PRICE.output;
     return (
-      (usage.inputTokens * price.input + usage.cacheReadTokens * cached + usage.outputTokens * price.output) /
+      (usage.inputTokens * price.input +
+        usage.cacheReadTokens * cached +
+        usage.outputTokens * price.output +
+        audio) /
       1_000_000
     );
   }
@@ -156,10 +168,20 @@ const ANTHROPIC_SECRETS: ReadonlySet<string> = new Set(['ANTHROPIC_API_KEY', 'CL
  *   `/api/…` calls);
  * - `messages`: an Anthropic Messages API call, priced from its answer;
  * - `responses`: an OpenAI Responses API call (what Codex speaks), priced from its answer;
+ * - `chat`: an OpenAI Chat Completions call, priced from its answer (a stream has its usage only
+ *   when the request asks for it: see `chatRequestUnpriced`);
  * - `unmetered`: may spend, but in a way the gateway cannot price (batches, legacy completions,
  *   OpenAI's other APIs): refused while a budget is set.
  */
-export type ModelCallKind = 'free' | 'messages' | 'responses' | 'unmetered';
+export type ModelCallKind = 'free' | 'messages' | 'responses' | 'chat' | 'unmetered';
+
+/** A call the gateway prices from its answer. */
+export type MeteredCallKind = Extract<ModelCallKind, 'messages' | 'responses' | 'chat'>;
+
+/** Whose price table a metered call is charged from. */
+export function apiOfCall(kind: MeteredCallKind): ModelApi {
+  return kind === 'messages' ? 'anthropic' : 'openai';
+}
 
 export function classifyModelCall(call: {
   method: string;
@@ -182,7 +204,10 @@ export function classifyModelCall(call: {
     if (path === '/v1/messages/count_tokens' || path.startsWith('/api/')) return 'free';
     return 'unmetered';
   }
-  if (model.every((name) => !ANTHROPIC_SECRETS.has(name)) && path === '/v1/responses') return 'responses';
+  if (model.every((name) => !ANTHROPIC_SECRETS.has(name))) {
+    if (path === '/v1/responses') return 'responses';
+    if (path === '/v1/chat/completions') return 'chat';
+  }
   return 'unmetered';
 }
 
@@ -215,7 +240,7 @@ function count(value: unknown): number | undefined {
  * Each count only grows, so a later event can raise a figure but never lower it. Subclasses read
  * their API's events and message shape.
  */
-abstract class UsageReader {
+export abstract class UsageReader {
   readonly #sse: boolean;
   protected model: string | undefined;
   protected readonly usage: MessagesUsage = { ...NO_USAGE };
@@ -299,7 +324,7 @@ abstract class UsageReader {
 
   /** Raises a count to `value` when that is higher. */
   protected raise(key: keyof MessagesUsage, value: number | undefined): void {
-    if (value !== undefined && value > this.usage[key]) this.usage[key] = value;
+    if (value !== undefined && value > (this.usage[key] ?? 0)) this.usage[key] = value;
   }
 
   /** Counts the text of a streamed delta (for a cut stream's guess). */
@@ -419,4 +444,97 @@ export class ResponsesUsageReader extends UsageReader {
     this.raise('outputTokens', output);
     if (output !== undefined) this.finalOutputSeen = true;
   }
+}
+
+/**
+ * An OpenAI Chat Completions answer: one JSON completion with its `usage`, or a stream of chunks
+ * whose last one carries the usage only when the request asked for it
+ * (`stream_options.include_usage`). `prompt_tokens` includes the cached and audio ones,
+ * `completion_tokens` the reasoning and audio ones.
+ */
+export class ChatCompletionsUsageReader extends UsageReader {
+  protected event(e: UsageJson): void {
+    if (e.error !== null && typeof e.error === 'object') {
+      this.failed = true;
+      return;
+    }
+    if (Array.isArray(e.choices)) {
+      for (const choice of e.choices as unknown[]) {
+        const delta = (choice as UsageJson | null)?.delta as UsageJson | undefined;
+        if (delta === null || typeof delta !== 'object') continue;
+        this.streamed(delta.content, delta.refusal, delta.reasoning_content);
+        if (Array.isArray(delta.tool_calls))
+          for (const call of delta.tool_calls as unknown[])
+            this.streamed(((call as UsageJson | null)?.function as UsageJson | undefined)?.arguments);
+      }
+    }
+    this.message(e);
+  }
+
+  protected message(m: UsageJson): void {
+    if (typeof m.model === 'string') this.model = m.model;
+    if (m.error !== null && typeof m.error === 'object' && m.usage == null) this.failed = true;
+    const u = m.usage as UsageJson | null | undefined;
+    if (u === null || u === undefined || typeof u !== 'object') return;
+    const prompt = count(u.prompt_tokens);
+    if (prompt !== undefined) {
+      const details = detailsOf(u.prompt_tokens_details);
+      const cached = Math.min(count(details.cached_tokens) ?? 0, prompt);
+      const audio = Math.min(count(details.audio_tokens) ?? 0, prompt - cached);
+      this.raise('inputTokens', prompt - cached - audio);
+      this.raise('cacheReadTokens', cached);
+      this.raise('audioInputTokens', audio);
+      this.usageSeen = true;
+    }
+    const completion = count(u.completion_tokens);
+    if (completion !== undefined) {
+      const audio = Math.min(count(detailsOf(u.completion_tokens_details).audio_tokens) ?? 0, completion);
+      this.raise('outputTokens', completion - audio);
+      this.raise('audioOutputTokens', audio);
+      this.finalOutputSeen = true;
+    }
+  }
+}
+
+function detailsOf(value: unknown): UsageJson {
+  return value !== null && typeof value === 'object' ? (value as UsageJson) : {};
+}
+
+/** The reader of a metered call's answer. */
+export function usageReaderFor(kind: MeteredCallKind, contentType: string | undefined): UsageReader {
+  switch (kind) {
+    case 'messages':
+      return new MessagesUsageReader(contentType);
+    case 'responses':
+      return new ResponsesUsageReader(contentType);
+    case 'chat':
+      return new ChatCompletionsUsageReader(contentType);
+  }
+}
+
+/** The most of a Chat Completions request the gateway reads (under a limit) before it is sent. */
+export const MAX_CHAT_REQUEST_BYTES = 32 << 20;
+
+/**
+ * Why the answer to a Chat Completions request (its body, decoded) would not carry its usage, or
+ * undefined when it will: a streamed call has it only with `stream_options.include_usage`.
+ * Read under a limit only, so the call is refused with a reason up front rather than closing the
+ * budget once its cost turns out unreadable. A body that a lenient parser reads otherwise (a
+ * duplicate key, say) still cannot spend unseen: an answer without usage closes every limited
+ * budget (see MeteredCall.end).
+ */
+export function chatRequestUnpriced(body: Buffer): string | undefined {
+  let request: unknown;
+  try {
+    request = JSON.parse(body.toString('utf8'));
+  } catch {
+    return 'its body is not JSON';
+  }
+  if (request === null || typeof request !== 'object' || Array.isArray(request))
+    return 'its body is not a JSON object';
+  const { stream, stream_options: options } = request as UsageJson;
+  if (stream !== true) return undefined;
+  if (options !== null && typeof options === 'object' && (options as UsageJson).include_usage === true)
+    return undefined;
+  return 'a streamed call is priced only with "stream_options": {"include_usage": true}';
 }

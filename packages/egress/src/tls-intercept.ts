@@ -9,7 +9,13 @@ import { auditPath, endToEndHeaders, pathOnly, respondDenied } from './http-util
 import { answerOAuthRefresh, isOAuthRule } from './oauth-refresh.js';
 import type { OpenHold } from './open-registry.js';
 import { findPlaceholders, headersHavePlaceholder, injectHeaders } from './placeholders.js';
-import { classifyModelCall } from './spend.js';
+import { contentCodingOf, decodeBody } from './content-coding.js';
+import {
+  chatRequestUnpriced,
+  classifyModelCall,
+  MAX_CHAT_REQUEST_BYTES,
+  type ModelCallKind,
+} from './spend.js';
 import type { MeteredCall, SpendLedger } from './spend-ledger.js';
 import type { ConnectTarget } from './upstream.js';
 
@@ -97,27 +103,57 @@ export async function handleInterceptedRequest(
   const headerRules = decision.inject.filter((rule) => !isOAuthRule(rule));
   const injection = injectHeaders(endToEndHeaders(req.headers), headerRules, session.registry);
   let meter: MeteredCall | undefined;
+  /** The body, when it was read to be judged: sent as read. */
+  let body: Buffer | undefined;
   const ledger = session.spendLedger();
   if (ledger !== undefined) {
-    const spend = admitSpend(ledger, { method, path, injected: injection.injected });
+    const kind = classifyModelCall({ method, path, injected: injection.injected });
+    const deny = (decision: { code: EgressDenyCode; reason: string }): void => {
+      const leak =
+        urlLeak ||
+        headersHavePlaceholder(req.headers) ||
+        (body !== undefined && findPlaceholders(body.toString('latin1')).length > 0);
+      session.recordDeny(conn.host, conn.port, method, path, decision, leak);
+      refuse(decision.code, decision.reason);
+    };
+    if (kind === 'chat' && ledger.limited) {
+      const read = await readChatRequest(req);
+      if (read === 'gone') {
+        res.destroy(); // the box went away mid-body: nothing to answer, nothing sent upstream
+        return;
+      }
+      body = read.body;
+      if (read.unpriced !== undefined) {
+        deny({
+          code: 'budget_unmetered',
+          reason: `${method} ${auditPath(path)} cannot be priced (${read.unpriced}), and a spend budget is set`,
+        });
+        return;
+      }
+    }
+    const spend = admitSpend(ledger, kind, method, path);
     if (spend.refuse) {
-      const leak = urlLeak || headersHavePlaceholder(req.headers);
-      session.recordDeny(conn.host, conn.port, method, path, spend.refuse, leak);
-      refuse(spend.refuse.code, spend.refuse.reason);
+      deny(spend.refuse);
       return;
     }
     meter = spend.meter;
+  }
+  const headers = { ...injection.headers };
+  if (body !== undefined) {
+    delete headers.expect;
+    headers['content-length'] = String(body.length);
   }
   const plan: ForwardPlan = {
     scheme: 'https',
     target: conn.target,
     path,
-    headers: injection.headers,
+    headers,
     scrub: injection.scrub,
     injected: injection.injected,
     leak: injection.leak || urlLeak,
     mode: 'intercept',
     ...(meter ? { meter } : {}),
+    ...(body !== undefined ? { body } : {}),
   };
   if (decision.bodyCheck === 'github_graphql') {
     await forwardGithubGraphql(session, req, res, conn, plan, held);
@@ -135,9 +171,10 @@ const usd = (value: number): string => `$${value.toFixed(value >= 0.01 ? 2 : 4)}
  */
 function admitSpend(
   ledger: SpendLedger,
-  call: { method: string; path: string; injected: readonly string[] },
+  kind: ModelCallKind,
+  method: string,
+  path: string,
 ): { refuse?: { code: EgressDenyCode; reason: string }; meter?: MeteredCall } {
-  const kind = classifyModelCall(call);
   if (kind === 'free') return {};
   const spent = ledger.exceededBudget();
   if (spent !== undefined) {
@@ -154,11 +191,42 @@ function admitSpend(
     return {
       refuse: {
         code: 'budget_unmetered',
-        reason: `${call.method} ${auditPath(call.path)} may spend in a way the gateway cannot price, and a spend budget is set`,
+        reason: `${method} ${auditPath(path)} may spend in a way the gateway cannot price, and a spend budget is set`,
       },
     };
   }
-  return { meter: ledger.startCall(kind === 'responses' ? 'openai' : 'anthropic') };
+  return { meter: ledger.startCall(kind) };
+}
+
+/**
+ * Reads a Chat Completions request whole (up to MAX_CHAT_REQUEST_BYTES) to see whether its answer
+ * will say what it cost; 'gone' when the box went away before the end.
+ */
+async function readChatRequest(req: IncomingMessage): Promise<'gone' | { body?: Buffer; unpriced?: string }> {
+  if (Number(req.headers['content-length'] ?? 0) > MAX_CHAT_REQUEST_BYTES)
+    return { unpriced: `its body is larger than ${MAX_CHAT_REQUEST_BYTES} bytes` };
+  let body: Buffer | undefined;
+  try {
+    body = await readBodyCapped(req, MAX_CHAT_REQUEST_BYTES);
+  } catch {
+    return 'gone';
+  }
+  if (body === undefined) return { unpriced: `its body is larger than ${MAX_CHAT_REQUEST_BYTES} bytes` };
+  const coding = contentCodingOf(req.headers['content-encoding']);
+  if (coding.kind === 'refuse') return { body, unpriced: coding.reason };
+  let plain = body;
+  if (coding.kind === 'decode') {
+    try {
+      plain = decodeBody(coding.coding, body, MAX_CHAT_REQUEST_BYTES);
+    } catch {
+      return {
+        body,
+        unpriced: `its ${coding.coding} body does not decode within ${MAX_CHAT_REQUEST_BYTES} bytes`,
+      };
+    }
+  }
+  const unpriced = chatRequestUnpriced(plain);
+  return unpriced === undefined ? { body } : { body, unpriced };
 }
 
 /**

@@ -255,7 +255,7 @@ export interface HttpsOptions {
   skipNameCheck?: boolean;
   method?: string;
   headers?: http.OutgoingHttpHeaders;
-  body?: string;
+  body?: string | Buffer;
 }
 
 /** CONNECT, then TLS with the given SNI, then one HTTP request with the given Host header. */

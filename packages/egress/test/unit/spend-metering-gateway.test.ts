@@ -1,4 +1,5 @@
 import type http from 'node:http';
+import { gunzipSync, gzipSync } from 'node:zlib';
 import { afterAll, afterEach, beforeAll, describe, expect, it } from 'vitest';
 import { createEgressGateway, type CertificateAuthority, type SpendBudget } from '../../src/index.js';
 import {
@@ -42,7 +43,8 @@ let api: FakeUpstream;
 let h: Harness;
 const open: SpendBudget[] = [];
 
-function answer(req: http.IncomingMessage, body: Buffer, res: http.ServerResponse): void {
+function answer(req: http.IncomingMessage, sent: Buffer, res: http.ServerResponse): void {
+  const body = req.headers['content-encoding'] === 'gzip' ? gunzipSync(sent) : sent;
   let script: Script = {};
   try {
     script = (JSON.parse(body.toString()) as { script?: Script }).script ?? {};
@@ -65,6 +67,26 @@ function answer(req: http.IncomingMessage, body: Buffer, res: http.ServerRespons
     if (script.noUsage) {
       res.writeHead(200, { 'content-type': 'application/json' });
       res.end('{"type":"message","content":[]}');
+      return;
+    }
+    if (req.url === '/v1/chat/completions') {
+      // OpenAI's Chat Completions: a stream has the usage only when the request asks for it
+      const request = JSON.parse(body.toString()) as {
+        stream?: boolean;
+        stream_options?: { include_usage?: boolean };
+      };
+      const model = script.model ?? 'gpt-4.1';
+      const usage = { prompt_tokens: script.input ?? 0, completion_tokens: script.output ?? 1 };
+      if (request.stream !== true) {
+        res.writeHead(200, { 'content-type': 'application/json' });
+        res.end(JSON.stringify({ object: 'chat.completion', model, choices: [], usage }));
+        return;
+      }
+      res.writeHead(200, { 'content-type': 'text/event-stream' });
+      const chunk = (e: Record<string, unknown>) => res.write(`data: ${JSON.stringify({ model, ...e })}\n\n`);
+      chunk({ choices: [{ index: 0, delta: { content: 'hi' } }], usage: null });
+      if (request.stream_options?.include_usage === true) chunk({ choices: [], usage });
+      res.end('data: [DONE]\n\n');
       return;
     }
     if (req.url === '/v1/responses') {
@@ -156,7 +178,18 @@ function budget(limitUsd?: number, onExceeded?: () => void): SpendBudget {
 }
 
 /** One call to the Anthropic API from the box, with its placeholder (or `key`). */
-function call(script: Script, options: { path?: string; method?: string; key?: string; host?: string } = {}) {
+function call(
+  script: Script,
+  options: {
+    path?: string;
+    method?: string;
+    key?: string;
+    host?: string;
+    /** Merged into the request's JSON body. */
+    request?: Record<string, unknown>;
+    gzip?: boolean;
+  } = {},
+) {
   const host = options.host ?? 'api.anthropic.com';
   const openai = host === 'api.openai.com';
   const key = options.key ?? h.box.env[openai ? 'OPENAI_API_KEY' : 'ANTHROPIC_API_KEY']!;
@@ -166,10 +199,28 @@ function call(script: Script, options: { path?: string; method?: string; key?: s
     headers: {
       ...(openai ? { authorization: `Bearer ${key}` } : { 'x-api-key': key }),
       'content-type': 'application/json',
+      ...(options.gzip === true ? { 'content-encoding': 'gzip' } : {}),
     },
-    ...(options.method === 'GET' ? {} : { body: JSON.stringify({ model: SONNET, stream: true, script }) }),
+    ...(options.method === 'GET' ? {} : { body: requestBody(script, options) }),
   });
 }
+
+function requestBody(script: Script, options: { request?: Record<string, unknown>; gzip?: boolean }) {
+  const json = JSON.stringify({ model: SONNET, stream: true, script, ...options.request });
+  return options.gzip === true ? gzipSync(json) : json;
+}
+
+/** A Chat Completions call; streamed with its usage asked for unless `request` says otherwise. */
+function chat(script: Script, request: Record<string, unknown> = {}, gzip = false) {
+  return call(script, {
+    host: 'api.openai.com',
+    path: '/v1/chat/completions',
+    request: { model: 'gpt-4.1', stream_options: { include_usage: true }, ...request },
+    gzip,
+  });
+}
+
+const chatsSeen = () => api.seen.filter((e) => e.url === '/v1/chat/completions').length;
 
 const messagesSeen = () => api.seen.filter((e) => e.url.startsWith('/v1/messages')).length;
 
@@ -257,7 +308,7 @@ describe('spend metering in the gateway', () => {
     for (const [path, host] of [
       ['/v1/messages/batches', 'api.anthropic.com'],
       ['/v1/complete', 'api.anthropic.com'],
-      ['/v1/chat/completions', 'api.openai.com'],
+      ['/v1/completions', 'api.openai.com'],
     ] as const) {
       const r = await call({}, { path, host });
       expect(r.status, path).toBe(403);
@@ -278,6 +329,57 @@ describe('spend metering in the gateway', () => {
     expect(passed).toBe(1);
     const refused = await responses(1);
     expect([refused.status, refused.headers['x-agentbox-deny']]).toEqual([403, 'budget_exceeded']);
+  });
+
+  it('OpenAI Chat Completions calls are priced from their usage, streamed or not, and held to a limit', async () => {
+    let passed = 0;
+    const limited = budget(0.5, () => passed++);
+    // gpt-4.1: $2 per million input tokens
+    const streamed = await chat({ input: 100_000, output: 10 });
+    expect([streamed.status, streamed.body]).toEqual([
+      200,
+      expect.stringContaining('"usage":{"prompt_tokens"'),
+    ]);
+    await until(() => limited.spentUsd > 0);
+    expect(limited.spentUsd).toBeCloseTo((100_000 * 2 + 10 * 8) / 1e6, 9);
+    const whole = await chat({ input: 100_000, output: 10 }, { stream: false, stream_options: undefined });
+    expect(whole.status).toBe(200);
+    await until(() => limited.spentUsd > 0.4);
+    expect(passed).toBe(0);
+    // a gzip-coded request is read the same (and sent as it came)
+    expect((await chat({ input: 100_000 }, {}, true)).status).toBe(200);
+    await until(() => passed === 1);
+    expect(api.seen.at(-1)?.headers['content-encoding']).toBe('gzip');
+    const refused = await chat({ input: 1 });
+    expect([refused.status, refused.headers['x-agentbox-deny']]).toEqual([403, 'budget_exceeded']);
+  });
+
+  it('under a limit, a streamed Chat Completions call that does not ask for its usage is refused before the API sees it', async () => {
+    budget(5);
+    const before = chatsSeen();
+    for (const request of [{ stream_options: undefined }, { stream_options: { include_usage: false } }]) {
+      const r = await chat({ input: 1 }, request);
+      expect([r.status, r.headers['x-agentbox-deny']]).toEqual([403, 'budget_unmetered']);
+      expect(r.body).toContain('include_usage');
+    }
+    const broken = await call(
+      {},
+      { host: 'api.openai.com', path: '/v1/chat/completions', gzip: true, request: {} },
+    );
+    expect(broken.status).toBe(403); // gzip-coded, but its JSON asks no usage of a stream
+    expect(chatsSeen()).toBe(before);
+    expect(h.audit.records.filter((r) => r.code === 'budget_unmetered').at(-1)?.reason).toContain(
+      'POST /v1/chat/completions cannot be priced',
+    );
+  });
+
+  it('counted without a limit, a Chat Completions stream without usage passes, its output counted from its text', async () => {
+    const count = budget();
+    const r = await chat({ input: 100_000 }, { stream_options: undefined });
+    expect(r.status).toBe(200);
+    // 'hi': one output token at $8 per million; the prompt, never reported, is not counted
+    expect(count.spentUsd).toBeCloseTo(8 / 1e6, 12);
+    expect(count.exceeded).toBeUndefined();
   });
 
   it("a call without the box's placeholder (its own key) is not the host's money: not metered", async () => {

@@ -1,5 +1,7 @@
 import { describe, expect, it } from 'vitest';
 import {
+  ChatCompletionsUsageReader,
+  chatRequestUnpriced,
   classifyModelCall,
   costOfCall,
   MAX_JSON_ANSWER_BYTES,
@@ -140,7 +142,10 @@ describe('classifyModelCall', () => {
     ['DELETE', '/v1/files/f1', anthropic, 'unmetered'],
     ['POST', '/v1/responses', ['OPENAI_API_KEY'], 'responses'],
     ['POST', '/v1/responses/', ['OPENAI_API_KEY'], 'responses'],
-    ['POST', '/v1/chat/completions', ['OPENAI_API_KEY'], 'unmetered'],
+    ['POST', '/v1/chat/completions', ['OPENAI_API_KEY'], 'chat'],
+    ['POST', '/v1//chat/completions/', ['OPENAI_API_KEY'], 'chat'],
+    ['POST', '/v1/chat/completions', ['ANTHROPIC_API_KEY'], 'unmetered'],
+    ['POST', '/v1/completions', ['OPENAI_API_KEY'], 'unmetered'],
     ['POST', '/v1/responses/resp_1/cancel', ['OPENAI_API_KEY'], 'unmetered'],
     ['POST', '/v1/responses', ['ANTHROPIC_API_KEY'], 'unmetered'],
     ['POST', '/v1/messages', ['ANTHROPIC_API_KEY', 'OPENAI_API_KEY'], 'unmetered'],
@@ -283,6 +288,89 @@ describe('MessagesUsageReader', () => {
     const failed = new ResponsesUsageReader('text/event-stream');
     failed.push(Buffer.from(sse([{ type: 'error', code: 'server_error', message: 'x' }])));
     expect(failed.end()).toMatchObject({ usageSeen: false, failed: true });
+  });
+
+  it('reads an OpenAI Chat Completions stream: the model, then the usage on its last chunk', () => {
+    const reader = new ChatCompletionsUsageReader('text/event-stream');
+    const chunk = (delta: Record<string, unknown>, usage: unknown = null) =>
+      `data: ${JSON.stringify({ object: 'chat.completion.chunk', model: 'gpt-4.1', choices: [{ index: 0, delta }], usage })}\n\n`;
+    reader.push(
+      Buffer.from(
+        chunk({ content: 'x'.repeat(150) }) +
+          chunk({ tool_calls: [{ function: { arguments: 'y'.repeat(150) } }] }),
+      ),
+    );
+    expect(reader.reading()).toMatchObject({
+      model: 'gpt-4.1',
+      usageSeen: false,
+      usage: { outputTokens: 100 },
+    });
+    const usage = {
+      prompt_tokens: 1000,
+      prompt_tokens_details: { cached_tokens: 600, audio_tokens: 100 },
+      completion_tokens: 80,
+      completion_tokens_details: { reasoning_tokens: 20, audio_tokens: 30 },
+    };
+    reader.push(
+      Buffer.from(
+        `${chunk({}, usage).replace('"choices":[{"index":0,"delta":{}}]', '"choices":[]')}data: [DONE]\n\n`,
+      ),
+    );
+    const reading = reader.end();
+    expect(reading).toEqual({
+      model: 'gpt-4.1',
+      usageSeen: true,
+      failed: false,
+      final: true,
+      usage: {
+        ...NO_USAGE,
+        inputTokens: 300,
+        cacheReadTokens: 600,
+        audioInputTokens: 100,
+        outputTokens: 50,
+        audioOutputTokens: 30,
+      },
+    });
+    // gpt-4.1: $2 in, $0.5 cached, $8 out; audio at $40 in, $80 out
+    const expected = (300 * 2 + 600 * 0.5 + 50 * 8 + 100 * 40 + 30 * 80) / 1e6;
+    expect(costOfCall(reading.model, reading.usage, undefined, 'openai')).toBeCloseTo(expected, 12);
+  });
+
+  it('Chat Completions: a JSON answer is read; a stream without usage is unread; an error chunk is failed', () => {
+    const json = new ChatCompletionsUsageReader('application/json');
+    json.push(
+      Buffer.from(
+        '{"object":"chat.completion","model":"gpt-4o","usage":{"prompt_tokens":9,"completion_tokens":4}}',
+      ),
+    );
+    expect(json.end()).toMatchObject({
+      usageSeen: true,
+      final: true,
+      usage: { inputTokens: 9, outputTokens: 4 },
+    });
+    const bare = new ChatCompletionsUsageReader('text/event-stream');
+    bare.push(
+      Buffer.from('data: {"model":"gpt-4o","choices":[{"delta":{"content":"abcdef"}}]}\n\ndata: [DONE]\n\n'),
+    );
+    expect(bare.end()).toMatchObject({ usageSeen: false, failed: false, usage: { outputTokens: 2 } });
+    const failed = new ChatCompletionsUsageReader('text/event-stream');
+    failed.push(Buffer.from('data: {"error":{"message":"overloaded","type":"server_error"}}\n\n'));
+    expect(failed.end()).toMatchObject({ usageSeen: false, failed: true });
+  });
+
+  it.each([
+    ['{"model":"gpt-4o","messages":[]}', undefined],
+    ['{"stream":false}', undefined],
+    ['{"stream":true,"stream_options":{"include_usage":true}}', undefined],
+    ['{"stream":true}', 'include_usage'],
+    ['{"stream":true,"stream_options":{"include_usage":false}}', 'include_usage'],
+    ['{"stream":true,"stream_options":null}', 'include_usage'],
+    ['[1]', 'not a JSON object'],
+    ['{"stream":tru', 'not JSON'],
+  ])('a Chat Completions request %s is priced unless: %s', (body, why) => {
+    const unpriced = chatRequestUnpriced(Buffer.from(body));
+    if (why === undefined) expect(unpriced).toBeUndefined();
+    else expect(unpriced).toContain(why);
   });
 
   it('a stream with no message_start has not shown its usage', () => {
