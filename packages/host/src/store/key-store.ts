@@ -308,8 +308,14 @@ export function createKeyStore(db: Db, clock: () => number = Date.now) {
       const row = byHash.get(hashKey(secret));
       if (!row || row.revoked_at !== null) return undefined;
       const now = clock();
-      if (row.last_used_at === null || now - row.last_used_at > LAST_USED_RESOLUTION_MS)
-        touch.run(now, row.id);
+      if (row.last_used_at === null || now - row.last_used_at > LAST_USED_RESOLUTION_MS) {
+        try {
+          touch.run(now, row.id);
+        } catch (err) {
+          // Bookkeeping: a full disk must not lock every key out of the API that frees it.
+          if ((err as { code?: unknown }).code !== 'SQLITE_FULL') throw err;
+        }
+      }
       return { keyId: row.id, scope: row.scope, grants: grantsOfRow(row) };
     },
 
