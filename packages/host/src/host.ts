@@ -305,6 +305,7 @@ export function createHost(options: HostOptions) {
       log.info(reconciled, 'reconciled boxes with live VMs');
       templates?.start();
       boxes.startIdlePolicy();
+      boxes.startDiskGuard();
       boxes.startEgressKeyCheck(options.keyCheckIntervalMs ?? KEY_CHECK_INTERVAL_MS);
       const recovered = await tasks.recover(leftTasks);
       if (recovered.failed.length + recovered.requeued.length > 0) log.info(recovered, 'recovered tasks');

@@ -80,6 +80,14 @@ export interface VmRestoreInfo {
   guest: RestoreResult;
 }
 
+/** A VM's writable disk as the host holds it. */
+export interface VmDiskUse {
+  /** Bytes the disk file takes on the host's filesystem (it grows as the guest fills its disk). */
+  allocatedBytes: number;
+  /** The hypervisor stopped the guest because a write to its disk found the host's filesystem full. */
+  stalled: boolean;
+}
+
 export interface VmExit {
   code: number | null;
   signal: string | null;
@@ -119,6 +127,8 @@ export interface Vm {
   hibernate(): Promise<{ stateBytes: number; ms: number }>;
   /** Set once start() restored from a snapshot. */
   readonly restoreInfo?: VmRestoreInfo | undefined;
+  /** The disk's use of the host's filesystem; undefined when there is no disk file (yet). */
+  diskUse?(): VmDiskUse | undefined;
 }
 
 export interface VmBackend {

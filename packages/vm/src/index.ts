@@ -36,6 +36,7 @@ export {
   type VmBackend,
   type VmSpec,
   type VmState,
+  type VmDiskUse,
   type VmExit,
   type VmResources,
   type VmShare,

@@ -19,6 +19,17 @@ export interface BoxSession {
   chain: Promise<unknown>;
   /** Wakes in a row that failed both ways (snapshot and disk) while the box kept its disk. */
   wakeFailures?: { count: number; since: number };
+  /** Paused by the disk guard (the host short of disk space): stays paused until it releases it. */
+  diskHeld?: boolean;
+}
+
+/** What a request to a box the disk guard holds is told (a user key learns no host figures). */
+function diskHeldError(id: string): AgentboxError {
+  return new AgentboxError(
+    'capacity_exhausted',
+    `box ${id} is paused: this host is short of disk space; it runs again by itself once space is freed`,
+    { details: { scope: 'host', resource: 'disk' } },
+  );
 }
 
 /**
@@ -153,10 +164,14 @@ export function createBoxPower(ctx: PowerContext) {
     });
   }
 
-  /** paused → running, or hibernated → running (woken from its snapshot, or booted from its disk). */
-  function resume(id: string, reason: string): Promise<BoxRecord> {
+  /**
+   * paused → running, or hibernated → running (woken from its snapshot, or booted from its disk).
+   * Refused while the disk guard holds the box, unless it is the guard releasing it.
+   */
+  function resume(id: string, reason: string, options: { diskRelease?: boolean } = {}): Promise<BoxRecord> {
     return serialize(id, async () => {
       const box = store.get(id)!;
+      if (sessions.get(id)?.diskHeld && !options.diskRelease) throw diskHeldError(id);
       if (box.state === 'running') return box;
       if (box.state === 'hibernated') return wake(box, reason);
       if (box.state !== 'paused')
@@ -189,6 +204,8 @@ export function createBoxPower(ctx: PowerContext) {
           details: { state: box.state },
         });
       const session = sessionWithVm(box);
+      // A snapshot resumes the guest first and is written to the disk that is short.
+      if (session.diskHeld) throw diskHeldError(id);
       const busy = session.leases + session.vm.guest.activeCalls;
       if (busy > 0 && !options.idle)
         throw new AgentboxError('invalid_state', `box ${id} is in use (${busy} calls or streams open)`);
@@ -311,8 +328,39 @@ export function createBoxPower(ctx: PowerContext) {
   /** The box running, whatever it was (paused, hibernated); for a lease. */
   function awake(id: string): Promise<BoxRecord> {
     const box = store.get(id);
-    if (box?.state === 'running' && !sessions.get(id)?.egressPending) return Promise.resolve(box);
+    const session = sessions.get(id);
+    if (session?.diskHeld) return Promise.reject(diskHeldError(id));
+    if (box?.state === 'running' && !session?.egressPending) return Promise.resolve(box);
     return resume(id, 'used');
+  }
+
+  /**
+   * The disk guard's hold: the box is paused (its guest writes no more to the host's disk) and
+   * requests to it are refused until `releaseDisk`. Held at once, so a request racing the pause
+   * cannot resume it.
+   */
+  async function holdForDisk(id: string, reason: string): Promise<void> {
+    const session = sessions.get(id);
+    const state = store.get(id)?.state;
+    if (!session?.vm || session.diskHeld || (state !== 'running' && state !== 'paused')) return;
+    session.diskHeld = true;
+    log.warn({ boxId: id, reason }, 'box held by the disk guard');
+    if (state === 'running') await pause(id, reason);
+  }
+
+  async function releaseDisk(id: string, reason: string): Promise<void> {
+    const session = sessions.get(id);
+    if (!session?.diskHeld) return;
+    const vm = session.vm;
+    if (store.get(id)?.state === 'paused') {
+      await resume(id, reason, { diskRelease: true });
+    } else if (vm?.state === 'running' && vm.diskUse?.()?.stalled) {
+      // QEMU stopped it by itself and the hold's pause never went through: `cont` retries its write.
+      await vm.pause();
+      await vm.resume();
+    }
+    session.diskHeld = false;
+    log.info({ boxId: id, reason }, 'box released by the disk guard');
   }
 
   /**
@@ -324,7 +372,7 @@ export function createBoxPower(ctx: PowerContext) {
     const nowPerf = performance.now();
     for (const [id, session] of sessions) {
       const vm = session.vm;
-      if (!vm || session.leases > 0) continue;
+      if (!vm || session.leases > 0 || session.diskHeld) continue;
       if (vm.state === 'running' && settings.pauseAfterMs > 0) {
         const idle =
           vm.guest.activeCalls === 0 &&
@@ -349,7 +397,7 @@ export function createBoxPower(ctx: PowerContext) {
     }
   }
 
-  return { pause, resume, hibernate, awake, checkIdle, serialize, sessionOf };
+  return { pause, resume, hibernate, awake, holdForDisk, releaseDisk, checkIdle, serialize, sessionOf };
 }
 
 export type BoxPower = ReturnType<typeof createBoxPower>;

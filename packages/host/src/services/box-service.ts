@@ -27,6 +27,7 @@ import { grantsOf, type Actor, type KeyStore } from '../store/key-store.js';
 import { createBoxLeases } from './box-leases.js';
 import { createBoxPower, DEFAULT_IDLE, type BoxSession, type IdleSettings } from './box-power.js';
 import { createReconciler } from './box-reconcile.js';
+import { diskGuardPass, type GuardedBox } from './disk-guard.js';
 import type { BoxTemplates, WarmVm } from './box-templates.js';
 import { WORKSPACE } from './paths.js';
 import { within } from './within.js';
@@ -247,6 +248,7 @@ export function createBoxService(deps: BoxServiceDeps) {
   const deleteWaitMs = deps.deleteWaitMs ?? DELETE_WAIT_MS;
   let idleTimer: NodeJS.Timeout | undefined;
   let keyCheckTimer: NodeJS.Timeout | undefined;
+  let diskGuardTimer: NodeJS.Timeout | undefined;
   /** The policy each box's gateway session was last given (JSON), so a sweep changes only what moved. */
   const enforced = new Map<string, string>();
 
@@ -501,6 +503,45 @@ export function createBoxService(deps: BoxServiceDeps) {
 
   /** A hibernation writes the guest's RAM to the disk: not while it is short (the box stays paused). */
   const idlePass = () => power.checkIdle(idle, canHibernate && diskShort() === undefined);
+
+  /** Each live box's disk file size at the disk guard's last pass. */
+  const diskSizes = new Map<string, number>();
+
+  /** One pass of the disk guard (see disk-guard.ts). */
+  function diskGuard(): void {
+    const boxes: GuardedBox[] = [];
+    for (const [id, session] of sessions) {
+      const disk = session.vm?.diskUse?.();
+      if (disk === undefined || reconciling.has(id)) continue;
+      boxes.push({
+        id,
+        state: store.get(id)?.state ?? 'deleted',
+        held: session.diskHeld === true,
+        disk,
+        lastAllocatedBytes: diskSizes.get(id),
+      });
+    }
+    diskSizes.clear();
+    for (const box of boxes) diskSizes.set(box.id, box.disk!.allocatedBytes);
+    const reserve = deps.limits.minFreeDiskBytes ?? 0;
+    const { hold, release } = diskGuardPass({
+      freeBytes: deps.freeDiskBytes?.(),
+      reserveBytes: reserve,
+      boxes,
+    });
+    for (const id of hold)
+      void power
+        .holdForDisk(id, 'the host is short of disk space')
+        .catch((err: unknown) =>
+          log.warn({ boxId: id, err: messageOf(err) }, 'could not hold a box for disk'),
+        );
+    for (const id of release)
+      void power
+        .releaseDisk(id, 'host disk space freed')
+        .catch((err: unknown) =>
+          log.warn({ boxId: id, err: messageOf(err) }, 'could not release a box held for disk'),
+        );
+  }
 
   /**
    * A box writes to the host's disk as its guest fills its own, and a full host disk stops every
@@ -857,6 +898,14 @@ export function createBoxService(deps: BoxServiceDeps) {
     },
     /** One pass of the idle policy now (tests). */
     checkIdle: idlePass,
+    /** One pass of the disk guard now (tests). */
+    checkDisk: diskGuard,
+    /** Starts the disk guard: boxes filling the host's disk reserve are paused until space is freed. */
+    startDiskGuard(everyMs = 1_000): void {
+      if (diskGuardTimer || !deps.freeDiskBytes) return;
+      diskGuardTimer = setInterval(diskGuard, everyMs);
+      diskGuardTimer.unref();
+    },
     /**
      * Holds every live box's egress to its key every `intervalMs`: a grant taken back (`agentbox
      * keys update`, another process) or a key revoked reaches the boxes' open connections too.
@@ -880,6 +929,8 @@ export function createBoxService(deps: BoxServiceDeps) {
       idleTimer = undefined;
       clearInterval(keyCheckTimer);
       keyCheckTimer = undefined;
+      clearInterval(diskGuardTimer);
+      diskGuardTimer = undefined;
       await deps.templates?.close();
     },
   };

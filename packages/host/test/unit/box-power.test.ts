@@ -4,8 +4,9 @@ import path from 'node:path';
 import { afterEach, describe, expect, it } from 'vitest';
 import type { Box, ExecResult } from '@agentbox/protocol';
 import { FakeBackend } from '@agentbox/vm/fake';
-import { processStartTime, type Vm, type VmSpec } from '@agentbox/vm';
+import { processStartTime, type Vm, type VmDiskUse, type VmSpec } from '@agentbox/vm';
 import { createBoxService, createBoxStore, openDatabase, type BoxBackend } from '../../src/index.js';
+import { DISK_RELEASE_MARGIN_BYTES } from '../../src/services/disk-guard.js';
 import { agentBundlePath, errorCode, fakeHost, type FakeHost } from '../helpers/fake-host.js';
 
 const admin = { keyId: 'admin', scope: 'admin' as const };
@@ -299,6 +300,75 @@ describe('pause, resume, hibernate and the idle policy (fake driver)', () => {
       code: 'invalid_state',
     });
     await running;
+  });
+});
+
+describe('the disk guard (fake driver)', () => {
+  const GIB = 1024 ** 3;
+
+  /** A daemon whose boxes' disk use and host free space the test sets; the guard's passes are run by hand. */
+  async function guarded() {
+    const disks = new Map<string, VmDiskUse>();
+    const host = { free: 50 * GIB };
+    const h = await start({
+      backend: new FakeBackend({ agentBundlePath, diskUse: (id) => disks.get(id) }),
+      freeDiskBytes: () => host.free,
+    });
+    return { h, disks, host };
+  }
+
+  const execCall = (h: FakeHost, id: string) =>
+    h.admin_({ method: 'POST', url: `/v1/boxes/${id}/exec?stream=false`, payload: { command: 'echo ok' } });
+
+  it('pauses the box filling the reserve, refuses requests to it, and lets it run again once space is freed', async () => {
+    const { h, disks, host } = await guarded();
+    const writer = await createBox(h);
+    const quiet = await createBox(h);
+    disks.set(writer.id, { allocatedBytes: 10_000_000, stalled: false });
+    disks.set(quiet.id, { allocatedBytes: 10_000_000, stalled: false });
+    h.host.boxes.checkDisk();
+    // The writer's disk grows past the reserve (2 GiB by default); the other box's does not.
+    disks.set(writer.id, { allocatedBytes: 60 * GIB, stalled: false });
+    host.free = GIB;
+    h.host.boxes.checkDisk();
+    await until('the writer to be paused', () => stateOf(h, writer.id) === 'paused');
+    expect(stateOf(h, quiet.id)).toBe('running');
+    expect(h.host.store.transitions(writer.id).at(-1)?.reason).toBe('the host is short of disk space');
+
+    const refused = await execCall(h, writer.id);
+    expect(refused.statusCode).toBe(429);
+    expect(errorCode(refused)).toBe('capacity_exhausted');
+    expect(refused.json<{ error: { message: string } }>().error.message).toMatch(
+      /short of disk space.*by itself/,
+    );
+    const resume = await h.admin_({ method: 'POST', url: `/v1/boxes/${writer.id}/resume` });
+    expect([resume.statusCode, errorCode(resume)]).toEqual([429, 'capacity_exhausted']);
+    expect(out(await exec(h, quiet.id, 'echo ok'))).toBe('ok\n');
+
+    // Back at the reserve is not enough: the box would fill it again at once.
+    host.free = 2 * GIB + DISK_RELEASE_MARGIN_BYTES - 1;
+    h.host.boxes.checkDisk();
+    await new Promise((r) => setTimeout(r, 100));
+    expect(stateOf(h, writer.id)).toBe('paused');
+    host.free = 3 * GIB;
+    h.host.boxes.checkDisk();
+    await until('the writer to run again', () => stateOf(h, writer.id) === 'running');
+    expect(out(await exec(h, writer.id, 'echo ok'))).toBe('ok\n');
+  });
+
+  it('holds a box QEMU stopped on a full disk, and continues it once there is room', async () => {
+    const { h, disks, host } = await guarded();
+    const box = await createBox(h);
+    host.free = 0;
+    disks.set(box.id, { allocatedBytes: 10_000_000, stalled: true });
+    h.host.boxes.checkDisk();
+    await until('the box to be held', () => stateOf(h, box.id) === 'paused');
+    expect(errorCode(await execCall(h, box.id))).toBe('capacity_exhausted');
+    host.free = 5 * GIB;
+    disks.set(box.id, { allocatedBytes: 10_000_000, stalled: false });
+    h.host.boxes.checkDisk();
+    await until('the box to run again', () => stateOf(h, box.id) === 'running');
+    expect(out(await exec(h, box.id, 'echo ok'))).toBe('ok\n');
   });
 });
 

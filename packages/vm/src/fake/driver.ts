@@ -5,7 +5,7 @@ import net from 'node:net';
 import os from 'node:os';
 import path from 'node:path';
 import { AgentboxError } from '@agentbox/protocol';
-import type { Vm, VmBackend, VmExit, VmSpec, VmState } from '../backend.js';
+import type { Vm, VmBackend, VmDiskUse, VmExit, VmSpec, VmState } from '../backend.js';
 import { GuestConnection, type GuestConnectionOptions } from '../guest-connection.js';
 
 export interface FakeBackendOptions {
@@ -14,6 +14,8 @@ export interface FakeBackendOptions {
   /** Extra agent arguments, e.g. `--protocol-version 99` to provoke a mismatch. */
   agentArgs?: string[];
   guest?: GuestConnectionOptions;
+  /** What a VM's disk takes on the host (the fake has no disk file); default: none. */
+  diskUse?: (id: string) => VmDiskUse | undefined;
 }
 
 /**
@@ -50,6 +52,10 @@ class FakeVm implements Vm {
 
   get state(): VmState {
     return this.currentState;
+  }
+
+  diskUse(): VmDiskUse | undefined {
+    return this.options.diskUse?.(this.id);
   }
 
   get pid(): number | undefined {

@@ -2,12 +2,12 @@ import fsp from 'node:fs/promises';
 import type net from 'node:net';
 import path from 'node:path';
 import { AgentboxError } from '@agentbox/protocol';
-import type { Vm, VmExit, VmState } from '../backend.js';
+import type { Vm, VmDiskUse, VmExit, VmState } from '../backend.js';
 import { GuestConnection, type GuestConnectionOptions } from '../guest-connection.js';
 import { hibernateVm } from './hibernation.js';
 import { watchConsoleLog } from './console-log.js';
 import { isSameProcess, processCmdline } from './proc.js';
-import { connectMonitor, listenUnix, waitForHello } from './host-sockets.js';
+import { BoxDisk, connectMonitor, listenUnix, waitForHello } from './host-sockets.js';
 import type { QmpClient } from './qmp.js';
 import { pauseVcpus, resumeVcpus } from './snapshot.js';
 
@@ -29,8 +29,11 @@ export interface AdoptSpec {
   pollMs?: number;
 }
 
-/** QEMU run states in which the vCPUs are stopped and the guest cannot answer until `cont`. */
-const STOPPED_RUN_STATES = new Set(['paused', 'postmigrate', 'prelaunch', 'suspended']);
+/**
+ * QEMU run states in which the vCPUs are stopped and the guest cannot answer until `cont`;
+ * `io-error`: stopped on a disk write the host's filesystem had no room for.
+ */
+const STOPPED_RUN_STATES = new Set(['paused', 'postmigrate', 'prelaunch', 'suspended', 'io-error']);
 
 /**
  * A QEMU VM started by an earlier host process. QEMU connects to our sockets as a client with
@@ -49,6 +52,7 @@ export class AdoptedQemuVm implements Vm {
   private poller: NodeJS.Timeout | undefined;
   private unwatchConsole: (() => void) | undefined;
   private gone = false;
+  private readonly disk: BoxDisk;
 
   constructor(
     private readonly spec: AdoptSpec,
@@ -57,6 +61,11 @@ export class AdoptedQemuVm implements Vm {
   ) {
     this.guest = new GuestConnection({ ...guestOptions, vmId: spec.id });
     this.exited = new Promise((resolve) => (this.resolveExited = resolve));
+    this.disk = new BoxDisk(path.join(boxDir, 'disk.qcow2'));
+  }
+
+  diskUse(): VmDiskUse | undefined {
+    return this.disk.use();
   }
 
   get id(): string {
@@ -102,7 +111,7 @@ export class AdoptedQemuVm implements Vm {
     );
     await listenUnix(this.servers, path.join(this.boxDir, 'qmp.sock'), (socket) => {
       this.qmp?.close();
-      const qmp = connectMonitor(socket, this.guest);
+      const qmp = connectMonitor(socket, this.guest, this.disk);
       this.qmp = qmp;
       qmp.on('close', () => this.check());
       for (const w of this.qmpWaiters.splice(0)) w(qmp);
@@ -120,6 +129,7 @@ export class AdoptedQemuVm implements Vm {
     try {
       const paused = this.monitor().then(async (qmp) => {
         const status = (await qmp.execute('query-status')) as { status?: string };
+        if (status.status === 'io-error') this.disk.stalled = true;
         return STOPPED_RUN_STATES.has(status.status ?? '');
       });
       const hello = waitForHello(
@@ -205,6 +215,7 @@ export class AdoptedQemuVm implements Vm {
 
   async resume(): Promise<void> {
     this.require('resume', 'paused');
+    this.disk.stalled = false; // `cont` retries the write QEMU stopped on
     await resumeVcpus(await this.monitor());
     this.currentState = 'running';
     // An adopted paused VM has not said hello to this host yet.

@@ -1,7 +1,7 @@
 import fs from 'node:fs';
 import net from 'node:net';
 import type { AgentboxError } from '@agentbox/protocol';
-import type { VmExit } from '../backend.js';
+import type { VmDiskUse, VmExit } from '../backend.js';
 import type { GuestConnection } from '../guest-connection.js';
 import { QmpClient } from './qmp.js';
 
@@ -27,11 +27,36 @@ export function listenUnix(
   });
 }
 
-/** A QMP connection from QEMU; the guest closing its port means its agent died (init restarts it). */
-export function connectMonitor(socket: net.Socket, guest: GuestConnection): QmpClient {
+/**
+ * A box's disk file. QEMU's default for a full host filesystem (`werror=enospc`) is to stop the
+ * guest and retry the write at the next `cont`: nothing is lost, but the guest hangs until then,
+ * so the host is told (BLOCK_IO_ERROR with `nospace`) and can say why.
+ */
+export class BoxDisk {
+  /** QEMU stopped the guest on a write the host's filesystem had no room for; cleared by `cont`. */
+  stalled = false;
+
+  constructor(private readonly diskPath: string) {}
+
+  use(): VmDiskUse | undefined {
+    try {
+      return { allocatedBytes: fs.statSync(this.diskPath).blocks * 512, stalled: this.stalled };
+    } catch {
+      return undefined;
+    }
+  }
+}
+
+/**
+ * A QMP connection from QEMU; the guest closing its port means its agent died (init restarts it),
+ * a write error for want of space that QEMU stopped the guest on.
+ */
+export function connectMonitor(socket: net.Socket, guest: GuestConnection, disk: BoxDisk): QmpClient {
   const qmp = new QmpClient(socket);
   qmp.on('event', (event) => {
     if (event.event === 'VSERPORT_CHANGE' && event.data?.open === false) guest.agentRestarted();
+    if (event.event === 'BLOCK_IO_ERROR' && event.data?.nospace === true && event.data.action === 'stop')
+      disk.stalled = true;
   });
   qmp.ready.catch(() => undefined);
   return qmp;

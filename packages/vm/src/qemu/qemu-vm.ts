@@ -4,13 +4,13 @@ import fs from 'node:fs';
 import type net from 'node:net';
 import path from 'node:path';
 import { AgentboxError } from '@agentbox/protocol';
-import type { Vm, VmExit, VmRestoreInfo, VmSpec, VmState } from '../backend.js';
+import type { Vm, VmDiskUse, VmExit, VmRestoreInfo, VmSpec, VmState } from '../backend.js';
 import { GuestConnection, type GuestConnectionOptions } from '../guest-connection.js';
 import { TEMPLATE_FILES } from '../template-store.js';
 import { qemuArgs, type Accel, type QemuLaunchSpec } from './args.js';
 import { watchConsoleLog } from './console-log.js';
 import { discardHibernation, hibernateVm, hibernationStatePath } from './hibernation.js';
-import { connectMonitor, listenUnix, waitForHello } from './host-sockets.js';
+import { BoxDisk, connectMonitor, listenUnix, waitForHello } from './host-sockets.js';
 import type { QmpClient } from './qmp.js';
 import { loadState, pauseVcpus, resumeVcpus, saveState } from './snapshot.js';
 
@@ -55,6 +55,7 @@ export class QemuVm implements Vm {
   private unwatchConsole: (() => void) | undefined;
   /** QEMU spawned (and a snapshot loaded): by preload() ahead of start(), or by start(). */
   private launched: Promise<void> | undefined;
+  private readonly disk: BoxDisk;
 
   constructor(
     private readonly spec: VmSpec,
@@ -65,10 +66,15 @@ export class QemuVm implements Vm {
   ) {
     this.guest = new GuestConnection({ ...options.guest, vmId: spec.id });
     this.exited = new Promise((resolve) => (this.resolveExited = resolve));
+    this.disk = new BoxDisk(this.file('disk.qcow2'));
   }
 
   get id(): string {
     return this.spec.id;
+  }
+
+  diskUse(): VmDiskUse | undefined {
+    return this.disk.use();
   }
 
   get state(): VmState {
@@ -178,7 +184,7 @@ export class QemuVm implements Vm {
       await listenUnix(this.servers, launch.guestSocketPath, (socket) => this.guest.attach(socket));
       await listenUnix(this.servers, launch.qmpSocketPath, (socket) => {
         this.qmp?.close();
-        const qmp = connectMonitor(socket, this.guest);
+        const qmp = connectMonitor(socket, this.guest, this.disk);
         this.qmp = qmp;
         for (const w of this.qmpWaiters.splice(0)) w(qmp);
       });
@@ -380,6 +386,7 @@ export class QemuVm implements Vm {
 
   async resume(): Promise<void> {
     this.require('resume', 'paused');
+    this.disk.stalled = false; // `cont` retries the write QEMU stopped on
     await resumeVcpus(await this.monitor());
     this.currentState = 'running';
     // Guest time stood still while paused.
