@@ -216,7 +216,9 @@ export function registerRoutes(
         } catch (err) {
           throw endedByDaemon(abort.signal) ?? err;
         }
-        if (result === reply || reply.sent) return reply;
+        // A handler that returned the reply (a stream) resolves with undefined once that is over, its
+        // client gone or not: what was answered stays answered.
+        if (result === reply || reply.sent || reply.raw.headersSent) return reply;
         // Revoked before the answer: whatever the handler made of its aborted signal, it is a 401.
         const ended = endedByDaemon(abort.signal);
         if (ended) throw ended;
