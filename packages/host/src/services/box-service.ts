@@ -494,11 +494,13 @@ export function createBoxService(deps: BoxServiceDeps) {
     }
   }
 
+  /** What the boxes' filesystem keeps free (serve --min-free-disk-gib); 0: no reserve. */
+  const diskReserve = deps.limits.minFreeDiskBytes ?? 0;
+
   /** The free bytes of the boxes' filesystem when under its reserve; undefined: room (or unknown). */
   function diskShort(): number | undefined {
-    const min = deps.limits.minFreeDiskBytes ?? 0;
-    const free = min > 0 ? deps.freeDiskBytes?.() : undefined;
-    return free !== undefined && free < min ? free : undefined;
+    const free = diskReserve > 0 ? deps.freeDiskBytes?.() : undefined;
+    return free !== undefined && free < diskReserve ? free : undefined;
   }
 
   /** A hibernation writes the guest's RAM to the disk: not while it is short (the box stays paused). */
@@ -523,10 +525,9 @@ export function createBoxService(deps: BoxServiceDeps) {
     }
     diskSizes.clear();
     for (const box of boxes) diskSizes.set(box.id, box.disk!.allocatedBytes);
-    const reserve = deps.limits.minFreeDiskBytes ?? 0;
     const { hold, release } = diskGuardPass({
       freeBytes: deps.freeDiskBytes?.(),
-      reserveBytes: reserve,
+      reserveBytes: diskReserve,
       boxes,
     });
     for (const id of hold)
@@ -548,7 +549,6 @@ export function createBoxService(deps: BoxServiceDeps) {
    * box (QEMU pauses a VM on ENOSPC) and the store: below the reserve, no box is made.
    */
   function checkHostDisk(actor: Actor): void {
-    const min = deps.limits.minFreeDiskBytes ?? 0;
     const free = diskShort();
     if (free === undefined) return;
     // A user key learns that the host is short, not how much disk it has (as with the box count).
@@ -560,9 +560,9 @@ export function createBoxService(deps: BoxServiceDeps) {
     const gib = (bytes: number) => (bytes / 1024 ** 3).toFixed(1);
     throw new AgentboxError(
       'capacity_exhausted',
-      `this host has ${gib(free)} GiB of disk free, under the ${gib(min)} GiB it keeps free ` +
+      `this host has ${gib(free)} GiB of disk free, under the ${gib(diskReserve)} GiB it keeps free ` +
         '(serve --min-free-disk-gib); delete boxes or free disk space',
-      { details: { scope: 'host', resource: 'disk', freeBytes: free, minFreeBytes: min } },
+      { details: { scope: 'host', resource: 'disk', freeBytes: free, minFreeBytes: diskReserve } },
     );
   }
 
