@@ -8,7 +8,13 @@ import { chromium, type Browser, type Page } from 'playwright-core';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import type { ApiKey, Box, EgressAuditRecord } from '@agentbox/protocol';
 import { agentboxHome, processesMentioning } from '@agentbox/vm';
-import { client, leftoversIn, startDaemon, type Daemon } from '../../../host/test/helpers/daemon.js';
+import {
+  client,
+  deleteAllBoxes,
+  leftoversIn,
+  startDaemon,
+  type Daemon,
+} from '../../../host/test/helpers/daemon.js';
 
 const ROOT = fileURLToPath(new URL('../../../../', import.meta.url));
 const DIST = path.join(ROOT, 'packages/dashboard/dist');
@@ -112,12 +118,7 @@ describe('the web dashboard in Chromium against a real daemon', () => {
 
   afterAll(async () => {
     await browser?.close();
-    if (api) {
-      const list = await api('GET', '/v1/boxes').catch(() => undefined);
-      if (list?.ok)
-        for (const b of ((await list.json()) as { boxes: Box[] }).boxes)
-          await api('DELETE', `/v1/boxes/${b.id}`);
-    }
+    if (api) await deleteAllBoxes(api);
     if (daemon) {
       daemon.process.kill('SIGTERM');
       await daemon.exited;

@@ -6,7 +6,7 @@ import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import type { Box, ExecResult } from '@agentbox/protocol';
 import { sharedRuntime } from '../../../../test/helpers.js';
 import { DEFAULT_BOX_RESOURCES } from '../../src/index.js';
-import { client, leftoversIn, startDaemon, type Daemon } from '../helpers/daemon.js';
+import { client, startDaemon, stopDaemonClean, type Daemon } from '../helpers/daemon.js';
 
 const MIB = 1024 ** 2;
 const WRITE_BYTES = 400_000_000;
@@ -34,14 +34,7 @@ describe('agentbox serve: the disk guard against a box filling the host', () => 
   });
 
   afterAll(async () => {
-    const list = await api('GET', '/v1/boxes').catch(() => undefined);
-    if (list?.ok) {
-      for (const b of ((await list.json()) as { boxes: Box[] }).boxes)
-        await api('DELETE', `/v1/boxes/${b.id}`);
-    }
-    daemon.process.kill('SIGTERM');
-    expect(await daemon.exited).toBe(0);
-    expect(leftoversIn(dataDir)).toEqual({ processes: [], dirs: [] });
+    await stopDaemonClean(daemon, api, dataDir);
     execFileSync('umount', [dataDir]);
     fs.rmSync(dataDir, { recursive: true, force: true });
   });

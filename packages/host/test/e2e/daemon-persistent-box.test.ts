@@ -7,7 +7,7 @@ import type { Box, ExecResult } from '@agentbox/protocol';
 import { sharedRuntime } from '../../../../test/helpers.js';
 import { processesMentioning } from '@agentbox/vm';
 import { DEFAULT_BOX_RESOURCES } from '../../src/index.js';
-import { CLI, client, leftoversIn, standbyDirsIn, startDaemon, type Daemon } from '../helpers/daemon.js';
+import { CLI, client, standbyDirsIn, startDaemon, stopDaemonClean, type Daemon } from '../helpers/daemon.js';
 
 const unb64 = (s: string) => Buffer.from(s, 'base64').toString();
 const USER = 'e2e-persistent-user';
@@ -51,14 +51,7 @@ describe('agentbox serve: the persistent user box across idle, hibernate and dae
   });
 
   afterAll(async () => {
-    const list = await api('GET', '/v1/boxes').catch(() => undefined);
-    if (list?.ok) {
-      for (const b of ((await list.json()) as { boxes: Box[] }).boxes)
-        await api('DELETE', `/v1/boxes/${b.id}`);
-    }
-    daemon.process.kill('SIGTERM');
-    expect(await daemon.exited).toBe(0);
-    expect(leftoversIn(dataDir)).toEqual({ processes: [], dirs: [] });
+    await stopDaemonClean(daemon, api, dataDir);
     fs.rmSync(dataDir, { recursive: true, force: true });
   });
 

@@ -3,7 +3,7 @@ import os from 'node:os';
 import path from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import type { Box, ExecEvent, ExecResult } from '@agentbox/protocol';
-import { client, leftoversIn, startDaemon, type Daemon } from '../helpers/daemon.js';
+import { client, leftoversIn, startDaemon, stopDaemonClean, type Daemon } from '../helpers/daemon.js';
 
 const b64 = (s: string) => Buffer.from(s).toString('base64');
 const NO_IDLE = ['--idle-pause-seconds', '0'];
@@ -35,14 +35,7 @@ describe('agentbox serve with real VMs', () => {
 
   afterAll(async () => {
     // Whatever happened above: delete every box through the API, stop the daemon, check for orphans.
-    const list = await api('GET', '/v1/boxes').catch(() => undefined);
-    if (list?.ok) {
-      for (const box of ((await list.json()) as { boxes: Box[] }).boxes)
-        await api('DELETE', `/v1/boxes/${box.id}`);
-    }
-    daemon.process.kill('SIGTERM');
-    expect(await daemon.exited).toBe(0);
-    expect(leftoversIn(dataDir)).toEqual({ processes: [], dirs: [] });
+    await stopDaemonClean(daemon, api, dataDir);
     fs.rmSync(dataDir, { recursive: true, force: true });
   });
 

@@ -2,6 +2,8 @@ import { spawn, type ChildProcess } from 'node:child_process';
 import fs from 'node:fs';
 import path from 'node:path';
 import { fileURLToPath } from 'node:url';
+import { expect } from 'vitest';
+import type { Box } from '@agentbox/protocol';
 import { processesMentioning } from '@agentbox/vm';
 import { E2E_IMAGE_ENV } from '../../../../test/e2e-image.js';
 
@@ -105,6 +107,26 @@ export function leftoversIn(
     processes: pids.filter((pid) => !sparedPids.has(pid) && fs.existsSync(`/proc/${pid}`)),
     dirs: dirs.filter((id) => !spared.has(id) && fs.existsSync(path.join(boxes, id))),
   };
+}
+
+/** Deletes every box the client's key sees (whatever a test left); nothing if the daemon is gone. */
+export async function deleteAllBoxes(api: ReturnType<typeof client>): Promise<void> {
+  const list = await api('GET', '/v1/boxes').catch(() => undefined);
+  if (!list?.ok) return;
+  for (const box of ((await list.json()) as { boxes: Box[] }).boxes)
+    await api('DELETE', `/v1/boxes/${box.id}`);
+}
+
+/** Ends a test's daemon: its boxes deleted, SIGTERM, then it must exit 0 and leave no VM or box dir. */
+export async function stopDaemonClean(
+  daemon: Daemon,
+  api: ReturnType<typeof client>,
+  dataDir: string,
+): Promise<void> {
+  await deleteAllBoxes(api);
+  daemon.process.kill('SIGTERM');
+  expect(await daemon.exited).toBe(0);
+  expect(leftoversIn(dataDir)).toEqual({ processes: [], dirs: [] });
 }
 
 export function client(url: string, key: string) {
