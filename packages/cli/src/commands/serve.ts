@@ -267,7 +267,23 @@ export async function serve(
   starting.catch(() => undefined); // awaited below, once listening
   const address = await host.app.listen({ host: options.host, port: options.port });
   if (leftBoxes > 0) out.write(`agentbox: listening on ${address}; re-adopting ${leftBoxes} boxes\n`);
-  const reconciled = await starting;
+  let reconciled: Awaited<typeof starting>;
+  try {
+    reconciled = await starting;
+  } catch (err) {
+    // A daemon that cannot take back what the last one left ends (its boxes are left as they are
+    // for the next start) rather than serve half-started; the adopted VMs' sockets would keep it up.
+    await host.close(0).catch(() => undefined);
+    logger.flush();
+    setTimeout(() => process.exit(), 200);
+    const full = (err as { code?: unknown }).code === 'SQLITE_FULL';
+    throw new AgentboxError(
+      'internal',
+      full
+        ? `the filesystem of ${dataDir} is full, so the daemon cannot record its boxes: free disk space there and start it again (the boxes were left as they are)`
+        : `could not take back the boxes an earlier daemon left: ${err instanceof Error ? err.message : String(err)}`,
+    );
+  }
   out.write(
     `agentbox: serving on ${address} (accel ${accel.accel}; data ${dataDir}; ` +
       `${reconciled.adopted.length} boxes re-adopted, ${reconciled.failed.length} failed, ` +

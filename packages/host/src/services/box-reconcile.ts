@@ -1,6 +1,7 @@
 import fs from 'node:fs';
 import type { Vm } from '@agentbox/vm';
 import type { BoxRecord, BoxStore } from '../store/box-store.js';
+import { isStoreError } from '../store/db.js';
 import type { BoxSession } from './box-power.js';
 import type { BoxLogger, BoxServiceDeps } from './box-service.js';
 
@@ -118,6 +119,9 @@ export function createReconciler(ctx: ReconcileContext) {
         result.adopted.push(box.id);
         log.info({ boxId: box.id, pid: box.pid, paused }, 'box re-adopted');
       } catch (err) {
+        // The store failing to record it (a full disk) says nothing of the VM: the box is kept,
+        // and the daemon's start fails with the store's error.
+        if (isStoreError(err)) throw err;
         await lost(`could not re-adopt the VM: ${messageOf(err)}`);
       }
     };

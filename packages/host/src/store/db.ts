@@ -8,6 +8,11 @@ export type Db = Database.Database;
 
 export const DB_FILE = 'agentbox.db';
 
+/** An error of the store itself (a full disk, a locked or broken file), not of what it was asked. */
+export function isStoreError(err: unknown): boolean {
+  return err instanceof Database.SqliteError;
+}
+
 /** Applies the migrations not yet recorded; refuses a database written by a newer agentbox. */
 export function migrate(db: Db, migrations: readonly Migration[] = MIGRATIONS): number[] {
   db.exec(`CREATE TABLE IF NOT EXISTS schema_migrations (

@@ -135,6 +135,29 @@ describe('reconciler: the store against live VM processes on daemon start', () =
     db.close();
   });
 
+  it('a store that cannot record a re-adopted VM fails the start, not the box: its VM and files are kept', async () => {
+    const vm = {
+      id: 'box-0000000007',
+      state: 'paused', // as QEMU stopped on a full disk (io-error) is found
+      pid: process.pid,
+      exited: new Promise(() => undefined),
+      guest: {},
+    } as unknown as Vm;
+    const { store, boxes, record, killed, db } = setup({ adopt: () => Promise.resolve(vm) });
+    const dir = record('box-0000000007', 'running', process.pid, processStartTime(process.pid)!);
+    // The store cannot record it (as on a full disk); it could still record a failure.
+    db.exec(
+      `CREATE TRIGGER full BEFORE UPDATE ON boxes WHEN NEW.state = 'paused'
+       BEGIN SELECT RAISE(FAIL, 'database or disk is full'); END`,
+    );
+    await expect(boxes.reconcile()).rejects.toThrow('database or disk is full');
+    db.exec('DROP TRIGGER full');
+    expect(store.get('box-0000000007')?.state).toBe('running');
+    expect(fs.existsSync(dir)).toBe(true);
+    expect(killed).toEqual([]);
+    db.close();
+  });
+
   it("takes a re-adopted box's env from the host's copy, not from what its guest rewrote", async () => {
     const vm = {
       id: 'box-0000000006',
