@@ -23,6 +23,11 @@ export interface BoxSession {
   diskHeld?: boolean;
 }
 
+/** The disk guard holds the box's VM (a hold ends with the VM: a box woken or booted again is new). */
+function heldForDisk(session: BoxSession | undefined): boolean {
+  return session?.diskHeld === true && session.vm !== undefined;
+}
+
 /** What a request to a box the disk guard holds is told (a user key learns no host figures). */
 function diskHeldError(id: string): AgentboxError {
   return new AgentboxError(
@@ -171,7 +176,7 @@ export function createBoxPower(ctx: PowerContext) {
   function resume(id: string, reason: string, options: { diskRelease?: boolean } = {}): Promise<BoxRecord> {
     return serialize(id, async () => {
       const box = store.get(id)!;
-      if (sessions.get(id)?.diskHeld && !options.diskRelease) throw diskHeldError(id);
+      if (heldForDisk(sessions.get(id)) && !options.diskRelease) throw diskHeldError(id);
       if (box.state === 'running') return box;
       if (box.state === 'hibernated') return wake(box, reason);
       if (box.state !== 'paused')
@@ -205,7 +210,7 @@ export function createBoxPower(ctx: PowerContext) {
         });
       const session = sessionWithVm(box);
       // A snapshot resumes the guest first and is written to the disk that is short.
-      if (session.diskHeld) throw diskHeldError(id);
+      if (heldForDisk(session)) throw diskHeldError(id);
       const busy = session.leases + session.vm.guest.activeCalls;
       if (busy > 0 && !options.idle)
         throw new AgentboxError('invalid_state', `box ${id} is in use (${busy} calls or streams open)`);
@@ -240,6 +245,7 @@ export function createBoxPower(ctx: PowerContext) {
   /** hibernated → running: its own snapshot when it has one, else a cold boot of its disk. */
   async function wake(box: BoxRecord, reason: string): Promise<BoxRecord> {
     const session = hibernatedSessionOf(box);
+    session.diskHeld = false; // a hold was on the VM that is gone
     const spec = { id: box.id, image: ctx.imageOf(box), resources: ctx.resourcesOf(box) };
     const started = clock();
     let vm: Vm | undefined;
@@ -329,7 +335,7 @@ export function createBoxPower(ctx: PowerContext) {
   function awake(id: string): Promise<BoxRecord> {
     const box = store.get(id);
     const session = sessions.get(id);
-    if (session?.diskHeld) return Promise.reject(diskHeldError(id));
+    if (heldForDisk(session)) return Promise.reject(diskHeldError(id));
     if (box?.state === 'running' && !session?.egressPending) return Promise.resolve(box);
     return resume(id, 'used');
   }
@@ -342,7 +348,7 @@ export function createBoxPower(ctx: PowerContext) {
   async function holdForDisk(id: string, reason: string): Promise<void> {
     const session = sessions.get(id);
     const state = store.get(id)?.state;
-    if (!session?.vm || session.diskHeld || (state !== 'running' && state !== 'paused')) return;
+    if (!session?.vm || heldForDisk(session) || (state !== 'running' && state !== 'paused')) return;
     session.diskHeld = true;
     log.warn({ boxId: id, reason }, 'box held by the disk guard');
     if (state === 'running') await pause(id, reason);
@@ -372,7 +378,7 @@ export function createBoxPower(ctx: PowerContext) {
     const nowPerf = performance.now();
     for (const [id, session] of sessions) {
       const vm = session.vm;
-      if (!vm || session.leases > 0 || session.diskHeld) continue;
+      if (!vm || session.leases > 0 || heldForDisk(session)) continue;
       if (vm.state === 'running' && settings.pauseAfterMs > 0) {
         const idle =
           vm.guest.activeCalls === 0 &&

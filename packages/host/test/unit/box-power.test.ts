@@ -98,7 +98,9 @@ class FakeWithSnapshots implements BoxBackend {
   failResumes = false;
   /** While set, a wake (a restore of a snapshot or of a disk) waits for it before it creates its VM. */
   wakeGate: Promise<void> | undefined;
-  private readonly fake = new FakeBackend({ agentBundlePath });
+  /** What each box's disk takes on the host, as the test sets it (for the disk guard). */
+  readonly disks = new Map<string, VmDiskUse>();
+  private readonly fake = new FakeBackend({ agentBundlePath, diskUse: (id) => this.disks.get(id) });
 
   hibernation(id: string): unknown {
     return this.snapshots.has(id) ? {} : undefined;
@@ -354,6 +356,22 @@ describe('the disk guard (fake driver)', () => {
     h.host.boxes.checkDisk();
     await until('the writer to run again', () => stateOf(h, writer.id) === 'running');
     expect(out(await exec(h, writer.id, 'echo ok'))).toBe('ok\n');
+  });
+
+  it('a hold ends with its VM: a held persistent box whose VM died boots from its disk on its next use', async () => {
+    const backend = new FakeWithSnapshots();
+    const host = { free: 50 * GIB };
+    const h = await start({ backend, freeDiskBytes: () => host.free });
+    const user = await userBox(h, 'dana');
+    host.free = 0;
+    backend.disks.set(user.id, { allocatedBytes: 10_000_000, stalled: true });
+    h.host.boxes.checkDisk();
+    await until('the box to be held', () => stateOf(h, user.id) === 'paused');
+    process.kill(user.pid, 'SIGKILL');
+    await until('the VM to be lost', () => stateOf(h, user.id) === 'hibernated');
+    backend.disks.clear();
+    expect(out(await exec(h, user.id, 'echo back'))).toBe('back\n');
+    expect(h.host.store.get(user.id)).toMatchObject({ state: 'running', startMode: 'disk' });
   });
 
   it('holds a box QEMU stopped on a full disk, and continues it once there is room', async () => {
