@@ -256,6 +256,12 @@ export const BoxSchema = z
     failureReason: z.string().nullable().describe('Why the box is failed.'),
     egress: EgressPolicySchema.nullable().describe('Egress policy of the box; null when egress is disabled.'),
     startMode: BoxStartModeSchema.nullable().describe('How the VM last started; null before it did.'),
+    heldFor: z
+      .enum(['disk'])
+      .nullable()
+      .describe(
+        'Why the daemon holds the box paused whatever is asked of it: `disk` while the host is short of disk space and the box was filling it (its requests get 429 until space is freed); null otherwise.',
+      ),
   })
   .strict();
 export type Box = z.infer<typeof BoxSchema>;

@@ -26,7 +26,7 @@ export function formatBoxes(boxes: readonly Box[]): string {
     ['ID', 'STATE', 'RUNTIME', 'MEMORY', 'CPUS', 'AGE', 'USER'],
     boxes.map((b) => [
       b.id,
-      b.state,
+      b.heldFor === null ? b.state : `${b.state} (${b.heldFor})`,
       b.runtime,
       `${b.memoryMib} MiB`,
       String(b.vcpus),

@@ -8,6 +8,7 @@ import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import type { Box } from '@agentbox/protocol';
 import { sdkDaemon, type SdkDaemon } from '../../../sdk/test/helpers/sdk-daemon.js';
 import { CLI, cli } from '../helpers.js';
+import { formatBoxes } from '../../src/commands/box.js';
 
 /** `agentbox box ls|create|exec|cp|rm` (through @agentbox/sdk) against a daemon on the fake driver. */
 describe('agentbox box', () => {
@@ -118,4 +119,31 @@ describe('agentbox box', () => {
     const after = JSON.parse((await cli(['box', 'ls', '--json', ...flags])).stdout) as { boxes: Box[] };
     expect(after.boxes.some((b) => b.id === boxId && b.state !== 'deleted')).toBe(false);
   }, 60_000);
+});
+
+describe('formatBoxes', () => {
+  it('says when the daemon holds a box paused, and why', () => {
+    const box: Box = {
+      id: 'box-0123456789',
+      state: 'paused',
+      userId: null,
+      runtime: 'bash',
+      memoryMib: 1024,
+      vcpus: 1,
+      diskGib: 4,
+      ttlSeconds: null,
+      labels: {},
+      pid: 1,
+      createdAt: new Date().toISOString(),
+      updatedAt: new Date().toISOString(),
+      expiresAt: null,
+      bootMs: 200,
+      failureReason: null,
+      egress: null,
+      startMode: 'clone',
+      heldFor: 'disk',
+    };
+    expect(formatBoxes([box])).toMatch(/^box-0123456789\s+paused \(disk\)\s+bash/m);
+    expect(formatBoxes([{ ...box, heldFor: null }])).toMatch(/^box-0123456789\s+paused\s+bash/m);
+  });
 });

@@ -96,6 +96,8 @@ function BoxFacts({ box, now }: { box: Box; now: number }) {
     ],
   ];
   if (box.failureReason) rows.push(['Failure', box.failureReason]);
+  if (box.heldFor === 'disk')
+    rows.push(['Held', 'paused while the host is short of disk space; it runs again once space is freed']);
   return (
     <dl class="facts" data-testid="box-facts">
       {rows.map(([k, v]) => (

@@ -96,6 +96,11 @@ function BoxRow(props: { box: Box; now: number; api: ApiClient; caps: Capabiliti
           <code>{box.id}</code>
         </a>
         {box.failureReason ? <div class="muted small">{box.failureReason}</div> : null}
+        {box.heldFor === 'disk' ? (
+          <div class="muted small" data-testid="box-held">
+            held: the host is short of disk space
+          </div>
+        ) : null}
       </td>
       <td>
         <StateBadge state={box.state} />

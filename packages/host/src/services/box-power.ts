@@ -24,7 +24,7 @@ export interface BoxSession {
 }
 
 /** The disk guard holds the box's VM (a hold ends with the VM: a box woken or booted again is new). */
-function heldForDisk(session: BoxSession | undefined): boolean {
+export function heldForDisk(session: BoxSession | undefined): boolean {
   return session?.diskHeld === true && session.vm !== undefined;
 }
 

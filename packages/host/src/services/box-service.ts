@@ -25,7 +25,13 @@ import type { AdoptSpec, GuestConnection, Image, Vm, VmResources, VmSpec } from 
 import type { BoxRecord, BoxStore } from '../store/box-store.js';
 import { grantsOf, type Actor, type KeyStore } from '../store/key-store.js';
 import { createBoxLeases } from './box-leases.js';
-import { createBoxPower, DEFAULT_IDLE, type BoxSession, type IdleSettings } from './box-power.js';
+import {
+  createBoxPower,
+  DEFAULT_IDLE,
+  heldForDisk,
+  type BoxSession,
+  type IdleSettings,
+} from './box-power.js';
 import { createReconciler } from './box-reconcile.js';
 import { diskGuardPass, type GuardedBox } from './disk-guard.js';
 import type { BoxTemplates, WarmVm } from './box-templates.js';
@@ -898,6 +904,8 @@ export function createBoxService(deps: BoxServiceDeps) {
     },
     /** One pass of the idle policy now (tests). */
     checkIdle: idlePass,
+    /** Why the daemon holds a box paused, if it does (the API's `heldFor`). */
+    heldFor: (id: string): 'disk' | null => (heldForDisk(sessions.get(id)) ? 'disk' : null),
     /** One pass of the disk guard now (tests). */
     checkDisk: diskGuard,
     /** Starts the disk guard: boxes filling the host's disk reserve are paused until space is freed. */

@@ -6,8 +6,8 @@ import type { BoxService } from './box-service.js';
 
 const iso = (ms: number | null) => (ms === null ? null : new Date(ms).toISOString());
 
-/** The API view of a stored box. Pure. */
-export function toApiBox(box: BoxRecord): Box {
+/** The API view of a stored box, with what only the running daemon knows of it. Pure. */
+export function toApiBox(box: BoxRecord, live: { heldFor?: Box['heldFor'] } = {}): Box {
   return {
     id: box.id,
     state: box.state,
@@ -26,6 +26,7 @@ export function toApiBox(box: BoxRecord): Box {
     failureReason: box.failureReason,
     egress: box.egressPolicy === null ? null : EgressPolicySchema.parse(box.egressPolicy),
     startMode: box.startMode,
+    heldFor: live.heldFor ?? null,
   };
 }
 

@@ -336,6 +336,10 @@ describe('the disk guard (fake driver)', () => {
     await until('the writer to be paused', () => stateOf(h, writer.id) === 'paused');
     expect(stateOf(h, quiet.id)).toBe('running');
     expect(h.host.store.transitions(writer.id).at(-1)?.reason).toBe('the host is short of disk space');
+    const viewOf = async (id: string) =>
+      (await h.admin_({ method: 'GET', url: `/v1/boxes/${id}` })).json<Box>();
+    expect(await viewOf(writer.id)).toMatchObject({ state: 'paused', heldFor: 'disk' });
+    expect(await viewOf(quiet.id)).toMatchObject({ state: 'running', heldFor: null });
 
     const refused = await execCall(h, writer.id);
     expect(refused.statusCode).toBe(429);
@@ -355,6 +359,7 @@ describe('the disk guard (fake driver)', () => {
     host.free = 3 * GIB;
     h.host.boxes.checkDisk();
     await until('the writer to run again', () => stateOf(h, writer.id) === 'running');
+    expect(await viewOf(writer.id)).toMatchObject({ state: 'running', heldFor: null });
     expect(out(await exec(h, writer.id, 'echo ok'))).toBe('ok\n');
   });
 

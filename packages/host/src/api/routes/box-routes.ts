@@ -23,6 +23,7 @@ import {
 } from '@agentbox/protocol';
 import type { BoxService } from '../../services/box-service.js';
 import type { AuditStore } from '../../store/audit-store.js';
+import type { BoxRecord } from '../../store/box-store.js';
 import { toApiBox } from '../../services/box-view.js';
 import type { ExecService } from '../../services/exec-service.js';
 import type { FileService } from '../../services/file-service.js';
@@ -52,6 +53,7 @@ const EXEC_BODY_LIMIT_BYTES = 12 * 1024 * 1024;
 
 /** `/v1` REST over the same services as the seed surface. */
 export function boxRoutes(deps: BoxRouteDeps): RouteDef[] {
+  const view = (box: BoxRecord) => toApiBox(box, { heldFor: deps.boxes.heldFor(box.id) });
   return [
     defineRoute({
       method: 'POST',
@@ -91,7 +93,7 @@ export function boxRoutes(deps: BoxRouteDeps): RouteDef[] {
           await deps.boxes.remove({ actor, id: box.id });
           throw new AgentboxError('invalid_request', 'the client went away while the box was created');
         }
-        return toApiBox(box);
+        return view(box);
       },
     }),
     defineRoute({
@@ -123,7 +125,7 @@ export function boxRoutes(deps: BoxRouteDeps): RouteDef[] {
       auth: 'key',
       responses: { 200: { description: 'Boxes', schema: BoxListResponseSchema } },
       errors: ['unauthorized'],
-      handler: ({ actor }) => Promise.resolve({ boxes: deps.boxes.list({ actor }).map(toApiBox) }),
+      handler: ({ actor }) => Promise.resolve({ boxes: deps.boxes.list({ actor }).map(view) }),
     }),
     defineRoute({
       method: 'GET',
@@ -135,7 +137,7 @@ export function boxRoutes(deps: BoxRouteDeps): RouteDef[] {
       params: BoxParamsSchema,
       responses: { 200: { description: 'The box', schema: BoxSchema } },
       errors: ['invalid_request', 'unauthorized', 'box_not_found'],
-      handler: ({ params, actor }) => Promise.resolve(toApiBox(deps.boxes.get({ actor, id: params.id }))),
+      handler: ({ params, actor }) => Promise.resolve(view(deps.boxes.get({ actor, id: params.id }))),
     }),
     defineRoute({
       method: 'DELETE',
@@ -147,7 +149,7 @@ export function boxRoutes(deps: BoxRouteDeps): RouteDef[] {
       params: BoxParamsSchema,
       responses: { 200: { description: 'The deleted box', schema: BoxSchema } },
       errors: ['invalid_request', 'unauthorized', 'box_not_found', 'invalid_state'],
-      handler: async ({ params, actor }) => toApiBox(await deps.boxes.remove({ actor, id: params.id })),
+      handler: async ({ params, actor }) => view(await deps.boxes.remove({ actor, id: params.id })),
     }),
     ...(
       [
@@ -170,7 +172,7 @@ export function boxRoutes(deps: BoxRouteDeps): RouteDef[] {
         params: BoxParamsSchema,
         responses: { 200: { description: 'The box', schema: BoxSchema } },
         errors: [...ON_BOX, 'snapshot_failed', 'boot_failed'],
-        handler: async ({ params, actor }) => toApiBox(await deps.boxes[action]({ actor, id: params.id })),
+        handler: async ({ params, actor }) => view(await deps.boxes[action]({ actor, id: params.id })),
       }),
     ),
     defineRoute({
