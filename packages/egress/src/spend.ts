@@ -3,8 +3,9 @@ import { pathOnly } from './http-util.js';
 /**
  * What a model call costs, read on the host from the model API's own answer: which calls spend
  * (pure classification), the price of a model's tokens, and readers of the `usage` in Anthropic
- * Messages, OpenAI Responses and OpenAI Chat Completions answers (SSE stream or JSON body). The guest never reports its
- * own spend here: a prompt-injected agent could lie about it, the API's answer to the host cannot.
+ * Messages, OpenAI Responses and OpenAI Chat Completions answers (SSE stream or JSON body). The
+ * guest never reports its own spend here: a prompt-injected agent could lie about it, the API's
+ * answer to the host cannot.
  *
  * Prices err high: an unknown model is priced as the dearest known one, cache writes without a
  * TTL split as 5-minute writes, and a prompt over 200k tokens at the long-context rates.
