@@ -19,13 +19,18 @@ export interface BoxSession {
   chain: Promise<unknown>;
   /** Wakes in a row that failed both ways (snapshot and disk) while the box kept its disk. */
   wakeFailures?: { count: number; since: number };
-  /** Paused by the disk guard (the host short of disk space): stays paused until it releases it. */
-  diskHeld?: boolean;
+  /**
+   * clock() when the disk guard began to hold it paused (the host short of disk space); it stays
+   * paused until the guard releases it.
+   */
+  diskHeldSince?: number;
+  /** How long the disk guard held it in all, earlier holds (ended) only. */
+  diskHeldMs?: number;
 }
 
 /** The disk guard holds the box's VM (a hold ends with the VM: a box woken or booted again is new). */
 export function heldForDisk(session: BoxSession | undefined): boolean {
-  return session?.diskHeld === true && session.vm !== undefined;
+  return session?.diskHeldSince !== undefined && session.vm !== undefined;
 }
 
 /** What a request to a box the disk guard holds is told (a user key learns no host figures). */
@@ -245,7 +250,7 @@ export function createBoxPower(ctx: PowerContext) {
   /** hibernated → running: its own snapshot when it has one, else a cold boot of its disk. */
   async function wake(box: BoxRecord, reason: string): Promise<BoxRecord> {
     const session = hibernatedSessionOf(box);
-    session.diskHeld = false; // a hold was on the VM that is gone
+    endDiskHold(session); // a hold was on the VM that is gone
     const spec = { id: box.id, image: ctx.imageOf(box), resources: ctx.resourcesOf(box) };
     const started = clock();
     let vm: Vm | undefined;
@@ -349,14 +354,14 @@ export function createBoxPower(ctx: PowerContext) {
     const session = sessions.get(id);
     const state = store.get(id)?.state;
     if (!session?.vm || heldForDisk(session) || (state !== 'running' && state !== 'paused')) return;
-    session.diskHeld = true;
+    session.diskHeldSince = clock();
     log.warn({ boxId: id, reason }, 'box held by the disk guard');
     if (state === 'running') await pause(id, reason);
   }
 
   async function releaseDisk(id: string, reason: string): Promise<void> {
     const session = sessions.get(id);
-    if (!session?.diskHeld) return;
+    if (session?.diskHeldSince === undefined) return;
     const vm = session.vm;
     if (store.get(id)?.state === 'paused') {
       await resume(id, reason, { diskRelease: true });
@@ -365,8 +370,22 @@ export function createBoxPower(ctx: PowerContext) {
       await vm.pause();
       await vm.resume();
     }
-    session.diskHeld = false;
+    endDiskHold(session);
     log.info({ boxId: id, reason }, 'box released by the disk guard');
+  }
+
+  function endDiskHold(session: BoxSession): void {
+    if (session.diskHeldSince === undefined) return;
+    session.diskHeldMs = (session.diskHeldMs ?? 0) + clock() - session.diskHeldSince;
+    session.diskHeldSince = undefined;
+  }
+
+  /** How long the disk guard has held the box paused in all, the hold going on included. */
+  function diskHeldMs(id: string): number {
+    const session = sessions.get(id);
+    if (!session) return 0;
+    const current = session.diskHeldSince === undefined ? 0 : clock() - session.diskHeldSince;
+    return (session.diskHeldMs ?? 0) + current;
   }
 
   /**
@@ -403,7 +422,18 @@ export function createBoxPower(ctx: PowerContext) {
     }
   }
 
-  return { pause, resume, hibernate, awake, holdForDisk, releaseDisk, checkIdle, serialize, sessionOf };
+  return {
+    pause,
+    resume,
+    hibernate,
+    awake,
+    holdForDisk,
+    releaseDisk,
+    diskHeldMs,
+    checkIdle,
+    serialize,
+    sessionOf,
+  };
 }
 
 export type BoxPower = ReturnType<typeof createBoxPower>;

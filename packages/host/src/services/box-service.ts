@@ -524,7 +524,7 @@ export function createBoxService(deps: BoxServiceDeps) {
       boxes.push({
         id,
         state: store.get(id)?.state ?? 'deleted',
-        held: session.diskHeld === true,
+        held: session.diskHeldSince !== undefined,
         disk,
         lastAllocatedBytes: diskSizes.get(id),
       });
@@ -904,6 +904,8 @@ export function createBoxService(deps: BoxServiceDeps) {
     },
     /** One pass of the idle policy now (tests). */
     checkIdle: idlePass,
+    /** How long the disk guard has held a box paused in all (a task's run time leaves it out). */
+    heldMs: (id: string): number => power.diskHeldMs(id),
     /** Why the daemon holds a box paused, if it does (the API's `heldFor`). */
     heldFor: (id: string): 'disk' | null => (heldForDisk(sessions.get(id)) ? 'disk' : null),
     /** One pass of the disk guard now (tests). */

@@ -94,6 +94,7 @@ export interface TaskServiceDeps {
     | 'widenEgress'
     | 'isCredential'
     | 'openSpendBudget'
+    | 'heldMs'
   >;
   library: Pick<LibraryService, 'resolveForTask'>;
   /** A task runs as its owner's key: one revoked meanwhile fails it (queued or running). */
@@ -515,8 +516,25 @@ export function createTaskService(deps: TaskServiceDeps) {
       grants: deps.keys.grantsFor(record.ownerKeyId),
     };
     const signal = entry.controller.signal;
-    const timer = setTimeout(() => stopRun(entry, 'timed_out'), spec.timeoutSeconds * 1000);
     let boxId: string | undefined;
+    /** The box's disk-hold time when the task took it, and the time the timeout was moved by since. */
+    let heldAtStart: number | undefined;
+    let heldGranted = 0;
+    // Time the host held the box paused for want of disk space is not the task's to spend (its
+    // agent did not run, as the in-guest timeout also sees): the deadline moves by it.
+    const expire = (): void => {
+      const held =
+        boxId === undefined || heldAtStart === undefined
+          ? 0
+          : deps.boxes.heldMs(boxId) - heldAtStart - heldGranted;
+      if (held <= 0) {
+        stopRun(entry, 'timed_out');
+        return;
+      }
+      heldGranted += held;
+      timer = setTimeout(expire, held);
+    };
+    let timer = setTimeout(expire, spec.timeoutSeconds * 1000);
     let lease: BoxLease | undefined;
     let budget: SpendBudget | undefined;
     try {
@@ -527,6 +545,7 @@ export function createTaskService(deps: TaskServiceDeps) {
         return endAborted(id, entry);
       }
       boxId = await resolveBox(record, actor, spec);
+      heldAtStart = deps.boxes.heldMs(boxId);
       store.setBox(id, boxId);
       // The lease wakes a paused or hibernated box and keeps it from idling while the agent runs.
       lease = await deps.boxes.acquire({ actor, id: boxId });

@@ -79,6 +79,8 @@ export function standInTaskService(
     maxQueuedSpecBytes?: number;
     /** The box's spend budgets (default: none, as without egress). */
     openSpendBudget?: TaskServiceDeps['boxes']['openSpendBudget'];
+    /** How long the disk guard has held the box (default: never). */
+    heldMs?: TaskServiceDeps['boxes']['heldMs'];
   },
 ) {
   const db = openDatabase(dataDir);
@@ -96,6 +98,7 @@ export function standInTaskService(
     widenEgress: () => Promise.resolve(),
     isCredential: () => false,
     openSpendBudget: options.openSpendBudget ?? (() => undefined),
+    heldMs: options.heldMs ?? (() => 0),
   } as unknown as TaskServiceDeps['boxes'];
   const tasks = createTaskService({
     store,

@@ -360,6 +360,12 @@ describe('the disk guard (fake driver)', () => {
     h.host.boxes.checkDisk();
     await until('the writer to run again', () => stateOf(h, writer.id) === 'running');
     expect(await viewOf(writer.id)).toMatchObject({ state: 'running', heldFor: null });
+    // What a task in the box is not charged for (task-held-timeout.test.ts).
+    const held = h.host.boxes.heldMs(writer.id);
+    expect(held).toBeGreaterThanOrEqual(100);
+    await new Promise((r) => setTimeout(r, 50));
+    expect(h.host.boxes.heldMs(writer.id)).toBe(held);
+    expect(h.host.boxes.heldMs(quiet.id)).toBe(0);
     expect(out(await exec(h, writer.id, 'echo ok'))).toBe('ok\n');
   });
 
