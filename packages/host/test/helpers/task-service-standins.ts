@@ -65,6 +65,24 @@ const quietGuest: StandInGuest = {
   exec: () => Promise.resolve({ type: 'exit', exitCode: 0, signal: null, timedOut: false, durationMs: 0 }),
 };
 
+/** An agent that does what `onRun` says, and exits as killed if it was stopped meanwhile. */
+export function standInAgent(onRun: (signal: AbortSignal | undefined) => Promise<void>): StandInGuest {
+  return {
+    writeFile: () => Promise.resolve({ bytes: 0 }),
+    exec: async (_request, handlers = {}) => {
+      await onRun(handlers.signal);
+      const stopped = handlers.signal?.aborted === true;
+      return {
+        type: 'exit',
+        exitCode: stopped ? 137 : 0,
+        signal: stopped ? 'SIGKILL' : null,
+        timedOut: false,
+        durationMs: 1,
+      };
+    },
+  };
+}
+
 /**
  * A task service over a real SQLite store in `dataDir` and stand-ins for everything else: every
  * task's box is USER_BOX, every key stays active, and `runner` and `guest` do what a test says.

@@ -1,6 +1,11 @@
 import { describe, expect, it, vi } from 'vitest';
 import { TaskSpecSchema } from '@agentbox/protocol';
-import { standInRunner, standInTaskService, tempDataDirs } from '../helpers/task-service-standins.js';
+import {
+  standInAgent,
+  standInRunner,
+  standInTaskService,
+  tempDataDirs,
+} from '../helpers/task-service-standins.js';
 
 /**
  * A task's timeout counts the time its agent could run: time the host held its box paused for want
@@ -14,23 +19,13 @@ function run(agentMs: number, held: () => number) {
   const { store, tasks } = standInTaskService(newDataDir(), {
     maxConcurrent: 1,
     runner: standInRunner(),
-    guest: {
-      writeFile: () => Promise.resolve({ bytes: 0 }),
-      exec: async (_request, handlers = {}) => {
-        await new Promise<void>((resolve) => {
+    guest: standInAgent(
+      (signal) =>
+        new Promise<void>((resolve) => {
           const timer = setTimeout(resolve, agentMs);
-          handlers.signal?.addEventListener('abort', () => (clearTimeout(timer), resolve()), { once: true });
-        });
-        const stopped = handlers.signal?.aborted === true;
-        return {
-          type: 'exit',
-          exitCode: stopped ? 137 : 0,
-          signal: stopped ? 'SIGKILL' : null,
-          timedOut: false,
-          durationMs: agentMs,
-        };
-      },
-    },
+          signal?.addEventListener('abort', () => (clearTimeout(timer), resolve()), { once: true });
+        }),
+    ),
     dbs,
     heldMs: held,
   });

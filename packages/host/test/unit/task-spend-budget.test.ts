@@ -2,6 +2,7 @@ import { describe, expect, it, vi } from 'vitest';
 import { TaskSpecSchema } from '@agentbox/protocol';
 import type { OpenBudgetOptions, SpendBudget } from '@agentbox/egress';
 import {
+  standInAgent,
   standInRunner,
   standInTaskService,
   tempDataDirs,
@@ -45,24 +46,6 @@ function budgets() {
   return { opened, open };
 }
 
-/** An agent that does what `onRun` says, and exits as killed if it was stopped meanwhile. */
-function agent(onRun: (signal: AbortSignal | undefined) => Promise<void>): StandInGuest {
-  return {
-    writeFile: () => Promise.resolve({ bytes: 0 }),
-    exec: async (_request, handlers = {}) => {
-      await onRun(handlers.signal);
-      const stopped = handlers.signal?.aborted === true;
-      return {
-        type: 'exit',
-        exitCode: stopped ? 137 : 0,
-        signal: stopped ? 'SIGKILL' : null,
-        timedOut: false,
-        durationMs: 1,
-      };
-    },
-  };
-}
-
 /**
  * The task's budget ends while its agent runs (as the gateway ends it: `exceeded`, then
  * `onExceeded`); the agent then waits to be stopped. Runs the task; gives its final record.
@@ -72,7 +55,7 @@ async function endedBy(spec: Record<string, unknown>, exceeded: SpendBudget['exc
   let sawAbort = false;
   const { store, id } = start(
     spec,
-    agent(async (signal) => {
+    standInAgent(async (signal) => {
       const budget = opened[0]!;
       budget.spentUsd = spentUsd;
       budget.exceeded = exceeded;
@@ -112,7 +95,7 @@ describe("a task's spend, counted on the host", () => {
     const { opened, open } = budgets();
     const { store, id } = start(
       { maxSpendUsd: 2.5 },
-      agent(async () => {
+      standInAgent(async () => {
         expect(opened).toHaveLength(1);
         expect(opened[0]!.closed).toBe(false);
         opened[0]!.spentUsd = 0.42;
@@ -128,7 +111,7 @@ describe("a task's spend, counted on the host", () => {
     const { opened, open } = budgets();
     const { store, id } = start(
       {},
-      agent(() => Promise.resolve()),
+      standInAgent(() => Promise.resolve()),
       open,
     );
     await vi.waitFor(() => expect(store.get(id)!.state).toBe('succeeded'));
