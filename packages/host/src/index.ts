@@ -11,7 +11,7 @@ export {
 } from './host.js';
 export { buildOpenApi } from './api/openapi.js';
 export type { RouteDef, ResponseSpec, AuthLevel } from './api/route.js';
-export { openDatabase, migrate, schemaVersion, DB_FILE, type Db } from './store/db.js';
+export { openDatabase, migrate, schemaVersion, isStoreFull, DB_FILE, type Db } from './store/db.js';
 export { MIGRATIONS, type Migration } from './store/migrations.js';
 export {
   createKeyStore,

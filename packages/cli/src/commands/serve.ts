@@ -2,7 +2,7 @@ import fs from 'node:fs';
 import path from 'node:path';
 import { SecretStore, type EgressGatewayOptions } from '@agentbox/egress';
 import { AgentboxError, ModelPricesSchema, type ModelPrices } from '@agentbox/protocol';
-import { createHost, createLogger, SHUTDOWN_GRACE_MS, type KeyStore } from '@agentbox/host';
+import { createHost, createLogger, isStoreFull, SHUTDOWN_GRACE_MS, type KeyStore } from '@agentbox/host';
 import {
   QemuBackend,
   QEMU_BINARY,
@@ -276,7 +276,7 @@ export async function serve(
     await host.close(0).catch(() => undefined);
     logger.flush();
     setTimeout(() => process.exit(), 200);
-    const full = (err as { code?: unknown }).code === 'SQLITE_FULL';
+    const full = isStoreFull(err);
     throw new AgentboxError(
       'internal',
       full

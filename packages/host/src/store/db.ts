@@ -13,6 +13,11 @@ export function isStoreError(err: unknown): boolean {
   return err instanceof Database.SqliteError;
 }
 
+/** The store could not write for want of disk space. */
+export function isStoreFull(err: unknown): boolean {
+  return err instanceof Database.SqliteError && err.code === 'SQLITE_FULL';
+}
+
 /** Applies the migrations not yet recorded; refuses a database written by a newer agentbox. */
 export function migrate(db: Db, migrations: readonly Migration[] = MIGRATIONS): number[] {
   db.exec(`CREATE TABLE IF NOT EXISTS schema_migrations (

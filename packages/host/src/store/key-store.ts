@@ -1,6 +1,6 @@
 import { createHash, randomBytes, randomUUID } from 'node:crypto';
 import { AgentboxError, RepoGrantSchema } from '@agentbox/protocol';
-import type { Db } from './db.js';
+import { isStoreFull, type Db } from './db.js';
 
 export type KeyScope = 'admin' | 'user';
 
@@ -313,7 +313,7 @@ export function createKeyStore(db: Db, clock: () => number = Date.now) {
           touch.run(now, row.id);
         } catch (err) {
           // Bookkeeping: a full disk must not lock every key out of the API that frees it.
-          if ((err as { code?: unknown }).code !== 'SQLITE_FULL') throw err;
+          if (!isStoreFull(err)) throw err;
         }
       }
       return { keyId: row.id, scope: row.scope, grants: grantsOfRow(row) };

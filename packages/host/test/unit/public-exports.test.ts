@@ -37,6 +37,7 @@ describe('@agentbox/host public surface', () => {
       'createTaskStore',
       'egressEnv',
       'hashKey',
+      'isStoreFull',
       'itemHash',
       'migrate',
       'openDatabase',
