@@ -1,5 +1,6 @@
 import fs from 'node:fs';
 import fsp from 'node:fs/promises';
+import os from 'node:os';
 import path from 'node:path';
 import { AgentboxError } from '@agentbox/protocol';
 import {
@@ -74,6 +75,22 @@ async function requireDiskFits(image: Image, resources: VmResources): Promise<vo
     );
 }
 
+const MiB = 1024 ** 2;
+
+/**
+ * QEMU allocates a guest's RAM at start, and the host refuses a mapping larger than its memory
+ * (QEMU then only says "cannot set up guest memory"): such a box is refused by its size instead.
+ */
+export function requireMemoryFits(resources: VmResources, hostMemoryBytes = os.totalmem()): void {
+  const hostMib = Math.floor(hostMemoryBytes / MiB);
+  if (resources.memoryMib > hostMib)
+    throw new AgentboxError(
+      'invalid_request',
+      `a box of ${resources.memoryMib} MiB of memory is larger than this host's ${hostMib} MiB: ask for less`,
+      { details: { memoryMib: resources.memoryMib, hostMemoryMib: hostMib } },
+    );
+}
+
 /** The QEMU `microvm` driver: one qemu-system process per box, a qcow2 overlay on the read-only base. */
 export class QemuBackend implements VmBackend {
   readonly name = 'qemu';
@@ -106,9 +123,10 @@ export class QemuBackend implements VmBackend {
     return this.vmOptions().tbSizeMib;
   }
 
-  /** A disk too small for the image is refused before anything is made. */
-  checkResources(image: Image, resources: VmResources): Promise<void> {
-    return requireDiskFits(image, resources);
+  /** A disk too small for the image, or more memory than the host has, is refused before anything is made. */
+  async checkResources(image: Image, resources: VmResources): Promise<void> {
+    requireMemoryFits(resources);
+    await requireDiskFits(image, resources);
   }
 
   boxDir(id: string): string {
@@ -130,6 +148,7 @@ export class QemuBackend implements VmBackend {
       if (source.kind === 'disk') await discardHibernation(dir);
       return new QemuVm(spec, dir, this.vmOptions());
     }
+    requireMemoryFits(spec.resources);
     if (!source) await requireDiskFits(spec.image, spec.resources);
     await fsp.mkdir(dir, { recursive: true, mode: 0o700 });
     try {

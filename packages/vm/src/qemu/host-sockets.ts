@@ -73,7 +73,12 @@ export async function waitForHello(
   let timer: NodeJS.Timeout | undefined;
   try {
     await Promise.race([
-      guest.waitForHello(),
+      // The guest's connection is closed as the VM exits, just before `exited` resolves: the
+      // exit's own error (with QEMU's diagnostics) is the one to give.
+      guest.waitForHello().catch(async (err: unknown) => {
+        const exit = await Promise.race([exited, Promise.resolve(undefined)]);
+        throw exit ? exitedEarly(exit) : err;
+      }),
       new Promise((_, reject) => {
         timer = setTimeout(() => reject(timedOut()), timeoutMs);
       }),

@@ -223,7 +223,18 @@ export class QemuVm implements Vm {
         ),
       );
     });
-    child.once('exit', (code, signal) => this.onExit({ code, signal }));
+    child.once('exit', (code, signal) => {
+      // 'exit' can come before the last of stderr is read, and that is what says why QEMU failed.
+      const stderr = child.stderr;
+      if (!stderr || stderr.closed) return this.onExit({ code, signal });
+      const done = () => {
+        clearTimeout(timer);
+        stderr.off('close', done);
+        this.onExit({ code, signal });
+      };
+      const timer = setTimeout(done, 500);
+      stderr.once('close', done);
+    });
     child.once('error', () => this.onExit({ code: null, signal: null }));
 
     try {
