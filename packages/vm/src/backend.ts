@@ -88,6 +88,16 @@ export interface VmDiskUse {
   stalled: boolean;
 }
 
+/** What a VM's process holds of the host's memory. */
+export interface VmMemoryUse {
+  /**
+   * Bytes no other process shares (its heap, the TCG translation cache, the guest pages it wrote):
+   * what ending the process gives back. Guest RAM still mapped from a template's file is page cache
+   * shared with the other clones and is not counted.
+   */
+  privateBytes: number;
+}
+
 export interface VmExit {
   code: number | null;
   signal: string | null;
@@ -129,6 +139,8 @@ export interface Vm {
   readonly restoreInfo?: VmRestoreInfo | undefined;
   /** The disk's use of the host's filesystem; undefined when there is no disk file (yet). */
   diskUse?(): VmDiskUse | undefined;
+  /** The VM process's use of the host's memory; undefined when it is not running (or unreadable). */
+  memoryUse?(): VmMemoryUse | undefined;
 }
 
 export interface VmBackend {

@@ -37,6 +37,7 @@ export {
   type VmSpec,
   type VmState,
   type VmDiskUse,
+  type VmMemoryUse,
   type VmExit,
   type VmResources,
   type VmShare,
@@ -73,5 +74,7 @@ export {
   processesMentioning,
   killProcesses,
   killProcessesMentioning,
+  availableMemoryBytes,
+  VM_OOM_SCORE_ADJ,
 } from './qemu/proc.js';
 export { TEMPLATE_BUILD_STEPS, type TemplateProgress } from './qemu/template.js';

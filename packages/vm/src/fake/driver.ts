@@ -5,7 +5,7 @@ import net from 'node:net';
 import os from 'node:os';
 import path from 'node:path';
 import { AgentboxError } from '@agentbox/protocol';
-import type { Vm, VmBackend, VmDiskUse, VmExit, VmSpec, VmState } from '../backend.js';
+import type { Vm, VmBackend, VmDiskUse, VmExit, VmMemoryUse, VmSpec, VmState } from '../backend.js';
 import { GuestConnection, type GuestConnectionOptions } from '../guest-connection.js';
 
 export interface FakeBackendOptions {
@@ -16,6 +16,8 @@ export interface FakeBackendOptions {
   guest?: GuestConnectionOptions;
   /** What a VM's disk takes on the host (the fake has no disk file); default: none. */
   diskUse?: (id: string) => VmDiskUse | undefined;
+  /** What each VM holds of the host's memory (tests of the memory guard); default: unknown. */
+  memoryUse?: (id: string) => VmMemoryUse | undefined;
 }
 
 /**
@@ -56,6 +58,10 @@ class FakeVm implements Vm {
 
   diskUse(): VmDiskUse | undefined {
     return this.options.diskUse?.(this.id);
+  }
+
+  memoryUse(): VmMemoryUse | undefined {
+    return this.options.memoryUse?.(this.id);
   }
 
   get pid(): number | undefined {

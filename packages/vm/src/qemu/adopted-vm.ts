@@ -2,11 +2,11 @@ import fsp from 'node:fs/promises';
 import type net from 'node:net';
 import path from 'node:path';
 import { AgentboxError } from '@agentbox/protocol';
-import type { Vm, VmDiskUse, VmExit, VmState } from '../backend.js';
+import type { Vm, VmDiskUse, VmExit, VmMemoryUse, VmState } from '../backend.js';
 import { GuestConnection, type GuestConnectionOptions } from '../guest-connection.js';
 import { hibernateVm } from './hibernation.js';
 import { watchConsoleLog } from './console-log.js';
-import { isSameProcess, processCmdline } from './proc.js';
+import { isSameProcess, privateMemoryBytes, processCmdline } from './proc.js';
 import { BoxDisk, connectMonitor, listenUnix, waitForHello } from './host-sockets.js';
 import type { QmpClient } from './qmp.js';
 import { pauseVcpus, resumeVcpus } from './snapshot.js';
@@ -66,6 +66,12 @@ export class AdoptedQemuVm implements Vm {
 
   diskUse(): VmDiskUse | undefined {
     return this.disk.use();
+  }
+
+  memoryUse(): VmMemoryUse | undefined {
+    const pid = this.pid;
+    const privateBytes = pid === undefined ? undefined : privateMemoryBytes(pid);
+    return privateBytes === undefined ? undefined : { privateBytes };
   }
 
   get id(): string {

@@ -31,6 +31,41 @@ export function processCmdline(pid: number): string[] | undefined {
   }
 }
 
+/** The process's anonymous resident memory (RssAnon), in bytes; undefined if it is gone. */
+export function privateMemoryBytes(pid: number): number | undefined {
+  try {
+    const kib = /^RssAnon:\s+(\d+) kB/m.exec(fs.readFileSync(`/proc/${pid}/status`, 'utf8'))?.[1];
+    return kib === undefined ? undefined : Number(kib) * 1024;
+  } catch {
+    return undefined;
+  }
+}
+
+/** The host's MemAvailable (what can be used without swapping), in bytes; undefined if unreadable. */
+export function availableMemoryBytes(): number | undefined {
+  try {
+    const kib = /^MemAvailable:\s+(\d+) kB/m.exec(fs.readFileSync('/proc/meminfo', 'utf8'))?.[1];
+    return kib === undefined ? undefined : Number(kib) * 1024;
+  } catch {
+    return undefined;
+  }
+}
+
+/**
+ * Added to a VM process's OOM score: should the host run out of memory all the same, the kernel
+ * ends a box (the largest first) rather than the daemon, its store or the host's own services.
+ */
+export const VM_OOM_SCORE_ADJ = 500;
+
+/** Marks a VM process as the OOM killer's first choice (see VM_OOM_SCORE_ADJ); best effort. */
+export function preferForOomKill(pid: number): void {
+  try {
+    fs.writeFileSync(`/proc/${pid}/oom_score_adj`, String(VM_OOM_SCORE_ADJ));
+  } catch {
+    // gone already, or no /proc: nothing to mark
+  }
+}
+
 /** True while the process that had this start time is alive (not reaped and not a zombie). */
 export function isSameProcess(pid: number, startTime: number): boolean {
   return processStartTime(pid) === startTime;

@@ -4,7 +4,7 @@ import fs from 'node:fs';
 import type net from 'node:net';
 import path from 'node:path';
 import { AgentboxError } from '@agentbox/protocol';
-import type { Vm, VmDiskUse, VmExit, VmRestoreInfo, VmSpec, VmState } from '../backend.js';
+import type { Vm, VmDiskUse, VmExit, VmMemoryUse, VmRestoreInfo, VmSpec, VmState } from '../backend.js';
 import { GuestConnection, type GuestConnectionOptions } from '../guest-connection.js';
 import { TEMPLATE_FILES } from '../template-store.js';
 import { qemuArgs, type Accel, type QemuLaunchSpec } from './args.js';
@@ -12,6 +12,7 @@ import { watchConsoleLog } from './console-log.js';
 import { discardHibernation, hibernateVm, hibernationStatePath } from './hibernation.js';
 import { BoxDisk, connectMonitor, listenUnix, waitForHello } from './host-sockets.js';
 import type { QmpClient } from './qmp.js';
+import { preferForOomKill, privateMemoryBytes } from './proc.js';
 import { loadState, pauseVcpus, resumeVcpus, saveState } from './snapshot.js';
 
 export const QEMU_BINARY = 'qemu-system-x86_64';
@@ -75,6 +76,12 @@ export class QemuVm implements Vm {
 
   diskUse(): VmDiskUse | undefined {
     return this.disk.use();
+  }
+
+  memoryUse(): VmMemoryUse | undefined {
+    const pid = this.pid;
+    const privateBytes = pid === undefined ? undefined : privateMemoryBytes(pid);
+    return privateBytes === undefined ? undefined : { privateBytes };
   }
 
   get state(): VmState {
@@ -206,6 +213,7 @@ export class QemuVm implements Vm {
       child.unref();
     }
     this.child = child;
+    if (child.pid !== undefined) preferForOomKill(child.pid);
     this.unwatchConsole = watchConsoleLog(this.file('console.log'));
     child.stderr?.on('data', (chunk: Buffer) => {
       this.stderrTail = (this.stderrTail + chunk.toString('utf8')).slice(-4096);
