@@ -271,6 +271,15 @@ export function buildProgram(setExit: (code: number) => void): Command {
         .default(2),
     )
     .addOption(
+      new Option(
+        '--min-free-memory-mib <MiB>',
+        'make no box, and hibernate idle ones, while the host has less memory available (0: no check)',
+      )
+        .argParser(intOption('--min-free-memory-mib', 0, 100_000_000))
+        // The host's DEFAULT_MIN_FREE_MEMORY_BYTES.
+        .default(1024),
+    )
+    .addOption(
       new Option('--idle-pause-seconds <S>', 'pause a box nobody uses after S seconds (0: never)')
         .argParser(intOption('--idle-pause-seconds', 0, 86_400))
         .default(30),
@@ -310,6 +319,7 @@ export function buildProgram(setExit: (code: number) => void): Command {
         maxTaskOutputMib?: number;
         maxTaskEvents?: number;
         minFreeDiskGib?: number;
+        minFreeMemoryMib?: number;
         idlePauseSeconds: number;
         idleHibernateSeconds: number;
         taskRetentionDays?: number;

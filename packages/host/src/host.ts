@@ -5,7 +5,7 @@ import path from 'node:path';
 import { runnerFor as defaultRunnerFor, type AgentRunner } from '@agentbox/runners';
 import type { AgentKind, EgressPolicyInput } from '@agentbox/protocol';
 import { createEgressGateway, isInjectableSecret, type EgressGatewayOptions } from '@agentbox/egress';
-import type { Image, TemplateProgress, VmResources } from '@agentbox/vm';
+import { availableMemoryBytes, type Image, type TemplateProgress, type VmResources } from '@agentbox/vm';
 import { createApp } from './api/app.js';
 import { buildOpenApi } from './api/openapi.js';
 import type { RouteDef } from './api/route.js';
@@ -47,6 +47,8 @@ export const REAP_INTERVAL_MS = 60_000;
 export const SHUTDOWN_GRACE_MS = 10_000;
 /** What the boxes' filesystem keeps free by default: below it no box is made. */
 export const DEFAULT_MIN_FREE_DISK_BYTES = 2 * 1024 ** 3;
+/** The host's available memory kept free of boxes (see memory-guard.ts). */
+export const DEFAULT_MIN_FREE_MEMORY_BYTES = 1024 ** 3;
 
 /** Bytes an unprivileged writer may still use on the filesystem of `dir`; undefined if unreadable. */
 function freeBytesOf(dir: string): number | undefined {
@@ -73,6 +75,13 @@ export interface HostOptions {
   minFreeDiskBytes?: number;
   /** Tests only: what that filesystem has free (default: statfs of `dataDir`). */
   freeDiskBytes?: () => number | undefined;
+  /**
+   * No box is made, and idle boxes are hibernated, while the host has less memory available
+   * (default 1 GiB; 0: no check).
+   */
+  minFreeMemoryBytes?: number;
+  /** Tests only: the host's available memory (default: MemAvailable of /proc/meminfo). */
+  availableMemoryBytes?: () => number | undefined;
   defaults?: VmResources;
   bootTimeoutMs?: number;
   bodyLimitBytes?: number;
@@ -214,8 +223,10 @@ export function createHost(options: HostOptions) {
       defaults,
       ...(options.bootTimeoutMs ? { bootTimeoutMs: options.bootTimeoutMs } : {}),
       minFreeDiskBytes: options.minFreeDiskBytes ?? DEFAULT_MIN_FREE_DISK_BYTES,
+      minFreeMemoryBytes: options.minFreeMemoryBytes ?? DEFAULT_MIN_FREE_MEMORY_BYTES,
     },
     freeDiskBytes: options.freeDiskBytes ?? (() => freeBytesOf(options.dataDir)),
+    availableMemoryBytes: options.availableMemoryBytes ?? availableMemoryBytes,
     ...(templates ? { templates } : {}),
     ...(options.images ? { images: options.images } : {}),
     ...(options.idle ? { idle: options.idle } : {}),
@@ -305,7 +316,7 @@ export function createHost(options: HostOptions) {
       log.info(reconciled, 'reconciled boxes with live VMs');
       templates?.start();
       boxes.startIdlePolicy();
-      boxes.startDiskGuard();
+      boxes.startHostGuards();
       boxes.startEgressKeyCheck(options.keyCheckIntervalMs ?? KEY_CHECK_INTERVAL_MS);
       const recovered = await tasks.recover(leftTasks);
       if (recovered.failed.length + recovered.requeued.length > 0) log.info(recovered, 'recovered tasks');

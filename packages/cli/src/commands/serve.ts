@@ -30,6 +30,7 @@ export interface ServeOptions {
   maxTaskEvents?: number;
   /** No box is made while the data dir's filesystem has less free (GiB; 0: no check). */
   minFreeDiskGib?: number;
+  minFreeMemoryMib?: number;
   graceSeconds?: number;
   /** Pause a box nobody uses after this many seconds (0: never). */
   idlePauseSeconds?: number;
@@ -215,6 +216,9 @@ export async function serve(
     validateResponses: process.env.AGENTBOX_VALIDATE_RESPONSES === '1',
     ...(options.maxBoxes ? { maxBoxes: options.maxBoxes } : {}),
     ...(options.minFreeDiskGib !== undefined ? { minFreeDiskBytes: options.minFreeDiskGib * 1024 ** 3 } : {}),
+    ...(options.minFreeMemoryMib !== undefined
+      ? { minFreeMemoryBytes: options.minFreeMemoryMib * 1024 ** 2 }
+      : {}),
     ...(options.maxConcurrentTasks ? { maxConcurrentTasks: options.maxConcurrentTasks } : {}),
     taskOutputLimits: {
       ...(options.maxTaskOutputMib ? { maxBytes: options.maxTaskOutputMib * 1024 * 1024 } : {}),

@@ -6,6 +6,7 @@ import {
   DEFAULT_MAX_BOXES,
   DEFAULT_MAX_CONCURRENT_TASKS,
   DEFAULT_MIN_FREE_DISK_BYTES,
+  DEFAULT_MIN_FREE_MEMORY_BYTES,
   DEFAULT_TASK_OUTPUT_LIMITS,
 } from '@agentbox/host';
 import { parseEnvPairs, shellExitStatus } from '../../src/commands/run.js';
@@ -123,6 +124,7 @@ describe('agentbox serve defaults', () => {
     expect(byFlag('--max-task-output-mib')).toBe(DEFAULT_TASK_OUTPUT_LIMITS.maxBytes / (1024 * 1024));
     expect(byFlag('--max-task-events')).toBe(DEFAULT_TASK_OUTPUT_LIMITS.maxEvents);
     expect(byFlag('--min-free-disk-gib')).toBe(DEFAULT_MIN_FREE_DISK_BYTES / 1024 ** 3);
+    expect(byFlag('--min-free-memory-mib')).toBe(DEFAULT_MIN_FREE_MEMORY_BYTES / 1024 ** 2);
   });
 });
 

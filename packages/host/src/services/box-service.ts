@@ -34,6 +34,7 @@ import {
 } from './box-power.js';
 import { createReconciler } from './box-reconcile.js';
 import { diskGuardPass, type GuardedBox } from './disk-guard.js';
+import { memoryGuardPass, type MemoryGuardedBox } from './memory-guard.js';
 import type { BoxTemplates, WarmVm } from './box-templates.js';
 import { WORKSPACE } from './paths.js';
 import { within } from './within.js';
@@ -164,9 +165,13 @@ export interface BoxServiceDeps {
     bootTimeoutMs?: number;
     /** No box is made while the boxes' filesystem has less free than this; absent or 0: no check. */
     minFreeDiskBytes?: number;
+    /** No box is made, and idle boxes are hibernated, while the host has less memory available; absent or 0: no check. */
+    minFreeMemoryBytes?: number;
   };
   /** Bytes free on the filesystem the boxes' disks live on; undefined when it cannot be read. */
   freeDiskBytes?: () => number | undefined;
+  /** The host's available memory (MemAvailable) in bytes; undefined when it cannot be read. */
+  availableMemoryBytes?: () => number | undefined;
   metrics: { observeBoot(seconds: number): void };
   log: BoxLogger;
   probe: ProcessProbe;
@@ -254,7 +259,7 @@ export function createBoxService(deps: BoxServiceDeps) {
   const deleteWaitMs = deps.deleteWaitMs ?? DELETE_WAIT_MS;
   let idleTimer: NodeJS.Timeout | undefined;
   let keyCheckTimer: NodeJS.Timeout | undefined;
-  let diskGuardTimer: NodeJS.Timeout | undefined;
+  let hostGuardTimer: NodeJS.Timeout | undefined;
   /** The policy each box's gateway session was last given (JSON), so a sweep changes only what moved. */
   const enforced = new Map<string, string>();
 
@@ -550,6 +555,80 @@ export function createBoxService(deps: BoxServiceDeps) {
         );
   }
 
+  /** What the host keeps of its memory available (serve --min-free-memory-mib); 0: no reserve. */
+  const memoryReserve = deps.limits.minFreeMemoryBytes ?? 0;
+
+  /** The host's available memory when under its reserve; undefined: room (or unknown). */
+  function memoryShort(): number | undefined {
+    const available = memoryReserve > 0 ? deps.availableMemoryBytes?.() : undefined;
+    return available !== undefined && available < memoryReserve ? available : undefined;
+  }
+
+  /** Boxes the memory guard is hibernating, with what each is to give back. */
+  const freeing = new Map<string, number>();
+
+  /** One pass of the memory guard (see memory-guard.ts). */
+  function memoryGuard(): void {
+    // A hibernation writes the guest's RAM to the disk: not while that is short too.
+    if (memoryReserve <= 0 || !canHibernate || diskShort() !== undefined) return;
+    const boxes: MemoryGuardedBox[] = [];
+    for (const [id, session] of sessions) {
+      const vm = session.vm;
+      if (!vm || freeing.has(id) || reconciling.has(id)) continue;
+      boxes.push({
+        id,
+        idle:
+          vm.state === 'paused' &&
+          store.get(id)?.state === 'paused' &&
+          session.leases === 0 &&
+          vm.guest.activeCalls === 0 &&
+          !heldForDisk(session),
+        privateBytes: vm.memoryUse?.()?.privateBytes,
+      });
+    }
+    const chosen = memoryGuardPass({
+      availableBytes: deps.availableMemoryBytes?.(),
+      reserveBytes: memoryReserve,
+      pendingBytes: [...freeing.values()].reduce((sum, bytes) => sum + bytes, 0),
+      boxes,
+    });
+    for (const id of chosen) {
+      freeing.set(id, boxes.find((box) => box.id === id)?.privateBytes ?? 0);
+      log.warn({ boxId: id }, 'hibernating an idle box: the host is short of memory');
+      void power
+        .hibernate(id, 'the host is short of memory', { idle: true })
+        .catch((err: unknown) =>
+          log.warn({ boxId: id, err: messageOf(err) }, 'could not hibernate a box for memory'),
+        )
+        .finally(() => freeing.delete(id));
+    }
+  }
+
+  /** Below the memory reserve no box is made (the guard meanwhile hibernates idle ones). */
+  function checkHostMemory(actor: Actor): void {
+    const available = memoryShort();
+    if (available === undefined) return;
+    if (actor.scope !== 'admin')
+      throw new AgentboxError(
+        'capacity_exhausted',
+        'this host is short of memory for another box; retry later',
+      );
+    const mib = (bytes: number) => Math.floor(bytes / 1024 ** 2);
+    throw new AgentboxError(
+      'capacity_exhausted',
+      `this host has ${mib(available)} MiB of memory available, under the ${mib(memoryReserve)} MiB it keeps free ` +
+        '(serve --min-free-memory-mib); delete or hibernate boxes',
+      {
+        details: {
+          scope: 'host',
+          resource: 'memory',
+          availableBytes: available,
+          minAvailableBytes: memoryReserve,
+        },
+      },
+    );
+  }
+
   /**
    * A box writes to the host's disk as its guest fills its own, and a full host disk stops every
    * box (QEMU pauses a VM on ENOSPC) and the store: below the reserve, no box is made.
@@ -589,6 +668,7 @@ export function createBoxService(deps: BoxServiceDeps) {
     };
     store.checkRoom(options.actor.keyId, room);
     checkHostDisk(options.actor);
+    checkHostMemory(options.actor);
     const warm = deps.templates?.takeWarm(resources);
     const id = warm?.id ?? newBoxId();
     let box: BoxRecord;
@@ -910,11 +990,19 @@ export function createBoxService(deps: BoxServiceDeps) {
     heldFor: (id: string): 'disk' | null => (heldForDisk(sessions.get(id)) ? 'disk' : null),
     /** One pass of the disk guard now (tests). */
     checkDisk: diskGuard,
-    /** Starts the disk guard: boxes filling the host's disk reserve are paused until space is freed. */
-    startDiskGuard(everyMs = 1_000): void {
-      if (diskGuardTimer || !deps.freeDiskBytes) return;
-      diskGuardTimer = setInterval(diskGuard, everyMs);
-      diskGuardTimer.unref();
+    /** One pass of the memory guard now (tests). */
+    checkMemory: memoryGuard,
+    /**
+     * Starts the host guards: boxes filling the host's disk reserve are paused until space is
+     * freed; idle boxes are hibernated while the host is under its memory reserve.
+     */
+    startHostGuards(everyMs = 1_000): void {
+      if (hostGuardTimer) return;
+      hostGuardTimer = setInterval(() => {
+        diskGuard();
+        memoryGuard();
+      }, everyMs);
+      hostGuardTimer.unref();
     },
     /**
      * Holds every live box's egress to its key every `intervalMs`: a grant taken back (`agentbox
@@ -939,8 +1027,8 @@ export function createBoxService(deps: BoxServiceDeps) {
       idleTimer = undefined;
       clearInterval(keyCheckTimer);
       keyCheckTimer = undefined;
-      clearInterval(diskGuardTimer);
-      diskGuardTimer = undefined;
+      clearInterval(hostGuardTimer);
+      hostGuardTimer = undefined;
       await deps.templates?.close();
     },
   };

@@ -4,7 +4,7 @@ import path from 'node:path';
 import { afterEach, describe, expect, it } from 'vitest';
 import type { Box, ExecResult } from '@agentbox/protocol';
 import { FakeBackend } from '@agentbox/vm/fake';
-import { processStartTime, type Vm, type VmDiskUse, type VmSpec } from '@agentbox/vm';
+import { processStartTime, type Vm, type VmDiskUse, type VmMemoryUse, type VmSpec } from '@agentbox/vm';
 import { createBoxService, createBoxStore, openDatabase, type BoxBackend } from '../../src/index.js';
 import { DISK_RELEASE_MARGIN_BYTES } from '../../src/services/disk-guard.js';
 import { agentBundlePath, errorCode, fakeHost, type FakeHost } from '../helpers/fake-host.js';
@@ -98,9 +98,17 @@ class FakeWithSnapshots implements BoxBackend {
   failResumes = false;
   /** While set, a wake (a restore of a snapshot or of a disk) waits for it before it creates its VM. */
   wakeGate: Promise<void> | undefined;
+  /** While set, a hibernation waits for it before it ends the VM. */
+  hibernateGate: Promise<void> | undefined;
   /** What each box's disk takes on the host, as the test sets it (for the disk guard). */
   readonly disks = new Map<string, VmDiskUse>();
-  private readonly fake = new FakeBackend({ agentBundlePath, diskUse: (id) => this.disks.get(id) });
+  /** What each box's VM holds of the host's memory, as the test sets it (for the memory guard). */
+  readonly memory = new Map<string, VmMemoryUse>();
+  private readonly fake = new FakeBackend({
+    agentBundlePath,
+    diskUse: (id) => this.disks.get(id),
+    memoryUse: (id) => this.memory.get(id),
+  });
 
   hibernation(id: string): unknown {
     return this.snapshots.has(id) ? {} : undefined;
@@ -116,11 +124,13 @@ class FakeWithSnapshots implements BoxBackend {
     const failWakes = this.failWakes;
     const failResumes = () => this.failResumes;
     const failDiskBoot = () => this.failDiskBoots;
+    const hibernateGate = () => this.hibernateGate;
     return new Proxy(vm, {
       get(target, prop) {
         if (prop === 'resume' && failResumes()) return () => Promise.reject(new Error('resume failed'));
         if (prop === 'hibernate')
           return async () => {
+            await hibernateGate();
             await target.kill();
             snapshots.add(spec.id);
             return { stateBytes: 1, ms: 1 };
@@ -398,6 +408,100 @@ describe('the disk guard (fake driver)', () => {
     h.host.boxes.checkDisk();
     await until('the box to run again', () => stateOf(h, box.id) === 'running');
     expect(out(await exec(h, box.id, 'echo ok'))).toBe('ok\n');
+  });
+});
+
+describe('the memory guard (fake driver)', () => {
+  const MIB = 1024 ** 2;
+
+  /** A daemon whose host memory and boxes' memory the test sets; the guard's passes are run by hand. */
+  async function guarded() {
+    const backend = new FakeWithSnapshots();
+    const host = { available: 20_000 * MIB };
+    const h = await start({
+      backend,
+      idle: { pauseAfterMs: 0, hibernateAfterMs: 0 },
+      availableMemoryBytes: () => host.available,
+    });
+    return { h, backend, host };
+  }
+
+  it('below the reserve: refuses creates, hibernates the idle boxes holding the most until the shortfall is covered', async () => {
+    const { h, backend, host } = await guarded();
+    const [big, small, busy, running] = [
+      await createBox(h),
+      await createBox(h),
+      await createBox(h),
+      await createBox(h),
+    ];
+    backend.memory.set(big.id, { privateBytes: 600 * MIB });
+    backend.memory.set(small.id, { privateBytes: 100 * MIB });
+    backend.memory.set(busy.id, { privateBytes: 900 * MIB });
+    backend.memory.set(running.id, { privateBytes: 900 * MIB });
+    for (const box of [big, small, busy])
+      await h.admin_({ method: 'POST', url: `/v1/boxes/${box.id}/pause` });
+    // A call in flight to a paused box holds it (the call waits for the resume that follows).
+    const lease = await h.host.boxes.acquire({ actor: admin, id: busy.id });
+    await h.host.boxes.pause({ actor: admin, id: busy.id });
+
+    h.host.boxes.checkMemory();
+    expect(stateOf(h, big.id)).toBe('paused'); // above the reserve: nothing to do
+
+    // 1 GiB reserve (the default): 700 MiB available is 324 MiB short with the margin, which the
+    // biggest idle box covers alone.
+    host.available = 700 * MIB;
+    const refused = await h.admin_({ method: 'POST', url: '/v1/boxes', payload: {} });
+    expect([refused.statusCode, errorCode(refused)]).toEqual([429, 'capacity_exhausted']);
+    expect(refused.json<{ error: { details: object } }>().error.details).toMatchObject({
+      resource: 'memory',
+      availableBytes: 700 * MIB,
+      minAvailableBytes: 1024 * MIB,
+    });
+    const hibernating = gate();
+    backend.hibernateGate = hibernating.promise;
+    h.host.boxes.checkMemory();
+    await until('the biggest idle box to hibernate', () => stateOf(h, big.id) === 'hibernated');
+    expect(h.host.store.transitions(big.id).at(-1)?.reason).toBe('the host is short of memory');
+    // Its hibernation is counted as freed until it ends: a pass meanwhile picks no other box.
+    h.host.boxes.checkMemory();
+    await new Promise((r) => setTimeout(r, 100));
+    expect([stateOf(h, small.id), stateOf(h, busy.id), stateOf(h, running.id)]).toEqual([
+      'paused',
+      'paused',
+      'running',
+    ]);
+    hibernating.open();
+    await until('its VM to end', () => h.host.store.get(big.id)?.pid === null);
+
+    // Still short once it has ended: the next idle box goes; the leased and the running ones never.
+    h.host.boxes.checkMemory();
+    await until('the next idle box to hibernate', () => stateOf(h, small.id) === 'hibernated');
+    host.available = 100 * MIB;
+    h.host.boxes.checkMemory();
+    await new Promise((r) => setTimeout(r, 100));
+    expect([stateOf(h, busy.id), stateOf(h, running.id)]).toEqual(['paused', 'running']);
+    lease.release();
+
+    // Nothing was lost: the next request wakes a hibernated box, and creates work again with room.
+    host.available = 4_000 * MIB;
+    expect(out(await exec(h, big.id, 'echo awake'))).toBe('awake\n');
+    expect(h.host.store.get(big.id)).toMatchObject({ state: 'running', startMode: 'wake' });
+    await createBox(h);
+  });
+
+  it('a user key is told the host is short, not its figures; no reserve (0) checks nothing', async () => {
+    const { h, host } = await guarded();
+    host.available = 10 * MIB;
+    const user = h.host.keys.create({ name: 'u', scope: 'user' }).secret;
+    const r = await h.call({ method: 'POST', url: '/v1/boxes', headers: { 'x-api-key': user }, payload: {} });
+    expect([r.statusCode, errorCode(r)]).toEqual([429, 'capacity_exhausted']);
+    expect(r.json<{ error: { message: string; details?: object } }>().error).toEqual(
+      expect.not.objectContaining({ details: expect.anything() as unknown }),
+    );
+    expect(r.body).toMatch(/short of memory/);
+
+    const none = await start({ minFreeMemoryBytes: 0, availableMemoryBytes: () => 0 });
+    await createBox(none);
   });
 });
 

@@ -10,6 +10,7 @@ describe('@agentbox/host public surface', () => {
       'DEFAULT_MAX_BOXES',
       'DEFAULT_MAX_CONCURRENT_TASKS',
       'DEFAULT_MIN_FREE_DISK_BYTES',
+      'DEFAULT_MIN_FREE_MEMORY_BYTES',
       'DEFAULT_TASK_OUTPUT_LIMITS',
       'GLOBAL_NAMESPACE',
       'GUEST_CA_BUNDLE',
