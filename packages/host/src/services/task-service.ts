@@ -1,5 +1,6 @@
 import { randomBytes } from 'node:crypto';
 import path from 'node:path';
+import { setTimeout as sleep } from 'node:timers/promises';
 import {
   AgentboxError,
   agentDefinitionIssues,
@@ -52,6 +53,8 @@ export const MAX_QUEUED_SPEC_BYTES = 512 * 1024 * 1024;
 const PRUNE_BATCH = 500;
 /** Longest a clone may take; the task's own timeout, which covers the clone, may end it sooner. */
 const CLONE_TIMEOUT_MS = 10 * 60_000;
+/** How often a task whose box the host (or its key) has no room for asks again. */
+export const BOX_ROOM_RETRY_MS = 1_000;
 /** Stored events read at once; a longer log is read page by page, never cut. */
 export const EVENT_PAGE = 1000;
 /** Bytes of stored events read at once (a page ends with the event that reaches it). */
@@ -489,6 +492,29 @@ export function createTaskService(deps: TaskServiceDeps) {
     }
   }
 
+  /**
+   * The task's box, once there is room for it. No room (the host's box limit, disk or memory
+   * reserve, or the key's own limits) passes as boxes are deleted, tasks end and idle boxes are
+   * hibernated: the task waits, saying so once, as long as its timeout lets it (or a cancel).
+   */
+  async function boxWhenRoom(id: string, make: () => Promise<string>, signal: AbortSignal): Promise<string> {
+    let told = false;
+    for (;;) {
+      try {
+        return await make();
+      } catch (err) {
+        if (!(err instanceof AgentboxError && err.code === 'capacity_exhausted') || signal.aborted) throw err;
+        if (!told) {
+          emit(id, { type: 'status', content: { state: 'waiting_for_box', message: err.message } });
+          log.info({ taskId: id, err: err.message }, 'task waiting for room for its box');
+          told = true;
+        }
+        await sleep(BOX_ROOM_RETRY_MS, undefined, { signal }).catch(() => undefined);
+        if (signal.aborted) throw err;
+      }
+    }
+  }
+
   /** What the box must reach for this task: the agent's API and the repository. */
   function egressFor(spec: TaskSpec): { presets: EgressPresetName[]; repos: string[]; domains: string[] } {
     const presets = [...AGENT_PRESETS[spec.agent]];
@@ -544,7 +570,7 @@ export function createTaskService(deps: TaskServiceDeps) {
         entry.abortMessage ??= REVOKED_BEFORE_START;
         return endAborted(id, entry);
       }
-      boxId = await resolveBox(record, actor, spec);
+      boxId = await boxWhenRoom(id, () => resolveBox(record, actor, spec), signal);
       heldAtStart = deps.boxes.heldMs(boxId);
       store.setBox(id, boxId);
       // The lease wakes a paused or hibernated box and keeps it from idling while the agent runs.
