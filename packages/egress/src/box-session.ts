@@ -62,6 +62,13 @@ export interface BoxSessionDeps {
 }
 
 const CONNECT_OK = 'HTTP/1.1 200 Connection Established\r\n\r\n';
+
+/**
+ * Requests of one box whose bodies the gateway may read whole and hold at once (a Chat Completions
+ * call under a spend limit: up to MAX_CHAT_REQUEST_BYTES each, until its answer ends). Later ones
+ * wait for a turn: a box with its hundreds of channels cannot make the daemon hold gigabytes.
+ */
+export const MAX_HELD_BODIES_PER_BOX = 4;
 const INTERNAL = 'internal gateway error; refused';
 
 /** Stops sharing an upstream pool: idle sockets go now, busy ones when their request ends. */
@@ -94,6 +101,8 @@ export class BoxSession {
   });
   #forwardDeps: ForwardDeps;
   #closed = false;
+  #heldBodies = 0;
+  readonly #bodyWaiters: Array<() => void> = [];
 
   constructor(deps: BoxSessionDeps) {
     this.#deps = deps;
@@ -157,6 +166,25 @@ export class BoxSession {
 
   get closed(): boolean {
     return this.#closed;
+  }
+
+  /**
+   * A turn to read a request body whole and hold it (see MAX_HELD_BODIES_PER_BOX): resolves, once
+   * there is one, with its release (which may be called more than once).
+   */
+  bodyTurn(): Promise<() => void> {
+    const grant = (): (() => void) => {
+      this.#heldBodies++;
+      let released = false;
+      return () => {
+        if (released) return;
+        released = true;
+        this.#heldBodies--;
+        this.#bodyWaiters.shift()?.();
+      };
+    };
+    if (this.#heldBodies < MAX_HELD_BODIES_PER_BOX) return Promise.resolve(grant());
+    return new Promise((resolve) => this.#bodyWaiters.push(() => resolve(grant())));
   }
 
   /** The box's spend ledger, if its calls are being metered (see BoxSessionDeps.spend). */

@@ -117,6 +117,18 @@ export async function handleInterceptedRequest(
       refuse(decision.code, decision.reason);
     };
     if (kind === 'chat' && ledger.limited) {
+      // Held from its read until its answer ends; a box that hung up meanwhile gives its turn back.
+      let release: (() => void) | undefined;
+      let closed = false;
+      res.once('close', () => {
+        closed = true;
+        release?.();
+      });
+      release = await session.bodyTurn();
+      if (closed) {
+        release();
+        return;
+      }
       const read = await readChatRequest(req);
       if (read === 'gone') {
         res.destroy(); // the box went away mid-body: nothing to answer, nothing sent upstream

@@ -2,6 +2,7 @@ import type http from 'node:http';
 import { gunzipSync, gzipSync } from 'node:zlib';
 import { afterAll, afterEach, beforeAll, describe, expect, it } from 'vitest';
 import { createEgressGateway, type CertificateAuthority, type SpendBudget } from '../../src/index.js';
+import { MAX_HELD_BODIES_PER_BOX } from '../../src/box-session.js';
 import {
   connect,
   createTestCa,
@@ -371,6 +372,17 @@ describe('spend metering in the gateway', () => {
     expect(h.audit.records.filter((r) => r.code === 'budget_unmetered').at(-1)?.reason).toContain(
       'POST /v1/chat/completions cannot be priced',
     );
+  });
+
+  it('under a limit, a box holds at most MAX_HELD_BODIES_PER_BOX Chat Completions bodies at once; the others wait their turn', async () => {
+    budget(5);
+    const before = chatsSeen();
+    const calls = Array.from({ length: MAX_HELD_BODIES_PER_BOX + 2 }, () => chat({ input: 1, delayMs: 600 }));
+    await until(() => chatsSeen() - before === MAX_HELD_BODIES_PER_BOX);
+    await new Promise((r) => setTimeout(r, 300));
+    expect(chatsSeen() - before).toBe(MAX_HELD_BODIES_PER_BOX);
+    expect((await Promise.all(calls)).map((r) => r.status)).toEqual(calls.map(() => 200));
+    expect(chatsSeen() - before).toBe(MAX_HELD_BODIES_PER_BOX + 2);
   });
 
   it('counted without a limit, a Chat Completions stream without usage passes, its output counted from its text', async () => {
