@@ -118,17 +118,14 @@ export async function handleInterceptedRequest(
     };
     if (kind === 'chat' && ledger.limited) {
       // Held from its read until its answer ends; a box that hung up meanwhile gives its turn back.
-      let release: (() => void) | undefined;
+      const turn = session.bodyTurn();
       let closed = false;
       res.once('close', () => {
         closed = true;
-        release?.();
+        void turn.then((release) => release());
       });
-      release = await session.bodyTurn();
-      if (closed) {
-        release();
-        return;
-      }
+      await turn;
+      if (closed) return;
       const read = await readChatRequest(req);
       if (read === 'gone') {
         res.destroy(); // the box went away mid-body: nothing to answer, nothing sent upstream

@@ -377,7 +377,9 @@ describe('spend metering in the gateway', () => {
   it('under a limit, a box holds at most MAX_HELD_BODIES_PER_BOX Chat Completions bodies at once; the others wait their turn', async () => {
     budget(5);
     const before = chatsSeen();
-    const calls = Array.from({ length: MAX_HELD_BODIES_PER_BOX + 2 }, () => chat({ input: 1, delayMs: 600 }));
+    const calls = Array.from({ length: MAX_HELD_BODIES_PER_BOX + 2 }, () =>
+      chat({ input: 1, delayMs: 2_500 }),
+    );
     await until(() => chatsSeen() - before === MAX_HELD_BODIES_PER_BOX);
     await new Promise((r) => setTimeout(r, 300));
     expect(chatsSeen() - before).toBe(MAX_HELD_BODIES_PER_BOX);
