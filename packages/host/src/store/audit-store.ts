@@ -1,16 +1,40 @@
 import type { EgressAuditRecord } from '@agentbox/protocol';
 import type { Db } from './db.js';
 
+/**
+ * The egress decisions kept per box, the newest. A box's code decides how many requests it makes:
+ * one that retries a denied host in a loop (hostile or not) would otherwise grow the store until
+ * the host's disk is full.
+ */
+export const MAX_AUDIT_RECORDS_PER_BOX = 100_000;
+/** A box's oldest records past the cap go once per this many of its new ones. */
+const PRUNE_EVERY = 1_000;
+
 /** Egress decisions, append-only, per box. Records never hold secret values (the gateway's rule). */
-export function createAuditStore(db: Db) {
+export function createAuditStore(db: Db, options: { maxPerBox?: number } = {}) {
+  const maxPerBox = options.maxPerBox ?? MAX_AUDIT_RECORDS_PER_BOX;
+  const pruneEvery = Math.min(PRUNE_EVERY, maxPerBox);
   const insert = db.prepare('INSERT INTO egress_audit (box_id, ts, record) VALUES (?, ?, ?)');
   const byBox = db.prepare<[string, number, number], { seq: number; record: string }>(
     'SELECT seq, record FROM egress_audit WHERE box_id = ? AND seq > ? ORDER BY seq LIMIT ?',
   );
+  const prune = db.prepare<[string, string, number]>(
+    'DELETE FROM egress_audit WHERE box_id = ? AND seq <= ' +
+      '(SELECT seq FROM egress_audit WHERE box_id = ? ORDER BY seq DESC LIMIT 1 OFFSET ?)',
+  );
+  /** Records inserted per box since its last prune (this process's count). */
+  const sincePrune = new Map<string, number>();
   return {
     /** The gateway's AuditSink. */
     record(record: EgressAuditRecord): void {
       insert.run(record.boxId, record.ts, JSON.stringify(record));
+      const count = (sincePrune.get(record.boxId) ?? 0) + 1;
+      if (count < pruneEvery) {
+        sincePrune.set(record.boxId, count);
+        return;
+      }
+      sincePrune.delete(record.boxId);
+      prune.run(record.boxId, record.boxId, maxPerBox);
     },
     /** A box's records oldest first, after sequence number `after` (for paging). */
     list(
