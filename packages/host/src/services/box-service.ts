@@ -604,20 +604,35 @@ export function createBoxService(deps: BoxServiceDeps) {
     }
   }
 
-  /** Below the memory reserve no box is made (the guard meanwhile hibernates idle ones). */
-  function checkHostMemory(actor: Actor): void {
-    const available = memoryShort();
-    if (available === undefined) return;
+  /**
+   * Below a host reserve no box is made. A box writes to the host's disk as its guest fills its
+   * own, and a full host disk stops every box (QEMU pauses a VM on ENOSPC) and the store; a host
+   * out of memory ends boxes (the memory guard meanwhile hibernates idle ones).
+   */
+  function checkHostReserves(actor: Actor): void {
+    const free = diskShort();
+    const available = free === undefined ? memoryShort() : undefined;
+    if (free === undefined && available === undefined) return;
+    // A user key learns that the host is short, not its figures (as with the box count).
     if (actor.scope !== 'admin')
       throw new AgentboxError(
         'capacity_exhausted',
-        'this host is short of memory for another box; retry later',
+        `this host is short of ${free !== undefined ? 'disk space' : 'memory'} for another box; retry later`,
       );
+    if (free !== undefined) {
+      const gib = (bytes: number) => (bytes / 1024 ** 3).toFixed(1);
+      throw new AgentboxError(
+        'capacity_exhausted',
+        `this host has ${gib(free)} GiB of disk free, under the ${gib(diskReserve)} GiB it keeps free ` +
+          '(serve --min-free-disk-gib); delete boxes or free disk space',
+        { details: { scope: 'host', resource: 'disk', freeBytes: free, minFreeBytes: diskReserve } },
+      );
+    }
     const mib = (bytes: number) => Math.floor(bytes / 1024 ** 2);
     throw new AgentboxError(
       'capacity_exhausted',
-      `this host has ${mib(available)} MiB of memory available, under the ${mib(memoryReserve)} MiB it keeps free ` +
-        '(serve --min-free-memory-mib); delete or hibernate boxes',
+      `this host has ${mib(available!)} MiB of memory available, under the ${mib(memoryReserve)} MiB it ` +
+        'keeps free (serve --min-free-memory-mib); delete or hibernate boxes',
       {
         details: {
           scope: 'host',
@@ -626,28 +641,6 @@ export function createBoxService(deps: BoxServiceDeps) {
           minAvailableBytes: memoryReserve,
         },
       },
-    );
-  }
-
-  /**
-   * A box writes to the host's disk as its guest fills its own, and a full host disk stops every
-   * box (QEMU pauses a VM on ENOSPC) and the store: below the reserve, no box is made.
-   */
-  function checkHostDisk(actor: Actor): void {
-    const free = diskShort();
-    if (free === undefined) return;
-    // A user key learns that the host is short, not how much disk it has (as with the box count).
-    if (actor.scope !== 'admin')
-      throw new AgentboxError(
-        'capacity_exhausted',
-        'this host is short of disk space for another box; retry later',
-      );
-    const gib = (bytes: number) => (bytes / 1024 ** 3).toFixed(1);
-    throw new AgentboxError(
-      'capacity_exhausted',
-      `this host has ${gib(free)} GiB of disk free, under the ${gib(diskReserve)} GiB it keeps free ` +
-        '(serve --min-free-disk-gib); delete boxes or free disk space',
-      { details: { scope: 'host', resource: 'disk', freeBytes: free, minFreeBytes: diskReserve } },
     );
   }
 
@@ -667,8 +660,7 @@ export function createBoxService(deps: BoxServiceDeps) {
       hostCounts: options.actor.scope === 'admin',
     };
     store.checkRoom(options.actor.keyId, room);
-    checkHostDisk(options.actor);
-    checkHostMemory(options.actor);
+    checkHostReserves(options.actor);
     const warm = deps.templates?.takeWarm(resources);
     const id = warm?.id ?? newBoxId();
     let box: BoxRecord;

@@ -6,21 +6,36 @@ import type { Image, ImageManifest } from '../../src/image/manifest.js';
 import { QemuBackend, requireMemoryFits } from '../../src/qemu/driver.js';
 
 const MiB = 1024 ** 2;
+const home = fs.mkdtempSync(path.join(os.tmpdir(), 'agentbox-start-checks-'));
+afterAll(() => fs.rmSync(home, { recursive: true, force: true }));
+// A sparse stand-in for the image's root filesystem: only its size matters here.
+const rootfsPath = path.join(home, 'rootfs.img');
+fs.writeFileSync(rootfsPath, '');
+fs.truncateSync(rootfsPath, 1300 * MiB);
+const image: Image = {
+  dir: home,
+  manifest: {} as ImageManifest,
+  kernelPath: '/nonexistent/vmlinux',
+  initrdPath: '/nonexistent/initrd.cpio',
+  rootfsPath,
+};
+
+describe('QEMU driver: a new disk must hold the image', () => {
+  const backend = new QemuBackend({ home, accel: 'tcg', tscKhz: undefined });
+
+  it('refuses a disk smaller than the root filesystem with invalid_request, and makes nothing', async () => {
+    await expect(
+      backend.create({ id: 'small-disk', image, resources: { memoryMib: 512, vcpus: 1, diskGib: 1 } }),
+    ).rejects.toMatchObject({
+      code: 'invalid_request',
+      message: expect.stringContaining('ask for at least 2 GiB') as string,
+      details: { diskGib: 1, minDiskGib: 2 },
+    });
+    expect(fs.existsSync(backend.boxDir('small-disk'))).toBe(false);
+  });
+});
 
 describe('QEMU driver: a box the host cannot start says why', () => {
-  const home = fs.mkdtempSync(path.join(os.tmpdir(), 'agentbox-start-'));
-  afterAll(() => fs.rmSync(home, { recursive: true, force: true }));
-  const rootfsPath = path.join(home, 'rootfs.img');
-  fs.writeFileSync(rootfsPath, '');
-  fs.truncateSync(rootfsPath, 64 * MiB);
-  const image: Image = {
-    dir: home,
-    manifest: {} as ImageManifest,
-    kernelPath: '/nonexistent/vmlinux',
-    initrdPath: '/nonexistent/initrd.cpio',
-    rootfsPath,
-  };
-
   it('refuses more memory than the host has with invalid_request, and makes nothing', async () => {
     expect(() => requireMemoryFits({ memoryMib: 4097, vcpus: 1, diskGib: 4 }, 4096 * MiB)).toThrow(
       expect.objectContaining({
@@ -33,7 +48,7 @@ describe('QEMU driver: a box the host cannot start says why', () => {
 
     const backend = new QemuBackend({ home, accel: 'tcg', tscKhz: undefined });
     const hostMib = Math.floor(os.totalmem() / MiB);
-    const resources = { memoryMib: hostMib + 1, vcpus: 1, diskGib: 1 };
+    const resources = { memoryMib: hostMib + 1, vcpus: 1, diskGib: 2 };
     await expect(backend.checkResources(image, resources)).rejects.toMatchObject({ code: 'invalid_request' });
     await expect(backend.create({ id: 'too-big', image, resources })).rejects.toMatchObject({
       code: 'invalid_request',
@@ -54,7 +69,7 @@ describe('QEMU driver: a box the host cannot start says why', () => {
     const vm = await backend.create({
       id: 'fails-at-start',
       image,
-      resources: { memoryMib: 256, vcpus: 1, diskGib: 1 },
+      resources: { memoryMib: 256, vcpus: 1, diskGib: 2 },
     });
     try {
       await expect(vm.start()).rejects.toMatchObject({
