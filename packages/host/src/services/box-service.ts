@@ -570,7 +570,10 @@ export function createBoxService(deps: BoxServiceDeps) {
   /** One pass of the memory guard (see memory-guard.ts). */
   function memoryGuard(): void {
     // A hibernation writes the guest's RAM to the disk: not while that is short too.
-    if (memoryReserve <= 0 || !canHibernate || diskShort() !== undefined) return;
+    if (!canHibernate || diskShort() !== undefined) return;
+    // Each box's use is read only when the host is short (a /proc read per box).
+    const available = memoryShort();
+    if (available === undefined) return;
     const boxes: MemoryGuardedBox[] = [];
     for (const [id, session] of sessions) {
       const vm = session.vm;
@@ -587,7 +590,7 @@ export function createBoxService(deps: BoxServiceDeps) {
       });
     }
     const chosen = memoryGuardPass({
-      availableBytes: deps.availableMemoryBytes?.(),
+      availableBytes: available,
       reserveBytes: memoryReserve,
       pendingBytes: [...freeing.values()].reduce((sum, bytes) => sum + bytes, 0),
       boxes,
