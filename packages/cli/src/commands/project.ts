@@ -27,6 +27,7 @@ import {
   projectBoxId,
   projectRoot,
   removeProjectBox,
+  rootMountWarning,
   type ProjectMount,
 } from '../project/project-box.js';
 import { parseRepo } from '../project/github-repo.js';
@@ -183,6 +184,8 @@ export async function runProjectCommand(options: ProjectCommandOptions): Promise
       { hostPath: root, guestPath: root, readOnly: false },
       ...options.mount.map((m) => parseMount(m, cwd)),
     ];
+    const warning = rootMountWarning(mounts, process.geteuid?.());
+    if (warning) process.stderr.write(`${warning}\n`);
     const publish = options.publish.map(parsePublish);
     const repos = options.git
       ? [

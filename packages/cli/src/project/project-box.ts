@@ -61,6 +61,33 @@ export function projectRoot(dir: string): string {
   }
 }
 
+/**
+ * Whether users other than the directory's owner and group can reach it: every directory from `/`
+ * down to it lets others through (o+x). QEMU serves a mount as the user it runs as; run as root,
+ * code in the box can make root-owned files there, setuid ones included, which such a user could
+ * run.
+ */
+export function reachableByOthers(dir: string, stat: (p: string) => { mode: number } = fs.statSync): boolean {
+  for (let at = path.resolve(dir); ; at = path.dirname(at)) {
+    if ((stat(at).mode & 0o001) === 0) return false;
+    if (at === path.dirname(at)) return true;
+  }
+}
+
+/** The warning for a writable mount others can reach while QEMU runs as root; undefined when there is none. */
+export function rootMountWarning(
+  mounts: readonly ProjectMount[],
+  euid: number | undefined,
+): string | undefined {
+  if (euid !== 0) return undefined;
+  const exposed = mounts.filter((m) => !m.readOnly && reachableByOthers(m.hostPath)).map((m) => m.hostPath);
+  if (exposed.length === 0) return undefined;
+  return (
+    `agentbox: running as root, code in the box can make root-owned files, setuid ones included, in ` +
+    `${exposed.join(', ')}, which other users of this host can reach; run agentbox as the directory's owner`
+  );
+}
+
 /** `HOST[:GUEST][:ro]` → a mount; HOST must be an existing directory, GUEST absolute (default: HOST). */
 export function parseMount(spec: string, cwd: string): ProjectMount {
   const parts = spec.split(':');

@@ -6,7 +6,13 @@ import { parseProcNetTcp } from '../../../guest/src/port-forward.js';
 import { shareArgs } from '../../../vm/src/qemu/args.js';
 import { agentArgv } from '../../src/commands/project.js';
 import { parsePublish } from '../../src/project/port-publish.js';
-import { mountScript, parseMount, projectBoxId } from '../../src/project/project-box.js';
+import {
+  mountScript,
+  parseMount,
+  projectBoxId,
+  reachableByOthers,
+  rootMountWarning,
+} from '../../src/project/project-box.js';
 import { githubRepoOfRemote, parseRepo } from '../../src/project/github-repo.js';
 import { projectPolicy } from '../../src/project/project-egress.js';
 import { profileLine } from '../../src/main.js';
@@ -165,5 +171,38 @@ describe('per-project command parsing', () => {
       'agentbox profile: command="image build" startup=500ms command=1000ms total=1500ms\n',
     );
     expect(profileLine(['run', '-e', 'A=1', '--', 'true'], 10, 20)).toMatch(/command="run"/);
+  });
+});
+
+describe('a writable mount other users can reach, with QEMU as root', () => {
+  const modes: Record<string, number> = {
+    '/': 0o755,
+    '/srv': 0o755,
+    '/srv/app': 0o775,
+    '/home': 0o755,
+    '/home/me': 0o700,
+  };
+  const stat = (p: string) => ({ mode: modes[p]! });
+
+  it('is reachable only when every directory down to it lets others through', () => {
+    expect(reachableByOthers('/srv/app', stat)).toBe(true);
+    expect(reachableByOthers('/home/me', stat)).toBe(false);
+  });
+
+  it('is warned of when running as root only, naming the directories', () => {
+    const mounts = [
+      {
+        hostPath: fs.mkdtempSync(path.join(os.tmpdir(), 'agentbox-private-')),
+        guestPath: '/p',
+        readOnly: false,
+      },
+    ];
+    // mkdtemp makes a 0700 directory: nobody else reaches it.
+    expect(rootMountWarning(mounts, 0)).toBeUndefined();
+    fs.chmodSync(mounts[0]!.hostPath, 0o755);
+    expect(rootMountWarning(mounts, 0)).toMatch(/running as root.*setuid.*agentbox-private-/);
+    expect(rootMountWarning(mounts, 1000)).toBeUndefined();
+    expect(rootMountWarning([{ ...mounts[0]!, readOnly: true }], 0)).toBeUndefined();
+    fs.rmSync(mounts[0]!.hostPath, { recursive: true });
   });
 });
