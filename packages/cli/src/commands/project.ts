@@ -184,8 +184,6 @@ export async function runProjectCommand(options: ProjectCommandOptions): Promise
       { hostPath: root, guestPath: root, readOnly: false },
       ...options.mount.map((m) => parseMount(m, cwd)),
     ];
-    const warning = rootMountWarning(mounts, process.geteuid?.());
-    if (warning) process.stderr.write(`${warning}\n`);
     const publish = options.publish.map(parsePublish);
     const repos = options.git
       ? [
@@ -222,6 +220,9 @@ export async function runProjectCommand(options: ProjectCommandOptions): Promise
     });
 
     timer.phase('box');
+    // Once the flags are good and a box is about to be used: a usage error stays one line.
+    const warning = rootMountWarning(mounts, process.geteuid?.());
+    if (warning) process.stderr.write(`${warning}\n`);
     cleanups.push(lockProjectBox(runtime.home, id));
     const opened = await openProjectBox({
       backend,
