@@ -48,6 +48,16 @@ export interface VmSpec {
   restoreFrom?: VmRestoreSource;
   /** Host directories shared into the guest over virtio-9p (cold boots only; the guest mounts them). */
   shares?: readonly VmShare[];
+  /**
+   * The host user the VM process runs as once it has opened its files (QEMU's `-runas`): what it
+   * does for the guest after that, a share's files included, it does with that user's rights.
+   */
+  runAs?: VmUser;
+}
+
+export interface VmUser {
+  uid: number;
+  gid: number;
 }
 
 export interface VmShare {

@@ -38,6 +38,7 @@ export {
   type VmState,
   type VmDiskUse,
   type VmMemoryUse,
+  type VmUser,
   type VmExit,
   type VmResources,
   type VmShare,
@@ -66,6 +67,7 @@ export {
   type KvmStatus,
 } from './qemu/accel.js';
 export { QmpClient, type QmpEvent } from './qemu/qmp.js';
+export { RUN_AS_SOCKETS_DIR } from './qemu/host-sockets.js';
 export { AdoptedQemuVm, type AdoptSpec } from './qemu/adopted-vm.js';
 export {
   processStartTime,

@@ -26,6 +26,7 @@ import {
   parseMount,
   projectBoxId,
   projectRoot,
+  qemuUserFor,
   removeProjectBox,
   rootMountWarning,
   type ProjectMount,
@@ -221,7 +222,8 @@ export async function runProjectCommand(options: ProjectCommandOptions): Promise
 
     timer.phase('box');
     // Once the flags are good and a box is about to be used: a usage error stays one line.
-    const warning = rootMountWarning(mounts, process.geteuid?.());
+    const runAs = qemuUserFor(root, process.geteuid?.());
+    const warning = rootMountWarning(mounts, process.geteuid?.(), runAs);
     if (warning) process.stderr.write(`${warning}\n`);
     cleanups.push(lockProjectBox(runtime.home, id));
     const opened = await openProjectBox({
@@ -229,7 +231,7 @@ export async function runProjectCommand(options: ProjectCommandOptions): Promise
       id,
       root,
       image,
-      config: { imageId: image.manifest.id, resources, mounts },
+      config: { imageId: image.manifest.id, resources, mounts, ...(runAs ? { runAs } : {}) },
     });
     if (opened.replaced) process.stderr.write(`agentbox: made a new box for ${root}: ${opened.replaced}\n`);
     const vm = opened.vm;

@@ -7,11 +7,13 @@ import {
   isSameProcess,
   killProcesses,
   processStartTime,
+  RUN_AS_SOCKETS_DIR,
   type Image,
   type QemuBackend,
   type Vm,
   type VmResources,
   type VmShare,
+  type VmUser,
 } from '@agentbox/vm';
 
 /** Box ids of per-project boxes start with this; the rest is a hash of the project path. */
@@ -32,6 +34,8 @@ export interface ProjectBoxConfig {
   imageId: string;
   resources: VmResources;
   mounts: ProjectMount[];
+  /** The user its VM process runs as, when not this process's (see qemuUserFor). */
+  runAs?: VmUser;
 }
 
 interface ProjectBoxState {
@@ -74,12 +78,32 @@ export function reachableByOthers(dir: string, stat: (p: string) => { mode: numb
   }
 }
 
-/** The warning for a writable mount others can reach while QEMU runs as root; undefined when there is none. */
+/**
+ * Who QEMU serves a project's mounts as. Run as root, it would make what the guest asks in them as
+ * root (setuid-root files included, with `security_model=none`), so it drops to the project
+ * directory's owner (`-runas`): the agent's files are then that user's, as if they had written
+ * them. Undefined: this process's own user (not root, or a project root owns).
+ */
+export function qemuUserFor(
+  root: string,
+  euid: number | undefined,
+  stat: (p: string) => { uid: number; gid: number } = fs.statSync,
+): VmUser | undefined {
+  if (euid !== 0) return undefined;
+  const { uid, gid } = stat(root);
+  return uid === 0 ? undefined : { uid, gid };
+}
+
+/**
+ * The warning for a writable mount others can reach while QEMU runs as root (a project root
+ * owns); undefined when there is none.
+ */
 export function rootMountWarning(
   mounts: readonly ProjectMount[],
   euid: number | undefined,
+  runAs?: VmUser,
 ): string | undefined {
-  if (euid !== 0) return undefined;
+  if (euid !== 0 || runAs) return undefined;
   const exposed = mounts.filter((m) => !m.readOnly && reachableByOthers(m.hostPath)).map((m) => m.hostPath);
   if (exposed.length === 0) return undefined;
   return (
@@ -218,7 +242,13 @@ export async function openProjectBox(options: {
     const alive = isSameProcess(state.pid, state.startTime);
     if (alive && state.configHash === hash) {
       try {
-        const vm = await backend.adopt({ id, pid: state.pid, startTime: state.startTime, timeoutMs: 20_000 });
+        const vm = await backend.adopt({
+          id,
+          pid: state.pid,
+          startTime: state.startTime,
+          timeoutMs: 20_000,
+          ...(options.config.runAs ? { runAs: options.config.runAs } : {}),
+        });
         if (vm.state === 'paused') await vm.resume();
         return { vm, fresh: false };
       } catch (err) {
@@ -236,6 +266,7 @@ export async function openProjectBox(options: {
     image: options.image,
     resources: options.config.resources,
     shares: sharesOf(options.config.mounts),
+    ...(options.config.runAs ? { runAs: options.config.runAs } : {}),
   });
   try {
     await vm.start();
@@ -265,6 +296,8 @@ export async function removeProjectBox(backend: QemuBackend, id: string): Promis
   const state = readState(dir);
   if (state) await killProcesses([state]);
   await fs.promises.rm(dir, { recursive: true, force: true });
+  // The sockets of a VM that ran as the project's owner (socketDirOf), if it did.
+  await fs.promises.rm(path.join(RUN_AS_SOCKETS_DIR, id), { recursive: true, force: true });
   return true;
 }
 

@@ -257,3 +257,56 @@ describe('per-project boxes (real VMs)', () => {
     expect(await done).toBe(3);
   });
 });
+
+describe('a project another user owns, the command run as root (real VM)', () => {
+  /** nobody: a user that owns nothing else here. */
+  const OWNER = 65534;
+  let owned: string;
+  beforeAll(() => {
+    owned = gitProject();
+    // Reachable by every user of the host, as a shared checkout would be.
+    fs.chmodSync(owned, 0o755);
+    execFileSync('chown', ['-R', `${OWNER}:${OWNER}`, owned]);
+  });
+  afterAll(async () => {
+    expect((await cli(['project', 'rm'], { cwd: owned })).code).toBe(0);
+    fs.rmSync(owned, { recursive: true, force: true });
+  });
+
+  const bootId = 'cat /proc/sys/kernel/random/boot_id';
+
+  it.runIf(process.geteuid?.() === 0)(
+    "the VM runs as the owner: what the box makes there is the owner's, never root's, and the next command re-attaches",
+    async () => {
+      // An attempt to plant a setuid-root shell: the chown is refused, the setuid bit is the owner's.
+      const r = await cli(
+        [
+          'shell',
+          '--',
+          '-c',
+          `cp /bin/sh planted && chown 0:0 planted; chmod 4755 planted; echo made > made.txt; ${bootId}`,
+        ],
+        { cwd: owned },
+      );
+      expect(r.code, r.stderr).toBe(0);
+      expect(r.stderr).not.toContain('running as root');
+      const planted = fs.statSync(path.join(owned, 'planted'));
+      expect([planted.uid, planted.mode & 0o4000]).toEqual([OWNER, 0o4000]);
+      expect(fs.statSync(path.join(owned, 'made.txt')).uid).toBe(OWNER);
+      const listed = JSON.parse((await cli(['project', 'ls', '--json'])).stdout) as {
+        boxes: { id: string; root: string }[];
+      };
+      const id = listed.boxes.find((box) => box.root === owned)!.id;
+      const pid = execFileSync('pgrep', ['-f', `qemu-system.*${id}`])
+        .toString()
+        .trim()
+        .split('\n')[0]!;
+      expect(fs.readFileSync(`/proc/${pid}/status`, 'utf8')).toMatch(new RegExp(`^Uid:\\s+${OWNER}\\s`, 'm'));
+
+      // Its sockets are where the owner reaches them: the next command finds the same VM.
+      const again = await cli(['shell', '--', '-c', `cat made.txt; ${bootId}`], { cwd: owned });
+      expect(again.code, again.stderr).toBe(0);
+      expect(again.stdout).toBe(`made\n${r.stdout.trim().split('\n').at(-1)}\n`);
+    },
+  );
+});

@@ -10,6 +10,7 @@ import {
   mountScript,
   parseMount,
   projectBoxId,
+  qemuUserFor,
   reachableByOthers,
   rootMountWarning,
 } from '../../src/project/project-box.js';
@@ -187,6 +188,15 @@ describe('a writable mount other users can reach, with QEMU as root', () => {
   it('is reachable only when every directory down to it lets others through', () => {
     expect(reachableByOthers('/srv/app', stat)).toBe(true);
     expect(reachableByOthers('/home/me', stat)).toBe(false);
+  });
+
+  it("QEMU runs as a project's owner when run as root, and the warning is then not needed", () => {
+    const owned = () => ({ uid: 1000, gid: 100 });
+    expect(qemuUserFor('/srv/app', 0, owned)).toEqual({ uid: 1000, gid: 100 });
+    expect(qemuUserFor('/srv/app', 0, () => ({ uid: 0, gid: 0 }))).toBeUndefined();
+    expect(qemuUserFor('/srv/app', 1000, owned)).toBeUndefined();
+    const mount = { hostPath: '/srv/app', guestPath: '/srv/app', readOnly: false };
+    expect(rootMountWarning([mount], 0, { uid: 1000, gid: 100 })).toBeUndefined();
   });
 
   it('is warned of when running as root only, naming the directories', () => {

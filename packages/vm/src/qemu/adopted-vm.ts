@@ -2,12 +2,19 @@ import fsp from 'node:fs/promises';
 import type net from 'node:net';
 import path from 'node:path';
 import { AgentboxError } from '@agentbox/protocol';
-import type { Vm, VmDiskUse, VmExit, VmMemoryUse, VmState } from '../backend.js';
+import type { Vm, VmDiskUse, VmExit, VmMemoryUse, VmState, VmUser } from '../backend.js';
 import { GuestConnection, type GuestConnectionOptions } from '../guest-connection.js';
 import { hibernateVm } from './hibernation.js';
 import { watchConsoleLog } from './console-log.js';
 import { isSameProcess, privateMemoryBytes, processCmdline } from './proc.js';
-import { BoxDisk, connectMonitor, listenUnix, waitForHello } from './host-sockets.js';
+import {
+  BoxDisk,
+  connectMonitor,
+  listenUnix,
+  prepareSocketDir,
+  socketDirOf,
+  waitForHello,
+} from './host-sockets.js';
 import type { QmpClient } from './qmp.js';
 import { pauseVcpus, resumeVcpus } from './snapshot.js';
 
@@ -27,6 +34,8 @@ export interface AdoptSpec {
   timeoutMs?: number;
   /** How often to check that the process is still alive. */
   pollMs?: number;
+  /** The user it was started to run as (VmSpec.runAs): its sockets are elsewhere (socketDirOf). */
+  runAs?: VmUser;
 }
 
 /**
@@ -112,16 +121,27 @@ export class AdoptedQemuVm implements Vm {
       this.onExit();
       throw new AgentboxError('vm_exited', `VM ${this.id} (pid ${this.spec.pid}) is no longer running`);
     }
-    await listenUnix(this.servers, path.join(this.boxDir, 'guest.sock'), (socket) =>
-      this.guest.attach(socket),
+    const owner = this.spec.runAs;
+    const sockets = socketDirOf(this.boxDir, this.spec.id, owner);
+    prepareSocketDir(sockets, owner);
+    await listenUnix(
+      this.servers,
+      path.join(sockets, 'guest.sock'),
+      (socket) => this.guest.attach(socket),
+      owner,
     );
-    await listenUnix(this.servers, path.join(this.boxDir, 'qmp.sock'), (socket) => {
-      this.qmp?.close();
-      const qmp = connectMonitor(socket, this.guest, this.disk);
-      this.qmp = qmp;
-      qmp.on('close', () => this.check());
-      for (const w of this.qmpWaiters.splice(0)) w(qmp);
-    });
+    await listenUnix(
+      this.servers,
+      path.join(sockets, 'qmp.sock'),
+      (socket) => {
+        this.qmp?.close();
+        const qmp = connectMonitor(socket, this.guest, this.disk);
+        this.qmp = qmp;
+        qmp.on('close', () => this.check());
+        for (const w of this.qmpWaiters.splice(0)) w(qmp);
+      },
+      owner,
+    );
     this.poller = setInterval(() => this.check(), this.spec.pollMs ?? DEFAULT_POLL_MS);
     this.poller.unref();
     // Only a console QEMU appends to may be cut in place (older VMs write at their own offset).
@@ -279,5 +299,7 @@ export class AdoptedQemuVm implements Vm {
     await this.kill();
     this.currentState = 'destroyed';
     await fsp.rm(this.boxDir, { recursive: true, force: true });
+    const sockets = socketDirOf(this.boxDir, this.spec.id, this.spec.runAs);
+    if (sockets !== this.boxDir) await fsp.rm(sockets, { recursive: true, force: true });
   }
 }

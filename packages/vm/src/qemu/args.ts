@@ -46,6 +46,8 @@ export interface QemuLaunchSpec {
   incoming?: boolean;
   /** Host directories shared over virtio-9p; the guest mounts each by its tag. */
   shares?: readonly QemuShare[];
+  /** The user QEMU drops to once it has opened its files (`-runas uid:gid`). */
+  runAs?: { uid: number; gid: number };
 }
 
 export interface QemuShare {
@@ -156,5 +158,6 @@ export function qemuArgs(spec: QemuLaunchSpec): string[] {
     'chardev=qmp,mode=control',
     ...(spec.incoming ? ['-incoming', 'defer'] : []),
     ...shareArgs(spec.shares ?? []),
+    ...(spec.runAs ? ['-runas', `${spec.runAs.uid}:${spec.runAs.gid}`] : []),
   ];
 }

@@ -1,7 +1,8 @@
 import fs from 'node:fs';
 import net from 'node:net';
+import path from 'node:path';
 import type { AgentboxError } from '@agentbox/protocol';
-import type { VmDiskUse, VmExit } from '../backend.js';
+import type { VmDiskUse, VmExit, VmUser } from '../backend.js';
 import type { GuestConnection } from '../guest-connection.js';
 import { QmpClient } from './qmp.js';
 
@@ -11,20 +12,43 @@ import { QmpClient } from './qmp.js';
  */
 
 /** Listens on a unix socket path (replacing a stale one); the server is added to `servers`. */
-export function listenUnix(
+export async function listenUnix(
   servers: net.Server[],
   socketPath: string,
   onConnection: (socket: net.Socket) => void,
+  owner?: VmUser,
 ): Promise<void> {
   fs.rmSync(socketPath, { force: true });
   const server = net.createServer(onConnection);
   servers.push(server);
-  return new Promise((resolve, reject) => {
+  await new Promise<void>((resolve, reject) => {
     server.once('error', reject);
     // Closed before it listened (the VM was killed meanwhile): no 'error' and no callback come.
     server.once('close', () => reject(new Error(`${socketPath}: closed before listening`)));
     server.listen(socketPath, () => resolve());
   });
+  // A VM process that runs as another user connects (and reconnects) with that user's rights.
+  if (owner) fs.chownSync(socketPath, owner.uid, owner.gid);
+}
+
+/** Where the sockets of VMs that run as another user live: a dir of their own under /run. */
+export const RUN_AS_SOCKETS_DIR = '/run/agentbox';
+
+/**
+ * The directory of a VM's sockets: its box dir, or for a VM that runs as another user (who may
+ * not reach the box dir: `-runas` drops rights after QEMU opened its files, and it reconnects to
+ * its sockets later) a directory under RUN_AS_SOCKETS_DIR that only that user and root reach.
+ */
+export function socketDirOf(boxDir: string, id: string, runAs: VmUser | undefined): string {
+  return runAs ? path.join(RUN_AS_SOCKETS_DIR, id) : boxDir;
+}
+
+/** Makes the socket dir of a VM that runs as `runAs`, owned by that user (see socketDirOf). */
+export function prepareSocketDir(dir: string, runAs: VmUser | undefined): void {
+  if (!runAs) return;
+  fs.mkdirSync(RUN_AS_SOCKETS_DIR, { recursive: true, mode: 0o755 });
+  fs.mkdirSync(dir, { recursive: true, mode: 0o700 });
+  fs.chownSync(dir, runAs.uid, runAs.gid);
 }
 
 /**

@@ -10,7 +10,14 @@ import { TEMPLATE_FILES } from '../template-store.js';
 import { qemuArgs, type Accel, type QemuLaunchSpec } from './args.js';
 import { watchConsoleLog } from './console-log.js';
 import { discardHibernation, hibernateVm, hibernationStatePath } from './hibernation.js';
-import { BoxDisk, connectMonitor, listenUnix, waitForHello } from './host-sockets.js';
+import {
+  BoxDisk,
+  connectMonitor,
+  listenUnix,
+  prepareSocketDir,
+  socketDirOf,
+  waitForHello,
+} from './host-sockets.js';
 import type { QmpClient } from './qmp.js';
 import { preferForOomKill, privateMemoryBytes } from './proc.js';
 import { loadState, pauseVcpus, resumeVcpus, saveState } from './snapshot.js';
@@ -96,6 +103,11 @@ export class QemuVm implements Vm {
     return path.join(this.dir, name);
   }
 
+  /** Where its sockets live (see socketDirOf). */
+  private get socketDir(): string {
+    return socketDirOf(this.dir, this.spec.id, this.spec.runAs);
+  }
+
   private require(op: string, ...states: VmState[]): void {
     if (!states.includes(this.currentState)) {
       throw new AgentboxError('invalid_state', `cannot ${op} VM ${this.id} while it is ${this.currentState}`);
@@ -128,8 +140,8 @@ export class QemuVm implements Vm {
       initrdPath: this.spec.image.initrdPath,
       diskPath: this.file('disk.qcow2'),
       diskCache: this.options.diskCache ?? 'unsafe',
-      guestSocketPath: this.file('guest.sock'),
-      qmpSocketPath: this.file('qmp.sock'),
+      guestSocketPath: path.join(this.socketDir, 'guest.sock'),
+      qmpSocketPath: path.join(this.socketDir, 'qmp.sock'),
       consolePath: this.file('console.log'),
       tscKhz: this.options.tscKhz,
       memory,
@@ -140,6 +152,7 @@ export class QemuVm implements Vm {
       ...(!this.restores() && !this.templateRamPath ? { hostname: this.spec.id } : {}),
       ...(this.options.extraKernelArgs ? { extraKernelArgs: this.options.extraKernelArgs } : {}),
       ...(this.spec.shares?.length ? { shares: this.spec.shares } : {}),
+      ...(this.spec.runAs ? { runAs: this.spec.runAs } : {}),
     };
   }
 
@@ -188,13 +201,20 @@ export class QemuVm implements Vm {
     // Killed or destroyed while the sockets were set up: spawn nothing.
     const stopped = () => this.currentState !== 'created' && this.currentState !== 'starting';
     try {
-      await listenUnix(this.servers, launch.guestSocketPath, (socket) => this.guest.attach(socket));
-      await listenUnix(this.servers, launch.qmpSocketPath, (socket) => {
-        this.qmp?.close();
-        const qmp = connectMonitor(socket, this.guest, this.disk);
-        this.qmp = qmp;
-        for (const w of this.qmpWaiters.splice(0)) w(qmp);
-      });
+      prepareSocketDir(this.socketDir, this.spec.runAs);
+      const owner = this.spec.runAs;
+      await listenUnix(this.servers, launch.guestSocketPath, (socket) => this.guest.attach(socket), owner);
+      await listenUnix(
+        this.servers,
+        launch.qmpSocketPath,
+        (socket) => {
+          this.qmp?.close();
+          const qmp = connectMonitor(socket, this.guest, this.disk);
+          this.qmp = qmp;
+          for (const w of this.qmpWaiters.splice(0)) w(qmp);
+        },
+        owner,
+      );
     } catch (err) {
       if (!stopped()) throw err;
     }
@@ -395,6 +415,7 @@ export class QemuVm implements Vm {
     await this.kill();
     this.currentState = 'destroyed';
     await fs.promises.rm(this.dir, { recursive: true, force: true });
+    if (this.socketDir !== this.dir) await fs.promises.rm(this.socketDir, { recursive: true, force: true });
   }
 
   async pause(): Promise<void> {

@@ -47,6 +47,9 @@ describe('qemu argv for snapshots (pure)', () => {
 
   it('gives every box the same RAM block: anonymous, or a shared file for a template', () => {
     expect(qemuArgs(base)).toContain('memory-backend-ram,id=mem,size=1024M');
+    // A VM that runs as another user drops to it once its files are open; none does otherwise.
+    expect(qemuArgs({ ...base, runAs: { uid: 1000, gid: 100 } }).slice(-2)).toEqual(['-runas', '1000:100']);
+    expect(qemuArgs(base)).not.toContain('-runas');
     expect(qemuArgs({ ...base, memory: { kind: 'file', path: '/t/ram', share: true } })).toContain(
       'memory-backend-file,id=mem,size=1024M,mem-path=/t/ram,share=on',
     );
