@@ -27,8 +27,9 @@ export async function listenUnix(
     server.once('close', () => reject(new Error(`${socketPath}: closed before listening`)));
     server.listen(socketPath, () => resolve());
   });
-  // A VM process that runs as another user connects (and reconnects) with that user's rights.
-  if (owner) fs.chownSync(socketPath, owner.uid, owner.gid);
+  // A VM process that runs as another user connects (and reconnects) with that user's rights. The
+  // dir is that user's: lchown, so a symlink put in the socket's place cannot redirect the chown.
+  if (owner) fs.lchownSync(socketPath, owner.uid, owner.gid);
 }
 
 /** Where the sockets of VMs that run as another user live: a dir of their own under /run. */
@@ -43,12 +44,15 @@ export function socketDirOf(boxDir: string, id: string, runAs: VmUser | undefine
   return runAs ? path.join(RUN_AS_SOCKETS_DIR, id) : boxDir;
 }
 
-/** Makes the socket dir of a VM that runs as `runAs`, owned by that user (see socketDirOf). */
+/**
+ * Makes the socket dir of a VM that runs as `runAs`, owned by that user (see socketDirOf). Its
+ * parent is root's, so that user cannot put anything else in its place.
+ */
 export function prepareSocketDir(dir: string, runAs: VmUser | undefined): void {
   if (!runAs) return;
   fs.mkdirSync(RUN_AS_SOCKETS_DIR, { recursive: true, mode: 0o755 });
   fs.mkdirSync(dir, { recursive: true, mode: 0o700 });
-  fs.chownSync(dir, runAs.uid, runAs.gid);
+  fs.lchownSync(dir, runAs.uid, runAs.gid);
 }
 
 /**
