@@ -144,7 +144,8 @@ describe('agentbox keys', () => {
     const spend = await cli(['keys', 'update', key.id, '--max-spend', 'lots', '--data', data]);
     expect(spend.code).toBe(2);
     expect(spend.stderr).toMatch(/--max-spend must be a number ≥ 0/);
-  });
+    // About twenty CLI processes one after another: 14-17 s in CI, near the default 20 s timeout.
+  }, 60_000);
 
   it('says clearly what is wrong, in one line', async () => {
     const again = await cli(['keys', 'revoke', 'key_nope', '--data', data]);
