@@ -7,14 +7,7 @@ import { GuestConnection, type GuestConnectionOptions } from '../guest-connectio
 import { hibernateVm } from './hibernation.js';
 import { watchConsoleLog } from './console-log.js';
 import { isSameProcess, privateMemoryBytes, processCmdline } from './proc.js';
-import {
-  BoxDisk,
-  connectMonitor,
-  listenUnix,
-  prepareSocketDir,
-  socketDirOf,
-  waitForHello,
-} from './host-sockets.js';
+import { BoxDisk, connectMonitor, listenVmSockets, vmSocketPaths, waitForHello } from './host-sockets.js';
 import type { QmpClient } from './qmp.js';
 import { pauseVcpus, resumeVcpus } from './snapshot.js';
 
@@ -121,27 +114,17 @@ export class AdoptedQemuVm implements Vm {
       this.onExit();
       throw new AgentboxError('vm_exited', `VM ${this.id} (pid ${this.spec.pid}) is no longer running`);
     }
-    const owner = this.spec.runAs;
-    const sockets = socketDirOf(this.boxDir, this.spec.id, owner);
-    prepareSocketDir(sockets, owner);
-    await listenUnix(
-      this.servers,
-      path.join(sockets, 'guest.sock'),
-      (socket) => this.guest.attach(socket),
-      owner,
-    );
-    await listenUnix(
-      this.servers,
-      path.join(sockets, 'qmp.sock'),
-      (socket) => {
+    const sockets = vmSocketPaths(this.boxDir, this.spec.id, this.spec.runAs);
+    await listenVmSockets(this.servers, sockets, this.spec.runAs, {
+      guest: (socket) => this.guest.attach(socket),
+      qmp: (socket) => {
         this.qmp?.close();
         const qmp = connectMonitor(socket, this.guest, this.disk);
         this.qmp = qmp;
         qmp.on('close', () => this.check());
         for (const w of this.qmpWaiters.splice(0)) w(qmp);
       },
-      owner,
-    );
+    });
     this.poller = setInterval(() => this.check(), this.spec.pollMs ?? DEFAULT_POLL_MS);
     this.poller.unref();
     // Only a console QEMU appends to may be cut in place (older VMs write at their own offset).
@@ -299,7 +282,7 @@ export class AdoptedQemuVm implements Vm {
     await this.kill();
     this.currentState = 'destroyed';
     await fsp.rm(this.boxDir, { recursive: true, force: true });
-    const sockets = socketDirOf(this.boxDir, this.spec.id, this.spec.runAs);
+    const sockets = vmSocketPaths(this.boxDir, this.spec.id, this.spec.runAs).dir;
     if (sockets !== this.boxDir) await fsp.rm(sockets, { recursive: true, force: true });
   }
 }

@@ -44,15 +44,33 @@ export function socketDirOf(boxDir: string, id: string, runAs: VmUser | undefine
   return runAs ? path.join(RUN_AS_SOCKETS_DIR, id) : boxDir;
 }
 
+/** A VM's two sockets (see socketDirOf). */
+export function vmSocketPaths(
+  boxDir: string,
+  id: string,
+  runAs: VmUser | undefined,
+): { dir: string; guest: string; qmp: string } {
+  const dir = socketDirOf(boxDir, id, runAs);
+  return { dir, guest: path.join(dir, 'guest.sock'), qmp: path.join(dir, 'qmp.sock') };
+}
+
 /**
- * Makes the socket dir of a VM that runs as `runAs`, owned by that user (see socketDirOf). Its
- * parent is root's, so that user cannot put anything else in its place.
+ * Listens on a VM's guest and QMP sockets. For a VM that runs as another user, their dir is made
+ * that user's first; its parent is root's, so that user cannot put anything else in its place.
  */
-export function prepareSocketDir(dir: string, runAs: VmUser | undefined): void {
-  if (!runAs) return;
-  fs.mkdirSync(RUN_AS_SOCKETS_DIR, { recursive: true, mode: 0o755 });
-  fs.mkdirSync(dir, { recursive: true, mode: 0o700 });
-  fs.lchownSync(dir, runAs.uid, runAs.gid);
+export async function listenVmSockets(
+  servers: net.Server[],
+  sockets: { dir: string; guest: string; qmp: string },
+  runAs: VmUser | undefined,
+  on: { guest: (socket: net.Socket) => void; qmp: (socket: net.Socket) => void },
+): Promise<void> {
+  if (runAs) {
+    fs.mkdirSync(RUN_AS_SOCKETS_DIR, { recursive: true, mode: 0o755 });
+    fs.mkdirSync(sockets.dir, { recursive: true, mode: 0o700 });
+    fs.lchownSync(sockets.dir, runAs.uid, runAs.gid);
+  }
+  await listenUnix(servers, sockets.guest, on.guest, runAs);
+  await listenUnix(servers, sockets.qmp, on.qmp, runAs);
 }
 
 /**

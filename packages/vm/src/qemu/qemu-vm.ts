@@ -10,14 +10,7 @@ import { TEMPLATE_FILES } from '../template-store.js';
 import { qemuArgs, type Accel, type QemuLaunchSpec } from './args.js';
 import { watchConsoleLog } from './console-log.js';
 import { discardHibernation, hibernateVm, hibernationStatePath } from './hibernation.js';
-import {
-  BoxDisk,
-  connectMonitor,
-  listenUnix,
-  prepareSocketDir,
-  socketDirOf,
-  waitForHello,
-} from './host-sockets.js';
+import { BoxDisk, connectMonitor, listenVmSockets, vmSocketPaths, waitForHello } from './host-sockets.js';
 import type { QmpClient } from './qmp.js';
 import { preferForOomKill, privateMemoryBytes } from './proc.js';
 import { loadState, pauseVcpus, resumeVcpus, saveState } from './snapshot.js';
@@ -104,8 +97,8 @@ export class QemuVm implements Vm {
   }
 
   /** Where its sockets live (see socketDirOf). */
-  private get socketDir(): string {
-    return socketDirOf(this.dir, this.spec.id, this.spec.runAs);
+  private get sockets(): { dir: string; guest: string; qmp: string } {
+    return vmSocketPaths(this.dir, this.spec.id, this.spec.runAs);
   }
 
   private require(op: string, ...states: VmState[]): void {
@@ -140,8 +133,8 @@ export class QemuVm implements Vm {
       initrdPath: this.spec.image.initrdPath,
       diskPath: this.file('disk.qcow2'),
       diskCache: this.options.diskCache ?? 'unsafe',
-      guestSocketPath: path.join(this.socketDir, 'guest.sock'),
-      qmpSocketPath: path.join(this.socketDir, 'qmp.sock'),
+      guestSocketPath: this.sockets.guest,
+      qmpSocketPath: this.sockets.qmp,
       consolePath: this.file('console.log'),
       tscKhz: this.options.tscKhz,
       memory,
@@ -201,20 +194,15 @@ export class QemuVm implements Vm {
     // Killed or destroyed while the sockets were set up: spawn nothing.
     const stopped = () => this.currentState !== 'created' && this.currentState !== 'starting';
     try {
-      prepareSocketDir(this.socketDir, this.spec.runAs);
-      const owner = this.spec.runAs;
-      await listenUnix(this.servers, launch.guestSocketPath, (socket) => this.guest.attach(socket), owner);
-      await listenUnix(
-        this.servers,
-        launch.qmpSocketPath,
-        (socket) => {
+      await listenVmSockets(this.servers, this.sockets, this.spec.runAs, {
+        guest: (socket) => this.guest.attach(socket),
+        qmp: (socket) => {
           this.qmp?.close();
           const qmp = connectMonitor(socket, this.guest, this.disk);
           this.qmp = qmp;
           for (const w of this.qmpWaiters.splice(0)) w(qmp);
         },
-        owner,
-      );
+      });
     } catch (err) {
       if (!stopped()) throw err;
     }
@@ -415,7 +403,8 @@ export class QemuVm implements Vm {
     await this.kill();
     this.currentState = 'destroyed';
     await fs.promises.rm(this.dir, { recursive: true, force: true });
-    if (this.socketDir !== this.dir) await fs.promises.rm(this.socketDir, { recursive: true, force: true });
+    const sockets = this.sockets.dir;
+    if (sockets !== this.dir) await fs.promises.rm(sockets, { recursive: true, force: true });
   }
 
   async pause(): Promise<void> {
