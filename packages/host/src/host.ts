@@ -199,6 +199,13 @@ export function createHost(options: HostOptions) {
     readyClones: () => templates?.readyClones() ?? { pool: 0, standby: 0 },
   });
   const defaults = options.defaults ?? DEFAULT_BOX_RESOURCES;
+  const memoryReserve = options.minFreeMemoryBytes ?? DEFAULT_MIN_FREE_MEMORY_BYTES;
+  const availableMemory = options.availableMemoryBytes ?? availableMemoryBytes;
+  /** Under the memory reserve: no box is made, nor a clone ahead of one. */
+  const memoryShort = (): boolean => {
+    const available = memoryReserve > 0 ? availableMemory() : undefined;
+    return available !== undefined && available < memoryReserve;
+  };
   const templates =
     options.templates &&
     createBoxTemplates({
@@ -212,6 +219,7 @@ export function createHost(options: HostOptions) {
       newId: () => `box-${randomBytes(5).toString('hex')}`,
       boxDir: options.boxDir,
       probe: options.probe,
+      hostShort: memoryShort,
     });
   const boxes = createBoxService({
     store,
@@ -223,10 +231,10 @@ export function createHost(options: HostOptions) {
       defaults,
       ...(options.bootTimeoutMs ? { bootTimeoutMs: options.bootTimeoutMs } : {}),
       minFreeDiskBytes: options.minFreeDiskBytes ?? DEFAULT_MIN_FREE_DISK_BYTES,
-      minFreeMemoryBytes: options.minFreeMemoryBytes ?? DEFAULT_MIN_FREE_MEMORY_BYTES,
+      minFreeMemoryBytes: memoryReserve,
     },
     freeDiskBytes: options.freeDiskBytes ?? (() => freeBytesOf(options.dataDir)),
-    availableMemoryBytes: options.availableMemoryBytes ?? availableMemoryBytes,
+    availableMemoryBytes: availableMemory,
     ...(templates ? { templates } : {}),
     ...(options.images ? { images: options.images } : {}),
     ...(options.idle ? { idle: options.idle } : {}),

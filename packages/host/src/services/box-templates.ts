@@ -48,6 +48,11 @@ export interface BoxTemplatesOptions {
   onProgress?: TemplateProgress;
   /** After a failed build, wait this long before trying again (doubles each time, up to 10 min). */
   retryMs?: number;
+  /**
+   * True while no box may be made (the host under its memory reserve): no clone is made ahead
+   * either, until it is false again.
+   */
+  hostShort?: () => boolean;
 }
 
 /**
@@ -99,6 +104,8 @@ export function createBoxTemplates(options: BoxTemplatesOptions) {
   let standbyRetryAt = 0;
   let standbyEnabled = options.standby !== false;
   let closed = false;
+  /** A refill put off while the host is short (see hostShort). */
+  let fillLater: NodeJS.Timeout | undefined;
   /** Clones being made or destroyed: close() waits for them, or a QEMU would outlive the daemon. */
   const inFlight = new Set<Promise<unknown>>();
   function track<T>(work: Promise<T>): Promise<T> {
@@ -169,7 +176,15 @@ export function createBoxTemplates(options: BoxTemplatesOptions) {
   }
 
   function fill(): void {
-    if (closed) return;
+    if (closed || fillLater) return;
+    if (pool.length + filling < options.warmPool && options.hostShort?.()) {
+      fillLater = setTimeout(() => {
+        fillLater = undefined;
+        fill();
+      }, REFILL_RETRY_MS);
+      fillLater.unref();
+      return;
+    }
     while (pool.length + filling < options.warmPool) {
       filling++;
       void track(fillOne())
@@ -187,6 +202,8 @@ export function createBoxTemplates(options: BoxTemplatesOptions) {
   function fillStandby(): Promise<void> {
     if (closed || standby || standbyFilling || !standbyEnabled || Date.now() < standbyRetryAt)
       return Promise.resolve();
+    // Made by the next create that is done once the host has room again.
+    if (options.hostShort?.()) return Promise.resolve();
     return track(makeStandby());
   }
 
@@ -346,6 +363,7 @@ export function createBoxTemplates(options: BoxTemplatesOptions) {
 
     async close(): Promise<void> {
       closed = true;
+      clearTimeout(fillLater);
       await backend.abortTemplateBuilds?.();
       // A fill in flight sees `closed` when its step ends and destroys its clone.
       while (inFlight.size > 0) await Promise.allSettled([...inFlight]);

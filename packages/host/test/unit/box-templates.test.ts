@@ -48,7 +48,15 @@ class RecordingVm {
   }
 }
 
-function setup(opts: { standby?: boolean; canPreload?: boolean; buildHangs?: boolean } = {}) {
+function setup(
+  opts: {
+    standby?: boolean;
+    canPreload?: boolean;
+    buildHangs?: boolean;
+    warmPool?: number;
+    hostShort?: () => boolean;
+  } = {},
+) {
   const home = fs.mkdtempSync(path.join(os.tmpdir(), 'agentbox-templates-'));
   dirs.push(home);
   const boxDir = (id: string) => path.join(home, 'boxes', id);
@@ -86,8 +94,9 @@ function setup(opts: { standby?: boolean; canPreload?: boolean; buildHangs?: boo
     backend,
     image: {} as never,
     defaults: DEFAULTS,
-    warmPool: 0,
+    warmPool: opts.warmPool ?? 0,
     ...(opts.standby !== undefined ? { standby: opts.standby } : {}),
+    ...(opts.hostShort ? { hostShort: opts.hostShort } : {}),
     log: { info: () => undefined, warn: (_o, msg) => void warnings.push(msg) },
     newId: () => `box-${++ids}`,
     boxDir,
@@ -97,6 +106,25 @@ function setup(opts: { standby?: boolean; canPreload?: boolean; buildHangs?: boo
 }
 
 const settle = () => new Promise((r) => setTimeout(r, 20));
+
+describe('BoxTemplates: no clone ahead while the host is short of memory', () => {
+  it('makes no standby and fills no pool then; both once it has room again', async () => {
+    const host = { short: true };
+    const { t, vms } = setup({ warmPool: 1, hostShort: () => host.short });
+    t.start();
+    await settle();
+    expect(vms).toHaveLength(0);
+    host.short = false;
+    // The standby comes with the next create done; the pool's refill tries again by itself.
+    t.standbyDone();
+    await settle();
+    expect(vms.filter((v) => v.preloaded)).toHaveLength(1);
+    for (const end = Date.now() + 8_000; vms.length < 2 && Date.now() < end;) await settle();
+    // (This double cannot be warmed up, so the pool's clone goes again; it was tried, which is the point.)
+    expect(vms.length).toBeGreaterThanOrEqual(2);
+    await t.close();
+  }, 15_000);
+});
 
 describe('BoxTemplates: the standby clone', () => {
   it('keeps one clone of the default template loaded, hands it out once, and makes the next', async () => {
