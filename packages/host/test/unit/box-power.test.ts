@@ -440,7 +440,7 @@ describe('the memory guard (fake driver)', () => {
     backend.memory.set(running.id, { privateBytes: 900 * MIB });
     for (const box of [big, small, busy])
       await h.admin_({ method: 'POST', url: `/v1/boxes/${box.id}/pause` });
-    // A call in flight to a paused box holds it (the call waits for the resume that follows).
+    // A box with a lease (a call or task using it) is never hibernated for memory, paused or not.
     const lease = await h.host.boxes.acquire({ actor: admin, id: busy.id });
     await h.host.boxes.pause({ actor: admin, id: busy.id });
 
