@@ -18,6 +18,7 @@ import { DEFAULT_DASHBOARD_DIR, registerDashboard } from './api/static-routes.js
 import { createMetrics } from './metrics.js';
 import { attachEgress } from './services/box-egress.js';
 import {
+  belowReserve,
   createBoxService,
   type BoxBackend,
   type BoxEgress,
@@ -202,10 +203,7 @@ export function createHost(options: HostOptions) {
   const memoryReserve = options.minFreeMemoryBytes ?? DEFAULT_MIN_FREE_MEMORY_BYTES;
   const availableMemory = options.availableMemoryBytes ?? availableMemoryBytes;
   /** Under the memory reserve: no box is made, nor a clone ahead of one. */
-  const memoryShort = (): boolean => {
-    const available = memoryReserve > 0 ? availableMemory() : undefined;
-    return available !== undefined && available < memoryReserve;
-  };
+  const memoryShort = (): boolean => belowReserve(availableMemory, memoryReserve) !== undefined;
   const templates =
     options.templates &&
     createBoxTemplates({

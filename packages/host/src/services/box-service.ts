@@ -151,6 +151,18 @@ export function defaultEgressPolicy(runtime: Runtime): EgressPolicyInput {
   return runtime === 'claude-agent' ? { presets: ['anthropic'] } : {};
 }
 
+/**
+ * What `read` gives (free disk, available memory) when it is under `reserve`; undefined when it is
+ * not, when it cannot be read, or with no reserve (0).
+ */
+export function belowReserve(
+  read: (() => number | undefined) | undefined,
+  reserve: number,
+): number | undefined {
+  const value = reserve > 0 ? read?.() : undefined;
+  return value !== undefined && value < reserve ? value : undefined;
+}
+
 export interface BoxServiceDeps {
   store: BoxStore;
   backend: BoxBackend;
@@ -509,10 +521,7 @@ export function createBoxService(deps: BoxServiceDeps) {
   const diskReserve = deps.limits.minFreeDiskBytes ?? 0;
 
   /** The free bytes of the boxes' filesystem when under its reserve; undefined: room (or unknown). */
-  function diskShort(): number | undefined {
-    const free = diskReserve > 0 ? deps.freeDiskBytes?.() : undefined;
-    return free !== undefined && free < diskReserve ? free : undefined;
-  }
+  const diskShort = () => belowReserve(deps.freeDiskBytes, diskReserve);
 
   /** A hibernation writes the guest's RAM to the disk: not while it is short (the box stays paused). */
   const idlePass = () => power.checkIdle(idle, canHibernate && diskShort() === undefined);
@@ -559,10 +568,7 @@ export function createBoxService(deps: BoxServiceDeps) {
   const memoryReserve = deps.limits.minFreeMemoryBytes ?? 0;
 
   /** The host's available memory when under its reserve; undefined: room (or unknown). */
-  function memoryShort(): number | undefined {
-    const available = memoryReserve > 0 ? deps.availableMemoryBytes?.() : undefined;
-    return available !== undefined && available < memoryReserve ? available : undefined;
-  }
+  const memoryShort = () => belowReserve(deps.availableMemoryBytes, memoryReserve);
 
   /** Boxes the memory guard is hibernating, with what each is to give back. */
   const freeing = new Map<string, number>();
