@@ -295,6 +295,12 @@ export function buildProgram(setExit: (code: number) => void): Command {
         'delete ended tasks and their events D days after they ended (default: keep them)',
       ).argParser(intOption('--task-retention-days', 1, 36_500)),
     )
+    .addOption(
+      new Option(
+        '--box-retention-days <D>',
+        'forget deleted boxes (their record, state history and egress audit) D days after they were deleted (default: keep them)',
+      ).argParser(intOption('--box-retention-days', 1, 36_500)),
+    )
     .option(
       '--model-prices <FILE>',
       'JSON of model prices the host counts spend with, ahead of its own table: {"<model id prefix>": {"input": USD, "output": USD}} per million tokens',
@@ -323,6 +329,7 @@ export function buildProgram(setExit: (code: number) => void): Command {
         idlePauseSeconds: number;
         idleHibernateSeconds: number;
         taskRetentionDays?: number;
+        boxRetentionDays?: number;
         modelPrices?: string;
         warmPool: number;
         templates: boolean;

@@ -27,6 +27,7 @@ import {
   type ProcessProbe,
 } from './services/box-service.js';
 import type { IdleSettings } from './services/box-power.js';
+import { forgetDeletedBoxes } from './services/box-retention.js';
 import { createBoxTemplates, type TemplateBackend } from './services/box-templates.js';
 import { createExecService } from './services/exec-service.js';
 import { createFileService } from './services/file-service.js';
@@ -91,6 +92,11 @@ export interface HostOptions {
   reapIntervalMs?: number;
   /** Ended tasks (with their events) are deleted this long after they ended; absent: kept. */
   taskRetentionMs?: number;
+  /**
+   * Deleted boxes (their record, state history and egress audit) are forgotten this long after
+   * they were deleted; absent: kept.
+   */
+  boxRetentionMs?: number;
   /**
    * The egress gateway's options; boxes then get a policy, a CA and placeholders. Absent: egress
    * disabled (every connection from a box gets 403 egress_disabled). The fake driver's unit tests
@@ -292,6 +298,8 @@ export function createHost(options: HostOptions) {
     const result = await boxes.reap();
     if (result.reaped.length > 0) log.info({ reaped: result.reaped }, 'reaper cleaned up boxes');
     if (options.taskRetentionMs !== undefined) tasks.prune(options.taskRetentionMs);
+    if (options.boxRetentionMs !== undefined)
+      forgetDeletedBoxes({ store, audit, log }, options.boxRetentionMs, clock());
     return result;
   }
 

@@ -38,6 +38,8 @@ export interface ServeOptions {
   idleHibernateSeconds?: number;
   /** Ended tasks are deleted this many days after they ended (absent: kept). */
   taskRetentionDays?: number;
+  /** Deleted boxes (record, history, egress audit) are forgotten this many days after (absent: kept). */
+  boxRetentionDays?: number;
   /** A JSON file of model prices (id prefix → USD per million tokens) ahead of the built-in table. */
   modelPrices?: string;
   /** Paused clones kept ready so `create` returns at once. */
@@ -225,6 +227,7 @@ export async function serve(
       ...(options.maxTaskEvents ? { maxEvents: options.maxTaskEvents } : {}),
     },
     ...(options.taskRetentionDays ? { taskRetentionMs: options.taskRetentionDays * 86_400_000 } : {}),
+    ...(options.boxRetentionDays ? { boxRetentionMs: options.boxRetentionDays * 86_400_000 } : {}),
     libraryDir: path.join(dataDir, 'library'),
     // Under TCG, Bun's optimising JITs (OpenCode, Claude Code) cost more than they save: measured
     // `opencode --version` 22–35 s → 13–16 s. On KVM hosts they stay on.

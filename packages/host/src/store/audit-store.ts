@@ -22,6 +22,7 @@ export function createAuditStore(db: Db, options: { maxPerBox?: number } = {}) {
     'DELETE FROM egress_audit WHERE box_id = ? AND seq <= ' +
       '(SELECT seq FROM egress_audit WHERE box_id = ? ORDER BY seq DESC LIMIT 1 OFFSET ?)',
   );
+  const removeBox = db.prepare<[string]>('DELETE FROM egress_audit WHERE box_id = ?');
   /** Records inserted per box since its last prune (this process's count). */
   const sincePrune = new Map<string, number>();
   return {
@@ -35,6 +36,11 @@ export function createAuditStore(db: Db, options: { maxPerBox?: number } = {}) {
       }
       sincePrune.delete(record.boxId);
       prune.run(record.boxId, record.boxId, maxPerBox);
+    },
+    /** Removes all of a box's records (the box's own record is gone or going). */
+    forget(boxId: string): void {
+      removeBox.run(boxId);
+      sincePrune.delete(boxId);
     },
     /** A box's records oldest first, after sequence number `after` (for paging). */
     list(

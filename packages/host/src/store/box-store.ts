@@ -374,6 +374,25 @@ export function createBoxStore(db: Db, clock: () => number = Date.now) {
       return counts;
     },
 
+    /** Boxes deleted before `before` (Unix ms), the longest deleted first, at most `limit`. */
+    deletedBefore(before: number, limit: number): string[] {
+      return db
+        .prepare<[number, number], { id: string }>(
+          `SELECT id FROM boxes WHERE state = 'deleted' AND updated_at < ? ORDER BY updated_at LIMIT ?`,
+        )
+        .all(before, limit)
+        .map((r) => r.id);
+    },
+
+    /** Removes a deleted box's record and state history; true when there was one. */
+    forget(id: string): boolean {
+      return db.transaction(() => {
+        if (getRow.get(id)?.state !== 'deleted') return false;
+        db.prepare('DELETE FROM box_transitions WHERE box_id = ?').run(id);
+        return db.prepare('DELETE FROM boxes WHERE id = ?').run(id).changes > 0;
+      })();
+    },
+
     transitions(id: string): Transition[] {
       return (
         db
