@@ -139,6 +139,8 @@ interface Running {
   abortMessage?: string;
   /** Settles once the run has ended and its outcome is stored. */
   ended?: Promise<void>;
+  /** Waiting for room for its box: it holds no run slot meanwhile. */
+  waitingForRoom?: boolean;
 }
 
 /** How long a cancel waits for the run to end, so it can answer with the final state. */
@@ -448,8 +450,15 @@ export function createTaskService(deps: TaskServiceDeps) {
     return store.get(task.id)!;
   }
 
+  /** Runs that hold a run slot: every one but those waiting for room for their box. */
+  function active(): number {
+    let n = 0;
+    for (const entry of running.values()) if (!entry.waitingForRoom) n++;
+    return n;
+  }
+
   function pump(): void {
-    while (!heldForRecovery && running.size < maxConcurrent && queue.length > 0) {
+    while (!heldForRecovery && active() < maxConcurrent && queue.length > 0) {
       const id = queue.shift()!;
       const entry: Running = { controller: new AbortController() };
       running.set(id, entry);
@@ -496,8 +505,15 @@ export function createTaskService(deps: TaskServiceDeps) {
    * The task's box, once there is room for it. No room (the host's box limit, disk or memory
    * reserve, or the key's own limits) passes as boxes are deleted, tasks end and idle boxes are
    * hibernated: the task waits, saying so once, as long as its timeout lets it (or a cancel).
+   * Meanwhile it gives up its run slot, so queued tasks whose boxes exist run instead of waiting
+   * behind it; it asks again once a slot is free.
    */
-  async function boxWhenRoom(id: string, make: () => Promise<string>, signal: AbortSignal): Promise<string> {
+  async function boxWhenRoom(
+    id: string,
+    entry: Running,
+    make: () => Promise<string>,
+    signal: AbortSignal,
+  ): Promise<string> {
     let told = false;
     for (;;) {
       try {
@@ -509,8 +525,13 @@ export function createTaskService(deps: TaskServiceDeps) {
           log.info({ taskId: id, err: err.message }, 'task waiting for room for its box');
           told = true;
         }
-        await sleep(BOX_ROOM_RETRY_MS, undefined, { signal }).catch(() => undefined);
-        if (signal.aborted) throw err;
+        entry.waitingForRoom = true;
+        pump();
+        do {
+          await sleep(BOX_ROOM_RETRY_MS, undefined, { signal }).catch(() => undefined);
+          if (signal.aborted) throw err;
+        } while (active() >= maxConcurrent);
+        entry.waitingForRoom = false;
       }
     }
   }
@@ -570,7 +591,7 @@ export function createTaskService(deps: TaskServiceDeps) {
         entry.abortMessage ??= REVOKED_BEFORE_START;
         return endAborted(id, entry);
       }
-      boxId = await boxWhenRoom(id, () => resolveBox(record, actor, spec), signal);
+      boxId = await boxWhenRoom(id, entry, () => resolveBox(record, actor, spec), signal);
       heldAtStart = deps.boxes.heldMs(boxId);
       store.setBox(id, boxId);
       // The lease wakes a paused or hibernated box and keeps it from idling while the agent runs.

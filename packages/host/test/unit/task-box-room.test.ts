@@ -11,8 +11,8 @@ describe('a task waits for room for its box', () => {
   let h: FakeHost;
   afterEach(() => h.close());
 
-  async function fullHost(): Promise<string> {
-    h = await fakeHost({ maxBoxes: 1 });
+  async function fullHost(options: { maxBoxes?: number; maxConcurrentTasks?: number } = {}): Promise<string> {
+    h = await fakeHost({ maxBoxes: 1, ...options });
     const box = await h.admin_({ method: 'POST', url: '/v1/boxes', payload: { runtime: 'bash' } });
     expect(box.statusCode).toBe(201);
     return box.json<{ id: string }>().id;
@@ -48,6 +48,41 @@ describe('a task waits for room for its box', () => {
     expect((await h.admin_({ method: 'DELETE', url: `/v1/boxes/${holder}` })).statusCode).toBe(200);
     await vi.waitFor(async () => expect((await task(t.id)).state).toBe('succeeded'), { timeout: 10_000 });
     expect((await events(t.id)).filter((e) => e.type === 'text').map((e) => e.content)).toEqual(['ran']);
+  });
+
+  it('holds no run slot while it waits: a task on a box that exists runs meanwhile', async () => {
+    const holder = await fullHost({ maxConcurrentTasks: 1 });
+    const waiter = await submit({ prompt: 'echo last' });
+    await vi.waitFor(async () => expect(await waiting(waiter.id)).toHaveLength(1), { timeout: 5_000 });
+    const onHolder = await submit({ boxId: holder, prompt: 'echo first' });
+    await vi.waitFor(async () => expect((await task(onHolder.id)).state).toBe('succeeded'), {
+      timeout: 5_000,
+    });
+    expect((await task(waiter.id)).state).toBe('queued');
+
+    // Once its box fits, it takes the slot back and runs.
+    expect((await h.admin_({ method: 'DELETE', url: `/v1/boxes/${holder}` })).statusCode).toBe(200);
+    await vi.waitFor(async () => expect((await task(waiter.id)).state).toBe('succeeded'), {
+      timeout: 10_000,
+    });
+  });
+
+  it('takes its slot back only once one is free: the cap on running tasks holds', async () => {
+    const holder = await fullHost({ maxBoxes: 2, maxConcurrentTasks: 1 });
+    const spare = await h.admin_({ method: 'POST', url: '/v1/boxes', payload: { runtime: 'bash' } });
+    const waiter = await submit({ prompt: 'echo last' });
+    await vi.waitFor(async () => expect(await waiting(waiter.id)).toHaveLength(1), { timeout: 5_000 });
+    const busy = await submit({ boxId: holder, prompt: 'sleep 3' });
+    await vi.waitFor(async () => expect((await task(busy.id)).state).toBe('running'), { timeout: 5_000 });
+    // Room for the waiter's box from now, but no slot.
+    const spareId = spare.json<{ id: string }>().id;
+    expect((await h.admin_({ method: 'DELETE', url: `/v1/boxes/${spareId}` })).statusCode).toBe(200);
+    await new Promise((r) => setTimeout(r, 1_500));
+    expect((await task(waiter.id)).state).toBe('queued');
+    expect(h.host.store.live().map((b) => b.id)).toEqual([holder]);
+    await vi.waitFor(async () => expect((await task(waiter.id)).state).toBe('succeeded'), {
+      timeout: 10_000,
+    });
   });
 
   it('a cancel or its timeout ends the wait, and no box is made after it', async () => {
