@@ -2,8 +2,8 @@ import fs from 'node:fs';
 import os from 'node:os';
 import path from 'node:path';
 import { afterAll, describe, expect, it } from 'vitest';
-import type { EgressAuditRecord } from '@agentbox/protocol';
 import { createAuditStore, openDatabase } from '../../src/index.js';
+import { denialRecord } from '../helpers/audit-records.js';
 
 describe('the egress audit keeps the newest records of each box', () => {
   const dir = fs.mkdtempSync(path.join(os.tmpdir(), 'agentbox-audit-cap-'));
@@ -13,19 +13,7 @@ describe('the egress audit keeps the newest records of each box', () => {
     fs.rmSync(dir, { recursive: true, force: true });
   });
 
-  const denial = (boxId: string, n: number): EgressAuditRecord => ({
-    boxId,
-    ts: new Date(0).toISOString(),
-    host: `h${n}.example`,
-    port: 443,
-    method: 'CONNECT',
-    decision: 'deny',
-    code: 'domain_not_allowed',
-    reason: 'not allowed',
-    bytesUp: 0,
-    bytesDown: 0,
-    placeholderLeak: false,
-  });
+  const denial = (boxId: string, n: number) => denialRecord(boxId, `h${n}.example`);
 
   it('a box that retries without end grows the store by its cap at most; other boxes keep theirs', () => {
     const audit = createAuditStore(db, { maxPerBox: 5 });

@@ -1,5 +1,5 @@
 import { afterAll, beforeAll, describe, expect, it, vi } from 'vitest';
-import type { EgressAuditRecord } from '@agentbox/protocol';
+import { denialRecord } from '../helpers/audit-records.js';
 import { errorCode, fakeHost, type FakeHost } from '../helpers/fake-host.js';
 
 const DAY = 86_400_000;
@@ -19,19 +19,7 @@ describe('box retention (serve --box-retention-days)', () => {
     }>().id;
   const remove = async (id: string) =>
     expect((await h.admin_({ method: 'DELETE', url: `/v1/boxes/${id}` })).statusCode).toBe(200);
-  const denial = (boxId: string): EgressAuditRecord => ({
-    boxId,
-    ts: new Date(now).toISOString(),
-    host: 'denied.example',
-    port: 443,
-    method: 'CONNECT',
-    decision: 'deny',
-    code: 'domain_not_allowed',
-    reason: 'not allowed',
-    bytesUp: 0,
-    bytesDown: 0,
-    placeholderLeak: false,
-  });
+  const denial = (boxId: string) => denialRecord(boxId, 'denied.example', new Date(now));
 
   it('forgets a box deleted longer ago than the retention, with its history and audit; keeps the rest', async () => {
     const [old, recent, live] = [await create(), await create(), await create()];
