@@ -61,6 +61,7 @@ export class GuestChannels {
   private held = 0;
   private pendingRefusals = 0;
   private refusedCount = 0;
+  private openCount = 0;
   private capNoticed = false;
   private egressHandler: EgressHandler | undefined;
   private inboundHeld = 0;
@@ -80,6 +81,11 @@ export class GuestChannels {
     /** Called when the guest reaches a bound (the caller reports each kind once). */
     private readonly onLimit: (limit: 'guest_channels' | 'inbound_bytes', message: string) => void,
   ) {}
+
+  /** Opens the guest asked for so far, refused ones included (what its reader paces it by). */
+  get opened(): number {
+    return this.openCount;
+  }
 
   /**
    * Channels the guest holds now, opens refused (or dropped) so far, bytes held for stalled
@@ -106,6 +112,7 @@ export class GuestChannels {
       return;
     }
     const open = EgressOpenSchema.safeParse(message);
+    if (open.success) this.openCount++;
     const verdict = admitGuestOpen({
       valid: open.success,
       held: this.held,

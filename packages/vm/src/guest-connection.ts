@@ -27,6 +27,14 @@ import {
 } from '@agentbox/protocol';
 import { Mux, streamTransport, type DataStream } from '@agentbox/protocol/wire';
 import { GuestChannels, type EgressHandler } from './guest-channels.js';
+import {
+  fullReadBudget,
+  GUEST_FRAMES_PER_SECOND,
+  GUEST_OPEN_FRAME_COST,
+  GUEST_SKIPPED_BYTES_PER_FRAME,
+  spendReadBudget,
+  type ReadBudget,
+} from './read-budget.js';
 import { PortChannel } from './port-channel.js';
 
 export type { EgressHandler } from './guest-channels.js';
@@ -134,7 +142,7 @@ class CallEnd {
 
 /** A bound the guest reached; reported once per connection and bound, not once per frame. */
 export interface GuestLimitNotice {
-  limit: 'guest_channels' | 'queued_messages' | 'inbound_bytes';
+  limit: 'guest_channels' | 'queued_messages' | 'inbound_bytes' | 'frame_rate';
   message: string;
   /** The VM whose guest reached it (GuestConnectionOptions.vmId). */
   vmId?: string;
@@ -150,6 +158,8 @@ export interface GuestConnectionOptions {
   vmId?: string;
   /** The default deadline of a call (`GUEST_CALL_TIMEOUT_MS`); tests shorten it. */
   callTimeoutMs?: number;
+  /** Frames read from the guest per second at most (`GUEST_FRAMES_PER_SECOND`); tests change it. */
+  framesPerSecond?: number;
 }
 
 /**
@@ -171,10 +181,15 @@ export class GuestConnection {
   private readonly guestChannels: GuestChannels;
   private readonly noticed = new Set<GuestLimitNotice['limit']>();
   private overflowCount = 0;
+  private readonly framesPerSecond: number;
+  private readBudget: ReadBudget;
+  private readPauses = 0;
   private configuredEnv: Record<string, string> | undefined;
   private lastActivity = performance.now();
 
   constructor(private readonly options: GuestConnectionOptions = {}) {
+    this.framesPerSecond = options.framesPerSecond ?? GUEST_FRAMES_PER_SECOND;
+    this.readBudget = fullReadBudget(performance.now(), this.framesPerSecond);
     this.mux = this.newMux();
     this.guestChannels = new GuestChannels(this.mux, (limit, message) => this.notice({ limit, message }));
   }
@@ -191,7 +206,8 @@ export class GuestConnection {
   /**
    * What the guest costs this connection against its bounds: the channels it holds, opens refused,
    * channels closed because the guest left too many messages unread, bytes it sent that stalled
-   * readers have not taken, and channels reset because those did not fit.
+   * readers have not taken, channels reset because those did not fit, and the times reading it
+   * paused because it sent more frames than GUEST_FRAMES_PER_SECOND.
    */
   get limits(): {
     guestChannels: number;
@@ -199,6 +215,7 @@ export class GuestConnection {
     overflowedChannels: number;
     inboundBytes: number;
     inboundResets: number;
+    readPauses: number;
   } {
     const { held, refused, inboundBytes, inboundResets } = this.guestChannels.stats;
     return {
@@ -207,6 +224,7 @@ export class GuestConnection {
       overflowedChannels: this.overflowCount,
       inboundBytes,
       inboundResets,
+      readPauses: this.readPauses,
     };
   }
 
@@ -293,7 +311,18 @@ export class GuestConnection {
     this.helloRetry = undefined;
     this.askHello();
     if (this.helloWaiters.length > 0) this.askHelloAgainAfter(HELLO_RETRY_FIRST_MS);
-    socket.on('data', (chunk: Buffer) => this.mux.receive(chunk));
+    socket.on('data', (chunk: Buffer) => {
+      const frames = this.mux.framesReceived;
+      const skipped = this.mux.bytesSkipped;
+      const opens = this.guestChannels.opened;
+      this.mux.receive(chunk);
+      const cost =
+        this.mux.framesReceived -
+        frames +
+        (this.mux.bytesSkipped - skipped) / GUEST_SKIPPED_BYTES_PER_FRAME +
+        (this.guestChannels.opened - opens) * GUEST_OPEN_FRAME_COST;
+      this.paceReading(socket, cost);
+    });
     socket.on('error', () => undefined);
     socket.on('close', () => {
       if (this.socket !== socket) return;
@@ -301,6 +330,25 @@ export class GuestConnection {
       clearTimeout(this.helloRetry);
       this.helloRetry = undefined;
     });
+  }
+
+  /**
+   * Charges what a read cost against the guest's frame budget; past it, stops reading the socket
+   * until the budget is back. QEMU then stops taking the guest's writes: only this guest waits.
+   */
+  private paceReading(socket: net.Socket, cost: number): void {
+    const spent = spendReadBudget(this.readBudget, cost, performance.now(), this.framesPerSecond);
+    this.readBudget = spent.budget;
+    if (spent.pauseMs === 0) return;
+    this.readPauses++;
+    this.notice({
+      limit: 'frame_rate',
+      message:
+        `the guest sends more than the host reads of one guest (${this.framesPerSecond} frames a second, ` +
+        'channel opens and junk counting more): reading it is slowed to that rate',
+    });
+    socket.pause();
+    setTimeout(() => socket.resume(), spent.pauseMs).unref();
   }
 
   private askHello(): void {

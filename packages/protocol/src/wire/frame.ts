@@ -62,6 +62,12 @@ export class FrameDecoder {
   private chunks: Buffer[] = [];
   private buffered = 0;
   private seeking: Buffer | undefined;
+  private skippedBytes = 0;
+
+  /** Bytes dropped so far while seeking (what a reader may pace a peer that sends junk by). */
+  get skipped(): number {
+    return this.skippedBytes;
+  }
 
   /**
    * Drops input until `prefix` appears, then decodes from there. Used after a reconnect, when the
@@ -101,21 +107,41 @@ export class FrameDecoder {
     this.seeking = undefined;
   }
 
-  /** True once the buffer starts with `prefix`; until then keeps only a possible partial match. */
+  /**
+   * True once the buffer starts with `prefix`; until then keeps only a possible partial match.
+   * Each chunk is searched where it lies, its seam with the bytes before it apart: a peer that
+   * never sends the prefix (a hostile guest streaming junk) costs a search per byte, not a copy.
+   */
   private skipToPrefix(prefix: Buffer): boolean {
-    const all = Buffer.concat(this.chunks);
-    const at = all.indexOf(prefix);
-    if (at < 0) {
-      const keep = all.subarray(Math.max(0, all.length - (prefix.length - 1)));
-      this.chunks = keep.length ? [keep] : [];
-      this.buffered = keep.length;
-      return false;
+    const overlap = prefix.length - 1;
+    let carry = EMPTY;
+    for (let i = 0; i < this.chunks.length; i++) {
+      const chunk = this.chunks[i]!;
+      // A match in the seam starts in `carry`: after it, the seam holds less than a whole prefix.
+      const seam = Buffer.concat([carry, chunk.subarray(0, overlap)]);
+      const atSeam = carry.length > 0 ? seam.indexOf(prefix) : -1;
+      const at = atSeam >= 0 ? -1 : chunk.indexOf(prefix);
+      if (atSeam >= 0 || at >= 0) {
+        const rest = [
+          ...(atSeam >= 0 ? [carry.subarray(atSeam), chunk] : [chunk.subarray(at)]),
+          ...this.chunks.slice(i + 1),
+        ];
+        this.chunks = rest;
+        const buffered = rest.reduce((n, c) => n + c.length, 0);
+        this.skippedBytes += this.buffered - buffered;
+        this.buffered = buffered;
+        this.seeking = undefined;
+        return true;
+      }
+      // Copied, so a kept tail does not hold on to its whole chunk.
+      carry = Buffer.from(
+        chunk.length >= overlap ? chunk.subarray(chunk.length - overlap) : seam.subarray(-overlap),
+      );
     }
-    const rest = all.subarray(at);
-    this.chunks = [rest];
-    this.buffered = rest.length;
-    this.seeking = undefined;
-    return true;
+    this.chunks = carry.length > 0 ? [carry] : [];
+    this.skippedBytes += this.buffered - carry.length;
+    this.buffered = carry.length;
+    return false;
   }
 
   /**

@@ -109,6 +109,7 @@ export class Mux {
   private waitingForDrain = false;
   private failed: Error | undefined;
   private controlQueued = 0;
+  private received = 0;
   readonly windowBytes: number;
 
   constructor(
@@ -116,6 +117,16 @@ export class Mux {
     private readonly options: MuxOptions = {},
   ) {
     this.windowBytes = options.windowBytes ?? DEFAULT_WINDOW_BYTES;
+  }
+
+  /** Frames received so far (what the reader may pace the peer by). */
+  get framesReceived(): number {
+    return this.received;
+  }
+
+  /** Bytes received and dropped while seeking a frame (see `seekJsonFrame`). */
+  get bytesSkipped(): number {
+    return this.decoder.skipped;
   }
 
   /** Bytes of window-free frames (Json, End) queued and not yet written. */
@@ -180,6 +191,7 @@ export class Mux {
       this.protocolError(err as Error);
       return;
     }
+    this.received += frames.length;
     this.receiving = true;
     try {
       for (const frame of frames) this.dispatch(frame);

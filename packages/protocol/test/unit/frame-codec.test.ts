@@ -77,6 +77,29 @@ describe('frame codec', () => {
     ]);
   });
 
+  it('seek finds the frame wherever reads split it, and holds nothing of the junk before it', () => {
+    const hello = encodeFrame(FrameKind.Json, 0, Buffer.from('{"type":"hello"}'));
+    const prefix = hello.subarray(0, 6);
+    // Junk as a hostile guest would send it: frames for other channels, the magic byte everywhere.
+    const junk = Buffer.concat(
+      Array.from({ length: 5000 }, () => encodeFrame(FrameKind.Data, 7, Buffer.from('x'))),
+    );
+    for (let split = 0; split < prefix.length; split++) {
+      const decoder = new FrameDecoder();
+      decoder.seek(prefix);
+      const stream = Buffer.concat([junk, hello]);
+      const cut = junk.length + split;
+      expect(decoder.push(stream.subarray(0, 1000))).toEqual([]);
+      expect(decoder.push(stream.subarray(1000, cut))).toEqual([]);
+      // What is kept of the junk: at most a partial prefix.
+      expect((decoder as unknown as { buffered: number }).buffered).toBeLessThan(prefix.length);
+      const frames = decoder.push(stream.subarray(cut));
+      expect(frames.map((f) => [f.kind, f.channel, f.payload.toString()])).toEqual([
+        [FrameKind.Json, 0, '{"type":"hello"}'],
+      ]);
+    }
+  });
+
   it('reset drops a partial frame', () => {
     const decoder = new FrameDecoder();
     const frame = encodeFrame(FrameKind.Data, 1, Buffer.from('hello'));

@@ -17,8 +17,10 @@ import {
 
 const tick = () => new Promise((r) => setImmediate(r));
 const guestChannel = (i: number) => (GUEST_CHANNEL_BIT | i) >>> 0;
+// These guests flood on purpose, faster than the host reads a guest (guest-read-pacing.test.ts):
+// here the bounds on what the host holds are tested, with reading unpaced.
 const scriptedGuest = (options: { reads: boolean }) =>
-  newScriptedGuest({ ...options, connection: { vmId: 'box-1' } });
+  newScriptedGuest({ ...options, connection: { vmId: 'box-1', framesPerSecond: 1e12 } });
 
 const exit = { type: 'exit', exitCode: 0, signal: null, timedOut: false, durationMs: 1 };
 

@@ -1,0 +1,122 @@
+import { describe, expect, it, vi } from 'vitest';
+import { GUEST_CHANNEL_BIT } from '@agentbox/protocol';
+import { encodeFrame, FrameKind } from '@agentbox/protocol/wire';
+import {
+  fullReadBudget,
+  GUEST_OPEN_FRAME_COST,
+  GUEST_SKIPPED_BYTES_PER_FRAME,
+  spendReadBudget,
+} from '../../src/read-budget.js';
+import { helloFrame, jsonFrame, scriptedGuest } from '../helpers/scripted-guest.js';
+
+const MIB = 1024 * 1024;
+const tick = () => new Promise((r) => setImmediate(r));
+
+describe('the read budget (a token bucket of frames)', () => {
+  it('lets a second’s worth through at once, then pauses for what was overspent', () => {
+    let budget = fullReadBudget(0, 1000);
+    let spent = spendReadBudget(budget, 1000, 0, 1000);
+    expect(spent.pauseMs).toBe(0);
+    budget = spent.budget;
+    spent = spendReadBudget(budget, 500, 0, 1000);
+    expect(spent.pauseMs).toBe(500);
+    // After the pause the bucket is back at zero: half a second more refills 500.
+    spent = spendReadBudget(spent.budget, 0, 500, 1000);
+    expect(spent.budget.tokens).toBe(0);
+    expect(spendReadBudget(spent.budget, 500, 1000, 1000).pauseMs).toBe(0);
+  });
+
+  it('refills to one second’s worth at most, whatever the idle time', () => {
+    const idle = spendReadBudget(fullReadBudget(0, 1000), 0, 3_600_000, 1000);
+    expect(idle.budget.tokens).toBe(1000);
+    expect(spendReadBudget(idle.budget, 1001, 3_600_000, 1000).pauseMs).toBe(1);
+  });
+});
+
+describe('a guest that floods its channel with frames', () => {
+  it('is read at the budget’s rate: the host stops reading it, then serves it again', async () => {
+    const guest = scriptedGuest({ connection: { vmId: 'box-1', framesPerSecond: 20_000 } });
+    await guest.conn.waitForHello();
+    // Empty frames for a channel no one has: each is dropped, yet each had to be decoded.
+    const junk = encodeFrame(FrameKind.Data, 7);
+    guest.send(...Array<Buffer>(30_000).fill(junk));
+    await tick();
+    expect(guest.conn.limits.readPauses).toBe(1);
+    expect(guest.notices).toMatchObject([{ limit: 'frame_rate', vmId: 'box-1' }]);
+
+    // Paused: a reply sent now waits until the budget is back (~0.5 s), then gets through.
+    const ping = guest.conn.ping();
+    await tick();
+    guest.send(jsonFrame(guest.request('ping')!.channel, { type: 'result', value: { now: 1 } }));
+    await expect(ping).resolves.toEqual({ now: 1 });
+    // Noticed once, however long it goes on.
+    guest.send(...Array<Buffer>(30_000).fill(junk));
+    await tick();
+    expect(guest.conn.limits.readPauses).toBe(2);
+    expect(guest.notices).toHaveLength(1);
+  });
+
+  it('counts junk the host skips while seeking its next hello, one frame per GUEST_SKIPPED_BYTES_PER_FRAME', async () => {
+    const guest = scriptedGuest({ connection: { framesPerSecond: 1000 } });
+    await guest.conn.waitForHello();
+    // A byte that is no frame: the host seeks the guest's next hello from there.
+    guest.send(Buffer.from([0]));
+    await tick();
+    const junk = Buffer.concat(
+      Array.from({ length: 1000 }, () => encodeFrame(FrameKind.Data, 7, Buffer.from('x'))),
+    );
+    const budgetBytes = 1000 * GUEST_SKIPPED_BYTES_PER_FRAME;
+    for (let sent = 0; sent < budgetBytes - junk.length; sent += junk.length) guest.send(junk);
+    await tick();
+    expect(guest.conn.limits.readPauses).toBe(0);
+    guest.send(junk, junk);
+    await tick();
+    expect(guest.conn.limits.readPauses).toBe(1);
+    // Its next hello is read once the pause is over, and the guest is served again.
+    guest.send(helloFrame(2));
+    await vi.waitFor(() => expect(guest.conn.info?.agentPid).toBe(2), { timeout: 5_000 });
+    const ping = guest.conn.ping();
+    await vi.waitFor(() => expect(guest.request('ping')).toBeDefined(), { timeout: 5_000 });
+    guest.send(jsonFrame(guest.request('ping')!.channel, { type: 'result', value: { now: 2 } }));
+    await expect(ping).resolves.toEqual({ now: 2 });
+  });
+
+  it('counts each channel it opens as GUEST_OPEN_FRAME_COST frames', async () => {
+    const rate = 100 * GUEST_OPEN_FRAME_COST;
+    const guest = scriptedGuest({ connection: { framesPerSecond: rate } });
+    await guest.conn.waitForHello();
+    guest.conn.setEgressHandler((stream) => stream.destroy());
+    const open = (i: number) => jsonFrame((GUEST_CHANNEL_BIT | i) >>> 0, { type: 'egress', clientPort: i });
+    guest.send(...Array.from({ length: 99 }, (_, i) => open(i + 1)));
+    await tick();
+    expect(guest.conn.limits.readPauses).toBe(0);
+    guest.send(open(100), open(101));
+    await tick();
+    expect(guest.conn.limits.readPauses).toBe(1);
+  });
+
+  it('bulk data in full frames stays far under the default budget', async () => {
+    const guest = scriptedGuest();
+    await guest.conn.waitForHello();
+    let got = 0;
+    const download = guest.conn.readFile('/big', (c) => void (got += c.length));
+    await tick();
+    const channel = guest.request('file.read')!.channel;
+    guest.send(jsonFrame(channel, { type: 'file', size: 256 * MIB }));
+    const frame = encodeFrame(FrameKind.Data, channel, Buffer.alloc(128 * 1024, 0x61));
+    const credited = () =>
+      guest.received
+        .filter((f) => f.kind === FrameKind.Credit && f.channel === channel)
+        .reduce((sum, f) => sum + f.payload.readUInt32BE(0), 0);
+    // 256 MiB as fast as the host takes it (far faster than a guest sends it under TCG), 3 MiB at a
+    // time within the flow-control window.
+    for (let sent = 0; sent < 256 * MIB; sent += 3 * MIB) {
+      while (sent - credited() >= MIB) await tick();
+      guest.send(...Array<Buffer>(24).fill(frame));
+    }
+    guest.send(encodeFrame(FrameKind.End, channel), jsonFrame(channel, { type: 'result', value: {} }));
+    await download;
+    expect(got).toBeGreaterThanOrEqual(256 * MIB);
+    expect(guest.conn.limits.readPauses).toBe(0);
+  });
+});
