@@ -58,6 +58,40 @@ describe('real VMs: failures are clear errors, never hangs, and nothing is left 
     expect((await run(vm, 'echo back')).stdout.toString()).toBe('back\n');
   });
 
+  it('reads a root process that takes the guest port and floods it at the host’s pace; the agent then takes it back', async () => {
+    const vm = await bootBox();
+    const firstAgent = vm.guest.info!.agentPid;
+    // What a hostile root in the box can do: kill the agent, open its port, greet the host and send
+    // tiny frames for a channel no one has, as fast as the port takes them, for 3 s.
+    const flood = [
+      'import glob, json, os, struct, time',
+      "dev = [p for p in glob.glob('/sys/class/virtio-ports/*') if open(p + '/name').read().strip() == 'agentbox.0'][0]",
+      `os.kill(${firstAgent}, 9)`,
+      'end = time.time() + 10',
+      'while True:',
+      '    try:',
+      "        fd = os.open('/dev/' + os.path.basename(dev), os.O_WRONLY); break",
+      '    except OSError:',
+      '        if time.time() > end: raise',
+      '        time.sleep(0.001)',
+      "hello = json.dumps({'type': 'hello', 'protocolVersion': 1, 'imageApiVersion': 1, 'agentVersion': 'x', 'bootId': 'b', 'agentPid': 99, 'egressProxyPort': 3128}).encode()",
+      "os.write(fd, struct.pack('>BBII', 0xab, 1, 0, len(hello)) + hello)",
+      "junk = struct.pack('>BBII', 0xab, 2, 7, 1) + b'x'",
+      'end = time.time() + 3',
+      'while time.time() < end:',
+      '    os.write(fd, junk * 6000)',
+    ].join('\n');
+    await vm.guest.writeFile('/root/flood.py', Buffer.from(flood));
+    void run(vm, 'setsid nohup python3 /root/flood.py >/root/flood.log 2>&1 &').catch(() => undefined);
+    await expect.poll(() => vm.guest.limits.readPauses, { timeout: 20_000 }).toBeGreaterThan(0);
+    // Once it exits, init starts the agent again, which opens the port and says hello.
+    await expect
+      .poll(() => vm.guest.info?.agentPid, { timeout: 30_000, interval: 200 })
+      .not.toBeOneOf([firstAgent, 99]);
+    expect((await run(vm, 'echo back; cat /root/flood.log')).stdout.toString()).toBe('back\n');
+    await vm.destroy();
+  });
+
   it('keeps a flooded serial console short: QEMU appends, so it is cut in place', async () => {
     const vm = await bootBox();
     const rt = await sharedRuntime();
