@@ -1,4 +1,5 @@
 import type { Transform } from 'node:stream';
+import { promisify } from 'node:util';
 import zlib from 'node:zlib';
 
 /**
@@ -59,5 +60,25 @@ export function decodeBody(coding: ContentCoding, body: Buffer, maxBytes: number
       return zlib.inflateSync(body, options);
     case 'br':
       return zlib.brotliDecompressSync(body, options);
+  }
+}
+
+const gunzip = promisify(zlib.gunzip);
+const inflate = promisify(zlib.inflate);
+const brotliDecompress = promisify(zlib.brotliDecompress);
+
+/**
+ * Decodes a whole body in libuv's thread pool, not on the event loop (a body of up to 32 MiB from
+ * a box takes tens of ms to inflate); rejects past `maxBytes` of output or on a corrupt body.
+ */
+export function decodeBodyOffLoop(coding: ContentCoding, body: Buffer, maxBytes: number): Promise<Buffer> {
+  const options = { maxOutputLength: maxBytes };
+  switch (coding) {
+    case 'gzip':
+      return gunzip(body, options);
+    case 'deflate':
+      return inflate(body, options);
+    case 'br':
+      return brotliDecompress(body, options);
   }
 }

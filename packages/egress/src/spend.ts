@@ -515,27 +515,3 @@ export function usageReaderFor(kind: MeteredCallKind, contentType: string | unde
 
 /** The most of a Chat Completions request the gateway reads (under a limit) before it is sent. */
 export const MAX_CHAT_REQUEST_BYTES = 32 << 20;
-
-/**
- * Why the answer to a Chat Completions request (its body, decoded) would not carry its usage, or
- * undefined when it will: a streamed call has it only with `stream_options.include_usage`.
- * Read under a limit only, so the call is refused with a reason up front rather than closing the
- * budget once its cost turns out unreadable. A body that a lenient parser reads otherwise (a
- * duplicate key, say) still cannot spend unseen: an answer without usage closes every limited
- * budget (see MeteredCall.end).
- */
-export function chatRequestUnpriced(body: Buffer): string | undefined {
-  let request: unknown;
-  try {
-    request = JSON.parse(body.toString('utf8'));
-  } catch {
-    return 'its body is not JSON';
-  }
-  if (request === null || typeof request !== 'object' || Array.isArray(request))
-    return 'its body is not a JSON object';
-  const { stream, stream_options: options } = request as UsageJson;
-  if (stream !== true) return undefined;
-  if (options !== null && typeof options === 'object' && (options as UsageJson).include_usage === true)
-    return undefined;
-  return 'a streamed call is priced only with "stream_options": {"include_usage": true}';
-}

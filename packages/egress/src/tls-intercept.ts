@@ -9,13 +9,9 @@ import { auditPath, endToEndHeaders, pathOnly, respondDenied } from './http-util
 import { answerOAuthRefresh, isOAuthRule } from './oauth-refresh.js';
 import type { OpenHold } from './open-registry.js';
 import { findPlaceholders, headersHavePlaceholder, injectHeaders } from './placeholders.js';
-import { contentCodingOf, decodeBody } from './content-coding.js';
-import {
-  chatRequestUnpriced,
-  classifyModelCall,
-  MAX_CHAT_REQUEST_BYTES,
-  type ModelCallKind,
-} from './spend.js';
+import { chatRequestUnpriced } from './chat-request-check.js';
+import { contentCodingOf, decodeBodyOffLoop } from './content-coding.js';
+import { classifyModelCall, MAX_CHAT_REQUEST_BYTES, type ModelCallKind } from './spend.js';
 import type { MeteredCall, SpendLedger } from './spend-ledger.js';
 import type { ConnectTarget } from './upstream.js';
 
@@ -226,7 +222,7 @@ async function readChatRequest(req: IncomingMessage): Promise<'gone' | { body?: 
   let plain = body;
   if (coding.kind === 'decode') {
     try {
-      plain = decodeBody(coding.coding, body, MAX_CHAT_REQUEST_BYTES);
+      plain = await decodeBodyOffLoop(coding.coding, body, MAX_CHAT_REQUEST_BYTES);
     } catch {
       return {
         body,
@@ -234,7 +230,7 @@ async function readChatRequest(req: IncomingMessage): Promise<'gone' | { body?: 
       };
     }
   }
-  const unpriced = chatRequestUnpriced(plain);
+  const unpriced = await chatRequestUnpriced(plain);
   return unpriced === undefined ? { body } : { body, unpriced };
 }
 

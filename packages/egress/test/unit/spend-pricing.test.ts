@@ -1,7 +1,7 @@
 import { describe, expect, it } from 'vitest';
+import { chatRequestUnpriced } from '../../src/chat-request-check.js';
 import {
   ChatCompletionsUsageReader,
-  chatRequestUnpriced,
   classifyModelCall,
   costOfCall,
   MAX_JSON_ANSWER_BYTES,
@@ -367,10 +367,25 @@ describe('MessagesUsageReader', () => {
     ['{"stream":true,"stream_options":null}', 'include_usage'],
     ['[1]', 'not a JSON object'],
     ['{"stream":tru', 'not JSON'],
-  ])('a Chat Completions request %s is priced unless: %s', (body, why) => {
-    const unpriced = chatRequestUnpriced(Buffer.from(body));
+  ])('a Chat Completions request %s is priced unless: %s', async (body, why) => {
+    const unpriced = await chatRequestUnpriced(Buffer.from(body));
     if (why === undefined) expect(unpriced).toBeUndefined();
     else expect(unpriced).toContain(why);
+  });
+
+  it('a Chat Completions body is read off the event loop: a 32 MiB one does not stall the host', async () => {
+    // Dense numbers, the costliest JSON to parse per byte: ~0.7 s on the main thread here.
+    const body = Buffer.from(
+      `{"stream":true,"x":[${Array.from({ length: 6_000_000 }, (_, i) => i % 10).join(',')}]}`,
+    );
+    let ticks = 0;
+    const timer = setInterval(() => ticks++, 5);
+    let ticksAtAnswer = -1;
+    const unpriced = await chatRequestUnpriced(body).finally(() => (ticksAtAnswer = ticks));
+    clearInterval(timer);
+    expect(unpriced).toContain('include_usage');
+    // Parsed on this thread, the answer would come before the first tick.
+    expect(ticksAtAnswer).toBeGreaterThanOrEqual(2);
   });
 
   it('a stream with no message_start has not shown its usage', () => {
