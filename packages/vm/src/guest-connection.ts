@@ -30,6 +30,7 @@ import { GuestChannels, type EgressHandler } from './guest-channels.js';
 import {
   fullReadBudget,
   GUEST_FRAMES_PER_SECOND,
+  GUEST_JSON_BYTES_PER_FRAME,
   GUEST_OPEN_FRAME_COST,
   GUEST_SKIPPED_BYTES_PER_FRAME,
   spendReadBudget,
@@ -313,12 +314,14 @@ export class GuestConnection {
     if (this.helloWaiters.length > 0) this.askHelloAgainAfter(HELLO_RETRY_FIRST_MS);
     socket.on('data', (chunk: Buffer) => {
       const frames = this.mux.framesReceived;
+      const json = this.mux.jsonBytesReceived;
       const skipped = this.mux.bytesSkipped;
       const opens = this.guestChannels.opened;
       this.mux.receive(chunk);
       const cost =
         this.mux.framesReceived -
         frames +
+        (this.mux.jsonBytesReceived - json) / GUEST_JSON_BYTES_PER_FRAME +
         (this.mux.bytesSkipped - skipped) / GUEST_SKIPPED_BYTES_PER_FRAME +
         (this.guestChannels.opened - opens) * GUEST_OPEN_FRAME_COST;
       this.paceReading(socket, cost);
@@ -345,7 +348,7 @@ export class GuestConnection {
       limit: 'frame_rate',
       message:
         `the guest sends more than the host reads of one guest (${this.framesPerSecond} frames a second, ` +
-        'channel opens and junk counting more): reading it is slowed to that rate',
+        'channel opens, JSON and junk counting more): reading it is slowed to that rate',
     });
     socket.pause();
     setTimeout(() => socket.resume(), spent.pauseMs).unref();

@@ -15,6 +15,14 @@ export const GUEST_FRAMES_PER_SECOND = 50_000;
 export const GUEST_OPEN_FRAME_COST = 250;
 
 /**
+ * A Json frame counts one frame more per this many bytes of it: the host parses each (JSON.parse
+ * of 1 MiB built to be slow, small objects or dense numbers, took 28–56 ms), and a frame count
+ * alone let a guest send 1 MiB ones at the port's speed. The host's own messages are small; a
+ * large directory listing (~1 MiB) is read at once and delays the next ones by ~0.6 s.
+ */
+export const GUEST_JSON_BYTES_PER_FRAME = 32;
+
+/**
  * Bytes the host drops while it seeks the guest's next hello (after the guest broke the protocol)
  * count as one frame per this many: searching junk built to look like frames costs ~4 ns a byte.
  * A restarted agent's stale tail is at most one frame (1 MiB), read at ~12 MB/s here.

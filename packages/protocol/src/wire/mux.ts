@@ -110,6 +110,7 @@ export class Mux {
   private failed: Error | undefined;
   private controlQueued = 0;
   private received = 0;
+  private jsonReceived = 0;
   readonly windowBytes: number;
 
   constructor(
@@ -122,6 +123,11 @@ export class Mux {
   /** Frames received so far (what the reader may pace the peer by). */
   get framesReceived(): number {
     return this.received;
+  }
+
+  /** Bytes of Json frames received so far (each is parsed, whichever channel it is for). */
+  get jsonBytesReceived(): number {
+    return this.jsonReceived;
   }
 
   /** Bytes received and dropped while seeking a frame (see `seekJsonFrame`). */
@@ -284,6 +290,7 @@ export class Mux {
         return;
       }
       case FrameKind.Json: {
+        this.jsonReceived += payload.length;
         let message: unknown;
         try {
           message = JSON.parse(payload.toString('utf8'));

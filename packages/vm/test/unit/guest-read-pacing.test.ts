@@ -3,6 +3,7 @@ import { GUEST_CHANNEL_BIT } from '@agentbox/protocol';
 import { encodeFrame, FrameKind } from '@agentbox/protocol/wire';
 import {
   fullReadBudget,
+  GUEST_JSON_BYTES_PER_FRAME,
   GUEST_OPEN_FRAME_COST,
   GUEST_SKIPPED_BYTES_PER_FRAME,
   spendReadBudget,
@@ -79,6 +80,19 @@ describe('a guest that floods its channel with frames', () => {
     await vi.waitFor(() => expect(guest.request('ping')).toBeDefined(), { timeout: 5_000 });
     guest.send(jsonFrame(guest.request('ping')!.channel, { type: 'result', value: { now: 2 } }));
     await expect(ping).resolves.toEqual({ now: 2 });
+  });
+
+  it('counts a JSON frame one frame more per GUEST_JSON_BYTES_PER_FRAME bytes: each is parsed', async () => {
+    const guest = scriptedGuest({ connection: { framesPerSecond: 1000 } });
+    await guest.conn.waitForHello();
+    // Valid JSON for a channel no one has: parsed all the same, then dropped.
+    const big = jsonFrame(9, Array<number>(GUEST_JSON_BYTES_PER_FRAME * 200).fill(0));
+    guest.send(big);
+    await tick();
+    expect(guest.conn.limits.readPauses).toBe(0);
+    guest.send(big, big, big, big);
+    await tick();
+    expect(guest.conn.limits.readPauses).toBe(1);
   });
 
   it('counts each channel it opens as GUEST_OPEN_FRAME_COST frames', async () => {
