@@ -208,7 +208,7 @@ export class GuestConnection {
    * What the guest costs this connection against its bounds: the channels it holds, opens refused,
    * channels closed because the guest left too many messages unread, bytes it sent that stalled
    * readers have not taken, channels reset because those did not fit, and the times reading it
-   * paused because it sent more frames than GUEST_FRAMES_PER_SECOND.
+   * paused because it sent more than its read budget (see read-budget.ts).
    */
   get limits(): {
     guestChannels: number;
