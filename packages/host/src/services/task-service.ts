@@ -1017,8 +1017,6 @@ export function createTaskService(deps: TaskServiceDeps) {
     /** All stored events after `after` (lazily, page by page). */
     events: (options: { actor: Actor; id: string; after?: number }) =>
       storedEvents(get(options).id, options.after ?? 0),
-    runningCount: () => running.size,
-    queuedCount: () => queue.length,
     setMaxConcurrent(n: number) {
       maxConcurrent = n;
       pump();
