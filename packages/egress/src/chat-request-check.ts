@@ -28,48 +28,75 @@ const WORKER_URL = new URL('../src/chat-request-worker.mjs', import.meta.url);
 /** A hostile body parsed into more than this is not read (the worker ends; the call is refused). */
 const WORKER_HEAP_MIB = 512;
 
-let worker: Worker | undefined;
-let nextId = 0;
-const pending = new Map<
-  number,
-  { resolve: (shape: ChatRequestShape) => void; reject: (err: Error) => void }
->();
-
-function startWorker(): Worker {
-  const started = new Worker(WORKER_URL, {
-    // Not the daemon's own flags (some, as --input-type, a worker started from a file refuses).
-    execArgv: [],
-    resourceLimits: { maxOldGenerationSizeMb: WORKER_HEAP_MIB },
-  });
-  started.on('message', (answer: ChatRequestShape & { id: number }) => {
-    const { id, ...shape } = answer;
-    pending.get(id)?.resolve(shape);
-    pending.delete(id);
-    // Idle, it holds nobody: the process may exit around it.
-    if (pending.size === 0) started.unref();
-  });
-  const fail = (err: Error) => {
-    if (worker === started) worker = undefined;
-    for (const job of pending.values()) job.reject(err);
-    pending.clear();
-  };
-  started.on('error', fail);
-  started.on('exit', (code) => fail(new Error(`the request reader exited (code ${code})`)));
-  return started;
+interface Job {
+  body: Uint8Array;
+  resolve: (shape: ChatRequestShape) => void;
+  reject: (err: Error) => void;
 }
 
 /**
- * The shape of a Chat Completions request body, read in a worker thread, one body at a time
- * (queued in its inbox). Rejects when the body could not be read there (it ran out of memory).
+ * Reads Chat Completions request bodies in a worker thread, one at a time (queued in its inbox).
+ * A body the worker cannot read (it ran out of heap) ends it: that body's read rejects, and the
+ * bodies queued behind it are read by a new worker.
  */
+export class ChatRequestReader {
+  #worker: Worker | undefined;
+  #nextId = 0;
+  /** In the order they were sent, which is the order the worker reads them. */
+  readonly #pending = new Map<number, Job>();
+
+  constructor(private readonly heapMib = WORKER_HEAP_MIB) {}
+
+  shape(body: Uint8Array): Promise<ChatRequestShape> {
+    const id = this.#nextId++;
+    const answered = new Promise<ChatRequestShape>((resolve, reject) =>
+      this.#pending.set(id, { body, resolve, reject }),
+    );
+    this.#workerNow().postMessage({ id, bytes: body });
+    return answered;
+  }
+
+  #workerNow(): Worker {
+    this.#worker ??= this.#start();
+    this.#worker.ref();
+    return this.#worker;
+  }
+
+  #start(): Worker {
+    const started = new Worker(WORKER_URL, {
+      // Not the daemon's own flags (some, as --input-type, a worker started from a file refuses).
+      execArgv: [],
+      resourceLimits: { maxOldGenerationSizeMb: this.heapMib },
+    });
+    started.on('message', (answer: ChatRequestShape & { id: number }) => {
+      const { id, ...shape } = answer;
+      this.#pending.get(id)?.resolve(shape);
+      this.#pending.delete(id);
+      // Idle, it holds nobody: the process may exit around it.
+      if (this.#pending.size === 0) started.unref();
+    });
+    const ended = (err: Error) => {
+      if (this.#worker !== started) return; // 'error' and then 'exit': once
+      this.#worker = undefined;
+      const [reading] = this.#pending.keys();
+      if (reading === undefined) return;
+      this.#pending.get(reading)!.reject(err);
+      this.#pending.delete(reading);
+      if (this.#pending.size === 0) return;
+      const next = this.#workerNow();
+      for (const [id, job] of this.#pending) next.postMessage({ id, bytes: job.body });
+    };
+    started.on('error', ended);
+    started.on('exit', (code) => ended(new Error(`the request reader exited (code ${code})`)));
+    return started;
+  }
+}
+
+const sharedReader = new ChatRequestReader();
+
+/** The shape of a Chat Completions request body, read off the event loop (the shared reader). */
 export function chatRequestShape(body: Uint8Array): Promise<ChatRequestShape> {
-  worker ??= startWorker();
-  worker.ref();
-  const id = nextId++;
-  const answered = new Promise<ChatRequestShape>((resolve, reject) => pending.set(id, { resolve, reject }));
-  // The body is copied: the gateway still sends the original upstream.
-  worker.postMessage({ id, bytes: body });
-  return answered;
+  return sharedReader.shape(body);
 }
 
 /**

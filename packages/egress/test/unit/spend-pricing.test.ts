@@ -1,5 +1,5 @@
 import { describe, expect, it } from 'vitest';
-import { chatRequestUnpriced } from '../../src/chat-request-check.js';
+import { ChatRequestReader, chatRequestUnpriced } from '../../src/chat-request-check.js';
 import {
   ChatCompletionsUsageReader,
   classifyModelCall,
@@ -386,6 +386,17 @@ describe('MessagesUsageReader', () => {
     expect(unpriced).toContain('include_usage');
     // Parsed on this thread, the answer would come before the first tick.
     expect(ticksAtAnswer).toBeGreaterThanOrEqual(2);
+  });
+
+  it('a body the reader cannot hold ends its worker; the bodies queued behind it are read by the next', async () => {
+    const reader = new ChatRequestReader(16);
+    // Two million small objects: far more than 16 MiB of heap once parsed.
+    const huge = reader.shape(Buffer.from(`[${'{"a":1},'.repeat(2_000_000)}0]`));
+    const next = reader.shape(Buffer.from('{"stream":true}'));
+    const bad = reader.shape(Buffer.from('[1'));
+    await expect(huge).rejects.toThrow();
+    await expect(next).resolves.toEqual({ shape: 'object', stream: true, includeUsage: false });
+    await expect(bad).resolves.toEqual({ shape: 'not_json' });
   });
 
   it('a stream with no message_start has not shown its usage', () => {
