@@ -70,7 +70,8 @@ describe('a guest that floods its channel with frames', () => {
     for (let sent = 0; sent < budgetBytes - junk.length; sent += junk.length) guest.send(junk);
     await tick();
     expect(guest.conn.limits.readPauses).toBe(0);
-    guest.send(junk, junk);
+    // Far past it (~0.4 s of refill), so no slow tick between the two sends can hide it.
+    guest.send(...Array<Buffer>(10).fill(junk));
     await tick();
     expect(guest.conn.limits.readPauses).toBe(1);
     // Its next hello is read once the pause is over, and the guest is served again.
@@ -104,7 +105,8 @@ describe('a guest that floods its channel with frames', () => {
     guest.send(...Array.from({ length: 99 }, (_, i) => open(i + 1)));
     await tick();
     expect(guest.conn.limits.readPauses).toBe(0);
-    guest.send(open(100), open(101));
+    // Half a second's worth more: past the budget however long the tick between took.
+    guest.send(...Array.from({ length: 50 }, (_, i) => open(100 + i)));
     await tick();
     expect(guest.conn.limits.readPauses).toBe(1);
   });
