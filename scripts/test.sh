@@ -32,9 +32,14 @@ node -e '
 const r = JSON.parse(require("fs").readFileSync(process.argv[1], "utf8"));
 const checksPassed = Number(process.argv[2]), checksFailed = Number(process.argv[3]);
 const passed = r.numPassedTests + checksPassed;
-let failed = r.numFailedTests + checksFailed + (r.numFailedTestSuites || 0);
+// numFailedTestSuites counts a failed test again in its file and each describe around it: count
+// instead the files that failed with no failed test (an import error, a failing hook).
+const brokenFiles = r.testResults.filter(
+  (f) => f.status === "failed" && !f.assertionResults.some((t) => t.status === "failed"),
+).length;
+let failed = r.numFailedTests + checksFailed + brokenFiles;
 // vitest failed for a reason no test counts (an unhandled error, a teardown leak check): one failure
-if (Number(process.argv[4]) !== 0 && r.numFailedTests + (r.numFailedTestSuites || 0) === 0) failed += 1;
+if (Number(process.argv[4]) !== 0 && r.numFailedTests + brokenFiles === 0) failed += 1;
 const skipped = (r.numPendingTests || 0) + (r.numTodoTests || 0);
 console.log(`${passed} passed, ${failed} failed` + (skipped ? `, ${skipped} skipped` : ""));
 ' "$report" "$passed_checks" "$failed_checks" "$vitest_status" || echo "0 passed, 1 failed"
