@@ -33,7 +33,9 @@ import {
   GUEST_JSON_BYTES_PER_FRAME,
   GUEST_OPEN_FRAME_COST,
   GUEST_SKIPPED_BYTES_PER_FRAME,
+  processReadShare,
   spendReadBudget,
+  type HostReadShare,
   type ReadBudget,
 } from './read-budget.js';
 import { PortChannel } from './port-channel.js';
@@ -161,6 +163,8 @@ export interface GuestConnectionOptions {
   callTimeoutMs?: number;
   /** Frames read from the guest per second at most (`GUEST_FRAMES_PER_SECOND`); tests change it. */
   framesPerSecond?: number;
+  /** The budget this guest shares with the others (`processReadShare`); tests make their own. */
+  readShare?: HostReadShare;
 }
 
 /**
@@ -183,6 +187,7 @@ export class GuestConnection {
   private readonly noticed = new Set<GuestLimitNotice['limit']>();
   private overflowCount = 0;
   private readonly framesPerSecond: number;
+  private readonly readShare: HostReadShare;
   private readBudget: ReadBudget;
   private readPauses = 0;
   private configuredEnv: Record<string, string> | undefined;
@@ -190,6 +195,7 @@ export class GuestConnection {
 
   constructor(private readonly options: GuestConnectionOptions = {}) {
     this.framesPerSecond = options.framesPerSecond ?? GUEST_FRAMES_PER_SECOND;
+    this.readShare = options.readShare ?? processReadShare;
     this.readBudget = fullReadBudget(performance.now(), this.framesPerSecond);
     this.mux = this.newMux();
     this.guestChannels = new GuestChannels(this.mux, (limit, message) => this.notice({ limit, message }));
@@ -336,19 +342,24 @@ export class GuestConnection {
   }
 
   /**
-   * Charges what a read cost against the guest's frame budget; past it, stops reading the socket
-   * until the budget is back. QEMU then stops taking the guest's writes: only this guest waits.
+   * Charges what a read cost against the guest's frame budget, at its rate (its own, or its share
+   * of the host's while other guests press on theirs); past it, stops reading the socket until the
+   * budget is back. QEMU then stops taking the guest's writes: only this guest waits.
    */
   private paceReading(socket: net.Socket, cost: number): void {
-    const spent = spendReadBudget(this.readBudget, cost, performance.now(), this.framesPerSecond);
+    const now = performance.now();
+    const rate = this.readShare.rateFor(this, this.framesPerSecond, now);
+    const spent = spendReadBudget(this.readBudget, cost, now, rate);
     this.readBudget = spent.budget;
     if (spent.pauseMs === 0) return;
+    this.readShare.pressed(this, now, spent.pauseMs);
     this.readPauses++;
     this.notice({
       limit: 'frame_rate',
       message:
         `the guest sends more than the host reads of one guest (${this.framesPerSecond} frames a second, ` +
-        'channel opens, JSON and junk counting more): reading it is slowed to that rate',
+        `${this.readShare.framesPerSecond} shared by all guests; channel opens, JSON and junk counting more): ` +
+        'reading it is slowed to its share',
     });
     socket.pause();
     setTimeout(() => socket.resume(), spent.pauseMs).unref();
@@ -446,6 +457,7 @@ export class GuestConnection {
   /** The VM is gone: every call and every future call fails with `error`. */
   close(error: AgentboxError): void {
     this.closedError = error;
+    this.readShare.forget(this);
     clearTimeout(this.helloRetry);
     this.helloRetry = undefined;
     this.resetCalls(error);

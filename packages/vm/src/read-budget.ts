@@ -57,3 +57,56 @@ export function spendReadBudget(
     pauseMs: tokens >= 0 ? 0 : Math.ceil((-tokens * 1000) / rate),
   };
 }
+
+/**
+ * What reading all guests may cost, per second, in the same frames: the guests of a process share
+ * its one event loop. At the per-guest budget a flood costs the daemon ~20% of a core, so eight
+ * hostile boxes at their own budgets would take all of it; together they get this much.
+ */
+export const HOST_GUEST_FRAMES_PER_SECOND = 100_000;
+
+/** A guest whose reading paused this recently still counts as pressing on the host's budget. */
+export const PRESSING_WINDOW_MS = 1000;
+
+/**
+ * The rate one guest is read at: its own budget, or an equal share of the host's among the guests
+ * pressing on their budgets, itself counted. A guest sending little never presses, so a flood
+ * narrows the flooders' shares, not what a quiet box needs.
+ */
+export function guestReadRate(ownRate: number, hostRate: number, otherPressing: number): number {
+  return Math.min(ownRate, hostRate / (otherPressing + 1));
+}
+
+/**
+ * The host's read budget, shared by the connections of one process: it knows which guests pressed
+ * on their budgets in the last PRESSING_WINDOW_MS (a pause counts until it ends and that window
+ * after), and gives each guest its rate from that.
+ */
+export class HostReadShare {
+  private readonly pressingUntil = new Map<object, number>();
+
+  constructor(readonly framesPerSecond = HOST_GUEST_FRAMES_PER_SECOND) {}
+
+  /** The rate `guest` may be read at `now`, its own budget being `ownRate`. */
+  rateFor(guest: object, ownRate: number, now: number): number {
+    let others = 0;
+    for (const [g, until] of this.pressingUntil) {
+      if (until <= now) this.pressingUntil.delete(g);
+      else if (g !== guest) others++;
+    }
+    return guestReadRate(ownRate, this.framesPerSecond, others);
+  }
+
+  /** `guest` overspent at `now`, and its reading pauses for `pauseMs`. */
+  pressed(guest: object, now: number, pauseMs: number): void {
+    this.pressingUntil.set(guest, now + pauseMs + PRESSING_WINDOW_MS);
+  }
+
+  /** `guest`'s connection is gone. */
+  forget(guest: object): void {
+    this.pressingUntil.delete(guest);
+  }
+}
+
+/** The share of this process: its guests' connections use it unless told otherwise. */
+export const processReadShare = new HostReadShare();

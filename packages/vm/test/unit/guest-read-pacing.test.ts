@@ -1,11 +1,14 @@
 import { describe, expect, it, vi } from 'vitest';
-import { GUEST_CHANNEL_BIT } from '@agentbox/protocol';
+import { AgentboxError, GUEST_CHANNEL_BIT } from '@agentbox/protocol';
 import { encodeFrame, FrameKind } from '@agentbox/protocol/wire';
 import {
   fullReadBudget,
   GUEST_JSON_BYTES_PER_FRAME,
   GUEST_OPEN_FRAME_COST,
   GUEST_SKIPPED_BYTES_PER_FRAME,
+  guestReadRate,
+  HostReadShare,
+  PRESSING_WINDOW_MS,
   spendReadBudget,
 } from '../../src/read-budget.js';
 import { helloFrame, jsonFrame, scriptedGuest } from '../helpers/scripted-guest.js';
@@ -31,6 +34,54 @@ describe('the read budget (a token bucket of frames)', () => {
     const idle = spendReadBudget(fullReadBudget(0, 1000), 0, 3_600_000, 1000);
     expect(idle.budget.tokens).toBe(1000);
     expect(spendReadBudget(idle.budget, 1001, 3_600_000, 1000).pauseMs).toBe(1);
+  });
+});
+
+describe('the host’s read budget, shared by its guests', () => {
+  it('gives a guest its own rate, or an equal share among the guests pressing on theirs', () => {
+    expect(guestReadRate(50_000, 100_000, 0)).toBe(50_000);
+    expect(guestReadRate(50_000, 100_000, 1)).toBe(50_000);
+    expect(guestReadRate(50_000, 100_000, 3)).toBe(25_000);
+    expect(guestReadRate(1000, 100_000, 7)).toBe(1000);
+  });
+
+  it('counts a guest as pressing through its pause and a window after, and not in its own share', () => {
+    const share = new HostReadShare(1000);
+    const [a, b] = [{}, {}];
+    share.pressed(a, 0, 500);
+    expect(share.rateFor(a, 1000, 0)).toBe(1000);
+    expect(share.rateFor(b, 1000, 0)).toBe(500);
+    expect(share.rateFor(b, 1000, 500 + PRESSING_WINDOW_MS - 1)).toBe(500);
+    expect(share.rateFor(b, 1000, 500 + PRESSING_WINDOW_MS)).toBe(1000);
+    share.pressed(a, 0, 500);
+    share.forget(a);
+    expect(share.rateFor(b, 1000, 0)).toBe(1000);
+  });
+
+  it('reads a second guest at its share while another floods, and at its own rate once they are gone', async () => {
+    const share = new HostReadShare(3000);
+    const junk = encodeFrame(FrameKind.Data, 7);
+    const flooder = scriptedGuest({ connection: { framesPerSecond: 3000, readShare: share } });
+    await flooder.conn.waitForHello();
+    flooder.send(...Array<Buffer>(4500).fill(junk));
+    await tick();
+    expect(flooder.conn.limits.readPauses).toBe(1);
+
+    // 1.5 times its share (half the host's), three quarters of its own budget: paused for ~0.5 s.
+    const second = scriptedGuest({ connection: { framesPerSecond: 3000, readShare: share } });
+    await second.conn.waitForHello();
+    second.send(...Array<Buffer>(2250).fill(junk));
+    await tick();
+    expect(second.conn.limits.readPauses).toBe(1);
+    expect(second.notices[0]!.message).toContain('3000 shared by all guests');
+
+    // Their VMs are gone (both pressed): the same burst from a third guest is read at once.
+    for (const gone of [flooder, second]) gone.conn.close(new AgentboxError('vm_exited', 'gone'));
+    const third = scriptedGuest({ connection: { framesPerSecond: 3000, readShare: share } });
+    await third.conn.waitForHello();
+    third.send(...Array<Buffer>(2250).fill(junk));
+    await tick();
+    expect(third.conn.limits.readPauses).toBe(0);
   });
 });
 
