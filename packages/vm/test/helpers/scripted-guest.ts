@@ -7,6 +7,13 @@ import {
   type GuestConnectionOptions,
   type GuestLimitNotice,
 } from '../../src/guest-connection.js';
+import { HostReadShare } from '../../src/read-budget.js';
+
+/** A connection that reads its guest as fast as it sends: for tests that flood to reach other bounds. */
+export const unpaced = (): GuestConnectionOptions => ({
+  framesPerSecond: 1e12,
+  readShare: new HostReadShare(1e12),
+});
 
 /** One Json frame on `channel`, as the guest would write it. */
 export const jsonFrame = (channel: number, message: unknown): Buffer =>

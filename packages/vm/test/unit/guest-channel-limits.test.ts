@@ -13,6 +13,7 @@ import {
   jsonFrame as json,
   parseJsonFrame as parse,
   scriptedGuest as newScriptedGuest,
+  unpaced,
 } from '../helpers/scripted-guest.js';
 
 const tick = () => new Promise((r) => setImmediate(r));
@@ -20,7 +21,7 @@ const guestChannel = (i: number) => (GUEST_CHANNEL_BIT | i) >>> 0;
 // These guests flood on purpose, faster than the host reads a guest (guest-read-pacing.test.ts):
 // here the bounds on what the host holds are tested, with reading unpaced.
 const scriptedGuest = (options: { reads: boolean }) =>
-  newScriptedGuest({ ...options, connection: { vmId: 'box-1', framesPerSecond: 1e12 } });
+  newScriptedGuest({ ...options, connection: { vmId: 'box-1', ...unpaced() } });
 
 const exit = { type: 'exit', exitCode: 0, signal: null, timedOut: false, durationMs: 1 };
 

@@ -1,13 +1,13 @@
 import { describe, expect, it } from 'vitest';
 import type { GuestConnection } from '../../src/guest-connection.js';
-import { helloFrame, scriptedGuest } from '../helpers/scripted-guest.js';
+import { helloFrame, scriptedGuest, unpaced } from '../helpers/scripted-guest.js';
 
 /**
  * A hostile guest's side of the channel that never reads what the host writes. Read unpaced: how
  * the host paces a guest that sends junk is tested in guest-read-pacing.test.ts.
  */
 function hostileGuest() {
-  const guest = scriptedGuest({ reads: false, connection: { framesPerSecond: 1e12 } });
+  const guest = scriptedGuest({ reads: false, connection: unpaced() });
   return { conn: guest.conn, send: (b: Buffer) => guest.send(b), hello: helloFrame };
 }
 
