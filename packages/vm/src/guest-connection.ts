@@ -29,6 +29,7 @@ import { Mux, streamTransport, type DataStream } from '@agentbox/protocol/wire';
 import { GuestChannels, type EgressHandler } from './guest-channels.js';
 import {
   fullReadBudget,
+  GUEST_FRAMES_PER_HOST_MS,
   GUEST_FRAMES_PER_SECOND,
   GUEST_JSON_BYTES_PER_FRAME,
   GUEST_OPEN_FRAME_COST,
@@ -342,16 +343,26 @@ export class GuestConnection {
   }
 
   /**
+   * Counts `ms` of the host's own work on what this guest sent (a task's output lines parsed and
+   * stored) against its read budget, as the frames that carried it are: past the budget, reading
+   * the guest pauses. Returns how long (ms): the caller waits as long before it handles more of
+   * what it already read, so a box whose output is costly to handle gets no more of the daemon.
+   */
+  chargeHostWork(ms: number): number {
+    return this.socket && ms > 0 ? this.paceReading(this.socket, ms * GUEST_FRAMES_PER_HOST_MS) : 0;
+  }
+
+  /**
    * Charges what a read cost against the guest's frame budget, at its rate (its own, or its share
    * of the host's while other guests press on theirs); past it, stops reading the socket until the
    * budget is back. QEMU then stops taking the guest's writes: only this guest waits.
    */
-  private paceReading(socket: net.Socket, cost: number): void {
+  private paceReading(socket: net.Socket, cost: number): number {
     const now = performance.now();
     const rate = this.readShare.rateFor(this, this.framesPerSecond, now);
     const spent = spendReadBudget(this.readBudget, cost, now, rate);
     this.readBudget = spent.budget;
-    if (spent.pauseMs === 0) return;
+    if (spent.pauseMs === 0) return 0;
     this.readShare.pressed(this, now, spent.pauseMs);
     this.readPauses++;
     this.notice({
@@ -363,6 +374,7 @@ export class GuestConnection {
     });
     socket.pause();
     setTimeout(() => socket.resume(), spent.pauseMs).unref();
+    return spent.pauseMs;
   }
 
   private askHello(): void {

@@ -29,6 +29,12 @@ export const GUEST_JSON_BYTES_PER_FRAME = 32;
  */
 export const GUEST_SKIPPED_BYTES_PER_FRAME = 256;
 
+/**
+ * A millisecond of the host's own work on what a guest sent (its task output parsed and stored)
+ * counts as this many frames: the per-guest budget is ~20% of a core at ~4 µs a frame.
+ */
+export const GUEST_FRAMES_PER_HOST_MS = 250;
+
 /** A token bucket: `tokens` left at `at` (ms, a monotonic clock). */
 export interface ReadBudget {
   tokens: number;

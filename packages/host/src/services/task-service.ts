@@ -45,6 +45,12 @@ export const GUEST_HOME = '/root';
 /** stderr kept for an error event when an agent fails without saying why. */
 const STDERR_TAIL_BYTES = 8 * 1024;
 /**
+ * An agent's output lines are parsed and stored this long at a time, in one transaction; then the
+ * event loop turns. A chunk of output can hold tens of thousands of lines: handled at once, 100 000
+ * short ones held the daemon's thread for over 5 s (every box and request waited).
+ */
+const OUTPUT_SLICE_MS = 10;
+/**
  * Bytes of specs the queue may hold in memory, all keys together (a task's files ride in its spec,
  * up to the body limit each); past it a submit is 429 until tasks start.
  */
@@ -286,10 +292,29 @@ export function createTaskService(deps: TaskServiceDeps) {
     return task;
   }
 
+  /** Tasks whose followers hear of their new events once the batch being stored commits. */
+  let batchNotices: Set<string> | undefined;
+
   function emit(id: string, event: TaskEventDraft): TaskEvent {
     const stored = store.appendEvent(id, event);
-    for (const listener of listeners.get(id) ?? []) listener();
+    if (batchNotices) batchNotices.add(id);
+    else for (const listener of listeners.get(id) ?? []) listener();
     return stored;
+  }
+
+  /**
+   * Runs `fn`, which emits events, in one store transaction; followers hear of them only once it
+   * commits, so none reads an event that a failed batch rolls back.
+   */
+  function emitBatch(fn: () => void): void {
+    const notices = new Set<string>();
+    batchNotices = notices;
+    try {
+      store.batch(fn);
+    } finally {
+      batchNotices = undefined;
+    }
+    for (const id of notices) for (const listener of listeners.get(id) ?? []) listener();
   }
 
   function finish(id: string, end: TaskFinish): TaskRecord {
@@ -659,10 +684,32 @@ export function createTaskService(deps: TaskServiceDeps) {
         if (stopRun(entry, 'output_limit', outputLimitMessage(outputLimits, output.exceeded!)))
           log.warn({ taskId: id, ...output.used, limit: output.exceeded }, 'task output limit reached');
       }
-      const lines = splitLines((line) => {
-        if (output.exceeded) return;
-        for (const event of parser.line(line)) keep(event);
-      });
+      const pendingLines: string[] = [];
+      const lines = splitLines((line) => pendingLines.push(line));
+      /**
+       * Parses and stores the lines received, a slice of OUTPUT_SLICE_MS at a time with the event
+       * loop turning between. The time it took counts against the guest's read budget, as frames
+       * do: a box whose output costs the daemon more than its share is read more slowly.
+       */
+      const handleLines = async () => {
+        let next = 0;
+        while (next < pendingLines.length && !output.exceeded) {
+          const started = performance.now();
+          emitBatch(() => {
+            do {
+              for (const event of parser.line(pendingLines[next++]!)) keep(event);
+            } while (
+              next < pendingLines.length &&
+              !output.exceeded &&
+              performance.now() - started < OUTPUT_SLICE_MS
+            );
+          });
+          const pauseMs = guest.chargeHostWork(performance.now() - started);
+          if (pauseMs > 0) await sleep(pauseMs);
+          else if (next < pendingLines.length) await new Promise((resolve) => setImmediate(resolve));
+        }
+        pendingLines.length = 0;
+      };
       let stderrTail = '';
       // Cancelled while its files were written: the agent is not started at all.
       if (signal.aborted) return endAborted(id, entry);
@@ -686,10 +733,11 @@ export function createTaskService(deps: TaskServiceDeps) {
           timeoutMs: spec.timeoutSeconds * 1000,
         },
         {
-          onStdout: (chunk) => {
+          onStdout: async (chunk) => {
             if (output.exceeded) return;
-            if (output.read(chunk.length)) lines.push(chunk);
-            else stopForOutput();
+            if (!output.read(chunk.length)) return stopForOutput();
+            lines.push(chunk);
+            await handleLines();
           },
           onStderr: (chunk) => {
             stderrTail = (stderrTail + chunk.toString('utf8')).slice(-STDERR_TAIL_BYTES);
@@ -699,6 +747,7 @@ export function createTaskService(deps: TaskServiceDeps) {
         },
       );
       lines.end();
+      await handleLines();
       if (exit.timedOut) entry.abortReason ??= 'timed_out';
       const agentExit: AgentExit = {
         exitCode: exit.exitCode,

@@ -112,7 +112,14 @@ export function standInTaskService(
     create: () => Promise.reject(new Error('no fresh boxes here')),
     createForUser: () => Promise.resolve({ status: 'existing', box: { id: USER_BOX } }),
     remove: () => Promise.resolve(),
-    acquire: () => Promise.resolve({ guest, env: {}, workspace: '/workspace', release: () => undefined }),
+    // No socket to pace: the time a task's output took counts for nothing here.
+    acquire: () =>
+      Promise.resolve({
+        guest: { chargeHostWork: () => 0, ...guest },
+        env: {},
+        workspace: '/workspace',
+        release: () => undefined,
+      }),
     widenEgress: () => Promise.resolve(),
     isCredential: () => false,
     openSpendBudget: options.openSpendBudget ?? (() => undefined),
