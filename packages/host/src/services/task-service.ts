@@ -755,7 +755,12 @@ export function createTaskService(deps: TaskServiceDeps) {
         timedOut: entry.abortReason === 'timed_out',
         stderrTail,
       };
-      for (const event of parser.end(agentExit)) keep(event);
+      for (const event of parser.end(agentExit)) {
+        // Stopped by the host (a cancel, the timeout, a limit, a shutdown): the reason is the
+        // task's one error, not also the agent's death ("killed by SIGKILL") that it caused.
+        if (entry.abortReason && event.type === 'error') continue;
+        keep(event);
+      }
       const outcome = parser.outcome();
       const result: TaskResult = boundResult({
         sessionId: outcome.sessionId,

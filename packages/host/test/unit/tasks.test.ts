@@ -123,6 +123,8 @@ describe('tasks over the fake driver', () => {
     }
     for (const b of blockers) {
       const list = await events(b.id);
+      // One error, the host's reason: not also the script's "killed by SIGKILL" that it caused.
+      expect(list.filter((e) => e.type === 'error')).toMatchObject([{ content: { code: 'cancelled' } }]);
       expect(list.at(-1)).toMatchObject({ type: 'error', content: { code: 'cancelled' } });
       expect((await task(b.id)).state).toBe('cancelled');
     }
@@ -150,6 +152,7 @@ describe('tasks over the fake driver', () => {
     const t = await submit({ prompt: 'echo start; sleep 20; echo never', timeoutSeconds: 1 });
     const list = await events(t.id);
     expect(list.some((e) => e.content === 'never')).toBe(false);
+    expect(list.filter((e) => e.type === 'error')).toHaveLength(1);
     expect(list.at(-1)).toMatchObject({ type: 'error', content: { code: 'timed_out' } });
     expect(await task(t.id)).toMatchObject({ state: 'timed_out' });
   });
