@@ -58,6 +58,7 @@ export { TemplateStore, templateId, TEMPLATE_REVISION, type TemplateManifest } f
 export { type HibernationMeta } from './qemu/hibernation.js';
 export { qemuArgs, kernelCmdline, type Accel, type QemuLaunchSpec, type QemuShare } from './qemu/args.js';
 export {
+  agentEnvFor,
   checkKvm,
   chooseAccel,
   hostTscKhz,

@@ -4,6 +4,7 @@ import { compilePolicy } from '@agentbox/egress';
 import { AgentboxError } from '@agentbox/protocol';
 import {
   QemuBackend,
+  agentEnvFor,
   agentClisFromEnv,
   boxesDir,
   hostTscKhz,
@@ -259,7 +260,9 @@ export async function runProjectCommand(options: ProjectCommandOptions): Promise
     }
     cleanups.push(() => publishers.forEach((p) => p.close()));
 
-    const { argv, env } = agentArgv(options.agent, options.args);
+    const agent = agentArgv(options.agent, options.args);
+    const { argv } = agent;
+    const env = { ...agentEnvFor(runtime.accel.accel), ...agent.env };
     timer.phase('runtime-script');
     const scriptStatus = await runRuntimeScript(vm, root, env);
     if (scriptStatus !== 0) return scriptStatus;

@@ -6,6 +6,7 @@ import { createHost, createLogger, isStoreFull, SHUTDOWN_GRACE_MS, type KeyStore
 import {
   QemuBackend,
   QEMU_BINARY,
+  agentEnvFor,
   agentboxHome,
   boxesDir,
   hostTscKhz,
@@ -229,9 +230,7 @@ export async function serve(
     ...(options.taskRetentionDays ? { taskRetentionMs: options.taskRetentionDays * 86_400_000 } : {}),
     ...(options.boxRetentionDays ? { boxRetentionMs: options.boxRetentionDays * 86_400_000 } : {}),
     libraryDir: path.join(dataDir, 'library'),
-    // Under TCG, Bun's optimising JITs (OpenCode, Claude Code) cost more than they save: measured
-    // `opencode --version` 22–35 s → 13–16 s. On KVM hosts they stay on.
-    ...(accel.accel === 'tcg' ? { agentEnv: { BUN_JSC_useDFGJIT: '0', BUN_JSC_useFTLJIT: '0' } } : {}),
+    agentEnv: agentEnvFor(accel.accel),
     ...(options.templates === false
       ? {}
       : {

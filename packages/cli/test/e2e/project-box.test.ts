@@ -6,7 +6,9 @@ import path from 'node:path';
 import { execFileSync } from 'node:child_process';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { PTY_HELPER } from '../../../guest/src/pty.js';
+import { agentEnvFor } from '@agentbox/vm';
 import { E2E_IMAGE_ENV } from '../../../../test/e2e-image.js';
+import { sharedRuntime } from '../../../../test/helpers.js';
 import { CLI, cli } from '../helpers.js';
 
 // One project dir (so one box, booted once and reused by every test) with a GitHub remote.
@@ -107,7 +109,12 @@ describe('per-project boxes (real VMs)', () => {
       // Host credentials reach the box only as placeholders.
       { ANTHROPIC_API_KEY: 'sk-ant-e2e-secret', GH_TOKEN: 'ghp_e2e_secret' },
     );
-    const b = await inProject(['shell', '--', '-c', 'cat /proc/sys/kernel/random/boot_id; exit 5']);
+    const b = await inProject([
+      'shell',
+      '--',
+      '-c',
+      'cat /proc/sys/kernel/random/boot_id; printenv BUN_JSC_useDFGJIT BUN_JSC_useFTLJIT; exit 5',
+    ]);
     expect(a.stdout.split('\n')[1]).toBe('host');
     expect(a.stdout.split('\n').slice(2, 5)).toEqual([
       expect.stringMatching(/^agentbox-ph-[0-9a-f]+$/),
@@ -116,6 +123,9 @@ describe('per-project boxes (real VMs)', () => {
     ]);
     expect(b.code).toBe(5);
     expect(b.stdout.split('\n')[0]).toBe(a.stdout.split('\n')[0]);
+    // The agents' environment for this accelerator (under TCG, Bun's JITs off), as in daemon tasks.
+    const { accel } = (await sharedRuntime()).accel;
+    expect(b.stdout.split('\n').slice(1, -1)).toEqual(Object.values(agentEnvFor(accel)));
   });
 
   it('runs an executable .agentbox.runtime.sh first and aborts with its output when it fails', async () => {

@@ -98,3 +98,13 @@ export async function chooseAccel(options: {
   fs.writeFileSync(cacheFile, JSON.stringify(verdict) + '\n');
   return { kvm: ok ? 'usable' : 'unusable', reason: verdict.reason, accel: verdict.accel, source: 'probe' };
 }
+
+/**
+ * The environment agent CLIs run with in a box on `accel`. Under TCG, Bun's optimising JITs (Claude
+ * Code's and OpenCode's runtime) cost more than they save: every piece of code they generate is
+ * translated again by the emulator (`opencode --version` 22–35 s → 13–16 s, `claude -p` 17–23 s →
+ * 11–13 s). On KVM they stay on.
+ */
+export function agentEnvFor(accel: Accel): Record<string, string> {
+  return accel === 'tcg' ? { BUN_JSC_useDFGJIT: '0', BUN_JSC_useFTLJIT: '0' } : {};
+}
