@@ -297,9 +297,11 @@ export function createHost(options: HostOptions) {
   async function reapNow() {
     const result = await boxes.reap();
     if (result.reaped.length > 0) log.info({ reaped: result.reaped }, 'reaper cleaned up boxes');
-    if (options.taskRetentionMs !== undefined) tasks.prune(options.taskRetentionMs);
+    // Events of tasks deleted before a daemon stopped, then the retention sweeps.
+    await tasks.removeDeletedEvents();
+    if (options.taskRetentionMs !== undefined) await tasks.prune(options.taskRetentionMs);
     if (options.boxRetentionMs !== undefined)
-      forgetDeletedBoxes({ store, audit, log }, options.boxRetentionMs, clock());
+      await forgetDeletedBoxes({ store, audit, log }, options.boxRetentionMs, clock());
     return result;
   }
 

@@ -24,6 +24,7 @@ import type { TaskFinish, TaskRecord, TaskStore, TaskTarget } from '../store/tas
 import type { GuestConnection } from '@agentbox/vm';
 import type { BoxLease, BoxService } from './box-service.js';
 import type { KeyWatch } from './key-watch.js';
+import { removeInChunks } from './chunked-delete.js';
 import type { LibraryService } from './library-service.js';
 import { splitLines } from './lines.js';
 import {
@@ -889,8 +890,11 @@ export function createTaskService(deps: TaskServiceDeps) {
     return store.get(task.id)!;
   }
 
-  /** Deletes an ended task and its events; a queued or running one must be cancelled first. */
-  function remove(options: { actor: Actor; id: string }): { id: string; deleted: true } {
+  /**
+   * Deletes an ended task, then its events a chunk at a time; a queued or running one must be
+   * cancelled first. It is gone for readers at once.
+   */
+  async function remove(options: { actor: Actor; id: string }): Promise<{ id: string; deleted: true }> {
     const task = get(options);
     if (!TERMINAL_TASK_STATES.has(task.state)) {
       throw new AgentboxError('invalid_state', `task ${task.id} is ${task.state}: cancel it first`, {
@@ -900,17 +904,27 @@ export function createTaskService(deps: TaskServiceDeps) {
     store.remove(task.id);
     // Followers still reading it end (follow sees it gone).
     for (const listener of listeners.get(task.id) ?? []) listener();
+    await removeInChunks((limit) => store.removeEventsChunk(task.id, limit));
     log.info({ taskId: task.id }, 'task deleted');
     return { id: task.id, deleted: true };
+  }
+
+  /** Removes the events of tasks deleted before (by a daemon that stopped before it was done). */
+  async function removeDeletedEvents(): Promise<void> {
+    for (const id of store.deletedTaskIds())
+      await removeInChunks((limit) => store.removeEventsChunk(id, limit));
   }
 
   /**
    * Deletes ended tasks (and their events) that finished more than `retentionMs` ago, a batch at
    * a time; what the reaper runs when the daemon keeps tasks for a while only.
    */
-  function prune(retentionMs: number, now = Date.now()): string[] {
+  async function prune(retentionMs: number, now = Date.now()): Promise<string[]> {
     const ids = store.endedBefore(now - retentionMs, PRUNE_BATCH);
-    for (const id of ids) store.remove(id);
+    for (const id of ids) {
+      store.remove(id);
+      await removeInChunks((limit) => store.removeEventsChunk(id, limit));
+    }
     if (ids.length > 0) log.info({ tasks: ids.length }, 'ended tasks past their retention deleted');
     return ids;
   }
@@ -1053,6 +1067,7 @@ export function createTaskService(deps: TaskServiceDeps) {
     cancel,
     remove,
     prune,
+    removeDeletedEvents,
     follow,
     recover,
     holdForRecovery,

@@ -22,7 +22,10 @@ export function createAuditStore(db: Db, options: { maxPerBox?: number } = {}) {
     'DELETE FROM egress_audit WHERE box_id = ? AND seq <= ' +
       '(SELECT seq FROM egress_audit WHERE box_id = ? ORDER BY seq DESC LIMIT 1 OFFSET ?)',
   );
-  const removeBox = db.prepare<[string]>('DELETE FROM egress_audit WHERE box_id = ?');
+  const removeChunk = db.prepare<[string, number, string]>(
+    'DELETE FROM egress_audit WHERE seq IN ' +
+      '(SELECT seq FROM egress_audit WHERE box_id = ? ORDER BY seq LIMIT ?) AND box_id = ?',
+  );
   /** Records inserted per box since its last prune (this process's count). */
   const sincePrune = new Map<string, number>();
   return {
@@ -37,10 +40,13 @@ export function createAuditStore(db: Db, options: { maxPerBox?: number } = {}) {
       sincePrune.delete(record.boxId);
       prune.run(record.boxId, record.boxId, maxPerBox);
     },
-    /** Removes all of a box's records (the box's own record is gone or going). */
-    forget(boxId: string): void {
-      removeBox.run(boxId);
+    /**
+     * Removes up to `limit` of a box's records, oldest first (the box's own record is gone or
+     * going); the count removed. Called until it removes fewer: a box may have 100 000.
+     */
+    forgetChunk(boxId: string, limit: number): number {
       sincePrune.delete(boxId);
+      return removeChunk.run(boxId, limit, boxId).changes;
     },
     /** A box's records oldest first, after sequence number `after` (for paging). */
     list(

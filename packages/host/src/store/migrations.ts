@@ -209,4 +209,9 @@ export const MIGRATIONS: readonly Migration[] = [
     name: "when a key's spend count was last started again",
     sql: `ALTER TABLE api_keys ADD COLUMN spend_reset_at INTEGER;`,
   },
+  {
+    version: 13,
+    name: 'deleted tasks whose events are still being removed',
+    sql: `CREATE TABLE task_deletions (task_id TEXT PRIMARY KEY) WITHOUT ROWID;`,
+  },
 ];

@@ -153,6 +153,10 @@ export function createTaskStore(db: Db, clock: () => number) {
     };
   }
   const appendEventAlone = db.transaction(appendEventNow);
+  const removeEventsChunk = db.prepare<[string, string, number]>(
+    'DELETE FROM task_events WHERE task_id = ? AND seq IN ' +
+      '(SELECT seq FROM task_events WHERE task_id = ? ORDER BY seq LIMIT ?)',
+  );
 
   const stateById = db.prepare<[string], { state: TaskState }>('SELECT state FROM tasks WHERE id = ?');
 
@@ -175,11 +179,36 @@ export function createTaskStore(db: Db, clock: () => number) {
       return stateById.get(id)?.state;
     },
 
-    /** Removes a task and its events; true when there was one. */
+    /**
+     * Removes a task; true when there was one. Its events (up to 256 MiB of them) are removed
+     * after, a chunk at a time (`removeEventsChunk`): the task is listed in `deletedTaskIds` until
+     * they are all gone, so a daemon that stops meanwhile finishes the job on its next start.
+     */
     remove(id: string): boolean {
       return db.transaction(() => {
-        db.prepare('DELETE FROM task_events WHERE task_id = ?').run(id);
-        return db.prepare('DELETE FROM tasks WHERE id = ?').run(id).changes > 0;
+        const removed = db.prepare('DELETE FROM tasks WHERE id = ?').run(id).changes > 0;
+        if (removed) db.prepare('INSERT OR IGNORE INTO task_deletions (task_id) VALUES (?)').run(id);
+        return removed;
+      })();
+    },
+
+    /** Deleted tasks whose events are not all removed yet. */
+    deletedTaskIds(): string[] {
+      return db
+        .prepare<[], { task_id: string }>('SELECT task_id FROM task_deletions')
+        .all()
+        .map((row) => row.task_id);
+    },
+
+    /**
+     * Removes up to `limit` of a deleted task's events, oldest first; the count removed. The last
+     * chunk (fewer than `limit`) takes the task off `deletedTaskIds`.
+     */
+    removeEventsChunk(id: string, limit: number): number {
+      return db.transaction(() => {
+        const removed = removeEventsChunk.run(id, id, limit).changes;
+        if (removed < limit) db.prepare('DELETE FROM task_deletions WHERE task_id = ?').run(id);
+        return removed;
       })();
     },
 

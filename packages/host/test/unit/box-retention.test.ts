@@ -1,4 +1,5 @@
 import { afterAll, beforeAll, describe, expect, it, vi } from 'vitest';
+import { DELETE_CHUNK_ROWS } from '../../src/services/chunked-delete.js';
 import { denialRecord } from '../helpers/audit-records.js';
 import { errorCode, fakeHost, type FakeHost } from '../helpers/fake-host.js';
 
@@ -24,6 +25,8 @@ describe('box retention (serve --box-retention-days)', () => {
   it('forgets a box deleted longer ago than the retention, with its history and audit; keeps the rest', async () => {
     const [old, recent, live] = [await create(), await create(), await create()];
     for (const id of [old, recent, live]) h.host.audit.record(denial(id));
+    // More than a chunk of audit: forgotten a chunk at a time, and whole.
+    for (let i = 0; i < 2 * DELETE_CHUNK_ROWS + 5; i++) h.host.audit.record(denial(old));
     await remove(old);
     now += DAY / 2;
     await remove(recent);

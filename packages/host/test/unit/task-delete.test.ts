@@ -1,5 +1,6 @@
 import { afterAll, beforeAll, describe, expect, it, vi } from 'vitest';
 import { TaskSpecSchema, type Task } from '@agentbox/protocol';
+import { DELETE_CHUNK_ROWS } from '../../src/services/chunked-delete.js';
 import { errorCode, fakeHost, type FakeHost } from '../helpers/fake-host.js';
 import { standInTaskService, tempDataDirs } from '../helpers/task-service-standins.js';
 
@@ -68,10 +69,57 @@ describe('task retention (serve --task-retention-days)', () => {
     const day = 86_400_000;
     const endedAt = store.get(old.id)!.finishedAt!;
     // Not yet past it: kept.
-    expect(tasks.prune(day, endedAt + day - 1)).toEqual([]);
-    expect(tasks.prune(day, endedAt + day + 1)).toEqual([old.id]);
+    expect(await tasks.prune(day, endedAt + day - 1)).toEqual([]);
+    expect(await tasks.prune(day, endedAt + day + 1)).toEqual([old.id]);
     expect(store.get(old.id)).toBeUndefined();
     expect(store.eventCount(old.id)).toBe(0);
     expect(store.get(queued.id)!.state).toBe('queued');
+  });
+});
+
+describe('a big task deleted', () => {
+  const { make, dbs } = tempDataDirs('agentbox-delete-chunks-');
+  const actor = { keyId: 'k', scope: 'user' as const };
+  const spec = TaskSpecSchema.parse({ agent: 'claude', prompt: 'go' });
+  const EVENTS = 3 * DELETE_CHUNK_ROWS + 10;
+
+  async function endedTaskWithEvents() {
+    const service = standInTaskService(make(), { maxConcurrent: 1, dbs });
+    const task = service.tasks.submit({ actor, spec, userId: 'alice' });
+    await vi.waitFor(() => expect(service.store.get(task.id)!.state).toBe('succeeded'));
+    service.store.batch(() => {
+      for (let i = 0; i < EVENTS; i++) service.store.appendEvent(task.id, { type: 'text', content: 'x' });
+    });
+    return { ...service, id: task.id };
+  }
+
+  it('is gone at once, and its events go a chunk at a time with the event loop turning between', async () => {
+    const { store, tasks, id } = await endedTaskWithEvents();
+    let turns = 0;
+    let counting = true;
+    const count = () => {
+      turns++;
+      if (counting) setImmediate(count);
+    };
+    setImmediate(count);
+    const removing = tasks.remove({ actor, id });
+    expect(store.get(id)).toBeUndefined();
+    await removing;
+    counting = false;
+    expect(store.eventCount(id)).toBe(0);
+    expect(store.deletedTaskIds()).toEqual([]);
+    // One statement for them all took the thread ~1 s for a 256 MiB task.
+    expect(turns).toBeGreaterThanOrEqual(3);
+  });
+
+  it('has what a stopped daemon left of its events removed by the next one', async () => {
+    const { store, tasks, id } = await endedTaskWithEvents();
+    // The task row went; the daemon stopped before its events did.
+    store.remove(id);
+    expect(store.deletedTaskIds()).toEqual([id]);
+    expect(store.eventCount(id)).toBeGreaterThan(EVENTS);
+    await tasks.removeDeletedEvents();
+    expect(store.eventCount(id)).toBe(0);
+    expect(store.deletedTaskIds()).toEqual([]);
   });
 });
