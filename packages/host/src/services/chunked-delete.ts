@@ -8,18 +8,12 @@ import { setImmediate as nextTurn } from 'node:timers/promises';
 export const DELETE_CHUNK_ROWS = 1000;
 
 /**
- * Calls `removeChunk(limit)` until it removes fewer than `limit` rows, the event loop turning
- * between calls; the rows removed in all.
+ * Calls `removeChunk(limit)` (which removes up to `limit` rows and says whether any are left)
+ * until none are, the event loop turning between calls.
  */
 export async function removeInChunks(
-  removeChunk: (limit: number) => number,
+  removeChunk: (limit: number) => boolean,
   limit = DELETE_CHUNK_ROWS,
-): Promise<number> {
-  let total = 0;
-  for (;;) {
-    const removed = removeChunk(limit);
-    total += removed;
-    if (removed < limit) return total;
-    await nextTurn();
-  }
+): Promise<void> {
+  while (removeChunk(limit)) await nextTurn();
 }

@@ -22,10 +22,11 @@ export function createAuditStore(db: Db, options: { maxPerBox?: number } = {}) {
     'DELETE FROM egress_audit WHERE box_id = ? AND seq <= ' +
       '(SELECT seq FROM egress_audit WHERE box_id = ? ORDER BY seq DESC LIMIT 1 OFFSET ?)',
   );
-  const removeChunk = db.prepare<[string, number, string]>(
-    'DELETE FROM egress_audit WHERE seq IN ' +
-      '(SELECT seq FROM egress_audit WHERE box_id = ? ORDER BY seq LIMIT ?) AND box_id = ?',
+  const seqAt = db.prepare<[string, number], { seq: number }>(
+    'SELECT seq FROM egress_audit WHERE box_id = ? ORDER BY seq LIMIT 1 OFFSET ?',
   );
+  const removeBelow = db.prepare<[string, number]>('DELETE FROM egress_audit WHERE box_id = ? AND seq < ?');
+  const removeBox = db.prepare<[string]>('DELETE FROM egress_audit WHERE box_id = ?');
   /** Records inserted per box since its last prune (this process's count). */
   const sincePrune = new Map<string, number>();
   return {
@@ -42,11 +43,17 @@ export function createAuditStore(db: Db, options: { maxPerBox?: number } = {}) {
     },
     /**
      * Removes up to `limit` of a box's records, oldest first (the box's own record is gone or
-     * going); the count removed. Called until it removes fewer: a box may have 100 000.
+     * going); true while more are left. Called until none are: a box may have 100 000.
      */
-    forgetChunk(boxId: string, limit: number): number {
+    forgetChunk(boxId: string, limit: number): boolean {
       sincePrune.delete(boxId);
-      return removeChunk.run(boxId, limit, boxId).changes;
+      const kept = seqAt.get(boxId, limit)?.seq;
+      if (kept === undefined) {
+        removeBox.run(boxId);
+        return false;
+      }
+      removeBelow.run(boxId, kept);
+      return true;
     },
     /** A box's records oldest first, after sequence number `after` (for paging). */
     list(
