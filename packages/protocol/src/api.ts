@@ -2,6 +2,7 @@ import { z } from 'zod';
 import { EgressAuditRecordSchema, EgressPolicySchema, RepoGrantSchema } from './egress.js';
 import { ERROR_CODE_LIST, type ErrorCode } from './errors.js';
 import { EntryInfoSchema, OmittedCountSchema, ProcessInfoSchema } from './guest.js';
+import { queryInteger } from './query.js';
 
 /**
  * Bodies of the daemon's HTTP API: the seed-compatible surface (snake_case, shapes kept verbatim)
@@ -268,8 +269,8 @@ export type Box = z.infer<typeof BoxSchema>;
 
 export const EgressAuditQuerySchema = z
   .object({
-    after: z.coerce.number().int().min(0).default(0).describe('Only records after this sequence number.'),
-    limit: z.coerce.number().int().min(1).max(1000).default(200),
+    after: queryInteger(0).default(0).describe('Only records after this sequence number.'),
+    limit: queryInteger(1, 1000).default(200),
   })
   .strict();
 

@@ -1,5 +1,6 @@
 import { z } from 'zod';
 import { canonicalizeHost, isNumericHostName } from './egress.js';
+import { queryInteger } from './query.js';
 
 /**
  * Agent tasks: what goes in (TaskSpec), what comes out (TaskEvent), and the task record the daemon
@@ -436,7 +437,7 @@ export function decodeTaskCursor(text: string): TaskCursor | undefined {
 export const TaskListQuerySchema = z
   .object({
     boxId: z.string().min(1).max(64).optional(),
-    limit: z.coerce.number().int().min(1).max(1000).default(100),
+    limit: queryInteger(1, 1000).default(100),
     cursor: z
       .string()
       .max(512)
@@ -465,7 +466,7 @@ export const TaskListResponseSchema = z
 
 export const TaskEventsQuerySchema = z
   .object({
-    after: z.coerce.number().int().min(0).default(0).describe('Only events with a larger seq.'),
+    after: queryInteger(0).default(0).describe('Only events with a larger seq.'),
     follow: z
       .enum(['true', 'false'])
       .default('true')

@@ -231,6 +231,20 @@ describe('bad input is refused per endpoint with the right status and code; the 
     );
   });
 
+  it('query numbers that are not whole numbers, or out of range → 400 saying so, naming the field', async () => {
+    const cases: [string, string][] = [
+      ['/v1/tasks?limit=abc', 'limit: must be a whole number'],
+      ['/v1/tasks?limit=1.5', 'limit: must be a whole number'],
+      ['/v1/tasks?limit=5000', 'limit: must be at most 1000'],
+      [`/v1/boxes/${box}/egress?after=-1`, 'after: must be at least 0'],
+      ['/v1/tasks/task-0123456789ab/events?after=x', 'after: must be a whole number'],
+    ];
+    for (const [url, message] of cases) {
+      const r = await expectError({ method: 'GET', url }, 400, 'invalid_request');
+      expect(r.json<{ error: { message: string } }>().error.message).toBe(`invalid query: ${message}`);
+    }
+  });
+
   it('/v1 file paths: ".." refused, missing path refused, uploads must be bytes', async () => {
     for (const method of ['GET', 'PUT', 'DELETE'] as const) {
       await expectError(
