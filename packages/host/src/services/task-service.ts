@@ -1,6 +1,6 @@
 import { randomBytes } from 'node:crypto';
 import path from 'node:path';
-import { setTimeout as sleep } from 'node:timers/promises';
+import { setImmediate as nextTurn, setTimeout as sleep } from 'node:timers/promises';
 import {
   AgentboxError,
   agentDefinitionIssues,
@@ -707,7 +707,7 @@ export function createTaskService(deps: TaskServiceDeps) {
           });
           const pauseMs = guest.chargeHostWork(performance.now() - started);
           if (pauseMs > 0) await sleep(pauseMs);
-          else if (next < pendingLines.length) await new Promise((resolve) => setImmediate(resolve));
+          else if (next < pendingLines.length) await nextTurn();
         }
         pendingLines.length = 0;
       };
