@@ -192,6 +192,8 @@ export class GuestConnection {
   private readBudget: ReadBudget;
   private readPauses = 0;
   private configuredEnv: Record<string, string> | undefined;
+  /** Wall-clock ms at which the current agent's first hello was read. */
+  private newAgentAt = 0;
   private lastActivity = performance.now();
 
   constructor(private readonly options: GuestConnectionOptions = {}) {
@@ -436,6 +438,7 @@ export class GuestConnection {
     if (this.hello && newAgent) {
       this.agentRestarted();
     }
+    if (newAgent) this.newAgentAt = Date.now();
     this.hello = hello;
     if (newAgent && this.configuredEnv) {
       this.call({ op: 'system.configure', env: this.configuredEnv }).catch(() => undefined);
@@ -443,8 +446,14 @@ export class GuestConnection {
     for (const w of this.helloWaiters.splice(0)) w.resolve(hello);
   }
 
-  /** The guest agent went away (its port closed, or a new instance said hello): in-flight calls fail. */
-  agentRestarted(): void {
+  /**
+   * The guest agent went away (its port closed, or a new instance said hello): in-flight calls fail.
+   * `closedAt` (wall-clock ms) is when the port closed, as QEMU stamped its event: a close from
+   * before the current agent's hello was read is its predecessor's, read late (the event and the
+   * hello come on different sockets), and is ignored.
+   */
+  agentRestarted(closedAt?: number): void {
+    if (closedAt !== undefined && this.hello && closedAt < this.newAgentAt) return;
     this.resetCalls(
       new AgentboxError(
         'guest_agent_restarted',

@@ -100,7 +100,7 @@ export class BoxDisk {
 export function connectMonitor(socket: net.Socket, guest: GuestConnection, disk: BoxDisk): QmpClient {
   const qmp = new QmpClient(socket);
   qmp.on('event', (event) => {
-    if (event.event === 'VSERPORT_CHANGE' && event.data?.open === false) guest.agentRestarted();
+    if (event.event === 'VSERPORT_CHANGE' && event.data?.open === false) guest.agentRestarted(event.at);
     if (event.event === 'BLOCK_IO_ERROR' && event.data?.nospace === true && event.data.action === 'stop')
       disk.stalled = true;
   });

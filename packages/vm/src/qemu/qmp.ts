@@ -5,6 +5,20 @@ import { AgentboxError } from '@agentbox/protocol';
 export interface QmpEvent {
   event: string;
   data?: Record<string, unknown>;
+  /** When QEMU emitted it: wall-clock ms (its `timestamp`, from gettimeofday). */
+  at?: number;
+}
+
+/**
+ * QMP's `{seconds, microseconds}` timestamp as wall-clock ms; undefined when it is not one (QEMU
+ * puts -1 when it could not read the time).
+ */
+export function qmpEventTime(timestamp: unknown): number | undefined {
+  if (typeof timestamp !== 'object' || timestamp === null) return undefined;
+  const { seconds, microseconds } = timestamp as { seconds?: unknown; microseconds?: unknown };
+  if (typeof seconds !== 'number' || typeof microseconds !== 'number') return undefined;
+  if (seconds < 0 || microseconds < 0) return undefined;
+  return seconds * 1000 + microseconds / 1000;
 }
 
 interface Pending {
@@ -57,7 +71,12 @@ export class QmpClient extends EventEmitter<{ event: [QmpEvent]; close: [] }> {
     }
     if ('QMP' in msg) return greeted();
     if (typeof msg.event === 'string') {
-      this.emit('event', { event: msg.event, data: msg.data as Record<string, unknown> | undefined });
+      const at = qmpEventTime(msg.timestamp);
+      this.emit('event', {
+        event: msg.event,
+        data: msg.data as Record<string, unknown> | undefined,
+        ...(at === undefined ? {} : { at }),
+      });
       return;
     }
     const id = typeof msg.id === 'string' ? msg.id : undefined;
