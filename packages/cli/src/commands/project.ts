@@ -260,9 +260,8 @@ export async function runProjectCommand(options: ProjectCommandOptions): Promise
     }
     cleanups.push(() => publishers.forEach((p) => p.close()));
 
-    const agent = agentArgv(options.agent, options.args);
-    const { argv } = agent;
-    const env = { ...agentEnvFor(runtime.accel.accel), ...agent.env };
+    const { argv, env: cliEnv } = agentArgv(options.agent, options.args);
+    const env = { ...agentEnvFor(runtime.accel.accel), ...cliEnv };
     timer.phase('runtime-script');
     const scriptStatus = await runRuntimeScript(vm, root, env);
     if (scriptStatus !== 0) return scriptStatus;

@@ -293,13 +293,18 @@ export function createTaskService(deps: TaskServiceDeps) {
     return task;
   }
 
+  /** Wakes the task's followers: it has new events, has ended, or is gone. */
+  function notify(id: string): void {
+    for (const listener of listeners.get(id) ?? []) listener();
+  }
+
   /** Tasks whose followers hear of their new events once the batch being stored commits. */
   let batchNotices: Set<string> | undefined;
 
   function emit(id: string, event: TaskEventDraft): TaskEvent {
     const stored = store.appendEvent(id, event);
     if (batchNotices) batchNotices.add(id);
-    else for (const listener of listeners.get(id) ?? []) listener();
+    else notify(id);
     return stored;
   }
 
@@ -315,13 +320,13 @@ export function createTaskService(deps: TaskServiceDeps) {
     } finally {
       batchNotices = undefined;
     }
-    for (const id of notices) for (const listener of listeners.get(id) ?? []) listener();
+    for (const id of notices) notify(id);
   }
 
   function finish(id: string, end: TaskFinish): TaskRecord {
     unwatchOwner(id);
     const task = store.finish(id, end);
-    for (const listener of listeners.get(id) ?? []) listener();
+    notify(id);
     return task;
   }
 
@@ -903,16 +908,20 @@ export function createTaskService(deps: TaskServiceDeps) {
     }
     store.remove(task.id);
     // Followers still reading it end (follow sees it gone).
-    for (const listener of listeners.get(task.id) ?? []) listener();
-    await removeInChunks((limit) => store.removeEventsChunk(task.id, limit));
+    notify(task.id);
+    await removeEventsOf(task.id);
     log.info({ taskId: task.id }, 'task deleted');
     return { id: task.id, deleted: true };
   }
 
+  /** A removed task's events, a chunk at a time with the event loop turning between. */
+  function removeEventsOf(id: string): Promise<void> {
+    return removeInChunks((limit) => store.removeEventsChunk(id, limit));
+  }
+
   /** Removes the events of tasks deleted before (by a daemon that stopped before it was done). */
   async function removeDeletedEvents(): Promise<void> {
-    for (const id of store.deletedTaskIds())
-      await removeInChunks((limit) => store.removeEventsChunk(id, limit));
+    for (const id of store.deletedTaskIds()) await removeEventsOf(id);
   }
 
   /**
@@ -923,7 +932,7 @@ export function createTaskService(deps: TaskServiceDeps) {
     const ids = store.endedBefore(now - retentionMs, PRUNE_BATCH);
     for (const id of ids) {
       store.remove(id);
-      await removeInChunks((limit) => store.removeEventsChunk(id, limit));
+      await removeEventsOf(id);
     }
     if (ids.length > 0) log.info({ tasks: ids.length }, 'ended tasks past their retention deleted');
     return ids;

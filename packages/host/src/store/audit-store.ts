@@ -1,5 +1,5 @@
 import type { EgressAuditRecord } from '@agentbox/protocol';
-import type { Db } from './db.js';
+import { chunkRemover, type Db } from './db.js';
 
 /**
  * The egress decisions kept per box, the newest. A box's code decides how many requests it makes:
@@ -22,11 +22,7 @@ export function createAuditStore(db: Db, options: { maxPerBox?: number } = {}) {
     'DELETE FROM egress_audit WHERE box_id = ? AND seq <= ' +
       '(SELECT seq FROM egress_audit WHERE box_id = ? ORDER BY seq DESC LIMIT 1 OFFSET ?)',
   );
-  const seqAt = db.prepare<[string, number], { seq: number }>(
-    'SELECT seq FROM egress_audit WHERE box_id = ? ORDER BY seq LIMIT 1 OFFSET ?',
-  );
-  const removeBelow = db.prepare<[string, number]>('DELETE FROM egress_audit WHERE box_id = ? AND seq < ?');
-  const removeBox = db.prepare<[string]>('DELETE FROM egress_audit WHERE box_id = ?');
+  const removeBoxRecords = chunkRemover(db, 'egress_audit', 'box_id');
   /** Records inserted per box since its last prune (this process's count). */
   const sincePrune = new Map<string, number>();
   return {
@@ -47,13 +43,7 @@ export function createAuditStore(db: Db, options: { maxPerBox?: number } = {}) {
      */
     forgetChunk(boxId: string, limit: number): boolean {
       sincePrune.delete(boxId);
-      const kept = seqAt.get(boxId, limit)?.seq;
-      if (kept === undefined) {
-        removeBox.run(boxId);
-        return false;
-      }
-      removeBelow.run(boxId, kept);
-      return true;
+      return removeBoxRecords(boxId, limit);
     },
     /** A box's records oldest first, after sequence number `after` (for paging). */
     list(

