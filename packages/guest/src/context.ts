@@ -11,6 +11,8 @@ export interface RequestContext {
   /** Sends for this request only: once its host session is gone, nothing more goes out. */
   readonly mux: ChannelSender;
   readonly channel: number;
+  /** The request's host session is still there (a new one, a restarted daemon, ends it). */
+  isOpen(): boolean;
   /** Registers what to do when the host cancels the request. */
   onCancel(cb: () => void): void;
   /** Registers handlers for data the host streams on this channel (stdin, upload). */

@@ -47,8 +47,10 @@ async function main(argv: string[]): Promise<void> {
       ? connectUnixSocket(argv[connectAt + 1]!, native)
       : await openPort(native);
   const versionAt = argv.indexOf('--protocol-version');
+  const journalAt = argv.indexOf('--journal-root');
   const service = new GuestService(link, {
     privileged: inVm,
+    ...(journalAt >= 0 && argv[journalAt + 1] ? { journalRoot: argv[journalAt + 1] } : {}),
     ...(versionAt >= 0 ? { protocolVersion: Number(argv[versionAt + 1]) } : {}),
     ...(native ? { native } : {}),
   });

@@ -1,8 +1,11 @@
 import { execFile } from 'node:child_process';
 import fs from 'node:fs';
+import os from 'node:os';
+import path from 'node:path';
 import { randomUUID } from 'node:crypto';
 import {
   CancelSchema,
+  EXEC_JOURNAL_FEATURE,
   GUEST_CHANNEL_BIT,
   IMAGE_API_VERSION,
   PROTOCOL_VERSION,
@@ -20,6 +23,7 @@ import { AGENT_VERSION } from './version.js';
 import { EGRESS_PROXY_PORT, EgressProxy } from './egress-proxy.js';
 import { RestoreHelper, restore } from './restore.js';
 import { runPtyExec } from './pty.js';
+import { ExecJournals, GUEST_JOURNAL_ROOT } from './journal.js';
 import { listListeners, portConnect } from './port-forward.js';
 import type { NativeAddon } from './native.js';
 
@@ -35,6 +39,8 @@ export interface GuestServiceOptions {
   privileged?: boolean;
   /** The agentbox-native addon: execs, file reads and restores use it when the agent has it. */
   native?: NativeAddon;
+  /** Where journaled execs keep their output: GUEST_JOURNAL_ROOT in a VM, a temporary dir on a host. */
+  journalRoot?: string;
 }
 
 interface OpenRequest {
@@ -115,6 +121,7 @@ export class GuestService {
   private egressProxyPort = EGRESS_PROXY_PORT;
   private readonly restoreHelper = new RestoreHelper();
   private readonly native: NativeAddon | undefined;
+  private readonly journals: ExecJournals;
 
   constructor(
     transport: Transport,
@@ -131,6 +138,10 @@ export class GuestService {
     });
     this.egress = new EgressProxy(this.mux);
     this.native = options.native;
+    this.journals = new ExecJournals(
+      options.journalRoot ??
+        (options.privileged ? GUEST_JOURNAL_ROOT : path.join(os.tmpdir(), 'agentbox-exec-journals')),
+    );
   }
 
   hello(): Hello {
@@ -142,6 +153,7 @@ export class GuestService {
       agentVersion: AGENT_VERSION,
       bootId: bootId(),
       agentPid: process.pid,
+      features: [EXEC_JOURNAL_FEATURE],
     };
   }
 
@@ -197,7 +209,7 @@ export class GuestService {
       cancelled: false,
       early: [],
       ended: false,
-      outlivesHost: parsed.data.op === 'exec',
+      outlivesHost: parsed.data.op === 'exec' || parsed.data.op === 'exec.attach',
     };
     this.open.set(channel, state);
     this.mux.open(channel, {
@@ -214,9 +226,11 @@ export class GuestService {
         state.end?.();
       },
     });
+    const isOpen = () => this.open.get(channel) === state;
     const ctx: RequestContext = {
-      mux: senderWhile(this.mux, () => this.open.get(channel) === state),
+      mux: senderWhile(this.mux, isOpen),
       channel,
+      isOpen,
       onCancel: (cb) => {
         if (state.cancelled) cb();
         else state.cancel.push(cb);
@@ -255,9 +269,16 @@ export class GuestService {
       case 'health':
         return result(health());
       case 'exec':
+        if (req.journal !== undefined)
+          return this.journals.start({ ...req, journal: req.journal }, ctx, this.execDefaults);
         return req.pty
           ? runPtyExec(req, ctx, this.execDefaults)
           : runExec(req, ctx, this.execDefaults, this.native);
+      case 'exec.attach':
+        return this.journals.attach(req, ctx);
+      case 'exec.forget':
+        this.journals.forget(req.journal);
+        return result({});
       case 'process.list':
         return result(listProcesses());
       case 'process.kill':

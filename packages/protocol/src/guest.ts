@@ -21,6 +21,14 @@ export const HelloSchema = z
       .min(1)
       .max(65535)
       .describe('Port of the egress proxy on the guest loopback.'),
+    features: z
+      .array(z.string().max(64))
+      .max(64)
+      .optional()
+      .describe(
+        'What this agent does beyond the protocol version (`exec.journal`); an older agent, in a box ' +
+          'made from an older image or snapshot, sends none.',
+      ),
   })
   .strict();
 export type Hello = z.infer<typeof HelloSchema>;
@@ -56,6 +64,15 @@ const EnvSchema = z.record(
   z.string().max(128 * 1024),
 );
 
+/** The feature a hello names when the agent keeps journaled execs (`journal`, `exec.attach`). */
+export const EXEC_JOURNAL_FEATURE = 'exec.journal';
+
+/** Names an exec's journal: the host's own id for the run (a task id), safe as a file name. */
+export const JournalIdSchema = z
+  .string()
+  .regex(/^[a-z0-9][a-z0-9_-]{0,63}$/)
+  .describe('Id of an exec journal: lower-case letters, digits, `_` and `-`, at most 64.');
+
 export const ExecRequestSchema = z
   .object({
     op: z.literal('exec'),
@@ -76,9 +93,31 @@ export const ExecRequestSchema = z
         'Run on a pseudo-terminal of this size: stdout carries the terminal output (no separate stderr), ' +
           'stdin the keystrokes; the host sends `resize` messages on the channel.',
       ),
+    journal: JournalIdSchema.optional().describe(
+      'Keep the output in the guest, in files under this id, until the host forgets it (`exec.forget`): a later host ' +
+        'session (a restarted daemon) takes the run up with `exec.attach`. The process outlives its host ' +
+        'session; stdin, when streamed, is read whole into a file before the process starts. Not with `pty`.',
+    ),
+  })
+  .strict()
+  .refine((r) => !(r.journal !== undefined && r.pty !== undefined), {
+    message: 'a journaled exec cannot have a pty',
+    path: ['journal'],
+  });
+export type ExecRequest = z.input<typeof ExecRequestSchema>;
+
+/**
+ * A later host session takes up a journaled exec: its output from these offsets (what the host had
+ * kept), then the rest as it comes, then its exit, as an `exec` answers. A cancel kills it.
+ */
+export const ExecAttachRequestSchema = z
+  .object({
+    op: z.literal('exec.attach'),
+    journal: JournalIdSchema,
+    stdoutOffset: z.number().int().nonnegative().describe('Bytes of stdout the host has already.'),
+    stderrOffset: z.number().int().nonnegative().describe('Bytes of stderr the host has already.'),
   })
   .strict();
-export type ExecRequest = z.input<typeof ExecRequestSchema>;
 
 /** Host → guest on a pty exec channel: the terminal changed size. */
 export const PtyResizeSchema = z
@@ -148,6 +187,13 @@ export const RequestSchema = z.discriminatedUnion('op', [
   z.object({ op: z.literal('ping') }).strict(),
   z.object({ op: z.literal('health') }).strict(),
   ExecRequestSchema,
+  ExecAttachRequestSchema,
+  z
+    .object({ op: z.literal('exec.forget'), journal: JournalIdSchema })
+    .strict()
+    .describe(
+      "Removes a journaled exec's files once the host has kept its exit (a process still running is killed).",
+    ),
   z.object({ op: z.literal('process.list') }).strict(),
   z
     .object({
@@ -357,6 +403,8 @@ export const RESULT_SCHEMAS = {
   'system.quiesce': QuiesceResultSchema,
   'system.restore': RestoreResultSchema,
   exec: ExecExitSchema,
+  'exec.attach': ExecExitSchema,
+  'exec.forget': EmptyResultSchema,
   'port.connect': EmptyResultSchema,
   'net.listeners': ListenerListSchema,
 } as const satisfies Record<RequestOp, z.ZodType>;

@@ -5,6 +5,7 @@ import { z } from 'zod';
 import {
   AgentboxError,
   ExecExitSchema,
+  EXEC_JOURNAL_FEATURE,
   GUEST_CHANNEL_BIT,
   FileHeaderSchema,
   GuestReplySchema,
@@ -531,7 +532,7 @@ export class GuestConnection {
   }
 
   /** A request with one JSON result. */
-  call<Op extends Exclude<RequestOp, 'exec' | 'file.read' | 'file.write'>>(
+  call<Op extends Exclude<RequestOp, 'exec' | 'exec.attach' | 'file.read' | 'file.write'>>(
     request: Extract<Request, { op: Op }>,
     options: CallOptions = {},
   ): Promise<z.infer<(typeof RESULT_SCHEMAS)[Op]>> {
@@ -542,7 +543,7 @@ export class GuestConnection {
    * Opens a channel for `request`, optionally streams `upload` on it, and settles with the guest's
    * one result, parsed with the op's schema (anything else from the guest fails the call).
    */
-  private unary<Op extends Exclude<RequestOp, 'exec' | 'file.read'>>(
+  private unary<Op extends Exclude<RequestOp, 'exec' | 'exec.attach' | 'file.read'>>(
     request: Extract<Request, { op: Op }>,
     upload?: Buffer | Readable,
     options: CallOptions = {},
@@ -661,6 +662,34 @@ export class GuestConnection {
 
   /** Runs a process; stdout/stderr are delivered to the sinks in order, with backpressure. */
   exec(request: Omit<ExecRequest, 'op' | 'stdin'>, handlers: ExecHandlers = {}): Promise<ExecExit> {
+    return this.processCall({ op: 'exec', ...request, stdin: handlers.stdin !== undefined }, handlers);
+  }
+
+  /** The agent keeps journaled execs (`journal` on exec, `attachExec`): its hello said so. */
+  get keepsJournals(): boolean {
+    return this.hello?.features?.includes(EXEC_JOURNAL_FEATURE) ?? false;
+  }
+
+  /**
+   * Takes up a journaled exec that an earlier host session started (a restarted daemon): its
+   * output from the offsets given, as it comes, then its exit, as `exec` delivers them.
+   */
+  attachExec(
+    journal: { journal: string; stdoutOffset: number; stderrOffset: number },
+    handlers: Omit<ExecHandlers, 'stdin' | 'onPty'> = {},
+  ): Promise<ExecExit> {
+    return this.processCall({ op: 'exec.attach', ...journal }, handlers);
+  }
+
+  /** The host has kept a journaled exec's exit: the guest removes its journal. */
+  forgetExec(journal: string, options: CallOptions = {}): Promise<void> {
+    return this.call({ op: 'exec.forget', journal }, options).then(() => undefined);
+  }
+
+  private processCall(
+    request: Request & { op: 'exec' | 'exec.attach' },
+    handlers: ExecHandlers,
+  ): Promise<ExecExit> {
     return new Promise<ExecExit>((resolve, reject) => {
       let settled = false;
       let started = false;
@@ -689,70 +718,67 @@ export class GuestConnection {
           );
         }, EXEC_CANCEL_GRACE_MS).unref();
       };
-      const channel = this.open(
-        { op: 'exec', ...request, stdin: handlers.stdin !== undefined },
-        {
-          onJson: (message) => {
-            let reply;
-            try {
-              reply = this.reply(message);
-            } catch (err) {
-              this.finish(channel);
-              return settle(() => reject(err));
-            }
-            switch (reply.type) {
-              case 'started':
-                // Once per exec: a guest repeating it would queue work outside the output's flow control.
-                if (started) {
-                  this.abandon(channel);
-                  return settle(() =>
-                    reject(new AgentboxError('guest_error', 'the guest said twice that the process started')),
-                  );
-                }
-                started = true;
-                handlers.onStarted?.(reply.pid);
-                return;
-              case 'exit': {
-                const exit = ExecExitSchema.parse(reply);
-                this.finish(channel);
-                // Output delivered before the exit is flushed to the sinks first.
-                void delivering.then(
-                  () => settle(() => resolve(exit)),
-                  (err: Error) => settle(() => reject(err)),
-                );
-                return;
-              }
-              case 'error':
-                this.finish(channel);
-                return settle(() => reject(new AgentboxError(reply.code, reply.message)));
-              default:
-                this.finish(channel);
-                return settle(() =>
-                  reject(new AgentboxError('guest_error', `unexpected ${reply.type} reply to exec`)),
-                );
-            }
-          },
-          onData: (stream, chunk) => {
-            const sink = stream === 'data' ? handlers.onStdout : handlers.onStderr;
-            // The chain never rejects: a sink that throws (its parser choking on what the process
-            // printed) fails this call and ends the process, rather than leaving a rejection that
-            // nothing handles until an exit that may never come.
-            delivering = delivering.then(async () => {
-              if (settled) return;
-              try {
-                if (sink) await sink(chunk);
-              } catch (err) {
+      const channel = this.open(request, {
+        onJson: (message) => {
+          let reply;
+          try {
+            reply = this.reply(message);
+          } catch (err) {
+            this.finish(channel);
+            return settle(() => reject(err));
+          }
+          switch (reply.type) {
+            case 'started':
+              // Once per exec: a guest repeating it would queue work outside the output's flow control.
+              if (started) {
                 this.abandon(channel);
-                settle(() => reject(err instanceof Error ? err : new Error(String(err))));
-                return;
+                return settle(() =>
+                  reject(new AgentboxError('guest_error', 'the guest said twice that the process started')),
+                );
               }
-              this.mux.consumed(channel, chunk.length);
-            });
-          },
-          onEnd: () => undefined,
-          fail: (err) => settle(() => reject(err)),
+              started = true;
+              handlers.onStarted?.(reply.pid);
+              return;
+            case 'exit': {
+              const exit = ExecExitSchema.parse(reply);
+              this.finish(channel);
+              // Output delivered before the exit is flushed to the sinks first.
+              void delivering.then(
+                () => settle(() => resolve(exit)),
+                (err: Error) => settle(() => reject(err)),
+              );
+              return;
+            }
+            case 'error':
+              this.finish(channel);
+              return settle(() => reject(new AgentboxError(reply.code, reply.message)));
+            default:
+              this.finish(channel);
+              return settle(() =>
+                reject(new AgentboxError('guest_error', `unexpected ${reply.type} reply to exec`)),
+              );
+          }
         },
-      );
+        onData: (stream, chunk) => {
+          const sink = stream === 'data' ? handlers.onStdout : handlers.onStderr;
+          // The chain never rejects: a sink that throws (its parser choking on what the process
+          // printed) fails this call and ends the process, rather than leaving a rejection that
+          // nothing handles until an exit that may never come.
+          delivering = delivering.then(async () => {
+            if (settled) return;
+            try {
+              if (sink) await sink(chunk);
+            } catch (err) {
+              this.abandon(channel);
+              settle(() => reject(err instanceof Error ? err : new Error(String(err))));
+              return;
+            }
+            this.mux.consumed(channel, chunk.length);
+          });
+        },
+        onEnd: () => undefined,
+        fail: (err) => settle(() => reject(err)),
+      });
       handlers.onPty?.({
         resize: (rows, cols) =>
           void this.mux.sendJson(channel, { type: 'resize', rows, cols }).catch(() => undefined),

@@ -2,49 +2,8 @@ import fs from 'node:fs';
 import os from 'node:os';
 import path from 'node:path';
 import { afterEach, beforeEach, describe, expect, it } from 'vitest';
-import { Mux, type Transport } from '@agentbox/protocol/wire';
 import { GuestService } from '../../src/service.js';
-
-/** A host end of the channel: its own mux, and what arrived on each channel. */
-class Host {
-  readonly mux: Mux;
-  readonly json = new Map<number, unknown[]>();
-  readonly data = new Map<number, string>();
-
-  constructor(toGuest: (chunk: Buffer) => void) {
-    this.mux = new Mux(transportTo(toGuest));
-  }
-
-  open(channel: number, request: unknown): void {
-    this.mux.open(channel, {
-      onJson: (m) => this.json.set(channel, [...(this.json.get(channel) ?? []), m]),
-      onData: (_stream, chunk) => {
-        this.data.set(channel, (this.data.get(channel) ?? '') + chunk.toString());
-        this.mux.consumed(channel, chunk.length);
-      },
-      onEnd: () => undefined,
-    });
-    void this.mux.sendJson(channel, request);
-  }
-}
-
-function transportTo(receive: (chunk: Buffer) => void): Transport {
-  return {
-    write: (chunks) => {
-      const bytes = Buffer.concat(chunks);
-      setImmediate(() => receive(bytes));
-      return true;
-    },
-    drained: () => Promise.resolve(),
-  };
-}
-
-const until = async (what: () => boolean, ms = 5000) => {
-  for (const end = Date.now() + ms; !what();) {
-    if (Date.now() > end) throw new Error('timed out');
-    await new Promise((r) => setTimeout(r, 20));
-  }
-};
+import { Host, transportTo, until } from '../helpers/host-end.js';
 
 // A restarted daemon is a new host: it numbers its channels from 1 again, while what the old one
 // started in the guest may still be running.

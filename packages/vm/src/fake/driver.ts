@@ -84,6 +84,9 @@ class FakeVm implements Vm {
         socketPath,
         '--proxy-port',
         '0',
+        // The VM's own disk, as a real box's journals are on its disk.
+        '--journal-root',
+        path.join(this.dir, 'journals'),
         ...(this.options.agentArgs ?? []),
       ],
       {

@@ -1,0 +1,272 @@
+import { spawn } from 'node:child_process';
+import fs from 'node:fs';
+import path from 'node:path';
+import type { ExecExit, ParsedRequest } from '@agentbox/protocol';
+import type { DataStream } from '@agentbox/protocol/wire';
+import { GuestOpError, errnoCode, type RequestContext } from './context.js';
+import { signalName, type ExecDefaults } from './exec.js';
+
+type ExecRequest = Extract<ParsedRequest, { op: 'exec' }>;
+type AttachRequest = Extract<ParsedRequest, { op: 'exec.attach' }>;
+
+/** Where a VM's agent keeps its journals (on the box's disk: a hibernated box keeps them too). */
+export const GUEST_JOURNAL_ROOT = '/var/lib/agentbox/exec';
+/** A finished journal no host came back for is removed after this long. */
+const KEEP_UNCLAIMED_MS = 24 * 3600 * 1000;
+/** Bytes read from a journal file per frame sent. */
+const READ_BYTES = 256 * 1024;
+/** A follower looks again this often when no file event came (a process that is not the agent's child). */
+const RECHECK_MS = 1000;
+
+/** What `<journal>/run.json` holds: written once the process started. */
+interface RunRecord {
+  pid: number;
+  startedAtMs: number;
+}
+
+/**
+ * Journaled execs: the process writes its stdout and stderr to files in its journal and the agent
+ * follows them to the host, so neither a host that goes away (a restarted daemon) nor the agent's
+ * own restart loses a byte or the process. The next host session takes the run up with
+ * `exec.attach` from what it had kept; the journal is removed when the host says it kept the exit
+ * (`exec.forget`), or a day after the exit if no host ever does.
+ */
+export class ExecJournals {
+  /** Journals whose process is this agent's child: its exit is still to be written. */
+  private readonly children = new Set<string>();
+
+  constructor(private readonly root: string) {}
+
+  async start(
+    req: ExecRequest & { journal: string },
+    ctx: RequestContext,
+    defaults: ExecDefaults,
+  ): Promise<ExecExit> {
+    this.removeUnclaimed();
+    const dir = path.join(this.root, req.journal);
+    fs.mkdirSync(this.root, { recursive: true, mode: 0o700 });
+    try {
+      fs.mkdirSync(dir, { mode: 0o700 });
+    } catch (err) {
+      if (errnoCode(err) === 'EEXIST')
+        throw new GuestOpError('invalid_request', `exec journal ${req.journal} exists already`);
+      throw err;
+    }
+    try {
+      if (req.stdin) await receiveFile(path.join(dir, 'stdin'), ctx);
+      await this.spawnInto(dir, req, { ...defaults.env, ...req.env }, req.cwd ?? defaults.cwd);
+    } catch (err) {
+      fs.rmSync(dir, { recursive: true, force: true });
+      throw err;
+    }
+    return this.follow(req.journal, ctx, 0, 0);
+  }
+
+  attach(req: AttachRequest, ctx: RequestContext): Promise<ExecExit> {
+    if (!fs.existsSync(path.join(this.root, req.journal, 'stdout')))
+      throw new GuestOpError('process_not_found', `no exec journal ${req.journal} in the box`);
+    return this.follow(req.journal, ctx, req.stdoutOffset, req.stderrOffset);
+  }
+
+  /** The host kept the run's exit: its files go (and its process, if it still runs). */
+  forget(id: string): void {
+    const dir = path.join(this.root, id);
+    const run = readJson<RunRecord>(dir, 'run.json');
+    if (run && !fs.existsSync(path.join(dir, 'exit.json'))) killGroup(run.pid);
+    fs.rmSync(dir, { recursive: true, force: true });
+  }
+
+  /** Starts the process on the journal's files; a program that cannot start exits 127 or 126 there. */
+  private async spawnInto(
+    dir: string,
+    req: ExecRequest,
+    env: Record<string, string>,
+    cwd: string,
+  ): Promise<void> {
+    if (!fs.existsSync(cwd))
+      throw new GuestOpError('file_not_found', `working directory ${cwd} does not exist`);
+    const stdout = fs.openSync(path.join(dir, 'stdout'), 'wx', 0o600);
+    const stderr = fs.openSync(path.join(dir, 'stderr'), 'wx', 0o600);
+    const stdin = req.stdin ? fs.openSync(path.join(dir, 'stdin'), 'r') : 'ignore';
+    const startedAtMs = Date.now();
+    try {
+      const child = spawn(req.argv[0]!, req.argv.slice(1), {
+        cwd,
+        env,
+        detached: true,
+        stdio: [stdin, stdout, stderr],
+      });
+      const pid = await new Promise<number>((resolve, reject) => {
+        child.once('error', reject);
+        child.once('spawn', () => resolve(child.pid!));
+      }).catch((err: unknown) => {
+        const code = errnoCode(err);
+        if (code !== 'ENOENT' && code !== 'EACCES')
+          throw new GuestOpError('guest_error', `could not start ${req.argv[0]}: ${(err as Error).message}`);
+        fs.writeSync(
+          stderr,
+          `agentbox: ${req.argv[0]}: ${code === 'ENOENT' ? 'command not found' : 'permission denied'}\n`,
+        );
+        writeAtomically(dir, 'exit.json', {
+          type: 'exit',
+          exitCode: code === 'ENOENT' ? 127 : 126,
+          signal: null,
+          timedOut: false,
+          durationMs: Date.now() - startedAtMs,
+        } satisfies ExecExit);
+        return undefined;
+      });
+      if (pid === undefined) return;
+      writeAtomically(dir, 'run.json', { pid, startedAtMs } satisfies RunRecord);
+      const id = path.basename(dir);
+      this.children.add(id);
+      let timedOut = false;
+      const timer = req.timeoutMs
+        ? setTimeout(() => {
+            timedOut = true;
+            killGroup(pid);
+          }, req.timeoutMs)
+        : undefined;
+      child.once('exit', (exitCode, signal) => {
+        clearTimeout(timer);
+        writeAtomically(dir, 'exit.json', {
+          type: 'exit',
+          exitCode,
+          signal: signal === null ? null : signalName(signal),
+          timedOut,
+          durationMs: Date.now() - startedAtMs,
+        } satisfies ExecExit);
+        this.children.delete(id);
+      });
+    } finally {
+      fs.closeSync(stdout);
+      fs.closeSync(stderr);
+      if (typeof stdin === 'number') fs.closeSync(stdin);
+    }
+  }
+
+  /**
+   * Sends the journal's output from the given offsets as it grows, then its exit. Stops, leaving
+   * the process and the journal alone, when its host session ends: the next one attaches.
+   */
+  private async follow(
+    id: string,
+    ctx: RequestContext,
+    stdoutOffset: number,
+    stderrOffset: number,
+  ): Promise<ExecExit> {
+    const dir = path.join(this.root, id);
+    const run = readJson<RunRecord>(dir, 'run.json');
+    if (run) {
+      ctx.mux.post(ctx.channel, { type: 'started', pid: run.pid });
+      ctx.onCancel(() => {
+        if (!fs.existsSync(path.join(dir, 'exit.json'))) killGroup(run.pid);
+      });
+    }
+    const streams: { name: DataStream; fd: number; offset: number }[] = [
+      { name: 'data', fd: fs.openSync(path.join(dir, 'stdout'), 'r'), offset: stdoutOffset },
+      { name: 'stderr', fd: fs.openSync(path.join(dir, 'stderr'), 'r'), offset: stderrOffset },
+    ];
+    let wake: (() => void) | undefined;
+    const watcher = fs.watch(dir, () => wake?.());
+    try {
+      for (;;) {
+        if (!ctx.isOpen()) throw new Error('the host session ended');
+        // Read before the output is drained: output drained after the exit was written is all of it.
+        const exit = readJson<ExecExit>(dir, 'exit.json');
+        let moved = false;
+        for (const stream of streams) {
+          const buffer = Buffer.allocUnsafe(READ_BYTES);
+          const n = fs.readSync(stream.fd, buffer, 0, READ_BYTES, stream.offset);
+          if (n === 0) continue;
+          await ctx.mux.sendData(ctx.channel, stream.name, buffer.subarray(0, n));
+          stream.offset += n;
+          moved = true;
+        }
+        if (moved) continue;
+        if (exit) return exit;
+        if (run && !this.children.has(id) && !alive(run.pid))
+          throw new GuestOpError(
+            'guest_error',
+            `the exit status of process ${run.pid} was lost (the guest agent restarted while it ran)`,
+          );
+        await new Promise<void>((resolve) => {
+          const timer = setTimeout(resolve, RECHECK_MS);
+          wake = () => {
+            clearTimeout(timer);
+            resolve();
+          };
+        });
+        wake = undefined;
+      }
+    } finally {
+      watcher.close();
+      for (const stream of streams) fs.closeSync(stream.fd);
+    }
+  }
+
+  /** Journals finished long ago whose host never came back for their exit. */
+  private removeUnclaimed(): void {
+    let names: string[];
+    try {
+      names = fs.readdirSync(this.root);
+    } catch {
+      return;
+    }
+    const before = Date.now() - KEEP_UNCLAIMED_MS;
+    for (const name of names) {
+      try {
+        if (fs.statSync(path.join(this.root, name, 'exit.json')).mtimeMs < before)
+          fs.rmSync(path.join(this.root, name), { recursive: true, force: true });
+      } catch {
+        // still running, or not a journal
+      }
+    }
+  }
+}
+
+/** Writes what the host streams on the channel (stdin) into a file, until its end. */
+function receiveFile(file: string, ctx: RequestContext): Promise<void> {
+  const fd = fs.openSync(file, 'wx', 0o600);
+  return new Promise<void>((resolve, reject) => {
+    ctx.onCancel(() => reject(new GuestOpError('invalid_request', 'cancelled before the process started')));
+    ctx.onData(
+      (chunk) => {
+        fs.writeSync(fd, chunk);
+        ctx.mux.consumed(ctx.channel, chunk.length);
+      },
+      () => resolve(),
+    );
+  }).finally(() => fs.closeSync(fd));
+}
+
+function writeAtomically(dir: string, name: string, value: unknown): void {
+  const temp = path.join(dir, `.${name}.tmp`);
+  fs.writeFileSync(temp, JSON.stringify(value));
+  fs.renameSync(temp, path.join(dir, name));
+}
+
+function readJson<T>(dir: string, name: string): T | undefined {
+  try {
+    return JSON.parse(fs.readFileSync(path.join(dir, name), 'utf8')) as T;
+  } catch {
+    return undefined;
+  }
+}
+
+function killGroup(pid: number): void {
+  try {
+    process.kill(-pid, 'SIGKILL');
+  } catch {
+    // the group is gone already
+  }
+}
+
+function alive(pid: number): boolean {
+  try {
+    process.kill(pid, 0);
+    return true;
+  } catch (err) {
+    return errnoCode(err) === 'EPERM';
+  }
+}

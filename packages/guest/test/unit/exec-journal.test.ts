@@ -1,0 +1,180 @@
+import { execFileSync } from 'node:child_process';
+import fs from 'node:fs';
+import os from 'node:os';
+import path from 'node:path';
+import { afterEach, beforeEach, describe, expect, it } from 'vitest';
+import { GuestService } from '../../src/service.js';
+import { Host, transportTo, until } from '../helpers/host-end.js';
+
+// A journaled exec is what lets a task outlive its daemon: the process writes to files in the
+// guest, and the next host session (a restarted daemon) takes the run up where it had got to.
+describe('journaled execs', () => {
+  let dir: string;
+  let journals: string;
+  let host: Host;
+  let service: GuestService;
+
+  const newService = () =>
+    new GuestService(
+      transportTo((chunk) => host.mux.receive(chunk)),
+      { exec: { cwd: dir }, journalRoot: journals },
+    );
+  /** A restarted daemon: a new host session on the same agent. */
+  const reconnect = () => {
+    host = new Host((chunk) => service.mux.receive(chunk));
+    void host.mux.sendJson(0, { op: 'hello' });
+  };
+
+  beforeEach(() => {
+    dir = fs.mkdtempSync(path.join(os.tmpdir(), 'agentbox-journal-'));
+    journals = path.join(dir, 'journals');
+    service = newService();
+    host = new Host((chunk) => service.mux.receive(chunk));
+  });
+  afterEach(() => fs.rmSync(dir, { recursive: true, force: true }));
+
+  /** A script that prints, waits for the test's go, prints again, and exits 5. */
+  const twoPhases = () => [
+    'sh',
+    '-c',
+    `echo one; echo e1 >&2; while [ ! -e ${dir}/go ]; do sleep 0.02; done; echo two; echo e2 >&2; exit 5`,
+  ];
+  const journalFiles = (id: string) => path.join(journals, id);
+
+  it('answers as an exec does: stdin (read from a file first), stdout and stderr apart, the exit; kept until forgotten', async () => {
+    host.open(
+      1,
+      { op: 'exec', argv: ['sh', '-c', 'cat; echo err >&2; exit 3'], journal: 'j1', stdin: true },
+      'hello\n',
+    );
+    await until(() => host.last(1) !== undefined);
+    expect(host.last(1)).toMatchObject({ type: 'exit', exitCode: 3, signal: null, timedOut: false });
+    expect(host.types(1)).toEqual(['started', 'exit']);
+    expect(host.data.get(1)).toBe('hello\n');
+    expect(host.stderr.get(1)).toBe('err\n');
+    // Kept until the host says it has the exit.
+    expect(fs.readdirSync(journalFiles('j1')).sort()).toEqual([
+      'exit.json',
+      'run.json',
+      'stderr',
+      'stdin',
+      'stdout',
+    ]);
+    host.open(2, { op: 'exec.forget', journal: 'j1' });
+    await until(() => host.last(2) !== undefined);
+    expect(host.last(2)).toMatchObject({ type: 'result' });
+    expect(fs.existsSync(journalFiles('j1'))).toBe(false);
+  });
+
+  it('keeps running when its host goes; the next session attaches at its offsets and gets the rest and the exit', async () => {
+    host.open(1, { op: 'exec', argv: twoPhases(), journal: 'j2' });
+    await until(() => host.data.get(1) === 'one\n' && host.stderr.get(1) === 'e1\n');
+    reconnect();
+    // It goes on with no host to read it, and ends.
+    fs.writeFileSync(path.join(dir, 'go'), '');
+    await until(() => fs.existsSync(path.join(journalFiles('j2'), 'exit.json')));
+    host.open(1, { op: 'exec.attach', journal: 'j2', stdoutOffset: 4, stderrOffset: 3 });
+    await until(() => host.last(1) !== undefined);
+    expect(host.last(1)).toMatchObject({ type: 'exit', exitCode: 5 });
+    expect(host.data.get(1)).toBe('two\n');
+    expect(host.stderr.get(1)).toBe('e2\n');
+    // Forgotten once the host kept the exit: a later attach finds nothing.
+    host.open(2, { op: 'exec.forget', journal: 'j2' });
+    await until(() => host.last(2) !== undefined);
+    host.open(3, { op: 'exec.attach', journal: 'j2', stdoutOffset: 0, stderrOffset: 0 });
+    await until(() => host.last(3) !== undefined);
+    expect(host.last(3)).toMatchObject({ type: 'error', code: 'process_not_found' });
+  });
+
+  it('is kept for the next session when it ends with nothing more to say after its host went', async () => {
+    host.open(1, {
+      op: 'exec',
+      argv: ['sh', '-c', `echo one; while [ ! -e ${dir}/go ]; do sleep 0.02; done; exit 4`],
+      journal: 'j9',
+    });
+    await until(() => host.data.get(1) === 'one\n');
+    reconnect();
+    fs.writeFileSync(path.join(dir, 'go'), '');
+    await until(() => fs.existsSync(path.join(journalFiles('j9'), 'exit.json')));
+    // Time for the old session's follower to see the exit (it must not take the journal with it).
+    await new Promise((r) => setTimeout(r, 200));
+    host.open(1, { op: 'exec.attach', journal: 'j9', stdoutOffset: 4, stderrOffset: 0 });
+    await until(() => host.last(1) !== undefined);
+    expect(host.last(1)).toMatchObject({ type: 'exit', exitCode: 4 });
+    expect(host.data.get(1)).toBeUndefined();
+  });
+
+  it('follows a run still going: all of it from offset 0, then what it prints later', async () => {
+    host.open(1, { op: 'exec', argv: twoPhases(), journal: 'j3' });
+    await until(() => host.data.get(1) === 'one\n');
+    reconnect();
+    host.open(1, { op: 'exec.attach', journal: 'j3', stdoutOffset: 0, stderrOffset: 0 });
+    await until(() => host.data.get(1) === 'one\n');
+    expect(host.types(1)).toEqual(['started']);
+    fs.writeFileSync(path.join(dir, 'go'), '');
+    await until(() => host.last(1) !== undefined);
+    expect(host.data.get(1)).toBe('one\ntwo\n');
+    expect(host.stderr.get(1)).toBe('e1\ne2\n');
+    expect(host.last(1)).toMatchObject({ type: 'exit', exitCode: 5 });
+  });
+
+  it('kills the process group on a cancel of the attach', async () => {
+    host.open(1, { op: 'exec', argv: ['sh', '-c', 'sleep 30 & wait'], journal: 'j4' });
+    await until(() => host.types(1).includes('started'));
+    reconnect();
+    host.open(1, { op: 'exec.attach', journal: 'j4', stdoutOffset: 0, stderrOffset: 0 });
+    await until(() => host.types(1).includes('started'));
+    void host.mux.sendJson(1, { type: 'cancel' });
+    await until(() => host.last(1) !== undefined);
+    expect(host.last(1)).toMatchObject({ type: 'exit', exitCode: null, signal: 'SIGKILL' });
+  });
+
+  it('is taken up by a restarted agent too, which says the exit status was lost once the process ends', async () => {
+    // What an agent that died left: a journal whose process is not this agent's child (init's).
+    const orphan = Number(
+      execFileSync('sh', ['-c', 'sleep 30 </dev/null >/dev/null 2>&1 & echo $!'], {
+        encoding: 'utf8',
+      }).trim(),
+    );
+    const left = journalFiles('j5');
+    fs.mkdirSync(left, { recursive: true });
+    fs.writeFileSync(path.join(left, 'stdout'), 'one\ntwo\n');
+    fs.writeFileSync(path.join(left, 'stderr'), '');
+    fs.writeFileSync(path.join(left, 'run.json'), JSON.stringify({ pid: orphan, startedAtMs: Date.now() }));
+    host.open(1, { op: 'exec.attach', journal: 'j5', stdoutOffset: 4, stderrOffset: 0 });
+    await until(() => host.data.get(1) === 'two\n');
+    expect(host.json.get(1)).toEqual([{ type: 'started', pid: orphan }]);
+    process.kill(orphan, 'SIGKILL');
+    await until(() => host.last(1) !== undefined);
+    expect(host.last(1)).toMatchObject({ type: 'error', code: 'guest_error' });
+    expect(host.last(1)!.message).toMatch(/exit status of process \d+ was lost/);
+  });
+
+  it('refuses a journal id in use, an attach to no journal, a journal with a pty, an id that is no file name', async () => {
+    host.open(1, { op: 'exec', argv: ['sleep', '5'], journal: 'j6' });
+    await until(() => host.types(1).includes('started'));
+    host.open(2, { op: 'exec', argv: ['true'], journal: 'j6' });
+    host.open(3, { op: 'exec.attach', journal: 'nope', stdoutOffset: 0, stderrOffset: 0 });
+    host.open(4, { op: 'exec', argv: ['true'], journal: 'j7', pty: { rows: 24, cols: 80 } });
+    host.open(5, { op: 'exec', argv: ['true'], journal: '../etc' });
+    await until(() => [2, 3, 4, 5].every((c) => host.last(c) !== undefined));
+    expect(host.last(2)).toMatchObject({
+      type: 'error',
+      code: 'invalid_request',
+      message: 'exec journal j6 exists already',
+    });
+    expect(host.last(3)).toMatchObject({ type: 'error', code: 'process_not_found' });
+    expect(host.last(4)).toMatchObject({ type: 'error', code: 'invalid_request' });
+    expect(host.last(5)).toMatchObject({ type: 'error', code: 'invalid_request' });
+    expect(fs.readdirSync(journals)).toEqual(['j6']);
+    void host.mux.sendJson(1, { type: 'cancel' });
+    await until(() => host.last(1) !== undefined);
+  });
+
+  it('starts a program that is not there as an exit 127 with the reason on stderr', async () => {
+    host.open(1, { op: 'exec', argv: ['no-such-program-here'], journal: 'j8' });
+    await until(() => host.last(1) !== undefined);
+    expect(host.last(1)).toMatchObject({ type: 'exit', exitCode: 127 });
+    expect(host.stderr.get(1)).toBe('agentbox: no-such-program-here: command not found\n');
+  });
+});
