@@ -1,12 +1,14 @@
 // @peculiar/x509 resolves its services through tsyringe, which needs the Reflect metadata API.
 import 'reflect-metadata';
-import { KeyObject, randomBytes, webcrypto } from 'node:crypto';
+import { KeyObject, createPrivateKey, randomBytes, webcrypto } from 'node:crypto';
 import * as x509 from '@peculiar/x509';
 
 /**
  * Certificate authorities made on the host: one per box, for the hosts whose TLS the gateway
- * terminates. ECDSA P-256 keys from node's webcrypto; the keys never leave this process. Tests use
- * the same code for the fake upstreams' CA.
+ * terminates. ECDSA P-256 keys from node's webcrypto. A box CA's key is exported once, to the
+ * host's store (never to the guest), so the next daemon serves the box with the same CA: what
+ * runs in the box trusts only the CA it loaded when it started. Tests use the same code for the
+ * fake upstreams' CA.
  */
 
 const ALGORITHM = { name: 'ECDSA', namedCurve: 'P-256', hash: 'SHA-256' } as const;
@@ -23,10 +25,18 @@ export interface IssuedCertificate {
   readonly keyPem: string;
 }
 
+/** A CA's certificate and private key (PKCS#8), as a later process makes the same CA from them. */
+export interface CaKeyPair {
+  readonly certPem: string;
+  readonly keyPem: string;
+}
+
 export interface CertificateAuthority {
   readonly certPem: string;
   /** A server certificate for `host` (DNS name or IP), signed by this CA; cached per host. */
   issue(host: string): Promise<IssuedCertificate>;
+  /** Its certificate and key: made `exportable`, or loaded from them. */
+  readonly keyPair?: CaKeyPair;
 }
 
 export interface CreateCaOptions {
@@ -35,6 +45,8 @@ export interface CreateCaOptions {
   /** CA lifetime (default 365 days); leaves live 30 days at most and never past the CA. */
   readonly validityDays?: number;
   readonly now?: () => Date;
+  /** Its private key may be exported (`keyPair`), to be kept for a later process. */
+  readonly exportable?: boolean;
 }
 
 function serialNumber(): string {
@@ -55,7 +67,10 @@ export async function createCertificateAuthority(options: CreateCaOptions): Prom
   const now = options.now?.() ?? new Date();
   const notBefore = new Date(now.getTime() - HOUR_MS); // tolerate a guest clock slightly behind
   const notAfter = new Date(now.getTime() + (options.validityDays ?? 365) * DAY_MS);
-  const caKeys = await webcrypto.subtle.generateKey(ALGORITHM, false, ['sign', 'verify']);
+  const caKeys = await webcrypto.subtle.generateKey(ALGORITHM, options.exportable ?? false, [
+    'sign',
+    'verify',
+  ]);
   const caCert = await x509.X509CertificateGenerator.createSelfSigned(
     {
       serialNumber: serialNumber(),
@@ -72,13 +87,46 @@ export async function createCertificateAuthority(options: CreateCaOptions): Prom
     },
     PROVIDER,
   );
+  return authority(
+    caCert,
+    caKeys.privateKey,
+    notAfter,
+    options.now,
+    options.exportable ? { certPem: caCert.toString('pem'), keyPem: keyPem(caKeys.privateKey) } : undefined,
+  );
+}
+
+/** The CA a `keyPair` (from `keyPair` of an exportable CA) is: the same certificate, the same key. */
+export async function loadCertificateAuthority(
+  pair: CaKeyPair,
+  options: Pick<CreateCaOptions, 'now'> = {},
+): Promise<CertificateAuthority> {
+  const caCert = new x509.X509Certificate(pair.certPem);
+  const der = createPrivateKey(pair.keyPem).export({ type: 'pkcs8', format: 'der' });
+  const privateKey = await webcrypto.subtle.importKey('pkcs8', der, ALGORITHM, false, ['sign']);
+  return authority(caCert, privateKey, caCert.notAfter, options.now, pair);
+}
+
+/** When a kept CA's certificate expires. */
+export function caExpiresAt(pair: CaKeyPair): Date {
+  return new x509.X509Certificate(pair.certPem).notAfter;
+}
+
+/** Issues leaf certificates from a CA's certificate and key. */
+async function authority(
+  caCert: x509.X509Certificate,
+  caKey: webcrypto.CryptoKey,
+  notAfter: Date,
+  now: (() => Date) | undefined,
+  keyPair: CaKeyPair | undefined,
+): Promise<CertificateAuthority> {
   // One leaf key per CA: every host's certificate shares it, so issuing costs one signature.
   const leafKeys = await webcrypto.subtle.generateKey(ALGORITHM, true, ['sign', 'verify']);
   const leafKeyPem = keyPem(leafKeys.privateKey);
   const cache = new Map<string, Promise<IssuedCertificate>>();
 
   const issueUncached = async (host: string): Promise<IssuedCertificate> => {
-    const issuedAt = options.now?.() ?? new Date();
+    const issuedAt = now?.() ?? new Date();
     const leafNotAfter = new Date(Math.min(issuedAt.getTime() + 30 * DAY_MS, notAfter.getTime()));
     const isIp = /^[0-9.]+$/.test(host) || host.includes(':');
     const cert = await x509.X509CertificateGenerator.create(
@@ -90,7 +138,7 @@ export async function createCertificateAuthority(options: CreateCaOptions): Prom
         notAfter: leafNotAfter,
         signingAlgorithm: ALGORITHM,
         publicKey: leafKeys.publicKey,
-        signingKey: caKeys.privateKey,
+        signingKey: caKey,
         extensions: [
           new x509.BasicConstraintsExtension(false, undefined, true),
           new x509.KeyUsagesExtension(x509.KeyUsageFlags.digitalSignature, true),
@@ -105,7 +153,9 @@ export async function createCertificateAuthority(options: CreateCaOptions): Prom
   };
 
   return {
-    certPem: caCert.toString('pem'),
+    // A loaded CA keeps its PEM as given: the guest tells a CA it has installed by its PEM's hash.
+    certPem: keyPair?.certPem ?? caCert.toString('pem'),
+    ...(keyPair ? { keyPair } : {}),
     issue(host: string): Promise<IssuedCertificate> {
       let pending = cache.get(host);
       if (pending === undefined) {

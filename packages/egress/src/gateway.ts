@@ -12,7 +12,7 @@ import {
 import { hostAddressKeys } from './address-policy.js';
 import { NULL_AUDIT_SINK, type AuditSink } from './audit.js';
 import { BoxSession } from './box-session.js';
-import { createCertificateAuthority } from './ca.js';
+import { caExpiresAt, createCertificateAuthority, loadCertificateAuthority, type CaKeyPair } from './ca.js';
 import { PlaceholderRegistry } from './placeholders.js';
 import { compilePolicy, DEFAULT_INJECTION_RULES, type SecretInjectionRuleInput } from './policy.js';
 import { SecretStore } from './secrets.js';
@@ -73,6 +73,18 @@ export interface OpenBoxOptions {
    * host's store for this box. Held in memory only, like the store.
    */
   readonly secretValues?: Readonly<Record<string, string>>;
+  /** The box's egress identity from an earlier session (another daemon's): the same CA and placeholders. */
+  readonly identity?: EgressIdentity;
+}
+
+/**
+ * What a box's egress keeps across daemon restarts: its CA (what runs in the box trusts only the CA
+ * it loaded when it started) and its placeholders (what it holds in its env). Kept on the host.
+ */
+export interface EgressIdentity {
+  readonly ca: CaKeyPair;
+  /** Secret name → the box's placeholder for it. */
+  readonly placeholders: Readonly<Record<string, string>>;
 }
 
 export interface EgressBox {
@@ -83,6 +95,8 @@ export interface EgressBox {
   readonly env: Readonly<Record<string, string>>;
   /** Secret name → placeholder (same as env). */
   readonly placeholders: ReadonlyMap<string, string>;
+  /** Its CA and placeholders, for the host to keep: the next daemon opens the box with them. */
+  readonly identity: EgressIdentity;
   /** One guest proxy connection: HTTP proxy protocol (CONNECT, absolute-URI HTTP) as raw bytes. */
   handleConnection(stream: Duplex): void;
   /**
@@ -135,6 +149,8 @@ function parsePrices(prices: ModelPrices | undefined): PriceOverrides | undefine
   }
   return new Map(Object.entries(parsed.data));
 }
+
+const DAY_MS = 24 * 3600 * 1000;
 
 /** Rules that apply to a box holding `held`: its secrets' rules and the access rules OAuth refresh feeds. */
 function rulesForSecrets(
@@ -246,14 +262,23 @@ export function createEgressGateway(options: EgressGatewayOptions = {}): EgressG
       const held = new Set(wanted);
       const boxRules = rulesForSecrets(rules, held);
       const compiled = compileFor(open.boxId, open.policy, boxRules);
-      const ca = await createCertificateAuthority({
-        commonName: `agentbox ${open.boxId} egress CA`,
-        ...(options.caValidityDays === undefined ? {} : { validityDays: options.caValidityDays }),
-        now,
-      });
+      // A kept CA about to expire is replaced (what runs in the box then needs the new one).
+      const keptCa =
+        open.identity && caExpiresAt(open.identity.ca).getTime() - now().getTime() > DAY_MS
+          ? open.identity.ca
+          : undefined;
+      const ca = keptCa
+        ? await loadCertificateAuthority(keptCa, { now })
+        : await createCertificateAuthority({
+            commonName: `agentbox ${open.boxId} egress CA`,
+            ...(options.caValidityDays === undefined ? {} : { validityDays: options.caValidityDays }),
+            now,
+            exportable: true,
+          });
       const registry = new PlaceholderRegistry(store);
       const env: Record<string, string> = {};
-      for (const name of [...held].sort()) env[name] = registry.issue(name);
+      for (const name of [...held].sort())
+        env[name] = registry.issue(name, open.identity?.placeholders[name]);
       const session = new BoxSession({
         boxId: open.boxId,
         policy: compiled,
@@ -274,6 +299,7 @@ export function createEgressGateway(options: EgressGatewayOptions = {}): EgressG
         caCertPem: ca.certPem,
         env: Object.freeze(env),
         placeholders: new Map(Object.entries(env)),
+        identity: { ca: ca.keyPair!, placeholders: { ...open.identity?.placeholders, ...env } },
         handleConnection: (stream) => session.handleConnection(stream),
         updatePolicy: (policy) => session.setPolicy(compileFor(open.boxId, policy, boxRules)),
         close: async () => {

@@ -4,6 +4,7 @@ export {
   type EgressGateway,
   type EgressGatewayOptions,
   type EgressBox,
+  type EgressIdentity,
   type OpenBoxOptions,
 } from './gateway.js';
 export { decide, type EgressDecision, type EgressRequest, type EgressStage } from './decide.js';
@@ -57,6 +58,8 @@ export { PLACEHOLDER_PREFIX, findPlaceholders } from './placeholders.js';
 export { MemoryAuditSink, NULL_AUDIT_SINK, type AuditSink } from './audit.js';
 export {
   createCertificateAuthority,
+  loadCertificateAuthority,
+  type CaKeyPair,
   type CertificateAuthority,
   type CreateCaOptions,
   type IssuedCertificate,

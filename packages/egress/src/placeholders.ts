@@ -28,11 +28,15 @@ export class PlaceholderRegistry {
     this.#store = store;
   }
 
-  /** The box's placeholder for a secret name (the same one every time). */
-  issue(secret: string): string {
+  /**
+   * The box's placeholder for a secret name (the same one every time): `kept`, the one an earlier
+   * daemon gave the box, when it is a placeholder no other secret has here; else a new one.
+   */
+  issue(secret: string, kept?: string): string {
     let placeholder = this.#primary.get(secret);
     if (placeholder === undefined) {
-      placeholder = this.#fresh();
+      placeholder =
+        kept !== undefined && isPlaceholder(kept) && !this.#byPlaceholder.has(kept) ? kept : this.#fresh();
       this.#byPlaceholder.set(placeholder, { secret });
       this.#primary.set(secret, placeholder);
     }
@@ -71,6 +75,11 @@ export class PlaceholderRegistry {
   #fresh(): string {
     return PLACEHOLDER_PREFIX + randomBytes(16).toString('hex');
   }
+}
+
+/** Whether `value` is a placeholder, whole. */
+export function isPlaceholder(value: string): boolean {
+  return /^agentbox-ph-[0-9a-f]{32}$/.test(value);
 }
 
 /** Placeholders (of any box) in a string. */

@@ -183,10 +183,16 @@ export function createHost(options: HostOptions) {
       await gateway.box(boxId)?.close();
       const secretValues =
         credentials && Object.keys(credentials).length > 0 ? { secretValues: credentials } : {};
-      await attachEgress(
-        guest,
-        await gateway.openBox({ boxId, policy: withTestUpstreams(policy), ...secretValues }),
-      );
+      // The CA and placeholders an earlier daemon gave the box: what runs in it started with them.
+      const identity = store.egressIdentity(boxId);
+      const session = await gateway.openBox({
+        boxId,
+        policy: withTestUpstreams(policy),
+        ...secretValues,
+        ...(identity ? { identity } : {}),
+      });
+      store.setEgressIdentity(boxId, session.identity);
+      await attachEgress(guest, session);
     },
     isCredential: (name) => isInjectableSecret(name),
     detach: async (boxId) => gateway.box(boxId)?.close(),

@@ -12,6 +12,7 @@ import {
   type CertificateAuthority,
   type EgressBox,
   type EgressGateway,
+  type EgressIdentity,
   type EgressGatewayOptions,
 } from '../../src/index.js';
 
@@ -130,6 +131,8 @@ export interface HarnessOptions extends Omit<EgressGatewayOptions, 'audit' | 'se
   readonly secrets?: Record<string, string>;
   readonly boxSecrets?: string[];
   readonly boxId?: string;
+  /** The box's CA and placeholders from an earlier gateway (a daemon before a restart). */
+  readonly identity?: EgressIdentity;
 }
 
 export async function startHarness(options: HarnessOptions): Promise<Harness> {
@@ -147,6 +150,7 @@ export async function startHarness(options: HarnessOptions): Promise<Harness> {
     boxId: options.boxId ?? 'box-test000001',
     policy: options.policy,
     ...(options.boxSecrets === undefined ? {} : { secrets: options.boxSecrets }),
+    ...(options.identity === undefined ? {} : { identity: options.identity }),
   });
   const channel = net.createServer((socket) => box.handleConnection(socket));
   const proxyPort = await listen(channel);

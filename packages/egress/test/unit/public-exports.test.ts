@@ -31,6 +31,7 @@ describe('@agentbox/egress public surface', () => {
       'isGitHubHost',
       'isInjectableSecret',
       'judgeGithubGraphql',
+      'loadCertificateAuthority',
       'narrowToGrants',
       'nonPublicClassesIn',
       'normalizeIp',

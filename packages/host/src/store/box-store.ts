@@ -5,6 +5,7 @@ import {
   type EgressPolicyInput,
   type Runtime,
 } from '@agentbox/protocol';
+import type { EgressIdentity } from '@agentbox/egress';
 import type { Db } from './db.js';
 
 /** States in which a box holds host resources (a VM process, a runtime dir, a capacity slot). */
@@ -265,6 +266,21 @@ export function createBoxStore(db: Db, clock: () => number = Date.now) {
       return get(box.id)!;
     },
 
+    /** The box's egress CA and placeholders, as its last egress session had them. */
+    egressIdentity(id: string): EgressIdentity | undefined {
+      const row = db.prepare('SELECT egress_identity FROM boxes WHERE id = ?').get(id) as
+        { egress_identity: string | null } | undefined;
+      return row?.egress_identity ? (JSON.parse(row.egress_identity) as EgressIdentity) : undefined;
+    },
+
+    /** Keeps the box's egress identity for the next daemon (dropped when the box is deleted). */
+    setEgressIdentity(id: string, identity: EgressIdentity): void {
+      db.prepare(`UPDATE boxes SET egress_identity = ? WHERE id = ? AND state != 'deleted'`).run(
+        JSON.stringify(identity),
+        id,
+      );
+    },
+
     /** Replaces a box's egress policy (a task widened it for its agent and repository). */
     setEgressPolicy(id: string, policy: EgressPolicyInput): void {
       db.prepare('UPDATE boxes SET egress_policy = ?, updated_at = ? WHERE id = ?').run(
@@ -298,6 +314,8 @@ export function createBoxStore(db: Db, clock: () => number = Date.now) {
         db.prepare(
           `UPDATE boxes SET state = ?, updated_at = ?${keys.map((k) => `, ${PATCH_COLUMNS[k]} = ?`).join('')} WHERE id = ?`,
         ).run(to, now, ...keys.map((k) => patch[k] ?? null), id);
+        // A deleted box's CA key serves nothing any more: it does not stay on the host.
+        if (to === 'deleted') db.prepare('UPDATE boxes SET egress_identity = NULL WHERE id = ?').run(id);
         logTransition.run(id, now, current.state, to, options.reason ?? null);
       })();
       return get(id)!;

@@ -214,4 +214,10 @@ export const MIGRATIONS: readonly Migration[] = [
     name: 'deleted tasks whose events are still being removed',
     sql: `CREATE TABLE task_deletions (task_id TEXT PRIMARY KEY) WITHOUT ROWID;`,
   },
+  {
+    version: 14,
+    name: "a box's egress CA and placeholders, kept for the next daemon",
+    // JSON; the next daemon serves what runs in the box with the CA and placeholders it started with.
+    sql: `ALTER TABLE boxes ADD COLUMN egress_identity TEXT;`,
+  },
 ];
