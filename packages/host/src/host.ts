@@ -341,7 +341,8 @@ export function createHost(options: HostOptions) {
       boxes.startHostGuards();
       boxes.startEgressKeyCheck(options.keyCheckIntervalMs ?? KEY_CHECK_INTERVAL_MS);
       const recovered = await tasks.recover(leftTasks);
-      if (recovered.failed.length + recovered.requeued.length > 0) log.info(recovered, 'recovered tasks');
+      if (recovered.resumed.length + recovered.failed.length + recovered.requeued.length > 0)
+        log.info(recovered, 'recovered tasks');
       reaper = setInterval(
         () => void reapNow().catch(() => undefined),
         options.reapIntervalMs ?? REAP_INTERVAL_MS,
@@ -352,13 +353,16 @@ export function createHost(options: HostOptions) {
 
     /**
      * Stops accepting requests, lets running ones (streams) finish for up to `graceMs`, then cuts
-     * them; boxes stay recorded and their VMs keep running for the next daemon to re-adopt.
+     * them; boxes stay recorded and their VMs keep running for the next daemon to re-adopt, and
+     * so do journaled agents, for the next daemon to take up their tasks.
      */
     async close(graceMs = SHUTDOWN_GRACE_MS) {
       closing = true;
       clearInterval(reaper);
       await boxes.close();
-      await tasks.stopAll();
+      const detached = await tasks.stopAll();
+      if (detached.length > 0)
+        log.info({ tasks: detached }, 'tasks left running in their boxes for the next daemon to take up');
       const cut = setTimeout(() => app.server.closeAllConnections(), graceMs);
       try {
         await app.close();

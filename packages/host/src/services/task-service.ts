@@ -10,6 +10,7 @@ import {
   type AgentDefinition,
   type AgentKind,
   type EgressPresetName,
+  type ExecExit,
   type Runtime,
   type TaskCursor,
   type TaskEvent,
@@ -21,7 +22,7 @@ import { repoFromGitUrl, type SpendBudget } from '@agentbox/egress';
 import type { AgentExit, AgentRunner, ResolvedLibraryItem, TaskEventDraft } from '@agentbox/runners';
 import { grantsOf, type Actor, type KeyStore } from '../store/key-store.js';
 import type { TaskFinish, TaskRecord, TaskStore, TaskTarget } from '../store/task-store.js';
-import type { GuestConnection } from '@agentbox/vm';
+import type { ExecHandlers, GuestConnection } from '@agentbox/vm';
 import type { BoxLease, BoxService } from './box-service.js';
 import type { KeyWatch } from './key-watch.js';
 import { removeInChunks } from './chunked-delete.js';
@@ -148,7 +149,17 @@ interface Running {
   ended?: Promise<void>;
   /** Waiting for room for its box: it holds no run slot meanwhile. */
   waitingForRoom?: boolean;
+  /**
+   * While its journaled agent runs: leaves it running in its box, for the next daemon to take up
+   * (a graceful shutdown), and ends the run here without storing anything more.
+   */
+  detach?: () => void;
+  /** Detached: the run ended here; the task stays `running` for the next daemon. */
+  detached?: boolean;
 }
+
+/** How a detached run's wait for its agent ends. */
+class RunDetached extends Error {}
 
 /** How long a cancel waits for the run to end, so it can answer with the final state. */
 const CANCEL_WAIT_MS = 10_000;
@@ -350,12 +361,16 @@ export function createTaskService(deps: TaskServiceDeps) {
 
   /** Puts a task at the end of the queue, watched from now until it ends: see ownerRevoked. */
   function enqueue(task: TaskRecord): void {
+    watchOwner(task);
+    if (!queue.includes(task.id)) queue.push(task.id);
+  }
+
+  function watchOwner(task: TaskRecord): void {
     if (!ownerWatches.has(task.id))
       ownerWatches.set(
         task.id,
         deps.keys.watch(task.ownerKeyId, () => ownerRevoked(task.id)),
       );
-    if (!queue.includes(task.id)) queue.push(task.id);
   }
 
   function unwatchOwner(id: string): void {
@@ -489,19 +504,21 @@ export function createTaskService(deps: TaskServiceDeps) {
   }
 
   function pump(): void {
-    while (!heldForRecovery && active() < maxConcurrent && queue.length > 0) {
-      const id = queue.shift()!;
-      const entry: Running = { controller: new AbortController() };
-      running.set(id, entry);
-      entry.ended = run(id, entry)
-        .catch((err: unknown) => log.warn({ taskId: id, err: messageOf(err) }, 'task runner failed'))
-        .finally(() => {
-          running.delete(id);
-          unwatchOwner(id);
-          listeners.get(id)?.clear();
-          pump();
-        });
-    }
+    while (!heldForRecovery && active() < maxConcurrent && queue.length > 0) launch(queue.shift()!);
+  }
+
+  /** Runs a task (or takes up a run a daemon before this one left) in a run slot. */
+  function launch(id: string, resume?: { outputOffset: number }): void {
+    const entry: Running = { controller: new AbortController() };
+    running.set(id, entry);
+    entry.ended = run(id, entry, resume)
+      .catch((err: unknown) => log.warn({ taskId: id, err: messageOf(err) }, 'task runner failed'))
+      .finally(() => {
+        running.delete(id);
+        unwatchOwner(id);
+        listeners.get(id)?.clear();
+        pump();
+      });
   }
 
   async function resolveBox(task: TaskRecord, actor: Actor, spec: TaskSpec): Promise<string> {
@@ -584,7 +601,18 @@ export function createTaskService(deps: TaskServiceDeps) {
     return { presets, repos, domains };
   }
 
-  async function run(id: string, entry: Running): Promise<void> {
+  /** How a run's agent is started (or taken up again) and whether its output is journaled. */
+  interface AgentStart {
+    start: (handlers: Pick<ExecHandlers, 'onStdout' | 'onStderr' | 'signal'>) => Promise<ExecExit>;
+    journaled: boolean;
+  }
+
+  /**
+   * Runs a task: its box, its files, its agent, its events, its end. With `resume`, a run that an
+   * earlier daemon started and left (it died, or was killed): its agent ran on in the box with its
+   * output journaled there, and this run takes it up (see recover).
+   */
+  async function run(id: string, entry: Running, resume?: { outputOffset: number }): Promise<void> {
     const record = store.get(id)!;
     const spec = takePending(id) ?? record.spec;
     // The task acts as its owner's key as it stands now: its own boxes only, its grants.
@@ -612,9 +640,13 @@ export function createTaskService(deps: TaskServiceDeps) {
       heldGranted += held;
       timer = setTimeout(expire, held);
     };
-    let timer = setTimeout(expire, spec.timeoutSeconds * 1000);
+    // A run taken up after a restart has what is left of its time.
+    const ranMs = resume && record.startedAt !== null ? Date.now() - record.startedAt : 0;
+    let timer = setTimeout(expire, Math.max(0, spec.timeoutSeconds * 1000 - ranMs));
     let lease: BoxLease | undefined;
     let budget: SpendBudget | undefined;
+    /** The agent ran with its output journaled in the box: the journal goes once the run ended. */
+    let journaled = false;
     try {
       // Revoked since the last sweep: not even its fresh box is made.
       if (!deps.keys.isActive(record.ownerKeyId)) {
@@ -622,54 +654,26 @@ export function createTaskService(deps: TaskServiceDeps) {
         entry.abortMessage ??= REVOKED_BEFORE_START;
         return endAborted(id, entry);
       }
-      boxId = await boxWhenRoom(id, entry, () => resolveBox(record, actor, spec), signal);
+      boxId = resume
+        ? record.boxId!
+        : await boxWhenRoom(id, entry, () => resolveBox(record, actor, spec), signal);
       heldAtStart = deps.boxes.heldMs(boxId);
-      store.setBox(id, boxId);
+      if (!resume) store.setBox(id, boxId);
       // The lease wakes a paused or hibernated box and keeps it from idling while the agent runs.
       lease = await deps.boxes.acquire({ actor, id: boxId });
       if (signal.aborted) return endAborted(id, entry);
+      const agent = resume
+        ? await reattach(id, boxId, actor, spec, lease.guest)
+        : await prepare(id, record, spec, actor, boxId, lease, signal);
+      // Cancelled while its files were written: the agent is not started at all.
+      if (!agent || signal.aborted) return endAborted(id, entry);
+      journaled = agent.journaled;
+      const { guest } = lease;
 
-      const { items, agentDefinition } = deps.library.resolveForTask(spec);
-      // The library item may have changed since the submit checked it.
-      checkAgentDefinition(spec, agentDefinition);
-      store.start(id, { boxId, library: items.map(summarize) });
-      emit(id, { type: 'status', content: { state: 'running', boxId } });
-      await deps.boxes.widenEgress({ actor, id: boxId, ...egressFor(spec) });
-
-      const { guest, workspace } = lease;
-      for (const [name, content] of Object.entries(spec.files ?? {})) {
-        await guest.writeFile(path.posix.join(workspace, name), Buffer.from(content), {
-          makeParents: true,
-          signal,
-        });
-      }
-      let cwd = workspace;
-      if (spec.gitRepoUrl) cwd = await clone(id, guest, spec.gitRepoUrl, workspace, signal);
-      if (signal.aborted) return endAborted(id, entry);
-
-      const runner = deps.runnerFor(spec.agent);
-      const resumeSessionId =
-        spec.resume ??
-        (record.continueLastSession && spec.context === undefined ? store.lastSession(boxId) : undefined);
-      const ctx = {
-        cwd,
-        home: GUEST_HOME,
-        ...(agentDefinition ? { agentDefinition } : {}),
-        ...(resumeSessionId ? { resumeSessionId } : {}),
-      };
-      const command = runner.command(withoutCredentials(spec), ctx);
-      for (const file of [...runner.materialize(items, ctx), ...command.files]) {
-        await guest.writeFile(file.path, Buffer.from(file.content), {
-          makeParents: true,
-          ...(file.mode !== undefined ? { mode: file.mode } : {}),
-          signal,
-        });
-      }
-      if (resumeSessionId)
-        emit(id, { type: 'status', content: { state: 'resuming', sessionId: resumeSessionId } });
-
-      const parser = runner.parser();
+      const parser = deps.runnerFor(spec.agent).parser();
       const output = createOutputBudget(outputLimits, store.eventTotals(id));
+      /** Output up to here (a resumed run's) was stored before: parsed again, not stored again. */
+      const storedUpTo = resume?.outputOffset ?? 0;
       /**
        * Stores an agent event, cut to size, while the task's output is under its caps. The first
        * that is not stops the agent (like a timeout) and drops everything it prints after.
@@ -690,25 +694,32 @@ export function createTaskService(deps: TaskServiceDeps) {
         if (stopRun(entry, 'output_limit', outputLimitMessage(outputLimits, output.exceeded!)))
           log.warn({ taskId: id, ...output.used, limit: output.exceeded }, 'task output limit reached');
       }
-      const pendingLines: string[] = [];
-      const lines = splitLines((line) => pendingLines.push(line));
+      const pendingLines: { text: string; end: number }[] = [];
+      const lines = splitLines((text, end) => pendingLines.push({ text, end }));
       /**
        * Parses and stores the lines received, a slice of OUTPUT_SLICE_MS at a time with the event
        * loop turning between. The time it took counts against the guest's read budget, as frames
-       * do: a box whose output costs the daemon more than its share is read more slowly.
+       * do: a box whose output costs the daemon more than its share is read more slowly. A
+       * journaled run's offset is stored with the events of its lines, in the same transaction.
        */
       const handleLines = async () => {
         let next = 0;
-        while (next < pendingLines.length && !output.exceeded) {
+        while (next < pendingLines.length && !output.exceeded && !entry.detached) {
           const started = performance.now();
           emitBatch(() => {
+            let end = 0;
             do {
-              for (const event of parser.line(pendingLines[next++]!)) keep(event);
+              const line = pendingLines[next++]!;
+              const events = parser.line(line.text);
+              if (line.end > storedUpTo) for (const event of events) keep(event);
+              else if (events.length > 0) lastKept = events.at(-1)!.type;
+              end = line.end;
             } while (
               next < pendingLines.length &&
               !output.exceeded &&
               performance.now() - started < OUTPUT_SLICE_MS
             );
+            if (journaled && end > storedUpTo) store.setOutputOffset(id, end);
           });
           const pauseMs = guest.chargeHostWork(performance.now() - started);
           if (pauseMs > 0) await sleep(pauseMs);
@@ -717,8 +728,7 @@ export function createTaskService(deps: TaskServiceDeps) {
         pendingLines.length = 0;
       };
       let stderrTail = '';
-      // Cancelled while its files were written: the agent is not started at all.
-      if (signal.aborted) return endAborted(id, entry);
+      let exit: ExecExit;
       // The agent's own flag holds maxSpendUsd only as far as the agent is honest; the host's
       // count (priced from the API's answers) stops it whatever runs in the box.
       budget = deps.boxes.openSpendBudget(boxId, {
@@ -731,27 +741,26 @@ export function createTaskService(deps: TaskServiceDeps) {
             );
         },
       });
-      const exit = await guest.exec(
-        {
-          argv: command.argv,
-          env: { ...deps.agentEnv, ...command.env },
-          cwd: command.cwd,
-          timeoutMs: spec.timeoutSeconds * 1000,
+      const agentRun = agent.start({
+        onStdout: async (chunk) => {
+          // Detached: what is left is read again from the journal by the next daemon.
+          if (output.exceeded || entry.detached) return;
+          if (!output.read(chunk.length)) return stopForOutput();
+          lines.push(chunk);
+          await handleLines();
         },
-        {
-          onStdout: async (chunk) => {
-            if (output.exceeded) return;
-            if (!output.read(chunk.length)) return stopForOutput();
-            lines.push(chunk);
-            await handleLines();
-          },
-          onStderr: (chunk) => {
-            stderrTail = (stderrTail + chunk.toString('utf8')).slice(-STDERR_TAIL_BYTES);
-          },
-          ...(command.stdin !== undefined ? { stdin: Buffer.from(command.stdin) } : {}),
-          signal,
+        onStderr: (chunk) => {
+          stderrTail = (stderrTail + chunk.toString('utf8')).slice(-STDERR_TAIL_BYTES);
         },
-      );
+        signal,
+      });
+      if (agent.journaled) {
+        agentRun.catch(() => undefined);
+        const detached = new Promise<never>((_, reject) => {
+          entry.detach = () => reject(new RunDetached());
+        });
+        exit = await Promise.race([agentRun, detached]).finally(() => (entry.detach = undefined));
+      } else exit = await agentRun;
       lines.end();
       await handleLines();
       if (exit.timedOut) entry.abortReason ??= 'timed_out';
@@ -793,6 +802,7 @@ export function createTaskService(deps: TaskServiceDeps) {
       finish(id, { state: ok ? 'succeeded' : 'failed', result, sessionId: result.sessionId, error });
       log.info({ taskId: id, ok, boxId }, 'task finished');
     } catch (err) {
+      if (entry.detached) return;
       if (entry.abortReason) return endAborted(id, entry);
       // Ours to explain (a guest or task failure) or not (a bug, a full disk): the latter's detail
       // goes to the log, not into a record every reader of the task sees.
@@ -803,8 +813,15 @@ export function createTaskService(deps: TaskServiceDeps) {
     } finally {
       clearTimeout(timer);
       budget?.close();
+      // Its end is stored: the box may drop the journal (and end an agent a failed call left running).
+      if (journaled && !entry.detached)
+        await lease?.guest
+          .forgetExec(id)
+          .catch((err: unknown) =>
+            log.warn({ taskId: id, boxId, err: messageOf(err) }, 'could not remove the agent journal'),
+          );
       lease?.release();
-      if (record.target === 'ephemeral' && boxId) {
+      if (record.target === 'ephemeral' && boxId && !entry.detached) {
         await deps.boxes
           .remove({ actor, id: boxId })
           .catch((err: unknown) =>
@@ -812,6 +829,110 @@ export function createTaskService(deps: TaskServiceDeps) {
           );
       }
     }
+  }
+
+  /**
+   * Sets the box up for a task's agent (egress, files, repository, the agent's own files) and says
+   * how to start it; undefined when the task was cancelled meanwhile.
+   */
+  async function prepare(
+    id: string,
+    record: TaskRecord,
+    spec: TaskSpec,
+    actor: Actor,
+    boxId: string,
+    lease: BoxLease,
+    signal: AbortSignal,
+  ): Promise<AgentStart | undefined> {
+    const { items, agentDefinition } = deps.library.resolveForTask(spec);
+    // The library item may have changed since the submit checked it.
+    checkAgentDefinition(spec, agentDefinition);
+    store.start(id, { boxId, library: items.map(summarize) });
+    emit(id, { type: 'status', content: { state: 'running', boxId } });
+    await deps.boxes.widenEgress({ actor, id: boxId, ...egressFor(spec) });
+
+    const { guest, workspace } = lease;
+    for (const [name, content] of Object.entries(spec.files ?? {})) {
+      await guest.writeFile(path.posix.join(workspace, name), Buffer.from(content), {
+        makeParents: true,
+        signal,
+      });
+    }
+    let cwd = workspace;
+    if (spec.gitRepoUrl) cwd = await clone(id, guest, spec.gitRepoUrl, workspace, signal);
+    if (signal.aborted) return undefined;
+
+    const runner = deps.runnerFor(spec.agent);
+    const resumeSessionId =
+      spec.resume ??
+      (record.continueLastSession && spec.context === undefined ? store.lastSession(boxId) : undefined);
+    const ctx = {
+      cwd,
+      home: GUEST_HOME,
+      ...(agentDefinition ? { agentDefinition } : {}),
+      ...(resumeSessionId ? { resumeSessionId } : {}),
+    };
+    const command = runner.command(withoutCredentials(spec), ctx);
+    for (const file of [...runner.materialize(items, ctx), ...command.files]) {
+      await guest.writeFile(file.path, Buffer.from(file.content), {
+        makeParents: true,
+        ...(file.mode !== undefined ? { mode: file.mode } : {}),
+        signal,
+      });
+    }
+    if (resumeSessionId)
+      emit(id, { type: 'status', content: { state: 'resuming', sessionId: resumeSessionId } });
+    // An agent that keeps journals lets a restarted daemon take the run up; the offset stored
+    // says so (0: none of its output is stored yet).
+    const journaled = guest.keepsJournals;
+    if (journaled) store.setOutputOffset(id, 0);
+    return {
+      journaled,
+      start: (handlers) =>
+        guest.exec(
+          {
+            argv: command.argv,
+            env: { ...deps.agentEnv, ...command.env },
+            cwd: command.cwd,
+            timeoutMs: spec.timeoutSeconds * 1000,
+            ...(journaled ? { journal: id } : {}),
+          },
+          { ...handlers, ...(command.stdin !== undefined ? { stdin: Buffer.from(command.stdin) } : {}) },
+        ),
+    };
+  }
+
+  /**
+   * Takes up a run an earlier daemon left: the box's egress for the task again (this daemon's
+   * gateway starts from the box's policy), then the agent's journal from its start, so the parser
+   * sees every line again (its outcome is built from them all).
+   */
+  async function reattach(
+    id: string,
+    boxId: string,
+    actor: Actor,
+    spec: TaskSpec,
+    guest: GuestConnection,
+  ): Promise<AgentStart> {
+    await deps.boxes.widenEgress({ actor, id: boxId, ...egressFor(spec) });
+    emit(id, {
+      type: 'status',
+      content: { state: 'reattached', boxId, message: 'the daemon restarted; the agent ran on in its box' },
+    });
+    return {
+      journaled: true,
+      start: (handlers) =>
+        guest
+          .attachExec({ journal: id, stdoutOffset: 0, stderrOffset: 0 }, handlers)
+          .catch((err: unknown) => {
+            if (err instanceof AgentboxError && err.code === 'process_not_found')
+              throw new TaskFailure(
+                'daemon_restarted',
+                'the daemon restarted while the task ran, and its agent’s output was no longer in the box',
+              );
+            throw err;
+          }),
+    };
   }
 
   function endAborted(id: string, entry: Running, result: TaskResult | null = null): void {
@@ -1002,19 +1123,41 @@ export function createTaskService(deps: TaskServiceDeps) {
   }
 
   /**
-   * On daemon start: tasks that were running lost their agent's stream (failed); queued ones go back
-   * in the queue in their order, unless their key was revoked meanwhile (`key_revoked`) or their
-   * spec lost a credential to redaction. Either way the fresh box an ephemeral task had got is
-   * deleted (nothing else would: it has no TTL), so a re-queued task starts clean. This also covers
-   * a shutdown whose tasks outlived stopAll's wait.
+   * On daemon start: a task that was running is taken up again where its agent's output was
+   * journaled in its box (the agent ran on), so long as its key is active and its spec kept its
+   * credentials; otherwise it lost its agent's stream and fails. Queued ones go back in the queue
+   * in their order, unless their key was revoked meanwhile (`key_revoked`) or their spec lost a
+   * credential to redaction. The fresh box an ephemeral task that is not taken up had got is
+   * deleted (nothing else would: it has no TTL), so a re-queued task starts clean. This also
+   * covers a shutdown whose tasks outlived stopAll's wait.
    */
-  async function recover(
-    left: LeftoverTasks = leftover(),
-  ): Promise<{ requeued: string[]; failed: string[]; deletedBoxes: string[] }> {
-    const out = { requeued: [] as string[], failed: [] as string[], deletedBoxes: [] as string[] };
+  async function recover(left: LeftoverTasks = leftover()): Promise<{
+    resumed: string[];
+    requeued: string[];
+    failed: string[];
+    deletedBoxes: string[];
+  }> {
+    const out = {
+      resumed: [] as string[],
+      requeued: [] as string[],
+      failed: [] as string[],
+      deletedBoxes: [] as string[],
+    };
     // Tasks submitted since this daemon started wait behind the last daemon's.
     const submittedSince = queue.splice(0);
     for (const task of left.running) {
+      const outputOffset = store.outputOffset(task.id);
+      if (
+        outputOffset !== undefined &&
+        task.boxId !== null &&
+        deps.keys.isActive(task.ownerKeyId) &&
+        !Object.values(task.spec.envVars ?? {}).includes(REDACTED)
+      ) {
+        watchOwner(task);
+        launch(task.id, { outputOffset });
+        out.resumed.push(task.id);
+        continue;
+      }
       endWithError(task.id, 'daemon_restarted', 'the daemon restarted while the task ran');
       out.failed.push(task.id);
       out.deletedBoxes.push(...(await removeLeftoverBox(task)));
@@ -1061,13 +1204,25 @@ export function createTaskService(deps: TaskServiceDeps) {
   }
 
   /** Stops every running task (daemon shutdown): their events say so, nothing is left running. */
-  async function stopAll(): Promise<void> {
+  /**
+   * A graceful shutdown: a journaled agent is left running in its box (the task stays `running`
+   * and the next daemon takes it up, as after a crash); any other run is stopped.
+   */
+  async function stopAll(): Promise<string[]> {
     maxConcurrent = 0;
-    for (const entry of running.values()) stopRun(entry, 'shutdown');
+    const detached: string[] = [];
+    for (const [id, entry] of running) {
+      if (entry.detach) {
+        entry.detached = true;
+        entry.detach();
+        detached.push(id);
+      } else stopRun(entry, 'shutdown');
+    }
     // A task still winding down after this (a box still booting) stays `running` or `queued` in the
     // store, with its box: the next daemon's recover() ends it and deletes that box.
     const deadline = Date.now() + 5000;
     while (running.size > 0 && Date.now() < deadline) await new Promise((r) => setTimeout(r, 50));
+    return detached;
   }
 
   return {

@@ -220,4 +220,11 @@ export const MIGRATIONS: readonly Migration[] = [
     // JSON; the next daemon serves what runs in the box with the CA and placeholders it started with.
     sql: `ALTER TABLE boxes ADD COLUMN egress_identity TEXT;`,
   },
+  {
+    version: 15,
+    name: "how much of a journaled agent's stdout a task's stored events cover",
+    // NULL: the agent's output is not journaled in its box (an older agent), so no restarted
+    // daemon can take the run up.
+    sql: `ALTER TABLE tasks ADD COLUMN output_offset INTEGER;`,
+  },
 ];

@@ -46,6 +46,7 @@ interface TaskRow {
   created_at: number;
   started_at: number | null;
   finished_at: number | null;
+  output_offset: number | null;
   result: string | null;
   error_code: string | null;
   error_message: string | null;
@@ -115,6 +116,7 @@ export function createTaskStore(db: Db, clock: () => number) {
        @continueLastSession)`,
   );
   const byId = db.prepare<[string], TaskRow>('SELECT * FROM tasks WHERE id = ?');
+  const updateOutputOffset = db.prepare('UPDATE tasks SET output_offset = ? WHERE id = ?');
   const insertEvent = db.prepare(
     'INSERT INTO task_events (task_id, seq, ts, type, content, raw, truncated) VALUES (?, ?, ?, ?, ?, ?, ?)',
   );
@@ -250,6 +252,18 @@ export function createTaskStore(db: Db, clock: () => number) {
         .run(clock(), patch.boxId, JSON.stringify(patch.library), id).changes;
       if (changed === 0) throw new AgentboxError('invalid_state', `task ${id} is not queued`);
       return mustGet(id);
+    },
+
+    /**
+     * How many bytes of the agent's journaled stdout the task's stored events cover (set in the
+     * transaction that stores them); undefined when its output is not journaled in the box.
+     */
+    outputOffset(id: string): number | undefined {
+      return byId.get(id)?.output_offset ?? undefined;
+    },
+
+    setOutputOffset(id: string, offset: number): void {
+      updateOutputOffset.run(offset, id);
     },
 
     /** Records the box a task's target resolved to before it starts (user and ephemeral boxes). */

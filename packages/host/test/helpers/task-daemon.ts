@@ -22,6 +22,8 @@ export interface TaskDaemon {
   api: ReturnType<typeof client>;
   /** The events of a task once it has ended, and the task. */
   waitTask(id: string): Promise<{ task: Task; events: TaskEvent[] }>;
+  /** Kills the daemon (`kill -9` by default) and starts a new one on the same data (the same keys). */
+  restart(signal?: NodeJS.Signals): Promise<void>;
   /** Deletes every box, stops the daemon, kills what is left of its VMs, removes the data dir. */
   close(): Promise<void>;
 }
@@ -46,7 +48,7 @@ export async function startTaskDaemon(options: {
   const dataDir = fs.mkdtempSync(path.join(os.tmpdir(), 'agentbox-tasks-'));
   const caFile = path.join(dataDir, 'upstream-ca.pem');
   fs.writeFileSync(caFile, options.ca.certPem);
-  const daemon = await startDaemon(dataDir, options.args ?? [], {
+  const env = {
     AGENTBOX_EGRESS_TEST_UPSTREAMS: '1',
     AGENTBOX_EGRESS_TEST_CA: caFile,
     AGENTBOX_EGRESS_TEST_UPSTREAM_MAP: JSON.stringify(
@@ -57,12 +59,24 @@ export async function startTaskDaemon(options: {
     ...Object.fromEntries(
       Object.entries(options.secrets).map(([name, value]) => [`AGENTBOX_SECRET_${name}`, value]),
     ),
-  });
-  const api = client(daemon.url, daemon.initialKey!);
+  };
+  let daemon = await startDaemon(dataDir, options.args ?? [], env);
+  const key = daemon.initialKey!;
+  let current = client(daemon.url, key);
+  // Whichever daemon runs now: a restart changes its port.
+  const api: TaskDaemon['api'] = (...args) => current(...args);
   return {
     dataDir,
-    daemon,
+    get daemon() {
+      return daemon;
+    },
     api,
+    async restart(signal = 'SIGKILL') {
+      daemon.process.kill(signal);
+      await daemon.exited;
+      daemon = await startDaemon(dataDir, options.args ?? [], env);
+      current = client(daemon.url, key);
+    },
     async waitTask(id) {
       const events = await ndjson<TaskEvent>(await api('GET', `/v1/tasks/${id}/events`));
       const task = (await (await api('GET', `/v1/tasks/${id}`)).json()) as Task;

@@ -58,9 +58,10 @@ export function standInRunner(contexts: RunnerContext[] = []): AgentRunner {
 }
 
 /** The part of a guest connection a task uses; by default every process exits 0 at once. */
-export type StandInGuest = Pick<GuestConnection, 'writeFile' | 'exec'>;
+export type StandInGuest = Pick<GuestConnection, 'writeFile' | 'exec'> &
+  Partial<Pick<GuestConnection, 'keepsJournals' | 'attachExec' | 'forgetExec'>>;
 
-const quietGuest: StandInGuest = {
+export const quietGuest: StandInGuest = {
   writeFile: () => Promise.resolve({ bytes: 0 }),
   exec: () => Promise.resolve({ type: 'exit', exitCode: 0, signal: null, timedOut: false, durationMs: 0 }),
 };

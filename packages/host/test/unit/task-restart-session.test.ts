@@ -1,8 +1,9 @@
 import { describe, expect, it, vi } from 'vitest';
-import { TaskSpecSchema } from '@agentbox/protocol';
-import type { RunnerContext } from '@agentbox/runners';
+import { AgentboxError, TaskSpecSchema } from '@agentbox/protocol';
+import type { AgentRunner, RunnerContext } from '@agentbox/runners';
 import {
   standInRunner,
+  quietGuest,
   standInTaskService,
   tempDataDirs,
   USER_BOX,
@@ -82,5 +83,165 @@ describe('tasks submitted while a starting daemon recovers the last one’s', ()
     expect(after.store.get(fresh.id)!.startedAt).toBeGreaterThanOrEqual(
       after.store.get(left.id)!.finishedAt!,
     );
+  });
+});
+
+describe('a running task whose agent journals its output, across a daemon restart', () => {
+  /** A runner whose parser makes a text event of each line and keeps every line for its outcome. */
+  const lineRunner = (): AgentRunner => {
+    const base = standInRunner();
+    return {
+      ...base,
+      parser: () => {
+        const seen: string[] = [];
+        return {
+          line: (line) => {
+            seen.push(line);
+            return [{ type: 'text', content: line }];
+          },
+          end: () => [],
+          outcome: () => ({ ...base.parser().outcome(), text: seen.join(' ') }),
+        };
+      },
+    };
+  };
+  const exit0 = { type: 'exit', exitCode: 0, signal: null, timedOut: false, durationMs: 1 } as const;
+  const texts = (s: ReturnType<typeof standInTaskService>, id: string) =>
+    [...s.tasks.events({ actor, id })].filter((e) => e.type === 'text').map((e) => e.content);
+
+  it('is taken up: the parser reads every line again, only the new ones are stored, the journal is forgotten', async () => {
+    const dataDir = newDataDir();
+    const journals: string[] = [];
+    const before = standInTaskService(dataDir, {
+      maxConcurrent: 1,
+      runner: lineRunner(),
+      dbs,
+      guest: {
+        ...quietGuest,
+        keepsJournals: true,
+        exec: async (request, handlers = {}) => {
+          journals.push(request.journal!);
+          await handlers.onStdout?.(Buffer.from('one\ntwo\nthr'));
+          // The daemon dies here: this call never ends.
+          return new Promise(() => undefined);
+        },
+      },
+    });
+    const task = before.tasks.submit({ actor, spec: spec('go'), userId: 'alice' });
+    await vi.waitFor(() => expect(before.store.outputOffset(task.id)).toBe(8));
+    expect(journals).toEqual([task.id]);
+    expect(texts(before, task.id)).toEqual(['one', 'two']);
+    before.db.close();
+
+    const attached: unknown[] = [];
+    const forgotten: string[] = [];
+    const after = standInTaskService(dataDir, {
+      maxConcurrent: 1,
+      runner: lineRunner(),
+      dbs,
+      guest: {
+        ...quietGuest,
+        keepsJournals: true,
+        attachExec: async (journal, handlers = {}) => {
+          attached.push(journal);
+          await handlers.onStdout?.(Buffer.from('one\ntwo\nthree\n'));
+          await handlers.onStdout?.(Buffer.from('four\n'));
+          return exit0;
+        },
+        forgetExec: (journal) => {
+          forgotten.push(journal);
+          return Promise.resolve();
+        },
+      },
+    });
+    const recovered = await after.tasks.recover();
+    expect(recovered).toMatchObject({ resumed: [task.id], failed: [] });
+    await vi.waitFor(() => expect(after.store.get(task.id)!.state).toBe('succeeded'));
+    expect(attached).toEqual([{ journal: task.id, stdoutOffset: 0, stderrOffset: 0 }]);
+    expect(texts(after, task.id)).toEqual(['one', 'two', 'three', 'four']);
+    expect(after.store.get(task.id)!.result!.text).toBe('one two three four');
+    expect(after.store.outputOffset(task.id)).toBe(19);
+    expect(forgotten).toEqual([task.id]);
+  });
+
+  it('fails as before when the box no longer has the journal, or the task’s credentials were not kept', async () => {
+    const dataDir = newDataDir();
+    const before = service(dataDir, 0);
+    const gone = before.tasks.submit({ actor, spec: spec('journal gone'), userId: 'alice' });
+    const secret = before.tasks.submit({
+      actor,
+      spec: TaskSpecSchema.parse({ agent: 'claude', prompt: 'p', envVars: { ANTHROPIC_API_KEY: 'sk-real' } }),
+      userId: 'alice',
+    });
+    for (const id of [gone.id, secret.id]) {
+      before.store.start(id, { boxId: USER_BOX, library: [] });
+      before.store.setOutputOffset(id, 0);
+    }
+    before.db.close();
+
+    const after = standInTaskService(dataDir, {
+      maxConcurrent: 2,
+      dbs,
+      guest: {
+        ...quietGuest,
+        keepsJournals: true,
+        attachExec: () => Promise.reject(new AgentboxError('process_not_found', 'no exec journal')),
+        forgetExec: () => Promise.resolve(),
+      },
+    });
+    const recovered = await after.tasks.recover();
+    expect(recovered).toMatchObject({ resumed: [gone.id], failed: [secret.id] });
+    await vi.waitFor(() => expect(after.store.get(gone.id)!.state).toBe('failed'));
+    expect(after.store.get(gone.id)!.error).toEqual({
+      code: 'daemon_restarted',
+      message: 'the daemon restarted while the task ran, and its agent’s output was no longer in the box',
+    });
+    expect(after.store.get(secret.id)!.error).toMatchObject({ code: 'daemon_restarted' });
+  });
+});
+
+describe('a graceful shutdown with tasks running', () => {
+  it('leaves a journaled agent running for the next daemon and stops any other', async () => {
+    const dataDir = newDataDir();
+    const forgotten: string[] = [];
+    let cancelled = 0;
+    let started = 0;
+    const agent = (journaled: boolean) => ({
+      ...quietGuest,
+      keepsJournals: journaled,
+      exec: async (
+        _request: unknown,
+        handlers: { onStdout?: (c: Buffer) => Promise<void> | void; signal?: AbortSignal } = {},
+      ) => {
+        started++;
+        await handlers.onStdout?.(Buffer.from('one\n'));
+        await new Promise<void>((resolve) =>
+          handlers.signal?.addEventListener('abort', () => {
+            cancelled++;
+            resolve();
+          }),
+        );
+        return { type: 'exit', exitCode: null, signal: 'SIGKILL', timedOut: false, durationMs: 1 } as const;
+      },
+      forgetExec: (journal: string) => {
+        forgotten.push(journal);
+        return Promise.resolve();
+      },
+    });
+    const journaled = standInTaskService(dataDir, { maxConcurrent: 1, dbs, guest: agent(true) });
+    const task = journaled.tasks.submit({ actor, spec: spec('runs on'), userId: 'alice' });
+    await vi.waitFor(() => expect(journaled.store.outputOffset(task.id)).toBe(4));
+    expect(await journaled.tasks.stopAll()).toEqual([task.id]);
+    expect(journaled.store.get(task.id)).toMatchObject({ state: 'running', error: null });
+    expect(cancelled).toBe(0);
+    expect(forgotten).toEqual([]);
+    journaled.db.close();
+
+    const plain = standInTaskService(newDataDir(), { maxConcurrent: 1, dbs, guest: agent(false) });
+    const other = plain.tasks.submit({ actor, spec: spec('stopped'), userId: 'alice' });
+    await vi.waitFor(() => expect(started).toBe(2));
+    expect(await plain.tasks.stopAll()).toEqual([]);
+    expect(cancelled).toBe(1);
+    expect(plain.store.get(other.id)).toMatchObject({ state: 'failed', error: { code: 'daemon_stopped' } });
   });
 });

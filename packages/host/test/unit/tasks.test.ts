@@ -1,3 +1,6 @@
+import fs from 'node:fs';
+import os from 'node:os';
+import path from 'node:path';
 import { afterAll, beforeAll, describe, expect, it, vi } from 'vitest';
 import { TaskSpecSchema, type Task, type TaskEvent } from '@agentbox/protocol';
 import { errorCode, fakeHost, processGone, type FakeHost } from '../helpers/fake-host.js';
@@ -727,5 +730,45 @@ describe('task recovery on daemon start', () => {
       // Its new box goes with it.
       await vi.waitFor(() => expect(h.host.store.get(done.boxId!)!.state).toBe('deleted'));
     }
+  });
+
+  it('takes up a run whose agent ran on in its box: the events it had not stored, once, then its end', async () => {
+    const own = await box();
+    const actor = { keyId: own.ownerKeyId, scope: 'user' as const };
+    const go = path.join(os.tmpdir(), `agentbox-go-${process.pid}-${Date.now()}`);
+    record('task-ran-on', own.ownerKeyId, 'box', own.id);
+    h.host.taskStore.start('task-ran-on', { boxId: own.id, library: [] });
+    // The earlier daemon started the agent with a journal and stored the events of its first line.
+    const lease = await h.host.boxes.acquire({ actor, id: own.id });
+    const earlier = lease.guest.exec(
+      {
+        argv: ['sh', '-c', `echo one; echo two; while [ ! -e ${go} ]; do sleep 0.02; done; echo three`],
+        journal: 'task-ran-on',
+      },
+      {},
+    );
+    h.host.taskStore.appendEvent('task-ran-on', { type: 'text', content: 'one' });
+    h.host.taskStore.setOutputOffset('task-ran-on', 4);
+
+    const recovered = await h.host.tasks.recover();
+    expect(recovered.resumed).toEqual(['task-ran-on']);
+    fs.writeFileSync(go, '');
+    await vi.waitFor(() => expect(h.host.taskStore.get('task-ran-on')!.state).toBe('succeeded'), {
+      timeout: 10_000,
+    });
+    fs.rmSync(go, { force: true });
+    const events = [...h.host.tasks.events({ actor, id: 'task-ran-on' })];
+    expect(events.filter((e) => e.type === 'text').map((e) => e.content)).toEqual(['one', 'two', 'three']);
+    expect(events.find((e) => e.type === 'status')?.content).toMatchObject({
+      state: 'reattached',
+      boxId: own.id,
+    });
+    expect(h.host.taskStore.outputOffset('task-ran-on')).toBe(14);
+    // The journal is gone from the box once the end is stored.
+    await earlier;
+    await expect(
+      lease.guest.attachExec({ journal: 'task-ran-on', stdoutOffset: 0, stderrOffset: 0 }),
+    ).rejects.toMatchObject({ code: 'process_not_found' });
+    lease.release();
   });
 });
