@@ -1,8 +1,6 @@
 import { execFile } from 'node:child_process';
-import fs from 'node:fs';
 import os from 'node:os';
 import path from 'node:path';
-import { randomUUID } from 'node:crypto';
 import {
   CancelSchema,
   EXEC_JOURNAL_FEATURE,
@@ -24,6 +22,7 @@ import { EGRESS_PROXY_PORT, EgressProxy } from './egress-proxy.js';
 import { RestoreHelper, restore } from './restore.js';
 import { runPtyExec } from './pty.js';
 import { ExecJournals, GUEST_JOURNAL_ROOT } from './journal.js';
+import { bootId } from './boot-id.js';
 import { listListeners, portConnect } from './port-forward.js';
 import type { NativeAddon } from './native.js';
 
@@ -102,14 +101,6 @@ function isPing(message: unknown): boolean {
     (message as { op?: unknown }).op === 'ping' &&
     Object.keys(message).length === 1
   );
-}
-
-function bootId(): string {
-  try {
-    return fs.readFileSync('/proc/sys/kernel/random/boot_id', 'utf8').trim();
-  } catch {
-    return randomUUID();
-  }
 }
 
 /** Owns the guest side of the channel: answers each request the host opens, one channel per request. */

@@ -150,6 +150,21 @@ describe('journaled execs', () => {
     expect(host.last(1)!.message).toMatch(/exit status of process \d+ was lost/);
   });
 
+  it('says a process of an earlier boot is gone (its pid is another process’s now)', async () => {
+    const left = journalFiles('j10');
+    fs.mkdirSync(left, { recursive: true });
+    fs.writeFileSync(path.join(left, 'stdout'), 'one\n');
+    fs.writeFileSync(path.join(left, 'stderr'), '');
+    fs.writeFileSync(
+      path.join(left, 'run.json'),
+      JSON.stringify({ pid: process.pid, startedAtMs: Date.now(), bootId: 'an-earlier-boot' }),
+    );
+    host.open(1, { op: 'exec.attach', journal: 'j10', stdoutOffset: 0, stderrOffset: 0 });
+    await until(() => host.last(1) !== undefined);
+    expect(host.last(1)).toMatchObject({ type: 'error', code: 'process_not_found' });
+    expect(host.last(1)!.message).toMatch(/the box restarted while process \d+ ran/);
+  });
+
   it('refuses a journal id in use, an attach to no journal, a journal with a pty, an id that is no file name', async () => {
     host.open(1, { op: 'exec', argv: ['sleep', '5'], journal: 'j6' });
     await until(() => host.types(1).includes('started'));

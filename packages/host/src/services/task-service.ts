@@ -645,8 +645,11 @@ export function createTaskService(deps: TaskServiceDeps) {
     let timer = setTimeout(expire, Math.max(0, spec.timeoutSeconds * 1000 - ranMs));
     let lease: BoxLease | undefined;
     let budget: SpendBudget | undefined;
-    /** The agent ran with its output journaled in the box: the journal goes once the run ended. */
-    let journaled = false;
+    /**
+     * The agent ran with its output journaled in the box: the journal goes once the run ended (and
+     * the agent with it, if it still runs: a run that failed or was cancelled before its exit).
+     */
+    let journaled = resume !== undefined;
     try {
       // Revoked since the last sweep: not even its fresh box is made.
       if (!deps.keys.isActive(record.ownerKeyId)) {
@@ -665,9 +668,9 @@ export function createTaskService(deps: TaskServiceDeps) {
       const agent = resume
         ? await reattach(id, boxId, actor, spec, lease.guest)
         : await prepare(id, record, spec, actor, boxId, lease, signal);
+      if (agent) journaled = agent.journaled;
       // Cancelled while its files were written: the agent is not started at all.
       if (!agent || signal.aborted) return endAborted(id, entry);
-      journaled = agent.journaled;
       const { guest } = lease;
 
       const parser = deps.runnerFor(spec.agent).parser();
@@ -928,7 +931,7 @@ export function createTaskService(deps: TaskServiceDeps) {
             if (err instanceof AgentboxError && err.code === 'process_not_found')
               throw new TaskFailure(
                 'daemon_restarted',
-                'the daemon restarted while the task ran, and its agent’s output was no longer in the box',
+                `the daemon restarted while the task ran, and its agent could not be taken up: ${err.message}`,
               );
             throw err;
           }),

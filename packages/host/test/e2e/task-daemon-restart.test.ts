@@ -8,7 +8,7 @@ import {
   type AnthropicTurn,
   type FakeAnthropic,
 } from '../../../../test/fake-apis/anthropic.js';
-import { ndjson, startTaskDaemon, type TaskDaemon } from '../helpers/task-daemon.js';
+import { ndjson, startTaskDaemon, TWO_TOOL_EVENTS, type TaskDaemon } from '../helpers/task-daemon.js';
 
 const REAL_KEY = `sk-ant-api03-RESTART-${'5'.repeat(24)}`;
 
@@ -92,15 +92,7 @@ describe('a running agent task across a daemon kill -9', () => {
 
     const { task, events } = await t.waitTask(id);
     expect(task.state, JSON.stringify(task.error)).toBe('succeeded');
-    expect(events.filter((e) => e.type !== 'status').map((e) => e.type)).toEqual([
-      'text',
-      'tool_use',
-      'tool_result',
-      'tool_use',
-      'tool_result',
-      'text',
-      'completion',
-    ]);
+    expect(events.filter((e) => e.type !== 'status').map((e) => e.type)).toEqual(TWO_TOOL_EVENTS);
     expect(events.filter((e) => e.type === 'tool_result').map((e) => e.content)).toMatchObject([
       { content: expect.stringContaining('tool saw the go1') },
       { content: expect.stringContaining('tool saw the go2') },

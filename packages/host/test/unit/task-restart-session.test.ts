@@ -194,7 +194,8 @@ describe('a running task whose agent journals its output, across a daemon restar
     await vi.waitFor(() => expect(after.store.get(gone.id)!.state).toBe('failed'));
     expect(after.store.get(gone.id)!.error).toEqual({
       code: 'daemon_restarted',
-      message: 'the daemon restarted while the task ran, and its agent’s output was no longer in the box',
+      message:
+        'the daemon restarted while the task ran, and its agent could not be taken up: no exec journal',
     });
     expect(after.store.get(secret.id)!.error).toMatchObject({ code: 'daemon_restarted' });
   });
