@@ -5,7 +5,7 @@ import type { ExecExit, ParsedRequest } from '@agentbox/protocol';
 import type { DataStream } from '@agentbox/protocol/wire';
 import { GuestOpError, errnoCode, type RequestContext } from './context.js';
 import { signalName, type ExecDefaults } from './exec.js';
-import { bootId } from './boot-id.js';
+import { currentBootId } from './restore.js';
 
 type ExecRequest = Extract<ParsedRequest, { op: 'exec' }>;
 type AttachRequest = Extract<ParsedRequest, { op: 'exec.attach' }>;
@@ -120,7 +120,7 @@ export class ExecJournals {
         return undefined;
       });
       if (pid === undefined) return;
-      writeAtomically(dir, 'run.json', { pid, startedAtMs, bootId: bootId() } satisfies RunRecord);
+      writeAtomically(dir, 'run.json', { pid, startedAtMs, bootId: currentBootId() } satisfies RunRecord);
       const id = path.basename(dir);
       this.children.add(id);
       let timedOut = false;
@@ -160,7 +160,11 @@ export class ExecJournals {
   ): Promise<ExecExit> {
     const dir = path.join(this.root, id);
     const run = readJson<RunRecord>(dir, 'run.json');
-    if (run?.bootId !== undefined && run.bootId !== bootId() && !fs.existsSync(path.join(dir, 'exit.json')))
+    if (
+      run?.bootId !== undefined &&
+      run.bootId !== currentBootId() &&
+      !fs.existsSync(path.join(dir, 'exit.json'))
+    )
       throw new GuestOpError(
         'process_not_found',
         `the box restarted while process ${run.pid} ran: it is gone`,

@@ -19,10 +19,9 @@ import { health } from './health.js';
 import { killProcess, listProcesses } from './processes.js';
 import { AGENT_VERSION } from './version.js';
 import { EGRESS_PROXY_PORT, EgressProxy } from './egress-proxy.js';
-import { RestoreHelper, restore } from './restore.js';
+import { RestoreHelper, currentBootId, restore } from './restore.js';
 import { runPtyExec } from './pty.js';
 import { ExecJournals, GUEST_JOURNAL_ROOT } from './journal.js';
-import { bootId } from './boot-id.js';
 import { listListeners, portConnect } from './port-forward.js';
 import type { NativeAddon } from './native.js';
 
@@ -142,7 +141,7 @@ export class GuestService {
       protocolVersion: this.options.protocolVersion ?? PROTOCOL_VERSION,
       imageApiVersion: this.options.imageApiVersion ?? IMAGE_API_VERSION,
       agentVersion: AGENT_VERSION,
-      bootId: bootId(),
+      bootId: currentBootId(),
       agentPid: process.pid,
       features: [EXEC_JOURNAL_FEATURE],
     };
