@@ -13,6 +13,8 @@ export interface RequestContext {
   readonly channel: number;
   /** The request's host session is still there (a new one, a restarted daemon, ends it). */
   isOpen(): boolean;
+  /** From now on the request is not cancelled when its host session ends (a process it started runs on). */
+  outliveHost(): void;
   /** Registers what to do when the host cancels the request. */
   onCancel(cb: () => void): void;
   /** Registers handlers for data the host streams on this channel (stdin, upload). */

@@ -58,6 +58,8 @@ export class ExecJournals {
     try {
       if (req.stdin) await receiveFile(path.join(dir, 'stdin'), ctx);
       await this.spawnInto(dir, req, { ...defaults.env, ...req.env }, req.cwd ?? defaults.cwd);
+      // Until here a host that went (its stdin not all sent) cancelled the exec; now it runs on.
+      ctx.outliveHost();
     } catch (err) {
       fs.rmSync(dir, { recursive: true, force: true });
       throw err;

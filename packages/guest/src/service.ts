@@ -199,7 +199,9 @@ export class GuestService {
       cancelled: false,
       early: [],
       ended: false,
-      outlivesHost: parsed.data.op === 'exec' || parsed.data.op === 'exec.attach',
+      // A journaled exec outlives its host once its process started (see ExecJournals.start).
+      outlivesHost:
+        (parsed.data.op === 'exec' && parsed.data.journal === undefined) || parsed.data.op === 'exec.attach',
     };
     this.open.set(channel, state);
     this.mux.open(channel, {
@@ -221,6 +223,7 @@ export class GuestService {
       mux: senderWhile(this.mux, isOpen),
       channel,
       isOpen,
+      outliveHost: () => (state.outlivesHost = true),
       onCancel: (cb) => {
         if (state.cancelled) cb();
         else state.cancel.push(cb);

@@ -150,6 +150,14 @@ describe('journaled execs', () => {
     expect(host.last(1)!.message).toMatch(/exit status of process \d+ was lost/);
   });
 
+  it('is dropped, not started, when its host goes before all of its stdin came', async () => {
+    host.open(1, { op: 'exec', argv: ['cat'], journal: 'j11', stdin: true });
+    void host.mux.sendData(1, 'data', Buffer.from('half a prompt'));
+    await until(() => fs.existsSync(path.join(journalFiles('j11'), 'stdin')));
+    reconnect();
+    await until(() => !fs.existsSync(journalFiles('j11')));
+  });
+
   it('says a process of an earlier boot is gone (its pid is another process’s now)', async () => {
     const left = journalFiles('j10');
     fs.mkdirSync(left, { recursive: true });
