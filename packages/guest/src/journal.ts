@@ -1,7 +1,7 @@
 import { spawn } from 'node:child_process';
 import fs from 'node:fs';
 import path from 'node:path';
-import type { ExecExit, ParsedRequest } from '@agentbox/protocol';
+import { JOURNAL_STDERR_REPLAY_BYTES, type ExecExit, type ParsedRequest } from '@agentbox/protocol';
 import type { DataStream } from '@agentbox/protocol/wire';
 import { GuestOpError, errnoCode, type RequestContext } from './context.js';
 import { signalName, type ExecDefaults } from './exec.js';
@@ -70,7 +70,13 @@ export class ExecJournals {
   attach(req: AttachRequest, ctx: RequestContext): Promise<ExecExit> {
     if (!fs.existsSync(path.join(this.root, req.journal, 'stdout')))
       throw new GuestOpError('process_not_found', `no exec journal ${req.journal} in the box`);
-    return this.follow(req.journal, ctx, req.stdoutOffset, req.stderrOffset);
+    const stderr = fs.statSync(path.join(this.root, req.journal, 'stderr')).size;
+    return this.follow(
+      req.journal,
+      ctx,
+      req.stdoutOffset,
+      Math.max(req.stderrOffset, stderr - JOURNAL_STDERR_REPLAY_BYTES),
+    );
   }
 
   /** The host kept the run's exit: its files go (and its process, if it still runs). */

@@ -64,6 +64,9 @@ const EnvSchema = z.record(
   z.string().max(128 * 1024),
 );
 
+/** How much of a journaled exec's stderr an attach sends again, at most (its last bytes). */
+export const JOURNAL_STDERR_REPLAY_BYTES = 64 * 1024;
+
 /** The feature a hello names when the agent keeps journaled execs (`journal`, `exec.attach`). */
 export const EXEC_JOURNAL_FEATURE = 'exec.journal';
 
@@ -115,7 +118,14 @@ export const ExecAttachRequestSchema = z
     op: z.literal('exec.attach'),
     journal: JournalIdSchema,
     stdoutOffset: z.number().int().nonnegative().describe('Bytes of stdout the host has already.'),
-    stderrOffset: z.number().int().nonnegative().describe('Bytes of stderr the host has already.'),
+    stderrOffset: z
+      .number()
+      .int()
+      .nonnegative()
+      .describe(
+        'Bytes of stderr the host has already. Stderr is sent again from at most its last ' +
+          `${JOURNAL_STDERR_REPLAY_BYTES / 1024} KiB: a host keeps its tail only.`,
+      ),
   })
   .strict();
 

@@ -150,6 +150,20 @@ describe('journaled execs', () => {
     expect(host.last(1)!.message).toMatch(/exit status of process \d+ was lost/);
   });
 
+  it('sends stderr again from its last 64 KiB at most (a host keeps its tail only)', async () => {
+    host.open(1, {
+      op: 'exec',
+      argv: ['sh', '-c', 'head -c 100000 /dev/zero | tr "\\0" e >&2; echo end >&2'],
+      journal: 'j12',
+    });
+    await until(() => host.last(1) !== undefined);
+    expect(host.stderr.get(1)!.length).toBe(100_004);
+    reconnect();
+    host.open(1, { op: 'exec.attach', journal: 'j12', stdoutOffset: 0, stderrOffset: 0 });
+    await until(() => host.last(1) !== undefined);
+    expect(host.stderr.get(1)).toBe(`${'e'.repeat(64 * 1024 - 4)}end\n`);
+  });
+
   it('is dropped, not started, when its host goes before all of its stdin came', async () => {
     host.open(1, { op: 'exec', argv: ['cat'], journal: 'j11', stdin: true });
     void host.mux.sendData(1, 'data', Buffer.from('half a prompt'));
