@@ -53,14 +53,19 @@ export interface OpenBudgetOptions {
   readonly limitUsd?: number;
   /** Called once, when the budget is passed. */
   readonly onExceeded?: (budget: SpendBudget) => void;
+  /** What an earlier count of the same budget reached (a task taken up by a restarted daemon). */
+  readonly spentUsd?: number;
+  /** Called each time a call's cost is counted: a caller keeps the figure. */
+  readonly onCharge?: (budget: SpendBudget) => void;
 }
 
 class Budget implements SpendBudget {
-  spentUsd = 0;
   exceeded: BudgetEnd | undefined;
   constructor(
     readonly limitUsd: number,
+    public spentUsd: number,
     readonly onExceeded: ((budget: SpendBudget) => void) | undefined,
+    readonly onCharge: ((budget: SpendBudget) => void) | undefined,
     readonly close: () => void,
   ) {}
 }
@@ -108,10 +113,14 @@ export class SpendLedger {
   openBudget(options: OpenBudgetOptions = {}): SpendBudget {
     const limit = options.limitUsd ?? Infinity;
     if (!(limit >= 0)) throw new RangeError('a budget limit is a non-negative number');
-    const budget: Budget = new Budget(limit, options.onExceeded, () => {
+    const spent = options.spentUsd ?? 0;
+    if (!(spent >= 0)) throw new RangeError('what a budget spent is a non-negative number');
+    const budget: Budget = new Budget(limit, spent, options.onExceeded, options.onCharge, () => {
       if (this.#budgets.delete(budget) && this.#budgets.size === 0) this.#onIdle();
     });
     this.#budgets.add(budget);
+    // Taken up past its limit already: it refuses what it would have refused before.
+    if (spent > 0 && spent >= limit) this.#pass(budget, 'spent');
     return budget;
   }
 
@@ -158,6 +167,7 @@ export class SpendLedger {
     const passed: Budget[] = [];
     for (const budget of this.#budgets) {
       budget.spentUsd += usd;
+      budget.onCharge?.(budget);
       if (budget.spentUsd >= budget.limitUsd && !budget.exceeded) passed.push(budget);
     }
     if (passed.length > 0) {

@@ -291,6 +291,35 @@ describe('spend metering in the gateway', () => {
     expect((await call({}, { method: 'GET', path: '/v1/models' })).status).toBe(200);
   });
 
+  it('a budget taken up again (after a daemon restart) goes on from what it had; each charge is told', async () => {
+    const told: number[] = [];
+    const carried = h.gateway.openBudget(h.box.boxId, {
+      limitUsd: 1,
+      spentUsd: 0.7,
+      onCharge: (b) => told.push(b.spentUsd),
+    });
+    open.push(carried);
+    expect((await call({ input: 50_000 })).status).toBe(200);
+    await until(() => told.length === 1);
+    expect(told[0]).toBeCloseTo(0.85, 3);
+    // $0.30 more passes what is left of the limit
+    await call({ input: 100_000, holdMs: 500 }).catch(() => undefined);
+    expect(carried.exceeded).toBe('spent');
+    carried.close();
+    // One that had passed its limit already refuses at once.
+    let passed = 0;
+    const spent = h.gateway.openBudget(h.box.boxId, {
+      limitUsd: 1,
+      spentUsd: 1.2,
+      onExceeded: () => passed++,
+    });
+    open.push(spent);
+    expect([spent.exceeded, passed]).toEqual(['spent', 1]);
+    const before = messagesSeen();
+    expect((await call({ input: 1 })).status).toBe(403);
+    expect(messagesSeen()).toBe(before);
+  });
+
   it('a call in flight when another passes the budget is cut, and the API stops being read', async () => {
     const limited = budget(0.5);
     const slow = call({ input: 10, holdMs: 30_000 }).then(

@@ -734,8 +734,12 @@ export function createTaskService(deps: TaskServiceDeps) {
       let exit: ExecExit;
       // The agent's own flag holds maxSpendUsd only as far as the agent is honest; the host's
       // count (priced from the API's answers) stops it whatever runs in the box.
+      // Kept as it grows: a daemon that takes the task up goes on from it.
+      const spentBefore = resume ? store.meteredUsd(id) : undefined;
       budget = deps.boxes.openSpendBudget(boxId, {
         ...(spec.maxSpendUsd !== undefined ? { limitUsd: spec.maxSpendUsd } : {}),
+        ...(spentBefore !== undefined ? { spentUsd: spentBefore } : {}),
+        onCharge: (counted) => store.setMeteredUsd(id, counted.spentUsd),
         onExceeded: (passed) => {
           if (stopRun(entry, 'budget_exceeded', budgetMessage(passed)))
             log.warn(

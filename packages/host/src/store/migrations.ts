@@ -227,4 +227,10 @@ export const MIGRATIONS: readonly Migration[] = [
     // daemon can take the run up.
     sql: `ALTER TABLE tasks ADD COLUMN output_offset INTEGER;`,
   },
+  {
+    version: 16,
+    name: "what a running task's model calls cost by the host's count",
+    // A daemon that takes the task up goes on counting from here (its maxSpendUsd holds across).
+    sql: `ALTER TABLE tasks ADD COLUMN metered_usd REAL;`,
+  },
 ];

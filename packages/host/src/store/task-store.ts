@@ -47,6 +47,7 @@ interface TaskRow {
   started_at: number | null;
   finished_at: number | null;
   output_offset: number | null;
+  metered_usd: number | null;
   result: string | null;
   error_code: string | null;
   error_message: string | null;
@@ -117,6 +118,7 @@ export function createTaskStore(db: Db, clock: () => number) {
   );
   const byId = db.prepare<[string], TaskRow>('SELECT * FROM tasks WHERE id = ?');
   const updateOutputOffset = db.prepare('UPDATE tasks SET output_offset = ? WHERE id = ?');
+  const updateMeteredUsd = db.prepare('UPDATE tasks SET metered_usd = ? WHERE id = ?');
   const insertEvent = db.prepare(
     'INSERT INTO task_events (task_id, seq, ts, type, content, raw, truncated) VALUES (?, ?, ?, ?, ?, ?, ?)',
   );
@@ -264,6 +266,15 @@ export function createTaskStore(db: Db, clock: () => number) {
 
     setOutputOffset(id: string, offset: number): void {
       updateOutputOffset.run(offset, id);
+    },
+
+    /** What the task's model calls cost so far by the host's count, while it runs (see task-service). */
+    meteredUsd(id: string): number | undefined {
+      return byId.get(id)?.metered_usd ?? undefined;
+    },
+
+    setMeteredUsd(id: string, usd: number): void {
+      updateMeteredUsd.run(usd, id);
     },
 
     /** Records the box a task's target resolved to before it starts (user and ephemeral boxes). */

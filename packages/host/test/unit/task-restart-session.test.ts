@@ -1,5 +1,6 @@
 import { describe, expect, it, vi } from 'vitest';
 import { AgentboxError, TaskSpecSchema } from '@agentbox/protocol';
+import type { OpenBudgetOptions } from '@agentbox/egress';
 import type { AgentRunner, RunnerContext } from '@agentbox/runners';
 import {
   standInRunner,
@@ -162,6 +163,53 @@ describe('a running task whose agent journals its output, across a daemon restar
     expect(after.store.get(task.id)!.result!.text).toBe('one two three four');
     expect(after.store.outputOffset(task.id)).toBe(19);
     expect(forgotten).toEqual([task.id]);
+  });
+
+  it('goes on counting its spend from what the host had counted (its limit holds across)', async () => {
+    const dataDir = newDataDir();
+    /** A budget as the gateway keeps one: a charge of `usd` once the agent runs. */
+    const budgetCharging =
+      (usd: number, opened: OpenBudgetOptions[]) => (_box: string, options: OpenBudgetOptions) => {
+        opened.push(options);
+        const budget = {
+          limitUsd: options.limitUsd ?? Infinity,
+          spentUsd: (options.spentUsd ?? 0) + usd,
+          exceeded: undefined,
+          close: () => undefined,
+        };
+        options.onCharge?.(budget);
+        return budget;
+      };
+    const before = standInTaskService(dataDir, {
+      maxConcurrent: 1,
+      dbs,
+      openSpendBudget: budgetCharging(0.4, []),
+      guest: { ...quietGuest, keepsJournals: true, exec: () => new Promise(() => undefined) },
+    });
+    const task = before.tasks.submit({
+      actor,
+      spec: TaskSpecSchema.parse({ agent: 'claude', prompt: 'p', maxSpendUsd: 1 }),
+      userId: 'alice',
+    });
+    await vi.waitFor(() => expect(before.store.meteredUsd(task.id)).toBe(0.4));
+    before.db.close();
+
+    const opened: OpenBudgetOptions[] = [];
+    const after = standInTaskService(dataDir, {
+      maxConcurrent: 1,
+      dbs,
+      openSpendBudget: budgetCharging(0.1, opened),
+      guest: {
+        ...quietGuest,
+        keepsJournals: true,
+        attachExec: () => Promise.resolve(exit0),
+        forgetExec: () => Promise.resolve(),
+      },
+    });
+    await after.tasks.recover();
+    await vi.waitFor(() => expect(after.store.get(task.id)!.state).toBe('succeeded'));
+    expect(opened).toMatchObject([{ limitUsd: 1, spentUsd: 0.4 }]);
+    expect(after.store.get(task.id)!.result!.meteredCostUsd).toBeCloseTo(0.5, 9);
   });
 
   it('fails as before when the box no longer has the journal, or the task’s credentials were not kept', async () => {
