@@ -294,6 +294,8 @@ export function createTaskService(deps: TaskServiceDeps) {
   let maxConcurrent = deps.maxConcurrent;
   /** While a starting daemon has not yet recovered the last one's tasks, none is started. */
   let heldForRecovery = false;
+  /** A graceful shutdown began (stopAll): no follow waits for more events. */
+  let stopping = false;
 
   const visible = (actor: Actor, task: TaskRecord | undefined): task is TaskRecord =>
     task !== undefined && (actor.scope === 'admin' || task.ownerKeyId === actor.keyId);
@@ -516,6 +518,8 @@ export function createTaskService(deps: TaskServiceDeps) {
       .finally(() => {
         running.delete(id);
         unwatchOwner(id);
+        // A detached run's followers end at what is stored (the task goes on in the next daemon).
+        if (entry.detached) notify(id);
         listeners.get(id)?.clear();
         pump();
       });
@@ -1096,7 +1100,8 @@ export function createTaskService(deps: TaskServiceDeps) {
         // Deleted meanwhile: nothing more will come.
         if (state === undefined) return task;
         if (TERMINAL_TASK_STATES.has(state) && store.eventCount(task.id) <= last) return store.get(task.id)!;
-        if (options.signal?.aborted) return store.get(task.id) ?? task;
+        // The daemon is stopping: a follower resumes from `last` with the next one.
+        if (options.signal?.aborted || stopping) return store.get(task.id) ?? task;
         await waiting;
       }
     } finally {
@@ -1217,6 +1222,7 @@ export function createTaskService(deps: TaskServiceDeps) {
    */
   async function stopAll(): Promise<string[]> {
     maxConcurrent = 0;
+    stopping = true;
     const detached: string[] = [];
     for (const [id, entry] of running) {
       if (entry.detach) {
@@ -1229,6 +1235,8 @@ export function createTaskService(deps: TaskServiceDeps) {
     // store, with its box: the next daemon's recover() ends it and deletes that box.
     const deadline = Date.now() + 5000;
     while (running.size > 0 && Date.now() < deadline) await new Promise((r) => setTimeout(r, 50));
+    // Follows end now, each at the last event stored, rather than held until the shutdown's grace.
+    for (const set of listeners.values()) for (const listener of [...set]) listener();
     return detached;
   }
 

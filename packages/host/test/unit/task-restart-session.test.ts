@@ -280,7 +280,16 @@ describe('a graceful shutdown with tasks running', () => {
     const journaled = standInTaskService(dataDir, { maxConcurrent: 1, dbs, guest: agent(true) });
     const task = journaled.tasks.submit({ actor, spec: spec('runs on'), userId: 'alice' });
     await vi.waitFor(() => expect(journaled.store.outputOffset(task.id)).toBe(4));
+    const seen: string[] = [];
+    const following = journaled.tasks.follow({ actor, id: task.id }, (e) => void seen.push(e.type));
     expect(await journaled.tasks.stopAll()).toEqual([task.id]);
+    // Its follower ends at what is stored, the task still running: it resumes with the next daemon.
+    const followed = await Promise.race([
+      following,
+      new Promise((r) => setTimeout(() => r('still waiting'), 2000)),
+    ]);
+    expect(followed).toMatchObject({ id: task.id, state: 'running' });
+    expect(seen).toContain('status');
     expect(journaled.store.get(task.id)).toMatchObject({ state: 'running', error: null });
     expect(cancelled).toBe(0);
     expect(forgotten).toEqual([]);
