@@ -52,6 +52,22 @@ async function warmUp(vm: QemuVm): Promise<void> {
   for (let i = 0; i < 8; i++) await guest.exec({ argv: ['true'] });
   for (let i = 0; i < 3; i++)
     await guest.exec({ argv: ['sh', '-c', 'echo warm'] }, { onStdout: () => undefined });
+  // A task's agent runs journaled (its stdin read into a file first, its output followed from
+  // files), a path no other call takes: compiled here, not in every clone's first task.
+  for (let i = 0; i < 3; i++) {
+    const journal = `warm-up-${i}`;
+    await guest.exec(
+      {
+        argv: ['bash', '-c', 'cat >/dev/null; echo warm; echo warm >&2'],
+        env,
+        cwd: '/root',
+        timeoutMs: 60_000,
+        journal,
+      },
+      { stdin: Buffer.from('warm'), onStdout: () => undefined, onStderr: () => undefined },
+    );
+    await guest.forgetExec(journal);
+  }
   // A box's first connection out goes through the in-box egress proxy, whose code had never run
   // here: in each clone V8 compiled it first (~0.1 s of that connection). The template has no
   // egress, so the host answers each with its 403; plain HTTP and CONNECT take the same path.
