@@ -10,8 +10,10 @@ import type { SecretStore } from './secrets.js';
  */
 
 export const PLACEHOLDER_PREFIX = 'agentbox-ph-';
+const PLACEHOLDER_PATTERN = `${PLACEHOLDER_PREFIX}[0-9a-f]{32}`;
 /** Any box's placeholder, known to this registry or not. */
-const PLACEHOLDER_RE = /agentbox-ph-[0-9a-f]{32}/g;
+const PLACEHOLDER_RE = new RegExp(PLACEHOLDER_PATTERN, 'g');
+const WHOLE_PLACEHOLDER_RE = new RegExp(`^${PLACEHOLDER_PATTERN}$`);
 
 interface Entry {
   readonly secret: string;
@@ -79,7 +81,7 @@ export class PlaceholderRegistry {
 
 /** Whether `value` is a placeholder, whole. */
 export function isPlaceholder(value: string): boolean {
-  return /^agentbox-ph-[0-9a-f]{32}$/.test(value);
+  return WHOLE_PLACEHOLDER_RE.test(value);
 }
 
 /** Placeholders (of any box) in a string. */
