@@ -55,6 +55,19 @@ describe('tasks over the fake driver', () => {
     expect(done.eventCount).toBe(list.length);
   });
 
+  it('ends when its agent exits: a process it left running goes on, and what it prints later is not the task’s', async () => {
+    const mark = path.join(os.tmpdir(), `agentbox-left-${process.pid}-${Date.now()}`);
+    // The background process keeps the agent's stdout: a pipe would hold the task open for it.
+    const t = await submit({ prompt: `(sleep 2; echo late; touch ${mark}) & echo now` });
+    const list = await events(t.id);
+    expect(await task(t.id)).toMatchObject({ state: 'succeeded' });
+    expect(list.filter((e) => e.type === 'text').map((e) => e.content)).toEqual(['now']);
+    expect(fs.existsSync(mark)).toBe(false);
+    // It did go on.
+    await vi.waitFor(() => expect(fs.existsSync(mark)).toBe(true), { timeout: 10_000 });
+    fs.rmSync(mark, { force: true });
+  });
+
   it('replays from ?after=seq and speaks SSE with id = seq', async () => {
     const t = await submit({ prompt: 'echo one; echo two; echo three' });
     const all = await events(t.id);
