@@ -156,6 +156,8 @@ interface Running {
   detach?: () => void;
   /** Detached: the run ended here; the task stays `running` for the next daemon. */
   detached?: boolean;
+  /** Its agent exited: what is left is storing the end (a shutdown lets it). */
+  agentExited?: boolean;
 }
 
 /** How a detached run's wait for its agent ends. */
@@ -737,8 +739,8 @@ export function createTaskService(deps: TaskServiceDeps) {
       let stderrTail = '';
       let exit: ExecExit;
       // The agent's own flag holds maxSpendUsd only as far as the agent is honest; the host's
-      // count (priced from the API's answers) stops it whatever runs in the box.
-      // Kept as it grows: a daemon that takes the task up goes on from it.
+      // count (priced from the API's answers) stops it whatever runs in the box. The count is
+      // kept as it grows: a daemon that takes the task up goes on from it.
       const spentBefore = resume ? store.meteredUsd(id) : undefined;
       budget = deps.boxes.openSpendBudget(boxId, {
         ...(spec.maxSpendUsd !== undefined ? { limitUsd: spec.maxSpendUsd } : {}),
@@ -772,6 +774,7 @@ export function createTaskService(deps: TaskServiceDeps) {
         });
         exit = await Promise.race([agentRun, detached]).finally(() => (entry.detach = undefined));
       } else exit = await agentRun;
+      entry.agentExited = true;
       lines.end();
       await handleLines();
       if (exit.timedOut) entry.abortReason ??= 'timed_out';
@@ -1215,10 +1218,10 @@ export function createTaskService(deps: TaskServiceDeps) {
     return leftover();
   }
 
-  /** Stops every running task (daemon shutdown): their events say so, nothing is left running. */
   /**
    * A graceful shutdown: a journaled agent is left running in its box (the task stays `running`
-   * and the next daemon takes it up, as after a crash); any other run is stopped.
+   * and the next daemon takes it up, as after a crash); a run whose agent has exited is let
+   * finish storing its end; any other is stopped, its events saying so.
    */
   async function stopAll(): Promise<string[]> {
     maxConcurrent = 0;
@@ -1229,7 +1232,7 @@ export function createTaskService(deps: TaskServiceDeps) {
         entry.detached = true;
         entry.detach();
         detached.push(id);
-      } else stopRun(entry, 'shutdown');
+      } else if (!entry.agentExited) stopRun(entry, 'shutdown');
     }
     // A task still winding down after this (a box still booting) stays `running` or `queued` in the
     // store, with its box: the next daemon's recover() ends it and deletes that box.

@@ -59,7 +59,7 @@ export function standInRunner(contexts: RunnerContext[] = []): AgentRunner {
 
 /** The part of a guest connection a task uses; by default every process exits 0 at once. */
 export type StandInGuest = Pick<GuestConnection, 'writeFile' | 'exec'> &
-  Partial<Pick<GuestConnection, 'keepsJournals' | 'attachExec' | 'forgetExec'>>;
+  Partial<Pick<GuestConnection, 'keepsJournals' | 'attachExec' | 'forgetExec' | 'chargeHostWork'>>;
 
 export const quietGuest: StandInGuest = {
   writeFile: () => Promise.resolve({ bytes: 0 }),

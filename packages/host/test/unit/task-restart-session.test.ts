@@ -302,4 +302,26 @@ describe('a graceful shutdown with tasks running', () => {
     expect(cancelled).toBe(1);
     expect(plain.store.get(other.id)).toMatchObject({ state: 'failed', error: { code: 'daemon_stopped' } });
   });
+
+  it('lets a run whose agent has exited store its end', async () => {
+    let exited = false;
+    const s = standInTaskService(newDataDir(), {
+      maxConcurrent: 1,
+      dbs,
+      guest: {
+        ...quietGuest,
+        // Its last line is stored after the exit, and that takes a while (a read pause).
+        chargeHostWork: () => 300,
+        exec: async (_request, handlers = {}) => {
+          await handlers.onStdout?.(Buffer.from('a last line without its newline'));
+          exited = true;
+          return { type: 'exit', exitCode: 0, signal: null, timedOut: false, durationMs: 1 };
+        },
+      },
+    });
+    const task = s.tasks.submit({ actor, spec: spec('ends'), userId: 'alice' });
+    await vi.waitFor(() => expect(exited).toBe(true));
+    expect(await s.tasks.stopAll()).toEqual([]);
+    expect(s.store.get(task.id)).toMatchObject({ state: 'succeeded', error: null });
+  });
 });
