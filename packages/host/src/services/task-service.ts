@@ -1176,6 +1176,7 @@ export function createTaskService(deps: TaskServiceDeps) {
       endWithError(task.id, 'daemon_restarted', 'the daemon restarted while the task ran');
       out.failed.push(task.id);
       out.deletedBoxes.push(...(await removeLeftoverBox(task)));
+      if (outputOffset !== undefined) void endLeftAgent(task);
     }
     for (const task of left.queued) {
       out.deletedBoxes.push(...(await removeLeftoverBox(task)));
@@ -1201,6 +1202,30 @@ export function createTaskService(deps: TaskServiceDeps) {
     heldForRecovery = false;
     pump();
     return out;
+  }
+
+  /**
+   * Ends the agent a task that is not taken up left running in a box that stays (a user's or a
+   * caller's; a fresh box is deleted whole), and drops its journal.
+   */
+  async function endLeftAgent(task: TaskRecord): Promise<void> {
+    if (task.target === 'ephemeral' || task.boxId === null) return;
+    try {
+      const lease = await deps.boxes.acquire({
+        actor: { keyId: task.ownerKeyId, scope: 'user' },
+        id: task.boxId,
+      });
+      try {
+        await lease.guest.forgetExec(task.id);
+      } finally {
+        lease.release();
+      }
+    } catch (err) {
+      log.warn(
+        { taskId: task.id, boxId: task.boxId, err: messageOf(err) },
+        'could not end the agent a task left',
+      );
+    }
   }
 
   /** What the last daemon left queued or running, as the store has it now. */

@@ -214,6 +214,7 @@ describe('a running task whose agent journals its output, across a daemon restar
 
   it('fails as before when the box no longer has the journal, or the task’s credentials were not kept', async () => {
     const dataDir = newDataDir();
+    const forgotten: string[] = [];
     const before = service(dataDir, 0);
     const gone = before.tasks.submit({ actor, spec: spec('journal gone'), userId: 'alice' });
     const secret = before.tasks.submit({
@@ -234,7 +235,10 @@ describe('a running task whose agent journals its output, across a daemon restar
         ...quietGuest,
         keepsJournals: true,
         attachExec: () => Promise.reject(new AgentboxError('process_not_found', 'no exec journal')),
-        forgetExec: () => Promise.resolve(),
+        forgetExec: (journal) => {
+          forgotten.push(journal);
+          return Promise.resolve();
+        },
       },
     });
     const recovered = await after.tasks.recover();
@@ -246,6 +250,8 @@ describe('a running task whose agent journals its output, across a daemon restar
         'the daemon restarted while the task ran, and its agent could not be taken up: no exec journal',
     });
     expect(after.store.get(secret.id)!.error).toMatchObject({ code: 'daemon_restarted' });
+    // Neither agent is left running in the user's box (nor its journal there).
+    await vi.waitFor(() => expect(forgotten.sort()).toEqual([gone.id, secret.id].sort()));
   });
 });
 
