@@ -98,18 +98,15 @@ export async function runExec(
     // Checked only now: a missing cwd fails the spawn with ENOENT too (one stat less per exec).
     if (code === 'ENOENT' && !fs.existsSync(cwd))
       throw new GuestOpError('file_not_found', `working directory ${cwd} does not exist`);
-    if (isErrno(err, 'ENOENT', 'EACCES')) {
-      const reason = code === 'ENOENT' ? 'command not found' : 'permission denied';
-      void ctx.mux.sendData(ctx.channel, 'stderr', Buffer.from(`agentbox: ${req.argv[0]}: ${reason}\n`));
-      return {
-        type: 'exit',
-        exitCode: code === 'ENOENT' ? 127 : 126,
-        signal: null,
-        timedOut: false,
-        durationMs: performance.now() - started,
-      };
-    }
-    throw new GuestOpError('guest_error', `could not start ${req.argv[0]}: ${(err as Error).message}`);
+    const failed = startFailure(req.argv[0]!, err);
+    void ctx.mux.sendData(ctx.channel, 'stderr', Buffer.from(failed.stderr));
+    return {
+      type: 'exit',
+      exitCode: failed.exitCode,
+      signal: null,
+      timedOut: false,
+      durationMs: performance.now() - started,
+    };
   }
 
   const group = superviseGroup(proc.pid, ctx, req.timeoutMs);
@@ -328,6 +325,29 @@ function startWithNode(req: ExecRequest, env: Record<string, string>, cwd: strin
 }
 
 /**
+ * A program that could not be started exits as a shell would say: 127 (not found) or 126 (not
+ * executable), the reason on stderr. Any other spawn failure is the guest's error.
+ */
+export function startFailure(program: string, err: unknown): { exitCode: 126 | 127; stderr: string } {
+  if (!isErrno(err, 'ENOENT', 'EACCES'))
+    throw new GuestOpError('guest_error', `could not start ${program}: ${(err as Error).message}`);
+  const found = errnoCode(err) === 'EACCES';
+  return {
+    exitCode: found ? 126 : 127,
+    stderr: `agentbox: ${program}: ${found ? 'permission denied' : 'command not found'}\n`,
+  };
+}
+
+/** SIGKILLs a process group (its leader's pid is the group id), if it is still there. */
+export function killGroup(pid: number): void {
+  try {
+    process.kill(-pid, 'SIGKILL');
+  } catch {
+    // the group is already gone
+  }
+}
+
+/**
  * Supervises a process group started for an exec (its leader's pid is the group id): reports
  * `started`, and kills the whole group on timeout or cancel. `done()` once the process has ended.
  */
@@ -339,12 +359,7 @@ export function superviseGroup(
   if (pid !== undefined) ctx.mux.post(ctx.channel, { type: 'started', pid });
   let timedOut = false;
   const kill = (): void => {
-    if (pid === undefined) return;
-    try {
-      process.kill(-pid, 'SIGKILL');
-    } catch {
-      // the group is already gone
-    }
+    if (pid !== undefined) killGroup(pid);
   };
   const timer = timeoutMs
     ? setTimeout(() => {

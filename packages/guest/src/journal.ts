@@ -4,7 +4,7 @@ import path from 'node:path';
 import { JOURNAL_STDERR_REPLAY_BYTES, type ExecExit, type ParsedRequest } from '@agentbox/protocol';
 import type { DataStream } from '@agentbox/protocol/wire';
 import { GuestOpError, errnoCode, type RequestContext } from './context.js';
-import { signalName, type ExecDefaults } from './exec.js';
+import { killGroup, signalName, startFailure, type ExecDefaults } from './exec.js';
 import { currentBootId } from './restore.js';
 
 type ExecRequest = Extract<ParsedRequest, { op: 'exec' }>;
@@ -111,16 +111,11 @@ export class ExecJournals {
         child.once('error', reject);
         child.once('spawn', () => resolve(child.pid!));
       }).catch((err: unknown) => {
-        const code = errnoCode(err);
-        if (code !== 'ENOENT' && code !== 'EACCES')
-          throw new GuestOpError('guest_error', `could not start ${req.argv[0]}: ${(err as Error).message}`);
-        fs.writeSync(
-          stderr,
-          `agentbox: ${req.argv[0]}: ${code === 'ENOENT' ? 'command not found' : 'permission denied'}\n`,
-        );
+        const failed = startFailure(req.argv[0]!, err);
+        fs.writeSync(stderr, failed.stderr);
         writeAtomically(dir, 'exit.json', {
           type: 'exit',
-          exitCode: code === 'ENOENT' ? 127 : 126,
+          exitCode: failed.exitCode,
           signal: null,
           timedOut: false,
           durationMs: Date.now() - startedAtMs,
@@ -271,14 +266,6 @@ function readJson<T>(dir: string, name: string): T | undefined {
     return JSON.parse(fs.readFileSync(path.join(dir, name), 'utf8')) as T;
   } catch {
     return undefined;
-  }
-}
-
-function killGroup(pid: number): void {
-  try {
-    process.kill(-pid, 'SIGKILL');
-  } catch {
-    // the group is gone already
   }
 }
 
