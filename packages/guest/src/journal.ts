@@ -1,7 +1,12 @@
 import { spawn } from 'node:child_process';
 import fs from 'node:fs';
 import path from 'node:path';
-import { JOURNAL_STDERR_REPLAY_BYTES, type ExecExit, type ParsedRequest } from '@agentbox/protocol';
+import {
+  JOURNAL_STDERR_REPLAY_BYTES,
+  type ExecExit,
+  type ExecStat,
+  type ParsedRequest,
+} from '@agentbox/protocol';
 import type { DataStream } from '@agentbox/protocol/wire';
 import { GuestOpError, errnoCode, type RequestContext } from './context.js';
 import { killGroup, signalName, startFailure, type ExecDefaults } from './exec.js';
@@ -64,19 +69,46 @@ export class ExecJournals {
       fs.rmSync(dir, { recursive: true, force: true });
       throw err;
     }
-    return this.follow(req.journal, ctx, 0, 0);
+    return this.follow(req.journal, ctx, 0, 0, req.watch ?? false);
   }
 
   attach(req: AttachRequest, ctx: RequestContext): Promise<ExecExit> {
-    if (!fs.existsSync(path.join(this.root, req.journal, 'stdout')))
-      throw new GuestOpError('process_not_found', `no exec journal ${req.journal} in the box`);
-    const stderr = fs.statSync(path.join(this.root, req.journal, 'stderr')).size;
+    const dir = this.existing(req.journal);
+    const watch = req.watch ?? false;
+    const stderr = fs.statSync(path.join(dir, 'stderr')).size;
     return this.follow(
       req.journal,
       ctx,
       req.stdoutOffset,
-      Math.max(req.stderrOffset, stderr - JOURNAL_STDERR_REPLAY_BYTES),
+      watch ? req.stderrOffset : Math.max(req.stderrOffset, stderr - JOURNAL_STDERR_REPLAY_BYTES),
+      watch,
     );
+  }
+
+  /** Where a journal's process stands and how much it printed, without following it. */
+  stat(id: string): ExecStat {
+    const dir = this.existing(id);
+    const run = readJson<RunRecord>(dir, 'run.json');
+    const exit = readJson<ExecExit>(dir, 'exit.json') ?? null;
+    const lost =
+      exit === null &&
+      (run === undefined ||
+        (run.bootId !== undefined && run.bootId !== currentBootId()) ||
+        (!this.children.has(id) && !alive(run.pid)));
+    return {
+      pid: run?.pid ?? null,
+      state: exit ? 'exited' : lost ? 'lost' : 'running',
+      exit,
+      stdoutBytes: fs.statSync(path.join(dir, 'stdout')).size,
+      stderrBytes: fs.statSync(path.join(dir, 'stderr')).size,
+    };
+  }
+
+  private existing(id: string): string {
+    const dir = path.join(this.root, id);
+    if (!fs.existsSync(path.join(dir, 'stdout')))
+      throw new GuestOpError('process_not_found', `no exec journal ${id} in the box`);
+    return dir;
   }
 
   /** The host kept the run's exit: its files go (and its process, if it still runs). */
@@ -135,6 +167,9 @@ export class ExecJournals {
         : undefined;
       child.once('exit', (exitCode, signal) => {
         clearTimeout(timer);
+        this.children.delete(id);
+        // Forgotten while it ran (`exec.forget` killed it): its journal is gone, and no one waits.
+        if (!fs.existsSync(dir)) return;
         writeAtomically(dir, 'exit.json', {
           type: 'exit',
           exitCode,
@@ -142,7 +177,6 @@ export class ExecJournals {
           timedOut,
           durationMs: Date.now() - startedAtMs,
         } satisfies ExecExit);
-        this.children.delete(id);
       });
     } finally {
       fs.closeSync(stdout);
@@ -153,40 +187,44 @@ export class ExecJournals {
 
   /**
    * Sends the journal's output from the given offsets as it grows, then its exit. Stops, leaving
-   * the process and the journal alone, when its host session ends: the next one attaches.
+   * the process and the journal alone, when its host session ends: the next one attaches. A cancel
+   * kills the process group, or, when the follow only `watch`es, ends the follow.
    */
   private async follow(
     id: string,
     ctx: RequestContext,
     stdoutOffset: number,
     stderrOffset: number,
+    watch: boolean,
   ): Promise<ExecExit> {
     const dir = path.join(this.root, id);
     const run = readJson<RunRecord>(dir, 'run.json');
-    if (
+    const earlierBoot =
       run?.bootId !== undefined &&
       run.bootId !== currentBootId() &&
-      !fs.existsSync(path.join(dir, 'exit.json'))
-    )
-      throw new GuestOpError(
-        'process_not_found',
-        `the box restarted while process ${run.pid} ran: it is gone`,
-      );
-    if (run) {
-      ctx.mux.post(ctx.channel, { type: 'started', pid: run.pid });
-      ctx.onCancel(() => {
-        if (!fs.existsSync(path.join(dir, 'exit.json'))) killGroup(run.pid);
-      });
-    }
+      !fs.existsSync(path.join(dir, 'exit.json'));
+    const gone = () =>
+      new GuestOpError('process_not_found', `the box restarted while process ${run?.pid} ran: it is gone`);
+    // A watcher still gets what it printed (a background command's log); a taker-up has nothing to take.
+    if (earlierBoot && !watch) throw gone();
+    let wake: (() => void) | undefined;
+    let cancelled = false;
+    if (run) ctx.mux.post(ctx.channel, { type: 'started', pid: run.pid });
+    ctx.onCancel(() => {
+      if (watch) {
+        cancelled = true;
+        wake?.();
+      } else if (run && !fs.existsSync(path.join(dir, 'exit.json'))) killGroup(run.pid);
+    });
     const streams: { name: DataStream; fd: number; offset: number }[] = [
       { name: 'data', fd: fs.openSync(path.join(dir, 'stdout'), 'r'), offset: stdoutOffset },
       { name: 'stderr', fd: fs.openSync(path.join(dir, 'stderr'), 'r'), offset: stderrOffset },
     ];
-    let wake: (() => void) | undefined;
     const watcher = fs.watch(dir, () => wake?.());
     try {
       for (;;) {
         if (!ctx.isOpen()) throw new Error('the host session ended');
+        if (cancelled) throw new GuestOpError('invalid_request', 'the watch was cancelled');
         // Read before the output is drained: output drained after the exit was written is all of it.
         const exit = readJson<ExecExit>(dir, 'exit.json');
         let moved = false;
@@ -200,6 +238,9 @@ export class ExecJournals {
         }
         if (moved) continue;
         if (exit) return exit;
+        if (earlierBoot) throw gone();
+        if (!fs.existsSync(dir))
+          throw new GuestOpError('process_not_found', `exec journal ${id} was forgotten`);
         if (run && !this.children.has(id) && !alive(run.pid))
           throw new GuestOpError(
             'guest_error',

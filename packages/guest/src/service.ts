@@ -4,6 +4,7 @@ import path from 'node:path';
 import {
   CancelSchema,
   EXEC_JOURNAL_FEATURE,
+  EXEC_WATCH_FEATURE,
   GUEST_CHANNEL_BIT,
   IMAGE_API_VERSION,
   PROTOCOL_VERSION,
@@ -143,7 +144,7 @@ export class GuestService {
       agentVersion: AGENT_VERSION,
       bootId: currentBootId(),
       agentPid: process.pid,
-      features: [EXEC_JOURNAL_FEATURE],
+      features: [EXEC_JOURNAL_FEATURE, EXEC_WATCH_FEATURE],
     };
   }
 
@@ -272,6 +273,8 @@ export class GuestService {
       case 'exec.forget':
         this.journals.forget(req.journal);
         return result({});
+      case 'exec.stat':
+        return result(this.journals.stat(req.journal));
       case 'process.list':
         return result(listProcesses());
       case 'process.kill':

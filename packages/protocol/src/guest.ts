@@ -70,6 +70,12 @@ export const JOURNAL_STDERR_REPLAY_BYTES = 64 * 1024;
 /** The feature a hello names when the agent keeps journaled execs (`journal`, `exec.attach`). */
 export const EXEC_JOURNAL_FEATURE = 'exec.journal';
 
+/** The feature a hello names when `exec` and `exec.attach` take `watch` and `exec.stat` is there. */
+export const EXEC_WATCH_FEATURE = 'exec.watch';
+
+/** An attach offset past any file's end: the attach sends none of that stream (an exit watcher). */
+export const JOURNAL_END_OFFSET = Number.MAX_SAFE_INTEGER;
+
 /** Names an exec's journal: the host's own id for the run (a task id), safe as a file name. */
 export const JournalIdSchema = z
   .string()
@@ -101,17 +107,28 @@ export const ExecRequestSchema = z
         'session (a restarted daemon) takes the run up with `exec.attach`. The process outlives its host ' +
         'session; stdin, when streamed, is read whole into a file before the process starts. Not with `pty`.',
     ),
+    watch: z
+      .boolean()
+      .optional()
+      .describe(
+        'With `journal`: once the process started, a cancel ends only this follow (a background command runs on).',
+      ),
   })
   .strict()
   .refine((r) => !(r.journal !== undefined && r.pty !== undefined), {
     message: 'a journaled exec cannot have a pty',
     path: ['journal'],
+  })
+  .refine((r) => !(r.watch !== undefined && r.journal === undefined), {
+    message: 'only a journaled exec can be watched',
+    path: ['watch'],
   });
 export type ExecRequest = z.input<typeof ExecRequestSchema>;
 
 /**
  * A later host session takes up a journaled exec: its output from these offsets (what the host had
- * kept), then the rest as it comes, then its exit, as an `exec` answers. A cancel kills it.
+ * kept), then the rest as it comes, then its exit, as an `exec` answers. A cancel kills it, unless
+ * the attach only `watch`es. An offset past a file's end sends nothing of that stream.
  */
 export const ExecAttachRequestSchema = z
   .object({
@@ -123,11 +140,32 @@ export const ExecAttachRequestSchema = z
       .int()
       .nonnegative()
       .describe(
-        'Bytes of stderr the host has already. Stderr is sent again from at most its last ' +
+        'Bytes of stderr the host has already. Unless `watch`, stderr is sent again from at most its last ' +
           `${JOURNAL_STDERR_REPLAY_BYTES / 1024} KiB: a host keeps its tail only.`,
+      ),
+    watch: z
+      .boolean()
+      .optional()
+      .describe(
+        'Only read the output (a client of a background command): a cancel ends this attach, never the ' +
+          'process, and stderr is sent from its offset as given.',
       ),
   })
   .strict();
+
+/** Where a journaled exec stands, without following it. */
+export const ExecStatSchema = z
+  .object({
+    pid: z.number().int().nullable().describe('The process, once it started; null if it never did.'),
+    state: z
+      .enum(['running', 'exited', 'lost'])
+      .describe('`lost`: the process is gone and its exit status with it (the box rebooted).'),
+    exit: z.lazy(() => ExecExitSchema.nullable()),
+    stdoutBytes: z.number().int().nonnegative(),
+    stderrBytes: z.number().int().nonnegative(),
+  })
+  .strict();
+export type ExecStat = z.infer<typeof ExecStatSchema>;
 
 /** Host → guest on a pty exec channel: the terminal changed size. */
 export const PtyResizeSchema = z
@@ -204,6 +242,10 @@ export const RequestSchema = z.discriminatedUnion('op', [
     .describe(
       "Removes a journaled exec's files once the host has kept its exit (a process still running is killed).",
     ),
+  z
+    .object({ op: z.literal('exec.stat'), journal: JournalIdSchema })
+    .strict()
+    .describe("Where a journaled exec stands: its process, its exit, its output's size so far."),
   z.object({ op: z.literal('process.list') }).strict(),
   z
     .object({
@@ -415,6 +457,7 @@ export const RESULT_SCHEMAS = {
   exec: ExecExitSchema,
   'exec.attach': ExecExitSchema,
   'exec.forget': EmptyResultSchema,
+  'exec.stat': ExecStatSchema,
   'port.connect': EmptyResultSchema,
   'net.listeners': ListenerListSchema,
 } as const satisfies Record<RequestOp, z.ZodType>;

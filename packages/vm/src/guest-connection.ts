@@ -6,6 +6,7 @@ import {
   AgentboxError,
   ExecExitSchema,
   EXEC_JOURNAL_FEATURE,
+  EXEC_WATCH_FEATURE,
   GUEST_CHANNEL_BIT,
   FileHeaderSchema,
   GuestReplySchema,
@@ -16,6 +17,7 @@ import {
   type DirListing,
   type EntryInfo,
   type ExecExit,
+  type ExecStat,
   type ExecRequest,
   type Health,
   type Hello,
@@ -670,15 +672,26 @@ export class GuestConnection {
     return this.hello?.features?.includes(EXEC_JOURNAL_FEATURE) ?? false;
   }
 
+  /** The agent answers `exec.stat` and attaches that only watch (background commands). */
+  get watchesJournals(): boolean {
+    return this.hello?.features?.includes(EXEC_WATCH_FEATURE) ?? false;
+  }
+
   /**
    * Takes up a journaled exec that an earlier host session started (a restarted daemon): its
-   * output from the offsets given, as it comes, then its exit, as `exec` delivers them.
+   * output from the offsets given, as it comes, then its exit, as `exec` delivers them. With
+   * `watch`, aborting ends only this read (at once), never the process.
    */
   attachExec(
-    journal: { journal: string; stdoutOffset: number; stderrOffset: number },
+    journal: { journal: string; stdoutOffset: number; stderrOffset: number; watch?: boolean },
     handlers: Omit<ExecHandlers, 'stdin' | 'onPty'> = {},
   ): Promise<ExecExit> {
     return this.processCall({ op: 'exec.attach', ...journal }, handlers);
+  }
+
+  /** Where a journaled exec stands: its process, exit and output size. */
+  statExec(journal: string, options: CallOptions = {}): Promise<ExecStat> {
+    return this.call({ op: 'exec.stat', journal }, options);
   }
 
   /** The host has kept a journaled exec's exit: the guest removes its journal. */
@@ -705,6 +718,12 @@ export class GuestConnection {
       // The guest ends a cancelled process and answers in ms; one that does not (hung, or hostile)
       // must not hold the caller (a task's queue slot) forever: the call is failed here.
       const onAbort = () => {
+        // A watch holds no process: nothing to wait for, the guest just stops sending.
+        if ((request.op === 'exec.attach' || request.op === 'exec') && request.watch) {
+          this.abandon(channel);
+          const reason: unknown = handlers.signal?.reason;
+          return settle(() => reject(reason instanceof Error ? reason : new Error('the watch was aborted')));
+        }
         this.cancel(channel);
         unanswered ??= setTimeout(() => {
           this.finish(channel);

@@ -208,6 +208,88 @@ describe('journaled execs', () => {
     await until(() => host.last(1) !== undefined);
   });
 
+  it('a watch (a background command read by a client) ends on a cancel and leaves the process running', async () => {
+    host.open(1, { op: 'exec', argv: twoPhases(), journal: 'w1', watch: true });
+    await until(() => host.data.get(1) === 'one\n');
+    void host.mux.sendJson(1, { type: 'cancel' });
+    await until(() => host.last(1) !== undefined);
+    expect(host.last(1)).toMatchObject({ type: 'error', message: 'the watch was cancelled' });
+    host.open(2, { op: 'exec.attach', journal: 'w1', stdoutOffset: 0, stderrOffset: 0, watch: true });
+    await until(() => host.data.get(2) === 'one\n');
+    void host.mux.sendJson(2, { type: 'cancel' });
+    await until(() => host.last(2) !== undefined);
+    host.open(3, { op: 'exec.stat', journal: 'w1' });
+    await until(() => host.last(3) !== undefined);
+    expect(host.last(3)).toMatchObject({
+      type: 'result',
+      value: { state: 'running', exit: null, stdoutBytes: 4, stderrBytes: 3 },
+    });
+    // An exit watcher: offsets past the end, so none of the output, then the exit.
+    const end = Number.MAX_SAFE_INTEGER;
+    host.open(4, { op: 'exec.attach', journal: 'w1', stdoutOffset: end, stderrOffset: end, watch: true });
+    await until(() => host.types(4).includes('started'));
+    fs.writeFileSync(path.join(dir, 'go'), '');
+    await until(() => host.last(4) !== undefined);
+    expect(host.last(4)).toMatchObject({ type: 'exit', exitCode: 5 });
+    expect(host.data.get(4)).toBeUndefined();
+    expect(host.stderr.get(4)).toBeUndefined();
+    host.open(5, { op: 'exec.stat', journal: 'w1' });
+    await until(() => host.last(5) !== undefined);
+    expect(host.last(5)).toMatchObject({
+      value: { state: 'exited', exit: { exitCode: 5 }, stdoutBytes: 8, stderrBytes: 6 },
+    });
+  });
+
+  it("a watch sends stderr from the offset asked, and what an earlier boot's process printed before saying it is gone", async () => {
+    const left = journalFiles('w2');
+    fs.mkdirSync(left, { recursive: true });
+    fs.writeFileSync(path.join(left, 'stdout'), 'one\n');
+    fs.writeFileSync(path.join(left, 'stderr'), 'x'.repeat(100_000));
+    fs.writeFileSync(
+      path.join(left, 'run.json'),
+      JSON.stringify({ pid: process.pid, startedAtMs: Date.now(), bootId: 'an-earlier-boot' }),
+    );
+    host.open(1, { op: 'exec.attach', journal: 'w2', stdoutOffset: 0, stderrOffset: 0, watch: true });
+    await until(() => host.last(1) !== undefined);
+    expect(host.data.get(1)).toBe('one\n');
+    expect(host.stderr.get(1)!.length).toBe(100_000);
+    expect(host.last(1)).toMatchObject({ type: 'error', code: 'process_not_found' });
+    host.open(2, { op: 'exec.stat', journal: 'w2' });
+    host.open(3, { op: 'exec.stat', journal: 'nope' });
+    await until(() => host.last(2) !== undefined && host.last(3) !== undefined);
+    expect(host.last(2)).toMatchObject({ value: { state: 'lost', pid: process.pid, exit: null } });
+    expect(host.last(3)).toMatchObject({ type: 'error', code: 'process_not_found' });
+  });
+
+  it('forgets a journal whose process runs: the process is killed and the agent goes on', async () => {
+    host.open(1, { op: 'exec', argv: ['sleep', '30'], journal: 'w3', watch: true });
+    await until(() => host.types(1).includes('started'));
+    const pid = (host.json.get(1)![0] as { pid: number }).pid;
+    host.open(2, { op: 'exec.forget', journal: 'w3' });
+    await until(() => host.last(2) !== undefined);
+    expect(host.last(2)).toMatchObject({ type: 'result' });
+    // Its exit comes to a journal that is gone: nothing to write, nothing thrown.
+    await until(() => {
+      try {
+        process.kill(pid, 0);
+        return false;
+      } catch {
+        return true;
+      }
+    });
+    await until(() => host.last(1) !== undefined);
+    expect(host.last(1)).toMatchObject({ type: 'error', code: 'process_not_found' });
+    host.open(3, { op: 'ping' });
+    await until(() => host.last(3) !== undefined);
+    expect(host.last(3)).toMatchObject({ type: 'result' });
+  });
+
+  it('refuses a watch of an exec with no journal', async () => {
+    host.open(1, { op: 'exec', argv: ['true'], watch: true });
+    await until(() => host.last(1) !== undefined);
+    expect(host.last(1)).toMatchObject({ type: 'error', code: 'invalid_request' });
+  });
+
   it('starts a program that is not there as an exit 127 with the reason on stderr', async () => {
     host.open(1, { op: 'exec', argv: ['no-such-program-here'], journal: 'j8' });
     await until(() => host.last(1) !== undefined);
