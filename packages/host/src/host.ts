@@ -29,6 +29,7 @@ import {
 import type { IdleSettings } from './services/box-power.js';
 import { forgetDeletedBoxes } from './services/box-retention.js';
 import { createBoxTemplates, type TemplateBackend } from './services/box-templates.js';
+import { createCommandService } from './services/command-service.js';
 import { createExecService } from './services/exec-service.js';
 import { createFileService } from './services/file-service.js';
 import { createKeyWatch, KEY_CHECK_INTERVAL_MS } from './services/key-watch.js';
@@ -38,6 +39,7 @@ import { DEFAULT_TASK_OUTPUT_LIMITS, type TaskOutputLimits } from './services/ta
 import { createSpendAccounts } from './services/spend-accounts.js';
 import { createAuditStore } from './store/audit-store.js';
 import { createBoxStore } from './store/box-store.js';
+import { createCommandStore } from './store/command-store.js';
 import { openDatabase } from './store/db.js';
 import { createKeyStore } from './store/key-store.js';
 import { createTaskStore } from './store/task-store.js';
@@ -257,6 +259,7 @@ export function createHost(options: HostOptions) {
     clock,
   });
   const exec = createExecService({ boxes, metrics });
+  const commands = createCommandService({ store: createCommandStore(db, clock), boxes, log });
   const files = createFileService({ boxes });
   const taskStore = createTaskStore(db, clock);
   const library = createLibraryService({ root: options.libraryDir ?? path.join(options.dataDir, 'library') });
@@ -283,7 +286,7 @@ export function createHost(options: HostOptions) {
   const openapi = () => buildOpenApi(routes, { version: AGENTBOX_VERSION });
   routes.push(
     ...seedRoutes({ boxes, files, tasks, version: AGENTBOX_VERSION, startedAt, clock }),
-    ...boxRoutes({ boxes, exec, files, audit }),
+    ...boxRoutes({ boxes, exec, commands, files, audit }),
     ...taskRoutes({ tasks, library, eventCount: (id) => taskStore.eventCount(id) }),
     ...keyRoutes({ keys, spendReset: (id) => spendAccounts.reset(id) }),
     ...systemRoutes({ metrics, openapi }),
@@ -319,6 +322,7 @@ export function createHost(options: HostOptions) {
     gateway,
     boxes,
     tasks,
+    commands,
     taskStore,
     library,
     routes,
@@ -340,6 +344,8 @@ export function createHost(options: HostOptions) {
       boxes.startIdlePolicy();
       boxes.startHostGuards();
       boxes.startEgressKeyCheck(options.keyCheckIntervalMs ?? KEY_CHECK_INTERVAL_MS);
+      const watched = commands.recover();
+      if (watched > 0) log.info({ commands: watched }, 'watching the background commands left running');
       const recovered = await tasks.recover(leftTasks);
       if (recovered.resumed.length + recovered.failed.length + recovered.requeued.length > 0)
         log.info(recovered, 'recovered tasks');
@@ -360,6 +366,7 @@ export function createHost(options: HostOptions) {
       closing = true;
       clearInterval(reaper);
       await boxes.close();
+      commands.stopAll();
       const detached = await tasks.stopAll();
       if (detached.length > 0)
         log.info({ tasks: detached }, 'tasks left running in their boxes for the next daemon to take up');

@@ -355,6 +355,71 @@ export const ExecResultSchema = z
   .strict();
 export type ExecResult = z.infer<typeof ExecResultSchema>;
 
+// ---- background commands ----
+
+export const CommandIdSchema = z
+  .string()
+  .regex(/^cmd-[a-f0-9]{12}$/, 'a command id looks like cmd-0123456789ab')
+  .describe('Background command id.');
+export const CommandParamsSchema = z.object({ id: BoxIdSchema, commandId: CommandIdSchema }).strict();
+
+/** Background commands a box may have running at once. */
+export const MAX_RUNNING_COMMANDS_PER_BOX = 32;
+
+export const CommandSchema = z
+  .object({
+    id: CommandIdSchema,
+    boxId: BoxIdSchema,
+    argv: z.array(z.string()).describe('What runs (`sh -c <command>` for a command line).'),
+    cwd: z.string().nullable().describe('Working directory in the box; null: /workspace.'),
+    pid: z.number().int().nullable().describe('Its process in the box; null when it never started.'),
+    state: z
+      .enum(['running', 'exited', 'lost'])
+      .describe(
+        '`lost`: the process is gone without an exit status (the box was stopped or rebooted, or its VM died).',
+      ),
+    exitCode: z.number().int().nullable().describe('Exit status once exited; null when a signal ended it.'),
+    signal: z.string().nullable(),
+    timedOut: z.boolean(),
+    durationMs: z.number().nonnegative().nullable(),
+    startedAt: z.string().describe('ISO 8601.'),
+    finishedAt: z.string().nullable().describe('ISO 8601, once exited or lost.'),
+    failureReason: z.string().nullable().describe('Why it is `lost`.'),
+  })
+  .strict();
+export type Command = z.infer<typeof CommandSchema>;
+
+export const CommandListResponseSchema = z.object({ commands: z.array(CommandSchema) }).strict();
+export const CommandDeleteResponseSchema = z
+  .object({ id: CommandIdSchema, deleted: z.literal(true) })
+  .strict();
+
+export const CommandOutputQuerySchema = z
+  .object({
+    follow: z
+      .enum(['true', 'false'])
+      .default('false')
+      .describe('true: stream the output as it comes until the command ends; false: what it printed so far.'),
+    stdoutOffset: queryInteger(0)
+      .default(0)
+      .describe('Skip this many bytes of stdout (what the caller has).'),
+    stderrOffset: queryInteger(0).default(0).describe('Skip this many bytes of stderr.'),
+  })
+  .strict();
+
+export const CommandOutputEventSchema = z.discriminatedUnion('type', [
+  ...ExecEventSchema.options,
+  z
+    .object({
+      type: z.literal('running'),
+      stdoutOffset: z.number().int().nonnegative(),
+      stderrOffset: z.number().int().nonnegative(),
+    })
+    .strict()
+    .describe('The output so far ends here and the command still runs: read on from these offsets.'),
+]);
+export type CommandOutputEvent = z.infer<typeof CommandOutputEventSchema>;
+
 export const FileQuerySchema = z
   .object({
     path: z

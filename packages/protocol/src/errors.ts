@@ -10,6 +10,7 @@ export const ERROR_CODES = {
   file_not_found: { status: 404, description: 'No such file or directory in the box.' },
   process_not_found: { status: 404, description: 'No such process in the box.' },
   task_not_found: { status: 404, description: 'No task with that id.' },
+  command_not_found: { status: 404, description: 'No background command with that id in the box.' },
   library_item_not_found: { status: 404, description: 'No such library item.' },
   key_not_found: { status: 404, description: 'No API key with that id.' },
   path_outside_workspace: { status: 400, description: 'The path escapes the allowed root.' },

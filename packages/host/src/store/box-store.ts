@@ -315,7 +315,11 @@ export function createBoxStore(db: Db, clock: () => number = Date.now) {
           `UPDATE boxes SET state = ?, updated_at = ?${keys.map((k) => `, ${PATCH_COLUMNS[k]} = ?`).join('')} WHERE id = ?`,
         ).run(to, now, ...keys.map((k) => patch[k] ?? null), id);
         // A deleted box's CA key serves nothing any more: it does not stay on the host.
-        if (to === 'deleted') db.prepare('UPDATE boxes SET egress_identity = NULL WHERE id = ?').run(id);
+        if (to === 'deleted') {
+          db.prepare('UPDATE boxes SET egress_identity = NULL WHERE id = ?').run(id);
+          // Their output was in the box: nothing is left to show of them.
+          db.prepare('DELETE FROM box_commands WHERE box_id = ?').run(id);
+        }
         logTransition.run(id, now, current.state, to, options.reason ?? null);
       })();
       return get(id)!;

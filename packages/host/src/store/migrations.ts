@@ -233,4 +233,28 @@ export const MIGRATIONS: readonly Migration[] = [
     // A daemon that takes the task up goes on counting from here (its maxSpendUsd holds across).
     sql: `ALTER TABLE tasks ADD COLUMN metered_usd REAL;`,
   },
+  {
+    version: 17,
+    name: 'background commands: what runs in a box past its request, and how each ended',
+    // Their output stays in the box (the guest's exec journal); the host keeps what a list shows.
+    sql: `
+      CREATE TABLE box_commands (
+        id TEXT PRIMARY KEY,
+        box_id TEXT NOT NULL,
+        owner_key_id TEXT NOT NULL,
+        argv TEXT NOT NULL,
+        cwd TEXT,
+        pid INTEGER,
+        state TEXT NOT NULL,
+        exit_code INTEGER,
+        signal TEXT,
+        timed_out INTEGER NOT NULL DEFAULT 0,
+        duration_ms REAL,
+        started_at INTEGER NOT NULL,
+        finished_at INTEGER,
+        failure_reason TEXT
+      );
+      CREATE INDEX box_commands_by_box ON box_commands (box_id, started_at);
+    `,
+  },
 ];

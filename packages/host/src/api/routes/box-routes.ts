@@ -5,6 +5,12 @@ import {
   BoxListResponseSchema,
   BoxParamsSchema,
   BoxSchema,
+  CommandDeleteResponseSchema,
+  CommandListResponseSchema,
+  CommandOutputEventSchema,
+  CommandOutputQuerySchema,
+  CommandParamsSchema,
+  CommandSchema,
   CreateBoxRequestSchema,
   EgressAuditQuerySchema,
   EgressAuditResponseSchema,
@@ -22,6 +28,7 @@ import {
   type ErrorCode,
 } from '@agentbox/protocol';
 import type { BoxService } from '../../services/box-service.js';
+import type { CommandService } from '../../services/command-service.js';
 import type { AuditStore } from '../../store/audit-store.js';
 import type { BoxRecord } from '../../store/box-store.js';
 import { toApiBox } from '../../services/box-view.js';
@@ -35,6 +42,7 @@ export interface BoxRouteDeps {
   boxes: BoxService;
   audit: Pick<AuditStore, 'list'>;
   exec: ExecService;
+  commands: CommandService;
   files: FileService;
 }
 
@@ -211,6 +219,104 @@ export function boxRoutes(deps: BoxRouteDeps): RouteDef[] {
             await write(`${JSON.stringify(exit)}\n`);
           },
         );
+      },
+    }),
+    defineRoute({
+      method: 'POST',
+      url: '/v1/boxes/:id/commands',
+      operationId: 'startBoxCommand',
+      summary: 'Start a background command: it runs on past this request, its output kept in the box',
+      tags: V1,
+      auth: 'key',
+      params: BoxParamsSchema,
+      body: ApiExecRequestSchema,
+      bodyLimit: EXEC_BODY_LIMIT_BYTES,
+      responses: { 201: { description: 'The command, running (or exited at once)', schema: CommandSchema } },
+      errors: [...ON_BOX, 'payload_too_large', 'file_not_found', 'capacity_exhausted', 'not_implemented'],
+      handler: ({ params, body, actor }) => deps.commands.start({ actor, id: params.id, request: body }),
+    }),
+    defineRoute({
+      method: 'GET',
+      url: '/v1/boxes/:id/commands',
+      operationId: 'listBoxCommands',
+      summary: "The box's background commands, oldest first",
+      tags: V1,
+      auth: 'key',
+      params: BoxParamsSchema,
+      responses: { 200: { description: 'Commands', schema: CommandListResponseSchema } },
+      errors: ['invalid_request', 'unauthorized', 'box_not_found'],
+      handler: ({ params, actor }) =>
+        Promise.resolve({ commands: deps.commands.list({ actor, id: params.id }) }),
+    }),
+    defineRoute({
+      method: 'GET',
+      url: '/v1/boxes/:id/commands/:commandId',
+      operationId: 'getBoxCommand',
+      summary: 'One background command',
+      tags: V1,
+      auth: 'key',
+      params: CommandParamsSchema,
+      responses: { 200: { description: 'The command', schema: CommandSchema } },
+      errors: ['invalid_request', 'unauthorized', 'box_not_found', 'command_not_found'],
+      handler: ({ params, actor }) =>
+        Promise.resolve(deps.commands.get({ actor, id: params.id, commandId: params.commandId })),
+    }),
+    defineRoute({
+      method: 'GET',
+      url: '/v1/boxes/:id/commands/:commandId/output',
+      operationId: 'readBoxCommandOutput',
+      summary:
+        "A background command's output from the offsets given: NDJSON, ending with exit, or running (follow=false)",
+      tags: V1,
+      auth: 'key',
+      params: CommandParamsSchema,
+      query: CommandOutputQuerySchema,
+      responses: {
+        200: {
+          description:
+            'One event per line: stdout and stderr (base64), then exit; or, without follow and while it runs, running with the offsets to read on from',
+          contentType: 'application/x-ndjson',
+          schema: CommandOutputEventSchema,
+        },
+      },
+      errors: [...ON_BOX, 'command_not_found', 'file_not_found', 'not_implemented', 'process_not_found'],
+      handler: ({ params, query, actor, reply, signal }) =>
+        streamResponse(
+          reply,
+          signal,
+          {
+            contentType: 'application/x-ndjson',
+            lateError: (err) =>
+              `${JSON.stringify({ type: 'error', error: errorBody(toAgentboxError(err), reply.request.id).error })}\n`,
+          },
+          (write) =>
+            deps.commands.output(
+              {
+                actor,
+                id: params.id,
+                commandId: params.commandId,
+                follow: query.follow === 'true',
+                stdoutOffset: query.stdoutOffset,
+                stderrOffset: query.stderrOffset,
+                signal,
+              },
+              (event) => write(`${JSON.stringify(event)}\n`),
+            ),
+        ),
+    }),
+    defineRoute({
+      method: 'DELETE',
+      url: '/v1/boxes/:id/commands/:commandId',
+      operationId: 'deleteBoxCommand',
+      summary: 'End a background command if it still runs, and drop it and its output',
+      tags: V1,
+      auth: 'key',
+      params: CommandParamsSchema,
+      responses: { 200: { description: 'Deleted', schema: CommandDeleteResponseSchema } },
+      errors: [...ON_BOX, 'command_not_found'],
+      handler: async ({ params, actor }) => {
+        await deps.commands.remove({ actor, id: params.id, commandId: params.commandId });
+        return { id: params.commandId, deleted: true as const };
       },
     }),
     defineRoute({
