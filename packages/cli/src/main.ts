@@ -7,7 +7,16 @@ import { imageBuild, imagePrune, imageShow } from './commands/image.js';
 import { parseEnvPairs, runCommandInBox } from './commands/run.js';
 import { setup } from './commands/setup.js';
 import { boxAction } from './commands/lifecycle.js';
-import { boxCopy, boxCreate, boxExec, boxList, boxRemove } from './commands/box.js';
+import {
+  boxCommandList,
+  boxCommandOutput,
+  boxCommandRemove,
+  boxCopy,
+  boxCreate,
+  boxExec,
+  boxList,
+  boxRemove,
+} from './commands/box.js';
 import { taskCancel, taskEvents, taskList, taskRemove, taskRun, taskShow } from './commands/task.js';
 import { agentboxHome } from '@agentbox/vm';
 import {
@@ -581,9 +590,45 @@ export function buildProgram(setExit: (code: number) => void): Command {
           numberOption('--timeout', 0.001),
         ),
       )
-      .option('-i, --stdin', "pass this process's stdin to the command", false),
+      .option('-i, --stdin', "pass this process's stdin to the command", false)
+      .option(
+        '-b, --background',
+        'start it as a background command that runs on past this call; print its id (see `box command`)',
+        false,
+      ),
   ).action(async (id: string, argv: string[], opts: Parameters<typeof boxExec>[2]) =>
     setExit(await boxExec(id, argv, opts)),
+  );
+  const command = box
+    .command('command')
+    .description('background commands in a box (`box exec --background`): list, read output, end');
+  daemonOptions(
+    command
+      .command('ls')
+      .description("a box's background commands, oldest first")
+      .argument('<box>', 'box id')
+      .option('--json', 'print {"commands": [...]}', false),
+  ).action(async (id: string, opts: Parameters<typeof boxCommandList>[1]) =>
+    setExit(await boxCommandList(id, opts)),
+  );
+  daemonOptions(
+    command
+      .command('output')
+      .description('what a background command printed; --follow: as it comes, exiting with its status')
+      .argument('<box>', 'box id')
+      .argument('<command>', 'command id (cmd-...)')
+      .option('-f, --follow', 'follow until the command ends', false),
+  ).action(async (id: string, commandId: string, opts: Parameters<typeof boxCommandOutput>[2]) =>
+    setExit(await boxCommandOutput(id, commandId, opts)),
+  );
+  daemonOptions(
+    command
+      .command('rm')
+      .description('end background commands if they still run, and drop them and their output')
+      .argument('<box>', 'box id')
+      .argument('<command...>', 'command ids'),
+  ).action(async (id: string, ids: string[], opts: { url?: string; key?: string }) =>
+    setExit(await boxCommandRemove(id, ids, opts)),
   );
   daemonOptions(
     box

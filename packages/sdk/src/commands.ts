@@ -1,9 +1,12 @@
-import type { ApiExecRequest, ExecEvent } from '@agentbox/protocol';
+import type { ApiExecRequest, Command, CommandOutputEvent, ExecEvent } from '@agentbox/protocol';
 import { fromBase64, toBase64, utf8 } from './bytes.js';
 import { errorFromObject, sdkError } from './errors.js';
 import { ndjsonLines, type HttpTransport, type RequestOpts } from './http.js';
+import { RETRIED, sleep } from './retry.js';
+import type { ReconnectOpts } from './tasks.js';
 
-export interface CommandOpts extends Omit<RequestOpts, 'timeoutMs'> {
+/** How a command's output reaches the caller, as it arrives. */
+export interface OutputCallbacks {
   /** Called with each piece of standard output as it arrives (UTF-8 decoded). */
   onStdout?: (data: string) => void;
   /** Called with each piece of standard error as it arrives (UTF-8 decoded). */
@@ -16,8 +19,10 @@ export interface CommandOpts extends Omit<RequestOpts, 'timeoutMs'> {
   onStdoutBytes?: (data: Uint8Array) => void | Promise<void>;
   /** As `onStdoutBytes`, for standard error. */
   onStderrBytes?: (data: Uint8Array) => void | Promise<void>;
-  /** Called once the process started, with its pid in the box. */
-  onStart?: (pid: number) => void;
+}
+
+/** What a command is started with. */
+export interface StartOpts {
   /** The daemon kills the command's process group after this long; the result says `timedOut`. */
   timeoutMs?: number;
   /** Added to the box's environment. */
@@ -26,6 +31,74 @@ export interface CommandOpts extends Omit<RequestOpts, 'timeoutMs'> {
   cwd?: string;
   /** Fed to standard input, which is then closed. */
   stdin?: string | Uint8Array;
+}
+
+export interface CommandOpts extends OutputCallbacks, StartOpts, Omit<RequestOpts, 'timeoutMs'> {
+  /** Called once the process started, with its pid in the box. */
+  onStart?: (pid: number) => void;
+}
+
+export interface FollowCommandOpts extends OutputCallbacks {
+  /** Bytes of standard output to skip (what the caller has already); default 0. */
+  stdoutOffset?: number;
+  /** Bytes of standard error to skip; default 0. */
+  stderrOffset?: number;
+  /** Stop following (the command runs on); the call rejects with the signal's reason. */
+  signal?: AbortSignal;
+  reconnect?: ReconnectOpts;
+}
+
+/** What a background command printed from the offsets asked, and whether it still runs. */
+export interface CommandOutput {
+  stdout: string;
+  stderr: string;
+  /** Where to read on from: the offsets asked plus the bytes returned. */
+  stdoutOffset: number;
+  stderrOffset: number;
+  /** How it ended; null while it runs. */
+  exit: Pick<CommandResult, 'exitCode' | 'signal' | 'timedOut' | 'durationMs'> | null;
+}
+
+function execRequest(cmd: string | readonly string[], opts: StartOpts): ApiExecRequest {
+  return {
+    ...(typeof cmd === 'string' ? { command: cmd } : { argv: [...cmd] }),
+    ...(opts.env ? { env: opts.env } : {}),
+    ...(opts.cwd ? { cwd: opts.cwd } : {}),
+    ...(opts.timeoutMs !== undefined ? { timeoutMs: opts.timeoutMs } : {}),
+    ...(opts.stdin !== undefined
+      ? { stdin: toBase64(typeof opts.stdin === 'string' ? utf8(opts.stdin) : opts.stdin) }
+      : {}),
+  };
+}
+
+/**
+ * Hands a command's output events to the callbacks and keeps what the result needs; `exit` closes
+ * the text (a character split across the last chunk is flushed).
+ */
+class OutputSink {
+  private readonly decoders = { stdout: new TextDecoder(), stderr: new TextDecoder() };
+  readonly text = { stdout: '', stderr: '' };
+  readonly bytes = { stdout: 0, stderr: 0 };
+
+  constructor(private readonly opts: OutputCallbacks) {}
+
+  async chunk(stream: 'stdout' | 'stderr', data: string): Promise<void> {
+    const raw = fromBase64(data);
+    this.bytes[stream] += raw.length;
+    const onBytes = stream === 'stdout' ? this.opts.onStdoutBytes : this.opts.onStderrBytes;
+    if (onBytes) return onBytes(raw);
+    const text = this.decoders[stream].decode(raw, { stream: true });
+    this.text[stream] += text;
+    if (text) (stream === 'stdout' ? this.opts.onStdout : this.opts.onStderr)?.(text);
+  }
+
+  end(): void {
+    for (const stream of ['stdout', 'stderr'] as const) {
+      const rest = this.decoders[stream].decode();
+      this.text[stream] += rest;
+      if (rest) (stream === 'stdout' ? this.opts.onStdout : this.opts.onStderr)?.(rest);
+    }
+  }
 }
 
 export interface CommandResult {
@@ -55,25 +128,13 @@ export class Commands {
    * found, guest unreachable, …) or a lost connection (`DaemonUnreachableError`).
    */
   async run(cmd: string | readonly string[], opts: CommandOpts = {}): Promise<CommandResult> {
-    const request: ApiExecRequest = {
-      ...(typeof cmd === 'string' ? { command: cmd } : { argv: [...cmd] }),
-      ...(opts.env ? { env: opts.env } : {}),
-      ...(opts.cwd ? { cwd: opts.cwd } : {}),
-      ...(opts.timeoutMs !== undefined ? { timeoutMs: opts.timeoutMs } : {}),
-      ...(opts.stdin !== undefined
-        ? { stdin: toBase64(typeof opts.stdin === 'string' ? utf8(opts.stdin) : opts.stdin) }
-        : {}),
-    };
     const res = await this.http.request({
       method: 'POST',
-      path: `/v1/boxes/${encodeURIComponent(this.boxId)}/exec`,
-      json: request,
+      path: `${this.base}/exec`,
+      json: execRequest(cmd, opts),
       ...(opts.signal ? { signal: opts.signal } : {}),
     });
-    const decoders = { stdout: new TextDecoder(), stderr: new TextDecoder() };
-    const output = { stdout: '', stderr: '' };
-    const callbacks = { stdout: opts.onStdout, stderr: opts.onStderr };
-    const bytes = { stdout: opts.onStdoutBytes, stderr: opts.onStderrBytes };
+    const sink = new OutputSink(opts);
     let pid: number | null = null;
     for await (const line of ndjsonLines(res.body, this.http.url, opts.signal)) {
       const event = line as ExecEvent;
@@ -83,31 +144,12 @@ export class Commands {
           opts.onStart?.(event.pid);
           break;
         case 'stdout':
-        case 'stderr': {
-          const raw = bytes[event.type];
-          if (raw) {
-            await raw(fromBase64(event.data));
-            break;
-          }
-          const text = decoders[event.type].decode(fromBase64(event.data), { stream: true });
-          output[event.type] += text;
-          if (text) callbacks[event.type]?.(text);
+        case 'stderr':
+          await sink.chunk(event.type, event.data);
           break;
-        }
         case 'exit': {
-          for (const stream of ['stdout', 'stderr'] as const) {
-            const rest = decoders[stream].decode();
-            output[stream] += rest;
-            if (rest) callbacks[stream]?.(rest);
-          }
-          return {
-            exitCode: event.exitCode,
-            signal: event.signal,
-            timedOut: event.timedOut,
-            durationMs: event.durationMs,
-            pid,
-            ...output,
-          };
+          sink.end();
+          return { ...exitOf(event), pid, ...sink.text };
         }
         case 'error':
           // Not sdkError(event.error.code): a newer daemon may send a code this SDK has no class for.
@@ -119,4 +161,158 @@ export class Commands {
       `the exec stream from ${this.http.url} ended before the command did`,
     );
   }
+
+  /**
+   * Starts a background command: it runs on in the box past this call (a server, a long build), its
+   * output kept there. Answers once its process runs; read its output with `output` or `follow`,
+   * end it with `remove`. It holds its box awake (never paused for idleness) while it runs.
+   */
+  async start(
+    cmd: string | readonly string[],
+    opts: StartOpts & Omit<RequestOpts, 'timeoutMs'> = {},
+  ): Promise<Command> {
+    return this.http.json<Command>({
+      method: 'POST',
+      path: `${this.base}/commands`,
+      json: execRequest(cmd, opts),
+      ...(opts.signal ? { signal: opts.signal } : {}),
+    });
+  }
+
+  /** The box's background commands, oldest first. */
+  async list(opts: RequestOpts = {}): Promise<Command[]> {
+    return (
+      await this.http.json<{ commands: Command[] }>({ method: 'GET', path: `${this.base}/commands`, ...opts })
+    ).commands;
+  }
+
+  /** One background command: its state, and its exit once it ended. */
+  get(id: string, opts: RequestOpts = {}): Promise<Command> {
+    return this.http.json<Command>({ method: 'GET', path: this.commandPath(id), ...opts });
+  }
+
+  /**
+   * What a background command printed so far, from the offsets given (bytes), without waiting;
+   * the callbacks get it as it arrives too (with a bytes callback, that stream's text is '').
+   */
+  async output(
+    id: string,
+    opts: RequestOpts & OutputCallbacks & { stdoutOffset?: number; stderrOffset?: number } = {},
+  ): Promise<CommandOutput> {
+    const { stdoutOffset = 0, stderrOffset = 0 } = opts;
+    const res = await this.http.request({
+      method: 'GET',
+      path: `${this.commandPath(id)}/output`,
+      query: { stdoutOffset, stderrOffset },
+      ...(opts.signal ? { signal: opts.signal } : {}),
+      ...(opts.timeoutMs !== undefined ? { timeoutMs: opts.timeoutMs } : {}),
+    });
+    const sink = new OutputSink(opts);
+    for await (const line of ndjsonLines(res.body, this.http.url, opts.signal)) {
+      const event = line as CommandOutputEvent;
+      switch (event.type) {
+        case 'stdout':
+        case 'stderr':
+          await sink.chunk(event.type, event.data);
+          break;
+        case 'exit':
+        case 'running':
+          sink.end();
+          return {
+            ...sink.text,
+            stdoutOffset: stdoutOffset + sink.bytes.stdout,
+            stderrOffset: stderrOffset + sink.bytes.stderr,
+            exit: event.type === 'exit' ? exitOf(event) : null,
+          };
+        case 'error':
+          throw errorFromObject(event.error, { message: 'reading the command output failed' });
+        case 'started':
+          break;
+      }
+    }
+    throw sdkError('daemon_unreachable', `the output stream from ${this.http.url} ended early`);
+  }
+
+  /**
+   * Follows a background command's output, as it comes, to its exit. A dropped connection (a
+   * daemon restart) is resumed from the bytes received, so nothing is lost or repeated; aborting
+   * stops following, and the command runs on.
+   */
+  async follow(id: string, opts: FollowCommandOpts = {}): Promise<CommandResult> {
+    const attempts = opts.reconnect?.attempts ?? 5;
+    const delayMs = opts.reconnect?.delayMs ?? 250;
+    const healthyMs = opts.reconnect?.healthyMs ?? 5000;
+    const sink = new OutputSink(opts);
+    const from = { stdout: opts.stdoutOffset ?? 0, stderr: opts.stderrOffset ?? 0 };
+    let pid: number | null = null;
+    let failures = 0;
+    for (;;) {
+      const startedAt = Date.now();
+      const before = sink.bytes.stdout + sink.bytes.stderr;
+      let failure: unknown;
+      try {
+        const res = await this.http.request({
+          method: 'GET',
+          path: `${this.commandPath(id)}/output`,
+          query: {
+            follow: 'true',
+            stdoutOffset: from.stdout + sink.bytes.stdout,
+            stderrOffset: from.stderr + sink.bytes.stderr,
+          },
+          gatewayUnreachable: true,
+          ...(opts.signal ? { signal: opts.signal } : {}),
+        });
+        for await (const line of ndjsonLines(res.body, this.http.url, opts.signal)) {
+          const event = line as CommandOutputEvent;
+          switch (event.type) {
+            case 'started':
+              pid = event.pid;
+              break;
+            case 'stdout':
+            case 'stderr':
+              await sink.chunk(event.type, event.data);
+              break;
+            case 'exit':
+              sink.end();
+              return { ...exitOf(event), pid, ...sink.text };
+            case 'error':
+              throw errorFromObject(event.error, { message: 'reading the command output failed' });
+            case 'running':
+              break;
+          }
+        }
+        failure = sdkError('daemon_unreachable', `the output stream from ${this.http.url} ended early`);
+      } catch (err) {
+        const code = (err as { code?: unknown }).code;
+        if (typeof code !== 'string' || !RETRIED.has(code)) throw err;
+        failure = err;
+      }
+      if (sink.bytes.stdout + sink.bytes.stderr > before || Date.now() - startedAt >= healthyMs) failures = 0;
+      if (failures >= attempts) throw failure;
+      failures++;
+      await sleep(delayMs * Math.min(failures, 4), opts.signal);
+    }
+  }
+
+  /** Ends a background command if it still runs, and drops it and its output. */
+  async remove(id: string, opts: RequestOpts = {}): Promise<void> {
+    await this.http.json({ method: 'DELETE', path: this.commandPath(id), ...opts });
+  }
+
+  private get base(): string {
+    return `/v1/boxes/${encodeURIComponent(this.boxId)}`;
+  }
+
+  private commandPath(id: string): string {
+    return `${this.base}/commands/${encodeURIComponent(id)}`;
+  }
+}
+
+function exitOf(event: Extract<ExecEvent, { type: 'exit' }>) {
+  return {
+    exitCode: event.exitCode,
+    signal: event.signal,
+    timedOut: event.timedOut,
+    durationMs: event.durationMs,
+  };
 }

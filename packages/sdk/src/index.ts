@@ -1,6 +1,14 @@
 export { AgentboxClient, Boxes, DEFAULT_URL, type ClientOpts, type Health } from './client.js';
 export { Sandbox, BoxTasks, type SandboxCreateOpts, type ClientOpt, type EgressAudit } from './sandbox.js';
-export { Commands, type CommandOpts, type CommandResult } from './commands.js';
+export {
+  Commands,
+  type CommandOpts,
+  type CommandResult,
+  type CommandOutput,
+  type FollowCommandOpts,
+  type OutputCallbacks,
+  type StartOpts,
+} from './commands.js';
 export { Files, type FileData, type WriteResult } from './files.js';
 export { Processes } from './processes.js';
 export {
@@ -29,6 +37,7 @@ export {
   BoxNotFoundError,
   FileNotFoundError,
   ProcessNotFoundError,
+  CommandNotFoundError,
   TaskNotFoundError,
   LibraryItemNotFoundError,
   KeyNotFoundError,
@@ -56,6 +65,7 @@ export {
 } from './errors.js';
 export type {
   Box,
+  Command,
   BoxState,
   EntryInfo,
   ProcessInfo,

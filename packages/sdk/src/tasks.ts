@@ -8,6 +8,7 @@ import type {
 import type { z } from 'zod';
 import { errorFromObject } from './errors.js';
 import { ndjsonLines, type HttpTransport, type RequestOpts } from './http.js';
+import { RETRIED, sleep } from './retry.js';
 
 /** A task as sent: the TaskSpec (defaults may be left out) plus where it runs (`boxId` | `userId` | neither). */
 export type TaskRequest = z.input<typeof CreateTaskRequestSchema>;
@@ -58,25 +59,6 @@ export const ENDED_TASK_STATES: ReadonlySet<TaskState> = new Set([
   'cancelled',
   'timed_out',
 ]);
-
-/** Resolves after `ms`, or rejects with the signal's reason when it aborts first. */
-function sleep(ms: number, signal: AbortSignal | undefined): Promise<void> {
-  return new Promise((resolve, reject) => {
-    if (signal?.aborted) return reject(signal.reason as Error);
-    const onAbort = () => {
-      clearTimeout(timer);
-      reject(signal!.reason as Error);
-    };
-    const timer = setTimeout(() => {
-      signal?.removeEventListener('abort', onAbort);
-      resolve();
-    }, ms);
-    signal?.addEventListener('abort', onAbort, { once: true });
-  });
-}
-
-/** Errors that mean the connection, not the request, failed: the stream is resumed. */
-const RETRIED = new Set(['daemon_unreachable', 'shutting_down']);
 
 /**
  * A queued task: iterate it for its events (each iteration starts at the first event and follows

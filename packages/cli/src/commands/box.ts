@@ -1,7 +1,13 @@
 import fs from 'node:fs';
 import { Readable } from 'node:stream';
 import { pipeline } from 'node:stream/promises';
-import { AgentboxError, type Box, type CreateBoxRequest, type Runtime } from '@agentbox/protocol';
+import {
+  AgentboxError,
+  type Box,
+  type Command,
+  type CreateBoxRequest,
+  type Runtime,
+} from '@agentbox/protocol';
 import { daemonClient } from '../daemon.js';
 import { formatTable, writeJson, writeTo } from '../output.js';
 import { parseEnvPairs, shellExitStatus } from './run.js';
@@ -98,6 +104,7 @@ export interface BoxExecFlags extends DaemonFlags {
   workdir?: string;
   timeout?: number;
   stdin: boolean;
+  background?: boolean;
 }
 
 /**
@@ -119,6 +126,17 @@ export async function boxExec(
     throw new AgentboxError('invalid_request', '--workdir must be an absolute path in the box');
   const stdin = options.stdin ? Buffer.concat(await readAll(io.stdin)) : undefined;
   const box = await daemonClient(options).boxes.connect(id);
+  const start = {
+    env: parseEnvPairs(options.env),
+    ...(options.workdir ? { cwd: options.workdir } : {}),
+    ...(options.timeout !== undefined ? { timeoutMs: Math.round(options.timeout * 1000) } : {}),
+    ...(stdin ? { stdin } : {}),
+  };
+  if (options.background) {
+    const command = await box.commands.start(argv, start);
+    io.stdout.write(`${command.id}\n`);
+    return 0;
+  }
   // Ctrl-C ends the request, and the daemon ends the command of a client that went away.
   const abort = new AbortController();
   let interrupted: NodeJS.Signals | undefined;
@@ -130,10 +148,7 @@ export async function boxExec(
   process.once('SIGTERM', onSignal);
   try {
     const result = await box.commands.run(argv, {
-      env: parseEnvPairs(options.env),
-      ...(options.workdir ? { cwd: options.workdir } : {}),
-      ...(options.timeout !== undefined ? { timeoutMs: Math.round(options.timeout * 1000) } : {}),
-      ...(stdin ? { stdin } : {}),
+      ...start,
       onStdoutBytes: writeTo(io.stdout),
       onStderrBytes: writeTo(io.stderr),
       signal: abort.signal,
@@ -146,6 +161,70 @@ export async function boxExec(
     process.off('SIGINT', onSignal);
     process.off('SIGTERM', onSignal);
   }
+}
+
+function formatCommands(commands: readonly Command[]): string {
+  if (commands.length === 0) return 'no commands (`agentbox box exec --background BOX -- CMD` starts one)';
+  return formatTable(
+    ['ID', 'STATE', 'PID', 'EXIT', 'AGE', 'COMMAND'],
+    commands.map((c) => [
+      c.id,
+      c.state,
+      c.pid === null ? '-' : String(c.pid),
+      c.state !== 'exited' ? '-' : (c.signal ?? String(c.exitCode)),
+      age(c.startedAt),
+      c.argv.join(' ').slice(0, 60),
+    ]),
+  );
+}
+
+/** `agentbox box command ls BOX`: the box's background commands. */
+export async function boxCommandList(
+  id: string,
+  options: DaemonFlags & { json: boolean },
+  out = process.stdout,
+): Promise<number> {
+  const box = await daemonClient(options).boxes.connect(id);
+  const commands = await box.commands.list();
+  if (options.json) writeJson({ commands }, out);
+  else out.write(`${formatCommands(commands)}\n`);
+  return 0;
+}
+
+/**
+ * `agentbox box command output BOX CMD [--follow]`: what a background command printed, stdout and
+ * stderr passed through as bytes; with --follow, as it comes until it ends, exiting with its
+ * status (the command runs on if this is interrupted).
+ */
+export async function boxCommandOutput(
+  id: string,
+  commandId: string,
+  options: DaemonFlags & { follow: boolean },
+  io: { stdout: NodeJS.WritableStream; stderr: NodeJS.WritableStream } = process,
+): Promise<number> {
+  const box = await daemonClient(options).boxes.connect(id);
+  const sinks = { onStdoutBytes: writeTo(io.stdout), onStderrBytes: writeTo(io.stderr) };
+  if (!options.follow) {
+    await box.commands.output(commandId, sinks);
+    return 0;
+  }
+  const result = await box.commands.follow(commandId, sinks);
+  return result.timedOut ? 124 : shellExitStatus(result);
+}
+
+/** `agentbox box command rm BOX CMD...`: ends background commands still running and drops them. */
+export async function boxCommandRemove(
+  id: string,
+  commandIds: string[],
+  options: DaemonFlags,
+  out = process.stdout,
+): Promise<number> {
+  const box = await daemonClient(options).boxes.connect(id);
+  for (const commandId of commandIds) {
+    await box.commands.remove(commandId);
+    out.write(`${commandId} deleted\n`);
+  }
+  return 0;
 }
 
 async function readAll(stream: NodeJS.ReadableStream): Promise<Buffer[]> {

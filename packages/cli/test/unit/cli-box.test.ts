@@ -66,6 +66,47 @@ describe('agentbox box', () => {
     expect(relative.stderr).toMatch(/--workdir must be an absolute path/);
   }, 60_000);
 
+  it('background commands: exec --background prints an id; command ls, output (--follow), rm', async () => {
+    const go = path.join(tmp, 'go');
+    const started = await cli([
+      'box',
+      'exec',
+      boxId,
+      '--background',
+      ...flags,
+      '--',
+      'sh',
+      '-c',
+      `echo first; echo warn >&2; while [ ! -e ${go} ]; do sleep 0.02; done; echo second; exit 3`,
+    ]);
+    expect(started.code, started.stderr).toBe(0);
+    const id = started.stdout.trim();
+    expect(id).toMatch(/^cmd-[0-9a-f]{12}$/);
+    let sofar = await cli(['box', 'command', 'output', boxId, id, ...flags]);
+    for (let i = 0; sofar.stdout === '' && i < 50; i++)
+      sofar = await cli(['box', 'command', 'output', boxId, id, ...flags]);
+    expect(sofar).toEqual({ code: 0, stdout: 'first\n', stderr: 'warn\n' });
+    const table = await cli(['box', 'command', 'ls', boxId, ...flags]);
+    expect(table.stdout).toMatch(
+      new RegExp(`^${id}\\s+running\\s+\\d+\\s+-\\s+\\d+s\\s+sh -c echo first`, 'm'),
+    );
+    const following = cli(['box', 'command', 'output', boxId, id, '--follow', ...flags]);
+    await new Promise((r) => setTimeout(r, 300));
+    fs.writeFileSync(go, '');
+    expect(await following).toEqual({ code: 3, stdout: 'first\nsecond\n', stderr: 'warn\n' });
+    const json = JSON.parse((await cli(['box', 'command', 'ls', boxId, '--json', ...flags])).stdout) as {
+      commands: { id: string; state: string; exitCode: number }[];
+    };
+    expect(json.commands.find((c) => c.id === id)).toMatchObject({ state: 'exited', exitCode: 3 });
+    expect(await cli(['box', 'command', 'rm', boxId, id, ...flags])).toMatchObject({
+      code: 0,
+      stdout: `${id} deleted\n`,
+    });
+    const gone = await cli(['box', 'command', 'output', boxId, id, ...flags]);
+    expect(gone.code).not.toBe(0);
+    expect(gone.stderr).toMatch(new RegExp(`no command ${id} in box ${boxId}`));
+  }, 60_000);
+
   it('copies a file in and out byte for byte, and to stdout', async () => {
     const bytes = randomBytes(300 * 1024);
     const local = path.join(tmp, 'in.bin');

@@ -11,6 +11,7 @@ describe('@agentbox/sdk public surface', () => {
       'BoxTasks',
       'Boxes',
       'CapacityExhaustedError',
+      'CommandNotFoundError',
       'Commands',
       'DEFAULT_URL',
       'DaemonUnreachableError',

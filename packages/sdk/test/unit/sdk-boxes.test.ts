@@ -1,9 +1,11 @@
+import fs from 'node:fs';
 import { Readable } from 'node:stream';
 import util from 'node:util';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import {
   AgentboxClient,
   BoxNotFoundError,
+  CommandNotFoundError,
   FileNotFoundError,
   InvalidRequestError,
   InvalidStateError,
@@ -29,6 +31,45 @@ describe('Sandbox over the fake driver', () => {
     box = await Sandbox.create({ client, labels: { suite: 'sdk' }, env: { GREETING: 'hi' } });
   });
   afterAll(() => d.close());
+
+  it('background commands: start, output so far, follow across cut connections, remove', async () => {
+    const viaRelay = await Sandbox.connect(box.id, {
+      client: new AgentboxClient({ url: d.proxyUrl, apiKey: d.admin }),
+    });
+    const go = `/tmp/agentbox-sdk-go-${process.pid}`;
+    const cmd = await viaRelay.commands.start(
+      `echo "$GREETING"; echo e >&2; while [ ! -e ${go} ]; do sleep 0.02; done; echo ünïcode; exit 2`,
+    );
+    expect(cmd).toMatchObject({ state: 'running', boxId: box.id });
+    let sofar = await viaRelay.commands.output(cmd.id);
+    for (let i = 0; sofar.stdout === '' && i < 100; i++) {
+      await new Promise((r) => setTimeout(r, 20));
+      sofar = await viaRelay.commands.output(cmd.id);
+    }
+    expect(sofar).toEqual({ stdout: 'hi\n', stderr: 'e\n', stdoutOffset: 3, stderrOffset: 2, exit: null });
+    const seen: string[] = [];
+    const connections = d.connections();
+    const following = viaRelay.commands.follow(cmd.id, {
+      stdoutOffset: sofar.stdoutOffset,
+      onStdout: (text) => seen.push(text),
+      reconnect: { delayMs: 20 },
+    });
+    // Connections cut while it follows: it reads on from the bytes it had.
+    for (let i = 0; i < 3; i++) {
+      await new Promise((r) => setTimeout(r, 150));
+      d.cutConnections();
+    }
+    fs.writeFileSync(go, '');
+    const result = await following;
+    fs.rmSync(go);
+    expect(result).toMatchObject({ exitCode: 2, stdout: 'ünïcode\n', stderr: 'e\n' });
+    expect(seen.join('')).toBe('ünïcode\n');
+    expect(d.connections() - connections).toBeGreaterThanOrEqual(3);
+    expect(await box.commands.get(cmd.id)).toMatchObject({ state: 'exited', exitCode: 2 });
+    expect((await box.commands.list()).map((c) => c.id)).toContain(cmd.id);
+    await box.commands.remove(cmd.id);
+    await expect(box.commands.get(cmd.id)).rejects.toBeInstanceOf(CommandNotFoundError);
+  });
 
   it('creates a running box; connect and list find it', async () => {
     expect(box.id).toMatch(/^box-[a-z0-9]{10}$/);
