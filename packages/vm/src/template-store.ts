@@ -13,7 +13,7 @@ import type { VmResources, VmTemplate } from './backend.js';
  */
 
 /** Bump when how a template is made changes (what runs in it before the snapshot, the devices, the CPU model, the kernel command line). */
-export const TEMPLATE_REVISION = 8;
+export const TEMPLATE_REVISION = 9;
 
 export const TemplateManifestSchema = z
   .object({

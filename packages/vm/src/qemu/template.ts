@@ -1,7 +1,7 @@
 import { randomBytes, randomUUID } from 'node:crypto';
 import fsp from 'node:fs/promises';
 import path from 'node:path';
-import { GUEST_LANG } from '@agentbox/protocol';
+import { GUEST_LANG, JOURNAL_END_OFFSET } from '@agentbox/protocol';
 import type { VmResources, VmTemplate } from '../backend.js';
 import { runCommand } from '../command.js';
 import type { Image } from '../image/manifest.js';
@@ -66,6 +66,35 @@ async function warmUp(vm: QemuVm): Promise<void> {
       },
       { stdin: Buffer.from('warm'), onStdout: () => undefined, onStderr: () => undefined },
     );
+    await guest.forgetExec(journal);
+  }
+  // A background command: a watched journaled exec left once it started, its output read and the
+  // read cut, its exit watched, its state asked: paths of their own, each ~0.1 s in a fresh clone.
+  for (let i = 0; i < 3; i++) {
+    const journal = `warm-up-bg-${i}`;
+    const started = new AbortController();
+    await guest
+      .exec(
+        {
+          argv: ['sh', '-c', 'echo warm; echo warm >&2; sleep 0.1'],
+          env,
+          cwd: '/root',
+          journal,
+          watch: true,
+        },
+        { onStarted: () => started.abort(), signal: started.signal },
+      )
+      .catch(() => undefined);
+    await guest.statExec(journal);
+    const reading = new AbortController();
+    await guest
+      .attachExec(
+        { journal, stdoutOffset: 0, stderrOffset: 0, watch: true },
+        { onStdout: () => reading.abort(), signal: reading.signal },
+      )
+      .catch(() => undefined);
+    const end = JOURNAL_END_OFFSET;
+    await guest.attachExec({ journal, stdoutOffset: end, stderrOffset: end, watch: true });
     await guest.forgetExec(journal);
   }
   // A box's first connection out goes through the in-box egress proxy, whose code had never run
