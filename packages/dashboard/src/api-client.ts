@@ -2,6 +2,8 @@ import type {
   ApiKey,
   ApiKeyGrantsUpdate,
   Box,
+  Command,
+  CommandDeleteResponse,
   CreateApiKeyRequest,
   CreateBoxRequest,
   CreatedApiKey,
@@ -17,6 +19,7 @@ import type {
   TaskEvent,
   TaskSpecInput,
 } from '@agentbox/protocol';
+import { commandOutputText } from './command-output.js';
 import { createLineSplitter } from './ndjson.js';
 
 /*
@@ -185,6 +188,17 @@ export function createApiClient(options: ApiClientOptions) {
         'DELETE',
         `/v1/boxes/${id(boxId)}/processes/${pid}${signal ? `?signal=${id(signal)}` : ''}`,
       ),
+    /** The box's background commands (from the daemon's store: the box is not woken). */
+    listCommands: async (boxId: string) =>
+      (await json<{ commands: Command[] }>('GET', `/v1/boxes/${id(boxId)}/commands`)).commands,
+    /** What a background command printed so far (the box wakes to read it). */
+    commandOutput: async (boxId: string, commandId: string) =>
+      commandOutputText(
+        await (await send('GET', `/v1/boxes/${id(boxId)}/commands/${id(commandId)}/output`)).text(),
+      ),
+    /** Ends a background command if it runs, and drops it and its output. */
+    deleteCommand: (boxId: string, commandId: string) =>
+      json<CommandDeleteResponse>('DELETE', `/v1/boxes/${id(boxId)}/commands/${id(commandId)}`),
     /** API keys (admin keys only: a user key gets 403 `forbidden`). */
     listKeys: async () => (await json<{ keys: ApiKey[] }>('GET', '/v1/keys')).keys,
     createKey: (body: CreateApiKeyRequest) => json<CreatedApiKey>('POST', '/v1/keys', body),

@@ -393,6 +393,7 @@ export const CommandListResponseSchema = z.object({ commands: z.array(CommandSch
 export const CommandDeleteResponseSchema = z
   .object({ id: CommandIdSchema, deleted: z.literal(true) })
   .strict();
+export type CommandDeleteResponse = z.infer<typeof CommandDeleteResponseSchema>;
 
 export const CommandOutputQuerySchema = z
   .object({

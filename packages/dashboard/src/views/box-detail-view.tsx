@@ -7,7 +7,7 @@ import { age, bytes, clock } from '../format.js';
 import { usePolled, useTick } from '../hooks.js';
 import { linkTo, navigate } from '../router.js';
 import { BoxActions, type Capabilities } from './box-actions.js';
-import { FilesPanel, ProcessesPanel } from './box-files.js';
+import { CommandsPanel, FilesPanel, ProcessesPanel } from './box-files.js';
 import { TaskTable } from './tasks-view.js';
 import { appendNewer } from '../seq-log.js';
 
@@ -59,6 +59,7 @@ export function BoxDetailView(props: { api: ApiClient; caps: Capabilities; id: s
           <ProcessesPanel api={api} boxId={id} />
         </>
       ) : null}
+      {box.data && box.data.state !== 'deleted' ? <CommandsPanel api={api} boxId={id} now={now} /> : null}
       <EgressAudit api={api} boxId={id} />
       <Section title="Tasks in this box">
         <ErrorNote error={tasks.error} />

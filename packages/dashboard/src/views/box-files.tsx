@@ -1,9 +1,11 @@
 import type { EntryInfo, FileListResponse, ProcessInfo } from '@agentbox/protocol';
 import { useState } from 'preact/hooks';
 import type { ApiClient } from '../api-client.js';
+import type { CommandOutputText } from '../command-output.js';
 import { crumbs, joinPath, opensAsDirectory, parentOf, sortEntries, WORKSPACE } from '../box-paths.js';
-import { ConfirmButton, ErrorNote, Section } from '../components.js';
+import { ConfirmButton, ErrorNote, Section, StateBadge } from '../components.js';
 import { age, bytes } from '../format.js';
+import { usePolled } from '../hooks.js';
 
 /*
  * Files and processes are read from the guest on request only, never polled: a look at a box's
@@ -265,6 +267,108 @@ export function ProcessesPanel(props: { api: ApiClient; boxId: string }) {
             ))}
           </tbody>
         </table>
+      ) : null}
+    </Section>
+  );
+}
+
+/**
+ * The box's background commands (listed from the daemon's store, so polling wakes nothing); a
+ * command's output is read on request; delete ends one that runs (asks once more).
+ */
+export function CommandsPanel(props: { api: ApiClient; boxId: string; now: number }) {
+  const { api, boxId } = props;
+  const commands = usePolled(() => api.listCommands(boxId), 3000, [api, boxId]);
+  const [shown, setShown] = useState<{ id: string; output: CommandOutputText } | undefined>(undefined);
+  const [error, setError] = useState<unknown>(undefined);
+
+  async function show(commandId: string) {
+    setError(undefined);
+    try {
+      setShown({ id: commandId, output: await api.commandOutput(boxId, commandId) });
+    } catch (err) {
+      setError(err);
+    }
+  }
+
+  const list = commands.data ?? [];
+  return (
+    <Section title="Background commands">
+      <ErrorNote error={commands.error ?? error} />
+      {commands.data && list.length === 0 ? (
+        <p class="muted">
+          None. <code>agentbox box exec --background {boxId} -- CMD</code> or{' '}
+          <code>POST /v1/boxes/{boxId}/commands</code> starts one.
+        </p>
+      ) : null}
+      {list.length > 0 ? (
+        <table data-testid="commands-table">
+          <thead>
+            <tr>
+              <th>Command</th>
+              <th>State</th>
+              <th>Exit</th>
+              <th>Started</th>
+              <th>Runs</th>
+              <th />
+            </tr>
+          </thead>
+          <tbody>
+            {list.map((c) => (
+              <tr key={c.id} data-testid="command-row" data-command={c.id}>
+                <td>
+                  <code>{c.id}</code>
+                </td>
+                <td>
+                  <StateBadge state={c.state} />
+                </td>
+                <td>{c.state === 'exited' ? (c.signal ?? c.exitCode) : '—'}</td>
+                <td>{age(c.startedAt, props.now)} ago</td>
+                <td class="prompt-cell" title={c.argv.join(' ')}>
+                  {c.argv.join(' ')}
+                </td>
+                <td>
+                  <button type="button" data-testid="command-output" onClick={() => void show(c.id)}>
+                    Output
+                  </button>
+                  <ConfirmButton
+                    label="Delete"
+                    confirmLabel="Confirm delete"
+                    testId="delete-command"
+                    onConfirm={async () => {
+                      setError(undefined);
+                      try {
+                        await api.deleteCommand(boxId, c.id);
+                        if (shown?.id === c.id) setShown(undefined);
+                      } catch (err) {
+                        setError(err);
+                      }
+                      await commands.reload();
+                    }}
+                  />
+                </td>
+              </tr>
+            ))}
+          </tbody>
+        </table>
+      ) : null}
+      {shown ? (
+        <div data-testid="command-output-view">
+          <p class="small">
+            Output of <code>{shown.id}</code>
+            {shown.output.exit
+              ? ` (exited ${shown.output.exit.signal ?? shown.output.exit.exitCode})`
+              : shown.output.error
+                ? ` (${shown.output.error.message})`
+                : ' so far (still running)'}
+          </p>
+          <pre data-testid="command-stdout">{shown.output.stdout}</pre>
+          {shown.output.stderr ? (
+            <pre class="stderr" data-testid="command-stderr">
+              {shown.output.stderr}
+            </pre>
+          ) : null}
+        </div>
       ) : null}
     </Section>
   );

@@ -327,6 +327,35 @@ describe('the web dashboard in Chromium against a real daemon', () => {
     ).toBe('gone');
   });
 
+  it("lists the box's background commands, shows one's output, deletes it", async () => {
+    const started = await api('POST', `/v1/boxes/${boxId}/commands`, {
+      command: 'echo hello from the background; echo a warning >&2; sleep 7778',
+    });
+    expect(started.status).toBe(201);
+    const cmd = (await started.json()) as { id: string; pid: number };
+    const row = page.locator(`[data-testid=command-row][data-command="${cmd.id}"]`);
+    await row.waitFor({ timeout: 60_000 });
+    expect(await row.innerText()).toContain('running');
+    await row.getByTestId('command-output').click();
+    await expect
+      .poll(() => page.getByTestId('command-stdout').innerText(), { timeout: 60_000 })
+      .toBe('hello from the background\n');
+    expect(await page.getByTestId('command-stderr').innerText()).toBe('a warning\n');
+    expect(await page.getByTestId('command-output-view').innerText()).toContain('still running');
+    await shot('09b-box-commands');
+    await row.getByTestId('delete-command').click();
+    await row.getByTestId('delete-command-confirm').click();
+    await expect.poll(() => row.count(), { timeout: 60_000 }).toBe(0);
+    const left = await api('POST', `/v1/boxes/${boxId}/exec?stream=false`, {
+      command: `kill -0 ${cmd.pid} 2>/dev/null && echo alive || echo gone`,
+    });
+    expect(
+      Buffer.from(((await left.json()) as { stdout: string }).stdout, 'base64')
+        .toString()
+        .trim(),
+    ).toBe('gone');
+  });
+
   it('pauses and resumes the box when the daemon can', async () => {
     await page.getByTestId('box-facts').waitFor();
     const state = () => page.getByTestId('box-facts').getByTestId('state').innerText();

@@ -13,6 +13,7 @@ import {
   grantsForm,
   grantsFromForm,
 } from '../../src/key-grants.js';
+import { commandOutputText } from '../../src/command-output.js';
 import { createLineSplitter } from '../../src/ndjson.js';
 import { parseRoute } from '../../src/routes.js';
 import { appendNewer, latestWins } from '../../src/seq-log.js';
@@ -36,6 +37,36 @@ describe('dashboard logic', () => {
     appendNewer(log, page); // the second load asked after seq 2 too
     appendNewer(log, [{ seq: 4 }, { seq: 5 }]);
     expect(log.map((r) => r.seq)).toEqual([1, 2, 3, 4, 5]);
+  });
+
+  it("reads a background command's output as text: a character cut between chunks whole, the exit or the error", () => {
+    const b64 = (bytes: number[]) => Buffer.from(bytes).toString('base64');
+    const euro = [...Buffer.from('€')]; // three bytes, cut after the first
+    const lines = [
+      { type: 'started', pid: 7 },
+      { type: 'stdout', data: b64([...Buffer.from('price: '), euro[0]!]) },
+      { type: 'stderr', data: b64([...Buffer.from('warn\n')]) },
+      { type: 'stdout', data: b64([euro[1]!, euro[2]!, 0x0a]) },
+      { type: 'exit', exitCode: 3, signal: null, timedOut: false, durationMs: 5 },
+    ];
+    const text = lines.map((l) => JSON.stringify(l)).join('\n');
+    expect(commandOutputText(text)).toEqual({
+      stdout: 'price: €\n',
+      stderr: 'warn\n',
+      exit: { exitCode: 3, signal: null, timedOut: false },
+      error: null,
+    });
+    const running = commandOutputText(
+      `${JSON.stringify({ type: 'stdout', data: b64([0xff]) })}\n${JSON.stringify({ type: 'running', stdoutOffset: 1, stderrOffset: 0 })}\n`,
+    );
+    expect(running).toMatchObject({ stdout: '\ufffd', exit: null, error: null });
+    const lost = commandOutputText(
+      JSON.stringify({
+        type: 'error',
+        error: { code: 'process_not_found', message: 'gone', requestId: 'r' },
+      }),
+    );
+    expect(lost.error).toMatchObject({ code: 'process_not_found' });
   });
 
   it('splits streamed NDJSON into lines wherever the chunks are cut', () => {
