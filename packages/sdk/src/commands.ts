@@ -1,4 +1,10 @@
-import type { ApiExecRequest, Command, CommandOutputEvent, ExecEvent } from '@agentbox/protocol';
+import type {
+  ApiExecRequest,
+  Command,
+  CommandOutputEvent,
+  ExecEvent,
+  StartCommandRequest,
+} from '@agentbox/protocol';
 import { fromBase64, toBase64, utf8 } from './bytes.js';
 import { errorFromObject, sdkError } from './errors.js';
 import { ndjsonLines, type HttpTransport, type RequestOpts } from './http.js';
@@ -19,6 +25,11 @@ export interface OutputCallbacks {
   onStdoutBytes?: (data: Uint8Array) => void | Promise<void>;
   /** As `onStdoutBytes`, for standard error. */
   onStderrBytes?: (data: Uint8Array) => void | Promise<void>;
+  /**
+   * A background command's output of that stream before `offset` (bytes) was dropped: it keeps
+   * only its last `keepOutputBytes`. What follows is from there.
+   */
+  onSkipped?: (stream: 'stdout' | 'stderr', offset: number) => void;
 }
 
 /** What a command is started with. */
@@ -31,6 +42,11 @@ export interface StartOpts {
   cwd?: string;
   /** Fed to standard input, which is then closed. */
   stdin?: string | Uint8Array;
+  /**
+   * A background command (`start`) keeps about the last this many bytes of each stream in the
+   * box (default 32 MiB, at least 1 MiB); older output is dropped.
+   */
+  keepOutputBytes?: number;
 }
 
 export interface CommandOpts extends OutputCallbacks, StartOpts, Omit<RequestOpts, 'timeoutMs'> {
@@ -59,7 +75,10 @@ export interface CommandOutput {
   exit: Pick<CommandResult, 'exitCode' | 'signal' | 'timedOut' | 'durationMs'> | null;
 }
 
-function execRequest(cmd: string | readonly string[], opts: StartOpts): ApiExecRequest {
+function execRequest(
+  cmd: string | readonly string[],
+  opts: Omit<StartOpts, 'keepOutputBytes'>,
+): ApiExecRequest {
   return {
     ...(typeof cmd === 'string' ? { command: cmd } : { argv: [...cmd] }),
     ...(opts.env ? { env: opts.env } : {}),
@@ -78,18 +97,30 @@ function execRequest(cmd: string | readonly string[], opts: StartOpts): ApiExecR
 class OutputSink {
   private readonly decoders = { stdout: new TextDecoder(), stderr: new TextDecoder() };
   readonly text = { stdout: '', stderr: '' };
-  readonly bytes = { stdout: 0, stderr: 0 };
+  /** The byte offset of each stream read up to (its output received, or skipped). */
+  readonly position: { stdout: number; stderr: number };
 
-  constructor(private readonly opts: OutputCallbacks) {}
+  constructor(
+    private readonly opts: OutputCallbacks,
+    from = { stdout: 0, stderr: 0 },
+  ) {
+    this.position = { ...from };
+  }
 
   async chunk(stream: 'stdout' | 'stderr', data: string): Promise<void> {
     const raw = fromBase64(data);
-    this.bytes[stream] += raw.length;
+    this.position[stream] += raw.length;
     const onBytes = stream === 'stdout' ? this.opts.onStdoutBytes : this.opts.onStderrBytes;
     if (onBytes) return onBytes(raw);
     const text = this.decoders[stream].decode(raw, { stream: true });
     this.text[stream] += text;
     if (text) (stream === 'stdout' ? this.opts.onStdout : this.opts.onStderr)?.(text);
+  }
+
+  /** The command no longer kept that stream's output before `offset`: reading goes on from there. */
+  skipped(stream: 'stdout' | 'stderr', offset: number): void {
+    this.position[stream] = Math.max(this.position[stream], offset);
+    this.opts.onSkipped?.(stream, offset);
   }
 
   end(): void {
@@ -174,7 +205,10 @@ export class Commands {
     return this.http.json<Command>({
       method: 'POST',
       path: `${this.base}/commands`,
-      json: execRequest(cmd, opts),
+      json: {
+        ...execRequest(cmd, opts),
+        ...(opts.keepOutputBytes !== undefined ? { keepOutputBytes: opts.keepOutputBytes } : {}),
+      } satisfies StartCommandRequest,
       ...(opts.signal ? { signal: opts.signal } : {}),
     });
   }
@@ -207,7 +241,7 @@ export class Commands {
       ...(opts.signal ? { signal: opts.signal } : {}),
       ...(opts.timeoutMs !== undefined ? { timeoutMs: opts.timeoutMs } : {}),
     });
-    const sink = new OutputSink(opts);
+    const sink = new OutputSink(opts, { stdout: stdoutOffset, stderr: stderrOffset });
     for await (const line of ndjsonLines(res.body, this.http.url, opts.signal)) {
       const event = line as CommandOutputEvent;
       switch (event.type) {
@@ -215,13 +249,16 @@ export class Commands {
         case 'stderr':
           await sink.chunk(event.type, event.data);
           break;
+        case 'skipped':
+          sink.skipped(event.stream, event.offset);
+          break;
         case 'exit':
         case 'running':
           sink.end();
           return {
             ...sink.text,
-            stdoutOffset: stdoutOffset + sink.bytes.stdout,
-            stderrOffset: stderrOffset + sink.bytes.stderr,
+            stdoutOffset: sink.position.stdout,
+            stderrOffset: sink.position.stderr,
             exit: event.type === 'exit' ? exitOf(event) : null,
           };
         case 'error':
@@ -242,13 +279,13 @@ export class Commands {
     const attempts = opts.reconnect?.attempts ?? 5;
     const delayMs = opts.reconnect?.delayMs ?? 250;
     const healthyMs = opts.reconnect?.healthyMs ?? 5000;
-    const sink = new OutputSink(opts);
-    const from = { stdout: opts.stdoutOffset ?? 0, stderr: opts.stderrOffset ?? 0 };
+    const sink = new OutputSink(opts, { stdout: opts.stdoutOffset ?? 0, stderr: opts.stderrOffset ?? 0 });
+    const read = () => sink.position.stdout + sink.position.stderr;
     let pid: number | null = null;
     let failures = 0;
     for (;;) {
       const startedAt = Date.now();
-      const before = sink.bytes.stdout + sink.bytes.stderr;
+      const before = read();
       let failure: unknown;
       try {
         const res = await this.http.request({
@@ -256,8 +293,8 @@ export class Commands {
           path: `${this.commandPath(id)}/output`,
           query: {
             follow: 'true',
-            stdoutOffset: from.stdout + sink.bytes.stdout,
-            stderrOffset: from.stderr + sink.bytes.stderr,
+            stdoutOffset: sink.position.stdout,
+            stderrOffset: sink.position.stderr,
           },
           gatewayUnreachable: true,
           ...(opts.signal ? { signal: opts.signal } : {}),
@@ -271,6 +308,9 @@ export class Commands {
             case 'stdout':
             case 'stderr':
               await sink.chunk(event.type, event.data);
+              break;
+            case 'skipped':
+              sink.skipped(event.stream, event.offset);
               break;
             case 'exit':
               sink.end();
@@ -287,7 +327,7 @@ export class Commands {
         if (typeof code !== 'string' || !RETRIED.has(code)) throw err;
         failure = err;
       }
-      if (sink.bytes.stdout + sink.bytes.stderr > before || Date.now() - startedAt >= healthyMs) failures = 0;
+      if (read() > before || Date.now() - startedAt >= healthyMs) failures = 0;
       if (failures >= attempts) throw failure;
       failures++;
       await sleep(delayMs * Math.min(failures, 4), opts.signal);

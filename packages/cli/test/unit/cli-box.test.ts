@@ -77,7 +77,7 @@ describe('agentbox box', () => {
       '--',
       'sh',
       '-c',
-      `echo first; echo warn >&2; while [ ! -e ${go} ]; do sleep 0.02; done; echo second; exit 3`,
+      `echo first; echo warn >&2; i=0; while [ ! -e ${go} ] && [ $i -lt 3000 ]; do i=$((i+1)); sleep 0.02; done; echo second; exit 3`,
     ]);
     expect(started.code, started.stderr).toBe(0);
     const id = started.stdout.trim();
@@ -102,6 +102,9 @@ describe('agentbox box', () => {
       code: 0,
       stdout: `${id} deleted\n`,
     });
+    const lonely = await cli(['box', 'exec', boxId, '--keep-output', '4', ...flags, '--', 'true']);
+    expect(lonely).toMatchObject({ code: 2, stdout: '' });
+    expect(lonely.stderr).toMatch(/--keep-output goes with --background/);
     const gone = await cli(['box', 'command', 'output', boxId, id, ...flags]);
     expect(gone.code).not.toBe(0);
     expect(gone.stderr).toMatch(new RegExp(`no command ${id} in box ${boxId}`));

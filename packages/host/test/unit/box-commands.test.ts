@@ -36,7 +36,12 @@ describe('/v1/boxes/:id/commands: background commands', () => {
     id = r.json<{ id: string }>().id;
     go = path.join(h.dataDir, 'go');
   });
-  afterAll(() => h.close());
+  afterAll(async () => {
+    // A test that failed midway leaves its command waiting for its go (a host process here).
+    fs.writeFileSync(go, '');
+    await new Promise((r) => setTimeout(r, 100));
+    await h.close();
+  });
 
   const start = async (payload: object) => {
     const r = await h.admin_({ method: 'POST', url: `/v1/boxes/${id}/commands`, payload });
@@ -53,7 +58,7 @@ describe('/v1/boxes/:id/commands: background commands', () => {
 
   it('runs past its request; its output is read so far, from offsets, and followed to its exit', async () => {
     const cmd = await start({
-      command: `echo one; echo e1 >&2; while [ ! -e ${go} ]; do sleep 0.02; done; echo two; exit 4`,
+      command: `echo one; echo e1 >&2; i=0; while [ ! -e ${go} ] && [ $i -lt 3000 ]; do i=$((i+1)); sleep 0.02; done; echo two; exit 4`,
       env: { X: 'y' },
     });
     expect(cmd).toMatchObject({ state: 'running', argv: ['sh', '-c', expect.any(String)], exitCode: null });
@@ -91,7 +96,7 @@ describe('/v1/boxes/:id/commands: background commands', () => {
   });
 
   it('a reader that goes away, or reads without follow, leaves the command running', async () => {
-    const cmd = await start({ argv: ['sh', '-c', 'while :; do echo tick; sleep 0.05; done'] });
+    const cmd = await start({ argv: ['sh', '-c', 'for i in $(seq 1 1200); do echo tick; sleep 0.05; done'] });
     const abort = new AbortController();
     const reading = h.admin_({
       method: 'GET',
@@ -122,8 +127,43 @@ describe('/v1/boxes/:id/commands: background commands', () => {
     expect(out.at(-1)).toMatchObject({ type: 'exit', exitCode: 127 });
   });
 
+  it('keeps only about the last keepOutputBytes of its output: a read from 0 is told what was skipped', async () => {
+    const MiB = 1024 * 1024;
+    const cmd = await start({
+      command: `head -c ${6 * MiB} /dev/zero | tr '\\0' x; printf END; i=0; while [ ! -e ${go} ] && [ $i -lt 3000 ]; do i=$((i+1)); sleep 0.02; done`,
+      keepOutputBytes: MiB,
+    });
+    let out: CommandOutputEvent[] = [];
+    await vi.waitFor(
+      async () => {
+        out = await output(cmd.id);
+        expect(out.find((e) => e.type === 'skipped')).toBeDefined();
+        expect(text(out, 'stdout').endsWith('END')).toBe(true);
+      },
+      { timeout: 10_000, interval: 200 },
+    );
+    const skipped = out.find((e) => e.type === 'skipped') as { stream: string; offset: number };
+    expect(skipped.stream).toBe('stdout');
+    expect(skipped.offset).toBeGreaterThanOrEqual(3 * MiB);
+    const kept = text(out, 'stdout');
+    expect(kept.length).toBe(6 * MiB + 3 - skipped.offset);
+    expect(/^x+END$/.test(kept)).toBe(true);
+    expect(out.at(-1)).toEqual({ type: 'running', stdoutOffset: 6 * MiB + 3, stderrOffset: 0 });
+    const small = await h.admin_({
+      method: 'POST',
+      url: `/v1/boxes/${id}/commands`,
+      payload: { argv: ['true'], keepOutputBytes: 1000 },
+    });
+    expect(errorCode(small)).toBe('invalid_request');
+    fs.writeFileSync(go, '');
+    await vi.waitFor(async () => expect((await get(cmd.id)).state).toBe('exited'));
+    fs.rmSync(go);
+  });
+
   it('a daemon that starts watches what the last one left running, and records its exit', async () => {
-    const cmd = await start({ command: `while [ ! -e ${go} ]; do sleep 0.02; done; exit 6` });
+    const cmd = await start({
+      command: `i=0; while [ ! -e ${go} ] && [ $i -lt 3000 ]; do i=$((i+1)); sleep 0.02; done; exit 6`,
+    });
     // This daemon stops watching (as at its stop); the command runs on.
     h.host.commands.stopAll();
     const db = openDatabase(h.dataDir);

@@ -38,7 +38,7 @@ describe('Sandbox over the fake driver', () => {
     });
     const go = `/tmp/agentbox-sdk-go-${process.pid}`;
     const cmd = await viaRelay.commands.start(
-      `echo "$GREETING"; echo e >&2; while [ ! -e ${go} ]; do sleep 0.02; done; echo ünïcode; exit 2`,
+      `echo "$GREETING"; echo e >&2; i=0; while [ ! -e ${go} ] && [ $i -lt 3000 ]; do i=$((i+1)); sleep 0.02; done; echo ünïcode; exit 2`,
     );
     expect(cmd).toMatchObject({ state: 'running', boxId: box.id });
     let sofar = await viaRelay.commands.output(cmd.id);
