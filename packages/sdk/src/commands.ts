@@ -99,6 +99,8 @@ class OutputSink {
   readonly text = { stdout: '', stderr: '' };
   /** The byte offset of each stream read up to (its output received, or skipped). */
   readonly position: { stdout: number; stderr: number };
+  /** The process, once an output stream said. */
+  pid: number | null = null;
 
   constructor(
     private readonly opts: OutputCallbacks,
@@ -121,6 +123,30 @@ class OutputSink {
   skipped(stream: 'stdout' | 'stderr', offset: number): void {
     this.position[stream] = Math.max(this.position[stream], offset);
     this.opts.onSkipped?.(stream, offset);
+  }
+
+  /** Takes one event of a background command's output; returns the one that ends it (exit, running). */
+  async take(
+    event: CommandOutputEvent,
+  ): Promise<Extract<CommandOutputEvent, { type: 'exit' | 'running' }> | undefined> {
+    switch (event.type) {
+      case 'started':
+        this.pid = event.pid;
+        return undefined;
+      case 'stdout':
+      case 'stderr':
+        await this.chunk(event.type, event.data);
+        return undefined;
+      case 'skipped':
+        this.skipped(event.stream, event.offset);
+        return undefined;
+      case 'error':
+        throw errorFromObject(event.error, { message: 'reading the command output failed' });
+      case 'exit':
+      case 'running':
+        this.end();
+        return event;
+    }
   }
 
   end(): void {
@@ -243,29 +269,14 @@ export class Commands {
     });
     const sink = new OutputSink(opts, { stdout: stdoutOffset, stderr: stderrOffset });
     for await (const line of ndjsonLines(res.body, this.http.url, opts.signal)) {
-      const event = line as CommandOutputEvent;
-      switch (event.type) {
-        case 'stdout':
-        case 'stderr':
-          await sink.chunk(event.type, event.data);
-          break;
-        case 'skipped':
-          sink.skipped(event.stream, event.offset);
-          break;
-        case 'exit':
-        case 'running':
-          sink.end();
-          return {
-            ...sink.text,
-            stdoutOffset: sink.position.stdout,
-            stderrOffset: sink.position.stderr,
-            exit: event.type === 'exit' ? exitOf(event) : null,
-          };
-        case 'error':
-          throw errorFromObject(event.error, { message: 'reading the command output failed' });
-        case 'started':
-          break;
-      }
+      const end = await sink.take(line as CommandOutputEvent);
+      if (end)
+        return {
+          ...sink.text,
+          stdoutOffset: sink.position.stdout,
+          stderrOffset: sink.position.stderr,
+          exit: end.type === 'exit' ? exitOf(end) : null,
+        };
     }
     throw sdkError('daemon_unreachable', `the output stream from ${this.http.url} ended early`);
   }
@@ -281,7 +292,6 @@ export class Commands {
     const healthyMs = opts.reconnect?.healthyMs ?? 5000;
     const sink = new OutputSink(opts, { stdout: opts.stdoutOffset ?? 0, stderr: opts.stderrOffset ?? 0 });
     const read = () => sink.position.stdout + sink.position.stderr;
-    let pid: number | null = null;
     let failures = 0;
     for (;;) {
       const startedAt = Date.now();
@@ -300,26 +310,8 @@ export class Commands {
           ...(opts.signal ? { signal: opts.signal } : {}),
         });
         for await (const line of ndjsonLines(res.body, this.http.url, opts.signal)) {
-          const event = line as CommandOutputEvent;
-          switch (event.type) {
-            case 'started':
-              pid = event.pid;
-              break;
-            case 'stdout':
-            case 'stderr':
-              await sink.chunk(event.type, event.data);
-              break;
-            case 'skipped':
-              sink.skipped(event.stream, event.offset);
-              break;
-            case 'exit':
-              sink.end();
-              return { ...exitOf(event), pid, ...sink.text };
-            case 'error':
-              throw errorFromObject(event.error, { message: 'reading the command output failed' });
-            case 'running':
-              break;
-          }
+          const end = await sink.take(line as CommandOutputEvent);
+          if (end?.type === 'exit') return { ...exitOf(end), pid: sink.pid, ...sink.text };
         }
         failure = sdkError('daemon_unreachable', `the output stream from ${this.http.url} ended early`);
       } catch (err) {
