@@ -90,6 +90,13 @@ export class RawPipe {
   private readonly handle: PipeHandle;
   private readonly b: Bindings;
   private closedFlag = false;
+  /**
+   * Writes libuv queued, held until they complete: node makes a request's JS object weak, so
+   * without this a GC could collect it and its chunks while libuv still writes from their memory
+   * (node's own streams keep theirs in `kCurrentWriteRequest`). Seen as a frame stream gone out of
+   * step after many large journal reads ("bad frame magic").
+   */
+  private readonly inFlight = new Set<object>();
   private onData: ((chunk: Buffer) => void) | undefined;
   private onEnd: (() => void) | undefined;
 
@@ -153,12 +160,14 @@ export class RawPipe {
     // Called only for a write libuv had to queue; the chunks must stay alive until then.
     req.oncomplete = (status) => {
       void chunks;
+      this.inFlight.delete(req);
       req.settle?.(status);
     };
     const err = this.handle.writev(req, chunks, true);
     if (err !== 0) return FAILED_WRITE;
     // Most writes complete at once: no promise is made for those.
     if (!this.b.state[this.b.kLastWriteWasAsync]) return DONE_WRITE;
+    this.inFlight.add(req);
     const done = new Promise<boolean>((resolve) => (req.settle = (status) => resolve(status >= 0)));
     return { sync: false, done };
   }

@@ -84,9 +84,6 @@ function senderWhile(mux: Mux, live: () => boolean): ChannelSender {
     consumed: (channel, bytes) => {
       if (live()) mux.consumed(channel, bytes);
     },
-    close: (channel, options) => {
-      if (live()) mux.close(channel, options);
-    },
     get sendsFromFds() {
       return mux.sendsFromFds;
     },

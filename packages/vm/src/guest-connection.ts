@@ -55,8 +55,6 @@ export interface ExecHandlers {
   stdin?: Buffer | Readable;
   signal?: AbortSignal;
   onStarted?: (pid: number) => void;
-  /** A journaled exec's output before `offset` of that stream was dropped (`keepBytes`); it goes on from there. */
-  onSkipped?: (stream: 'stdout' | 'stderr', offset: number) => void | Promise<void>;
   /** With `pty` in the request: receives the terminal control (window size changes). */
   onPty?: (terminal: { resize(rows: number, cols: number): void }) => void;
 }
@@ -760,20 +758,6 @@ export class GuestConnection {
               started = true;
               handlers.onStarted?.(reply.pid);
               return;
-            case 'skipped': {
-              // In order with the output around it.
-              const { stream, offset } = reply;
-              delivering = delivering.then(async () => {
-                if (settled) return;
-                try {
-                  await handlers.onSkipped?.(stream, offset);
-                } catch (err) {
-                  this.abandon(channel);
-                  settle(() => reject(err instanceof Error ? err : new Error(String(err))));
-                }
-              });
-              return;
-            }
             case 'exit': {
               const exit = ExecExitSchema.parse(reply);
               this.finish(channel);

@@ -1,10 +1,9 @@
 import { randomBytes } from 'node:crypto';
 import {
   AgentboxError,
-  DEFAULT_KEEP_OUTPUT_BYTES,
   JOURNAL_END_OFFSET,
   MAX_RUNNING_COMMANDS_PER_BOX,
-  type StartCommandRequest,
+  type ApiExecRequest,
   type Command,
   type CommandOutputEvent,
   type ExecExit,
@@ -145,11 +144,7 @@ export function createCommandService(deps: CommandServiceDeps) {
   }
 
   /** Starts a command and answers once its process runs (or could not start: exit 127/126). */
-  async function start(options: {
-    actor: Actor;
-    id: string;
-    request: StartCommandRequest;
-  }): Promise<Command> {
+  async function start(options: { actor: Actor; id: string; request: ApiExecRequest }): Promise<Command> {
     if (stopping) throw new AgentboxError('shutting_down', 'the daemon is stopping');
     const { request } = options;
     const lease = await boxes.acquire(options);
@@ -187,7 +182,6 @@ export function createCommandService(deps: CommandServiceDeps) {
             ...(request.timeoutMs !== undefined ? { timeoutMs: request.timeoutMs } : {}),
             journal: id,
             watch: true,
-            keepBytes: request.keepOutputBytes ?? DEFAULT_KEEP_OUTPUT_BYTES,
           },
           {
             onStarted: (p) => {
@@ -260,18 +254,7 @@ export function createCommandService(deps: CommandServiceDeps) {
         if (!caughtUp())
           exit = await lease.guest.attachExec(
             { journal: record.id, stdoutOffset: offset.stdout, stderrOffset: offset.stderr, watch: true },
-            {
-              onStarted: (pid) => void onEvent({ type: 'started', pid }),
-              // What the command no longer keeps: the reader goes on from where it starts.
-              onSkipped: (stream, at) => {
-                offset[stream] = at;
-                if (caughtUp()) reading.abort();
-                return onEvent({ type: 'skipped', stream, offset: at });
-              },
-              onStdout: sink('stdout'),
-              onStderr: sink('stderr'),
-              signal: reading.signal,
-            },
+            { onStdout: sink('stdout'), onStderr: sink('stderr'), signal: reading.signal },
           );
       } catch (err) {
         if (options.signal?.aborted || !reading.signal.aborted) throw err;

@@ -127,39 +127,6 @@ describe('/v1/boxes/:id/commands: background commands', () => {
     expect(out.at(-1)).toMatchObject({ type: 'exit', exitCode: 127 });
   });
 
-  it('keeps only about the last keepOutputBytes of its output: a read from 0 is told what was skipped', async () => {
-    const MiB = 1024 * 1024;
-    const cmd = await start({
-      command: `head -c ${6 * MiB} /dev/zero | tr '\\0' x; printf END; i=0; while [ ! -e ${go} ] && [ $i -lt 3000 ]; do i=$((i+1)); sleep 0.02; done`,
-      keepOutputBytes: MiB,
-    });
-    let out: CommandOutputEvent[] = [];
-    await vi.waitFor(
-      async () => {
-        out = await output(cmd.id);
-        expect(out.find((e) => e.type === 'skipped')).toBeDefined();
-        expect(text(out, 'stdout').endsWith('END')).toBe(true);
-      },
-      { timeout: 10_000, interval: 200 },
-    );
-    const skipped = out.find((e) => e.type === 'skipped') as { stream: string; offset: number };
-    expect(skipped.stream).toBe('stdout');
-    expect(skipped.offset).toBeGreaterThanOrEqual(3 * MiB);
-    const kept = text(out, 'stdout');
-    expect(kept.length).toBe(6 * MiB + 3 - skipped.offset);
-    expect(/^x+END$/.test(kept)).toBe(true);
-    expect(out.at(-1)).toEqual({ type: 'running', stdoutOffset: 6 * MiB + 3, stderrOffset: 0 });
-    const small = await h.admin_({
-      method: 'POST',
-      url: `/v1/boxes/${id}/commands`,
-      payload: { argv: ['true'], keepOutputBytes: 1000 },
-    });
-    expect(errorCode(small)).toBe('invalid_request');
-    fs.writeFileSync(go, '');
-    await vi.waitFor(async () => expect((await get(cmd.id)).state).toBe('exited'));
-    fs.rmSync(go);
-  });
-
   it('a daemon that starts watches what the last one left running, and records its exit', async () => {
     const cmd = await start({
       command: `i=0; while [ ! -e ${go} ] && [ $i -lt 3000 ]; do i=$((i+1)); sleep 0.02; done; exit 6`,

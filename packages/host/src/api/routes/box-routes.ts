@@ -12,7 +12,6 @@ import {
   CommandParamsSchema,
   CommandSchema,
   CreateBoxRequestSchema,
-  StartCommandRequestSchema,
   EgressAuditQuerySchema,
   EgressAuditResponseSchema,
   ExecEventSchema,
@@ -59,11 +58,6 @@ const ON_BOX: ErrorCode[] = [
 ];
 /** Largest exec request (stdin rides in it as base64). */
 const EXEC_BODY_LIMIT_BYTES = 12 * 1024 * 1024;
-
-/** An NDJSON stream's last line when it fails after its first: an `error` event. */
-function errorLine(err: unknown, requestId: string): string {
-  return `${JSON.stringify({ type: 'error', error: errorBody(toAgentboxError(err), requestId).error })}\n`;
-}
 
 /** `/v1` REST over the same services as the seed surface. */
 export function boxRoutes(deps: BoxRouteDeps): RouteDef[] {
@@ -217,7 +211,8 @@ export function boxRoutes(deps: BoxRouteDeps): RouteDef[] {
           signal,
           {
             contentType: 'application/x-ndjson',
-            lateError: (err) => errorLine(err, reply.request.id),
+            lateError: (err) =>
+              `${JSON.stringify({ type: 'error', error: errorBody(toAgentboxError(err), reply.request.id).error })}\n`,
           },
           async (write) => {
             const exit = await deps.exec.stream(options, (event) => write(`${JSON.stringify(event)}\n`));
@@ -234,7 +229,7 @@ export function boxRoutes(deps: BoxRouteDeps): RouteDef[] {
       tags: V1,
       auth: 'key',
       params: BoxParamsSchema,
-      body: StartCommandRequestSchema,
+      body: ApiExecRequestSchema,
       bodyLimit: EXEC_BODY_LIMIT_BYTES,
       responses: { 201: { description: 'The command, running (or exited at once)', schema: CommandSchema } },
       errors: [...ON_BOX, 'payload_too_large', 'file_not_found', 'capacity_exhausted', 'not_implemented'],
@@ -291,9 +286,8 @@ export function boxRoutes(deps: BoxRouteDeps): RouteDef[] {
           signal,
           {
             contentType: 'application/x-ndjson',
-            // A follow may wait long for a quiet command's next line: the client has its answer now.
-            headersFirst: query.follow === 'true',
-            lateError: (err) => errorLine(err, reply.request.id),
+            lateError: (err) =>
+              `${JSON.stringify({ type: 'error', error: errorBody(toAgentboxError(err), reply.request.id).error })}\n`,
           },
           (write) =>
             deps.commands.output(
