@@ -10,6 +10,7 @@ import {
 import type { DataStream } from '@agentbox/protocol/wire';
 import { GuestOpError, errnoCode, type RequestContext } from './context.js';
 import { killGroup, signalName, startFailure, type ExecDefaults } from './exec.js';
+import type { NativeAddon } from './native.js';
 import { currentBootId } from './restore.js';
 
 type ExecRequest = Extract<ParsedRequest, { op: 'exec' }>;
@@ -43,7 +44,11 @@ export class ExecJournals {
   /** Journals whose process is this agent's child: its exit is still to be written. */
   private readonly children = new Set<string>();
 
-  constructor(private readonly root: string) {}
+  /** With the addon, output goes from the journal's files to the port by sendfile, whole frames. */
+  constructor(
+    private readonly root: string,
+    private readonly native?: NativeAddon,
+  ) {}
 
   async start(
     req: ExecRequest & { journal: string },
@@ -229,10 +234,8 @@ export class ExecJournals {
         const exit = readJson<ExecExit>(dir, 'exit.json');
         let moved = false;
         for (const stream of streams) {
-          const buffer = Buffer.allocUnsafe(READ_BYTES);
-          const n = fs.readSync(stream.fd, buffer, 0, READ_BYTES, stream.offset);
+          const n = await this.sendFrom(ctx, stream);
           if (n === 0) continue;
-          await ctx.mux.sendData(ctx.channel, stream.name, buffer.subarray(0, n));
           stream.offset += n;
           moved = true;
         }
@@ -259,6 +262,36 @@ export class ExecJournals {
       watcher.close();
       for (const stream of streams) fs.closeSync(stream.fd);
     }
+  }
+
+  /**
+   * Sends what the file holds past the stream's offset, up to READ_BYTES: with the addon, one
+   * frame the kernel moves from the file (sendfile), never through JavaScript; else read and sent.
+   * Large JavaScript writes to the VM's port were seen to put the frame stream out of step (the
+   * host read "bad frame magic" after repeated reads of MiBs); exec output and file reads, which
+   * went by the addon, never were.
+   */
+  private async sendFrom(
+    ctx: RequestContext,
+    stream: { name: DataStream; fd: number; offset: number },
+  ): Promise<number> {
+    if (this.native && ctx.mux.sendsFromFds) {
+      const n = Math.min(READ_BYTES, fs.fstatSync(stream.fd).size - stream.offset);
+      if (n <= 0) return 0;
+      const moved = await ctx.mux.sendDataFrom(
+        ctx.channel,
+        stream.name,
+        { fd: stream.fd, offset: stream.offset },
+        n,
+      );
+      // A journal only grows: a frame padded past its end would hand the host bytes never written.
+      if (moved < n) throw new GuestOpError('guest_error', 'an exec journal shrank while it was read');
+      return n;
+    }
+    const buffer = Buffer.allocUnsafe(READ_BYTES);
+    const n = fs.readSync(stream.fd, buffer, 0, READ_BYTES, stream.offset);
+    if (n > 0) await ctx.mux.sendData(ctx.channel, stream.name, buffer.subarray(0, n));
+    return n;
   }
 
   /** Journals finished long ago whose host never came back for their exit. */

@@ -132,6 +132,7 @@ export class GuestService {
     this.journals = new ExecJournals(
       options.journalRoot ??
         (options.privileged ? GUEST_JOURNAL_ROOT : path.join(os.tmpdir(), 'agentbox-exec-journals')),
+      options.native,
     );
   }
 
