@@ -1,6 +1,7 @@
 import { PassThrough } from 'node:stream';
 import type { FastifyReply } from 'fastify';
 import { AgentboxError } from '@agentbox/protocol';
+import { errorBody, toAgentboxError } from './error-handler.js';
 
 export type Write = (chunk: Buffer | string) => void | Promise<void>;
 
@@ -14,6 +15,17 @@ export interface StreamOptions {
    * may be far off (a queued task's events), once the caller has made every check that could fail.
    */
   headersFirst?: boolean;
+}
+
+/**
+ * The last line of an NDJSON (or SSE) stream the daemon ended early (the key was revoked) or that
+ * failed: `{type: 'error', error}`, as exec, command output and task event streams end. A task's
+ * has no `seq` (it is no stored event; SSE sends it without an id, so Last-Event-ID still names the
+ * last real event).
+ */
+export function streamErrorFrame(err: unknown, requestId: string, sse = false): string {
+  const line = JSON.stringify({ type: 'error', error: errorBody(toAgentboxError(err), requestId).error });
+  return sse ? `event: error\ndata: ${line}\n\n` : `${line}\n`;
 }
 
 const toError = (err: unknown): Error => (err instanceof Error ? err : new Error(String(err)));

@@ -34,9 +34,8 @@ import type { BoxRecord } from '../../store/box-store.js';
 import { toApiBox } from '../../services/box-view.js';
 import type { ExecService } from '../../services/exec-service.js';
 import type { FileService } from '../../services/file-service.js';
-import { errorBody, toAgentboxError } from '../error-handler.js';
 import { defineRoute, type RouteDef } from '../route.js';
-import { streamResponse } from '../stream.js';
+import { streamErrorFrame, streamResponse } from '../stream.js';
 
 export interface BoxRouteDeps {
   boxes: BoxService;
@@ -211,8 +210,7 @@ export function boxRoutes(deps: BoxRouteDeps): RouteDef[] {
           signal,
           {
             contentType: 'application/x-ndjson',
-            lateError: (err) =>
-              `${JSON.stringify({ type: 'error', error: errorBody(toAgentboxError(err), reply.request.id).error })}\n`,
+            lateError: (err) => streamErrorFrame(err, reply.request.id),
           },
           async (write) => {
             const exit = await deps.exec.stream(options, (event) => write(`${JSON.stringify(event)}\n`));
@@ -286,8 +284,7 @@ export function boxRoutes(deps: BoxRouteDeps): RouteDef[] {
           signal,
           {
             contentType: 'application/x-ndjson',
-            lateError: (err) =>
-              `${JSON.stringify({ type: 'error', error: errorBody(toAgentboxError(err), reply.request.id).error })}\n`,
+            lateError: (err) => streamErrorFrame(err, reply.request.id),
           },
           (write) =>
             deps.commands.output(

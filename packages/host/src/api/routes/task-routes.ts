@@ -22,9 +22,8 @@ import { z } from 'zod';
 import type { LibraryService } from '../../services/library-service.js';
 import type { TaskService } from '../../services/task-service.js';
 import type { TaskRecord } from '../../store/task-store.js';
-import { errorBody, toAgentboxError } from '../error-handler.js';
 import { defineRoute, type RouteDef } from '../route.js';
-import { streamResponse } from '../stream.js';
+import { streamErrorFrame, streamResponse } from '../stream.js';
 
 export interface TaskRouteDeps {
   tasks: TaskService;
@@ -61,16 +60,6 @@ export function toApiTask(task: TaskRecord, deps: Pick<TaskRouteDeps, 'tasks' | 
 /** An event as one Server-Sent Event (id = seq, so Last-Event-ID resumes). */
 export function sseFrame(event: TaskEvent): string {
   return `id: ${event.seq}\nevent: ${event.type}\ndata: ${JSON.stringify(event)}\n\n`;
-}
-
-/**
- * The last line of an event stream the daemon ended early (the key was revoked) or that failed:
- * `{type: 'error', error}`, as an exec stream's, without a `seq` (it is no stored event; SSE sends
- * it without an id, so Last-Event-ID still names the last real event).
- */
-export function streamErrorFrame(err: unknown, requestId: string, sse: boolean): string {
-  const line = JSON.stringify({ type: 'error', error: errorBody(toAgentboxError(err), requestId).error });
-  return sse ? `event: error\ndata: ${line}\n\n` : `${line}\n`;
 }
 
 /** `/v1/tasks` and `/v1/library`. */
