@@ -3,6 +3,7 @@ import type { Image, Vm, VmResources, VmSpec } from '@agentbox/vm';
 import type { BoxRecord, BoxStore } from '../store/box-store.js';
 import type { BoxLogger } from './box-service.js';
 import { within } from './within.js';
+import { messageOf } from './error-message.js';
 
 /** What the daemon knows of a live box beyond its record: its VM (none while hibernated) and use. */
 export interface BoxSession {
@@ -96,10 +97,6 @@ export interface PowerContext {
   hibernatedSession: (box: BoxRecord) => BoxSession;
   pidPatch: (vm: Vm) => { pid: number | null; pidStartTime: number | null };
   metrics: { observeBoot(seconds: number): void };
-}
-
-function messageOf(err: unknown): string {
-  return err instanceof Error ? err.message : String(err);
 }
 
 /**

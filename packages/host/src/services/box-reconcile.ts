@@ -4,6 +4,7 @@ import type { BoxRecord, BoxStore } from '../store/box-store.js';
 import { isStoreError } from '../store/db.js';
 import type { BoxSession } from './box-power.js';
 import type { BoxLogger, BoxServiceDeps } from './box-service.js';
+import { messageOf } from './error-message.js';
 
 export interface ReconcileContext {
   store: BoxStore;
@@ -30,10 +31,6 @@ export interface ReconcileResult {
   failed: string[];
   deleted: string[];
   hibernated: string[];
-}
-
-function messageOf(err: unknown): string {
-  return err instanceof Error ? err.message : String(err);
 }
 
 /** The daemon-start pass that matches the store's live boxes with the VM processes still running. */

@@ -38,6 +38,7 @@ import { memoryGuardPass, type MemoryGuardedBox } from './memory-guard.js';
 import type { BoxTemplates, WarmVm } from './box-templates.js';
 import { WORKSPACE } from './paths.js';
 import { within } from './within.js';
+import { messageOf } from './error-message.js';
 
 /** Where the box's env vars live inside the guest (VM lifetime), so a restarted daemon finds them. */
 export const GUEST_ENV_FILE = '/run/agentbox/env.json';
@@ -243,10 +244,6 @@ const DELETE_WAIT_MS = 10_000;
 
 function newBoxId(): string {
   return `box-${randomBytes(5).toString('hex')}`;
-}
-
-function messageOf(err: unknown): string {
-  return err instanceof Error ? err.message : String(err);
 }
 
 function isEnv(value: unknown): value is Record<string, string> {

@@ -40,6 +40,7 @@ import {
   type TaskOutputLimits,
 } from './task-output.js';
 import { within } from './within.js';
+import { messageOf } from './error-message.js';
 
 export const DEFAULT_MAX_CONCURRENT_TASKS = 5;
 /** The guest user the agents run as. */
@@ -193,10 +194,6 @@ function checkAgentDefinition(spec: TaskSpec, definition: AgentDefinition | unde
     ref === undefined ? issue.message : `library agent ${ref}: ${issue.message}`,
     { details: { field: ['agentDefinition', ...(ref === undefined ? issue.path : ['ref'])].join('.') } },
   );
-}
-
-function messageOf(err: unknown): string {
-  return err instanceof Error ? err.message : String(err);
 }
 
 const REDACTED = '[redacted]';
