@@ -9,8 +9,10 @@ import {
   type ExecExit,
 } from '@agentbox/protocol';
 import type { CommandRecord, CommandStore } from '../store/command-store.js';
+import type { BoxRecord } from '../store/box-store.js';
 import type { Actor } from '../store/key-store.js';
 import type { BoxLease, BoxLogger, BoxService } from './box-service.js';
+import { messageOf } from './error-message.js';
 
 /** Watch attempts in a row that may fail (the guest agent restarted) before a command is lost. */
 const WATCH_ATTEMPTS = 3;
@@ -42,10 +44,6 @@ export interface OutputOptions extends CommandRef {
 
 function newCommandId(): string {
   return `cmd-${randomBytes(6).toString('hex')}`;
-}
-
-function messageOf(err: unknown): string {
-  return err instanceof Error ? err.message : String(err);
 }
 
 export function commandView(record: CommandRecord): Command {
@@ -134,13 +132,13 @@ export function createCommandService(deps: CommandServiceDeps) {
     });
   }
 
-  /** The command, if it is this box's and the actor may see the box. */
-  function find(ref: CommandRef): CommandRecord {
-    boxes.get({ actor: ref.actor, id: ref.id });
+  /** The command and its box, if it is this box's and the actor may see the box. */
+  function find(ref: CommandRef): { box: BoxRecord; record: CommandRecord } {
+    const box = boxes.get({ actor: ref.actor, id: ref.id });
     const record = store.get(ref.commandId);
     if (!record || record.boxId !== ref.id)
       throw new AgentboxError('command_not_found', `no command ${ref.commandId} in box ${ref.id}`);
-    return record;
+    return { box, record };
   }
 
   /** Starts a command and answers once its process runs (or could not start: exit 127/126). */
@@ -228,7 +226,7 @@ export function createCommandService(deps: CommandServiceDeps) {
     options: OutputOptions,
     onEvent: (event: CommandOutputEvent) => void | Promise<void>,
   ) {
-    const record = find(options);
+    const { record } = find(options);
     const lease = await boxes.acquire(options);
     try {
       needsWatch(lease, options.id);
@@ -288,14 +286,13 @@ export function createCommandService(deps: CommandServiceDeps) {
     },
 
     get(ref: CommandRef): Command {
-      return commandView(find(ref));
+      return commandView(find(ref).record);
     },
 
     /** Ends the command if it still runs and drops it and its output. */
     async remove(ref: CommandRef): Promise<void> {
-      const record = find(ref);
+      const { box, record } = find(ref);
       watches.get(record.id)?.abort();
-      const box = boxes.get(ref);
       if (box.state === 'running' || box.state === 'paused' || box.state === 'hibernated') {
         const lease = await boxes.acquire(ref);
         try {
