@@ -2,8 +2,7 @@ import type { ApiExecRequest, Command, CommandOutputEvent, ExecEvent } from '@ag
 import { fromBase64, toBase64, utf8 } from './bytes.js';
 import { errorFromObject, sdkError } from './errors.js';
 import { ndjsonLines, type HttpTransport, type RequestOpts } from './http.js';
-import { RETRIED, sleep } from './retry.js';
-import type { ReconnectOpts } from './tasks.js';
+import { Reconnects, isRetried, type ReconnectOpts } from './retry.js';
 
 /** How a command's output reaches the caller, as it arrives. */
 export interface OutputCallbacks {
@@ -256,12 +255,9 @@ export class Commands {
    * stops following, and the command runs on.
    */
   async follow(id: string, opts: FollowCommandOpts = {}): Promise<CommandResult> {
-    const attempts = opts.reconnect?.attempts ?? 5;
-    const delayMs = opts.reconnect?.delayMs ?? 250;
-    const healthyMs = opts.reconnect?.healthyMs ?? 5000;
+    const reconnects = new Reconnects(opts.reconnect);
     const sink = new OutputSink(opts, { stdout: opts.stdoutOffset ?? 0, stderr: opts.stderrOffset ?? 0 });
     const read = () => sink.position.stdout + sink.position.stderr;
-    let failures = 0;
     for (;;) {
       const startedAt = Date.now();
       const before = read();
@@ -284,14 +280,10 @@ export class Commands {
         }
         failure = sdkError('daemon_unreachable', `the output stream from ${this.http.url} ended early`);
       } catch (err) {
-        const code = (err as { code?: unknown }).code;
-        if (typeof code !== 'string' || !RETRIED.has(code)) throw err;
+        if (!isRetried(err)) throw err;
         failure = err;
       }
-      if (read() > before || Date.now() - startedAt >= healthyMs) failures = 0;
-      if (failures >= attempts) throw failure;
-      failures++;
-      await sleep(delayMs * Math.min(failures, 4), opts.signal);
+      await reconnects.next({ startedAt, progressed: read() > before, failure }, opts.signal);
     }
   }
 

@@ -8,24 +8,14 @@ import type {
 import type { z } from 'zod';
 import { errorFromObject } from './errors.js';
 import { ndjsonLines, type HttpTransport, type RequestOpts } from './http.js';
-import { RETRIED, sleep } from './retry.js';
+import { Reconnects, isRetried, type ReconnectOpts } from './retry.js';
+
+export type { ReconnectOpts } from './retry.js';
 
 /** A task as sent: the TaskSpec (defaults may be left out) plus where it runs (`boxId` | `userId` | neither). */
 export type TaskRequest = z.input<typeof CreateTaskRequestSchema>;
 /** A task for a given box: the spec alone. */
 export type BoxTaskRequest = Omit<TaskRequest, 'boxId' | 'userId'>;
-
-export interface ReconnectOpts {
-  /**
-   * Failed connections in a row before giving up (default 5). One that brought events, or stayed up
-   * `healthyMs`, is not a failure (so a long quiet task survives a proxy's idle timeouts).
-   */
-  attempts?: number;
-  /** How long a connection must have lasted to count as healthy when it drops; default 5000 ms. */
-  healthyMs?: number;
-  /** Wait before a reconnect, times the failures so far (at most 4×); default 250 ms. */
-  delayMs?: number;
-}
 
 export interface FollowOpts {
   /** Only events with a larger seq (default 0: all of them). */
@@ -183,12 +173,9 @@ export class Tasks {
    * key revoked while the stream was open) end the iteration at once.
    */
   async *events(id: string, opts: FollowOpts = {}): AsyncGenerator<TaskEvent, void, undefined> {
-    const attempts = opts.reconnect?.attempts ?? 5;
-    const delayMs = opts.reconnect?.delayMs ?? 250;
-    const healthyMs = opts.reconnect?.healthyMs ?? 5000;
+    const reconnects = new Reconnects(opts.reconnect);
     const signal = opts.signal ? { signal: opts.signal } : {};
     let last = opts.after ?? 0;
-    let failures = 0;
     for (;;) {
       const startedAt = Date.now();
       let progressed = false;
@@ -224,14 +211,10 @@ export class Tasks {
         });
         if (ENDED_TASK_STATES.has(task.state) && task.eventCount <= last) return;
       } catch (err) {
-        const code = (err as { code?: unknown }).code;
-        if (typeof code !== 'string' || !RETRIED.has(code)) throw err;
+        if (!isRetried(err)) throw err;
         failure = err;
       }
-      if (progressed || Date.now() - startedAt >= healthyMs) failures = 0;
-      if (failure !== undefined && failures >= attempts) throw failure;
-      failures++;
-      await sleep(delayMs * Math.min(failures, 4), opts.signal);
+      await reconnects.next({ startedAt, progressed, failure }, opts.signal);
     }
   }
 }
