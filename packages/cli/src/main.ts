@@ -595,6 +595,12 @@ export function buildProgram(setExit: (code: number) => void): Command {
         '-b, --background',
         'start it as a background command that runs on past this call; print its id (see `box command`)',
         false,
+      )
+      .addOption(
+        new Option(
+          '--keep-output <MiB>',
+          'with --background: keep its last MiB of each stream (default 32)',
+        ).argParser(intOption('--keep-output', 1, 4096)),
       ),
   ).action(async (id: string, argv: string[], opts: Parameters<typeof boxExec>[2]) =>
     setExit(await boxExec(id, argv, opts)),

@@ -34,6 +34,9 @@ export function commandOutputText(ndjson: string): CommandOutputText {
       case 'error':
         out.error = event.error;
         break;
+      case 'skipped':
+        out[event.stream] += `[… earlier output dropped: the command keeps only its last bytes …]\n`;
+        break;
       case 'started':
       case 'running':
         break;

@@ -3,7 +3,7 @@ import type { Mux } from '@agentbox/protocol/wire';
 /** What a request handler may send on its channel. */
 export type ChannelSender = Pick<
   Mux,
-  'sendJson' | 'sendData' | 'sendDataFrom' | 'sendEnd' | 'post' | 'consumed' | 'sendsFromFds'
+  'sendJson' | 'sendData' | 'sendDataFrom' | 'sendEnd' | 'post' | 'consumed' | 'sendsFromFds' | 'close'
 >;
 
 /** What a request handler gets: its channel and a way to answer on it. */

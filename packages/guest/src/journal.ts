@@ -1,4 +1,4 @@
-import { spawn } from 'node:child_process';
+import { execFile, spawn } from 'node:child_process';
 import fs from 'node:fs';
 import path from 'node:path';
 import {
@@ -24,6 +24,14 @@ const KEEP_UNCLAIMED_MS = 24 * 3600 * 1000;
 const READ_BYTES = 256 * 1024;
 /** A follower looks again this often when no file event came (a process that is not the agent's child). */
 const RECHECK_MS = 1000;
+/** How often the output of journals that keep only their last bytes is checked for what to drop. */
+const TRIM_EVERY_MS = 1000;
+/** Output is dropped a step of at least this at a time, at offsets that are multiples of TRIM_ALIGN. */
+const TRIM_STEP_BYTES = 1024 * 1024;
+const TRIM_ALIGN = 64 * 1024;
+
+type StreamFile = 'stdout' | 'stderr';
+const STREAM_FILES: readonly StreamFile[] = ['stdout', 'stderr'];
 
 /** What `<journal>/run.json` holds: written once the process started. */
 interface RunRecord {
@@ -31,6 +39,16 @@ interface RunRecord {
   startedAtMs: number;
   /** The boot it ran in: after a reboot its pid is another process's, or none. */
   bootId?: string;
+  /** Keep about the last this many bytes of each stream (`keepBytes`); absent: all. */
+  keepBytes?: number;
+}
+
+/** What `<journal>/dropped.json` holds: the first byte of each stream still kept. */
+type Dropped = Record<StreamFile, number>;
+
+/** A follow in progress: where it reads each stream (output is never dropped past it). */
+interface Reader {
+  offset(stream: StreamFile): number;
 }
 
 /**
@@ -43,6 +61,14 @@ interface RunRecord {
 export class ExecJournals {
   /** Journals whose process is this agent's child: its exit is still to be written. */
   private readonly children = new Set<string>();
+  /** Journals whose output is kept to its last bytes, while their process may still print: keepBytes. */
+  private readonly kept = new Map<string, number>();
+  private readonly readers = new Map<string, Set<Reader>>();
+  /** Journals with a hole punch in flight. */
+  private readonly trimming = new Set<string>();
+  private trimTimer: NodeJS.Timeout | undefined;
+  /** Whether the kept journals an earlier agent left were looked for. */
+  private resumed = false;
 
   /** With the addon, output goes from the journal's files to the port by sendfile, whole frames. */
   constructor(
@@ -56,6 +82,7 @@ export class ExecJournals {
     defaults: ExecDefaults,
   ): Promise<ExecExit> {
     this.removeUnclaimed();
+    this.resumeTrimming();
     const dir = path.join(this.root, req.journal);
     fs.mkdirSync(this.root, { recursive: true, mode: 0o700 });
     try {
@@ -78,6 +105,7 @@ export class ExecJournals {
   }
 
   attach(req: AttachRequest, ctx: RequestContext): Promise<ExecExit> {
+    this.resumeTrimming();
     const dir = this.existing(req.journal);
     const watch = req.watch ?? false;
     const stderr = fs.statSync(path.join(dir, 'stderr')).size;
@@ -92,7 +120,9 @@ export class ExecJournals {
 
   /** Where a journal's process stands and how much it printed, without following it. */
   stat(id: string): ExecStat {
+    this.resumeTrimming();
     const dir = this.existing(id);
+    const dropped = droppedOf(dir);
     const run = readJson<RunRecord>(dir, 'run.json');
     const exit = readJson<ExecExit>(dir, 'exit.json') ?? null;
     const lost =
@@ -106,6 +136,8 @@ export class ExecJournals {
       exit,
       stdoutBytes: fs.statSync(path.join(dir, 'stdout')).size,
       stderrBytes: fs.statSync(path.join(dir, 'stderr')).size,
+      stdoutStart: dropped.stdout,
+      stderrStart: dropped.stderr,
     };
   }
 
@@ -160,9 +192,15 @@ export class ExecJournals {
         return undefined;
       });
       if (pid === undefined) return;
-      writeAtomically(dir, 'run.json', { pid, startedAtMs, bootId: currentBootId() } satisfies RunRecord);
+      writeAtomically(dir, 'run.json', {
+        pid,
+        startedAtMs,
+        bootId: currentBootId(),
+        ...(req.keepBytes !== undefined ? { keepBytes: req.keepBytes } : {}),
+      } satisfies RunRecord);
       const id = path.basename(dir);
       this.children.add(id);
+      if (req.keepBytes !== undefined) this.keep(id, req.keepBytes);
       let timedOut = false;
       const timer = req.timeoutMs
         ? setTimeout(() => {
@@ -219,12 +257,32 @@ export class ExecJournals {
       if (watch) {
         cancelled = true;
         wake?.();
+        // A reader stalled on its window (a host that stopped acknowledging, having let go of the
+        // read) would wait forever: its queued output is dropped and the send fails.
+        ctx.mux.close(ctx.channel);
       } else if (run && !fs.existsSync(path.join(dir, 'exit.json'))) killGroup(run.pid);
     });
-    const streams: { name: DataStream; fd: number; offset: number }[] = [
-      { name: 'data', fd: fs.openSync(path.join(dir, 'stdout'), 'r'), offset: stdoutOffset },
-      { name: 'stderr', fd: fs.openSync(path.join(dir, 'stderr'), 'r'), offset: stderrOffset },
+    const streams: { file: StreamFile; name: DataStream; fd: number; offset: number }[] = [
+      { file: 'stdout', name: 'data', fd: fs.openSync(path.join(dir, 'stdout'), 'r'), offset: stdoutOffset },
+      {
+        file: 'stderr',
+        name: 'stderr',
+        fd: fs.openSync(path.join(dir, 'stderr'), 'r'),
+        offset: stderrOffset,
+      },
     ];
+    // Registered before dropped.json is read, in the same tick: a trim sees this reader, or wrote
+    // the file this reads (it writes before it punches).
+    const reader: Reader = { offset: (file) => streams.find((s) => s.file === file)!.offset };
+    const readers = this.readers.get(id) ?? new Set<Reader>();
+    this.readers.set(id, readers);
+    readers.add(reader);
+    const dropped = droppedOf(dir);
+    for (const stream of streams) {
+      if (stream.offset >= dropped[stream.file]) continue;
+      stream.offset = dropped[stream.file];
+      ctx.mux.post(ctx.channel, { type: 'skipped', stream: stream.file, offset: stream.offset });
+    }
     const watcher = fs.watch(dir, () => wake?.());
     try {
       for (;;) {
@@ -261,6 +319,85 @@ export class ExecJournals {
     } finally {
       watcher.close();
       for (const stream of streams) fs.closeSync(stream.fd);
+      readers.delete(reader);
+      if (readers.size === 0 && this.readers.get(id) === readers) this.readers.delete(id);
+    }
+  }
+
+  /** From now on the journal's output is kept to about its last `keepBytes` per stream. */
+  private keep(id: string, keepBytes: number): void {
+    this.kept.set(id, keepBytes);
+    this.trimTimer ??= setInterval(() => this.trimPass(), TRIM_EVERY_MS);
+    this.trimTimer.unref();
+  }
+
+  /** An agent that restarted goes on trimming the journals its predecessor kept to their last bytes. */
+  private resumeTrimming(): void {
+    if (this.resumed) return;
+    this.resumed = true;
+    let names: string[];
+    try {
+      names = fs.readdirSync(this.root);
+    } catch {
+      return;
+    }
+    for (const name of names) {
+      const dir = path.join(this.root, name);
+      const run = readJson<RunRecord>(dir, 'run.json');
+      if (run?.keepBytes === undefined || fs.existsSync(path.join(dir, 'exit.json'))) continue;
+      if (run.bootId !== undefined && run.bootId !== currentBootId()) continue;
+      this.keep(name, run.keepBytes);
+    }
+  }
+
+  /** Drops what each kept journal has past its bytes to keep; one last time once its process ended. */
+  private trimPass(): void {
+    for (const [id, keepBytes] of this.kept) {
+      const dir = path.join(this.root, id);
+      const run = readJson<RunRecord>(dir, 'run.json');
+      const ended =
+        !run || fs.existsSync(path.join(dir, 'exit.json')) || (!this.children.has(id) && !alive(run.pid));
+      if (fs.existsSync(dir)) void this.trim(id, dir, keepBytes);
+      if (ended || !fs.existsSync(dir)) this.kept.delete(id);
+    }
+    if (this.kept.size === 0) {
+      clearInterval(this.trimTimer);
+      this.trimTimer = undefined;
+    }
+  }
+
+  /**
+   * Punches out each stream's bytes before its last `keepBytes` (the file keeps its size; the disk
+   * blocks are freed), never past where a follow of it reads. dropped.json is written first, in the
+   * same tick the readers were looked at, so a follow that starts meanwhile skips the range.
+   */
+  private async trim(id: string, dir: string, keepBytes: number): Promise<void> {
+    if (this.trimming.has(id)) return;
+    const dropped = droppedOf(dir);
+    const punches: { file: StreamFile; from: number; to: number }[] = [];
+    for (const file of STREAM_FILES) {
+      let size: number;
+      try {
+        size = fs.statSync(path.join(dir, file)).size;
+      } catch {
+        return;
+      }
+      let to = size - keepBytes;
+      for (const reader of this.readers.get(id) ?? []) to = Math.min(to, reader.offset(file));
+      to = Math.floor(to / TRIM_ALIGN) * TRIM_ALIGN;
+      if (to - dropped[file] < TRIM_STEP_BYTES) continue;
+      punches.push({ file, from: dropped[file], to });
+      dropped[file] = to;
+    }
+    if (punches.length === 0) return;
+    this.trimming.add(id);
+    try {
+      writeAtomically(dir, 'dropped.json', dropped);
+      for (const punch of punches) await punchHole(path.join(dir, punch.file), punch.from, punch.to);
+    } catch {
+      // Forgotten meanwhile, or no `fallocate`: the bytes stay on disk, read as they were.
+    } finally {
+      this.trimming.delete(id);
     }
   }
 
@@ -327,6 +464,22 @@ function receiveFile(file: string, ctx: RequestContext): Promise<void> {
       () => resolve(),
     );
   }).finally(() => fs.closeSync(fd));
+}
+
+/** The first byte of each stream a journal still keeps. */
+function droppedOf(dir: string): Dropped {
+  return readJson<Dropped>(dir, 'dropped.json') ?? { stdout: 0, stderr: 0 };
+}
+
+/** Frees a file's blocks in [from, to) (util-linux's fallocate; node has no binding for it). */
+function punchHole(file: string, from: number, to: number): Promise<void> {
+  return new Promise((resolve, reject) =>
+    execFile(
+      'fallocate',
+      ['--punch-hole', '--offset', String(from), '--length', String(to - from), file],
+      (err) => (err ? reject(err) : resolve()),
+    ),
+  );
 }
 
 function writeAtomically(dir: string, name: string, value: unknown): void {

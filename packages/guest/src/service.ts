@@ -4,6 +4,7 @@ import path from 'node:path';
 import {
   CancelSchema,
   EXEC_JOURNAL_FEATURE,
+  EXEC_KEEP_FEATURE,
   EXEC_WATCH_FEATURE,
   GUEST_CHANNEL_BIT,
   IMAGE_API_VERSION,
@@ -84,6 +85,9 @@ function senderWhile(mux: Mux, live: () => boolean): ChannelSender {
     consumed: (channel, bytes) => {
       if (live()) mux.consumed(channel, bytes);
     },
+    close: (channel, options) => {
+      if (live()) mux.close(channel, options);
+    },
     get sendsFromFds() {
       return mux.sendsFromFds;
     },
@@ -145,7 +149,7 @@ export class GuestService {
       agentVersion: AGENT_VERSION,
       bootId: currentBootId(),
       agentPid: process.pid,
-      features: [EXEC_JOURNAL_FEATURE, EXEC_WATCH_FEATURE],
+      features: [EXEC_JOURNAL_FEATURE, EXEC_WATCH_FEATURE, EXEC_KEEP_FEATURE],
     };
   }
 

@@ -284,7 +284,7 @@ export const EgressAuditResponseSchema = z
 export const BoxListResponseSchema = z.object({ boxes: z.array(BoxSchema) }).strict();
 export const BoxParamsSchema = z.object({ id: BoxIdSchema }).strict();
 
-export const ApiExecRequestSchema = z
+const ExecRequestFields = z
   .object({
     argv: z
       .array(z.string().max(128 * 1024))
@@ -313,12 +313,32 @@ export const ApiExecRequestSchema = z
       .optional()
       .describe('Base64 bytes fed to stdin, which is then closed.'),
   })
-  .strict()
-  .refine((r) => (r.argv === undefined) !== (r.command === undefined), {
-    message: 'give exactly one of argv and command',
-    path: ['argv'],
-  });
+  .strict();
+const oneOfArgvAndCommand = (r: { argv?: unknown; command?: unknown }) =>
+  (r.argv === undefined) !== (r.command === undefined);
+const ONE_OF_ARGV_AND_COMMAND = { message: 'give exactly one of argv and command', path: ['argv'] };
+
+export const ApiExecRequestSchema = ExecRequestFields.refine(oneOfArgvAndCommand, ONE_OF_ARGV_AND_COMMAND);
 export type ApiExecRequest = z.input<typeof ApiExecRequestSchema>;
+
+/** What a background command keeps of each of its streams by default: its last 32 MiB. */
+export const DEFAULT_KEEP_OUTPUT_BYTES = 32 * 1024 * 1024;
+
+export const StartCommandRequestSchema = ExecRequestFields.extend({
+  keepOutputBytes: z
+    .number()
+    .int()
+    .min(1024 * 1024)
+    .max(4 * 1024 ** 3)
+    .optional()
+    .describe(
+      `Keep about the last this many bytes of each of its streams on the box's disk (default ${DEFAULT_KEEP_OUTPUT_BYTES / 1024 ** 2} MiB); ` +
+        'older output is dropped (never ahead of a reader following it), and a read from before it is told `skipped`.',
+    ),
+})
+  .strict()
+  .refine(oneOfArgvAndCommand, ONE_OF_ARGV_AND_COMMAND);
+export type StartCommandRequest = z.input<typeof StartCommandRequestSchema>;
 
 export const ExecQuerySchema = z
   .object({
@@ -410,6 +430,16 @@ export const CommandOutputQuerySchema = z
 
 export const CommandOutputEventSchema = z.discriminatedUnion('type', [
   ...ExecEventSchema.options,
+  z
+    .object({
+      type: z.literal('skipped'),
+      stream: z.enum(['stdout', 'stderr']),
+      offset: z.number().int().nonnegative(),
+    })
+    .strict()
+    .describe(
+      "That stream's output before `offset` was dropped (the command keeps only its last `keepOutputBytes`); it goes on from there.",
+    ),
   z
     .object({
       type: z.literal('running'),

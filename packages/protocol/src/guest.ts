@@ -73,6 +73,13 @@ export const EXEC_JOURNAL_FEATURE = 'exec.journal';
 /** The feature a hello names when `exec` and `exec.attach` take `watch` and `exec.stat` is there. */
 export const EXEC_WATCH_FEATURE = 'exec.watch';
 
+/** The feature a hello names when a journaled exec takes `keepBytes` (its output trimmed to its tail). */
+export const EXEC_KEEP_FEATURE = 'exec.keep';
+
+/** The least and most of its output a journaled exec may be told to keep per stream (`keepBytes`). */
+export const JOURNAL_MIN_KEEP_BYTES = 1024 * 1024;
+export const JOURNAL_MAX_KEEP_BYTES = 4 * 1024 ** 3;
+
 /** An attach offset past any file's end: the attach sends none of that stream (an exit watcher). */
 export const JOURNAL_END_OFFSET = Number.MAX_SAFE_INTEGER;
 
@@ -113,6 +120,16 @@ export const ExecRequestSchema = z
       .describe(
         'With `journal`: once the process started, a cancel ends only this follow (a background command runs on).',
       ),
+    keepBytes: z
+      .number()
+      .int()
+      .min(JOURNAL_MIN_KEEP_BYTES)
+      .max(JOURNAL_MAX_KEEP_BYTES)
+      .optional()
+      .describe(
+        "With `journal`: keep about the last this many bytes of each stream on the box's disk; older output " +
+          'is dropped (never ahead of a reader following it), and a read from before it is told `skipped`.',
+      ),
   })
   .strict()
   .refine((r) => !(r.journal !== undefined && r.pty !== undefined), {
@@ -122,6 +139,10 @@ export const ExecRequestSchema = z
   .refine((r) => !(r.watch !== undefined && r.journal === undefined), {
     message: 'only a journaled exec can be watched',
     path: ['watch'],
+  })
+  .refine((r) => !(r.keepBytes !== undefined && r.journal === undefined), {
+    message: 'only a journaled exec keeps its output',
+    path: ['keepBytes'],
   });
 export type ExecRequest = z.input<typeof ExecRequestSchema>;
 
@@ -147,8 +168,8 @@ export const ExecAttachRequestSchema = z
       .boolean()
       .optional()
       .describe(
-        'Only read the output (a client of a background command): a cancel ends this attach, never the ' +
-          'process, and stderr is sent from its offset as given.',
+        'Only read the output (a client of a background command): a cancel ends this attach at once, ' +
+          'unanswered, never the process; stderr is sent from its offset as given.',
       ),
   })
   .strict();
@@ -163,6 +184,14 @@ export const ExecStatSchema = z
     exit: z.lazy(() => ExecExitSchema.nullable()),
     stdoutBytes: z.number().int().nonnegative(),
     stderrBytes: z.number().int().nonnegative(),
+    // Defaults: an agent without `exec.keep` keeps all output.
+    stdoutStart: z
+      .number()
+      .int()
+      .nonnegative()
+      .default(0)
+      .describe('The first byte of stdout still kept (`keepBytes` dropped what came before).'),
+    stderrStart: z.number().int().nonnegative().default(0),
   })
   .strict();
 export type ExecStat = z.infer<typeof ExecStatSchema>;
@@ -310,6 +339,15 @@ export const CancelSchema = z.object({ type: z.literal('cancel') }).strict();
 
 export const ExecStartedSchema = z.object({ type: z.literal('started'), pid: z.number().int() }).strict();
 
+/** On a journaled exec's follow: that stream's output before `offset` was dropped; it goes on from there. */
+export const ExecSkippedSchema = z
+  .object({
+    type: z.literal('skipped'),
+    stream: z.enum(['stdout', 'stderr']),
+    offset: z.number().int().nonnegative(),
+  })
+  .strict();
+
 export const ExecExitSchema = z
   .object({
     type: z.literal('exit'),
@@ -340,6 +378,7 @@ export const FileHeaderSchema = z
 
 export const GuestReplySchema = z.discriminatedUnion('type', [
   ExecStartedSchema,
+  ExecSkippedSchema,
   ExecExitSchema,
   GuestErrorSchema,
   ResultSchema,

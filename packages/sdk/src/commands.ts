@@ -1,4 +1,10 @@
-import type { ApiExecRequest, Command, CommandOutputEvent, ExecEvent } from '@agentbox/protocol';
+import type {
+  ApiExecRequest,
+  Command,
+  CommandOutputEvent,
+  ExecEvent,
+  StartCommandRequest,
+} from '@agentbox/protocol';
 import { fromBase64, toBase64, utf8 } from './bytes.js';
 import { errorFromObject, sdkError } from './errors.js';
 import { ndjsonLines, type HttpTransport, type RequestOpts } from './http.js';
@@ -18,6 +24,11 @@ export interface OutputCallbacks {
   onStdoutBytes?: (data: Uint8Array) => void | Promise<void>;
   /** As `onStdoutBytes`, for standard error. */
   onStderrBytes?: (data: Uint8Array) => void | Promise<void>;
+  /**
+   * A background command's output of that stream before `offset` (bytes) was dropped: it keeps
+   * only its last `keepOutputBytes`. What follows is from there.
+   */
+  onSkipped?: (stream: 'stdout' | 'stderr', offset: number) => void;
 }
 
 /** What a command is started with. */
@@ -30,6 +41,11 @@ export interface StartOpts {
   cwd?: string;
   /** Fed to standard input, which is then closed. */
   stdin?: string | Uint8Array;
+  /**
+   * A background command (`start`) keeps about the last this many bytes of each stream in the
+   * box (default 32 MiB, at least 1 MiB); older output is dropped.
+   */
+  keepOutputBytes?: number;
 }
 
 export interface CommandOpts extends OutputCallbacks, StartOpts, Omit<RequestOpts, 'timeoutMs'> {
@@ -58,7 +74,10 @@ export interface CommandOutput {
   exit: Pick<CommandResult, 'exitCode' | 'signal' | 'timedOut' | 'durationMs'> | null;
 }
 
-function execRequest(cmd: string | readonly string[], opts: StartOpts): ApiExecRequest {
+function execRequest(
+  cmd: string | readonly string[],
+  opts: Omit<StartOpts, 'keepOutputBytes'>,
+): ApiExecRequest {
   return {
     ...(typeof cmd === 'string' ? { command: cmd } : { argv: [...cmd] }),
     ...(opts.env ? { env: opts.env } : {}),
@@ -77,7 +96,7 @@ function execRequest(cmd: string | readonly string[], opts: StartOpts): ApiExecR
 class OutputSink {
   private readonly decoders = { stdout: new TextDecoder(), stderr: new TextDecoder() };
   readonly text = { stdout: '', stderr: '' };
-  /** The byte offset of each stream read up to. */
+  /** The byte offset of each stream read up to (its output received, or skipped). */
   readonly position: { stdout: number; stderr: number };
   /** The process, once an output stream said. */
   pid: number | null = null;
@@ -99,6 +118,12 @@ class OutputSink {
     if (text) (stream === 'stdout' ? this.opts.onStdout : this.opts.onStderr)?.(text);
   }
 
+  /** The command no longer kept that stream's output before `offset`: reading goes on from there. */
+  skipped(stream: 'stdout' | 'stderr', offset: number): void {
+    this.position[stream] = Math.max(this.position[stream], offset);
+    this.opts.onSkipped?.(stream, offset);
+  }
+
   /** Takes one event of a background command's output; returns the one that ends it (exit, running). */
   async take(
     event: CommandOutputEvent,
@@ -110,6 +135,9 @@ class OutputSink {
       case 'stdout':
       case 'stderr':
         await this.chunk(event.type, event.data);
+        return undefined;
+      case 'skipped':
+        this.skipped(event.stream, event.offset);
         return undefined;
       case 'error':
         throw errorFromObject(event.error, { message: 'reading the command output failed' });
@@ -202,7 +230,10 @@ export class Commands {
     return this.http.json<Command>({
       method: 'POST',
       path: `${this.base}/commands`,
-      json: execRequest(cmd, opts),
+      json: {
+        ...execRequest(cmd, opts),
+        ...(opts.keepOutputBytes !== undefined ? { keepOutputBytes: opts.keepOutputBytes } : {}),
+      } satisfies StartCommandRequest,
       ...(opts.signal ? { signal: opts.signal } : {}),
     });
   }

@@ -6,6 +6,7 @@ import {
   AgentboxError,
   ExecExitSchema,
   EXEC_JOURNAL_FEATURE,
+  EXEC_KEEP_FEATURE,
   EXEC_WATCH_FEATURE,
   GUEST_CHANNEL_BIT,
   FileHeaderSchema,
@@ -55,6 +56,8 @@ export interface ExecHandlers {
   stdin?: Buffer | Readable;
   signal?: AbortSignal;
   onStarted?: (pid: number) => void;
+  /** A journaled exec's output before `offset` of that stream was dropped (`keepBytes`); it goes on from there. */
+  onSkipped?: (stream: 'stdout' | 'stderr', offset: number) => void | Promise<void>;
   /** With `pty` in the request: receives the terminal control (window size changes). */
   onPty?: (terminal: { resize(rows: number, cols: number): void }) => void;
 }
@@ -677,6 +680,11 @@ export class GuestConnection {
     return this.hello?.features?.includes(EXEC_WATCH_FEATURE) ?? false;
   }
 
+  /** A journaled exec may be told to keep only the tail of its output (`keepBytes`). */
+  get trimsJournals(): boolean {
+    return this.hello?.features?.includes(EXEC_KEEP_FEATURE) ?? false;
+  }
+
   /**
    * Takes up a journaled exec that an earlier host session started (a restarted daemon): its
    * output from the offsets given, as it comes, then its exit, as `exec` delivers them. With
@@ -758,6 +766,20 @@ export class GuestConnection {
               started = true;
               handlers.onStarted?.(reply.pid);
               return;
+            case 'skipped': {
+              // In order with the output around it.
+              const { stream, offset } = reply;
+              delivering = delivering.then(async () => {
+                if (settled) return;
+                try {
+                  await handlers.onSkipped?.(stream, offset);
+                } catch (err) {
+                  this.abandon(channel);
+                  settle(() => reject(err instanceof Error ? err : new Error(String(err))));
+                }
+              });
+              return;
+            }
             case 'exit': {
               const exit = ExecExitSchema.parse(reply);
               this.finish(channel);

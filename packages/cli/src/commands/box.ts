@@ -105,6 +105,8 @@ export interface BoxExecFlags extends DaemonFlags {
   timeout?: number;
   stdin: boolean;
   background?: boolean;
+  /** MiB of each stream a background command keeps. */
+  keepOutput?: number;
 }
 
 /**
@@ -122,6 +124,8 @@ export async function boxExec(
     stderr: NodeJS.WritableStream;
   } = process,
 ): Promise<number> {
+  if (options.keepOutput !== undefined && !options.background)
+    throw new AgentboxError('invalid_request', '--keep-output goes with --background');
   if (options.workdir !== undefined && !options.workdir.startsWith('/'))
     throw new AgentboxError('invalid_request', '--workdir must be an absolute path in the box');
   const stdin = options.stdin ? Buffer.concat(await readAll(io.stdin)) : undefined;
@@ -133,7 +137,10 @@ export async function boxExec(
     ...(stdin ? { stdin } : {}),
   };
   if (options.background) {
-    const command = await box.commands.start(argv, start);
+    const command = await box.commands.start(argv, {
+      ...start,
+      ...(options.keepOutput !== undefined ? { keepOutputBytes: options.keepOutput * 1024 * 1024 } : {}),
+    });
     io.stdout.write(`${command.id}\n`);
     return 0;
   }

@@ -102,6 +102,9 @@ describe('agentbox box', () => {
       code: 0,
       stdout: `${id} deleted\n`,
     });
+    const lonely = await cli(['box', 'exec', boxId, '--keep-output', '4', ...flags, '--', 'true']);
+    expect(lonely).toMatchObject({ code: 2, stdout: '' });
+    expect(lonely.stderr).toMatch(/--keep-output goes with --background/);
     const gone = await cli(['box', 'command', 'output', boxId, id, ...flags]);
     expect(gone.code).not.toBe(0);
     expect(gone.stderr).toMatch(new RegExp(`no command ${id} in box ${boxId}`));

@@ -67,6 +67,19 @@ describe('dashboard logic', () => {
       }),
     );
     expect(lost.error).toMatchObject({ code: 'process_not_found' });
+    // A command that keeps only its last output: the page says the start was dropped.
+    const trimmed = commandOutputText(
+      [
+        { type: 'skipped', stream: 'stdout', offset: 1048576 },
+        { type: 'stdout', data: b64([...Buffer.from('tail\n')]) },
+      ]
+        .map((l) => JSON.stringify(l))
+        .join('\n'),
+    );
+    expect(trimmed.stdout).toBe(
+      '[… earlier output dropped: the command keeps only its last bytes …]\ntail\n',
+    );
+    expect(trimmed.stderr).toBe('');
   });
 
   it('splits streamed NDJSON into lines wherever the chunks are cut', () => {

@@ -12,14 +12,17 @@ export class Host {
     this.mux = new Mux(transportTo(toGuest));
   }
 
-  /** Opens a channel with a request; `stdin`, when given, follows it, then its end. */
-  open(channel: number, request: unknown, stdin?: string): void {
+  /**
+   * Opens a channel with a request; `stdin`, when given, follows it, then its end. With `hold`,
+   * no data is acknowledged: a reader that stalls once the window is full.
+   */
+  open(channel: number, request: unknown, stdin?: string, options: { hold?: boolean } = {}): void {
     this.mux.open(channel, {
       onJson: (m) => this.json.set(channel, [...(this.json.get(channel) ?? []), m]),
       onData: (stream, chunk) => {
         const into = stream === 'stderr' ? this.stderr : this.data;
         into.set(channel, (into.get(channel) ?? '') + chunk.toString());
-        this.mux.consumed(channel, chunk.length);
+        if (!options.hold) this.mux.consumed(channel, chunk.length);
       },
       onEnd: () => undefined,
     });

@@ -1,9 +1,10 @@
 import { randomBytes } from 'node:crypto';
 import {
   AgentboxError,
+  DEFAULT_KEEP_OUTPUT_BYTES,
   JOURNAL_END_OFFSET,
   MAX_RUNNING_COMMANDS_PER_BOX,
-  type ApiExecRequest,
+  type StartCommandRequest,
   type Command,
   type CommandOutputEvent,
   type ExecExit,
@@ -70,6 +71,23 @@ function needsWatch(lease: BoxLease, boxId: string): void {
       'not_implemented',
       `box ${boxId} runs an older guest agent without background commands; make a new box (after \`agentbox image build\`)`,
     );
+}
+
+/**
+ * What a command keeps of its output. An agent from before `exec.keep` keeps all of it: the
+ * default goes unsaid there, an explicit ask is refused.
+ */
+export function keepBytesFor(
+  trims: boolean,
+  boxId: string,
+  asked: number | undefined,
+): { keepBytes?: number } {
+  if (trims) return { keepBytes: asked ?? DEFAULT_KEEP_OUTPUT_BYTES };
+  if (asked === undefined) return {};
+  throw new AgentboxError(
+    'not_implemented',
+    `box ${boxId} runs an older guest agent that keeps all of a command's output; leave out keepOutputBytes, or make a new box (after \`agentbox image build\`)`,
+  );
 }
 
 /**
@@ -142,7 +160,11 @@ export function createCommandService(deps: CommandServiceDeps) {
   }
 
   /** Starts a command and answers once its process runs (or could not start: exit 127/126). */
-  async function start(options: { actor: Actor; id: string; request: ApiExecRequest }): Promise<Command> {
+  async function start(options: {
+    actor: Actor;
+    id: string;
+    request: StartCommandRequest;
+  }): Promise<Command> {
     if (stopping) throw new AgentboxError('shutting_down', 'the daemon is stopping');
     const { request } = options;
     const lease = await boxes.acquire(options);
@@ -180,6 +202,7 @@ export function createCommandService(deps: CommandServiceDeps) {
             ...(request.timeoutMs !== undefined ? { timeoutMs: request.timeoutMs } : {}),
             journal: id,
             watch: true,
+            ...keepBytesFor(lease.guest.trimsJournals, options.id, request.keepOutputBytes),
           },
           {
             onStarted: (p) => {
@@ -252,7 +275,18 @@ export function createCommandService(deps: CommandServiceDeps) {
         if (!caughtUp())
           exit = await lease.guest.attachExec(
             { journal: record.id, stdoutOffset: offset.stdout, stderrOffset: offset.stderr, watch: true },
-            { onStdout: sink('stdout'), onStderr: sink('stderr'), signal: reading.signal },
+            {
+              onStarted: (pid) => void onEvent({ type: 'started', pid }),
+              // What the command no longer keeps: the reader goes on from where it starts.
+              onSkipped: (stream, at) => {
+                offset[stream] = at;
+                if (caughtUp()) reading.abort();
+                return onEvent({ type: 'skipped', stream, offset: at });
+              },
+              onStdout: sink('stdout'),
+              onStderr: sink('stderr'),
+              signal: reading.signal,
+            },
           );
       } catch (err) {
         if (options.signal?.aborted || !reading.signal.aborted) throw err;

@@ -107,5 +107,31 @@ describe('background commands in a real box, across a daemon kill -9', () => {
       expect(out.stdout.length, `read ${i}`).toBe(6 * MiB + 4);
       expect(out.stdout.endsWith('yyEND\n')).toBe(true);
     }
+
+    // A chatty one keeps only its last output on the box's disk (punched out with fallocate).
+    const chatty = await box.commands.start(`head -c ${6 * MiB} /dev/zero | tr '\\0' x; echo END`, {
+      keepOutputBytes: MiB,
+    });
+    const skipped: number[] = [];
+    for (let i = 0; ; i++) {
+      skipped.length = 0;
+      const out = await box.commands.output(chatty.id, { onSkipped: (_, offset) => skipped.push(offset) });
+      if (out.exit && skipped.length > 0) {
+        expect(out.stdout.length).toBe(6 * MiB + 4 - skipped[0]!);
+        expect(out.stdout.endsWith('xxEND\n')).toBe(true);
+        expect(out.stdoutOffset).toBe(6 * MiB + 4);
+        break;
+      }
+      expect(i, 'its output was never trimmed').toBeLessThan(100);
+      await new Promise((r) => setTimeout(r, 200));
+    }
+    expect(skipped[0]).toBeGreaterThanOrEqual(3 * MiB);
+    // The hole is punched just after dropped.json is written: the disk blocks go a moment later.
+    for (let i = 0; ; i++) {
+      const du = await box.commands.run(['du', '-k', `/var/lib/agentbox/exec/${chatty.id}/stdout`]);
+      if (Number(du.stdout.split(/\s/)[0]) < 3 * 1024) break;
+      expect(i, `its output still takes ${du.stdout}`).toBeLessThan(50);
+      await new Promise((r) => setTimeout(r, 100));
+    }
   });
 });

@@ -2,7 +2,7 @@ import fs from 'node:fs';
 import path from 'node:path';
 import { afterAll, beforeAll, describe, expect, it, vi } from 'vitest';
 import type { Command, CommandOutputEvent } from '@agentbox/protocol';
-import { createCommandService } from '../../src/services/command-service.js';
+import { createCommandService, keepBytesFor } from '../../src/services/command-service.js';
 import { createCommandStore } from '../../src/store/command-store.js';
 import { openDatabase } from '../../src/store/db.js';
 import { errorCode, fakeHost, type FakeHost } from '../helpers/fake-host.js';
@@ -119,12 +119,73 @@ describe('/v1/boxes/:id/commands: background commands', () => {
     expect(errorCode(gone)).toBe('command_not_found');
   });
 
+  it("a follow of a quiet command is answered at once (headers, its pid), not at the command's first output", async () => {
+    const cmd = await start({
+      command: `i=0; while [ ! -e ${go} ] && [ $i -lt 3000 ]; do i=$((i+1)); sleep 0.02; done; echo late`,
+    });
+    const address = await h.host.app.listen({ host: '127.0.0.1', port: 0 });
+    // Resolves with the headers: before the go, the command has printed nothing.
+    const response = await fetch(`${address}/v1/boxes/${id}/commands/${cmd.id}/output?follow=true`, {
+      headers: { 'x-api-key': h.admin },
+    });
+    expect(response.status).toBe(200);
+    expect(fs.existsSync(go)).toBe(false);
+    fs.writeFileSync(go, '');
+    const body = events(await response.text());
+    expect(body[0]).toEqual({ type: 'started', pid: cmd.pid });
+    expect(text(body, 'stdout')).toBe('late\n');
+    expect(body.at(-1)).toMatchObject({ type: 'exit', exitCode: 0 });
+    fs.rmSync(go);
+  });
+
   it('a program that cannot start is a command that exited 127, its reason in its stderr', async () => {
     const cmd = await start({ argv: ['no-such-program-here'] });
     expect(cmd).toMatchObject({ state: 'exited', exitCode: 127, pid: null });
     const out = await output(cmd.id);
     expect(text(out, 'stderr')).toBe('agentbox: no-such-program-here: command not found\n');
     expect(out.at(-1)).toMatchObject({ type: 'exit', exitCode: 127 });
+  });
+
+  it('keeps only about the last keepOutputBytes of its output: a read from 0 is told what was skipped', async () => {
+    const MiB = 1024 * 1024;
+    const cmd = await start({
+      command: `head -c ${6 * MiB} /dev/zero | tr '\\0' x; printf END; i=0; while [ ! -e ${go} ] && [ $i -lt 3000 ]; do i=$((i+1)); sleep 0.02; done`,
+      keepOutputBytes: MiB,
+    });
+    let out: CommandOutputEvent[] = [];
+    await vi.waitFor(
+      async () => {
+        out = await output(cmd.id);
+        expect(out.find((e) => e.type === 'skipped')).toBeDefined();
+        expect(text(out, 'stdout').endsWith('END')).toBe(true);
+      },
+      { timeout: 10_000, interval: 200 },
+    );
+    const skipped = out.find((e) => e.type === 'skipped') as { stream: string; offset: number };
+    expect(skipped.stream).toBe('stdout');
+    expect(skipped.offset).toBeGreaterThanOrEqual(3 * MiB);
+    const kept = text(out, 'stdout');
+    expect(kept.length).toBe(6 * MiB + 3 - skipped.offset);
+    expect(/^x+END$/.test(kept)).toBe(true);
+    expect(out.at(-1)).toEqual({ type: 'running', stdoutOffset: 6 * MiB + 3, stderrOffset: 0 });
+    const small = await h.admin_({
+      method: 'POST',
+      url: `/v1/boxes/${id}/commands`,
+      payload: { argv: ['true'], keepOutputBytes: 1000 },
+    });
+    expect(errorCode(small)).toBe('invalid_request');
+    fs.writeFileSync(go, '');
+    await vi.waitFor(async () => expect((await get(cmd.id)).state).toBe('exited'));
+    fs.rmSync(go);
+  });
+
+  it('a box whose agent predates exec.keep keeps all output: the default goes unsaid, an explicit ask is refused', () => {
+    expect(keepBytesFor(true, 'b', undefined)).toEqual({ keepBytes: 32 * 1024 * 1024 });
+    expect(keepBytesFor(true, 'b', 2 * 1024 * 1024)).toEqual({ keepBytes: 2 * 1024 * 1024 });
+    expect(keepBytesFor(false, 'b', undefined)).toEqual({});
+    expect(() => keepBytesFor(false, 'b', 2 * 1024 * 1024)).toThrow(
+      expect.objectContaining({ code: 'not_implemented' }) as Error,
+    );
   });
 
   it('a daemon that starts watches what the last one left running, and records its exit', async () => {

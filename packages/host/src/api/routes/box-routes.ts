@@ -12,6 +12,7 @@ import {
   CommandParamsSchema,
   CommandSchema,
   CreateBoxRequestSchema,
+  StartCommandRequestSchema,
   EgressAuditQuerySchema,
   EgressAuditResponseSchema,
   ExecEventSchema,
@@ -227,7 +228,7 @@ export function boxRoutes(deps: BoxRouteDeps): RouteDef[] {
       tags: V1,
       auth: 'key',
       params: BoxParamsSchema,
-      body: ApiExecRequestSchema,
+      body: StartCommandRequestSchema,
       bodyLimit: EXEC_BODY_LIMIT_BYTES,
       responses: { 201: { description: 'The command, running (or exited at once)', schema: CommandSchema } },
       errors: [...ON_BOX, 'payload_too_large', 'file_not_found', 'capacity_exhausted', 'not_implemented'],
@@ -284,6 +285,8 @@ export function boxRoutes(deps: BoxRouteDeps): RouteDef[] {
           signal,
           {
             contentType: 'application/x-ndjson',
+            // A follow may wait long for a quiet command's next line: the client has its answer now.
+            headersFirst: query.follow === 'true',
             lateError: (err) => streamErrorFrame(err, reply.request.id),
           },
           (write) =>
