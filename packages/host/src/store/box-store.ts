@@ -345,7 +345,7 @@ export function createBoxStore(db: Db, clock: () => number = Date.now) {
       if (!options.includeDeleted) where.push("state != 'deleted'");
       return db
         .prepare<string[], BoxRow>(
-          `SELECT * FROM boxes ${where.length ? `WHERE ${where.join(' AND ')}` : ''} ORDER BY created_at DESC, id`,
+          `SELECT * FROM boxes ${where.length ? `WHERE ${where.join(' AND ')}` : ''} ORDER BY created_at DESC, rowid DESC`,
         )
         .all(...args)
         .map(toRecord);
@@ -353,7 +353,7 @@ export function createBoxStore(db: Db, clock: () => number = Date.now) {
 
     live(): BoxRecord[] {
       return db
-        .prepare<[], BoxRow>(`SELECT * FROM boxes WHERE ${LIVE_SQL} ORDER BY created_at, id`)
+        .prepare<[], BoxRow>(`SELECT * FROM boxes WHERE ${LIVE_SQL} ORDER BY created_at, rowid`)
         .all()
         .map(toRecord);
     },
@@ -372,7 +372,7 @@ export function createBoxStore(db: Db, clock: () => number = Date.now) {
     findLiveByUserOfAnyKey(userId: string): BoxRecord[] {
       return db
         .prepare<[string], BoxRow>(
-          `SELECT * FROM boxes WHERE user_id = ? AND ${LIVE_SQL} ORDER BY created_at, id`,
+          `SELECT * FROM boxes WHERE user_id = ? AND ${LIVE_SQL} ORDER BY created_at, rowid`,
         )
         .all(userId)
         .map(toRecord);

@@ -65,10 +65,10 @@ export function createCommandStore(db: Db, clock: () => number) {
   );
   const byId = db.prepare<[string], CommandRow>('SELECT * FROM box_commands WHERE id = ?');
   const byBox = db.prepare<[string], CommandRow>(
-    'SELECT * FROM box_commands WHERE box_id = ? ORDER BY started_at, id',
+    'SELECT * FROM box_commands WHERE box_id = ? ORDER BY started_at, rowid',
   );
   const running = db.prepare<[], CommandRow>(
-    "SELECT * FROM box_commands WHERE state = 'running' ORDER BY started_at",
+    "SELECT * FROM box_commands WHERE state = 'running' ORDER BY started_at, rowid",
   );
   const runningInBox = db.prepare<[string], { n: number }>(
     "SELECT count(*) AS n FROM box_commands WHERE box_id = ? AND state = 'running'",
@@ -84,7 +84,7 @@ export function createCommandStore(db: Db, clock: () => number) {
   const remove = db.prepare('DELETE FROM box_commands WHERE id = ?');
   const trim = db.prepare(
     `DELETE FROM box_commands WHERE id IN (SELECT id FROM box_commands WHERE box_id = ? AND state != 'running'
-     ORDER BY started_at DESC, id DESC LIMIT -1 OFFSET ?)`,
+     ORDER BY started_at DESC, rowid DESC LIMIT -1 OFFSET ?)`,
   );
   return {
     /** Records a command whose process started; a box's oldest ended commands past the cap go. */

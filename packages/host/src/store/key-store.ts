@@ -273,7 +273,7 @@ export function createKeyStore(db: Db, clock: () => number = Date.now) {
 
     list(): ApiKeyInfo[] {
       return db
-        .prepare<[], KeyRow>(`SELECT ${KEY_COLUMNS} FROM api_keys ORDER BY created_at, id`)
+        .prepare<[], KeyRow>(`SELECT ${KEY_COLUMNS} FROM api_keys ORDER BY created_at, rowid`)
         .all()
         .map(toInfo);
     },
