@@ -403,10 +403,8 @@ export class ExecJournals {
 
   /**
    * Sends what the file holds past the stream's offset, up to READ_BYTES: with the addon, one
-   * frame the kernel moves from the file (sendfile), never through JavaScript; else read and sent.
-   * Large JavaScript writes to the VM's port were seen to put the frame stream out of step (the
-   * host read "bad frame magic" after repeated reads of MiBs); exec output and file reads, which
-   * went by the addon, never were.
+   * frame the kernel moves from the file (sendfile), never through JavaScript, as file reads go;
+   * else read and sent.
    */
   private async sendFrom(
     ctx: RequestContext,

@@ -12,6 +12,8 @@
 interface WriteReq {
   handle: PipeHandle;
   oncomplete: (status: number) => void;
+  /** What libuv writes from until `oncomplete`: kept reachable here (node's streams use `_chunks`). */
+  chunks?: Buffer[];
 }
 
 interface PipeHandle {
@@ -91,10 +93,12 @@ export class RawPipe {
   private readonly b: Bindings;
   private closedFlag = false;
   /**
-   * Writes libuv queued, held until they complete: node makes a request's JS object weak, so
-   * without this a GC could collect it and its chunks while libuv still writes from their memory
-   * (node's own streams keep theirs in `kCurrentWriteRequest`). Seen as a frame stream gone out of
-   * step after many large journal reads ("bad frame magic").
+   * Writes libuv queued, each holding its chunks, until they complete. libuv writes from the
+   * chunks' memory, and nothing in native code keeps them alive: node makes a request's JS object
+   * weak (its own streams keep theirs in `kCurrentWriteRequest`, the chunks in `req._chunks`). Once
+   * they were kept by a closure's `void chunks`, which the bundler's minifier dropped as dead code:
+   * a GC freed queued buffers, and the host got heap garbage or later bytes in their place (a
+   * download through a published port, or "bad frame magic" when a header went).
    */
   private readonly inFlight = new Set<object>();
   private onData: ((chunk: Buffer) => void) | undefined;
@@ -157,10 +161,11 @@ export class RawPipe {
     if (this.closedFlag) return FAILED_WRITE;
     const req = new this.b.WriteWrap() as WriteReq & { settle?: (status: number) => void };
     req.handle = this.handle;
-    // Called only for a write libuv had to queue; the chunks must stay alive until then.
+    req.chunks = chunks;
+    // Called only for a write libuv had to queue.
     req.oncomplete = (status) => {
-      void chunks;
       this.inFlight.delete(req);
+      req.chunks = undefined;
       req.settle?.(status);
     };
     const err = this.handle.writev(req, chunks, true);

@@ -129,6 +129,39 @@ describe('one real VM: exec, files, processes through the guest agent', () => {
     await vm.guest.remove('/root/data.bin');
   });
 
+  it("carries a service's bulk bytes out through a published port intact, download after download", async () => {
+    // The agent relays a connection's bytes as JavaScript writes to the channel: when the port was
+    // full they waited in libuv, and a GC once freed them meanwhile (every run broke within 40).
+    const size = 6 * 1024 * 1024;
+    const served = await run(
+      vm,
+      [
+        `head -c ${size} /dev/urandom > /root/served.bin && sha256sum /root/served.bin | cut -d" " -f1`,
+        'cd /root && (python3 -m http.server 8125 --bind 127.0.0.1 >/dev/null 2>&1 &)',
+        'i=0; until curl -sf -o /dev/null http://127.0.0.1:8125/served.bin; do i=$((i+1)); [ $i -gt 300 ] && break; sleep 0.1; done',
+      ].join('\n'),
+    );
+    const want = served.stdout.toString().trim();
+    for (let round = 0; round < 40; round++) {
+      const connection = vm.guest.connectPort(8125);
+      const chunks: Buffer[] = [];
+      connection.on('data', (c: Buffer) => chunks.push(c));
+      const ended = new Promise<void>((resolve, reject) => {
+        connection.on('end', resolve);
+        connection.on('error', reject);
+      });
+      connection.end('GET /served.bin HTTP/1.0\r\n\r\n');
+      await ended;
+      const response = Buffer.concat(chunks);
+      const body = response.subarray(response.indexOf('\r\n\r\n') + 4);
+      expect(body.length, `download ${round}`).toBe(size);
+      expect(sha256(body), `download ${round}`).toBe(want);
+      // The box is used meanwhile too: the agent's heap churns, and garbage is collected.
+      expect((await run(vm, 'echo ok')).stdout.toString()).toBe('ok\n');
+    }
+    await run(vm, 'pkill -f "http.server 8125"; rm /root/served.bin');
+  });
+
   it('kills the process and its children when an exec times out', async () => {
     const started = Date.now();
     const r = await run(vm, 'sleep 300 & sleep 300', { timeoutMs: 1000 });
