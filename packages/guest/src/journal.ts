@@ -41,6 +41,11 @@ interface RunRecord {
   bootId?: string;
   /** Keep about the last this many bytes of each stream (`keepBytes`); absent: all. */
   keepBytes?: number;
+  /**
+   * When its `timeoutMs` runs out, on the boot's monotonic clock (ms): an agent that restarts
+   * meanwhile kills it then, as the one that started it would have.
+   */
+  deadlineMonoMs?: number;
 }
 
 /** What `<journal>/dropped.json` holds: the first byte of each stream still kept. */
@@ -67,7 +72,7 @@ export class ExecJournals {
   /** Journals with a hole punch in flight. */
   private readonly trimming = new Set<string>();
   private trimTimer: NodeJS.Timeout | undefined;
-  /** Whether the kept journals an earlier agent left were looked for. */
+  /** Whether the running journals an earlier agent left were taken up (trimming, deadlines). */
   private resumed = false;
 
   /** With the addon, output goes from the journal's files to the port by sendfile, whole frames. */
@@ -82,7 +87,7 @@ export class ExecJournals {
     defaults: ExecDefaults,
   ): Promise<ExecExit> {
     this.removeUnclaimed();
-    this.resumeTrimming();
+    this.resume();
     const dir = path.join(this.root, req.journal);
     fs.mkdirSync(this.root, { recursive: true, mode: 0o700 });
     try {
@@ -105,7 +110,7 @@ export class ExecJournals {
   }
 
   attach(req: AttachRequest, ctx: RequestContext): Promise<ExecExit> {
-    this.resumeTrimming();
+    this.resume();
     const dir = this.existing(req.journal);
     const watch = req.watch ?? false;
     const stderr = fs.statSync(path.join(dir, 'stderr')).size;
@@ -120,7 +125,7 @@ export class ExecJournals {
 
   /** Where a journal's process stands and how much it printed, without following it. */
   stat(id: string): ExecStat {
-    this.resumeTrimming();
+    this.resume();
     const dir = this.existing(id);
     const dropped = droppedOf(dir);
     const run = readJson<RunRecord>(dir, 'run.json');
@@ -197,6 +202,7 @@ export class ExecJournals {
         startedAtMs,
         bootId: currentBootId(),
         ...(req.keepBytes !== undefined ? { keepBytes: req.keepBytes } : {}),
+        ...(req.timeoutMs ? { deadlineMonoMs: monoNowMs() + req.timeoutMs } : {}),
       } satisfies RunRecord);
       const id = path.basename(dir);
       this.children.add(id);
@@ -331,8 +337,12 @@ export class ExecJournals {
     this.trimTimer.unref();
   }
 
-  /** An agent that restarted goes on trimming the journals its predecessor kept to their last bytes. */
-  private resumeTrimming(): void {
+  /**
+   * An agent that restarted takes up what its predecessor did for the journals still running: it
+   * goes on trimming their output, and kills each at its deadline. Once; at the agent's start, or
+   * at the first request about journals.
+   */
+  resume(): void {
     if (this.resumed) return;
     this.resumed = true;
     let names: string[];
@@ -344,10 +354,34 @@ export class ExecJournals {
     for (const name of names) {
       const dir = path.join(this.root, name);
       const run = readJson<RunRecord>(dir, 'run.json');
-      if (run?.keepBytes === undefined || fs.existsSync(path.join(dir, 'exit.json'))) continue;
+      if (!run || fs.existsSync(path.join(dir, 'exit.json')) || this.children.has(name)) continue;
       if (run.bootId !== undefined && run.bootId !== currentBootId()) continue;
-      this.keep(name, run.keepBytes);
+      if (run.keepBytes !== undefined) this.keep(name, run.keepBytes);
+      if (run.deadlineMonoMs !== undefined && alive(run.pid))
+        setTimeout(() => this.expire(dir, run), Math.max(0, run.deadlineMonoMs - monoNowMs())).unref();
     }
+  }
+
+  /**
+   * Kills a process an earlier agent started once its time ran out, and writes its exit: a
+   * SIGKILL, which it cannot outlive (not this agent's child, its status is not ours to reap).
+   */
+  private expire(dir: string, run: RunRecord): void {
+    if (fs.existsSync(path.join(dir, 'exit.json')) || !fs.existsSync(dir) || !alive(run.pid)) return;
+    killGroup(run.pid);
+    try {
+      // Its group, as it was started; and itself, should it have left that group.
+      process.kill(run.pid, 'SIGKILL');
+    } catch {
+      // gone already
+    }
+    writeAtomically(dir, 'exit.json', {
+      type: 'exit',
+      exitCode: null,
+      signal: 'SIGKILL',
+      timedOut: true,
+      durationMs: Date.now() - run.startedAtMs,
+    } satisfies ExecExit);
   }
 
   /** Drops what each kept journal has past its bytes to keep; one last time once its process ended. */
@@ -492,6 +526,11 @@ function readJson<T>(dir: string, name: string): T | undefined {
   } catch {
     return undefined;
   }
+}
+
+/** The boot's monotonic clock (CLOCK_MONOTONIC, the same in every process of a boot), in ms. */
+function monoNowMs(): number {
+  return Number(process.hrtime.bigint() / 1_000_000n);
 }
 
 function alive(pid: number): boolean {

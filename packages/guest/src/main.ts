@@ -54,6 +54,7 @@ async function main(argv: string[]): Promise<void> {
     ...(versionAt >= 0 ? { protocolVersion: Number(argv[versionAt + 1]) } : {}),
     ...(native ? { native } : {}),
   });
+  service.resumeJournals();
   const proxyAt = argv.indexOf('--proxy-port');
   await service.startEgressProxy(proxyAt >= 0 ? Number(argv[proxyAt + 1]) : EGRESS_PROXY_PORT);
   const running = link.start(

@@ -140,6 +140,14 @@ export class GuestService {
     );
   }
 
+  /**
+   * Takes up the journaled execs an earlier agent of this boot left running (their deadlines,
+   * their output trimming) without waiting for a host to ask about them.
+   */
+  resumeJournals(): void {
+    this.journals.resume();
+  }
+
   hello(): Hello {
     return {
       egressProxyPort: this.egressProxyPort,

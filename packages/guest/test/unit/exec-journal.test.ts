@@ -159,6 +159,41 @@ describe('journaled execs', () => {
     expect(host.last(1)!.message).toMatch(/exit status of process \d+ was lost/);
   });
 
+  it('is killed at its deadline by a restarted agent, which writes that it timed out', async () => {
+    // What an agent that died left: a process with a timeout it was to enforce.
+    const orphan = Number(
+      execFileSync('sh', ['-c', 'sleep 30 </dev/null >/dev/null 2>&1 & echo $!'], {
+        encoding: 'utf8',
+      }).trim(),
+    );
+    const left = journalFiles('j13');
+    fs.mkdirSync(left, { recursive: true });
+    fs.writeFileSync(path.join(left, 'stdout'), 'one\n');
+    fs.writeFileSync(path.join(left, 'stderr'), '');
+    const deadlineMonoMs = Number(process.hrtime.bigint() / 1_000_000n) + 800;
+    fs.writeFileSync(
+      path.join(left, 'run.json'),
+      JSON.stringify({ pid: orphan, startedAtMs: Date.now(), deadlineMonoMs }),
+    );
+    // The agent starts (as main does), and no host asks about the journal yet.
+    service = newService();
+    service.resumeJournals();
+    host = new Host((chunk) => service.mux.receive(chunk));
+    await until(() => {
+      try {
+        process.kill(orphan, 0);
+        return false;
+      } catch {
+        return true;
+      }
+    }, 5000);
+    expect(Number(process.hrtime.bigint() / 1_000_000n)).toBeGreaterThanOrEqual(deadlineMonoMs);
+    host.open(1, { op: 'exec.attach', journal: 'j13', stdoutOffset: 0, stderrOffset: 0 });
+    await until(() => host.last(1) !== undefined);
+    expect(host.data.get(1)).toBe('one\n');
+    expect(host.last(1)).toMatchObject({ type: 'exit', exitCode: null, signal: 'SIGKILL', timedOut: true });
+  });
+
   it('sends stderr again from its last 64 KiB at most (a host keeps its tail only)', async () => {
     host.open(1, {
       op: 'exec',
