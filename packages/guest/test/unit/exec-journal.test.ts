@@ -45,6 +45,34 @@ describe('journaled execs', () => {
     `echo one; echo e1 >&2; i=0; while [ ! -e ${dir}/go ] && [ $i -lt 3000 ]; do i=$((i+1)); sleep 0.02; done; echo two; echo e2 >&2; exit 5`,
   ];
   const journalFiles = (id: string) => path.join(journals, id);
+  const gone = (pid: number) => {
+    try {
+      process.kill(pid, 0);
+      return false;
+    } catch {
+      return true;
+    }
+  };
+  /**
+   * What an agent that died left: a journal whose process (a `sleep 30`) is not this agent's
+   * child (init's). Returns its pid.
+   */
+  const leftByDeadAgent = (id: string, stdout: string, run: object = {}) => {
+    const orphan = Number(
+      execFileSync('sh', ['-c', 'sleep 30 </dev/null >/dev/null 2>&1 & echo $!'], {
+        encoding: 'utf8',
+      }).trim(),
+    );
+    const left = journalFiles(id);
+    fs.mkdirSync(left, { recursive: true });
+    fs.writeFileSync(path.join(left, 'stdout'), stdout);
+    fs.writeFileSync(path.join(left, 'stderr'), '');
+    fs.writeFileSync(
+      path.join(left, 'run.json'),
+      JSON.stringify({ pid: orphan, startedAtMs: Date.now(), ...run }),
+    );
+    return orphan;
+  };
 
   it('answers as an exec does: stdin (read from a file first), stdout and stderr apart, the exit; kept until forgotten', async () => {
     host.open(
@@ -139,17 +167,7 @@ describe('journaled execs', () => {
   });
 
   it('is taken up by a restarted agent too, which says the exit status was lost once the process ends', async () => {
-    // What an agent that died left: a journal whose process is not this agent's child (init's).
-    const orphan = Number(
-      execFileSync('sh', ['-c', 'sleep 30 </dev/null >/dev/null 2>&1 & echo $!'], {
-        encoding: 'utf8',
-      }).trim(),
-    );
-    const left = journalFiles('j5');
-    fs.mkdirSync(left, { recursive: true });
-    fs.writeFileSync(path.join(left, 'stdout'), 'one\ntwo\n');
-    fs.writeFileSync(path.join(left, 'stderr'), '');
-    fs.writeFileSync(path.join(left, 'run.json'), JSON.stringify({ pid: orphan, startedAtMs: Date.now() }));
+    const orphan = leftByDeadAgent('j5', 'one\ntwo\n');
     host.open(1, { op: 'exec.attach', journal: 'j5', stdoutOffset: 4, stderrOffset: 0 });
     await until(() => host.data.get(1) === 'two\n');
     expect(host.json.get(1)).toEqual([{ type: 'started', pid: orphan }]);
@@ -160,33 +178,14 @@ describe('journaled execs', () => {
   });
 
   it('is killed at its deadline by a restarted agent, which writes that it timed out', async () => {
-    // What an agent that died left: a process with a timeout it was to enforce.
-    const orphan = Number(
-      execFileSync('sh', ['-c', 'sleep 30 </dev/null >/dev/null 2>&1 & echo $!'], {
-        encoding: 'utf8',
-      }).trim(),
-    );
-    const left = journalFiles('j13');
-    fs.mkdirSync(left, { recursive: true });
-    fs.writeFileSync(path.join(left, 'stdout'), 'one\n');
-    fs.writeFileSync(path.join(left, 'stderr'), '');
+    // With a timeout it was to enforce.
     const deadlineMonoMs = Number(process.hrtime.bigint() / 1_000_000n) + 800;
-    fs.writeFileSync(
-      path.join(left, 'run.json'),
-      JSON.stringify({ pid: orphan, startedAtMs: Date.now(), deadlineMonoMs }),
-    );
+    const orphan = leftByDeadAgent('j13', 'one\n', { deadlineMonoMs });
     // The agent starts (as main does), and no host asks about the journal yet.
     service = newService();
     service.resumeJournals();
     host = new Host((chunk) => service.mux.receive(chunk));
-    await until(() => {
-      try {
-        process.kill(orphan, 0);
-        return false;
-      } catch {
-        return true;
-      }
-    }, 5000);
+    await until(() => gone(orphan), 5000);
     expect(Number(process.hrtime.bigint() / 1_000_000n)).toBeGreaterThanOrEqual(deadlineMonoMs);
     host.open(1, { op: 'exec.attach', journal: 'j13', stdoutOffset: 0, stderrOffset: 0 });
     await until(() => host.last(1) !== undefined);
@@ -313,14 +312,7 @@ describe('journaled execs', () => {
     await until(() => host.last(2) !== undefined);
     expect(host.last(2)).toMatchObject({ type: 'result' });
     // Its exit comes to a journal that is gone: nothing to write, nothing thrown.
-    await until(() => {
-      try {
-        process.kill(pid, 0);
-        return false;
-      } catch {
-        return true;
-      }
-    });
+    await until(() => gone(pid));
     await until(() => host.last(1) !== undefined);
     expect(host.last(1)).toMatchObject({ type: 'error', code: 'process_not_found' });
     host.open(3, { op: 'ping' });
