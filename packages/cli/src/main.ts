@@ -11,6 +11,7 @@ import {
   boxCommandList,
   boxCommandOutput,
   boxCommandRemove,
+  boxCommandStdin,
   boxCopy,
   boxCreate,
   boxExec,
@@ -601,6 +602,11 @@ export function buildProgram(setExit: (code: number) => void): Command {
           '--keep-output <MiB>',
           'with --background: keep its last MiB of each stream (default 32)',
         ).argParser(intOption('--keep-output', 1, 4096)),
+      )
+      .option(
+        '--stdin-open',
+        'with --background: keep its stdin open, to write to with `box command stdin`',
+        false,
       ),
   ).action(async (id: string, argv: string[], opts: Parameters<typeof boxExec>[2]) =>
     setExit(await boxExec(id, argv, opts)),
@@ -626,6 +632,18 @@ export function buildProgram(setExit: (code: number) => void): Command {
       .option('-f, --follow', 'follow until the command ends', false),
   ).action(async (id: string, commandId: string, opts: Parameters<typeof boxCommandOutput>[2]) =>
     setExit(await boxCommandOutput(id, commandId, opts)),
+  );
+  daemonOptions(
+    command
+      .command('stdin')
+      .description(
+        "send this process's stdin to a background command started with --stdin-open, then close it",
+      )
+      .argument('<box>', 'box id')
+      .argument('<command>', 'command id (cmd-...)')
+      .option('--keep-open', "leave the command's stdin open afterwards", false),
+  ).action(async (id: string, commandId: string, opts: Parameters<typeof boxCommandStdin>[2]) =>
+    setExit(await boxCommandStdin(id, commandId, opts)),
   );
   daemonOptions(
     command

@@ -1,3 +1,4 @@
+import type { GuestErrorCode } from '@agentbox/protocol';
 import type { Mux } from '@agentbox/protocol/wire';
 
 /** What a request handler may send on its channel. */
@@ -26,7 +27,7 @@ export interface RequestContext {
 /** A handler failure that maps to a guest error code instead of `guest_error`. */
 export class GuestOpError extends Error {
   constructor(
-    readonly code: 'invalid_request' | 'file_not_found' | 'process_not_found' | 'guest_error',
+    readonly code: GuestErrorCode,
     message: string,
   ) {
     super(message);

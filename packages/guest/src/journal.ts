@@ -1,7 +1,9 @@
-import { execFile, spawn } from 'node:child_process';
+import { execFile, execFileSync, spawn } from 'node:child_process';
 import fs from 'node:fs';
+import net from 'node:net';
 import path from 'node:path';
 import {
+  JOURNAL_INPUT_MAX_BYTES,
   JOURNAL_STDERR_REPLAY_BYTES,
   type ExecExit,
   type ExecStat,
@@ -15,6 +17,7 @@ import { currentBootId } from './restore.js';
 
 type ExecRequest = Extract<ParsedRequest, { op: 'exec' }>;
 type AttachRequest = Extract<ParsedRequest, { op: 'exec.attach' }>;
+type InputRequest = Extract<ParsedRequest, { op: 'exec.input' }>;
 
 /** Where a VM's agent keeps its journals (on the box's disk: a hibernated box keeps them too). */
 export const GUEST_JOURNAL_ROOT = '/var/lib/agentbox/exec';
@@ -66,6 +69,11 @@ interface Reader {
 export class ExecJournals {
   /** Journals whose process is this agent's child: its exit is still to be written. */
   private readonly children = new Set<string>();
+  /**
+   * The open stdins (`stdinOpen`): this agent holds the only writer of each one's FIFO, so its
+   * process reads end-of-file once that is closed (an `eof`, the exit, or this agent gone).
+   */
+  private readonly inputs = new Map<string, net.Socket>();
   /** Journals whose output is kept to its last bytes, while their process may still print: keepBytes. */
   private readonly kept = new Map<string, number>();
   private readonly readers = new Map<string, Set<Reader>>();
@@ -158,7 +166,34 @@ export class ExecJournals {
     const dir = path.join(this.root, id);
     const run = readJson<RunRecord>(dir, 'run.json');
     if (run && !fs.existsSync(path.join(dir, 'exit.json'))) killGroup(run.pid);
+    this.inputs.get(id)?.destroy();
+    this.inputs.delete(id);
     fs.rmSync(dir, { recursive: true, force: true });
+  }
+
+  /** Writes to an open stdin; `eof` then closes it once what was written went out. */
+  input(req: InputRequest): { bytes: number } {
+    const input = this.inputs.get(req.journal);
+    if (!input) {
+      this.existing(req.journal);
+      throw new GuestOpError(
+        'invalid_state',
+        `the stdin of ${req.journal} is not open: it was not started with it open, was closed, its process ` +
+          'ended, or the guest agent restarted',
+      );
+    }
+    const bytes = Buffer.from(req.data, 'base64');
+    if (input.writableLength + bytes.length > JOURNAL_INPUT_MAX_BYTES)
+      throw new GuestOpError(
+        'capacity_exhausted',
+        `the process has not read the ${input.writableLength} bytes sent to its stdin before; send more once it has`,
+      );
+    if (bytes.length > 0) input.write(bytes);
+    if (req.eof) {
+      this.inputs.delete(req.journal);
+      input.end();
+    }
+    return { bytes: bytes.length };
   }
 
   /** Starts the process on the journal's files; a program that cannot start exits 127 or 126 there. */
@@ -172,7 +207,8 @@ export class ExecJournals {
       throw new GuestOpError('file_not_found', `working directory ${cwd} does not exist`);
     const stdout = fs.openSync(path.join(dir, 'stdout'), 'wx', 0o600);
     const stderr = fs.openSync(path.join(dir, 'stderr'), 'wx', 0o600);
-    const stdin = req.stdin ? fs.openSync(path.join(dir, 'stdin'), 'r') : 'ignore';
+    const open = req.stdinOpen ? openStdinFifo(path.join(dir, 'stdin.fifo')) : undefined;
+    const stdin = open?.reader ?? (req.stdin ? fs.openSync(path.join(dir, 'stdin'), 'r') : 'ignore');
     const startedAtMs = Date.now();
     try {
       const child = spawn(req.argv[0]!, req.argv.slice(1), {
@@ -197,6 +233,14 @@ export class ExecJournals {
         return undefined;
       });
       if (pid === undefined) return;
+      const id = path.basename(dir);
+      if (open) {
+        const input = new net.Socket({ fd: open.writer, readable: false, writable: true });
+        open.writer = -1;
+        // A process that exits with input unread: what was queued is dropped with the pipe.
+        input.on('error', () => input.destroy());
+        this.inputs.set(id, input);
+      }
       writeAtomically(dir, 'run.json', {
         pid,
         startedAtMs,
@@ -204,7 +248,6 @@ export class ExecJournals {
         ...(req.keepBytes !== undefined ? { keepBytes: req.keepBytes } : {}),
         ...(req.timeoutMs ? { deadlineMonoMs: monoNowMs() + req.timeoutMs } : {}),
       } satisfies RunRecord);
-      const id = path.basename(dir);
       this.children.add(id);
       if (req.keepBytes !== undefined) this.keep(id, req.keepBytes);
       let timedOut = false;
@@ -217,6 +260,8 @@ export class ExecJournals {
       child.once('exit', (exitCode, signal) => {
         clearTimeout(timer);
         this.children.delete(id);
+        this.inputs.get(id)?.destroy();
+        this.inputs.delete(id);
         // Forgotten while it ran (`exec.forget` killed it): its journal is gone, and no one waits.
         if (!fs.existsSync(dir)) return;
         writeAtomically(dir, 'exit.json', {
@@ -231,6 +276,8 @@ export class ExecJournals {
       fs.closeSync(stdout);
       fs.closeSync(stderr);
       if (typeof stdin === 'number') fs.closeSync(stdin);
+      // Not handed to a socket: the process never started.
+      if (open && open.writer >= 0) fs.closeSync(open.writer);
     }
   }
 
@@ -526,6 +573,17 @@ function readJson<T>(dir: string, name: string): T | undefined {
   } catch {
     return undefined;
   }
+}
+
+/**
+ * A FIFO for a process's stdin: `writer` (this agent's, O_RDWR so that opening it never waits)
+ * and `reader` (the process's, opened after it, so it does not wait for a writer either). Both
+ * close on exec: the process must not hold a writer of its own, or it would never read EOF.
+ */
+function openStdinFifo(fifo: string): { writer: number; reader: number } {
+  execFileSync('mkfifo', ['-m', '600', fifo]);
+  const writer = fs.openSync(fifo, fs.constants.O_RDWR | fs.constants.O_NONBLOCK);
+  return { writer, reader: fs.openSync(fifo, fs.constants.O_RDONLY) };
 }
 
 /** The boot's monotonic clock (CLOCK_MONOTONIC, the same in every process of a boot), in ms. */

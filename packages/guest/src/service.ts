@@ -4,6 +4,7 @@ import path from 'node:path';
 import {
   CancelSchema,
   EXEC_JOURNAL_FEATURE,
+  EXEC_INPUT_FEATURE,
   EXEC_KEEP_FEATURE,
   EXEC_WATCH_FEATURE,
   GUEST_CHANNEL_BIT,
@@ -157,7 +158,7 @@ export class GuestService {
       agentVersion: AGENT_VERSION,
       bootId: currentBootId(),
       agentPid: process.pid,
-      features: [EXEC_JOURNAL_FEATURE, EXEC_WATCH_FEATURE, EXEC_KEEP_FEATURE],
+      features: [EXEC_JOURNAL_FEATURE, EXEC_WATCH_FEATURE, EXEC_KEEP_FEATURE, EXEC_INPUT_FEATURE],
     };
   }
 
@@ -288,6 +289,8 @@ export class GuestService {
         return result({});
       case 'exec.stat':
         return result(this.journals.stat(req.journal));
+      case 'exec.input':
+        return result(this.journals.input(req));
       case 'process.list':
         return result(listProcesses());
       case 'process.kill':

@@ -1,7 +1,7 @@
 import { z } from 'zod';
 import { EgressAuditRecordSchema, EgressPolicySchema, RepoGrantSchema } from './egress.js';
 import { ERROR_CODE_LIST, type ErrorCode } from './errors.js';
-import { EntryInfoSchema, OmittedCountSchema, ProcessInfoSchema } from './guest.js';
+import { EntryInfoSchema, JOURNAL_INPUT_MAX_BYTES, OmittedCountSchema, ProcessInfoSchema } from './guest.js';
 import { queryInteger } from './query.js';
 
 /**
@@ -335,10 +335,38 @@ export const StartCommandRequestSchema = ExecRequestFields.extend({
       `Keep about the last this many bytes of each of its streams on the box's disk (default ${DEFAULT_KEEP_OUTPUT_BYTES / 1024 ** 2} MiB); ` +
         'older output is dropped (never ahead of a reader following it), and a read from before it is told `skipped`.',
     ),
+  stdinOpen: z
+    .boolean()
+    .optional()
+    .describe(
+      'Keep its stdin open: write to it with `POST …/commands/{commandId}/stdin` until one says `eof` (it then ' +
+        'reads end-of-file), it exits, or the guest agent restarts. Not with `stdin`.',
+    ),
 })
   .strict()
-  .refine(oneOfArgvAndCommand, ONE_OF_ARGV_AND_COMMAND);
+  .refine(oneOfArgvAndCommand, ONE_OF_ARGV_AND_COMMAND)
+  .refine((r) => !(r.stdinOpen && r.stdin !== undefined), {
+    message: 'give stdin or stdinOpen, not both',
+    path: ['stdinOpen'],
+  });
 export type StartCommandRequest = z.input<typeof StartCommandRequestSchema>;
+
+export const CommandStdinRequestSchema = z
+  .object({
+    data: z
+      .string()
+      .regex(/^[A-Za-z0-9+/]*={0,2}$/, 'data must be base64')
+      .max(Math.ceil(JOURNAL_INPUT_MAX_BYTES / 3) * 4)
+      .default('')
+      .describe(`Base64 bytes for its stdin, at most ${JOURNAL_INPUT_MAX_BYTES / 1024 ** 2} MiB.`),
+    eof: z.boolean().default(false).describe('Then close its stdin: it reads end-of-file.'),
+  })
+  .strict();
+export type CommandStdinRequest = z.input<typeof CommandStdinRequestSchema>;
+
+export const CommandStdinResultSchema = z
+  .object({ bytes: z.number().int().nonnegative().describe('Bytes taken (queued for it to read).') })
+  .strict();
 
 export const ExecQuerySchema = z
   .object({

@@ -76,6 +76,15 @@ export const EXEC_WATCH_FEATURE = 'exec.watch';
 /** The feature a hello names when a journaled exec takes `keepBytes` (its output trimmed to its tail). */
 export const EXEC_KEEP_FEATURE = 'exec.keep';
 
+/** The feature a hello names when a journaled exec can keep its stdin open (`stdinOpen`, `exec.input`). */
+export const EXEC_INPUT_FEATURE = 'exec.input';
+
+/**
+ * The most one `exec.input` carries, and the most sent to an open stdin that its process has not
+ * read yet: past that, more is refused until it reads.
+ */
+export const JOURNAL_INPUT_MAX_BYTES = 1024 * 1024;
+
 /** The least and most of its output a journaled exec may be told to keep per stream (`keepBytes`). */
 export const JOURNAL_MIN_KEEP_BYTES = 1024 * 1024;
 export const JOURNAL_MAX_KEEP_BYTES = 4 * 1024 ** 3;
@@ -130,6 +139,13 @@ export const ExecRequestSchema = z
         "With `journal`: keep about the last this many bytes of each stream on the box's disk; older output " +
           'is dropped (never ahead of a reader following it), and a read from before it is told `skipped`.',
       ),
+    stdinOpen: z
+      .boolean()
+      .optional()
+      .describe(
+        'With `journal`: its stdin stays open for `exec.input` until one says `eof`, it exits, or the agent ' +
+          'restarts (its process then reads end-of-file). Not with `stdin`.',
+      ),
   })
   .strict()
   .refine((r) => !(r.journal !== undefined && r.pty !== undefined), {
@@ -143,6 +159,10 @@ export const ExecRequestSchema = z
   .refine((r) => !(r.keepBytes !== undefined && r.journal === undefined), {
     message: 'only a journaled exec keeps its output',
     path: ['keepBytes'],
+  })
+  .refine((r) => !(r.stdinOpen && (r.journal === undefined || r.stdin)), {
+    message: 'only a journaled exec without streamed stdin keeps its stdin open',
+    path: ['stdinOpen'],
   });
 export type ExecRequest = z.input<typeof ExecRequestSchema>;
 
@@ -275,6 +295,22 @@ export const RequestSchema = z.discriminatedUnion('op', [
     .object({ op: z.literal('exec.stat'), journal: JournalIdSchema })
     .strict()
     .describe("Where a journaled exec stands: its process, its exit, its output's size so far."),
+  z
+    .object({
+      op: z.literal('exec.input'),
+      journal: JournalIdSchema,
+      data: z
+        .string()
+        .regex(/^[A-Za-z0-9+/]*={0,2}$/)
+        .max(Math.ceil(JOURNAL_INPUT_MAX_BYTES / 3) * 4)
+        .default('')
+        .describe('Base64 bytes for its stdin.'),
+      eof: z.boolean().default(false).describe('Then close its stdin: it reads end-of-file.'),
+    })
+    .strict()
+    .describe(
+      'Writes to the stdin of a journaled exec started with `stdinOpen`; answers once the bytes are queued.',
+    ),
   z.object({ op: z.literal('process.list') }).strict(),
   z
     .object({
@@ -364,7 +400,11 @@ export const GuestErrorCodeSchema = z.enum([
   'file_not_found',
   'process_not_found',
   'guest_error',
+  // `exec.input`: its stdin is not open; its process has not read what was sent before.
+  'invalid_state',
+  'capacity_exhausted',
 ]);
+export type GuestErrorCode = z.infer<typeof GuestErrorCodeSchema>;
 export const GuestErrorSchema = z
   .object({ type: z.literal('error'), code: GuestErrorCodeSchema, message: z.string().max(4096) })
   .strict();
@@ -497,6 +537,7 @@ export const RESULT_SCHEMAS = {
   'exec.attach': ExecExitSchema,
   'exec.forget': EmptyResultSchema,
   'exec.stat': ExecStatSchema,
+  'exec.input': WriteResultSchema,
   'port.connect': EmptyResultSchema,
   'net.listeners': ListenerListSchema,
 } as const satisfies Record<RequestOp, z.ZodType>;

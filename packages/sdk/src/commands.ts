@@ -2,6 +2,7 @@ import type {
   ApiExecRequest,
   Command,
   CommandOutputEvent,
+  CommandStdinRequest,
   ExecEvent,
   StartCommandRequest,
 } from '@agentbox/protocol';
@@ -46,6 +47,11 @@ export interface StartOpts {
    * box (default 32 MiB, at least 1 MiB); older output is dropped.
    */
   keepOutputBytes?: number;
+  /**
+   * A background command (`start`) keeps its stdin open: write to it with `sendStdin`, close it
+   * with `closeStdin`. Not with `stdin`.
+   */
+  stdinOpen?: boolean;
 }
 
 export interface CommandOpts extends OutputCallbacks, StartOpts, Omit<RequestOpts, 'timeoutMs'> {
@@ -76,7 +82,7 @@ export interface CommandOutput {
 
 function execRequest(
   cmd: string | readonly string[],
-  opts: Omit<StartOpts, 'keepOutputBytes'>,
+  opts: Omit<StartOpts, 'keepOutputBytes' | 'stdinOpen'>,
 ): ApiExecRequest {
   return {
     ...(typeof cmd === 'string' ? { command: cmd } : { argv: [...cmd] }),
@@ -233,6 +239,7 @@ export class Commands {
       json: {
         ...execRequest(cmd, opts),
         ...(opts.keepOutputBytes !== undefined ? { keepOutputBytes: opts.keepOutputBytes } : {}),
+        ...(opts.stdinOpen ? { stdinOpen: true } : {}),
       } satisfies StartCommandRequest,
       ...(opts.signal ? { signal: opts.signal } : {}),
     });
@@ -316,6 +323,24 @@ export class Commands {
       }
       await reconnects.next({ startedAt, progressed: read() > before, failure }, opts.signal);
     }
+  }
+
+  /**
+   * Writes to the stdin of a background command started with `stdinOpen` (text as UTF-8), at most
+   * 1 MiB a call; resolves once the box has taken the bytes. `CapacityExhaustedError` when it has
+   * not read the last MiB sent yet: send again later.
+   */
+  async sendStdin(id: string, data: string | Uint8Array, opts: RequestOpts = {}): Promise<void> {
+    await this.writeStdin(id, { data: toBase64(typeof data === 'string' ? utf8(data) : data) }, opts);
+  }
+
+  /** Closes the stdin of a background command started with `stdinOpen`: it reads end-of-file. */
+  async closeStdin(id: string, opts: RequestOpts = {}): Promise<void> {
+    await this.writeStdin(id, { eof: true }, opts);
+  }
+
+  private writeStdin(id: string, body: CommandStdinRequest, opts: RequestOpts) {
+    return this.http.json({ method: 'POST', path: `${this.commandPath(id)}/stdin`, json: body, ...opts });
   }
 
   /** Ends a background command if it still runs, and drops it and its output. */

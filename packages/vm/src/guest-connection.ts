@@ -6,6 +6,7 @@ import {
   AgentboxError,
   ExecExitSchema,
   EXEC_JOURNAL_FEATURE,
+  EXEC_INPUT_FEATURE,
   EXEC_KEEP_FEATURE,
   EXEC_WATCH_FEATURE,
   GUEST_CHANNEL_BIT,
@@ -680,6 +681,11 @@ export class GuestConnection {
     return this.hello?.features?.includes(EXEC_WATCH_FEATURE) ?? false;
   }
 
+  /** A journaled exec may keep its stdin open (`stdinOpen`) for `inputExec`. */
+  get takesInput(): boolean {
+    return this.hello?.features?.includes(EXEC_INPUT_FEATURE) ?? false;
+  }
+
   /** A journaled exec may be told to keep only the tail of its output (`keepBytes`). */
   get trimsJournals(): boolean {
     return this.hello?.features?.includes(EXEC_KEEP_FEATURE) ?? false;
@@ -700,6 +706,16 @@ export class GuestConnection {
   /** Where a journaled exec stands: its process, exit and output size. */
   statExec(journal: string, options: CallOptions = {}): Promise<ExecStat> {
     return this.call({ op: 'exec.stat', journal }, options);
+  }
+
+  /** Writes to the open stdin of a journaled exec (`stdinOpen`); `eof` then closes it. */
+  inputExec(
+    journal: string,
+    data: Buffer,
+    eof: boolean,
+    options: CallOptions = {},
+  ): Promise<{ bytes: number }> {
+    return this.call({ op: 'exec.input', journal, data: data.toString('base64'), eof }, options);
   }
 
   /** The host has kept a journaled exec's exit: the guest removes its journal. */

@@ -107,6 +107,8 @@ export interface BoxExecFlags extends DaemonFlags {
   background?: boolean;
   /** MiB of each stream a background command keeps. */
   keepOutput?: number;
+  /** A background command keeps its stdin open (`box command stdin`). */
+  stdinOpen?: boolean;
 }
 
 /**
@@ -126,6 +128,8 @@ export async function boxExec(
 ): Promise<number> {
   if (options.keepOutput !== undefined && !options.background)
     throw new AgentboxError('invalid_request', '--keep-output goes with --background');
+  if (options.stdinOpen && (!options.background || options.stdin))
+    throw new AgentboxError('invalid_request', '--stdin-open goes with --background, not with --stdin');
   if (options.workdir !== undefined && !options.workdir.startsWith('/'))
     throw new AgentboxError('invalid_request', '--workdir must be an absolute path in the box');
   const stdin = options.stdin ? Buffer.concat(await readAll(io.stdin)) : undefined;
@@ -140,6 +144,7 @@ export async function boxExec(
     const command = await box.commands.start(argv, {
       ...start,
       ...(options.keepOutput !== undefined ? { keepOutputBytes: options.keepOutput * 1024 * 1024 } : {}),
+      ...(options.stdinOpen ? { stdinOpen: true } : {}),
     });
     io.stdout.write(`${command.id}\n`);
     return 0;
@@ -217,6 +222,42 @@ export async function boxCommandOutput(
   }
   const result = await box.commands.follow(commandId, sinks);
   return result.timedOut ? 124 : shellExitStatus(result);
+}
+
+/** What one stdin write carries at most (the daemon takes up to 1 MiB a call). */
+const STDIN_CHUNK_BYTES = 256 * 1024;
+/** How long to wait before sending again to a command that has not read what it was sent. */
+const STDIN_RETRY_MS = 100;
+
+/**
+ * `agentbox box command stdin BOX CMD [--keep-open]`: this process's stdin to a background command
+ * started with `--stdin-open`, as it comes (held back while the command does not read), then
+ * closes it unless --keep-open.
+ */
+export async function boxCommandStdin(
+  id: string,
+  commandId: string,
+  options: DaemonFlags & { keepOpen: boolean },
+  stdin: NodeJS.ReadableStream = process.stdin,
+): Promise<number> {
+  const box = await daemonClient(options).boxes.connect(id);
+  for await (const chunk of stdin) {
+    const bytes = Buffer.isBuffer(chunk) ? chunk : Buffer.from(chunk);
+    for (let at = 0; at < bytes.length; at += STDIN_CHUNK_BYTES) {
+      const part = bytes.subarray(at, at + STDIN_CHUNK_BYTES);
+      for (;;) {
+        try {
+          await box.commands.sendStdin(commandId, part);
+          break;
+        } catch (err) {
+          if (!(err instanceof AgentboxError) || err.code !== 'capacity_exhausted') throw err;
+          await new Promise((r) => setTimeout(r, STDIN_RETRY_MS));
+        }
+      }
+    }
+  }
+  if (!options.keepOpen) await box.commands.closeStdin(commandId);
+  return 0;
 }
 
 /** `agentbox box command rm BOX CMD...`: ends background commands still running and drops them. */

@@ -102,6 +102,24 @@ describe('agentbox box', () => {
       code: 0,
       stdout: `${id} deleted\n`,
     });
+    // One whose stdin stays open: fed by `command stdin` (several MiB, more than it holds unread).
+    const cat = await cli(['box', 'exec', boxId, '--background', '--stdin-open', ...flags, '--', 'wc', '-c']);
+    expect(cat.code, cat.stderr).toBe(0);
+    const catId = cat.stdout.trim();
+    const fed = await cli(['box', 'command', 'stdin', boxId, catId, ...flags], {
+      stdin: 'x'.repeat(3 * 1024 * 1024),
+    });
+    expect(fed).toEqual({ code: 0, stdout: '', stderr: '' });
+    expect(await cli(['box', 'command', 'output', boxId, catId, '--follow', ...flags])).toEqual({
+      code: 0,
+      stdout: `${3 * 1024 * 1024}\n`,
+      stderr: '',
+    });
+    const shut = await cli(['box', 'command', 'stdin', boxId, catId, ...flags], { stdin: 'late' });
+    expect(shut.code).not.toBe(0);
+    expect(shut.stderr).toMatch(/stdin.* is not open/);
+    const openAlone = await cli(['box', 'exec', boxId, '--stdin-open', ...flags, '--', 'true']);
+    expect(openAlone.stderr).toMatch(/--stdin-open goes with --background/);
     const lonely = await cli(['box', 'exec', boxId, '--keep-output', '4', ...flags, '--', 'true']);
     expect(lonely).toMatchObject({ code: 2, stdout: '' });
     expect(lonely.stderr).toMatch(/--keep-output goes with --background/);

@@ -397,6 +397,75 @@ describe('journaled execs', () => {
     fs.writeFileSync(path.join(dir, 'go'), '');
   });
 
+  it('keeps its stdin open when asked: input reaches it in order, eof ends it; refused when not open', async () => {
+    host.open(1, {
+      op: 'exec',
+      argv: ['sh', '-c', 'cat; echo done'],
+      journal: 'i1',
+      watch: true,
+      stdinOpen: true,
+    });
+    await until(() => host.types(1).includes('started'));
+    let channel = 10;
+    const input = async (journal: string, text: string, eof = false) => {
+      const c = channel++;
+      host.open(c, { op: 'exec.input', journal, data: Buffer.from(text).toString('base64'), eof });
+      await until(() => host.last(c) !== undefined);
+      return host.last(c)!;
+    };
+    expect(await input('i1', 'one\n')).toEqual({ type: 'result', value: { bytes: 4 } });
+    await until(() => host.data.get(1) === 'one\n');
+    expect(await input('i1', 'two\n')).toEqual({ type: 'result', value: { bytes: 4 } });
+    expect(await input('i1', 'three\n', true)).toEqual({ type: 'result', value: { bytes: 6 } });
+    await until(() => host.last(1) !== undefined);
+    expect(host.data.get(1)).toBe('one\ntwo\nthree\ndone\n');
+    expect(host.last(1)).toMatchObject({ type: 'exit', exitCode: 0 });
+    // Closed now; never opened; no such journal.
+    expect(await input('i1', 'four\n')).toMatchObject({ type: 'error', code: 'invalid_state' });
+    host.open(2, { op: 'exec', argv: ['sleep', '30'], journal: 'i2', watch: true });
+    await until(() => host.types(2).includes('started'));
+    expect(await input('i2', 'x')).toMatchObject({ type: 'error', code: 'invalid_state' });
+    expect(await input('i9', 'x')).toMatchObject({ type: 'error', code: 'process_not_found' });
+    host.open(3, { op: 'exec.forget', journal: 'i2' });
+    await until(() => host.last(3) !== undefined);
+  });
+
+  it('refuses input past what its process has not read yet, and takes more once it reads', async () => {
+    const MiB = 1024 * 1024;
+    host.open(1, {
+      op: 'exec',
+      argv: [
+        'sh',
+        '-c',
+        `i=0; while [ ! -e ${dir}/go ] && [ $i -lt 3000 ]; do i=$((i+1)); sleep 0.02; done; wc -c`,
+      ],
+      journal: 'i3',
+      watch: true,
+      stdinOpen: true,
+    });
+    await until(() => host.types(1).includes('started'));
+    const half = Buffer.alloc(MiB / 2, 120).toString('base64');
+    let channel = 10;
+    const input = async (eof = false) => {
+      const c = channel++;
+      host.open(c, { op: 'exec.input', journal: 'i3', data: half, eof });
+      await until(() => host.last(c) !== undefined);
+      return host.last(c)!;
+    };
+    // A FIFO holds 64 KiB; the rest waits in the agent, up to 1 MiB.
+    expect(await input()).toMatchObject({ type: 'result' });
+    expect(await input()).toMatchObject({ type: 'result' });
+    expect(await input()).toMatchObject({ type: 'error', code: 'capacity_exhausted' });
+    fs.writeFileSync(path.join(dir, 'go'), '');
+    // It reads now: the last half and the eof are taken once it has read enough.
+    for (let i = 0; (await input(true)).type !== 'result'; i++) {
+      expect(i, 'the input was never taken').toBeLessThan(100);
+      await new Promise((r) => setTimeout(r, 50));
+    }
+    await until(() => host.last(1) !== undefined);
+    expect(host.data.get(1)!.trim()).toBe(String(3 * (MiB / 2)));
+  });
+
   it('refuses a watch of an exec with no journal', async () => {
     host.open(1, { op: 'exec', argv: ['true'], watch: true });
     await until(() => host.last(1) !== undefined);

@@ -90,6 +90,16 @@ export function keepBytesFor(
   );
 }
 
+function stdinOpenFor(lease: BoxLease, boxId: string, asked: boolean | undefined): { stdinOpen?: true } {
+  if (!asked) return {};
+  if (!lease.guest.takesInput)
+    throw new AgentboxError(
+      'not_implemented',
+      `box ${boxId} runs an older guest agent that cannot keep a command's stdin open; make a new box (after \`agentbox image build\`)`,
+    );
+  return { stdinOpen: true };
+}
+
 /**
  * Background commands: a process started in a box that outlives its request (a dev server, a long
  * build). It runs as a journaled exec (its output kept in files in the box), so clients read its
@@ -203,6 +213,7 @@ export function createCommandService(deps: CommandServiceDeps) {
             journal: id,
             watch: true,
             ...keepBytesFor(lease.guest.trimsJournals, options.id, request.keepOutputBytes),
+            ...stdinOpenFor(lease, options.id, request.stdinOpen),
           },
           {
             onStarted: (p) => {
@@ -321,6 +332,27 @@ export function createCommandService(deps: CommandServiceDeps) {
 
     get(ref: CommandRef): Command {
       return commandView(find(ref).record);
+    },
+
+    /** Writes to the open stdin of a running command (`stdinOpen`); `eof` then closes it. */
+    async input(ref: CommandRef & { data: Buffer; eof: boolean }): Promise<{ bytes: number }> {
+      const { record } = find(ref);
+      if (record.state !== 'running')
+        throw new AgentboxError(
+          'invalid_state',
+          `command ${record.id} is ${record.state}: its stdin is not open`,
+        );
+      const lease = await boxes.acquire(ref);
+      try {
+        if (!lease.guest.takesInput)
+          throw new AgentboxError(
+            'invalid_state',
+            `command ${record.id} was not started with its stdin open`,
+          );
+        return await lease.guest.inputExec(record.id, ref.data, ref.eof);
+      } finally {
+        lease.release();
+      }
     },
 
     /** Ends the command if it still runs and drops it and its output. */

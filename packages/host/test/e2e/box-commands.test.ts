@@ -1,3 +1,4 @@
+import { createHash } from 'node:crypto';
 import fs from 'node:fs';
 import net from 'node:net';
 import os from 'node:os';
@@ -107,6 +108,27 @@ describe('background commands in a real box, across a daemon kill -9', () => {
       expect(out.stdout.length, `read ${i}`).toBe(6 * MiB + 4);
       expect(out.stdout.endsWith('yyEND\n')).toBe(true);
     }
+
+    // One reads what a client sends to its stdin, in order, until the client closes it.
+    const reader = await box.commands.start('sha256sum', { stdinOpen: true });
+    const input = Buffer.alloc(3 * MiB);
+    for (let i = 0; i < input.length; i++) input[i] = (i * 7) % 251;
+    for (let at = 0; at < input.length; at += 512 * 1024) {
+      for (let tries = 0; ; tries++) {
+        try {
+          await box.commands.sendStdin(reader.id, input.subarray(at, at + 512 * 1024));
+          break;
+        } catch (err) {
+          // It had not read the last MiB yet.
+          expect((err as { code?: string }).code).toBe('capacity_exhausted');
+          expect(tries).toBeLessThan(100);
+          await new Promise((r) => setTimeout(r, 100));
+        }
+      }
+    }
+    await box.commands.closeStdin(reader.id);
+    const digest = await box.commands.follow(reader.id);
+    expect(digest.stdout).toBe(`${createHash('sha256').update(input).digest('hex')}  -\n`);
 
     // A chatty one keeps only its last output on the box's disk (punched out with fallocate).
     const chatty = await box.commands.start(`head -c ${6 * MiB} /dev/zero | tr '\\0' x; echo END`, {

@@ -138,6 +138,38 @@ describe('/v1/boxes/:id/commands: background commands', () => {
     fs.rmSync(go);
   });
 
+  it('takes input on its stdin when started with it open, until eof; refuses it otherwise', async () => {
+    const cmd = await start({ command: 'cat; echo done', stdinOpen: true });
+    const stdin = (commandId: string, payload: object) =>
+      h.admin_({ method: 'POST', url: `/v1/boxes/${id}/commands/${commandId}/stdin`, payload });
+    const b64 = (text: string) => Buffer.from(text).toString('base64');
+    const sent = await stdin(cmd.id, { data: b64('hello\n') });
+    expect(sent.statusCode, sent.body).toBe(200);
+    expect(sent.json()).toEqual({ bytes: 6 });
+    expect((await stdin(cmd.id, { data: b64('bye\n'), eof: true })).json()).toEqual({ bytes: 4 });
+    await vi.waitFor(async () => expect((await get(cmd.id)).state).toBe('exited'));
+    const out = await output(cmd.id);
+    expect(text(out, 'stdout')).toBe('hello\nbye\ndone\n');
+    expect(out.at(-1)).toMatchObject({ type: 'exit', exitCode: 0 });
+    // Ended; never open; not base64; no such command; both stdin and stdinOpen.
+    const ended = await stdin(cmd.id, { data: b64('x') });
+    expect([ended.statusCode, errorCode(ended)]).toEqual([409, 'invalid_state']);
+    const closed = await start({ command: 'sleep 30' });
+    const never = await stdin(closed.id, { data: b64('x') });
+    expect([never.statusCode, errorCode(never)]).toEqual([409, 'invalid_state']);
+    expect(never.json<{ error: { message: string } }>().error.message).toMatch(/stdin .* is not open/);
+    expect(errorCode(await stdin(closed.id, { data: 'not base64!' }))).toBe('invalid_request');
+    const missing = await stdin('cmd-000000000000', { eof: true });
+    expect([missing.statusCode, errorCode(missing)]).toEqual([404, 'command_not_found']);
+    const both = await h.admin_({
+      method: 'POST',
+      url: `/v1/boxes/${id}/commands`,
+      payload: { argv: ['cat'], stdin: b64('x'), stdinOpen: true },
+    });
+    expect(errorCode(both)).toBe('invalid_request');
+    await h.admin_({ method: 'DELETE', url: `/v1/boxes/${id}/commands/${closed.id}` });
+  });
+
   it('a program that cannot start is a command that exited 127, its reason in its stderr', async () => {
     const cmd = await start({ argv: ['no-such-program-here'] });
     expect(cmd).toMatchObject({ state: 'exited', exitCode: 127, pid: null });

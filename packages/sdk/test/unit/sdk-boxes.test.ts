@@ -71,6 +71,17 @@ describe('Sandbox over the fake driver', () => {
     await expect(box.commands.get(cmd.id)).rejects.toBeInstanceOf(CommandNotFoundError);
   });
 
+  it('background commands with their stdin open: sendStdin, closeStdin, then refused', async () => {
+    const cmd = await box.commands.start('cat; echo done', { stdinOpen: true });
+    await box.commands.sendStdin(cmd.id, 'ünï\n');
+    await box.commands.sendStdin(cmd.id, new Uint8Array([0x6f, 0x6b, 0x0a]));
+    await box.commands.closeStdin(cmd.id);
+    const result = await box.commands.follow(cmd.id);
+    expect(result).toMatchObject({ exitCode: 0, stdout: 'ünï\nok\ndone\n' });
+    await expect(box.commands.sendStdin(cmd.id, 'late')).rejects.toBeInstanceOf(InvalidStateError);
+    await box.commands.remove(cmd.id);
+  });
+
   it('creates a running box; connect and list find it', async () => {
     expect(box.id).toMatch(/^box-[a-z0-9]{10}$/);
     expect(box.state).toBe('running');

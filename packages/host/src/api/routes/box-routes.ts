@@ -13,6 +13,8 @@ import {
   CommandSchema,
   CreateBoxRequestSchema,
   StartCommandRequestSchema,
+  CommandStdinRequestSchema,
+  CommandStdinResultSchema,
   EgressAuditQuerySchema,
   EgressAuditResponseSchema,
   ExecEventSchema,
@@ -259,6 +261,27 @@ export function boxRoutes(deps: BoxRouteDeps): RouteDef[] {
       errors: ['invalid_request', 'unauthorized', 'box_not_found', 'command_not_found'],
       handler: ({ params, actor }) =>
         Promise.resolve(deps.commands.get({ actor, id: params.id, commandId: params.commandId })),
+    }),
+    defineRoute({
+      method: 'POST',
+      url: '/v1/boxes/:id/commands/:commandId/stdin',
+      operationId: 'writeBoxCommandStdin',
+      summary: 'Write to the stdin of a background command started with stdinOpen; eof closes it',
+      tags: V1,
+      auth: 'key',
+      params: CommandParamsSchema,
+      body: CommandStdinRequestSchema,
+      bodyLimit: EXEC_BODY_LIMIT_BYTES,
+      responses: { 200: { description: 'What was taken', schema: CommandStdinResultSchema } },
+      errors: [...ON_BOX, 'command_not_found', 'capacity_exhausted', 'payload_too_large'],
+      handler: ({ params, body, actor }) =>
+        deps.commands.input({
+          actor,
+          id: params.id,
+          commandId: params.commandId,
+          data: Buffer.from(body.data, 'base64'),
+          eof: body.eof,
+        }),
     }),
     defineRoute({
       method: 'GET',
