@@ -38,12 +38,10 @@ describe('journaled execs', () => {
     fs.rmSync(dir, { recursive: true, force: true });
   });
 
+  /** Shell that waits for the test's go (60 s at most: a failed test leaves no process behind). */
+  const untilGo = () => `i=0; while [ ! -e ${dir}/go ] && [ $i -lt 3000 ]; do i=$((i+1)); sleep 0.02; done`;
   /** A script that prints, waits for the test's go, prints again, and exits 5. */
-  const twoPhases = () => [
-    'sh',
-    '-c',
-    `echo one; echo e1 >&2; i=0; while [ ! -e ${dir}/go ] && [ $i -lt 3000 ]; do i=$((i+1)); sleep 0.02; done; echo two; echo e2 >&2; exit 5`,
-  ];
+  const twoPhases = () => ['sh', '-c', `echo one; echo e1 >&2; ${untilGo()}; echo two; echo e2 >&2; exit 5`];
   const journalFiles = (id: string) => path.join(journals, id);
   const gone = (pid: number) => {
     try {
@@ -122,11 +120,7 @@ describe('journaled execs', () => {
   it('is kept for the next session when it ends with nothing more to say after its host went', async () => {
     host.open(1, {
       op: 'exec',
-      argv: [
-        'sh',
-        '-c',
-        `echo one; i=0; while [ ! -e ${dir}/go ] && [ $i -lt 3000 ]; do i=$((i+1)); sleep 0.02; done; exit 4`,
-      ],
+      argv: ['sh', '-c', `echo one; ${untilGo()}; exit 4`],
       journal: 'j9',
     });
     await until(() => host.data.get(1) === 'one\n');
@@ -322,7 +316,7 @@ describe('journaled execs', () => {
 
   it('keeps only about the last keepBytes of each stream: the rest is punched out, a read from 0 is told it was skipped', async () => {
     const MiB = 1024 * 1024;
-    const script = `head -c ${5 * MiB} /dev/zero | tr "\\0" a; printf END; i=0; while [ ! -e ${dir}/go ] && [ $i -lt 3000 ]; do i=$((i+1)); sleep 0.02; done`;
+    const script = `head -c ${5 * MiB} /dev/zero | tr "\\0" a; printf END; ${untilGo()}`;
     host.open(1, { op: 'exec', argv: ['sh', '-c', script], journal: 'k1', watch: true, keepBytes: MiB });
     await until(() => host.types(1).includes('started'));
     void host.mux.sendJson(1, { type: 'cancel' });
@@ -359,11 +353,7 @@ describe('journaled execs', () => {
     const MiB = 1024 * 1024;
     host.open(1, {
       op: 'exec',
-      argv: [
-        'sh',
-        '-c',
-        `head -c ${12 * MiB} /dev/zero; i=0; while [ ! -e ${dir}/go ] && [ $i -lt 3000 ]; do i=$((i+1)); sleep 0.02; done`,
-      ],
+      argv: ['sh', '-c', `head -c ${12 * MiB} /dev/zero; ${untilGo()}`],
       journal: 'k2',
       watch: true,
       keepBytes: MiB,
@@ -434,11 +424,7 @@ describe('journaled execs', () => {
     const MiB = 1024 * 1024;
     host.open(1, {
       op: 'exec',
-      argv: [
-        'sh',
-        '-c',
-        `i=0; while [ ! -e ${dir}/go ] && [ $i -lt 3000 ]; do i=$((i+1)); sleep 0.02; done; wc -c`,
-      ],
+      argv: ['sh', '-c', `${untilGo()}; wc -c`],
       journal: 'i3',
       watch: true,
       stdinOpen: true,
