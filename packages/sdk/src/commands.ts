@@ -1,15 +1,23 @@
-import type {
-  ApiExecRequest,
-  Command,
-  CommandOutputEvent,
-  CommandStdinRequest,
-  ExecEvent,
-  StartCommandRequest,
+import {
+  AgentboxError,
+  type ApiExecRequest,
+  type Command,
+  type CommandOutputEvent,
+  type CommandStdinRequest,
+  type ExecEvent,
+  type StartCommandRequest,
 } from '@agentbox/protocol';
 import { fromBase64, toBase64, utf8 } from './bytes.js';
 import { errorFromObject, sdkError } from './errors.js';
 import { ndjsonLines, type HttpTransport, type RequestOpts } from './http.js';
-import { Reconnects, isRetried, type ReconnectOpts } from './retry.js';
+import { Reconnects, isRetried, sleep, type ReconnectOpts } from './retry.js';
+
+/** What one stdin write carries (the daemon takes up to 1 MiB a call). */
+const STDIN_CHUNK_BYTES = 256 * 1024;
+/** How long `sendStdin` waits, at most, for a command that does not read what it was sent. */
+const STDIN_WAIT_MS = 60_000;
+/** How often it tries again meanwhile. */
+const STDIN_RETRY_MS = 100;
 
 /** How a command's output reaches the caller, as it arrives. */
 export interface OutputCallbacks {
@@ -326,12 +334,31 @@ export class Commands {
   }
 
   /**
-   * Writes to the stdin of a background command started with `stdinOpen` (text as UTF-8), at most
-   * 1 MiB a call; resolves once the box has taken the bytes. `CapacityExhaustedError` when it has
-   * not read the last MiB sent yet: send again later.
+   * Writes to the stdin of a background command started with `stdinOpen` (text as UTF-8), and
+   * resolves once the box has taken all of it. The box holds up to 1 MiB the command has not read
+   * yet; past that this waits, sending the rest as the command reads, for `waitMs` at most
+   * (default 60 s; then `CapacityExhaustedError`). `InvalidStateError` when its stdin is not open.
    */
-  async sendStdin(id: string, data: string | Uint8Array, opts: RequestOpts = {}): Promise<void> {
-    await this.writeStdin(id, { data: toBase64(typeof data === 'string' ? utf8(data) : data) }, opts);
+  async sendStdin(
+    id: string,
+    data: string | Uint8Array,
+    opts: RequestOpts & { waitMs?: number } = {},
+  ): Promise<void> {
+    const bytes = typeof data === 'string' ? utf8(data) : data;
+    const deadline = Date.now() + (opts.waitMs ?? STDIN_WAIT_MS);
+    for (let at = 0; at < bytes.length; at += STDIN_CHUNK_BYTES) {
+      const chunk = { data: toBase64(bytes.subarray(at, at + STDIN_CHUNK_BYTES)) };
+      for (;;) {
+        try {
+          await this.writeStdin(id, chunk, opts);
+          break;
+        } catch (err) {
+          if (!(err instanceof AgentboxError) || err.code !== 'capacity_exhausted' || Date.now() > deadline)
+            throw err;
+          await sleep(STDIN_RETRY_MS, opts.signal);
+        }
+      }
+    }
   }
 
   /** Closes the stdin of a background command started with `stdinOpen`: it reads end-of-file. */

@@ -224,11 +224,6 @@ export async function boxCommandOutput(
   return result.timedOut ? 124 : shellExitStatus(result);
 }
 
-/** What one stdin write carries at most (the daemon takes up to 1 MiB a call). */
-const STDIN_CHUNK_BYTES = 256 * 1024;
-/** How long to wait before sending again to a command that has not read what it was sent. */
-const STDIN_RETRY_MS = 100;
-
 /**
  * `agentbox box command stdin BOX CMD [--keep-open]`: this process's stdin to a background command
  * started with `--stdin-open`, as it comes (held back while the command does not read), then
@@ -243,18 +238,8 @@ export async function boxCommandStdin(
   const box = await daemonClient(options).boxes.connect(id);
   for await (const chunk of stdin) {
     const bytes = Buffer.isBuffer(chunk) ? chunk : Buffer.from(chunk);
-    for (let at = 0; at < bytes.length; at += STDIN_CHUNK_BYTES) {
-      const part = bytes.subarray(at, at + STDIN_CHUNK_BYTES);
-      for (;;) {
-        try {
-          await box.commands.sendStdin(commandId, part);
-          break;
-        } catch (err) {
-          if (!(err instanceof AgentboxError) || err.code !== 'capacity_exhausted') throw err;
-          await new Promise((r) => setTimeout(r, STDIN_RETRY_MS));
-        }
-      }
-    }
+    // Waits while the command has not read what it was sent (as long as it takes).
+    await box.commands.sendStdin(commandId, bytes, { waitMs: Infinity });
   }
   if (!options.keepOpen) await box.commands.closeStdin(commandId);
   return 0;

@@ -113,19 +113,8 @@ describe('background commands in a real box, across a daemon kill -9', () => {
     const reader = await box.commands.start('sha256sum', { stdinOpen: true });
     const input = Buffer.alloc(3 * MiB);
     for (let i = 0; i < input.length; i++) input[i] = (i * 7) % 251;
-    for (let at = 0; at < input.length; at += 512 * 1024) {
-      for (let tries = 0; ; tries++) {
-        try {
-          await box.commands.sendStdin(reader.id, input.subarray(at, at + 512 * 1024));
-          break;
-        } catch (err) {
-          // It had not read the last MiB yet.
-          expect((err as { code?: string }).code).toBe('capacity_exhausted');
-          expect(tries).toBeLessThan(100);
-          await new Promise((r) => setTimeout(r, 100));
-        }
-      }
-    }
+    // More than the box holds unread: sent as the command reads it.
+    await box.commands.sendStdin(reader.id, input);
     await box.commands.closeStdin(reader.id);
     const digest = await box.commands.follow(reader.id);
     expect(digest.stdout).toBe(`${createHash('sha256').update(input).digest('hex')}  -\n`);

@@ -5,6 +5,7 @@ import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import {
   AgentboxClient,
   BoxNotFoundError,
+  CapacityExhaustedError,
   CommandNotFoundError,
   FileNotFoundError,
   InvalidRequestError,
@@ -80,6 +81,31 @@ describe('Sandbox over the fake driver', () => {
     expect(result).toMatchObject({ exitCode: 0, stdout: 'ünï\nok\ndone\n' });
     await expect(box.commands.sendStdin(cmd.id, 'late')).rejects.toBeInstanceOf(InvalidStateError);
     await box.commands.remove(cmd.id);
+
+    // One that does not read yet: sendStdin waits for it (past the 1 MiB the box holds unread),
+    // or gives up after waitMs.
+    const go = `/tmp/agentbox-sdk-stdin-go-${process.pid}`;
+    const slow = await box.commands.start(
+      `i=0; while [ ! -e ${go} ] && [ $i -lt 3000 ]; do i=$((i+1)); sleep 0.02; done; wc -c`,
+      { stdinOpen: true },
+    );
+    const big = new Uint8Array(3 * 1024 * 1024).fill(120);
+    await expect(box.commands.sendStdin(slow.id, big, { waitMs: 300 })).rejects.toBeInstanceOf(
+      CapacityExhaustedError,
+    );
+    let sent = false;
+    const sending = box.commands.sendStdin(slow.id, big).then(() => (sent = true));
+    await new Promise((r) => setTimeout(r, 300));
+    expect(sent).toBe(false);
+    fs.writeFileSync(go, '');
+    await sending;
+    await box.commands.closeStdin(slow.id);
+    fs.rmSync(go);
+    // What the first call got in before it gave up, and all of the second.
+    const counted = Number((await box.commands.follow(slow.id)).stdout.trim());
+    expect(counted).toBeGreaterThanOrEqual(big.length + 1024 * 1024);
+    expect(counted).toBeLessThan(2 * big.length);
+    await box.commands.remove(slow.id);
   });
 
   it('creates a running box; connect and list find it', async () => {
