@@ -29,6 +29,8 @@ export interface NativeAddon {
   writeFrame(outFd: number, header: Buffer, fromFd: number, offset: number, length: number): number;
   /** Bytes waiting in a pipe. */
   pipeBytes(fd: number): number;
+  /** mkfifo(3). Optional: an addon built before it lacks it. */
+  makeFifo?(path: string, mode: number): void;
   /** A level-triggered readiness watch on `fd` (starts paused): events 1 readable, 2 hang-up/error. */
   watchReadable(fd: number, onEvents: (events: number) => void): ReadableWatch;
   restore(

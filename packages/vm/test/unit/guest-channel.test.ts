@@ -178,6 +178,27 @@ describe.each([
       expect(Buffer.concat(out).equals(input)).toBe(true);
     });
 
+    it("keeps a journaled exec's stdin open: input goes in as it is sent, eof ends it", async () => {
+      const journal = `stdin-${native ? 'native' : 'node'}-${process.pid}`;
+      const out: Buffer[] = [];
+      const running = vm.guest.exec(
+        { argv: ['sh', '-c', 'cat; echo done'], journal, stdinOpen: true },
+        { onStdout: (c) => void out.push(c) },
+      );
+      const part = Buffer.from(Array.from({ length: 256 }, (_, i) => i));
+      for (let tries = 0; ; tries++) {
+        // Until the process runs its stdin is not there.
+        const sent = await vm.guest.inputExec(journal, part, false).catch((err: AgentboxError) => err);
+        if (!(sent instanceof AgentboxError)) break;
+        expect(tries).toBeLessThan(100);
+        await new Promise((r) => setTimeout(r, 20));
+      }
+      await vm.guest.inputExec(journal, part, true);
+      expect((await running).exitCode).toBe(0);
+      expect(Buffer.concat(out).equals(Buffer.concat([part, part, Buffer.from('done\n')]))).toBe(true);
+      await vm.guest.forgetExec(journal);
+    });
+
     it('kills the whole process group on timeout', async () => {
       const marker = `agentbox-timeout-${process.pid}-${Date.now()}`;
       const r = await collect(
