@@ -344,18 +344,19 @@ export class Commands {
     data: string | Uint8Array,
     opts: RequestOpts & { waitMs?: number } = {},
   ): Promise<void> {
+    const { waitMs = STDIN_WAIT_MS, ...request } = opts;
     const bytes = typeof data === 'string' ? utf8(data) : data;
-    const deadline = Date.now() + (opts.waitMs ?? STDIN_WAIT_MS);
+    const deadline = Date.now() + waitMs;
     for (let at = 0; at < bytes.length; at += STDIN_CHUNK_BYTES) {
       const chunk = { data: toBase64(bytes.subarray(at, at + STDIN_CHUNK_BYTES)) };
       for (;;) {
         try {
-          await this.writeStdin(id, chunk, opts);
+          await this.writeStdin(id, chunk, request);
           break;
         } catch (err) {
           if (!(err instanceof AgentboxError) || err.code !== 'capacity_exhausted' || Date.now() > deadline)
             throw err;
-          await sleep(STDIN_RETRY_MS, opts.signal);
+          await sleep(STDIN_RETRY_MS, request.signal);
         }
       }
     }
