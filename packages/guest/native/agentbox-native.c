@@ -574,6 +574,29 @@ static napi_value make_fifo(napi_env env, napi_callback_info info) {
   return NULL;
 }
 
+/* punchHole(path, offset, length): frees a file's blocks in that range, its size kept (fallocate(2)). */
+static napi_value punch_hole(napi_env env, napi_callback_info info) {
+  size_t argc = 3;
+  napi_value args[3];
+  char path[4096];
+  size_t length_of_path = 0;
+  int64_t offset, length;
+  napi_get_cb_info(env, info, &argc, args, NULL, NULL);
+  if (argc < 3 || napi_get_value_string_utf8(env, args[0], path, sizeof path, &length_of_path) != napi_ok ||
+      length_of_path >= sizeof path - 1 || napi_get_value_int64(env, args[1], &offset) != napi_ok ||
+      napi_get_value_int64(env, args[2], &length) != napi_ok || offset < 0 || length <= 0) {
+    napi_throw_type_error(env, NULL, "punchHole(path, offset, length)");
+    return NULL;
+  }
+  int fd = open(path, O_WRONLY | O_CLOEXEC);
+  if (fd < 0) return throw_errno(env, errno, "open");
+  int rc = fallocate(fd, FALLOC_FL_PUNCH_HOLE | FALLOC_FL_KEEP_SIZE, (off_t)offset, (off_t)length);
+  int err = errno;
+  close(fd);
+  if (rc != 0) return throw_errno(env, err, "fallocate");
+  return NULL;
+}
+
 struct readable_watch {
   uv_poll_t poll;
   napi_env env;
@@ -668,6 +691,7 @@ static napi_value init(napi_env env, napi_value exports) {
       {"writeFrame", NULL, write_frame, NULL, NULL, NULL, napi_default, NULL},
       {"pipeBytes", NULL, pipe_bytes, NULL, NULL, NULL, napi_default, NULL},
       {"makeFifo", NULL, make_fifo, NULL, NULL, NULL, napi_default, NULL},
+      {"punchHole", NULL, punch_hole, NULL, NULL, NULL, napi_default, NULL},
       {"watchReadable", NULL, watch_readable, NULL, NULL, NULL, napi_default, NULL},
   };
   napi_define_properties(env, exports, sizeof props / sizeof props[0], props);

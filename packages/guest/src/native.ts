@@ -31,6 +31,8 @@ export interface NativeAddon {
   pipeBytes(fd: number): number;
   /** mkfifo(3). Optional: an addon built before it lacks it. */
   makeFifo?(path: string, mode: number): void;
+  /** Frees a file's blocks in [offset, offset + length), its size kept. Optional, as makeFifo. */
+  punchHole?(path: string, offset: number, length: number): void;
   /** A level-triggered readiness watch on `fd` (starts paused): events 1 readable, 2 hang-up/error. */
   watchReadable(fd: number, onEvents: (events: number) => void): ReadableWatch;
   restore(

@@ -199,6 +199,34 @@ describe.each([
       await vm.guest.forgetExec(journal);
     });
 
+    it("drops a journaled exec's output before its last keepBytes once read (fallocate)", async () => {
+      const journal = `keep-${native ? 'native' : 'node'}-${process.pid}`;
+      const MiB = 1024 * 1024;
+      let read = 0;
+      const exit = await vm.guest.exec(
+        { argv: ['sh', '-c', `head -c ${4 * MiB} /dev/zero`], journal, keepBytes: MiB },
+        { onStdout: (c) => void (read += c.length) },
+      );
+      expect([exit.exitCode, read]).toEqual([0, 4 * MiB]);
+      // Its last pass after the exit: at least 2 MiB dropped (1 MiB steps, the last MiB kept).
+      for (let i = 0; (await vm.guest.statExec(journal)).stdoutStart < 2 * MiB; i++) {
+        expect(i, 'the output was never trimmed').toBeLessThan(100);
+        await new Promise((r) => setTimeout(r, 100));
+      }
+      // And its blocks freed (the fake driver's journals are on this host, under its tmpdir).
+      for (let i = 0; ; i++) {
+        const { stdout } = await collect(vm, [
+          'sh',
+          '-c',
+          `du -k ${os.tmpdir()}/agentbox-fake-*/journals/${journal}/stdout`,
+        ]);
+        if (Number(stdout.split(/\s/)[0]) <= 2 * 1024) break;
+        expect(i, `its blocks were never freed: ${stdout}`).toBeLessThan(50);
+        await new Promise((r) => setTimeout(r, 100));
+      }
+      await vm.guest.forgetExec(journal);
+    });
+
     it('kills the whole process group on timeout', async () => {
       const marker = `agentbox-timeout-${process.pid}-${Date.now()}`;
       const r = await collect(
