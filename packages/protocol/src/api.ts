@@ -1,7 +1,14 @@
 import { z } from 'zod';
 import { EgressAuditRecordSchema, EgressPolicySchema, RepoGrantSchema } from './egress.js';
 import { ERROR_CODE_LIST, type ErrorCode } from './errors.js';
-import { EntryInfoSchema, JOURNAL_INPUT_MAX_BYTES, OmittedCountSchema, ProcessInfoSchema } from './guest.js';
+import {
+  EntryInfoSchema,
+  JOURNAL_INPUT_MAX_BYTES,
+  JOURNAL_MAX_KEEP_BYTES,
+  JOURNAL_MIN_KEEP_BYTES,
+  OmittedCountSchema,
+  ProcessInfoSchema,
+} from './guest.js';
 import { queryInteger } from './query.js';
 
 /**
@@ -328,8 +335,8 @@ export const StartCommandRequestSchema = ExecRequestFields.extend({
   keepOutputBytes: z
     .number()
     .int()
-    .min(1024 * 1024)
-    .max(4 * 1024 ** 3)
+    .min(JOURNAL_MIN_KEEP_BYTES)
+    .max(JOURNAL_MAX_KEEP_BYTES)
     .optional()
     .describe(
       `Keep about the last this many bytes of each of its streams on the box's disk (default ${DEFAULT_KEEP_OUTPUT_BYTES / 1024 ** 2} MiB); ` +
