@@ -561,40 +561,39 @@ static napi_value pipe_bytes(napi_env env, napi_callback_info info) {
 static napi_value make_fifo(napi_env env, napi_callback_info info) {
   size_t argc = 2;
   napi_value args[2];
-  char path[4096];
-  size_t length = 0;
   int32_t mode;
   napi_get_cb_info(env, info, &argc, args, NULL, NULL);
-  if (argc < 2 || napi_get_value_string_utf8(env, args[0], path, sizeof path, &length) != napi_ok ||
-      length >= sizeof path - 1 || napi_get_value_int32(env, args[1], &mode) != napi_ok) {
+  if (argc < 2 || napi_get_value_int32(env, args[1], &mode) != napi_ok) {
     napi_throw_type_error(env, NULL, "makeFifo(path, mode)");
     return NULL;
   }
-  if (mkfifo(path, (mode_t)mode) != 0) return throw_errno(env, errno, "mkfifo");
-  return NULL;
+  char *path = string_arg(env, args[0]);
+  if (!path) return NULL;
+  int rc = mkfifo(path, (mode_t)mode), err = errno;
+  free(path);
+  return rc == 0 ? NULL : throw_errno(env, err, "mkfifo");
 }
 
 /* punchHole(path, offset, length): frees a file's blocks in that range, its size kept (fallocate(2)). */
 static napi_value punch_hole(napi_env env, napi_callback_info info) {
   size_t argc = 3;
   napi_value args[3];
-  char path[4096];
-  size_t length_of_path = 0;
   int64_t offset, length;
   napi_get_cb_info(env, info, &argc, args, NULL, NULL);
-  if (argc < 3 || napi_get_value_string_utf8(env, args[0], path, sizeof path, &length_of_path) != napi_ok ||
-      length_of_path >= sizeof path - 1 || napi_get_value_int64(env, args[1], &offset) != napi_ok ||
+  if (argc < 3 || napi_get_value_int64(env, args[1], &offset) != napi_ok ||
       napi_get_value_int64(env, args[2], &length) != napi_ok || offset < 0 || length <= 0) {
     napi_throw_type_error(env, NULL, "punchHole(path, offset, length)");
     return NULL;
   }
-  int fd = open(path, O_WRONLY | O_CLOEXEC);
-  if (fd < 0) return throw_errno(env, errno, "open");
+  char *path = string_arg(env, args[0]);
+  if (!path) return NULL;
+  int fd = open(path, O_WRONLY | O_CLOEXEC), err = errno;
+  free(path);
+  if (fd < 0) return throw_errno(env, err, "open");
   int rc = fallocate(fd, FALLOC_FL_PUNCH_HOLE | FALLOC_FL_KEEP_SIZE, (off_t)offset, (off_t)length);
-  int err = errno;
+  err = errno;
   close(fd);
-  if (rc != 0) return throw_errno(env, err, "fallocate");
-  return NULL;
+  return rc == 0 ? NULL : throw_errno(env, err, "fallocate");
 }
 
 struct readable_watch {

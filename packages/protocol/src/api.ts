@@ -4,8 +4,7 @@ import { ERROR_CODE_LIST, type ErrorCode } from './errors.js';
 import {
   EntryInfoSchema,
   JOURNAL_INPUT_MAX_BYTES,
-  JOURNAL_MAX_KEEP_BYTES,
-  JOURNAL_MIN_KEEP_BYTES,
+  KeepBytesSchema,
   OmittedCountSchema,
   ProcessInfoSchema,
 } from './guest.js';
@@ -332,16 +331,10 @@ export type ApiExecRequest = z.input<typeof ApiExecRequestSchema>;
 export const DEFAULT_KEEP_OUTPUT_BYTES = 32 * 1024 * 1024;
 
 export const StartCommandRequestSchema = ExecRequestFields.extend({
-  keepOutputBytes: z
-    .number()
-    .int()
-    .min(JOURNAL_MIN_KEEP_BYTES)
-    .max(JOURNAL_MAX_KEEP_BYTES)
-    .optional()
-    .describe(
-      `Keep about the last this many bytes of each of its streams on the box's disk (default ${DEFAULT_KEEP_OUTPUT_BYTES / 1024 ** 2} MiB); ` +
-        'older output is dropped (never ahead of a reader following it), and a read from before it is told `skipped`.',
-    ),
+  keepOutputBytes: KeepBytesSchema.optional().describe(
+    `Keep about the last this many bytes of each of its streams on the box's disk (default ${DEFAULT_KEEP_OUTPUT_BYTES / 1024 ** 2} MiB); ` +
+      'older output is dropped (never ahead of a reader following it), and a read from before it is told `skipped`.',
+  ),
   stdinOpen: z
     .boolean()
     .optional()

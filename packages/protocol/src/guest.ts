@@ -88,6 +88,7 @@ export const JOURNAL_INPUT_MAX_BYTES = 1024 * 1024;
 /** The least and most of its output a journaled exec may be told to keep per stream (`keepBytes`). */
 export const JOURNAL_MIN_KEEP_BYTES = 1024 * 1024;
 export const JOURNAL_MAX_KEEP_BYTES = 4 * 1024 ** 3;
+export const KeepBytesSchema = z.number().int().min(JOURNAL_MIN_KEEP_BYTES).max(JOURNAL_MAX_KEEP_BYTES);
 
 /** An attach offset past any file's end: the attach sends none of that stream (an exit watcher). */
 export const JOURNAL_END_OFFSET = Number.MAX_SAFE_INTEGER;
@@ -129,16 +130,10 @@ export const ExecRequestSchema = z
       .describe(
         'With `journal`: once the process started, a cancel ends only this follow (a background command runs on).',
       ),
-    keepBytes: z
-      .number()
-      .int()
-      .min(JOURNAL_MIN_KEEP_BYTES)
-      .max(JOURNAL_MAX_KEEP_BYTES)
-      .optional()
-      .describe(
-        "With `journal`: keep about the last this many bytes of each stream on the box's disk; older output " +
-          'is dropped (never ahead of a reader following it), and a read from before it is told `skipped`.',
-      ),
+    keepBytes: KeepBytesSchema.optional().describe(
+      "With `journal`: keep about the last this many bytes of each stream on the box's disk; older output " +
+        'is dropped (never ahead of a reader following it), and a read from before it is told `skipped`.',
+    ),
     stdinOpen: z
       .boolean()
       .optional()
