@@ -44,10 +44,17 @@ const STORED_KEY = "sessionStorage.getItem('agentbox.apiKey')";
 const RECORD_EVENTS = `(() => {
   const seen = (window.__seen = []);
   const data = (selector, key) => document.querySelector(selector)?.dataset[key];
+  // An event element added itself, or inside a list added whole (what had happened by the page's
+  // first render of the task comes in one piece).
+  const eventsIn = (node) =>
+    !(node instanceof HTMLElement)
+      ? []
+      : node.dataset.testid === 'task-event'
+        ? [node]
+        : [...node.querySelectorAll('[data-testid=task-event]')];
   new MutationObserver((mutations) => {
     for (const m of mutations)
-      for (const node of m.addedNodes) {
-        if (!(node instanceof HTMLElement) || node.dataset.testid !== 'task-event') continue;
+      for (const node of [...m.addedNodes].flatMap(eventsIn)) {
         seen.push({
           seq: Number(node.dataset.seq),
           type: node.dataset.type,
