@@ -65,12 +65,16 @@ export function commandView(record: CommandRecord): Command {
   };
 }
 
+/** 501 for a box whose guest agent predates a feature: `what` it does instead, then the way out. */
+function olderAgent(boxId: string, what: string, wayOut = 'make a new box'): AgentboxError {
+  return new AgentboxError(
+    'not_implemented',
+    `box ${boxId} runs an older guest agent ${what}; ${wayOut} (after \`agentbox image build\`)`,
+  );
+}
+
 function needsWatch(lease: BoxLease, boxId: string): void {
-  if (!lease.guest.watchesJournals)
-    throw new AgentboxError(
-      'not_implemented',
-      `box ${boxId} runs an older guest agent without background commands; make a new box (after \`agentbox image build\`)`,
-    );
+  if (!lease.guest.watchesJournals) throw olderAgent(boxId, 'without background commands');
 }
 
 /**
@@ -84,19 +88,17 @@ export function keepBytesFor(
 ): { keepBytes?: number } {
   if (trims) return { keepBytes: asked ?? DEFAULT_KEEP_OUTPUT_BYTES };
   if (asked === undefined) return {};
-  throw new AgentboxError(
-    'not_implemented',
-    `box ${boxId} runs an older guest agent that keeps all of a command's output; leave out keepOutputBytes, or make a new box (after \`agentbox image build\`)`,
+  throw olderAgent(
+    boxId,
+    "that keeps all of a command's output",
+    'leave out keepOutputBytes, or make a new box',
   );
 }
 
-function stdinOpenFor(lease: BoxLease, boxId: string, asked: boolean | undefined): { stdinOpen?: true } {
+/** Whether a command's stdin stays open; refused by an agent from before `exec.input`. */
+function stdinOpenFor(takesInput: boolean, boxId: string, asked: boolean | undefined): { stdinOpen?: true } {
   if (!asked) return {};
-  if (!lease.guest.takesInput)
-    throw new AgentboxError(
-      'not_implemented',
-      `box ${boxId} runs an older guest agent that cannot keep a command's stdin open; make a new box (after \`agentbox image build\`)`,
-    );
+  if (!takesInput) throw olderAgent(boxId, "that cannot keep a command's stdin open");
   return { stdinOpen: true };
 }
 
@@ -213,7 +215,7 @@ export function createCommandService(deps: CommandServiceDeps) {
             journal: id,
             watch: true,
             ...keepBytesFor(lease.guest.trimsJournals, options.id, request.keepOutputBytes),
-            ...stdinOpenFor(lease, options.id, request.stdinOpen),
+            ...stdinOpenFor(lease.guest.takesInput, options.id, request.stdinOpen),
           },
           {
             onStarted: (p) => {
